@@ -1,0 +1,1 @@
+"""The ``hybridfuse`` command line: thin click commands over the library packages."""

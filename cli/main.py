@@ -1,0 +1,110 @@
+"""Entry point: the ``hybridfuse`` group, logging flags and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from .options import EXIT_BAD_INPUT, EXIT_FAILURE
+
+log = logging.getLogger("hybridfuse")
+
+
+def _version() -> str:
+    try:
+        return version("hybridfuse")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: WARNING by default, INFO with -v, DEBUG with -vv, ERROR with -q."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        max(min(verbosity, 2), -1), logging.DEBUG
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Exit code of an exception raised by the library (see :mod:`cli.options`)."""
+    from dose.errors import DoseError, DoseInputError
+    from fusion.errors import FusionError, InputError
+    from registration.errors import IllPosedGeometryError, RegistrationError
+
+    if isinstance(
+        exc, (InputError, DoseInputError, FileExistsError, FileNotFoundError, IllPosedGeometryError)
+    ):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, (FusionError, DoseError, RegistrationError)):
+        return EXIT_FAILURE
+    return EXIT_FAILURE
+
+
+class HybridFuseGroup(click.Group):
+    """A click group that turns library errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        """Run the command; print a library error on one line and exit with its code."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # every library error ends here, once
+            verbose = (ctx.obj or {}).get("verbosity", 0) > 0
+            if verbose:
+                traceback.print_exc(file=sys.stderr)
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            known = exit_code_for(exc)
+            prefix = "error" if _is_library_error(exc) else "internal error"
+            hint = "" if verbose else " (run with -v for details)"
+            click.echo(f"hybridfuse: {prefix}: {msg}{hint if prefix != 'error' else ''}", err=True)
+            ctx.exit(known)
+
+
+def _is_library_error(exc: BaseException) -> bool:
+    from dose.errors import DoseError
+    from fusion.errors import FusionError
+    from registration.errors import RegistrationError
+
+    return isinstance(
+        exc, (FusionError, DoseError, RegistrationError, FileExistsError, FileNotFoundError)
+    )
+
+
+@click.group(cls=HybridFuseGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug); tracebacks.")
+@click.option("-q", "--quiet", count=True, help="Less output: errors only, no progress.")
+@click.version_option(_version(), "--version", prog_name="hybridfuse")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
+    """Fuse ultrasound with fluoroscopy and account for the radiation dose it saved.
+
+    Exit codes: 0 success, 1 processing failure, 2 usage error or bad input.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbosity"] = verbose - quiet
+    configure_logging(verbose - quiet)
+
+
+def _register_commands() -> None:
+    from .info import info
+    from .synth import synth
+
+    cli.add_command(info)
+    cli.add_command(synth)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="hybridfuse")

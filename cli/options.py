@@ -1,0 +1,45 @@
+"""Options shared by several commands, and the exit codes every command uses.
+
+=============  ====================================================================
+exit code      meaning
+=============  ====================================================================
+0              success
+1              processing failure (the input was usable but the work failed)
+2              usage error or bad input (unreadable file, wrong kind of file, ...)
+=============  ====================================================================
+
+Option names: ``--json`` (machine-readable output on stdout), ``--overwrite``
+(replace existing outputs; refused otherwise), ``-v/--verbose`` and ``-q/--quiet``
+(on the group: log level, tracebacks, progress).
+"""
+
+from __future__ import annotations
+
+import click
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+)
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace existing outputs (refused otherwise)."
+)
+
+
+def spacing_type(value: str | None) -> tuple[float, float] | None:
+    """Parse ``ROW_MM,COL_MM`` (or one number for square pixels)."""
+    if value is None:
+        return None
+    parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected ROW_MM,COL_MM, got {value!r}") from exc
+    if len(nums) == 1:
+        nums = nums * 2
+    if len(nums) != 2 or min(nums) <= 0:
+        raise click.BadParameter(f"expected two positive numbers ROW_MM,COL_MM, got {value!r}")
+    return (nums[0], nums[1])

@@ -1,0 +1,143 @@
+"""Per-image dose attributes of projection X-ray images (XA, RF, DX, CR).
+
+Numbers are parsed leniently (blank, comma decimals, junk -> unknown) and an unknown
+value stays ``None``: it is never reported as zero.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import DoseInputError
+
+__all__ = ["ImageDoseTags", "read_image_dose_tags", "parse_number"]
+
+
+def parse_number(value) -> float | None:
+    """A DICOM DS/IS/FD value as float, or None when absent or not a finite number."""
+    if value is None:
+        return None
+    if hasattr(value, "value"):
+        value = value.value
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        if len(value) == 0:
+            return None
+        value = value[0]
+    text = str(value).strip().replace(",", ".")
+    if not text:
+        return None
+    try:
+        out = float(text)
+    except ValueError:
+        return None
+    if out != out or out in (float("inf"), float("-inf")):
+        return None
+    return out
+
+
+@dataclass(frozen=True)
+class ImageDoseTags:
+    """Dose-related attributes of one image object; None means not recorded.
+
+    Attributes
+    ----------
+    kvp_kv : (0018,0060) *KVP*.
+    tube_current_ma : (0018,1151) *X-Ray Tube Current*, or (0018,8151) in µA / 1000.
+    exposure_time_ms : (0018,1150) *Exposure Time*, or (0018,8150) in µs / 1000.
+    exposure_mas : (0018,1152) *Exposure*, or (0018,1153) in µAs / 1000.
+    dap_dgy_cm2 : (0018,115E) *Image and Fluoroscopy Area Dose Product*, dGy·cm².
+    entrance_dose_mgy : (0040,8302) *Entrance Dose in mGy*.
+    distance_source_to_entrance_mm : (0040,0306).
+    number_of_frames : (0028,0008), 1 when absent.
+    filter_material, filter_thickness_mm : (0018,7050), (0018,7052)/(0018,7054).
+    sources : attribute names each value was read from.
+    """
+
+    kvp_kv: float | None = None
+    tube_current_ma: float | None = None
+    exposure_time_ms: float | None = None
+    exposure_mas: float | None = None
+    dap_dgy_cm2: float | None = None
+    entrance_dose_mgy: float | None = None
+    distance_source_to_entrance_mm: float | None = None
+    number_of_frames: int = 1
+    filter_material: str | None = None
+    filter_thickness_mm: float | None = None
+    sources: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dap_gy_cm2(self) -> float | None:
+        """Image DAP converted to Gy·cm² (1 dGy·cm² = 0.1 Gy·cm²)."""
+        return None if self.dap_dgy_cm2 is None else self.dap_dgy_cm2 / 10.0
+
+    @property
+    def has_dose(self) -> bool:
+        """True when the image records a DAP or an entrance dose."""
+        return self.dap_dgy_cm2 is not None or self.entrance_dose_mgy is not None
+
+    def to_dict(self) -> dict:
+        """JSON-ready values with units in their names."""
+        out = asdict(self)
+        out["dap_gy_cm2"] = self.dap_gy_cm2
+        out["sources"] = dict(self.sources)
+        return out
+
+
+# (field, [(keyword, scale to the field's unit), ...]) in order of preference.
+_FIELDS: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
+    ("kvp_kv", (("KVP", 1.0),)),
+    ("tube_current_ma", (("XRayTubeCurrent", 1.0), ("XRayTubeCurrentInuA", 1e-3))),
+    ("exposure_time_ms", (("ExposureTime", 1.0), ("ExposureTimeInuS", 1e-3))),
+    ("exposure_mas", (("Exposure", 1.0), ("ExposureInuAs", 1e-3))),
+    ("dap_dgy_cm2", (("ImageAndFluoroscopyAreaDoseProduct", 1.0),)),
+    ("entrance_dose_mgy", (("EntranceDoseInmGy", 1.0),)),
+    ("distance_source_to_entrance_mm", (("DistanceSourceToEntrance", 1.0),)),
+    ("filter_thickness_mm", (("FilterThicknessMaximum", 1.0), ("FilterThicknessMinimum", 1.0))),
+)
+
+
+def read_image_dose_tags(source: str | os.PathLike | object) -> ImageDoseTags:
+    """Read the dose attributes of an image.
+
+    Parameters
+    ----------
+    source : path-like or pydicom Dataset
+        A DICOM image file, or a dataset already read.
+
+    Returns
+    -------
+    ImageDoseTags
+    """
+    ds = source
+    if isinstance(source, (str, os.PathLike)):
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        try:
+            ds = pydicom.dcmread(Path(source), stop_before_pixels=True)
+        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+            raise DoseInputError(f"{source}: not a readable DICOM file ({exc})") from exc
+    values: dict = {}
+    sources: list[tuple[str, str]] = []
+    for field_name, candidates in _FIELDS:
+        for keyword, scale in candidates:
+            number = parse_number(ds.get(keyword))
+            if number is not None:
+                values[field_name] = number * scale
+                sources.append((field_name, keyword))
+                break
+    material = ds.get("FilterMaterial")
+    if material:
+        values["filter_material"] = "\\".join(
+            str(m)
+            for m in (
+                material
+                if isinstance(material, list) or type(material).__name__ == "MultiValue"
+                else [material]
+            )
+        )
+    n_frames = parse_number(ds.get("NumberOfFrames"))
+    values["number_of_frames"] = int(n_frames) if n_frames and n_frames >= 1 else 1
+    return ImageDoseTags(**values, sources=tuple(sources))

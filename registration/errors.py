@@ -1,0 +1,17 @@
+"""Errors raised by the registration library."""
+
+from __future__ import annotations
+
+__all__ = ["RegistrationError", "IllPosedGeometryError", "ConvergenceError"]
+
+
+class RegistrationError(Exception):
+    """Root of every error the registration library raises."""
+
+
+class IllPosedGeometryError(RegistrationError, ValueError):
+    """The imaging geometry does not allow a unique 2D-2D answer (e.g. edge-on plane)."""
+
+
+class ConvergenceError(RegistrationError, RuntimeError):
+    """The optimiser stopped without meeting its convergence criteria."""

@@ -1,0 +1,95 @@
+"""The command line: synth and info end to end, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from tests.conftest import REALDATA
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert "hybridfuse" in result.output
+
+
+def test_synth_writes_a_case_and_refuses_to_overwrite(runner, tmp_path):
+    out = tmp_path / "case"
+    result = runner.invoke(
+        cli, ["-q", "synth", "--out", str(out), "--seed", "4", "--procedure", "si-joint", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["procedure"] == "si-joint"
+    assert {"rdsr.dcm", "truth.json", "us_clip.dcm"} <= set(summary["files"])
+    assert summary["well_posed_pairs"] == 4
+    again = runner.invoke(cli, ["synth", "--out", str(out)])
+    assert again.exit_code == 2
+    assert "exists; pass --overwrite" in again.output
+    assert not list(tmp_path.glob(".case.partial-*"))
+
+
+def test_info_describes_images_and_dose_reports(runner, synthetic_case):
+    case, truth = synthetic_case
+    files = [str(case / f) for f in (*truth["files"]["fluoro"], "us_clip.dcm", "rdsr.dcm")]
+    result = runner.invoke(cli, ["info", "--json", *files])
+    assert result.exit_code == 0, result.output
+    described = json.loads(result.output)
+    assert [d["kind"] for d in described] == ["image"] * 4 + ["structured report"]
+    fluoro = described[0]
+    assert fluoro["image"]["spacing_source"].startswith("ImagerPixelSpacing (0018,1164)")
+    assert fluoro["dose_tags"]["dap_dgy_cm2"] > 0
+    us = described[3]["image"]
+    assert us["pixel_spacing_mm_row_col"] == [0.15, 0.15]
+    assert "SequenceOfUltrasoundRegions" in us["spacing_source"]
+    rep = described[4]["dose_report"]
+    assert rep["totals"]["dap_total_gy_cm2"] == pytest.approx(
+        truth["dose"]["delivered"]["dap_total_gy_cm2"], rel=1e-6
+    )
+
+
+def test_info_text_output_names_tags(runner, synthetic_case):
+    case, truth = synthetic_case
+    result = runner.invoke(cli, ["info", str(case / truth["files"]["fluoro"][0])])
+    assert result.exit_code == 0
+    assert "ImagerPixelSpacing (0018,1164)" in result.output
+    assert "CenterOfCircularShutter" in result.output
+
+
+def test_bad_file_gets_one_line_and_exit_2_while_others_are_still_reported(
+    runner, tmp_path, synthetic_case
+):
+    case, _ = synthetic_case
+    bad = tmp_path / "junk.dcm"
+    bad.write_bytes(b"\x00" * 300)
+    result = runner.invoke(cli, ["info", str(bad), str(case / "us_clip.dcm")])
+    assert result.exit_code == 2
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("hybridfuse: error:")]
+    assert len(errors) == 1 and "junk.dcm" in errors[0]
+    assert "Traceback" not in result.output
+    assert "us_clip.dcm" in result.output  # the good file is still described
+
+
+def test_missing_file_is_bad_input(runner, tmp_path):
+    result = runner.invoke(cli, ["info", str(tmp_path / "none.dcm")])
+    assert result.exit_code == 2
+    assert "no such file" in result.output
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata absent")
+def test_info_reads_every_real_file(runner):
+    files = sorted(str(p) for p in REALDATA.rglob("*.dcm"))
+    result = runner.invoke(cli, ["info", "--json", *files])
+    assert result.exit_code == 0, result.output
+    described = json.loads(result.output)
+    assert len(described) == len(files)
+    assert all("error" not in d for d in described)

@@ -1,0 +1,50 @@
+"""Shared fixtures: seeded RNG, a synthetic case generated once, the real vendor files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261123)
+
+
+@pytest.fixture(scope="session")
+def synthetic_case(tmp_path_factory) -> tuple[Path, dict]:
+    """A lumbar MBB case (seed 7) written once per test session."""
+    from testdata.phantom import generate_procedure
+
+    out = tmp_path_factory.mktemp("synth") / "case"
+    truth = generate_procedure(out, seed=7, procedure="lumbar-mbb")
+    return out, truth
+
+
+def _manifest(kind: str) -> list[dict]:
+    path = REALDATA / kind / "manifest.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def realdata_rows(kind: str):
+    """Manifest rows as pytest params; one explicit skip when ../shared/realdata is absent."""
+    rows = _manifest(kind)
+    if not rows:
+        return [
+            pytest.param(
+                None,
+                marks=pytest.mark.skip(
+                    reason=f"{REALDATA / kind} is absent: real vendor files are read from ../shared"
+                ),
+            )
+        ]
+    return [pytest.param(r, id=r["filename"]) for r in rows]
