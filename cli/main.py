@@ -96,9 +96,11 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
 
 def _register_commands() -> None:
     from .info import info
+    from .register import register
     from .synth import synth
 
     cli.add_command(info)
+    cli.add_command(register)
     cli.add_command(synth)
 
 

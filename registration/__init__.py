@@ -14,16 +14,35 @@ from .geometry import (
     plane_obliquity_deg,
     rotation_from_axes,
 )
+from .landmarks import LandmarkFit, fit_landmarks, fit_model
+from .metrics import Metric, MetricContext, metric_cost
+from .preprocess import Preprocess
+from .register import Landmarks, RegistrationOptions, RegistrationResult, register
+from .transforms import Parameterization, Transform, TransformModel
 
 __all__ = [
     "ConeBeamGeometry",
     "ConvergenceError",
     "IllPosedGeometryError",
     "ImagePlane",
+    "LandmarkFit",
+    "Landmarks",
+    "Metric",
+    "MetricContext",
+    "Parameterization",
+    "Preprocess",
     "RegistrationError",
+    "RegistrationOptions",
+    "RegistrationResult",
+    "Transform",
+    "TransformModel",
     "apply_homography",
     "check_not_edge_on",
+    "fit_landmarks",
+    "fit_model",
+    "metric_cost",
     "plane_homography",
     "plane_obliquity_deg",
+    "register",
     "rotation_from_axes",
 ]

@@ -1,0 +1,195 @@
+"""``hybridfuse register``: one ultrasound frame onto one fluoroscopy frame."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .options import json_option, overwrite_option, spacing_type
+
+
+@click.command()
+@click.option(
+    "--fixed",
+    "fixed_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Fluoroscopy file (DICOM XA/RF or image).",
+)
+@click.option(
+    "--moving",
+    "moving_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Ultrasound file (DICOM US or image).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder for transform.json.",
+)
+@click.option(
+    "--landmarks",
+    "landmarks_path",
+    type=click.Path(path_type=Path),
+    help="CSV name,moving_x,moving_y,fixed_x,fixed_y (pixels).",
+)
+@click.option(
+    "--model",
+    default="projective",
+    show_default=True,
+    type=click.Choice(["rigid", "similarity", "affine", "projective"]),
+)
+@click.option(
+    "--metric",
+    default="mi",
+    show_default=True,
+    type=click.Choice(["mi", "ncc", "none"]),
+    help="'none': landmarks only.",
+)
+@click.option(
+    "--preprocess",
+    default="structures",
+    show_default=True,
+    type=click.Choice(["structures", "gradient", "none"]),
+)
+@click.option("--fixed-frame", default=0, show_default=True, type=int)
+@click.option("--moving-frame", default=0, show_default=True, type=int)
+@click.option(
+    "--init",
+    default="geometry",
+    show_default=True,
+    type=click.Choice(["geometry", "landmarks", "identity"]),
+    help="Start from the calibrated scale, the landmark fit, or identity.",
+)
+@click.option(
+    "--init-transform",
+    "init_transform",
+    type=click.Path(path_type=Path),
+    help="Start from this transform.json (within ~20 mm / 20 degrees).",
+)
+@click.option(
+    "--search/--no-search",
+    default=None,
+    help="Global search before local optimisation [default: on without landmarks].",
+)
+@click.option("--us-spacing-mm", default=None, help="ROW_MM,COL_MM for an uncalibrated US.")
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(path_type=Path),
+    help="truth.json of a synthetic case: report the TRE.",
+)
+@overwrite_option
+@json_option
+@click.pass_context
+def register(
+    ctx,
+    fixed_path,
+    moving_path,
+    out_dir,
+    landmarks_path,
+    model,
+    metric,
+    preprocess,
+    fixed_frame,
+    moving_frame,
+    init,
+    init_transform,
+    search,
+    us_spacing_mm,
+    truth_path,
+    overwrite,
+    as_json,
+):
+    """Register an ultrasound frame (MOVING) onto a fluoroscopy frame (FIXED).
+
+    Writes OUT/transform.json (schema hybridfuse.transform/1): moving_to_fixed_pixel,
+    moving_to_fixed_mm, quality and, with --truth, the TRE in mm at the isocentre plane.
+    Exit 2 for bad input or an ill-posed (edge-on) geometry, 1 when it does not converge.
+    """
+    from fusion import read_image
+    from fusion.coregister import (
+        read_landmarks_csv,
+        read_transform_json,
+        register_images,
+        transform_record,
+        truth_tre,
+        write_transform_json,
+    )
+    from registration import RegistrationOptions
+
+    target = out_dir / "transform.json"
+    if target.exists() and not overwrite:
+        raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
+    fixed = read_image(fixed_path)
+    moving = read_image(moving_path, spacing_mm=spacing_type(us_spacing_mm), require_spacing=False)
+    landmarks = read_landmarks_csv(landmarks_path) if landmarks_path else None
+    opts = RegistrationOptions(
+        model=model,
+        metric=None if metric == "none" else metric,
+        preprocess=preprocess,
+        search=search,
+    )
+    quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
+
+    def progress(level, iteration, cost):
+        if not quiet and iteration % 10 == 0:
+            what = "search" if level < 0 else f"level {level}"
+            click.echo(f"  {what}: iteration {iteration}, cost {cost:.5f}", err=True)
+
+    initial = read_transform_json(init_transform).matrix if init_transform else None
+    result = register_images(
+        fixed,
+        moving,
+        fixed_frame=fixed_frame,
+        moving_frame=moving_frame,
+        landmarks=landmarks,
+        init=init,
+        options=opts,
+        progress=progress,
+        initial=initial,
+    )
+    tre = None
+    if truth_path:
+        from testdata.phantom import load_truth
+
+        tre = truth_tre(
+            result.transform,
+            load_truth(truth_path.parent),
+            fixed,
+            moving,
+            str(fixed_path),
+            fixed_frame,
+            moving_frame,
+        )
+    record = transform_record(
+        result, fixed, moving, fixed_frame=fixed_frame, moving_frame=moving_frame, tre=tre
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_transform_json(target, record)
+    if as_json:
+        json.dump(record, sys.stdout, indent=1, default=float)
+        sys.stdout.write("\n")
+        return
+    click.echo(f"transform written to {target}")
+    click.echo(
+        f"  model {result.model}, metric {result.metric}, value "
+        f"{result.metric_value if result.metric_value is not None else '-'}, "
+        f"{result.wall_time_s:.2f} s, iterations {result.iterations}"
+    )
+    if result.landmark_fit is not None:
+        click.echo(
+            f"  landmark FRE {result.landmark_fit.fre_px:.2f} px, rejected "
+            f"{result.landmark_fit.rejected or 'none'}"
+        )
+    if tre:
+        click.echo(
+            f"  TRE vs truth: median {tre['median_mm']:.3f} mm, p95 {tre['p95_mm']:.3f} mm,"
+            f" max {tre['max_mm']:.3f} mm (isocentre plane)"
+        )

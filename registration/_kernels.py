@@ -1,0 +1,312 @@
+"""Numba kernels of the registration inner loop: arrays and scalars in, arrays out.
+
+Conventions: images are float64 (rows, cols); points are (x = column, y = row) pixel
+coordinates; a homography ``h`` maps moving points to fixed-image points; ``dh`` is its
+derivative with respect to the K transform parameters, shape (K, 3, 3).
+Costs are to be minimised (−NCC, −MI), as in ITK.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._numba import BLOCK, jit, jit_parallel, prange
+
+# --------------------------------------------------------------------------------------
+# Sampling the fixed image at transformed points
+# --------------------------------------------------------------------------------------
+
+
+@jit
+def bilinear(img, x, y):
+    """Bilinear value and its exact x/y derivatives; (nan, 0, 0) outside the image."""
+    rows, cols = img.shape
+    if not (x >= 0.0 and y >= 0.0 and x <= cols - 1.0 and y <= rows - 1.0):
+        return np.nan, 0.0, 0.0
+    x0 = min(int(x), cols - 2)
+    y0 = min(int(y), rows - 2)
+    fx = x - x0
+    fy = y - y0
+    v00 = img[y0, x0]
+    v01 = img[y0, x0 + 1]
+    v10 = img[y0 + 1, x0]
+    v11 = img[y0 + 1, x0 + 1]
+    value = (v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy
+    gx = (v01 - v00) * (1 - fy) + (v11 - v10) * fy
+    gy = (v10 - v00) * (1 - fx) + (v11 - v01) * fx
+    return value, gx, gy
+
+
+@jit_parallel
+def warp_points(img, mask, h, dh, xs, ys, out_b, out_db, out_valid):
+    """Sample ``img`` at ``h``·(xs, ys) with the derivative of each sample w.r.t. parameters.
+
+    ``mask`` (uint8, same shape as ``img``) marks where the fixed image is valid
+    (nearest pixel); points outside it or outside the image are marked invalid.
+    """
+    n = xs.shape[0]
+    k = dh.shape[0]
+    rows, cols = img.shape
+    for i in prange(n):
+        x = xs[i]
+        y = ys[i]
+        u0 = h[0, 0] * x + h[0, 1] * y + h[0, 2]
+        u1 = h[1, 0] * x + h[1, 1] * y + h[1, 2]
+        u2 = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+        out_valid[i] = False
+        out_b[i] = 0.0
+        for j in range(k):
+            out_db[i, j] = 0.0
+        if u2 <= 0.0:
+            continue
+        fx = u0 / u2
+        fy = u1 / u2
+        value, gx, gy = bilinear(img, fx, fy)
+        if value != value:
+            continue
+        r = int(fy + 0.5)
+        c = int(fx + 0.5)
+        if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
+            continue
+        out_valid[i] = True
+        out_b[i] = value
+        for j in range(k):
+            d0 = dh[j, 0, 0] * x + dh[j, 0, 1] * y + dh[j, 0, 2]
+            d1 = dh[j, 1, 0] * x + dh[j, 1, 1] * y + dh[j, 1, 2]
+            d2 = dh[j, 2, 0] * x + dh[j, 2, 1] * y + dh[j, 2, 2]
+            dfx = (d0 - fx * d2) / u2
+            dfy = (d1 - fy * d2) / u2
+            out_db[i, j] = gx * dfx + gy * dfy
+
+
+# --------------------------------------------------------------------------------------
+# Normalised cross-correlation
+# --------------------------------------------------------------------------------------
+
+
+@jit_parallel
+def ncc_cost(a, b, db, valid):
+    """Cost −NCC between fixed-domain samples ``a`` and warped samples ``b``, and gradient."""
+    n = a.shape[0]
+    k = db.shape[1]
+    nblk = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nblk, 6))
+    for blk in prange(nblk):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            if valid[i]:
+                part[blk, 0] += 1.0
+                part[blk, 1] += a[i]
+                part[blk, 2] += b[i]
+    cnt = 0.0
+    sa = 0.0
+    sb = 0.0
+    for blk in range(nblk):
+        cnt += part[blk, 0]
+        sa += part[blk, 1]
+        sb += part[blk, 2]
+    grad = np.zeros(k)
+    if cnt < 2:
+        return np.nan, grad, cnt
+    ma = sa / cnt
+    mb = sb / cnt
+    for blk in prange(nblk):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            if valid[i]:
+                da = a[i] - ma
+                dbv = b[i] - mb
+                part[blk, 3] += da * dbv
+                part[blk, 4] += da * da
+                part[blk, 5] += dbv * dbv
+    sab = 0.0
+    saa = 0.0
+    sbb = 0.0
+    for blk in range(nblk):
+        sab += part[blk, 3]
+        saa += part[blk, 4]
+        sbb += part[blk, 5]
+    if saa <= 0.0 or sbb <= 0.0:
+        return np.nan, grad, cnt
+    rho = sab / np.sqrt(saa * sbb)
+    inv = 1.0 / np.sqrt(saa * sbb)
+    gpart = np.zeros((nblk, k))
+    for blk in prange(nblk):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            if valid[i]:
+                # d rho / d b_i = (a_i - ma)/sqrt(saa sbb) - rho (b_i - mb)/sbb
+                w = (a[i] - ma) * inv - rho * (b[i] - mb) / sbb
+                for j in range(k):
+                    gpart[blk, j] += w * db[i, j]
+    for blk in range(nblk):
+        for j in range(k):
+            grad[j] -= gpart[blk, j]
+    return -rho, grad, cnt
+
+
+# --------------------------------------------------------------------------------------
+# Mattes mutual information (cubic B-spline Parzen window on the warped image)
+# --------------------------------------------------------------------------------------
+
+
+@jit
+def bspline3(u):
+    """Cubic B-spline kernel."""
+    au = abs(u)
+    if au < 1.0:
+        return (4.0 - 6.0 * au * au + 3.0 * au * au * au) / 6.0
+    if au < 2.0:
+        t = 2.0 - au
+        return t * t * t / 6.0
+    return 0.0
+
+
+@jit
+def bspline3_deriv(u):
+    """Derivative of the cubic B-spline kernel."""
+    au = abs(u)
+    if au < 1.0:
+        return -2.0 * u + 1.5 * u * au
+    if au < 2.0:
+        t = 2.0 - au
+        return -0.5 * t * t if u > 0 else 0.5 * t * t
+    return 0.0
+
+
+@jit_parallel
+def mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size):
+    """Joint histogram (n_bins × n_bins) with a cubic Parzen window on ``b``."""
+    n = b.shape[0]
+    nblk = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nblk, n_bins, n_bins))
+    for blk in prange(nblk):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            if not valid[i]:
+                continue
+            term = b[i] / b_bin_size - b_norm_min
+            start = int(np.floor(term)) - 1
+            start = min(max(start, 0), n_bins - 4)
+            fb = fixed_bin[i]
+            for kk in range(start, start + 4):
+                part[blk, fb, kk] += bspline3(kk - term)
+    joint = np.zeros((n_bins, n_bins))
+    for blk in range(nblk):
+        for i in range(n_bins):
+            for j in range(n_bins):
+                joint[i, j] += part[blk, i, j]
+    return joint
+
+
+@jit
+def mi_from_joint(joint):
+    """MI of a joint histogram and the log-ratio table log(p / p_moving), serially.
+
+    Kept out of parallel kernels on purpose: there Numba would turn reductions such as
+    ``joint.sum()`` into thread-dependent partial sums, and results would change with
+    the number of threads.
+    """
+    n_bins = joint.shape[0]
+    total = 0.0
+    for i in range(n_bins):
+        for j in range(n_bins):
+            total += joint[i, j]
+    ratio = np.zeros((n_bins, n_bins))
+    if total <= 0.0:
+        return np.nan, ratio
+    pf = np.zeros(n_bins)
+    pm = np.zeros(n_bins)
+    for i in range(n_bins):
+        for j in range(n_bins):
+            pf[i] += joint[i, j] / total
+            pm[j] += joint[i, j] / total
+    eps = 2.220446049250313e-16
+    mi = 0.0
+    for i in range(n_bins):
+        for j in range(n_bins):
+            pij = joint[i, j] / total
+            if pij > eps and pm[j] > eps:
+                ratio[i, j] = np.log(pij / pm[j])
+                if pf[i] > eps:
+                    mi += pij * (ratio[i, j] - np.log(pf[i]))
+    return mi, ratio
+
+
+@jit_parallel
+def mattes_cost(fixed_bin, b, db, valid, n_bins, b_norm_min, b_bin_size):
+    """Cost −MI (Mattes et al.) and its gradient w.r.t. the transform parameters."""
+    n = b.shape[0]
+    k = db.shape[1]
+    joint = mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size)
+    mi, ratio = mi_from_joint(joint)
+    grad = np.zeros(k)
+    if mi != mi:
+        return np.nan, grad, 0.0
+    count = 0.0
+    for i in range(n):
+        if valid[i]:
+            count += 1.0
+    nblk = (n + BLOCK - 1) // BLOCK
+    gpart = np.zeros((nblk, k))
+    for blk in prange(nblk):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            if not valid[i]:
+                continue
+            term = b[i] / b_bin_size - b_norm_min
+            start = int(np.floor(term)) - 1
+            start = min(max(start, 0), n_bins - 4)
+            fb = fixed_bin[i]
+            w = 0.0
+            for kk in range(start, start + 4):
+                w += bspline3_deriv(kk - term) * ratio[fb, kk]
+            for j in range(k):
+                gpart[blk, j] += w * db[i, j]
+    scale = 1.0 / (count * b_bin_size)
+    for blk in range(nblk):
+        for j in range(k):
+            # dMI/dmu = -(1/(N Δ)) Σ β3'(κ-ζ) log(p/pm) db; the cost is -MI.
+            grad[j] += gpart[blk, j] * scale
+    return -mi, grad, count
+
+
+# --------------------------------------------------------------------------------------
+# Many candidate transforms at once (global search at a coarse level)
+# --------------------------------------------------------------------------------------
+
+
+@jit_parallel
+def batch_mattes_cost(
+    img, mask, hs, xs, ys, fixed_bin, n_bins, b_norm_min, b_bin_size, min_fraction
+):
+    """−MI of each homography ``hs[m]`` (cost only); +inf when too few samples overlap."""
+    m_count = hs.shape[0]
+    n = xs.shape[0]
+    rows, cols = img.shape
+    out = np.empty(m_count)
+    for m in prange(m_count):
+        joint = np.zeros((n_bins, n_bins))
+        count = 0.0
+        for i in range(n):
+            x = xs[i]
+            y = ys[i]
+            u2 = hs[m, 2, 0] * x + hs[m, 2, 1] * y + hs[m, 2, 2]
+            if u2 <= 0.0:
+                continue
+            fx = (hs[m, 0, 0] * x + hs[m, 0, 1] * y + hs[m, 0, 2]) / u2
+            fy = (hs[m, 1, 0] * x + hs[m, 1, 1] * y + hs[m, 1, 2]) / u2
+            value, _gx, _gy = bilinear(img, fx, fy)
+            if value != value:
+                continue
+            r = int(fy + 0.5)
+            c = int(fx + 0.5)
+            if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
+                continue
+            term = value / b_bin_size - b_norm_min
+            start = int(np.floor(term)) - 1
+            start = min(max(start, 0), n_bins - 4)
+            for kk in range(start, start + 4):
+                joint[fixed_bin[i], kk] += bspline3(kk - term)
+            count += 1.0
+        if count < min_fraction * n:
+            out[m] = np.inf
+            continue
+        mi, _ratio = mi_from_joint(joint)
+        out[m] = -mi
+    return out

@@ -1,0 +1,545 @@
+"""The public entry: register one ultrasound frame to one fluoroscopy frame.
+
+Pipeline: optional preprocessing of both images (:mod:`registration.preprocess`) →
+initial transform (given, from landmarks, or from geometry) → coarse-to-fine pyramid
+(masked Gaussian smoothing of both images and a sample stride on the ultrasound grid;
+coordinates never change between levels) → L-BFGS-B on a cost that is the intensity
+metric plus, when landmarks are given, their mean squared residual in units of their
+localisation uncertainty. If intensity refinement moves well-fitted landmarks by more
+than that uncertainty, the landmark-only result is kept and the result says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ConvergenceError, IllPosedGeometryError, RegistrationError
+from .landmarks import LandmarkFit, fit_landmarks
+from .metrics import Metric, MetricContext, metric_cost
+from .preprocess import Preprocess, masked_smooth, preprocess_pair
+from .transforms import Parameterization, Transform, TransformModel
+
+__all__ = ["RegistrationOptions", "RegistrationResult", "Landmarks", "register"]
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """Corresponding points: moving (ultrasound) and fixed (fluoroscopy) pixels (x, y)."""
+
+    moving_xy: np.ndarray
+    fixed_xy: np.ndarray
+    names: tuple[str, ...] = ()
+    weights: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """Settings of :func:`register`; every field is written into the result.
+
+    Parameters
+    ----------
+    model, metric : str
+        Transform model and intensity metric (``None`` metric: landmarks only).
+    coarse_model, fine_levels : str, int
+        The coarse levels optimise ``coarse_model`` (fewer degrees of freedom, a wider
+        capture range); the last ``fine_levels`` levels optimise ``model``.
+    levels : tuple of int
+        Pyramid smoothing factors, coarse to fine (sigma = 0.5 * factor fixed pixels).
+    max_iterations : tuple of int
+        L-BFGS-B iteration cap per level.
+    n_bins : int
+        Histogram bins for MI.
+    preprocess : str
+        Image preprocessing, see :class:`registration.preprocess.Preprocess`.
+    landmark_sigma_px : float
+        Localisation uncertainty of a landmark in fixed pixels (weights the hybrid term).
+    landmark_weight : float
+        Weight of the landmark term against the intensity metric.
+    reject_threshold_px : float
+        Residual above which a landmark pair is rejected as inconsistent.
+    search : bool or None
+        Global search before the local optimiser: similarity candidates around the start
+        (rotation, scale and translation grids below) are scored by Mattes MI at pyramid
+        factor ``search_level``; the best ``search_keep`` are refined and the best kept.
+        Default: on without landmarks, off with them. When the best candidate's MI beats
+        the best candidate lying > 5 mm away by less than ``search_min_margin``
+        (relative), the match is ambiguous and :class:`ConvergenceError` is raised.
+    max_samples : int
+        Cap on ultrasound samples per level (the stride grows to respect it).
+    """
+
+    model: str = "projective"
+    metric: str | None = "mi"
+    levels: tuple[int, ...] = (16, 8, 4, 2, 1)
+    max_iterations: tuple[int, ...] = (60, 60, 50, 40, 30)
+    coarse_model: str = "similarity"
+    fine_levels: int = 2
+    n_bins: int = 32
+    preprocess: str = "structures"
+    landmark_sigma_px: float = 1.5
+    landmark_weight: float = 1.0
+    reject_threshold_px: float = 6.0
+    max_samples: int = 40000
+    edge_on_ratio: float = 0.2
+    search: bool | None = None
+    search_level: int = 16
+    search_translation_mm: float = 20.0
+    search_step_mm: float = 2.5
+    search_rotation_deg: float = 20.0
+    search_rotation_step_deg: float = 5.0
+    search_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
+    search_keep: int = 4
+    search_min_margin: float = 0.02
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class RegistrationResult:
+    """Outcome of :func:`register`."""
+
+    transform: Transform
+    model: str
+    metric: str | None
+    metric_value: float | None
+    iterations: list[int]
+    wall_time_s: float
+    trace: list[tuple[int, int, float]]
+    landmark_fit: LandmarkFit | None
+    quality: dict
+    converged: bool
+    message: str
+    options: dict = field(default_factory=dict)
+
+
+def _landmark_cost(h, dh, lm: Landmarks, w, sigma):
+    """Mean squared residual / sigma² and its gradient."""
+    src = np.hstack([lm.moving_xy, np.ones((len(lm.moving_xy), 1))])
+    u = src @ h.T
+    proj = u[:, :2] / u[:, 2:3]
+    r = proj - lm.fixed_xy
+    wn = w / w.sum()
+    cost = float(np.sum(wn * np.sum(r**2, axis=1)) / sigma**2)
+    du = np.einsum("kij,nj->nki", dh, src)  # (N, K, 3)
+    dproj = (du[:, :, :2] - proj[:, None, :] * du[:, :, 2:3]) / u[:, None, 2:3]
+    grad = 2.0 * np.einsum("n,nd,nkd->k", wn, r, dproj) / sigma**2
+    return cost, grad
+
+
+def register(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    fixed_mask: np.ndarray | None = None,
+    moving_mask: np.ndarray | None = None,
+    landmarks: Landmarks | None = None,
+    initial: Transform | np.ndarray | None = None,
+    options: RegistrationOptions | None = None,
+    expected_scale: float | None = None,
+    fixed_spacing_mm: float | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> RegistrationResult:
+    """Register a moving (ultrasound) image to a fixed (fluoroscopy) image.
+
+    Parameters
+    ----------
+    fixed, moving : ndarray (rows, cols)
+        Greyscale images (MONOCHROME2 sense).
+    fixed_mask, moving_mask : ndarray of bool, optional
+        Valid pixels: the collimator disc, the calibrated ultrasound region.
+    landmarks : Landmarks, optional
+        Pairs to fit first and to keep in the cost.
+    initial : Transform or (3, 3) array, optional
+        Starting moving→fixed homography; required without landmarks.
+    options : RegistrationOptions
+    expected_scale : float, optional
+        Fixed pixels per moving pixel predicted by the geometry (ultrasound spacing ×
+        SID/SOD / imager spacing). Used to detect an edge-on plane: a result whose
+        smaller local scale is below ``edge_on_ratio`` × this is refused.
+    fixed_spacing_mm : float, optional
+        Fixed pixel size at the isocentre plane (mm), to express the search range in mm;
+        without it one fixed pixel counts as 0.3 mm.
+    progress : callable, optional
+        ``progress(level, iteration, cost)`` after each optimiser iteration.
+
+    Returns
+    -------
+    RegistrationResult
+
+    Raises
+    ------
+    RegistrationError
+        Bad inputs, inconsistent landmarks; :class:`IllPosedGeometryError` for an
+        edge-on plane; :class:`ConvergenceError` when the optimiser fails.
+    """
+    from scipy.optimize import minimize
+
+    opts = options or RegistrationOptions()
+    model = TransformModel(opts.model)
+    metric = Metric(opts.metric) if opts.metric else None
+    fixed = np.asarray(fixed, dtype=np.float64)
+    moving = np.asarray(moving, dtype=np.float64)
+    for name, img in (("fixed", fixed), ("moving", moving)):
+        if img.ndim != 2:
+            raise RegistrationError(f"{name} image must be 2D (rows, cols), got {img.shape}")
+        if not np.all(np.isfinite(img)):
+            raise RegistrationError(f"{name} image holds NaN or infinite values")
+    fmask = np.ones(fixed.shape, bool) if fixed_mask is None else np.asarray(fixed_mask, bool)
+    mmask = np.ones(moving.shape, bool) if moving_mask is None else np.asarray(moving_mask, bool)
+    if fmask.shape != fixed.shape or mmask.shape != moving.shape:
+        raise RegistrationError("a mask's shape differs from its image")
+    if len(opts.levels) != len(opts.max_iterations):
+        raise RegistrationError("levels and max_iterations must have the same length")
+
+    t_start = time.perf_counter()
+    lm_fit = None
+    lm_weights = None
+    if landmarks is not None:
+        lm_fit = fit_landmarks(
+            landmarks.moving_xy,
+            landmarks.fixed_xy,
+            model,
+            weights=landmarks.weights,
+            names=list(landmarks.names),
+            reject_threshold_px=opts.reject_threshold_px,
+        )
+        keep = lm_fit.inliers
+        landmarks = Landmarks(
+            np.asarray(landmarks.moving_xy, float)[keep],
+            np.asarray(landmarks.fixed_xy, float)[keep],
+            tuple(n for n, k in zip(landmarks.names, keep, strict=False) if k),
+            None if landmarks.weights is None else np.asarray(landmarks.weights, float)[keep],
+        )
+        lm_weights = (
+            np.ones(len(landmarks.moving_xy)) if landmarks.weights is None else landmarks.weights
+        )
+        start = lm_fit.transform.matrix
+    elif initial is not None:
+        start = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    else:
+        raise RegistrationError("give landmarks or an initial transform to start from")
+    start = Transform(start, model).matrix
+
+    ys_m, xs_m = np.nonzero(mmask)
+    center = (float(xs_m.mean()), float(ys_m.mean()))
+    half = float(max(np.ptp(xs_m), np.ptp(ys_m), 2.0)) / 2.0
+    current = start
+    trace: list[tuple[int, int, float]] = []
+    iterations: list[int] = []
+    value = None
+    converged = True
+    message = "landmarks only"
+    search_info = None
+
+    if metric is not None:
+        scale = float(np.mean(Transform(start).local_scales(np.array([center]))))
+        f_feat, m_feat = preprocess_pair(
+            fixed, fmask, moving, mmask, Preprocess(opts.preprocess), scale=scale
+        )
+        n_levels = len(opts.levels)
+        do_search = opts.search if opts.search is not None else landmarks is None
+        level0 = 0
+        if do_search:
+            current, searched, search_info = _global_search(
+                f_feat,
+                fmask,
+                m_feat,
+                mmask,
+                current,
+                center,
+                scale,
+                fixed_spacing_mm,
+                opts,
+                metric,
+                minimize,
+                trace,
+                progress,
+            )
+            iterations.extend(searched)
+            level0 = len(searched)
+        for level, (factor, max_iter) in enumerate(
+            zip(opts.levels, opts.max_iterations, strict=True)
+        ):
+            if level < level0:
+                continue
+            fine = level >= n_levels - opts.fine_levels
+            lvl_model = (
+                model if fine or landmarks is not None else _coarser(model, opts.coarse_model)
+            )
+            par = Parameterization(lvl_model, current, center, half)
+            ctx = _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts)
+            res = _optimise(
+                minimize,
+                par,
+                ctx,
+                metric,
+                landmarks,
+                lm_weights,
+                opts,
+                level,
+                max_iter,
+                trace,
+                progress,
+            )
+            current = Transform(par.matrix(res.x)).matrix
+            iterations.append(int(res.nit))
+            value = float(res.fun)
+            if not np.isfinite(res.fun) or res.fun >= 1e3:
+                raise ConvergenceError(
+                    "the ultrasound region maps outside the fluoroscopy field: the images "
+                    "do not overlap enough from this start"
+                )
+            converged = bool(res.success) or res.nit >= max_iter
+            message = str(res.message)
+    final = Transform(current, model)
+    wall = time.perf_counter() - t_start
+
+    quality = _quality(final, landmarks, lm_fit, mmask, expected_scale, opts)
+    if search_info is not None:
+        quality["search"] = search_info
+    if lm_fit is not None and metric is not None:
+        # Guard: the intensity term may only refine what the landmarks say.
+        moved = np.linalg.norm(
+            final.apply(landmarks.moving_xy) - lm_fit.transform.apply(landmarks.moving_xy), axis=1
+        )
+        allowed = max(opts.landmark_sigma_px, 2.0 * lm_fit.fre_px)
+        quality["landmark_shift_by_intensity_px"] = float(moved.max()) if len(moved) else 0.0
+        if len(moved) and moved.max() > allowed:
+            quality["intensity_refinement"] = (
+                f"rejected: it moved landmarks by {moved.max():.2f} px (> {allowed:.2f} px "
+                "allowed by their fit); the landmark-only transform is kept"
+            )
+            final = lm_fit.transform
+            quality.update(_quality(final, landmarks, lm_fit, mmask, expected_scale, opts))
+        else:
+            quality["intensity_refinement"] = "accepted"
+    if quality.get("edge_on"):
+        raise IllPosedGeometryError(
+            f"the transform collapses the ultrasound plane (local scale ratio "
+            f"{quality['scale_ratio_min']:.2f} < {opts.edge_on_ratio}): the plane is seen "
+            "nearly edge-on by the X-ray beam, so a 2D-2D registration is ill-posed"
+        )
+    return RegistrationResult(
+        transform=final,
+        model=model.value,
+        metric=metric.value if metric else None,
+        metric_value=value,
+        iterations=iterations,
+        wall_time_s=wall,
+        trace=trace,
+        landmark_fit=lm_fit,
+        quality=quality,
+        converged=converged,
+        message=message,
+        options=opts.to_dict(),
+    )
+
+
+def _global_search(
+    f_feat,
+    fmask,
+    m_feat,
+    mmask,
+    start,
+    center,
+    scale,
+    fixed_spacing_mm,
+    opts,
+    metric,
+    minimize,
+    trace,
+    progress,
+):
+    """Score a similarity grid around ``start`` by MI; refine distinct optima; keep the best.
+
+    Returns the chosen homography, the iterations spent on each refined level and a
+    summary (candidates, relative margin of the winner over the best distinct rival).
+    """
+    from . import _kernels as K
+
+    px_mm = fixed_spacing_mm or 0.3
+    ctx = _level_context(f_feat, fmask, m_feat, mmask, opts.search_level, scale, opts)
+    c = np.array(center)
+    ct = Transform(start).apply(c[None])[0]
+    shifts = (
+        np.arange(
+            -opts.search_translation_mm, opts.search_translation_mm + 1e-9, opts.search_step_mm
+        )
+        / px_mm
+    )
+    angles = np.radians(
+        np.arange(
+            -opts.search_rotation_deg,
+            opts.search_rotation_deg + 1e-9,
+            opts.search_rotation_step_deg,
+        )
+    )
+    cands = []
+    for ang in angles:
+        for s in opts.search_scales:
+            rot = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+            for dx in shifts:
+                for dy in shifts:
+                    pre = np.eye(3)
+                    pre[:2, :2] = rot
+                    pre[:2, 2] = ct - rot @ ct + (dx, dy)
+                    cands.append(pre @ start)
+    hs = np.ascontiguousarray(np.array(cands), dtype=np.float64)
+    costs = K.batch_mattes_cost(
+        ctx.fixed,
+        ctx.fixed_mask,
+        hs,
+        ctx.xs,
+        ctx.ys,
+        ctx.fixed_bin,
+        ctx.n_bins,
+        ctx.b_norm_min,
+        ctx.b_bin_size,
+        0.5,
+    )
+    # Keep the best candidates that are > 5 mm apart: other basins, not neighbours.
+    centres = hs @ np.array([c[0], c[1], 1.0])
+    centres = centres[:, :2] / centres[:, 2:3]
+    order: list[int] = []
+    for idx in np.argsort(costs, kind="stable"):
+        if not np.isfinite(costs[idx]) or len(order) == opts.search_keep:
+            break
+        if all(np.linalg.norm(centres[idx] - centres[j]) * px_mm > 5.0 for j in order):
+            order.append(int(idx))
+    if not order:
+        raise ConvergenceError("global search found no candidate overlapping the fluoroscopy")
+    # Refine each through the coarse levels; the distinct optima then compete.
+    n_refine = min(2, len(opts.levels))
+    half = float(max(np.ptp(np.nonzero(mmask)[1]), np.ptp(np.nonzero(mmask)[0]), 2.0)) / 2.0
+    refined = []
+    for idx in order:
+        current = hs[idx]
+        its = []
+        cost = np.inf
+        for level in range(n_refine):
+            factor, max_iter = opts.levels[level], opts.max_iterations[level]
+            par = Parameterization(TransformModel(opts.coarse_model), current, center, half)
+            lctx = _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts)
+            res = _optimise(
+                minimize, par, lctx, metric, None, None, opts, level, max_iter, [], None
+            )
+            current = Transform(par.matrix(res.x)).matrix
+            its.append(int(res.nit))
+            cost = float(res.fun)
+        refined.append((cost, current, its))
+    refined.sort(key=lambda r: r[0])
+    best = refined[0]
+    where = [Transform(r[1]).apply(c[None])[0] for r in refined]
+    rivals = [
+        r[0]
+        for r, w in zip(refined[1:], where[1:], strict=True)
+        if np.linalg.norm(w - where[0]) * px_mm > 3.0
+    ]
+    margin = (min(rivals) - best[0]) / max(abs(best[0]), 1e-12) if rivals else np.inf
+    info = {
+        "candidates": len(cands),
+        "distinct_optima_refined": len(refined),
+        "rivals_more_than_3mm_away": len(rivals),
+        "relative_margin_over_runner_up": float(margin) if np.isfinite(margin) else None,
+        "translation_range_mm": float(opts.search_translation_mm),
+    }
+    if margin < opts.search_min_margin:
+        raise ConvergenceError(
+            f"ambiguous intensity match: the best position beats a distinct optimum > 3 mm "
+            f"away by only {100 * margin:.1f}% (< {100 * opts.search_min_margin:.0f}%); give "
+            "landmarks (--landmarks) or a closer start"
+        )
+    trace.append((-1, len(cands), float(best[0])))
+    if progress is not None:
+        progress(-1, len(cands), float(best[0]))
+    return best[1], best[2], info
+
+
+def _coarser(model: TransformModel, coarse: str) -> TransformModel:
+    order = list(TransformModel)
+    coarse_model = TransformModel(coarse)
+    return coarse_model if order.index(coarse_model) < order.index(model) else model
+
+
+def _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts) -> MetricContext:
+    """Smoothed images and a strided ultrasound sample grid for one pyramid level."""
+    f_lvl = masked_smooth(f_feat, fmask, 0.5 * factor)
+    m_lvl = masked_smooth(m_feat, mmask, 0.5 * factor / max(scale, 1e-6))
+    stride = max(1, int(round(factor / max(scale, 1e-6) / 2)))
+    while True:
+        sub = np.zeros_like(mmask)
+        sub[::stride, ::stride] = True
+        sel = mmask & sub
+        if sel.sum() <= opts.max_samples:
+            break
+        stride += 1
+    yy, xx = np.nonzero(sel)
+    return MetricContext(
+        f_lvl, fmask, xx.astype(float), yy.astype(float), m_lvl[yy, xx], n_bins=opts.n_bins
+    )
+
+
+def _optimise(
+    minimize, par, ctx, metric, landmarks, lm_weights, opts, level, max_iter, trace, progress
+):
+    n_total = len(ctx.xs)
+
+    def fun(q):
+        h, dh = par.matrix_and_jacobian(q)
+        cost, grad, count = metric_cost(metric, ctx, h, dh)
+        if count < 0.25 * n_total or not np.isfinite(cost):
+            # Too little overlap: a steep penalty pushes back towards the start.
+            return 1e3 + float(q @ q), 2.0 * q
+        if landmarks is not None:
+            lc, lg = _landmark_cost(h, dh, landmarks, lm_weights, opts.landmark_sigma_px)
+            cost += opts.landmark_weight * lc
+            grad = grad + opts.landmark_weight * lg
+        return cost, grad
+
+    it = [0]
+
+    def callback(q):
+        it[0] += 1
+        c = fun(q)[0]
+        trace.append((level, it[0], float(c)))
+        if progress is not None:
+            progress(level, it[0], float(c))
+
+    return minimize(
+        fun,
+        np.zeros(par.n_params),
+        jac=True,
+        method="L-BFGS-B",
+        callback=callback,
+        options={"maxiter": max_iter, "ftol": 1e-9, "gtol": 1e-7},
+    )
+
+
+def _quality(tr: Transform, landmarks, lm_fit, mmask, expected_scale, opts) -> dict:
+    ys, xs = np.nonzero(mmask)
+    corners = np.array(
+        [[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]],
+        float,
+    )
+    scales = tr.local_scales(corners)
+    out = {"local_scale_min": float(scales.min()), "local_scale_max": float(scales.max())}
+    if expected_scale:
+        out["expected_scale"] = float(expected_scale)
+        out["scale_ratio_min"] = float(scales.min() / expected_scale)
+        out["edge_on"] = bool(scales.min() / expected_scale < opts.edge_on_ratio)
+    else:
+        out["anisotropy"] = float(scales[:, 1].min() / scales[:, 0].max())
+        out["edge_on"] = bool(out["anisotropy"] < opts.edge_on_ratio)
+    if lm_fit is not None and landmarks is not None and len(landmarks.moving_xy):
+        resid = np.linalg.norm(tr.apply(landmarks.moving_xy) - landmarks.fixed_xy, axis=1)
+        out["landmark_fre_px"] = float(np.sqrt(np.mean(resid**2)))
+        loo = lm_fit.loo_tre_px[np.isfinite(lm_fit.loo_tre_px)]
+        out["landmark_loo_tre_px"] = float(np.median(loo)) if len(loo) else None
+        out["landmarks_rejected"] = lm_fit.rejected
+    return out
