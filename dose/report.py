@@ -1,0 +1,248 @@
+"""``dose.json`` and ``events.csv``: what was delivered, where each number came from.
+
+Delivered totals prefer the X-ray unit's accumulated totals (TID 10002) and say so; event
+sums are the fallback and are always reconciled against the totals, per plane, with the
+difference shown and contradictions flagged rather than silently resolved. Reports carry
+no patient name, ID or birth date unless asked.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+from .rdsr import DoseRecord, read_rdsr
+
+__all__ = ["DOSE_SCHEMA", "build_dose_report", "write_dose_outputs", "EVENT_COLUMNS"]
+
+DOSE_SCHEMA = "hybridfuse.dose/1"
+
+#: Relative difference between event sums and accumulated totals that is flagged.
+RECONCILE_TOLERANCE = 0.05
+
+EVENT_COLUMNS = [
+    ("event_uid", "uid"),
+    ("start_datetime", "start"),
+    ("time_from_first_event_s", None),
+    ("type", "event_type"),
+    ("plane", "plane"),
+    ("protocol", "protocol"),
+    ("dap_gy_cm2", "dap_gy_cm2"),
+    ("dose_rp_mgy", "dose_rp_mgy"),
+    ("kvp_kv", "kvp_kv"),
+    ("tube_current_ma", "tube_current_ma"),
+    ("pulse_rate_per_s", "pulse_rate_per_s"),
+    ("pulse_width_ms", "pulse_width_ms"),
+    ("number_of_pulses", "number_of_pulses"),
+    ("irradiation_duration_s", "duration_s"),
+    ("exposure_time_ms", "exposure_time_ms"),
+    ("filters", "filters"),
+    ("field_area_cm2", "field_area_cm2"),
+    ("primary_angle_deg", "primary_angle_deg"),
+    ("secondary_angle_deg", "secondary_angle_deg"),
+]
+
+# (delivered field, accumulated attribute, event attribute, event type filter)
+_QUANTITIES = (
+    ("dap_total_gy_cm2", "dap_total_gy_cm2", "dap_gy_cm2", None),
+    ("fluoro_dap_gy_cm2", "fluoro_dap_gy_cm2", "dap_gy_cm2", "fluoroscopy"),
+    ("acquisition_dap_gy_cm2", "acquisition_dap_gy_cm2", "dap_gy_cm2", "acquisition"),
+    ("ka_r_total_mgy", "dose_rp_total_mgy", "dose_rp_mgy", None),
+    ("fluoro_ka_r_mgy", "fluoro_dose_rp_mgy", "dose_rp_mgy", "fluoroscopy"),
+    ("acquisition_ka_r_mgy", "acquisition_dose_rp_mgy", "dose_rp_mgy", "acquisition"),
+    ("fluoro_time_s", "fluoro_time_s", "duration_s", "fluoroscopy"),
+    ("acquisition_time_s", "acquisition_time_s", "duration_s", "acquisition"),
+)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _event_sum(events, attr, kind, plane=None):
+    chosen = [
+        e
+        for e in events
+        if (kind is None or e.event_type == kind) and (plane is None or e.plane == plane)
+    ]
+    values = [getattr(e, attr) for e in chosen]
+    known = [v for v in values if v is not None]
+    return (sum(known) if known else None), len(known), len(values)
+
+
+def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
+    rows = []
+    for plane, totals in rec.planes.items():
+        for dap_attr, kar_attr, what in (
+            ("fluoro_dap_gy_cm2", "fluoro_dose_rp_mgy", "fluoroscopy"),
+            ("acquisition_dap_gy_cm2", "acquisition_dose_rp_mgy", "acquisition"),
+            ("dap_total_gy_cm2", "dose_rp_total_mgy", "total"),
+        ):
+            dap, kar = getattr(totals, dap_attr), getattr(totals, kar_attr)
+            if dap is not None and kar is not None and (dap > 0) != (kar > 0):
+                flags.append(
+                    f"plane {plane}: {what} DAP total {dap:.6g} Gy·cm² but Dose (RP) total "
+                    f"{kar:.6g} mGy: one is zero and the other not (contradiction in the report)"
+                )
+        for field, acc_attr, ev_attr, kind in _QUANTITIES:
+            total = getattr(totals, acc_attr)
+            summed, n_known, n_all = _event_sum(rec.events, ev_attr, kind, plane)
+            row = {
+                "plane": plane,
+                "quantity": field,
+                "accumulated_total": total,
+                "event_sum": summed,
+                "events_with_value": n_known,
+                "events": n_all,
+            }
+            if total is not None and summed is not None:
+                diff = summed - total
+                rel = diff / total if total else (0.0 if diff == 0 else float("inf"))
+                row["difference"] = diff
+                row["relative_difference"] = rel
+                if abs(rel) > RECONCILE_TOLERANCE:
+                    what = (
+                        "durations are vendor-defined and often not additive"
+                        if field.endswith("time_s")
+                        else "check the DAP meter records"
+                    )
+                    flags.append(
+                        f"plane {plane}: {field} event sum {summed:.6g} differs from the "
+                        f"accumulated total {total:.6g} by {100 * rel:+.1f}% ({what}); the "
+                        "accumulated total is reported"
+                    )
+            rows.append(row)
+    return rows
+
+
+def build_dose_report(
+    rdsr_path: str | os.PathLike,
+    *,
+    include_phi: bool = False,
+    procedure: str | None = None,
+    region: str | None = None,
+) -> dict:
+    """The ``dose.json`` record of one dose report (no ``saved`` estimate yet)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    path = Path(rdsr_path)
+    rec = read_rdsr(path)
+    flags = list(rec.flags)
+    delivered: dict = {}
+    sources: dict = {}
+    for field, acc_attr, ev_attr, kind in _QUANTITIES:
+        acc = [getattr(p, acc_attr) for p in rec.planes.values()]
+        if acc and all(v is not None for v in acc):
+            delivered[field] = float(sum(acc))
+            sources[field] = "accumulated totals, summed over planes"
+            continue
+        summed, n_known, n_all = _event_sum(rec.events, ev_attr, kind)
+        if summed is not None and n_known == n_all:
+            delivered[field] = float(summed)
+            sources[field] = "sum of irradiation events"
+            flags.append(f"{field}: no accumulated total; the sum of {n_all} events is reported")
+        else:
+            delivered[field] = None
+            sources[field] = "not recorded"
+            if n_known:
+                flags.append(f"{field}: only {n_known} of {n_all} events record it; unknown")
+    delivered["n_events"] = len(rec.events)
+    delivered["n_fluoro_events"] = rec.n_fluoro_events
+    delivered["n_acquisition_events"] = rec.n_acquisition_events
+    delivered["n_planes"] = len(rec.planes)
+    delivered["per_plane"] = {
+        plane: {k: v for k, v in vars(t).items() if k != "plane"} for plane, t in rec.planes.items()
+    }
+    refs = {t.reference_point for t in rec.planes.values() if t.reference_point}
+    refs |= {e.reference_point for e in rec.events if e.reference_point}
+    delivered["reference_point"] = sorted(refs)[0] if len(refs) == 1 else sorted(refs) or None
+    delivered["has_fluoroscopy"] = rec.has_fluoroscopy
+    delivered["sources"] = sources
+    reconciliation = _reconcile(rec, flags)
+    try:
+        software = version("hybridfuse")
+    except PackageNotFoundError:
+        software = "0+unknown"
+    report = {
+        "schema": DOSE_SCHEMA,
+        "software_version": software,
+        "procedure": procedure,
+        "region": region,
+        "device": {"manufacturer": rec.manufacturer, "model": rec.model},
+        "delivered": delivered,
+        "reconciliation": reconciliation,
+        "saved": None,
+        "assumptions": [
+            "Delivered figures are the X-ray unit's accumulated totals (TID 10002) where "
+            "recorded; event sums are shown beside them and used only when totals are absent.",
+            "Dose (RP) is the air kerma at the unit's reference point, not a skin dose.",
+        ],
+        "flags": flags,
+        "inputs": [
+            {
+                "path": str(path),
+                "sha256": _sha256(path),
+                "sop_instance_uid": rec.sop_instance_uid,
+                "sop_class": rec.sop_class_name,
+                "template": rec.template,
+            }
+        ],
+        "units_seen": sorted(rec.units_seen),
+    }
+    if include_phi:
+        report["patient"] = rec.patient
+    report["_events"] = rec.events  # removed before writing; used for events.csv
+    return report
+
+
+def _events_csv(events) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([name for name, _ in EVENT_COLUMNS])
+    starts = [e.start for e in events if e.start is not None]
+    first = min(starts) if starts else None
+    for ev in sorted(events, key=lambda e: (e.start is None, e.start or 0)):
+        row = []
+        for _name, attr in EVENT_COLUMNS:
+            if attr is None:
+                value = (
+                    (ev.start - first).total_seconds()
+                    if ev.start is not None and first is not None
+                    else None
+                )
+            else:
+                value = getattr(ev, attr)
+            if isinstance(value, list):
+                value = ";".join(value)
+            elif hasattr(value, "isoformat"):
+                value = value.isoformat()
+            row.append("" if value is None else value)
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``dose.json`` and ``events.csv`` via temporary names; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    events = report.get("_events", [])
+    record = {k: v for k, v in report.items() if k != "_events"}
+    written = []
+    for name, text in (
+        ("dose.json", json.dumps(record, indent=1, default=str)),
+        ("events.csv", _events_csv(events)),
+    ):
+        target = out / name
+        tmp = out / f".{name}.partial"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+        written.append(target)
+    return written
