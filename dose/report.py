@@ -123,15 +123,93 @@ def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
     return rows
 
 
+def load_coefficients(path: str | os.PathLike) -> dict[str, tuple[float, str]]:
+    """Effective-dose coefficients: CSV ``region,coefficient_msv_per_gy_cm2,source``."""
+    from .errors import DoseInputError
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise DoseInputError(f"{path}: cannot read coefficients ({exc})") from exc
+    out = {}
+    for r in rows:
+        try:
+            value = float(r["coefficient_msv_per_gy_cm2"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DoseInputError(
+                f"{path}: need columns region,coefficient_msv_per_gy_cm2,source with numbers"
+            ) from exc
+        if not r.get("source"):
+            raise DoseInputError(f"{path}: region {r.get('region')!r} has no source")
+        out[r["region"].strip().lower()] = (value, r["source"])
+    return out
+
+
+def _effective_dose(delivered, saved, region, coefficients) -> dict:
+    note = (
+        "Effective dose is a population-risk quantity for comparing exposures, not the "
+        "dose this patient received."
+    )
+    if not coefficients or not region or region.lower() not in coefficients:
+        return {
+            "note": note + " Not computed: no conversion coefficient for region "
+            f"{region!r} (give --coefficients FILE with a sourced row)."
+        }
+    coef, source = coefficients[region.lower()]
+    out = {
+        "note": note,
+        "region": region,
+        "coefficient_msv_per_gy_cm2": coef,
+        "source": source,
+        "delivered_msv": (
+            delivered["dap_total_gy_cm2"] * coef
+            if delivered.get("dap_total_gy_cm2") is not None
+            else None
+        ),
+    }
+    cf = (saved or {}).get("counterfactual")
+    if cf and cf["point"].get("dap_gy_cm2") is not None:
+        lo, hi = cf["interval_95"]["dap_gy_cm2"]
+        out["saved_msv"] = cf["point"]["dap_gy_cm2"] * coef
+        out["saved_msv_interval_95"] = [lo * coef, hi * coef]
+    return out
+
+
 def build_dose_report(
     rdsr_path: str | os.PathLike,
     *,
     include_phi: bool = False,
     procedure: str | None = None,
     region: str | None = None,
+    us_clips=(),
+    us_intervals=(),
+    guided_phase=None,
+    coefficients: dict | None = None,
+    registry_values: dict | None = None,
+    table_transmission=None,
+    seed: int = 0,
 ) -> dict:
-    """The ``dose.json`` record of one dose report (no ``saved`` estimate yet)."""
+    """The ``dose.json`` record of one dose report.
+
+    Parameters
+    ----------
+    us_clips : paths of ultrasound cine files, whose acquisition times give the
+        ultrasound-guided intervals; or ``us_intervals`` given directly as
+        (start_s, end_s) from the first irradiation event.
+    guided_phase : (start_s, end_s) of the fluoroscopy-guided phase, when known.
+    coefficients : region → (mSv per Gy·cm², source), for effective dose.
+    registry_values : quantity → values of fluoroscopy-only procedures of the same type.
+    """
     from importlib.metadata import PackageNotFoundError, version
+
+    from .saved import (
+        Interval,
+        saved_against_baseline,
+        saved_counterfactual,
+        ultrasound_intervals_from_clips,
+    )
 
     path = Path(rdsr_path)
     rec = read_rdsr(path)
@@ -197,9 +275,30 @@ def build_dose_report(
         ],
         "units_seen": sorted(rec.units_seen),
     }
+    saved = {}
+    intervals = [Interval(float(a), float(b)) for a, b in us_intervals]
+    starts = [e.start for e in rec.events if e.start is not None]
+    if us_clips and starts:
+        intervals += ultrasound_intervals_from_clips(list(us_clips), min(starts), rec)
+    if intervals:
+        saved["counterfactual"] = saved_counterfactual(
+            rec,
+            intervals,
+            guided_phase=guided_phase,
+            table_transmission=table_transmission,
+            seed=seed,
+        )
+        flags.extend(saved["counterfactual"]["flags"])
+    if procedure:
+        saved["baseline"] = saved_against_baseline(
+            delivered, procedure, registry_values=registry_values, seed=seed
+        )
+    report["saved"] = saved or None
+    report["effective_dose"] = _effective_dose(delivered, saved, region, coefficients)
     if include_phi:
         report["patient"] = rec.patient
     report["_events"] = rec.events  # removed before writing; used for events.csv
+    report["_t0"] = min(starts) if starts else None
     return report
 
 
@@ -229,17 +328,32 @@ def _events_csv(events) -> str:
     return buf.getvalue()
 
 
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
 def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``dose.json`` and ``events.csv`` via temporary names; return their paths."""
+    """Write ``dose.json``, ``events.csv`` and ``report.html`` via temporary names."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from .html import render_report_html
+
     events = report.get("_events", [])
-    record = {k: v for k, v in report.items() if k != "_events"}
-    written = []
-    for name, text in (
-        ("dose.json", json.dumps(record, indent=1, default=str)),
+    record = {k: v for k, v in report.items() if not k.startswith("_")}
+    cf = (report.get("saved") or {}).get("counterfactual")
+    us_iv = cf["us_guided_intervals_s"] if cf else []
+    outputs = [
+        ("dose.json", json.dumps(record, indent=1, default=_json_default)),
         ("events.csv", _events_csv(events)),
-    ):
+    ]
+    if report.get("_t0") is not None:
+        outputs.append(("report.html", render_report_html(record, events, us_iv, report["_t0"])))
+    written = []
+    for name, text in outputs:
         target = out / name
         tmp = out / f".{name}.partial"
         tmp.write_text(text, encoding="utf-8")
