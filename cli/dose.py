@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -55,6 +56,12 @@ def dose() -> None:
     help="LO,HI table transmission for an entrance-kerma estimate.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Monte Carlo seed.")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path, exists=True),
+    help="Registry whose fluoroscopy-only procedures of this type give the baseline.",
+)
 @click.option("--include-phi", is_flag=True, help="Keep patient name, ID and birth date.")
 @overwrite_option
 @json_option
@@ -69,6 +76,7 @@ def report(
     coefficients,
     table_transmission,
     seed,
+    db_path,
     include_phi,
     overwrite,
     as_json,
@@ -96,6 +104,7 @@ def report(
             _pair(table_transmission, "--table-transmission") if table_transmission else None
         ),
         seed=seed,
+        registry_values=_registry_values(db_path, procedure),
     )
     written = write_dose_outputs(rep, out_dir)
     d = rep["delivered"]
@@ -127,6 +136,18 @@ def report(
         click.echo(f"  flag: {flag}")
 
 
+def _registry_values(db_path, procedure):
+    if not db_path or not procedure:
+        return None
+    from dose.registry import Registry
+
+    reg = Registry(db_path)
+    try:
+        return reg.baseline_values(procedure)
+    finally:
+        reg.close()
+
+
 def _pair(text: str, flag: str) -> tuple[float, float]:
     try:
         a, b = (float(v) for v in text.split(","))
@@ -137,3 +158,120 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     if b < a:
         raise click.BadParameter(f"END before START in {text!r}", param_hint=flag)
     return (a, b)
+
+
+@dose.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--db",
+    "db_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Registry file (SQLite; created if absent).",
+)
+@click.option("--procedure", default=None, help="Procedure type of RDSR files given here.")
+@click.option("--region", default=None, help="Body region of RDSR files given here.")
+@click.option(
+    "--guidance",
+    default="fluoro",
+    show_default=True,
+    type=click.Choice(["fluoro", "us"]),
+    help="For RDSR files: fluoroscopy-only or ultrasound-guided procedures.",
+)
+@json_option
+def ingest(files, db_path, procedure, region, guidance, as_json):
+    """Add dose reports (RDSR files, or dose.json from 'dose report') to a registry.
+
+    Re-ingesting the same report changes nothing. A different report reusing a SOP
+    Instance UID is kept as a distinct procedure and the conflict is reported. One bad
+    file does not stop the others; exit 2 if any file could not be ingested.
+    """
+    from dose.registry import Registry
+
+    from .main import exit_code_for
+
+    reg = Registry(db_path)
+    results, worst = [], 0
+    try:
+        for path in files:
+            try:
+                rep, events, pid = _report_for_ingest(path, procedure, region, guidance)
+                res = reg.ingest(rep, events, patient_id=pid)
+            except Exception as exc:
+                worst = max(worst, exit_code_for(exc) or 2)
+                message = str(exc).splitlines()[0]
+                if message.startswith(str(path)):
+                    message = message[len(str(path)) :].lstrip(": ")
+                res = {"status": "error", "error": message}
+            res["file"] = str(path)
+            results.append(res)
+            if not as_json:
+                extra = f" ({res['conflict']})" if res.get("conflict") else ""
+                line = res.get("error") or f"{res['status']}{extra}"
+                click.echo(f"{path}: {line}", err=res["status"] == "error")
+    finally:
+        reg.close()
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+    sys.exit(worst)
+
+
+def _report_for_ingest(path: Path, procedure, region, guidance):
+    from dose import DoseInputError, read_rdsr
+    from dose.report import build_dose_report
+
+    if path.suffix.lower() == ".json":
+        try:
+            rep = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DoseInputError(f"{path}: not a readable dose.json ({exc})") from exc
+        if rep.get("schema") != "hybridfuse.dose/1":
+            raise DoseInputError(f"{path}: schema {rep.get('schema')!r} is not hybridfuse.dose/1")
+        rdsr = Path(rep["inputs"][0]["path"])
+        rec = read_rdsr(rdsr) if rdsr.is_file() else None
+        rep["_study_uid"] = rec.study_instance_uid if rec else None
+        return rep, (rec.events if rec else []), (rec.patient.get("id") if rec else None)
+    rep = build_dose_report(path, procedure=procedure, region=region)
+    if guidance == "us":
+        rep["saved"] = {"counterfactual": {"point": {}, "note": "marked ultrasound-guided"}}
+    return rep, rep["_events"], rep.get("_patient_id")
+
+
+@dose.command("audit")
+@click.option("--db", "db_path", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--drl",
+    "drl_path",
+    type=click.Path(path_type=Path),
+    help="CSV procedure,region,dap_gy_cm2,ka_r_mgy,fluoro_time_s,source.",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@json_option
+def audit_cmd(db_path, drl_path, out_dir, as_json):
+    """Audit a registry by procedure type and region.
+
+    Medians, 75th percentiles, comparison with diagnostic reference levels, outliers and
+    UID conflicts, as OUT/audit.csv, OUT/audit.json and OUT/audit.html.
+    """
+    from dose.registry import Registry, audit, load_drl, write_audit
+
+    reg = Registry(db_path)
+    try:
+        result = audit(reg, load_drl(drl_path) if drl_path else None)
+        written = write_audit(result, reg, out_dir)
+    finally:
+        reg.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    click.echo(f"audit of {result['procedures']} procedures: {', '.join(str(p) for p in written)}")
+    for g in result["groups"]:
+        dap = g["dap_total_gy_cm2"]
+        click.echo(
+            f"  {g['procedure']} / {g['region']}: n={g['count']}, DAP median "
+            f"{dap.get('median', float('nan')):.3g} Gy·cm², p75 "
+            f"{dap.get('p75', float('nan')):.3g}"
+        )
+    click.echo(
+        f"  {len(result['outliers'])} outlier value(s), {len(result['conflicts'])} UID conflict(s)"
+    )

@@ -228,6 +228,19 @@ class DoseRecord:
 
 
 def read_rdsr(path: str | os.PathLike) -> DoseRecord:
+    """Read a projection X-ray dose report (see :func:`_read_rdsr`).
+
+    pydicom's warnings about malformed values are silenced here: every number goes
+    through :func:`parse_number`, and an unusable value becomes unknown and is flagged.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Invalid value for VR")
+        return _read_rdsr(path)
+
+
+def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
     """Read a projection X-ray dose report.
 
     Raises

@@ -297,7 +297,11 @@ def build_dose_report(
     report["effective_dose"] = _effective_dose(delivered, saved, region, coefficients)
     if include_phi:
         report["patient"] = rec.patient
-    report["_events"] = rec.events  # removed before writing; used for events.csv
+    # Private keys (leading underscore) are never written: events for events.csv, and
+    # identifiers the registry hashes into a pseudonym.
+    report["_events"] = rec.events
+    report["_study_uid"] = rec.study_instance_uid
+    report["_patient_id"] = rec.patient.get("id")
     report["_t0"] = min(starts) if starts else None
     return report
 

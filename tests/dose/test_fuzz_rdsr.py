@@ -1,0 +1,114 @@
+"""Mutated dose reports: a clean error or a flagged result, never a crash or a silent number."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import tempfile
+import warnings
+from pathlib import Path
+
+import pydicom
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dose import DoseInputError, read_rdsr
+from dose.report import build_dose_report
+from testdata import sample_case
+
+OPS = ["delete", "garble_unit", "empty_value", "junk_number", "wrong_scheme", "retype"]
+JUNK_UNITS = ["furlong", "", "Gy.m", "mGy/s", "??", "1e3"]
+
+
+def _items(ds):
+    out = []
+
+    def walk(node):
+        for child in node.get("ContentSequence", []) or []:
+            out.append((node, child))
+            walk(child)
+
+    walk(ds)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _original():
+    return pydicom.dcmread(sample_case() / "rdsr.dcm")
+
+
+def _mutate(ds, ops, draw_index, junk):
+    garbled_totals = set()
+    for op, idx in ops:
+        items = _items(ds)
+        if not items:
+            break
+        parent, item = items[idx % len(items)]
+        code = (
+            item.ConceptNameCodeSequence[0].CodeValue
+            if item.get("ConceptNameCodeSequence")
+            else None
+        )
+        if op == "delete":
+            parent.ContentSequence.remove(item)
+        elif op == "garble_unit" and item.get("MeasuredValueSequence"):
+            item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = junk
+            garbled_totals.add(code)
+        elif op == "empty_value" and item.get("ValueType") == "NUM":
+            item.MeasuredValueSequence = pydicom.Sequence([])
+        elif op == "junk_number" and item.get("MeasuredValueSequence"):
+            # Written as LO so that the file really holds the junk a broken unit writes.
+            mv = item.MeasuredValueSequence[0]
+            mv[0x0040A30A] = pydicom.DataElement(0x0040A30A, "LO", "abc")
+        elif op == "wrong_scheme" and item.get("ConceptNameCodeSequence"):
+            item.ConceptNameCodeSequence[0].CodingSchemeDesignator = "99XYZ"
+        elif op == "retype":
+            item.ValueType = "TEXT"
+    return garbled_totals
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10_000)), min_size=1, max_size=6),
+    junk=st.sampled_from(JUNK_UNITS),
+)
+def test_mutated_reports_fail_cleanly_or_flag(ops, junk):
+    ds = copy.deepcopy(_original())
+    path = Path(tempfile.mkdtemp()) / "mutated.dcm"
+    with warnings.catch_warnings():  # the test writes invalid values on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        garbled = _mutate(ds, ops, None, junk)
+        ds.save_as(path)
+    try:
+        rec = read_rdsr(path)
+    except DoseInputError:
+        return
+    rep = build_dose_report(path)  # must not crash either
+    for value in rep["delivered"].values():
+        if isinstance(value, float):
+            assert value == value  # never NaN
+    # A total whose unit was garbled is never reported from that item: unknown or from
+    # event sums, and flagged either way.
+    if "113722" in garbled:
+        acc = [p.dap_total_gy_cm2 for p in rec.planes.values()]
+        assert all(v is None for v in acc)
+        assert any("unit" in f for f in rec.flags)
+
+
+def test_garbled_unit_on_the_dap_total_is_unknown_and_flagged():
+    ds = copy.deepcopy(_original())
+    idx = next(
+        i
+        for i, (_, item) in enumerate(_items(ds))
+        if item.get("ConceptNameCodeSequence")
+        and item.ConceptNameCodeSequence[0].CodeValue == "113722"
+    )
+    path = Path(tempfile.mkdtemp()) / "garbled.dcm"
+    assert _mutate(ds, [("garble_unit", idx)], None, "furlong") == {"113722"}
+    ds.save_as(path)
+    rec = read_rdsr(path)
+    assert rec.planes["single"].dap_total_gy_cm2 is None
+    assert any("furlong" in f for f in rec.flags)
+    rep = build_dose_report(path)
+    # The delivered DAP then comes from the event sums, and says so.
+    assert rep["delivered"]["sources"]["dap_total_gy_cm2"] == "sum of irradiation events"
