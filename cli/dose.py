@@ -20,9 +20,15 @@ def dose() -> None:
 @click.option(
     "--rdsr",
     "rdsr_path",
-    required=True,
     type=click.Path(path_type=Path),
     help="X-Ray Radiation Dose SR (TID 10001).",
+)
+@click.option(
+    "--images",
+    "image_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Without an RDSR: X-ray images whose dose attributes to sum (repeat).",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--procedure", default=None, help="Procedure type, recorded in dose.json.")
@@ -67,6 +73,7 @@ def dose() -> None:
 @json_option
 def report(
     rdsr_path,
+    image_paths,
     out_dir,
     procedure,
     region,
@@ -81,31 +88,44 @@ def report(
     overwrite,
     as_json,
 ):
-    """Write OUT/dose.json and OUT/events.csv for one dose report.
+    """Write OUT/dose.json, OUT/events.csv and OUT/report.html for one procedure.
 
     Delivered totals come from the unit's accumulated totals; event sums are reconciled
-    against them per plane and contradictions are flagged.
+    against them per plane and contradictions are flagged. Without an RDSR, --images sums
+    the per-image dose attributes (a lower bound: unstored fluoroscopy is missing).
     """
-    from dose.report import build_dose_report, load_coefficients, write_dose_outputs
+    from dose.report import (
+        build_dose_report,
+        build_image_dose_report,
+        load_coefficients,
+        write_dose_outputs,
+    )
 
     target = out_dir / "dose.json"
     if target.exists() and not overwrite:
         raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
-    rep = build_dose_report(
-        rdsr_path,
-        include_phi=include_phi,
-        procedure=procedure,
-        region=region,
-        us_clips=us_clips,
-        us_intervals=[_pair(v, "--us-interval") for v in us_intervals],
-        guided_phase=_pair(guided_phase, "--guided-phase") if guided_phase else None,
-        coefficients=load_coefficients(coefficients) if coefficients else None,
-        table_transmission=(
-            _pair(table_transmission, "--table-transmission") if table_transmission else None
-        ),
-        seed=seed,
-        registry_values=_registry_values(db_path, procedure),
-    )
+    if rdsr_path is None and not image_paths:
+        raise click.UsageError("give --rdsr FILE, or --images FILE... when there is no RDSR")
+    if rdsr_path is None:
+        rep = build_image_dose_report(
+            image_paths, include_phi=include_phi, procedure=procedure, region=region
+        )
+    else:
+        rep = build_dose_report(
+            rdsr_path,
+            include_phi=include_phi,
+            procedure=procedure,
+            region=region,
+            us_clips=us_clips,
+            us_intervals=[_pair(v, "--us-interval") for v in us_intervals],
+            guided_phase=_pair(guided_phase, "--guided-phase") if guided_phase else None,
+            coefficients=load_coefficients(coefficients) if coefficients else None,
+            table_transmission=(
+                _pair(table_transmission, "--table-transmission") if table_transmission else None
+            ),
+            seed=seed,
+            registry_values=_registry_values(db_path, procedure),
+        )
     written = write_dose_outputs(rep, out_dir)
     d = rep["delivered"]
     if as_json:
@@ -120,8 +140,12 @@ def report(
     click.echo(
         f"  DAP {fmt(d['dap_total_gy_cm2'], 'Gy·cm²')} (fluoro "
         f"{fmt(d['fluoro_dap_gy_cm2'], 'Gy·cm²')}), Ka,r {fmt(d['ka_r_total_mgy'], 'mGy')},"
-        f" fluoro time {fmt(d['fluoro_time_s'], 's')}, {d['n_events']} events, "
-        f"{d['n_planes']} plane(s)"
+        f" fluoro time {fmt(d['fluoro_time_s'], 's')}, "
+        + (
+            f"{d['n_images']} image(s)"
+            if "n_images" in d
+            else f"{d['n_events']} events, {d['n_planes']} plane(s)"
+        )
     )
     cf = (rep.get("saved") or {}).get("counterfactual")
     if cf:

@@ -265,12 +265,25 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
             f"{path}: {_OTHER_DOSE_CLASSES[sop]} is not a projection X-ray dose report"
         )
     if sop not in SR_STORAGE_CLASSES:
+        described = str(ds.get("SeriesDescription", "") or ds.get("ImageComments", ""))
+        if "PixelData" in ds and any(w in described.lower() for w in ("dose", "protocol")):
+            raise DoseInputError(
+                f"{path}: a vendor dose summary captured as pixels ('{described}'); its "
+                "figures are burned into the image and cannot be read reliably: use the "
+                "unit's RDSR, or --images for per-image dose attributes"
+            )
         raise DoseInputError(
             f"{path}: SOP class {sop or 'missing'} is not a structured report that can hold "
-            "an X-ray dose report"
+            "an X-ray dose report (for images, use --images)"
         )
     root_code = _concept(ds)
     if not _is(root_code, ROOT):
+        if any(_is(_concept(i), EVENT) or _is(_concept(i), ACCUMULATED) for i in _walk(ds)):
+            raise DoseInputError(
+                f"{path}: a private or non-standard SR that holds X-ray dose items under "
+                f"root {root_code[0] if root_code else 'missing'} instead of 113701; it is not "
+                "read, because its structure cannot be trusted to follow TID 10001"
+            )
         raise DoseInputError(
             f"{path}: {SR_STORAGE_CLASSES[sop]} whose root concept is "
             f"{root_code[0] if root_code else 'missing'}, not an X-Ray Radiation Dose Report "

@@ -364,3 +364,97 @@ def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
         os.replace(tmp, target)
         written.append(target)
     return written
+
+
+def build_image_dose_report(
+    image_paths,
+    *,
+    include_phi: bool = False,
+    procedure: str | None = None,
+    region: str | None = None,
+) -> dict:
+    """A ``dose.json`` record from per-image dose attributes, when there is no RDSR.
+
+    Image DAP ((0018,115E), dGy·cm²) is summed over the images that record it; images
+    without it leave the total unknown (never 0). Stored images are usually a fraction of
+    the irradiation (unstored fluoroscopy is not in any image), which is stated.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pydicom
+
+    from .errors import DoseInputError
+    from .image_tags import read_image_dose_tags
+
+    inputs, per_image, flags = [], [], []
+    for p in image_paths:
+        path = Path(p)
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:
+            raise DoseInputError(f"{path}: not a readable DICOM image ({exc})") from exc
+        tags = read_image_dose_tags(ds)
+        per_image.append({"file": str(path), **tags.to_dict()})
+        inputs.append(
+            {
+                "path": str(path),
+                "sha256": _sha256(path),
+                "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
+                "sop_class": str(ds.get("SOPClassUID", "")),
+            }
+        )
+        if not tags.has_dose:
+            flags.append(
+                f"{path.name}: no ImageAndFluoroscopyAreaDoseProduct or "
+                "EntranceDoseInmGy: its dose is unknown"
+            )
+    daps = [im["dap_gy_cm2"] for im in per_image]
+    known = [d for d in daps if d is not None]
+    dap_total = float(sum(known)) if known and len(known) == len(daps) else None
+    if known and dap_total is None:
+        flags.append(
+            f"DAP recorded on {len(known)} of {len(daps)} images: the total is "
+            f"unknown (the known part is {sum(known):.4g} Gy·cm²)"
+        )
+    try:
+        software = version("hybridfuse")
+    except PackageNotFoundError:
+        software = "0+unknown"
+    delivered = {
+        "dap_total_gy_cm2": dap_total,
+        "fluoro_dap_gy_cm2": None,
+        "acquisition_dap_gy_cm2": None,
+        "ka_r_total_mgy": None,
+        "fluoro_time_s": None,
+        "acquisition_time_s": None,
+        "n_events": None,
+        "n_images": len(per_image),
+        "per_image": per_image,
+        "sources": {
+            "dap_total_gy_cm2": "sum of per-image ImageAndFluoroscopyAreaDoseProduct "
+            "(0018,115E), dGy·cm² converted to Gy·cm²"
+            if dap_total is not None
+            else "not recorded on every image"
+        },
+    }
+    return {
+        "schema": DOSE_SCHEMA,
+        "software_version": software,
+        "procedure": procedure,
+        "region": region,
+        "device": {"manufacturer": None, "model": None},
+        "delivered": delivered,
+        "reconciliation": [],
+        "saved": None,
+        "effective_dose": None,
+        "assumptions": [
+            "No dose structured report: figures come from the dose attributes of the stored "
+            "images only; fluoroscopy that was not stored is not counted, so these are lower "
+            "bounds of what was delivered.",
+        ],
+        "flags": flags,
+        "inputs": inputs,
+        "units_seen": ["dGy.cm2"],
+        "_events": [],
+        "_t0": None,
+    }

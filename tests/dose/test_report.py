@@ -81,3 +81,41 @@ def test_dose_report_of_an_image_is_bad_input(synthetic_case, tmp_path):
     )
     assert result.exit_code == 2
     assert "not a structured report" in result.output
+
+
+def test_images_without_rdsr_sum_known_dap_and_never_report_zero(synthetic_case, tmp_path):
+    from dose.report import build_image_dose_report
+
+    case, truth = synthetic_case
+    runs = truth["fluoro_runs"]
+    rep = build_image_dose_report([case / r["file"] for r in runs])
+    events = {e["uid"]: e["dap_gy_cm2"] for e in truth["dose"]["events"]}
+    expected = sum(events[r["irradiation_event_uid"]] for r in runs)
+    assert rep["delivered"]["dap_total_gy_cm2"] == pytest.approx(expected, rel=1e-6)
+    assert rep["delivered"]["ka_r_total_mgy"] is None
+    assert "lower bounds" in rep["assumptions"][0]
+    # A file without DAP makes the total unknown, not smaller.
+    other = tmp_path / "nodose.dcm"
+    import pydicom
+
+    ds = pydicom.dcmread(case / runs[0]["file"])
+    del ds.ImageAndFluoroscopyAreaDoseProduct
+    ds.save_as(other)
+    rep = build_image_dose_report([case / runs[1]["file"], other])
+    assert rep["delivered"]["dap_total_gy_cm2"] is None
+    assert any("1 of 2 images" in f for f in rep["flags"])
+
+
+def test_vendor_dose_screen_is_explained(synthetic_case, tmp_path):
+    import pydicom
+
+    from dose import DoseInputError, read_rdsr
+
+    case, truth = synthetic_case
+    ds = pydicom.dcmread(case / truth["files"]["fluoro"][0])
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SeriesDescription = "Dose Report"
+    path = tmp_path / "screen.dcm"
+    ds.save_as(path)
+    with pytest.raises(DoseInputError, match="burned into the image"):
+        read_rdsr(path)
