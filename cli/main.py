@@ -96,11 +96,13 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
 
 def _register_commands() -> None:
     from .dose import dose
+    from .fuse import fuse
     from .info import info
     from .register import register
     from .synth import synth
 
     cli.add_command(dose)
+    cli.add_command(fuse)
     cli.add_command(info)
     cli.add_command(register)
     cli.add_command(synth)
