@@ -99,12 +99,16 @@ def _register_commands() -> None:
     from .fuse import fuse
     from .info import info
     from .register import register
+    from .run import batch, demo, run
     from .synth import synth
 
     cli.add_command(dose)
     cli.add_command(fuse)
     cli.add_command(info)
     cli.add_command(register)
+    cli.add_command(run)
+    cli.add_command(demo)
+    cli.add_command(batch)
     cli.add_command(synth)
 
 

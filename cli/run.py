@@ -1,0 +1,222 @@
+"""``hybridfuse run``, ``demo`` and ``batch``: cases end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .options import EXIT_FAILURE, EXIT_OK, json_option, overwrite_option
+
+_CONFIG_OPTIONS = [
+    click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        help="TOML file with any option of run (a [run] table).",
+    ),
+    click.option(
+        "--model", default=None, type=click.Choice(["rigid", "similarity", "affine", "projective"])
+    ),
+    click.option("--metric", default=None, type=click.Choice(["mi", "ncc", "none"])),
+    click.option(
+        "--mode",
+        default=None,
+        type=click.Choice(["alpha", "color", "checkerboard", "edges", "side-by-side"]),
+    ),
+    click.option("--video", default=None, type=click.Choice(["mp4", "gif", "none"])),
+    click.option("--procedure", default=None, help="Procedure type for the dose report."),
+    click.option("--region", default=None, help="Body region for the dose report."),
+    click.option(
+        "--include-phi",
+        is_flag=True,
+        default=None,
+        help="Keep patient name and ID in DICOM outputs.",
+    ),
+]
+
+
+def config_options(func):
+    """Decorate a command with every run option."""
+    for opt in reversed(_CONFIG_OPTIONS):
+        func = opt(func)
+    return func
+
+
+def _config(config_path, **kw):
+    """The run configuration: the TOML file (if any), then the options given."""
+    import dataclasses
+
+    from fusion.pipeline import RunConfig
+
+    overrides = {k: v for k, v in kw.items() if v is not None}
+    if overrides.get("metric") == "none":
+        overrides["metric"] = None  # landmarks only, said explicitly
+    base = RunConfig.from_toml(config_path) if config_path else RunConfig()
+    return dataclasses.replace(base, **overrides)
+
+
+@click.command()
+@click.argument("case", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@config_options
+@overwrite_option
+@json_option
+@click.pass_context
+def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
+    """Run one CASE folder end to end: register, fuse, dose report, index.html."""
+    from fusion.pipeline import case_from_folder, run_case
+
+    config = _config(config_path, **opts)
+    spec = case_from_folder(case)
+    quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
+    summary = run_case(
+        spec,
+        out_dir,
+        config,
+        overwrite=overwrite,
+        progress=None if quiet else lambda m: click.echo(f"  {m}", err=True),
+    )
+    _report(summary, out_dir, as_json)
+
+
+def _report(summary, out_dir, as_json):
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, default=str))
+        return
+    reg = summary["registration"]
+    tre = reg.get("tre")
+    click.echo(f"case {summary['case_id']} done: {out_dir}")
+    click.echo(f"  open first: {out_dir / 'index.html'} (links the viewer and the dose report)")
+    if tre:
+        click.echo(f"  registration TRE vs truth: median {tre['median_mm']:.3f} mm")
+    d = summary["dose"]
+    if d["saved_dap_gy_cm2"] is not None:
+        lo, hi = d["saved_dap_interval_95"]
+        click.echo(
+            f"  dose saved by ultrasound: DAP {d['saved_dap_gy_cm2']:.3g} Gy·cm² "
+            f"(95 %: {lo:.3g}-{hi:.3g})"
+        )
+
+
+@click.command()
+@click.option(
+    "--out",
+    "out_dir",
+    default=Path("hybridfuse-demo"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+)
+@json_option
+@click.pass_context
+def demo(ctx, out_dir, as_json):
+    """Run the committed sample case end to end and say what to open first."""
+    from fusion.pipeline import RunConfig, case_from_folder, run_case
+    from testdata import SAMPLE_CASE, sample_case
+
+    summary_file = out_dir / "summary.json"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        is_demo = False
+        if summary_file.is_file():
+            try:
+                is_demo = (
+                    json.loads(summary_file.read_text(encoding="utf-8")).get("case_id")
+                    == SAMPLE_CASE
+                )
+            except ValueError:
+                is_demo = False
+        if not is_demo:
+            raise click.UsageError(
+                f"{out_dir} exists and is not a previous demo; choose another --out"
+            )
+    quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
+    spec = case_from_folder(sample_case(), SAMPLE_CASE)
+    summary = run_case(
+        spec,
+        out_dir,
+        RunConfig(),
+        overwrite=True,
+        progress=None if quiet else lambda m: click.echo(f"  {m}", err=True),
+    )
+    _report(summary, out_dir, as_json)
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(path_type=Path, exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Local worker processes.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Address of a dask.distributed scheduler, e.g. tcp://10.0.0.5:8786.",
+)
+@click.option(
+    "--retries",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Retries of a case whose worker died.",
+)
+@config_options
+@json_option
+@click.pass_context
+def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_json, **opts):
+    """Run every case of MANIFEST (CSV or a folder of case folders) into OUT/<case_id>.
+
+    Cases already complete with unchanged inputs and configuration are skipped. One bad
+    case never stops the batch. OUT/batch_summary.csv is updated after every case.
+    Exit 0 when every case is ok or up to date, 1 when any failed.
+    """
+    from fusion.batch import read_manifest, run_batch
+
+    config = _config(config_path, **opts)
+    specs, problems = read_manifest(manifest)
+    quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
+    start = time.perf_counter()
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+
+    def progress(row, done, total):
+        key = row["status"].split()[0]
+        counts[key] = counts.get(key, 0) + 1
+        if quiet:
+            return
+        elapsed = time.perf_counter() - start
+        rate = done / elapsed * 60 if elapsed > 0 else 0.0
+        eta = (total - done) / (done / elapsed) if done and elapsed > 0 else 0.0
+        click.echo(
+            f"\r  cases {done}/{total}: {counts['ok']} ok, {counts['failed']} failed, "
+            f"{counts['skipped']} up to date · {rate:.1f} cases/min · ETA {eta:.0f} s   ",
+            err=True,
+            nl=done == total,
+        )
+
+    rows = run_batch(
+        specs,
+        out_dir,
+        config,
+        workers=workers,
+        scheduler=scheduler,
+        retries=retries,
+        problems=problems,
+        progress=progress,
+    )
+    failed = [r for r in rows if r["status"] == "failed"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+    else:
+        for r in failed:
+            click.echo(f"hybridfuse: case {r['case_id']} failed: {r['message']}", err=True)
+        click.echo(
+            f"{len(rows)} case(s): {len(rows) - len(failed)} ok or up to date, "
+            f"{len(failed)} failed; summary in {out_dir / 'batch_summary.csv'}"
+        )
+    sys.exit(EXIT_FAILURE if failed else EXIT_OK)

@@ -1,0 +1,419 @@
+"""One case end to end: read → register → fuse → dose, into one folder.
+
+The case folder is built under a temporary name and renamed when complete; its
+``summary.json`` records the hash of every input and of the configuration, so a batch
+re-run can tell a finished, unchanged case from one to redo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from registration import IllPosedGeometryError, RegistrationOptions
+
+from .errors import InputError
+
+__all__ = ["CaseSpec", "RunConfig", "case_from_folder", "input_hash", "run_case", "SUMMARY_SCHEMA"]
+
+SUMMARY_SCHEMA = "hybridfuse.case/1"
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """The input files of one case (paths as given; absolute or relative to the cwd)."""
+
+    case_id: str
+    fluoro: tuple[str, ...]
+    ultrasound: tuple[str, ...]
+    rdsr: str | None = None
+    landmarks: str | None = None
+    truth: str | None = None
+    landmark_dir: str | None = None  # synthetic cases: one CSV per frame pair
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CaseSpec:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["fluoro"] = tuple(d["fluoro"])
+        d["ultrasound"] = tuple(d["ultrasound"])
+        return cls(**d)
+
+    def files(self) -> list[str]:
+        """Every input file."""
+        out = [*self.fluoro, *self.ultrasound]
+        out += [p for p in (self.rdsr, self.landmarks, self.truth) if p]
+        return out
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of ``hybridfuse run`` (also readable from a TOML file)."""
+
+    model: str = "projective"
+    metric: str | None = "mi"
+    preprocess: str = "structures"
+    mode: str = "alpha"
+    opacity: float = 0.5
+    colormap: str = "hot"
+    interpolation: str = "linear"
+    video: str = "mp4"
+    dicom: bool = True
+    include_phi: bool = False
+    procedure: str | None = None
+    region: str | None = None
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (what is written into each case's outputs)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **overrides) -> RunConfig:
+        """Read ``[run]`` (or top-level keys) of a TOML file; unknown keys are an error."""
+        import tomllib
+
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InputError(f"{path}: not a readable TOML configuration ({exc})") from exc
+        data = data.get("run", data)
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(
+                f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        if data.get("metric") == "none":
+            data["metric"] = None
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hybridfuse")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def input_hash(spec: CaseSpec, config: RunConfig) -> str:
+    """Hash of every input's content, the configuration and the software version."""
+    h = hashlib.sha256()
+    for path in spec.files():
+        h.update(_sha256(path).encode())
+    if spec.landmark_dir and Path(spec.landmark_dir).is_dir():
+        for p in sorted(Path(spec.landmark_dir).glob("*.csv")):
+            h.update(_sha256(p).encode())
+    h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    h.update(_version().encode())
+    return h.hexdigest()
+
+
+def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> CaseSpec:
+    """Find the inputs of a case folder by what each DICOM file is (not by its name).
+
+    X-ray angiographic/fluoroscopic images are fluoroscopy runs, ultrasound images the
+    clips, a dose SR the RDSR; ``truth.json`` and ``landmarks/`` (as ``hybridfuse synth``
+    writes them) or a single ``*.csv`` of landmarks are used when present.
+    """
+    from .io import is_dicom_file, read_header
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    fluoro, us, rdsr = [], [], []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or not (is_dicom_file(p) or p.suffix.lower() == ".dcm"):
+            continue
+        try:
+            hdr = read_header(p)
+        except InputError:
+            continue  # reported when the case runs: a listed file that cannot be read
+        if hdr["is_sr"]:
+            rdsr.append(str(p))
+        elif hdr["modality"] == "US":
+            us.append(str(p))
+        elif hdr["modality"] in ("XA", "RF"):
+            fluoro.append(str(p))
+    csvs = sorted(folder.glob("*.csv"))
+    return CaseSpec(
+        case_id=case_id or folder.name,
+        fluoro=tuple(fluoro),
+        ultrasound=tuple(us),
+        rdsr=rdsr[0] if rdsr else None,
+        landmarks=str(csvs[0]) if len(csvs) == 1 else None,
+        truth=str(folder / "truth.json") if (folder / "truth.json").is_file() else None,
+        landmark_dir=str(folder / "landmarks") if (folder / "landmarks").is_dir() else None,
+    )
+
+
+def _check_inputs(spec: CaseSpec) -> None:
+    if not spec.fluoro:
+        raise InputError(f"case {spec.case_id}: no fluoroscopy file")
+    if not spec.ultrasound:
+        raise InputError(f"case {spec.case_id}: no ultrasound file")
+    for p in spec.files():
+        if not Path(p).is_file():
+            raise InputError(f"case {spec.case_id}: {p}: no such file")
+
+
+def run_case(
+    spec: CaseSpec,
+    out_dir: str | os.PathLike,
+    config: RunConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress=None,
+) -> dict:
+    """Run one case into ``out_dir``; returns the summary (also ``summary.json``)."""
+    from dose.report import build_dose_report, build_image_dose_report, write_dose_outputs
+
+    from .coregister import (
+        read_landmarks_csv,
+        register_images,
+        transform_record,
+        truth_tre,
+        write_transform_json,
+    )
+    from .fuse import fuse_images, pair_frames
+    from .io import read_image
+
+    config = config or RunConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
+    say = progress or (lambda _m: None)
+    _check_inputs(spec)
+    digest = input_hash(spec, config)
+    timings: dict[str, float] = {}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        t = time.perf_counter()
+        say("reading images")
+        fluoro = [read_image(p) for p in spec.fluoro]
+        us = read_image(spec.ultrasound[0])
+        timings["io_s"] = time.perf_counter() - t
+
+        say("registering")
+        t = time.perf_counter()
+        reg, skipped = None, []
+        for fl in fluoro:
+            pairs, how = pair_frames(fl, us, list(range(fl.n_frames)))
+            close = [p for p in pairs if p[2] is None or abs(p[2]) <= 0.5]
+            if not close:
+                skipped.append(f"{Path(fl.source_path).name}: no ultrasound frame within 0.5 s")
+                continue
+            fi, uj, _ = close[0]
+            landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
+            opts = RegistrationOptions(
+                model=config.model, metric=config.metric, preprocess=config.preprocess
+            )
+            try:
+                result = register_images(
+                    fl, us, fixed_frame=fi, moving_frame=uj, landmarks=landmarks, options=opts
+                )
+            except IllPosedGeometryError as exc:
+                skipped.append(f"{Path(fl.source_path).name}: {exc}")
+                continue
+            reg = (fl, fi, uj, result, landmarks)
+            break
+        if reg is None:
+            raise InputError(
+                f"case {spec.case_id}: no fluoroscopy run could be registered "
+                f"({'; '.join(skipped) or 'none overlaps the ultrasound'})"
+            )
+        fl, fi, uj, result, landmarks = reg
+        tre = None
+        if spec.truth:
+            from testdata.phantom import load_truth
+
+            tre = truth_tre(
+                result.transform,
+                load_truth(Path(spec.truth).parent),
+                fl,
+                us,
+                fl.source_path,
+                fi,
+                uj,
+            )
+        (tmp / "registration").mkdir()
+        record = transform_record(result, fl, us, fixed_frame=fi, moving_frame=uj, tre=tre)
+        write_transform_json(tmp / "registration" / "transform.json", record)
+        timings["registration_s"] = time.perf_counter() - t
+
+        say("fusing")
+        t = time.perf_counter()
+        lms = []
+        if landmarks is not None:
+            lms = [
+                {"name": n, "x": float(x), "y": float(y)}
+                for n, (x, y) in zip(landmarks.names, landmarks.fixed_xy, strict=True)
+            ]
+        fusion = fuse_images(
+            fl,
+            us,
+            result.transform,
+            tmp / "fusion",
+            mode=config.mode,
+            opacity=config.opacity,
+            colormap=config.colormap,
+            order=config.interpolation,
+            video=config.video,
+            dicom=config.dicom,
+            include_phi=config.include_phi,
+            transform_frames=(fi, uj),
+            landmarks=lms,
+        )
+        timings["fusion_s"] = time.perf_counter() - t
+
+        say("dose")
+        t = time.perf_counter()
+        procedure, region = config.procedure, config.region
+        if spec.truth and procedure is None:
+            truth = json.loads(Path(spec.truth).read_text(encoding="utf-8"))
+            procedure, region = truth.get("procedure"), region or truth.get("region")
+        if spec.rdsr:
+            dose = build_dose_report(
+                spec.rdsr,
+                include_phi=config.include_phi,
+                procedure=procedure,
+                region=region,
+                us_clips=list(spec.ultrasound),
+                seed=config.seed,
+            )
+        else:
+            dose = build_image_dose_report(spec.fluoro, procedure=procedure, region=region)
+        write_dose_outputs(dose, tmp / "dose")
+        timings["dose_s"] = time.perf_counter() - t
+
+        cf = (dose.get("saved") or {}).get("counterfactual")
+        summary = {
+            "schema": SUMMARY_SCHEMA,
+            "case_id": spec.case_id,
+            "status": "ok",
+            "software_version": _version(),
+            "input_hash": digest,
+            "config": config.to_dict(),
+            "inputs": [{"path": str(p), "sha256": _sha256(p)} for p in spec.files()],
+            "registration": {
+                "fluoro_file": Path(fl.source_path).name,
+                "fixed_frame": fi,
+                "moving_frame": uj,
+                "model": result.model,
+                "metric": result.metric,
+                "wall_time_s": result.wall_time_s,
+                "landmark_fre_px": result.landmark_fit.fre_px if result.landmark_fit else None,
+                "quality": result.quality,
+                "tre": tre,
+                "runs_not_used": skipped,
+            },
+            "fusion": {
+                "frames": len(fusion["pairs"]),
+                "outputs": fusion["outputs"],
+                "frames_per_second": fusion["frames_per_second"],
+            },
+            "dose": {
+                "dap_total_gy_cm2": dose["delivered"]["dap_total_gy_cm2"],
+                "saved_dap_gy_cm2": cf["point"].get("dap_gy_cm2") if cf else None,
+                "saved_dap_interval_95": cf["interval_95"].get("dap_gy_cm2") if cf else None,
+                "flags": dose["flags"],
+            },
+            "timings_s": timings,
+        }
+        (tmp / "index.html").write_text(_index_html(summary), encoding="utf-8")
+        summary["outputs"] = sorted(
+            str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()
+        ) + ["summary.json"]
+        with open(tmp / "summary.json", "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=1, default=_json_default)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def _landmarks_for(spec, fl, fi, uj, reader):
+    """The landmark CSV of this frame pair: a synthetic case's per-pair file, or the case's."""
+    if spec.landmark_dir:
+        stem = Path(fl.source_path).stem.removeprefix("fluoro_")
+        candidate = Path(spec.landmark_dir) / f"{stem}_f{fi:02d}_us{uj:02d}.csv"
+        if candidate.is_file():
+            return reader(candidate)
+    return reader(spec.landmarks) if spec.landmarks else None
+
+
+def _index_html(s: dict) -> str:
+    r = s["registration"]
+    d = s["dose"]
+    tre = r.get("tre")
+    tre_txt = (
+        f"TRE vs truth: median {tre['median_mm']:.3f} mm, p95 {tre['p95_mm']:.3f} mm"
+        if tre
+        else "no ground truth"
+    )
+    saved = (
+        f"{d['saved_dap_gy_cm2']:.3g} Gy·cm² (95 %: {d['saved_dap_interval_95'][0]:.3g}–"
+        f"{d['saved_dap_interval_95'][1]:.3g})"
+        if d["saved_dap_gy_cm2"] is not None
+        else "not estimated"
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.2f} s</td></tr>" for k, v in s["timings_s"].items()
+    )
+    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>hybridfuse case</title><style>body{{font-family:sans-serif;max-width:50em;margin:1em auto}}
+td{{padding:.1em .6em}}</style></head><body>
+<h1>Case {html.escape(s["case_id"])}</h1>
+<p><strong>Open first:</strong> <a href="fusion/viewer.html">the fusion viewer</a> ·
+<a href="dose/report.html">the dose report</a> ·
+<a href="registration/transform.json">the registration (transform.json)</a> ·
+<a href="summary.json">summary.json</a></p>
+<h2>Registration</h2><p>{html.escape(r["fluoro_file"])} frame {r["fixed_frame"]} ↔ ultrasound
+frame {r["moving_frame"]}; {html.escape(str(r["model"]))} / {html.escape(str(r["metric"]))};
+{html.escape(tre_txt)}.</p>
+<h2>Dose</h2><p>Delivered DAP {
+        d["dap_total_gy_cm2"]
+        if d["dap_total_gy_cm2"] is None
+        else f"{d['dap_total_gy_cm2']:.3g} Gy·cm²"
+    }; saved by ultrasound {saved}.</p>
+<h2>Timings</h2><table>{rows}</table>
+<p>hybridfuse {html.escape(s["software_version"])} — not for diagnostic use.</p></body></html>
+"""
