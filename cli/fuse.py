@@ -59,6 +59,11 @@ from .options import json_option, overwrite_option
     help="Write fused_sc.dcm (multi-frame true colour secondary capture).",
 )
 @click.option(
+    "--registration-dicom",
+    is_flag=True,
+    help="Also write registration.dcm (Spatial Registration; rigid/similarity/affine).",
+)
+@click.option(
     "--include-phi", is_flag=True, help="Keep the patient's name and ID in the DICOM output."
 )
 @overwrite_option
@@ -77,6 +82,7 @@ def fuse(
     interpolation,
     video,
     dicom,
+    registration_dicom,
     include_phi,
     overwrite,
     as_json,
@@ -127,6 +133,7 @@ def fuse(
             video=video,
             dicom=dicom,
             include_phi=include_phi,
+            registration_dicom=registration_dicom,
             overwrite=overwrite,
             transform_frames=(
                 (record.get("fixed") or {}).get("frame", 0),

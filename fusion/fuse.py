@@ -94,6 +94,7 @@ def fuse_images(
     overwrite: bool = False,
     transform_frames: tuple[int, int] = (0, 0),
     landmarks: list[dict] | None = None,
+    registration_dicom: bool = False,
     progress=None,
 ) -> dict:
     """Write fused_NNN.png, a video, viewer.html, fused_sc.dcm and fuse.json to ``out_dir``."""
@@ -103,6 +104,16 @@ def fuse_images(
     if video not in ("mp4", "gif", "none"):
         raise InputError(f"video must be mp4, gif or none, got {video!r}")
     mode = BlendMode(mode)
+    if not fixed.modality.is_xray or fixed.modality.value in ("DX", "CR") and fixed.n_frames > 1:
+        raise InputError(
+            f"{fixed.source_path}: the fixed image must be fluoroscopy (XA/RF/DX), "
+            f"got {fixed.modality.value}"
+        )
+    if moving.modality.value != "US" and moving.us_region is None:
+        raise InputError(
+            f"{moving.source_path}: the moving image must be ultrasound, got "
+            f"{moving.modality.value}"
+        )
     fixed_idx = _check_frames(frames, fixed.n_frames, "fluoroscopy")
     pairs, how = pair_frames(fixed, moving, fixed_idx, transform_frames)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +209,13 @@ def fuse_images(
                 f"blend mode {mode.value}, opacity {opacity:g}",
             )
             written.append("fused_sc.dcm")
+        if registration_dicom:
+            from .registration_dicom import write_registration_dicom
+
+            write_registration_dicom(
+                tmp / "registration.dcm", transform, fixed, moving, include_phi=include_phi
+            )
+            written.append("registration.dcm")
         summary = {
             "schema": "hybridfuse.fuse/1",
             "case": label,

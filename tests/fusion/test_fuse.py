@@ -176,3 +176,61 @@ def test_bad_frame_index_is_refused(fused, tmp_path):
     _, _, _, _, fixed, moving = fused
     with pytest.raises(InputError, match="out of range"):
         fuse_images(fixed, moving, Transform(np.eye(3)), tmp_path / "o", frames=[99])
+
+
+def _affine_of(pair):
+    from registration import fit_model
+
+    lms = [lm for lm in pair["landmarks"] if lm["in_us_region"] and lm["in_fluoro_field"]]
+    mov = np.array([lm["moving_xy"] for lm in lms])
+    fix = np.array([lm["fixed_xy"] for lm in lms])
+    return Transform(fit_model("affine", mov, fix), "affine")
+
+
+def test_spatial_registration_round_trip(fused, tmp_path):
+    from fusion.registration_dicom import read_registration_dicom, write_registration_dicom
+
+    _, _, truth, pair, fixed, moving = fused
+    tr = _affine_of(pair)
+    path = write_registration_dicom(tmp_path / "registration.dcm", tr, fixed, moving)
+    m4, moving_for, fixed_for = read_registration_dicom(path)
+    mm = tr.in_mm(moving.pixel_spacing_mm, fixed.xray.isocenter_spacing_mm)
+    assert_allclose(m4[:2, :2], mm[:2, :2], rtol=1e-9)
+    assert_allclose(m4[:2, 3], mm[:2, 2], rtol=1e-9)
+    assert moving_for != fixed_for
+    ds = pydicom.dcmread(path)
+    assert ds.Modality == "REG" and ds.FrameOfReferenceUID == fixed_for
+    assert "PHANTOM" not in str(ds.PatientName)
+
+
+def test_projective_transform_is_not_squeezed_into_a_spatial_registration(fused, tmp_path):
+    from fusion import InputError
+    from fusion.registration_dicom import write_registration_dicom
+
+    _, _, truth, pair, fixed, moving = fused
+    with pytest.raises(InputError, match="rigid, similarity or affine only"):
+        write_registration_dicom(
+            tmp_path / "r.dcm", Transform(np.asarray(pair["moving_to_fixed_pixel"])), fixed, moving
+        )
+
+
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None,
+    reason="dciodvfy (Debian dicom3tools) not installed; .ci/run installs it",
+)
+def test_spatial_registration_passes_dciodvfy(fused, tmp_path):
+    from fusion.registration_dicom import write_registration_dicom
+
+    _, _, truth, pair, fixed, moving = fused
+    path = write_registration_dicom(tmp_path / "r.dcm", _affine_of(pair), fixed, moving)
+    res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    assert [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")] == []
+
+
+def test_swapped_inputs_are_refused(fused, tmp_path):
+    from fusion import InputError
+
+    _, _, _, _, fixed, moving = fused
+    with pytest.raises(InputError, match="fixed image must be fluoroscopy"):
+        fuse_images(moving, fixed, Transform(np.eye(3)), tmp_path / "o")
+    assert not (tmp_path / "o").exists()

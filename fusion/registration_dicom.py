@@ -1,0 +1,191 @@
+"""The registration as a DICOM Spatial Registration object (``registration.dcm``).
+
+Direction: the matrix maps coordinates of the *moving* (ultrasound) frame of reference
+into the *fixed* (fluoroscopy) frame of reference, which is the registered frame of the
+object (the first Registration Sequence item, identity, names it).
+
+Coordinates: these 2D images have no patient coordinate system, so each uses in-plane
+millimetres: x = column × column spacing, y = row × row spacing, z = 0 (ultrasound: the
+calibrated plane; fluoroscopy: the isocentre plane). A file's own Frame of Reference UID
+is used when present; otherwise a new one is made and recorded in the object.
+
+Spatial Registration matrices are 4×4 RIGID, RIGID_SCALE or AFFINE: a projective
+(perspective) homography cannot be stored, so only rigid, similarity and affine
+registrations are written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import numpy as np
+
+from registration import Transform, TransformModel
+
+from ._image import Image
+from .errors import InputError
+
+__all__ = ["write_registration_dicom", "read_registration_dicom", "SPATIAL_REGISTRATION"]
+
+SPATIAL_REGISTRATION = "1.2.840.10008.5.1.4.1.1.66.1"
+_TYPE = {
+    TransformModel.RIGID: "RIGID",
+    TransformModel.SIMILARITY: "RIGID_SCALE",
+    TransformModel.AFFINE: "AFFINE",
+}
+
+
+def _mm_spacing(img: Image) -> tuple[float, float]:
+    if img.xray and img.xray.isocenter_spacing_mm:
+        return img.xray.isocenter_spacing_mm
+    return img.require_spacing()
+
+
+def _matrix4(transform: Transform, moving: Image, fixed: Image) -> np.ndarray:
+    mm = transform.in_mm(_mm_spacing(moving), _mm_spacing(fixed))
+    if np.max(np.abs(mm[2, :2])) > 1e-12:
+        raise InputError(
+            "a projective transform cannot be written as a Spatial Registration "
+            "(4x4 rigid/affine only): register with --model affine, or use "
+            "transform.json"
+        )
+    m4 = np.eye(4)
+    m4[:2, :2] = mm[:2, :2]
+    m4[:2, 3] = mm[:2, 2]
+    return m4
+
+
+def write_registration_dicom(
+    path: str | os.PathLike,
+    transform: Transform,
+    fixed: Image,
+    moving: Image,
+    *,
+    include_phi: bool = False,
+) -> Path:
+    """Write the Spatial Registration object; returns its path."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.valuerep import format_number_as_ds
+
+    from .dicom_out import case_pseudonym
+
+    if transform.model not in _TYPE:
+        raise InputError(
+            f"a {transform.model.value} transform cannot be written as a Spatial "
+            "Registration (rigid, similarity or affine only)"
+        )
+    m4 = _matrix4(transform, moving, fixed)
+    src = pydicom.dcmread(fixed.source_path, stop_before_pixels=True) if fixed.source_path else None
+    fixed_for = fixed.uids.get("frame_of_reference") or generate_uid()
+    moving_for = moving.uids.get("frame_of_reference") or generate_uid()
+    now = _dt.datetime.now()
+    sop = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SPATIAL_REGISTRATION
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = SPATIAL_REGISTRATION
+    ds.SOPInstanceUID = sop
+    study_uid = str(src.get("StudyInstanceUID", "")) if src is not None else generate_uid()
+    if include_phi and src is not None:
+        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+            setattr(ds, kw, src.get(kw, ""))
+    else:
+        label = case_pseudonym(study_uid)
+        ds.PatientName = f"ANONYMIZED^{label}"
+        ds.PatientID = label
+        ds.PatientBirthDate = ""
+        ds.PatientSex = ""
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = "hybridfuse: patient name and ID replaced by a case pseudonym"
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = src.get("StudyDate", "") if (include_phi and src is not None) else ""
+    ds.StudyTime = src.get("StudyTime", "") if (include_phi and src is not None) else ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = src.get("StudyID", "") if src is not None else ""
+    ds.AccessionNumber = ""
+    ds.Modality = "REG"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 901
+    ds.Laterality = ""  # Type 2C: no paired body part is asserted
+    ds.Manufacturer = "hybridfuse"
+    ds.FrameOfReferenceUID = fixed_for
+    ds.PositionReferenceIndicator = ""
+    ds.InstanceNumber = 1
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.ContentLabel = "HYBRIDFUSE_REG"
+    ds.ContentDescription = "US plane mm to fluoro isocentre-plane mm"  # LO: <= 64
+    ds.ContentCreatorName = ""
+
+    def item(for_uid, matrix, image: Image, matrix_type: str):
+        it = Dataset()
+        it.FrameOfReferenceUID = for_uid
+        if image.uids.get("sop_instance"):
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = image.uids["sop_class"]
+            ref.ReferencedSOPInstanceUID = image.uids["sop_instance"]
+            it.ReferencedImageSequence = Sequence([ref])
+        mat = Dataset()
+        mat.FrameOfReferenceTransformationMatrix = [
+            format_number_as_ds(float(v)) for v in matrix.ravel()
+        ]
+        mat.FrameOfReferenceTransformationMatrixType = matrix_type
+        reg = Dataset()
+        reg.MatrixSequence = Sequence([mat])
+        reg.RegistrationTypeCodeSequence = Sequence([])  # Type 2: no coded registration type
+        it.MatrixRegistrationSequence = Sequence([reg])
+        return it
+
+    ds.RegistrationSequence = Sequence(
+        [
+            item(fixed_for, np.eye(4), fixed, "RIGID"),  # the registered frame itself
+            item(moving_for, m4, moving, _TYPE[transform.model]),
+        ]
+    )
+    # Common Instance Reference: the images this registration refers to, by series.
+    series = []
+    for image in (fixed, moving):
+        if image.uids.get("series") and image.uids.get("sop_instance"):
+            inst = Dataset()
+            inst.ReferencedSOPClassUID = image.uids["sop_class"]
+            inst.ReferencedSOPInstanceUID = image.uids["sop_instance"]
+            ser = Dataset()
+            ser.SeriesInstanceUID = image.uids["series"]
+            ser.ReferencedInstanceSequence = Sequence([inst])
+            series.append(ser)
+    if series:
+        ds.ReferencedSeriesSequence = Sequence(series)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    ds.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, path)
+    return path
+
+
+def read_registration_dicom(path: str | os.PathLike) -> tuple[np.ndarray, str, str]:
+    """The 4×4 moving→fixed matrix and the two frame of reference UIDs (moving, fixed)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    if str(ds.SOPClassUID) != SPATIAL_REGISTRATION:
+        raise InputError(f"{path}: not a Spatial Registration object")
+    fixed_for = str(ds.FrameOfReferenceUID)
+    for it in ds.RegistrationSequence:
+        if str(it.FrameOfReferenceUID) != fixed_for:
+            m = it.MatrixRegistrationSequence[0].MatrixSequence[0]
+            return (
+                np.asarray(m.FrameOfReferenceTransformationMatrix, float).reshape(4, 4),
+                str(it.FrameOfReferenceUID),
+                fixed_for,
+            )
+    raise InputError(f"{path}: no registration item for a moving frame of reference")
