@@ -13,7 +13,7 @@ from .options import json_option, overwrite_option
 
 @click.group()
 def dose() -> None:
-    """Radiation dose: what the X-ray unit recorded (and, later, what ultrasound saved)."""
+    """Radiation dose: what the X-ray unit recorded and what ultrasound guidance saved."""
 
 
 @dose.command("report")

@@ -5,13 +5,22 @@
   which lets kernels test for it cheaply.
 - ``fastmath`` is off everywhere: results must not depend on reassociation, and the
   metric values are compared against NumPy and SimpleITK.
+- OpenMP threads wait passively between kernels (``OMP_WAIT_POLICY=PASSIVE``).
 - Reductions in parallel kernels are split into fixed-size blocks that are summed in
   order afterwards, so a result does not depend on the number of threads.
 """
 
 from __future__ import annotations
 
-import numba
+import os
+
+# Numba's OpenMP threads otherwise spin after every parallel kernel and starve the main
+# thread (the optimiser, NumPy) of its core: on 2 cores that made registration ~3x
+# slower. libgomp reads this when it loads, at the first parallel kernel, so setting it
+# here is early enough; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
 
 __all__ = ["jit", "jit_parallel", "prange", "BLOCK"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConvergenceError, IllPosedGeometryError, RegistrationError
-from .landmarks import LandmarkFit, fit_landmarks
+from .landmarks import LandmarkFit, fit_landmarks, fit_model
 from .metrics import Metric, MetricContext, metric_cost
 from .preprocess import Preprocess, masked_smooth, preprocess_pair
 from .transforms import Parameterization, Transform, TransformModel
@@ -132,7 +132,7 @@ def _landmark_cost(h, dh, lm: Landmarks, w, sigma):
     return cost, grad
 
 
-def register(
+def _register_core(
     fixed: np.ndarray,
     moving: np.ndarray,
     *,
@@ -145,39 +145,7 @@ def register(
     fixed_spacing_mm: float | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> RegistrationResult:
-    """Register a moving (ultrasound) image to a fixed (fluoroscopy) image.
-
-    Parameters
-    ----------
-    fixed, moving : ndarray (rows, cols)
-        Greyscale images (MONOCHROME2 sense).
-    fixed_mask, moving_mask : ndarray of bool, optional
-        Valid pixels: the collimator disc, the calibrated ultrasound region.
-    landmarks : Landmarks, optional
-        Pairs to fit first and to keep in the cost.
-    initial : Transform or (3, 3) array, optional
-        Starting moving→fixed homography; required without landmarks.
-    options : RegistrationOptions
-    expected_scale : float, optional
-        Fixed pixels per moving pixel predicted by the geometry (ultrasound spacing ×
-        SID/SOD / imager spacing). Used to detect an edge-on plane: a result whose
-        smaller local scale is below ``edge_on_ratio`` × this is refused.
-    fixed_spacing_mm : float, optional
-        Fixed pixel size at the isocentre plane (mm), to express the search range in mm;
-        without it one fixed pixel counts as 0.3 mm.
-    progress : callable, optional
-        ``progress(level, iteration, cost)`` after each optimiser iteration.
-
-    Returns
-    -------
-    RegistrationResult
-
-    Raises
-    ------
-    RegistrationError
-        Bad inputs, inconsistent landmarks; :class:`IllPosedGeometryError` for an
-        edge-on plane; :class:`ConvergenceError` when the optimiser fails.
-    """
+    """The registration itself, on (possibly cropped) arrays; see :func:`register`."""
     from scipy.optimize import minimize
 
     opts = options or RegistrationOptions()
@@ -341,6 +309,154 @@ def register(
     )
 
 
+def register(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    fixed_mask: np.ndarray | None = None,
+    moving_mask: np.ndarray | None = None,
+    landmarks: Landmarks | None = None,
+    initial: Transform | np.ndarray | None = None,
+    options: RegistrationOptions | None = None,
+    expected_scale: float | None = None,
+    fixed_spacing_mm: float | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> RegistrationResult:
+    """Register a moving (ultrasound) image to a fixed (fluoroscopy) image.
+
+    Parameters
+    ----------
+    fixed, moving : ndarray (rows, cols)
+        Greyscale images (MONOCHROME2 sense).
+    fixed_mask, moving_mask : ndarray of bool, optional
+        Valid pixels: the collimator disc, the calibrated ultrasound region.
+    landmarks : Landmarks, optional
+        Pairs to fit first and to keep in the cost.
+    initial : Transform or (3, 3) array, optional
+        Starting moving→fixed homography; required without landmarks.
+    options : RegistrationOptions
+    expected_scale : float, optional
+        Fixed pixels per moving pixel predicted by the geometry (ultrasound spacing ×
+        SID/SOD / imager spacing). Used to detect an edge-on plane: a result whose
+        smaller local scale is below ``edge_on_ratio`` × this is refused.
+    fixed_spacing_mm : float, optional
+        Fixed pixel size at the isocentre plane (mm), to express the search range in mm;
+        without it one fixed pixel counts as 0.3 mm.
+    progress : callable, optional
+        ``progress(level, iteration, cost)`` after each optimiser iteration.
+
+    Returns
+    -------
+    RegistrationResult
+
+    Raises
+    ------
+    RegistrationError
+        Bad inputs, inconsistent landmarks; :class:`IllPosedGeometryError` for an
+        edge-on plane; :class:`ConvergenceError` when the optimiser fails.
+    """
+    opts = options or RegistrationOptions()
+    fixed = np.asarray(fixed, dtype=np.float64)
+    moving = np.asarray(moving, dtype=np.float64)
+    args = dict(
+        fixed_mask=fixed_mask,
+        moving_mask=moving_mask,
+        landmarks=landmarks,
+        initial=initial,
+        options=opts,
+        expected_scale=expected_scale,
+        fixed_spacing_mm=fixed_spacing_mm,
+        progress=progress,
+    )
+    crop = _crop_boxes(
+        fixed, moving, fixed_mask, moving_mask, landmarks, initial, opts, fixed_spacing_mm
+    )
+    if crop is None:
+        return _register_core(fixed, moving, **args)
+    (fy0, fy1, fx0, fx1), (my0, my1, mx0, mx1) = crop
+    to_crop_f = np.array([[1.0, 0, -fx0], [0, 1, -fy0], [0, 0, 1]])
+    from_crop_m = np.array([[1.0, 0, mx0], [0, 1, my0], [0, 0, 1]])
+
+    def into(h):
+        return to_crop_f @ h @ from_crop_m
+
+    def back(h):
+        return np.linalg.inv(to_crop_f) @ h @ np.linalg.inv(from_crop_m)
+
+    if initial is not None:
+        h0 = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+        args["initial"] = into(h0)
+    if landmarks is not None:
+        args["landmarks"] = Landmarks(
+            np.asarray(landmarks.moving_xy, float) - (mx0, my0),
+            np.asarray(landmarks.fixed_xy, float) - (fx0, fy0),
+            landmarks.names,
+            landmarks.weights,
+        )
+    if fixed_mask is not None:
+        args["fixed_mask"] = np.asarray(fixed_mask, bool)[fy0:fy1, fx0:fx1]
+    if moving_mask is not None:
+        args["moving_mask"] = np.asarray(moving_mask, bool)[my0:my1, mx0:mx1]
+    result = _register_core(fixed[fy0:fy1, fx0:fx1], moving[my0:my1, mx0:mx1], **args)
+    result.transform = Transform(back(result.transform.matrix), result.transform.model)
+    if result.landmark_fit is not None:
+        lf = result.landmark_fit
+        lf.transform = Transform(back(lf.transform.matrix), lf.transform.model)
+    result.quality["crop_fixed_px_x0_y0_x1_y1"] = [int(fx0), int(fy0), int(fx1), int(fy1)]
+    return result
+
+
+def _crop_boxes(fixed, moving, fixed_mask, moving_mask, landmarks, initial, opts, fixed_spacing_mm):
+    """Regions worth computing on, or None when cropping would not pay.
+
+    The moving mask's box, and where the start maps it in the fixed image plus a margin
+    for the coarsest smoothing and the search range.
+    """
+    if fixed.ndim != 2 or moving.ndim != 2:
+        return None
+    mmask = np.ones(moving.shape, bool) if moving_mask is None else np.asarray(moving_mask, bool)
+    if mmask.shape != moving.shape or not mmask.any():
+        return None
+    ys, xs = np.nonzero(mmask)
+    my0, my1, mx0, mx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    corners = np.array([[mx0, my0], [mx1, my0], [mx1, my1], [mx0, my1]], float)
+    if initial is not None:
+        h0 = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+        mapped = Transform(h0).apply(corners)
+    elif landmarks is not None and len(landmarks.moving_xy) >= 3:
+        try:
+            mapped = Transform(fit_model("affine", landmarks.moving_xy, landmarks.fixed_xy)).apply(
+                corners
+            )
+        except RegistrationError:
+            return None
+    else:
+        return None
+    if not np.all(np.isfinite(mapped)):
+        return None
+    do_search = opts.search if opts.search is not None else landmarks is None
+    margin = 1.5 * max(opts.levels) + 16.0
+    if do_search and opts.metric:
+        margin += opts.search_translation_mm / (fixed_spacing_mm or 0.3)
+        # Rotation and scale of the search move corners too.
+        half = 0.5 * np.ptp(mapped, axis=0).max()
+        margin += half * (
+            np.radians(opts.search_rotation_deg) + max(abs(s - 1) for s in opts.search_scales)
+        )
+    rows, cols = fixed.shape
+    fx0 = int(max(0, np.floor(mapped[:, 0].min() - margin)))
+    fx1 = int(min(cols, np.ceil(mapped[:, 0].max() + margin) + 1))
+    fy0 = int(max(0, np.floor(mapped[:, 1].min() - margin)))
+    fy1 = int(min(rows, np.ceil(mapped[:, 1].max() + margin) + 1))
+    if fx1 - fx0 < 16 or fy1 - fy0 < 16:
+        return None
+    saved = 1.0 - ((fx1 - fx0) * (fy1 - fy0)) / (rows * cols)
+    saved_m = 1.0 - ((mx1 - mx0) * (my1 - my0)) / mmask.size
+    if saved < 0.2 and saved_m < 0.2:
+        return None
+    return (fy0, fy1, fx0, fx1), (int(my0), int(my1), int(mx0), int(mx1))
+
+
 def _global_search(
     f_feat,
     fmask,
@@ -489,24 +605,26 @@ def _optimise(
     minimize, par, ctx, metric, landmarks, lm_weights, opts, level, max_iter, trace, progress
 ):
     n_total = len(ctx.xs)
+    last: dict = {}  # the most recent evaluation, so the callback need not redo it
 
     def fun(q):
         h, dh = par.matrix_and_jacobian(q)
         cost, grad, count = metric_cost(metric, ctx, h, dh)
         if count < 0.25 * n_total or not np.isfinite(cost):
             # Too little overlap: a steep penalty pushes back towards the start.
-            return 1e3 + float(q @ q), 2.0 * q
-        if landmarks is not None:
+            cost, grad = 1e3 + float(q @ q), 2.0 * q
+        elif landmarks is not None:
             lc, lg = _landmark_cost(h, dh, landmarks, lm_weights, opts.landmark_sigma_px)
             cost += opts.landmark_weight * lc
             grad = grad + opts.landmark_weight * lg
+        last["q"], last["cost"] = np.array(q, copy=True), cost
         return cost, grad
 
     it = [0]
 
     def callback(q):
         it[0] += 1
-        c = fun(q)[0]
+        c = last["cost"] if "q" in last and np.array_equal(last["q"], q) else fun(q)[0]
         trace.append((level, it[0], float(c)))
         if progress is not None:
             progress(level, it[0], float(c))

@@ -1,0 +1,77 @@
+"""Sequence tracking: register an ultrasound clip to a fluoroscopy run frame by frame.
+
+Each frame pair starts from the previous pair's transform (warm start), skips the
+global search and optimises one fine pyramid level on a capped number of samples:
+between consecutive frames the probe moves little, so the previous answer is well inside
+the capture range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from .register import RegistrationOptions, RegistrationResult, register
+from .transforms import Transform
+
+__all__ = ["track_sequence"]
+
+
+def track_sequence(
+    fixed_frames,
+    moving_frames,
+    pairs,
+    initial: Transform | np.ndarray,
+    *,
+    fixed_mask=None,
+    moving_mask=None,
+    options: RegistrationOptions | None = None,
+    levels: tuple[int, ...] = (2,),
+    max_iterations: tuple[int, ...] = (10,),
+    max_samples: int = 4000,
+    progress=None,
+) -> tuple[list[RegistrationResult], float]:
+    """Register ``moving_frames[j]`` onto ``fixed_frames[i]`` for each (i, j) in ``pairs``.
+
+    Parameters
+    ----------
+    fixed_frames, moving_frames : indexable by frame number (lists, dicts of 2D arrays).
+    pairs : list of (fixed index, moving index), in time order.
+    initial : the transform of the first pair (e.g. from a landmark registration).
+    levels, max_iterations : pyramid factors and iteration caps used for every frame.
+    max_samples : ultrasound samples per frame (a warm start needs few).
+
+    Returns
+    -------
+    results : one RegistrationResult per pair.
+    frames_per_second : pairs registered per second of wall time.
+    """
+    base = options or RegistrationOptions()
+    opts = dataclasses.replace(
+        base,
+        levels=tuple(levels),
+        max_iterations=tuple(max_iterations),
+        search=False,
+        fine_levels=len(levels),
+        max_samples=max_samples,
+    )
+    current = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    results = []
+    t0 = time.perf_counter()
+    for k, (i, j) in enumerate(pairs):
+        res = register(
+            fixed_frames[i],
+            moving_frames[j],
+            fixed_mask=fixed_mask,
+            moving_mask=moving_mask,
+            initial=current,
+            options=opts,
+        )
+        current = res.transform.matrix
+        results.append(res)
+        if progress is not None:
+            progress(k + 1, len(pairs))
+    elapsed = time.perf_counter() - t0
+    return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
