@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_fused_sc", "case_pseudonym", "MF_TRUE_COLOR_SC"]
+__all__ = ["write_fused_sc", "case_pseudonym", "derived_dataset", "MF_TRUE_COLOR_SC"]
 
 MF_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
 
@@ -24,6 +24,53 @@ MF_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
 def case_pseudonym(study_uid: str | None) -> str:
     """A stable label for a case that reveals nothing about the patient."""
     return "CASE-" + hashlib.sha256((study_uid or "unknown").encode()).hexdigest()[:10].upper()
+
+
+def derived_dataset(sop_class: str, src, include_phi: bool):
+    """File meta, SOP Common, Patient and General Study modules of a derived object.
+
+    The new object belongs to the source's study (its Study Instance UID is kept). The
+    patient module copies the source's name, ID, birth date and sex only with
+    ``include_phi``; otherwise it carries a case pseudonym and says the identity was
+    removed. Study date, time and accession number are kept only with ``include_phi``.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+    now = _dt.datetime.now()
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    study_uid = str(src.get("StudyInstanceUID", "")) if src is not None else ""
+    if include_phi and src is not None:
+        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+            setattr(ds, kw, src.get(kw, ""))
+        ds.PatientIdentityRemoved = "NO"
+    else:
+        label = case_pseudonym(study_uid)
+        ds.PatientName = f"ANONYMIZED^{label}"
+        ds.PatientID = label
+        ds.PatientBirthDate = ""
+        ds.PatientSex = ""
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = "hybridfuse: patient name and ID replaced by a case pseudonym"
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    for kw in ("StudyDate", "StudyTime", "AccessionNumber", "StudyID"):
+        value = src.get(kw, "") if (src is not None and (include_phi or kw == "StudyID")) else ""
+        setattr(ds, kw, value)
+    ds.ReferringPhysicianName = ""
+    ds.Laterality = ""  # General Series, Type 2C: no paired body part is asserted
+    return ds
 
 
 def write_fused_sc(
@@ -47,50 +94,18 @@ def write_fused_sc(
     include_phi : copy the patient's name, ID, birth date and sex from the source.
     burned_in : whether the frames carry burned-in text (sets BurnedInAnnotation).
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
-    src = fixed_ds if fixed_ds is not None else moving_ds
+    ds = derived_dataset(
+        MF_TRUE_COLOR_SC, fixed_ds if fixed_ds is not None else moving_ds, include_phi
+    )
     now = _dt.datetime.now()
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MF_TRUE_COLOR_SC
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = MF_TRUE_COLOR_SC
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
-    # Patient module
-    study_uid = str(src.get("StudyInstanceUID", "")) if src is not None else ""
-    if include_phi and src is not None:
-        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-            setattr(ds, kw, src.get(kw, ""))
-        ds.PatientIdentityRemoved = "NO"
-    else:
-        label = case_pseudonym(study_uid)
-        ds.PatientName = f"ANONYMIZED^{label}"
-        ds.PatientID = label
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "hybridfuse: patient name and ID replaced by a case pseudonym"
-    # General Study: the fusion belongs to the source study.
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    for kw in ("StudyDate", "StudyTime", "AccessionNumber", "StudyID"):
-        value = src.get(kw, "") if (src is not None and (include_phi or kw == "StudyID")) else ""
-        setattr(ds, kw, value)
-    ds.ReferringPhysicianName = ""
     # General Series, SC Equipment, General Image
     ds.Modality = "OT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 900
-    ds.Laterality = ""  # Type 2C: no paired body part is asserted
     ds.SeriesDescription = "hybridfuse US/fluoro fusion"
     ds.ConversionType = "WSD"
     ds.Manufacturer = "hybridfuse"

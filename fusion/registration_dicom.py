@@ -67,12 +67,10 @@ def write_registration_dicom(
 ) -> Path:
     """Write the Spatial Registration object; returns its path."""
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
     from pydicom.valuerep import format_number_as_ds
-
-    from .dicom_out import case_pseudonym
 
     if transform.model not in _TYPE:
         raise InputError(
@@ -83,40 +81,13 @@ def write_registration_dicom(
     src = pydicom.dcmread(fixed.source_path, stop_before_pixels=True) if fixed.source_path else None
     fixed_for = fixed.uids.get("frame_of_reference") or generate_uid()
     moving_for = moving.uids.get("frame_of_reference") or generate_uid()
+    from .dicom_out import derived_dataset
+
     now = _dt.datetime.now()
-    sop = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SPATIAL_REGISTRATION
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = SPATIAL_REGISTRATION
-    ds.SOPInstanceUID = sop
-    study_uid = str(src.get("StudyInstanceUID", "")) if src is not None else generate_uid()
-    if include_phi and src is not None:
-        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-            setattr(ds, kw, src.get(kw, ""))
-    else:
-        label = case_pseudonym(study_uid)
-        ds.PatientName = f"ANONYMIZED^{label}"
-        ds.PatientID = label
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "hybridfuse: patient name and ID replaced by a case pseudonym"
-    ds.StudyInstanceUID = study_uid
-    ds.StudyDate = src.get("StudyDate", "") if (include_phi and src is not None) else ""
-    ds.StudyTime = src.get("StudyTime", "") if (include_phi and src is not None) else ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = src.get("StudyID", "") if src is not None else ""
-    ds.AccessionNumber = ""
+    ds = derived_dataset(SPATIAL_REGISTRATION, src, include_phi)
     ds.Modality = "REG"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 901
-    ds.Laterality = ""  # Type 2C: no paired body part is asserted
     ds.Manufacturer = "hybridfuse"
     ds.FrameOfReferenceUID = fixed_for
     ds.PositionReferenceIndicator = ""
