@@ -49,7 +49,7 @@ from .options import json_option, overwrite_option, spacing_type
     "--metric",
     default="mi",
     show_default=True,
-    type=click.Choice(["mi", "ncc", "none"]),
+    type=click.Choice(["mi", "nmi", "ncc", "none"]),
     help="'none': landmarks only.",
 )
 @click.option(

@@ -12,6 +12,8 @@ name       cost
 ``ncc``    −(normalised cross-correlation)
 ``mi``     −(Mattes mutual information): zero-order bins on the ultrasound,
            cubic B-spline Parzen window on the fluoroscopy, ITK's binning
+``nmi``    −(normalised mutual information, (H(F) + H(M)) / H(F, M)), on the same
+           Parzen histogram
 =========  ==================================================================
 """
 
@@ -33,6 +35,7 @@ class Metric(str, Enum):
 
     NCC = "ncc"
     MI = "mi"
+    NMI = "nmi"
 
 
 @dataclass
@@ -131,4 +134,8 @@ def _mi(ctx, b, db, valid):
     return K.mattes_cost(ctx.fixed_bin, b, db, valid, ctx.n_bins, ctx.b_norm_min, ctx.b_bin_size)
 
 
-_COSTS = {Metric.NCC: _ncc, Metric.MI: _mi}
+def _nmi(ctx, b, db, valid):
+    return K.nmi_cost(ctx.fixed_bin, b, db, valid, ctx.n_bins, ctx.b_norm_min, ctx.b_bin_size)
+
+
+_COSTS = {Metric.NCC: _ncc, Metric.MI: _mi, Metric.NMI: _nmi}

@@ -55,7 +55,18 @@ def test_mattes_mi_matches_numpy_twin(images):
     assert cost == pytest.approx(-twin, rel=1e-10)
 
 
-@pytest.mark.parametrize("metric", ["mi", "ncc"])
+def test_nmi_matches_numpy_twin(images):
+    fixed, _, ctx, par = images
+    h, dh = par.matrix_and_jacobian(P)
+    cost, _, _ = metric_cost("nmi", ctx, h, dh)
+    b = naive.warp(fixed, np.ones(fixed.shape, bool), h, ctx.xs, ctx.ys)
+    fixed_bin, _ = naive.mattes_mi(ctx.a, b, 32)
+    twin = naive.nmi_value(ctx.a, b, fixed_bin, 32, fixed.min(), fixed.max())
+    assert cost == pytest.approx(-twin, rel=1e-10)
+    assert 1.0 < twin < 2.0  # NMI lies between 1 (independent) and 2 (identical)
+
+
+@pytest.mark.parametrize("metric", ["mi", "nmi", "ncc"])
 def test_analytic_gradient_matches_finite_differences(metric, images):
     _, _, ctx, par = images
     _, grad, _ = metric_cost(metric, ctx, *par.matrix_and_jacobian(P))
@@ -106,9 +117,9 @@ def test_results_do_not_depend_on_the_thread_count(images):
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = [metric_cost(m, ctx, h, dh) for m in ("mi", "ncc")]
+        one = [metric_cost(m, ctx, h, dh) for m in ("mi", "nmi", "ncc")]
         numba.set_num_threads(max(2, before))
-        many = [metric_cost(m, ctx, h, dh) for m in ("mi", "ncc")]
+        many = [metric_cost(m, ctx, h, dh) for m in ("mi", "nmi", "ncc")]
     finally:
         numba.set_num_threads(before)
     for (c1, g1, _), (c2, g2, _) in zip(one, many, strict=True):
