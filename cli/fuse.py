@@ -8,24 +8,12 @@ from pathlib import Path
 
 import click
 
-from .options import json_option, overwrite_option
+from .options import fixed_option, json_option, moving_option, overwrite_option
 
 
 @click.command()
-@click.option(
-    "--fixed",
-    "fixed_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Fluoroscopy run (DICOM XA/RF).",
-)
-@click.option(
-    "--moving",
-    "moving_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Ultrasound cine (DICOM US).",
-)
+@fixed_option
+@moving_option
 @click.option(
     "--transform",
     "transform_path",

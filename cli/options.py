@@ -8,12 +8,15 @@ exit code      meaning
 2              usage error or bad input (unreadable file, wrong kind of file, ...)
 =============  ====================================================================
 
-Option names: ``--json`` (machine-readable output on stdout), ``--overwrite``
-(replace existing outputs; refused otherwise), ``-v/--verbose`` and ``-q/--quiet``
-(on the group: log level, tracebacks, progress).
+Option names: ``--fixed``/``--moving`` (fluoroscopy and ultrasound inputs), ``--json``
+(machine-readable output on stdout), ``--overwrite`` (replace existing outputs; refused
+otherwise), ``-v/--verbose`` and ``-q/--quiet`` (on the group: log level, tracebacks,
+progress).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -23,6 +26,20 @@ EXIT_BAD_INPUT = 2
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+)
+fixed_option = click.option(
+    "--fixed",
+    "fixed_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Fluoroscopy file (DICOM XA/RF, or an image with --spacing-mm).",
+)
+moving_option = click.option(
+    "--moving",
+    "moving_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Ultrasound file (DICOM US, or an image).",
 )
 overwrite_option = click.option(
     "--overwrite", is_flag=True, help="Replace existing outputs (refused otherwise)."

@@ -8,24 +8,12 @@ from pathlib import Path
 
 import click
 
-from .options import json_option, overwrite_option, spacing_type
+from .options import fixed_option, json_option, moving_option, overwrite_option, spacing_type
 
 
 @click.command()
-@click.option(
-    "--fixed",
-    "fixed_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Fluoroscopy file (DICOM XA/RF or image).",
-)
-@click.option(
-    "--moving",
-    "moving_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Ultrasound file (DICOM US or image).",
-)
+@fixed_option
+@moving_option
 @click.option(
     "--out",
     "out_dir",

@@ -49,7 +49,8 @@ def mattes_mi(a, b, n_bins):
     return fixed_bin, a_size
 
 
-def mattes_mi_value(a, b, fixed_bin, n_bins, b_min, b_max):
+def parzen_joint(b, fixed_bin, n_bins, b_min, b_max):
+    """Joint histogram: zero-order bins for the fixed side, cubic Parzen for b."""
     ok = ~np.isnan(b)
     pad = 2
     size = (b_max - b_min) / (n_bins - 2 * pad)
@@ -60,7 +61,11 @@ def mattes_mi_value(a, b, fixed_bin, n_bins, b_min, b_max):
         start = min(max(int(np.floor(term)) - 1, 0), n_bins - 4)
         for k in range(start, start + 4):
             joint[fb, k] += bspline3(k - term)
-    p = joint / joint.sum()
+    return joint / joint.sum()
+
+
+def mattes_mi_value(a, b, fixed_bin, n_bins, b_min, b_max):
+    p = parzen_joint(b, fixed_bin, n_bins, b_min, b_max)
     pf, pm = p.sum(axis=1), p.sum(axis=0)
     nz = p > 0
     outer = np.outer(pf, pm)
@@ -69,17 +74,7 @@ def mattes_mi_value(a, b, fixed_bin, n_bins, b_min, b_max):
 
 def nmi_value(a, b, fixed_bin, n_bins, b_min, b_max):
     """Studholme NMI on the Mattes Parzen histogram."""
-    ok = ~np.isnan(b)
-    pad = 2
-    size = (b_max - b_min) / (n_bins - 2 * pad)
-    norm = b_min / size - pad
-    joint = np.zeros((n_bins, n_bins))
-    for fb, v in zip(fixed_bin[ok], b[ok], strict=True):
-        term = v / size - norm
-        start = min(max(int(np.floor(term)) - 1, 0), n_bins - 4)
-        for k in range(start, start + 4):
-            joint[fb, k] += bspline3(k - term)
-    p = joint / joint.sum()
+    p = parzen_joint(b, fixed_bin, n_bins, b_min, b_max)
 
     def entropy(q):
         q = q[q > 0]
