@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 from registration import Transform
 from registration.warp import warp_to_fixed
 
+from ._atomic import atomic_directory
 from ._image import Image
 from .blend import BlendMode, blend
 from .dicom_out import case_pseudonym, write_fused_sc
@@ -116,11 +115,8 @@ def fuse_images(
         )
     fixed_idx = _check_frames(frames, fixed.n_frames, "fluoroscopy")
     pairs, how = pair_frames(fixed, moving, fixed_idx, transform_frames)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    tmp.chmod(0o755)
     t0 = time.perf_counter()
-    try:
+    with atomic_directory(out_dir) as tmp:
         from concurrent.futures import ThreadPoolExecutor
 
         fused, fixed_disp, layers, valids = [], [], [], []
@@ -235,10 +231,4 @@ def fuse_images(
         }
         with open(tmp / "fuse.json", "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=1)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary

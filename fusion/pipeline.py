@@ -12,8 +12,6 @@ import hashlib
 import html
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 
 from registration import IllPosedGeometryError, RegistrationOptions
 
+from ._atomic import atomic_directory
 from .errors import InputError
 
 __all__ = ["CaseSpec", "RunConfig", "case_from_folder", "input_hash", "run_case", "SUMMARY_SCHEMA"]
@@ -123,11 +122,15 @@ def _version() -> str:
         return "0+unknown"
 
 
-def input_hash(spec: CaseSpec, config: RunConfig) -> str:
-    """Hash of every input's content, the configuration and the software version."""
+def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = None) -> str:
+    """Hash of every input's content, the configuration and the software version.
+
+    ``file_hashes`` (path → sha256 of :meth:`CaseSpec.files`) avoids reading the files
+    again when the caller already hashed them.
+    """
     h = hashlib.sha256()
     for path in spec.files():
-        h.update(_sha256(path).encode())
+        h.update((file_hashes[path] if file_hashes else _sha256(path)).encode())
     if spec.landmark_dir and Path(spec.landmark_dir).is_dir():
         for p in sorted(Path(spec.landmark_dir).glob("*.csv")):
             h.update(_sha256(p).encode())
@@ -211,12 +214,10 @@ def run_case(
         raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
     say = progress or (lambda _m: None)
     _check_inputs(spec)
-    digest = input_hash(spec, config)
+    file_hashes = {p: _sha256(p) for p in spec.files()}  # read each input once
+    digest = input_hash(spec, config, file_hashes)
     timings: dict[str, float] = {}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_directory(out_dir) as tmp:
         t = time.perf_counter()
         say("reading images")
         fluoro = [read_image(p) for p in spec.fluoro]
@@ -323,7 +324,7 @@ def run_case(
             "software_version": _version(),
             "input_hash": digest,
             "config": config.to_dict(),
-            "inputs": [{"path": str(p), "sha256": _sha256(p)} for p in spec.files()],
+            "inputs": [{"path": str(p), "sha256": h} for p, h in file_hashes.items()],
             "registration": {
                 "fluoro_file": Path(fl.source_path).name,
                 "fixed_frame": fi,
@@ -355,12 +356,6 @@ def run_case(
         ) + ["summary.json"]
         with open(tmp / "summary.json", "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=1, default=_json_default)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 

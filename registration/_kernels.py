@@ -171,6 +171,17 @@ def bspline3_deriv(u):
     return 0.0
 
 
+@jit
+def parzen_window(value, b_norm_min, b_bin_size, n_bins):
+    """Bin position of ``value`` and the first of the 4 bins its cubic window covers.
+
+    ITK's binning: the window always stays inside the padded histogram.
+    """
+    term = value / b_bin_size - b_norm_min
+    start = int(np.floor(term)) - 1
+    return term, min(max(start, 0), n_bins - 4)
+
+
 @jit_parallel
 def mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size):
     """Joint histogram (n_bins × n_bins) with a cubic Parzen window on ``b``."""
@@ -181,9 +192,7 @@ def mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size):
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
             if not valid[i]:
                 continue
-            term = b[i] / b_bin_size - b_norm_min
-            start = int(np.floor(term)) - 1
-            start = min(max(start, 0), n_bins - 4)
+            term, start = parzen_window(b[i], b_norm_min, b_bin_size, n_bins)
             fb = fixed_bin[i]
             for kk in range(start, start + 4):
                 part[blk, fb, kk] += bspline3(kk - term)
@@ -249,9 +258,7 @@ def mattes_cost(fixed_bin, b, db, valid, n_bins, b_norm_min, b_bin_size):
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
             if not valid[i]:
                 continue
-            term = b[i] / b_bin_size - b_norm_min
-            start = int(np.floor(term)) - 1
-            start = min(max(start, 0), n_bins - 4)
+            term, start = parzen_window(b[i], b_norm_min, b_bin_size, n_bins)
             fb = fixed_bin[i]
             w = 0.0
             for kk in range(start, start + 4):
@@ -298,9 +305,7 @@ def batch_mattes_cost(
             c = int(fx + 0.5)
             if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
                 continue
-            term = value / b_bin_size - b_norm_min
-            start = int(np.floor(term)) - 1
-            start = min(max(start, 0), n_bins - 4)
+            term, start = parzen_window(value, b_norm_min, b_bin_size, n_bins)
             for kk in range(start, start + 4):
                 joint[fixed_bin[i], kk] += bspline3(kk - term)
             count += 1.0
@@ -446,9 +451,7 @@ def nmi_cost(fixed_bin, b, db, valid, n_bins, b_norm_min, b_bin_size):
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
             if not valid[i]:
                 continue
-            term = b[i] / b_bin_size - b_norm_min
-            start = int(np.floor(term)) - 1
-            start = min(max(start, 0), n_bins - 4)
+            term, start = parzen_window(b[i], b_norm_min, b_bin_size, n_bins)
             fb = fixed_bin[i]
             wj = 0.0
             wm = 0.0
