@@ -37,7 +37,7 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     "--metric",
     default="mi",
     show_default=True,
-    type=click.Choice(["mi", "nmi", "ncc", "none"]),
+    type=click.Choice(["mi", "nmi", "ncc", "ngf", "lc2", "none"]),
     help="'none': landmarks only.",
 )
 @click.option(

@@ -21,7 +21,9 @@ _CONFIG_OPTIONS = [
     click.option(
         "--model", default=None, type=click.Choice(["rigid", "similarity", "affine", "projective"])
     ),
-    click.option("--metric", default=None, type=click.Choice(["mi", "nmi", "ncc", "none"])),
+    click.option(
+        "--metric", default=None, type=click.Choice(["mi", "nmi", "ncc", "ngf", "lc2", "none"])
+    ),
     click.option(
         "--mode",
         default=None,

@@ -471,3 +471,216 @@ def nmi_cost(fixed_bin, b, db, valid, n_bins, b_norm_min, b_bin_size):
             d_hm = gm[blk, j] * scale
             grad[j] -= (d_hm * hj - (hf + hm) * d_hj) / (hj * hj)
     return -nmi, grad, count
+
+
+# --------------------------------------------------------------------------------------
+# Normalised gradient fields (Haber & Modersitzki 2006)
+# --------------------------------------------------------------------------------------
+
+
+@jit_parallel
+def warp_gradient(gx_img, gy_img, mask, h, dh, xs, ys, out_g, out_dg, out_valid):
+    """Gradient of the warped fixed image at the samples, and its parameter derivatives.
+
+    The gradient of F∘T at a moving point x is J_T(x)ᵀ ∇F(T(x)), with ∇F interpolated
+    bilinearly from the precomputed gradient images ``gx_img``, ``gy_img``; the Jacobian
+    J_T of the homography makes the result rotate and scale with the transform.
+    ``out_g`` is (N, 2), ``out_dg`` (N, K, 2).
+    """
+    n = xs.shape[0]
+    k = dh.shape[0]
+    rows, cols = gx_img.shape
+    for i in prange(n):
+        x = xs[i]
+        y = ys[i]
+        u0 = h[0, 0] * x + h[0, 1] * y + h[0, 2]
+        u1 = h[1, 0] * x + h[1, 1] * y + h[1, 2]
+        u2 = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+        out_valid[i] = False
+        out_g[i, 0] = 0.0
+        out_g[i, 1] = 0.0
+        for j in range(k):
+            out_dg[i, j, 0] = 0.0
+            out_dg[i, j, 1] = 0.0
+        if u2 <= 0.0:
+            continue
+        fx = u0 / u2
+        fy = u1 / u2
+        gxv, gxx, gxy = bilinear(gx_img, fx, fy)
+        if gxv != gxv:
+            continue
+        r = int(fy + 0.5)
+        c = int(fx + 0.5)
+        if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
+            continue
+        gyv, gyx, gyy = bilinear(gy_img, fx, fy)
+        j00 = (h[0, 0] - fx * h[2, 0]) / u2
+        j01 = (h[0, 1] - fx * h[2, 1]) / u2
+        j10 = (h[1, 0] - fy * h[2, 0]) / u2
+        j11 = (h[1, 1] - fy * h[2, 1]) / u2
+        out_valid[i] = True
+        out_g[i, 0] = j00 * gxv + j10 * gyv
+        out_g[i, 1] = j01 * gxv + j11 * gyv
+        for j in range(k):
+            d0 = dh[j, 0, 0] * x + dh[j, 0, 1] * y + dh[j, 0, 2]
+            d1 = dh[j, 1, 0] * x + dh[j, 1, 1] * y + dh[j, 1, 2]
+            d2 = dh[j, 2, 0] * x + dh[j, 2, 1] * y + dh[j, 2, 2]
+            dfx = (d0 - fx * d2) / u2
+            dfy = (d1 - fy * d2) / u2
+            dj00 = (dh[j, 0, 0] - dfx * h[2, 0] - fx * dh[j, 2, 0] - j00 * d2) / u2
+            dj01 = (dh[j, 0, 1] - dfx * h[2, 1] - fx * dh[j, 2, 1] - j01 * d2) / u2
+            dj10 = (dh[j, 1, 0] - dfy * h[2, 0] - fy * dh[j, 2, 0] - j10 * d2) / u2
+            dj11 = (dh[j, 1, 1] - dfy * h[2, 1] - fy * dh[j, 2, 1] - j11 * d2) / u2
+            dgx = gxx * dfx + gxy * dfy
+            dgy = gyx * dfx + gyy * dfy
+            out_dg[i, j, 0] = dj00 * gxv + j00 * dgx + dj10 * gyv + j10 * dgy
+            out_dg[i, j, 1] = dj01 * gxv + j01 * dgx + dj11 * gyv + j11 * dgy
+
+
+@jit_parallel
+def ngf_cost(nm, g, dg, valid, eps):
+    """Cost −mean(⟨n_M, n_F⟩²) and its gradient.
+
+    ``nm`` (N, 2) are the moving image's normalised gradients ∇M / sqrt(|∇M|² + ε_M²),
+    ``g`` the warped fixed gradients (from :func:`warp_gradient`), ``eps`` ε_F. The
+    squared cosine ignores the sign of an edge, which differs between echoes (bright)
+    and attenuation (dark).
+    """
+    n = g.shape[0]
+    k = dg.shape[1]
+    nblk = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nblk, 2))
+    gpart = np.zeros((nblk, k))
+    e2 = eps * eps
+    for blk in prange(nblk):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            if not valid[i]:
+                continue
+            s2 = g[i, 0] * g[i, 0] + g[i, 1] * g[i, 1] + e2
+            s = np.sqrt(s2)
+            dot = nm[i, 0] * g[i, 0] + nm[i, 1] * g[i, 1]
+            r = dot / s
+            part[blk, 0] += 1.0
+            part[blk, 1] += r * r
+            # d r / d g = n_M / s − ⟨n_M, g⟩ g / s³
+            w0 = nm[i, 0] / s - dot * g[i, 0] / (s2 * s)
+            w1 = nm[i, 1] / s - dot * g[i, 1] / (s2 * s)
+            for j in range(k):
+                gpart[blk, j] += 2.0 * r * (w0 * dg[i, j, 0] + w1 * dg[i, j, 1])
+    cnt = 0.0
+    total = 0.0
+    grad = np.zeros(k)
+    for blk in range(nblk):
+        cnt += part[blk, 0]
+        total += part[blk, 1]
+        for j in range(k):
+            grad[j] -= gpart[blk, j]
+    if cnt < 1.0:
+        return np.nan, grad, cnt
+    for j in range(k):
+        grad[j] /= cnt
+    return -total / cnt, grad, cnt
+
+
+# --------------------------------------------------------------------------------------
+# LC2: linear correlation of linear combination (Wein et al. 2008)
+# --------------------------------------------------------------------------------------
+
+
+@jit_parallel
+def lc2_cost(u, b, db, g, dg, valid, order, start, ridge_b, ridge_g, min_count):
+    """Cost −LC2 over patches, and its gradient.
+
+    In each patch the ultrasound ``u`` is fitted by least squares as c1·b + c2·g + γ,
+    ``b`` the warped fluoroscopy and ``g`` its warped gradient magnitude (ridge
+    ``ridge_* × n`` on c1, c2 keeps flat patches well-posed). With R the patch's
+    residual and S its total sum of squares, LC2 = 1 − Σ(R/n) / Σ(S/n): Wein's
+    variance-weighted mean of the patch R². Patch p holds samples
+    ``order[start[p]:start[p + 1]]``; patches with fewer than ``min_count`` valid samples
+    or a constant ultrasound are left out. The gradient follows from the envelope
+    theorem: dR/db_i = −2 r_i c1, dR/dg_i = −2 r_i c2.
+    """
+    n_p = start.shape[0] - 1
+    k = db.shape[1]
+    stats = np.zeros((n_p, 6))  # weight 1/n, R, S, c1, c2, gamma
+    for p in prange(n_p):
+        cnt = 0.0
+        mb = 0.0
+        mg = 0.0
+        mu = 0.0
+        for q in range(start[p], start[p + 1]):
+            i = order[q]
+            if valid[i]:
+                cnt += 1.0
+                mb += b[i]
+                mg += g[i]
+                mu += u[i]
+        if cnt < min_count:
+            continue
+        mb /= cnt
+        mg /= cnt
+        mu /= cnt
+        sbb = 0.0
+        sbg = 0.0
+        sgg = 0.0
+        sbu = 0.0
+        sgu = 0.0
+        suu = 0.0
+        for q in range(start[p], start[p + 1]):
+            i = order[q]
+            if valid[i]:
+                db_ = b[i] - mb
+                dg_ = g[i] - mg
+                du_ = u[i] - mu
+                sbb += db_ * db_
+                sbg += db_ * dg_
+                sgg += dg_ * dg_
+                sbu += db_ * du_
+                sgu += dg_ * du_
+                suu += du_ * du_
+        if suu <= 0.0:
+            continue
+        a11 = sbb + ridge_b * cnt
+        a22 = sgg + ridge_g * cnt
+        det = a11 * a22 - sbg * sbg
+        if det <= 0.0:
+            continue
+        c1 = (a22 * sbu - sbg * sgu) / det
+        c2 = (a11 * sgu - sbg * sbu) / det
+        stats[p, 0] = 1.0 / cnt
+        stats[p, 1] = suu - c1 * sbu - c2 * sgu
+        stats[p, 2] = suu
+        stats[p, 3] = c1
+        stats[p, 4] = c2
+        stats[p, 5] = mu - c1 * mb - c2 * mg
+    resid = 0.0
+    total = 0.0
+    count = 0.0
+    for p in range(n_p):
+        resid += stats[p, 0] * stats[p, 1]
+        total += stats[p, 0] * stats[p, 2]
+        if stats[p, 0] > 0.0:
+            count += 1.0 / stats[p, 0]
+    grad = np.zeros(k)
+    if total <= 0.0:
+        return np.nan, grad, count
+    gpart = np.zeros((n_p, k))
+    for p in prange(n_p):
+        w = stats[p, 0]
+        if w == 0.0:
+            continue
+        c1 = stats[p, 3]
+        c2 = stats[p, 4]
+        gam = stats[p, 5]
+        for q in range(start[p], start[p + 1]):
+            i = order[q]
+            if valid[i]:
+                r = u[i] - c1 * b[i] - c2 * g[i] - gam
+                for j in range(k):
+                    gpart[p, j] -= 2.0 * w * r * (c1 * db[i, j] + c2 * dg[i, j])
+    for p in range(n_p):
+        for j in range(k):
+            grad[j] += gpart[p, j]
+    for j in range(k):
+        grad[j] /= total
+    return resid / total - 1.0, grad, count

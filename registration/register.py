@@ -70,6 +70,9 @@ class RegistrationOptions:
         (relative), the match is ambiguous and :class:`ConvergenceError` is raised.
     max_samples : int
         Cap on ultrasound samples per level (the stride grows to respect it).
+    lc2_patch_samples : int
+        LC2 patch side in samples of the level's grid (the patch grows in pixels with
+        the stride at coarse levels).
     """
 
     model: str = "projective"
@@ -94,6 +97,7 @@ class RegistrationOptions:
     search_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
     search_keep: int = 4
     search_min_margin: float = 0.02
+    lc2_patch_samples: int = 7
 
     def to_dict(self) -> dict:
         """JSON-ready copy."""
@@ -595,9 +599,15 @@ def _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts) -> MetricC
         if sel.sum() <= opts.max_samples:
             break
         stride += 1
-    yy, xx = np.nonzero(sel)
-    return MetricContext(
-        f_lvl, fmask, xx.astype(float), yy.astype(float), m_lvl[yy, xx], n_bins=opts.n_bins
+    return MetricContext.from_images(
+        f_lvl,
+        fmask,
+        m_lvl,
+        mmask,
+        stride=stride,
+        patch_samples=opts.lc2_patch_samples,
+        n_bins=opts.n_bins,
+        scale=scale,
     )
 
 

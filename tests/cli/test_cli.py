@@ -93,3 +93,61 @@ def test_info_reads_every_real_file(runner):
     described = json.loads(result.output)
     assert len(described) == len(files)
     assert all("error" not in d for d in described)
+
+
+@pytest.mark.parametrize("metric", ["mi", "ngf", "lc2"])
+def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
+    from testdata import sample_case
+
+    case = sample_case()
+    out = tmp_path / "reg"
+    args = [
+        "register",
+        "--fixed",
+        str(case / "fluoro_run02_confirm_lateral.dcm"),
+        "--moving",
+        str(case / "us_clip.dcm"),
+        "--moving-frame",
+        "6",
+        "--landmarks",
+        str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
+        "--metric",
+        metric,
+        "--truth",
+        str(case / "truth.json"),
+        "--out",
+        str(out),
+        "--json",
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "transform.json").read_text())
+    assert record["metric"] == metric
+    assert record["schema"] == "hybridfuse.transform/1"
+    # Landmarks pin the answer; the intensity term may refine it but never drag it.
+    assert record["tre"]["median_mm"] < 0.5
+    assert record["quality"]["intensity_refinement"].startswith(("accepted", "rejected"))
+
+
+def test_register_names_a_missing_landmark_file(runner, tmp_path):
+    from testdata import sample_case
+
+    case = sample_case()
+    missing = tmp_path / "nope.csv"
+    result = runner.invoke(
+        cli,
+        [
+            "register",
+            "--fixed",
+            str(case / "fluoro_run02_confirm_lateral.dcm"),
+            "--moving",
+            str(case / "us_clip.dcm"),
+            "--landmarks",
+            str(missing),
+            "--out",
+            str(tmp_path / "reg"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "nope.csv" in result.output
+    assert not (tmp_path / "reg" / "transform.json").exists()

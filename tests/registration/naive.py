@@ -81,3 +81,53 @@ def nmi_value(a, b, fixed_bin, n_bins, b_min, b_max):
         return float(-(q * np.log(q)).sum())
 
     return (entropy(p.sum(axis=1)) + entropy(p.sum(axis=0))) / entropy(p.ravel())
+
+
+def warped_gradient(gx, gy, h, xs, ys, delta=1e-5):
+    """J_T(x)ᵀ ∇F(T(x)), the Jacobian J_T by central differences of the mapping."""
+
+    def t(x, y):
+        u = h @ [x, y, 1.0]
+        return u[:2] / u[2]
+
+    out = np.full((len(xs), 2), np.nan)
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        fx, fy = t(x, y)
+        grad_f = np.array([bilinear(gx, fx, fy), bilinear(gy, fx, fy)])
+        jac = np.column_stack(
+            [
+                (t(x + delta, y) - t(x - delta, y)) / (2 * delta),
+                (t(x, y + delta) - t(x, y - delta)) / (2 * delta),
+            ]
+        )
+        out[i] = jac.T @ grad_f
+    return out
+
+
+def ngf_value(moving_grad, warped_grad, eps_m, eps_f):
+    """Mean squared cosine of ε-regularised gradient pairs (valid rows only)."""
+    ok = ~np.isnan(warped_grad[:, 0])
+    m, g = moving_grad[ok], warped_grad[ok]
+    dot = np.sum(m * g, axis=1)
+    norm_m = np.sqrt(np.sum(m**2, axis=1) + eps_m**2)
+    norm_g = np.sqrt(np.sum(g**2, axis=1) + eps_f**2)
+    return float(np.mean((dot / (norm_m * norm_g)) ** 2))
+
+
+def lc2_value(u, b, g, patch, ridge_b, ridge_g, min_count=8):
+    """Wein's variance-weighted LC2 with a ridge, patch by patch via lstsq."""
+    num = den = 0.0
+    for p in np.unique(patch):
+        sel = (patch == p) & ~np.isnan(b)
+        n = sel.sum()
+        if n < min_count or np.var(u[sel]) == 0:
+            continue
+        design = np.column_stack([b[sel] - b[sel].mean(), g[sel] - g[sel].mean()])
+        design = np.vstack([design, np.diag([np.sqrt(ridge_b * n), np.sqrt(ridge_g * n)])])
+        target = np.concatenate([u[sel] - u[sel].mean(), [0.0, 0.0]])
+        coef = np.linalg.lstsq(design, target, rcond=None)[0]
+        resid = float(np.sum((target - design @ coef) ** 2))
+        total = float(np.sum((u[sel] - u[sel].mean()) ** 2))
+        num += resid / n
+        den += total / n
+    return 1.0 - num / den

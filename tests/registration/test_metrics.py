@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 from numpy.testing import assert_allclose
 
-from registration import MetricContext, Parameterization, metric_cost
+from registration import MetricContext, Parameterization, RegistrationError, metric_cost
 from registration.preprocess import masked_smooth
 from tests.registration import naive
 
@@ -15,10 +15,7 @@ from tests.registration import naive
 def images(rng):
     fixed = masked_smooth(rng.normal(size=(120, 140)), np.ones((120, 140), bool), 3.0) * 100
     moving = masked_smooth(rng.normal(size=(60, 70)), np.ones((60, 70), bool), 2.0) * 50 + 20
-    yy, xx = np.mgrid[0:60, 0:70]
-    ctx = MetricContext(
-        fixed, None, xx.ravel().astype(float), yy.ravel().astype(float), moving.ravel(), n_bins=32
-    )
+    ctx = MetricContext.from_images(fixed, None, moving, None, n_bins=32, patch_samples=7)
     par = Parameterization(
         "affine", np.array([[1.1, 0.1, 30], [-0.08, 1.05, 25], [0, 0, 1.0]]), (35.0, 30.0), 35.0
     )
@@ -26,6 +23,7 @@ def images(rng):
 
 
 P = np.array([0.01, -0.02, 0.03, 0.01, 0.05, -0.04])
+ALL_METRICS = ("mi", "nmi", "ncc", "ngf", "lc2")
 
 
 def test_warp_kernel_matches_numpy_twin(images):
@@ -66,16 +64,101 @@ def test_nmi_matches_numpy_twin(images):
     assert 1.0 < twin < 2.0  # NMI lies between 1 (independent) and 2 (identical)
 
 
-@pytest.mark.parametrize("metric", ["mi", "nmi", "ncc"])
+def test_ngf_matches_numpy_twin(images):
+    fixed, moving, ctx, par = images
+    h, dh = par.matrix_and_jacobian(P)
+    cost, _, count = metric_cost("ngf", ctx, h, dh)
+    gy, gx = np.gradient(fixed)
+    warped = naive.warped_gradient(gx, gy, h, ctx.xs, ctx.ys)
+    my, mx = np.gradient(moving)
+    inner = np.zeros(moving.shape, bool)
+    inner[1:-1, 1:-1] = True  # the gradient stencil stays inside the image
+    m = np.column_stack([mx.ravel(), my.ravel()]) * inner.ravel()[:, None]
+    eps_m = 0.2 * np.hypot(m[:, 0], m[:, 1]).mean()
+    eps_f = 0.2 * np.hypot(gx, gy)[2:-2, 2:-2].mean()
+    assert count == len(ctx.xs)
+    assert cost == pytest.approx(-naive.ngf_value(m, warped, eps_m, eps_f), rel=1e-8)
+
+
+def test_ngf_ignores_edge_polarity(images):
+    # Bone is bright in ultrasound and dark in fluoroscopy: only alignment counts.
+    fixed, moving, ctx, par = images
+    h, dh = par.matrix_and_jacobian(P)
+    flipped = MetricContext.from_images(fixed, None, -moving, None)
+    assert metric_cost("ngf", flipped, h, dh)[0] == pytest.approx(
+        metric_cost("ngf", ctx, h, dh)[0], rel=1e-12
+    )
+
+
+def test_lc2_matches_numpy_twin(images):
+    fixed, moving, ctx, par = images
+    h, dh = par.matrix_and_jacobian(P)
+    cost, _, _ = metric_cost("lc2", ctx, h, dh)
+    gy, gx = np.gradient(fixed)
+    mag = np.hypot(gx, gy)
+    ones = np.ones(fixed.shape, bool)
+    b = naive.warp(fixed, ones, h, ctx.xs, ctx.ys)
+    g = naive.warp(mag, ones, h, ctx.xs, ctx.ys)
+    inner = (slice(2, -2), slice(2, -2))
+    ridge_b, ridge_g = 1e-3 * fixed[inner].var(), 1e-3 * mag[inner].var()
+    twin = naive.lc2_value(ctx.a, b, g, ctx.patch, ridge_b, ridge_g)
+    assert cost == pytest.approx(-twin, rel=1e-9)
+    assert 0.0 < twin < 1.0
+
+
+def test_lc2_is_one_when_echoes_are_a_linear_combination():
+    # Wein's model exactly: ultrasound = c1·F + c2·|∇F| + γ, at the identity transform.
+    rng = np.random.default_rng(3)
+    fixed = masked_smooth(rng.normal(size=(80, 80)), np.ones((80, 80), bool), 2.5) * 100
+    gy, gx = np.gradient(fixed)
+    moving = 0.7 * fixed - 2.0 * np.hypot(gx, gy) + 40.0
+    ctx = MetricContext.from_images(fixed, None, moving[10:70, 10:70], None)
+    shift = np.array([[1.0, 0, 10], [0, 1, 10], [0, 0, 1]])
+    par = Parameterization("rigid", shift, (30.0, 30.0), 30.0)
+    cost, _, _ = metric_cost("lc2", ctx, *par.matrix_and_jacobian(np.zeros(3)))
+    # Only the ridge (1e-3 of each regressor's variance) keeps it from -1.
+    assert -1.0 <= cost < -0.99
+    off, _, _ = metric_cost("lc2", ctx, *par.matrix_and_jacobian(np.array([0.0, 0.1, 0.0])))
+    assert off > cost + 0.05
+
+
+def test_gradient_metrics_need_their_sample_data(images):
+    fixed, moving, ctx, par = images
+    bare = MetricContext(fixed, None, ctx.xs, ctx.ys, ctx.a)
+    for metric in ("ngf", "lc2"):
+        with pytest.raises(RegistrationError, match="from_images"):
+            metric_cost(metric, bare, *par.matrix_and_jacobian(P))
+
+
+@pytest.mark.parametrize("metric", ["mi", "nmi", "ncc", "ngf", "lc2"])
 def test_analytic_gradient_matches_finite_differences(metric, images):
     _, _, ctx, par = images
     _, grad, _ = metric_cost(metric, ctx, *par.matrix_and_jacobian(P))
+    # Gradient metrics interpolate gradient images whose derivative jumps at pixel
+    # lines, so a step small enough not to cross one is needed.
+    step = 1e-7 if metric in ("ngf", "lc2") else 1e-6
     for k in range(len(P)):
         e = np.zeros(len(P))
-        e[k] = 1e-6
+        e[k] = step
         up = metric_cost(metric, ctx, *par.matrix_and_jacobian(P + e))[0]
         down = metric_cost(metric, ctx, *par.matrix_and_jacobian(P - e))[0]
-        assert grad[k] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-7)
+        assert grad[k] == pytest.approx((up - down) / (2 * step), rel=1e-4, abs=1e-7)
+
+
+def test_projective_gradients_of_gradient_metrics(images):
+    # The warped gradient carries the homography's Jacobian; check its perspective terms.
+    _, _, ctx, _ = images
+    h0 = np.array([[1.1, 0.1, 30], [-0.08, 1.05, 25], [3e-4, -2e-4, 1.0]])
+    par = Parameterization("projective", h0, (35.0, 30.0), 35.0)
+    q = np.array([0.01, -0.02, 0.03, 0.01, 0.05, -0.04, 0.02, -0.01])
+    for metric in ("ngf", "lc2"):
+        _, grad, _ = metric_cost(metric, ctx, *par.matrix_and_jacobian(q))
+        for k in range(len(q)):
+            e = np.zeros(len(q))
+            e[k] = 1e-7
+            up = metric_cost(metric, ctx, *par.matrix_and_jacobian(q + e))[0]
+            down = metric_cost(metric, ctx, *par.matrix_and_jacobian(q - e))[0]
+            assert grad[k] == pytest.approx((up - down) / 2e-7, rel=1e-4, abs=1e-7)
 
 
 def _sitk_value(metric, fixed, moving, h):
@@ -117,9 +200,9 @@ def test_results_do_not_depend_on_the_thread_count(images):
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = [metric_cost(m, ctx, h, dh) for m in ("mi", "nmi", "ncc")]
+        one = [metric_cost(m, ctx, h, dh) for m in ALL_METRICS]
         numba.set_num_threads(max(2, before))
-        many = [metric_cost(m, ctx, h, dh) for m in ("mi", "nmi", "ncc")]
+        many = [metric_cost(m, ctx, h, dh) for m in ALL_METRICS]
     finally:
         numba.set_num_threads(before)
     for (c1, g1, _), (c2, g2, _) in zip(one, many, strict=True):
