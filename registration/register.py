@@ -70,6 +70,12 @@ class RegistrationOptions:
         (relative), the match is ambiguous and :class:`ConvergenceError` is raised.
     max_samples : int
         Cap on ultrasound samples per level (the stride grows to respect it).
+    landmark_start_factor : int
+        With landmarks, pyramid levels coarser than this factor are skipped.
+    select_model : bool
+        With landmarks and the projective model: fit affine too and keep projective
+        only when its median leave-one-out landmark error is lower (the choice and both
+        errors are in ``quality``).
     lc2_patch_samples : int
         LC2 patch side in samples of the level's grid (the patch grows in pixels with
         the stride at coarse levels).
@@ -97,6 +103,8 @@ class RegistrationOptions:
     search_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
     search_keep: int = 4
     search_min_margin: float = 0.02
+    select_model: bool = True
+    landmark_start_factor: int = 4
     lc2_patch_samples: int = 7
 
     def to_dict(self) -> dict:
@@ -170,6 +178,8 @@ def _register_core(
         raise RegistrationError("levels and max_iterations must have the same length")
 
     t_start = time.perf_counter()
+    requested_model = model
+    model_note = None
     lm_fit = None
     lm_weights = None
     if landmarks is not None:
@@ -181,6 +191,10 @@ def _register_core(
             names=list(landmarks.names),
             reject_threshold_px=opts.reject_threshold_px,
         )
+        if opts.select_model and model is TransformModel.PROJECTIVE:
+            lm_fit, model_note = _select_landmark_model(landmarks, lm_fit, opts)
+            if lm_fit.transform.model is not TransformModel.PROJECTIVE:
+                model = lm_fit.transform.model
         keep = lm_fit.inliers
         landmarks = Landmarks(
             np.asarray(landmarks.moving_xy, float)[keep],
@@ -240,6 +254,8 @@ def _register_core(
         ):
             if level < level0:
                 continue
+            if landmarks is not None and factor > opts.landmark_start_factor:
+                continue  # the landmark fit starts within pixels: coarse levels add nothing
             fine = level >= n_levels - opts.fine_levels
             lvl_model = (
                 model if fine or landmarks is not None else _coarser(model, opts.coarse_model)
@@ -273,6 +289,9 @@ def _register_core(
     wall = time.perf_counter() - t_start
 
     quality = _quality(final, landmarks, lm_fit, mmask, expected_scale, opts)
+    quality["model_used"] = model.value
+    if model_note is not None:
+        quality["model_selection"] = model_note
     if search_info is not None:
         quality["search"] = search_info
     if lm_fit is not None and metric is not None:
@@ -299,7 +318,7 @@ def _register_core(
         )
     return RegistrationResult(
         transform=final,
-        model=model.value,
+        model=requested_model.value,
         metric=metric.value if metric else None,
         metric_value=value,
         iterations=iterations,
@@ -579,6 +598,45 @@ def _global_search(
     if progress is not None:
         progress(-1, len(cands), float(best[0]))
     return best[1], best[2], info
+
+
+def _select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit, opts):
+    """Keep projective only where held-out landmarks say its two extra parameters help.
+
+    The plane-induced homography is the exact model, but its perspective terms are
+    small (about 1 % across a typical ultrasound field) and, with a handful of clicked
+    landmarks, fitting them mostly fits the clicking noise; away from the landmarks the
+    error then grows. The affine fit competes on the median leave-one-out error of the
+    same inliers; projective is kept only when it is lower.
+    """
+    keep = proj_fit.inliers
+    src = np.asarray(landmarks.moving_xy, float)[keep]
+    dst = np.asarray(landmarks.fixed_xy, float)[keep]
+    w = None if landmarks.weights is None else np.asarray(landmarks.weights, float)[keep]
+    names = [n for n, k in zip(landmarks.names, keep, strict=False) if k]
+    loo_p = proj_fit.loo_tre_px[np.isfinite(proj_fit.loo_tre_px)]
+    if len(src) < 4:
+        return proj_fit, None
+    aff = fit_landmarks(src, dst, "affine", weights=w, names=names, reject_threshold_px=None)
+    loo_a = aff.loo_tre_px[np.isfinite(aff.loo_tre_px)]
+    err_p = float(np.median(loo_p)) if len(loo_p) else np.inf
+    err_a = float(np.median(loo_a)) if len(loo_a) else np.inf
+    note = {
+        "loo_tre_px_median_projective": err_p if np.isfinite(err_p) else None,
+        "loo_tre_px_median_affine": err_a if np.isfinite(err_a) else None,
+    }
+    if err_a <= err_p:
+        # Report the same pairs as the projective fit did, rejected ones included.
+        src_all = np.asarray(landmarks.moving_xy, float)
+        dst_all = np.asarray(landmarks.fixed_xy, float)
+        resid = np.linalg.norm(aff.transform.apply(src_all) - dst_all, axis=1)
+        loo = np.full(len(keep), np.nan)
+        loo[keep] = aff.loo_tre_px
+        fit = LandmarkFit(aff.transform, keep, resid, aff.fre_px, loo, proj_fit.names)
+        note["chosen"] = "affine"
+        return fit, note
+    note["chosen"] = "projective"
+    return proj_fit, note
 
 
 def _coarser(model: TransformModel, coarse: str) -> TransformModel:

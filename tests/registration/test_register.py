@@ -8,6 +8,7 @@ from fusion.coregister import read_landmarks_csv, register_images
 from registration import (
     ConvergenceError,
     IllPosedGeometryError,
+    Landmarks,
     RegistrationOptions,
     Transform,
 )
@@ -131,3 +132,57 @@ def test_geometry_alone_is_not_enough_for_intensity_only(case):
     pair = next(p for p in truth["pairs"] if not p["edge_on"])
     with pytest.raises(InputError, match="needs a starting transform"):
         register_images(fluoro[pair["fluoro_file"]], us, init="geometry")
+
+
+def _points_through(h, n, rng, noise_px):
+    moving = rng.uniform(20, 180, size=(n, 2))
+    fixed = Transform(h).apply(moving) + rng.normal(0, noise_px, (n, 2))
+    return Landmarks(moving, fixed, tuple(f"p{i}" for i in range(n)))
+
+
+def test_projective_is_kept_only_where_held_out_landmarks_support_it():
+    from registration import register
+
+    rng = np.random.default_rng(4)
+    img = np.zeros((200, 200))
+    nearly_affine = np.array([[1.2, 0.05, 30.0], [-0.04, 1.15, 20.0], [2e-5, -1e-5, 1.0]])
+    few = register(
+        img,
+        img,
+        landmarks=_points_through(nearly_affine, 5, rng, 0.5),
+        options=RegistrationOptions(metric=None),
+    )
+    # Five clicked points cannot pin two perspective terms worth 0.3 % of the field.
+    assert few.quality["model_used"] == "affine"
+    choice = few.quality["model_selection"]
+    assert choice["loo_tre_px_median_affine"] <= choice["loo_tre_px_median_projective"]
+    assert few.model == "projective"  # what was asked stays on record
+
+    strong = np.array([[1.2, 0.05, 30.0], [-0.04, 1.15, 20.0], [2e-3, -1.5e-3, 1.0]])
+    many = register(
+        img,
+        img,
+        landmarks=_points_through(strong, 12, rng, 0.1),
+        options=RegistrationOptions(metric=None),
+    )
+    assert many.quality["model_used"] == "projective"
+    grid = np.stack(np.meshgrid(np.linspace(20, 180, 9), np.linspace(20, 180, 9)), -1)
+    grid = grid.reshape(-1, 2)
+    err = np.linalg.norm(many.transform.apply(grid) - Transform(strong).apply(grid), axis=1)
+    assert err.max() < 0.5  # 0.1 px clicking noise, extrapolated to the corners
+
+
+def test_model_selection_can_be_switched_off():
+    from registration import register
+
+    rng = np.random.default_rng(4)
+    img = np.zeros((200, 200))
+    h = np.array([[1.2, 0.05, 30.0], [-0.04, 1.15, 20.0], [2e-5, -1e-5, 1.0]])
+    res = register(
+        img,
+        img,
+        landmarks=_points_through(h, 5, rng, 0.5),
+        options=RegistrationOptions(metric=None, select_model=False),
+    )
+    assert res.quality["model_used"] == "projective"
+    assert "model_selection" not in res.quality
