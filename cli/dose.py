@@ -54,7 +54,8 @@ def dose() -> None:
 @click.option(
     "--coefficients",
     type=click.Path(path_type=Path),
-    help="CSV region,coefficient_msv_per_gy_cm2,source for effective dose.",
+    help="CSV region,coefficient_msv_per_gy_cm2,source for effective dose "
+    "[default: the shipped table, dose/tables/effective_dose_coefficients.csv].",
 )
 @click.option(
     "--table-transmission",

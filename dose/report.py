@@ -123,11 +123,18 @@ def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
     return rows
 
 
-def load_coefficients(path: str | os.PathLike) -> dict[str, tuple[float, str]]:
-    """Effective-dose coefficients: CSV ``region,coefficient_msv_per_gy_cm2,source``."""
+COEFFICIENTS_TABLE = Path(__file__).parent / "tables" / "effective_dose_coefficients.csv"
+
+
+def load_coefficients(path: str | os.PathLike | None = None) -> dict[str, tuple[float, str]]:
+    """Effective-dose coefficients: CSV ``region,coefficient_msv_per_gy_cm2,source``.
+
+    Without ``path``, the table shipped in ``dose/tables`` (one sourced row per region;
+    an optional ``applicability`` column is appended to the source).
+    """
     from .errors import DoseInputError
 
-    path = Path(path)
+    path = Path(path) if path else COEFFICIENTS_TABLE
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -143,7 +150,10 @@ def load_coefficients(path: str | os.PathLike) -> dict[str, tuple[float, str]]:
             ) from exc
         if not r.get("source"):
             raise DoseInputError(f"{path}: region {r.get('region')!r} has no source")
-        out[r["region"].strip().lower()] = (value, r["source"])
+        source = r["source"]
+        if r.get("applicability"):
+            source = f"{source} [{r['applicability']}]"
+        out[r["region"].strip().lower()] = (value, source)
     return out
 
 
@@ -155,7 +165,9 @@ def _effective_dose(delivered, saved, region, coefficients) -> dict:
     if not coefficients or not region or region.lower() not in coefficients:
         return {
             "note": note + " Not computed: no conversion coefficient for region "
-            f"{region!r} (give --coefficients FILE with a sourced row)."
+            f"{region!r} (the shipped table has "
+            f"{', '.join(sorted(coefficients or {})) or 'none'}; give --coefficients FILE "
+            "with a sourced row)."
         }
     coef, source = coefficients[region.lower()]
     out = {
@@ -199,7 +211,8 @@ def build_dose_report(
         ultrasound-guided intervals; or ``us_intervals`` given directly as
         (start_s, end_s) from the first irradiation event.
     guided_phase : (start_s, end_s) of the fluoroscopy-guided phase, when known.
-    coefficients : region → (mSv per Gy·cm², source), for effective dose.
+    coefficients : region → (mSv per Gy·cm², source), for effective dose; ``None``
+        uses the shipped table (:func:`load_coefficients`), ``{}`` computes none.
     registry_values : quantity → values of fluoroscopy-only procedures of the same type.
     """
     from importlib.metadata import PackageNotFoundError, version
@@ -294,6 +307,8 @@ def build_dose_report(
             delivered, procedure, registry_values=registry_values, seed=seed
         )
     report["saved"] = saved or None
+    if coefficients is None:
+        coefficients = load_coefficients()
     report["effective_dose"] = _effective_dose(delivered, saved, region, coefficients)
     if include_phi:
         report["patient"] = rec.patient

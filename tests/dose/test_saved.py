@@ -7,7 +7,7 @@ import pytest
 
 from dose import DoseInputError, read_rdsr
 from dose.report import build_dose_report, load_coefficients, write_dose_outputs
-from dose.saved import Interval, saved_against_baseline, saved_counterfactual
+from dose.saved import Interval, load_baselines, saved_against_baseline, saved_counterfactual
 from testdata import sample_case
 from testdata.phantom import generate_procedure, load_truth
 
@@ -94,13 +94,35 @@ def test_baseline_from_registry_history_and_from_literature():
     lit = res["by_quantity"]["ka_r_mgy"]
     assert lit["baseline"] == 66.0 and "doi:10.3390/life14091179" in lit["source"]
     assert res["by_quantity"]["fluoro_time_s"]["saved"] == pytest.approx(8.0)
-    unknown = saved_against_baseline(delivered, "si-joint")
+    unknown = saved_against_baseline(delivered, "cervical-mbb")
     assert unknown["by_quantity"]["dap_gy_cm2"]["saved"] is None
+    assert "no baseline" in unknown["by_quantity"]["dap_gy_cm2"]["reason"]
+
+
+def test_every_shipped_literature_row_is_sourced_and_usable():
+    rows = load_baselines()
+    assert {r["procedure"] for r in rows} >= {"lumbar-mbb", "si-joint", "lumbar-epidural"}
+    for r in rows:
+        assert r["source"].strip() and r["statistic"].strip() and r["interval_note"].strip()
+        assert 0 < r["low"] <= r["value"] <= r["high"]
+        assert r["quantity"] in {"dap_gy_cm2", "ka_r_mgy", "fluoro_time_s"}
+    delivered = {"dap_total_gy_cm2": 0.5, "ka_r_total_mgy": None, "fluoro_time_s": None}
+    si = saved_against_baseline(delivered, "si-joint")["by_quantity"]["dap_gy_cm2"]
+    # Cushman et al. report 1671 mGy.cm2 as the overweight group's median.
+    assert si["baseline"] == pytest.approx(1.671)
+    assert si["saved"] == pytest.approx(1.171)
+    assert "10.1016/j.pmrj.2015.11.008" in si["source"]
 
 
 def test_effective_dose_needs_a_sourced_coefficient(cases, tmp_path):
-    rep = build_dose_report(cases[0] / "rdsr.dcm", region="lumbar")
+    rep = build_dose_report(cases[0] / "rdsr.dcm", region="cervical")
     assert "Not computed" in rep["effective_dose"]["note"]
+    assert "lumbar" in rep["effective_dose"]["note"]  # what the shipped table does cover
+    shipped = build_dose_report(cases[0] / "rdsr.dcm", region="lumbar")["effective_dose"]
+    assert shipped["coefficient_msv_per_gy_cm2"] == 0.33
+    assert "Kim S" in shipped["source"] and "ICRP 60" in shipped["source"]
+    none = build_dose_report(cases[0] / "rdsr.dcm", region="lumbar", coefficients={})
+    assert "Not computed" in none["effective_dose"]["note"]
     coef = tmp_path / "coef.csv"
     coef.write_text("region,coefficient_msv_per_gy_cm2,source\nlumbar,0.2,test value\n")
     rep = build_dose_report(
