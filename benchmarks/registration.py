@@ -3,16 +3,19 @@
 Run from the repository root:  python -m benchmarks.registration [--cases N] [--starts M]
 (as a module: run as a script, this file would shadow the registration package)
 
-Pairs: the well-posed (lateral) frame pairs of synthetic lumbar and cervical procedures.
+Pairs: the well-posed (lateral) frame pairs of synthetic procedures, cycling through the
+presets lumbar MBB, cervical MBB, lumbar facet and SI joint (one case each per cycle).
 Every method starts from the same perturbed transforms (truth composed with a random
 similarity within ±15°, ±15 mm, ±10 % about the ultrasound centre) and sees the same
 preprocessed images ("structures" features). TRE is measured on a 12×12 grid over the
 ultrasound region, in mm at the isocentre plane; success means median TRE < 2 mm.
 
 Methods
-- ours landmarks+MI: landmark CSV with 0.5 px noise, projective, Mattes MI refinement.
-- ours landmarks only: the same noisy landmarks, projective least squares.
-- ours MI (search): intensity only from the perturbed start, projective.
+- ours landmarks+LC2 (the default), landmarks+MI: landmark CSV with 0.5 px noise,
+  projective (affine where held-out landmarks prefer it), LC2 or Mattes MI refinement.
+- ours landmarks only: the same noisy landmarks, least squares.
+- ours LC2 (search) (the default), MI (search): intensity only from the perturbed
+  start, projective, global search then the pyramid.
 - SimpleITK MI: ImageRegistrationMethod, Mattes MI (32 bins, dense sampling), affine
   transform (SimpleITK has no 2D homography), the same 3-level pyramid
   (shrink 4/2/1, smoothing 2/1/0 px), L-BFGS-B, from the same perturbed start.
@@ -54,6 +57,9 @@ try:  # optional peer: pip install itk-elastix
     HAVE_ELASTIX = hasattr(itk, "elastix_registration_method")
 except ImportError:
     HAVE_ELASTIX = False
+
+
+PRESETS = ("lumbar-mbb", "cervical-mbb", "lumbar-facet", "si-joint")
 
 
 def tre_mm(tr: Transform, true: np.ndarray, mask: np.ndarray, iso: float) -> np.ndarray:
@@ -187,10 +193,11 @@ def elastix_mi(ff, fmask, mf, mmask, start):
 def run(cases: int, starts: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {}
+    by_preset: dict[tuple[str, str], list] = {}
     with tempfile.TemporaryDirectory() as tmp:
         pairs = []
         for i in range(cases):
-            proc = ["lumbar-mbb", "cervical-mbb", "lumbar-facet"][i % 3]
+            proc = PRESETS[i % len(PRESETS)]
             folder = Path(tmp) / f"c{i}"
             truth = generate_procedure(folder, seed=100 + i, procedure=proc)
             us = read_image(folder / "us_clip.dcm")
@@ -216,12 +223,20 @@ def run(cases: int, starts: int, seed: int) -> None:
                 results = {}
                 for name, kw in (
                     (
+                        "ours landmarks+LC2",
+                        dict(landmarks=noisy, options=RegistrationOptions(metric="lc2")),
+                    ),
+                    (
                         "ours landmarks+MI",
                         dict(landmarks=noisy, options=RegistrationOptions(metric="mi")),
                     ),
                     (
                         "ours landmarks only",
                         dict(landmarks=noisy, options=RegistrationOptions(metric=None)),
+                    ),
+                    (
+                        "ours LC2 (search)",
+                        dict(initial=start, options=RegistrationOptions(metric="lc2")),
                     ),
                     (
                         "ours MI (search)",
@@ -256,6 +271,7 @@ def run(cases: int, starts: int, seed: int) -> None:
                     t = np.median(tre_mm(tr, true, us.mask, iso)) if tr is not None else np.inf
                     p95 = np.percentile(tre_mm(tr, true, us.mask, iso), 95) if tr else np.inf
                     rows.setdefault(name, []).append((wall, t, p95))
+                    by_preset.setdefault((name, _proc), []).append(t < 2.0)
             warm = False
     elastix_note = (
         "itk-elastix compared (affine, its default 3-level MI recipe)"
@@ -276,9 +292,19 @@ def run(cases: int, starts: int, seed: int) -> None:
         summary[name] = (wall, med)
         print(f"{name:<26}{wall:>14.3f}{med:>12.3f}{p95:>12.3f}{ok.mean():>9.0%}")
     print(f"\n{elastix_note}")
+    print("\nsuccess per preset (TRE < 2 mm):")
+    for name in rows:
+        cells = [
+            f"{proc} {np.mean(by_preset[(name, proc)]):.0%}"
+            for proc in PRESETS
+            if (name, proc) in by_preset
+        ]
+        print(f"  {name:<26}" + "  ".join(cells))
+    print()
     for ours, peer in (
-        ("ours MI (search)", "SimpleITK MI"),
-        ("ours MI (search)", "elastix MI (affine)"),
+        ("ours LC2 (search)", "SimpleITK MI"),
+        ("ours LC2 (search)", "elastix MI (affine)"),
+        ("ours landmarks+LC2", "SimpleITK landmarks+MI"),
         ("ours landmarks+MI", "SimpleITK landmarks+MI"),
     ):
         if ours in summary and peer in summary:
@@ -295,10 +321,7 @@ def metric_timing(reps: int = 20) -> None:
 
     fixed = masked_smooth(rng.normal(size=(600, 600)), np.ones((600, 600), bool), 3.0) * 100
     moving = masked_smooth(rng.normal(size=(512, 512)), np.ones((512, 512), bool), 2.0) * 50
-    yy, xx = np.mgrid[0:512, 0:512]
-    ctx = MetricContext(
-        fixed, None, xx.ravel().astype(float), yy.ravel().astype(float), moving.ravel(), n_bins=32
-    )
+    ctx = MetricContext.from_images(fixed, None, moving, None, n_bins=32)
     par = Parameterization(
         "affine",
         np.array([[1.02, 0.01, 30], [-0.01, 0.99, 25], [0, 0, 1.0]]),
@@ -307,7 +330,7 @@ def metric_timing(reps: int = 20) -> None:
     )
     h, dh = par.matrix_and_jacobian(np.zeros(6))
     print("\nOne metric evaluation at 512x512 samples (median of", reps, "):")
-    for metric in ("mi", "ncc"):
+    for metric in ("mi", "ncc", "lc2", "ngf"):
         metric_cost(metric, ctx, h, dh)
         times = []
         for _ in range(reps):
@@ -315,6 +338,9 @@ def metric_timing(reps: int = 20) -> None:
             metric_cost(metric, ctx, h, dh)
             times.append(time.perf_counter() - t0)
         ours = np.median(times)
+        if metric in ("lc2", "ngf"):  # SimpleITK has neither
+            print(f"  {metric}: ours value+gradient {1e3 * ours:.1f} ms (no SimpleITK peer)")
+            continue
         reg = sitk.ImageRegistrationMethod()
         if metric == "mi":
             reg.SetMetricAsMattesMutualInformation(32)
@@ -341,7 +367,7 @@ def metric_timing(reps: int = 20) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=3)
+    ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--starts", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

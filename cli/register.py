@@ -35,7 +35,7 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
 )
 @click.option(
     "--metric",
-    default="mi",
+    default="lc2",
     show_default=True,
     type=click.Choice(["mi", "nmi", "ncc", "ngf", "lc2", "none"]),
     help="'none': landmarks only.",

@@ -64,7 +64,7 @@ class RunConfig:
     """Every option of ``hybridfuse run`` (also readable from a TOML file)."""
 
     model: str = "projective"
-    metric: str | None = "mi"
+    metric: str | None = "lc2"
     preprocess: str = "structures"
     mode: str = "alpha"
     opacity: float = 0.5

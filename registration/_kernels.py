@@ -79,6 +79,70 @@ def warp_points(img, mask, h, dh, xs, ys, out_b, out_db, out_valid):
             out_db[i, j] = gx * dfx + gy * dfy
 
 
+@jit_parallel
+def warp_values_pair(img, img2, mask, h, xs, ys, out, out_valid):
+    """Two images of one grid sampled at ``h``·(xs, ys), for gradients taken through H.
+
+    ``out`` (N, 9) receives per sample: value and x/y derivative of ``img`` (0-2), the
+    same for ``img2`` (3-5), the mapped point fx, fy (6-7) and the homogeneous scale w
+    (8). A cost's derivative with respect to H then needs only a 3×3 accumulator
+    (:func:`chain_to_h`), whatever the number of transform parameters.
+    """
+    n = xs.shape[0]
+    rows, cols = img.shape
+    for i in prange(n):
+        x = xs[i]
+        y = ys[i]
+        u0 = h[0, 0] * x + h[0, 1] * y + h[0, 2]
+        u1 = h[1, 0] * x + h[1, 1] * y + h[1, 2]
+        u2 = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+        out_valid[i] = False
+        for c in range(9):
+            out[i, c] = 0.0
+        if u2 <= 0.0:
+            continue
+        fx = u0 / u2
+        fy = u1 / u2
+        value, gx, gy = bilinear(img, fx, fy)
+        if value != value:
+            continue
+        r = int(fy + 0.5)
+        c = int(fx + 0.5)
+        if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
+            continue
+        value2, gx2, gy2 = bilinear(img2, fx, fy)
+        out_valid[i] = True
+        out[i, 0] = value
+        out[i, 1] = gx
+        out[i, 2] = gy
+        out[i, 3] = value2
+        out[i, 4] = gx2
+        out[i, 5] = gy2
+        out[i, 6] = fx
+        out[i, 7] = fy
+        out[i, 8] = u2
+
+
+@jit
+def chain_to_h(acc, ex, ey, fx, fy, w, x, y):
+    """Add one sample's d cost/d(fx, fy) = (ex, ey) to the 3×3 d cost/dH accumulator.
+
+    With fx = (H0·X)/(H2·X): dfx/dH0 = X/w, dfx/dH2 = −fx X/w (and likewise fy).
+    """
+    a = ex / w
+    b = ey / w
+    c = -(ex * fx + ey * fy) / w
+    acc[0, 0] += a * x
+    acc[0, 1] += a * y
+    acc[0, 2] += a
+    acc[1, 0] += b * x
+    acc[1, 1] += b * y
+    acc[1, 2] += b
+    acc[2, 0] += c * x
+    acc[2, 1] += c * y
+    acc[2, 2] += c
+
+
 # --------------------------------------------------------------------------------------
 # Normalised cross-correlation
 # --------------------------------------------------------------------------------------
@@ -588,20 +652,19 @@ def ngf_cost(nm, g, dg, valid, eps):
 
 
 @jit_parallel
-def lc2_cost(u, b, db, g, dg, valid, order, start, ridge_b, ridge_g, min_count):
-    """Cost −LC2 over patches, and its gradient.
+def lc2_cost(u, vals, valid, xs, ys, order, start, ridge_b, ridge_g, min_count):
+    """Cost −LC2 over patches, and its derivative with respect to H (3×3).
 
-    In each patch the ultrasound ``u`` is fitted by least squares as c1·b + c2·g + γ,
-    ``b`` the warped fluoroscopy and ``g`` its warped gradient magnitude (ridge
-    ``ridge_* × n`` on c1, c2 keeps flat patches well-posed). With R the patch's
-    residual and S its total sum of squares, LC2 = 1 − Σ(R/n) / Σ(S/n): Wein's
-    variance-weighted mean of the patch R². Patch p holds samples
-    ``order[start[p]:start[p + 1]]``; patches with fewer than ``min_count`` valid samples
-    or a constant ultrasound are left out. The gradient follows from the envelope
-    theorem: dR/db_i = −2 r_i c1, dR/dg_i = −2 r_i c2.
+    ``vals`` comes from :func:`warp_values_pair` with the fluoroscopy ``b`` as the first
+    image and its gradient magnitude ``g`` as the second. In each patch the ultrasound
+    ``u`` is fitted by least squares as c1·b + c2·g + γ (ridge ``ridge_* × n`` on c1,
+    c2 keeps flat patches well-posed). With R the patch's residual and S its total sum
+    of squares, LC2 = 1 − Σ(R/n) / Σ(S/n): Wein's variance-weighted mean of the patch
+    R². Patch p holds samples ``order[start[p]:start[p + 1]]``; patches with fewer than
+    ``min_count`` valid samples or a constant ultrasound are left out. The gradient
+    follows from the envelope theorem: dR/db_i = −2 r_i c1, dR/dg_i = −2 r_i c2.
     """
     n_p = start.shape[0] - 1
-    k = db.shape[1]
     stats = np.zeros((n_p, 6))  # weight 1/n, R, S, c1, c2, gamma
     for p in prange(n_p):
         cnt = 0.0
@@ -612,8 +675,8 @@ def lc2_cost(u, b, db, g, dg, valid, order, start, ridge_b, ridge_g, min_count):
             i = order[q]
             if valid[i]:
                 cnt += 1.0
-                mb += b[i]
-                mg += g[i]
+                mb += vals[i, 0]
+                mg += vals[i, 3]
                 mu += u[i]
         if cnt < min_count:
             continue
@@ -629,8 +692,8 @@ def lc2_cost(u, b, db, g, dg, valid, order, start, ridge_b, ridge_g, min_count):
         for q in range(start[p], start[p + 1]):
             i = order[q]
             if valid[i]:
-                db_ = b[i] - mb
-                dg_ = g[i] - mg
+                db_ = vals[i, 0] - mb
+                dg_ = vals[i, 3] - mg
                 du_ = u[i] - mu
                 sbb += db_ * db_
                 sbg += db_ * dg_
@@ -661,10 +724,10 @@ def lc2_cost(u, b, db, g, dg, valid, order, start, ridge_b, ridge_g, min_count):
         total += stats[p, 0] * stats[p, 2]
         if stats[p, 0] > 0.0:
             count += 1.0 / stats[p, 0]
-    grad = np.zeros(k)
+    grad_h = np.zeros((3, 3))
     if total <= 0.0:
-        return np.nan, grad, count
-    gpart = np.zeros((n_p, k))
+        return np.nan, grad_h, count
+    acc = np.zeros((n_p, 3, 3))
     for p in prange(n_p):
         w = stats[p, 0]
         if w == 0.0:
@@ -675,12 +738,16 @@ def lc2_cost(u, b, db, g, dg, valid, order, start, ridge_b, ridge_g, min_count):
         for q in range(start[p], start[p + 1]):
             i = order[q]
             if valid[i]:
-                r = u[i] - c1 * b[i] - c2 * g[i] - gam
-                for j in range(k):
-                    gpart[p, j] -= 2.0 * w * r * (c1 * db[i, j] + c2 * dg[i, j])
+                r = u[i] - c1 * vals[i, 0] - c2 * vals[i, 3] - gam
+                f = -2.0 * w * r
+                ex = f * (c1 * vals[i, 1] + c2 * vals[i, 4])
+                ey = f * (c1 * vals[i, 2] + c2 * vals[i, 5])
+                chain_to_h(acc[p], ex, ey, vals[i, 6], vals[i, 7], vals[i, 8], xs[i], ys[i])
     for p in range(n_p):
-        for j in range(k):
-            grad[j] += gpart[p, j]
-    for j in range(k):
-        grad[j] /= total
-    return resid / total - 1.0, grad, count
+        for a in range(3):
+            for b in range(3):
+                grad_h[a, b] += acc[p, a, b]
+    for a in range(3):
+        for b in range(3):
+            grad_h[a, b] /= total
+    return resid / total - 1.0, grad_h, count

@@ -293,18 +293,24 @@ def _ngf(ctx, h, dh):
 def _lc2(ctx, h, dh):
     _, _, inner = ctx._fixed_gradients()
     mag, order, start, ridge_b, ridge_g = ctx._lc2_terms()
-    n, k = len(ctx.xs), dh.shape[0]
-    out = []
-    for img in (ctx.fixed, mag):
-        v = np.empty(n)
-        dv = np.empty((n, k))
-        valid = np.empty(n, dtype=np.bool_)
-        K.warp_points(img, inner, h, dh, ctx.xs, ctx.ys, v, dv, valid)
-        out.append((v, dv))
-    (b, db), (g, dg) = out
-    return K.lc2_cost(
-        ctx.a, b, db, g, dg, valid, order, start, ridge_b, ridge_g, float(ctx.lc2_min_samples)
+    n = len(ctx.xs)
+    vals = np.empty((n, 9))
+    valid = np.empty(n, dtype=np.bool_)
+    K.warp_values_pair(ctx.fixed, mag, inner, h, ctx.xs, ctx.ys, vals, valid)
+    cost, grad_h, count = K.lc2_cost(
+        ctx.a,
+        vals,
+        valid,
+        ctx.xs,
+        ctx.ys,
+        order,
+        start,
+        ridge_b,
+        ridge_g,
+        float(ctx.lc2_min_samples),
     )
+    # d cost/dp_k = Σ_ij dH_ij/dp_k · d cost/dH_ij
+    return cost, np.einsum("kij,ij->k", dh, grad_h), count
 
 
 def _ncc(ctx, b, db, valid):

@@ -70,6 +70,14 @@ class RegistrationOptions:
         (relative), the match is ambiguous and :class:`ConvergenceError` is raised.
     max_samples : int
         Cap on ultrasound samples per level (the stride grows to respect it).
+    max_linear_change, max_perspective_change : float
+        Per-level trust region of affine and projective levels, in parameters
+        normalised by half the ultrasound field: each linear-part entry may change by
+        ``max_linear_change`` (0.15: 15 % scale or shear) and each perspective term by
+        ``max_perspective_change`` (0.05: 5 % distortion across half the field; a
+        plane-induced homography at C-arm distances stays near 1 %). Similarity levels
+        bound their scale change by ``max_linear_change``; rotation and translation are
+        free.
     landmark_start_factor : int
         With landmarks, pyramid levels coarser than this factor are skipped.
     select_model : bool
@@ -82,7 +90,7 @@ class RegistrationOptions:
     """
 
     model: str = "projective"
-    metric: str | None = "mi"
+    metric: str | None = "lc2"
     levels: tuple[int, ...] = (16, 8, 4, 2, 1)
     max_iterations: tuple[int, ...] = (60, 60, 50, 40, 30)
     coarse_model: str = "similarity"
@@ -105,6 +113,8 @@ class RegistrationOptions:
     search_min_margin: float = 0.02
     select_model: bool = True
     landmark_start_factor: int = 4
+    max_linear_change: float = 0.15
+    max_perspective_change: float = 0.05
     lc2_patch_samples: int = 7
 
     def to_dict(self) -> dict:
@@ -229,6 +239,14 @@ def _register_core(
             fixed, fmask, moving, mmask, Preprocess(opts.preprocess), scale=scale
         )
         n_levels = len(opts.levels)
+        contexts: dict[int, MetricContext] = {}
+
+        def level_ctx(factor: int) -> MetricContext:
+            # The search refines several candidates per level: smooth each level once.
+            if factor not in contexts:
+                contexts[factor] = _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts)
+            return contexts[factor]
+
         do_search = opts.search if opts.search is not None else landmarks is None
         level0 = 0
         if do_search:
@@ -246,6 +264,7 @@ def _register_core(
                 minimize,
                 trace,
                 progress,
+                level_ctx,
             )
             iterations.extend(searched)
             level0 = len(searched)
@@ -261,7 +280,7 @@ def _register_core(
                 model if fine or landmarks is not None else _coarser(model, opts.coarse_model)
             )
             par = Parameterization(lvl_model, current, center, half)
-            ctx = _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts)
+            ctx = level_ctx(factor)
             res = _optimise(
                 minimize,
                 par,
@@ -494,8 +513,11 @@ def _global_search(
     minimize,
     trace,
     progress,
+    level_ctx,
 ):
     """Score a similarity grid around ``start`` by MI; refine distinct optima; keep the best.
+
+    ``level_ctx(factor)`` gives the (cached) metric context of a pyramid level.
 
     Returns the chosen homography, the iterations spent on each refined level and a
     summary (candidates, relative margin of the winner over the best distinct rival).
@@ -503,7 +525,7 @@ def _global_search(
     from . import _kernels as K
 
     px_mm = fixed_spacing_mm or 0.3
-    ctx = _level_context(f_feat, fmask, m_feat, mmask, opts.search_level, scale, opts)
+    ctx = level_ctx(opts.search_level)
     c = np.array(center)
     ct = Transform(start).apply(c[None])[0]
     shifts = (
@@ -564,7 +586,7 @@ def _global_search(
         for level in range(n_refine):
             factor, max_iter = opts.levels[level], opts.max_iterations[level]
             par = Parameterization(TransformModel(opts.coarse_model), current, center, half)
-            lctx = _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts)
+            lctx = level_ctx(factor)
             res = _optimise(
                 minimize, par, lctx, metric, None, None, opts, level, max_iter, [], None
             )
@@ -702,9 +724,32 @@ def _optimise(
         np.zeros(par.n_params),
         jac=True,
         method="L-BFGS-B",
+        bounds=_level_bounds(par, opts),
         callback=callback,
         options={"maxiter": max_iter, "ftol": 1e-9, "gtol": 1e-7},
     )
+
+
+def _level_bounds(par: Parameterization, opts) -> list[tuple[float | None, float | None]] | None:
+    """Trust region of one pyramid level, in normalised parameters.
+
+    A similarity level may change its scale by ``opts.max_linear_change``; at an
+    affine or projective level each linear-part entry may change by as much, and the
+    perspective terms by ``opts.max_perspective_change`` (distortion across half the
+    ultrasound field); translations are free. Without it, an intensity metric can
+    shrink the ultrasound field onto one bright structure, a degenerate optimum.
+    """
+    model = TransformModel(par.model)
+    lin = opts.max_linear_change
+    if model is TransformModel.SIMILARITY:
+        return [(np.log1p(-lin), np.log1p(lin))] + [(None, None)] * 3
+    if model is TransformModel.RIGID:
+        return None
+    bounds = [(-lin, lin)] * 4 + [(None, None)] * 2
+    if model is TransformModel.PROJECTIVE:
+        per = opts.max_perspective_change
+        bounds += [(-per, per)] * 2
+    return bounds
 
 
 def _quality(tr: Transform, landmarks, lm_fit, mmask, expected_scale, opts) -> dict:

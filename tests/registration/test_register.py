@@ -68,7 +68,8 @@ def test_intensity_improves_on_noisy_landmarks(case):
     assert np.percentile(hybrid, 95) < 1.0
 
 
-def test_intensity_only_recovers_from_a_perturbed_start(case, rng):
+@pytest.mark.parametrize("metric", ["lc2", "mi"])
+def test_intensity_only_recovers_from_a_perturbed_start(case, rng, metric):
     _, truth, fluoro, us = case
     pair = next(p for p in truth["pairs"] if not p["edge_on"])
     fixed = fluoro[pair["fluoro_file"]]
@@ -88,9 +89,45 @@ def test_intensity_only_recovers_from_a_perturbed_start(case, rng):
             fixed_frame=pair["fluoro_frame"],
             moving_frame=pair["us_frame"],
             initial=pre @ true,
-            options=RegistrationOptions(metric="mi"),
+            options=RegistrationOptions(metric=metric),
         )
         assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+
+
+def test_each_level_stays_inside_its_trust_region(case):
+    # With a tiny trust region the linear part can hardly move from a start that is
+    # 8 % too large: the bound, not the metric, decides, as documented.
+    _, truth, fluoro, us = case
+    pair = next(p for p in truth["pairs"] if not p["edge_on"])
+    true = np.asarray(pair["moving_to_fixed_pixel"])
+    ys, xs = np.nonzero(us.mask)
+    c = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+    grow = np.array([[1.08, 0, 0], [0, 1.08, 0], [0, 0, 1.0]])
+    grow[:2, 2] = c - 1.08 * c
+    start = grow @ true
+    opts = RegistrationOptions(model="affine", search=False, max_linear_change=0.002)
+    result = register_images(
+        fluoro[pair["fluoro_file"]],
+        us,
+        fixed_frame=pair["fluoro_frame"],
+        moving_frame=pair["us_frame"],
+        initial=start,
+        options=opts,
+    )
+    n_levels = len(opts.levels)
+    s0 = np.sqrt(abs(np.linalg.det(start[:2, :2])))
+    s1 = np.sqrt(abs(np.linalg.det(result.transform.matrix[:2, :2])))
+    assert abs(s1 / s0 - 1) <= n_levels * 0.002 * 1.5
+    free = register_images(
+        fluoro[pair["fluoro_file"]],
+        us,
+        fixed_frame=pair["fluoro_frame"],
+        moving_frame=pair["us_frame"],
+        initial=start,
+        options=RegistrationOptions(model="affine", search=False),
+    )
+    s_free = np.sqrt(abs(np.linalg.det(free.transform.matrix[:2, :2])))
+    assert abs(s_free / s0 - 1) > 0.04  # unbounded, it does correct the 8 %
 
 
 def test_edge_on_pair_is_refused(case):
