@@ -40,6 +40,7 @@ import numpy as np
 
 from . import _kernels as K
 from .errors import RegistrationError
+from .preprocess import eroded
 
 __all__ = ["Metric", "MetricContext", "metric_cost"]
 
@@ -127,8 +128,6 @@ class MetricContext:
         **kwargs
             Other :class:`MetricContext` fields (``n_bins``, ``scale`` …).
         """
-        from scipy.ndimage import binary_erosion
-
         moving = np.asarray(moving, dtype=np.float64)
         mmask = np.ones(moving.shape, bool) if moving_mask is None else np.asarray(moving_mask)
         if mmask.shape != moving.shape:
@@ -139,7 +138,7 @@ class MetricContext:
         sub[::stride, ::stride] = True
         yy, xx = np.nonzero(mmask & sub)
         gy, gx = np.gradient(moving)
-        inner = binary_erosion(mmask, np.ones((3, 3), bool))
+        inner = eroded(mmask, 1)
         a_grad = np.column_stack([gx[yy, xx], gy[yy, xx]]) * inner[yy, xx, None]
         cols = (moving.shape[1] + stride - 1) // stride // patch_samples + 1
         patch = (yy // stride // patch_samples) * cols + (xx // stride // patch_samples)
@@ -197,10 +196,8 @@ class MetricContext:
     def _fixed_gradients(self):
         """Central-difference gradients of ``fixed`` and the mask where they are valid."""
         if "grad" not in self._derived:
-            from scipy.ndimage import binary_erosion
-
             gy, gx = np.gradient(self.fixed)
-            inner = binary_erosion(self.fixed_mask.astype(bool), np.ones((3, 3), bool), 2)
+            inner = eroded(self.fixed_mask.astype(bool), 2)
             if not inner.any():
                 raise RegistrationError("the fixed mask is too small for gradient metrics")
             self._derived["grad"] = (

@@ -32,23 +32,64 @@ class Preprocess(str, Enum):
     NONE = "none"
     STRUCTURES = "structures"
     GRADIENT = "gradient"
-    LINES = "lines"
 
 
 def masked_smooth(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing that ignores pixels outside ``mask`` (normalised convolution)."""
-    from scipy.ndimage import gaussian_filter
+    """Gaussian smoothing that ignores pixels outside ``mask`` (normalised convolution).
 
+    See :func:`_blur` for the filter (exact Gaussian below 3 px, stacked boxes above).
+    """
     img = np.asarray(img, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
     if sigma <= 0:
         return np.where(mask, img, 0.0)
-    m = mask.astype(np.float64)
-    num = gaussian_filter(img * m, sigma, mode="nearest", truncate=3.0)
-    den = gaussian_filter(m, sigma, mode="nearest", truncate=3.0)
+    num = _blur(np.where(mask, img, 0.0), float(sigma))
+    den = _mask_weight(mask, float(sigma))
     out = np.zeros_like(img)
     ok = mask & (den > 1e-6)
     out[ok] = num[ok] / den[ok]
     return out
+
+
+_WEIGHTS: dict = {}
+
+
+def _mask_key(mask: np.ndarray, *extra) -> tuple:
+    import hashlib
+
+    digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
+    return (mask.shape, *extra, digest)
+
+
+def _cached(key, compute):
+    hit = _WEIGHTS.get(key)
+    if hit is None:
+        if len(_WEIGHTS) >= 64:
+            _WEIGHTS.pop(next(iter(_WEIGHTS)))
+        hit = compute()
+        hit.setflags(write=False)
+        _WEIGHTS[key] = hit
+    return hit
+
+
+def eroded(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``mask`` eroded by a 3×3 square ``iterations`` times (cached, read-only)."""
+    from scipy.ndimage import binary_erosion
+
+    mask = np.asarray(mask, dtype=bool)
+    return _cached(
+        _mask_key(mask, "erode", iterations),
+        lambda: binary_erosion(mask, np.ones((3, 3), bool), iterations),
+    )
+
+
+def _mask_weight(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The smoothed mask (the normalisation of :func:`masked_smooth`), cached.
+
+    Frame after frame of a clip, and level after level of a pyramid, reuse the same
+    masks; their weights are computed once (a small cache, keyed by the mask's bytes).
+    """
+    return _cached(_mask_key(mask, "blur", sigma), lambda: _blur(mask.astype(np.float64), sigma))
 
 
 def preprocess_pair(
@@ -80,16 +121,6 @@ def preprocess_pair(
         m_s = masked_smooth(moving, moving_mask, 0.7 / max(scale, 1e-6))
         m_feat = np.clip(m_s - masked_smooth(moving, moving_mask, bg_m), 0.0, None)
         return np.where(fixed_mask, f_feat, 0.0), np.where(moving_mask, m_feat, 0.0)
-    if mode is Preprocess.LINES:
-        sig_f = (1.0, 2.0, 3.0)
-        sig_m = tuple(s / max(scale, 1e-6) for s in sig_f)
-        f_in = np.where(fixed_mask, fixed, 0.0)
-        m_in = masked_smooth(moving, moving_mask, 0.7 / max(scale, 1e-6))
-        f_feat = ridge_response(f_in, fixed_mask, sig_f, bright=False)
-        m_feat = ridge_response(m_in, moving_mask, sig_m, bright=True)
-        return _erode_edge(f_feat, fixed_mask, 3.0 * max(sig_f)), _erode_edge(
-            m_feat, moving_mask, 3.0 * max(sig_m)
-        )
     f_s = masked_smooth(fixed, fixed_mask, 1.0)
     m_s = masked_smooth(moving, moving_mask, 1.0 / max(scale, 1e-6))
     f_feat = np.hypot(*np.gradient(f_s))
@@ -97,31 +128,29 @@ def preprocess_pair(
     return np.where(fixed_mask, f_feat, 0.0), np.where(moving_mask, m_feat, 0.0)
 
 
-def ridge_response(img, mask, sigmas, bright: bool) -> np.ndarray:
-    """Multi-scale line/blob strength with step edges suppressed.
+BOX_FROM_SIGMA_PX = 4.0
 
-    At each scale s: the principal curvature across a ridge (s²·λ, from the Hessian of
-    the masked-smoothed image) minus the gradient magnitude (s·|∇|). A thin line or a
-    blob has curvature and no gradient at its centre; a step edge (the silhouette of a
-    bone in a projection) has both in equal measure and cancels. ``bright``: bright
-    structures (echoes) rather than dark ones (attenuation in MONOCHROME2).
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; from ``BOX_FROM_SIGMA_PX`` up, three stacked box filters.
+
+    The boxes have odd widths wl and wl + 2 in the mix whose variance
+    Σ (w² − 1)/12 is closest to σ² (Kovesi's "averaging filters" recipe), so the kernel
+    is centred, near-Gaussian and costs the same whatever σ. The large scales here
+    (backgrounds, coarse pyramid levels) need a low-pass of the right width, not an
+    exact Gaussian, and these filters were most of the time a tracked frame took.
     """
-    out = np.zeros(np.shape(img))
-    for s in sigmas:
-        sm = masked_smooth(img, mask, s)
-        gy, gx = np.gradient(sm)
-        gyy, gyx = np.gradient(gy)
-        gxy, gxx = np.gradient(gx)
-        half_trace = 0.5 * (gxx + gyy)
-        root = np.sqrt(0.25 * (gxx - gyy) ** 2 + 0.25 * (gxy + gyx) ** 2)
-        curv = -(half_trace - root) if bright else half_trace + root
-        resp = s * s * curv - s * np.hypot(gx, gy)
-        np.maximum(out, resp, out=out)
-    return np.where(mask, out, 0.0)
+    from scipy.ndimage import gaussian_filter, uniform_filter1d
 
-
-def _erode_edge(feat, mask, width):
-    """Zero a band of ``width`` pixels inside the mask edge, where filters see the border."""
-    from scipy.ndimage import distance_transform_edt
-
-    return np.where(distance_transform_edt(mask) > width, feat, 0.0)
+    if sigma < BOX_FROM_SIGMA_PX:
+        return gaussian_filter(img, sigma, mode="nearest", truncate=3.0)
+    n = 3
+    wl = int(np.floor(np.sqrt(12.0 * sigma * sigma / n + 1.0)))
+    wl -= 1 - wl % 2  # odd
+    m = int(round((12.0 * sigma * sigma - n * wl * wl - 4 * n * wl - 3 * n) / (-4.0 * wl - 4.0)))
+    widths = [wl] * m + [wl + 2] * (n - m)
+    out = np.asarray(img, dtype=np.float64)
+    for axis in (0, 1):
+        for w in widths:
+            out = uniform_filter1d(out, w, axis=axis, mode="nearest")
+    return out
