@@ -486,10 +486,13 @@ def _crop_boxes(fixed, moving, fixed_mask, moving_mask, landmarks, initial, opts
             np.radians(opts.search_rotation_deg) + max(abs(s - 1) for s in opts.search_scales)
         )
     rows, cols = fixed.shape
-    fx0 = int(max(0, np.floor(mapped[:, 0].min() - margin)))
-    fx1 = int(min(cols, np.ceil(mapped[:, 0].max() + margin) + 1))
-    fy0 = int(max(0, np.floor(mapped[:, 1].min() - margin)))
-    fy1 = int(min(rows, np.ceil(mapped[:, 1].max() + margin) + 1))
+    # Box edges on a 32-pixel grid: frames of a clip then share their crop (and the
+    # cached mask weights of the smoothing) while the probe moves a little.
+    g = 32
+    fx0 = int(max(0, g * np.floor((mapped[:, 0].min() - margin) / g)))
+    fx1 = int(min(cols, g * np.ceil((mapped[:, 0].max() + margin + 1) / g)))
+    fy0 = int(max(0, g * np.floor((mapped[:, 1].min() - margin) / g)))
+    fy1 = int(min(rows, g * np.ceil((mapped[:, 1].max() + margin + 1) / g)))
     if fx1 - fx0 < 16 or fy1 - fy0 < 16:
         return None
     saved = 1.0 - ((fx1 - fx0) * (fy1 - fy0)) / (rows * cols)

@@ -11,14 +11,14 @@ def test_blur_has_the_variance_of_its_gaussian(sigma):
     img = np.zeros((161, 161))
     img[80, 80] = 1.0
     out = _blur(img, sigma)
-    assert out.sum() == pytest.approx(1.0, rel=1e-9)
+    assert out.sum() == pytest.approx(1.0, rel=1e-6)  # the box passes run in float32
     yy, xx = np.mgrid[0:161, 0:161]
     var_x = float((out * (xx - 80.0) ** 2).sum())
     var_y = float((out * (yy - 80.0) ** 2).sum())
     # Exact Gaussian below 4 px (truncated at 3 sigma); stacked boxes above, whose odd
     # widths make the variance a step function of sigma (at most 9 % off from 4 px up).
     assert var_x == pytest.approx(sigma**2, rel=0.09)
-    assert var_y == pytest.approx(var_x, rel=1e-12)
+    assert var_y == pytest.approx(var_x, rel=1e-6)  # isotropic
     assert np.unravel_index(out.argmax(), out.shape) == (80, 80)  # no half-pixel shift
 
 
