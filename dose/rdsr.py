@@ -121,6 +121,16 @@ def _children(item) -> list:
     return list(item.get("ContentSequence", []) or [])
 
 
+def _dose_containers(item):
+    """Accumulated-dose and irradiation-event containers at any depth (not inside one)."""
+    for child in _children(item):
+        code = _concept(child)
+        if _is(code, ACCUMULATED) or _is(code, EVENT):
+            yield child
+        else:
+            yield from _dose_containers(child)
+
+
 def _walk(item):
     """Yield every descendant content item, depth first."""
     for child in _children(item):
@@ -277,22 +287,29 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
             "an X-ray dose report (for images, use --images)"
         )
     root_code = _concept(ds)
+    flags: list[str] = []
+    lenient = False
     if not _is(root_code, ROOT):
         if any(_is(_concept(i), EVENT) or _is(_concept(i), ACCUMULATED) for i in _walk(ds)):
-            raise DoseInputError(
-                f"{path}: a private or non-standard SR that holds X-ray dose items under "
-                f"root {root_code[0] if root_code else 'missing'} instead of 113701; it is not "
-                "read, because its structure cannot be trusted to follow TID 10001"
+            # A vendor summary in a private tree: read what it carries, by code, and say
+            # so on every figure's behalf.
+            lenient = True
+            where = f"{root_code[0]} ({root_code[1]})" if root_code else "missing"
+            flags.append(
+                f"non-standard SR: root concept {where}, not 113701 (DCM); accumulated "
+                "dose (113702) and irradiation event (113706) containers were found by "
+                "their codes at any depth and read as TID 10002/10003; anything else the "
+                "vendor recorded in its own structure is not read"
             )
-        raise DoseInputError(
-            f"{path}: {SR_STORAGE_CLASSES[sop]} whose root concept is "
-            f"{root_code[0] if root_code else 'missing'}, not an X-Ray Radiation Dose Report "
-            "(113701, DCM)"
-        )
+        else:
+            raise DoseInputError(
+                f"{path}: {SR_STORAGE_CLASSES[sop]} whose root concept is "
+                f"{root_code[0] if root_code else 'missing'}, not an X-Ray Radiation Dose "
+                "Report (113701, DCM)"
+            )
     template = None
     if ds.get("ContentTemplateSequence"):
         template = str(ds.ContentTemplateSequence[0].get("TemplateIdentifier", "")) or None
-    flags: list[str] = []
     units: set[str] = set()
 
     procedure = None
@@ -312,14 +329,14 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
         flags.append("no 'Procedure reported' (121058): projection X-ray assumed from content")
     elif not _is(procedure, PROJECTION_XRAY):
         flags.append(f"Procedure reported is {procedure[0]} ({procedure[1]}), not 113704")
-    if template is None:
+    if template is None and not lenient:
         flags.append("no ContentTemplateSequence: TID 10001 recognised from its root concept")
     elif template != "10001":
         flags.append(f"declared template {template}, not 10001")
 
     planes: dict[str, PlaneTotals] = {}
     events: list[IrradiationEvent] = []
-    for item in _children(ds):
+    for item in _dose_containers(ds) if lenient else _children(ds):
         code = _concept(item)
         if _is(code, ACCUMULATED):
             plane = _plane(item)

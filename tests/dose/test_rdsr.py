@@ -192,3 +192,30 @@ def test_image_is_not_a_dose_report(synthetic_case):
     case, _ = synthetic_case
     with pytest.raises(DoseInputError, match="not a structured report"):
         read_rdsr(case / "fluoro_run01_scout_lateral.dcm")
+
+
+def test_private_summary_is_read_by_code_and_flagged(tmp_path):
+    # A vendor's own SR: a private root, the standard containers nested one level down.
+    acc = _item(
+        "CONTAINS",
+        "CONTAINER",
+        ("113702", "DCM", "Accumulated"),
+        ContentSequence=Sequence([_plane_single(), _num("113722", "0.0004", "Gy.m2")]),
+    )
+    wrapper = _item(
+        "CONTAINS", "CONTAINER", ("PRIV01", "99ACME", "Vendor Section"), ContentSequence=[acc]
+    )
+    path = _report(
+        tmp_path / "private.dcm", [wrapper], sop="1.2.840.10008.5.1.4.1.1.88.33", root="PRIV00"
+    )
+    rec = read_rdsr(path)
+    assert rec.total("dap_total_gy_cm2") == pytest.approx(4.0)
+    assert rec.total("dose_rp_total_mgy") is None  # not carried: unknown, not 0
+    assert any("non-standard SR" in f and "PRIV00" in f for f in rec.flags)
+
+
+def test_private_sr_without_dose_containers_is_refused(tmp_path):
+    note = _item("CONTAINS", "TEXT", ("PRIV02", "99ACME", "Remark"), TextValue="dose ok")
+    path = _report(tmp_path / "p.dcm", [note], sop="1.2.840.10008.5.1.4.1.1.88.33", root="PRIV00")
+    with pytest.raises(DoseInputError, match="not an X-Ray Radiation Dose Report"):
+        read_rdsr(path)
