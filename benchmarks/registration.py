@@ -194,6 +194,7 @@ def run(cases: int, starts: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {}
     by_preset: dict[tuple[str, str], list] = {}
+    points: dict[str, list] = {}
     with tempfile.TemporaryDirectory() as tmp:
         pairs = []
         for i in range(cases):
@@ -268,9 +269,13 @@ def run(cases: int, starts: int, seed: int) -> None:
                     continue
                 for name, out in results.items():
                     tr, wall = out[0], out[1]
-                    t = np.median(tre_mm(tr, true, us.mask, iso)) if tr is not None else np.inf
-                    p95 = np.percentile(tre_mm(tr, true, us.mask, iso), 95) if tr else np.inf
+                    pts = tre_mm(tr, true, us.mask, iso) if tr is not None else None
+                    t = np.median(pts) if pts is not None else np.inf
+                    p95 = np.percentile(pts, 95) if pts is not None else np.inf
                     rows.setdefault(name, []).append((wall, t, p95))
+                    points.setdefault(name, []).append(
+                        pts if pts is not None else np.full(144, np.inf)
+                    )
                     by_preset.setdefault((name, _proc), []).append(t < 2.0)
             warm = False
     elastix_note = (
@@ -279,18 +284,27 @@ def run(cases: int, starts: int, seed: int) -> None:
         else "itk-elastix not installed (pip install itk-elastix): not compared"
     )
 
-    print(f"{'method':<26}{'median s/pair':>14}{'TRE med mm':>12}{'TRE p95 mm':>12}{'success':>9}")
+    print(
+        "TRE over the 12x12 grid of every run pooled: median, 95th percentile; worst: the "
+        "largest per-run 95th percentile; failed or refused runs count as infinite error"
+    )
+    print(
+        f"{'method':<26}{'median s/pair':>14}{'TRE med mm':>12}{'TRE p95 mm':>12}"
+        f"{'worst p95':>11}{'success':>9}"
+    )
     summary = {}
     for name, vals in rows.items():
         arr = np.array(vals)
         ok = np.isfinite(arr[:, 1]) & (arr[:, 1] < 2.0)
         wall = np.nanmedian(arr[:, 0])
-        med = np.median(arr[:, 1])
-        finite = arr[np.isfinite(arr[:, 2]), 2]
-        # Failed runs (refused, or no transform) count as infinite error.
-        p95 = np.percentile(finite, 95) if ok.mean() >= 0.95 and len(finite) else np.inf
-        summary[name] = (wall, med)
-        print(f"{name:<26}{wall:>14.3f}{med:>12.3f}{p95:>12.3f}{ok.mean():>9.0%}")
+        pooled = np.concatenate(points[name])
+        med = np.median(pooled)
+        p95 = np.percentile(pooled, 95)
+        summary[name] = (wall, np.median(arr[:, 1]))
+        print(
+            f"{name:<26}{wall:>14.3f}{med:>12.3f}{p95:>12.3f}{arr[:, 2].max():>11.2f}"
+            f"{ok.mean():>9.0%}"
+        )
     print(f"\n{elastix_note}")
     print("\nsuccess per preset (TRE < 2 mm):")
     for name in rows:
@@ -436,7 +450,11 @@ def tracking_benchmark(repeats: int = 5) -> None:
         reg.SetShrinkFactorsPerLevel([2])
         reg.SetSmoothingSigmasPerLevel([1])
         reg.SetInitialTransform(tx, inPlace=True)
-        reg.Execute(sitk.GetImageFromArray(ff), sitk.GetImageFromArray(mf))
+        try:
+            reg.Execute(sitk.GetImageFromArray(ff), sitk.GetImageFromArray(mf))
+        except RuntimeError:  # lost: keep the previous answer, counted in the TRE
+            out.append(Transform(current))
+            continue
         mat = np.eye(3)
         mat[:2, :2] = np.asarray(tx.GetMatrix()).reshape(2, 2)
         c = np.asarray(tx.GetCenter())

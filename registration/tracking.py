@@ -29,7 +29,7 @@ def track_sequence(
     moving_mask=None,
     options: RegistrationOptions | None = None,
     levels: tuple[int, ...] = (2,),
-    max_iterations: tuple[int, ...] = (10,),
+    max_iterations: tuple[int, ...] = (8,),
     max_samples: int = 4000,
     update_model: str | None = "affine",
     progress=None,
