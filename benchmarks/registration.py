@@ -13,7 +13,8 @@ ultrasound region, in mm at the isocentre plane; success means median TRE < 2 mm
 Methods
 - ours landmarks+LC2 (the default), landmarks+MI: landmark CSV with 0.5 px noise,
   projective (affine where held-out landmarks prefer it), LC2 or Mattes MI refinement.
-- ours landmarks only: the same noisy landmarks, least squares.
+- ours landmarks only: the same noisy landmarks, least squares; "landmarks, projective"
+  always fits the projective model (no selection against affine).
 - ours LC2 (search) (the default), MI (search): intensity only from the perturbed
   start, projective, global search then the pyramid.
 - SimpleITK MI: ImageRegistrationMethod, Mattes MI (32 bins, dense sampling), affine
@@ -234,6 +235,13 @@ def run(cases: int, starts: int, seed: int) -> None:
                     (
                         "ours landmarks only",
                         dict(landmarks=noisy, options=RegistrationOptions(metric=None)),
+                    ),
+                    (
+                        "ours landmarks, projective",
+                        dict(
+                            landmarks=noisy,
+                            options=RegistrationOptions(metric=None, select_model=False),
+                        ),
                     ),
                     (
                         "ours LC2 (search)",
