@@ -101,8 +101,33 @@ class RunConfig:
             )
         if data.get("metric") == "none":
             data["metric"] = None
+        _check_choices(path, data)
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+
+def _check_choices(path, data: dict) -> None:
+    """One line naming the file, the key and what is allowed, for an unknown choice."""
+    from registration import Metric, TransformModel
+    from registration.preprocess import Preprocess
+
+    from .blend import BlendMode
+
+    choices = {
+        "model": [m.value for m in TransformModel],
+        "metric": [m.value for m in Metric] + ["none"],
+        "preprocess": [m.value for m in Preprocess],
+        "mode": [m.value for m in BlendMode],
+        "interpolation": ["nearest", "linear", "cubic"],
+        "video": ["mp4", "gif", "none"],
+    }
+    for key, allowed in choices.items():
+        value = data.get(key)
+        if value is not None and value not in allowed:
+            raise InputError(f"{path}: {key} = {value!r} is not one of {', '.join(allowed)}")
+    for key, kind in (("opacity", (int, float)), ("seed", int), ("dicom", bool)):
+        if key in data and not isinstance(data[key], kind):
+            raise InputError(f"{path}: {key} = {data[key]!r} has the wrong type")
 
 
 def _sha256(path: str | os.PathLike) -> str:

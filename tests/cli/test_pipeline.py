@@ -185,3 +185,26 @@ def test_run_and_demo(tmp_path, monkeypatch):
     (tmp_path / "other" / "x.txt").write_text("mine")
     r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "other")])
     assert r.exit_code == 2 and "not a previous demo" in r.output
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ('metric = "bogus"', "metric = 'bogus' is not one of"),
+        ('mode = "sepia"', "mode = 'sepia' is not one of"),
+        ('opacity = "half"', "opacity = 'half' has the wrong type"),
+        ('colour = "red"', "unknown option(s) colour"),
+    ],
+)
+def test_a_bad_configuration_is_named_before_any_work(tmp_path, line, expected):
+    from testdata import sample_case
+
+    config = tmp_path / "bad.toml"
+    config.write_text(f"[run]\n{line}\n")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        cli, ["run", str(sample_case()), "--out", str(out), "--config", str(config)]
+    )
+    assert r.exit_code == 2, r.output
+    assert "bad.toml" in r.output and expected in r.output
+    assert not out.exists()
