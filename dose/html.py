@@ -135,6 +135,12 @@ def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> st
             f"(coefficient {_fmt(eff['coefficient_msv_per_gy_cm2'])} mSv/(Gy·cm²), "
             f"{html.escape(eff['source'])}).</p>"
         )
+    if eff and eff.get("saved_msv") is not None:
+        lo, hi = eff["saved_msv_interval_95"]
+        eff_html += (
+            f"<p>Saved (method 1): {_fmt(eff['saved_msv'])} mSv, 95 % interval "
+            f"{_fmt(lo)}–{_fmt(hi)} mSv; {html.escape(eff.get('interval_note', ''))}.</p>"
+        )
     assumptions = "".join(f"<li>{html.escape(a)}</li>" for a in report["assumptions"])
     flags = "".join(f"<li>{html.escape(f)}</li>" for f in report["flags"]) or "<li>none</li>"
     inputs = "".join(

@@ -186,6 +186,10 @@ def _effective_dose(delivered, saved, region, coefficients) -> dict:
         lo, hi = cf["interval_95"]["dap_gy_cm2"]
         out["saved_msv"] = cf["point"]["dap_gy_cm2"] * coef
         out["saved_msv_interval_95"] = [lo * coef, hi * coef]
+        out["interval_note"] = (
+            "the interval carries the saved DAP's uncertainty only; the coefficient's own "
+            "(one phantom, one projection set, its tissue weights) is not included"
+        )
     return out
 
 

@@ -147,3 +147,17 @@ def test_report_html_is_self_contained(cases, tmp_path):
     assert "data:image/png;base64," in page
     assert "Method 1" in page and "Method 2" in page
     assert "http://" not in page and "https://" not in page
+
+
+def test_effective_dose_of_the_saved_dap_says_what_its_interval_covers(cases, tmp_path):
+    rep = build_dose_report(
+        cases[0] / "rdsr.dcm", us_clips=[cases[0] / "us_clip.dcm"], region="lumbar"
+    )
+    eff = rep["effective_dose"]
+    cf = rep["saved"]["counterfactual"]
+    assert eff["saved_msv"] == pytest.approx(cf["point"]["dap_gy_cm2"] * 0.33)
+    lo, hi = eff["saved_msv_interval_95"]
+    assert lo < eff["saved_msv"] < hi
+    assert "coefficient's own" in eff["interval_note"]
+    write_dose_outputs(rep, tmp_path)
+    assert "Saved (method 1)" in (tmp_path / "report.html").read_text()
