@@ -776,4 +776,30 @@ def _quality(tr: Transform, landmarks, lm_fit, mmask, expected_scale, opts) -> d
         loo = lm_fit.loo_tre_px[np.isfinite(lm_fit.loo_tre_px)]
         out["landmark_loo_tre_px"] = float(np.median(loo)) if len(loo) else None
         out["landmarks_rejected"] = lm_fit.rejected
+        out.update(_landmark_coverage(landmarks.moving_xy, xs, ys))
+    return out
+
+
+def _landmark_coverage(moving_xy, xs, ys) -> dict:
+    """How much of the ultrasound field the landmarks span, and how far they leave it.
+
+    A fit is an interpolation inside the landmarks' hull and an extrapolation outside
+    it, where errors grow with the distance: figures for a reader to weigh the
+    landmark errors (FRE, leave-one-out) against, not a verdict.
+    """
+    from scipy.spatial import ConvexHull, QhullError, cKDTree
+
+    pts = np.asarray(moving_xy, float)
+    area = float(len(xs))
+    try:
+        hull = ConvexHull(pts).volume if len(pts) >= 3 else 0.0  # 2D: volume is the area
+    except QhullError:
+        hull = 0.0  # collinear landmarks span no area
+    step = max(1, len(xs) // 4000)
+    field = np.column_stack([xs[::step], ys[::step]]).astype(float)
+    farthest = float(cKDTree(pts).query(field)[0].max())
+    out = {
+        "landmark_hull_fraction_of_field": min(1.0, hull / area),
+        "landmark_farthest_field_px": farthest,
+    }
     return out

@@ -223,3 +223,25 @@ def test_model_selection_can_be_switched_off():
     )
     assert res.quality["model_used"] == "projective"
     assert "model_selection" not in res.quality
+
+
+def test_quality_says_how_much_of_the_field_the_landmarks_span():
+    from registration import register
+
+    img = np.zeros((200, 200))
+    mask = np.zeros((200, 200), bool)
+    mask[20:181, 20:181] = True
+    h = np.array([[1.2, 0.05, 30.0], [-0.04, 1.15, 20.0], [0.0, 0.0, 1.0]])
+
+    def run(moving):
+        moving = np.asarray(moving, float)
+        lm = Landmarks(moving, Transform(h).apply(moving), tuple(str(i) for i in range(5)))
+        opts = RegistrationOptions(metric=None)
+        return register(img, img, moving_mask=mask, landmarks=lm, options=opts).quality
+
+    spread = run([[20, 20], [180, 20], [180, 180], [20, 180], [100, 100]])
+    bunched = run([[90, 90], [110, 90], [110, 110], [90, 110], [100, 100]])
+    assert spread["landmark_hull_fraction_of_field"] == pytest.approx(1.0, abs=0.02)
+    assert spread["landmark_farthest_field_px"] == pytest.approx(80.0, abs=1.5)  # mid-edge
+    assert bunched["landmark_hull_fraction_of_field"] == pytest.approx(400 / 161**2, rel=0.05)
+    assert bunched["landmark_farthest_field_px"] == pytest.approx(np.hypot(70, 70), abs=1.0)
