@@ -37,6 +37,38 @@ def bilinear(img, x, y):
     return value, gx, gy
 
 
+@jit
+def map_point(h, x, y):
+    """(fx, fy, w): ``h``·(x, y, 1) in pixels; w <= 0 (behind the source) is invalid."""
+    u0 = h[0, 0] * x + h[0, 1] * y + h[0, 2]
+    u1 = h[1, 0] * x + h[1, 1] * y + h[1, 2]
+    u2 = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+    if u2 <= 0.0:
+        return 0.0, 0.0, u2
+    return u0 / u2, u1 / u2, u2
+
+
+@jit
+def in_mask(mask, fx, fy):
+    """Whether the pixel nearest to (fx, fy) lies in ``mask``.
+
+    Call it after :func:`bilinear` found the point inside the image.
+    """
+    rows, cols = mask.shape
+    r = int(fy + 0.5)
+    c = int(fx + 0.5)
+    return r >= 0 and c >= 0 and r < rows and c < cols and mask[r, c] != 0
+
+
+@jit
+def map_derivative(dh, j, x, y, fx, fy, w):
+    """d(fx, fy)/dp_j for the point (x, y), given its image (fx, fy, w)."""
+    d0 = dh[j, 0, 0] * x + dh[j, 0, 1] * y + dh[j, 0, 2]
+    d1 = dh[j, 1, 0] * x + dh[j, 1, 1] * y + dh[j, 1, 2]
+    d2 = dh[j, 2, 0] * x + dh[j, 2, 1] * y + dh[j, 2, 2]
+    return (d0 - fx * d2) / w, (d1 - fy * d2) / w, d2
+
+
 @jit_parallel
 def warp_points(img, mask, h, dh, xs, ys, out_b, out_db, out_valid):
     """Sample ``img`` at ``h``·(xs, ys) with the derivative of each sample w.r.t. parameters.
@@ -46,36 +78,23 @@ def warp_points(img, mask, h, dh, xs, ys, out_b, out_db, out_valid):
     """
     n = xs.shape[0]
     k = dh.shape[0]
-    rows, cols = img.shape
     for i in prange(n):
         x = xs[i]
         y = ys[i]
-        u0 = h[0, 0] * x + h[0, 1] * y + h[0, 2]
-        u1 = h[1, 0] * x + h[1, 1] * y + h[1, 2]
-        u2 = h[2, 0] * x + h[2, 1] * y + h[2, 2]
         out_valid[i] = False
         out_b[i] = 0.0
         for j in range(k):
             out_db[i, j] = 0.0
-        if u2 <= 0.0:
+        fx, fy, w = map_point(h, x, y)
+        if w <= 0.0:
             continue
-        fx = u0 / u2
-        fy = u1 / u2
         value, gx, gy = bilinear(img, fx, fy)
-        if value != value:
-            continue
-        r = int(fy + 0.5)
-        c = int(fx + 0.5)
-        if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
+        if value != value or not in_mask(mask, fx, fy):
             continue
         out_valid[i] = True
         out_b[i] = value
         for j in range(k):
-            d0 = dh[j, 0, 0] * x + dh[j, 0, 1] * y + dh[j, 0, 2]
-            d1 = dh[j, 1, 0] * x + dh[j, 1, 1] * y + dh[j, 1, 2]
-            d2 = dh[j, 2, 0] * x + dh[j, 2, 1] * y + dh[j, 2, 2]
-            dfx = (d0 - fx * d2) / u2
-            dfy = (d1 - fy * d2) / u2
+            dfx, dfy, _ = map_derivative(dh, j, x, y, fx, fy, w)
             out_db[i, j] = gx * dfx + gy * dfy
 
 
@@ -89,26 +108,15 @@ def warp_values_pair(img, img2, mask, h, xs, ys, out, out_valid):
     (:func:`chain_to_h`), whatever the number of transform parameters.
     """
     n = xs.shape[0]
-    rows, cols = img.shape
     for i in prange(n):
-        x = xs[i]
-        y = ys[i]
-        u0 = h[0, 0] * x + h[0, 1] * y + h[0, 2]
-        u1 = h[1, 0] * x + h[1, 1] * y + h[1, 2]
-        u2 = h[2, 0] * x + h[2, 1] * y + h[2, 2]
         out_valid[i] = False
         for c in range(9):
             out[i, c] = 0.0
+        fx, fy, u2 = map_point(h, xs[i], ys[i])
         if u2 <= 0.0:
             continue
-        fx = u0 / u2
-        fy = u1 / u2
         value, gx, gy = bilinear(img, fx, fy)
-        if value != value:
-            continue
-        r = int(fy + 0.5)
-        c = int(fx + 0.5)
-        if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
+        if value != value or not in_mask(mask, fx, fy):
             continue
         value2, gx2, gy2 = bilinear(img2, fx, fy)
         out_valid[i] = True
@@ -553,29 +561,20 @@ def warp_gradient(gx_img, gy_img, mask, h, dh, xs, ys, out_g, out_dg, out_valid)
     """
     n = xs.shape[0]
     k = dh.shape[0]
-    rows, cols = gx_img.shape
     for i in prange(n):
         x = xs[i]
         y = ys[i]
-        u0 = h[0, 0] * x + h[0, 1] * y + h[0, 2]
-        u1 = h[1, 0] * x + h[1, 1] * y + h[1, 2]
-        u2 = h[2, 0] * x + h[2, 1] * y + h[2, 2]
         out_valid[i] = False
         out_g[i, 0] = 0.0
         out_g[i, 1] = 0.0
         for j in range(k):
             out_dg[i, j, 0] = 0.0
             out_dg[i, j, 1] = 0.0
+        fx, fy, u2 = map_point(h, x, y)
         if u2 <= 0.0:
             continue
-        fx = u0 / u2
-        fy = u1 / u2
         gxv, gxx, gxy = bilinear(gx_img, fx, fy)
-        if gxv != gxv:
-            continue
-        r = int(fy + 0.5)
-        c = int(fx + 0.5)
-        if r < 0 or c < 0 or r >= rows or c >= cols or mask[r, c] == 0:
+        if gxv != gxv or not in_mask(mask, fx, fy):
             continue
         gyv, gyx, gyy = bilinear(gy_img, fx, fy)
         j00 = (h[0, 0] - fx * h[2, 0]) / u2
@@ -586,11 +585,7 @@ def warp_gradient(gx_img, gy_img, mask, h, dh, xs, ys, out_g, out_dg, out_valid)
         out_g[i, 0] = j00 * gxv + j10 * gyv
         out_g[i, 1] = j01 * gxv + j11 * gyv
         for j in range(k):
-            d0 = dh[j, 0, 0] * x + dh[j, 0, 1] * y + dh[j, 0, 2]
-            d1 = dh[j, 1, 0] * x + dh[j, 1, 1] * y + dh[j, 1, 2]
-            d2 = dh[j, 2, 0] * x + dh[j, 2, 1] * y + dh[j, 2, 2]
-            dfx = (d0 - fx * d2) / u2
-            dfy = (d1 - fy * d2) / u2
+            dfx, dfy, d2 = map_derivative(dh, j, x, y, fx, fy, u2)
             dj00 = (dh[j, 0, 0] - dfx * h[2, 0] - fx * dh[j, 2, 0] - j00 * d2) / u2
             dj01 = (dh[j, 0, 1] - dfx * h[2, 1] - fx * dh[j, 2, 1] - j01 * d2) / u2
             dj10 = (dh[j, 1, 0] - dfy * h[2, 0] - fy * dh[j, 2, 0] - j10 * d2) / u2
