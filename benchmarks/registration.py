@@ -431,16 +431,12 @@ def tracking_benchmark(repeats: int = 5) -> None:
 
     current = truths[0]
     out = []
+    ys_m, xs_m = np.nonzero(moving.mask)
+    centre = np.array([[xs_m.mean(), ys_m.mean()]])
     t0 = time.perf_counter()
     for i, j in seq:
         f, m = frames_f[i], frames_m[j]
-        scale = (
-            Transform(current)
-            .local_scales(
-                np.array([[np.nonzero(moving.mask)[1].mean(), np.nonzero(moving.mask)[0].mean()]])
-            )
-            .mean()
-        )
+        scale = Transform(current).local_scales(centre).mean()
         ff, mf = preprocess_pair(f, fixed.mask, m, moving.mask, "structures", scale=scale)
         inv = np.linalg.inv(current)
         inv /= inv[2, 2]

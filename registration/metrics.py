@@ -75,7 +75,8 @@ class MetricContext:
         Histogram bins for MI.
     a_grad : ndarray (N, 2), optional
         Moving-image gradient (d/dx, d/dy) at the samples, for NGF; zero where the
-        gradient stencil leaves the moving mask.
+        gradient stencil leaves the moving mask (:meth:`from_images` computes it when
+        NGF first asks).
     patch : ndarray of int (N,), optional
         LC2 patch index of each sample.
     scale : float
@@ -137,21 +138,29 @@ class MetricContext:
         sub = np.zeros(moving.shape, bool)
         sub[::stride, ::stride] = True
         yy, xx = np.nonzero(mmask & sub)
-        gy, gx = np.gradient(moving)
-        inner = eroded(mmask, 1)
-        a_grad = np.column_stack([gx[yy, xx], gy[yy, xx]]) * inner[yy, xx, None]
         cols = (moving.shape[1] + stride - 1) // stride // patch_samples + 1
         patch = (yy // stride // patch_samples) * cols + (xx // stride // patch_samples)
-        return cls(
+        ctx = cls(
             fixed,
             fixed_mask,
             xx.astype(float),
             yy.astype(float),
             moving[yy, xx],
-            a_grad=a_grad,
             patch=patch,
             **kwargs,
         )
+        # The ultrasound gradients only NGF needs: computed on its first use.
+        ctx._derived["moving"] = (moving, mmask, yy, xx)
+        return ctx
+
+    def _moving_gradients(self) -> np.ndarray | None:
+        """``a_grad``, or the gradients of the image :meth:`from_images` sampled."""
+        if self.a_grad is None and "moving" in self._derived:
+            moving, mmask, yy, xx = self._derived.pop("moving")
+            gy, gx = np.gradient(moving)
+            inner = eroded(mmask, 1)
+            self.a_grad = np.column_stack([gx[yy, xx], gy[yy, xx]]) * inner[yy, xx, None]
+        return self.a_grad
 
     def __post_init__(self) -> None:
         self.fixed = np.ascontiguousarray(self.fixed, dtype=np.float64)
@@ -210,14 +219,15 @@ class MetricContext:
     def _ngf_terms(self):
         """Normalised moving gradients and the fixed side's ε."""
         if "ngf" not in self._derived:
-            if self.a_grad is None:
+            a_grad = self._moving_gradients()
+            if a_grad is None:
                 raise RegistrationError(_NO_DATA.format("ngf", "the moving gradients a_grad"))
             gx, gy, inner = self._fixed_gradients()
             mag_f = np.hypot(gx, gy)[inner.astype(bool)]
-            mag_m = np.hypot(self.a_grad[:, 0], self.a_grad[:, 1])
+            mag_m = np.hypot(a_grad[:, 0], a_grad[:, 1])
             eps_m = self.ngf_eta * float(mag_m.mean()) + 1e-12
             eps_f = self.ngf_eta * float(mag_f.mean()) * self.scale + 1e-12
-            nm = self.a_grad / np.sqrt(mag_m**2 + eps_m**2)[:, None]
+            nm = a_grad / np.sqrt(mag_m**2 + eps_m**2)[:, None]
             self._derived["ngf"] = (np.ascontiguousarray(nm), eps_f)
         return self._derived["ngf"]
 

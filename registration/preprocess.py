@@ -19,6 +19,7 @@ mode            what it does
 
 from __future__ import annotations
 
+import threading
 from enum import Enum
 
 import numpy as np
@@ -48,7 +49,8 @@ def masked_smooth(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray
     return np.divide(num, den, out=np.zeros_like(img), where=mask & (den > 1e-6))
 
 
-_WEIGHTS: dict = {}
+_WEIGHTS: dict = {}  # mask-derived arrays (weights, erosions), oldest first
+_WEIGHTS_LOCK = threading.Lock()  # dask may run several registrations in one process
 
 
 def _mask_key(mask: np.ndarray, *extra) -> tuple:
@@ -59,13 +61,15 @@ def _mask_key(mask: np.ndarray, *extra) -> tuple:
 
 
 def _cached(key, compute):
-    hit = _WEIGHTS.get(key)
+    with _WEIGHTS_LOCK:
+        hit = _WEIGHTS.get(key)
     if hit is None:
-        if len(_WEIGHTS) >= 64:
-            _WEIGHTS.pop(next(iter(_WEIGHTS)))
         hit = compute()
         hit.setflags(write=False)
-        _WEIGHTS[key] = hit
+        with _WEIGHTS_LOCK:
+            while len(_WEIGHTS) >= 64:
+                _WEIGHTS.pop(next(iter(_WEIGHTS)))
+            _WEIGHTS[key] = hit
     return hit
 
 
