@@ -24,7 +24,7 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["Preprocess", "masked_smooth", "preprocess_pair"]
+__all__ = ["Preprocess", "mask_extent", "masked_smooth", "preprocess_pair", "quantised_scale"]
 
 
 class Preprocess(str, Enum):
@@ -50,6 +50,7 @@ def masked_smooth(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray
 
 
 _WEIGHTS: dict = {}  # mask-derived arrays (weights, erosions), oldest first
+_CACHE_ENTRIES = 64
 _WEIGHTS_LOCK = threading.Lock()  # dask may run several registrations in one process
 
 
@@ -67,7 +68,7 @@ def _cached(key, compute):
         hit = compute()
         hit.setflags(write=False)
         with _WEIGHTS_LOCK:
-            while len(_WEIGHTS) >= 64:
+            while len(_WEIGHTS) >= _CACHE_ENTRIES:
                 _WEIGHTS.pop(next(iter(_WEIGHTS)))
             _WEIGHTS[key] = hit
     return hit
@@ -82,6 +83,38 @@ def eroded(mask: np.ndarray, iterations: int) -> np.ndarray:
         _mask_key(mask, "erode", iterations),
         lambda: binary_erosion(mask, np.ones((3, 3), bool), iterations),
     )
+
+
+def mask_extent(mask: np.ndarray) -> np.ndarray:
+    """``[x_min, x_max, y_min, y_max, x_mean, y_mean, count]`` of a mask's pixels (cached).
+
+    Every frame of a clip asks for the same ultrasound region's box and centre several
+    times; scanning the mask each time was a tenth of a tracked frame.
+    """
+    mask = np.asarray(mask, dtype=bool)
+
+    def compute():
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0:
+            return np.full(7, np.nan)
+        return np.array(
+            [xs.min(), xs.max(), ys.min(), ys.max(), xs.mean(), ys.mean(), len(xs)], float
+        )
+
+    return _cached(_mask_key(mask, "extent"), compute)
+
+
+def quantised_scale(scale: float, step: float = 0.01) -> float:
+    """``scale`` rounded to a ``step`` relative grid (1 %).
+
+    Preprocessing and pyramid smoothing of the ultrasound use sigmas in ultrasound pixels
+    derived from the current transform's scale. Along a clip that scale changes by
+    fractions of a percent, and unrounded it made every frame miss the cache of mask
+    weights; a smoothing width known to 1 % is as good as an exact one.
+    """
+    if not (np.isfinite(scale) and scale > 0):
+        return scale
+    return float(np.exp(step * np.round(np.log(scale) / step)))
 
 
 def _mask_weight(mask: np.ndarray, sigma: float) -> np.ndarray:

@@ -20,7 +20,13 @@ import numpy as np
 from .errors import ConvergenceError, IllPosedGeometryError, RegistrationError
 from .landmarks import LandmarkFit, fit_landmarks, fit_model
 from .metrics import Metric, MetricContext, metric_cost
-from .preprocess import Preprocess, masked_smooth, preprocess_pair
+from .preprocess import (
+    Preprocess,
+    mask_extent,
+    masked_smooth,
+    preprocess_pair,
+    quantised_scale,
+)
 from .transforms import Parameterization, Transform, TransformModel
 
 __all__ = ["RegistrationOptions", "RegistrationResult", "Landmarks", "register"]
@@ -222,9 +228,11 @@ def _register_core(
         raise RegistrationError("give landmarks or an initial transform to start from")
     start = Transform(start, model).matrix
 
-    ys_m, xs_m = np.nonzero(mmask)
-    center = (float(xs_m.mean()), float(ys_m.mean()))
-    half = float(max(np.ptp(xs_m), np.ptp(ys_m), 2.0)) / 2.0
+    ext = mask_extent(mmask)
+    if not ext[6] > 0:
+        raise RegistrationError("the moving mask is empty")
+    center = (float(ext[4]), float(ext[5]))
+    half = _half_extent(ext)
     current = start
     trace: list[tuple[int, int, float]] = []
     iterations: list[int] = []
@@ -234,7 +242,7 @@ def _register_core(
     search_info = None
 
     if metric is not None:
-        scale = float(np.mean(Transform(start).local_scales(np.array([center]))))
+        scale = quantised_scale(float(np.mean(Transform(start).local_scales(np.array([center])))))
         f_feat, m_feat = preprocess_pair(
             fixed, fmask, moving, mmask, Preprocess(opts.preprocess), scale=scale
         )
@@ -459,8 +467,8 @@ def _crop_boxes(fixed, moving, fixed_mask, moving_mask, landmarks, initial, opts
     mmask = np.ones(moving.shape, bool) if moving_mask is None else np.asarray(moving_mask, bool)
     if mmask.shape != moving.shape or not mmask.any():
         return None
-    ys, xs = np.nonzero(mmask)
-    my0, my1, mx0, mx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    ext = mask_extent(mmask)
+    mx0, mx1, my0, my1 = int(ext[0]), int(ext[1]) + 1, int(ext[2]), int(ext[3]) + 1
     corners = np.array([[mx0, my0], [mx1, my0], [mx1, my1], [mx0, my1]], float)
     if initial is not None:
         h0 = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
@@ -544,17 +552,19 @@ def _global_search(
             opts.search_rotation_step_deg,
         )
     )
-    cands = []
-    for ang in angles:
-        for s in opts.search_scales:
-            rot = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
-            for dx in shifts:
-                for dy in shifts:
-                    pre = np.eye(3)
-                    pre[:2, :2] = rot
-                    pre[:2, 2] = ct - rot @ ct + (dx, dy)
-                    cands.append(pre @ start)
-    hs = np.ascontiguousarray(np.array(cands), dtype=np.float64)
+    # Candidates in (angle, scale, dx, dy) order, each pre-composed onto the start:
+    # a rotation and scale about the start's image of the centre, then a shift.
+    ang, sc, dx, dy = (
+        g.ravel() for g in np.meshgrid(angles, opts.search_scales, shifts, shifts, indexing="ij")
+    )
+    pre = np.zeros((len(ang), 3, 3))
+    pre[:, 0, 0] = pre[:, 1, 1] = sc * np.cos(ang)
+    pre[:, 1, 0] = sc * np.sin(ang)
+    pre[:, 0, 1] = -pre[:, 1, 0]
+    pre[:, :2, 2] = ct - np.einsum("nij,j->ni", pre[:, :2, :2], ct) + np.column_stack([dx, dy])
+    pre[:, 2, 2] = 1.0
+    hs = np.ascontiguousarray(pre @ start, dtype=np.float64)
+    cands = hs
     costs = K.batch_mattes_cost(
         ctx.fixed,
         ctx.fixed_mask,
@@ -580,7 +590,7 @@ def _global_search(
         raise ConvergenceError("global search found no candidate overlapping the fluoroscopy")
     # Refine each through the coarse levels; the distinct optima then compete.
     n_refine = min(2, len(opts.levels))
-    half = float(max(np.ptp(np.nonzero(mmask)[1]), np.ptp(np.nonzero(mmask)[0]), 2.0)) / 2.0
+    half = _half_extent(mask_extent(mmask))
     refined = []
     for idx in order:
         current = hs[idx]
@@ -755,12 +765,14 @@ def _level_bounds(par: Parameterization, opts) -> list[tuple[float | None, float
     return bounds
 
 
+def _half_extent(ext: np.ndarray) -> float:
+    """Half the larger side of a mask's box (the parameter normalisation), in pixels."""
+    return float(max(ext[1] - ext[0], ext[3] - ext[2], 2.0)) / 2.0
+
+
 def _quality(tr: Transform, landmarks, lm_fit, mmask, expected_scale, opts) -> dict:
-    ys, xs = np.nonzero(mmask)
-    corners = np.array(
-        [[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]],
-        float,
-    )
+    x0, x1, y0, y1 = mask_extent(mmask)[:4]
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
     scales = tr.local_scales(corners)
     out = {"local_scale_min": float(scales.min()), "local_scale_max": float(scales.max())}
     if expected_scale:
@@ -776,6 +788,7 @@ def _quality(tr: Transform, landmarks, lm_fit, mmask, expected_scale, opts) -> d
         loo = lm_fit.loo_tre_px[np.isfinite(lm_fit.loo_tre_px)]
         out["landmark_loo_tre_px"] = float(np.median(loo)) if len(loo) else None
         out["landmarks_rejected"] = lm_fit.rejected
+        ys, xs = np.nonzero(mmask)
         out.update(_landmark_coverage(landmarks.moving_xy, xs, ys))
     return out
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from registration.preprocess import _blur, masked_smooth
+from registration.preprocess import _blur, mask_extent, masked_smooth, quantised_scale
 
 
 @pytest.mark.parametrize("sigma", [1.0, 2.5, 3.5, 4.0, 5.0, 8.0, 12.0])
@@ -33,3 +33,21 @@ def test_masked_smooth_ignores_what_lies_outside_the_mask(sigma):
     assert np.all(out[~mask] == 0.0)
     again = masked_smooth(img, mask, sigma)  # the mask's weights now come from the cache
     assert np.array_equal(out, again)
+
+
+def test_mask_extent_is_the_box_centre_and_count_of_the_mask():
+    mask = np.zeros((40, 50), bool)
+    mask[5:20, 7:31] = True
+    mask[30, 45] = True
+    ys, xs = np.nonzero(mask)
+    want = [7, 45, 5, 30, xs.mean(), ys.mean(), len(xs)]
+    np.testing.assert_allclose(mask_extent(mask), want)
+    mask[30, 45] = False  # same array, new content: not served from the cache
+    assert mask_extent(mask)[1] == 30
+
+
+@pytest.mark.parametrize("scale", [0.0123, 0.54, 0.995, 1.0, 1.004, 3.7])
+def test_quantised_scale_is_within_half_a_step_and_stable(scale):
+    q = quantised_scale(scale)
+    assert abs(np.log(q / scale)) <= 0.005 + 1e-12
+    assert quantised_scale(q) == q
