@@ -93,6 +93,16 @@ class RegistrationOptions:
     lc2_patch_samples : int
         LC2 patch side in samples of the level's grid (the patch grows in pixels with
         the stride at coarse levels).
+    scale_tolerance : float or None
+        With ``expected_scale`` given and no landmarks: how far (relative) the
+        transform's scale at the ultrasound centre may stray from it. The search's
+        candidate scales are centred on it, similarity levels are bounded to it, and a
+        result outside it is refused. The calibration fixes the scale of a plane through
+        the isocentre; a plane ``d`` mm nearer the source is magnified by about
+        ``d / SOD`` more, so 0.08 allows about ±60 mm at SOD 750 mm. The scale compared
+        is the larger local scale at the ultrasound centre (a tilted plane is
+        foreshortened only across the tilt). ``None``: off. With landmarks the ratio
+        is only reported.
     """
 
     model: str = "projective"
@@ -122,6 +132,7 @@ class RegistrationOptions:
     max_linear_change: float = 0.15
     max_perspective_change: float = 0.05
     lc2_patch_samples: int = 7
+    scale_tolerance: float | None = 0.08
 
     def to_dict(self) -> dict:
         """JSON-ready copy."""
@@ -240,6 +251,7 @@ def _register_core(
     converged = True
     message = "landmarks only"
     search_info = None
+    scale_prior = None
 
     if metric is not None:
         scale = quantised_scale(float(np.mean(Transform(start).local_scales(np.array([center])))))
@@ -256,6 +268,12 @@ def _register_core(
             return contexts[factor]
 
         do_search = opts.search if opts.search is not None else landmarks is None
+        # The calibration's scale constrains an intensity-only match; landmarks outrank it.
+        scale_prior = (
+            (float(expected_scale), float(opts.scale_tolerance))
+            if expected_scale and opts.scale_tolerance is not None and landmarks is None
+            else None
+        )
         level0 = 0
         if do_search:
             current, searched, search_info = _global_search(
@@ -273,6 +291,7 @@ def _register_core(
                 trace,
                 progress,
                 level_ctx,
+                scale_prior,
             )
             iterations.extend(searched)
             level0 = len(searched)
@@ -301,6 +320,7 @@ def _register_core(
                 max_iter,
                 trace,
                 progress,
+                scale_prior,
             )
             current = Transform(par.matrix(res.x)).matrix
             iterations.append(int(res.nit))
@@ -317,6 +337,9 @@ def _register_core(
 
     quality = _quality(final, landmarks, lm_fit, mmask, expected_scale, opts)
     quality["model_used"] = model.value
+    if expected_scale:
+        ratio = _centre_scale(final.matrix, center) / float(expected_scale)
+        quality["scale_ratio_to_calibration"] = ratio
     if model_note is not None:
         quality["model_selection"] = model_note
     if search_info is not None:
@@ -342,6 +365,13 @@ def _register_core(
             f"the transform collapses the ultrasound plane (local scale ratio "
             f"{quality['scale_ratio_min']:.2f} < {opts.edge_on_ratio}): the plane is seen "
             "nearly edge-on by the X-ray beam, so a 2D-2D registration is ill-posed"
+        )
+    ratio = quality.get("scale_ratio_to_calibration")
+    if scale_prior is not None and metric is not None and abs(ratio - 1.0) > scale_prior[1]:
+        raise ConvergenceError(
+            f"the match's scale is {100 * (ratio - 1):+.1f} % off what the calibration "
+            f"and magnification predict (±{100 * scale_prior[1]:.0f} % allowed): a wrong "
+            "match; give landmarks (--landmarks) or a closer start"
         )
     return RegistrationResult(
         transform=final,
@@ -525,10 +555,14 @@ def _global_search(
     trace,
     progress,
     level_ctx,
+    scale_prior=None,
 ):
     """Score a similarity grid around ``start`` by MI; refine distinct optima; keep the best.
 
-    ``level_ctx(factor)`` gives the (cached) metric context of a pyramid level.
+    ``level_ctx(factor)`` gives the (cached) metric context of a pyramid level. With
+    ``scale_prior = (expected_scale, tolerance)`` the candidate scales are the expected
+    one and half the tolerance either side of it, instead of ``opts.search_scales``
+    around the start's.
 
     Returns the chosen homography, the iterations spent on each refined level and a
     summary (candidates, relative margin of the winner over the best distinct rival).
@@ -552,10 +586,15 @@ def _global_search(
             opts.search_rotation_step_deg,
         )
     )
+    scales = np.asarray(opts.search_scales, float)
+    if scale_prior is not None:
+        expected, tol = scale_prior
+        r0 = expected / _centre_scale(start, center)
+        scales = r0 * np.array([1.0 - tol / 2, 1.0, 1.0 + tol / 2])
     # Candidates in (angle, scale, dx, dy) order, each pre-composed onto the start:
     # a rotation and scale about the start's image of the centre, then a shift.
     ang, sc, dx, dy = (
-        g.ravel() for g in np.meshgrid(angles, opts.search_scales, shifts, shifts, indexing="ij")
+        g.ravel() for g in np.meshgrid(angles, scales, shifts, shifts, indexing="ij")
     )
     pre = np.zeros((len(ang), 3, 3))
     pre[:, 0, 0] = pre[:, 1, 1] = sc * np.cos(ang)
@@ -601,7 +640,18 @@ def _global_search(
             par = Parameterization(TransformModel(opts.coarse_model), current, center, half)
             lctx = level_ctx(factor)
             res = _optimise(
-                minimize, par, lctx, metric, None, None, opts, level, max_iter, [], None
+                minimize,
+                par,
+                lctx,
+                metric,
+                None,
+                None,
+                opts,
+                level,
+                max_iter,
+                [],
+                None,
+                scale_prior,
             )
             current = Transform(par.matrix(res.x)).matrix
             its.append(int(res.nit))
@@ -705,7 +755,18 @@ def _level_context(f_feat, fmask, m_feat, mmask, factor, scale, opts) -> MetricC
 
 
 def _optimise(
-    minimize, par, ctx, metric, landmarks, lm_weights, opts, level, max_iter, trace, progress
+    minimize,
+    par,
+    ctx,
+    metric,
+    landmarks,
+    lm_weights,
+    opts,
+    level,
+    max_iter,
+    trace,
+    progress,
+    scale_prior=None,
 ):
     n_total = len(ctx.xs)
     last: dict = {}  # the most recent evaluation, so the callback need not redo it
@@ -737,13 +798,25 @@ def _optimise(
         np.zeros(par.n_params),
         jac=True,
         method="L-BFGS-B",
-        bounds=_level_bounds(par, opts),
+        bounds=_level_bounds(par, opts, scale_prior),
         callback=callback,
         options={"maxiter": max_iter, "ftol": 1e-9, "gtol": 1e-7},
     )
 
 
-def _level_bounds(par: Parameterization, opts) -> list[tuple[float | None, float | None]] | None:
+def _centre_scale(h: np.ndarray, center) -> float:
+    """Magnification of ``h`` at the moving point ``center``: the larger local scale.
+
+    A plane tilted against the detector is foreshortened along one direction (the
+    smaller singular value, which the edge-on test watches); along the other it keeps
+    the magnification of its depth, which is what the calibration predicts.
+    """
+    return float(Transform(h).local_scales(np.array([center]))[0].max())
+
+
+def _level_bounds(
+    par: Parameterization, opts, scale_prior=None
+) -> list[tuple[float | None, float | None]] | None:
     """Trust region of one pyramid level, in normalised parameters.
 
     A similarity level may change its scale by ``opts.max_linear_change``; at an
@@ -755,10 +828,29 @@ def _level_bounds(par: Parameterization, opts) -> list[tuple[float | None, float
     model = TransformModel(par.model)
     lin = opts.max_linear_change
     if model is TransformModel.SIMILARITY:
-        return [(np.log1p(-lin), np.log1p(lin))] + [(None, None)] * 3
+        lo, hi = np.log1p(-lin), np.log1p(lin)
+        if scale_prior is not None:
+            # Also inside the calibration's window; from a start outside it, as far
+            # towards it as the trust region allows.
+            expected, tol = scale_prior
+            rel = expected / _centre_scale(par.initial, par.center_px)
+            lo_p, hi_p = np.log(rel * (1 - tol)), np.log(rel * (1 + tol))
+            if hi_p < lo:
+                hi = lo
+            elif lo_p > hi:
+                lo = hi
+            else:
+                lo, hi = max(lo, lo_p), min(hi, hi_p)
+        return [(float(lo), float(hi))] + [(None, None)] * 3
     if model is TransformModel.RIGID:
         return None
     bounds = [(-lin, lin)] * 4 + [(None, None)] * 2
+    if scale_prior is not None:
+        # No stretch along an ultrasound axis beyond the magnification's tolerance;
+        # shrinking stays free within the trust region (a tilted plane foreshortens).
+        expected, tol = scale_prior
+        top = expected * (1 + tol) / _centre_scale(par.initial, par.center_px) - 1.0
+        bounds[0] = bounds[3] = (-lin, float(np.clip(top, -lin, lin)))
     if model is TransformModel.PROJECTIVE:
         per = opts.max_perspective_change
         bounds += [(-per, per)] * 2

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from fusion import InputError, read_image
-from fusion.coregister import read_landmarks_csv, register_images
+from fusion.coregister import expected_scale, read_landmarks_csv, register_images
 from registration import (
     ConvergenceError,
     IllPosedGeometryError,
     Landmarks,
     RegistrationOptions,
     Transform,
+    register,
 )
 from testdata import sample_case
 from testdata.phantom import load_truth
@@ -105,7 +106,11 @@ def test_each_level_stays_inside_its_trust_region(case):
     grow = np.array([[1.08, 0, 0], [0, 1.08, 0], [0, 0, 1.0]])
     grow[:2, 2] = c - 1.08 * c
     start = grow @ true
-    opts = RegistrationOptions(model="affine", search=False, max_linear_change=0.002)
+    # The calibration's scale window is off here: this start lies outside it, and a
+    # result kept there by the trust region would (rightly) be refused.
+    opts = RegistrationOptions(
+        model="affine", search=False, max_linear_change=0.002, scale_tolerance=None
+    )
     result = register_images(
         fluoro[pair["fluoro_file"]],
         us,
@@ -124,10 +129,66 @@ def test_each_level_stays_inside_its_trust_region(case):
         fixed_frame=pair["fluoro_frame"],
         moving_frame=pair["us_frame"],
         initial=start,
-        options=RegistrationOptions(model="affine", search=False),
+        options=RegistrationOptions(model="affine", search=False, scale_tolerance=None),
     )
     s_free = np.sqrt(abs(np.linalg.det(free.transform.matrix[:2, :2])))
     assert abs(s_free / s0 - 1) > 0.04  # unbounded, it does correct the 8 %
+
+
+def _magnification(h, us):
+    ys, xs = np.nonzero(us.mask)
+    return Transform(h).local_scales(np.array([[xs.mean(), ys.mean()]]))[0].max()
+
+
+def test_intensity_only_keeps_the_magnification_the_calibration_predicts(case):
+    # A start 12 % too large: the similarity levels may not keep it, and the result
+    # reports its magnification against the calibration's.
+    _, truth, fluoro, us = case
+    pair = next(p for p in truth["pairs"] if not p["edge_on"])
+    fixed = fluoro[pair["fluoro_file"]]
+    true = np.asarray(pair["moving_to_fixed_pixel"])
+    ys, xs = np.nonzero(us.mask)
+    c = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+    grow = np.diag([1.12, 1.12, 1.0])
+    grow[:2, 2] = c - 1.12 * c
+    kw = dict(fixed_frame=pair["fluoro_frame"], moving_frame=pair["us_frame"])
+    result = register_images(fixed, us, initial=grow @ true, **kw)
+    expected = expected_scale(fixed, us)[0]
+    ratio = result.quality["scale_ratio_to_calibration"]
+    assert ratio == pytest.approx(_magnification(result.transform.matrix, us) / expected)
+    assert abs(ratio - 1) <= RegistrationOptions().scale_tolerance
+    assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+
+
+def test_a_match_at_a_magnification_the_calibration_rules_out_is_refused(case):
+    # Start at the truth and claim a calibration 30 % off: the optimum stays where the
+    # images agree, its magnification is then 23 % below the claim, and that is refused.
+    _, truth, fluoro, us = case
+    pair = next(p for p in truth["pairs"] if not p["edge_on"])
+    true = np.asarray(pair["moving_to_fixed_pixel"])
+    fixed = fluoro[pair["fluoro_file"]]
+    claim = 1.3 * _magnification(true, us)
+    opts = RegistrationOptions(model="affine", search=False, levels=(2,), max_iterations=(20,))
+    with pytest.raises(ConvergenceError, match=r"scale is -2\d\.\d % off what the calibration"):
+        register(
+            fixed.gray(pair["fluoro_frame"]),
+            us.gray(pair["us_frame"]),
+            fixed_mask=fixed.mask,
+            moving_mask=us.mask,
+            initial=true,
+            options=opts,
+            expected_scale=claim,
+        )
+    with_landmarks = register(
+        fixed.gray(pair["fluoro_frame"]),
+        us.gray(pair["us_frame"]),
+        fixed_mask=fixed.mask,
+        moving_mask=us.mask,
+        landmarks=read_landmarks_csv(case[0] / pair["landmarks_csv"]),
+        options=opts,
+        expected_scale=claim,
+    )  # landmarks outrank the calibration: the ratio is reported, not enforced
+    assert with_landmarks.quality["scale_ratio_to_calibration"] == pytest.approx(1 / 1.3, rel=0.02)
 
 
 def test_edge_on_pair_is_refused(case):
