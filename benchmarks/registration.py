@@ -176,9 +176,12 @@ def elastix_mi(ff, fmask, mf, mmask, start):
         log_to_console=False,
     )
     wall = time.perf_counter() - t0
-    field = itk.GetArrayFromImage(
-        itk.transformix_deformation_field(moving, params)
-    )  # (rows, cols, 2) displacement (x, y)
+    # transformix writes deformationField.nii into its output directory (the current
+    # one unless told otherwise).
+    with tempfile.TemporaryDirectory() as out:
+        field = itk.GetArrayFromImage(
+            itk.transformix_deformation_field(moving, params, output_directory=out)
+        )  # (rows, cols, 2) displacement (x, y)
     yy, xx = np.mgrid[0 : ff.shape[0] : 8, 0 : ff.shape[1] : 8]
     fx = np.column_stack([xx.ravel(), yy.ravel()]).astype(float)
     disp = field[yy.ravel(), xx.ravel()]
