@@ -110,7 +110,8 @@ def register(
         truth_tre,
         write_transform_json,
     )
-    from registration import RegistrationOptions
+    from fusion.errors import InputError
+    from registration import RegistrationError, RegistrationOptions
 
     target = out_dir / "transform.json"
     if target.exists() and not overwrite:
@@ -132,17 +133,23 @@ def register(
             click.echo(f"  {what}: iteration {iteration}, cost {cost:.5f}", err=True)
 
     initial = read_transform_json(init_transform).matrix if init_transform else None
-    result = register_images(
-        fixed,
-        moving,
-        fixed_frame=fixed_frame,
-        moving_frame=moving_frame,
-        landmarks=landmarks,
-        init=init,
-        options=opts,
-        progress=progress,
-        initial=initial,
-    )
+    try:
+        result = register_images(
+            fixed,
+            moving,
+            fixed_frame=fixed_frame,
+            moving_frame=moving_frame,
+            landmarks=landmarks,
+            init=init,
+            options=opts,
+            progress=progress,
+            initial=initial,
+        )
+    except (RegistrationError, InputError) as exc:
+        # Name the pair: a batch script's log then says which files failed, and why.
+        raise type(exc)(
+            f"{moving_path} (frame {moving_frame}) onto {fixed_path} (frame {fixed_frame}): {exc}"
+        ) from exc
     tre = None
     if truth_path:
         from testdata.phantom import load_truth

@@ -78,29 +78,18 @@ def expected_scale(fixed: Image, moving: Image) -> tuple[float | None, float | N
     return float(np.mean(moving.pixel_spacing_mm) / np.mean(iso)), float(np.mean(iso))
 
 
-def geometry_initial(fixed: Image, moving: Image) -> np.ndarray:
-    """Similarity from geometry: calibrated scale, moving mask centre onto the fixed centre.
+def expected_scale_xy(fixed: Image, moving: Image) -> tuple[float, float] | None:
+    """Fixed px per moving px along the moving x and y axes, plane at the isocentre.
 
-    Only the scale is physical (ultrasound spacing against the isocentre spacing of the
-    fluoroscopy); the translation assumes the probe is near the centre of the field.
+    Ultrasound pixels may be anisotropic (one vendor file here has 0.2857 × 0.2286 mm);
+    the two axes then map with different scales.
     """
-    scale, _ = expected_scale(fixed, moving)
-    if scale is None:
-        raise InputError(
-            "geometry initialisation needs the ultrasound calibration and the fluoroscopy "
-            "ImagerPixelSpacing, DistanceSourceToDetector and DistanceSourceToPatient; give "
-            "--landmarks or --init identity instead"
-        )
-    mm = moving.mask if moving.mask is not None else np.ones(moving.shape, bool)
-    ys, xs = np.nonzero(mm)
-    cm = np.array([xs.mean(), ys.mean()])
-    fm = fixed.mask if fixed.mask is not None else np.ones(fixed.shape, bool)
-    ys, xs = np.nonzero(fm)
-    cf = np.array([xs.mean(), ys.mean()])
-    h = np.eye(3)
-    h[:2, :2] *= scale
-    h[:2, 2] = cf - scale * cm
-    return h
+    iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
+    if iso is None or moving.pixel_spacing_mm is None:
+        return None
+    row_mm, col_mm = moving.pixel_spacing_mm
+    iso_row, iso_col = iso
+    return float(col_mm / iso_col), float(row_mm / iso_row)
 
 
 def register_images(
@@ -118,7 +107,7 @@ def register_images(
     """Register ``moving`` (ultrasound) frame onto ``fixed`` (fluoroscopy) frame."""
     f = fixed.gray(fixed_frame)
     m = moving.gray(moving_frame)
-    scale, iso_mm = expected_scale(fixed, moving)
+    _, iso_mm = expected_scale(fixed, moving)
     start = initial
     if start is None and landmarks is None:
         if init == "geometry":
@@ -145,7 +134,7 @@ def register_images(
         landmarks=landmarks,
         initial=start,
         options=options,
-        expected_scale=scale,
+        expected_scale=expected_scale_xy(fixed, moving),
         fixed_spacing_mm=iso_mm,
         progress=progress,
     )

@@ -187,7 +187,7 @@ def _register_core(
     landmarks: Landmarks | None = None,
     initial: Transform | np.ndarray | None = None,
     options: RegistrationOptions | None = None,
-    expected_scale: float | None = None,
+    expected_scale: float | tuple[float, float] | None = None,
     fixed_spacing_mm: float | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> RegistrationResult:
@@ -211,6 +211,7 @@ def _register_core(
     if len(opts.levels) != len(opts.max_iterations):
         raise RegistrationError("levels and max_iterations must have the same length")
 
+    scale_range = _scale_range(expected_scale)
     t_start = time.perf_counter()
     requested_model = model
     model_note = None
@@ -277,8 +278,8 @@ def _register_core(
         do_search = opts.search if opts.search is not None else landmarks is None
         # The calibration's scale constrains an intensity-only match; landmarks outrank it.
         scale_prior = (
-            (float(expected_scale), float(opts.scale_tolerance))
-            if expected_scale and opts.scale_tolerance is not None and landmarks is None
+            (*scale_range, float(opts.scale_tolerance))
+            if scale_range and opts.scale_tolerance is not None and landmarks is None
             else None
         )
         level0 = 0
@@ -345,11 +346,11 @@ def _register_core(
     final = Transform(current, model)
     wall = time.perf_counter() - t_start
 
-    quality = _quality(final, landmarks, lm_fit, mmask, expected_scale, opts)
+    quality = _quality(final, landmarks, lm_fit, mmask, scale_range, opts)
     quality["model_used"] = model.value
-    if expected_scale:
-        ratio = _centre_scale(final.matrix, center) / float(expected_scale)
-        quality["scale_ratio_to_calibration"] = ratio
+    if scale_range:
+        magnification = _centre_scale(final.matrix, center)
+        quality["scale_ratio_to_calibration"] = _scale_ratio(magnification, scale_range)
     if model_note is not None:
         quality["model_selection"] = model_note
     if search_info is not None:
@@ -367,7 +368,7 @@ def _register_core(
                 "allowed by their fit); the landmark-only transform is kept"
             )
             final = lm_fit.transform
-            quality.update(_quality(final, landmarks, lm_fit, mmask, expected_scale, opts))
+            quality.update(_quality(final, landmarks, lm_fit, mmask, scale_range, opts))
         else:
             quality["intensity_refinement"] = "accepted"
     if quality.get("edge_on"):
@@ -377,10 +378,10 @@ def _register_core(
             "nearly edge-on by the X-ray beam, so a 2D-2D registration is ill-posed"
         )
     ratio = quality.get("scale_ratio_to_calibration")
-    if scale_prior is not None and metric is not None and abs(ratio - 1.0) > scale_prior[1]:
+    if scale_prior is not None and metric is not None and abs(ratio - 1.0) > scale_prior[2]:
         raise ConvergenceError(
             f"the match's scale is {100 * (ratio - 1):+.1f} % off what the calibration "
-            f"and magnification predict (±{100 * scale_prior[1]:.0f} % allowed): a wrong "
+            f"and magnification predict (±{100 * scale_prior[2]:.0f} % allowed): a wrong "
             "match; give landmarks (--landmarks) or a closer start"
         )
     return RegistrationResult(
@@ -408,7 +409,7 @@ def register(
     landmarks: Landmarks | None = None,
     initial: Transform | np.ndarray | None = None,
     options: RegistrationOptions | None = None,
-    expected_scale: float | None = None,
+    expected_scale: float | tuple[float, float] | None = None,
     fixed_spacing_mm: float | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> RegistrationResult:
@@ -425,10 +426,13 @@ def register(
     initial : Transform or (3, 3) array, optional
         Starting moving→fixed homography; required without landmarks.
     options : RegistrationOptions
-    expected_scale : float, optional
+    expected_scale : float or (float, float), optional
         Fixed pixels per moving pixel predicted by the geometry (ultrasound spacing ×
-        SID/SOD / imager spacing). Used to detect an edge-on plane: a result whose
-        smaller local scale is below ``edge_on_ratio`` × this is refused.
+        SID/SOD / imager spacing), or the pair (along moving x, along moving y) for
+        anisotropic ultrasound pixels. Used to detect an edge-on plane (a result whose
+        smaller local scale is below ``edge_on_ratio`` × the smaller of them is
+        refused) and, without landmarks, to keep the magnification within
+        ``scale_tolerance`` of it.
     fixed_spacing_mm : float, optional
         Fixed pixel size at the isocentre plane (mm), to express the search range in mm;
         without it one fixed pixel counts as 0.3 mm.
@@ -570,7 +574,7 @@ def _global_search(
     """Score a similarity grid around ``start`` by MI; refine distinct optima; keep the best.
 
     ``level_ctx(factor)`` gives the (cached) metric context of a pyramid level. With
-    ``scale_prior = (expected_scale, tolerance)`` the candidate scales
+    ``scale_prior = (expected_min, expected_max, tolerance)`` the candidate scales
     ``opts.search_scales`` are relative to the expected scale instead of the start's,
     and clipped to the tolerance.
 
@@ -598,7 +602,7 @@ def _global_search(
     )
     scales = np.asarray(opts.search_scales, float)
     if scale_prior is not None:
-        expected, tol = scale_prior
+        _, expected, tol = scale_prior
         r0 = expected / _centre_scale(start, center)
         scales = r0 * np.unique(np.clip(scales, 1.0 - tol, 1.0 + tol))
     # Candidates in (angle, scale, dx, dy) order, each pre-composed onto the start:
@@ -842,9 +846,9 @@ def _level_bounds(
         if scale_prior is not None:
             # Also inside the calibration's window; from a start outside it, as far
             # towards it as the trust region allows.
-            expected, tol = scale_prior
-            rel = expected / _centre_scale(par.initial, par.center_px)
-            lo_p, hi_p = np.log(rel * (1 - tol)), np.log(rel * (1 + tol))
+            e_lo, e_hi, tol = scale_prior
+            now = _centre_scale(par.initial, par.center_px)
+            lo_p, hi_p = np.log(e_lo * (1 - tol) / now), np.log(e_hi * (1 + tol) / now)
             if hi_p < lo:
                 hi = lo
             elif lo_p > hi:
@@ -858,8 +862,8 @@ def _level_bounds(
     if scale_prior is not None:
         # No stretch along an ultrasound axis beyond the magnification's tolerance;
         # shrinking stays free within the trust region (a tilted plane foreshortens).
-        expected, tol = scale_prior
-        top = expected * (1 + tol) / _centre_scale(par.initial, par.center_px) - 1.0
+        _, e_hi, tol = scale_prior
+        top = e_hi * (1 + tol) / _centre_scale(par.initial, par.center_px) - 1.0
         bounds[0] = bounds[3] = (-lin, float(np.clip(top, -lin, lin)))
     if model is TransformModel.PROJECTIVE:
         per = opts.max_perspective_change
@@ -867,20 +871,48 @@ def _level_bounds(
     return bounds
 
 
+def _scale_range(expected_scale) -> tuple[float, float] | None:
+    """(smaller, larger) expected fixed px per moving px, or None when unknown."""
+    if expected_scale is None:
+        return None
+    e = np.atleast_1d(np.asarray(expected_scale, dtype=float)).ravel()
+    if e.size not in (1, 2) or not np.all(np.isfinite(e)) or not np.all(e > 0):
+        return None
+    return float(e.min()), float(e.max())
+
+
+def _scale_ratio(magnification: float, scale_range: tuple[float, float]) -> float:
+    """Magnification against the calibration's: 1 inside its range, else past the edge.
+
+    With isotropic ultrasound pixels the range is one value and this is the plain
+    ratio; with anisotropic ones a plane parallel to the detector has the larger
+    expected scale as its magnification, a tilted one anything down to the smaller.
+    """
+    e_lo, e_hi = scale_range
+    if magnification > e_hi:
+        return magnification / e_hi
+    if magnification < e_lo:
+        return magnification / e_lo
+    return 1.0 if e_lo < e_hi else magnification / e_hi
+
+
 def _half_extent(ext: np.ndarray) -> float:
     """Half the larger side of a mask's box (the parameter normalisation), in pixels."""
     return float(max(ext[1] - ext[0], ext[3] - ext[2], 2.0)) / 2.0
 
 
-def _quality(tr: Transform, landmarks, lm_fit, mmask, expected_scale, opts) -> dict:
+def _quality(tr: Transform, landmarks, lm_fit, mmask, scale_range, opts) -> dict:
     x0, x1, y0, y1 = mask_extent(mmask)[:4]
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
     scales = tr.local_scales(corners)
     out = {"local_scale_min": float(scales.min()), "local_scale_max": float(scales.max())}
-    if expected_scale:
-        out["expected_scale"] = float(expected_scale)
-        out["scale_ratio_min"] = float(scales.min() / expected_scale)
-        out["edge_on"] = bool(scales.min() / expected_scale < opts.edge_on_ratio)
+    if scale_range:
+        e_lo, e_hi = scale_range
+        out["expected_scale"] = float(np.sqrt(e_lo * e_hi))
+        if e_lo < e_hi:
+            out["expected_scale_range"] = [e_lo, e_hi]  # anisotropic ultrasound pixels
+        out["scale_ratio_min"] = float(scales.min() / e_lo)
+        out["edge_on"] = bool(scales.min() / e_lo < opts.edge_on_ratio)
     else:
         out["anisotropy"] = float(scales[:, 1].min() / scales[:, 0].max())
         out["edge_on"] = bool(out["anisotropy"] < opts.edge_on_ratio)

@@ -129,6 +129,32 @@ def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
     assert record["quality"]["intensity_refinement"].startswith(("accepted", "rejected"))
 
 
+def test_a_registration_that_cannot_start_names_both_files(runner, tmp_path):
+    from testdata import sample_case
+
+    case = sample_case()
+    result = runner.invoke(
+        cli,
+        [
+            "register",
+            "--fixed",
+            str(case / "fluoro_run02_confirm_lateral.dcm"),
+            "--moving",
+            str(case / "us_clip.dcm"),
+            "--moving-frame",
+            "6",
+            "--out",
+            str(tmp_path / "reg"),
+        ],
+    )
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert "us_clip.dcm (frame 6) onto" in line
+    assert "fluoro_run02_confirm_lateral.dcm (frame 0)" in line
+    assert "needs a starting transform" in line
+    assert not (tmp_path / "reg").exists()
+
+
 def test_register_names_a_missing_landmark_file(runner, tmp_path):
     from testdata import sample_case
 
