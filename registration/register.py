@@ -101,9 +101,11 @@ class RegistrationOptions:
         the stride at coarse levels).
     scale_tolerance : float or None
         With ``expected_scale`` given and no landmarks: how far (relative) the
-        transform's scale at the ultrasound centre may stray from it. The search's
-        candidate scales are centred on it, similarity levels are bounded to it, and a
-        result outside it is refused. The calibration fixes the scale of a plane through
+        transform's scale at the ultrasound centre may stray from it (from the range of
+        the two axis scales, for anisotropic ultrasound pixels). The search's candidate
+        scales are taken relative to it, similarity levels are bounded to it, affine and
+        projective levels may not stretch an axis beyond it, and a result outside it is
+        refused. The calibration fixes the scale of a plane through
         the isocentre; a plane ``d`` mm nearer the source is magnified by about
         ``d / SOD`` more, so 0.08 allows about ±60 mm at SOD 750 mm. The scale compared
         is the larger local scale at the ultrasound centre (a tilted plane is
