@@ -66,6 +66,15 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     default=None,
     help="Global search before local optimisation [default: on without landmarks].",
 )
+@click.option(
+    "--scale-tolerance",
+    default=0.08,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=1.0),
+    help="Without landmarks: how far the plane's magnification may stray from the "
+    "calibration's (0.08 = 8 %, a plane about 60 mm off the isocentre); 0 turns the "
+    "check off.",
+)
 @click.option("--us-spacing-mm", default=None, help="ROW_MM,COL_MM for an uncalibrated US.")
 @click.option(
     "--truth",
@@ -90,6 +99,7 @@ def register(
     init,
     init_transform,
     search,
+    scale_tolerance,
     us_spacing_mm,
     truth_path,
     overwrite,
@@ -124,6 +134,7 @@ def register(
         metric=None if metric == "none" else metric,
         preprocess=preprocess,
         search=search,
+        scale_tolerance=scale_tolerance or None,
     )
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
 

@@ -129,6 +129,35 @@ def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
     assert record["quality"]["intensity_refinement"].startswith(("accepted", "rejected"))
 
 
+def test_register_records_the_magnification_check_it_ran_with(runner, tmp_path):
+    from testdata import sample_case
+
+    case = sample_case()
+    common = [
+        "register",
+        "--fixed",
+        str(case / "fluoro_run02_confirm_lateral.dcm"),
+        "--moving",
+        str(case / "us_clip.dcm"),
+        "--moving-frame",
+        "6",
+        "--landmarks",
+        str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
+        "--metric",
+        "none",
+    ]
+    for value, recorded in (("0.05", 0.05), ("0", None)):
+        out = tmp_path / f"reg{value}"
+        result = runner.invoke(cli, [*common, "--scale-tolerance", value, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "transform.json").read_text())
+        assert record["options"]["scale_tolerance"] == recorded
+        # With landmarks the ratio is reported, not enforced: the truth's is near 1.
+        assert abs(record["quality"]["scale_ratio_to_calibration"] - 1) < 0.08
+    bad = runner.invoke(cli, [*common, "--scale-tolerance", "-1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2
+
+
 def test_a_registration_that_cannot_start_names_both_files(runner, tmp_path):
     from testdata import sample_case
 
