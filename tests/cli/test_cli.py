@@ -95,12 +95,11 @@ def test_info_reads_every_real_file(runner):
     assert all("error" not in d for d in described)
 
 
-@pytest.mark.parametrize("metric", ["mi", "ngf", "lc2"])
-def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
+def _register_args(*extra, landmarks=True):
+    """``hybridfuse register`` on the sample case's first lateral pair, plus ``extra``."""
     from testdata import sample_case
 
     case = sample_case()
-    out = tmp_path / "reg"
     args = [
         "register",
         "--fixed",
@@ -109,16 +108,19 @@ def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
         str(case / "us_clip.dcm"),
         "--moving-frame",
         "6",
-        "--landmarks",
-        str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
-        "--metric",
-        metric,
-        "--truth",
-        str(case / "truth.json"),
-        "--out",
-        str(out),
-        "--json",
     ]
+    if landmarks:
+        args += ["--landmarks", str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv")]
+    return [*args, *extra]
+
+
+@pytest.mark.parametrize("metric", ["mi", "ngf", "lc2"])
+def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
+    from testdata import sample_case
+
+    out = tmp_path / "reg"
+    truth = str(sample_case() / "truth.json")
+    args = _register_args("--metric", metric, "--truth", truth, "--out", str(out), "--json")
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "transform.json").read_text())
@@ -130,52 +132,21 @@ def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
 
 
 def test_register_records_the_magnification_check_it_ran_with(runner, tmp_path):
-    from testdata import sample_case
-
-    case = sample_case()
-    common = [
-        "register",
-        "--fixed",
-        str(case / "fluoro_run02_confirm_lateral.dcm"),
-        "--moving",
-        str(case / "us_clip.dcm"),
-        "--moving-frame",
-        "6",
-        "--landmarks",
-        str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
-        "--metric",
-        "none",
-    ]
     for value, recorded in (("0.05", 0.05), ("0", None)):
         out = tmp_path / f"reg{value}"
-        result = runner.invoke(cli, [*common, "--scale-tolerance", value, "--out", str(out)])
+        args = _register_args("--metric", "none", "--scale-tolerance", value, "--out", str(out))
+        result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output
         record = json.loads((out / "transform.json").read_text())
         assert record["options"]["scale_tolerance"] == recorded
         # With landmarks the ratio is reported, not enforced: the truth's is near 1.
         assert abs(record["quality"]["scale_ratio_to_calibration"] - 1) < 0.08
-    bad = runner.invoke(cli, [*common, "--scale-tolerance", "-1", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(cli, _register_args("--scale-tolerance", "-1", "--out", str(tmp_path)))
     assert bad.exit_code == 2
 
 
 def test_a_registration_that_cannot_start_names_both_files(runner, tmp_path):
-    from testdata import sample_case
-
-    case = sample_case()
-    result = runner.invoke(
-        cli,
-        [
-            "register",
-            "--fixed",
-            str(case / "fluoro_run02_confirm_lateral.dcm"),
-            "--moving",
-            str(case / "us_clip.dcm"),
-            "--moving-frame",
-            "6",
-            "--out",
-            str(tmp_path / "reg"),
-        ],
-    )
+    result = runner.invoke(cli, _register_args("--out", str(tmp_path / "reg"), landmarks=False))
     assert result.exit_code == 2
     line = result.output.strip().splitlines()[-1]
     assert "us_clip.dcm (frame 6) onto" in line
