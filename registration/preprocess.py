@@ -11,10 +11,23 @@ mode            what it does
 ``none``        raw intensities (masked smoothing by the pyramid only)
 ``structures``  fluoroscopy: dark-structure top-hat ``max(0, G_bg * F - F)``;
                 ultrasound: speckle smoothing, then bright-structure top-hat
-                ``max(0, U_s - G_bg * U_s)``; background scales are matched physically
-                through the expected scale (fixed px per moving px)
+                ``max(0, U_s - G_bg * U_s)``, weighed down where the echo casts an
+                acoustic shadow (see below); background scales are matched
+                physically through the expected scale (fixed px per moving px)
 ``gradient``    gradient magnitude of both after smoothing (edges of bone, needle)
 ==============  ========================================================================
+
+Acoustic shadows. A bone surface reflects nearly all of the ultrasound, so the image is
+dark below it; the needle and the beads are thin, and below them the image carries on
+(beads even ring: comet tails). The bone surface the ultrasound plane cuts has no
+counterpart in a projection, whose bone edges are where the X-rays graze the cortex,
+and a metric then happily lays that arc on some projected bone rim: with it, phantom
+SI-joint pairs registered from ±15 mm starts in 8–25 % of runs. So each ultrasound echo
+is weighed by how bright the image stays just below it: the mean of the smoothed image
+over 2 to 10 fixed pixels deeper (down the image: the transducer is at the top), over
+the local background, clipped to [0, 1]. Where that window leaves the calibrated region
+nothing is known and the weight is 1. With it, the same starts succeeded in 94–100 % of
+runs on three sets of 8 cases, all presets (README, *Registration*).
 """
 
 from __future__ import annotations
@@ -24,7 +37,14 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["Preprocess", "mask_extent", "masked_smooth", "preprocess_pair", "quantised_scale"]
+__all__ = [
+    "Preprocess",
+    "mask_extent",
+    "masked_smooth",
+    "preprocess_pair",
+    "quantised_scale",
+    "shadow_weight",
+]
 
 
 class Preprocess(str, Enum):
@@ -134,6 +154,7 @@ def preprocess_pair(
     mode: Preprocess | str,
     scale: float = 1.0,
     background_px: float = 6.0,
+    shadow_px: tuple[float, float] | None = (2.0, 10.0),
 ):
     """Feature images (fixed, moving) for the metric.
 
@@ -144,6 +165,9 @@ def preprocess_pair(
         are the same in millimetres in both images.
     background_px : float
         Background scale (Gaussian sigma) in fixed pixels: larger than a needle or bead.
+    shadow_px : (float, float) or None
+        ``structures`` only: the depth window below an ultrasound echo, in fixed pixels,
+        whose darkness marks a bone surface (module notes); ``None`` keeps every echo.
     """
     mode = Preprocess(mode)
     if mode is Preprocess.NONE:
@@ -153,13 +177,41 @@ def preprocess_pair(
         f_s = masked_smooth(fixed, fixed_mask, 0.7)
         f_feat = np.clip(masked_smooth(fixed, fixed_mask, background_px) - f_s, 0.0, None)
         m_s = masked_smooth(moving, moving_mask, 0.7 / max(scale, 1e-6))
-        m_feat = np.clip(m_s - masked_smooth(moving, moving_mask, bg_m), 0.0, None)
+        m_bg = masked_smooth(moving, moving_mask, bg_m)
+        m_feat = np.clip(m_s - m_bg, 0.0, None)
+        if shadow_px is not None:
+            lo, hi = (max(1, int(round(d / max(scale, 1e-6)))) for d in shadow_px)
+            m_feat = m_feat * shadow_weight(m_s, moving_mask, m_bg, lo, hi)
         return np.where(fixed_mask, f_feat, 0.0), np.where(moving_mask, m_feat, 0.0)
     f_s = masked_smooth(fixed, fixed_mask, 1.0)
     m_s = masked_smooth(moving, moving_mask, 1.0 / max(scale, 1e-6))
     f_feat = np.hypot(*np.gradient(f_s))
     m_feat = np.hypot(*np.gradient(m_s))
     return np.where(fixed_mask, f_feat, 0.0), np.where(moving_mask, m_feat, 0.0)
+
+
+def shadow_weight(
+    smoothed: np.ndarray, mask: np.ndarray, background: np.ndarray, lo: int, hi: int
+) -> np.ndarray:
+    """How bright the image stays ``lo``..``hi`` rows below each pixel, over ``background``.
+
+    The mean of ``smoothed`` over rows ``y + lo`` to ``y + hi`` of the same column (inside
+    ``mask``), divided by ``background`` at the pixel, clipped to [0, 1]: near 0 under an
+    echo that casts an acoustic shadow, 1 where the image carries on. Where fewer than
+    half of the window's pixels lie in the mask, 1 (nothing is known).
+    """
+    from . import _kernels as K
+
+    out = np.empty(np.shape(smoothed))
+    K.shadow_ratio(
+        np.ascontiguousarray(smoothed, dtype=np.float64),
+        np.ascontiguousarray(mask, dtype=np.bool_),
+        np.ascontiguousarray(background, dtype=np.float64),
+        int(lo),
+        int(hi),
+        out,
+    )
+    return out
 
 
 BOX_FROM_SIGMA_PX = 4.0

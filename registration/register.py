@@ -111,6 +111,12 @@ class RegistrationOptions:
         is the larger local scale at the ultrasound centre (a tilted plane is
         foreshortened only across the tilt). ``None``: off. With landmarks the ratio
         is only reported.
+    shadow_px : (float, float) or None
+        ``structures`` preprocessing: ultrasound echoes are weighed by how bright the
+        image stays this many fixed pixels below them, so that bone surfaces (which
+        cast acoustic shadows and have no counterpart in a projection) drop out and
+        the needle and beads lead; ``None`` keeps every echo. See
+        :mod:`registration.preprocess`.
     """
 
     model: str = "projective"
@@ -142,6 +148,7 @@ class RegistrationOptions:
     max_perspective_change: float = 0.05
     lc2_patch_samples: int = 7
     scale_tolerance: float | None = 0.08
+    shadow_px: tuple[float, float] | None = (2.0, 10.0)
 
     def to_dict(self) -> dict:
         """JSON-ready copy."""
@@ -266,7 +273,13 @@ def _register_core(
     if metric is not None:
         scale = quantised_scale(float(np.mean(Transform(start).local_scales(np.array([center])))))
         f_feat, m_feat = preprocess_pair(
-            fixed, fmask, moving, mmask, Preprocess(opts.preprocess), scale=scale
+            fixed,
+            fmask,
+            moving,
+            mmask,
+            Preprocess(opts.preprocess),
+            scale=scale,
+            shadow_px=None if opts.shadow_px is None else tuple(opts.shadow_px),
         )
         n_levels = len(opts.levels)
         contexts: dict[int, MetricContext] = {}

@@ -131,3 +131,17 @@ def lc2_value(u, b, g, patch, ridge_b, ridge_g, min_count=8):
         num += resid / n
         den += total / n
     return 1.0 - num / den
+
+
+def shadow_weight(smoothed, mask, background, lo, hi):
+    """Window mean below each pixel over its background, clipped; 1 where unknown."""
+    rows, cols = smoothed.shape
+    out = np.ones((rows, cols))
+    for y in range(rows):
+        a, b = min(y + lo, rows), min(y + hi + 1, rows)
+        for x in range(cols):
+            inside = mask[a:b, x]
+            if inside.sum() >= 0.5 * (hi - lo + 1) and background[y, x] > 1e-12:
+                mean = smoothed[a:b, x][inside].mean()
+                out[y, x] = np.clip(mean / background[y, x], 0.0, 1.0)
+    return out

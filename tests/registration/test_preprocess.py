@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from registration.preprocess import _blur, mask_extent, masked_smooth, quantised_scale
+from registration.preprocess import (
+    _blur,
+    mask_extent,
+    masked_smooth,
+    preprocess_pair,
+    quantised_scale,
+    shadow_weight,
+)
+from tests.registration import naive
 
 
 @pytest.mark.parametrize("sigma", [1.0, 2.5, 3.5, 4.0, 5.0, 8.0, 12.0])
@@ -51,3 +59,45 @@ def test_quantised_scale_is_within_half_a_step_and_stable(scale):
     q = quantised_scale(scale)
     assert abs(np.log(q / scale)) <= 0.005 + 1e-12
     assert quantised_scale(q) == q
+
+
+def test_shadow_weight_agrees_with_its_numpy_twin():
+    rng = np.random.default_rng(3)
+    smoothed = rng.random((70, 40))
+    mask = rng.random((70, 40)) > 0.25
+    mask[50:, :10] = False  # windows that leave the region: weight 1
+    background = rng.random((70, 40)) + 0.2
+    background[5, 5] = 0.0
+    got = shadow_weight(smoothed, mask, background, 3, 11)
+    np.testing.assert_allclose(got, naive.shadow_weight(smoothed, mask, background, 3, 11))
+
+
+def test_echoes_that_cast_a_shadow_drop_out_of_the_ultrasound_features():
+    # Speckle-like background with three echoes: a bone surface (dark below it), a
+    # needle (the image carries on below) and a bead (a bright comet tail below).
+    rng = np.random.default_rng(4)
+    us = 40.0 + 5.0 * rng.random((160, 150))
+    us[60:63, 10:60] = 200.0  # bone surface
+    us[63:, 10:60] = 2.0  # its acoustic shadow
+    us[80:83, 70:110] = 200.0  # needle seen across
+    us[40:44, 125:129] = 200.0  # bead
+    us[44:90, 126:128] = 120.0  # its comet tail
+    mask = np.ones(us.shape, bool)
+    fixed = np.full((100, 100), 50.0)
+    fmask = np.ones(fixed.shape, bool)
+    # Ultrasound pixels half the fluoroscopy's (as on the phantom): the window below
+    # is 4 to 20 ultrasound rows deep.
+    _, kept = preprocess_pair(fixed, fmask, us, mask, "structures", scale=0.5)
+    _, every = preprocess_pair(fixed, fmask, us, mask, "structures", scale=0.5, shadow_px=None)
+
+    def mass(img, rows, cols):
+        return img[rows, cols].sum()
+
+    bone = (slice(56, 66), slice(12, 58))
+    needle = (slice(76, 87), slice(72, 108))
+    bead = (slice(36, 48), slice(121, 133))
+    # The local background includes the echo itself, so even an echo with ordinary
+    # speckle below it loses a little (the needle keeps 82 % here).
+    assert mass(kept, *bone) < 0.2 * mass(every, *bone)
+    assert mass(kept, *needle) > 0.7 * mass(every, *needle)
+    assert mass(kept, *bead) > 0.9 * mass(every, *bead)

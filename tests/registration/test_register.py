@@ -347,3 +347,53 @@ def test_anisotropic_ultrasound_pixels_keep_their_two_scales(case):
     grid = np.column_stack([xs[::211], ys[::211]]).astype(float)
     d = np.linalg.norm(result.transform.apply(grid) - Transform(true).apply(grid), axis=1)
     assert np.median(d) * iso < 1.0
+
+
+@pytest.fixture(scope="module")
+def si_case(tmp_path_factory):
+    from testdata.phantom import generate_procedure
+
+    folder = tmp_path_factory.mktemp("si") / "case"
+    truth = generate_procedure(folder, seed=11, procedure="si-joint")
+    return folder, truth
+
+
+def test_si_joint_pairs_register_once_shadowed_bone_echoes_drop_out(si_case):
+    # SI-joint pairs were the intensity-only failure: the ultrasound's cut through the
+    # sacrum and ilium was laid on the projected pelvic rim. With the echoes that cast
+    # an acoustic shadow weighed down, the needle and beads lead. Two pairs, two starts.
+    folder, truth = si_case
+    us = read_image(folder / "us_clip.dcm")
+    ys, xs = np.nonzero(us.mask)
+    runs = []
+    for shadow_px in ((2.0, 10.0), None):
+        ok = 0
+        for pair in [p for p in truth["pairs"] if not p["edge_on"]][:2]:
+            fixed = read_image(folder / pair["fluoro_file"])
+            true = np.asarray(pair["moving_to_fixed_pixel"])
+            iso = fixed.xray.isocenter_spacing_mm[0]
+            c = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+            for angle, scale, shift_mm in (
+                (12.0, 1.08, (11.0, -9.0)),
+                (-14.0, 0.92, (-13.0, 12.0)),
+            ):
+                a = np.radians(angle)
+                pre = np.eye(3)
+                pre[:2, :2] = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+                pre[:2, 2] = c - pre[:2, :2] @ c + np.asarray(shift_mm) / iso
+                try:
+                    result = register_images(
+                        fixed,
+                        us,
+                        fixed_frame=pair["fluoro_frame"],
+                        moving_frame=pair["us_frame"],
+                        initial=pre @ true,
+                        options=RegistrationOptions(shadow_px=shadow_px),
+                    )
+                except ConvergenceError:
+                    continue
+                ok += np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+        runs.append(ok)
+    with_shadow, without = runs
+    assert with_shadow >= 3, runs  # measured: 3 of 4 (one 26 mm off), 0 of 4 without
+    assert without <= 1, runs
