@@ -75,9 +75,11 @@ class RegistrationOptions:
         match the basin of the factor-16 level: 2.5 mm and 5° captured no more on three
         sets of 48 phantom starts and took about 40 % longer. With the calibration's scale
         (see ``scale_tolerance``) the candidate scales are relative to it, clipped to
-        its tolerance. When the best candidate's MI beats
-        the best candidate lying > 5 mm away by less than ``search_min_margin``
-        (relative), the match is ambiguous and :class:`ConvergenceError` is raised.
+        its tolerance. When the refined best candidate's cost beats the best one
+        lying > 3 mm away by less than ``search_min_margin`` (relative), the match is
+        ambiguous and :class:`ConvergenceError` is raised. 0.12: on four sets of 48
+        phantom starts (all presets, shadow weighting on) the wrong answers had
+        margins of 0.038–0.098 and the right ones 0.132 or more.
     max_samples : int
         Cap on ultrasound samples per level (the stride grows to respect it).
     max_linear_change, max_perspective_change : float
@@ -142,7 +144,7 @@ class RegistrationOptions:
     search_rotation_step_deg: float = 10.0
     search_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
     search_keep: int = 4
-    search_min_margin: float = 0.02
+    search_min_margin: float = 0.12
     select_model: bool = True
     landmark_start_factor: int = 4
     landmark_max_iterations: int = 12
