@@ -304,13 +304,9 @@ def _register_core(
         level0 = 0
         if do_search:
             current, searched, search_info = _global_search(
-                f_feat,
-                fmask,
-                m_feat,
-                mmask,
                 current,
                 center,
-                scale,
+                half,
                 fixed_spacing_mm,
                 opts,
                 metric,
@@ -574,13 +570,9 @@ def _crop_boxes(fixed, moving, fixed_mask, moving_mask, landmarks, initial, opts
 
 
 def _global_search(
-    f_feat,
-    fmask,
-    m_feat,
-    mmask,
     start,
     center,
-    scale,
+    half,
     fixed_spacing_mm,
     opts,
     metric,
@@ -592,7 +584,8 @@ def _global_search(
 ):
     """Score a similarity grid around ``start`` by MI; refine distinct optima; keep the best.
 
-    ``level_ctx(factor)`` gives the (cached) metric context of a pyramid level. With
+    ``level_ctx(factor)`` gives the (cached) metric context of a pyramid level;
+    ``center`` and ``half`` are the ultrasound region's centre and half extent (px). With
     ``scale_prior = (expected_min, expected_max, tolerance)`` the candidate scales
     ``opts.search_scales`` are relative to the expected scale instead of the start's,
     and clipped to the tolerance.
@@ -662,7 +655,6 @@ def _global_search(
         raise ConvergenceError("global search found no candidate overlapping the fluoroscopy")
     # Refine each through the coarse levels; the distinct optima then compete.
     n_refine = min(2, len(opts.levels))
-    half = _half_extent(mask_extent(mmask))
     refined = []
     for idx in order:
         current = hs[idx]

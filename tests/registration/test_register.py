@@ -25,6 +25,20 @@ def case():
     return folder, truth, fluoro, read_image(folder / "us_clip.dcm")
 
 
+#: Starts the intensity-only tests perturb the truth by: (degrees, scale, shift in mm).
+PERTURBATIONS = ((12.0, 1.08, (11.0, -9.0)), (-14.0, 0.92, (-13.0, 12.0)))
+
+
+def _perturbed(true, centre_px, angle_deg, scale, shift_mm, iso_mm):
+    """``true`` pre-composed with a rotation and scale about the fixed point
+    ``centre_px`` and a shift in mm at the isocentre."""
+    a = np.radians(angle_deg)
+    pre = np.eye(3)
+    pre[:2, :2] = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    pre[:2, 2] = centre_px - pre[:2, :2] @ centre_px + np.asarray(shift_mm) / iso_mm
+    return pre @ true
+
+
 def _tre_mm(result, pair, fixed, moving):
     ys, xs = np.nonzero(moving.mask)
     gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 12), np.linspace(ys.min(), ys.max(), 12))
@@ -78,18 +92,13 @@ def test_intensity_only_recovers_from_a_perturbed_start(case, rng, metric):
     ys, xs = np.nonzero(us.mask)
     centre = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
     iso = fixed.xray.isocenter_spacing_mm[0]
-    for angle, scale, shift_mm in ((12.0, 1.08, (11.0, -9.0)), (-14.0, 0.92, (-13.0, 12.0))):
-        a = np.radians(angle)
-        rot = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        pre = np.eye(3)
-        pre[:2, :2] = rot
-        pre[:2, 2] = centre - rot @ centre + np.asarray(shift_mm) / iso
+    for angle, scale, shift_mm in PERTURBATIONS:
         result = register_images(
             fixed,
             us,
             fixed_frame=pair["fluoro_frame"],
             moving_frame=pair["us_frame"],
-            initial=pre @ true,
+            initial=_perturbed(true, centre, angle, scale, shift_mm, iso),
             options=RegistrationOptions(metric=metric),
         )
         assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
@@ -330,16 +339,13 @@ def test_anisotropic_ultrasound_pixels_keep_their_two_scales(case):
     ys, xs = np.nonzero(mask)
     c = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
     iso = fixed.xray.isocenter_spacing_mm[0]
-    a = np.radians(10.0)
-    pre = np.eye(3)
-    pre[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
-    pre[:2, 2] = c - pre[:2, :2] @ c + np.array([9.0, -8.0]) / iso
+    start = _perturbed(true, c, 10.0, 1.0, (9.0, -8.0), iso)
     result = register(
         fixed.gray(pair["fluoro_frame"]),
         moving,
         fixed_mask=fixed.mask,
         moving_mask=mask,
-        initial=pre @ true,
+        initial=start,
         expected_scale=(scale, scale / k),
         fixed_spacing_mm=iso,
     )
@@ -373,21 +379,14 @@ def test_si_joint_pairs_register_once_shadowed_bone_echoes_drop_out(si_case):
             true = np.asarray(pair["moving_to_fixed_pixel"])
             iso = fixed.xray.isocenter_spacing_mm[0]
             c = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
-            for angle, scale, shift_mm in (
-                (12.0, 1.08, (11.0, -9.0)),
-                (-14.0, 0.92, (-13.0, 12.0)),
-            ):
-                a = np.radians(angle)
-                pre = np.eye(3)
-                pre[:2, :2] = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-                pre[:2, 2] = c - pre[:2, :2] @ c + np.asarray(shift_mm) / iso
+            for angle, scale, shift_mm in PERTURBATIONS:
                 try:
                     result = register_images(
                         fixed,
                         us,
                         fixed_frame=pair["fluoro_frame"],
                         moving_frame=pair["us_frame"],
-                        initial=pre @ true,
+                        initial=_perturbed(true, c, angle, scale, shift_mm, iso),
                         options=RegistrationOptions(shadow_px=shadow_px),
                     )
                 except ConvergenceError:
