@@ -384,9 +384,42 @@ def batch_mattes_cost(
         if count < min_fraction * n:
             out[m] = np.inf
             continue
-        mi, _ratio = mi_from_joint(joint)
-        out[m] = -mi
+        out[m] = -mi_value(joint)
     return out
+
+
+@jit
+def mi_value(joint):
+    """MI of a joint histogram from its entropies: one logarithm per filled bin.
+
+    MI = (Σ J log J − Σ F log F − Σ M log M) / T + log T, with F, M the marginals and
+    T the total of the unnormalised histogram J. Equal to :func:`mi_from_joint`'s
+    value up to rounding; the global search scores thousands of candidates, and the
+    two logarithms per bin and the ratio table that the gradient needs took a third
+    of its time.
+    """
+    n_bins = joint.shape[0]
+    total = 0.0
+    acc = 0.0
+    for i in range(n_bins):
+        row = 0.0
+        for j in range(n_bins):
+            v = joint[i, j]
+            if v > 0.0:
+                acc += v * np.log(v)
+                row += v
+        total += row
+        if row > 0.0:
+            acc -= row * np.log(row)
+    if total <= 0.0:
+        return np.nan
+    for j in range(n_bins):
+        col = 0.0
+        for i in range(n_bins):
+            col += joint[i, j]
+        if col > 0.0:
+            acc -= col * np.log(col)
+    return acc / total + np.log(total)
 
 
 # --------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from enum import Enum
 import numpy as np
 
 from . import _kernels as K
+from ._numba import for_size
 from .errors import RegistrationError
 from .preprocess import eroded
 
@@ -254,7 +255,7 @@ class MetricContext:
         b = np.empty(n)
         db = np.empty((n, k))
         valid = np.empty(n, dtype=np.bool_)
-        K.warp_points(
+        for_size(K.warp_points, n)(
             self.fixed,
             self.fixed_mask,
             np.ascontiguousarray(h, np.float64),
@@ -293,8 +294,8 @@ def _ngf(ctx, h, dh):
     g = np.empty((n, 2))
     dg = np.empty((n, k, 2))
     valid = np.empty(n, dtype=np.bool_)
-    K.warp_gradient(gx, gy, inner, h, dh, ctx.xs, ctx.ys, g, dg, valid)
-    return K.ngf_cost(nm, g, dg, valid, eps_f)
+    for_size(K.warp_gradient, n)(gx, gy, inner, h, dh, ctx.xs, ctx.ys, g, dg, valid)
+    return for_size(K.ngf_cost, n)(nm, g, dg, valid, eps_f)
 
 
 def _lc2(ctx, h, dh):
@@ -303,8 +304,8 @@ def _lc2(ctx, h, dh):
     n = len(ctx.xs)
     vals = np.empty((n, 9))
     valid = np.empty(n, dtype=np.bool_)
-    K.warp_values_pair(ctx.fixed, mag, inner, h, ctx.xs, ctx.ys, vals, valid)
-    cost, grad_h, count = K.lc2_cost(
+    for_size(K.warp_values_pair, n)(ctx.fixed, mag, inner, h, ctx.xs, ctx.ys, vals, valid)
+    cost, grad_h, count = for_size(K.lc2_cost, n)(
         ctx.a,
         vals,
         valid,
@@ -317,19 +318,23 @@ def _lc2(ctx, h, dh):
         float(ctx.lc2_min_samples),
     )
     # d cost/dp_k = Σ_ij dH_ij/dp_k · d cost/dH_ij
-    return cost, np.einsum("kij,ij->k", dh, grad_h), count
+    return cost, dh.reshape(len(dh), 9) @ grad_h.reshape(9), count
 
 
 def _ncc(ctx, b, db, valid):
-    return K.ncc_cost(ctx.a, b, db, valid)
+    return for_size(K.ncc_cost, len(b))(ctx.a, b, db, valid)
 
 
 def _mi(ctx, b, db, valid):
-    return K.mattes_cost(ctx.fixed_bin, b, db, valid, ctx.n_bins, ctx.b_norm_min, ctx.b_bin_size)
+    return for_size(K.mattes_cost, len(b))(
+        ctx.fixed_bin, b, db, valid, ctx.n_bins, ctx.b_norm_min, ctx.b_bin_size
+    )
 
 
 def _nmi(ctx, b, db, valid):
-    return K.nmi_cost(ctx.fixed_bin, b, db, valid, ctx.n_bins, ctx.b_norm_min, ctx.b_bin_size)
+    return for_size(K.nmi_cost, len(b))(
+        ctx.fixed_bin, b, db, valid, ctx.n_bins, ctx.b_norm_min, ctx.b_bin_size
+    )
 
 
 _COSTS = {Metric.NCC: _ncc, Metric.MI: _mi, Metric.NMI: _nmi}

@@ -64,6 +64,10 @@ def masked_smooth(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray
     mask = np.asarray(mask, dtype=bool)
     if sigma <= 0:
         return np.where(mask, img, 0.0)
+    if mask.all():
+        # The weights of a full mask are 1 (the filters are normalised and extend the
+        # edges): a rectangular ultrasound region cropped to its box needs no second blur.
+        return _blur(img, float(sigma))
     num = _blur(np.where(mask, img, 0.0), float(sigma))
     den = _mask_weight(mask, float(sigma))
     return np.divide(num, den, out=np.zeros_like(img), where=mask & (den > 1e-6))

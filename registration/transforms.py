@@ -130,11 +130,15 @@ class Parameterization:
         p = np.asarray(p, dtype=float)
         if p.shape != (self.n_params,):
             raise ValueError(f"{self.model} takes {self.n_params} parameters, got {p.shape}")
-        n, n_inv = self._norm()
+        if "_left" not in self.__dict__:
+            # Constant per parameterisation; the optimiser calls this hundreds of times.
+            n, n_inv = self._norm()
+            object.__setattr__(self, "_left", np.asarray(self.initial, float) @ n_inv)
+            object.__setattr__(self, "_n", n)
+        left, n = self.__dict__["_left"], self.__dict__["_n"]
         d, dd = _delta(TransformModel(self.model), p)
-        left = np.asarray(self.initial, float) @ n_inv
         h = left @ d @ n
-        dh = np.einsum("ij,kjl,lm->kim", left, dd, n)
+        dh = left @ dd @ n
         return h, dh
 
     def params_of(self, matrix: np.ndarray) -> np.ndarray:

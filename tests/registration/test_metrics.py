@@ -194,7 +194,7 @@ def test_ncc_equals_simpleitk_correlation(images):
     assert -(ours**2) == pytest.approx(_sitk_value("ncc", fixed, moving, h / h[2, 2]), rel=1e-9)
 
 
-def test_results_do_not_depend_on_the_thread_count(images):
+def test_results_do_not_depend_on_the_thread_count(images, parallel_path):
     _, _, ctx, par = images
     h, dh = par.matrix_and_jacobian(P)
     before = numba.get_num_threads()
@@ -208,3 +208,51 @@ def test_results_do_not_depend_on_the_thread_count(images):
     for (c1, g1, _), (c2, g2, _) in zip(one, many, strict=True):
         assert c1 == c2
         assert np.array_equal(g1, g2)
+
+
+@pytest.fixture
+def parallel_path(monkeypatch):
+    """Send every kernel call of a metric down its parallel build, whatever its size."""
+    import registration._numba as numba_settings
+
+    monkeypatch.setattr(numba_settings, "PARALLEL_MIN_ITEMS", 0)
+
+
+def test_parallel_kernels_give_the_serial_twins_results_bit_for_bit(images, monkeypatch):
+    # Small inputs take the serial twin, large ones the parallel build: the choice
+    # must never show in a result.
+    import registration._numba as numba_settings
+
+    _, _, ctx, par = images
+    h, dh = par.matrix_and_jacobian(P)
+    monkeypatch.setattr(numba_settings, "PARALLEL_MIN_ITEMS", 10**12)
+    serial = [metric_cost(m, ctx, h, dh) for m in ALL_METRICS]
+    monkeypatch.setattr(numba_settings, "PARALLEL_MIN_ITEMS", 0)
+    parallel = [metric_cost(m, ctx, h, dh) for m in ALL_METRICS]
+    for (c1, g1, n1), (c2, g2, n2) in zip(serial, parallel, strict=True):
+        assert c1 == c2 and n1 == n2
+        assert np.array_equal(g1, g2)
+
+
+def test_batch_mi_of_search_candidates_equals_single_evaluations(images):
+    # The global search scores candidates with a batch kernel and a one-logarithm-per-
+    # bin MI; each score must be the MI that the optimiser's metric gives.
+    from registration import _kernels as K
+
+    _, _, ctx, par = images
+    steps = [np.zeros(6), P, -P, 2 * P]
+    hs = np.ascontiguousarray([par.matrix(p) for p in steps])
+    batch = K.batch_mattes_cost(
+        ctx.fixed,
+        ctx.fixed_mask,
+        hs,
+        ctx.xs,
+        ctx.ys,
+        ctx.fixed_bin,
+        ctx.n_bins,
+        ctx.b_norm_min,
+        ctx.b_bin_size,
+        0.5,
+    )
+    single = [metric_cost("mi", ctx, *par.matrix_and_jacobian(p))[0] for p in steps]
+    assert_allclose(batch, single, rtol=1e-12)

@@ -43,6 +43,18 @@ def test_masked_smooth_ignores_what_lies_outside_the_mask(sigma):
     assert np.array_equal(out, again)
 
 
+@pytest.mark.parametrize("sigma", [1.5, 6.0])
+def test_a_full_mask_smooths_like_the_normalised_convolution(sigma):
+    # A full mask takes a shortcut (its weights are 1); it must not show.
+    from registration.preprocess import _blur
+
+    rng = np.random.default_rng(1)
+    img = rng.normal(0, 10, (50, 60))
+    full = np.ones(img.shape, bool)
+    expected = _blur(img, sigma) / _blur(full.astype(float), sigma)
+    assert np.allclose(masked_smooth(img, full, sigma), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_mask_extent_is_the_box_centre_and_count_of_the_mask():
     mask = np.zeros((40, 50), bool)
     mask[5:20, 7:31] = True

@@ -234,6 +234,34 @@ def test_ambiguous_intensity_match_is_refused_not_guessed(case):
         )
 
 
+def test_search_passes_only_its_finalists_to_the_second_level(case):
+    # Eight grid candidates are refined at the first level; with one finalist only the
+    # best of them is refined further, so there is no rival left to be ambiguous with.
+    _, truth, fluoro, us = case
+    pair = next(p for p in truth["pairs"] if not p["edge_on"])
+    fixed = fluoro[pair["fluoro_file"]]
+    true = np.asarray(pair["moving_to_fixed_pixel"])
+    ys, xs = np.nonzero(us.mask)
+    centre = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+    angle, scale, shift_mm = PERTURBATIONS[0]
+    start = _perturbed(true, centre, angle, scale, shift_mm, fixed.xray.isocenter_spacing_mm[0])
+    found = {}
+    for finalists in (1, 8):
+        result = register_images(
+            fixed,
+            us,
+            fixed_frame=pair["fluoro_frame"],
+            moving_frame=pair["us_frame"],
+            initial=start,
+            options=RegistrationOptions(search_keep=8, search_finalists=finalists),
+        )
+        found[finalists] = result.quality["search"]
+        assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+    assert found[1]["distinct_optima_refined"] == 1
+    assert found[1]["relative_margin_over_runner_up"] is None
+    assert found[8]["distinct_optima_refined"] > 1
+
+
 def test_geometry_alone_is_not_enough_for_intensity_only(case):
     _, truth, fluoro, us = case
     pair = next(p for p in truth["pairs"] if not p["edge_on"])
