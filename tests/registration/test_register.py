@@ -39,6 +39,17 @@ def _perturbed(true, centre_px, angle_deg, scale, shift_mm, iso_mm):
     return pre @ true
 
 
+def _first_pair(case):
+    """The first pair not seen edge-on: the pair, its fluoroscopy, the true transform and
+    where it maps the ultrasound region's centre (fixed px)."""
+    _, truth, fluoro, us = case
+    pair = next(p for p in truth["pairs"] if not p["edge_on"])
+    true = np.asarray(pair["moving_to_fixed_pixel"])
+    ys, xs = np.nonzero(us.mask)
+    centre = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+    return pair, fluoro[pair["fluoro_file"]], true, centre
+
+
 def _tre_mm(result, pair, fixed, moving):
     ys, xs = np.nonzero(moving.mask)
     gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 12), np.linspace(ys.min(), ys.max(), 12))
@@ -85,12 +96,8 @@ def test_intensity_improves_on_noisy_landmarks(case):
 
 @pytest.mark.parametrize("metric", ["lc2"])  # MI is less robust here: see the benchmark
 def test_intensity_only_recovers_from_a_perturbed_start(case, rng, metric):
-    _, truth, fluoro, us = case
-    pair = next(p for p in truth["pairs"] if not p["edge_on"])
-    fixed = fluoro[pair["fluoro_file"]]
-    true = np.asarray(pair["moving_to_fixed_pixel"])
-    ys, xs = np.nonzero(us.mask)
-    centre = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+    us = case[3]
+    pair, fixed, true, centre = _first_pair(case)
     iso = fixed.xray.isocenter_spacing_mm[0]
     for angle, scale, shift_mm in PERTURBATIONS:
         result = register_images(
@@ -152,12 +159,8 @@ def _magnification(h, us):
 def test_intensity_only_keeps_the_magnification_the_calibration_predicts(case):
     # A start 12 % too large: the similarity levels may not keep it, and the result
     # reports its magnification against the calibration's.
-    _, truth, fluoro, us = case
-    pair = next(p for p in truth["pairs"] if not p["edge_on"])
-    fixed = fluoro[pair["fluoro_file"]]
-    true = np.asarray(pair["moving_to_fixed_pixel"])
-    ys, xs = np.nonzero(us.mask)
-    c = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+    us = case[3]
+    pair, fixed, true, c = _first_pair(case)
     grow = np.diag([1.12, 1.12, 1.0])
     grow[:2, 2] = c - 1.12 * c
     kw = dict(fixed_frame=pair["fluoro_frame"], moving_frame=pair["us_frame"])
@@ -237,12 +240,8 @@ def test_ambiguous_intensity_match_is_refused_not_guessed(case):
 def test_search_passes_only_its_finalists_to_the_second_level(case):
     # Eight grid candidates are refined at the first level; with one finalist only the
     # best of them is refined further, so there is no rival left to be ambiguous with.
-    _, truth, fluoro, us = case
-    pair = next(p for p in truth["pairs"] if not p["edge_on"])
-    fixed = fluoro[pair["fluoro_file"]]
-    true = np.asarray(pair["moving_to_fixed_pixel"])
-    ys, xs = np.nonzero(us.mask)
-    centre = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
+    us = case[3]
+    pair, fixed, true, centre = _first_pair(case)
     angle, scale, shift_mm = PERTURBATIONS[0]
     start = _perturbed(true, centre, angle, scale, shift_mm, fixed.xray.isocenter_spacing_mm[0])
     found = {}
