@@ -1,7 +1,9 @@
 """The public entry: register one ultrasound frame to one fluoroscopy frame.
 
 Pipeline: optional preprocessing of both images (:mod:`registration.preprocess`) →
-initial transform (given, from landmarks, or from geometry) → coarse-to-fine pyramid
+initial transform (given, from landmarks, or from geometry) → without landmarks, a global
+search at the coarse levels, after which the fluoroscopy is narrowed to a window around
+the match → coarse-to-fine pyramid
 (masked Gaussian smoothing of both images and a sample stride on the ultrasound grid;
 coordinates never change between levels) → L-BFGS-B on a cost that is the intensity
 metric plus, when landmarks are given, their mean squared residual in units of their
@@ -289,6 +291,7 @@ def _register_core(
     message = "landmarks only"
     search_info = None
     scale_prior = None
+    window = None  # fixed-pixel shift into the refinement window, when one is used
 
     if metric is not None:
         scale = quantised_scale(float(np.mean(Transform(start).local_scales(np.array([center])))))
@@ -334,6 +337,16 @@ def _register_core(
             )
             iterations.extend(searched)
             level0 = len(searched)
+            # The crop holds the whole search range; refining from the match needs only
+            # where the ultrasound now maps, so the remaining levels smooth and sample a
+            # smaller fluoroscopy window (the features were computed on the crop).
+            box = _refine_box(current, ext, f_feat.shape, opts.levels[level0:])
+            if box is not None:
+                y0, y1, x0, x1 = box
+                f_feat, fmask = f_feat[y0:y1, x0:x1], fmask[y0:y1, x0:x1]
+                contexts.clear()
+                window = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+                current = window @ current
         for level, (factor, level_cap) in enumerate(
             zip(opts.levels, opts.max_iterations, strict=True)
         ):
@@ -374,6 +387,8 @@ def _register_core(
                 )
             converged = bool(res.success) or res.nit >= max_iter
             message = str(res.message)
+    if window is not None:
+        current = np.linalg.inv(window) @ current
     final = Transform(current, model)
     wall = time.perf_counter() - t_start
 
@@ -589,6 +604,32 @@ def _crop_boxes(fixed, moving, fixed_mask, moving_mask, landmarks, initial, opts
 _SAME_BASIN_MM = 3.0
 
 
+def _refine_box(h, ext, shape, factors) -> tuple[int, int, int, int] | None:
+    """Fixed-image rows and columns (y0, y1, x0, x1) that refining ``h`` needs.
+
+    The moving mask's box (``ext`` from :func:`mask_extent`) mapped by ``h``, plus room
+    for the coarsest remaining smoothing (3 sigma) and 24 px of movement; None when
+    that saves under a fifth of the image or the box degenerates.
+    """
+    if not len(factors):
+        return None
+    x0, x1, y0, y1 = (float(v) for v in ext[:4])
+    corners = Transform(h).apply(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+    if not np.all(np.isfinite(corners)):
+        return None
+    margin = 1.5 * max(factors) + 24.0
+    rows, cols = shape
+    bx0 = int(max(0, np.floor(corners[:, 0].min() - margin)))
+    bx1 = int(min(cols, np.ceil(corners[:, 0].max() + margin + 1)))
+    by0 = int(max(0, np.floor(corners[:, 1].min() - margin)))
+    by1 = int(min(rows, np.ceil(corners[:, 1].max() + margin + 1)))
+    if bx1 - bx0 < 16 or by1 - by0 < 16:
+        return None
+    if (bx1 - bx0) * (by1 - by0) > 0.8 * rows * cols:
+        return None
+    return by0, by1, bx0, bx1
+
+
 def _global_search(
     start,
     center,
@@ -650,10 +691,15 @@ def _global_search(
     pre[:, 2, 2] = 1.0
     hs = np.ascontiguousarray(pre @ start, dtype=np.float64)
     cands = hs
+    # Candidates are scored on every ``step``-th pixel of the level's image: smoothed
+    # with sigma = factor / 2 px, it is still sampled at 4 points per sigma, and the
+    # smaller copy sampled thousands of times stays in cache (35 % faster at 2).
+    step = max(1, opts.search_level // 8)
+    to_grid = np.diag([1.0 / step, 1.0 / step, 1.0])
     costs = K.batch_mattes_cost(
-        ctx.fixed,
-        ctx.fixed_mask,
-        hs,
+        np.ascontiguousarray(ctx.fixed[::step, ::step]),
+        np.ascontiguousarray(ctx.fixed_mask[::step, ::step]),
+        np.ascontiguousarray(to_grid @ hs),
         ctx.xs,
         ctx.ys,
         ctx.fixed_bin,

@@ -423,3 +423,17 @@ def test_si_joint_pairs_register_once_shadowed_bone_echoes_drop_out(si_case):
     with_shadow, without = runs
     assert with_shadow >= 3, runs  # measured: 3 of 4 (one 26 mm off), 0 of 4 without
     assert without <= 1, runs
+
+
+def test_refinement_after_a_search_needs_only_where_the_match_maps_the_ultrasound():
+    from registration.register import _refine_box
+
+    ext = np.array([10.0, 109.0, 20.0, 79.0, 60.0, 50.0, 6000.0])  # a 100 x 60 px region
+    shift = np.array([[0.5, 0.0, 200.0], [0.0, 0.5, 150.0], [0.0, 0.0, 1.0]])
+    y0, y1, x0, x1 = _refine_box(shift, ext, (512, 512), (4, 2, 1))
+    # The region maps to x 205-254.5, y 160-189.5; 3 sigma of factor 4 + 24 px around it.
+    assert (x0, x1, y0, y1) == (175, 286, 130, 221)
+    # A window that would hold most of the image (here 140 x 110 of 150 x 120 px) is
+    # not worth it.
+    assert _refine_box(np.eye(3), ext, (120, 150), (4, 2, 1)) is None
+    assert _refine_box(np.eye(3), ext, (240, 300), (4, 2, 1)) == (0, 110, 0, 140)
