@@ -98,6 +98,12 @@ class RegistrationOptions:
         (its ``ftol``). The metrics carry interpolation noise of about 1e-5 relative
         near an optimum: at 1e-9 two thirds of the evaluations went to chasing it,
         without changing TRE or capture on the phantom starts.
+    line_search_steps : int
+        Most cost evaluations in one L-BFGS-B line search (its ``maxls``). Near the
+        noise floor a line search can spend 20 evaluations on a millionth of the cost;
+        with 5, a search took 0.78× the evaluations, and capture on seven sets of 48
+        phantom starts was 333 of 336 against 332 (a failed line search keeps the
+        previous iterate, and the level ends there: ``converged`` stays true).
     max_linear_change, max_perspective_change : float
         Per-level trust region of affine and projective levels, in parameters
         normalised by half the ultrasound field: each linear-part entry may change by
@@ -171,6 +177,7 @@ class RegistrationOptions:
     scale_tolerance: float | None = 0.08
     shadow_px: tuple[float, float] | None = (2.0, 10.0)
     cost_tolerance: float = 1e-5
+    line_search_steps: int = 5
 
     def to_dict(self) -> dict:
         """JSON-ready copy."""
@@ -385,7 +392,13 @@ def _register_core(
                     "the ultrasound region maps outside the fluoroscopy field: the images "
                     "do not overlap enough from this start"
                 )
-            converged = bool(res.success) or res.nit >= max_iter
+            # A cap reached, or a line search that found no decrease (at the metric's
+            # noise floor), ends a level as planned.
+            converged = (
+                bool(res.success)
+                or res.nit >= max_iter
+                or str(res.message).startswith("ABNORMAL")  # "ABNORMAL_TERMINATION_IN_LNSRCH"
+            )
             message = str(res.message)
     if window is not None:
         current = np.linalg.inv(window) @ current
@@ -897,7 +910,12 @@ def _optimise(
         method="L-BFGS-B",
         bounds=_level_bounds(par, opts, scale_prior),
         callback=callback,
-        options={"maxiter": max_iter, "ftol": opts.cost_tolerance, "gtol": 1e-7},
+        options={
+            "maxiter": max_iter,
+            "ftol": opts.cost_tolerance,
+            "gtol": 1e-7,
+            "maxls": opts.line_search_steps,
+        },
     )
 
 
