@@ -87,8 +87,11 @@ class RegistrationOptions:
         its tolerance. When the refined best candidate's cost beats the best one
         lying > 3 mm away by less than ``search_min_margin`` (relative), the match is
         ambiguous and :class:`ConvergenceError` is raised. 0.12: on four sets of 48
-        phantom starts (all presets, shadow weighting on) the wrong answers had
-        margins of 0.038–0.098 and the right ones 0.132 or more.
+        phantom starts (all presets, shadow weighting on, 4 candidates) the wrong
+        answers had margins of 0.038–0.098 and the right ones 0.132 or more. With 8
+        candidates, of 384 starts it refused 3 (margins 0.005–0.059), one of them
+        wrong; a wrong answer with a margin of 0.30 has been seen (4 candidates), so it
+        is a second line of defence, not a guarantee.
     max_samples : int
         Cap on ultrasound samples per level (the stride grows to respect it). 12 000:
         the phantom TRE was the same as with 40 000 (every pixel of the fine levels)
