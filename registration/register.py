@@ -72,26 +72,29 @@ class RegistrationOptions:
     search : bool or None
         Global search before the local optimiser: similarity candidates around the start
         (rotation, scale and translation grids below) are scored by Mattes MI at pyramid
-        factor ``search_level``; the best ``search_keep`` that lie > 5 mm apart are
-        refined at the first pyramid level, those that then land within 3 mm of a
-        better one are merged, the best ``search_finalists`` are refined at the second
-        level, and the best is kept. Default: on without landmarks, off with them.
-        Keeping 8 instead of 4: every wrong answer on four sets of 48 phantom starts
-        (2 of 192) had the true pose's basin outside the 4 best grid candidates, and
-        with 8 all 192 were right. Passing only the 4 best of the first level on to
-        the second lost one held-out start (the first level's LC2 ranked the right
-        basin sixth), so by default every distinct one goes on. The grid steps (3.5 mm, 10°)
-        match the basin of the factor-16 level: 2.5 mm and 5° captured no more on three
-        sets of 48 phantom starts and took about 40 % longer. With the calibration's scale
-        (see ``scale_tolerance``) the candidate scales are relative to it, clipped to
-        its tolerance. When the refined best candidate's cost beats the best one
-        lying > 3 mm away by less than ``search_min_margin`` (relative), the match is
-        ambiguous and :class:`ConvergenceError` is raised. 0.12: on four sets of 48
-        phantom starts (all presets, shadow weighting on, 4 candidates) the wrong
-        answers had margins of 0.038–0.098 and the right ones 0.132 or more. With 8
-        candidates, of 384 starts it refused 3 (margins 0.005–0.059), one of them
-        wrong; a wrong answer with a margin of 0.30 has been seen (4 candidates), so it
-        is a second line of defence, not a guarantee.
+        factor ``search_level``; the best ``search_keep`` that lie > 5 mm apart are refined
+        at the first pyramid level, those that then land within 3 mm of a better one are
+        merged, the best ``search_finalists`` are refined at the second level, and the best
+        is kept. Default: on without landmarks, off with them. Keeping 8 instead of 4: every
+        wrong answer on four sets of 48 phantom starts (2 of 192) had the true pose's basin
+        outside the 4 best grid candidates, and with 8 all 192 were right. Passing only the
+        4 best of the first level on to the second lost one held-out start (the first
+        level's LC2 ranked the right basin sixth), so by default every distinct one goes on.
+        The grid steps (3.5 mm, 10°) match the basin of the factor-16 level: 2.5 mm and 5°
+        captured no more on three sets of 48 phantom starts and took about 40 % longer. With
+        the calibration's scale (see ``scale_tolerance``) the candidate scales are
+        ``search_scales_calibrated`` relative to it, clipped to its tolerance: two scales 8
+        % apart leave any magnification within the ±8 % window at most 4 % from a candidate,
+        which the first level's refinement closes (three scales, 0.92/1.0/1.08, captured the
+        same on eight sets of 48 phantom starts: 381 of 384 either way, with 1.5× the grid).
+        When the refined best candidate's cost beats the best one lying > 3 mm away by less
+        than ``search_min_margin`` (relative), the match is ambiguous and
+        :class:`ConvergenceError` is raised. 0.12: on four sets of 48 phantom starts (all
+        presets, shadow weighting on, 4 candidates) the wrong answers had margins of
+        0.038–0.098 and the right ones 0.132 or more. With 8 candidates, of 384 starts it
+        refused 3 (margins 0.055–0.064), one of them wrong; a wrong answer with a margin of
+        0.30 has been seen (4 candidates), so it is a second line of defence, not a
+        guarantee.
     max_samples : int
         Cap on ultrasound samples per level (the stride grows to respect it). 12 000:
         the phantom TRE was the same as with 40 000 (every pixel of the fine levels)
@@ -168,6 +171,7 @@ class RegistrationOptions:
     search_rotation_deg: float = 20.0
     search_rotation_step_deg: float = 10.0
     search_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
+    search_scales_calibrated: tuple[float, ...] = (0.96, 1.04)
     search_keep: int = 8
     search_finalists: int = 8
     search_min_margin: float = 0.12
@@ -663,9 +667,9 @@ def _global_search(
 
     ``level_ctx(factor)`` gives the (cached) metric context of a pyramid level;
     ``center`` and ``half`` are the ultrasound region's centre and half extent (px). With
-    ``scale_prior = (expected_min, expected_max, tolerance)`` the candidate scales
-    ``opts.search_scales`` are relative to the expected scale instead of the start's,
-    and clipped to the tolerance.
+    ``scale_prior = (expected_min, expected_max, tolerance)`` the candidate scales are
+    ``opts.search_scales_calibrated``, relative to the expected scale instead of the
+    start's, and clipped to the tolerance.
 
     Returns the chosen homography, the iterations spent on each refined level and a
     summary (candidates, relative margin of the winner over the best distinct rival).
@@ -693,7 +697,8 @@ def _global_search(
     if scale_prior is not None:
         _, expected, tol = scale_prior
         r0 = expected / _centre_scale(start, center)
-        scales = r0 * np.unique(np.clip(scales, 1.0 - tol, 1.0 + tol))
+        wanted = np.asarray(opts.search_scales_calibrated, float)
+        scales = r0 * np.unique(np.clip(wanted, 1.0 - tol, 1.0 + tol))
     # Candidates in (angle, scale, dx, dy) order, each pre-composed onto the start:
     # a rotation and scale about the start's image of the centre, then a shift.
     ang, sc, dx, dy = (

@@ -437,3 +437,26 @@ def test_refinement_after_a_search_needs_only_where_the_match_maps_the_ultrasoun
     # not worth it.
     assert _refine_box(np.eye(3), ext, (120, 150), (4, 2, 1)) is None
     assert _refine_box(np.eye(3), ext, (240, 300), (4, 2, 1)) == (0, 110, 0, 140)
+
+
+def test_with_the_calibration_the_grid_takes_its_scales_around_the_predicted_one(case):
+    # The calibration predicts the magnification, so the grid's scales are taken around
+    # it (two by default), not around the start's scale (three).
+    us = case[3]
+    pair, fixed, true, centre = _first_pair(case)
+    angle, scale, shift_mm = PERTURBATIONS[1]
+    start = _perturbed(true, centre, angle, scale, shift_mm, fixed.xray.isocenter_spacing_mm[0])
+    counts = {}
+    for scales in ((0.96, 1.04), (1.0,)):
+        result = register_images(
+            fixed,
+            us,
+            fixed_frame=pair["fluoro_frame"],
+            moving_frame=pair["us_frame"],
+            initial=start,
+            options=RegistrationOptions(search_scales_calibrated=scales),
+        )
+        assert result.quality["scale_ratio_to_calibration"] == pytest.approx(1.0, abs=0.08)
+        assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+        counts[scales] = result.quality["search"]["candidates"]
+    assert counts[(0.96, 1.04)] == 2 * counts[(1.0,)]
