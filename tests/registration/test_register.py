@@ -50,6 +50,24 @@ def _first_pair(case):
     return pair, fluoro[pair["fluoro_file"]], true, centre
 
 
+def _register_first_pair(case, perturbation, **options):
+    """Register the first pair from the truth perturbed by ``PERTURBATIONS[perturbation]``;
+    the result and its median TRE (mm)."""
+    us = case[3]
+    pair, fixed, true, centre = _first_pair(case)
+    angle, scale, shift_mm = PERTURBATIONS[perturbation]
+    start = _perturbed(true, centre, angle, scale, shift_mm, fixed.xray.isocenter_spacing_mm[0])
+    result = register_images(
+        fixed,
+        us,
+        fixed_frame=pair["fluoro_frame"],
+        moving_frame=pair["us_frame"],
+        initial=start,
+        options=RegistrationOptions(**options),
+    )
+    return result, float(np.median(_tre_mm(result.transform, pair, fixed, us)))
+
+
 def _tre_mm(result, pair, fixed, moving):
     ys, xs = np.nonzero(moving.mask)
     gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 12), np.linspace(ys.min(), ys.max(), 12))
@@ -240,22 +258,11 @@ def test_ambiguous_intensity_match_is_refused_not_guessed(case):
 def test_search_passes_only_its_finalists_to_the_second_level(case):
     # Eight grid candidates are refined at the first level; with one finalist only the
     # best of them is refined further, so there is no rival left to be ambiguous with.
-    us = case[3]
-    pair, fixed, true, centre = _first_pair(case)
-    angle, scale, shift_mm = PERTURBATIONS[0]
-    start = _perturbed(true, centre, angle, scale, shift_mm, fixed.xray.isocenter_spacing_mm[0])
     found = {}
     for finalists in (1, 8):
-        result = register_images(
-            fixed,
-            us,
-            fixed_frame=pair["fluoro_frame"],
-            moving_frame=pair["us_frame"],
-            initial=start,
-            options=RegistrationOptions(search_keep=8, search_finalists=finalists),
-        )
+        result, tre = _register_first_pair(case, 0, search_keep=8, search_finalists=finalists)
         found[finalists] = result.quality["search"]
-        assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+        assert tre < 2.0
     assert found[1]["distinct_optima_refined"] == 1
     assert found[1]["relative_margin_over_runner_up"] is None
     assert found[8]["distinct_optima_refined"] > 1
@@ -442,21 +449,10 @@ def test_refinement_after_a_search_needs_only_where_the_match_maps_the_ultrasoun
 def test_with_the_calibration_the_grid_takes_its_scales_around_the_predicted_one(case):
     # The calibration predicts the magnification, so the grid's scales are taken around
     # it (two by default), not around the start's scale (three).
-    us = case[3]
-    pair, fixed, true, centre = _first_pair(case)
-    angle, scale, shift_mm = PERTURBATIONS[1]
-    start = _perturbed(true, centre, angle, scale, shift_mm, fixed.xray.isocenter_spacing_mm[0])
     counts = {}
     for scales in ((0.96, 1.04), (1.0,)):
-        result = register_images(
-            fixed,
-            us,
-            fixed_frame=pair["fluoro_frame"],
-            moving_frame=pair["us_frame"],
-            initial=start,
-            options=RegistrationOptions(search_scales_calibrated=scales),
-        )
+        result, tre = _register_first_pair(case, 1, search_scales_calibrated=scales)
         assert result.quality["scale_ratio_to_calibration"] == pytest.approx(1.0, abs=0.08)
-        assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+        assert tre < 2.0
         counts[scales] = result.quality["search"]["candidates"]
     assert counts[(0.96, 1.04)] == 2 * counts[(1.0,)]
