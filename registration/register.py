@@ -606,13 +606,10 @@ def _crop_boxes(fixed, moving, fixed_mask, moving_mask, landmarks, initial, opts
     rows, cols = fixed.shape
     # Box edges on a 32-pixel grid: frames of a clip then share their crop (and the
     # cached mask weights of the smoothing) while the probe moves a little.
-    g = 32
-    fx0 = int(max(0, g * np.floor((mapped[:, 0].min() - margin) / g)))
-    fx1 = int(min(cols, g * np.ceil((mapped[:, 0].max() + margin + 1) / g)))
-    fy0 = int(max(0, g * np.floor((mapped[:, 1].min() - margin) / g)))
-    fy1 = int(min(rows, g * np.ceil((mapped[:, 1].max() + margin + 1) / g)))
-    if fx1 - fx0 < 16 or fy1 - fy0 < 16:
+    box = _mapped_box(mapped, margin, fixed.shape, grid=32)
+    if box is None:
         return None
+    fy0, fy1, fx0, fx1 = box
     saved = 1.0 - ((fx1 - fx0) * (fy1 - fy0)) / (rows * cols)
     saved_m = 1.0 - ((mx1 - mx0) * (my1 - my0)) / mmask.size
     if saved < 0.2 and saved_m < 0.2:
@@ -637,17 +634,26 @@ def _refine_box(h, ext, shape, factors) -> tuple[int, int, int, int] | None:
     corners = Transform(h).apply(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
     if not np.all(np.isfinite(corners)):
         return None
-    margin = 1.5 * max(factors) + 24.0
+    box = _mapped_box(corners, 1.5 * max(factors) + 24.0, shape)
+    if box is None or (box[1] - box[0]) * (box[3] - box[2]) > 0.8 * shape[0] * shape[1]:
+        return None
+    return box
+
+
+def _mapped_box(points, margin, shape, grid=1) -> tuple[int, int, int, int] | None:
+    """Rows and columns (y0, y1, x0, x1) around fixed ``points`` plus ``margin`` px.
+
+    Edges lie on a ``grid``-pixel lattice and are clipped to ``shape``; None when a side
+    is under 16 px.
+    """
     rows, cols = shape
-    bx0 = int(max(0, np.floor(corners[:, 0].min() - margin)))
-    bx1 = int(min(cols, np.ceil(corners[:, 0].max() + margin + 1)))
-    by0 = int(max(0, np.floor(corners[:, 1].min() - margin)))
-    by1 = int(min(rows, np.ceil(corners[:, 1].max() + margin + 1)))
-    if bx1 - bx0 < 16 or by1 - by0 < 16:
+    x0 = int(max(0, grid * np.floor((points[:, 0].min() - margin) / grid)))
+    x1 = int(min(cols, grid * np.ceil((points[:, 0].max() + margin + 1) / grid)))
+    y0 = int(max(0, grid * np.floor((points[:, 1].min() - margin) / grid)))
+    y1 = int(min(rows, grid * np.ceil((points[:, 1].max() + margin + 1) / grid)))
+    if x1 - x0 < 16 or y1 - y0 < 16:
         return None
-    if (bx1 - bx0) * (by1 - by0) > 0.8 * rows * cols:
-        return None
-    return by0, by1, bx0, bx1
+    return y0, y1, x0, x1
 
 
 def _global_search(
@@ -711,7 +717,6 @@ def _global_search(
     pre[:, :2, 2] = ct - np.einsum("nij,j->ni", pre[:, :2, :2], ct) + np.column_stack([dx, dy])
     pre[:, 2, 2] = 1.0
     hs = np.ascontiguousarray(pre @ start, dtype=np.float64)
-    cands = hs
     # Candidates are scored on every ``step``-th pixel of the level's image: smoothed
     # with sigma = factor / 2 px, it is still sampled at 4 points per sigma, and the
     # smaller copy sampled thousands of times stays in cache (35 % faster at 2).
@@ -743,12 +748,13 @@ def _global_search(
     # Refine each at the coarsest level; candidates that fall into one basin merge, and
     # the best ``search_finalists`` go on to the next level, where the distinct optima
     # compete.
-    refined = [(np.inf, hs[idx], []) for idx in order]
+    # Each entry: (cost, homography, iterations per level, where it maps the centre).
+    refined = [(np.inf, hs[idx], [], None) for idx in order]
     for level in range(min(2, len(opts.levels))):
         factor, max_iter = opts.levels[level], opts.max_iterations[level]
         lctx = level_ctx(factor)
         out = []
-        for _, current, its in refined:
+        for _, current, its, _ in refined:
             par = Parameterization(TransformModel(opts.coarse_model), current, center, half)
             res = _optimise(
                 minimize,
@@ -764,28 +770,22 @@ def _global_search(
                 None,
                 scale_prior,
             )
-            out.append((float(res.fun), Transform(par.matrix(res.x)).matrix, [*its, int(res.nit)]))
+            h = Transform(par.matrix(res.x)).matrix
+            at = Transform(h).apply(c[None])[0]
+            out.append((float(res.fun), h, [*its, int(res.nit)], at))
         out.sort(key=lambda r: r[0])
         refined = []
         for r in out:
-            at = Transform(r[1]).apply(c[None])[0]
-            if all(
-                np.linalg.norm(at - Transform(q[1]).apply(c[None])[0]) * px_mm > _SAME_BASIN_MM
-                for q in refined
-            ):
+            if all(np.linalg.norm(r[3] - q[3]) * px_mm > _SAME_BASIN_MM for q in refined):
                 refined.append(r)
         if level == 0:
             refined = refined[: opts.search_finalists]
+    # The merge leaves only optima > 3 mm apart: every other one is a rival.
     best = refined[0]
-    where = [Transform(r[1]).apply(c[None])[0] for r in refined]
-    rivals = [
-        r[0]
-        for r, w in zip(refined[1:], where[1:], strict=True)
-        if np.linalg.norm(w - where[0]) * px_mm > _SAME_BASIN_MM
-    ]
+    rivals = [r[0] for r in refined[1:]]
     margin = (min(rivals) - best[0]) / max(abs(best[0]), 1e-12) if rivals else np.inf
     info = {
-        "candidates": len(cands),
+        "candidates": len(hs),
         "distinct_optima_refined": len(refined),
         "rivals_more_than_3mm_away": len(rivals),
         "relative_margin_over_runner_up": float(margin) if np.isfinite(margin) else None,
@@ -797,9 +797,9 @@ def _global_search(
             f"away by only {100 * margin:.1f}% (< {100 * opts.search_min_margin:.0f}%); give "
             "landmarks (--landmarks) or a closer start"
         )
-    trace.append((-1, len(cands), float(best[0])))
+    trace.append((-1, len(hs), float(best[0])))
     if progress is not None:
-        progress(-1, len(cands), float(best[0]))
+        progress(-1, len(hs), float(best[0]))
     return best[1], best[2], info
 
 

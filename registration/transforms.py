@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 
 import numpy as np
 
@@ -121,6 +122,12 @@ class Parameterization:
         n_inv = np.array([[self.half_size_px, 0, cx], [0, self.half_size_px, cy], [0, 0, 1.0]])
         return n, n_inv
 
+    @cached_property
+    def _frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """H0·N⁻¹ and N: constant per parameterisation, used at every evaluation."""
+        n, n_inv = self._norm()
+        return np.asarray(self.initial, float) @ n_inv, n
+
     def matrix(self, p: np.ndarray) -> np.ndarray:
         """H(p), normalised so that H[2, 2] = 1."""
         return self.matrix_and_jacobian(p)[0]
@@ -130,12 +137,7 @@ class Parameterization:
         p = np.asarray(p, dtype=float)
         if p.shape != (self.n_params,):
             raise ValueError(f"{self.model} takes {self.n_params} parameters, got {p.shape}")
-        if "_left" not in self.__dict__:
-            # Constant per parameterisation; the optimiser calls this hundreds of times.
-            n, n_inv = self._norm()
-            object.__setattr__(self, "_left", np.asarray(self.initial, float) @ n_inv)
-            object.__setattr__(self, "_n", n)
-        left, n = self.__dict__["_left"], self.__dict__["_n"]
+        left, n = self._frame
         d, dd = _delta(TransformModel(self.model), p)
         h = left @ d @ n
         dh = left @ dd @ n
