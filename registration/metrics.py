@@ -88,6 +88,11 @@ class MetricContext:
         LC2's ridge on the fit coefficients, relative to each regressor's variance.
     lc2_min_samples : int
         Patches with fewer valid samples are left out of LC2.
+    fixed_pixel_map : ndarray (3, 3), optional
+        Maps the fixed pixels the homographies given to :func:`metric_cost` point to
+        onto pixels of ``fixed``, when ``fixed`` is a coarser grid of that image (a
+        decimated pyramid level, see :func:`registration.preprocess.decimated_smooth`);
+        None: the same grid. ``scale`` is then per pixel of ``fixed``.
     """
 
     fixed: np.ndarray
@@ -102,6 +107,7 @@ class MetricContext:
     ngf_eta: float = 0.2
     lc2_ridge: float = 1e-3
     lc2_min_samples: int = 8
+    fixed_pixel_map: np.ndarray | None = None
 
     @classmethod
     def from_images(
@@ -201,6 +207,10 @@ class MetricContext:
             self.patch = np.asarray(self.patch, dtype=np.int64)
             if self.patch.shape != self.a.shape:
                 raise RegistrationError("patch must hold one index per sample")
+        if self.fixed_pixel_map is not None:
+            self.fixed_pixel_map = np.asarray(self.fixed_pixel_map, dtype=np.float64)
+            if self.fixed_pixel_map.shape != (3, 3):
+                raise RegistrationError("fixed_pixel_map must be a 3x3 matrix")
         self._derived: dict = {}
 
     def _fixed_gradients(self):
@@ -272,9 +282,14 @@ class MetricContext:
 def metric_cost(metric: Metric | str, ctx: MetricContext, h: np.ndarray, dh: np.ndarray):
     """Cost, gradient (K,) and number of valid samples at homography ``h``.
 
-    ``dh`` (K, 3, 3) is dH/dp of the same (unnormalised) ``h``.
+    ``dh`` (K, 3, 3) is dH/dp of the same (unnormalised) ``h``; both map moving pixels
+    to full-resolution fixed pixels (``ctx.fixed_pixel_map`` takes them on to a coarser
+    ``ctx.fixed``).
     """
     metric = Metric(metric)
+    if ctx.fixed_pixel_map is not None:
+        h = ctx.fixed_pixel_map @ h
+        dh = ctx.fixed_pixel_map @ dh
     h = np.ascontiguousarray(h, np.float64)
     dh = np.ascontiguousarray(dh, np.float64)
     if metric is Metric.NGF:

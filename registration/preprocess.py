@@ -39,6 +39,7 @@ import numpy as np
 
 __all__ = [
     "Preprocess",
+    "decimated_smooth",
     "mask_extent",
     "masked_smooth",
     "preprocess_pair",
@@ -71,6 +72,58 @@ def masked_smooth(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray
     num = _blur(np.where(mask, img, 0.0), float(sigma))
     den = _mask_weight(mask, float(sigma))
     return np.divide(num, den, out=np.zeros_like(img), where=mask & (den > 1e-6))
+
+
+def decimated_smooth(
+    img: np.ndarray, mask: np.ndarray, sigma: float, factor: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`masked_smooth` at ``sigma`` px, returned on a grid ``factor`` times coarser.
+
+    Pixel (u, v) of the result is centred on input pixel
+    (``factor`` · u + (``factor`` − 1)/2, likewise v). The image is first averaged over
+    ``factor`` × ``factor`` blocks (pixels outside ``mask`` left out), then smoothed by
+    a Gaussian of the remaining width, sqrt(sigma² − (factor² − 1)/12) / ``factor``
+    coarse pixels, since a block average already has variance (factor² − 1)/12 px²
+    per axis; the normalised convolution's weights go through the same two steps.
+    A coarse pixel is valid where at least half its block lies in ``mask``. The coarse
+    pyramid levels need a low-pass image, not one sampled finer than its width: this
+    costs a sixteenth of the full-resolution filter at ``factor`` 4.
+
+    Returns
+    -------
+    image, valid : ndarray (ceil(rows / factor), ceil(cols / factor))
+        Smoothed image (0 outside ``valid``) and the coarse mask.
+    """
+    img = np.asarray(img, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    rows, cols = img.shape
+    r_out, c_out = -(-rows // factor), -(-cols // factor)
+    pad = ((0, r_out * factor - rows), (0, c_out * factor - cols))
+    shape4 = (r_out, factor, c_out, factor)
+    # Padding carries zero weight, so partial blocks at the far edges stay unbiased.
+    num = np.pad(np.where(mask, img, 0.0), pad).reshape(shape4).mean(axis=(1, 3))
+
+    def weights():
+        frac = np.pad(mask.astype(np.float64), pad).reshape(shape4).mean(axis=(1, 3))
+        return np.stack([frac, _smooth_coarse(frac, sigma, factor)])
+
+    frac, den = _cached(_mask_key(mask, "decimate", factor, sigma), weights)
+    valid = frac >= 0.5
+    num = _smooth_coarse(num, sigma, factor)
+    out = np.divide(num, den, out=np.zeros_like(num), where=valid & (den > 1e-6))
+    return out, valid
+
+
+def _smooth_coarse(block_mean: np.ndarray, sigma: float, factor: int) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    rest = np.sqrt(max(sigma * sigma - (factor * factor - 1) / 12.0, 0.0)) / factor
+    if rest <= 0:
+        return block_mean
+    return gaussian_filter(block_mean, rest, mode="nearest", truncate=3.0)
 
 
 _WEIGHTS: dict = {}  # mask-derived arrays (weights, erosions), oldest first

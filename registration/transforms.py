@@ -32,6 +32,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ._kernels import param_homography
 from .errors import RegistrationError
 
 __all__ = [
@@ -59,35 +60,13 @@ N_PARAMS = {
 }
 
 
-def _delta(model: TransformModel, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """D(p) and dD/dp (K, 3, 3)."""
-    k = N_PARAMS[model]
-    dd = np.zeros((k, 3, 3))
-    d = np.eye(3)
-    if model in (TransformModel.RIGID, TransformModel.SIMILARITY):
-        if model is TransformModel.RIGID:
-            s, (theta, tx, ty), off = 1.0, p, 0
-        else:
-            s, theta, tx, ty = np.exp(p[0]), p[1], p[2], p[3]
-            off = 1
-        c, sn = np.cos(theta), np.sin(theta)
-        d[:2, :2] = s * np.array([[c, -sn], [sn, c]])
-        d[0, 2], d[1, 2] = tx, ty
-        if off:
-            dd[0, :2, :2] = d[:2, :2]  # d/d(log s)
-        dd[off, :2, :2] = s * np.array([[-sn, -c], [c, -sn]])
-        dd[off + 1, 0, 2] = 1.0
-        dd[off + 2, 1, 2] = 1.0
-        return d, dd
-    a, b, c, e, tx, ty = p[:6]
-    d[:2] = [[1 + a, b, tx], [c, 1 + e, ty]]
-    for i, (r, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (1, 2))):
-        dd[i, r, col] = 1.0
-    if model is TransformModel.PROJECTIVE:
-        d[2, 0], d[2, 1] = p[6], p[7]
-        dd[6, 2, 0] = 1.0
-        dd[7, 2, 1] = 1.0
-    return d, dd
+# The kernel's model codes.
+_MODEL_CODE = {
+    TransformModel.RIGID: 0,
+    TransformModel.SIMILARITY: 1,
+    TransformModel.AFFINE: 2,
+    TransformModel.PROJECTIVE: 3,
+}
 
 
 @dataclass(frozen=True)
@@ -138,10 +117,7 @@ class Parameterization:
         if p.shape != (self.n_params,):
             raise ValueError(f"{self.model} takes {self.n_params} parameters, got {p.shape}")
         left, n = self._frame
-        d, dd = _delta(TransformModel(self.model), p)
-        h = left @ d @ n
-        dh = left @ dd @ n
-        return h, dh
+        return param_homography(_MODEL_CODE[TransformModel(self.model)], p, left, n)
 
     def params_of(self, matrix: np.ndarray) -> np.ndarray:
         """Parameters whose H(p) equals ``matrix`` (projective/affine exactly; others by fit)."""

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from registration.transforms import N_PARAMS, TransformModel
+
 
 def bilinear(img, x, y):
     rows, cols = img.shape
@@ -145,3 +147,35 @@ def shadow_weight(smoothed, mask, background, lo, hi):
                 mean = smoothed[a:b, x][inside].mean()
                 out[y, x] = np.clip(mean / background[y, x], 0.0, 1.0)
     return out
+
+
+def param_delta(model, p):
+    """D(p) and dD/dp (K, 3, 3) of the centred parameterisation (twin of the kernel's)."""
+    model = TransformModel(model)
+    k = N_PARAMS[model]
+    dd = np.zeros((k, 3, 3))
+    d = np.eye(3)
+    if model in (TransformModel.RIGID, TransformModel.SIMILARITY):
+        if model is TransformModel.RIGID:
+            s, (theta, tx, ty), off = 1.0, p, 0
+        else:
+            s, theta, tx, ty = np.exp(p[0]), p[1], p[2], p[3]
+            off = 1
+        c, sn = np.cos(theta), np.sin(theta)
+        d[:2, :2] = s * np.array([[c, -sn], [sn, c]])
+        d[0, 2], d[1, 2] = tx, ty
+        if off:
+            dd[0, :2, :2] = d[:2, :2]  # d/d(log s)
+        dd[off, :2, :2] = s * np.array([[-sn, -c], [c, -sn]])
+        dd[off + 1, 0, 2] = 1.0
+        dd[off + 2, 1, 2] = 1.0
+        return d, dd
+    a, b, c, e, tx, ty = p[:6]
+    d[:2] = [[1 + a, b, tx], [c, 1 + e, ty]]
+    for i, (r, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (1, 2))):
+        dd[i, r, col] = 1.0
+    if model is TransformModel.PROJECTIVE:
+        d[2, 0], d[2, 1] = p[6], p[7]
+        dd[6, 2, 0] = 1.0
+        dd[7, 2, 1] = 1.0
+    return d, dd

@@ -145,6 +145,30 @@ def test_analytic_gradient_matches_finite_differences(metric, images):
         assert grad[k] == pytest.approx((up - down) / (2 * step), rel=1e-4, abs=1e-7)
 
 
+@pytest.mark.parametrize("metric", ALL_METRICS)
+def test_a_coarse_fixed_grid_is_reached_through_its_pixel_map(metric, images):
+    # A decimated pyramid level keeps the fluoroscopy on a grid 2x coarser; the
+    # homographies still map to full-resolution pixels.
+    fixed, moving, _, par = images
+    coarse = fixed[::2, ::2]
+    to_coarse = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1.0]])
+    kw = dict(n_bins=32, patch_samples=7)
+    ctx = MetricContext.from_images(coarse, None, moving, None, fixed_pixel_map=to_coarse, **kw)
+    same_grid = MetricContext.from_images(coarse, None, moving, None, **kw)
+    h, dh = par.matrix_and_jacobian(P)
+    cost, grad, count = metric_cost(metric, ctx, h, dh)
+    ref = metric_cost(metric, same_grid, to_coarse @ h, to_coarse @ dh)
+    assert (cost, count) == (ref[0], ref[2])
+    assert_allclose(grad, ref[1], rtol=1e-12)
+    step = 1e-7 if metric in ("ngf", "lc2") else 1e-6
+    for k in range(len(P)):
+        e = np.zeros(len(P))
+        e[k] = step
+        up = metric_cost(metric, ctx, *par.matrix_and_jacobian(P + e))[0]
+        down = metric_cost(metric, ctx, *par.matrix_and_jacobian(P - e))[0]
+        assert grad[k] == pytest.approx((up - down) / (2 * step), rel=1e-4, abs=1e-7)
+
+
 def test_projective_gradients_of_gradient_metrics(images):
     # The warped gradient carries the homography's Jacobian; check its perspective terms.
     _, _, ctx, _ = images

@@ -5,6 +5,7 @@ import pytest
 
 from registration.preprocess import (
     _blur,
+    decimated_smooth,
     mask_extent,
     masked_smooth,
     preprocess_pair,
@@ -53,6 +54,44 @@ def test_a_full_mask_smooths_like_the_normalised_convolution(sigma):
     full = np.ones(img.shape, bool)
     expected = _blur(img, sigma) / _blur(full.astype(float), sigma)
     assert np.allclose(masked_smooth(img, full, sigma), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("sigma", "factor"), [(8.0, 4), (4.0, 2), (3.0, 3)])
+def test_decimated_smooth_is_the_gaussian_of_the_image_at_block_centres(sigma, factor):
+    # A Gaussian blob smoothed by a Gaussian is a wider Gaussian: analytic truth,
+    # sampled where each coarse pixel's block is centred.
+    rows, cols, width = 101, 118, 5.0
+    cy, cx = 47.3, 61.8
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * width**2))
+    out, valid = decimated_smooth(blob, np.ones(blob.shape, bool), sigma, factor)
+    assert out.shape == valid.shape == (-(-rows // factor), -(-cols // factor))
+    # Blocks cut by the image's edge are valid when at least half of them is there.
+    assert valid[: rows // factor, : cols // factor].all()
+    last_row, last_col = rows % factor, cols % factor
+    assert valid[-1, 0] == (last_row == 0 or 2 * last_row >= factor)
+    assert valid[0, -1] == (last_col == 0 or 2 * last_col >= factor)
+    var = width**2 + sigma**2
+    v, u = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
+    x, y = factor * u + (factor - 1) / 2, factor * v + (factor - 1) / 2
+    truth = width**2 / var * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * var))
+    inner = (np.abs(x - cx) < 30) & (np.abs(y - cy) < 30)  # away from the edge clamping
+    assert np.abs(out - truth)[inner].max() < 0.01 * truth.max()
+
+
+def test_decimated_smooth_ignores_what_lies_outside_the_mask_and_marks_half_blocks():
+    rng = np.random.default_rng(1)
+    mask = np.zeros((64, 66), bool)
+    mask[8:56, 10:50] = True
+    img = np.where(mask, 3.0, rng.normal(0, 1000, mask.shape))
+    out, valid = decimated_smooth(img, mask, 8.0, 4)
+    assert np.allclose(out[valid], 3.0)
+    assert np.all(out[~valid] == 0.0)
+    # Coarse pixels whose 4×4 block is at least half inside the mask: rows 8..55 and
+    # columns 10..49 cover blocks 2..13 fully; block column 12 (48..51) is half in.
+    expected = np.zeros((16, 17), bool)
+    expected[2:14, 2:13] = True
+    assert np.array_equal(valid, expected)
 
 
 def test_mask_extent_is_the_box_centre_and_count_of_the_mask():

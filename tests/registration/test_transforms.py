@@ -5,6 +5,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from registration import Parameterization, RegistrationError, Transform, TransformModel
+from tests.registration import naive
 
 H0 = np.array([[0.55, 0.02, 120.0], [-0.03, 0.56, 80.0], [1e-5, -2e-5, 1.0]])
 
@@ -26,6 +27,17 @@ def test_matrix_jacobian_matches_finite_differences(model, rng):
         e[k] = 1e-6
         fd = (par.matrix_and_jacobian(p + e)[0] - par.matrix_and_jacobian(p - e)[0]) / 2e-6
         assert_allclose(dh[k], fd, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", list(TransformModel))
+def test_matrix_and_jacobian_kernel_matches_its_numpy_twin(model, rng):
+    par = Parameterization(model, H0, (300.0, 250.0), 160.0)
+    p = rng.normal(0, 0.05, par.n_params)
+    h, dh = par.matrix_and_jacobian(p)
+    d, dd = naive.param_delta(model, p)
+    left, right = par._frame
+    assert_allclose(h, left @ d @ right, rtol=1e-13, atol=1e-13)
+    assert_allclose(dh, left @ dd @ right, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("model", list(TransformModel))
