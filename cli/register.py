@@ -52,8 +52,15 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     "--init",
     default="geometry",
     show_default=True,
-    type=click.Choice(["geometry", "landmarks", "identity"]),
-    help="Start from the calibrated scale, the landmark fit, or identity.",
+    type=click.Choice(["geometry", "landmarks", "moments", "identity"]),
+    help="Start from the calibrated scale, the landmark fit, the feature centroids at "
+    "the calibrated scale (then searched over the whole fluoroscopy field), or identity.",
+)
+@click.option(
+    "--plane-faces-detector",
+    is_flag=True,
+    help="With --init moments: confirm that the ultrasound plane faces the X-ray "
+    "detector (not seen edge-on), which the images alone cannot tell.",
 )
 @click.option(
     "--init-transform",
@@ -97,6 +104,7 @@ def register(
     fixed_frame,
     moving_frame,
     init,
+    plane_faces_detector,
     init_transform,
     search,
     scale_tolerance,
@@ -155,6 +163,7 @@ def register(
             options=opts,
             progress=progress,
             initial=initial,
+            plane_faces_detector=plane_faces_detector,
         )
     except (RegistrationError, InputError) as exc:
         # Name the pair: a batch script's log then says which files failed, and why.

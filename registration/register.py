@@ -74,7 +74,8 @@ class RegistrationOptions:
     search : bool or None
         Global search before the local optimiser: similarity candidates around the start
         (rotation, scale and translation grids below) are scored by Mattes MI at pyramid
-        factor ``search_level``; the best ``search_keep`` that lie > 5 mm apart are refined
+        factor ``search_level``; the best ``search_keep`` that lie > ``search_separation_mm``
+        apart are refined
         at the first pyramid level, those that then land within 3 mm of a better one are
         merged, the best ``search_finalists`` are refined at the second level, and the best
         is kept. Default: on without landmarks, off with them. Keeping 8 instead of 4: every
@@ -181,6 +182,7 @@ class RegistrationOptions:
     search_scales: tuple[float, ...] = (0.9, 1.0, 1.1)
     search_scales_calibrated: tuple[float, ...] = (0.96, 1.04)
     search_keep: int = 8
+    search_separation_mm: float = 5.0
     search_finalists: int = 8
     search_min_margin: float = 0.12
     select_model: bool = True
@@ -744,14 +746,17 @@ def _global_search(
         ctx.b_bin_size,
         0.5,
     )
-    # Keep the best candidates that are > 5 mm apart: other basins, not neighbours.
+    # Keep the best candidates that lie apart: other basins, not neighbours.
     centres = hs @ np.array([c[0], c[1], 1.0])
     centres = centres[:, :2] / centres[:, 2:3]
     order: list[int] = []
     for idx in np.argsort(costs, kind="stable"):
         if not np.isfinite(costs[idx]) or len(order) == opts.search_keep:
             break
-        if all(np.linalg.norm(centres[idx] - centres[j]) * px_mm > 5.0 for j in order):
+        if all(
+            np.linalg.norm(centres[idx] - centres[j]) * px_mm > opts.search_separation_mm
+            for j in order
+        ):
             order.append(int(idx))
     if not order:
         raise ConvergenceError("global search found no candidate overlapping the fluoroscopy")

@@ -131,6 +131,23 @@ def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
     assert record["quality"]["intensity_refinement"].startswith(("accepted", "rejected"))
 
 
+def test_register_from_moments_needs_no_start(runner, tmp_path):
+    from testdata import sample_case
+
+    out = tmp_path / "reg"
+    truth = str(sample_case() / "truth.json")
+    args = _register_args("--init", "moments", "--truth", truth, "--out", str(out), landmarks=False)
+    refused = runner.invoke(cli, args)
+    assert refused.exit_code == 2
+    assert "--plane-faces-detector" in refused.output.strip().splitlines()[-1]
+    assert not out.exists()
+    result = runner.invoke(cli, [*args, "--plane-faces-detector"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "transform.json").read_text())
+    assert record["tre"]["median_mm"] < 2.0
+    assert record["options"]["search_translation_mm"] > 50.0
+
+
 def test_register_records_the_magnification_check_it_ran_with(runner, tmp_path):
     for value, recorded in (("0.05", 0.05), ("0", None)):
         out = tmp_path / f"reg{value}"

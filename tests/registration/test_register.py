@@ -275,6 +275,38 @@ def test_geometry_alone_is_not_enough_for_intensity_only(case):
         register_images(fluoro[pair["fluoro_file"]], us, init="geometry")
 
 
+def test_moments_find_the_probe_in_the_whole_field_without_a_start(case):
+    # No start at all: the feature centroids at the calibrated scale miss by tens of
+    # millimetres, and the search then spans the whole fluoroscopy field.
+    us = case[3]
+    pair, fixed, _, _ = _first_pair(case)
+    result = register_images(
+        fixed,
+        us,
+        fixed_frame=pair["fluoro_frame"],
+        moving_frame=pair["us_frame"],
+        init="moments",
+        plane_faces_detector=True,
+    )
+    assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
+    search = result.quality["search"]
+    assert search["translation_range_mm"] > 50.0
+    assert search["relative_margin_over_runner_up"] >= result.options["search_min_margin"]
+
+
+def test_moments_need_the_calibrated_scale_and_a_plane_facing_the_detector(case):
+    import dataclasses
+
+    pair, fixed, _, _ = _first_pair(case)
+    with pytest.raises(InputError, match="cannot tell an ultrasound plane seen edge-on"):
+        register_images(fixed, case[3], fixed_frame=pair["fluoro_frame"], init="moments")
+    us = dataclasses.replace(case[3], pixel_spacing_mm=None)
+    with pytest.raises(InputError, match="--init moments needs the ultrasound calibration"):
+        register_images(
+            fixed, us, fixed_frame=pair["fluoro_frame"], init="moments", plane_faces_detector=True
+        )
+
+
 def _points_through(h, n, rng, noise_px):
     moving = rng.uniform(20, 180, size=(n, 2))
     fixed = Transform(h).apply(moving) + rng.normal(0, noise_px, (n, 2))
