@@ -75,8 +75,9 @@ class RegistrationOptions:
         Global search before the local optimiser: similarity candidates around the start
         (rotation, scale and translation grids below) are scored by Mattes MI at pyramid
         factor ``search_level``; the best ``search_keep`` that lie > ``search_separation_mm``
-        apart are refined
-        at the first pyramid level, those that then land within 3 mm of a better one are
+        apart (5 mm; :func:`registration.initial.wide_search_options` spreads them further
+        for a search over the whole field) are refined at the first pyramid level, those
+        that then land within 3 mm of a better one are
         merged, the best ``search_finalists`` are refined at the second level, and the best
         is kept. Default: on without landmarks, off with them. Keeping 8 instead of 4: every
         wrong answer on four sets of 48 phantom starts (2 of 192) had the true pose's basin
@@ -95,8 +96,8 @@ class RegistrationOptions:
         :class:`ConvergenceError` is raised. 0.12: on four sets of 48 phantom starts (all
         presets, shadow weighting on, 4 candidates) the wrong answers had margins of
         0.038–0.098 and the right ones 0.132 or more. With 8 candidates, of 384 starts it
-        refused 3 (margins 0.055–0.064), one of them wrong; a wrong answer with a margin of
-        0.30 has been seen (4 candidates), so it is a second line of defence, not a
+        refused 4 (margins 0.052–0.111), two of them wrong; a wrong answer with a margin
+        of 0.30 has been seen (4 candidates), so it is a second line of defence, not a
         guarantee.
     max_samples : int
         Cap on ultrasound samples per level (the stride grows to respect it). 12 000:
