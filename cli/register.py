@@ -147,9 +147,12 @@ def register(
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
 
     def progress(level, iteration, cost):
-        if not quiet and iteration % 10 == 0:
-            what = "search" if level < 0 else f"level {level}"
-            click.echo(f"  {what}: iteration {iteration}, cost {cost:.5f}", err=True)
+        if quiet:
+            return
+        if level < 0:  # the global search reports once: how many candidates it scored
+            click.echo(f"  search: {iteration} candidates, best cost {cost:.5f}", err=True)
+        elif iteration % 10 == 0:
+            click.echo(f"  level {level}: iteration {iteration}, cost {cost:.5f}", err=True)
 
     initial = read_transform_json(init_transform).matrix if init_transform else None
     try:

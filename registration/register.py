@@ -515,7 +515,9 @@ def register(
         Fixed pixel size at the isocentre plane (mm), to express the search range in mm;
         without it one fixed pixel counts as 0.3 mm.
     progress : callable, optional
-        ``progress(level, iteration, cost)`` after each optimiser iteration.
+        ``progress(level, iteration, cost)`` after each optimiser iteration of the
+        pyramid; once after the global search as ``progress(-1, n_candidates, cost)``
+        with the number of grid candidates scored and the chosen match's cost.
 
     Returns
     -------
