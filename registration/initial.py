@@ -43,14 +43,10 @@ class MomentsStart:
         Largest distance, along x or y in fixed pixels, from where ``matrix`` maps the
         ultrasound region's centre to any pixel of the fixed mask: a square search of
         this half-width covers every position in the field.
-    fixed_centroid_px, moving_centroid_px : tuple of float
-        The feature centroids (x, y) that were lined up.
     """
 
     matrix: np.ndarray
     reach_px: float
-    fixed_centroid_px: tuple[float, float]
-    moving_centroid_px: tuple[float, float]
 
 
 def moments_start(
@@ -106,9 +102,10 @@ def moments_start(
     matrix = np.array([[sx, 0.0, cf[0] - sx * cm[0]], [0.0, sy, cf[1] - sy * cm[1]], [0, 0, 1.0]])
     ext = mask_extent(mmask)
     centre = matrix @ np.array([ext[4], ext[5], 1.0])
-    ys, xs = np.nonzero(fmask)
-    reach = max(np.abs(xs - centre[0]).max(), np.abs(ys - centre[1]).max())
-    return MomentsStart(matrix, float(reach), (cf[0], cf[1]), (cm[0], cm[1]))
+    # The farthest mask pixel along x or y lies on the fixed mask's bounding box.
+    x0, x1, y0, y1 = mask_extent(fmask)[:4]
+    reach = max(centre[0] - x0, x1 - centre[0], centre[1] - y0, y1 - centre[1])
+    return MomentsStart(matrix, float(reach))
 
 
 def _centroid(img: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:

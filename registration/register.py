@@ -753,13 +753,13 @@ def _global_search(
     centres = hs @ np.array([c[0], c[1], 1.0])
     centres = centres[:, :2] / centres[:, 2:3]
     order: list[int] = []
+    # A field-wide search may look at thousands of near neighbours before it has kept
+    # enough: one vector test against the kept centres each, not a Python loop.
+    min_px = opts.search_separation_mm / px_mm
     for idx in np.argsort(costs, kind="stable"):
         if not np.isfinite(costs[idx]) or len(order) == opts.search_keep:
             break
-        if all(
-            np.linalg.norm(centres[idx] - centres[j]) * px_mm > opts.search_separation_mm
-            for j in order
-        ):
+        if not order or np.all(np.hypot(*(centres[order] - centres[idx]).T) > min_px):
             order.append(int(idx))
     if not order:
         raise ConvergenceError("global search found no candidate overlapping the fluoroscopy")
