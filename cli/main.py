@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 
 import click
+
+from dose._safeio import terminal_text
 
 from .options import EXIT_BAD_INPUT, EXIT_FAILURE
 
@@ -27,20 +31,51 @@ def configure_logging(verbosity: int) -> None:
         max(min(verbosity, 2), -1), logging.DEBUG
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Libraries' own logs and warnings (pydicom's decoder tracebacks, Numba, PIL, dask)
+    # reach the terminal only with -vv: their content is said once, in our error line.
+    logging.captureWarnings(True)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
+
+
+_NOISY_LOGGERS = ("pydicom", "numba", "PIL", "distributed", "matplotlib", "py.warnings", "imageio")
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log records as one line each, control characters escaped, no tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.exc_info = record.exc_text = record.stack_info = None
+        return terminal_text(super().format(record))
+
+
+def _terminate_cleanly(signum, _frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    raise SystemExit(128 + signum)
 
 
 def exit_code_for(exc: BaseException) -> int:
     """Exit code of an exception raised by the library (see :mod:`cli.options`)."""
+    from dose._safeio import UnsafeOutputError
     from dose.errors import DoseError, DoseInputError
     from fusion.errors import FusionError, InputError
     from registration.errors import IllPosedGeometryError, RegistrationError
 
     if isinstance(
-        exc, (InputError, DoseInputError, FileExistsError, FileNotFoundError, IllPosedGeometryError)
+        exc,
+        (
+            InputError,
+            DoseInputError,
+            UnsafeOutputError,
+            FileExistsError,
+            FileNotFoundError,
+            IllPosedGeometryError,
+        ),
     ):
         return EXIT_BAD_INPUT
     if isinstance(exc, (FusionError, DoseError, RegistrationError)):
@@ -62,6 +97,7 @@ class HybridFuseGroup(click.Group):
             if verbose:
                 traceback.print_exc(file=sys.stderr)
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = terminal_text(msg)
             known = exit_code_for(exc)
             prefix = "error" if _is_library_error(exc) else "internal error"
             hint = "" if verbose else " (run with -v for details)"
@@ -70,12 +106,21 @@ class HybridFuseGroup(click.Group):
 
 
 def _is_library_error(exc: BaseException) -> bool:
+    from dose._safeio import UnsafeOutputError
     from dose.errors import DoseError
     from fusion.errors import FusionError
     from registration.errors import RegistrationError
 
     return isinstance(
-        exc, (FusionError, DoseError, RegistrationError, FileExistsError, FileNotFoundError)
+        exc,
+        (
+            FusionError,
+            DoseError,
+            RegistrationError,
+            UnsafeOutputError,
+            FileExistsError,
+            FileNotFoundError,
+        ),
     )
 
 
@@ -92,6 +137,8 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = verbose - quiet
     configure_logging(verbose - quiet)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_cleanly)
 
 
 def _register_commands() -> None:

@@ -1,0 +1,322 @@
+"""Outputs that touch only what they own, and text that is safe where it lands.
+
+Every file and folder the project writes goes through here: temporary names are created
+exclusively (never predictable, never written through a link) and renamed into place when
+complete; a folder is replaced only when a marker says this project wrote it. Data that
+reaches HTML, CSV or a terminal is escaped here too, so escaping is by construction.
+
+It lives in :mod:`dose` because dose is the lowest package both :mod:`dose` and
+:mod:`fusion` import; it imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import html
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = [
+    "OWNER_MARK",
+    "UnsafeOutputError",
+    "atomic_directory",
+    "atomic_file",
+    "check_case_id",
+    "check_out_separate",
+    "clean_stale",
+    "csv_cell",
+    "file_record",
+    "html_text",
+    "script_json",
+    "sha256_file",
+    "terminal_text",
+    "write_bytes",
+    "write_text",
+]
+
+#: File placed in every output folder this project writes; ``--overwrite`` replaces a
+#: folder only when it holds this file (a regular file, not a link).
+OWNER_MARK = ".hybridfuse-output"
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class UnsafeOutputError(ValueError):
+    """An output location that would touch something the project does not own."""
+
+
+def _tag() -> str:
+    # The pid lets the next run tell a dead run's leftovers from a live one's.
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _os_error(exc: OSError, where: Path) -> UnsafeOutputError:
+    why = {
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.ENOSPC: "no space left on device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.ENOTDIR: "a path component is a file, not a folder",
+        errno.EEXIST: "already exists",
+    }.get(exc.errno, exc.strerror or type(exc).__name__)
+    return UnsafeOutputError(f"{where}: cannot write ({why})")
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh, exclusively created temporary path beside ``path``; rename on success.
+
+    The temporary name is random (``.NAME.partial-PID-XXXX``), created with ``O_EXCL``,
+    so a link planted under a predictable name is never followed. On any exception the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.partial-{_tag()}-", dir=path.parent)
+    except OSError as exc:
+        raise _os_error(exc, path) from exc
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.close(fd)
+        yield tmp
+        if path.is_symlink() or path.is_dir():
+            raise UnsafeOutputError(f"{path}: is a link or a folder; not replaced")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(exc, path) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_file`."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through :func:`atomic_file`."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def _is_owned(folder: Path) -> bool:
+    mark = folder / OWNER_MARK
+    return mark.is_file() and not mark.is_symlink()
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)  # removes links inside, never what they point to
+
+
+def check_out_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output folder that is a link, a file, or someone else's non-empty folder."""
+    if out_dir.is_symlink():
+        raise UnsafeOutputError(f"{out_dir}: output folder is a symbolic link; refused")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UnsafeOutputError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
+        if not _is_owned(out_dir):
+            raise UnsafeOutputError(
+                f"{out_dir}: not an output folder of hybridfuse (no {OWNER_MARK}); "
+                "--overwrite replaces only those"
+            )
+
+
+@contextmanager
+def atomic_directory(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``out_dir``; move it into place on success.
+
+    ``out_dir`` must be absent, empty, or (with ``overwrite``) a folder this project wrote
+    (it holds :data:`OWNER_MARK`). Links are never followed. On any exception the
+    temporary folder is removed and ``out_dir`` is left as it was; a process killed
+    outright leaves only a ``.NAME.partial-PID-*`` folder, which :func:`clean_stale`
+    removes at the next start.
+    """
+    out_dir = Path(out_dir)
+    check_out_target(out_dir, overwrite)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out_dir.parent)
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{_tag()}-", dir=out_dir.parent)
+        )
+        tmp.chmod(0o777 & ~_UMASK)
+    except OSError as exc:
+        raise _os_error(exc, out_dir) from exc
+    try:
+        write_text(tmp / OWNER_MARK, json.dumps({"written_by": "hybridfuse"}) + "\n")
+        yield tmp
+        check_out_target(out_dir, overwrite)  # it may have changed while we worked
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{_tag()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            _remove_tree(old)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _os_error(exc, out_dir) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+_STALE = re.compile(r"^\..+\.(?:partial|old)-(\d+)-[0-9a-f]{8}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(folder: str | os.PathLike) -> list[str]:
+    """Remove temporary files and folders left in ``folder`` by runs that died.
+
+    Only names this module makes (``.NAME.partial-PID-XXXXXXXX``, ``.NAME.old-PID-…``)
+    whose process no longer lives are removed; returns their names.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _STALE.match(entry.name)
+        if m and not _alive(int(m.group(1))):
+            try:
+                _remove_tree(entry)
+                removed.append(entry.name)
+            except OSError:
+                pass
+    return removed
+
+
+def check_out_separate(out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output folder that equals or contains any input file or folder."""
+    out = Path(os.path.realpath(out_dir))
+    for p in inputs:
+        real = Path(os.path.realpath(p))
+        if real == out or out in real.parents:
+            raise UnsafeOutputError(
+                f"--out {out_dir} contains the input {p}; write outputs to another folder"
+            )
+
+
+_CASE_ID = re.compile(r"[\w][\w.+\-]{0,127}")
+
+
+def check_case_id(case_id: str) -> str:
+    """Return ``case_id`` if it is a safe folder name, else raise :class:`UnsafeOutputError`.
+
+    Letters, digits, ``_``, ``.``, ``+``, ``-``; starts with a letter, digit or ``_``;
+    at most 128 characters: no separators, no ``.``/``..``, no absolute paths.
+    """
+    if not isinstance(case_id, str) or not _CASE_ID.fullmatch(case_id) or case_id.endswith("."):
+        raise UnsafeOutputError(
+            f"case_id {terminal_text(repr(case_id))} is not a safe folder name "
+            "(letters, digits, _ . + -, starting with a letter, digit or _, at most 128)"
+        )
+    return case_id
+
+
+def case_key(case_id: str) -> str:
+    """The form under which two case ids name the same folder on any file system."""
+    return unicodedata.normalize("NFKC", case_id).casefold()
+
+
+_SCRIPT_ESCAPES = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def script_json(value, **kw) -> str:
+    """JSON that is safe inside an HTML ``<script>`` element (no ``</script>``, no U+2028)."""
+    return json.dumps(value, allow_nan=False, **kw).translate(_SCRIPT_ESCAPES)
+
+
+def html_text(value) -> str:
+    """Text escaped for HTML element content and quoted attribute values."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value):
+    """A CSV cell that a spreadsheet will not run as a formula (OWASP's rule).
+
+    Text starting with ``= + - @`` or a tab/CR is prefixed with ``'``; numbers pass.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def terminal_text(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters (ESC, BEL, CR, C1, ...) shown as escapes."""
+    out = []
+    for ch in str(text):
+        if ch == "\n" and keep_newlines:
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf") or ch in "\u2028\u2029":
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(path: str | os.PathLike, *, include_phi: bool = False, sha256: str | None = None):
+    """How an input file is recorded in outputs: its name and sha256.
+
+    The full path only with ``include_phi``: folder names often carry a patient's name.
+    """
+    path = Path(path)
+    rec = {"file": path.name, "sha256": sha256 or sha256_file(path)}
+    if include_phi:
+        rec["path"] = str(path)
+    return rec
