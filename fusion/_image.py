@@ -258,6 +258,9 @@ class Image:
         ``frame_of_reference`` (missing keys absent).
     notes : tuple of str
         What was in the file but could not be used, and why.
+    pixels_decoded : bool
+        False for a header-only read: :attr:`array` then has the declared shape and
+        dtype but is a zero-filled, read-only view that takes no memory.
     """
 
     array: np.ndarray
@@ -278,6 +281,7 @@ class Image:
     source_path: str | None = None
     uids: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    pixels_decoded: bool = True
 
     def __post_init__(self) -> None:
         arr = np.asarray(self.array)
@@ -397,6 +401,7 @@ class Image:
             "cols": self.shape[1],
             "color": self.is_color,
             "dtype": str(self.array.dtype),
+            "pixels_decoded": self.pixels_decoded,
             "photometric_interpretation": self.photometric,
             "inverted_from_monochrome1": self.inverted,
             "pixel_spacing_mm_row_col": (

@@ -7,9 +7,14 @@ what is wrong on one line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +35,15 @@ from .errors import (
     UnsupportedSOPClassError,
 )
 
-__all__ = ["read_image", "read_header", "is_dicom_file", "IMAGE_SOP_CLASSES"]
+__all__ = [
+    "read_image",
+    "read_header",
+    "is_dicom_file",
+    "max_decoded_bytes",
+    "IMAGE_SOP_CLASSES",
+    "MAX_DECODED_BYTES",
+    "MAX_DECODED_ENV",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +87,64 @@ _HEADER_SPACING_SUFFIXES = {".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz"}
 # Physical Units X/Y Direction (0018,6024)/(0018,6026): 3 = cm.
 _US_UNIT_CM = 3
 
+#: Most bytes a file may need to be decoded: its pixels as the reader returns them plus
+#: one float32 working frame. Larger declarations are refused before anything is decoded,
+#: so that a small compressed file cannot exhaust memory.
+MAX_DECODED_BYTES = 2 * 1024**3
+#: Environment variable that overrides :data:`MAX_DECODED_BYTES` (a number of bytes).
+MAX_DECODED_ENV = "HYBRIDFUSE_MAX_DECODED_BYTES"
+#: DICOM stores Rows and Columns as 16-bit unsigned integers.
+_MAX_DIM = 65535
+
+#: Plausible pixel spacing (mm) in the plane each kind of image is calibrated in. X-ray
+#: detectors have 0.07-0.2 mm pixels (0.8 mm binned image intensifiers); ultrasound
+#: screens 0.02-1 mm per pixel. Anything outside is a wrong unit or a corrupt value.
+XRAY_SPACING_RANGE_MM = (0.01, 5.0)
+US_SPACING_RANGE_MM = (0.005, 5.0)
+#: Other images (secondary capture, plain images): only the absurd is refused.
+OTHER_SPACING_RANGE_MM = (1e-3, 1e3)
+#: Geometric magnification SID/SOD of a C-arm: the isocentre lies between source and
+#: detector (> 1); clinical C-arms stay below about 2.
+MAGNIFICATION_RANGE = (1.0, 3.0)
+
+
+def max_decoded_bytes() -> int:
+    """The decode limit in bytes: ``$HYBRIDFUSE_MAX_DECODED_BYTES`` or :data:`MAX_DECODED_BYTES`."""
+    text = os.environ.get(MAX_DECODED_ENV, "").strip()
+    if not text:
+        return int(MAX_DECODED_BYTES)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value >= 1):
+        raise InputError(f"{MAX_DECODED_ENV}={text!r}: expected a positive number of bytes")
+    return int(value)
+
+
+def _gib(nbytes: float) -> str:
+    return (
+        f"{nbytes / 1024**3:.3g} GiB" if nbytes >= 1024**3 / 10 else f"{nbytes / 1024**2:.3g} MiB"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """Keep pydicom's log records and warnings off the terminal while it reads or decodes.
+
+    What they say reaches the user once, in the error this module raises; pydicom's
+    import resets its logger to WARNING, so a CLI-level setting alone does not hold.
+    """
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+            yield
+    finally:
+        logger.setLevel(level)
+
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """True when the file carries the DICOM Part 10 preamble (``DICM`` at byte 128)."""
@@ -90,19 +161,77 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _dcmread(path: Path, stop_before_pixels: bool = False):
+def _dcmread(path: Path, stop_before_pixels: bool = False, defer_size: int | None = None):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _check_deflated_size(path)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        with _quiet_pydicom():
+            return pydicom.dcmread(
+                path, stop_before_pixels=stop_before_pixels, defer_size=defer_size
+            )
     except InvalidDicomError as exc:
         raise NotAnImageError(
             f"{path}: not a DICOM file (no 'DICM' preamble and no recognisable DICOM "
             "elements) and not an image format we read"
         ) from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptFileError(f"{path}: truncated or corrupt DICOM ({exc})") from exc
+    except RecursionError as exc:
+        raise CorruptFileError(f"{path}: DICOM sequences nested too deeply to read") from exc
+    except MemoryError as exc:
+        raise CorruptFileError(
+            f"{path}: an element declares more data than fits in memory"
+        ) from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise CorruptFileError(f"{path}: truncated or corrupt DICOM ({_short(exc)})") from exc
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_deflated(path: Path) -> bool:
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        with _quiet_pydicom():
+            meta = read_file_meta_info(path)
+    except Exception:  # not Part 10, or a broken header: dcmread reports it
+        return False
+    return meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+
+
+def _check_deflated_size(path: Path) -> None:
+    """Refuse a deflated data set that inflates beyond the decode limit.
+
+    pydicom inflates the whole data set in memory before reading any element, even for
+    a header; this inflates it in chunks, keeping none, to learn its size first.
+    """
+    if not is_dicom_file(path) or not _is_deflated(path):
+        return
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    limit = max_decoded_bytes()
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as fh:
+        with _quiet_pydicom():
+            read_preamble(fh, force=False)
+            _read_file_meta_info(fh)
+        while not inflater.eof and (chunk := fh.read(1 << 20)):
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 24))
+                except zlib.error as exc:
+                    raise CorruptFileError(f"{path}: deflated data set corrupt ({exc})") from exc
+                if total > limit:
+                    raise InputError(
+                        f"{path}: deflated data set inflates to more than {_gib(limit)}, "
+                        f"the decode limit ({MAX_DECODED_ENV})"
+                    )
+                chunk = inflater.unconsumed_tail
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -153,6 +282,7 @@ def read_image(
     us_region: int | None = None,
     require_spacing: bool = False,
     modality: Modality | str | None = None,
+    decode: bool = True,
 ) -> Image:
     """Read an image file (DICOM or plain) with its geometry.
 
@@ -171,6 +301,10 @@ def read_image(
         Raise :class:`MissingCalibrationError` when no spacing is known.
     modality : Modality or str, optional
         Modality for a plain image (default OT); ignored for DICOM.
+    decode : bool
+        False reads a DICOM file's header only: the image has the declared shape and
+        dtype but its pixels are a zero-filled view that takes no memory (for ``info``).
+        The declaration is checked against the decode limit either way.
 
     Returns
     -------
@@ -180,6 +314,10 @@ def read_image(
     ------
     NotAnImageError, UnsupportedSOPClassError, CorruptFileError, DecoderMissingError,
     MissingCalibrationError
+        All are :class:`InputError`. A file is refused when it declares more than
+        :func:`max_decoded_bytes` to decode, has Rows/Columns outside 1..65535 or no
+        frame, holds less pixel data than it declares, has a corrupt compressed frame,
+        or geometry outside the plausible ranges (``*_RANGE*`` constants).
     """
     path = Path(path)
     if not path.is_file():
@@ -187,7 +325,7 @@ def read_image(
     if spacing_mm is not None:
         spacing_mm = _check_spacing_arg(spacing_mm, path)
     if is_dicom_file(path) or _suffix(path) not in _PLAIN_SUFFIXES:
-        image = _read_dicom(path, spacing_mm=spacing_mm, us_region=us_region)
+        image = _read_dicom(path, spacing_mm=spacing_mm, us_region=us_region, decode=decode)
     else:
         image = _read_plain(path, spacing_mm=spacing_mm, modality=modality)
     if require_spacing:
@@ -265,8 +403,10 @@ def _read_plain(path: Path, spacing_mm, modality) -> Image:
 # ---------------------------------------------------------------------------------------
 
 
-def _read_dicom(path: Path, spacing_mm, us_region) -> Image:
-    ds = _dcmread(path)
+def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image:
+    # Large values (the pixel data above all) stay on disk until used: decoding reads
+    # them frame by frame, and a header-only read never loads them.
+    ds = _dcmread(path, defer_size=_DEFER_BYTES)
     sop = str(ds.get("SOPClassUID", ""))
     if sop.startswith(_SR_PREFIX):
         raise NotAnImageError(
@@ -284,7 +424,13 @@ def _read_dicom(path: Path, spacing_mm, us_region) -> Image:
         )
     notes: list[str] = []
     modality = _modality(ds, sop, notes)
-    pixels, photometric, inverted = _pixels(ds, path, notes)
+    layout = _pixel_layout(ds, path)
+    photometric, inverted = _photometric_notes(layout.photometric, notes)
+    _rescale_note(ds, notes)
+    if decode:
+        pixels = _decode_pixels(ds, path, layout)
+    else:
+        pixels = np.broadcast_to(np.zeros((), layout.dtype), layout.shape)
 
     frame_times, times_source = _frame_times(ds, pixels.shape[0], notes)
     start, start_source = _acquisition_start(ds)
@@ -315,18 +461,18 @@ def _read_dicom(path: Path, spacing_mm, us_region) -> Image:
                 )
                 plane = SpacingPlane.ULTRASOUND
         if spacing is None:
-            spacing, spacing_source, plane = _pixel_spacing_tags(ds, notes)
+            spacing, spacing_source, plane = _pixel_spacing_tags(ds, path, modality)
             if spacing is None:
                 spacing_source = (
                     "none: no ultrasound region calibrated in cm "
                     "(PhysicalUnitsX/YDirection = 3) and no PixelSpacing"
                 )
     if modality.is_xray:
-        xray = _xray_geometry(ds, notes)
+        xray = _xray_geometry(ds, path, notes)
         mask, mask_source = _collimator_mask(ds, pixels.shape[1:3], notes)
-        spacing, spacing_source, plane = _xray_spacing(ds, xray, notes)
+        spacing, spacing_source, plane = _xray_spacing(ds, path, xray, notes)
     elif modality is Modality.OT and spacing is None:
-        spacing, spacing_source, plane = _pixel_spacing_tags(ds, notes)
+        spacing, spacing_source, plane = _pixel_spacing_tags(ds, path, modality)
     if spacing_mm is not None:
         if spacing is not None:
             notes.append(f"file spacing {spacing} mm ({spacing_source}) overridden by hand")
@@ -362,6 +508,7 @@ def _read_dicom(path: Path, spacing_mm, us_region) -> Image:
         source_path=str(path),
         uids=uids,
         notes=tuple(notes),
+        pixels_decoded=decode,
     )
 
 
@@ -383,62 +530,237 @@ def _modality(ds, sop: str, notes: list[str]) -> Modality:
     return mod
 
 
-def _pixels(ds, path: Path, notes: list[str]) -> tuple[np.ndarray, str, bool]:
-    from pydicom.pixels import apply_color_lut
+_DEFER_BYTES = 1 << 20
 
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a DICOM header declares its pixels decode to, as this reader returns them."""
+
+    rows: int
+    cols: int
+    frames: int
+    samples: int
+    photometric: str
+    dtype: np.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        colour = (3,) if self.samples == 3 else ()
+        return (self.frames, self.rows, self.cols, *colour)
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames * self.rows * self.cols * self.samples * self.dtype.itemsize
+
+    @property
+    def footprint(self) -> int:
+        """Decoded pixels plus one float32 working frame (what ``Image.gray`` makes)."""
+        return self.nbytes + self.rows * self.cols * self.samples * 4
+
+
+def _int_attr(ds, keyword: str, tag: str, path: Path, default: int | None) -> int:
     try:
-        arr = ds.pixel_array
-    except (RuntimeError, NotImplementedError) as exc:
-        msg = str(exc)
-        if "plugin" in msg.lower() or "decompress" in msg.lower() or "missing" in msg.lower():
-            raise DecoderMissingError(
-                f"{path}: cannot decode {_uid_name(str(ds.file_meta.TransferSyntaxUID))} "
-                "pixel data: no decoder installed (pip install pillow pylibjpeg "
-                "pylibjpeg-libjpeg)"
-            ) from exc
-        raise CorruptFileError(f"{path}: pixel data cannot be decoded ({msg[:200]})") from exc
-    except (ValueError, EOFError, KeyError, AttributeError, TypeError) as exc:
+        value = ds.get(keyword)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if default is None:
+                raise CorruptFileError(f"{path}: {keyword} {tag} is missing")
+            return default
+        number = float(value)
+    except (TypeError, ValueError, struct.error, OverflowError) as exc:
+        raise CorruptFileError(f"{path}: {keyword} {tag} is not a number") from exc
+    if not (np.isfinite(number) and number == int(number)):
+        raise CorruptFileError(f"{path}: {keyword} {tag} = {value!s:.40} is not an integer")
+    return int(number)
+
+
+def _pixel_layout(ds, path: Path) -> _Layout:
+    """Check the Image Pixel module's declaration and the decode limit; nothing is decoded."""
+    rows = _int_attr(ds, "Rows", "(0028,0010)", path, None)
+    cols = _int_attr(ds, "Columns", "(0028,0011)", path, None)
+    for name, value in (("Rows (0028,0010)", rows), ("Columns (0028,0011)", cols)):
+        if not 1 <= value <= _MAX_DIM:
+            raise CorruptFileError(f"{path}: {name} = {value}; expected 1..{_MAX_DIM}")
+    frames = _int_attr(ds, "NumberOfFrames", "(0028,0008)", path, 1)
+    if frames < 1:
+        raise CorruptFileError(f"{path}: NumberOfFrames (0028,0008) = {frames}; expected >= 1")
+    samples = _int_attr(ds, "SamplesPerPixel", "(0028,0002)", path, 1)
+    if samples not in (1, 3):
+        raise CorruptFileError(f"{path}: SamplesPerPixel (0028,0002) = {samples} not supported")
+    bits = _int_attr(ds, "BitsAllocated", "(0028,0100)", path, None)
+    if bits not in (1, 8, 16, 32, 64):
         raise CorruptFileError(
-            f"{path}: truncated or inconsistent pixel data ({str(exc)[:200]})"
+            f"{path}: BitsAllocated (0028,0100) = {bits}; expected 1, 8, 16, 32 or 64"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
+    photometric = photometric.strip().upper()
+    if photometric == "PALETTE COLOR":
+        samples = 3
+    layout = _Layout(
+        rows, cols, frames, samples, photometric, _decoded_dtype(ds, photometric, bits)
+    )
+    limit = max_decoded_bytes()
+    if layout.footprint > limit:
+        raise InputError(
+            f"{path}: declares {frames} frame(s) of {rows} x {cols} x {samples} sample(s) of "
+            f"{layout.dtype.itemsize} byte(s): {_gib(layout.footprint)} to decode with one "
+            f"working frame, above the {_gib(limit)} limit ({MAX_DECODED_ENV})"
+        )
+    _check_native_length(ds, path)
+    return layout
+
+
+def _decoded_dtype(ds, photometric: str, bits: int) -> np.dtype:
+    """The dtype pydicom decodes to, after the palette and MONOCHROME1 steps below."""
+    if photometric == "PALETTE COLOR":
+        desc = _as_list(ds.get("RedPaletteColorLookupTableDescriptor", []) or [])
+        lut_bits = int(_num(desc[2]) or 16) if len(desc) == 3 else 16
+        return np.dtype(np.uint8 if lut_bits <= 8 else np.uint16)
+    if "PixelData" not in ds:
+        return np.dtype(np.float32 if "FloatPixelData" in ds else np.float64)
+    signed = str(ds.get("PixelRepresentation", 0)).strip() == "1"
+    if photometric == "MONOCHROME1" and signed:
+        return np.dtype(np.float32)
+    size = 1 if bits <= 8 else bits // 8
+    return np.dtype(f"{'i' if signed else 'u'}{size}")
+
+
+def _transfer_syntax(ds):
+    from pydicom.uid import UID
+
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return UID(str(tsyntax)) if tsyntax else None
+
+
+def _check_native_length(ds, path: Path) -> None:
+    """Uncompressed pixel data must hold at least what Rows x Columns x frames declare."""
+    from pydicom.pixels.utils import get_expected_length
+
+    tsyntax = _transfer_syntax(ds)
+    if tsyntax is None or tsyntax.is_encapsulated or "PixelData" not in ds:
+        return
+    elem = ds.get_item(0x7FE00010)
+    length = elem.length if getattr(elem, "value", None) is None else len(elem.value)
+    expected = get_expected_length(ds)
+    if length == 0xFFFFFFFF or length < expected:
+        held = "undefined length" if length == 0xFFFFFFFF else f"{length} bytes"
+        raise CorruptFileError(
+            f"{path}: truncated pixel data: Pixel Data (7FE0,0010) holds {held}, less than "
+            f"the {expected} bytes its Rows, Columns, NumberOfFrames and BitsAllocated declare"
+        )
+
+
+def _decoder_check(tsyntax, path: Path) -> None:
+    from pydicom.pixels import get_decoder
+
+    if tsyntax is None:
+        raise CorruptFileError(f"{path}: no Transfer Syntax UID (0002,0010); pixels unreadable")
+    if not tsyntax.is_compressed:
+        return
+    name = _uid_name(str(tsyntax))
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError as exc:
+        raise DecoderMissingError(f"{path}: no decoder for {name} ({tsyntax}) pixel data") from exc
+    if not decoder.is_available:
+        need = "; ".join(decoder.missing_dependencies[:2]) or "a pydicom decoding plugin"
+        raise DecoderMissingError(
+            f"{path}: cannot decode {name} pixel data: no decoder installed (needs {need})"
+        )
+
+
+def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
+    """Decode frame by frame into one array: no second full copy is ever held.
+
+    Frames come straight from the file where pydicom can read it (not deflated), so the
+    encoded pixel data is not held in memory as a whole either.
+    """
+    from pydicom.pixels import iter_pixels
+
+    tsyntax = _transfer_syntax(ds)
+    _decoder_check(tsyntax, path)
+    from_file = is_dicom_file(path) and "PixelData" in ds and not _is_deflated(path)
+    out = None
+    frames = iter_pixels(path if from_file else ds)
+    try:
+        for index in range(layout.frames):
+            frame = _next_frame(frames, path, tsyntax, index, layout.frames)
+            frame = _normalise_frame(frame, ds, layout, path)
+            if out is None:
+                out = np.empty(layout.shape, dtype=frame.dtype)
+            if frame.shape != out.shape[1:]:
+                raise CorruptFileError(
+                    f"{path}: frame {index + 1} of {layout.frames} decodes to shape "
+                    f"{frame.shape}; the header declares {out.shape[1:]}"
+                )
+            out[index] = frame
+    finally:
+        frames.close()
+    return out
+
+
+def _next_frame(frames, path: Path, tsyntax, index: int, n: int) -> np.ndarray:
+    try:
+        with _quiet_pydicom():
+            return next(frames)
+    except StopIteration:
+        raise CorruptFileError(
+            f"{path}: pixel data holds {index} frame(s); NumberOfFrames declares {n}"
+        ) from None
+    except MemoryError as exc:
+        raise CorruptFileError(f"{path}: frame {index + 1} of {n} does not fit in memory") from exc
+    except Exception as exc:  # every decoder failure is this file's fault
+        codec = "pixel" if tsyntax is None else _uid_name(str(tsyntax))
+        raise CorruptFileError(
+            f"{path}: frame {index + 1} of {n}: {codec} data corrupt ({_short(exc)})"
         ) from exc
 
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if photometric == "PALETTE COLOR":
+
+def _normalise_frame(frame: np.ndarray, ds, layout: _Layout, path: Path) -> np.ndarray:
+    """Palette to RGB, MONOCHROME1 to MONOCHROME2 sense, on one frame."""
+    from pydicom.pixels import apply_color_lut
+
+    if layout.photometric == "PALETTE COLOR":
         try:
-            arr = apply_color_lut(arr, ds)
+            with _quiet_pydicom():
+                return apply_color_lut(frame, ds)
         except Exception as exc:
-            raise CorruptFileError(f"{path}: palette colour lookup table unusable ({exc})") from exc
-        samples = 3
-        notes.append("PALETTE COLOR expanded to RGB through its lookup tables")
-    elif photometric.startswith("YBR"):
-        # pydicom converts YBR to RGB by default when it decodes pixel data.
-        notes.append(f"{photometric} converted to RGB by the decoder")
-    if n_frames == 1 and arr.ndim == (3 if samples == 3 else 2):
-        arr = arr[None, ...]
-    if samples == 3 and arr.ndim != 4:
-        raise CorruptFileError(f"{path}: colour pixel data has unexpected shape {arr.shape}")
-    if samples not in (1, 3):
-        raise CorruptFileError(f"{path}: SamplesPerPixel = {samples} not supported")
-    inverted = False
-    if photometric == "MONOCHROME1":
-        bits = int(ds.get("BitsStored", arr.dtype.itemsize * 8))
-        if arr.dtype.kind == "u":
-            arr = ((1 << bits) - 1) - arr.astype(np.int64)
-            arr = arr.clip(0, (1 << bits) - 1).astype(ds.pixel_array.dtype)
-        else:
-            arr = -arr.astype(np.float32)
-        inverted = True
-        notes.append("MONOCHROME1 inverted so that higher values are brighter")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+            raise CorruptFileError(
+                f"{path}: palette colour lookup table unusable ({_short(exc)})"
+            ) from exc
+    if layout.photometric != "MONOCHROME1":
+        return frame
+    if frame.dtype.kind != "u":
+        return -frame.astype(np.float32)
+    width = frame.dtype.itemsize * 8
+    stored = _num(ds.get("BitsStored")) or width
+    top = (1 << int(min(max(stored, 1), width))) - 1
+    np.minimum(frame, top, out=frame)
+    return np.subtract(top, frame, dtype=frame.dtype)
+
+
+def _rescale_note(ds, notes: list[str]) -> None:
+    slope = _num(ds.get("RescaleSlope"))
+    intercept = _num(ds.get("RescaleIntercept"))
+    slope = 1.0 if slope is None or slope == 0 else slope
+    intercept = intercept or 0.0
     if slope != 1 or intercept != 0:
         notes.append(
             f"Modality LUT (RescaleSlope {slope}, RescaleIntercept {intercept}) not applied: "
             "stored values are used"
         )
-    return np.ascontiguousarray(arr), photometric, inverted
+
+
+def _photometric_notes(photometric: str, notes: list[str]) -> tuple[str, bool]:
+    if photometric == "PALETTE COLOR":
+        notes.append("PALETTE COLOR expanded to RGB through its lookup tables")
+    elif photometric.startswith("YBR"):
+        # pydicom converts YBR to RGB by default when it decodes pixel data.
+        notes.append(f"{photometric} converted to RGB by the decoder")
+    inverted = photometric == "MONOCHROME1"
+    if inverted:
+        notes.append("MONOCHROME1 inverted so that higher values are brighter")
+    return photometric, inverted
 
 
 def _frame_times(ds, n: int, notes: list[str]) -> tuple[np.ndarray, str]:
@@ -554,6 +876,43 @@ def _pair(value) -> tuple[float, float] | None:
     return (nums[0], nums[1])
 
 
+def _spacing_pair(ds, keyword: str, tag: str, path: Path, bounds, what: str):
+    """A spacing attribute as (row, col) mm; None when absent or not two numbers.
+
+    Two numbers outside ``bounds`` (mm) are refused: a wrong unit or a corrupt value
+    would scale every millimetre the pipeline reports.
+    """
+    pair = _numbers(ds.get(keyword))
+    if pair is None:
+        return None
+    lo, hi = bounds
+    if not all(lo <= v <= hi for v in pair):
+        raise InputError(
+            f"{path}: {keyword} {tag} = {pair[0]:g}\\{pair[1]:g} mm is outside the "
+            f"plausible {lo:g}..{hi:g} mm for {what}"
+        )
+    return pair
+
+
+def _numbers(value) -> tuple[float, float] | None:
+    """Two finite numbers from a DS pair, or None when absent or not two numbers."""
+    if value is None:
+        return None
+    items = _as_list(value.value if hasattr(value, "value") else value)
+    nums = [_num(v) for v in items]
+    if len(nums) != 2 or any(v is None for v in nums):
+        return None
+    return (nums[0], nums[1])
+
+
+def _spacing_bounds(modality: Modality) -> tuple[tuple[float, float], str]:
+    if modality.is_xray:
+        return XRAY_SPACING_RANGE_MM, "an X-ray image"
+    if modality is Modality.US:
+        return US_SPACING_RANGE_MM, "an ultrasound image"
+    return OTHER_SPACING_RANGE_MM, "an image"
+
+
 def _us_regions(ds, notes: list[str]) -> list[UltrasoundRegion]:
     regions = []
     for i, item in enumerate(ds.get("SequenceOfUltrasoundRegions", []) or []):
@@ -596,11 +955,14 @@ def _choose_region(regions, requested, path, notes) -> int | None:
                 f"{path}: ultrasound region {requested} requested but the file has "
                 f"{len(regions)} region(s)"
             )
+        if regions[requested].is_calibrated_2d:
+            _check_region_deltas(regions[requested], requested, path)
         return requested
     tissue = [i for i, r in enumerate(regions) if r.is_calibrated_2d and r.data_type in (1, 0)]
     calibrated = tissue or [i for i, r in enumerate(regions) if r.is_calibrated_2d]
     if not calibrated:
         return None
+    _check_region_deltas(regions[calibrated[0]], calibrated[0], path)
     if len(calibrated) > 1:
         notes.append(
             f"{len(calibrated)} calibrated 2D ultrasound regions {calibrated}; using region "
@@ -619,17 +981,32 @@ def _choose_region(regions, requested, path, notes) -> int | None:
     return calibrated[0]
 
 
-def _pixel_spacing_tags(ds, notes) -> tuple[tuple[float, float] | None, str, SpacingPlane]:
-    spacing = _pair(ds.get("PixelSpacing"))
+def _check_region_deltas(region: UltrasoundRegion, index: int, path: Path) -> None:
+    lo, hi = US_SPACING_RANGE_MM
+    for axis, tag, delta in (
+        ("X", "(0018,602C)", region.delta_x_mm),
+        ("Y", "(0018,602E)", region.delta_y_mm),
+    ):
+        if delta is not None and not lo <= delta <= hi:
+            raise InputError(
+                f"{path}: SequenceOfUltrasoundRegions[{index}] PhysicalDelta{axis} {tag} = "
+                f"{delta / 10:g} cm ({delta:g} mm) is outside the plausible {lo:g}..{hi:g} mm "
+                "per pixel for ultrasound"
+            )
+
+
+def _pixel_spacing_tags(ds, path, modality):
+    bounds, what = _spacing_bounds(modality)
+    spacing = _spacing_pair(ds, "PixelSpacing", "(0028,0030)", path, bounds, what)
     if spacing is not None:
         return spacing, "PixelSpacing (0028,0030)", SpacingPlane.PATIENT
-    spacing = _pair(ds.get("ImagerPixelSpacing"))
+    spacing = _spacing_pair(ds, "ImagerPixelSpacing", "(0018,1164)", path, bounds, what)
     if spacing is not None:
         return spacing, "ImagerPixelSpacing (0018,1164)", SpacingPlane.DETECTOR
     return None, "none", SpacingPlane.UNSPECIFIED
 
 
-def _xray_geometry(ds, notes) -> XRayGeometry:
+def _xray_geometry(ds, path, notes) -> XRayGeometry:
     shapes = {str(s).upper() for s in _as_list(ds.get("ShutterShape", "") or "") if s}
     shapes |= {str(s).upper() for s in _as_list(ds.get("CollimatorShape", "") or "") if s}
     if "CIRCULAR" in shapes:
@@ -638,21 +1015,50 @@ def _xray_geometry(ds, notes) -> XRayGeometry:
         collimator = CollimatorShape.RECTANGULAR
     else:
         collimator = CollimatorShape.NONE
-    imager = _pair(ds.get("ImagerPixelSpacing"))
+    imager = _spacing_pair(
+        ds, "ImagerPixelSpacing", "(0018,1164)", path, XRAY_SPACING_RANGE_MM, "an X-ray detector"
+    )
     if imager is None and "ImagerPixelSpacing" in ds:
-        notes.append("ImagerPixelSpacing present but not two positive numbers; ignored")
+        notes.append("ImagerPixelSpacing present but not two numbers; ignored")
+    sid, sod, factor = _checked_distances(ds, path)
     return XRayGeometry(
-        sid_mm=_num(ds.get("DistanceSourceToDetector")),
-        sod_mm=_num(ds.get("DistanceSourceToPatient")),
+        sid_mm=sid,
+        sod_mm=sod,
         imager_pixel_spacing_mm=imager,
-        magnification_factor=_num(ds.get("EstimatedRadiographicMagnificationFactor")),
+        magnification_factor=factor,
         primary_angle_deg=_num(ds.get("PositionerPrimaryAngle")),
         secondary_angle_deg=_num(ds.get("PositionerSecondaryAngle")),
         collimator=collimator,
     )
 
 
-def _xray_spacing(ds, xray: XRayGeometry, notes):
+def _checked_distances(ds, path: Path) -> tuple[float | None, float | None, float | None]:
+    """SID, SOD and the estimated magnification, refused when they mirror or blow up mm."""
+    sid = _num(ds.get("DistanceSourceToDetector"))
+    sod = _num(ds.get("DistanceSourceToPatient"))
+    factor = _num(ds.get("EstimatedRadiographicMagnificationFactor"))
+    for keyword, tag, value in (
+        ("DistanceSourceToDetector", "(0018,1110)", sid),
+        ("DistanceSourceToPatient", "(0018,1111)", sod),
+    ):
+        if value is not None and value <= 0:
+            raise InputError(f"{path}: {keyword} {tag} = {value:g} mm; must be > 0")
+    lo, hi = MAGNIFICATION_RANGE
+    if sid is not None and sod is not None and not lo < sid / sod <= hi:
+        raise InputError(
+            f"{path}: DistanceSourceToDetector (0018,1110) = {sid:g} mm and "
+            f"DistanceSourceToPatient (0018,1111) = {sod:g} mm give magnification "
+            f"{sid / sod:.3g}; a C-arm has SOD < SID and SID/SOD within {lo:g}..{hi:g}"
+        )
+    if factor is not None and not lo <= factor <= hi:
+        raise InputError(
+            f"{path}: EstimatedRadiographicMagnificationFactor (0018,1114) = {factor:g} is "
+            f"outside the plausible {lo:g}..{hi:g}"
+        )
+    return sid, sod, factor
+
+
+def _xray_spacing(ds, path: Path, xray: XRayGeometry, notes):
     imager = xray.imager_pixel_spacing_mm
     pixel = _pair(ds.get("PixelSpacing"))
     if imager is not None:
@@ -672,6 +1078,9 @@ def _xray_spacing(ds, xray: XRayGeometry, notes):
                     f"{tuple(round(s, 4) for s in xray.isocenter_spacing_mm)} mm"
                 )
         return imager, "ImagerPixelSpacing (0018,1164), detector plane", SpacingPlane.DETECTOR
+    pixel = _spacing_pair(
+        ds, "PixelSpacing", "(0028,0030)", path, XRAY_SPACING_RANGE_MM, "an X-ray image"
+    )
     if pixel is not None:
         cal = str(ds.get("PixelSpacingCalibrationType", "") or "")
         plane = SpacingPlane.ISOCENTER if cal.upper() == "GEOMETRY" else SpacingPlane.PATIENT
@@ -687,7 +1096,8 @@ def _xray_spacing(ds, xray: XRayGeometry, notes):
 def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
     """Exposed field from shutter/collimator attributes (DICOM pixel positions are 1-based)."""
     rows, cols = shape
-    yy, xx = np.mgrid[0:rows, 0:cols]
+    # Open grids broadcast to the mask: full index grids would be 16 bytes per pixel.
+    yy, xx = np.ogrid[0:rows, 0:cols]
     mask = np.ones(shape, dtype=bool)
     sources = []
     for prefix, center_kw, radius_kw in (
