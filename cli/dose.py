@@ -103,8 +103,9 @@ def report(
     )
 
     target = out_dir / "dose.json"
-    if target.exists() and not overwrite:
-        raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
+    for name in ("dose.json", "events.csv", "report.html"):
+        if (out_dir / name).exists() and not overwrite:
+            raise click.UsageError(f"{out_dir / name} exists; pass --overwrite to replace it")
     if rdsr_path is None and not image_paths:
         raise click.UsageError("give --rdsr FILE, or --images FILE... when there is no RDSR")
     if rdsr_path is None:
@@ -166,7 +167,7 @@ def _registry_values(db_path, procedure):
         return None
     from dose.registry import Registry
 
-    reg = Registry(db_path)
+    reg = Registry(db_path, create=False)
     try:
         return reg.baseline_values(procedure)
     finally:
@@ -241,25 +242,61 @@ def ingest(files, db_path, procedure, region, guidance, as_json):
     sys.exit(worst)
 
 
+#: A dose.json larger than this is refused before it is read (ours are a few hundred kB).
+MAX_DOSE_JSON_BYTES = 64 << 20
+
+
 def _report_for_ingest(path: Path, procedure, region, guidance):
-    from dose import DoseInputError, read_rdsr
     from dose.report import build_dose_report
 
     if path.suffix.lower() == ".json":
-        try:
-            rep = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DoseInputError(f"{path}: not a readable dose.json ({exc})") from exc
-        if rep.get("schema") != "hybridfuse.dose/1":
-            raise DoseInputError(f"{path}: schema {rep.get('schema')!r} is not hybridfuse.dose/1")
-        rdsr = Path(rep["inputs"][0]["path"])
-        rec = read_rdsr(rdsr) if rdsr.is_file() else None
-        rep["_study_uid"] = rec.study_instance_uid if rec else None
-        return rep, (rec.events if rec else []), (rec.patient.get("id") if rec else None)
+        return _dose_json_for_ingest(path)
     rep = build_dose_report(path, procedure=procedure, region=region)
+    rep["_source"] = str(path)
     if guidance == "us":
         rep["saved"] = {"counterfactual": {"point": {}, "note": "marked ultrasound-guided"}}
     return rep, rep["_events"], rep.get("_patient_id")
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _dose_json_for_ingest(path: Path):
+    """A dose.json, validated field by field; its RDSR's events when the RDSR is found.
+
+    The RDSR is looked for at the recorded path (reports written with --include-phi) and
+    beside the dose.json under its recorded file name; it is used only when its sha256
+    matches the one recorded.
+    """
+    from dose import DoseInputError, read_rdsr
+    from dose._safeio import sha256_file
+    from dose.registry import validate_report
+
+    try:
+        if path.stat().st_size > MAX_DOSE_JSON_BYTES:
+            raise DoseInputError(f"{path}: larger than {MAX_DOSE_JSON_BYTES >> 20} MiB")
+        rep = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise DoseInputError(f"{path}: not a readable dose.json ({why})") from exc
+    if not isinstance(rep, dict) or rep.get("schema") != "hybridfuse.dose/1":
+        schema = rep.get("schema") if isinstance(rep, dict) else None
+        raise DoseInputError(f"{path}: schema {schema!r} is not hybridfuse.dose/1")
+    validate_report(rep, path)
+    rep["_source"] = str(path)
+    first = rep["inputs"][0]
+    candidates = [Path(first[k]) for k in ("path",) if first.get(k)]
+    if first.get("file"):
+        candidates.append(path.parent / Path(first["file"]).name)
+    rec = None
+    for rdsr in candidates:
+        if rdsr.is_file() and sha256_file(rdsr) == first["sha256"]:
+            rec = read_rdsr(rdsr)
+            break
+    rep["_study_uid"] = rec.study_instance_uid if rec else None
+    rep["_sop_uid"] = rec.sop_instance_uid if rec else None
+    return rep, (rec.events if rec else []), (rec.patient.get("id") if rec else None)
 
 
 @dose.command("audit")
@@ -280,7 +317,7 @@ def audit_cmd(db_path, drl_path, out_dir, as_json):
     """
     from dose.registry import Registry, audit, load_drl, write_audit
 
-    reg = Registry(db_path)
+    reg = Registry(db_path, create=False)
     try:
         result = audit(reg, load_drl(drl_path) if drl_path else None)
         written = write_audit(result, reg, out_dir)

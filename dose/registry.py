@@ -3,8 +3,18 @@
 Ingestion is idempotent: a procedure is identified by the sha256 of the dose report it
 came from, so ingesting the same report twice changes nothing. A different report that
 reuses a SOP Instance UID already in the registry is a distinct procedure: it is stored,
-and the conflict is recorded and reported, never silently dropped. Patients appear only
-as a pseudonym (a salted hash whose salt is random per registry).
+and the conflict is recorded and reported, never silently dropped.
+
+De-identification: patients, studies and UIDs appear only as keyed pseudonyms
+(HMAC-SHA256 under a random secret kept in the registry); dates and times are shifted by
+a keyed per-patient offset of 1-3653 whole days (DICOM PS3.15 Basic Application
+Confidentiality Profile with the Retain Longitudinal Temporal Information with Modified
+Dates Option: intervals within a patient are kept, calendar dates are not); input files
+are recorded by name only.
+
+A registry is recognised by its SQLite application_id and a signature row in ``meta``;
+any other database is refused unmodified. Creation and ingestion run in ``BEGIN
+IMMEDIATE`` transactions with a busy timeout, so concurrent processes queue, not fail.
 """
 
 from __future__ import annotations
@@ -12,8 +22,10 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import hashlib
+import hmac
 import io
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -21,9 +33,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ._safeio import csv_cell
 from .errors import DoseInputError
+from .pseudonym import pseudonym as _keyed
 
-__all__ = ["Registry", "audit", "load_drl", "write_audit"]
+__all__ = ["Registry", "audit", "load_drl", "validate_report", "write_audit"]
+
+#: SQLite ``PRAGMA application_id`` of a hybridfuse registry ("HFRG").
+APPLICATION_ID = 0x48465247
+SCHEMA = "hybridfuse.registry/2"
+_LEGACY_SCHEMA = "hybridfuse.registry/1"
+#: Seconds a process waits for another's write transaction before giving up.
+BUSY_TIMEOUT_S = 60.0
+#: Dates are moved back by 1 to this many whole days, per patient.
+MAX_DATE_SHIFT_DAYS = 3653
+DATE_METHOD = (
+    "dates shifted back by a keyed per-patient offset of 1-3653 days (DICOM PS3.15 Retain "
+    "Longitudinal Temporal Information with Modified Dates Option)"
+)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,43 +90,123 @@ QUANTITIES = ("dap_total_gy_cm2", "ka_r_total_mgy", "fluoro_time_s")
 
 
 class Registry:
-    """A registry file; create it on first use."""
+    """A registry file; created on first use when ``create`` (never over another file)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, create: bool = True):
         self.path = Path(path)
+        _check_file(self.path, create)
         try:
-            self.db = sqlite3.connect(self.path)
-            self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise DoseInputError(f"{self.path}: cannot open the registry ({exc})") from exc
+        try:
+            self._open(create)
+        except sqlite3.Error as exc:
+            self.db.close()
             raise DoseInputError(f"{self.path}: not a hybridfuse registry ({exc})") from exc
-        row = self.db.execute("SELECT value FROM meta WHERE key='salt'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),))
-            self.db.execute("INSERT INTO meta VALUES ('schema', 'hybridfuse.registry/1')")
-            self.db.commit()
-            row = self.db.execute("SELECT value FROM meta WHERE key='salt'").fetchone()
-        self._salt = row[0]
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, create: bool) -> None:
+        if not _tables(self.db):
+            if not create:
+                raise DoseInputError(f"{self.path}: an empty database, not a hybridfuse registry")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if not _tables(self.db):  # another process may have created it meanwhile
+                    # executescript would commit the open transaction: one statement each.
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    for key, value in (
+                        ("schema", SCHEMA),
+                        ("secret", secrets.token_hex(32)),
+                        ("dates", DATE_METHOD),
+                    ):
+                        self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        meta = self._signature()
+        self.legacy = meta["schema"] == _LEGACY_SCHEMA
+        secret = meta.get("secret") or meta.get("salt") or ""
+        self._salt = secret
+        try:
+            self._key = bytes.fromhex(secret)
+        except ValueError:
+            self._key = b""
+        if len(self._key) < 16:
+            raise DoseInputError(f"{self.path}: the registry's secret is missing or damaged")
+
+    def _signature(self) -> dict[str, str]:
+        """The ``meta`` rows, if this is one of our registries; otherwise refuse."""
+        app_id = self.db.execute("PRAGMA application_id").fetchone()[0]
+        names = _tables(self.db)
+        meta = {}
+        if "meta" in names:
+            try:
+                meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            except sqlite3.Error:
+                meta = {}
+        ours = (app_id == APPLICATION_ID and meta.get("schema") == SCHEMA) or (
+            app_id == 0 and meta.get("schema") == _LEGACY_SCHEMA and "salt" in meta
+        )
+        if not ours or not {"procedures", "events", "conflicts"} <= names:
+            raise DoseInputError(
+                f"{self.path}: an SQLite database that is not a hybridfuse registry "
+                "(no hybridfuse signature); refused and left unchanged"
+            )
+        return meta
 
     def close(self) -> None:
         """Close the database."""
         self.db.close()
 
-    def pseudonym(self, patient_id: str | None) -> str | None:
-        """Salted hash of a patient ID (the ID itself is never stored)."""
-        if not patient_id:
+    def pseudonym(self, identifier: str | None) -> str | None:
+        """Keyed pseudonym of an identifier (the identifier itself is never stored)."""
+        if not identifier:
             return None
-        return hashlib.sha256((self._salt + patient_id).encode()).hexdigest()[:16]
+        if self.legacy:  # registry/1: keep its pseudonyms comparable with earlier rows
+            return hashlib.sha256((self._salt + identifier).encode()).hexdigest()[:16]
+        return _keyed(identifier, self._key)
+
+    def date_shift(self, who: str) -> _dt.timedelta:
+        """The keyed per-patient shift applied to every date of that patient (PS3.15)."""
+        if self.legacy:
+            return _dt.timedelta(0)
+        mac = hmac.new(self._key, b"date-shift\x00" + who.encode(), hashlib.sha256).digest()
+        return _dt.timedelta(days=1 + int.from_bytes(mac[:4], "big") % MAX_DATE_SHIFT_DAYS)
 
     def ingest(self, report: dict, events, patient_id: str | None = None) -> dict:
-        """Add one report (a ``build_dose_report`` record); returns what happened."""
+        """Add one report (a ``build_dose_report`` record); returns what happened.
+
+        The report is validated first (:func:`validate_report`); the check for an earlier
+        copy and the insert are one immediate transaction, so concurrent ingests queue.
+        """
+        validate_report(report, report.get("_source", "report"))
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            result = self._ingest(report, events, patient_id)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return result
+
+    def _ingest(self, report: dict, events, patient_id: str | None) -> dict:
         inp = report["inputs"][0]
-        sha, sop = inp["sha256"], inp.get("sop_instance_uid")
+        sha = inp["sha256"]
+        sop = self.pseudonym(report.get("_sop_uid") or inp.get("sop_instance_uid"))
         existing = self.db.execute(
             "SELECT id FROM procedures WHERE report_sha256=?", (sha,)
         ).fetchone()
         if existing:
             return {"status": "already ingested", "id": existing[0], "sha256": sha}
         result = {"status": "ingested", "sha256": sha}
+        now = _dt.datetime.now().isoformat(timespec="seconds")
         if sop:
             same_uid = self.db.execute(
                 "SELECT report_sha256 FROM procedures WHERE sop_instance_uid=?", (sop,)
@@ -111,13 +219,18 @@ class Registry:
                 self.db.execute(
                     "INSERT INTO conflicts (sop_instance_uid, existing_sha256, new_sha256, "
                     "reason, at) VALUES (?,?,?,?,?)",
-                    (sop, same_uid[0], sha, reason, _dt.datetime.now().isoformat()),
+                    (sop, same_uid[0], sha, reason, now),
                 )
                 result["conflict"] = reason
+        study = report.get("_study_uid")
+        shift = self.date_shift(patient_id or study or sha)
+
+        def when(t):
+            return (t - shift).isoformat() if t is not None else None
+
         d = report["delivered"]
         cf = (report.get("saved") or {}).get("counterfactual")
         starts = [e.start for e in events if e.start is not None]
-        record = {k: v for k, v in report.items() if not k.startswith("_") and k != "patient"}
         cur = self.db.execute(
             "INSERT INTO procedures (report_sha256, sop_instance_uid, study_instance_uid, "
             "pseudonym, device, procedure_type, region, start, us_guided, dap_total_gy_cm2, "
@@ -126,21 +239,21 @@ class Registry:
             (
                 sha,
                 sop,
-                report.get("_study_uid"),
+                self.pseudonym(study),
                 self.pseudonym(patient_id),
                 " ".join(v for v in report["device"].values() if v),
                 report.get("procedure"),
                 report.get("region"),
-                min(starts).isoformat() if starts else None,
+                when(min(starts)) if starts else None,
                 int(cf is not None),
                 d.get("dap_total_gy_cm2"),
                 d.get("ka_r_total_mgy"),
                 d.get("fluoro_time_s"),
                 d.get("n_events"),
-                cf["point"].get("dap_gy_cm2") if cf else None,
-                inp["path"],
-                _dt.datetime.now().isoformat(),
-                json.dumps(record, default=lambda v: v.item() if hasattr(v, "item") else str(v)),
+                (cf.get("point") or {}).get("dap_gy_cm2") if cf else None,
+                inp.get("file") or Path(str(inp.get("path", ""))).name or None,
+                now,
+                _stored_record(report, self.pseudonym),
             ),
         )
         pid = cur.lastrowid
@@ -149,18 +262,17 @@ class Registry:
             [
                 (
                     pid,
-                    e.uid,
-                    e.start.isoformat() if e.start else None,
+                    self.pseudonym(e.uid),
+                    when(e.start),
                     e.event_type,
-                    e.dap_gy_cm2,
-                    e.dose_rp_mgy,
-                    e.duration_s,
-                    e.number_of_pulses,
+                    _finite_or_none(e.dap_gy_cm2),
+                    _finite_or_none(e.dose_rp_mgy),
+                    _finite_or_none(e.duration_s),
+                    _finite_or_none(e.number_of_pulses),
                 )
                 for e in events
             ],
         )
-        self.db.commit()
         result["id"] = pid
         return result
 
@@ -173,9 +285,10 @@ class Registry:
         ).fetchall()
         out: dict[str, list[float]] = {"dap_gy_cm2": [], "ka_r_mgy": [], "fluoro_time_s": []}
         for dap, kar, ft in rows:
-            for key, v in (("dap_gy_cm2", dap), ("ka_r_mgy", kar), ("fluoro_time_s", ft)):
+            for key, raw in (("dap_gy_cm2", dap), ("ka_r_mgy", kar), ("fluoro_time_s", ft)):
+                v = _finite_or_none(raw)
                 if v is not None:
-                    out[key].append(float(v))
+                    out[key].append(v)
         return out
 
     def rows(self) -> list[dict]:
@@ -186,7 +299,18 @@ class Registry:
             "ORDER BY id"
         )
         names = [c[0] for c in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        out = []
+        for r in cur.fetchall():
+            row = dict(zip(names, r, strict=True))
+            # A value that is not a finite number (an older registry accepted "abc",
+            # NaN, inf) is unknown, and said so, rather than breaking the audit.
+            row["invalid"] = [
+                q for q in (*QUANTITIES, "saved_dap_gy_cm2") if not _valid_amount(row[q])
+            ]
+            for q in row["invalid"]:
+                row[q] = None
+            out.append(row)
+        return out
 
     def conflicts(self) -> list[dict]:
         """Recorded UID conflicts."""
@@ -196,6 +320,137 @@ class Registry:
         )
         names = [c[0] for c in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _check_file(path: Path, create: bool) -> None:
+    """Refuse, before SQLite touches it, a path that is no SQLite database."""
+    if path.is_dir():
+        raise DoseInputError(f"{path}: is a folder, not a registry file")
+    if not path.exists():
+        if not create:
+            raise DoseInputError(f"{path}: no such registry")
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise DoseInputError(f"{path}: cannot read the registry ({exc.strerror})") from exc
+    if head and head != _SQLITE_MAGIC:
+        raise DoseInputError(f"{path}: not an SQLite file, so not a hybridfuse registry")
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _valid_amount(v) -> bool:
+    return v is None or (_is_number(v) and math.isfinite(v) and v >= 0)
+
+
+def _finite_or_none(v):
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _stored_record(report: dict, pseudonym) -> str:
+    """The dose.json kept in the registry: no patient block, no paths, UIDs pseudonymised."""
+    from .report import finite_json
+
+    record = {k: v for k, v in report.items() if not k.startswith("_") and k != "patient"}
+    record["inputs"] = [
+        {
+            **{k: v for k, v in i.items() if k not in ("path", "sop_instance_uid")},
+            "sop_instance_uid": pseudonym(i.get("sop_instance_uid")),
+        }
+        for i in record.get("inputs") or []
+    ]
+    delivered = dict(record.get("delivered") or {})
+    if isinstance(delivered.get("per_image"), list):
+        delivered["per_image"] = [
+            {**im, "file": Path(str(im.get("file", ""))).name} if isinstance(im, dict) else im
+            for im in delivered["per_image"]
+        ]
+        record["delivered"] = delivered
+    return finite_json(record, indent=None)
+
+
+#: Numbers of a dose record that are physical amounts (finite, >= 0, or null).
+_NONNEGATIVE = (
+    "dap_total_gy_cm2",
+    "fluoro_dap_gy_cm2",
+    "acquisition_dap_gy_cm2",
+    "ka_r_total_mgy",
+    "fluoro_ka_r_mgy",
+    "acquisition_ka_r_mgy",
+    "fluoro_time_s",
+    "acquisition_time_s",
+)
+_COUNTS = ("n_events", "n_fluoro_events", "n_acquisition_events", "n_planes", "n_images")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _need(ok: bool, source, where: str, what: str, value) -> None:
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise DoseInputError(f"{source}: field {where} = {shown}: {what}")
+
+
+def validate_report(report: dict, source="report") -> None:
+    """Check every field the registry stores: types, finite numbers, amounts >= 0.
+
+    Raises
+    ------
+    DoseInputError
+        Naming ``source`` (the file) and the field, e.g. ``delivered.dap_total_gy_cm2``.
+    """
+    _need(isinstance(report, dict), source, "$", "must be a JSON object", type(report).__name__)
+    inputs = report.get("inputs")
+    _need(isinstance(inputs, list) and inputs, source, "inputs", "must be a non-empty list", inputs)
+    first = inputs[0]
+    _need(isinstance(first, dict), source, "inputs[0]", "must be an object", first)
+    sha = first.get("sha256")
+    _need(
+        isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha),
+        source,
+        "inputs[0].sha256",
+        "must be 64 lower-case hex digits",
+        sha,
+    )
+    for key in ("file", "path", "sop_instance_uid"):
+        v = first.get(key)
+        _need(v is None or isinstance(v, str), source, f"inputs[0].{key}", "must be text", v)
+    for key in ("procedure", "region"):
+        v = report.get(key)
+        _need(v is None or isinstance(v, str), source, key, "must be text or null", v)
+    device = report.get("device")
+    _need(isinstance(device, dict), source, "device", "must be an object", device)
+    for key, v in device.items():
+        _need(v is None or isinstance(v, str), source, f"device.{key}", "must be text", v)
+    d = report.get("delivered")
+    _need(isinstance(d, dict), source, "delivered", "must be an object", d)
+    for key in _NONNEGATIVE:
+        v = d.get(key)
+        where = f"delivered.{key}"
+        _need(v is None or _is_number(v), source, where, "must be a number or null", v)
+        _need(v is None or math.isfinite(v), source, where, "must be finite", v)
+        _need(v is None or v >= 0, source, where, "must not be negative", v)
+    for key in _COUNTS:
+        v = d.get(key)
+        ok = v is None or (_is_number(v) and math.isfinite(v) and v >= 0 and v == int(v))
+        _need(ok, source, f"delivered.{key}", "must be a whole number >= 0 or null", v)
+    saved = report.get("saved")
+    _need(saved is None or isinstance(saved, dict), source, "saved", "must be an object", saved)
+    cf = (saved or {}).get("counterfactual")
+    _need(cf is None or isinstance(cf, dict), source, "saved.counterfactual", "not an object", cf)
+    point = (cf or {}).get("point")
+    _need(point is None or isinstance(point, dict), source, "counterfactual.point", "", point)
+    v = (point or {}).get("dap_gy_cm2")
+    where = "saved.counterfactual.point.dap_gy_cm2"
+    ok = v is None or (_is_number(v) and math.isfinite(v) and v >= 0)
+    _need(ok, source, where, "must be a finite number >= 0 or null", v)
 
 
 def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
@@ -226,6 +481,8 @@ def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
                     levels[q] = float(text)
                 except ValueError as exc:
                     raise DoseInputError(f"{path}: {col}={text!r} is not a number") from exc
+                if not (math.isfinite(levels[q]) and levels[q] > 0):
+                    raise DoseInputError(f"{path}: {col}={text!r} must be a finite number > 0")
         levels["source"] = r.get("source", "")
         out[(r["procedure"], r["region"])] = levels
     return out
@@ -234,6 +491,8 @@ def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
 def audit(reg: Registry, drl: dict | None = None) -> dict:
     """Per procedure type and region: counts, median and 75th percentile, DRL, outliers."""
     rows = reg.rows()
+    if not rows:
+        raise DoseInputError(f"{reg.path}: the registry holds no procedures; nothing to audit")
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(
@@ -287,9 +546,16 @@ def audit(reg: Registry, drl: dict | None = None) -> dict:
                         }
                     )
         out_groups.append(g)
+    flags = [
+        f"procedure {r['id']}: stored {', '.join(r['invalid'])} not a finite number >= 0; "
+        "treated as unknown"
+        for r in rows
+        if r["invalid"]
+    ]
     return {
         "schema": "hybridfuse.audit/1",
         "procedures": len(rows),
+        "flags": flags,
         "groups": out_groups,
         "outliers": outliers,
         "conflicts": reg.conflicts(),
@@ -298,8 +564,8 @@ def audit(reg: Registry, drl: dict | None = None) -> dict:
 
 def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list[Path]:
     """audit.json, audit.csv and audit.html (with distribution plots), atomically."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .report import finite_json, write_together
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["procedure", "region", "count", "us_guided"]
@@ -316,26 +582,24 @@ def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list
                 e.get("drl", ""),
                 e.get("median_over_drl", ""),
             ]
-        w.writerow(row)
-    files = [
-        ("audit.json", json.dumps(result, indent=1)),
-        ("audit.csv", buf.getvalue()),
-        ("audit.html", _audit_html(result, reg)),
-    ]
-    written = []
-    for name, text in files:
-        tmp = out / f".{name}.partial"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
-        written.append(out / name)
-    return written
+        w.writerow([csv_cell(v) for v in row])
+    text = finite_json(result, flags=result.setdefault("flags", []))
+    return write_together(
+        out_dir,
+        [
+            ("audit.json", text),
+            ("audit.csv", buf.getvalue()),
+            ("audit.html", _audit_html(json.loads(text), reg)),
+        ],
+    )
 
 
 def _cell(entry: dict) -> str:
-    med = entry.get("median", float("nan"))
-    p75 = entry.get("p75", float("nan"))
-    drl = f" (DRL {entry['drl']:.4g})" if "drl" in entry else ""
-    return f"<td>{med:.4g} / {p75:.4g}{drl}</td>"
+    def fmt(v):
+        return "-" if v is None else f"{v:.4g}"
+
+    drl = f" (DRL {fmt(entry['drl'])})" if "drl" in entry else ""
+    return f"<td>{fmt(entry.get('median'))} / {fmt(entry.get('p75'))}{drl}</td>"
 
 
 def _audit_html(result: dict, reg: Registry) -> str:

@@ -9,15 +9,24 @@ no patient name, ID or birth date unless asked.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
+import math
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
+from ._safeio import UnsafeOutputError, atomic_file, csv_cell, file_record
 from .rdsr import DoseRecord, read_rdsr
 
-__all__ = ["DOSE_SCHEMA", "build_dose_report", "write_dose_outputs", "EVENT_COLUMNS"]
+__all__ = [
+    "DOSE_SCHEMA",
+    "EVENT_COLUMNS",
+    "build_dose_report",
+    "finite_json",
+    "write_dose_outputs",
+    "write_together",
+]
 
 DOSE_SCHEMA = "hybridfuse.dose/1"
 
@@ -59,14 +68,6 @@ _QUANTITIES = (
 )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _event_sum(events, attr, kind, plane=None):
     chosen = [
         e
@@ -105,10 +106,16 @@ def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
             }
             if total is not None and summed is not None:
                 diff = summed - total
-                rel = diff / total if total else (0.0 if diff == 0 else float("inf"))
+                # A zero total against a non-zero sum has no finite relative difference.
+                rel = diff / total if total else (0.0 if diff == 0 else None)
                 row["difference"] = diff
                 row["relative_difference"] = rel
-                if abs(rel) > RECONCILE_TOLERANCE:
+                if rel is None:
+                    flags.append(
+                        f"plane {plane}: {field} event sum {summed:.6g} but the accumulated "
+                        "total is 0; the accumulated total is reported"
+                    )
+                elif abs(rel) > RECONCILE_TOLERANCE:
                     what = (
                         "durations are vendor-defined and often not additive"
                         if field.endswith("time_s")
@@ -283,8 +290,7 @@ def build_dose_report(
         "flags": flags,
         "inputs": [
             {
-                "path": str(path),
-                "sha256": _sha256(path),
+                **file_record(path, include_phi=include_phi),
                 "sop_instance_uid": rec.sop_instance_uid,
                 "sop_class": rec.sop_class_name,
                 "template": rec.template,
@@ -321,33 +327,48 @@ def build_dose_report(
     report["_events"] = rec.events
     report["_study_uid"] = rec.study_instance_uid
     report["_patient_id"] = rec.patient.get("id")
+    report["_sop_uid"] = rec.sop_instance_uid
     report["_t0"] = min(starts) if starts else None
+    report["_include_phi"] = include_phi
     return report
 
 
-def _events_csv(events) -> str:
+def _event_value(ev, attr, first, include_phi):
+    if attr is None:
+        if ev.start is None or first is None:
+            return None
+        return (ev.start - first).total_seconds()
+    value = getattr(ev, attr)
+    if attr == "uid" and value is not None and not include_phi:
+        from .pseudonym import pseudonym
+
+        return "event-" + pseudonym(value)
+    if isinstance(value, list):
+        return ";".join(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _events_csv(events, include_phi: bool = False) -> str:
+    """One row per event; text cells neutralised for spreadsheets.
+
+    Without ``include_phi`` times are relative to the first event only (no date) and
+    event UIDs are keyed pseudonyms.
+    """
+    columns = [
+        (name, attr) for name, attr in EVENT_COLUMNS if include_phi or name != "start_datetime"
+    ]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([name for name, _ in EVENT_COLUMNS])
+    writer.writerow([name for name, _ in columns])
     starts = [e.start for e in events if e.start is not None]
     first = min(starts) if starts else None
-    for ev in sorted(events, key=lambda e: (e.start is None, e.start or 0)):
-        row = []
-        for _name, attr in EVENT_COLUMNS:
-            if attr is None:
-                value = (
-                    (ev.start - first).total_seconds()
-                    if ev.start is not None and first is not None
-                    else None
-                )
-            else:
-                value = getattr(ev, attr)
-            if isinstance(value, list):
-                value = ";".join(value)
-            elif hasattr(value, "isoformat"):
-                value = value.isoformat()
-            row.append("" if value is None else value)
-        writer.writerow(row)
+    for ev in sorted(events, key=lambda e: (e.start is None, e.start or first)):
+        row = [_event_value(ev, attr, first, include_phi) for _name, attr in columns]
+        writer.writerow(["" if v is None else csv_cell(v) for v in row])
     return buf.getvalue()
 
 
@@ -359,30 +380,101 @@ def _json_default(value):
     return str(value)
 
 
-def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``dose.json``, ``events.csv`` and ``report.html`` via temporary names."""
+def finite_json(value, *, indent=1, flags: list[str] | None = None) -> str:
+    """JSON text that is valid JSON: a NaN or infinity is written as null and flagged.
+
+    A non-finite number reaching an output is a bug upstream; ``flags`` (when given)
+    receives one line per such value naming where it was.
+    """
+    found: list[str] = []
+    clean = _finite(value, "$", found)
+    if found and flags is not None:
+        flags.extend(f"internal: non-finite number at {where} written as null" for where in found)
+        if isinstance(clean, dict) and isinstance(clean.get("flags"), list):
+            clean["flags"] = clean["flags"] + [
+                f"internal: non-finite number at {where} written as null" for where in found
+            ]
+    return json.dumps(clean, indent=indent, allow_nan=False, default=_json_default)
+
+
+def _finite(value, where: str, found: list[str]):
+    # Our own records are a few levels deep, so recursion is bounded by construction.
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}", found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    if hasattr(value, "item") and hasattr(value, "dtype"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(where)
+        return None
+    return value
+
+
+def _fill(tmp: Path, data: bytes) -> None:
+    """Write and flush one temporary output (a seam: tests make it fail as a full disk)."""
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_together(out_dir: str | os.PathLike, files: list[tuple[str, str | bytes]]) -> list[Path]:
+    """Write several outputs so that they appear together or not at all.
+
+    Every file is first written whole under an exclusive temporary name
+    (:func:`dose._safeio.atomic_file`), then all are renamed into place. On any failure
+    (a full disk, a signal) the temporaries are removed, and so is any output this call
+    already renamed, so a re-run finds nothing half-written. ``out_dir`` may not be a link.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink():
+        raise UnsafeOutputError(f"{out}: output folder is a symbolic link; refused")
+    if out.exists() and not out.is_dir():
+        raise UnsafeOutputError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnsafeOutputError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
+    ours: dict[Path, int] = {}
+    try:
+        with ExitStack() as stack:
+            for name, data in files:
+                tmp = stack.enter_context(atomic_file(out / name))
+                _fill(tmp, data.encode("utf-8") if isinstance(data, str) else data)
+                ours[out / name] = tmp.stat().st_ino
+    except BaseException:
+        for target, ino in ours.items():
+            try:
+                if not target.is_symlink() and target.stat().st_ino == ino:
+                    target.unlink()
+            except OSError:
+                pass
+        raise
+    return [out / name for name, _ in files]
+
+
+def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``dose.json``, ``events.csv`` and ``report.html`` together or not at all.
+
+    Everything is rendered before anything is written (see :func:`write_together`).
+    """
     from .html import render_report_html
 
+    include_phi = bool(report.get("_include_phi"))
     events = report.get("_events", [])
     record = {k: v for k, v in report.items() if not k.startswith("_")}
     cf = (report.get("saved") or {}).get("counterfactual")
     us_iv = cf["us_guided_intervals_s"] if cf else []
-    outputs = [
-        ("dose.json", json.dumps(record, indent=1, default=_json_default)),
-        ("events.csv", _events_csv(events)),
-    ]
+    text = finite_json(record, flags=record.setdefault("flags", []))
+    record = json.loads(text)
+    outputs = [("dose.json", text), ("events.csv", _events_csv(events, include_phi))]
     if report.get("_t0") is not None:
-        outputs.append(("report.html", render_report_html(record, events, us_iv, report["_t0"])))
-    written = []
-    for name, text in outputs:
-        target = out / name
-        tmp = out / f".{name}.partial"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-        written.append(target)
-    return written
+        # The viewer page shows each input by name: its file name unless PHI is asked for.
+        shown = dict(record)
+        shown["inputs"] = [{**i, "path": i.get("path") or i["file"]} for i in record["inputs"]]
+        outputs.append(("report.html", render_report_html(shown, events, us_iv, report["_t0"])))
+    return write_together(out_dir, outputs)
 
 
 def build_image_dose_report(
@@ -413,11 +505,10 @@ def build_image_dose_report(
         except Exception as exc:
             raise DoseInputError(f"{path}: not a readable DICOM image ({exc})") from exc
         tags = read_image_dose_tags(ds)
-        per_image.append({"file": str(path), **tags.to_dict()})
+        per_image.append({"file": str(path) if include_phi else path.name, **tags.to_dict()})
         inputs.append(
             {
-                "path": str(path),
-                "sha256": _sha256(path),
+                **file_record(path, include_phi=include_phi),
                 "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
                 "sop_class": str(ds.get("SOPClassUID", "")),
             }
@@ -476,4 +567,5 @@ def build_image_dose_report(
         "units_seen": ["dGy.cm2"],
         "_events": [],
         "_t0": None,
+        "_include_phi": include_phi,
     }

@@ -72,3 +72,124 @@ def test_concurrent_first_use_agrees_on_one_key(tmp_path):
     ]
     keys = {p.communicate(timeout=60)[0].strip() for p in procs}
     assert len(keys) == 1 and len(keys.pop()) == 64
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _dose(*args):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    return CliRunner().invoke(cli, ["dose", *map(str, args)])
+
+
+def _rdsr_with_protocol(case, tmp_path, text):
+    """The synthetic RDSR with every event's protocol name replaced by ``text``."""
+    import pydicom
+
+    from dose.rdsr import _walk
+
+    ds = pydicom.dcmread(case / "rdsr.dcm")
+    for item in _walk(ds):
+        seq = item.get("ConceptNameCodeSequence")
+        if seq and seq[0].CodeValue == "125203":
+            if "TextValue" in item:
+                item.TextValue = text
+            else:
+                item.ConceptCodeSequence[0].CodeMeaning = text
+    path = tmp_path / "proto.dcm"
+    ds.save_as(path)
+    return path
+
+
+# --- item 1: outputs written exclusively, together, or not at all -------------------------------
+
+
+def test_planted_partial_link_is_never_followed(synthetic_case, tmp_path):
+    case, _ = synthetic_case
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for name in ("dose.json", "events.csv", "report.html"):
+        (out / f".{name}.partial").symlink_to(victim)
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert victim.read_text() == "precious"
+    assert (out / "dose.json").is_file() and not (out / "dose.json").is_symlink()
+
+
+def test_disk_full_leaves_no_output_and_a_rerun_proceeds(synthetic_case, tmp_path, monkeypatch):
+    import errno
+
+    import dose.report as report
+
+    case, _ = synthetic_case
+    out = tmp_path / "out"
+    real, calls = report._fill, []
+
+    def fill(tmp, data):
+        calls.append(tmp)
+        if len(calls) == 3:  # dose.json and events.csv written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tmp, data)
+
+    monkeypatch.setattr(report, "_fill", fill)
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", out)
+    assert r.exit_code == 2 and "no space left" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert list(out.iterdir()) == []
+    monkeypatch.setattr(report, "_fill", real)
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["dose.json", "events.csv", "report.html"]
+
+
+def test_failed_rename_removes_outputs_already_renamed(tmp_path, monkeypatch):
+    import dose._safeio as safeio
+    from dose.report import write_together
+
+    real, seen = safeio.os.replace, []
+
+    def replace(src, dst):
+        seen.append(dst)
+        if len(seen) == 2:
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(safeio.os, "replace", replace)
+    with pytest.raises(ValueError, match="no space left"):
+        write_together(tmp_path, [("a.txt", "a"), ("b.txt", "b"), ("c.txt", "c")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_out_is_bad_input(synthetic_case, tmp_path, monkeypatch):
+    import errno
+
+    import dose._safeio as safeio
+
+    case, _ = synthetic_case
+
+    def read_only(*a, **k):  # as a read-only file system answers (root ignores chmod)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    user_key()  # the key lives elsewhere; only --out is read-only
+    monkeypatch.setattr(safeio.tempfile, "mkstemp", read_only)
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "ro")
+    assert r.exit_code == 2 and "read-only file system" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_out_that_is_a_file_or_link_is_bad_input(synthetic_case, tmp_path):
+    case, _ = synthetic_case
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", afile)
+    assert r.exit_code == 2 and "not a folder" in r.output
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "link")
+    assert r.exit_code == 2 and "symbolic link" in r.output
+    assert list((tmp_path / "real").iterdir()) == []
