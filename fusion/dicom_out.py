@@ -1,10 +1,12 @@
 r"""DICOM output a PACS accepts: a Multi-frame True Color Secondary Capture of the fusion.
 
 Built with pydicom (highdicom's SCImage writes single frames only). A derived object:
-new Series and SOP Instance UIDs, the source Study Instance UID kept, references to the
-source images, ImageType DERIVED\\SECONDARY, ConversionType WSD, FrameTime, and
-BurnedInAnnotation stated truthfully. Without ``include_phi`` the patient module carries
-a pseudonym instead of the patient's name and ID (and says so).
+new Series and SOP Instance UIDs, references to the source images, ImageType
+DERIVED\\SECONDARY, ConversionType WSD, FrameTime, and BurnedInAnnotation stated
+truthfully. With ``include_phi`` it belongs to the source's study and names the patient.
+Without it the object is de-identified by :class:`fusion.deid.Deidentifier` (PS3.15 Basic
+Profile with the Retain Longitudinal Temporal Information Modified Dates Option): keyed
+replacement UIDs, a keyed patient pseudonym, no Study ID, dates shifted.
 """
 
 from __future__ import annotations
@@ -16,29 +18,43 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_fused_sc", "case_pseudonym", "derived_dataset", "MF_TRUE_COLOR_SC"]
+from dose._safeio import atomic_file
+from dose.pseudonym import pseudonym
+
+from .deid import Deidentifier
+
+__all__ = [
+    "write_fused_sc",
+    "case_pseudonym",
+    "derived_dataset",
+    "save_derived",
+    "MF_TRUE_COLOR_SC",
+]
 
 MF_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
 
 
-def case_pseudonym(study_uid: str | None) -> str:
-    """A stable label for a case that reveals nothing about the patient."""
-    return "CASE-" + hashlib.sha256((study_uid or "unknown").encode()).hexdigest()[:10].upper()
+def case_pseudonym(study_uid: str | None, key: bytes | None = None) -> str:
+    """A stable label for a case: a keyed hash of the study, which only the key holder links.
+
+    ``key`` defaults to the user's pseudonym key (:func:`dose.pseudonym.user_key`).
+    """
+    return "CASE-" + pseudonym(study_uid or "unknown", key)[:10].upper()
 
 
-def derived_dataset(sop_class: str, src, include_phi: bool):
+def derived_dataset(sop_class: str, src, deid: Deidentifier | None, fingerprint=()):
     """File meta, SOP Common, Patient and General Study modules of a derived object.
 
-    The new object belongs to the source's study (its Study Instance UID is kept). The
-    patient module copies the source's name, ID, birth date and sex only with
-    ``include_phi``; otherwise it carries a case pseudonym and says the identity was
-    removed. Study date, time and accession number are kept only with ``include_phi``.
+    The study and patient values are the source's; :func:`save_derived` de-identifies them
+    when ``deid`` is given. The SOP Instance UID is random with ``deid`` None, else keyed
+    from the SOP class and ``fingerprint`` (the object's content), so a re-run of the same
+    fusion gives the same UID and a different fusion another.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     now = _dt.datetime.now()
-    sop_uid = generate_uid()
+    sop_uid = deid.derived_uid(sop_class, "sop", *fingerprint) if deid else generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -51,26 +67,49 @@ def derived_dataset(sop_class: str, src, include_phi: bool):
     ds.SOPInstanceUID = sop_uid
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
-    study_uid = str(src.get("StudyInstanceUID", "")) if src is not None else ""
-    if include_phi and src is not None:
-        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-            setattr(ds, kw, src.get(kw, ""))
-        ds.PatientIdentityRemoved = "NO"
-    else:
-        label = case_pseudonym(study_uid)
-        ds.PatientName = f"ANONYMIZED^{label}"
-        ds.PatientID = label
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "hybridfuse: patient name and ID replaced by a case pseudonym"
-    ds.StudyInstanceUID = study_uid or generate_uid()
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+        setattr(ds, kw, src.get(kw, "") if src is not None else "")
+    ds.PatientIdentityRemoved = "NO" if deid is None else "YES"
+    study_uid = str(src.get("StudyInstanceUID", "") or "") if src is not None else ""
+    ds.StudyInstanceUID = study_uid or (
+        deid.derived_uid(sop_class, "study", *fingerprint) if deid else generate_uid()
+    )
     for kw in ("StudyDate", "StudyTime", "AccessionNumber", "StudyID"):
-        value = src.get(kw, "") if (src is not None and (include_phi or kw == "StudyID")) else ""
-        setattr(ds, kw, value)
+        setattr(ds, kw, src.get(kw, "") if src is not None else "")
     ds.ReferringPhysicianName = ""
     ds.Laterality = ""  # General Series, Type 2C: no paired body part is asserted
     return ds
+
+
+def save_derived(ds, path, deid: Deidentifier | None, uid_map=None) -> Path:
+    """De-identify ``ds`` (when ``deid``), write it atomically, and the UID map if asked.
+
+    The file appears complete or not at all (exclusive temporary name, renamed); the map
+    is written only with ``deid`` and ``uid_map``, after the object.
+    """
+    if deid is not None:
+        deid.apply(ds)
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+    if deid is not None and uid_map is not None:
+        deid.write_map(uid_map)
+    return path
+
+
+def _pixel_bytes(frames: list[np.ndarray]) -> tuple[bytes, int, int, int]:
+    first = np.asarray(frames[0]) if len(frames) else np.empty(0)
+    if first.ndim != 3 or first.shape[2] != 3:
+        raise ValueError("frames must be a non-empty list of (rows, cols, 3) arrays")
+    rows, cols = first.shape[:2]
+    if any(np.shape(f) != (rows, cols, 3) for f in frames):
+        raise ValueError("all frames must have the same (rows, cols, 3) shape")
+    # One frame at a time: no stacked copy of the whole run beside the final bytes.
+    data = b"".join([np.ascontiguousarray(f, dtype=np.uint8).tobytes() for f in frames])
+    return data, len(frames), rows, cols
 
 
 def write_fused_sc(
@@ -83,6 +122,8 @@ def write_fused_sc(
     include_phi: bool,
     burned_in: bool,
     description: str,
+    key: bytes | None = None,
+    uid_map: str | os.PathLike | None = None,
 ) -> Path:
     """Write the fused RGB frames as one multi-frame true-colour SC object.
 
@@ -91,20 +132,33 @@ def write_fused_sc(
     frames : list of uint8 (rows, cols, 3)
     fixed_ds, moving_ds : pydicom Datasets (headers) of the source images, or None.
     frame_time_ms : display interval between frames.
-    include_phi : copy the patient's name, ID, birth date and sex from the source.
+    include_phi : keep the source's study, UIDs, dates and the patient's name, ID, birth
+        date and sex; otherwise de-identify (see :mod:`fusion.deid`).
     burned_in : whether the frames carry burned-in text (sets BurnedInAnnotation).
+    key : pseudonym key for de-identification; the user's key when None.
+    uid_map : CSV to write (or extend) with the source->new UID map when de-identifying;
+        none is written when None. Keep it private: it re-identifies the object.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
     from pydicom.uid import generate_uid
 
+    src = fixed_ds if fixed_ds is not None else moving_ds
+    deid = None if include_phi else Deidentifier(src, key)
+    pixels, n, rows, cols = _pixel_bytes(frames)
+    sources = [s for s in (fixed_ds, moving_ds) if s is not None and s.get("SOPInstanceUID")]
+    source_uids = [str(s.SOPInstanceUID) for s in sources]
+    content = hashlib.sha256(pixels)
+    content.update(f"{description}\0{frame_time_ms:.3f}\0{burned_in}".encode())
     ds = derived_dataset(
-        MF_TRUE_COLOR_SC, fixed_ds if fixed_ds is not None else moving_ds, include_phi
+        MF_TRUE_COLOR_SC, src, deid, fingerprint=(*source_uids, content.hexdigest())
     )
     now = _dt.datetime.now()
     # General Series, SC Equipment, General Image
     ds.Modality = "OT"
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = (
+        deid.derived_uid(MF_TRUE_COLOR_SC, "series", *source_uids) if deid else generate_uid()
+    )
     ds.SeriesNumber = 900
     ds.SeriesDescription = "hybridfuse US/fluoro fusion"
     ds.ConversionType = "WSD"
@@ -119,17 +173,14 @@ def write_fused_sc(
     ds.DerivationDescription = description[:1024]
     ds.BurnedInAnnotation = "YES" if burned_in else "NO"
     refs = []
-    for source in (fixed_ds, moving_ds):
-        if source is not None and source.get("SOPInstanceUID"):
-            item = Dataset()
-            item.ReferencedSOPClassUID = source.SOPClassUID
-            item.ReferencedSOPInstanceUID = source.SOPInstanceUID
-            refs.append(item)
+    for source in sources:
+        item = Dataset()
+        item.ReferencedSOPClassUID = source.SOPClassUID
+        item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+        refs.append(item)
     if refs:
         ds.SourceImageSequence = Sequence(refs)
     # Image Pixel, Multi-frame, Cine
-    arr = np.ascontiguousarray(np.stack(frames), dtype=np.uint8)
-    n, rows, cols, _ = arr.shape
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "RGB"
     ds.PlanarConfiguration = 0
@@ -139,11 +190,9 @@ def write_fused_sc(
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     ds.NumberOfFrames = n
-    ds.FrameIncrementPointer = 0x00181063  # FrameTime
-    ds.FrameTime = f"{frame_time_ms:.3f}"
-    ds.PixelData = arr.tobytes()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
-    return path
+    if n > 1:
+        # Type 1C: only a multi-frame (cine) object has a frame increment to point to.
+        ds.FrameIncrementPointer = 0x00181063  # FrameTime
+        ds.FrameTime = f"{frame_time_ms:.3f}"
+    ds.PixelData = pixels
+    return save_derived(ds, path, deid, uid_map)

@@ -7,7 +7,9 @@ object (the first Registration Sequence item, identity, names it).
 Coordinates: these 2D images have no patient coordinate system, so each uses in-plane
 millimetres: x = column × column spacing, y = row × row spacing, z = 0 (ultrasound: the
 calibrated plane; fluoroscopy: the isocentre plane). A file's own Frame of Reference UID
-is used when present; otherwise a new one is made and recorded in the object.
+is used when present; otherwise a new one is made and recorded in the object. Without
+``include_phi`` every UID, date and identifier is de-identified as in the fused SC
+(:mod:`fusion.deid`), with the same replacements, so the two objects of a case agree.
 
 Spatial Registration matrices are 4×4 RIGID, RIGID_SCALE or AFFINE: a projective
 (perspective) homography cannot be stored, so only rigid, similarity and affine
@@ -25,6 +27,7 @@ import numpy as np
 from registration import Transform, TransformModel
 
 from ._image import Image
+from .deid import Deidentifier
 from .errors import InputError
 
 __all__ = ["write_registration_dicom", "read_registration_dicom", "SPATIAL_REGISTRATION"]
@@ -57,6 +60,46 @@ def _matrix4(transform: Transform, moving: Image, fixed: Image) -> np.ndarray:
     return m4
 
 
+def _source_header(fixed: Image, moving: Image):
+    """Header of the fixed image's DICOM file (else the moving one's), or None."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    for image in (fixed, moving):
+        if image.source_path and image.uids:
+            try:
+                return pydicom.dcmread(image.source_path, stop_before_pixels=True)
+            except (InvalidDicomError, OSError, ValueError) as exc:
+                raise InputError(
+                    f"{image.source_path}: cannot re-read the DICOM header ({type(exc).__name__})"
+                ) from exc
+    return None
+
+
+def _frame_of_reference(image: Image, role: str, deid: Deidentifier | None) -> str:
+    """The image's Frame of Reference UID, or a new one (keyed and stable when de-identifying)."""
+    from pydicom.uid import generate_uid
+
+    if image.uids.get("frame_of_reference"):
+        return image.uids["frame_of_reference"]
+    if deid is None:
+        return generate_uid()
+    return deid.derived_uid("frame-of-reference", role, image.uids.get("sop_instance", ""))
+
+
+def _reference(image: Image):
+    from pydicom.dataset import Dataset
+
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = image.uids["sop_class"]
+    ref.ReferencedSOPInstanceUID = image.uids["sop_instance"]
+    return ref
+
+
+def _has_sop(image: Image) -> bool:
+    return bool(image.uids.get("sop_instance") and image.uids.get("sop_class"))
+
+
 def write_registration_dicom(
     path: str | os.PathLike,
     transform: Transform,
@@ -64,13 +107,22 @@ def write_registration_dicom(
     moving: Image,
     *,
     include_phi: bool = False,
+    key: bytes | None = None,
+    uid_map: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the Spatial Registration object; returns its path."""
-    import pydicom
+    """Write the Spatial Registration object; returns its path.
+
+    Without ``include_phi`` it is de-identified like the fused SC (:mod:`fusion.deid`),
+    with the same keyed UIDs, pseudonym and date shift for the same sources and ``key``
+    (the user's pseudonym key when None). ``uid_map``: a CSV to write (or extend) with the
+    source->new UID map; none is written when None.
+    """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
     from pydicom.uid import generate_uid
     from pydicom.valuerep import format_number_as_ds
+
+    from .dicom_out import derived_dataset, save_derived
 
     if transform.model not in _TYPE:
         raise InputError(
@@ -78,15 +130,19 @@ def write_registration_dicom(
             "Registration (rigid, similarity or affine only)"
         )
     m4 = _matrix4(transform, moving, fixed)
-    src = pydicom.dcmread(fixed.source_path, stop_before_pixels=True) if fixed.source_path else None
-    fixed_for = fixed.uids.get("frame_of_reference") or generate_uid()
-    moving_for = moving.uids.get("frame_of_reference") or generate_uid()
-    from .dicom_out import derived_dataset
+    src = _source_header(fixed, moving)
+    deid = None if include_phi else Deidentifier(src, key)
+    fixed_for = _frame_of_reference(fixed, "fixed", deid)
+    moving_for = _frame_of_reference(moving, "moving", deid)
+    source_uids = [img.uids.get("sop_instance", "") for img in (fixed, moving)]
+    fingerprint = (*source_uids, fixed_for, moving_for, _TYPE[transform.model], m4.tobytes().hex())
 
     now = _dt.datetime.now()
-    ds = derived_dataset(SPATIAL_REGISTRATION, src, include_phi)
+    ds = derived_dataset(SPATIAL_REGISTRATION, src, deid, fingerprint=fingerprint)
     ds.Modality = "REG"
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = (
+        deid.derived_uid(SPATIAL_REGISTRATION, "series", *source_uids) if deid else generate_uid()
+    )
     ds.SeriesNumber = 901
     ds.Manufacturer = "hybridfuse"
     ds.FrameOfReferenceUID = fixed_for
@@ -101,11 +157,8 @@ def write_registration_dicom(
     def item(for_uid, matrix, image: Image, matrix_type: str):
         it = Dataset()
         it.FrameOfReferenceUID = for_uid
-        if image.uids.get("sop_instance"):
-            ref = Dataset()
-            ref.ReferencedSOPClassUID = image.uids["sop_class"]
-            ref.ReferencedSOPInstanceUID = image.uids["sop_instance"]
-            it.ReferencedImageSequence = Sequence([ref])
+        if _has_sop(image):
+            it.ReferencedImageSequence = Sequence([_reference(image)])
         mat = Dataset()
         mat.FrameOfReferenceTransformationMatrix = [
             format_number_as_ds(float(v)) for v in matrix.ravel()
@@ -126,21 +179,14 @@ def write_registration_dicom(
     # Common Instance Reference: the images this registration refers to, by series.
     series = []
     for image in (fixed, moving):
-        if image.uids.get("series") and image.uids.get("sop_instance"):
-            inst = Dataset()
-            inst.ReferencedSOPClassUID = image.uids["sop_class"]
-            inst.ReferencedSOPInstanceUID = image.uids["sop_instance"]
+        if image.uids.get("series") and _has_sop(image):
             ser = Dataset()
             ser.SeriesInstanceUID = image.uids["series"]
-            ser.ReferencedInstanceSequence = Sequence([inst])
+            ser.ReferencedInstanceSequence = Sequence([_reference(image)])
             series.append(ser)
     if series:
         ds.ReferencedSeriesSequence = Sequence(series)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
-    return path
+    return save_derived(ds, path, deid, uid_map)
 
 
 def read_registration_dicom(path: str | os.PathLike) -> tuple[np.ndarray, str, str]:

@@ -138,12 +138,13 @@ def test_dicom_secondary_capture_is_a_derived_object(fused):
     ds = pydicom.dcmread(out / "fused_sc.dcm")
     src = pydicom.dcmread(fixed.source_path, stop_before_pixels=True)
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7.4"
-    assert ds.StudyInstanceUID == src.StudyInstanceUID
+    # De-identified (no include_phi): keyed replacements of the study and the sources.
+    assert ds.StudyInstanceUID != src.StudyInstanceUID
     assert ds.SeriesInstanceUID != src.SeriesInstanceUID
     assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
     assert ds.BurnedInAnnotation == "NO" and ds.ConversionType == "WSD"
     refs = {r.ReferencedSOPInstanceUID for r in ds.SourceImageSequence}
-    assert src.SOPInstanceUID in refs
+    assert len(refs) == 2 and src.SOPInstanceUID not in refs
     assert ds.PatientIdentityRemoved == "YES" and "PHANTOM" not in str(ds.PatientName)
     assert int(ds.NumberOfFrames) == fixed.n_frames and float(ds.FrameTime) > 0
 
