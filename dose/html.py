@@ -1,12 +1,19 @@
-"""``report.html``: a self-contained, printable dose report for a medical physicist."""
+"""``report.html``: a self-contained, printable dose report for a medical physicist.
+
+Every value from the input (protocol and procedure names, flags, file names, device
+names, ...) goes through :func:`dose._safeio.html_text`; the page has no script at all
+and its Content-Security-Policy forbids any, so markup smuggled into a DICOM tag cannot
+run even where escaping were forgotten.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 
 import numpy as np
+
+from ._safeio import html_text
 
 __all__ = ["timeline_png", "render_report_html"]
 
@@ -61,8 +68,8 @@ def _fmt(v, digits=4):
     if v is None:
         return "unknown"
     if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return html.escape(str(v))
+        return html_text(f"{v:.{digits}g}")
+    return html_text(v)
 
 
 def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> str:
@@ -70,8 +77,8 @@ def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> st
     png = base64.b64encode(timeline_png(events, us_intervals, t0)).decode()
     d = report["delivered"]
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{_fmt(d.get(k))}</td>"
-        f"<td>{html.escape(d['sources'].get(k, ''))}</td></tr>"
+        f"<tr><td>{html_text(k)}</td><td>{_fmt(d.get(k))}</td>"
+        f"<td>{html_text(d['sources'].get(k, ''))}</td></tr>"
         for k in (
             "dap_total_gy_cm2",
             "fluoro_dap_gy_cm2",
@@ -88,7 +95,7 @@ def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> st
         return _fmt(100 * r["relative_difference"], 3) + " %"
 
     recon = "".join(
-        f"<tr><td>{html.escape(r['plane'])}</td><td>{html.escape(r['quantity'])}</td>"
+        f"<tr><td>{html_text(r['plane'])}</td><td>{html_text(r['quantity'])}</td>"
         f"<td>{_fmt(r['accumulated_total'])}</td><td>{_fmt(r['event_sum'])}</td>"
         f"<td>{_rel(r)}</td></tr>"
         for r in report["reconciliation"]
@@ -98,7 +105,7 @@ def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> st
     cf = saved.get("counterfactual")
     if cf:
         srows = "".join(
-            f"<tr><td>{html.escape(q)}</td><td>{_fmt(cf['point'].get(q))}</td>"
+            f"<tr><td>{html_text(q)}</td><td>{_fmt(cf['point'].get(q))}</td>"
             f"<td>{_fmt(cf['interval_95'][q][0])} – {_fmt(cf['interval_95'][q][1])}</td></tr>"
             for q in cf["interval_95"]
         )
@@ -106,20 +113,20 @@ def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> st
             f"<h3>Method 1: within-procedure counterfactual</h3><table><tr><th>quantity</th>"
             f"<th>point</th><th>95 % interval</th></tr>{srows}</table>"
             f"<p>Duty cycle {_fmt(cf['duty_cycle'], 3)}; dose rates from "
-            f"{html.escape(cf['dose_rates']['source'])} (events at "
-            f"{html.escape(', '.join(f'{t:g}' for t in cf['guidance_events_s']))} s); "
+            f"{html_text(cf['dose_rates']['source'])} (events at "
+            f"{html_text(', '.join(f'{t:g}' for t in cf['guidance_events_s']))} s); "
             f"ultrasound-guided time {_fmt(cf['us_guided_time_s'])} s.</p>"
         )
     bl = saved.get("baseline")
     if bl:
         brows = "".join(
-            f"<tr><td>{html.escape(q)}</td><td>{_fmt(v.get('saved'))}</td><td>"
+            f"<tr><td>{html_text(q)}</td><td>{_fmt(v.get('saved'))}</td><td>"
             + (
                 f"{_fmt(v['saved_interval_95'][0])} – {_fmt(v['saved_interval_95'][1])}"
                 if v.get("saved") is not None
-                else html.escape(v.get("reason", ""))
+                else html_text(v.get("reason", ""))
             )
-            + f"</td><td>{html.escape(v.get('source', ''))}</td></tr>"
+            + f"</td><td>{html_text(v.get('source', ''))}</td></tr>"
             for q, v in bl["by_quantity"].items()
         )
         saved_html += (
@@ -128,28 +135,32 @@ def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> st
             f"{brows}</table>"
         )
     eff = report.get("effective_dose")
-    eff_html = ("<p>" + html.escape(eff["note"]) + "</p>") if eff else ""
+    eff_html = ("<p>" + html_text(eff["note"]) + "</p>") if eff else ""
     if eff and eff.get("delivered_msv") is not None:
         eff_html += (
             f"<p>Delivered: {_fmt(eff['delivered_msv'])} mSv "
             f"(coefficient {_fmt(eff['coefficient_msv_per_gy_cm2'])} mSv/(Gy·cm²), "
-            f"{html.escape(eff['source'])}).</p>"
+            f"{html_text(eff['source'])}).</p>"
         )
     if eff and eff.get("saved_msv") is not None:
         lo, hi = eff["saved_msv_interval_95"]
         eff_html += (
             f"<p>Saved (method 1): {_fmt(eff['saved_msv'])} mSv, 95 % interval "
-            f"{_fmt(lo)}–{_fmt(hi)} mSv; {html.escape(eff.get('interval_note', ''))}.</p>"
+            f"{_fmt(lo)}–{_fmt(hi)} mSv; {html_text(eff.get('interval_note', ''))}.</p>"
         )
-    assumptions = "".join(f"<li>{html.escape(a)}</li>" for a in report["assumptions"])
-    flags = "".join(f"<li>{html.escape(f)}</li>" for f in report["flags"]) or "<li>none</li>"
+    assumptions = "".join(f"<li>{html_text(a)}</li>" for a in report["assumptions"])
+    flags = "".join(f"<li>{html_text(f)}</li>" for f in report["flags"]) or "<li>none</li>"
     inputs = "".join(
-        f"<li>{html.escape(i['path'])} — sha256 {i['sha256'][:16]}…, SOP "
-        f"{html.escape(str(i['sop_instance_uid']))}</li>"
+        f"<li>{html_text(i.get('path') or i.get('file'))} — sha256 "
+        f"{html_text(str(i.get('sha256', ''))[:16])}…, SOP "
+        f"{html_text(i.get('sop_instance_uid'))}</li>"
         for i in report["inputs"]
     )
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Dose report</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+ content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<title>Dose report</title>
 <style>
 body {{ font-family: sans-serif; max-width: 60em; margin: 1em auto; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0; }}
@@ -161,7 +172,7 @@ img {{ max-width: 100%; }}
 <h1>Fluoroscopy dose report</h1>
 <p>Device: {_fmt(report["device"]["manufacturer"])} {_fmt(report["device"]["model"])};
 procedure: {_fmt(report.get("procedure"))}; region: {_fmt(report.get("region"))};
-hybridfuse {_fmt(report["software_version"])}; schema {report["schema"]}.</p>
+hybridfuse {_fmt(report["software_version"])}; schema {html_text(report["schema"])}.</p>
 <h2>Timeline</h2><img alt="timeline of irradiation events" src="data:image/png;base64,{png}">
 <h2>Delivered</h2><table><tr><th>quantity</th><th>value</th><th>source</th></tr>{rows}</table>
 <p>Reference point: {_fmt(d.get("reference_point"))}. Dose (RP) is air kerma at that point,
