@@ -8,11 +8,17 @@ from pathlib import Path
 
 import click
 
+from dose._safeio import terminal_text
+
 from .options import EXIT_BAD_INPUT, EXIT_OK, json_option, spacing_type
 
 
-def describe_file(path: Path, us_region: int | None, spacing_mm) -> dict:
-    """Everything ``info`` reports for one file, as a JSON-ready dict."""
+def describe_file(path: Path, us_region: int | None, spacing_mm, decode: bool = False) -> dict:
+    """Everything ``info`` reports for one file, as a JSON-ready dict.
+
+    DICOM pixels are not decoded unless ``decode``: the header says what ``info`` reports,
+    and the declaration is still checked against the decode limit.
+    """
     from fusion import is_dicom_file, read_header, read_image
 
     out: dict = {"file": str(path)}
@@ -23,7 +29,7 @@ def describe_file(path: Path, us_region: int | None, spacing_mm) -> dict:
             out["kind"] = "structured report"
             out["dose_report"] = _describe_sr(path)
             return out
-    image = read_image(path, us_region=us_region, spacing_mm=spacing_mm)
+    image = read_image(path, us_region=us_region, spacing_mm=spacing_mm, decode=decode)
     out["kind"] = "image"
     out["image"] = image.describe()
     if image.modality.is_xray and "dicom" in out:
@@ -44,7 +50,7 @@ def _fmt_mm(pair) -> str:
 
 
 def render_text(d: dict) -> str:
-    """Human-readable block for one file."""
+    """Human-readable block for one file, control characters from the file escaped."""
     lines = [d["file"]]
 
     def row(label: str, text: str) -> None:
@@ -63,13 +69,14 @@ def render_text(d: dict) -> str:
             row("", f"{key} = {value}")
         for note in rep.get("notes", []):
             row("Note", note)
-        return "\n".join(lines)
+        return _safe_lines(lines)
     im = d["image"]
     shape = f"{im['frames']} x {im['rows']}x{im['cols']}"
     colour = "RGB" if im["color"] else "grey"
     stored = im["photometric_interpretation"]
     inv = "stored MONOCHROME1, shown inverted" if im["inverted_from_monochrome1"] else stored
-    row("Pixels", f"{shape} {colour} {im['dtype']} ({inv})")
+    decoded = "" if im.get("pixels_decoded", True) else ", header only (--decode checks them)"
+    row("Pixels", f"{shape} {colour} {im['dtype']} ({inv}){decoded}")
     row("Modality", im["modality"])
     if im["pixel_spacing_mm_row_col"]:
         row(
@@ -128,7 +135,18 @@ def render_text(d: dict) -> str:
         )
     for note in im["notes"]:
         row("Note", note)
-    return "\n".join(lines)
+    return _safe_lines(lines)
+
+
+def _safe_lines(lines: list[str]) -> str:
+    # Every string a file supplies (Manufacturer, UIDs, notes quoting tags) can carry
+    # ESC/BEL/CR that would drive the terminal; they are shown as escapes instead.
+    return "\n".join(terminal_text(line) for line in lines)
+
+
+def _safe_json(results: list[dict]) -> str:
+    # json escapes C0 and (ensure_ascii) C1 controls itself; DEL is the one it leaves raw.
+    return json.dumps(results, indent=1, default=str).replace("\x7f", "\\u007f")
 
 
 @click.command()
@@ -145,14 +163,24 @@ def render_text(d: dict) -> str:
     default=None,
     help="Pixel spacing ROW_MM,COL_MM for files without calibration.",
 )
+@click.option(
+    "--decode",
+    is_flag=True,
+    help="Also decode every frame, to check the pixel data (default: header only).",
+)
 @json_option
 def info(
-    files: tuple[Path, ...], us_region: int | None, spacing: str | None, as_json: bool
+    files: tuple[Path, ...],
+    us_region: int | None,
+    spacing: str | None,
+    decode: bool,
+    as_json: bool,
 ) -> None:
     """Print what the pipeline understood of each FILE (DICOM or plain image).
 
-    A file that cannot be read gets one error line; the others are still reported.
-    Exit code 2 when any file could not be read.
+    DICOM pixels are not decoded unless --decode is given. A file that cannot be read
+    gets one error line; the others are still reported. Exit code 2 when any file could
+    not be read.
     """
     from .main import exit_code_for
 
@@ -161,7 +189,7 @@ def info(
     worst = EXIT_OK
     for path in files:
         try:
-            desc = describe_file(path, us_region, spacing_mm)
+            desc = describe_file(path, us_region, spacing_mm, decode=decode)
         except Exception as exc:
             code = exit_code_for(exc)
             worst = max(worst, code if code else EXIT_BAD_INPUT)
@@ -170,12 +198,11 @@ def info(
                 message = f"{path}: {message}"
             results.append({"file": str(path), "error": message})
             if not as_json:
-                click.echo(f"hybridfuse: error: {message}", err=True)
+                click.echo(f"hybridfuse: error: {terminal_text(message)}", err=True)
             continue
         results.append(desc)
         if not as_json:
             click.echo(render_text(desc))
     if as_json:
-        json.dump(results, sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
+        sys.stdout.write(_safe_json(results) + "\n")
     sys.exit(worst)

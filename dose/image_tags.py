@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import _dicomread
 from .errors import DoseInputError
 
 __all__ = ["ImageDoseTags", "read_image_dose_tags", "parse_number"]
@@ -98,6 +99,41 @@ _FIELDS: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
 )
 
 
+def _read_header(path: Path):
+    """The data set before its pixels; bounded for deflated files, pydicom kept quiet."""
+    import struct
+    import zlib
+
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        limit = _dicomread.max_decoded_bytes()
+        if _dicomread.deflated_size_exceeds(path, limit):
+            raise DoseInputError(
+                f"{path}: deflated data set inflates to more than {limit} bytes, the decode "
+                f"limit ({_dicomread.MAX_DECODED_ENV})"
+            )
+        with _dicomread.quiet_pydicom():
+            return pydicom.dcmread(path, stop_before_pixels=True)
+    except DoseInputError:
+        raise
+    except RecursionError as exc:
+        raise DoseInputError(f"{path}: DICOM sequences nested too deeply to read") from exc
+    except (
+        InvalidDicomError,
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        struct.error,
+        zlib.error,
+    ) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise DoseInputError(f"{path}: not a readable DICOM file ({detail})") from exc
+
+
 def read_image_dose_tags(source: str | os.PathLike | object) -> ImageDoseTags:
     """Read the dose attributes of an image.
 
@@ -110,15 +146,7 @@ def read_image_dose_tags(source: str | os.PathLike | object) -> ImageDoseTags:
     -------
     ImageDoseTags
     """
-    ds = source
-    if isinstance(source, (str, os.PathLike)):
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-
-        try:
-            ds = pydicom.dcmread(Path(source), stop_before_pixels=True)
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            raise DoseInputError(f"{source}: not a readable DICOM file ({exc})") from exc
+    ds = _read_header(Path(source)) if isinstance(source, (str, os.PathLike)) else source
     values: dict = {}
     sources: list[tuple[str, str]] = []
     for field_name, candidates in _FIELDS:

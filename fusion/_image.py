@@ -13,6 +13,7 @@ from registration.geometry import ConeBeamGeometry
 from .errors import InputError, MissingCalibrationError
 
 __all__ = [
+    "MIN_FLUORO_SIZE_PX",
     "Image",
     "Modality",
     "SpacingPlane",
@@ -20,6 +21,11 @@ __all__ = [
     "XRayGeometry",
     "CollimatorShape",
 ]
+
+
+#: Smallest fluoroscopy (rows and columns) worth registering or fusing against: below
+#: this no anatomy is resolved and landmarks cannot fall inside the field.
+MIN_FLUORO_SIZE_PX = 32
 
 
 class Modality(str, Enum):
@@ -362,6 +368,20 @@ class Image:
                 f"({self.spacing_source}); give it by hand with {flag} ROW_MM,COL_MM"
             )
         return self.pixel_spacing_mm
+
+    def require_min_size(self, min_px: int = MIN_FLUORO_SIZE_PX, role: str = "fluoroscopy"):
+        """Raise :class:`InputError` when a frame is smaller than ``min_px`` on a side.
+
+        For images used as the fixed (fluoroscopy) side of a registration; info and
+        reading accept any size, so small vendor thumbnails still describe.
+        """
+        rows, cols = self.shape
+        if min(rows, cols) < min_px:
+            raise InputError(
+                f"{self.source_path or 'image'}: {rows} x {cols} pixels is too small for "
+                f"the {role}: at least {min_px} x {min_px} are needed"
+            )
+        return self
 
     def to_sitk(self, index: int = 0):
         """One frame as a 2D SimpleITK image with spacing (x, y) = (col, row) in mm.

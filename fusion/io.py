@@ -7,17 +7,19 @@ what is wrong on one line.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import logging
 import os
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from dose import _dicomread
+from dose._dicomread import MAX_DECODED_ENV
+from dose._dicomread import quiet_pydicom as _quiet_pydicom
 
 from ._image import (
     CollimatorShape,
@@ -41,7 +43,6 @@ __all__ = [
     "is_dicom_file",
     "max_decoded_bytes",
     "IMAGE_SOP_CLASSES",
-    "MAX_DECODED_BYTES",
     "MAX_DECODED_ENV",
 ]
 
@@ -87,12 +88,6 @@ _HEADER_SPACING_SUFFIXES = {".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz"}
 # Physical Units X/Y Direction (0018,6024)/(0018,6026): 3 = cm.
 _US_UNIT_CM = 3
 
-#: Most bytes a file may need to be decoded: its pixels as the reader returns them plus
-#: one float32 working frame. Larger declarations are refused before anything is decoded,
-#: so that a small compressed file cannot exhaust memory.
-MAX_DECODED_BYTES = 2 * 1024**3
-#: Environment variable that overrides :data:`MAX_DECODED_BYTES` (a number of bytes).
-MAX_DECODED_ENV = "HYBRIDFUSE_MAX_DECODED_BYTES"
 #: DICOM stores Rows and Columns as 16-bit unsigned integers.
 _MAX_DIM = 65535
 
@@ -109,41 +104,21 @@ MAGNIFICATION_RANGE = (1.0, 3.0)
 
 
 def max_decoded_bytes() -> int:
-    """The decode limit in bytes: ``$HYBRIDFUSE_MAX_DECODED_BYTES`` or :data:`MAX_DECODED_BYTES`."""
-    text = os.environ.get(MAX_DECODED_ENV, "").strip()
-    if not text:
-        return int(MAX_DECODED_BYTES)
+    """The decode limit in bytes, from the environment or the module constant.
+
+    ``$HYBRIDFUSE_MAX_DECODED_BYTES`` when set, else ``dose._dicomread.MAX_DECODED_BYTES``
+    (2 GiB); a bad environment value is an :class:`InputError`.
+    """
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value >= 1):
-        raise InputError(f"{MAX_DECODED_ENV}={text!r}: expected a positive number of bytes")
-    return int(value)
+        return _dicomread.max_decoded_bytes()
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _gib(nbytes: float) -> str:
     return (
         f"{nbytes / 1024**3:.3g} GiB" if nbytes >= 1024**3 / 10 else f"{nbytes / 1024**2:.3g} MiB"
     )
-
-
-@contextlib.contextmanager
-def _quiet_pydicom():
-    """Keep pydicom's log records and warnings off the terminal while it reads or decodes.
-
-    What they say reaches the user once, in the error this module raises; pydicom's
-    import resets its logger to WARNING, so a CLI-level setting alone does not hold.
-    """
-    logger = logging.getLogger("pydicom")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
@@ -191,47 +166,22 @@ def _short(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_deflated(path: Path) -> bool:
-    from pydicom.filereader import read_file_meta_info
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    try:
-        with _quiet_pydicom():
-            meta = read_file_meta_info(path)
-    except Exception:  # not Part 10, or a broken header: dcmread reports it
-        return False
-    return meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
-
-
 def _check_deflated_size(path: Path) -> None:
     """Refuse a deflated data set that inflates beyond the decode limit.
 
     pydicom inflates the whole data set in memory before reading any element, even for
-    a header; this inflates it in chunks, keeping none, to learn its size first.
+    a header; this learns its size first, in chunks, keeping nothing.
     """
-    if not is_dicom_file(path) or not _is_deflated(path):
-        return
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
     limit = max_decoded_bytes()
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    with open(path, "rb") as fh:
-        with _quiet_pydicom():
-            read_preamble(fh, force=False)
-            _read_file_meta_info(fh)
-        while not inflater.eof and (chunk := fh.read(1 << 20)):
-            while chunk:
-                try:
-                    total += len(inflater.decompress(chunk, 1 << 24))
-                except zlib.error as exc:
-                    raise CorruptFileError(f"{path}: deflated data set corrupt ({exc})") from exc
-                if total > limit:
-                    raise InputError(
-                        f"{path}: deflated data set inflates to more than {_gib(limit)}, "
-                        f"the decode limit ({MAX_DECODED_ENV})"
-                    )
-                chunk = inflater.unconsumed_tail
+    try:
+        too_big = _dicomread.deflated_size_exceeds(path, limit)
+    except zlib.error as exc:
+        raise CorruptFileError(f"{path}: deflated data set corrupt ({exc})") from exc
+    if too_big:
+        raise InputError(
+            f"{path}: deflated data set inflates to more than {_gib(limit)}, the decode "
+            f"limit ({MAX_DECODED_ENV})"
+        )
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -351,9 +301,46 @@ def _check_spacing_arg(spacing_mm, path: Path) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------
 
 
+def _check_plain_size(path: Path) -> None:
+    """Refuse a plain image whose header declares more than the decode limit."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # unreadable: ReadImage below says why
+    size = [int(n) for n in reader.GetSize()]
+    comps = int(reader.GetNumberOfComponents())
+    itemsize = _sitk_itemsize(reader.GetPixelID())
+    voxels = int(np.prod(size, dtype=object))
+    frame = size[0] * (size[1] if len(size) > 1 else 1)
+    footprint = voxels * comps * itemsize + frame * comps * 4
+    limit = max_decoded_bytes()
+    if footprint > limit:
+        dims = " x ".join(str(n) for n in size)
+        raise InputError(
+            f"{path}: declares {dims} pixels of {comps} x {itemsize} byte(s): "
+            f"{_gib(footprint)} to decode with one working frame, above the {_gib(limit)} "
+            f"limit ({MAX_DECODED_ENV})"
+        )
+
+
+def _sitk_itemsize(pixel_id: int) -> int:
+    import SimpleITK as sitk
+
+    name = sitk.GetPixelIDValueAsString(pixel_id).lower()
+    for bits, size in (("64", 8), ("32", 4), ("16", 2), ("8", 1)):
+        if bits in name:
+            return size * (2 if "complex" in name else 1)
+    return 8
+
+
 def _read_plain(path: Path, spacing_mm, modality) -> Image:
     import SimpleITK as sitk
 
+    _check_plain_size(path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -679,7 +666,7 @@ def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
 
     tsyntax = _transfer_syntax(ds)
     _decoder_check(tsyntax, path)
-    from_file = is_dicom_file(path) and "PixelData" in ds and not _is_deflated(path)
+    from_file = is_dicom_file(path) and "PixelData" in ds and not _dicomread.is_deflated(path)
     out = None
     frames = iter_pixels(path if from_file else ds)
     try:
@@ -711,8 +698,10 @@ def _next_frame(frames, path: Path, tsyntax, index: int, n: int) -> np.ndarray:
         raise CorruptFileError(f"{path}: frame {index + 1} of {n} does not fit in memory") from exc
     except Exception as exc:  # every decoder failure is this file's fault
         codec = "pixel" if tsyntax is None else _uid_name(str(tsyntax))
+        # pydicom prefixes each plugin's complaint with a sentence about its plugins.
+        reason = _short(exc, limit=1000).split("available plugins: ", 1)[-1]
         raise CorruptFileError(
-            f"{path}: frame {index + 1} of {n}: {codec} data corrupt ({_short(exc)})"
+            f"{path}: frame {index + 1} of {n}: {codec} data corrupt ({_short(reason, 120)})"
         ) from exc
 
 

@@ -37,6 +37,14 @@ __all__ = [
 #: 2D-2D registration cannot recover the out-of-plane direction.
 EDGE_ON_THRESHOLD_DEG = 10.0
 
+#: Plausible C-arm geometry. The magnification SID/SOD exceeds 1 because the isocentre
+#: lies between source and detector, and stays below 3 on any clinical C-arm (about
+#: 1.2-2.0 in practice); detector pixels are 0.01-5 mm; a fluoroscopy smaller than
+#: 32 x 32 pixels cannot hold an anatomy to register.
+MAGNIFICATION_RANGE = (1.0, 3.0)
+DETECTOR_SPACING_RANGE_MM = (0.01, 5.0)
+MIN_DETECTOR_PX = 32
+
 
 def rotation_from_axes(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Build a world-to-C-arm rotation from the detector column and row axes.
@@ -87,6 +95,13 @@ class ConeBeamGeometry:
     principal_point_px : tuple of float, optional
         Pixel (x, y) where the central ray (through the isocentre) meets the
         detector. Defaults to the detector centre ``((cols-1)/2, (rows-1)/2)``.
+
+    Raises
+    ------
+    IllPosedGeometryError
+        A value outside :data:`MAGNIFICATION_RANGE`, :data:`DETECTOR_SPACING_RANGE_MM`
+        or :data:`MIN_DETECTOR_PX`, or not a rotation: such a geometry would mirror or
+        blow up every millimetre it maps.
     """
 
     sid_mm: float
@@ -97,26 +112,45 @@ class ConeBeamGeometry:
     principal_point_px: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        self._check_distances()
+        dy, dx = (float(s) for s in self.detector_spacing_mm)
+        lo, hi = DETECTOR_SPACING_RANGE_MM
+        if not (lo <= dy <= hi and lo <= dx <= hi):
+            raise IllPosedGeometryError(
+                f"detector_spacing_mm must be finite and within {lo:g}..{hi:g} mm, got {(dy, dx)}"
+            )
+        shape = tuple(int(n) for n in self.detector_shape)
+        if len(shape) != 2 or min(shape) < MIN_DETECTOR_PX:
+            raise IllPosedGeometryError(
+                f"detector_shape {shape} too small: at least {MIN_DETECTOR_PX} x "
+                f"{MIN_DETECTOR_PX} pixels are needed"
+            )
+        rot = np.asarray(self.world_to_carm, dtype=float)
+        if rot.shape != (3, 3) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6):
+            raise IllPosedGeometryError("world_to_carm must be a 3x3 rotation matrix")
+        if np.linalg.det(rot) < 0:
+            raise IllPosedGeometryError("world_to_carm must be a proper rotation (det = +1)")
+        object.__setattr__(self, "world_to_carm", rot)
+        object.__setattr__(self, "detector_spacing_mm", (dy, dx))
+        object.__setattr__(self, "detector_shape", shape)
+
+    def _check_distances(self) -> None:
+        """SID and SOD positive, SOD < SID, SID/SOD within :data:`MAGNIFICATION_RANGE`."""
         for name in ("sid_mm", "sod_mm"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+                raise IllPosedGeometryError(f"{name} must be finite and > 0, got {value!r}")
         if self.sod_mm >= self.sid_mm:
-            raise ValueError(
+            raise IllPosedGeometryError(
                 f"sod_mm ({self.sod_mm}) must be smaller than sid_mm ({self.sid_mm}): "
                 "the isocentre lies between source and detector"
             )
-        dy, dx = (float(s) for s in self.detector_spacing_mm)
-        if not (np.isfinite(dy) and np.isfinite(dx) and dy > 0 and dx > 0):
-            raise ValueError(f"detector_spacing_mm must be finite and > 0, got {(dy, dx)}")
-        rot = np.asarray(self.world_to_carm, dtype=float)
-        if rot.shape != (3, 3) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6):
-            raise ValueError("world_to_carm must be a 3x3 rotation matrix")
-        if np.linalg.det(rot) < 0:
-            raise ValueError("world_to_carm must be a proper rotation (det = +1)")
-        object.__setattr__(self, "world_to_carm", rot)
-        object.__setattr__(self, "detector_spacing_mm", (dy, dx))
-        object.__setattr__(self, "detector_shape", tuple(int(n) for n in self.detector_shape))
+        lo, hi = MAGNIFICATION_RANGE
+        if self.sid_mm / self.sod_mm > hi:
+            raise IllPosedGeometryError(
+                f"magnification sid_mm/sod_mm = {self.sid_mm / self.sod_mm:.3g} is outside "
+                f"the plausible {lo:g}..{hi:g} of a C-arm"
+            )
 
     @property
     def magnification(self) -> float:

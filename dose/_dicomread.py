@@ -1,0 +1,124 @@
+"""Bounded DICOM reading shared by the dose and fusion packages.
+
+pydicom inflates a deflated data set whole, in memory, before it reads a single
+element, so even a header read of a 2 MB file can allocate gigabytes; and it logs its
+decoder failures (with tracebacks) through the ``pydicom`` logger. This module sizes a
+deflated data set in chunks before pydicom sees it, and keeps pydicom's logging and
+warnings quiet while it works. It imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+import zlib
+from pathlib import Path
+
+__all__ = [
+    "MAX_DECODED_BYTES",
+    "MAX_DECODED_ENV",
+    "max_decoded_bytes",
+    "quiet_pydicom",
+    "is_deflated",
+    "deflated_size_exceeds",
+]
+
+#: Most bytes a file may need to be decoded (its pixels as the reader returns them plus
+#: one float32 working frame; for a deflated data set, its inflated size). Larger files
+#: are refused before anything is decoded. Overridden by :data:`MAX_DECODED_ENV`.
+MAX_DECODED_BYTES = 2 * 1024**3
+#: Environment variable that overrides :data:`MAX_DECODED_BYTES` (a number of bytes).
+MAX_DECODED_ENV = "HYBRIDFUSE_MAX_DECODED_BYTES"
+
+
+def max_decoded_bytes() -> int:
+    """The decode limit in bytes: ``$HYBRIDFUSE_MAX_DECODED_BYTES`` or the constant.
+
+    Raises
+    ------
+    ValueError
+        The environment variable is set but is not a positive number.
+    """
+    text = os.environ.get(MAX_DECODED_ENV, "").strip()
+    if not text:
+        return int(MAX_DECODED_BYTES)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 1 and value != float("inf")):
+        raise ValueError(f"{MAX_DECODED_ENV}={text!r}: expected a positive number of bytes")
+    return int(value)
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """Keep pydicom's log records and warnings off the terminal while it reads or decodes.
+
+    What they say reaches the user once, in the error the caller raises. pydicom resets
+    its logger to WARNING when imported, so a CLI-level setting alone does not hold.
+    """
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_part10(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_deflated(path: str | os.PathLike) -> bool:
+    """True for a Part 10 file in Deflated Explicit VR Little Endian."""
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    if not _is_part10(Path(path)):
+        return False
+    try:
+        with quiet_pydicom():
+            meta = read_file_meta_info(path)
+    except Exception:  # a broken header: the full read reports it
+        return False
+    return meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+
+
+def deflated_size_exceeds(path: str | os.PathLike, limit: int) -> bool:
+    """True when ``path`` is deflated and its data set inflates to more than ``limit``.
+
+    Inflates in chunks and keeps none of it, so the check itself needs a few MiB.
+
+    Raises
+    ------
+    zlib.error
+        The deflated stream is corrupt.
+    """
+    if not is_deflated(path):
+        return False
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as fh:
+        with quiet_pydicom():
+            read_preamble(fh, force=False)
+            _read_file_meta_info(fh)
+        while not inflater.eof and (chunk := fh.read(1 << 20)):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 24))
+                if total > limit:
+                    return True
+                chunk = inflater.unconsumed_tail
+    return False
