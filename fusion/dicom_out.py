@@ -11,8 +11,11 @@ replacement UIDs, a keyed patient pseudonym, no Study ID, dates shifted.
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import hashlib
+import io
+import itertools
 import os
 from pathlib import Path
 
@@ -100,16 +103,63 @@ def save_derived(ds, path, deid: Deidentifier | None, uid_map=None) -> Path:
     return path
 
 
-def _pixel_bytes(frames: list[np.ndarray]) -> tuple[bytes, int, int, int]:
+class _FrameStream(io.RawIOBase):
+    """The frames' bytes, read where they lie: Pixel Data is written without a copy of the run.
+
+    pydicom streams a buffered element value to the file in chunks. An odd total gets the
+    zero pad byte here, so the length pydicom records is the even length it writes.
+    """
+
+    def __init__(self, frames: list[np.ndarray]):
+        super().__init__()
+        self._views = [
+            memoryview(np.ascontiguousarray(f, dtype=np.uint8)).cast("B") for f in frames
+        ]
+        if sum(v.nbytes for v in self._views) % 2:
+            self._views.append(memoryview(b"\0"))
+        self._starts = list(itertools.accumulate((v.nbytes for v in self._views), initial=0))
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._starts[-1]}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf) -> int:
+        if self._pos >= self._starts[-1]:
+            return 0
+        k = bisect.bisect_right(self._starts, self._pos) - 1
+        view = self._views[k][self._pos - self._starts[k] :]
+        n = min(len(buf), view.nbytes)
+        buf[:n] = view[:n]
+        self._pos += n
+        return n
+
+    def digest(self):
+        """sha256 of the pixel bytes (the pad byte included), read in place."""
+        h = hashlib.sha256()
+        for v in self._views:
+            h.update(v)
+        return h
+
+
+def _check_frames(frames: list[np.ndarray]) -> tuple[int, int, int]:
     first = np.asarray(frames[0]) if len(frames) else np.empty(0)
     if first.ndim != 3 or first.shape[2] != 3:
         raise ValueError("frames must be a non-empty list of (rows, cols, 3) arrays")
     rows, cols = first.shape[:2]
     if any(np.shape(f) != (rows, cols, 3) for f in frames):
         raise ValueError("all frames must have the same (rows, cols, 3) shape")
-    # One frame at a time: no stacked copy of the whole run beside the final bytes.
-    data = b"".join([np.ascontiguousarray(f, dtype=np.uint8).tobytes() for f in frames])
-    return data, len(frames), rows, cols
+    return len(frames), rows, cols
 
 
 def write_fused_sc(
@@ -145,10 +195,11 @@ def write_fused_sc(
 
     src = fixed_ds if fixed_ds is not None else moving_ds
     deid = None if include_phi else Deidentifier(src, key)
-    pixels, n, rows, cols = _pixel_bytes(frames)
+    n, rows, cols = _check_frames(frames)
+    pixels = _FrameStream(frames)
     sources = [s for s in (fixed_ds, moving_ds) if s is not None and s.get("SOPInstanceUID")]
     source_uids = [str(s.SOPInstanceUID) for s in sources]
-    content = hashlib.sha256(pixels)
+    content = pixels.digest()
     content.update(f"{description}\0{frame_time_ms:.3f}\0{burned_in}".encode())
     ds = derived_dataset(
         MF_TRUE_COLOR_SC, src, deid, fingerprint=(*source_uids, content.hexdigest())
@@ -194,5 +245,5 @@ def write_fused_sc(
         # Type 1C: only a multi-frame (cine) object has a frame increment to point to.
         ds.FrameIncrementPointer = 0x00181063  # FrameTime
         ds.FrameTime = f"{frame_time_ms:.3f}"
-    ds.PixelData = pixels
+    ds.PixelData = io.BufferedReader(pixels)
     return save_derived(ds, path, deid, uid_map)

@@ -7,10 +7,12 @@ SC and the REG of one case; the UID map is written only when asked.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import shutil
 import subprocess
+import tracemalloc
 import uuid
 
 import numpy as np
@@ -275,3 +277,47 @@ def test_deidentified_outputs_pass_dciodvfy(case, tmp_path, n_frames):
         )
         errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
         assert errors == [], (name, errors)
+
+
+def test_pixel_data_streamed_exactly_without_a_copy_of_the_run(tmp_path):
+    rng = np.random.default_rng(3)
+    odd = list(rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8))  # 315 bytes: padded
+    write_fused_sc(
+        tmp_path / "odd.dcm",
+        odd,
+        fixed_ds=None,
+        moving_ds=None,
+        frame_time_ms=100.0,
+        include_phi=False,
+        burned_in=False,
+        description="odd",
+    )
+    ds = pydicom.dcmread(tmp_path / "odd.dcm")
+    assert len(ds.PixelData) == 316
+    assert np.array_equal(ds.pixel_array, np.stack(odd))
+    big = [np.full((256, 256, 3), k, np.uint8) for k in range(30)]  # 5.9 MB of frames
+    tracemalloc.start()
+    try:
+        write_fused_sc(
+            tmp_path / "big.dcm",
+            big,
+            fixed_ds=None,
+            moving_ds=None,
+            frame_time_ms=100.0,
+            include_phi=False,
+            burned_in=False,
+            description="big",
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # the frames are read in place, never stacked or joined
+
+
+def test_registration_of_images_without_dicom_headers(case, tmp_path):
+    fixed, moving, _, transform = case
+    bare = [dataclasses.replace(img, uids={}) for img in (fixed, moving)]
+    paths = [write_registration_dicom(tmp_path / f"r{k}.dcm", transform, *bare) for k in range(2)]
+    (m1, mov1, fix1), (m2, mov2, fix2) = (read_registration_dicom(p) for p in paths)
+    assert mov1 != fix1 and (mov1, fix1) == (mov2, fix2)  # new, distinct and stable
+    assert np.array_equal(m1, m2)
