@@ -11,11 +11,10 @@ replacement UIDs, a keyed patient pseudonym, no Study ID, dates shifted.
 
 from __future__ import annotations
 
-import bisect
 import datetime as _dt
 import hashlib
 import io
-import itertools
+import math
 import os
 from pathlib import Path
 
@@ -104,21 +103,29 @@ def save_derived(ds, path, deid: Deidentifier | None, uid_map=None) -> Path:
 
 
 class _FrameStream(io.RawIOBase):
-    """The frames' bytes, read where they lie: Pixel Data is written without a copy of the run.
+    """The frames' bytes, one frame in memory at a time: no copy of the run is made.
 
-    pydicom streams a buffered element value to the file in chunks. An odd total gets the
+    ``frames`` is any sequence (a list, or a spool on disk that reads a frame on access);
+    pydicom streams a buffered element value to the file in chunks. An odd total gets its
     zero pad byte here, so the length pydicom records is the even length it writes.
     """
 
-    def __init__(self, frames: list[np.ndarray]):
+    def __init__(self, frames, shape: tuple[int, int, int]):
         super().__init__()
-        self._views = [
-            memoryview(np.ascontiguousarray(f, dtype=np.uint8)).cast("B") for f in frames
-        ]
-        if sum(v.nbytes for v in self._views) % 2:
-            self._views.append(memoryview(b"\0"))
-        self._starts = list(itertools.accumulate((v.nbytes for v in self._views), initial=0))
+        self._frames, self._shape = frames, shape
+        self._n, self._size = len(frames), math.prod(shape)
+        total = self._n * self._size
+        self._length = total + total % 2
         self._pos = 0
+        self._cached: tuple[int, memoryview | None] = (-1, None)
+
+    def _frame(self, k: int) -> memoryview:
+        if self._cached[0] != k:
+            arr = np.ascontiguousarray(self._frames[k], dtype=np.uint8)
+            if arr.shape != self._shape:
+                raise ValueError(f"fused frame {k} has shape {arr.shape}, not {self._shape}")
+            self._cached = (k, memoryview(arr).cast("B"))
+        return self._cached[1]
 
     def readable(self) -> bool:
         return True
@@ -130,36 +137,33 @@ class _FrameStream(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._starts[-1]}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def readinto(self, buf) -> int:
-        if self._pos >= self._starts[-1]:
+        if self._pos >= self._length:
             return 0
-        k = bisect.bisect_right(self._starts, self._pos) - 1
-        view = self._views[k][self._pos - self._starts[k] :]
+        k, offset = divmod(self._pos, self._size)
+        view = self._frame(k)[offset:] if k < self._n else memoryview(b"\0")
         n = min(len(buf), view.nbytes)
         buf[:n] = view[:n]
         self._pos += n
         return n
 
     def digest(self):
-        """sha256 of the pixel bytes (the pad byte included), read in place."""
+        """sha256 of the pixel bytes, read frame by frame."""
         h = hashlib.sha256()
-        for v in self._views:
-            h.update(v)
+        for k in range(self._n):
+            h.update(self._frame(k))
         return h
 
 
-def _check_frames(frames: list[np.ndarray]) -> tuple[int, int, int]:
+def _frame_shape(frames) -> tuple[int, int, int]:
     first = np.asarray(frames[0]) if len(frames) else np.empty(0)
     if first.ndim != 3 or first.shape[2] != 3:
-        raise ValueError("frames must be a non-empty list of (rows, cols, 3) arrays")
-    rows, cols = first.shape[:2]
-    if any(np.shape(f) != (rows, cols, 3) for f in frames):
-        raise ValueError("all frames must have the same (rows, cols, 3) shape")
-    return len(frames), rows, cols
+        raise ValueError("frames must be a non-empty sequence of (rows, cols, 3) arrays")
+    return first.shape
 
 
 def write_fused_sc(
@@ -179,7 +183,7 @@ def write_fused_sc(
 
     Parameters
     ----------
-    frames : list of uint8 (rows, cols, 3)
+    frames : sequence of uint8 (rows, cols, 3), read one at a time (a spool on disk will do)
     fixed_ds, moving_ds : pydicom Datasets (headers) of the source images, or None.
     frame_time_ms : display interval between frames.
     include_phi : keep the source's study, UIDs, dates and the patient's name, ID, birth
@@ -195,15 +199,17 @@ def write_fused_sc(
 
     src = fixed_ds if fixed_ds is not None else moving_ds
     deid = None if include_phi else Deidentifier(src, key)
-    n, rows, cols = _check_frames(frames)
-    pixels = _FrameStream(frames)
+    shape = _frame_shape(frames)
+    (rows, cols, _), n = shape, len(frames)
+    pixels = _FrameStream(frames, shape)
     sources = [s for s in (fixed_ds, moving_ds) if s is not None and s.get("SOPInstanceUID")]
     source_uids = [str(s.SOPInstanceUID) for s in sources]
-    content = pixels.digest()
-    content.update(f"{description}\0{frame_time_ms:.3f}\0{burned_in}".encode())
-    ds = derived_dataset(
-        MF_TRUE_COLOR_SC, src, deid, fingerprint=(*source_uids, content.hexdigest())
-    )
+    fingerprint = ()
+    if deid is not None:  # the content names the object: one UID per distinct fusion
+        content = pixels.digest()
+        content.update(f"{description}\0{frame_time_ms:.3f}\0{burned_in}".encode())
+        fingerprint = (*source_uids, content.hexdigest())
+    ds = derived_dataset(MF_TRUE_COLOR_SC, src, deid, fingerprint=fingerprint)
     now = _dt.datetime.now()
     # General Series, SC Equipment, General Image
     ds.Modality = "OT"
