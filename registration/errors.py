@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["RegistrationError", "IllPosedGeometryError", "ConvergenceError"]
+__all__ = [
+    "RegistrationError",
+    "IllPosedGeometryError",
+    "ConvergenceError",
+    "LandmarkInputError",
+]
 
 
 class RegistrationError(Exception):
@@ -15,3 +20,11 @@ class IllPosedGeometryError(RegistrationError, ValueError):
 
 class ConvergenceError(RegistrationError, RuntimeError):
     """The optimiser stopped without meeting its convergence criteria."""
+
+
+class LandmarkInputError(RegistrationError, ValueError):
+    """The landmark pairs themselves are unusable: the input is at fault, not the fit.
+
+    Too few pairs for the model, non-finite or absurd coordinates, bad weights,
+    degenerate (coincident or collinear) or mutually inconsistent points.
+    """
