@@ -44,7 +44,7 @@ def case_pseudonym(study_uid: str | None, key: bytes | None = None) -> str:
     return "CASE-" + pseudonym(study_uid or "unknown", key)[:10].upper()
 
 
-def derived_dataset(sop_class: str, src, deid: Deidentifier | None, fingerprint=()):
+def derived_dataset(sop_class: str, src, *, deid: Deidentifier | None, fingerprint=()):
     """File meta, SOP Common, Patient and General Study modules of a derived object.
 
     The study and patient values are the source's; :func:`save_derived` de-identifies them
@@ -55,6 +55,8 @@ def derived_dataset(sop_class: str, src, deid: Deidentifier | None, fingerprint=
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+    if deid is not None and not isinstance(deid, Deidentifier):
+        raise TypeError("deid must be a Deidentifier or None (None keeps the patient data)")
     now = _dt.datetime.now()
     sop_uid = deid.derived_uid(sop_class, "sop", *fingerprint) if deid else generate_uid()
     meta = FileMetaDataset()
@@ -209,7 +211,7 @@ def write_fused_sc(
         content = pixels.digest()
         content.update(f"{description}\0{frame_time_ms:.3f}\0{burned_in}".encode())
         fingerprint = (*source_uids, content.hexdigest())
-    ds = derived_dataset(MF_TRUE_COLOR_SC, src, deid, fingerprint=fingerprint)
+    ds = derived_dataset(MF_TRUE_COLOR_SC, src, deid=deid, fingerprint=fingerprint)
     now = _dt.datetime.now()
     # General Series, SC Equipment, General Image
     ds.Modality = "OT"

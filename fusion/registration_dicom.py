@@ -138,7 +138,7 @@ def write_registration_dicom(
     fingerprint = (*source_uids, fixed_for, moving_for, _TYPE[transform.model], m4.tobytes().hex())
 
     now = _dt.datetime.now()
-    ds = derived_dataset(SPATIAL_REGISTRATION, src, deid, fingerprint=fingerprint)
+    ds = derived_dataset(SPATIAL_REGISTRATION, src, deid=deid, fingerprint=fingerprint)
     ds.Modality = "REG"
     ds.SeriesInstanceUID = (
         deid.derived_uid(SPATIAL_REGISTRATION, "series", *source_uids) if deid else generate_uid()
@@ -190,19 +190,29 @@ def write_registration_dicom(
 
 
 def read_registration_dicom(path: str | os.PathLike) -> tuple[np.ndarray, str, str]:
-    """The 4×4 moving→fixed matrix and the two frame of reference UIDs (moving, fixed)."""
-    import pydicom
+    """The 4×4 moving→fixed matrix and the two frame of reference UIDs (moving, fixed).
 
-    ds = pydicom.dcmread(path)
-    if str(ds.SOPClassUID) != SPATIAL_REGISTRATION:
-        raise InputError(f"{path}: not a Spatial Registration object")
-    fixed_for = str(ds.FrameOfReferenceUID)
-    for it in ds.RegistrationSequence:
-        if str(it.FrameOfReferenceUID) != fixed_for:
-            m = it.MatrixRegistrationSequence[0].MatrixSequence[0]
-            return (
-                np.asarray(m.FrameOfReferenceTransformationMatrix, float).reshape(4, 4),
-                str(it.FrameOfReferenceUID),
-                fixed_for,
-            )
+    A file that is not a readable Spatial Registration raises :class:`InputError` naming it.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, force=False)
+        if str(ds.get("SOPClassUID", "")) != SPATIAL_REGISTRATION:
+            raise InputError(f"{path}: not a Spatial Registration object")
+        fixed_for = str(ds.FrameOfReferenceUID)
+        for it in ds.RegistrationSequence:
+            if str(it.FrameOfReferenceUID) != fixed_for:
+                m = it.MatrixRegistrationSequence[0].MatrixSequence[0]
+                matrix = np.asarray(m.FrameOfReferenceTransformationMatrix, float).reshape(4, 4)
+                if not np.isfinite(matrix).all():
+                    raise InputError(f"{path}: the registration matrix is not finite")
+                return matrix, str(it.FrameOfReferenceUID), fixed_for
+    except (InvalidDicomError, OSError, AttributeError, IndexError, ValueError, TypeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(
+            f"{path}: not a readable Spatial Registration ({type(exc).__name__})"
+        ) from exc
     raise InputError(f"{path}: no registration item for a moving frame of reference")

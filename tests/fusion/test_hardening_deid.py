@@ -339,3 +339,14 @@ def test_registration_of_images_without_dicom_headers(case, tmp_path):
     (m1, mov1, fix1), (m2, mov2, fix2) = (read_registration_dicom(p) for p in paths)
     assert mov1 != fix1 and (mov1, fix1) == (mov2, fix2)  # new, distinct and stable
     assert np.array_equal(m1, m2)
+
+
+def test_reading_something_else_as_a_registration_names_the_file(case, tmp_path):
+    from fusion import InputError
+
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom at all")
+    _write(case, tmp_path)
+    for path in (junk, tmp_path / "fused_sc.dcm", tmp_path / "missing.dcm"):
+        with pytest.raises(InputError, match=re.escape(str(path))):
+            read_registration_dicom(path)
