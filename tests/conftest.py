@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pseudonym_key(tmp_path_factory):
+    """Tests never create or read the pseudonym key in the user's home folder."""
+    from dose.pseudonym import KEY_ENV
+
+    before = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = str(tmp_path_factory.mktemp("key") / "pseudonym.key")
+    yield
+    if before is None:
+        os.environ.pop(KEY_ENV, None)
+    else:
+        os.environ[KEY_ENV] = before
 
 
 @pytest.fixture
