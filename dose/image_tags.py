@@ -147,6 +147,11 @@ def read_image_dose_tags(source: str | os.PathLike | object) -> ImageDoseTags:
     ImageDoseTags
     """
     ds = _read_header(Path(source)) if isinstance(source, (str, os.PathLike)) else source
+    with _dicomread.quiet_pydicom():  # values are converted, and warned about, lazily
+        return _dose_tags(ds)
+
+
+def _dose_tags(ds) -> ImageDoseTags:
     values: dict = {}
     sources: list[tuple[str, str]] = []
     for field_name, candidates in _FIELDS:

@@ -197,6 +197,11 @@ def read_header(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     ds = _dcmread(path, stop_before_pixels=True)
+    with _quiet_pydicom():
+        return _header_dict(ds)
+
+
+def _header_dict(ds) -> dict:
     sop = str(ds.get("SOPClassUID", ""))
     template = None
     if "ContentTemplateSequence" in ds and len(ds.ContentTemplateSequence):
@@ -275,7 +280,9 @@ def read_image(
     if spacing_mm is not None:
         spacing_mm = _check_spacing_arg(spacing_mm, path)
     if is_dicom_file(path) or _suffix(path) not in _PLAIN_SUFFIXES:
-        image = _read_dicom(path, spacing_mm=spacing_mm, us_region=us_region, decode=decode)
+        # pydicom converts values lazily, warning about odd ones as it goes.
+        with _quiet_pydicom():
+            image = _read_dicom(path, spacing_mm=spacing_mm, us_region=us_region, decode=decode)
     else:
         image = _read_plain(path, spacing_mm=spacing_mm, modality=modality)
     if require_spacing:
@@ -626,7 +633,7 @@ def _check_native_length(ds, path: Path) -> None:
     tsyntax = _transfer_syntax(ds)
     if tsyntax is None or tsyntax.is_encapsulated or "PixelData" not in ds:
         return
-    elem = ds.get_item(0x7FE00010)
+    elem = ds.get_item(0x7FE00010, keep_deferred=True)
     length = elem.length if getattr(elem, "value", None) is None else len(elem.value)
     expected = get_expected_length(ds)
     if length == 0xFFFFFFFF or length < expected:
