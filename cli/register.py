@@ -89,6 +89,12 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     type=click.Path(path_type=Path),
     help="truth.json of a synthetic case: report the TRE.",
 )
+@click.option(
+    "--include-phi",
+    is_flag=True,
+    help="Record the input files' full paths and SOP Instance UIDs in transform.json "
+    "(otherwise file names and sha256 only).",
+)
 @overwrite_option
 @json_option
 @click.pass_context
@@ -110,6 +116,7 @@ def register(
     scale_tolerance,
     us_spacing_mm,
     truth_path,
+    include_phi,
     overwrite,
     as_json,
 ):
@@ -119,6 +126,7 @@ def register(
     moving_to_fixed_mm, quality and, with --truth, the TRE in mm at the isocentre plane.
     Exit 2 for bad input or an ill-posed (edge-on) geometry, 1 when it does not converge.
     """
+    from dose._safeio import UnsafeOutputError, terminal_text
     from fusion import read_image
     from fusion.coregister import (
         read_landmarks_csv,
@@ -132,8 +140,7 @@ def register(
     from registration import RegistrationError, RegistrationOptions
 
     target = out_dir / "transform.json"
-    if target.exists() and not overwrite:
-        raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
+    _check_target(target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform])
     fixed = read_image(fixed_path)
     moving = read_image(moving_path, spacing_mm=spacing_type(us_spacing_mm), require_spacing=False)
     landmarks = read_landmarks_csv(landmarks_path) if landmarks_path else None
@@ -187,9 +194,19 @@ def register(
             moving_frame,
         )
     record = transform_record(
-        result, fixed, moving, fixed_frame=fixed_frame, moving_frame=moving_frame, tre=tre
+        result,
+        fixed,
+        moving,
+        fixed_frame=fixed_frame,
+        moving_frame=moving_frame,
+        tre=tre,
+        include_phi=include_phi,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
+        raise UnsafeOutputError(msg) from exc
     write_transform_json(target, record)
     if as_json:
         json.dump(record, sys.stdout, indent=1, default=float)
@@ -202,12 +219,28 @@ def register(
         f"{result.wall_time_s:.2f} s, iterations {result.iterations}"
     )
     if result.landmark_fit is not None:
+        # Names come from the user's CSV: escape control characters for the terminal.
+        rejected = ", ".join(terminal_text(n) for n in result.landmark_fit.rejected)
         click.echo(
-            f"  landmark FRE {result.landmark_fit.fre_px:.2f} px, rejected "
-            f"{result.landmark_fit.rejected or 'none'}"
+            f"  landmark FRE {result.landmark_fit.fre_px:.2f} px, rejected {rejected or 'none'}"
         )
     if tre:
         click.echo(
             f"  TRE vs truth: median {tre['median_mm']:.3f} mm, p95 {tre['p95_mm']:.3f} mm,"
             f" max {tre['max_mm']:.3f} mm (isocentre plane)"
         )
+
+
+def _check_target(target: Path, overwrite: bool, inputs) -> None:
+    """Refuse to replace an existing transform.json without --overwrite, or an input."""
+    from dose._safeio import UnsafeOutputError
+
+    if target.parent.exists() and not target.parent.is_dir():
+        raise UnsafeOutputError(f"{target.parent}: --out exists and is not a folder")
+    if target.is_symlink() or target.is_dir():
+        raise UnsafeOutputError(f"{target}: is a link or a folder; not replaced")
+    if target.exists() and not overwrite:
+        raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
+    for p in inputs:
+        if p is not None and target.exists() and Path(p).exists() and target.samefile(p):
+            raise UnsafeOutputError(f"{target}: is also an input ({p}); choose another --out")

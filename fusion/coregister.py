@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dose._safeio import file_record, write_text
 from registration import (
     Landmarks,
     RegistrationOptions,
@@ -20,7 +21,10 @@ from registration import (
     Transform,
     register,
 )
+from registration.errors import LandmarkInputError
 from registration.initial import moments_start, wide_search_options
+from registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
+from registration.transforms import TransformModel
 
 from ._image import Image
 from .errors import InputError
@@ -28,6 +32,8 @@ from .errors import InputError
 __all__ = [
     "TRANSFORM_SCHEMA",
     "read_landmarks_csv",
+    "check_landmarks",
+    "MAX_LANDMARK_ROWS",
     "register_images",
     "transform_record",
     "write_transform_json",
@@ -38,37 +44,179 @@ __all__ = [
 TRANSFORM_SCHEMA = "hybridfuse.transform/1"
 
 
+#: At most this many landmark rows are read; more is refused (a clicked case has tens).
+MAX_LANDMARK_ROWS = 100_000
+#: A landmark CSV larger than this is refused before it is read.
+MAX_LANDMARK_FILE_BYTES = 32 * 2**20
+#: Longest landmark name accepted.
+MAX_LANDMARK_NAME = 200
+#: Accepted range of a landmark weight (they are relative; zero would drop the pair).
+WEIGHT_RANGE = (1e-6, 1e6)
+_LANDMARK_COLUMNS = ("name", "moving_x", "moving_y", "fixed_x", "fixed_y")
+
+
 def read_landmarks_csv(path: str | os.PathLike) -> Landmarks:
-    """Read ``name,moving_x,moving_y,fixed_x,fixed_y`` (pixels; an optional ``weight``)."""
+    """Read ``name,moving_x,moving_y,fixed_x,fixed_y`` (pixels; an optional ``weight``).
+
+    Every value is checked as it is read, so that a bad file is refused with one line
+    naming the file, the line and what is wrong, rather than failing in the fit.
+
+    Raises
+    ------
+    InputError
+        Unreadable or oversized file, missing columns, more than
+        :data:`MAX_LANDMARK_ROWS` rows, a value that is not a finite pixel coordinate
+        (|value| <= 1e6), a weight outside :data:`WEIGHT_RANGE`, an empty, overlong or
+        repeated name, or no rows at all.
+    """
     path = Path(path)
-    required = ["name", "moving_x", "moving_y", "fixed_x", "fixed_y"]
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InputError(
-                    f"{path}: missing column(s) {', '.join(missing)}; expected "
-                    "name,moving_x,moving_y,fixed_x,fixed_y"
-                )
-            rows = list(reader)
+        if not path.is_file():
+            raise InputError(f"{path}: no such landmark file")
+        size = path.stat().st_size
+        if size > MAX_LANDMARK_FILE_BYTES:
+            raise InputError(
+                f"{path}: {size / 2**20:.0f} MiB; a landmark CSV may hold at most "
+                f"{MAX_LANDMARK_FILE_BYTES // 2**20} MiB ({MAX_LANDMARK_ROWS} rows)"
+            )
+        # utf-8-sig: spreadsheets put a byte-order mark before the first column name.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = _landmark_rows(path, csv.DictReader(fh))
     except OSError as exc:
-        raise InputError(f"{path}: cannot read landmarks ({exc})") from exc
-    try:
-        mov = np.array([[float(r["moving_x"]), float(r["moving_y"])] for r in rows])
-        fix = np.array([[float(r["fixed_x"]), float(r["fixed_y"])] for r in rows])
-        weights = (
-            np.array([float(r["weight"]) for r in rows]) if rows and "weight" in rows[0] else None
-        )
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: a landmark coordinate is not a number ({exc})") from exc
-    if len(rows) == 0:
+        raise InputError(f"{path}: cannot read landmarks ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+    if not rows:
         raise InputError(f"{path}: no landmark rows")
-    if not (np.all(np.isfinite(mov)) and np.all(np.isfinite(fix))):
-        raise InputError(f"{path}: landmark coordinates must be finite")
+    names, lines, mov, fix, weights = zip(*rows, strict=True)
     return Landmarks(
-        mov.reshape(-1, 2), fix.reshape(-1, 2), tuple(r["name"] for r in rows), weights
+        np.array(mov, float).reshape(-1, 2),
+        np.array(fix, float).reshape(-1, 2),
+        tuple(names),
+        None if weights[0] is None else np.array(weights, float),
+        source=str(path),
+        lines=tuple(lines),
     )
+
+
+def _landmark_rows(path: Path, reader: csv.DictReader) -> list[tuple]:
+    """(name, line, moving, fixed, weight) of every row, each value checked."""
+    try:
+        fields = [f.strip() if f else f for f in (reader.fieldnames or [])]
+        reader.fieldnames = fields
+        missing = [c for c in _LANDMARK_COLUMNS if c not in fields]
+        if missing:
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected "
+                "name,moving_x,moving_y,fixed_x,fixed_y[,weight]"
+            )
+        has_weight = "weight" in fields
+        rows, seen = [], {}
+        for rec in reader:
+            line = reader.line_num
+            if len(rows) == MAX_LANDMARK_ROWS:
+                raise InputError(f"{path}: more than {MAX_LANDMARK_ROWS} landmark rows (the limit)")
+            if rec.get(None):
+                raise InputError(
+                    f"{path}: line {line}: more values than columns (a decimal comma?)"
+                )
+            name = _landmark_name(path, line, rec["name"])
+            if name in seen:
+                raise InputError(
+                    f"{path}: line {line}: landmark name {name!r} repeats line {seen[name]}"
+                )
+            seen[name] = line
+            mov = [_coordinate(path, line, name, rec, c) for c in ("moving_x", "moving_y")]
+            fix = [_coordinate(path, line, name, rec, c) for c in ("fixed_x", "fixed_y")]
+            weight = _weight(path, line, name, rec["weight"]) if has_weight else None
+            rows.append((name, line, mov, fix, weight))
+    except csv.Error as exc:
+        raise InputError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from exc
+    return rows
+
+
+def _landmark_name(path: Path, line: int, value: str | None) -> str:
+    name = (value or "").strip()
+    if not name:
+        raise InputError(f"{path}: line {line}: empty landmark name")
+    if len(name) > MAX_LANDMARK_NAME:
+        raise InputError(
+            f"{path}: line {line}: landmark name of {len(name)} characters "
+            f"(at most {MAX_LANDMARK_NAME})"
+        )
+    return name
+
+
+def _number(path: Path, line: int, name: str, column: str, value: str | None) -> float:
+    if value is None or not value.strip():
+        raise InputError(f"{path}: line {line} ({name}): no value for {column}")
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(
+            f"{path}: line {line} ({name}): {column} {value.strip()[:40]!r} is not a number"
+        ) from None
+
+
+def _coordinate(path: Path, line: int, name: str, rec: dict, column: str) -> float:
+    v = _number(path, line, name, column, rec[column])
+    if not (np.isfinite(v) and abs(v) <= MAX_COORDINATE_PX):
+        raise InputError(
+            f"{path}: line {line} ({name}): {column} {v:g} is not a pixel coordinate "
+            f"(finite, |value| <= {MAX_COORDINATE_PX:g})"
+        )
+    return v
+
+
+def _weight(path: Path, line: int, name: str, value: str | None) -> float:
+    v = _number(path, line, name, "weight", value)
+    lo, hi = WEIGHT_RANGE
+    if not lo <= v <= hi:  # also false for NaN
+        raise InputError(
+            f"{path}: line {line} ({name}): weight {v:g} is outside {lo:g}..{hi:g} "
+            "(weights are relative; drop the row to leave a landmark out)"
+        )
+    return v
+
+
+def check_landmarks(
+    landmarks: Landmarks, model: str, fixed_shape: tuple, moving_shape: tuple
+) -> None:
+    """Refuse landmarks too few for ``model`` or lying outside either image.
+
+    A point outside its image cannot have been clicked on it: a wrong column, a wrong
+    image or a wrong frame size, which a fit would otherwise turn into a confident map.
+
+    Raises
+    ------
+    InputError
+        Naming the landmark file, and the line and landmark at fault.
+    """
+    where = landmarks.source or "landmarks"
+    model = TransformModel(model)
+    n, need = len(landmarks.moving_xy), MIN_POINTS[model]
+    if n < need:
+        minimums = ", ".join(f"{m.value} {k}" for m, k in MIN_POINTS.items())
+        raise InputError(
+            f"{where}: {n} landmark pair{'s' if n != 1 else ''}; the {model.value} model "
+            f"needs at least {need} (minimum pairs per model: {minimums})"
+        )
+    for label, pts, shape in (
+        ("moving (ultrasound)", landmarks.moving_xy, moving_shape),
+        ("fixed (fluoroscopy)", landmarks.fixed_xy, fixed_shape),
+    ):
+        rows, cols = shape[:2]
+        xy = np.asarray(pts, float)
+        x, y = xy[:, 0], xy[:, 1]
+        outside = ~((x >= -0.5) & (x <= cols - 0.5) & (y >= -0.5) & (y <= rows - 0.5))
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            line = f"line {landmarks.lines[i]}" if landmarks.lines else f"pair {i}"
+            name = landmarks.names[i] if i < len(landmarks.names) else str(i)
+            raise InputError(
+                f"{where}: {line} ({name}): {label} point ({x[i]:g}, {y[i]:g}) lies outside "
+                f"the {cols} x {rows} px image ({int(outside.sum())} of {n} pairs do)"
+            )
 
 
 def expected_scale(fixed: Image, moving: Image) -> tuple[float | None, float | None]:
@@ -116,6 +264,8 @@ def register_images(
     """
     f = fixed.gray(fixed_frame)
     m = moving.gray(moving_frame)
+    if landmarks is not None:
+        check_landmarks(landmarks, (options or RegistrationOptions()).model, f.shape, m.shape)
     _, iso_mm = expected_scale(fixed, moving)
     start = initial
     if start is None and landmarks is None:
@@ -161,18 +311,22 @@ def register_images(
             raise InputError("--init landmarks needs --landmarks")
         else:
             raise InputError(f"unknown initialisation {init!r}")
-    return register(
-        f,
-        m,
-        fixed_mask=fixed.mask,
-        moving_mask=moving.mask,
-        landmarks=landmarks,
-        initial=start,
-        options=options,
-        expected_scale=expected_scale_xy(fixed, moving),
-        fixed_spacing_mm=iso_mm,
-        progress=progress,
-    )
+    try:
+        return register(
+            f,
+            m,
+            fixed_mask=fixed.mask,
+            moving_mask=moving.mask,
+            landmarks=landmarks,
+            initial=start,
+            options=options,
+            expected_scale=expected_scale_xy(fixed, moving),
+            fixed_spacing_mm=iso_mm,
+            progress=progress,
+        )
+    except LandmarkInputError as exc:
+        # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
+        raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc
 
 
 def truth_tre(
@@ -231,8 +385,13 @@ def transform_record(
     fixed_frame: int,
     moving_frame: int,
     tre: dict | None = None,
+    include_phi: bool = False,
 ) -> dict:
-    """The ``transform.json`` content for a registration result."""
+    """The ``transform.json`` content for a registration result.
+
+    Input images are recorded by file name and sha256; their folders (often named after
+    the patient) and SOP Instance UIDs only with ``include_phi``.
+    """
     iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
     mm = (
         result.transform.in_mm(moving.pixel_spacing_mm, iso).tolist()
@@ -263,45 +422,105 @@ def transform_record(
             "loo_tre_px_median": (
                 float(np.nanmedian(lm.loo_tre_px)) if np.any(np.isfinite(lm.loo_tre_px)) else None
             ),
+            # Above 200 inliers the leave-one-out error covers a seeded sample of them.
+            "loo_tre_pairs": lm.loo_pairs,
+            "loo_tre_sampled": lm.loo_sampled,
         },
         "quality": result.quality,
         "tre": tre,
-        "fixed": {
-            "file": fixed.source_path,
-            "frame": fixed_frame,
-            "sop_instance_uid": fixed.uids.get("sop_instance"),
-        },
-        "moving": {
-            "file": moving.source_path,
-            "frame": moving_frame,
-            "sop_instance_uid": moving.uids.get("sop_instance"),
-        },
+        "fixed": _input_record(fixed, fixed_frame, include_phi),
+        "moving": _input_record(moving, moving_frame, include_phi),
         "options": result.options,
     }
 
 
+def _input_record(img: Image, frame: int, include_phi: bool) -> dict:
+    """File name and sha256 of an input image (path and SOP Instance UID with PHI)."""
+    rec = file_record(img.source_path, include_phi=include_phi) if img.source_path else {}
+    rec["frame"] = frame
+    if include_phi:
+        rec["sop_instance_uid"] = img.uids.get("sop_instance")
+    return rec
+
+
+def _finite_or_none(value):
+    """``value`` with NaN and infinities as None: strict JSON has no such numbers."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _finite_or_none(value.tolist())
+    return value
+
+
 def write_transform_json(path: str | os.PathLike, record: dict) -> None:
-    """Write through a temporary name and rename when complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=1, default=float)
-    os.replace(tmp, path)
+    """Write strict JSON through an exclusive temporary file, renamed when complete."""
+    text = json.dumps(_finite_or_none(record), indent=1, allow_nan=False, default=str)
+    write_text(path, text + "\n")
+
+
+#: A transform.json is a few kilobytes; anything this large is not one.
+MAX_TRANSFORM_BYTES = 1 * 2**20
 
 
 def read_transform_json(path: str | os.PathLike) -> Transform:
-    """Read ``transform.json``; the schema must be ``hybridfuse.transform/1``."""
+    """Read ``transform.json``; the schema must be ``hybridfuse.transform/1``.
+
+    Raises
+    ------
+    InputError
+        Naming the file: unreadable, over :data:`MAX_TRANSFORM_BYTES`, not JSON, another
+        schema, or a ``moving_to_fixed_pixel`` that is not a finite, invertible 3 x 3
+        matrix of numbers (condition number up to 1e12).
+    """
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_TRANSFORM_BYTES:
+            raise InputError(
+                f"{path}: larger than {MAX_TRANSFORM_BYTES // 2**20} MiB; not a transform.json"
+            )
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable JSON transform ({exc})") from exc
-    if data.get("schema") != TRANSFORM_SCHEMA:
-        raise InputError(f"{path}: schema {data.get('schema')!r}, expected {TRANSFORM_SCHEMA!r}")
-    try:
-        return Transform(
-            np.asarray(data["moving_to_fixed_pixel"], float), data.get("model", "projective")
+            data = json.load(fh, parse_constant=_no_constant)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the transform ({exc.strerror or exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InputError(f"{path}: not a JSON transform ({str(exc)[:120]})") from exc
+    if not isinstance(data, dict) or data.get("schema") != TRANSFORM_SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"{path}: schema {str(got)[:60]!r}, expected {TRANSFORM_SCHEMA!r}")
+    h = _matrix(path, data.get("moving_to_fixed_pixel"))
+    model = data.get("model", "projective")
+    if model not in [m.value for m in TransformModel]:
+        raise InputError(f"{path}: unknown model {str(model)[:40]!r}")
+    return Transform(h, model)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _matrix(path: Path, value) -> np.ndarray:
+    """A finite, well-conditioned 3 x 3 matrix of plain numbers from JSON, or InputError."""
+    ok = (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(r, list) and len(r) == 3 for r in value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in value for v in r)
+    )
+    if not ok:
+        raise InputError(f"{path}: moving_to_fixed_pixel must be a 3 x 3 list of numbers")
+    h = np.array(value, float)
+    if not np.all(np.isfinite(h)):
+        raise InputError(f"{path}: moving_to_fixed_pixel holds a non-finite value")
+    sv = np.linalg.svd(h, compute_uv=False)
+    if not sv[-1] > 1e-12 * sv[0] or abs(h[2, 2]) < 1e-12 * sv[0]:
+        raise InputError(
+            f"{path}: moving_to_fixed_pixel is singular or nearly so (condition number "
+            f"{sv[0] / sv[-1] if sv[-1] else np.inf:.3g}); not a usable transform"
         )
-    except Exception as exc:
-        raise InputError(f"{path}: moving_to_fixed_pixel is not a usable 3x3 matrix") from exc
+    return h

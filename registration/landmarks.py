@@ -236,14 +236,19 @@ def _minimums() -> str:
 
 def _fit(model: TransformModel, src, dst, w) -> np.ndarray:
     """The fit itself on checked arrays; refuses a degenerate (singular) answer."""
-    if model is TransformModel.RIGID:
-        h = _umeyama(src, dst, w, with_scale=False)
-    elif model is TransformModel.SIMILARITY:
-        h = _umeyama(src, dst, w, with_scale=True)
-    elif model is TransformModel.AFFINE:
-        h = _affine(src, dst, w)
-    else:
-        h = _refine_projective(_dlt(src, dst, w), src, dst, w)
+    # Degenerate points divide by zero on the way; the regularity check then refuses.
+    with np.errstate(all="ignore"):
+        try:
+            if model is TransformModel.RIGID:
+                h = _umeyama(src, dst, w, with_scale=False)
+            elif model is TransformModel.SIMILARITY:
+                h = _umeyama(src, dst, w, with_scale=True)
+            elif model is TransformModel.AFFINE:
+                h = _affine(src, dst, w)
+            else:
+                h = _refine_projective(_dlt(src, dst, w), src, dst, w)
+        except np.linalg.LinAlgError:
+            h = np.full((3, 3), np.nan)
     _check_regular(h, model)
     return h
 

@@ -44,6 +44,9 @@ class Landmarks:
     fixed_xy: np.ndarray
     names: tuple[str, ...] = ()
     weights: np.ndarray | None = None
+    #: Where the pairs came from (a CSV file) and the line of each, for error messages.
+    source: str | None = None
+    lines: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
