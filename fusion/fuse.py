@@ -265,8 +265,8 @@ class FrameSpool(Sequence):
 def _fuse_frames(fixed, moving, transform, pairs, tmp: Path, spool, viewer, opts, progress):
     """Fuse frame by frame: a PNG each, every RGB frame into ``spool``, some into ``viewer``.
 
-    At most two PNG writes per worker are in flight, so memory does not grow with the
-    number of frames when encoding is slower than fusing.
+    PNG writes and viewer encodings run on a pool, at most two per worker in flight, so
+    memory does not grow with the number of frames when encoding is slower than fusing.
     """
     fmask = fixed.mask
     # One display window for the whole run, so brightness does not flicker.
@@ -293,15 +293,24 @@ def _fuse_frames(fixed, moving, transform, pairs, tmp: Path, spool, viewer, opts
             )
             spool.append(rgb)
             # PNG encoding runs on the pool: zlib releases the GIL.
-            pending.append(pool.submit(write_png, tmp / f"fused_{k:03d}.png", rgb))
-            while len(pending) > 2 * workers:
-                pending.popleft().result()
+            pending.append((None, pool.submit(write_png, tmp / f"fused_{k:03d}.png", rgb)))
             if viewer.wants(k):
-                viewer.add(k, f.astype(np.uint8), m.astype(np.uint8), valid)
+                layers = (f.astype(np.uint8), m.astype(np.uint8), valid)
+                pending.append((k, pool.submit(viewer.encode, *layers)))
+            while len(pending) > 2 * workers:
+                _finish(pending.popleft(), viewer, fixed.shape)
             if progress is not None:
                 progress(k + 1, len(pairs))
-        for w in pending:
-            w.result()
+        while pending:
+            _finish(pending.popleft(), viewer, fixed.shape)
+
+
+def _finish(job, viewer, shape) -> None:
+    """Wait for one pooled job; a viewer frame is kept in output order."""
+    k, future = job
+    result = future.result()
+    if k is not None:
+        viewer.keep(k, result, shape)
 
 
 def _json_safe(obj):

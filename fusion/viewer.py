@@ -52,8 +52,9 @@ def _ordinal(n: int) -> str:
 class ViewerFrames:
     """The frames a viewer embeds, evenly subsampled to a frame count and a byte budget.
 
-    Frames are offered one at a time in output order (:meth:`wants`, then :meth:`add`),
-    so a long run is never held in memory: only the encoded frames kept so far are.
+    Frames are offered one at a time in output order (:meth:`wants`, then :meth:`add`,
+    or :meth:`encode` on a pool and :meth:`keep`), so a long run is never held in
+    memory: only the encoded frames kept so far are.
     The stride starts at ``ceil(n_total / max_frames)``; whenever the kept images
     exceed ``max_bytes`` it doubles and the frames off the new stride are dropped, so
     the embedded frames stay evenly spaced (always including the first).
@@ -80,13 +81,25 @@ class ViewerFrames:
         """Whether output frame ``k`` would be embedded at the current stride."""
         return k % self.stride == 0
 
+    @staticmethod
+    def encode(fixed: np.ndarray, layer: np.ndarray, valid: np.ndarray) -> tuple[str, str]:
+        """Data URLs of one frame: the fluoroscopy, and the layer with ``valid`` as alpha.
+
+        Thread-safe and independent of the kept frames, so it may run on a pool.
+        """
+        rgba = np.dstack([layer, layer, layer, np.where(valid, 255, 0).astype(np.uint8)])
+        return _png_data_url(fixed), _png_data_url(rgba)
+
     def add(self, k: int, fixed: np.ndarray, layer: np.ndarray, valid: np.ndarray) -> None:
         """Encode output frame ``k`` (uint8 fluoroscopy, uint8 layer, bool valid) if wanted."""
-        if not self.wants(k):
+        if self.wants(k):
+            self.keep(k, self.encode(fixed, layer, valid), fixed.shape)
+
+    def keep(self, k: int, urls: tuple[str, str], shape: tuple[int, ...]) -> None:
+        """Keep frame ``k``'s encoded images (from :meth:`encode`), in output order."""
+        if not self.wants(k):  # the stride may have grown since the frame was encoded
             return
-        rgba = np.dstack([layer, layer, layer, np.where(valid, 255, 0).astype(np.uint8)])
-        urls = (_png_data_url(fixed), _png_data_url(rgba))
-        self.shape = self.shape or (int(fixed.shape[0]), int(fixed.shape[1]))
+        self.shape = self.shape or (int(shape[0]), int(shape[1]))
         self._kept[k] = urls
         self._bytes += len(urls[0]) + len(urls[1])
         if k == 0 and self._bytes * min(self.n_total, self.max_frames) > self.max_bytes:
