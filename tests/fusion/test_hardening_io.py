@@ -6,6 +6,7 @@ reader did with it (issue #13) and what must happen instead.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import struct
@@ -71,6 +72,33 @@ def _deflate_bomb(path, rows, cols, frames):
         for start in range(0, n, len(block)):
             fh.write(comp.compress(block[: min(len(block), n - start)]))
         fh.write(comp.flush())
+    return path
+
+
+def _jpeg_cine(path, frames=8, rows=48, cols=64):
+    """A grey baseline-JPEG ultrasound cine, each frame encoded by Pillow."""
+    from PIL import Image as PILImage
+
+    make_dicom(
+        path,
+        sop=US_SOP,
+        modality="US",
+        rows=rows,
+        cols=cols,
+        frames=frames,
+        pixels=False,
+        syntax=JPEGBaseline8Bit,
+    )
+    ds = pydicom.dcmread(path)
+    encoded = []
+    for k in range(frames):
+        buf = io.BytesIO()
+        ramp = (np.add.outer(np.arange(rows), np.arange(cols)) * (k + 1)) % 256
+        PILImage.fromarray(ramp.astype(np.uint8)).save(buf, format="JPEG", quality=90)
+        encoded.append(buf.getvalue())
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
     return path
 
 
@@ -198,9 +226,8 @@ def test_uncompressed_pixel_data_shorter_than_declared_is_refused(tmp_path):
 # --- reading headers never decodes --------------------------------------------------------
 
 
-def test_header_only_read_and_info_do_not_decode(tmp_path, monkeypatch, synthetic_case):
-    case, _ = synthetic_case
-    path = case / "us_clip.dcm"
+def test_header_only_read_and_info_do_not_decode(tmp_path, monkeypatch):
+    path = _jpeg_cine(tmp_path / "cine.dcm", frames=12)
     full = read_image(path)
     monkeypatch.setattr(fio, "_decode_pixels", _must_not_decode)
     head = read_image(path, decode=False)
@@ -210,7 +237,7 @@ def test_header_only_read_and_info_do_not_decode(tmp_path, monkeypatch, syntheti
     assert read_header(path)["is_image"]
     result = CliRunner().invoke(cli, ["info", str(path)])
     assert result.exit_code == 0, result.output
-    assert "12 x 480x640 grey uint8 (MONOCHROME2), header only" in result.output
+    assert "12 x 48x64 grey uint8 (MONOCHROME2), header only" in result.output
 
 
 def test_decoding_keeps_one_copy_of_the_pixels(tmp_path):
@@ -246,11 +273,12 @@ def test_decoding_keeps_one_copy_of_the_pixels(tmp_path):
 # --- corrupt compressed frames -------------------------------------------------------------
 
 
-def test_corrupt_jpeg_frame_is_named_quietly(tmp_path, synthetic_case, caplog, capfd):
-    case, _ = synthetic_case
-    path = _corrupt_frame(case / "us_clip.dcm", tmp_path / "bad.dcm", index=2)
+def test_corrupt_jpeg_frame_is_named_quietly(tmp_path, caplog, capfd):
+    good = _jpeg_cine(tmp_path / "cine.dcm")
+    assert read_image(good).n_frames == 8
+    path = _corrupt_frame(good, tmp_path / "bad.dcm", index=2)
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(CorruptFileError, match=r"bad\.dcm: frame 3 of 12: JPEG Baseline.* corrupt"):
+    with pytest.raises(CorruptFileError, match=r"bad\.dcm: frame 3 of 8: JPEG Baseline.* corrupt"):
         read_image(path)
     assert not [r for r in caplog.records if r.name.startswith("pydicom")]
     assert capfd.readouterr().err == ""
@@ -268,9 +296,8 @@ def test_garbage_with_a_decoder_installed_is_corrupt_not_missing(tmp_path):
     assert not isinstance(info.value, DecoderMissingError)
 
 
-def test_cli_reports_a_corrupt_frame_on_one_line(tmp_path, synthetic_case):
-    case, _ = synthetic_case
-    path = _corrupt_frame(case / "us_clip.dcm", tmp_path / "bad.dcm", index=2)
+def test_cli_reports_a_corrupt_frame_on_one_line(tmp_path):
+    path = _corrupt_frame(_jpeg_cine(tmp_path / "cine.dcm"), tmp_path / "bad.dcm", index=2)
     proc = subprocess.run(
         [sys.executable, "-c", "from cli.main import main; main()", "info", "--decode", str(path)],
         check=False,
@@ -280,7 +307,7 @@ def test_cli_reports_a_corrupt_frame_on_one_line(tmp_path, synthetic_case):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "frame 3 of 12" in lines[0] and "corrupt" in lines[0]
+    assert len(lines) == 1 and "frame 3 of 8" in lines[0] and "corrupt" in lines[0]
 
 
 # --- plausibility of geometry read from files ---------------------------------------------
