@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dose._safeio import atomic_directory, check_out_target, file_record, write_text
+from dose._safeio import (
+    atomic_directory,
+    check_out_separate,
+    check_out_target,
+    file_record,
+    write_text,
+)
 from registration import Transform
 from registration.warp import warp_to_fixed
 
@@ -400,6 +406,8 @@ def fuse_images(
     Returns the ``fuse.json`` record.
     """
     out_dir = Path(out_dir)
+    sources = [p for p in (fixed.source_path, moving.source_path, transform_source) if p]
+    check_out_separate(out_dir, sources)
     check_out_target(out_dir, overwrite)
     mode = _validate(fixed, moving, video, mode, opacity)
     fixed_idx = _check_frames(frames, fixed.n_frames, "fluoroscopy")

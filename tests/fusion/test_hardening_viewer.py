@@ -404,6 +404,19 @@ def test_fuse_json_records_inputs_by_name_and_sha256(fused, tmp_path):
         assert (folder in text) is phi
 
 
+def test_out_may_not_contain_an_input(fused, tmp_path):
+    from dose._safeio import UnsafeOutputError
+
+    _, _, _, pair, fixed, moving = fused
+    case = Path(fixed.source_path).parent
+    before = sorted(p.name for p in case.iterdir())
+    tr = Transform(np.asarray(pair["moving_to_fixed_pixel"]))
+    for out in (case, case.parent):
+        with pytest.raises(UnsafeOutputError, match="contains the input"):
+            fuse_images(fixed, moving, tr, out, overwrite=True, video="none")
+    assert sorted(p.name for p in case.iterdir()) == before
+
+
 def test_a_failure_mid_run_leaves_nothing(fused, tmp_path):
     _, _, _, pair, fixed, moving = fused
 
