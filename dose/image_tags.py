@@ -115,7 +115,7 @@ def _read_header(path: Path):
                 f"limit ({_dicomread.MAX_DECODED_ENV})"
             )
         with _dicomread.quiet_pydicom():
-            return pydicom.dcmread(path, stop_before_pixels=True)
+            return pydicom.dcmread(path, stop_before_pixels=True, defer_size=1 << 20)
     except DoseInputError:
         raise
     except RecursionError as exc:

@@ -88,6 +88,9 @@ _HEADER_SPACING_SUFFIXES = {".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz"}
 # Physical Units X/Y Direction (0018,6024)/(0018,6026): 3 = cm.
 _US_UNIT_CM = 3
 
+#: Values longer than this stay on disk until used (pixel data above all): decoding
+#: reads frames from the file one at a time, and a header-only read never loads them.
+_DEFER_BYTES = 1 << 20
 #: DICOM stores Rows and Columns as 16-bit unsigned integers.
 _MAX_DIM = 65535
 
@@ -196,7 +199,7 @@ def read_header(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    ds = _dcmread(path, stop_before_pixels=True)
+    ds = _dcmread(path, stop_before_pixels=True, defer_size=_DEFER_BYTES)
     with _quiet_pydicom():
         return _header_dict(ds)
 
@@ -398,8 +401,6 @@ def _read_plain(path: Path, spacing_mm, modality) -> Image:
 
 
 def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image:
-    # Large values (the pixel data above all) stay on disk until used: decoding reads
-    # them frame by frame, and a header-only read never loads them.
     ds = _dcmread(path, defer_size=_DEFER_BYTES)
     sop = str(ds.get("SOPClassUID", ""))
     if sop.startswith(_SR_PREFIX):
@@ -524,9 +525,6 @@ def _modality(ds, sop: str, notes: list[str]) -> Modality:
     return mod
 
 
-_DEFER_BYTES = 1 << 20
-
-
 @dataclass(frozen=True)
 class _Layout:
     """What a DICOM header declares its pixels decode to, as this reader returns them."""
@@ -594,11 +592,17 @@ def _pixel_layout(ds, path: Path) -> _Layout:
         rows, cols, frames, samples, photometric, _decoded_dtype(ds, photometric, bits)
     )
     limit = max_decoded_bytes()
-    if layout.footprint > limit:
+    need = layout.footprint
+    extra = "one working frame"
+    if _dicomread.is_deflated(path):
+        # pydicom holds the inflated data set while the frames are copied out of it.
+        need += layout.nbytes
+        extra += " and the inflated data set"
+    if need > limit:
         raise InputError(
             f"{path}: declares {frames} frame(s) of {rows} x {cols} x {samples} sample(s) of "
-            f"{layout.dtype.itemsize} byte(s): {_gib(layout.footprint)} to decode with one "
-            f"working frame, above the {_gib(limit)} limit ({MAX_DECODED_ENV})"
+            f"{layout.dtype.itemsize} byte(s): {_gib(need)} to decode with {extra}, above "
+            f"the {_gib(limit)} limit ({MAX_DECODED_ENV})"
         )
     _check_native_length(ds, path)
     return layout

@@ -172,8 +172,12 @@ def test_deflated_bomb_is_refused_by_header_readers(tmp_path, monkeypatch):
             reader(path)
     with pytest.raises(DoseInputError, match="inflates to more than"):
         read_image_dose_tags(path)
+    # Within the limit inflated, but decoding also holds the inflated data set.
     monkeypatch.setenv(ENV, str(4 << 20))
     assert read_header(path)["is_image"]
+    with pytest.raises(InputError, match=r"working frame and the inflated data set, above"):
+        read_image(path)
+    monkeypatch.setenv(ENV, str(6 << 20))
     assert read_image(path).array.shape == (8, 512, 512)
 
 
