@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -193,3 +195,197 @@ def test_out_that_is_a_file_or_link_is_bad_input(synthetic_case, tmp_path):
     r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "link")
     assert r.exit_code == 2 and "symbolic link" in r.output
     assert list((tmp_path / "real").iterdir()) == []
+
+
+# --- item 2: every number validated on ingest; JSON always valid --------------------------------
+
+
+@pytest.fixture
+def dose_json(synthetic_case, tmp_path):
+    """A dose.json written by 'dose report' for the synthetic case."""
+    case, _ = synthetic_case
+    out = tmp_path / "rep"
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", out, "--procedure", "mbb")
+    assert r.exit_code == 0, r.output
+    return out / "dose.json"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ('"abc"', "must be a number"),
+        ("NaN", "not a number JSON allows"),
+        ("Infinity", "not a number JSON allows"),
+        ("1e999", "must be finite"),
+        ("-1.5", "must not be negative"),
+        ("true", "must be a number"),
+    ],
+)
+def test_ingest_refuses_bad_numbers_naming_file_and_field(dose_json, tmp_path, value, why):
+    text = dose_json.read_text()
+    key = '"dap_total_gy_cm2": '
+    start = text.index(key) + len(key)
+    end = text.index(",", start)
+    bad = tmp_path / "bad.json"
+    bad.write_text(text[:start] + value + text[end:])
+    db = tmp_path / "r.sqlite"
+    r = _dose("ingest", bad, "--db", db)
+    assert r.exit_code == 2, r.output
+    assert "bad.json" in r.output and why in r.output
+    if why != "not a number JSON allows":
+        assert "delivered.dap_total_gy_cm2" in r.output
+    assert "ingested" not in r.output
+
+
+def test_ingest_of_dose_json_then_audit_is_valid_json(dose_json, tmp_path):
+    db = tmp_path / "r.sqlite"
+    r = _dose("ingest", dose_json, "--db", db)
+    assert r.exit_code == 0 and "ingested" in r.output, r.output
+    r = _dose("audit", "--db", db, "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    import json
+
+    def refuse(name):
+        raise AssertionError(name)
+
+    json.loads((tmp_path / "a" / "audit.json").read_text(), parse_constant=refuse)
+
+
+def test_a_non_finite_value_reaching_output_is_null_and_flagged():
+    import json
+
+    from dose.report import finite_json
+
+    flags = []
+    text = finite_json({"a": [1.0, float("inf")], "flags": flags}, flags=flags)
+    data = json.loads(text, parse_constant=pytest.fail)
+    assert data["a"] == [1.0, None]
+    assert any("$.a[1]" in f for f in data["flags"]) and flags
+
+
+def test_registry_with_old_invalid_values_still_audits(dose_json, tmp_path):
+    import json
+
+    from dose.registry import Registry, audit
+
+    db = tmp_path / "r.sqlite"
+    assert _dose("ingest", dose_json, "--db", db).exit_code == 0
+    reg = Registry(db)
+    reg.db.execute("UPDATE procedures SET dap_total_gy_cm2='abc', ka_r_total_mgy=1e999")
+    result = audit(reg)
+    reg.close()
+    assert result["groups"][0]["dap_total_gy_cm2"] == {"n": 0}
+    assert "not a finite number" in result["flags"][0]
+    r = _dose("audit", "--db", db, "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    json.loads((tmp_path / "a" / "audit.json").read_text(), parse_constant=pytest.fail)
+
+
+# --- item 3: CSV formula injection --------------------------------------------------------------
+
+
+def test_csv_cells_are_neutralised_numbers_stay_numbers(synthetic_case, tmp_path):
+    import csv
+
+    case, _ = synthetic_case
+    rdsr = _rdsr_with_protocol(case, tmp_path, '=HYPERLINK("http://x")')
+    out = tmp_path / "out"
+    r = _dose("report", "--rdsr", rdsr, "--out", out, "--procedure", "@SUM(A1)")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "events.csv").read_text().splitlines()))
+    assert {row["protocol"] for row in rows} == {'\'=HYPERLINK("http://x")'}
+    assert all(float(row["dap_gy_cm2"]) > 0 for row in rows)  # numbers untouched
+    db = tmp_path / "r.sqlite"
+    assert _dose("ingest", rdsr, "--db", db, "--procedure", "-2+3", "--region", "+x").exit_code == 0
+    assert _dose("audit", "--db", db, "--out", tmp_path / "a").exit_code == 0
+    (row,) = list(csv.DictReader((tmp_path / "a" / "audit.csv").read_text().splitlines()))
+    assert row["procedure"] == "'-2+3" and row["region"] == "'+x"
+    assert float(row["dap_total_gy_cm2_median"]) > 0
+
+
+# --- item 5: the registry: empty, foreign, concurrent -------------------------------------------
+
+
+def test_auditing_an_empty_registry_is_a_clear_bad_input(tmp_path):
+    from dose.registry import Registry
+
+    db = tmp_path / "r.sqlite"
+    Registry(db).close()
+    r = _dose("audit", "--db", db, "--out", tmp_path / "a")
+    assert r.exit_code == 2 and "holds no procedures" in r.output
+    assert not (tmp_path / "a").exists()
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    r = _dose("audit", "--db", empty, "--out", tmp_path / "a")
+    assert r.exit_code == 2 and "not a hybridfuse registry" in r.output
+
+
+@pytest.mark.parametrize("command", ["ingest", "audit"])
+def test_a_foreign_database_is_refused_unmodified(synthetic_case, tmp_path, command):
+    import sqlite3
+
+    case, _ = synthetic_case
+    db = tmp_path / "foreign.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('owner', 'someone else')")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    args = ["--db", db, "--out", tmp_path / "a"]
+    if command == "ingest":
+        args = [case / "rdsr.dcm", "--db", db]
+    r = _dose(command, *args)
+    assert r.exit_code == 2 and "not a hybridfuse registry" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert db.read_bytes() == before
+    text = tmp_path / "notes.txt"
+    text.write_text("my notes\n")
+    r = _dose("ingest", case / "rdsr.dcm", "--db", text)
+    assert r.exit_code == 2 and "not an SQLite file" in r.output
+    assert text.read_text() == "my notes\n"
+
+
+@pytest.mark.slow
+def test_concurrent_first_ingests_never_race(synthetic_case, tmp_path):
+    import pydicom
+
+    case, _ = synthetic_case
+    files = []
+    for i in range(4):  # distinct reports, so each must be ingested
+        ds = pydicom.dcmread(case / "rdsr.dcm")
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.77{i}"
+        files.append(tmp_path / f"r{i}.dcm")
+        ds.save_as(files[-1])
+    db = tmp_path / "fresh.sqlite"
+    env = {**os.environ, KEY_ENV: str(tmp_path / "k.key")}
+    # Each process builds its report, then all open the fresh registry at the same instant.
+    code = (
+        "import sys, time; from dose.report import build_dose_report; "
+        "from dose.registry import Registry; rep = build_dose_report(sys.argv[1]); "
+        "time.sleep(max(0.0, float(sys.argv[3]) - time.time())); reg = Registry(sys.argv[2]); "
+        "print(reg.ingest(rep, rep['_events'], rep['_patient_id'])['status'])"
+    )
+    at = str(time.time() + 8.0)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(f), str(db), at],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for f in files
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outputs
+    assert [o.strip().splitlines()[-1] for o in outputs] == ["ingested"] * 4
+    from dose.registry import Registry
+
+    reg = Registry(db, create=False)
+    assert len(reg.rows()) == 4
+    assert dict(reg.db.execute("SELECT key, COUNT(*) FROM meta GROUP BY key")) == {
+        "dates": 1,
+        "schema": 1,
+        "secret": 1,
+    }
