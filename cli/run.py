@@ -69,9 +69,14 @@ def _config(config_path, **kw):
 @json_option
 @click.pass_context
 def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
-    """Run one CASE folder end to end: register, fuse, dose report, index.html."""
-    from fusion.pipeline import case_from_folder, run_case
+    """Run one CASE folder end to end: register, fuse, dose report, index.html.
 
+    OUT may not be CASE or contain it; --overwrite replaces only a folder hybridfuse wrote.
+    """
+    from fusion.pipeline import case_from_folder, check_out, run_case
+
+    check_out(out_dir, [case], overwrite=overwrite)  # before any work
+    _clean_stale(out_dir.parent)
     config = _config(config_path, **opts)
     spec = case_from_folder(case)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
@@ -85,13 +90,36 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
     _report(summary, out_dir, as_json)
 
 
+def _clean_stale(folder: Path) -> None:
+    """Remove what runs that died left in ``folder``, and say so in one line."""
+    from dose._safeio import clean_stale
+
+    removed = clean_stale(folder)
+    if removed:
+        _clean_stale_said(folder, removed)
+
+
+def _clean_stale_said(folder: Path, removed: list[str]) -> None:
+    from dose._safeio import terminal_text
+
+    click.echo(
+        terminal_text(
+            f"hybridfuse: removed {len(removed)} leftover(s) of interrupted runs in "
+            f"{folder}: {', '.join(removed)}"
+        ),
+        err=True,
+    )
+
+
 def _report(summary, out_dir, as_json):
+    from dose._safeio import terminal_text
+
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))
         return
     reg = summary["registration"]
     tre = reg.get("tre")
-    click.echo(f"case {summary['case_id']} done: {out_dir}")
+    click.echo(terminal_text(f"case {summary['case_id']} done: {out_dir}"))
     click.echo(f"  open first: {out_dir / 'index.html'} (links the viewer and the dose report)")
     if tre:
         click.echo(f"  registration TRE vs truth: median {tre['median_mm']:.3f} mm")
@@ -116,11 +144,11 @@ def _report(summary, out_dir, as_json):
 @click.pass_context
 def demo(ctx, out_dir, as_json):
     """Run the committed sample case end to end and say what to open first."""
-    from fusion.pipeline import RunConfig, case_from_folder, run_case
+    from fusion.pipeline import RunConfig, case_from_folder, check_out, run_case
     from testdata import SAMPLE_CASE, sample_case
 
     summary_file = out_dir / "summary.json"
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and not out_dir.is_symlink() and any(out_dir.iterdir()):
         is_demo = False
         if summary_file.is_file():
             try:
@@ -134,6 +162,8 @@ def demo(ctx, out_dir, as_json):
             raise click.UsageError(
                 f"{out_dir} exists and is not a previous demo; choose another --out"
             )
+    check_out(out_dir, [sample_case()], overwrite=True)
+    _clean_stale(out_dir.parent)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     spec = case_from_folder(sample_case(), SAMPLE_CASE)
     summary = run_case(
@@ -175,11 +205,15 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     """Run every case of MANIFEST (CSV or a folder of case folders) into OUT/<case_id>.
 
     Cases already complete with unchanged inputs and configuration are skipped. One bad
-    case never stops the batch. OUT/batch_summary.csv is updated after every case.
-    Exit 0 when every case is ok or up to date, 1 when any failed.
+    case (an unsafe or repeated case id, an unreadable case folder) never stops the batch.
+    OUT/batch_summary.csv gets a row after every case. OUT may not be or contain an input;
+    if it exists it must be empty or an earlier batch's output.
+    Exit 0 when every case is ok or up to date, 1 when any failed, 2 for a bad OUT.
     """
-    from fusion.batch import read_manifest, run_batch
+    from dose._safeio import terminal_text
+    from fusion.batch import check_out_root, read_manifest, run_batch
 
+    check_out_root(out_dir, [manifest])  # before discovery, which can take a while
     config = _config(config_path, **opts)
     specs, problems = read_manifest(manifest)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
@@ -210,13 +244,18 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
         retries=retries,
         problems=problems,
         progress=progress,
+        inputs=[manifest],
+        on_stale=lambda removed: _clean_stale_said(out_dir, removed),
     )
     failed = [r for r in rows if r["status"] == "failed"]
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
     else:
         for r in failed:
-            click.echo(f"hybridfuse: case {r['case_id']} failed: {r['message']}", err=True)
+            click.echo(
+                terminal_text(f"hybridfuse: case {r['case_id']} failed: {r['message']}"),
+                err=True,
+            )
         click.echo(
             f"{len(rows)} case(s): {len(rows) - len(failed)} ok or up to date, "
             f"{len(failed)} failed; summary in {out_dir / 'batch_summary.csv'}"

@@ -5,10 +5,19 @@
   relative paths resolve against the manifest's folder), or a folder of case folders.
   A ``landmarks`` CSV refers to the pair that is registered: the first fluoroscopy frame
   acquired within 0.5 s of an ultrasound frame (first run in manifest order).
+- A case id names a folder inside the output folder, so it must be a safe name
+  (:func:`dose._safeio.check_case_id`) and unique after normalisation
+  (:func:`dose._safeio.case_key`: ``C1`` and ``c1`` are one folder on many file systems);
+  a bad or repeated id is a failed row, not a reason to stop.
+- The output folder may not equal or contain any input or the manifest; it is created
+  with hybridfuse's owner marker, or must be empty or carry that marker already. Each
+  case folder inside is replaced only when hybridfuse wrote it.
 - A case whose folder holds a ``summary.json`` with status ok and the same input hash
   (inputs, configuration, software version) is skipped: re-runs are idempotent.
-- One bad case never stops the batch. A worker that dies is retried (bounded), then the
-  case is reported. ``batch_summary.csv`` is rewritten after every case.
+- One bad case never stops the batch, nor does a case folder whose discovery fails. A
+  worker that dies is retried (bounded), then the case is reported; workers die with
+  their parent. ``batch_summary.csv`` gets one appended row per finished case, and is
+  rewritten once in manifest order at the end.
 - Workers read inputs by path: on a cluster every worker must see the same paths (a
   shared filesystem mounted at the same place) and be able to write to the output folder.
 """
@@ -19,14 +28,36 @@ import csv
 import io
 import json
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import InputError
-from .pipeline import CaseSpec, RunConfig, case_from_folder, input_hash, run_case
+from dose._safeio import (
+    OWNER_MARK,
+    UnsafeOutputError,
+    case_key,
+    check_case_id,
+    check_out_separate,
+    clean_stale,
+    csv_cell,
+    write_text,
+)
 
-__all__ = ["read_manifest", "run_batch", "SUMMARY_COLUMNS"]
+from .errors import InputError
+from .pipeline import (
+    CaseSpec,
+    RunConfig,
+    case_from_folder,
+    check_out,
+    input_hash,
+    is_output_folder,
+    run_case,
+)
+
+__all__ = ["read_manifest", "run_batch", "check_out_root", "prepare_out_root", "SUMMARY_COLUMNS"]
 
 SUMMARY_COLUMNS = [
     "case_id",
@@ -40,17 +71,24 @@ SUMMARY_COLUMNS = [
 ]
 
 
+def _problem(case_id: str, message: str) -> dict:
+    return {"case_id": case_id, "status": "failed", "message": message}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
 def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
-    """Cases of a manifest and the per-case problems found while reading it."""
+    """Cases of a manifest and the per-case problems found while reading it.
+
+    A row (or case folder) with an unsafe or repeated case id, or a case folder whose
+    discovery fails, becomes a problem (a failed row later) and the others still run.
+    """
     path = Path(path)
-    problems: list[dict] = []
     if path.is_dir():
-        specs = []
-        for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            specs.append(case_from_folder(sub))
-        if not specs:
-            raise InputError(f"{path}: no case folders inside")
-        return specs, problems
+        return _read_folder(path)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -73,29 +111,16 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
             if p
         ]
 
-    seen: set[str] = set()
-    specs = []
+    ids = _CaseIds()
+    specs, problems = [], []
     for i, row in enumerate(rows, start=2):
-        cid = (row.get("case_id") or "").strip()
-        if not cid:
-            problems.append(
-                {
-                    "case_id": f"(line {i})",
-                    "status": "failed",
-                    "message": f"{path}:{i}: empty case_id",
-                }
-            )
+        cid = row.get("case_id")
+        cid = cid.strip() if isinstance(cid, str) else ""
+        why = ids.problem(cid)
+        if why:
+            shown = cid if cid and not why.startswith("duplicate") else f"{cid} (line {i})"
+            problems.append(_problem(shown.strip(), f"{path}:{i}: {why}"))
             continue
-        if cid in seen:
-            problems.append(
-                {
-                    "case_id": f"{cid} (duplicate, line {i})",
-                    "status": "failed",
-                    "message": f"{path}:{i}: duplicate case_id {cid!r}; not run twice",
-                }
-            )
-            continue
-        seen.add(cid)
         rdsr = resolve(row.get("rdsr"))
         lms = resolve(row.get("landmarks"))
         specs.append(
@@ -107,6 +132,54 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
                 landmarks=lms[0] if lms else None,
             )
         )
+    return specs, problems
+
+
+class _CaseIds:
+    """Says why a case id cannot be used: unsafe as a folder name, or already taken."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def problem(self, cid: str) -> str | None:
+        if not cid:
+            return "empty case_id"
+        try:
+            check_case_id(cid)
+        except UnsafeOutputError as exc:
+            return str(exc)
+        key = case_key(cid)
+        if key in self.seen:
+            return (
+                f"duplicate case_id {cid!r} (the same folder as {self.seen[key]!r}); not run twice"
+            )
+        self.seen[key] = cid
+        return None
+
+
+def _read_folder(path: Path) -> tuple[list[CaseSpec], list[dict]]:
+    """Every case folder inside ``path``; outputs of hybridfuse inside it are not cases."""
+    try:
+        subs = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and not is_output_folder(p)
+        )
+    except OSError as exc:
+        raise InputError(f"{path}: cannot list the folder ({exc.strerror})") from exc
+    if not subs:
+        raise InputError(f"{path}: no case folders inside")
+    ids = _CaseIds()
+    specs, problems = [], []
+    for sub in subs:
+        why = ids.problem(sub.name)
+        if why:
+            problems.append(_problem(sub.name, f"{sub}: {why}"))
+            continue
+        try:
+            specs.append(case_from_folder(sub))
+        except Exception as exc:  # one unreadable case folder never stops the others
+            problems.append(_problem(sub.name, f"{sub}: {_one_line(exc)}"))
     return specs, problems
 
 
@@ -144,22 +217,88 @@ def run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
     spec = CaseSpec.from_dict(spec_dict)
     config = RunConfig(**config_dict)
     try:
+        check_case_id(spec.case_id)  # the folder name, checked again where it is used
         summary = run_case(spec, Path(out_root) / spec.case_id, config, overwrite=True)
         return _row(spec.case_id, "ok", time.perf_counter() - t0, summary)
     except Exception as exc:  # one bad case never stops the batch
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return _row(spec.case_id, "failed", time.perf_counter() - t0, None, msg)
+        return _row(spec.case_id, "failed", time.perf_counter() - t0, None, _one_line(exc))
 
 
-def _write_summary(path: Path, rows: list[dict]) -> None:
+def _csv_text(rows: Iterable[dict], header: bool) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-    w.writeheader()
+    if header:
+        w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in SUMMARY_COLUMNS})
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+        w.writerow({k: csv_cell("" if r.get(k) is None else r.get(k)) for k in SUMMARY_COLUMNS})
+    return buf.getvalue()
+
+
+class _SummaryLog:
+    """``batch_summary.csv``: one appended row per finished case, ordered once at the end.
+
+    Rewriting the whole file after every case made a batch quadratic in its rows. The
+    file is first created through an exclusive temporary name (never through a planted
+    link), then appended to through a descriptor that refuses links.
+    """
+
+    def __init__(self, path: Path, rows: list[dict]) -> None:
+        self.path = path
+        write_text(path, _csv_text(rows, header=True))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        self.fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+    def append(self, row: dict) -> None:
+        self.fh.write(_csv_text([row], header=False))
+        self.fh.flush()
+
+    def close(self, final_rows: list[dict] | None = None) -> None:
+        self.fh.close()
+        if final_rows is not None:
+            write_text(self.path, _csv_text(final_rows, header=True))
+
+
+def check_out_root(out_root: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse a batch output folder that is unsafe, before any work (exit 2).
+
+    Like :func:`fusion.pipeline.check_out`, and an existing non-empty folder must carry
+    hybridfuse's owner marker (an earlier batch), so a batch never writes among someone
+    else's files.
+    """
+    out_root, inputs = Path(out_root), list(inputs)
+    if out_root.is_dir() and not out_root.is_symlink() and not _is_owned(out_root):
+        try:
+            foreign = any(out_root.iterdir())
+        except OSError as exc:
+            raise UnsafeOutputError(f"{out_root}: cannot list ({exc.strerror})") from exc
+        if foreign:
+            check_out_separate(out_root, inputs)  # an input inside is the clearer message
+            raise UnsafeOutputError(
+                f"{out_root}: exists, is not empty and is not an earlier batch's output; "
+                "choose another --out"
+            )
+    check_out(out_root, inputs, overwrite=True)
+
+
+def _is_owned(folder: Path) -> bool:
+    mark = folder / OWNER_MARK
+    return mark.is_file() and not mark.is_symlink()
+
+
+def prepare_out_root(out_root: Path, inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """Check and claim the batch output folder before any work; returns stale leftovers removed.
+
+    See :func:`check_out_root`; a new or empty folder gets the owner marker, so that a
+    re-run into it is accepted.
+    """
+    check_out_root(out_root, inputs)
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        if not _is_owned(out_root):
+            write_text(out_root / OWNER_MARK, json.dumps({"written_by": "hybridfuse"}) + "\n")
+    except OSError as exc:
+        raise UnsafeOutputError(f"{out_root}: cannot write ({exc.strerror})") from exc
+    return clean_stale(out_root)
 
 
 def run_batch(
@@ -172,43 +311,90 @@ def run_batch(
     retries: int = 1,
     problems: list[dict] | None = None,
     progress: Callable[[dict, int, int], None] | None = None,
+    inputs: Iterable[str | os.PathLike] = (),
+    on_stale: Callable[[list[str]], None] | None = None,
 ) -> list[dict]:
-    """Run cases; returns one row per case (ok, skipped, failed) in manifest order."""
+    """Run cases; returns one row per case (ok, skipped, failed) in manifest order.
+
+    ``inputs`` are further paths the output folder may not touch (the manifest itself);
+    ``on_stale`` hears the names of dead runs' leftovers removed from ``out_root``.
+    """
     out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, dict] = {}
-    order = [p["case_id"] for p in (problems or [])] + [s.case_id for s in specs]
-    for p in problems or []:
-        rows[p["case_id"]] = _row(p["case_id"], "failed", 0.0, None, p["message"])
+    removed = prepare_out_root(out_root, [*inputs, *(f for s in specs for f in s.inputs())])
+    if removed and on_stale is not None:
+        on_stale(removed)
+    problems = problems or []
+    rows: list[dict | None] = [
+        _row(p["case_id"], "failed", 0.0, None, p["message"]) for p in problems
+    ]
     todo = []
+    ids = _CaseIds()
     for spec in specs:
-        if _up_to_date(spec, out_root / spec.case_id, config):
-            rows[spec.case_id] = _row(
-                spec.case_id,
-                "skipped (up to date)",
-                0.0,
-                json.loads((out_root / spec.case_id / "summary.json").read_text(encoding="utf-8")),
-            )
+        rows.append(None)
+        why = ids.problem(spec.case_id)
+        if why:
+            rows[-1] = _row(spec.case_id, "failed", 0.0, None, why)
+        elif _up_to_date(spec, out_root / spec.case_id, config):
+            summary = json.loads((out_root / spec.case_id / "summary.json").read_text("utf-8"))
+            rows[-1] = _row(spec.case_id, "skipped (up to date)", 0.0, summary)
         else:
-            todo.append(spec)
-    summary_path = out_root / "batch_summary.csv"
+            todo.append((len(rows) - 1, (spec.to_dict(), str(out_root), config.to_dict())))
+    log = _SummaryLog(out_root / "batch_summary.csv", [r for r in rows if r is not None])
+    done = sum(r is not None for r in rows)
 
-    def record(row: dict) -> None:
-        rows[row["case_id"]] = row
-        _write_summary(summary_path, [rows[c] for c in order if c in rows])
+    def record(k: int, row: dict) -> None:
+        nonlocal done
+        rows[k] = row
+        done += 1
+        log.append(row)
         if progress is not None:
-            progress(row, len(rows), len(order))
+            progress(row, done, len(rows))
 
-    _write_summary(summary_path, [rows[c] for c in order if c in rows])
-    args = [(s.to_dict(), str(out_root), config.to_dict()) for s in todo]
-    if scheduler:
-        _run_dask(args, scheduler, retries, record)
-    elif workers <= 1:
-        for a in args:
-            record(run_one(*a))
-    else:
-        _run_processes(args, workers, retries, record)
-    return [rows[c] for c in order]
+    try:
+        if scheduler:
+            _run_dask(todo, scheduler, retries, record)
+        elif workers <= 1:
+            for k, a in todo:
+                record(k, run_one(*a))
+        else:
+            _run_processes(todo, workers, retries, record)
+    except BaseException:
+        log.close()
+        raise
+    log.close(rows)
+    return rows
+
+
+def _worker_init(parent: int) -> None:
+    """Set up a worker: die with the parent, unwind on SIGTERM, one Numba thread.
+
+    A worker that outlives a killed parent would go on writing cases nobody waits for.
+    Linux kills it at once (``PR_SET_PDEATHSIG``); elsewhere, or if that fails, a watcher
+    thread ends it within a second of the parent's death.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    signal.signal(signal.SIGTERM, _unwind)
+    _one_thread_per_worker()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _unwind(signum, _frame) -> None:
+    """SIGTERM unwinds the case, so its temporary folder is removed on the way out."""
+    raise SystemExit(128 + signum)
 
 
 def _one_thread_per_worker() -> None:
@@ -218,47 +404,56 @@ def _one_thread_per_worker() -> None:
     numba.set_num_threads(1)
 
 
-def _run_processes(args, workers, retries, record) -> None:
+def _run_processes(todo, workers, retries, record) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    pending = list(args)
-    attempts = {a[0]["case_id"]: 0 for a in args}
+    pending = list(todo)
+    attempts = {k: 0 for k, _ in todo}
     # "spawn", not fork: Numba's OpenMP threads make a forked child abort once the
     # parent has run a parallel kernel.
     context = multiprocessing.get_context("spawn")
     while pending:
         broken = []
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_one_thread_per_worker
+            max_workers=workers,
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         ) as pool:
-            futures = {pool.submit(run_one, *a): a for a in pending}
-            for fut in as_completed(futures):
-                a = futures[fut]
-                try:
-                    record(fut.result())
-                except BrokenProcessPool:
-                    broken.append(a)
+            try:
+                futures = {pool.submit(run_one, *a): (k, a) for k, a in pending}
+                for fut in as_completed(futures):
+                    k, a = futures[fut]
+                    try:
+                        record(k, fut.result())
+                    except BrokenProcessPool:
+                        broken.append((k, a))
+            except BaseException:  # SIGTERM or Ctrl-C: stop the workers, not wait for them
+                _stop(pool)
+                raise
         pending = []
-        for a in broken:
-            cid = a[0]["case_id"]
-            attempts[cid] += 1
-            if attempts[cid] > retries:
-                record(
-                    _row(
-                        cid,
-                        "failed",
-                        0.0,
-                        None,
-                        f"worker process died {attempts[cid]} time(s) on this case",
-                    )
-                )
+        for k, a in broken:
+            attempts[k] += 1
+            if attempts[k] > retries:
+                msg = f"worker process died {attempts[k]} time(s) on this case"
+                record(k, _row(a[0]["case_id"], "failed", 0.0, None, msg))
             else:
-                pending.append(a)
+                pending.append((k, a))
 
 
-def _run_dask(args, scheduler, retries, record) -> None:
+def _stop(pool) -> None:
+    """Cancel queued cases and SIGTERM running workers (each removes its temporary folder)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            proc.terminate()
+        except (OSError, ValueError):
+            pass
+
+
+def _run_dask(todo, scheduler, retries, record) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError as exc:
@@ -266,23 +461,16 @@ def _run_dask(args, scheduler, retries, record) -> None:
             "--scheduler needs dask.distributed (pip install 'dask[distributed]')"
         ) from exc
     with Client(scheduler) as client:
-        futures = [
+        futures = {
             client.submit(
-                run_one, *a, key=f"hybridfuse-{a[0]['case_id']}", retries=retries, pure=False
-            )
-            for a in args
-        ]
-        ids = {f.key: a[0]["case_id"] for f, a in zip(futures, args, strict=True)}
-        for fut in as_completed(futures):
+                run_one, *a, key=f"hybridfuse-{k}-{a[0]['case_id']}", retries=retries, pure=False
+            ): (k, a)
+            for k, a in todo
+        }
+        for fut in as_completed(list(futures)):
+            k, a = futures[fut]
             try:
-                record(fut.result())
+                record(k, fut.result())
             except Exception as exc:  # the task failed on every retry (worker lost, ...)
-                record(
-                    _row(
-                        ids[fut.key],
-                        "failed",
-                        0.0,
-                        None,
-                        f"dask task failed after {retries} retries: {exc}",
-                    )
-                )
+                msg = f"dask task failed after {retries} retries: {_one_line(exc)}"
+                record(k, _row(a[0]["case_id"], "failed", 0.0, None, msg))

@@ -1,4 +1,9 @@
-"""Write fused frames: PNG, animated GIF, MP4 (H.264). Every file via a temporary name."""
+"""Write fused frames: PNG, animated GIF, MP4 (H.264).
+
+Every file is written under an exclusive temporary name beside it
+(:func:`dose._safeio.atomic_file`) and renamed when complete: a planted link is never
+written through, and an interrupted write leaves no file that looks finished.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dose._safeio import atomic_file
+
 from .errors import FusionError
 
-__all__ = ["write_png", "write_gif", "write_mp4", "atomic_path"]
-
-
-def atomic_path(path: Path) -> Path:
-    """The temporary name a file is written under before it is renamed into place."""
-    return path.with_name(f".{path.name}.partial{path.suffix}")
+__all__ = ["write_png", "write_gif", "write_mp4"]
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray, compress_level: int = 1) -> Path:
@@ -22,11 +24,10 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, compress_level: int = 1)
     from PIL import Image
 
     path = Path(path)
-    tmp = atomic_path(path)
-    Image.fromarray(np.ascontiguousarray(rgb)).save(
-        tmp, format="PNG", compress_level=compress_level
-    )
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(
+            tmp, format="PNG", compress_level=compress_level
+        )
     return path
 
 
@@ -35,17 +36,16 @@ def write_gif(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -> 
     from PIL import Image
 
     path = Path(path)
-    tmp = atomic_path(path)
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(
-        tmp,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=int(round(1000.0 / max(fps, 0.1))),
-        loop=0,
-    )
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(round(1000.0 / max(fps, 0.1))),
+            loop=0,
+        )
     return path
 
 
@@ -56,28 +56,29 @@ def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -> 
     players handle best, instead of being silently rescaled.
     """
     try:
-        import imageio.v2 as imageio
+        import imageio_ffmpeg
     except ImportError as exc:  # pragma: no cover - declared dependency
-        raise FusionError("MP4 needs imageio and imageio-ffmpeg (pip install them)") from exc
+        raise FusionError("MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg)") from exc
     path = Path(path)
-    tmp = atomic_path(path)
     rows, cols = frames[0].shape[:2]
     pr, pc = (-rows) % 16, (-cols) % 16
-    try:
-        with imageio.get_writer(
-            tmp,
-            format="FFMPEG",
-            mode="I",
-            fps=fps,
-            codec="libx264",
-            pixelformat="yuv420p",
-            macro_block_size=1,
-            ffmpeg_log_level="error",
-        ) as writer:
+    with atomic_file(path) as tmp:
+        try:
+            writer = imageio_ffmpeg.write_frames(
+                str(tmp),
+                (cols + pc, rows + pr),
+                fps=fps,
+                codec="libx264",
+                pix_fmt_out="yuv420p",
+                macro_block_size=1,
+                ffmpeg_log_level="error",
+                # The temporary name has no .mp4 suffix for ffmpeg to guess the container.
+                output_params=["-f", "mp4"],
+            )
+            writer.send(None)
             for f in frames:
-                writer.append_data(np.pad(f, ((0, pr), (0, pc), (0, 0))))
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise FusionError(f"{path}: video encoding failed ({exc})") from exc
-    os.replace(tmp, path)
+                writer.send(np.ascontiguousarray(np.pad(f, ((0, pr), (0, pc), (0, 0)))))
+            writer.close()
+        except Exception as exc:
+            raise FusionError(f"{path}: video encoding failed ({exc})") from exc
     return path

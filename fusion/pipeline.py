@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import json
 import os
 import time
@@ -18,12 +17,30 @@ from pathlib import Path
 
 import numpy as np
 
+from dose._safeio import (
+    OWNER_MARK,
+    UnsafeOutputError,
+    atomic_directory,
+    check_out_separate,
+    check_out_target,
+    file_record,
+    html_text,
+    sha256_file,
+)
 from registration import IllPosedGeometryError, RegistrationOptions
 
-from ._atomic import atomic_directory
 from .errors import InputError
 
-__all__ = ["CaseSpec", "RunConfig", "case_from_folder", "input_hash", "run_case", "SUMMARY_SCHEMA"]
+__all__ = [
+    "CaseSpec",
+    "RunConfig",
+    "case_from_folder",
+    "check_out",
+    "input_hash",
+    "is_output_folder",
+    "run_case",
+    "SUMMARY_SCHEMA",
+]
 
 SUMMARY_SCHEMA = "hybridfuse.case/1"
 
@@ -57,6 +74,10 @@ class CaseSpec:
         out = [*self.fluoro, *self.ultrasound]
         out += [p for p in (self.rdsr, self.landmarks, self.truth) if p]
         return out
+
+    def inputs(self) -> list[str]:
+        """Every input file and folder: what an output folder may never equal or contain."""
+        return self.files() + ([self.landmark_dir] if self.landmark_dir else [])
 
 
 @dataclass(frozen=True)
@@ -130,14 +151,6 @@ def _check_choices(path, data: dict) -> None:
             raise InputError(f"{path}: {key} = {data[key]!r} has the wrong type")
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -155,13 +168,23 @@ def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = Non
     """
     h = hashlib.sha256()
     for path in spec.files():
-        h.update((file_hashes[path] if file_hashes else _sha256(path)).encode())
+        h.update((file_hashes[path] if file_hashes else sha256_file(path)).encode())
     if spec.landmark_dir and Path(spec.landmark_dir).is_dir():
         for p in sorted(Path(spec.landmark_dir).glob("*.csv")):
-            h.update(_sha256(p).encode())
+            h.update(sha256_file(p).encode())
     h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
     h.update(_version().encode())
     return h.hexdigest()
+
+
+def is_output_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds the results of ``run`` or ``batch`` (not a case's inputs).
+
+    Synthetic cases carry the owner marker too; results also hold their summary.
+    """
+    return (folder / OWNER_MARK).is_file() and any(
+        (folder / name).is_file() for name in ("summary.json", "batch_summary.csv")
+    )
 
 
 def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> CaseSpec:
@@ -176,13 +199,19 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
+    if is_output_folder(folder):
+        raise InputError(f"{folder}: an output folder of hybridfuse, not a case folder")
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list the folder ({exc.strerror})") from exc
     fluoro, us, rdsr = [], [], []
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or not (is_dicom_file(p) or p.suffix.lower() == ".dcm"):
-            continue
+    for p in entries:
         try:
+            if not p.is_file() or not (is_dicom_file(p) or p.suffix.lower() == ".dcm"):
+                continue
             hdr = read_header(p)
-        except InputError:
+        except (InputError, OSError):
             continue  # reported when the case runs: a listed file that cannot be read
         if hdr["is_sr"]:
             rdsr.append(str(p))
@@ -192,7 +221,7 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
             fluoro.append(str(p))
     csvs = sorted(folder.glob("*.csv"))
     return CaseSpec(
-        case_id=case_id or folder.name,
+        case_id=case_id or folder.resolve().name,
         fluoro=tuple(fluoro),
         ultrasound=tuple(us),
         rdsr=rdsr[0] if rdsr else None,
@@ -212,6 +241,35 @@ def _check_inputs(spec: CaseSpec) -> None:
             raise InputError(f"case {spec.case_id}: {p}: no such file")
 
 
+def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
+    """Refuse an output folder before any work: a bad ``--out`` must cost nothing.
+
+    It must name a folder (not ``.`` or ``..``) in a writable place, may not be a link or
+    a file, may not equal or contain any of ``inputs``, and when not empty must be one
+    hybridfuse wrote (and ``overwrite`` given). Raises :class:`dose._safeio.UnsafeOutputError` or
+    :class:`FileExistsError` (exit 2).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.name in ("", ".", ".."):
+        raise UnsafeOutputError(f"--out {out_dir}: name the output folder itself, not . or ..")
+    check_out_separate(out_dir, inputs)
+    check_out_target(out_dir, overwrite)
+    parent = Path(os.path.abspath(out_dir)).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UnsafeOutputError(
+            f"--out {out_dir}: cannot write into {parent} (read-only or permission denied)"
+        )
+
+
+def _hash_input(spec: CaseSpec, path: str) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise InputError(f"case {spec.case_id}: {path}: cannot read ({exc.strerror})") from exc
+
+
 def run_case(
     spec: CaseSpec,
     out_dir: str | os.PathLike,
@@ -220,7 +278,13 @@ def run_case(
     overwrite: bool = False,
     progress=None,
 ) -> dict:
-    """Run one case into ``out_dir``; returns the summary (also ``summary.json``)."""
+    """Run one case into ``out_dir``; returns the summary (also ``summary.json``).
+
+    ``out_dir`` is checked before any work: it may not be a link or a file, equal or
+    contain an input, or (even with ``overwrite``) be a non-empty folder hybridfuse did
+    not write. Input files are recorded by name and sha256 (paths only with
+    ``config.include_phi``): folder names often carry a patient's name.
+    """
     from dose.report import build_dose_report, build_image_dose_report, write_dose_outputs
 
     from .coregister import (
@@ -235,14 +299,13 @@ def run_case(
 
     config = config or RunConfig()
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
+    check_out(out_dir, spec.inputs(), overwrite=overwrite)
     say = progress or (lambda _m: None)
     _check_inputs(spec)
-    file_hashes = {p: _sha256(p) for p in spec.files()}  # read each input once
+    file_hashes = {p: _hash_input(spec, p) for p in spec.files()}  # read each input once
     digest = input_hash(spec, config, file_hashes)
     timings: dict[str, float] = {}
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
         say("reading images")
         fluoro = [read_image(p) for p in spec.fluoro]
@@ -349,7 +412,10 @@ def run_case(
             "software_version": _version(),
             "input_hash": digest,
             "config": config.to_dict(),
-            "inputs": [{"path": str(p), "sha256": h} for p, h in file_hashes.items()],
+            "inputs": [
+                file_record(p, include_phi=config.include_phi, sha256=h)
+                for p, h in file_hashes.items()
+            ],
             "registration": {
                 "fluoro_file": Path(fl.source_path).name,
                 "fixed_frame": fi,
@@ -416,24 +482,24 @@ def _index_html(s: dict) -> str:
         else "not estimated"
     )
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:.2f} s</td></tr>" for k, v in s["timings_s"].items()
+        f"<tr><td>{html_text(k)}</td><td>{v:.2f} s</td></tr>" for k, v in s["timings_s"].items()
     )
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>hybridfuse case</title><style>body{{font-family:sans-serif;max-width:50em;margin:1em auto}}
 td{{padding:.1em .6em}}</style></head><body>
-<h1>Case {html.escape(s["case_id"])}</h1>
+<h1>Case {html_text(s["case_id"])}</h1>
 <p><strong>Open first:</strong> <a href="fusion/viewer.html">the fusion viewer</a> ·
 <a href="dose/report.html">the dose report</a> ·
 <a href="registration/transform.json">the registration (transform.json)</a> ·
 <a href="summary.json">summary.json</a></p>
-<h2>Registration</h2><p>{html.escape(r["fluoro_file"])} frame {r["fixed_frame"]} ↔ ultrasound
-frame {r["moving_frame"]}; {html.escape(str(r["model"]))} / {html.escape(str(r["metric"]))};
-{html.escape(tre_txt)}.</p>
+<h2>Registration</h2><p>{html_text(r["fluoro_file"])} frame {r["fixed_frame"]} ↔ ultrasound
+frame {r["moving_frame"]}; {html_text(str(r["model"]))} / {html_text(str(r["metric"]))};
+{html_text(tre_txt)}.</p>
 <h2>Dose</h2><p>Delivered DAP {
         d["dap_total_gy_cm2"]
         if d["dap_total_gy_cm2"] is None
         else f"{d['dap_total_gy_cm2']:.3g} Gy·cm²"
     }; saved by ultrasound {saved}.</p>
 <h2>Timings</h2><table>{rows}</table>
-<p>hybridfuse {html.escape(s["software_version"])} — not for diagnostic use.</p></body></html>
+<p>hybridfuse {html_text(s["software_version"])} — not for diagnostic use.</p></body></html>
 """

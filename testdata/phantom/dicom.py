@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from pydicom.uid import (
     generate_uid,
 )
 from pydicom.valuerep import format_number_as_ds
+
+from dose._safeio import atomic_file
 
 XA_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.1")
 US_MULTIFRAME_STORAGE = UID("1.2.840.10008.5.1.4.1.1.3.1")
@@ -113,10 +114,9 @@ def _base_dataset(
 
 
 def atomic_save(ds: Dataset, path: Path) -> None:
-    """Write ``ds`` to ``path`` through a temporary name in the same folder."""
-    tmp = path.with_name(f".{path.name}.partial")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    """Write ``ds`` to ``path`` through an exclusive temporary name in the same folder."""
+    with atomic_file(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dose._safeio import atomic_directory
 from registration.geometry import (
     ConeBeamGeometry,
     apply_homography,
@@ -430,18 +429,10 @@ def generate_procedure(
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _msg: None)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    # Replaces only a folder hybridfuse wrote, never through a link; removed on failure.
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         truth = _generate_into(tmp, seed, PRESETS[procedure], compress_us, say)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return truth
 
 
