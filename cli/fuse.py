@@ -78,12 +78,17 @@ def fuse(
     """Fuse MOVING (ultrasound) onto FIXED (fluoroscopy) with a registration transform.
 
     Writes fused_NNN.png per frame, fused.mp4 (or .gif), viewer.html (one self-contained
-    file), fused_sc.dcm and fuse.json into OUT, all at once when complete.
+    file), fused_sc.dcm and fuse.json into OUT, all at once when complete. OUT may not be
+    or contain an input; --overwrite replaces only a folder hybridfuse wrote.
     """
     from fusion import read_image
     from fusion.coregister import read_transform_json
     from fusion.fuse import fuse_images
+    from fusion.pipeline import check_out
 
+    # Before any reading: OUT may not be an input or hold one, a link, a file, a
+    # read-only place or (even with --overwrite) a folder hybridfuse did not write.
+    check_out(out_dir, [fixed_path, moving_path, transform_path], overwrite=overwrite)
     transform = read_transform_json(transform_path)
     record = json.loads(transform_path.read_text(encoding="utf-8"))
     fixed = read_image(fixed_path)
@@ -128,6 +133,7 @@ def fuse(
                 (record.get("moving") or {}).get("frame", 0),
             ),
             progress=progress,
+            transform_source=transform_path,
         )
     if as_json:
         click.echo(json.dumps(summary, indent=1))

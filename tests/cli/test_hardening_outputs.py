@@ -201,6 +201,25 @@ def test_a_bad_out_is_refused_before_any_work(sandbox, monkeypatch, where, comma
     assert snapshot(sandbox) == before
 
 
+@pytest.mark.parametrize("where", ["inputs/B", "inputs", "tdir", "afile", "link", "victim"])
+def test_fuse_refuses_a_bad_out_before_reading(sandbox, monkeypatch, where):
+    import fusion.coregister
+
+    fail = lambda *a, **k: pytest.fail("work")  # noqa: E731
+    monkeypatch.setattr(fusion, "read_image", fail)
+    monkeypatch.setattr(fusion.coregister, "read_transform_json", fail)
+    (sandbox / "tdir").mkdir()
+    (sandbox / "tdir" / "transform.json").write_text("{}")
+    case = sandbox / "inputs" / "B"
+    before = snapshot(sandbox)
+    args = ["fuse", "--fixed", str(case / FILES[0]), "--moving", str(case / FILES[1])]
+    args += ["--transform", str(sandbox / "tdir" / "transform.json")]
+    r = CliRunner().invoke(cli, [*args, "--out", str(sandbox / where), "--overwrite"])
+    assert r.exit_code == 2, r.output
+    one_clean_line(r.output)
+    assert snapshot(sandbox) == before
+
+
 def test_demo_refuses_an_input_folder_and_a_link(sandbox, monkeypatch):
     monkeypatch.setattr(fusion.pipeline, "run_case", lambda *a, **k: pytest.fail("work"))
     for out in (sample_case(), sample_case().parent, sandbox / "link"):
