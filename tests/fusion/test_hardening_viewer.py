@@ -382,7 +382,7 @@ def test_cli_fuse_exits_2_on_an_implausible_transform(fused, tmp_path):
          "--transform", str(t), "--out", str(tmp_path / "o")],
     )  # fmt: skip
     assert res.exit_code == 2, res.output
-    assert "horizon" in res.output and "Traceback" not in res.output
+    assert f"{t}: the homography's horizon" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) <= 2  # the progress label, one error line
     assert not (tmp_path / "o").exists()
 
