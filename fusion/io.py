@@ -623,18 +623,26 @@ def _decoded_dtype(ds, photometric: str, bits: int) -> np.dtype:
     return np.dtype(f"{'i' if signed else 'u'}{size}")
 
 
-def _transfer_syntax(ds):
+def _transfer_syntax(ds, path: Path):
     from pydicom.uid import UID
 
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    return UID(str(tsyntax)) if tsyntax else None
+    if not tsyntax:
+        return None
+    tsyntax = UID(str(tsyntax))
+    if not tsyntax.is_transfer_syntax:
+        raise DecoderMissingError(
+            f"{path}: Transfer Syntax UID (0002,0010) {str(tsyntax)[:64]} is not one we know; "
+            "its pixel data cannot be decoded"
+        )
+    return tsyntax
 
 
 def _check_native_length(ds, path: Path) -> None:
     """Uncompressed pixel data must hold at least what Rows x Columns x frames declare."""
     from pydicom.pixels.utils import get_expected_length
 
-    tsyntax = _transfer_syntax(ds)
+    tsyntax = _transfer_syntax(ds, path)
     if tsyntax is None or tsyntax.is_encapsulated or "PixelData" not in ds:
         return
     elem = ds.get_item(0x7FE00010, keep_deferred=True)
@@ -675,7 +683,7 @@ def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
     """
     from pydicom.pixels import iter_pixels
 
-    tsyntax = _transfer_syntax(ds)
+    tsyntax = _transfer_syntax(ds, path)
     _decoder_check(tsyntax, path)
     from_file = is_dicom_file(path) and "PixelData" in ds and not _dicomread.is_deflated(path)
     out = None
@@ -1093,6 +1101,11 @@ def _xray_spacing(ds, path: Path, xray: XRayGeometry, notes):
     )
 
 
+def _plausible_px(*values) -> bool:
+    """All numbers, and within a million pixels: DICOM images are at most 65535 wide."""
+    return all(v is not None and abs(v) <= 1e6 for v in values)
+
+
 def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
     """Exposed field from shutter/collimator attributes (DICOM pixel positions are 1-based)."""
     rows, cols = shape
@@ -1106,10 +1119,10 @@ def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
     ):
         shapes = {str(s).upper() for s in _as_list(ds.get(f"{prefix}Shape", "") or "") if s}
         if "CIRCULAR" in shapes:
-            center = _as_list(ds.get(center_kw, []) or [])
+            center = [_num(v) for v in _as_list(ds.get(center_kw, []) or [])]
             radius = _num(ds.get(radius_kw))
-            if len(center) == 2 and radius:
-                row_c, col_c = (_num(v) - 1.0 for v in center)
+            if len(center) == 2 and radius and _plausible_px(*center, radius) and radius > 0:
+                row_c, col_c = (v - 1.0 for v in center)
                 mask &= (xx - col_c) ** 2 + (yy - row_c) ** 2 <= radius**2
                 sources.append(f"{center_kw}/{radius_kw}")
             else:
@@ -1124,12 +1137,12 @@ def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
                     "LowerHorizontalEdge",
                 )
             ]
-            if all(e is not None for e in edges):
+            if _plausible_px(*edges):
                 left, right, upper, lower = (e - 1.0 for e in edges)
                 mask &= (xx >= left) & (xx <= right) & (yy >= upper) & (yy <= lower)
                 sources.append(f"{prefix} rectangular edges")
             else:
-                notes.append(f"{prefix}Shape RECTANGULAR without all four edges; ignored")
+                notes.append(f"{prefix}Shape RECTANGULAR without four usable edges; ignored")
         if "POLYGONAL" in shapes:
             notes.append(f"{prefix}Shape POLYGONAL not supported; ignored")
     if not sources:

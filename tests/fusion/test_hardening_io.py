@@ -423,3 +423,34 @@ def test_info_escapes_control_characters_from_tags(tmp_path):
     raw = CliRunner().invoke(cli, ["info", "--json", str(path)])
     assert not any(c in raw.output for c in "\x1b\x07\r\x7f")
     assert json.loads(raw.output)[0]["dicom"]["manufacturer"] == "ACME\x1b[2J\x07\rX"
+
+
+def test_unknown_transfer_syntax_is_bad_input(tmp_path):
+    path = make_dicom(tmp_path / "ts.dcm")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5"
+    ds.save_as(path, implicit_vr=False, little_endian=True)
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 2
+    assert "Transfer Syntax UID (0002,0010) 1.2.3.4.5 is not one we know" in result.output
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"ShutterShape": "CIRCULAR", "CenterOfCircularShutter": [1e300, 5]},
+        {"ShutterShape": "RECTANGULAR", "ShutterLeftVerticalEdge": -1e300},
+    ],
+)
+def test_absurd_shutter_values_are_ignored_with_a_note(tmp_path, attrs):
+    # A radius of 1e300 overflowed ("Numerical result out of range", exit 1).
+    attrs = {
+        "RadiusOfCircularShutter": 1e300,
+        "ShutterRightVerticalEdge": 9,
+        "ShutterUpperHorizontalEdge": 1,
+        "ShutterLowerHorizontalEdge": 8,
+        **attrs,
+    }
+    img = read_image(make_dicom(tmp_path / "shutter.dcm", **attrs))
+    assert img.mask is None
+    assert any("ignored" in n and "Shutter" in n for n in img.notes)
