@@ -429,31 +429,10 @@ def fuse_images(
         try:
             _fuse_frames(fixed, moving, transform, pairs, tmp, spool, viewer, opts, progress)
             fuse_time = time.perf_counter() - t0
-            times = [
-                float(fixed.frame_times_s[i] - fixed.frame_times_s[pairs[0][0]])
-                for i, _, _ in pairs
-            ]
-            fps = _frame_rate(times)
-            written = [f"fused_{k:03d}.png" for k in range(len(pairs))]
-            if video != "none":
-                (write_mp4 if video == "mp4" else write_gif)(tmp / f"fused.{video}", spool, fps)
-                written.append(f"fused.{video}")
-            label = case_pseudonym(fixed.uids.get("study") or moving.uids.get("study"))
-            iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
-            html = render_viewer(
-                viewer,
-                times_s=times,
-                mm_per_px=float(np.mean(iso)) if iso else None,
-                landmarks=landmarks or [],
-                case_label=label,
-                fps=fps,
-            )
-            write_text(tmp / "viewer.html", html)
-            del html
-            written.append("viewer.html")
-            if dicom:
-                _write_dicom(tmp, spool, fixed, moving, fps, include_phi, mode, opacity)
-                written.append("fused_sc.dcm")
+            written, label = _write_products(
+                tmp, spool, viewer, fixed, moving, pairs, landmarks, video, dicom,
+                include_phi, f"blend mode {mode.value}, opacity {opacity:g}",
+            )  # fmt: skip
         finally:
             spool.close()
         if registration_dicom:
@@ -480,7 +459,7 @@ def fuse_images(
                         "time_difference_s": dt,
                     }
                     for k, (i, j, dt) in enumerate(pairs)
-                ],
+                ],  # fmt: skip
                 "moving_to_fixed_pixel": transform.matrix.tolist(),
                 "transform_plausibility": plausibility,
                 "viewer": viewer.summary(),
@@ -494,7 +473,36 @@ def fuse_images(
     return summary
 
 
-def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, mode, opacity) -> None:
+def _write_products(
+    tmp, spool, viewer, fixed, moving, pairs, landmarks, video, dicom, include_phi, how
+) -> tuple[list[str], str]:
+    """Video, viewer.html and fused_sc.dcm from the spooled frames; (names, case label)."""
+    t_first = fixed.frame_times_s[pairs[0][0]]
+    times = [float(fixed.frame_times_s[i] - t_first) for i, _, _ in pairs]
+    fps = _frame_rate(times)
+    written = [f"fused_{k:03d}.png" for k in range(len(pairs))]
+    if video != "none":
+        (write_mp4 if video == "mp4" else write_gif)(tmp / f"fused.{video}", spool, fps)
+        written.append(f"fused.{video}")
+    label = case_pseudonym(fixed.uids.get("study") or moving.uids.get("study"))
+    iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
+    html = render_viewer(
+        viewer,
+        times_s=times,
+        mm_per_px=float(np.mean(iso)) if iso else None,
+        landmarks=landmarks or [],
+        case_label=label,
+        fps=fps,
+    )
+    write_text(tmp / "viewer.html", html)
+    written.append("viewer.html")
+    if dicom:
+        _write_dicom(tmp, spool, fixed, moving, fps, include_phi, how)
+        written.append("fused_sc.dcm")
+    return written, label
+
+
+def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how) -> None:
     import pydicom
 
     headers = [
@@ -511,6 +519,5 @@ def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, mode, opacity) ->
         frame_time_ms=1000.0 / fps,
         include_phi=include_phi,
         burned_in=False,
-        description=f"Ultrasound registered onto fluoroscopy (homography), "
-        f"blend mode {mode.value}, opacity {opacity:g}",
+        description=f"Ultrasound registered onto fluoroscopy (homography), {how}",
     )
