@@ -119,9 +119,10 @@ def max_decoded_bytes() -> int:
 
 
 def _gib(nbytes: float) -> str:
-    return (
-        f"{nbytes / 1024**3:.3g} GiB" if nbytes >= 1024**3 / 10 else f"{nbytes / 1024**2:.3g} MiB"
-    )
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3)):
+        if nbytes >= size / 10:
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes / 1024**2:.3g} MiB"
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
