@@ -72,7 +72,8 @@ def read_landmarks_csv(path: str | os.PathLike) -> Landmarks:
     path = Path(path)
     try:
         if not path.is_file():
-            raise InputError(f"{path}: no such landmark file")
+            what = "not a regular file" if path.exists() else "no such landmark file"
+            raise InputError(f"{path}: {what}")
         size = path.stat().st_size
         if size > MAX_LANDMARK_FILE_BYTES:
             raise InputError(
