@@ -222,6 +222,10 @@ def run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
         return _row(spec.case_id, "ok", time.perf_counter() - t0, summary)
     except Exception as exc:  # one bad case never stops the batch
         return _row(spec.case_id, "failed", time.perf_counter() - t0, None, _one_line(exc))
+    except _Terminated as exc:
+        # The case's temporary folder is gone already (the exception unwound through it).
+        # Exit now: the executor would report the exception and hand over the next case.
+        os._exit(exc.code)
 
 
 def _csv_text(rows: Iterable[dict], header: bool) -> str:
@@ -392,9 +396,17 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
+class _Terminated(BaseException):
+    """SIGTERM in a worker process: unwind the case being written, then exit."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def _unwind(signum, _frame) -> None:
     """SIGTERM unwinds the case, so its temporary folder is removed on the way out."""
-    raise SystemExit(128 + signum)
+    raise _Terminated(128 + signum)
 
 
 def _one_thread_per_worker() -> None:
@@ -445,8 +457,9 @@ def _run_processes(todo, workers, retries, record) -> None:
 
 def _stop(pool) -> None:
     """Cancel queued cases and SIGTERM running workers (each removes its temporary folder)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+    for proc in procs:
         try:
             proc.terminate()
         except (OSError, ValueError):

@@ -132,7 +132,7 @@ def test_the_summary_is_appended_per_case_and_ordered_once(tmp_path, case, monke
     monkeypatch.setattr(
         batch, "write_text", lambda p, t: (writes.append(Path(p).name), real_write(p, t))[1]
     )
-    n = 60
+    n = 30
     specs, problems = read_manifest(
         _manifest(tmp_path / "m.csv", case, [f"k{i}" for i in range(n)])
     )
@@ -244,6 +244,36 @@ def test_workers_die_with_a_killed_parent_and_the_rerun_cleans_up(tmp_path, case
     assert [r["status"] for r in _summary(out)] == ["ok"] * 3
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_workers_and_leaves_no_partial_folder(tmp_path, case):
+    manifest = _manifest(tmp_path / "m.csv", case, [f"k{i}" for i in range(6)])
+    (tmp_path / "fast.toml").write_text(FAST_TOML)
+    out = tmp_path / "out"
+    args = ["batch", str(manifest), "--out", str(out), "--config", str(tmp_path / "fast.toml")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cli.main import main; main()", *args, "--workers", "2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".k*.partial-*")):
+        time.sleep(0.05)
+    kids = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and b"Traceback" not in err, err
+    assert time.time() - t0 < 10  # queued cases are cancelled, not run to the end
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    assert not [k for k in kids if _alive(k)]
+    assert not list(out.glob(".*partial*"))  # each worker removed its temporary folder
+    assert len([p for p in out.iterdir() if p.name.startswith("k")]) < 6
+
+
 def test_the_worker_watcher_ends_an_orphan(monkeypatch):
     """The fallback where PR_SET_PDEATHSIG is not available: a parent change ends the worker."""
     ppids = iter([100, 100, 1])
@@ -261,6 +291,22 @@ def test_the_worker_watcher_ends_an_orphan(monkeypatch):
     assert exits == [1]
 
 
-def test_sigterm_in_a_worker_unwinds():
+def test_sigterm_in_a_worker_unwinds_the_case_then_ends_the_worker(tmp_path, case, monkeypatch):
+    def terminated_mid_case(spec, out_dir, config, **kw):
+        with atomic_directory(out_dir, overwrite=True) as tmp:
+            (tmp / "half.png").write_text("")
+            batch._unwind(signal.SIGTERM, None)
+
+    monkeypatch.setattr(batch, "run_case", terminated_mid_case)
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    specs, _ = read_manifest(_manifest(tmp_path / "m.csv", case, ["k1"]))
     with pytest.raises(SystemExit):
-        batch._unwind(signal.SIGTERM, None)
+        batch.run_one(specs[0].to_dict(), str(tmp_path / "out"), FAST.to_dict())
+    assert exits == [128 + signal.SIGTERM]  # not a failed row and on to the next case
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
