@@ -174,6 +174,23 @@ def _gn_system(p, hom, d, sw):
     return jac.reshape(2 * n, 8), r
 
 
+def _affine_loo(_h_all, src, dst, w, idx, out) -> np.ndarray:
+    """Exact leave-one-out errors of the affine fit on ``idx`` for the pairs ``out``.
+
+    Linear least squares: leaving pair i out turns its residual e_i into
+    e_i / (1 - h_ii), h_ii its weighted leverage, so no refit is needed.
+    """
+    ts, td = _hartley(src[idx]), _hartley(dst[idx])
+    x = np.hstack([src, np.ones((len(src), 1))]) @ ts.T
+    y = (np.hstack([dst, np.ones((len(dst), 1))]) @ td.T)[:, :2]
+    xw = x[idx] * np.sqrt(w[idx])[:, None]
+    g = np.linalg.inv(xw.T @ xw)
+    beta = g @ (xw.T @ (y[idx] * np.sqrt(w[idx])[:, None]))
+    resid = y[out] - x[out] @ beta
+    lev = w[out] * np.einsum("ki,ij,kj->k", x[out], g, x[out])
+    return np.linalg.norm(resid, axis=1) / (1.0 - lev) / td[0, 0]
+
+
 def _projective_loo_one_step(h_all, src, dst, w, idx, out) -> np.ndarray:
     """Fits without each pair of ``out``: one Gauss-Newton step from the fit on ``idx``.
 
@@ -375,17 +392,23 @@ def _leave_one_out(model, src, dst, w, idx, h_all, seed) -> np.ndarray:
 
     Up to :data:`LOO_EXACT_MAX` inliers every one is left out in turn, an exact refit
     each. Above, a seeded sample of :data:`LOO_SAMPLE` keeps the cost linear in the
-    number of pairs; projective refits are then one Gauss-Newton step from the fit with
-    every pair (:func:`_projective_loo_one_step`).
+    number of pairs; affine errors then come in closed form (:func:`_affine_loo`, exact)
+    and projective ones from one Gauss-Newton step from the fit with every pair
+    (:func:`_projective_loo_one_step`).
     """
     loo = np.full(len(src), np.nan)
     if len(idx) <= MIN_POINTS[model]:
         return loo
     if len(idx) > LOO_EXACT_MAX:
         out = np.sort(np.random.default_rng(seed).choice(idx, LOO_SAMPLE, replace=False))
-        if model is TransformModel.PROJECTIVE:
+        closed_form = {
+            TransformModel.PROJECTIVE: _projective_loo_one_step,
+            TransformModel.AFFINE: _affine_loo,
+        }.get(model)
+        if closed_form is not None:
             try:
-                loo[out] = _projective_loo_one_step(h_all, src, dst, w, idx, out)
+                with np.errstate(all="ignore"):
+                    loo[out] = closed_form(h_all, src, dst, w, idx, out)
             except np.linalg.LinAlgError:
                 pass  # a singular downdate: no estimate rather than a wrong one
             return loo
