@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -61,14 +62,24 @@ def quiet_pydicom():
     its logger to WARNING when imported, so a CLI-level setting alone does not hold.
     """
     logger = logging.getLogger("pydicom")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+    # Threads may nest and overlap: the first to enter saves the level, the last restores.
+    with _QUIET["lock"]:
+        if _QUIET["depth"] == 0:
+            _QUIET["level"] = logger.level
+            logger.setLevel(logging.CRITICAL + 1)
+        _QUIET["depth"] += 1
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
             yield
     finally:
-        logger.setLevel(level)
+        with _QUIET["lock"]:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                logger.setLevel(_QUIET["level"])
+
+
+_QUIET: dict = {"lock": threading.Lock(), "depth": 0, "level": logging.NOTSET}
 
 
 def _is_part10(path: Path) -> bool:
