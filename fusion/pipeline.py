@@ -257,6 +257,8 @@ def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
     parent = Path(os.path.abspath(out_dir)).parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.is_dir():
+        raise UnsafeOutputError(f"--out {out_dir}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UnsafeOutputError(
             f"--out {out_dir}: cannot write into {parent} (read-only or permission denied)"

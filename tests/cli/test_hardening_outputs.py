@@ -411,7 +411,7 @@ def test_batch_never_touches_anything_outside_out(tmp_path_factory, monkeypatch,
 
 
 @settings(
-    max_examples=12,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -310,3 +310,47 @@ def test_sigterm_in_a_worker_unwinds_the_case_then_ends_the_worker(tmp_path, cas
         batch.run_one(specs[0].to_dict(), str(tmp_path / "out"), FAST.to_dict())
     assert exits == [128 + signal.SIGTERM]  # not a failed row and on to the next case
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# --- export: frames and videos through exclusive temporary names ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["png", "gif", "mp4"])
+def test_exports_never_write_through_a_link_and_leave_nothing_on_failure(
+    tmp_path, monkeypatch, kind
+):
+    import numpy as np
+
+    from dose._safeio import UnsafeOutputError
+    from fusion.errors import FusionError
+    from fusion.export import write_gif, write_mp4, write_png
+
+    frames = [np.full((20, 30, 3), v, np.uint8) for v in (0, 128, 255)]
+    write = {
+        "png": lambda p, f: write_png(p, f[0]),
+        "gif": lambda p, f: write_gif(p, f, 5.0),
+        "mp4": lambda p, f: write_mp4(p, f, 5.0),
+    }[kind]
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for old in (f".fused.{kind}.partial", f".fused.{kind}.partial.{kind}"):  # the old names
+        (tmp_path / old).symlink_to(victim)
+    write(tmp_path / f"fused.{kind}", frames)
+    assert (tmp_path / f"fused.{kind}").stat().st_size > 50
+    (tmp_path / f"link.{kind}").symlink_to(victim)
+    with pytest.raises(UnsafeOutputError):
+        write(tmp_path / f"link.{kind}", frames)
+    assert victim.read_text() == "precious"
+    if kind == "mp4":  # the encoder fails half-way: no file, no leftover
+        import imageio_ffmpeg
+
+        def failing_writer(path, *a, **k):
+            Path(path).write_bytes(b"half a video")
+            yield
+            raise RuntimeError("ffmpeg died")
+
+        monkeypatch.setattr(imageio_ffmpeg, "write_frames", failing_writer)
+        with pytest.raises(FusionError, match="video encoding failed"):
+            write(tmp_path / "bad.mp4", frames)
+        assert not list(tmp_path.glob("*bad*")) and not list(tmp_path.glob(".bad*"))
+    assert not list(tmp_path.glob(".*.partial-*"))
