@@ -454,3 +454,10 @@ def test_absurd_shutter_values_are_ignored_with_a_note(tmp_path, attrs):
     img = read_image(make_dicom(tmp_path / "shutter.dcm", **attrs))
     assert img.mask is None
     assert any("ignored" in n and "Shutter" in n for n in img.notes)
+
+
+def test_reading_leaves_pydicom_logging_as_it_found_it(tmp_path):
+    logger = logging.getLogger("pydicom")
+    before = logger.level
+    read_image(_jpeg_cine(tmp_path / "cine.dcm", frames=2))
+    assert logger.level == before
