@@ -131,6 +131,7 @@ def register(
     from fusion.coregister import (
         read_landmarks_csv,
         read_transform_json,
+        read_truth_json,
         register_images,
         transform_record,
         truth_tre,
@@ -162,6 +163,7 @@ def register(
             click.echo(f"  level {level}: iteration {iteration}, cost {cost:.5f}", err=True)
 
     initial = read_transform_json(init_transform).matrix if init_transform else None
+    truth = read_truth_json(truth_path) if truth_path else None  # refused before the work
     try:
         result = register_images(
             fixed,
@@ -182,17 +184,12 @@ def register(
         ) from exc
     tre = None
     if truth_path:
-        from testdata.phantom import load_truth
-
-        tre = truth_tre(
-            result.transform,
-            load_truth(truth_path.parent),
-            fixed,
-            moving,
-            str(fixed_path),
-            fixed_frame,
-            moving_frame,
-        )
+        try:
+            tre = truth_tre(
+                result.transform, truth, fixed, moving, str(fixed_path), fixed_frame, moving_frame
+            )
+        except InputError as exc:
+            raise InputError(f"{truth_path}: {exc}") from exc
     record = transform_record(
         result,
         fixed,

@@ -344,21 +344,25 @@ def truth_tre(
     Distances are measured in fixed pixels and converted to mm at the isocentre plane.
     """
     name = Path(fixed_file).name
-    pair = next(
-        (
-            p
-            for p in truth.get("pairs", [])
-            if p["fluoro_file"] == name
-            and p["fluoro_frame"] == fixed_frame
-            and p["us_frame"] == moving_frame
-        ),
-        None,
-    )
-    if pair is None:
-        raise InputError(
-            f"truth has no pair for {name} frame {fixed_frame} with ultrasound frame {moving_frame}"
+    try:
+        pair = next(
+            (
+                p
+                for p in truth.get("pairs", [])
+                if p["fluoro_file"] == name
+                and p["fluoro_frame"] == fixed_frame
+                and p["us_frame"] == moving_frame
+            ),
+            None,
         )
-    true = Transform(np.asarray(pair["moving_to_fixed_pixel"]))
+        if pair is None:
+            raise InputError(
+                f"truth has no pair for {name} frame {fixed_frame} with ultrasound frame "
+                f"{moving_frame}"
+            )
+        true = Transform(_matrix(Path("truth"), pair["moving_to_fixed_pixel"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"truth: a pair lacks or mistypes {exc}") from exc
     mask = moving.mask if moving.mask is not None else np.ones(moving.shape, bool)
     ys, xs = np.nonzero(mask)
     gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 16), np.linspace(ys.min(), ys.max(), 16))
@@ -372,9 +376,9 @@ def truth_tre(
         "p95_mm": float(np.percentile(d, 95)),
         "max_mm": float(d.max()),
         "points": int(len(d)),
-        "pair": pair["id"],
+        "pair": pair.get("id"),
         "plane": "isocentre",
-        "edge_on_truth": bool(pair["edge_on"]),
+        "edge_on_truth": bool(pair.get("edge_on")),
     }
 
 
@@ -480,17 +484,7 @@ def read_transform_json(path: str | os.PathLike) -> Transform:
         matrix of numbers (condition number up to 1e12).
     """
     path = Path(path)
-    try:
-        if path.is_file() and path.stat().st_size > MAX_TRANSFORM_BYTES:
-            raise InputError(
-                f"{path}: larger than {MAX_TRANSFORM_BYTES // 2**20} MiB; not a transform.json"
-            )
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh, parse_constant=_no_constant)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the transform ({exc.strerror or exc})") from exc
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise InputError(f"{path}: not a JSON transform ({str(exc)[:120]})") from exc
+    data = _read_json(path, "transform", MAX_TRANSFORM_BYTES)
     if not isinstance(data, dict) or data.get("schema") != TRANSFORM_SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise InputError(f"{path}: schema {str(got)[:60]!r}, expected {TRANSFORM_SCHEMA!r}")
@@ -499,6 +493,35 @@ def read_transform_json(path: str | os.PathLike) -> Transform:
     if model not in [m.value for m in TransformModel]:
         raise InputError(f"{path}: unknown model {str(model)[:40]!r}")
     return Transform(h, model)
+
+
+def _read_json(path: Path, what: str, max_bytes: int):
+    """Parsed JSON of a small regular file, or InputError naming it."""
+    try:
+        if not path.is_file():
+            raise InputError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
+        if path.stat().st_size > max_bytes:
+            raise InputError(f"{path}: larger than {max_bytes // 2**20} MiB; not a {what} file")
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh, parse_constant=_no_constant)
+    except InputError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InputError(f"{path}: not a JSON {what} ({str(exc)[:120]})") from exc
+
+
+def read_truth_json(path: str | os.PathLike) -> dict:
+    """Read a synthetic case's ``truth.json`` (for ``--truth``), refusing a bad one."""
+    from testdata.phantom.procedure import TRUTH_SCHEMA
+
+    path = Path(path)
+    data = _read_json(path, "truth", 64 * 2**20)
+    if not isinstance(data, dict) or data.get("schema") != TRUTH_SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"{path}: schema {str(got)[:60]!r}, expected {TRUTH_SCHEMA!r}")
+    return data
 
 
 def _no_constant(name: str):

@@ -413,3 +413,40 @@ def test_out_that_is_a_file_exits_2_before_registering(case, tmp_path):
     result = _register(case, out, "--landmarks", lm)
     assert result.exit_code == 2, result.output
     assert "not a folder" in result.output and out.read_text() == "mine"
+
+
+def test_devices_folders_and_bad_truth_are_refused_before_the_work(case, tmp_path):
+    lm = str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv")
+    truth = tmp_path / "truth.json"
+    pair = {"fluoro_file": "fluoro_run02_confirm_lateral.dcm", "fluoro_frame": 0, "us_frame": 6}
+    truth.write_text(json.dumps({"schema": "hybridfuse.synthetic-truth/1", "pairs": [pair]}))
+    cases = [
+        (["--landmarks", "/dev/zero"], "/dev/zero: not a regular file"),
+        (["--landmarks", str(tmp_path)], f"{tmp_path}: not a regular file"),
+        (["--init-transform", "/dev/zero"], "/dev/zero: not a regular file"),
+        (["--landmarks", lm, "--truth", str(tmp_path / "none.json")], "none.json: no such file"),
+        (
+            ["--landmarks", lm, "--truth", str(truth)],
+            f"{truth}: truth: a pair lacks or mistypes 'moving_to_fixed_pixel'",
+        ),
+    ]
+    for extra, match in cases:
+        result = _register(case, tmp_path / "reg", *extra)
+        assert result.exit_code == 2, (extra, result.output)
+        assert result.output.strip().splitlines()[-1].endswith(match), result.output
+        assert not (tmp_path / "reg").exists()
+
+
+def test_degenerate_landmarks_exit_2_and_rejected_names_are_escaped(case, tmp_path):
+    path = tmp_path / "line.csv"
+    path.write_text(
+        HEADER + "\n" + "".join(f"p{i},{10 * i},{10 * i},{5 * i},{7 * i}\n" for i in range(1, 6))
+    )
+    result = _register(case, tmp_path / "reg", "--landmarks", str(path))
+    assert result.exit_code == 2, result.output
+    assert "coincide or lie on one line" in result.output and str(path) in result.output
+    rows = _sample_rows(case)
+    path.write_text("\n".join([*rows, '"x\x1b[31m\x07",250,250,400,10']) + "\n")
+    result = _register(case, tmp_path / "ok", "--landmarks", str(path))
+    assert result.exit_code == 0, result.output
+    assert "rejected x\\x1b[31m\\x07" in result.output and "\x1b" not in result.output
