@@ -304,6 +304,11 @@ def _check_spacing_arg(spacing_mm, path: Path) -> tuple[float, float]:
         ) from exc
     if not (np.isfinite(dy) and np.isfinite(dx) and dy > 0 and dx > 0):
         raise InputError(f"{path}: spacing must be finite and > 0 mm, got {(dy, dx)}")
+    lo, hi = OTHER_SPACING_RANGE_MM
+    if not (lo <= dy <= hi and lo <= dx <= hi):
+        raise InputError(
+            f"{path}: spacing {dy:g},{dx:g} mm is outside the plausible {lo:g}..{hi:g} mm"
+        )
     return (dy, dx)
 
 
@@ -382,7 +387,7 @@ def _read_plain(path: Path, spacing_mm, modality) -> Image:
         source = "given by hand"
     elif _suffix(path) in _HEADER_SPACING_SUFFIXES:
         sx, sy = img.GetSpacing()[:2]
-        spacing_mm = (float(sy), float(sx))
+        spacing_mm = _check_spacing_arg((sy, sx), path)
         source = f"{_suffix(path)} header spacing (SimpleITK)"
     return Image(
         array=frames,
@@ -444,7 +449,7 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
     spacing_source = "none"
     plane = SpacingPlane.UNSPECIFIED
     if modality is Modality.US or regions:
-        region_index = _choose_region(regions, us_region, path, notes)
+        region_index = _choose_region(regions, us_region, path, notes, layout)
         if region_index is not None:
             reg = regions[region_index]
             mask = reg.mask(pixels.shape[1:3])
@@ -957,18 +962,28 @@ def _us_regions(ds, notes: list[str]) -> list[UltrasoundRegion]:
     return regions
 
 
-def _choose_region(regions, requested, path, notes) -> int | None:
+def _choose_region(regions, requested, path, notes, layout) -> int | None:
+    inside = [_region_inside(r, layout) for r in regions]
     if requested is not None:
         if not 0 <= requested < len(regions):
             raise InputError(
                 f"{path}: ultrasound region {requested} requested but the file has "
                 f"{len(regions)} region(s)"
             )
+        if not inside[requested]:
+            raise InputError(
+                f"{path}: SequenceOfUltrasoundRegions[{requested}] bounds lie outside the "
+                f"{layout.rows} x {layout.cols} image or are reversed"
+            )
         if regions[requested].is_calibrated_2d:
             _check_region_deltas(regions[requested], requested, path)
         return requested
-    tissue = [i for i, r in enumerate(regions) if r.is_calibrated_2d and r.data_type in (1, 0)]
-    calibrated = tissue or [i for i, r in enumerate(regions) if r.is_calibrated_2d]
+    outside = [i for i, r in enumerate(regions) if r.is_calibrated_2d and not inside[i]]
+    if outside:
+        notes.append(f"ultrasound region(s) {outside} outside the image or reversed; ignored")
+    usable = [i for i, r in enumerate(regions) if r.is_calibrated_2d and inside[i]]
+    tissue = [i for i in usable if regions[i].data_type in (1, 0)]
+    calibrated = tissue or usable
     if not calibrated:
         return None
     _check_region_deltas(regions[calibrated[0]], calibrated[0], path)
@@ -988,6 +1003,18 @@ def _choose_region(regions, requested, path, notes) -> int | None:
             f"{reg.delta_y_mm:.4f} mm (y)"
         )
     return calibrated[0]
+
+
+def _region_inside(region: UltrasoundRegion, layout: _Layout) -> bool:
+    """The region's bounds are ordered and overlap the image."""
+    return (
+        region.x0 <= region.x1
+        and region.y0 <= region.y1
+        and region.x1 >= 0
+        and region.y1 >= 0
+        and region.x0 < layout.cols
+        and region.y0 < layout.rows
+    )
 
 
 def _check_region_deltas(region: UltrasoundRegion, index: int, path: Path) -> None:

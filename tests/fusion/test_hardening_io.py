@@ -461,3 +461,43 @@ def test_reading_leaves_pydicom_logging_as_it_found_it(tmp_path):
     before = logger.level
     read_image(_jpeg_cine(tmp_path / "cine.dcm", frames=2))
     assert logger.level == before
+
+
+def _us_with_region(path, x0, y0, x1, y1):
+    region = Dataset()
+    region.RegionSpatialFormat, region.RegionDataType = 1, 1
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1, y1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.02
+    return make_dicom(
+        path, sop=US_SOP, modality="US", SequenceOfUltrasoundRegions=Sequence([region])
+    )
+
+
+def test_ultrasound_region_outside_the_image_is_not_used(tmp_path):
+    # An 8 x 10 image whose only calibrated region starts at x 500: its mask was empty.
+    path = _us_with_region(tmp_path / "us.dcm", 500, 0, 600, 7)
+    img = read_image(path)
+    assert img.us_region_index is None and img.pixel_spacing_mm is None
+    assert any("outside the image" in n for n in img.notes)
+    with pytest.raises(InputError, match=r"us\.dcm: SequenceOfUltrasoundRegions\[0\] bounds"):
+        read_image(path, us_region=0)
+    reversed_ = _us_with_region(tmp_path / "rev.dcm", 9, 0, 2, 7)
+    assert read_image(reversed_).us_region_index is None
+    assert read_image(_us_with_region(tmp_path / "ok.dcm", 2, 0, 9, 7)).us_region_index == 0
+
+
+def test_spacing_by_hand_or_from_a_plain_header_is_checked(tmp_path):
+    import SimpleITK as sitk
+
+    png = tmp_path / "frame.png"
+    sitk.WriteImage(sitk.Image(40, 40, sitk.sitkUInt8), str(png))
+    with pytest.raises(InputError, match=r"frame\.png: spacing 1e\+09,1e\+09 mm is outside"):
+        read_image(png, spacing_mm=(1e9, 1e9))
+    mha = tmp_path / "scan.mha"
+    img = sitk.Image(40, 40, sitk.sitkUInt8)
+    img.SetSpacing((1e9, 1e9))
+    sitk.WriteImage(img, str(mha))
+    with pytest.raises(InputError, match=r"scan\.mha: spacing .* outside"):
+        read_image(mha)
