@@ -46,8 +46,8 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     show_default=True,
     type=click.Choice(["structures", "gradient", "none"]),
 )
-@click.option("--fixed-frame", default=0, show_default=True, type=int)
-@click.option("--moving-frame", default=0, show_default=True, type=int)
+@click.option("--fixed-frame", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--moving-frame", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option(
     "--init",
     default="geometry",

@@ -856,7 +856,9 @@ def _select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit, opts):
         resid = np.linalg.norm(aff.transform.apply(src_all) - dst_all, axis=1)
         loo = np.full(len(keep), np.nan)
         loo[keep] = aff.loo_tre_px
-        fit = LandmarkFit(aff.transform, keep, resid, aff.fre_px, loo, proj_fit.names)
+        fit = LandmarkFit(
+            aff.transform, keep, resid, aff.fre_px, loo, proj_fit.names, aff.loo_pairs
+        )
         note["chosen"] = "affine"
         return fit, note
     note["chosen"] = "projective"
