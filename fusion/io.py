@@ -288,7 +288,7 @@ def read_image(
         with _quiet_pydicom():
             image = _read_dicom(path, spacing_mm=spacing_mm, us_region=us_region, decode=decode)
     else:
-        image = _read_plain(path, spacing_mm=spacing_mm, modality=modality)
+        image = _read_plain(path, spacing_mm=spacing_mm, modality=modality, decode=decode)
     if require_spacing:
         flag = "--us-spacing-mm" if image.modality is Modality.US else "--spacing-mm"
         image.require_spacing(flag)
@@ -317,8 +317,11 @@ def _check_spacing_arg(spacing_mm, path: Path) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------
 
 
-def _check_plain_size(path: Path) -> None:
-    """Refuse a plain image whose header declares more than the decode limit."""
+def _check_plain_size(path: Path):
+    """Refuse a plain image whose header declares more than the decode limit.
+
+    Returns the SimpleITK reader holding the header, or None when it cannot read one.
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -326,7 +329,7 @@ def _check_plain_size(path: Path) -> None:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        return  # unreadable: ReadImage below says why
+        return None  # unreadable: ReadImage says why
     size = [int(n) for n in reader.GetSize()]
     comps = int(reader.GetNumberOfComponents())
     itemsize = _sitk_itemsize(reader.GetPixelID())
@@ -341,6 +344,7 @@ def _check_plain_size(path: Path) -> None:
             f"{_gib(footprint)} to decode with one working frame, above the {_gib(limit)} "
             f"limit ({MAX_DECODED_ENV})"
         )
+    return reader
 
 
 def _sitk_itemsize(pixel_id: int) -> int:
@@ -353,27 +357,32 @@ def _sitk_itemsize(pixel_id: int) -> int:
     return 8
 
 
-def _read_plain(path: Path, spacing_mm, modality) -> Image:
+def _read_plain(path: Path, spacing_mm, modality, decode: bool = True) -> Image:
     import SimpleITK as sitk
 
-    _check_plain_size(path)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise NotAnImageError(
-            f"{path}: not a DICOM file and SimpleITK cannot read it as an image "
-            f"({str(exc).strip().splitlines()[-1][:160]})"
-        ) from exc
+    reader = _check_plain_size(path)
+    if decode or reader is None:
+        try:
+            img = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise NotAnImageError(
+                f"{path}: not a DICOM file and SimpleITK cannot read it as an image "
+                f"({str(exc).strip().splitlines()[-1][:160]})"
+            ) from exc
+        arr, ncomp = sitk.GetArrayFromImage(img), img.GetNumberOfComponentsPerPixel()
+        dim, spacing = img.GetDimension(), img.GetSpacing()
+        decode = True
+    else:
+        arr, ncomp = _plain_header_array(reader), reader.GetNumberOfComponents()
+        dim, spacing = reader.GetDimension(), reader.GetSpacing()
     notes: list[str] = []
-    arr = sitk.GetArrayFromImage(img)
-    ncomp = img.GetNumberOfComponentsPerPixel()
-    if img.GetDimension() == 3:
+    if dim == 3:
         # (slices, rows, cols[, comp]) - read slices as frames.
         frames = arr
-    elif img.GetDimension() == 2:
+    elif dim == 2:
         frames = arr[None, ...]
     else:
-        raise NotAnImageError(f"{path}: {img.GetDimension()}D image; expected 2D or a 2D stack")
+        raise NotAnImageError(f"{path}: {dim}D image; expected 2D or a 2D stack")
     if ncomp > 1:
         if ncomp in (3, 4):
             frames = frames[..., :3]
@@ -386,7 +395,7 @@ def _read_plain(path: Path, spacing_mm, modality) -> Image:
     if spacing_mm is not None:
         source = "given by hand"
     elif _suffix(path) in _HEADER_SPACING_SUFFIXES:
-        sx, sy = img.GetSpacing()[:2]
+        sx, sy = spacing[:2]
         spacing_mm = _check_spacing_arg((sy, sx), path)
         source = f"{_suffix(path)} header spacing (SimpleITK)"
     return Image(
@@ -398,7 +407,20 @@ def _read_plain(path: Path, spacing_mm, modality) -> Image:
         source_path=str(path),
         photometric="RGB" if frames.ndim == 4 else "MONOCHROME2",
         notes=tuple(notes),
+        pixels_decoded=decode,
     )
+
+
+def _plain_header_array(reader) -> np.ndarray:
+    """A zero-filled view with the shape and dtype SimpleITK would return; no memory."""
+    import SimpleITK as sitk
+
+    size = [int(n) for n in reader.GetSize()]
+    ncomp = int(reader.GetNumberOfComponents())
+    probe = sitk.Image([1] * len(size), reader.GetPixelID(), ncomp)
+    dtype = sitk.GetArrayViewFromImage(probe).dtype
+    shape = tuple(reversed(size)) + ((ncomp,) if ncomp > 1 else ())
+    return np.broadcast_to(np.zeros((), dtype), shape)
 
 
 # ---------------------------------------------------------------------------------------

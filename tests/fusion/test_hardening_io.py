@@ -501,3 +501,26 @@ def test_spacing_by_hand_or_from_a_plain_header_is_checked(tmp_path):
     sitk.WriteImage(img, str(mha))
     with pytest.raises(InputError, match=r"scan\.mha: spacing .* outside"):
         read_image(mha)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "dtype", "vector"),
+    [
+        ("grey.png", (30, 40), np.uint8, False),
+        ("rgba.png", (30, 40, 4), np.uint8, True),
+        ("stack.mha", (5, 30, 40), np.int16, False),
+        ("two.mha", (30, 40, 2), np.float32, True),
+    ],
+)
+def test_plain_image_header_read_matches_the_decode(
+    tmp_path, monkeypatch, name, shape, dtype, vector
+):
+    import SimpleITK as sitk
+
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones(shape, dtype), isVector=vector), str(path))
+    full = read_image(path).describe()
+    monkeypatch.setattr(sitk, "ReadImage", _must_not_decode)
+    head = read_image(path, decode=False).describe()
+    assert head.pop("pixels_decoded") is False and full.pop("pixels_decoded") is True
+    assert head == full
