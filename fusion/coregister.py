@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,9 @@ def _landmark_name(path: Path, line: int, value: str | None) -> str:
     name = (value or "").strip()
     if not name:
         raise InputError(f"{path}: line {line}: empty landmark name")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        # Line breaks and escape codes in a name would garble messages and terminals.
+        raise InputError(f"{path}: line {line}: landmark name {name!r} holds control characters")
     if len(name) > MAX_LANDMARK_NAME:
         raise InputError(
             f"{path}: line {line}: landmark name of {len(name)} characters "

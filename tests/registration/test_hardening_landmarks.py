@@ -190,6 +190,8 @@ GOOD = "a,10,10,20,20\nb,100,10,70,20\nc,10,100,20,60\nd,100,100,80,70\n"
             "line 4: landmark name 'a' repeats line 2",
         ),
         ("x" * 201 + ",1,2,3,4\n", HEADER, "line 2: landmark name of 201 characters"),
+        ('"a\nb",1,2,3,4\n', HEADER, "line 3: landmark name 'a\\nb' holds control characters"),
+        ("a\x1b[2J,1,2,3,4\n", HEADER, "line 2: landmark name 'a\\x1b[2J' holds control"),
         ("a,1,2,3,4\n", "name,mx,my,fixed_x,fixed_y", "missing column(s) moving_x, moving_y"),
         ("", HEADER, "no landmark rows"),
     ],
@@ -437,7 +439,7 @@ def test_devices_folders_and_bad_truth_are_refused_before_the_work(case, tmp_pat
         assert not (tmp_path / "reg").exists()
 
 
-def test_degenerate_landmarks_exit_2_and_rejected_names_are_escaped(case, tmp_path):
+def test_degenerate_landmarks_and_control_characters_in_names_exit_2(case, tmp_path):
     path = tmp_path / "line.csv"
     path.write_text(
         HEADER + "\n" + "".join(f"p{i},{10 * i},{10 * i},{5 * i},{7 * i}\n" for i in range(1, 6))
@@ -446,7 +448,11 @@ def test_degenerate_landmarks_exit_2_and_rejected_names_are_escaped(case, tmp_pa
     assert result.exit_code == 2, result.output
     assert "coincide or lie on one line" in result.output and str(path) in result.output
     rows = _sample_rows(case)
-    path.write_text("\n".join([*rows, '"x\x1b[31m\x07",250,250,400,10']) + "\n")
+    path.write_text("\n".join([*rows, '"x\u202ey",250,250,400,10']) + "\n")
     result = _register(case, tmp_path / "ok", "--landmarks", str(path))
-    assert result.exit_code == 0, result.output
-    assert "rejected x\\x1b[31m\\x07" in result.output and "\x1b" not in result.output
+    assert result.exit_code == 2, result.output
+    assert "holds control characters" in result.output and "\u202e" not in result.output
+    path.write_text("\n".join([*rows, "</script><b>,250,250,400,10"]) + "\n")
+    result = _register(case, tmp_path / "ok", "--landmarks", str(path))
+    assert result.exit_code == 0, result.output  # markup is the viewer's to escape
+    assert "rejected </script><b>" in result.output
