@@ -395,11 +395,13 @@ def transform_record(
     moving_frame: int,
     tre: dict | None = None,
     include_phi: bool = False,
+    sha256: dict | None = None,
 ) -> dict:
     """The ``transform.json`` content for a registration result.
 
     Input images are recorded by file name and sha256; their folders (often named after
-    the patient) and SOP Instance UIDs only with ``include_phi``.
+    the patient) and SOP Instance UIDs only with ``include_phi``. ``sha256`` maps a
+    source path to its digest when the caller has it already (saves reading it again).
     """
     iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
     mm = (
@@ -437,15 +439,18 @@ def transform_record(
         },
         "quality": result.quality,
         "tre": tre,
-        "fixed": _input_record(fixed, fixed_frame, include_phi),
-        "moving": _input_record(moving, moving_frame, include_phi),
+        "fixed": _input_record(fixed, fixed_frame, include_phi, sha256),
+        "moving": _input_record(moving, moving_frame, include_phi, sha256),
         "options": result.options,
     }
 
 
-def _input_record(img: Image, frame: int, include_phi: bool) -> dict:
+def _input_record(img: Image, frame: int, include_phi: bool, known: dict | None) -> dict:
     """File name and sha256 of an input image (path and SOP Instance UID with PHI)."""
-    rec = file_record(img.source_path, include_phi=include_phi) if img.source_path else {}
+    rec = {}
+    if img.source_path:
+        digest = (known or {}).get(img.source_path)
+        rec = file_record(img.source_path, include_phi=include_phi, sha256=digest)
     rec["frame"] = frame
     if include_phi:
         rec["sop_instance_uid"] = img.uids.get("sop_instance")

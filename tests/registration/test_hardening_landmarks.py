@@ -456,3 +456,28 @@ def test_degenerate_landmarks_and_control_characters_in_names_exit_2(case, tmp_p
     result = _register(case, tmp_path / "ok", "--landmarks", str(path))
     assert result.exit_code == 0, result.output  # markup is the viewer's to escape
     assert "rejected </script><b>" in result.output
+
+
+def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
+    from dose._safeio import sha256_file
+    from fusion import read_image
+    from fusion.coregister import register_images, transform_record
+    from registration import RegistrationOptions
+
+    fixed = read_image(case / "fluoro_run02_confirm_lateral.dcm")
+    moving = read_image(case / "us_clip.dcm")
+    lm = read_landmarks_csv(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv")
+    result = register_images(
+        fixed, moving, moving_frame=6, landmarks=lm, options=RegistrationOptions(metric=None)
+    )
+    known = {fixed.source_path: "f" * 64}
+    rec = transform_record(result, fixed, moving, fixed_frame=0, moving_frame=6, sha256=known)
+    assert rec["fixed"] == {
+        "file": "fluoro_run02_confirm_lateral.dcm",
+        "sha256": "f" * 64,
+        "frame": 0,
+    }
+    assert rec["moving"]["sha256"] == sha256_file(case / "us_clip.dcm")
+    assert "path" not in rec["moving"] and "sop_instance_uid" not in rec["moving"]
+    phi = transform_record(result, fixed, moving, fixed_frame=0, moving_frame=6, include_phi=True)
+    assert phi["moving"]["path"] == moving.source_path
