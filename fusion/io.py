@@ -126,13 +126,24 @@ def _gib(nbytes: float) -> str:
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
-    """True when the file carries the DICOM Part 10 preamble (``DICM`` at byte 128)."""
+    """True when the file carries the DICOM Part 10 preamble (``DICM`` at byte 128).
+
+    Only regular files are opened: a FIFO or device named ``*.dcm`` would block or never end.
+    """
+    if not os.path.isfile(path):
+        return False
     try:
         with open(path, "rb") as fh:
             fh.seek(128)
             return fh.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        what = "not a regular file" if path.exists() else "no such file"
+        raise InputError(f"{path}: {what}")
 
 
 def _suffix(path: Path) -> str:
@@ -198,11 +209,13 @@ def read_header(path: str | os.PathLike) -> dict:
         ``model``, ``transfer_syntax``, ``is_image``, ``is_sr``, ``template``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    _require_file(path)
     ds = _dcmread(path, stop_before_pixels=True, defer_size=_DEFER_BYTES)
-    with _quiet_pydicom():
-        return _header_dict(ds)
+    try:
+        with _quiet_pydicom():
+            return _header_dict(ds)
+    except RecursionError as exc:
+        raise CorruptFileError(f"{path}: DICOM sequences nested too deeply") from exc
 
 
 def _header_dict(ds) -> dict:
@@ -279,14 +292,16 @@ def read_image(
         or geometry outside the plausible ranges (``*_RANGE*`` constants).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    _require_file(path)
     if spacing_mm is not None:
         spacing_mm = _check_spacing_arg(spacing_mm, path)
     if is_dicom_file(path) or _suffix(path) not in _PLAIN_SUFFIXES:
         # pydicom converts values lazily, warning about odd ones as it goes.
-        with _quiet_pydicom():
-            image = _read_dicom(path, spacing_mm=spacing_mm, us_region=us_region, decode=decode)
+        try:
+            with _quiet_pydicom():
+                image = _read_dicom(path, spacing_mm, us_region, decode=decode)
+        except RecursionError as exc:  # sequences are parsed lazily, when first used
+            raise CorruptFileError(f"{path}: DICOM sequences nested too deeply") from exc
     else:
         image = _read_plain(path, spacing_mm=spacing_mm, modality=modality, decode=decode)
     if require_spacing:

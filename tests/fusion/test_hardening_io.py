@@ -524,3 +524,14 @@ def test_plain_image_header_read_matches_the_decode(
     head = read_image(path, decode=False).describe()
     assert head.pop("pixels_decoded") is False and full.pop("pixels_decoded") is True
     assert head == full
+
+
+def test_a_fifo_named_dcm_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.dcm"
+    os.mkfifo(fifo)
+    assert not fio.is_dicom_file(fifo)
+    for reader in (read_header, read_image):
+        with pytest.raises(InputError, match=r"pipe\.dcm: not a regular file"):
+            reader(fifo)
