@@ -71,8 +71,9 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def _problem(case_id: str, message: str) -> dict:
-    return {"case_id": case_id, "status": "failed", "message": message}
+def _problem(case_id: str, message: str, position: int) -> dict:
+    # position: how many cases precede it, so the summary keeps the manifest's order
+    return {"case_id": case_id, "status": "failed", "message": message, "position": position}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -119,7 +120,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
         why = ids.problem(cid)
         if why:
             shown = cid if cid and not why.startswith("duplicate") else f"{cid} (line {i})"
-            problems.append(_problem(shown.strip(), f"{path}:{i}: {why}"))
+            problems.append(_problem(shown.strip(), f"{path}:{i}: {why}", len(specs)))
             continue
         rdsr = resolve(row.get("rdsr"))
         lms = resolve(row.get("landmarks"))
@@ -174,12 +175,12 @@ def _read_folder(path: Path) -> tuple[list[CaseSpec], list[dict]]:
     for sub in subs:
         why = ids.problem(sub.name)
         if why:
-            problems.append(_problem(sub.name, f"{sub}: {why}"))
+            problems.append(_problem(sub.name, f"{sub}: {why}", len(specs)))
             continue
         try:
             specs.append(case_from_folder(sub))
         except Exception as exc:  # one unreadable case folder never stops the others
-            problems.append(_problem(sub.name, f"{sub}: {_one_line(exc)}"))
+            problems.append(_problem(sub.name, f"{sub}: {_one_line(exc)}", len(specs)))
     return specs, problems
 
 
@@ -327,13 +328,18 @@ def run_batch(
     removed = prepare_out_root(out_root, [*inputs, *(f for s in specs for f in s.inputs())])
     if removed and on_stale is not None:
         on_stale(removed)
-    problems = problems or []
-    rows: list[dict | None] = [
-        _row(p["case_id"], "failed", 0.0, None, p["message"]) for p in problems
-    ]
+    waiting = sorted(problems or [], key=lambda p: p.get("position", 0))
+    rows: list[dict | None] = []
+
+    def problems_before(position: float) -> None:
+        while waiting and waiting[0].get("position", 0) <= position:
+            p = waiting.pop(0)
+            rows.append(_row(p["case_id"], "failed", 0.0, None, p["message"]))
+
     todo = []
     ids = _CaseIds()
-    for spec in specs:
+    for j, spec in enumerate(specs):
+        problems_before(j)
         rows.append(None)
         why = ids.problem(spec.case_id)
         if why:
@@ -343,6 +349,7 @@ def run_batch(
             rows[-1] = _row(spec.case_id, "skipped (up to date)", 0.0, summary)
         else:
             todo.append((len(rows) - 1, (spec.to_dict(), str(out_root), config.to_dict())))
+    problems_before(float("inf"))
     log = _SummaryLog(out_root / "batch_summary.csv", [r for r in rows if r is not None])
     done = sum(r is not None for r in rows)
 

@@ -246,8 +246,8 @@ def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
 
     It must name a folder (not ``.`` or ``..``) in a writable place, may not be a link or
     a file, may not equal or contain any of ``inputs``, and when not empty must be one
-    hybridfuse wrote (and ``overwrite`` given). Raises :class:`dose._safeio.UnsafeOutputError` or
-    :class:`FileExistsError` (exit 2).
+    hybridfuse wrote (and ``overwrite`` given). Raises
+    :class:`dose._safeio.UnsafeOutputError` or :class:`FileExistsError` (exit 2).
     """
     out_dir = Path(out_dir)
     if out_dir.name in ("", ".", ".."):

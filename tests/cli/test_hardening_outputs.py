@@ -119,7 +119,9 @@ def test_hostile_manifest_rows_change_nothing_outside_out(sandbox):
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output and "internal error" not in r.output
     assert snapshot(sandbox, skip=out) == before
-    rows = {row["case_id"]: row for row in summary_rows(out)}
+    ordered = summary_rows(out)
+    assert [row["case_id"] for row in ordered] == [*ids[:7], "C1 (line 9)"]  # manifest order
+    rows = {row["case_id"]: row for row in ordered}
     assert rows["good1"]["status"] == rows["c1"]["status"] == "ok"
     for bad in ("..", ".", "../../victim", str(sandbox / "victim"), "./c1"):
         assert rows[bad]["status"] == "failed" and "not a safe folder name" in rows[bad]["message"]
