@@ -217,7 +217,10 @@ def register(
     )
     if result.landmark_fit is not None:
         # Names come from the user's CSV: escape control characters for the terminal.
-        rejected = ", ".join(terminal_text(n) for n in result.landmark_fit.rejected)
+        names = result.landmark_fit.rejected
+        rejected = ", ".join(terminal_text(n) for n in names[:20])
+        if len(names) > 20:  # all of them are in transform.json
+            rejected += f", ... ({len(names)} in all)"
         click.echo(
             f"  landmark FRE {result.landmark_fit.fre_px:.2f} px, rejected {rejected or 'none'}"
         )

@@ -481,3 +481,37 @@ def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
     assert "path" not in rec["moving"] and "sop_instance_uid" not in rec["moving"]
     phi = transform_record(result, fixed, moving, fixed_frame=0, moving_frame=6, include_phi=True)
     assert phi["moving"]["path"] == moving.source_path
+
+
+def test_many_rejected_names_are_summed_up_on_the_terminal(case, tmp_path):
+    rows = [r.split(",") for r in _sample_rows(case)[1:]]
+    mov = np.array([[float(r[1]), float(r[2])] for r in rows])
+    fix = np.array([[float(r[3]), float(r[4])] for r in rows])
+    h = Transform(fit_model("affine", mov, fix))
+    rng = np.random.default_rng(5)
+    good = np.column_stack([rng.uniform(220, 380, 40), rng.uniform(170, 320, 40)])
+    bad = rng.uniform(150, 350, (25, 4))
+    lines = [HEADER]
+    lines += [
+        f"g{i},{x},{y},{u},{v}"
+        for i, ((x, y), (u, v)) in enumerate(zip(good, h.apply(good), strict=True))
+    ]
+    lines += [f"b{i},{x},{y},{u},{v}" for i, (x, y, u, v) in enumerate(bad)]
+    path = tmp_path / "lm.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = _register(case, tmp_path / "reg", "--landmarks", str(path))
+    assert result.exit_code == 0, result.output
+    assert ", ... (25 in all)" in result.output and "b19" in result.output
+    record = json.loads((tmp_path / "reg" / "transform.json").read_text())
+    assert len(record["landmarks"]["rejected"]) == 25
+
+
+def test_a_transform_json_over_the_size_cap_is_refused(tmp_path, monkeypatch):
+    import fusion.coregister as co
+
+    assert co.MAX_TRANSFORM_BYTES == 64 * 2**20  # the documented limit
+    monkeypatch.setattr(co, "MAX_TRANSFORM_BYTES", 2**20)
+    path = tmp_path / "t.json"
+    path.write_text(" " * (2**20 + 1))
+    with pytest.raises(InputError, match="larger than 1 MiB; not a transform file"):
+        read_transform_json(path)
