@@ -148,7 +148,11 @@ def demo(ctx, out_dir, as_json):
     from testdata import SAMPLE_CASE, sample_case
 
     summary_file = out_dir / "summary.json"
-    if out_dir.is_dir() and not out_dir.is_symlink() and any(out_dir.iterdir()):
+    try:
+        existing = out_dir.is_dir() and not out_dir.is_symlink() and any(out_dir.iterdir())
+    except OSError:
+        existing = False  # check_out below names what is wrong with it
+    if existing:
         is_demo = False
         if summary_file.is_file():
             try:

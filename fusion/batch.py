@@ -271,17 +271,21 @@ def check_out_root(out_root: str | os.PathLike, inputs: Iterable[str | os.PathLi
     else's files.
     """
     out_root, inputs = Path(out_root), list(inputs)
-    if out_root.is_dir() and not out_root.is_symlink() and not _is_owned(out_root):
-        try:
-            foreign = any(out_root.iterdir())
-        except OSError as exc:
-            raise UnsafeOutputError(f"{out_root}: cannot list ({exc.strerror})") from exc
-        if foreign:
-            check_out_separate(out_root, inputs)  # an input inside is the clearer message
-            raise UnsafeOutputError(
-                f"{out_root}: exists, is not empty and is not an earlier batch's output; "
-                "choose another --out"
-            )
+    try:
+        foreign = (
+            out_root.is_dir()
+            and not out_root.is_symlink()
+            and not _is_owned(out_root)
+            and any(out_root.iterdir())
+        )
+    except OSError as exc:  # a name too long, a folder that cannot be listed, ...
+        raise UnsafeOutputError(f"--out {out_root}: unusable ({exc.strerror})") from exc
+    if foreign:
+        check_out_separate(out_root, inputs)  # an input inside is the clearer message
+        raise UnsafeOutputError(
+            f"{out_root}: exists, is not empty and is not an earlier batch's output; "
+            "choose another --out"
+        )
     check_out(out_root, inputs, overwrite=True)
 
 

@@ -237,6 +237,8 @@ def _check_inputs(spec: CaseSpec) -> None:
     if not spec.ultrasound:
         raise InputError(f"case {spec.case_id}: no ultrasound file")
     for p in spec.files():
+        if Path(p).is_dir():
+            raise InputError(f"case {spec.case_id}: {p}: a folder, not a file")
         if not Path(p).is_file():
             raise InputError(f"case {spec.case_id}: {p}: no such file")
 
@@ -252,8 +254,18 @@ def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
     out_dir = Path(out_dir)
     if out_dir.name in ("", ".", ".."):
         raise UnsafeOutputError(f"--out {out_dir}: name the output folder itself, not . or ..")
-    check_out_separate(out_dir, inputs)
-    check_out_target(out_dir, overwrite)
+    try:
+        check_out_separate(out_dir, inputs)
+        check_out_target(out_dir, overwrite)
+        _check_writable(out_dir)
+    except OSError as exc:  # a name too long, a folder that cannot be listed, ...
+        if isinstance(exc, FileExistsError):
+            raise
+        why = exc.strerror or type(exc).__name__
+        raise UnsafeOutputError(f"--out {out_dir}: unusable ({why})") from exc
+
+
+def _check_writable(out_dir: Path) -> None:
     parent = Path(os.path.abspath(out_dir)).parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
