@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -332,28 +333,7 @@ def run_batch(
     removed = prepare_out_root(out_root, [*inputs, *(f for s in specs for f in s.inputs())])
     if removed and on_stale is not None:
         on_stale(removed)
-    waiting = sorted(problems or [], key=lambda p: p.get("position", 0))
-    rows: list[dict | None] = []
-
-    def problems_before(position: float) -> None:
-        while waiting and waiting[0].get("position", 0) <= position:
-            p = waiting.pop(0)
-            rows.append(_row(p["case_id"], "failed", 0.0, None, p["message"]))
-
-    todo = []
-    ids = _CaseIds()
-    for j, spec in enumerate(specs):
-        problems_before(j)
-        rows.append(None)
-        why = ids.problem(spec.case_id)
-        if why:
-            rows[-1] = _row(spec.case_id, "failed", 0.0, None, why)
-        elif _up_to_date(spec, out_root / spec.case_id, config):
-            summary = json.loads((out_root / spec.case_id / "summary.json").read_text("utf-8"))
-            rows[-1] = _row(spec.case_id, "skipped (up to date)", 0.0, summary)
-        else:
-            todo.append((len(rows) - 1, (spec.to_dict(), str(out_root), config.to_dict())))
-    problems_before(float("inf"))
+    rows, todo = _plan(specs, problems or [], out_root, config)
     log = _SummaryLog(out_root / "batch_summary.csv", [r for r in rows if r is not None])
     done = sum(r is not None for r in rows)
 
@@ -378,6 +358,34 @@ def run_batch(
         raise
     log.close(rows)
     return rows
+
+
+def _plan(specs, problems, out_root: Path, config: RunConfig) -> tuple[list, list]:
+    """Rows known before any case runs (refused, up to date) in manifest order; cases to run.
+
+    Returns the rows (``None`` where a case is still to run) and ``(row index, run_one
+    arguments)`` of each case to run.
+    """
+    waiting = deque(sorted(problems, key=lambda p: p.get("position", 0)))
+    rows: list[dict | None] = []
+    todo = []
+    ids = _CaseIds()
+    for j, spec in enumerate([*specs, None]):
+        while waiting and (spec is None or waiting[0].get("position", 0) <= j):
+            p = waiting.popleft()
+            rows.append(_row(p["case_id"], "failed", 0.0, None, p["message"]))
+        if spec is None:
+            break
+        why = ids.problem(spec.case_id)
+        if why:
+            rows.append(_row(spec.case_id, "failed", 0.0, None, why))
+        elif _up_to_date(spec, out_root / spec.case_id, config):
+            summary = json.loads((out_root / spec.case_id / "summary.json").read_text("utf-8"))
+            rows.append(_row(spec.case_id, "skipped (up to date)", 0.0, summary))
+        else:
+            todo.append((len(rows), (spec.to_dict(), str(out_root), config.to_dict())))
+            rows.append(None)
+    return rows, todo
 
 
 def _worker_init(parent: int) -> None:
