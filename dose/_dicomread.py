@@ -100,10 +100,11 @@ def is_deflated(path: str | os.PathLike) -> bool:
         return False
     try:
         with quiet_pydicom():
-            meta = read_file_meta_info(path)
-    except Exception:  # a broken header: the full read reports it
+            return read_file_meta_info(path).get("TransferSyntaxUID") == (
+                DeflatedExplicitVRLittleEndian
+            )
+    except Exception:  # a broken header (values convert lazily): the full read reports it
         return False
-    return meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
 
 
 def deflated_size_exceeds(path: str | os.PathLike, limit: int) -> bool:
@@ -123,9 +124,12 @@ def deflated_size_exceeds(path: str | os.PathLike, limit: int) -> bool:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     with open(path, "rb") as fh:
-        with quiet_pydicom():
-            read_preamble(fh, force=False)
-            _read_file_meta_info(fh)
+        try:
+            with quiet_pydicom():
+                read_preamble(fh, force=False)
+                _read_file_meta_info(fh)
+        except Exception:  # is_deflated read it a moment ago; the full read reports it
+            return False
         while not inflater.eof and (chunk := fh.read(1 << 20)):
             while chunk:
                 total += len(inflater.decompress(chunk, 1 << 24))

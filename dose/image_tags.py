@@ -105,7 +105,7 @@ def _read_header(path: Path):
     import zlib
 
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         limit = _dicomread.max_decoded_bytes()
@@ -122,10 +122,13 @@ def _read_header(path: Path):
         raise DoseInputError(f"{path}: DICOM sequences nested too deeply to read") from exc
     except (
         InvalidDicomError,
+        BytesLengthException,
+        NotImplementedError,
         OSError,
         EOFError,
         ValueError,
         KeyError,
+        IndexError,
         TypeError,
         struct.error,
         zlib.error,
@@ -147,8 +150,15 @@ def read_image_dose_tags(source: str | os.PathLike | object) -> ImageDoseTags:
     ImageDoseTags
     """
     ds = _read_header(Path(source)) if isinstance(source, (str, os.PathLike)) else source
-    with _dicomread.quiet_pydicom():  # values are converted, and warned about, lazily
-        return _dose_tags(ds)
+    try:
+        with _dicomread.quiet_pydicom():  # values are converted, and warned about, lazily
+            return _dose_tags(ds)
+    except DoseInputError:
+        raise
+    except Exception as exc:  # a value pydicom cannot convert: the file is at fault
+        name = source if isinstance(source, (str, os.PathLike)) else "image data set"
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise DoseInputError(f"{name}: unreadable dose attribute ({detail})") from exc
 
 
 def _dose_tags(ds) -> ImageDoseTags:

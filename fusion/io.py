@@ -32,6 +32,7 @@ from ._image import (
 from .errors import (
     CorruptFileError,
     DecoderMissingError,
+    FusionError,
     InputError,
     NotAnImageError,
     UnsupportedSOPClassError,
@@ -172,7 +173,7 @@ def _dcmread(path: Path, stop_before_pixels: bool = False, defer_size: int | Non
         raise CorruptFileError(
             f"{path}: an element declares more data than fits in memory"
         ) from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+    except (OSError, *_conversion_errors()) as exc:
         raise CorruptFileError(f"{path}: truncated or corrupt DICOM ({_short(exc)})") from exc
 
 
@@ -213,9 +214,14 @@ def read_header(path: str | os.PathLike) -> dict:
     ds = _dcmread(path, stop_before_pixels=True, defer_size=_DEFER_BYTES)
     try:
         with _quiet_pydicom():
+            _convert_elements(ds, path)
             return _header_dict(ds)
+    except FusionError:
+        raise
     except RecursionError as exc:
         raise CorruptFileError(f"{path}: DICOM sequences nested too deeply") from exc
+    except _conversion_errors() as exc:
+        raise CorruptFileError(f"{path}: inconsistent DICOM attributes ({_short(exc)})") from exc
 
 
 def _header_dict(ds) -> dict:
@@ -300,8 +306,14 @@ def read_image(
         try:
             with _quiet_pydicom():
                 image = _read_dicom(path, spacing_mm, us_region, decode=decode)
+        except FusionError:
+            raise
         except RecursionError as exc:  # sequences are parsed lazily, when first used
             raise CorruptFileError(f"{path}: DICOM sequences nested too deeply") from exc
+        except _conversion_errors() as exc:
+            raise CorruptFileError(
+                f"{path}: inconsistent DICOM attributes ({_short(exc)})"
+            ) from exc
     else:
         image = _read_plain(path, spacing_mm=spacing_mm, modality=modality, decode=decode)
     if require_spacing:
@@ -443,8 +455,53 @@ def _plain_header_array(reader) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+def _conversion_errors() -> tuple[type[BaseException], ...]:
+    """Failures of pydicom's lazy value conversion, or of our reading of those values.
+
+    On a hostile file the file is at fault, never the program. (A function: pydicom is
+    imported only when a DICOM file is read.)
+    """
+    from pydicom.errors import BytesLengthException
+
+    return (
+        BytesLengthException,
+        NotImplementedError,
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        struct.error,
+        EOFError,
+    )
+
+
+def _convert_elements(ds, path: Path) -> None:
+    """Convert every element read (not the deferred ones) now, naming one that fails.
+
+    pydicom converts raw bytes to values when first used; a corrupt value would otherwise
+    fail somewhere deep in the reader with a message that names nothing.
+    """
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag, keep_deferred=True)
+        if tag in _PIXEL_TAGS or (raw is not None and getattr(raw, "value", 0) is None):
+            continue  # pixel data and deferred values stay on disk
+        try:
+            elem = ds[tag]
+        except _conversion_errors() as exc:
+            raise CorruptFileError(f"{path}: element {tag} unreadable ({_short(exc)})") from exc
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert_elements(item, path)
+
+
 def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image:
     ds = _dcmread(path, defer_size=_DEFER_BYTES)
+    _convert_elements(ds, path)
     sop = str(ds.get("SOPClassUID", ""))
     if sop.startswith(_SR_PREFIX):
         raise NotAnImageError(
@@ -909,6 +966,14 @@ def _num(value) -> float | None:
     return out if np.isfinite(out) else None
 
 
+def _code(value) -> int:
+    """An enumerated US value as int; 0 (unknown) when absent, multi-valued or junk."""
+    number = _num(value) if not isinstance(value, (list, tuple)) else None
+    if type(value).__name__ == "MultiValue" and len(value) != 1:
+        return 0
+    return int(number) if number is not None and number == int(number) else 0
+
+
 def _as_list(value) -> list:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return list(value)
@@ -975,8 +1040,8 @@ def _us_regions(ds, notes: list[str]) -> list[UltrasoundRegion]:
         except (AttributeError, TypeError, ValueError):
             notes.append(f"ultrasound region {i} has no usable bounds; ignored")
             continue
-        ux = int(item.get("PhysicalUnitsXDirection", 0) or 0)
-        uy = int(item.get("PhysicalUnitsYDirection", 0) or 0)
+        ux = _code(item.get("PhysicalUnitsXDirection"))
+        uy = _code(item.get("PhysicalUnitsYDirection"))
         dx = _num(item.get("PhysicalDeltaX"))
         dy = _num(item.get("PhysicalDeltaY"))
         ref_x = _num(item.get("ReferencePixelX0")) or 0.0
@@ -992,8 +1057,8 @@ def _us_regions(ds, notes: list[str]) -> list[UltrasoundRegion]:
                 # DICOM stores the reference pixel relative to the region's corner.
                 reference_x=x0 + ref_x,
                 reference_y=y0 + ref_y,
-                spatial_format=int(item.get("RegionSpatialFormat", 0) or 0),
-                data_type=int(item.get("RegionDataType", 0) or 0),
+                spatial_format=_code(item.get("RegionSpatialFormat")),
+                data_type=_code(item.get("RegionDataType")),
             )
         )
     return regions

@@ -535,3 +535,48 @@ def test_a_fifo_named_dcm_is_refused_without_blocking(tmp_path):
     for reader in (read_header, read_image):
         with pytest.raises(InputError, match=r"pipe\.dcm: not a regular file"):
             reader(fifo)
+
+
+def test_mutated_headers_fail_only_as_bad_input(tmp_path):
+    # Byte flips and truncations of valid files: every reader either reads the file or
+    # raises its input error (exit 2), never a pydicom or Python error (seen: a UL of odd
+    # length, an unknown VR, a multi-valued enumeration, each an "internal error").
+    import random
+
+    sources = [
+        _jpeg_cine(tmp_path / "cine.dcm", frames=3),
+        make_dicom(
+            tmp_path / "xa.dcm",
+            frames=2,
+            ImagerPixelSpacing=[0.3, 0.3],
+            DistanceSourceToDetector=1000,
+            DistanceSourceToPatient=700,
+            ShutterShape="RECTANGULAR",
+            ShutterLeftVerticalEdge=1,
+            ShutterRightVerticalEdge=9,
+            ShutterUpperHorizontalEdge=1,
+            ShutterLowerHorizontalEdge=7,
+        ),
+    ]
+    readers = (
+        read_header,
+        read_image,
+        lambda p: read_image(p, decode=False),
+        read_image_dose_tags,
+    )
+    rng = random.Random(13)
+    target = tmp_path / "mutant.dcm"
+    for _ in range(120):
+        data = bytearray(rng.choice(sources).read_bytes())
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(200, len(data))]
+        for _ in range(rng.randint(1, 12)):
+            data[rng.randrange(132, min(len(data), 1500))] = rng.randrange(256)
+        target.write_bytes(bytes(data))
+        for reader in readers:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    reader(target)
+            except (InputError, DoseInputError):
+                pass
