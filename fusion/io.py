@@ -481,22 +481,21 @@ def _conversion_errors() -> tuple[type[BaseException], ...]:
 
 
 def _convert_elements(ds, path: Path) -> None:
-    """Convert every element read (not the deferred ones) now, naming one that fails.
+    """Convert the top-level elements read (not deferred ones) now, naming one that fails.
 
     pydicom converts raw bytes to values when first used; a corrupt value would otherwise
-    fail somewhere deep in the reader with a message that names nothing.
+    fail somewhere deep in the reader with a message that names nothing. Sequence items
+    are left to convert when used (a dose SR holds tens of thousands of them); a failure
+    there is still reported as a corrupt file by the callers.
     """
     for tag in list(ds.keys()):
         raw = ds.get_item(tag, keep_deferred=True)
         if tag in _PIXEL_TAGS or (raw is not None and getattr(raw, "value", 0) is None):
             continue  # pixel data and deferred values stay on disk
         try:
-            elem = ds[tag]
+            ds[tag]
         except _conversion_errors() as exc:
             raise CorruptFileError(f"{path}: element {tag} unreadable ({_short(exc)})") from exc
-        if elem.VR == "SQ":
-            for item in elem.value:
-                _convert_elements(item, path)
 
 
 def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image:
