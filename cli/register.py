@@ -139,6 +139,7 @@ def register(
     )
     from fusion.errors import InputError
     from registration import RegistrationError, RegistrationOptions
+    from registration.errors import StartTransformError
 
     target = out_dir / "transform.json"
     _check_target(target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform])
@@ -177,6 +178,8 @@ def register(
             initial=initial,
             plane_faces_detector=plane_faces_detector,
         )
+    except StartTransformError as exc:
+        raise StartTransformError(f"{init_transform or 'the start'}: {exc}") from exc
     except (RegistrationError, InputError) as exc:
         # Name the pair: a batch script's log then says which files failed, and why.
         raise type(exc)(

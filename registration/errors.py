@@ -7,6 +7,7 @@ __all__ = [
     "IllPosedGeometryError",
     "ConvergenceError",
     "LandmarkInputError",
+    "StartTransformError",
 ]
 
 
@@ -28,3 +29,7 @@ class LandmarkInputError(RegistrationError, ValueError):
     Too few pairs for the model, non-finite or absurd coordinates, bad weights,
     degenerate (coincident or collinear) or mutually inconsistent points.
     """
+
+
+class StartTransformError(IllPosedGeometryError):
+    """A given starting transform maps the moving field implausibly (scale, horizon)."""

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConvergenceError, IllPosedGeometryError, RegistrationError
+from .errors import (
+    ConvergenceError,
+    IllPosedGeometryError,
+    LandmarkInputError,
+    RegistrationError,
+    StartTransformError,
+)
 from .landmarks import LandmarkFit, fit_landmarks, fit_model
 from .metrics import Metric, MetricContext, metric_cost
 from .preprocess import (
@@ -323,6 +329,7 @@ def _register_core(
     window = None  # fixed-pixel shift into the refinement window, when one is used
 
     if metric is not None:
+        _check_start(start, ext, from_landmarks=lm_fit is not None)
         scale = quantised_scale(float(np.mean(Transform(start).local_scales(np.array([center])))))
         f_feat, m_feat = preprocess_pair(
             fixed,
@@ -822,6 +829,38 @@ def _global_search(
     if progress is not None:
         progress(-1, len(hs), float(best[0]))
     return best[1], best[2], info
+
+
+#: Local scales (fixed px per moving px) an intensity refinement may start from: the
+#: smoothing follows the scale, and a start of 1e-9 blurred for minutes.
+START_SCALE_RANGE = (0.02, 50.0)
+
+
+def _check_start(h, ext, *, from_landmarks: bool) -> None:
+    """Refuse a start that maps the moving field implausibly before any image work.
+
+    Raises
+    ------
+    LandmarkInputError
+        The start is the landmark fit.
+    StartTransformError
+        The start was given: its horizon crosses the moving field, or its local scale
+        is outside :data:`START_SCALE_RANGE`.
+    """
+    x0, x1, y0, y1 = (float(v) for v in ext[:4])
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    w = np.hstack([corners, np.ones((4, 1))]) @ h[2]
+    err = LandmarkInputError if from_landmarks else StartTransformError
+    what = "the landmark fit" if from_landmarks else "the starting transform"
+    if not (np.all(w > 0) or np.all(w < 0)):
+        raise err(f"{what} puts its horizon across the ultrasound field (points map to infinity)")
+    scales = Transform(h).local_scales(corners)
+    lo, hi = START_SCALE_RANGE
+    if not (scales.min() >= lo and scales.max() <= hi):
+        raise err(
+            f"{what} scales the ultrasound field by {scales.min():.3g}..{scales.max():.3g} "
+            f"fluoroscopy px per ultrasound px (plausible: {lo:g}..{hi:g})"
+        )
 
 
 def _select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit, opts):

@@ -515,3 +515,36 @@ def test_a_transform_json_over_the_size_cap_is_refused(tmp_path, monkeypatch):
     path.write_text(" " * (2**20 + 1))
     with pytest.raises(InputError, match="larger than 1 MiB; not a transform file"):
         read_transform_json(path)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "match"),
+    [
+        ([[1e-9, 0, 0], [0, 1e-9, 0], [0, 0, 1]], "scales the ultrasound field by 1e-09..1e-09"),
+        ([[60, 0, 0], [0, 60, 0], [0, 0, 1]], "(plausible: 0.02..50)"),
+        ([[1, 0, 0], [0, 1, 0], [0.01, 0, -2]], "puts its horizon across the ultrasound field"),
+    ],
+)
+def test_an_implausible_start_is_refused_before_any_image_work(case, tmp_path, matrix, match):
+    # A start of scale 1e-9 made the smoothing run for more than five minutes.
+    start = tmp_path / "start.json"
+    start.write_text(
+        json.dumps({"schema": "hybridfuse.transform/1", "moving_to_fixed_pixel": matrix})
+    )
+    args = ["--init-transform", str(start), "--metric", "lc2"]
+    result = _register(case, tmp_path / "reg", *args)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert f"{start}: " in line and "the starting transform" in line and match in line
+
+
+def test_landmarks_implying_an_implausible_scale_are_refused_with_a_metric(case, tmp_path):
+    path = tmp_path / "tiny.csv"
+    rows = [(100, 100), (400, 120), (380, 400), (120, 380), (250, 250)]
+    path.write_text(HEADER + "\n" + "".join(
+        f"p{i},{x},{y},{200 + x * 1e-3},{200 + y * 1e-3}\n" for i, (x, y) in enumerate(rows)
+    ))  # fmt: skip
+    result = _register(case, tmp_path / "reg", "--landmarks", str(path), "--metric", "lc2")
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert f"{path}: the landmark fit scales the ultrasound field" in line
