@@ -232,6 +232,17 @@ def test_demo_refuses_an_input_folder_and_a_link(sandbox, monkeypatch):
         assert "Traceback" not in r.output and "internal error" not in r.output
 
 
+def test_case_ids_reach_the_terminal_escaped(sandbox, monkeypatch):
+    monkeypatch.setattr(fusion.batch, "run_case", fake_run_case)
+    ids = ["esc\x1b[31mred", "bell\x07", "cr\roverwrite"]
+    manifest = write_manifest(sandbox / "m.csv", sandbox / "inputs" / "B", ids)
+    r = CliRunner().invoke(cli, ["batch", str(manifest), "--out", str(sandbox / "out")])
+    assert r.exit_code == 1, r.output
+    failures = [ln for ln in r.output.split("\n") if ln.startswith("hybridfuse: case")]
+    assert len(failures) == 3 and not set("".join(failures)) & {"\x1b", "\x07", "\r"}
+    assert "esc\\x1b[31mred" in failures[0]
+
+
 # --- faults ------------------------------------------------------------------------------------
 
 
@@ -400,6 +411,7 @@ def test_batch_never_touches_anything_outside_out(tmp_path_factory, monkeypatch,
     before = snapshot(sandbox, skip=skip)
     r = CliRunner().invoke(cli, ["batch", str(manifest), "--out", str(out)])
     assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert not set(r.output) & {"\x1b", "\x07", "\x00"}  # ids reach the terminal escaped
     assert snapshot(sandbox, skip=skip) == before
     if not OUTS[where]:
         assert r.exit_code == 2, r.output
