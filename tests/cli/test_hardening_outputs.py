@@ -224,6 +224,15 @@ def test_fuse_refuses_a_bad_out_before_reading(sandbox, monkeypatch, where):
     assert snapshot(sandbox) == before
 
 
+def test_synth_overwrite_replaces_only_its_own_folders(sandbox):
+    before = snapshot(sandbox)
+    for where in ("victim", "link", "inputs"):
+        r = CliRunner().invoke(cli, ["synth", "--out", str(sandbox / where), "--overwrite"])
+        assert r.exit_code == 2, r.output
+        one_clean_line(r.output)
+    assert snapshot(sandbox) == before
+
+
 def test_demo_refuses_an_input_folder_and_a_link(sandbox, monkeypatch):
     monkeypatch.setattr(fusion.pipeline, "run_case", lambda *a, **k: pytest.fail("work"))
     for out in (sample_case(), sample_case().parent, sandbox / "link", sandbox / ("x" * 300)):
