@@ -476,6 +476,7 @@ def _conversion_errors() -> tuple[type[BaseException], ...]:
         AttributeError,
         OverflowError,
         struct.error,
+        zlib.error,
         EOFError,
     )
 

@@ -545,6 +545,7 @@ def test_mutated_headers_fail_only_as_bad_input(tmp_path):
 
     sources = [
         _jpeg_cine(tmp_path / "cine.dcm", frames=3),
+        _deflate_bomb(tmp_path / "deflated.dcm", rows=64, cols=64, frames=2),
         make_dicom(
             tmp_path / "xa.dcm",
             frames=2,
