@@ -201,13 +201,20 @@ def _check_deflated_size(path: Path) -> None:
 
 
 def read_header(path: str | os.PathLike) -> dict:
-    """Identify a DICOM file without decoding pixels.
+    """Identify a DICOM file without decoding pixels (case discovery calls it on every file).
 
     Returns
     -------
     dict
         ``sop_class_uid``, ``sop_class_name``, ``modality``, ``manufacturer``,
         ``model``, ``transfer_syntax``, ``is_image``, ``is_sr``, ``template``.
+
+    Raises
+    ------
+    InputError
+        Only this family: a missing or non-regular file, not DICOM, corrupt or truncated,
+        or a deflated data set that inflates beyond :func:`max_decoded_bytes`. Values
+        longer than 1 MiB are not loaded.
     """
     path = Path(path)
     _require_file(path)
