@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import fixed_option, json_option, moving_option, overwrite_option
+from .options import fixed_option, json_option, moving_option, overwrite_option, report_stale
 
 
 @click.command()
@@ -89,9 +89,10 @@ def fuse(
     # Before any reading: OUT may not be an input or hold one, a link, a file, a
     # read-only place or (even with --overwrite) a folder hybridfuse did not write.
     check_out(out_dir, [fixed_path, moving_path, transform_path], overwrite=overwrite)
+    report_stale(out_dir.parent)
     transform = read_transform_json(transform_path)
     record = json.loads(transform_path.read_text(encoding="utf-8"))
-    fixed = read_image(fixed_path)
+    fixed = read_image(fixed_path).require_min_size()
     moving = read_image(moving_path)
     frame_list = None
     if frames:

@@ -36,13 +36,18 @@ def configure_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries' own logs and warnings (pydicom's decoder tracebacks, Numba, PIL, dask)
-    # reach the terminal only with -vv: their content is said once, in our error line.
+    # reach the terminal only with -vv: their content is said once, in our error line. A
+    # filter on our handler, not logger levels, since pydicom resets its level on import.
     logging.captureWarnings(True)
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
+    if verbosity < 2:
+        handler.addFilter(_not_from_libraries)
 
 
 _NOISY_LOGGERS = ("pydicom", "numba", "PIL", "distributed", "matplotlib", "py.warnings", "imageio")
+
+
+def _not_from_libraries(record: logging.LogRecord) -> bool:
+    return not record.name.startswith(_NOISY_LOGGERS)
 
 
 class _OneLineFormatter(logging.Formatter):

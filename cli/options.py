@@ -60,3 +60,26 @@ def spacing_type(value: str | None) -> tuple[float, float] | None:
     if len(nums) != 2 or min(nums) <= 0:
         raise click.BadParameter(f"expected two positive numbers ROW_MM,COL_MM, got {value!r}")
     return (nums[0], nums[1])
+
+
+def report_stale(folder: Path) -> list[str]:
+    """Remove what runs that died left in ``folder`` and say so in one line on stderr."""
+    from dose._safeio import clean_stale
+
+    removed = clean_stale(folder)
+    say_stale(folder, removed)
+    return removed
+
+
+def say_stale(folder: Path, removed: list[str]) -> None:
+    """One line on stderr naming the leftovers of interrupted runs that were removed."""
+    from dose._safeio import terminal_text
+
+    if removed:
+        click.echo(
+            terminal_text(
+                f"hybridfuse: removed {len(removed)} leftover(s) of interrupted runs in "
+                f"{folder}: {', '.join(removed)}"
+            ),
+            err=True,
+        )

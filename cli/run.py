@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from .options import EXIT_FAILURE, EXIT_OK, json_option, overwrite_option
+from .options import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    json_option,
+    overwrite_option,
+    report_stale,
+    say_stale,
+)
 
 _CONFIG_OPTIONS = [
     click.option(
@@ -76,7 +83,7 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
     from fusion.pipeline import case_from_folder, check_out, run_case
 
     check_out(out_dir, [case], overwrite=overwrite)  # before any work
-    _clean_stale(out_dir.parent)
+    report_stale(out_dir.parent)
     config = _config(config_path, **opts)
     spec = case_from_folder(case)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
@@ -88,27 +95,6 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
         progress=None if quiet else lambda m: click.echo(f"  {m}", err=True),
     )
     _report(summary, out_dir, as_json)
-
-
-def _clean_stale(folder: Path) -> None:
-    """Remove what runs that died left in ``folder``, and say so in one line."""
-    from dose._safeio import clean_stale
-
-    removed = clean_stale(folder)
-    if removed:
-        _clean_stale_said(folder, removed)
-
-
-def _clean_stale_said(folder: Path, removed: list[str]) -> None:
-    from dose._safeio import terminal_text
-
-    click.echo(
-        terminal_text(
-            f"hybridfuse: removed {len(removed)} leftover(s) of interrupted runs in "
-            f"{folder}: {', '.join(removed)}"
-        ),
-        err=True,
-    )
 
 
 def _report(summary, out_dir, as_json):
@@ -167,7 +153,7 @@ def demo(ctx, out_dir, as_json):
                 f"{out_dir} exists and is not a previous demo; choose another --out"
             )
     check_out(out_dir, [sample_case()], overwrite=True)
-    _clean_stale(out_dir.parent)
+    report_stale(out_dir.parent)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     spec = case_from_folder(sample_case(), SAMPLE_CASE)
     summary = run_case(
@@ -249,7 +235,7 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
         problems=problems,
         progress=progress,
         inputs=[manifest],
-        on_stale=lambda removed: _clean_stale_said(out_dir, removed),
+        on_stale=lambda removed: say_stale(out_dir, removed),
     )
     failed = [r for r in rows if r["status"] == "failed"]
     if as_json:

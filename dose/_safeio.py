@@ -154,13 +154,13 @@ def atomic_directory(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
     (it holds :data:`OWNER_MARK`). Links are never followed. On any exception the
     temporary folder is removed and ``out_dir`` is left as it was; a process killed
     outright leaves only a ``.NAME.partial-PID-*`` folder, which :func:`clean_stale`
-    removes at the next start.
+    removes when a command next starts there (not here: a batch would rescan its root
+    once per case).
     """
     out_dir = Path(out_dir)
     check_out_target(out_dir, overwrite)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(out_dir.parent)
         tmp = Path(
             tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{_tag()}-", dir=out_dir.parent)
         )
@@ -234,19 +234,25 @@ def check_out_separate(out_dir: str | os.PathLike, inputs: Iterable[str | os.Pat
             )
 
 
-_CASE_ID = re.compile(r"[\w][\w.+\-]{0,127}")
+_CASE_ID = re.compile(r"[\w][\w.+\- ]{0,127}")
 
 
 def check_case_id(case_id: str) -> str:
     """Return ``case_id`` if it is a safe folder name, else raise :class:`UnsafeOutputError`.
 
-    Letters, digits, ``_``, ``.``, ``+``, ``-``; starts with a letter, digit or ``_``;
-    at most 128 characters: no separators, no ``.``/``..``, no absolute paths.
+    Letters, digits, ``_``, ``.``, ``+``, ``-`` and inner spaces; starts with a letter,
+    digit or ``_``; at most 128 characters: no separators, no ``.``/``..``, no absolute
+    paths, no trailing dot or space (which some file systems drop).
     """
-    if not isinstance(case_id, str) or not _CASE_ID.fullmatch(case_id) or case_id.endswith("."):
+    if (
+        not isinstance(case_id, str)
+        or not _CASE_ID.fullmatch(case_id)
+        or case_id.endswith((".", " "))
+    ):
         raise UnsafeOutputError(
             f"case_id {terminal_text(repr(case_id))} is not a safe folder name "
-            "(letters, digits, _ . + -, starting with a letter, digit or _, at most 128)"
+            "(letters, digits, _ . + - and inner spaces, starting with a letter, digit or _, "
+            "at most 128)"
         )
     return case_id
 

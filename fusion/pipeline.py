@@ -322,7 +322,7 @@ def run_case(
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
         say("reading images")
-        fluoro = [read_image(p) for p in spec.fluoro]
+        fluoro = [read_image(p).require_min_size() for p in spec.fluoro]
         us = read_image(spec.ultrasound[0])
         timings["io_s"] = time.perf_counter() - t
 

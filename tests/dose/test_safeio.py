@@ -155,7 +155,7 @@ def test_unsafe_case_ids_refused(cid):
 
 
 def test_safe_case_ids_and_their_collisions():
-    for cid in ("c1", "case_001", "Patient-7.b", "fall+winter", "ß1"):
+    for cid in ("c1", "case_001", "Patient-7.b", "fall+winter", "ß1", "Case 01"):
         assert check_case_id(cid) == cid
     assert case_key("Case1") == case_key("case1")
     assert case_key("ﬁle") == case_key("file")  # NFKC: the ligature is the same name
