@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from .options import fixed_option, json_option, moving_option, overwrite_option, report_stale
+from .options import (
+    fixed_option,
+    json_option,
+    moving_option,
+    overwrite_option,
+    report_stale,
+    uid_map_option,
+)
 
 
 @click.command()
@@ -52,8 +59,11 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     help="Also write registration.dcm (Spatial Registration; rigid/similarity/affine).",
 )
 @click.option(
-    "--include-phi", is_flag=True, help="Keep the patient's name and ID in the DICOM output."
+    "--include-phi",
+    is_flag=True,
+    help="Keep the patient's name, ID, dates and the source UIDs in the DICOM output.",
 )
+@uid_map_option
 @overwrite_option
 @json_option
 @click.pass_context
@@ -72,6 +82,7 @@ def fuse(
     dicom,
     registration_dicom,
     include_phi,
+    uid_map,
     overwrite,
     as_json,
 ):
@@ -127,6 +138,7 @@ def fuse(
             video=video,
             dicom=dicom,
             include_phi=include_phi,
+            uid_map=uid_map,
             registration_dicom=registration_dicom,
             overwrite=overwrite,
             transform_frames=(

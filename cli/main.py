@@ -69,7 +69,11 @@ def exit_code_for(exc: BaseException) -> int:
     from dose._safeio import UnsafeOutputError
     from dose.errors import DoseError, DoseInputError
     from fusion.errors import FusionError, InputError
-    from registration.errors import IllPosedGeometryError, RegistrationError
+    from registration.errors import (
+        IllPosedGeometryError,
+        LandmarkInputError,
+        RegistrationError,
+    )
 
     if isinstance(
         exc,
@@ -80,6 +84,7 @@ def exit_code_for(exc: BaseException) -> int:
             FileExistsError,
             FileNotFoundError,
             IllPosedGeometryError,
+            LandmarkInputError,
         ),
     ):
         return EXIT_BAD_INPUT

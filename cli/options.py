@@ -41,6 +41,11 @@ moving_option = click.option(
     type=click.Path(path_type=Path),
     help="Ultrasound file (DICOM US, or an image).",
 )
+UID_MAP_HELP = (
+    "Also write uid_map.csv: each source UID and the new UID that replaced it in the DICOM "
+    "outputs (it re-identifies them; keep it apart). Ignored with --include-phi."
+)
+uid_map_option = click.option("--uid-map", "uid_map", is_flag=True, help=UID_MAP_HELP)
 overwrite_option = click.option(
     "--overwrite", is_flag=True, help="Replace existing outputs (refused otherwise)."
 )

@@ -143,7 +143,7 @@ def register(
 
     target = out_dir / "transform.json"
     _check_target(target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform])
-    fixed = read_image(fixed_path)
+    fixed = read_image(fixed_path).require_min_size()
     moving = read_image(moving_path, spacing_mm=spacing_type(us_spacing_mm), require_spacing=False)
     landmarks = read_landmarks_csv(landmarks_path) if landmarks_path else None
     opts = RegistrationOptions(

@@ -12,6 +12,7 @@ import click
 from .options import (
     EXIT_FAILURE,
     EXIT_OK,
+    UID_MAP_HELP,
     json_option,
     overwrite_option,
     report_stale,
@@ -39,6 +40,7 @@ _CONFIG_OPTIONS = [
     click.option("--video", default=None, type=click.Choice(["mp4", "gif", "none"])),
     click.option("--procedure", default=None, help="Procedure type for the dose report."),
     click.option("--region", default=None, help="Body region for the dose report."),
+    click.option("--uid-map", is_flag=True, default=None, help=UID_MAP_HELP),
     click.option(
         "--include-phi",
         is_flag=True,

@@ -16,7 +16,11 @@ from dose._safeio import atomic_file
 
 from .errors import FusionError
 
-__all__ = ["write_png", "write_gif", "write_mp4"]
+__all__ = ["GIF_MAX_FRAMES", "write_png", "write_gif", "write_mp4"]
+
+#: A GIF holds at most this many frames (evenly spaced, each shown for as long as the
+#: frames it stands for): Pillow keeps every frame of a GIF in memory while writing.
+GIF_MAX_FRAMES = 100
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray, compress_level: int = 1) -> Path:
@@ -31,22 +35,26 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, compress_level: int = 1)
     return path
 
 
-def write_gif(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -> Path:
-    """Looping animated GIF (for short previews)."""
+def write_gif(path: str | os.PathLike, frames, fps: float) -> int:
+    """Looping animated GIF (for short previews); returns the frame step it kept.
+
+    At most :data:`GIF_MAX_FRAMES` frames, every ``step``-th, so the clip keeps its length.
+    """
     from PIL import Image
 
     path = Path(path)
-    images = [Image.fromarray(f) for f in frames]
+    step = max(1, -(-len(frames) // GIF_MAX_FRAMES))
+    images = [Image.fromarray(frames[k]) for k in range(0, len(frames), step)]
     with atomic_file(path) as tmp:
         images[0].save(
             tmp,
             format="GIF",
             save_all=True,
             append_images=images[1:],
-            duration=int(round(1000.0 / max(fps, 0.1))),
+            duration=int(round(1000.0 * step / max(fps, 0.1))),
             loop=0,
         )
-    return path
+    return step
 
 
 def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -> Path:

@@ -45,7 +45,7 @@ from ._image import Image
 from .blend import BlendMode, blend
 from .dicom_out import case_pseudonym, write_fused_sc
 from .errors import InputError
-from .export import write_gif, write_mp4, write_png
+from .export import GIF_MAX_FRAMES, write_gif, write_mp4, write_png
 from .viewer import MAX_BYTES, MAX_FRAMES, ViewerFrames, render_viewer
 
 __all__ = ["check_transform", "pair_frames", "fuse_images"]
@@ -397,12 +397,15 @@ def fuse_images(
     transform_source: str | os.PathLike | None = None,
     viewer_max_frames: int = MAX_FRAMES,
     viewer_max_bytes: int = MAX_BYTES,
+    uid_map: bool = False,
 ) -> dict:
     """Write fused_NNN.png, a video, viewer.html, fused_sc.dcm and fuse.json to ``out_dir``.
 
     ``transform_source`` (the transform's file) names the culprit when the transform is
     refused by :func:`check_transform` and is recorded in ``fuse.json``;
     ``viewer_max_frames``/``viewer_max_bytes`` bound what ``viewer.html`` embeds.
+    ``uid_map`` also writes ``uid_map.csv`` (source UID -> de-identified UID of the DICOM
+    outputs), which re-identifies them: only when asked, never with ``include_phi``.
     Returns the ``fuse.json`` record.
     """
     out_dir = Path(out_dir)
@@ -424,6 +427,7 @@ def fuse_images(
     opts = {"mode": mode, "opacity": opacity, "colormap": colormap, "order": order}
     t0 = time.perf_counter()
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        map_path = tmp / "uid_map.csv" if uid_map and not include_phi else None
         viewer = ViewerFrames(len(pairs), viewer_max_frames, viewer_max_bytes)
         spool = FrameSpool(tmp)
         try:
@@ -431,7 +435,7 @@ def fuse_images(
             fuse_time = time.perf_counter() - t0
             written, label = _write_products(
                 tmp, spool, viewer, fixed, moving, pairs, landmarks, video, dicom,
-                include_phi, f"blend mode {mode.value}, opacity {opacity:g}",
+                include_phi, f"blend mode {mode.value}, opacity {opacity:g}", map_path,
             )  # fmt: skip
         finally:
             spool.close()
@@ -439,9 +443,16 @@ def fuse_images(
             from .registration_dicom import write_registration_dicom
 
             write_registration_dicom(
-                tmp / "registration.dcm", transform, fixed, moving, include_phi=include_phi
+                tmp / "registration.dcm",
+                transform,
+                fixed,
+                moving,
+                include_phi=include_phi,
+                uid_map=map_path,
             )
             written.append("registration.dcm")
+        if map_path is not None and map_path.is_file():
+            written.append(map_path.name)
         summary = _json_safe(
             {
                 "schema": "hybridfuse.fuse/1",
@@ -474,15 +485,20 @@ def fuse_images(
 
 
 def _write_products(
-    tmp, spool, viewer, fixed, moving, pairs, landmarks, video, dicom, include_phi, how
+    tmp, spool, viewer, fixed, moving, pairs, landmarks, video, dicom, include_phi, how, uid_map
 ) -> tuple[list[str], str]:
     """Video, viewer.html and fused_sc.dcm from the spooled frames; (names, case label)."""
     t_first = fixed.frame_times_s[pairs[0][0]]
     times = [float(fixed.frame_times_s[i] - t_first) for i, _, _ in pairs]
     fps = _frame_rate(times)
     written = [f"fused_{k:03d}.png" for k in range(len(pairs))]
+    if video == "mp4":
+        write_mp4(tmp / "fused.mp4", spool, fps)
+    elif video == "gif":
+        step = write_gif(tmp / "fused.gif", spool, fps)
+        if step > 1:
+            how = f"{how}; fused.gif shows every {step}th frame (at most {GIF_MAX_FRAMES})"
     if video != "none":
-        (write_mp4 if video == "mp4" else write_gif)(tmp / f"fused.{video}", spool, fps)
         written.append(f"fused.{video}")
     label = case_pseudonym(fixed.uids.get("study") or moving.uids.get("study"))
     iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
@@ -497,12 +513,12 @@ def _write_products(
     write_text(tmp / "viewer.html", html)
     written.append("viewer.html")
     if dicom:
-        _write_dicom(tmp, spool, fixed, moving, fps, include_phi, how)
+        _write_dicom(tmp, spool, fixed, moving, fps, include_phi, how, uid_map)
         written.append("fused_sc.dcm")
     return written, label
 
 
-def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how) -> None:
+def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how, uid_map) -> None:
     import pydicom
 
     headers = [
@@ -520,4 +536,5 @@ def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how) -> None:
         include_phi=include_phi,
         burned_in=False,
         description=f"Ultrasound registered onto fluoroscopy (homography), {how}",
+        uid_map=uid_map,
     )

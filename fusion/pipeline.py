@@ -94,6 +94,7 @@ class RunConfig:
     video: str = "mp4"
     dicom: bool = True
     include_phi: bool = False
+    uid_map: bool = False
     procedure: str | None = None
     region: str | None = None
     seed: int = 0
@@ -369,7 +370,16 @@ def run_case(
                 uj,
             )
         (tmp / "registration").mkdir()
-        record = transform_record(result, fl, us, fixed_frame=fi, moving_frame=uj, tre=tre)
+        record = transform_record(
+            result,
+            fl,
+            us,
+            fixed_frame=fi,
+            moving_frame=uj,
+            tre=tre,
+            include_phi=config.include_phi,
+            sha256=file_hashes,
+        )
         write_transform_json(tmp / "registration" / "transform.json", record)
         timings["registration_s"] = time.perf_counter() - t
 
@@ -393,6 +403,7 @@ def run_case(
             video=config.video,
             dicom=config.dicom,
             include_phi=config.include_phi,
+            uid_map=config.uid_map,
             transform_frames=(fi, uj),
             landmarks=lms,
         )

@@ -4,7 +4,13 @@ Arrays and geometry in, transforms out. Nothing here reads DICOM or imports anot
 hybridfuse package; :mod:`fusion`, the phantom generator and the CLI build on it.
 """
 
-from .errors import ConvergenceError, IllPosedGeometryError, RegistrationError
+from .errors import (
+    ConvergenceError,
+    IllPosedGeometryError,
+    LandmarkInputError,
+    RegistrationError,
+    StartTransformError,
+)
 from .geometry import (
     ConeBeamGeometry,
     ImagePlane,
@@ -24,6 +30,7 @@ __all__ = [
     "ConeBeamGeometry",
     "ConvergenceError",
     "IllPosedGeometryError",
+    "LandmarkInputError",
     "ImagePlane",
     "LandmarkFit",
     "Landmarks",
@@ -34,6 +41,7 @@ __all__ = [
     "RegistrationError",
     "RegistrationOptions",
     "RegistrationResult",
+    "StartTransformError",
     "Transform",
     "TransformModel",
     "apply_homography",

@@ -194,3 +194,37 @@ def test_register_names_a_missing_landmark_file(runner, tmp_path):
     assert result.exit_code == 2
     assert "nope.csv" in result.output
     assert not (tmp_path / "reg" / "transform.json").exists()
+
+
+def test_uid_map_written_only_when_asked(runner, tmp_path):
+    import csv
+
+    import pydicom
+
+    from testdata import sample_case
+
+    reg = tmp_path / "reg"
+    args = _register_args("--metric", "none", "--model", "affine", "--out", str(reg))
+    assert runner.invoke(cli, args).exit_code == 0
+    case = sample_case()
+    fixed = case / "fluoro_run02_confirm_lateral.dcm"
+    fuse = ["fuse", "--fixed", str(fixed), "--moving", str(case / "us_clip.dcm")]
+    fuse += ["--transform", str(reg / "transform.json"), "--video", "none", "--frames", "0"]
+    plain = runner.invoke(cli, [*fuse, "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert not (tmp_path / "plain" / "uid_map.csv").exists()
+    mapped = runner.invoke(
+        cli, [*fuse, "--registration-dicom", "--uid-map", "--out", str(tmp_path / "m")]
+    )
+    assert mapped.exit_code == 0, mapped.output
+    with open(tmp_path / "m" / "uid_map.csv", newline="") as fh:
+        rows = {r["source_uid"]: r["deidentified_uid"] for r in csv.DictReader(fh)}
+    study = pydicom.dcmread(fixed, stop_before_pixels=True).StudyInstanceUID
+    sc = pydicom.dcmread(tmp_path / "m" / "fused_sc.dcm", stop_before_pixels=True)
+    assert rows[study] == sc.StudyInstanceUID != study
+    assert "uid_map.csv" in json.loads((tmp_path / "m" / "fuse.json").read_text())["outputs"]
+    with_phi = runner.invoke(
+        cli, [*fuse, "--uid-map", "--include-phi", "--out", str(tmp_path / "p")]
+    )
+    assert with_phi.exit_code == 0, with_phi.output
+    assert not (tmp_path / "p" / "uid_map.csv").exists()
