@@ -121,21 +121,47 @@ def _children(item) -> list:
     return list(item.get("ContentSequence", []) or [])
 
 
+#: Deepest content-tree nesting read. TID 10001 is 4-5 levels deep; vendors' private trees
+#: a few more. Deeper trees are refused rather than walked without bound.
+MAX_SR_DEPTH = 64
+
+
+class _TooDeep(Exception):
+    """A content tree nested deeper than :data:`MAX_SR_DEPTH` (named with its file later)."""
+
+
 def _dose_containers(item):
     """Accumulated-dose and irradiation-event containers at any depth (not inside one)."""
-    for child in _children(item):
+    stack = [(iter(_children(item)), 1)]
+    while stack:
+        children, depth = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
         code = _concept(child)
         if _is(code, ACCUMULATED) or _is(code, EVENT):
             yield child
         else:
-            yield from _dose_containers(child)
+            if depth >= MAX_SR_DEPTH:
+                raise _TooDeep()
+            stack.append((iter(_children(child)), depth + 1))
 
 
 def _walk(item):
-    """Yield every descendant content item, depth first."""
-    for child in _children(item):
+    """Yield every descendant content item, depth first, iteratively and to a bounded depth."""
+    stack = [(iter(_children(item)), 1)]
+    while stack:
+        children, depth = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
         yield child
-        yield from _walk(child)
+        if "ContentSequence" in child:
+            if depth >= MAX_SR_DEPTH:
+                raise _TooDeep()
+            stack.append((iter(_children(child)), depth + 1))
 
 
 @dataclass
@@ -247,7 +273,12 @@ def read_rdsr(path: str | os.PathLike) -> DoseRecord:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Invalid value for VR")
-        return _read_rdsr(path)
+        try:
+            return _read_rdsr(path)
+        except (_TooDeep, RecursionError) as exc:
+            raise DoseInputError(
+                f"{path}: content tree nested deeper than {MAX_SR_DEPTH} levels; refused"
+            ) from exc
 
 
 def _read_rdsr(path: str | os.PathLike) -> DoseRecord:

@@ -299,20 +299,21 @@ def saved_counterfactual(
     }
 
     # --- Monte Carlo -------------------------------------------------------------------
+    # Resampled sums are drawn in chunks from their own stream, so memory stays
+    # O(samples + events) and time O(samples x events) with a small constant.
     rng = np.random.default_rng(seed)
+    boot = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     n = n_samples
+    spread = np.array([_beam_on_spread(e) for e in taps])
+    s_on, s_spread, s_dap, s_kar = _resampled_sums(boot, n, [on, spread, dap, kar])
     if phases and spans is not None and len(on) > 1:
-        idx = rng.integers(0, len(on), size=(n, len(on)))
-        sidx = rng.integers(0, len(spans), size=(n, len(spans)))
-        duty = on[idx].sum(axis=1) / (len(on) * spans[sidx].mean(axis=1))
-        rate_idx = idx
+        (s_span,) = _resampled_sums(boot, n, [spans])
+        duty = s_on / (len(on) * s_span / len(spans))
     elif phases:
         duty = np.full(n, duty_point)
-        rate_idx = rng.integers(0, len(on), size=(n, len(on)))
     else:
         lo, hi = DEFAULT_PROTOCOL["duty_cycle_range"]
         duty = rng.uniform(lo, hi, n)
-        rate_idx = rng.integers(0, len(on), size=(n, len(on)))
     us_t = np.zeros(n)
     for i in us_intervals:
         span = (
@@ -322,20 +323,20 @@ def saved_counterfactual(
         )
         us_t += np.clip(span, 0.0, None) * rng.uniform(*i.guided_fraction, n)
     meter = rng.uniform(1 - DAP_METER_TOLERANCE, 1 + DAP_METER_TOLERANCE, n)
-    # One convention applies to every event of a unit: a shared (systematic) deviation.
-    spread = np.array([_beam_on_spread(e) for e in taps])
-    on_mc = on[None, :] + rng.uniform(-1.0, 1.0, size=(n, 1)) * spread[None, :]
+    # One convention applies to every event of a unit: a shared (systematic) deviation u,
+    # so a sample's beam-on times are on + u * spread and their sums are linear in u.
+    u = rng.uniform(-1.0, 1.0, n)
     # Beam-on uncertainty scales the duty cycle the same way it scales the rates.
-    duty = duty * on_mc.sum(axis=1) / np.sum(on)
+    duty = duty * (np.sum(on) + u * np.sum(spread)) / np.sum(on)
     t_mc = duty * us_t
     samples = {"fluoro_time_s": t_mc}
     if pulse_rate:
         samples["pulses"] = t_mc * pulse_rate
-    on_b = np.take_along_axis(on_mc, rate_idx, axis=1).sum(axis=1)
+    on_b = s_on + u * s_spread
     if dap_rate is not None:
-        samples["dap_gy_cm2"] = t_mc * np.nansum(dap[rate_idx], axis=1) / on_b * meter
+        samples["dap_gy_cm2"] = t_mc * s_dap / on_b * meter
     if kar_rate is not None:
-        samples["ka_r_mgy"] = t_mc * np.nansum(kar[rate_idx], axis=1) / on_b * meter
+        samples["ka_r_mgy"] = t_mc * s_kar / on_b * meter
         if table_transmission is not None:
             lo, hi = table_transmission
             samples["entrance_kerma_mgy"] = samples["ka_r_mgy"] * rng.uniform(lo, hi, n)
@@ -374,6 +375,31 @@ def saved_counterfactual(
         "assumptions": assumptions,
         "flags": flags,
     }
+
+
+#: Elements of one chunk of bootstrap indices (32 MiB of int64).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _resampled_sums(rng, n: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """For each of ``n`` bootstrap resamples of the positions, the (NaN-skipping) sum of each array.
+
+    One resample of indices serves every array, so their sums stay paired. Drawn in
+    chunks of rows: memory O(:data:`_CHUNK_ELEMENTS`), not O(n x len).
+    """
+    m = len(arrays[0])
+    # NaN (not recorded) adds nothing, as in nansum.
+    values = np.nan_to_num(np.stack([np.asarray(x, float) for x in arrays], axis=1), nan=0.0)
+    sums = np.empty((n, len(arrays)))
+    rows = max(1, _CHUNK_ELEMENTS // max(m, 1))
+    for a in range(0, n, rows):
+        r = min(n, a + rows) - a
+        idx = rng.integers(0, m, size=(r, m))
+        idx += np.arange(r)[:, None] * m
+        # How often each position was drawn in each resample, then one matrix product.
+        counts = np.bincount(idx.ravel(), minlength=r * m).reshape(r, m)
+        sums[a : a + r] = counts.astype(float) @ values
+    return list(sums.T)
 
 
 def load_baselines(path: str | os.PathLike | None = None) -> list[dict]:

@@ -389,3 +389,104 @@ def test_concurrent_first_ingests_never_race(synthetic_case, tmp_path):
         "schema": 1,
         "secret": 1,
     }
+
+
+# --- item 4: bounded depth, bounded memory -----------------------------------------------------
+
+
+def _deep_rdsr(case, path, depth):
+    """The synthetic RDSR with a chain of ``depth`` nested containers appended to its tree.
+
+    Written as raw explicit-VR bytes (undefined lengths): pydicom's writer takes minutes.
+    """
+    import struct
+
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+
+    ds = pydicom.dcmread(case / "rdsr.dcm")
+    top = list(ds.ContentSequence)
+    del ds.ContentSequence  # (0040,A730) is the last element, so it can be appended raw
+    buf = DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    known = pydicom.Dataset()
+    known.ContentSequence = top
+    known_buf = DicomBytesIO()
+    known_buf.is_little_endian, known_buf.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(known_buf, known)
+    body = known_buf.getvalue()
+    assert body[:4] == b"\x40\x00\x30\xa7"
+    undefined = struct.pack("<I", 0xFFFFFFFF)
+    sq = b"\x40\x00\x30\xa7SQ\x00\x00" + undefined
+    item = b"\xfe\xff\x00\xe0" + undefined + b"\x40\x00\x40\xa0CS\x0a\x00CONTAINER "
+    item_end = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+    sq_end = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    chain = item + (sq + item) * depth + (item_end + sq_end) * depth + item_end
+    # The known items, then the chain as one more top-level item, in one undefined-length SQ.
+    (length,) = struct.unpack("<I", body[8:12])
+    raw_items = body[12:-8] if length == 0xFFFFFFFF else body[12 : 12 + length]
+    path.write_bytes(buf.getvalue() + sq + raw_items + chain + sq_end)
+    return path
+
+
+def test_sr_nested_3000_deep_is_refused_naming_the_file(synthetic_case, tmp_path):
+    case, _ = synthetic_case
+    path = _deep_rdsr(case, tmp_path / "deep.dcm", 3000)
+    r = _dose("report", "--rdsr", path, "--out", tmp_path / "out")
+    assert r.exit_code == 2, r.output
+    assert "deep.dcm" in r.output and "nested deeper than 64" in r.output
+    assert not (tmp_path / "out").exists()
+    # 60 levels is read (and the chain holds no dose data, so the report is unchanged).
+    r = _dose(
+        "report", "--rdsr", _deep_rdsr(case, tmp_path / "d60.dcm", 60), "--out", tmp_path / "o"
+    )
+    assert r.exit_code == 0, r.output
+
+
+def test_bootstrap_sums_are_chunked_paired_and_seeded(monkeypatch):
+    import numpy as np
+
+    import dose.saved as saved
+
+    x = np.array([1.0, 2.0, np.nan, 4.0])
+    y = np.array([10.0, 20.0, 30.0, 40.0])
+    monkeypatch.setattr(saved, "_CHUNK_ELEMENTS", 8)  # two rows per chunk
+    sx, sy = saved._resampled_sums(np.random.default_rng(5), 7, [x, y])
+    monkeypatch.setattr(saved, "_CHUNK_ELEMENTS", 1 << 22)
+    again = saved._resampled_sums(np.random.default_rng(5), 7, [x, y])
+    assert np.array_equal(sx, again[0]) and np.array_equal(sy, again[1])
+    # Paired: y = 10 x wherever x is known, so each resample's sums agree up to the NaN slot.
+    assert np.all(sy >= 10 * sx - 1e-9) and np.all((sy - 10 * sx) % 30 < 1e-9)
+    idx = np.random.default_rng(5).integers(0, 4, size=(2, 4))
+    assert sx[0] == pytest.approx(np.nansum(x[idx[0]]))
+
+
+def test_counterfactual_memory_is_not_samples_times_events(synthetic_case):
+    import dose.saved as saved
+    from dose.rdsr import read_rdsr
+
+    case, _ = synthetic_case
+    rec = read_rdsr(case / "rdsr.dcm")
+    fluoro = [e for e in rec.events if e.event_type == "fluoroscopy"]
+    # 4,000 taps, spaced as the originals: the old code built several 20,000 x 4,000 arrays.
+    import copy
+    import datetime as dt
+
+    events, t = [], fluoro[0].start
+    for k in range(4000):
+        ev = copy.copy(fluoro[k % len(fluoro)])
+        ev.start = t + dt.timedelta(seconds=5 * k)
+        events.append(ev)
+    rec.events = events
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        cf = saved.saved_counterfactual(rec, [saved.Interval(10.0, 400.0)], n_samples=20000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # One 20,000 x 4,000 float array alone is 640 MB; the chunks keep it near 100 MB.
+    assert peak < 200e6, peak
+    lo, hi = cf["interval_95"]["dap_gy_cm2"]
+    assert lo < cf["point"]["dap_gy_cm2"] < hi
