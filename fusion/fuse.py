@@ -45,7 +45,7 @@ from ._image import Image
 from .blend import BlendMode, blend
 from .dicom_out import case_pseudonym, write_fused_sc
 from .errors import InputError
-from .export import GIF_MAX_FRAMES, write_gif, write_mp4, write_png
+from .export import write_gif, write_mp4, write_png
 from .viewer import MAX_BYTES, MAX_FRAMES, ViewerFrames, render_viewer
 
 __all__ = ["check_transform", "pair_frames", "fuse_images"]
@@ -433,7 +433,7 @@ def fuse_images(
         try:
             _fuse_frames(fixed, moving, transform, pairs, tmp, spool, viewer, opts, progress)
             fuse_time = time.perf_counter() - t0
-            written, label = _write_products(
+            written, label, video_note = _write_products(
                 tmp, spool, viewer, fixed, moving, pairs, landmarks, video, dicom,
                 include_phi, f"blend mode {mode.value}, opacity {opacity:g}", map_path,
             )  # fmt: skip
@@ -474,6 +474,7 @@ def fuse_images(
                 "moving_to_fixed_pixel": transform.matrix.tolist(),
                 "transform_plausibility": plausibility,
                 "viewer": viewer.summary(),
+                "video": {"format": video, "frames": video_note},
                 "fuse_and_write_s": fuse_time,
                 "frames_per_second": len(pairs) / fuse_time if fuse_time > 0 else None,
                 "outputs": written,
@@ -486,18 +487,23 @@ def fuse_images(
 
 def _write_products(
     tmp, spool, viewer, fixed, moving, pairs, landmarks, video, dicom, include_phi, how, uid_map
-) -> tuple[list[str], str]:
-    """Video, viewer.html and fused_sc.dcm from the spooled frames; (names, case label)."""
+) -> tuple[list[str], str, str | None]:
+    """Video, viewer.html and fused_sc.dcm from the spooled frames.
+
+    Returns the names written, the case label and what the video holds.
+    """
     t_first = fixed.frame_times_s[pairs[0][0]]
     times = [float(fixed.frame_times_s[i] - t_first) for i, _, _ in pairs]
     fps = _frame_rate(times)
     written = [f"fused_{k:03d}.png" for k in range(len(pairs))]
+    video_note = "every frame" if video != "none" else None
     if video == "mp4":
         write_mp4(tmp / "fused.mp4", spool, fps)
     elif video == "gif":
         step = write_gif(tmp / "fused.gif", spool, fps)
         if step > 1:
-            how = f"{how}; fused.gif shows every {step}th frame (at most {GIF_MAX_FRAMES})"
+            kept = len(range(0, len(spool), step))
+            video_note = f"{kept} of {len(spool)} frames, one in {step} (a GIF's bound)"
     if video != "none":
         written.append(f"fused.{video}")
     label = case_pseudonym(fixed.uids.get("study") or moving.uids.get("study"))
@@ -515,7 +521,7 @@ def _write_products(
     if dicom:
         _write_dicom(tmp, spool, fixed, moving, fps, include_phi, how, uid_map)
         written.append("fused_sc.dcm")
-    return written, label
+    return written, label, video_note
 
 
 def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how, uid_map) -> None:
