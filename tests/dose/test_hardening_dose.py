@@ -490,3 +490,73 @@ def test_counterfactual_memory_is_not_samples_times_events(synthetic_case):
     assert peak < 200e6, peak
     lo, hi = cf["interval_95"]["dap_gy_cm2"]
     assert lo < cf["point"]["dap_gy_cm2"] < hi
+
+
+# --- item 6: de-identification without --include-phi -------------------------------------------
+
+
+def test_report_has_no_dates_paths_or_uids_without_phi(synthetic_case, tmp_path):
+    import csv
+
+    import pydicom
+
+    case, _ = synthetic_case
+    ds = pydicom.dcmread(case / "rdsr.dcm")
+    date = str(ds.StudyDate)
+    folder = tmp_path / "Doe_John_1950"
+    folder.mkdir()
+    rdsr = folder / "rdsr.dcm"
+    rdsr.write_bytes((case / "rdsr.dcm").read_bytes())
+    out = tmp_path / "out"
+    assert _dose("report", "--rdsr", rdsr, "--out", out).exit_code == 0
+    texts = {p.name: p.read_text() for p in out.iterdir()}
+    iso = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    for name, text in texts.items():
+        assert "Doe_John" not in text, name
+        assert iso not in text and date not in text, name
+    rows = list(csv.DictReader(texts["events.csv"].splitlines()))
+    assert "start_datetime" not in rows[0] and rows[0]["time_from_first_event_s"] == "0.0"
+    assert all(r["event_uid"].startswith("event-") for r in rows)
+    assert '"file": "rdsr.dcm"' in texts["dose.json"]
+    phi = tmp_path / "phi"
+    assert _dose("report", "--rdsr", rdsr, "--out", phi, "--include-phi").exit_code == 0
+    assert "Doe_John" in (phi / "dose.json").read_text()
+    assert iso in (phi / "events.csv").read_text()
+
+
+def test_registry_keeps_keyed_pseudonyms_and_shifted_dates(synthetic_case, tmp_path):
+    import datetime as dt
+
+    import pydicom
+
+    from dose.rdsr import read_rdsr
+    from dose.registry import Registry
+
+    case, _ = synthetic_case
+    ds = pydicom.dcmread(case / "rdsr.dcm")
+    folder = tmp_path / "Doe_John_1950"
+    folder.mkdir()
+    rdsr = folder / "rdsr.dcm"
+    rdsr.write_bytes((case / "rdsr.dcm").read_bytes())
+    db = tmp_path / "r.sqlite"
+    assert _dose("ingest", rdsr, "--db", db).exit_code == 0
+    raw = db.read_bytes()
+    for secret in (ds.StudyInstanceUID, ds.SOPInstanceUID, ds.PatientID, "Doe_John"):
+        assert secret.encode() not in raw, secret
+    assert str(ds.StudyDate).encode() not in raw
+    reg = Registry(db, create=False)
+    (row,) = reg.rows()
+    first = min(e.start for e in read_rdsr(rdsr).events if e.start)
+    shift = first - dt.datetime.fromisoformat(row["start"])
+    assert shift.seconds == 0 and 1 <= shift.days <= 3653  # whole days: times of day kept
+    unsalted = hashlib.sha256(ds.PatientID.encode()).hexdigest()
+    assert row["pseudonym"] == pseudonym(ds.PatientID, reg._key)
+    assert row["pseudonym"] not in unsalted
+    # Another registry has another secret: pseudonyms and shifts cannot be linked.
+    other = tmp_path / "o.sqlite"
+    assert _dose("ingest", rdsr, "--db", other).exit_code == 0
+    assert Registry(other, create=False).rows()[0]["pseudonym"] != row["pseudonym"]
+    # Intervals within a patient are kept.
+    starts = [r[0] for r in reg.db.execute("SELECT start FROM events ORDER BY start")]
+    real = sorted(e.start for e in read_rdsr(rdsr).events if e.start)
+    assert [dt.datetime.fromisoformat(s) + shift for s in starts] == real
