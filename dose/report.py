@@ -470,10 +470,7 @@ def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
     record = json.loads(text)
     outputs = [("dose.json", text), ("events.csv", _events_csv(events, include_phi))]
     if report.get("_t0") is not None:
-        # The viewer page shows each input by name: its file name unless PHI is asked for.
-        shown = dict(record)
-        shown["inputs"] = [{**i, "path": i.get("path") or i["file"]} for i in record["inputs"]]
-        outputs.append(("report.html", render_report_html(shown, events, us_iv, report["_t0"])))
+        outputs.append(("report.html", render_report_html(record, events, us_iv, report["_t0"])))
     return write_together(out_dir, outputs)
 
 
