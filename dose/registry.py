@@ -173,6 +173,10 @@ class Registry:
             return hashlib.sha256((self._salt + identifier).encode()).hexdigest()[:16]
         return _keyed(identifier, self._key)
 
+    def uid(self, uid: str | None) -> str | None:
+        """A UID as stored: its keyed pseudonym (registry/1 kept UIDs as they were)."""
+        return uid if self.legacy else self.pseudonym(uid)
+
     def date_shift(self, who: str) -> _dt.timedelta:
         """The keyed per-patient shift applied to every date of that patient (PS3.15)."""
         if self.legacy:
@@ -199,7 +203,7 @@ class Registry:
     def _ingest(self, report: dict, events, patient_id: str | None) -> dict:
         inp = report["inputs"][0]
         sha = inp["sha256"]
-        sop = self.pseudonym(report.get("_sop_uid") or inp.get("sop_instance_uid"))
+        sop = self.uid(report.get("_sop_uid") or inp.get("sop_instance_uid"))
         existing = self.db.execute(
             "SELECT id FROM procedures WHERE report_sha256=?", (sha,)
         ).fetchone()
@@ -239,7 +243,7 @@ class Registry:
             (
                 sha,
                 sop,
-                self.pseudonym(study),
+                self.uid(study),
                 self.pseudonym(patient_id),
                 " ".join(v for v in report["device"].values() if v),
                 report.get("procedure"),
@@ -253,7 +257,7 @@ class Registry:
                 (cf.get("point") or {}).get("dap_gy_cm2") if cf else None,
                 inp.get("file") or Path(str(inp.get("path", ""))).name or None,
                 now,
-                _stored_record(report, self.pseudonym),
+                _stored_record(report, self.uid),
             ),
         )
         pid = cur.lastrowid
@@ -262,7 +266,7 @@ class Registry:
             [
                 (
                     pid,
-                    self.pseudonym(e.uid),
+                    self.uid(e.uid),
                     when(e.start),
                     e.event_type,
                     _finite_or_none(e.dap_gy_cm2),

@@ -560,3 +560,22 @@ def test_registry_keeps_keyed_pseudonyms_and_shifted_dates(synthetic_case, tmp_p
     starts = [r[0] for r in reg.db.execute("SELECT start FROM events ORDER BY start")]
     real = sorted(e.start for e in read_rdsr(rdsr).events if e.start)
     assert [dt.datetime.fromisoformat(s) + shift for s in starts] == real
+
+
+def test_a_registry_of_schema_1_keeps_working(synthetic_case, tmp_path):
+    import sqlite3
+
+    from dose.registry import _SCHEMA, Registry
+
+    case, _ = synthetic_case
+    db = tmp_path / "v1.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(_SCHEMA)  # the tables of registry/1 are those of registry/2
+    con.execute("INSERT INTO meta VALUES ('salt', ?)", ("ab" * 16,))
+    con.execute("INSERT INTO meta VALUES ('schema', 'hybridfuse.registry/1')")
+    con.commit()
+    con.close()
+    r = _dose("ingest", case / "rdsr.dcm", "--db", db)
+    assert r.exit_code == 0 and "ingested" in r.output, r.output
+    reg = Registry(db, create=False)
+    assert reg.legacy and len(reg.rows()) == 1
