@@ -62,7 +62,9 @@ def dose() -> None:
     default=None,
     help="LO,HI table transmission for an entrance-kerma estimate.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Monte Carlo seed.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Monte Carlo seed."
+)
 @click.option(
     "--db",
     "db_path",
@@ -175,14 +177,22 @@ def _registry_values(db_path, procedure):
 
 
 def _pair(text: str, flag: str) -> tuple[float, float]:
+    import math
+
     try:
         a, b = (float(v) for v in text.split(","))
     except ValueError as exc:
         raise click.BadParameter(
             f"expected START,END numbers, got {text!r}", param_hint=flag
         ) from exc
-    if b < a:
-        raise click.BadParameter(f"END before START in {text!r}", param_hint=flag)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise click.BadParameter(f"numbers must be finite, got {text!r}", param_hint=flag)
+    if b < a or (b == a and flag == "--guided-phase"):
+        raise click.BadParameter(f"END not after START in {text!r}", param_hint=flag)
+    if flag == "--table-transmission" and not (0 < a and b <= 1):
+        raise click.BadParameter(
+            f"transmissions are fractions in (0, 1], got {text!r}", param_hint=flag
+        )
     return (a, b)
 
 

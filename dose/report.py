@@ -155,6 +155,11 @@ def load_coefficients(path: str | os.PathLike | None = None) -> dict[str, tuple[
             raise DoseInputError(
                 f"{path}: need columns region,coefficient_msv_per_gy_cm2,source with numbers"
             ) from exc
+        if not (math.isfinite(value) and value >= 0):
+            raise DoseInputError(
+                f"{path}: region {r.get('region')!r}: coefficient {value} is not a finite "
+                "number >= 0"
+            )
         if not r.get("source"):
             raise DoseInputError(f"{path}: region {r.get('region')!r} has no source")
         source = r["source"]

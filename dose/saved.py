@@ -134,7 +134,7 @@ def ultrasound_intervals_from_clips(
         start = _clip_start(ds)
         if start is None:
             raise DoseInputError(f"{path}: no acquisition date/time; give --us-interval")
-        n = int(ds.get("NumberOfFrames", 1) or 1)
+        n = _frame_count(ds, path)
         times = _clip_frame_times(ds, n)
         begin = (start - t0).total_seconds() + times[0]
         end = (start - t0).total_seconds() + times[-1]
@@ -155,6 +155,22 @@ def ultrasound_intervals_from_clips(
             )
         )
     return out
+
+
+#: Most frames a clip may declare (an hour at 250 frames/s); more is a corrupt header.
+MAX_CLIP_FRAMES = 900_000
+
+
+def _frame_count(ds, path) -> int:
+    from .image_tags import parse_number
+
+    n = parse_number(ds.get("NumberOfFrames", 1) or 1)
+    if n is None or n != int(n) or not 1 <= n <= MAX_CLIP_FRAMES:
+        raise DoseInputError(
+            f"{path}: NumberOfFrames {ds.get('NumberOfFrames')!r} is not a whole number "
+            f"from 1 to {MAX_CLIP_FRAMES}"
+        )
+    return int(n)
 
 
 def _clip_start(ds) -> _dt.datetime | None:

@@ -579,3 +579,32 @@ def test_a_registry_of_schema_1_keeps_working(synthetic_case, tmp_path):
     assert r.exit_code == 0 and "ingested" in r.output, r.output
     reg = Registry(db, create=False)
     assert reg.legacy and len(reg.rows()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--us-interval", "nan,5"],
+        ["--us-interval", "1,inf"],
+        ["--guided-phase", "5,5", "--us-interval", "1,2"],
+        ["--seed", "-1", "--us-interval", "1,2"],
+        ["--table-transmission", "0,2", "--us-interval", "1,2"],
+    ],
+)
+def test_bad_report_options_are_usage_errors(synthetic_case, tmp_path, args):
+    case, _ = synthetic_case
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "o", *args)
+    assert r.exit_code == 2 and args[0] in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_clip_declaring_absurd_frames_is_refused(synthetic_case, tmp_path):
+    import pydicom
+
+    case, _ = synthetic_case
+    ds = pydicom.dcmread(case / "us_clip.dcm", stop_before_pixels=True)
+    ds.NumberOfFrames = 2**31 - 1
+    clip = tmp_path / "clip.dcm"
+    ds.save_as(clip)
+    r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "o", "--us", clip)
+    assert r.exit_code == 2 and "clip.dcm: NumberOfFrames" in r.output, r.output
