@@ -461,6 +461,7 @@ def test_bootstrap_sums_are_chunked_paired_and_seeded(monkeypatch):
     assert sx[0] == pytest.approx(np.nansum(x[idx[0]]))
 
 
+@pytest.mark.slow
 def test_counterfactual_memory_is_not_samples_times_events(synthetic_case):
     import dose.saved as saved
     from dose.rdsr import read_rdsr
