@@ -36,14 +36,13 @@ def timeline_png(events, us_intervals: list[dict], t0) -> bytes:
             lw=0,
             label="ultrasound-guided" if iv is us_intervals[0] else None,
         )
-    seen = set()
+    bars: dict[str, list[tuple[float, float]]] = {}
     for ev in timed:
-        t = (ev.start - t0).total_seconds()
         width = max(ev.duration_s or 0.0, 0.6)
-        colour = "#d62728" if ev.event_type == "fluoroscopy" else "#1f77b4"
-        label = ev.event_type if ev.event_type not in seen else None
-        seen.add(ev.event_type)
-        ax.broken_barh([(t, width)], (0, 1), color=colour, label=label)
+        bars.setdefault(ev.event_type, []).append(((ev.start - t0).total_seconds(), width))
+    for kind, spans in bars.items():  # one call per kind: thousands of events stay fast
+        colour = "#d62728" if kind == "fluoroscopy" else "#1f77b4"
+        ax.broken_barh(spans, (0, 1), color=colour, label=kind)
     ax.set_ylim(0, 1.2)
     ax.set_yticks([])
     ax.set_xlabel("time from first irradiation event (s)")
