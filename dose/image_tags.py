@@ -99,14 +99,23 @@ _FIELDS: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
 )
 
 
-def _read_header(path: Path):
-    """The data set before its pixels; bounded for deflated files, pydicom kept quiet."""
+def read_header(path: str | os.PathLike):
+    """The data set before its pixels; bounded for deflated files, pydicom kept quiet.
+
+    Every DICOM file the dose package reads comes through here, so a deflate bomb, a FIFO
+    or a corrupt file is one :class:`DoseInputError` naming the file.
+    """
     import struct
     import zlib
 
     import pydicom
     from pydicom.errors import BytesLengthException, InvalidDicomError
 
+    path = Path(path)
+    if not path.exists():
+        raise DoseInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise DoseInputError(f"{path}: not a regular file")
     try:
         limit = _dicomread.max_decoded_bytes()
         if _dicomread.deflated_size_exceeds(path, limit):
@@ -149,7 +158,7 @@ def read_image_dose_tags(source: str | os.PathLike | object) -> ImageDoseTags:
     -------
     ImageDoseTags
     """
-    ds = _read_header(Path(source)) if isinstance(source, (str, os.PathLike)) else source
+    ds = read_header(Path(source)) if isinstance(source, (str, os.PathLike)) else source
     try:
         with _dicomread.quiet_pydicom():  # values are converted, and warned about, lazily
             return _dose_tags(ds)

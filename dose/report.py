@@ -494,18 +494,12 @@ def build_image_dose_report(
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    import pydicom
-
-    from .errors import DoseInputError
-    from .image_tags import read_image_dose_tags
+    from .image_tags import read_header, read_image_dose_tags
 
     inputs, per_image, flags = [], [], []
     for p in image_paths:
         path = Path(p)
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:
-            raise DoseInputError(f"{path}: not a readable DICOM image ({exc})") from exc
+        ds = read_header(path)
         tags = read_image_dose_tags(ds)
         per_image.append({"file": str(path) if include_phi else path.name, **tags.to_dict()})
         inputs.append(

@@ -120,17 +120,14 @@ def ultrasound_intervals_from_clips(
     after the clip's start begins (guidance is then handed back to fluoroscopy).
     Tolerance: one frame interval (at least 1 s).
     """
-    import pydicom
+    from .image_tags import read_header
 
     out = []
     fluoro_starts = sorted(
         _t(e, t0) for e in record.events if e.event_type == "fluoroscopy" and e.start is not None
     )
     for path in paths:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:
-            raise DoseInputError(f"{path}: not a readable DICOM ultrasound clip ({exc})") from exc
+        ds = read_header(path)
         start = _clip_start(ds)
         if start is None:
             raise DoseInputError(f"{path}: no acquisition date/time; give --us-interval")
