@@ -112,9 +112,14 @@ class RunConfig:
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not a readable TOML configuration (not UTF-8)") from exc
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise InputError(f"{path}: not a readable TOML configuration ({exc})") from exc
         data = data.get("run", data)
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: run = {data!r} must be a table ([run])")
+        data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -147,9 +152,44 @@ def _check_choices(path, data: dict) -> None:
         value = data.get(key)
         if value is not None and value not in allowed:
             raise InputError(f"{path}: {key} = {value!r} is not one of {', '.join(allowed)}")
-    for key, kind in (("opacity", (int, float)), ("seed", int), ("dicom", bool)):
-        if key in data and not isinstance(data[key], kind):
-            raise InputError(f"{path}: {key} = {data[key]!r} has the wrong type")
+    for key, value in data.items():
+        expected = _TYPES.get(key)
+        if expected is None:
+            continue
+        kind, what = expected
+        # bool is an int to Python: a number or string key must not take true/false.
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if key in ("metric", "procedure", "region") and value is None:
+            ok = True
+        if not ok:
+            raise InputError(
+                f"{path}: {key} = {repr(value)[:60]} must be {what} (got {type(value).__name__})"
+            )
+    opacity = data.get("opacity")
+    if opacity is not None and not 0.0 <= float(opacity) <= 1.0:
+        raise InputError(f"{path}: opacity = {opacity!r} must be between 0 and 1")
+    seed = data.get("seed")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise InputError(f"{path}: seed = {seed!r} must be between 0 and 2**32 - 1")
+
+
+# TOML type of each key: booleans must be true/false, not "false" (which is truthy).
+_TYPES = {
+    "model": (str, "a string"),
+    "metric": (str, "a string"),
+    "preprocess": (str, "a string"),
+    "mode": (str, "a string"),
+    "opacity": ((int, float), "a number"),
+    "colormap": (str, "a string"),
+    "interpolation": (str, "a string"),
+    "video": (str, "a string"),
+    "dicom": (bool, "true or false"),
+    "include_phi": (bool, "true or false"),
+    "uid_map": (bool, "true or false"),
+    "procedure": (str, "a string"),
+    "region": (str, "a string"),
+    "seed": (int, "an integer"),
+}
 
 
 def _version() -> str:
@@ -304,6 +344,7 @@ def run_case(
 
     from .coregister import (
         read_landmarks_csv,
+        read_truth_json,
         register_images,
         transform_record,
         truth_tre,
@@ -317,6 +358,8 @@ def run_case(
     check_out(out_dir, spec.inputs(), overwrite=overwrite)
     say = progress or (lambda _m: None)
     _check_inputs(spec)
+    # A bad truth.json is refused before the work, one line naming it (not a traceback).
+    truth = read_truth_json(spec.truth) if spec.truth else None
     file_hashes = {p: _hash_input(spec, p) for p in spec.files()}  # read each input once
     digest = input_hash(spec, config, file_hashes)
     timings: dict[str, float] = {}
@@ -357,18 +400,11 @@ def run_case(
             )
         fl, fi, uj, result, landmarks = reg
         tre = None
-        if spec.truth:
-            from testdata.phantom import load_truth
-
-            tre = truth_tre(
-                result.transform,
-                load_truth(Path(spec.truth).parent),
-                fl,
-                us,
-                fl.source_path,
-                fi,
-                uj,
-            )
+        if truth is not None:
+            try:
+                tre = truth_tre(result.transform, truth, fl, us, fl.source_path, fi, uj)
+            except InputError as exc:
+                raise InputError(f"{spec.truth}: {exc}") from exc
         (tmp / "registration").mkdir()
         record = transform_record(
             result,
@@ -412,9 +448,11 @@ def run_case(
         say("dose")
         t = time.perf_counter()
         procedure, region = config.procedure, config.region
-        if spec.truth and procedure is None:
-            truth = json.loads(Path(spec.truth).read_text(encoding="utf-8"))
-            procedure, region = truth.get("procedure"), region or truth.get("region")
+        if truth is not None and procedure is None:
+            procedure, region = (
+                _truth_text(truth, "procedure"),
+                region or _truth_text(truth, "region"),
+            )
         if spec.rdsr:
             dose = build_dose_report(
                 spec.rdsr,
@@ -473,6 +511,12 @@ def run_case(
         with open(tmp / "summary.json", "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=1, default=_json_default)
     return summary
+
+
+def _truth_text(truth: dict, key: str) -> str | None:
+    """A text field of truth.json, or None when it is missing or not a string."""
+    value = truth.get(key)
+    return value if isinstance(value, str) else None
 
 
 def _json_default(value):
