@@ -138,13 +138,17 @@ def register(
         write_transform_json,
     )
     from fusion.errors import InputError
+    from fusion.fuse import check_pair
     from registration import RegistrationError, RegistrationOptions
     from registration.errors import StartTransformError
 
     target = out_dir / "transform.json"
-    _check_target(target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform])
+    _check_target(
+        target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform, truth_path]
+    )
     fixed = read_image(fixed_path).require_min_size()
     moving = read_image(moving_path, spacing_mm=spacing_type(us_spacing_mm), require_spacing=False)
+    check_pair(fixed, moving)  # the same refusal as fuse: swapped files are not registered
     landmarks = read_landmarks_csv(landmarks_path) if landmarks_path else None
     opts = RegistrationOptions(
         model=model,
@@ -235,15 +239,40 @@ def register(
 
 
 def _check_target(target: Path, overwrite: bool, inputs) -> None:
-    """Refuse to replace an existing transform.json without --overwrite, or an input."""
-    from dose._safeio import UnsafeOutputError
+    """Refuse an --out that is a link, a file, an input's folder, or not ours to replace.
 
-    if target.parent.exists() and not target.parent.is_dir():
-        raise UnsafeOutputError(f"{target.parent}: --out exists and is not a folder")
-    if target.is_symlink() or target.is_dir():
-        raise UnsafeOutputError(f"{target}: is a link or a folder; not replaced")
-    if target.exists() and not overwrite:
+    ``--overwrite`` replaces only a transform.json hybridfuse wrote (readable JSON with
+    schema ``hybridfuse.transform/1``), never a user's own file of that name.
+    """
+    from dose._safeio import UnsafeOutputError, check_out_separate
+
+    out_dir = target.parent
+    if out_dir.is_symlink():
+        raise UnsafeOutputError(f"--out {out_dir}: is a symbolic link; refused")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UnsafeOutputError(f"--out {out_dir}: exists and is not a folder")
+    check_out_separate(out_dir, [p for p in inputs if p is not None])
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise UnsafeOutputError(f"{target}: is a link or not a regular file; not replaced")
+    if not target.exists():
+        return
+    if not overwrite:
         raise click.UsageError(f"{target} exists; pass --overwrite to replace it")
-    for p in inputs:
-        if p is not None and target.exists() and Path(p).exists() and target.samefile(p):
-            raise UnsafeOutputError(f"{target}: is also an input ({p}); choose another --out")
+    if not _is_our_transform(target):
+        raise UnsafeOutputError(
+            f"{target}: not a transform.json hybridfuse wrote (schema "
+            "hybridfuse.transform/1); --overwrite replaces only those"
+        )
+
+
+def _is_our_transform(path: Path) -> bool:
+    """Whether ``path`` is readable JSON with the schema hybridfuse writes."""
+    from fusion.coregister import MAX_TRANSFORM_BYTES, TRANSFORM_SCHEMA
+
+    try:
+        if path.stat().st_size > MAX_TRANSFORM_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == TRANSFORM_SCHEMA

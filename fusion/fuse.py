@@ -95,6 +95,12 @@ def _check_frames(frames, n, what) -> list[int]:
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise InputError(f"{what} frame(s) {bad[:5]}{more} out of range: the file has {n} frame(s)")
+    seen: set[int] = set()
+    repeated = sorted({f for f in frames if f in seen or seen.add(f)})
+    if repeated:
+        # Each repeat is another full frame in every output (1000 repeats: ~1 GB).
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise InputError(f"{what} frame(s) {repeated[:5]}{more} given more than once")
     return list(frames)
 
 
@@ -362,6 +368,15 @@ def _validate(fixed, moving, video, mode, opacity):
         raise InputError(f"mode must be one of {modes}, got {mode!r}") from exc
     if not (isinstance(opacity, (int, float)) and 0.0 <= opacity <= 1.0):
         raise InputError(f"opacity must be within 0..1, got {opacity!r}")
+    check_pair(fixed, moving)
+    return mode
+
+
+def check_pair(fixed: Image, moving: Image) -> None:
+    """Refuse a pair whose fixed image is not fluoroscopy or moving not ultrasound.
+
+    Shared by ``fuse`` and ``register``: swapped files are refused by both.
+    """
     if not fixed.modality.is_xray or fixed.modality.value in ("DX", "CR") and fixed.n_frames > 1:
         raise InputError(
             f"{fixed.source_path}: the fixed image must be fluoroscopy (XA/RF/DX), "
@@ -372,7 +387,6 @@ def _validate(fixed, moving, video, mode, opacity):
             f"{moving.source_path}: the moving image must be ultrasound, got "
             f"{moving.modality.value}"
         )
-    return mode
 
 
 def fuse_images(
