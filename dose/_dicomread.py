@@ -29,7 +29,9 @@ __all__ = [
 #: Most bytes a file may need to be decoded (its pixels as the reader returns them plus
 #: one float32 working frame; for a deflated data set, its inflated size). Larger files
 #: are refused before anything is decoded. Overridden by :data:`MAX_DECODED_ENV`.
-MAX_DECODED_BYTES = 2 * 1024**3
+#: 1 GiB: the fusion pipeline holds several copies of an image (frames, grey, resampled),
+#: so a 2 GiB image exhausted a 3 GiB memory cap.
+MAX_DECODED_BYTES = 1 * 1024**3
 #: Environment variable that overrides :data:`MAX_DECODED_BYTES` (a number of bytes).
 MAX_DECODED_ENV = "HYBRIDFUSE_MAX_DECODED_BYTES"
 

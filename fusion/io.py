@@ -111,7 +111,7 @@ def max_decoded_bytes() -> int:
     """The decode limit in bytes, from the environment or the module constant.
 
     ``$HYBRIDFUSE_MAX_DECODED_BYTES`` when set, else ``dose._dicomread.MAX_DECODED_BYTES``
-    (2 GiB); a bad environment value is an :class:`InputError`.
+    (1 GiB); a bad environment value is an :class:`InputError`.
     """
     try:
         return _dicomread.max_decoded_bytes()
@@ -524,6 +524,7 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
             f"{path}: SOP class {_uid_name(sop)} ({sop}) is not supported; expected "
             "ultrasound, X-ray angiography/fluoroscopy, DX/CR or secondary capture"
         )
+    _refuse_nonfinite_geometry(ds, path)
     notes: list[str] = []
     modality = _modality(ds, sop, notes)
     layout = _pixel_layout(ds, path)
@@ -612,6 +613,60 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         notes=tuple(notes),
         pixels_decoded=decode,
     )
+
+
+#: Geometry attributes whose values scale millimetres, angles or frame positions. A
+#: non-finite value in any is refused: treated as absent, it left the pipeline to divide
+#: by None (``run``) or to fuse an ultrasound with no calibration and exit 0.
+_GEOMETRY_TAGS = (
+    ("PixelSpacing", "(0028,0030)"),
+    ("ImagerPixelSpacing", "(0018,1164)"),
+    ("DistanceSourceToDetector", "(0018,1110)"),
+    ("DistanceSourceToPatient", "(0018,1111)"),
+    ("EstimatedRadiographicMagnificationFactor", "(0018,1114)"),
+    ("PositionerPrimaryAngle", "(0018,1510)"),
+    ("PositionerSecondaryAngle", "(0018,1511)"),
+)
+_US_REGION_GEOMETRY_TAGS = (
+    ("PhysicalDeltaX", "(0018,602C)"),
+    ("PhysicalDeltaY", "(0018,602E)"),
+    ("ReferencePixelX0", "(0018,6020)"),
+    ("ReferencePixelY0", "(0018,6022)"),
+)
+
+
+def _nonfinite_text(value) -> str | None:
+    """The first value of an element that parses as a number but is not finite (inf, nan)."""
+    if value is None:
+        return None
+    if hasattr(value, "value"):
+        value = value.value
+    for item in _as_list(value):
+        if item is None or isinstance(item, (bytes, bytearray)):
+            continue
+        try:
+            number = float(str(item).strip().replace(",", "."))
+        except ValueError:
+            continue
+        if not np.isfinite(number):
+            return str(item).strip()[:20]
+    return None
+
+
+def _refuse_nonfinite_geometry(ds, path: Path) -> None:
+    """Refuse inf/nan in pixel spacing, C-arm distances and ultrasound calibration."""
+    for keyword, tag in _GEOMETRY_TAGS:
+        bad = _nonfinite_text(ds.get(keyword))
+        if bad is not None:
+            raise InputError(f"{path}: {keyword} {tag} = {bad}; expected a finite number")
+    for i, item in enumerate(ds.get("SequenceOfUltrasoundRegions", []) or []):
+        for keyword, tag in _US_REGION_GEOMETRY_TAGS:
+            bad = _nonfinite_text(item.get(keyword))
+            if bad is not None:
+                raise InputError(
+                    f"{path}: SequenceOfUltrasoundRegions[{i}] {keyword} {tag} = {bad}; "
+                    "expected a finite number"
+                )
 
 
 def _modality(ds, sop: str, notes: list[str]) -> Modality:
