@@ -105,11 +105,15 @@ def report(
     )
 
     target = out_dir / "dose.json"
-    for name in ("dose.json", "events.csv", "report.html"):
-        if (out_dir / name).exists() and not overwrite:
-            raise click.UsageError(f"{out_dir / name} exists; pass --overwrite to replace it")
     if rdsr_path is None and not image_paths:
         raise click.UsageError("give --rdsr FILE, or --images FILE... when there is no RDSR")
+    if db_path is not None and not procedure:
+        from dose import DoseInputError
+
+        raise DoseInputError("--db gives a baseline only for a --procedure; give --procedure")
+    _check_out(
+        out_dir, [rdsr_path, *image_paths, *us_clips, db_path, coefficients], overwrite
+    )
     if rdsr_path is None:
         rep = build_image_dose_report(
             image_paths, include_phi=include_phi, procedure=procedure, region=region
@@ -130,18 +134,18 @@ def report(
             seed=seed,
             registry_values=_registry_values(db_path, procedure),
         )
-    written = write_dose_outputs(rep, out_dir)
+    written = _write_owned(out_dir, overwrite, lambda tmp: write_dose_outputs(rep, tmp))
     d = rep["delivered"]
     if as_json:
         # Exactly what was written, so the two never disagree.
         sys.stdout.write(target.read_text(encoding="utf-8") + "\n")
         return
-    click.echo(f"dose report written: {', '.join(str(p) for p in written)}")
+    _echo(f"dose report written: {', '.join(str(p) for p in written)}")
 
     def fmt(v, unit):
         return "unknown" if v is None else f"{v:.4g} {unit}"
 
-    click.echo(
+    _echo(
         f"  DAP {fmt(d['dap_total_gy_cm2'], 'Gy·cm²')} (fluoro "
         f"{fmt(d['fluoro_dap_gy_cm2'], 'Gy·cm²')}), Ka,r {fmt(d['ka_r_total_mgy'], 'mGy')},"
         f" fluoro time {fmt(d['fluoro_time_s'], 's')}, "
@@ -154,14 +158,49 @@ def report(
     cf = (rep.get("saved") or {}).get("counterfactual")
     if cf:
         p, iv = cf["point"], cf["interval_95"]
-        click.echo(
+        _echo(
             f"  saved by ultrasound: DAP {fmt(p['dap_gy_cm2'], 'Gy·cm²')} "
             f"[{iv['dap_gy_cm2'][0]:.3g}-{iv['dap_gy_cm2'][1]:.3g}], fluoro time "
             f"{fmt(p['fluoro_time_s'], 's')} [{iv['fluoro_time_s'][0]:.3g}-"
             f"{iv['fluoro_time_s'][1]:.3g}] (95 %)"
         )
     for flag in rep["flags"]:
-        click.echo(f"  flag: {flag}")
+        _echo(f"  flag: {flag}")
+
+
+def _echo(text: str, **kw) -> None:
+    """click.echo with control characters (ESC, BEL, ...) from file names or data escaped."""
+    from dose._safeio import terminal_text
+
+    click.echo(terminal_text(text), **kw)
+
+
+def _check_out(out_dir: Path, inputs, overwrite: bool) -> None:
+    """Before any work: --out may not hold an input, nor be someone else's non-empty folder."""
+    from dose._safeio import UnsafeOutputError, check_out_separate, check_out_target
+
+    if out_dir.name in ("", ".", ".."):
+        raise UnsafeOutputError(f"--out {out_dir}: name the output folder itself, not . or ..")
+    try:
+        check_out_separate(out_dir, [p for p in inputs if p is not None])
+        check_out_target(out_dir, overwrite)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise UnsafeOutputError(f"--out {out_dir}: cannot be used ({exc})") from exc
+
+
+def _write_owned(out_dir: Path, overwrite: bool, write) -> list[Path]:
+    """Run ``write(folder)`` in a fresh owned folder that then replaces ``out_dir``.
+
+    ``out_dir`` gets the ``.hybridfuse-output`` marker; it must be absent, empty, or
+    (with ``overwrite``) a folder hybridfuse wrote. Returns the final paths.
+    """
+    from dose._safeio import atomic_directory
+
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        written = write(tmp)
+    return [out_dir / Path(p).name for p in written]
 
 
 def _registry_values(db_path, procedure):
@@ -244,7 +283,7 @@ def ingest(files, db_path, procedure, region, guidance, as_json):
             if not as_json:
                 extra = f" ({res['conflict']})" if res.get("conflict") else ""
                 line = res.get("error") or f"{res['status']}{extra}"
-                click.echo(f"{path}: {line}", err=res["status"] == "error")
+                _echo(f"{path}: {line}", err=res["status"] == "error")
     finally:
         reg.close()
     if as_json:
@@ -318,8 +357,9 @@ def _dose_json_for_ingest(path: Path):
     help="CSV procedure,region,dap_gy_cm2,ka_r_mgy,fluoro_time_s,source.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@overwrite_option
 @json_option
-def audit_cmd(db_path, drl_path, out_dir, as_json):
+def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
     """Audit a registry by procedure type and region.
 
     Medians, 75th percentiles, comparison with diagnostic reference levels, outliers and
@@ -327,23 +367,24 @@ def audit_cmd(db_path, drl_path, out_dir, as_json):
     """
     from dose.registry import Registry, audit, load_drl, write_audit
 
+    _check_out(out_dir, [db_path, drl_path], overwrite)
     reg = Registry(db_path, create=False)
     try:
         result = audit(reg, load_drl(drl_path) if drl_path else None)
-        written = write_audit(result, reg, out_dir)
+        written = _write_owned(out_dir, overwrite, lambda tmp: write_audit(result, reg, tmp))
     finally:
         reg.close()
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
-    click.echo(f"audit of {result['procedures']} procedures: {', '.join(str(p) for p in written)}")
+    _echo(f"audit of {result['procedures']} procedures: {', '.join(str(p) for p in written)}")
     for g in result["groups"]:
         dap = g["dap_total_gy_cm2"]
-        click.echo(
+        _echo(
             f"  {g['procedure']} / {g['region']}: n={g['count']}, DAP median "
             f"{dap.get('median', float('nan')):.3g} Gy·cm², p75 "
             f"{dap.get('p75', float('nan')):.3g}"
         )
-    click.echo(
+    _echo(
         f"  {len(result['outliers'])} outlier value(s), {len(result['conflicts'])} UID conflict(s)"
     )
