@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from dose._safeio import (
-    atomic_directory,
     check_out_separate,
     check_out_target,
     file_record,
@@ -440,7 +439,9 @@ def fuse_images(
     inputs = _input_records(fixed, moving, transform_source, include_phi)
     opts = {"mode": mode, "opacity": opacity, "colormap": colormap, "order": order}
     t0 = time.perf_counter()
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    from .pipeline import claim_out  # says so when a concurrent run took out_dir
+
+    with claim_out(out_dir, overwrite=overwrite) as tmp:
         map_path = tmp / "uid_map.csv" if uid_map and not include_phi else None
         viewer = ViewerFrames(len(pairs), viewer_max_frames, viewer_max_bytes)
         spool = FrameSpool(tmp)

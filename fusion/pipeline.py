@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ __all__ = [
     "RunConfig",
     "case_from_folder",
     "check_out",
+    "claim_out",
     "input_hash",
     "is_output_folder",
     "run_case",
@@ -281,6 +283,8 @@ def _check_inputs(spec: CaseSpec) -> None:
         if Path(p).is_dir():
             raise InputError(f"case {spec.case_id}: {p}: a folder, not a file")
         if not Path(p).is_file():
+            if "\0" not in p and os.path.exists(p):  # a FIFO, a device, ...
+                raise InputError(f"case {spec.case_id}: {p}: not a regular file")
             raise InputError(f"case {spec.case_id}: {p}: no such file")
 
 
@@ -304,6 +308,33 @@ def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
             raise
         why = exc.strerror or type(exc).__name__
         raise UnsafeOutputError(f"--out {out_dir}: unusable ({why})") from exc
+
+
+@contextmanager
+def claim_out(out_dir: str | os.PathLike, *, overwrite: bool):
+    """:func:`dose._safeio.atomic_directory`, saying so when another run took ``out_dir``.
+
+    Two runs into the same new folder: the second to finish finds it there and replaces
+    nothing; its message says why instead of "cannot write (FileExistsError)".
+    """
+    out_dir = Path(out_dir)
+    was_there = os.path.lexists(out_dir)
+    try:
+        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            yield tmp
+    except (UnsafeOutputError, FileExistsError) as exc:
+        if was_there or not os.path.lexists(out_dir) or _empty_dir(out_dir):
+            raise
+        raise UnsafeOutputError(
+            f"{out_dir}: appeared while this run worked (another run?); not replaced"
+        ) from exc
+
+
+def _empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -363,7 +394,7 @@ def run_case(
     file_hashes = {p: _hash_input(spec, p) for p in spec.files()}  # read each input once
     digest = input_hash(spec, config, file_hashes)
     timings: dict[str, float] = {}
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with claim_out(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
         say("reading images")
         fluoro = [read_image(p).require_min_size() for p in spec.fluoro]
@@ -381,6 +412,14 @@ def run_case(
                 continue
             fi, uj, _ = close[0]
             landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
+            if landmarks is None and config.metric is not None:
+                # Intensity-only registration needs a start near the answer, which run
+                # and batch take only from landmarks.
+                skipped.append(
+                    f"{Path(fl.source_path).name}: no landmarks for fluoroscopy frame {fi} / "
+                    f"ultrasound frame {uj}"
+                )
+                continue
             opts = RegistrationOptions(
                 model=config.model, metric=config.metric, preprocess=config.preprocess
             )
@@ -394,9 +433,15 @@ def run_case(
             reg = (fl, fi, uj, result, landmarks)
             break
         if reg is None:
+            hint = ""
+            if any(": no landmarks for " in m for m in skipped):
+                hint = (
+                    "; give landmarks: one CSV (name,moving_x,moving_y,fixed_x,fixed_y) in the "
+                    "case folder, or the manifest's landmarks column for batch"
+                )
             raise InputError(
                 f"case {spec.case_id}: no fluoroscopy run could be registered "
-                f"({'; '.join(skipped) or 'none overlaps the ultrasound'})"
+                f"({'; '.join(skipped) or 'none overlaps the ultrasound'}){hint}"
             )
         fl, fi, uj, result, landmarks = reg
         tre = None
