@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ from .options import (
     report_stale,
     say_stale,
 )
+
+#: --workers above this is refused outright; below it, capped at the CPUs.
+MAX_WORKERS = 1024
 
 _CONFIG_OPTIONS = [
     click.option(
@@ -175,8 +179,8 @@ def demo(ctx, out_dir, as_json):
     "--workers",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Local worker processes.",
+    type=click.IntRange(min=1, max=MAX_WORKERS),
+    help="Local worker processes (at most the number of CPUs).",
 )
 @click.option(
     "--scheduler",
@@ -206,6 +210,12 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     from fusion.batch import check_out_root, read_manifest, run_batch
 
     check_out_root(out_dir, [manifest])  # before discovery, which can take a while
+    if scheduler:
+        from fusion.batch import check_scheduler_address
+
+        check_scheduler_address(scheduler)
+    else:
+        workers = _cap_workers(workers)
     config = _config(config_path, **opts)
     specs, problems = read_manifest(manifest)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
@@ -253,3 +263,22 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
             f"{len(failed)} failed; summary in {out_dir / 'batch_summary.csv'}"
         )
     sys.exit(EXIT_FAILURE if failed else EXIT_OK)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _cap_workers(workers: int) -> int:
+    """At most one worker per CPU: each holds a case in memory (24 on 2 cores: 8 GB)."""
+    cpus = _cpus()
+    if workers > cpus:
+        click.echo(
+            f"hybridfuse: --workers {workers} capped at {cpus} (the CPUs of this machine)",
+            err=True,
+        )
+        return cpus
+    return workers

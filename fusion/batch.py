@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -58,7 +59,14 @@ from .pipeline import (
     run_case,
 )
 
-__all__ = ["read_manifest", "run_batch", "check_out_root", "prepare_out_root", "SUMMARY_COLUMNS"]
+__all__ = [
+    "read_manifest",
+    "run_batch",
+    "check_out_root",
+    "check_scheduler_address",
+    "prepare_out_root",
+    "SUMMARY_COLUMNS",
+]
 
 SUMMARY_COLUMNS = [
     "case_id",
@@ -91,10 +99,14 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
     path = Path(path)
     if path.is_dir():
         return _read_folder(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (a manifest CSV or a folder of cases)")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-            header = rows[0].keys() if rows else []
+        # utf-8-sig: Excel writes a byte-order mark before the header.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable manifest ({exc})") from exc
     required = ["case_id", "fluoro", "ultrasound"]
@@ -104,6 +116,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
             f"{path}: manifest lacks column(s) {', '.join(missing)}; expected "
             "case_id,fluoro,ultrasound,rdsr,landmarks"
         )
+    if not rows:
+        raise InputError(f"{path}: no cases (only a header)")
     base = path.parent
 
     def resolve(cell: str | None) -> list[str]:
@@ -122,6 +136,11 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
         if why:
             shown = cid if cid and not why.startswith("duplicate") else f"{cid} (line {i})"
             problems.append(_problem(shown.strip(), f"{path}:{i}: {why}", len(specs)))
+            continue
+        nul = [k for k, v in row.items() if isinstance(v, str) and "\0" in v]
+        if nul:  # no path holds a NUL byte; os calls refuse it with a ValueError
+            where = ", ".join(str(k) for k in nul)
+            problems.append(_problem(cid, f"{path}:{i}: a NUL byte in {where}", len(specs)))
             continue
         rdsr = resolve(row.get("rdsr"))
         lms = resolve(row.get("landmarks"))
@@ -188,6 +207,11 @@ def _read_folder(path: Path) -> tuple[list[CaseSpec], list[dict]]:
 def _up_to_date(spec: CaseSpec, out: Path, config: RunConfig) -> bool:
     summary = out / "summary.json"
     if not summary.is_file():
+        return False
+    try:  # hashing a FIFO or /dev/zero would never end: the case run refuses them
+        if not all(Path(p).is_file() for p in spec.files()):
+            return False
+    except (OSError, ValueError):
         return False
     try:
         data = json.loads(summary.read_text(encoding="utf-8"))
@@ -330,6 +354,8 @@ def run_batch(
     ``on_stale`` hears the names of dead runs' leftovers removed from ``out_root``.
     """
     out_root = Path(out_root)
+    if scheduler:
+        check_scheduler_address(scheduler)  # before the output folder is touched
     removed = prepare_out_root(out_root, [*inputs, *(f for s in specs for f in s.inputs())])
     if removed and on_stale is not None:
         on_stale(removed)
@@ -492,7 +518,7 @@ def _run_dask(todo, scheduler, retries, record) -> None:
         raise InputError(
             "--scheduler needs dask.distributed (pip install 'dask[distributed]')"
         ) from exc
-    with Client(scheduler) as client:
+    with _connect(Client, scheduler) as client:
         futures = {
             client.submit(
                 run_one, *a, key=f"hybridfuse-{k}-{a[0]['case_id']}", retries=retries, pure=False
@@ -506,3 +532,29 @@ def _run_dask(todo, scheduler, retries, record) -> None:
             except Exception as exc:  # the task failed on every retry (worker lost, ...)
                 msg = f"dask task failed after {retries} retries: {_one_line(exc)}"
                 record(k, _row(a[0]["case_id"], "failed", 0.0, None, msg))
+
+
+#: Seconds to reach a dask scheduler before giving up (dask's default is 30).
+SCHEDULER_TIMEOUT_S = 10
+
+
+def _connect(client_class, scheduler: str):
+    """A dask client, or InputError naming an address that is malformed or unreachable."""
+    try:
+        return client_class(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+    except (OSError, ValueError, TypeError) as exc:  # TimeoutError is an OSError
+        why = _one_line(exc)[:200]
+        raise InputError(f"cannot reach the dask scheduler {scheduler} ({why})") from exc
+
+
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9A-Fa-f:.]+\]|[\w.\-]+):(\d{1,5})$")
+
+
+def check_scheduler_address(scheduler: str) -> None:
+    """Refuse a --scheduler that is not ``[tcp://]HOST:PORT`` (InputError, exit 2)."""
+    m = _ADDRESS.match(scheduler.strip())
+    if not m or not 0 < int(m.group(1)) < 65536:
+        raise InputError(
+            f"--scheduler {scheduler[:200]!r}: expected a dask scheduler address "
+            "such as tcp://10.0.0.5:8786 (scheme, host and port)"
+        )
