@@ -56,8 +56,9 @@ class UnsafeOutputError(ValueError):
 
 
 def _tag() -> str:
-    # The pid lets the next run tell a dead run's leftovers from a live one's.
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
+    # The pid lets the next run tell a dead run's leftovers from a live one's; the word and
+    # 16 hex digits keep a user's own dot-names (".photos.old-2023-20240115") from matching.
+    return f"hybridfuse-{os.getpid()}-{secrets.token_hex(8)}"
 
 
 def _os_error(exc: OSError, where: Path) -> UnsafeOutputError:
@@ -77,7 +78,7 @@ def _os_error(exc: OSError, where: Path) -> UnsafeOutputError:
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh, exclusively created temporary path beside ``path``; rename on success.
 
-    The temporary name is random (``.NAME.partial-PID-XXXX``), created with ``O_EXCL``,
+    The temporary name is random (``.NAME.partial-hybridfuse-PID-HEX16…``), created with ``O_EXCL``,
     so a link planted under a predictable name is never followed. On any exception the
     temporary file is removed and ``path`` is left as it was.
     """
@@ -153,7 +154,7 @@ def atomic_directory(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
     ``out_dir`` must be absent, empty, or (with ``overwrite``) a folder this project wrote
     (it holds :data:`OWNER_MARK`). Links are never followed. On any exception the
     temporary folder is removed and ``out_dir`` is left as it was; a process killed
-    outright leaves only a ``.NAME.partial-PID-*`` folder, which :func:`clean_stale`
+    outright leaves only a ``.NAME.partial-hybridfuse-PID-*`` folder, which :func:`clean_stale`
     removes when a command next starts there (not here: a batch would rescan its root
     once per case).
     """
@@ -186,7 +187,7 @@ def atomic_directory(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
         raise
 
 
-_STALE = re.compile(r"^\..+\.(?:partial|old)-(\d+)-[0-9a-f]{8}")
+_STALE = re.compile(r"^\..+\.(?:partial|old)-hybridfuse-(\d{1,10})-[0-9a-f]{16}(?:-|$)")
 
 
 def _alive(pid: int) -> bool:
@@ -196,7 +197,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):  # not ours to judge: keep it
         return True
     return True
 
@@ -204,8 +205,9 @@ def _alive(pid: int) -> bool:
 def clean_stale(folder: str | os.PathLike) -> list[str]:
     """Remove temporary files and folders left in ``folder`` by runs that died.
 
-    Only names this module makes (``.NAME.partial-PID-XXXXXXXX``, ``.NAME.old-PID-…``)
-    whose process no longer lives are removed; returns their names.
+    Only names this module makes (``.NAME.partial-hybridfuse-PID-HEX16…``,
+    ``.NAME.old-hybridfuse-PID-HEX16``) whose process no longer lives are removed; returns
+    their names.
     """
     removed = []
     try:

@@ -257,7 +257,7 @@ def test_case_ids_reach_the_terminal_escaped(sandbox, monkeypatch):
 
 def test_a_dead_runs_leftovers_are_removed_and_reported(sandbox, monkeypatch):
     monkeypatch.setattr(fusion.pipeline, "run_case", fake_run_case)
-    stale = sandbox / f".out.partial-{dead_pid()}-0123abcd-xyz"
+    stale = sandbox / f".out.partial-hybridfuse-{dead_pid()}-0123456789abcdef-xyz"
     stale.mkdir()
     (stale / "half.png").write_text("")
     r = CliRunner().invoke(

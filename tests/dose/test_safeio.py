@@ -108,15 +108,18 @@ def test_stale_leftovers_of_dead_processes_are_cleaned(tmp_path):
         check=True,
     )
     pid = int(dead.stdout)
-    stale = tmp_path / f".case.partial-{pid}-0123abcd-xyz"
+    stale = tmp_path / f".case.partial-hybridfuse-{pid}-0123456789abcdef-xyz"
     stale.mkdir()
     (stale / "f").write_text("x")
-    mine = tmp_path / f".other.partial-{os.getpid()}-0123abcd-xyz"
+    mine = tmp_path / f".other.partial-hybridfuse-{os.getpid()}-0123456789abcdef-xyz"
     mine.mkdir()
-    user = tmp_path / ".case.partial-notours"
-    user.mkdir()
+    users = [".case.partial-notours", ".photos.old-2023-20240115", f".a.partial-{pid}-0123abcd"]
+    users.append(".x.partial-hybridfuse-99999999999999999999-0123456789abcdef")
+    for name in users:
+        (tmp_path / name).mkdir()
     assert clean_stale(tmp_path) == [stale.name]
-    assert mine.exists() and user.exists() and not stale.exists()
+    assert mine.exists() and not stale.exists()
+    assert all((tmp_path / name).exists() for name in users)
 
 
 def test_out_may_not_contain_or_equal_an_input(tmp_path):
