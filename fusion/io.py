@@ -354,7 +354,8 @@ def _check_spacing_arg(spacing_mm, path: Path) -> tuple[float, float]:
 def _check_plain_size(path: Path):
     """Refuse a plain image whose header declares more than the decode limit.
 
-    Returns the SimpleITK reader holding the header, or None when it cannot read one.
+    Returns the SimpleITK reader holding the header; a file whose header SimpleITK
+    cannot read is refused here, never read unsized.
     """
     import SimpleITK as sitk
 
@@ -362,8 +363,12 @@ def _check_plain_size(path: Path):
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
-    except RuntimeError:
-        return None  # unreadable: ReadImage says why
+    except RuntimeError as exc:
+        # No size known, so no read: ReadImage would allocate whatever the file holds.
+        raise NotAnImageError(
+            f"{path}: not a DICOM file and SimpleITK cannot read it as an image "
+            f"({_sitk_reason(exc)})"
+        ) from exc
     size = [int(n) for n in reader.GetSize()]
     comps = int(reader.GetNumberOfComponents())
     itemsize = _sitk_itemsize(reader.GetPixelID())
@@ -381,6 +386,11 @@ def _check_plain_size(path: Path):
     return reader
 
 
+def _sitk_reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return lines[-1][:160]
+
+
 def _sitk_itemsize(pixel_id: int) -> int:
     import SimpleITK as sitk
 
@@ -391,17 +401,87 @@ def _sitk_itemsize(pixel_id: int) -> int:
     return 8
 
 
+#: Bytes of a plain image's start searched for an MHA/MHD or NRRD header.
+_TEXT_HEADER_PROBE = 1 << 20
+
+
+def _check_data_file(path: Path) -> None:
+    """Refuse an MHA/MHD or NRRD header whose data file lies elsewhere or is no file.
+
+    Such a header names the file that holds its pixels, and SimpleITK opens whatever it
+    names: ``ElementDataFile = /etc/passwd`` was read as pixels, a FIFO hung the read.
+    The data must be inline or a plain name in the header's folder, and a regular file.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(_TEXT_HEADER_PROBE)
+    if head[:4] == b"NRRD":
+        key, name = "data file", _nrrd_data_file(head)
+        if name is None:
+            return  # data attached to the header
+    elif _suffix(path) in (".mha", ".mhd") or b"ElementDataFile" in head:
+        key, name = "ElementDataFile", _metaimage_data_file(head)
+        if name is None:
+            raise NotAnImageError(
+                f"{path}: MetaImage header without ElementDataFile in its first "
+                f"{_TEXT_HEADER_PROBE >> 20} MiB"
+            )
+        if name.upper() == "LOCAL":
+            return
+    else:
+        return
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    if (
+        not name
+        or name in (".", "..")
+        or any(c in name for c in "/\\:")
+        or any(c.isspace() or ord(c) < 32 for c in name)
+        or name.upper().startswith("LIST")
+    ):
+        raise InputError(
+            f"{path}: {key} {shown!r} is not a plain file name in the header's folder "
+            "(no folders, absolute paths, lists or patterns)"
+        )
+    data = path.parent / name
+    if data.is_symlink() or not data.is_file():
+        what = "not a regular file" if data.is_symlink() or data.exists() else "missing"
+        raise InputError(f"{path}: {key} {shown!r} is {what}")
+
+
+def _metaimage_data_file(head: bytes) -> str | None:
+    """The value of ElementDataFile (the last field of a MetaImage header), or None."""
+    for raw in head.split(b"\n"):
+        key, sep, value = raw.partition(b"=")
+        if sep and key.strip().lower() == b"elementdatafile":
+            return value.strip().decode("latin-1")
+    return None
+
+
+def _nrrd_data_file(head: bytes) -> str | None:
+    """The value of ``data file`` (or ``datafile``) in a NRRD header, or None."""
+    for raw in head.split(b"\n")[1:]:
+        line = raw.rstrip(b"\r")
+        if not line.strip():
+            return None  # end of the header: attached data
+        if line.startswith(b"#") or b":=" in line:
+            continue
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() in (b"data file", b"datafile"):
+            return value.strip().decode("latin-1")
+    return None
+
+
 def _read_plain(path: Path, spacing_mm, modality, decode: bool = True) -> Image:
     import SimpleITK as sitk
 
+    _check_data_file(path)
     reader = _check_plain_size(path)
-    if decode or reader is None:
+    if decode:
         try:
-            img = sitk.ReadImage(str(path))
+            img = reader.Execute()  # the reader whose header was sized
         except RuntimeError as exc:
             raise NotAnImageError(
                 f"{path}: not a DICOM file and SimpleITK cannot read it as an image "
-                f"({str(exc).strip().splitlines()[-1][:160]})"
+                f"({_sitk_reason(exc)})"
             ) from exc
         arr, ncomp = sitk.GetArrayFromImage(img), img.GetNumberOfComponentsPerPixel()
         dim, spacing = img.GetDimension(), img.GetSpacing()
@@ -847,6 +927,8 @@ def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
 
     tsyntax = _transfer_syntax(ds, path)
     _decoder_check(tsyntax, path)
+    if tsyntax is not None and tsyntax.is_encapsulated:
+        _check_codestream_sizes(ds, path, layout)
     from_file = is_dicom_file(path) and "PixelData" in ds and not _dicomread.is_deflated(path)
     out = None
     frames = iter_pixels(path if from_file else ds)
@@ -865,6 +947,133 @@ def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
     finally:
         frames.close()
     return out
+
+
+#: Bytes of a fragment read first to find its codestream's size (the whole fragment is
+#: read only when its header segments run past this).
+_CODESTREAM_PROBE = 1 << 16
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
+#: JPEG start-of-frame markers that carry the image size (SOF0..SOF15 less DHT, JPG,
+#: DAC) and JPEG-LS SOF55.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+#: Markers that stand alone (no length): TEM, RST0..7, SOI, EOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xDA)})
+
+
+def _check_codestream_sizes(ds, path: Path, layout: _Layout) -> None:
+    """Refuse a compressed frame whose codestream declares another size than the header.
+
+    Decoders allocate what the codestream declares (JPEG SOF, JPEG-LS SOF55, JPEG 2000 /
+    HTJ2K SIZ): a 16 x 16 JPEG patched to declare 65000 x 65000 took 16.7 GB to decode
+    under a DICOM header of 480 x 640. Every fragment that begins a codestream is
+    checked, reading only its header bytes, before any frame is decoded.
+    """
+    import io
+
+    elem = ds.get_item(0x7FE00010, keep_deferred=True)
+    if elem is None:
+        return
+    value = getattr(elem, "value", None)
+    if value is None:
+        handle = open(path, "rb")  # deferred: read the items from the file
+        handle.seek(elem.value_tell)
+    else:
+        handle = io.BytesIO(bytes(value))
+    frame = 0
+    with handle:
+        for start, length in _fragments(handle, path):
+            handle.seek(start)
+            head = handle.read(min(length, _CODESTREAM_PROBE))
+            size = _codestream_size(head)
+            if size == "more":
+                handle.seek(start)
+                size = _codestream_size(handle.read(length))
+            if size is None:
+                continue  # not the start of a codestream: a continuation fragment
+            frame += 1
+            if size == "more" or min(size) <= 0:
+                continue  # no usable size: nothing to allocate, the decoder refuses it
+            if size != (layout.rows, layout.cols):
+                raise CorruptFileError(
+                    f"{path}: frame {frame}: codestream declares {size[0]} x {size[1]}, "
+                    f"header says Rows x Columns {layout.rows} x {layout.cols}"
+                )
+
+
+def _fragments(handle, path: Path):
+    """(offset, length) of each fragment of encapsulated pixel data; the offset table skipped.
+
+    Only item headers are read: 8 bytes per fragment.
+    """
+    first = True
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            return  # truncated: the decoder says so
+        group, element, length = struct.unpack("<HHL", header)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            raise CorruptFileError(
+                f"{path}: encapsulated Pixel Data (7FE0,0010) holds an item "
+                f"({group:04X},{element:04X}) where a fragment was expected"
+            )
+        start = handle.tell()
+        if not first:
+            yield start, length
+        first = False
+        handle.seek(start + length)
+
+
+def _codestream_size(data: bytes):
+    """(rows, columns) a codestream declares, read from its first bytes.
+
+    None when ``data`` does not begin a codestream (a continuation fragment); ``"more"``
+    when it begins one but its size lies beyond ``data``.
+    """
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    if data[:4] == _J2K_SOC_SIZ or data[:12] == _JP2_SIGNATURE:
+        at = data.find(_J2K_SOC_SIZ)
+        if at < 0 or len(data) < at + 24:
+            return "more"
+        # SIZ: Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz (the image is Xsiz-XOsiz wide).
+        xsiz, ysiz, xo, yo = struct.unpack(">LLLL", data[at + 8 : at + 24])
+        return (ysiz - yo, xsiz - xo)
+    return None
+
+
+def _jpeg_size(data: bytes):
+    """Rows and columns from a JPEG or JPEG-LS frame header; "more" when not reached.
+
+    Bytes between segments are skipped up to the next 0xFF, as libjpeg does.
+    """
+    pos, end = 2, len(data)
+    while pos < end:
+        if data[pos] != 0xFF:
+            pos += 1
+            continue
+        while pos < end and data[pos] == 0xFF:
+            pos += 1  # fill bytes
+        if pos >= end:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker == 0x00 or marker in _JPEG_STANDALONE:
+            continue
+        if marker == 0xDA:  # start of scan before any frame header
+            return (0, 0)
+        if pos + 2 > end:
+            break
+        (seglen,) = struct.unpack(">H", data[pos : pos + 2])
+        if marker in _JPEG_SOF:
+            if pos + 7 > end:
+                break
+            rows, cols = struct.unpack(">HH", data[pos + 3 : pos + 7])
+            return (rows, cols)
+        pos += max(seglen, 2)
+    return "more"
 
 
 def _next_frame(frames, path: Path, tsyntax, index: int, n: int) -> np.ndarray:
