@@ -35,6 +35,9 @@ __all__ = [
     "clean_stale",
     "csv_cell",
     "file_record",
+    "is_owned",
+    "owner_kind",
+    "write_owner_mark",
     "html_text",
     "script_json",
     "sha256_file",
@@ -119,9 +122,26 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def _is_owned(folder: Path) -> bool:
-    mark = folder / OWNER_MARK
+def is_owned(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds the owner marker (a regular file, not a link)."""
+    mark = Path(folder) / OWNER_MARK
     return mark.is_file() and not mark.is_symlink()
+
+
+def owner_kind(folder: str | os.PathLike) -> str | None:
+    """What the marker says the folder holds (``"synth"`` for generated input data)."""
+    try:
+        data = json.loads((Path(folder) / OWNER_MARK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def write_owner_mark(folder: str | os.PathLike, kind: str | None = None) -> None:
+    """Mark ``folder`` as written by this project; ``kind`` keeps other commands off it."""
+    mark = {"written_by": "hybridfuse", **({"kind": kind} if kind else {})}
+    write_text(Path(folder) / OWNER_MARK, json.dumps(mark) + "\n")
 
 
 def _remove_tree(path: Path) -> None:
@@ -131,8 +151,12 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)  # removes links inside, never what they point to
 
 
-def check_out_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an output folder that is a link, a file, or someone else's non-empty folder."""
+def check_out_target(out_dir: Path, overwrite: bool, kind: str | None = None) -> None:
+    """Refuse an output folder that is a link, a file, or someone else's non-empty folder.
+
+    A folder whose marker names a kind (synthetic input data) is replaced only by a
+    writer of that kind: ``run --overwrite`` never replaces a case made by ``synth``.
+    """
     if out_dir.is_symlink():
         raise UnsafeOutputError(f"{out_dir}: output folder is a symbolic link; refused")
     if out_dir.exists() and not out_dir.is_dir():
@@ -140,26 +164,35 @@ def check_out_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
-        if not _is_owned(out_dir):
+        if not is_owned(out_dir):
             raise UnsafeOutputError(
                 f"{out_dir}: not an output folder of hybridfuse (no {OWNER_MARK}); "
                 "--overwrite replaces only those"
             )
+        marked = owner_kind(out_dir)
+        if marked is not None and marked != kind:
+            raise UnsafeOutputError(
+                f"{out_dir}: holds hybridfuse {marked} data, which --overwrite here does not "
+                "replace; choose another folder"
+            )
 
 
 @contextmanager
-def atomic_directory(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    out_dir: str | os.PathLike, *, overwrite: bool = False, kind: str | None = None
+) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``out_dir``; move it into place on success.
 
     ``out_dir`` must be absent, empty, or (with ``overwrite``) a folder this project wrote
-    (it holds :data:`OWNER_MARK`). Links are never followed. On any exception the
+    (it holds :data:`OWNER_MARK`; of the same ``kind`` when its marker names one). Links
+    are never followed. On any exception the
     temporary folder is removed and ``out_dir`` is left as it was; a process killed
     outright leaves only a ``.NAME.partial-hybridfuse-PID-*`` folder, which :func:`clean_stale`
     removes when a command next starts there (not here: a batch would rescan its root
     once per case).
     """
     out_dir = Path(out_dir)
-    check_out_target(out_dir, overwrite)
+    check_out_target(out_dir, overwrite, kind)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(
@@ -169,9 +202,9 @@ def atomic_directory(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
     except OSError as exc:
         raise _os_error(exc, out_dir) from exc
     try:
-        write_text(tmp / OWNER_MARK, json.dumps({"written_by": "hybridfuse"}) + "\n")
+        write_owner_mark(tmp, kind)
         yield tmp
-        check_out_target(out_dir, overwrite)  # it may have changed while we worked
+        check_out_target(out_dir, overwrite, kind)  # it may have changed while we worked
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{_tag()}")

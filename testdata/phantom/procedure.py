@@ -431,7 +431,7 @@ def generate_procedure(
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
     say = progress or (lambda _msg: None)
     # Replaces only a folder hybridfuse wrote, never through a link; removed on failure.
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, kind="synth") as tmp:
         truth = _generate_into(tmp, seed, PRESETS[procedure], compress_us, say)
     return truth
 

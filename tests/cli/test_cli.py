@@ -228,3 +228,14 @@ def test_uid_map_written_only_when_asked(runner, tmp_path):
     )
     assert with_phi.exit_code == 0, with_phi.output
     assert not (tmp_path / "p" / "uid_map.csv").exists()
+
+
+def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path):
+    from testdata import sample_case
+
+    synth = tmp_path / "S"
+    assert runner.invoke(cli, ["-q", "synth", "--out", str(synth), "--seed", "4"]).exit_code == 0
+    before = sorted(p.name for p in synth.iterdir())
+    r = runner.invoke(cli, ["run", str(sample_case()), "--out", str(synth), "--overwrite"])
+    assert r.exit_code == 2 and "holds hybridfuse synth data" in r.output
+    assert sorted(p.name for p in synth.iterdir()) == before

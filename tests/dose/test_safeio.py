@@ -202,3 +202,19 @@ def test_terminal_text_escapes_controls():
     assert s == "Vendor\\x1b[2J\\x07\\x0dX\\x9b\\u202e"
     assert terminal_text("a\nb", keep_newlines=True) == "a\nb"
     assert terminal_text("Ünïcode ok") == "Ünïcode ok"
+
+
+def test_a_marked_kind_is_replaced_only_by_its_own_writer(tmp_path):
+    from dose._safeio import owner_kind
+
+    data = tmp_path / "synthetic_case"
+    with atomic_directory(data, kind="synth") as tmp:
+        (tmp / "fluoro.dcm").write_text("input data")
+    assert owner_kind(data) == "synth"
+    with pytest.raises(UnsafeOutputError, match="holds hybridfuse synth data"):
+        with atomic_directory(data, overwrite=True):
+            pass
+    assert (data / "fluoro.dcm").read_text() == "input data"
+    with atomic_directory(data, overwrite=True, kind="synth") as tmp:
+        (tmp / "fluoro.dcm").write_text("regenerated")
+    assert (data / "fluoro.dcm").read_text() == "regenerated"
