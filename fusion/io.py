@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -415,7 +416,12 @@ def _check_data_file(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(_TEXT_HEADER_PROBE)
     if head[:4] == b"NRRD":
-        key, name = "data file", _nrrd_data_file(head)
+        try:
+            key, name = "data file", _nrrd_data_file(head)
+        except ValueError:
+            raise NotAnImageError(
+                f"{path}: NRRD header longer than {_TEXT_HEADER_PROBE >> 20} MiB"
+            ) from None
         if name is None:
             return  # data attached to the header
     elif _suffix(path) in (".mha", ".mhd") or b"ElementDataFile" in head:
@@ -447,9 +453,14 @@ def _check_data_file(path: Path) -> None:
         raise InputError(f"{path}: {key} {shown!r} is {what}")
 
 
+def _header_lines(head: bytes) -> list[bytes]:
+    """Lines ended by LF, CR or CR LF: teem (NRRD) accepts all three."""
+    return re.split(rb"\r\n|\r|\n", head)
+
+
 def _metaimage_data_file(head: bytes) -> str | None:
     """The value of ElementDataFile (the last field of a MetaImage header), or None."""
-    for raw in head.split(b"\n"):
+    for raw in _header_lines(head):
         key, sep, value = raw.partition(b"=")
         if sep and key.strip().lower() == b"elementdatafile":
             return value.strip().decode("latin-1")
@@ -458,8 +469,7 @@ def _metaimage_data_file(head: bytes) -> str | None:
 
 def _nrrd_data_file(head: bytes) -> str | None:
     """The value of ``data file`` (or ``datafile``) in a NRRD header, or None."""
-    for raw in head.split(b"\n")[1:]:
-        line = raw.rstrip(b"\r")
+    for line in _header_lines(head)[1:]:
         if not line.strip():
             return None  # end of the header: attached data
         if line.startswith(b"#") or b":=" in line:
@@ -467,6 +477,8 @@ def _nrrd_data_file(head: bytes) -> str | None:
         key, sep, value = line.partition(b":")
         if sep and key.strip().lower() in (b"data file", b"datafile"):
             return value.strip().decode("latin-1")
+    if len(head) >= _TEXT_HEADER_PROBE:
+        raise ValueError("header")  # no end of header within the probe
     return None
 
 

@@ -149,6 +149,9 @@ def test_image_header_naming_a_fifo_or_a_foreign_file_is_refused(tmp_path):
     )
     with pytest.raises(InputError, match=r"far\.nhdr: data file '/etc/passwd' is not a plain"):
         read_image(nhdr)
+    nhdr.write_bytes(nhdr.read_bytes().replace(b"\n", b"\r"))  # teem accepts CR lines
+    with pytest.raises(InputError, match=r"far\.nhdr: data file '/etc/passwd' is not a plain"):
+        read_image(nhdr)
     # Last: without the check this read never returns.
     os.mkfifo(tmp_path / "pipe.raw")
     with pytest.raises(InputError, match=r"fifo\.mha: ElementDataFile 'pipe\.raw' is not a reg"):
