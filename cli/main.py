@@ -109,6 +109,8 @@ class HybridFuseGroup(click.Group):
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             msg = terminal_text(msg)
             known = exit_code_for(exc)
+            if isinstance(exc, MemoryError):  # a limit we did not foresee, not a bug to hide
+                msg = f"not enough memory for this input ({msg}); see docs/hardening.md"
             prefix = "error" if _is_library_error(exc) else "internal error"
             hint = "" if verbose else " (run with -v for details)"
             click.echo(f"hybridfuse: {prefix}: {msg}{hint if prefix != 'error' else ''}", err=True)
@@ -124,6 +126,7 @@ def _is_library_error(exc: BaseException) -> bool:
     return isinstance(
         exc,
         (
+            MemoryError,
             FusionError,
             DoseError,
             RegistrationError,

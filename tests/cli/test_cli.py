@@ -239,3 +239,18 @@ def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path):
     r = runner.invoke(cli, ["run", str(sample_case()), "--out", str(synth), "--overwrite"])
     assert r.exit_code == 2 and "holds hybridfuse synth data" in r.output
     assert sorted(p.name for p in synth.iterdir()) == before
+
+
+def test_running_out_of_memory_is_said_plainly(runner, monkeypatch, tmp_path):
+    import fusion
+
+    def exhausted(*_a, **_k):
+        raise MemoryError("Unable to allocate 1.86 GiB")
+
+    monkeypatch.setattr(fusion, "read_image", exhausted)
+    r = runner.invoke(cli, _register_args("--metric", "none", "--out", str(tmp_path / "r")))
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == (
+        "hybridfuse: error: not enough memory for this input (Unable to allocate 1.86 GiB); "
+        "see docs/hardening.md"
+    )
