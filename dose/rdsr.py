@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,6 +284,47 @@ def read_rdsr(path: str | os.PathLike) -> DoseRecord:
             raise DoseInputError(
                 f"{path}: content tree nested deeper than {MAX_SR_DEPTH} levels; refused"
             ) from exc
+        except DoseInputError:
+            raise
+        except _CORRUPT as exc:
+            # The tree is parsed lazily: a file cut short or garbled fails only when the
+            # walk reaches the broken element.
+            raise DoseInputError(
+                f"{path}: truncated or corrupt dose report ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+            ) from exc
+
+
+_CORRUPT = (
+    struct.error,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    NotImplementedError,
+)
+
+
+def _check_complete(ds, path: Path, size: int) -> None:
+    """Refuse a file that ends inside its data set.
+
+    pydicom reads a file cut short without complaint when the cut falls between items of
+    a sequence: the report would silently lose its later events or totals. Every
+    top-level element with a defined length must end within the file.
+    """
+    for elem in list(getattr(ds, "_dict", {}).values()):
+        length = getattr(elem, "length", None)
+        tell = getattr(elem, "value_tell", None)
+        if not isinstance(length, int) or not isinstance(tell, int) or length == 0xFFFFFFFF:
+            continue
+        if tell + length > size:
+            raise DoseInputError(
+                f"{path}: truncated or corrupt dose report (element {elem.tag} declares "
+                f"{length} bytes at offset {tell}, but the file ends at {size})"
+            )
 
 
 def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
@@ -304,6 +346,7 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
             f"({MAX_SR_BYTES / 2**20:.0f} MiB, about 6,000 irradiation events)"
         )
     ds = read_header(path)
+    _check_complete(ds, path, size)
     sop = str(ds.get("SOPClassUID", ""))
     if sop in _OTHER_DOSE_CLASSES:
         raise DoseInputError(
