@@ -165,7 +165,8 @@ def _check_choices(path, data: dict) -> None:
             ok = True
         if not ok:
             raise InputError(
-                f"{path}: {key} = {repr(value)[:60]} must be {what} (got {type(value).__name__})"
+                f"{path}: {key} = {repr(value)[:60]} has the wrong type: must be {what} "
+                f"(got {type(value).__name__})"
             )
     opacity = data.get("opacity")
     if opacity is not None and not 0.0 <= float(opacity) <= 1.0:
