@@ -111,9 +111,7 @@ def report(
         from dose import DoseInputError
 
         raise DoseInputError("--db gives a baseline only for a --procedure; give --procedure")
-    _check_out(
-        out_dir, [rdsr_path, *image_paths, *us_clips, db_path, coefficients], overwrite
-    )
+    _check_out(out_dir, [rdsr_path, *image_paths, *us_clips, db_path, coefficients], overwrite)
     if rdsr_path is None:
         rep = build_image_dose_report(
             image_paths, include_phi=include_phi, procedure=procedure, region=region

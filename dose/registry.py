@@ -467,7 +467,11 @@ def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-    except OSError as exc:
+    except UnicodeDecodeError as exc:
+        raise DoseInputError(
+            f"{path}: cannot read the DRL table: not UTF-8 text (byte {exc.start})"
+        ) from exc
+    except (OSError, csv.Error) as exc:
         raise DoseInputError(f"{path}: cannot read the DRL table ({exc})") from exc
     out = {}
     for r in rows:

@@ -145,7 +145,11 @@ def load_coefficients(path: str | os.PathLike | None = None) -> dict[str, tuple[
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-    except OSError as exc:
+    except UnicodeDecodeError as exc:
+        raise DoseInputError(
+            f"{path}: cannot read coefficients: not UTF-8 text (byte {exc.start})"
+        ) from exc
+    except (OSError, csv.Error) as exc:
         raise DoseInputError(f"{path}: cannot read coefficients ({exc})") from exc
     out = {}
     for r in rows:
@@ -308,6 +312,8 @@ def build_dose_report(
     starts = [e.start for e in rec.events if e.start is not None]
     if us_clips and starts:
         intervals += ultrasound_intervals_from_clips(list(us_clips), min(starts), rec)
+    if intervals and starts:
+        _check_intervals_in_span(intervals, rec, min(starts))
     if intervals:
         saved["counterfactual"] = saved_counterfactual(
             rec,
@@ -336,6 +342,29 @@ def build_dose_report(
     report["_t0"] = min(starts) if starts else None
     report["_include_phi"] = include_phi
     return report
+
+
+#: How far (s) an ultrasound-guided interval may reach before the first or after the last
+#: irradiation event: guidance outside the procedure cannot have replaced fluoroscopy.
+INTERVAL_MARGIN_S = 600.0
+
+
+def _check_intervals_in_span(intervals, rec, t0) -> None:
+    from .errors import DoseInputError
+
+    ends = [
+        (e.start - t0).total_seconds() + (e.duration_s or 0.0)
+        for e in rec.events
+        if e.start is not None
+    ]
+    span = max(ends)
+    for iv in intervals:
+        if iv.start_s < -INTERVAL_MARGIN_S or iv.end_s > span + INTERVAL_MARGIN_S:
+            what = "--us-interval" if iv.source == "given" else iv.source.split(":")[0]
+            raise DoseInputError(
+                f"{what}: ultrasound interval {iv.start_s:g}-{iv.end_s:g} s lies beyond the "
+                f"procedure (irradiation from 0 to {span:g} s, {INTERVAL_MARGIN_S:g} s margin)"
+            )
 
 
 def _event_value(ev, attr, first, include_phi):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,13 +127,26 @@ def ultrasound_intervals_from_clips(
     fluoro_starts = sorted(
         _t(e, t0) for e in record.events if e.event_type == "fluoroscopy" and e.start is not None
     )
+    seen: dict[str, object] = {}
     for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise DoseInputError(f"{path}: given twice as --us (as {seen[real]}); give it once")
+        seen[real] = path
         ds = read_header(path)
+        _check_ultrasound(ds, path)
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        if uid and uid in seen:
+            raise DoseInputError(
+                f"{path}: the same ultrasound clip (SOP Instance UID) as {seen[uid]}; give it once"
+            )
+        if uid:
+            seen[uid] = path
         start = _clip_start(ds)
         if start is None:
             raise DoseInputError(f"{path}: no acquisition date/time; give --us-interval")
         n = _frame_count(ds, path)
-        times = _clip_frame_times(ds, n)
+        times = _clip_frame_times(ds, n, path)
         begin = (start - t0).total_seconds() + times[0]
         end = (start - t0).total_seconds() + times[-1]
         later = [s for s in fluoro_starts if begin < s < end]
@@ -184,7 +198,25 @@ def _clip_start(ds) -> _dt.datetime | None:
         return None
 
 
-def _clip_frame_times(ds, n: int) -> np.ndarray:
+#: SOP classes of ultrasound images (single and multi-frame).
+US_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1"})
+
+#: Longest time between two frames of a clip (ms): a day. More is a corrupt header.
+MAX_FRAME_TIME_MS = 86_400_000.0
+
+
+def _check_ultrasound(ds, path) -> None:
+    """Refuse a --us file that is not an ultrasound image (an RDSR, an X-ray run, ...)."""
+    modality = str(ds.get("Modality", "") or "")
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if modality != "US" and sop not in US_SOP_CLASSES:
+        raise DoseInputError(
+            f"{path}: not an ultrasound image (Modality {modality or 'missing'}, SOP class "
+            f"{sop or 'missing'}); --us takes ultrasound cine clips"
+        )
+
+
+def _clip_frame_times(ds, n: int, path="clip") -> np.ndarray:
     from .image_tags import parse_number
 
     vec = ds.get("FrameTimeVector")
@@ -198,8 +230,19 @@ def _clip_frame_times(ds, n: int) -> np.ndarray:
             )
         ]
         if len(vals) == n and all(v is not None for v in vals):
+            bad = [v for v in vals if not (math.isfinite(v) and 0 <= v <= MAX_FRAME_TIME_MS)]
+            if bad:
+                raise DoseInputError(
+                    f"{path}: FrameTimeVector (0018,1065) holds {bad[0]!r}; frame intervals "
+                    f"must be finite, >= 0 and at most {MAX_FRAME_TIME_MS:g} ms"
+                )
             return np.cumsum(vals) / 1000.0
     ft = parse_number(ds.get("FrameTime"))
+    if ft is not None and not (math.isfinite(ft) and 0 < ft <= MAX_FRAME_TIME_MS):
+        raise DoseInputError(
+            f"{path}: FrameTime (0018,1063) {ft!r} is not a finite number of ms in "
+            f"(0, {MAX_FRAME_TIME_MS:g}]"
+        )
     if ft:
         return np.arange(n) * ft / 1000.0
     return np.zeros(max(n, 1))
