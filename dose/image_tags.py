@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import _dicomread
 from .errors import DoseInputError
+from .units import implausible
 
 __all__ = ["ImageDoseTags", "read_image_dose_tags", "parse_number"]
 
@@ -99,6 +100,30 @@ _FIELDS: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
 )
 
 
+#: field -> (kind in dose.units, factor from the field's unit to the canonical one).
+_KINDS = {
+    "dap_dgy_cm2": ("dap", 0.1),
+    "entrance_dose_mgy": ("dose", 1.0),
+    "exposure_time_ms": ("short_time", 1.0),
+    "kvp_kv": ("voltage", 1.0),
+    "tube_current_ma": ("current", 1.0),
+    "exposure_mas": ("charge", 1.0),
+}
+
+#: Modalities of X-ray images whose dose attributes ``--images`` sums.
+XRAY_MODALITIES = frozenset({"XA", "RF", "DX", "CR", "RG", "DF", "MG", "IO", "PX", "XC"})
+
+
+def check_xray_image(ds, path) -> None:
+    """Refuse an image that is not an X-ray image (ultrasound, an SR, CT, ...)."""
+    modality = str(ds.get("Modality", "") or "")
+    if modality not in XRAY_MODALITIES:
+        raise DoseInputError(
+            f"{path}: Modality {modality or 'missing'} is not a projection X-ray image; "
+            "--images takes X-ray images (XA, RF, DX, CR, ...)"
+        )
+
+
 def read_header(path: str | os.PathLike):
     """The data set before its pixels; bounded for deflated files, pydicom kept quiet.
 
@@ -177,6 +202,14 @@ def _dose_tags(ds) -> ImageDoseTags:
         for keyword, scale in candidates:
             number = parse_number(ds.get(keyword))
             if number is not None:
+                kind, to_canonical = _KINDS.get(field_name, (None, 1.0))
+                why = implausible(number * scale * to_canonical, kind) if kind else None
+                if why:
+                    # Unknown, and said so: a corrupt value is never summed as a dose.
+                    sources.append(
+                        (field_name, f"{keyword} = {number:g}: {why}; treated as unknown")
+                    )
+                    break
                 values[field_name] = number * scale
                 sources.append((field_name, keyword))
                 break

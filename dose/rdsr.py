@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import DoseInputError
 from .image_tags import parse_number
-from .units import UnitError, convert
+from .units import UnitError, convert, implausible
 
 __all__ = [
     "DoseRecord",
@@ -489,10 +489,15 @@ def _number(item, kind: str, flags: list[str], units: set[str], what: str) -> fl
     unit = str(unit_seq[0].get("CodeValue", "")).strip()
     units.add(unit)
     try:
-        return convert(value, unit, kind)
+        out = convert(value, unit, kind)
     except UnitError as exc:
         flags.append(f"{what}: {exc}; value treated as unknown")
         return None
+    why = implausible(out, kind)
+    if why:
+        flags.append(f"{what}: {why}; value treated as unknown")
+        return None
+    return out
 
 
 def _text_or_code(item) -> str | None:

@@ -523,13 +523,17 @@ def build_image_dose_report(
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    from .image_tags import read_header, read_image_dose_tags
+    from .image_tags import check_xray_image, read_header, read_image_dose_tags
 
     inputs, per_image, flags = [], [], []
     for p in image_paths:
         path = Path(p)
         ds = read_header(path)
+        check_xray_image(ds, path)
         tags = read_image_dose_tags(ds)
+        for text in dict(tags.sources).values():
+            if text.endswith("treated as unknown"):
+                flags.append(f"{path.name}: {text}")
         per_image.append({"file": str(path) if include_phi else path.name, **tags.to_dict()})
         inputs.append(
             {

@@ -9,6 +9,8 @@ reported, rather than guessed.
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["normalise_unit", "convert", "CANONICAL", "UnitError"]
 
 
@@ -113,3 +115,33 @@ def convert(value: float, unit_code: str, kind: str) -> float:
             f"{', '.join(sorted(table))})"
         )
     return float(value) * table[key]
+
+
+#: Largest plausible value of a dose quantity in its canonical unit. A value beyond it (or
+#: below 0) is a corrupt record: read as unknown and flagged, refused by ``dose ingest``.
+#: DAP 1e4 Gy·cm² is ~100 times the largest interventional procedures; Ka,r 1e6 mGy
+#: (1,000 Gy) is far beyond any survivable skin dose; 1e6 s is 11.6 days of beam time.
+PLAUSIBLE_MAX: dict[str, float] = {
+    "dap": 1e4,
+    "dose": 1e6,
+    "time": 1e6,
+    "short_time": 1e9,
+    "length": 1e5,
+    "area": 1e5,
+    "voltage": 1e4,
+    "current": 1e5,
+    "charge": 1e7,
+    "rate": 1e5,
+    "count": 1e9,
+}
+
+
+def implausible(value: float, kind: str) -> str | None:
+    """Why ``value`` (canonical unit of ``kind``) cannot be a real measurement, or None."""
+    if kind not in PLAUSIBLE_MAX:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return f"{value:g} is negative or not finite"
+    if value > PLAUSIBLE_MAX[kind]:
+        return f"{value:g} {CANONICAL.get(kind, '')} exceeds the plausible {PLAUSIBLE_MAX[kind]:g}"
+    return None
