@@ -94,7 +94,7 @@ def fuse(
     """
     from fusion import read_image
     from fusion.coregister import read_transform_json
-    from fusion.fuse import fuse_images
+    from fusion.fuse import check_frames, fuse_images
     from fusion.pipeline import check_out
 
     # Before any reading: OUT may not be an input or hold one, a link, a file, a
@@ -111,8 +111,9 @@ def fuse(
             frame_list = [int(v) for v in frames.split(",") if v.strip()]
         except ValueError as exc:
             raise click.BadParameter(
-                f"expected comma-separated integers, got {frames!r}", param_hint="--frames"
+                f"expected comma-separated integers, got {frames[:60]!r}", param_hint="--frames"
             ) from exc
+        frame_list = check_frames(frame_list, fixed.n_frames, "fluoroscopy")  # before output
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     with click.progressbar(
         length=fixed.n_frames if frame_list is None else len(frame_list),

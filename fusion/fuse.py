@@ -87,7 +87,8 @@ def _apply_window(img: np.ndarray, lo_hi: tuple[float, float], mask) -> np.ndarr
     return np.where(mask, out, 0.0).astype(np.float32) if mask is not None else out
 
 
-def _check_frames(frames, n, what) -> list[int]:
+def check_frames(frames, n, what) -> list[int]:
+    """The frames to fuse: each within ``0..n-1`` and given once, else InputError."""
     if frames is None:
         return list(range(n))
     bad = [f for f in frames if not 0 <= f < n]
@@ -101,6 +102,9 @@ def _check_frames(frames, n, what) -> list[int]:
         more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
         raise InputError(f"{what} frame(s) {repeated[:5]}{more} given more than once")
     return list(frames)
+
+
+_check_frames = check_frames
 
 
 #: Limits of a plausible moving-to-fixed transform, checked over the ultrasound region

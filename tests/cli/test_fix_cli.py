@@ -203,3 +203,15 @@ def test_concurrent_run_into_same_new_out(tmp_path):
             (out / "summary.json").write_text(json.dumps({"other": 1}))
     assert json.loads((out / "summary.json").read_text()) == {"other": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["X"]
+
+
+def test_fuse_cli_refuses_repeated_frames_before_any_output(tmp_path):
+    assert _register(tmp_path / "R").exit_code == 0
+    case = sample_case()
+    r = _invoke(
+        ["fuse", "--fixed", case / "fluoro_run02_confirm_lateral.dcm", "--moving"]
+        + [case / "us_clip.dcm", "--transform", tmp_path / "R" / "transform.json"]
+        + ["--out", tmp_path / "F", "--video", "gif", "--frames", ",".join(["0"] * 3000)]
+    )
+    _one_line_exit_2(r, "given more than once")
+    assert "fusing" not in r.output and not (tmp_path / "F").exists()
