@@ -36,6 +36,7 @@ import numpy as np
 from ._safeio import csv_cell
 from .errors import DoseInputError
 from .pseudonym import pseudonym as _keyed
+from .units import PLAUSIBLE_MAX
 
 __all__ = ["Registry", "audit", "load_drl", "validate_report", "write_audit"]
 
@@ -291,7 +292,7 @@ class Registry:
         for dap, kar, ft in rows:
             for key, raw in (("dap_gy_cm2", dap), ("ka_r_mgy", kar), ("fluoro_time_s", ft)):
                 v = _finite_or_none(raw)
-                if v is not None:
+                if v is not None and _valid_amount(v, key):
                     out[key].append(v)
         return out
 
@@ -309,7 +310,7 @@ class Registry:
             # A value that is not a finite number (an older registry accepted "abc",
             # NaN, inf) is unknown, and said so, rather than breaking the audit.
             row["invalid"] = [
-                q for q in (*QUANTITIES, "saved_dap_gy_cm2") if not _valid_amount(row[q])
+                q for q in (*QUANTITIES, "saved_dap_gy_cm2") if not _valid_amount(row[q], q)
             ]
             for q in row["invalid"]:
                 row[q] = None
@@ -347,8 +348,9 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def _valid_amount(v) -> bool:
-    return v is None or (_is_number(v) and math.isfinite(v) and v >= 0)
+def _valid_amount(v, key: str = "dap") -> bool:
+    """None, or a finite number from 0 to the plausible bound of ``key``'s quantity."""
+    return v is None or (_is_number(v) and math.isfinite(v) and 0 <= v <= _upper_bound(key))
 
 
 def _finite_or_none(v):
@@ -441,6 +443,8 @@ def validate_report(report: dict, source="report") -> None:
         _need(v is None or _is_number(v), source, where, "must be a number or null", v)
         _need(v is None or math.isfinite(v), source, where, "must be finite", v)
         _need(v is None or v >= 0, source, where, "must not be negative", v)
+        top = _upper_bound(key)
+        _need(v is None or v <= top, source, where, f"exceeds the plausible {top:g}", v)
     for key in _COUNTS:
         v = d.get(key)
         ok = v is None or (_is_number(v) and math.isfinite(v) and v >= 0 and v == int(v))
@@ -453,8 +457,17 @@ def validate_report(report: dict, source="report") -> None:
     _need(point is None or isinstance(point, dict), source, "counterfactual.point", "", point)
     v = (point or {}).get("dap_gy_cm2")
     where = "saved.counterfactual.point.dap_gy_cm2"
-    ok = v is None or (_is_number(v) and math.isfinite(v) and v >= 0)
-    _need(ok, source, where, "must be a finite number >= 0 or null", v)
+    ok = v is None or (_is_number(v) and math.isfinite(v) and 0 <= v <= PLAUSIBLE_MAX["dap"])
+    _need(ok, source, where, f"must be a number from 0 to {PLAUSIBLE_MAX['dap']:g} or null", v)
+
+
+def _upper_bound(key: str) -> float:
+    """Plausible upper bound of a stored amount (see :data:`dose.units.PLAUSIBLE_MAX`)."""
+    if "dap" in key:
+        return PLAUSIBLE_MAX["dap"]
+    if key.endswith("_s"):
+        return PLAUSIBLE_MAX["time"]
+    return PLAUSIBLE_MAX["dose"]
 
 
 def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
@@ -555,8 +568,8 @@ def audit(reg: Registry, drl: dict | None = None) -> dict:
                     )
         out_groups.append(g)
     flags = [
-        f"procedure {r['id']}: stored {', '.join(r['invalid'])} not a finite number >= 0; "
-        "treated as unknown"
+        f"procedure {r['id']}: stored {', '.join(r['invalid'])} not a finite number from 0 "
+        "to its plausible bound (dose.units.PLAUSIBLE_MAX); treated as unknown"
         for r in rows
         if r["invalid"]
     ]
