@@ -312,16 +312,17 @@ def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
 
 
 @contextmanager
-def claim_out(out_dir: str | os.PathLike, *, overwrite: bool):
+def claim_out(out_dir: str | os.PathLike, *, overwrite: bool, **kw):
     """:func:`dose._safeio.atomic_directory`, saying so when another run took ``out_dir``.
 
     Two runs into the same new folder: the second to finish finds it there and replaces
-    nothing; its message says why instead of "cannot write (FileExistsError)".
+    nothing; its message says why instead of "cannot write (FileExistsError)". Other
+    keywords go to ``atomic_directory``.
     """
     out_dir = Path(out_dir)
     was_there = os.path.lexists(out_dir)
     try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        with atomic_directory(out_dir, overwrite=overwrite, **kw) as tmp:
             yield tmp
     except (UnsafeOutputError, FileExistsError) as exc:
         if was_there or not os.path.lexists(out_dir) or _empty_dir(out_dir):
