@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._safeio import csv_cell
+from ._safeio import csv_cell, terminal_text
 from .errors import DoseInputError
 from .pseudonym import pseudonym as _keyed
 from .units import PLAUSIBLE_MAX
@@ -623,6 +623,15 @@ def _cell(entry: dict) -> str:
     return f"<td>{fmt(entry.get('median'))} / {fmt(entry.get('p75'))}{drl}</td>"
 
 
+def _plot_text(text) -> str:
+    """Registry text as a plot label, escaped.
+
+    Control characters have no glyph; ``$...$`` would be parsed as mathematics by
+    matplotlib and fail on bad markup.
+    """
+    return terminal_text(str(text)).replace("$", r"\$")
+
+
 def _audit_html(result: dict, reg: Registry) -> str:
     import base64
     import html
@@ -634,7 +643,7 @@ def _audit_html(result: dict, reg: Registry) -> str:
 
     rows = reg.rows()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=100)
-    labels = [f"{g['procedure']}\n{g['region']}" for g in result["groups"]]
+    labels = [f"{_plot_text(g['procedure'])}\n{_plot_text(g['region'])}" for g in result["groups"]]
     for ax, q, unit in zip(axes, QUANTITIES, ("Gy·cm²", "mGy", "s"), strict=True):
         data = [
             [
