@@ -964,6 +964,10 @@ def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
 #: Bytes of a fragment read first to find its codestream's size (the whole fragment is
 #: read only when its header segments run past this).
 _CODESTREAM_PROBE = 1 << 16
+#: Most bytes of a codestream searched for its size, over at most this many fragments;
+#: a size not found within them is refused (a decoder would read on).
+_CODESTREAM_HEADER_MAX = 1 << 20
+_CODESTREAM_MAX_FRAGMENTS = 16
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 #: JPEG start-of-frame markers that carry the image size (SOF0..SOF15 less DHT, JPG,
@@ -998,19 +1002,49 @@ def _check_codestream_sizes(ds, path: Path, layout: _Layout) -> None:
             handle.seek(start)
             head = handle.read(min(length, _CODESTREAM_PROBE))
             size = _codestream_size(head)
-            if size == "more":
-                handle.seek(start)
-                size = _codestream_size(handle.read(length))
             if size is None:
                 continue  # not the start of a codestream: a continuation fragment
             frame += 1
-            if size == "more" or min(size) <= 0:
-                continue  # no usable size: nothing to allocate, the decoder refuses it
+            if size == "more":  # header segments run on, maybe into the next fragments
+                handle.seek(start)
+                data = handle.read(min(length, _CODESTREAM_HEADER_MAX))
+                data += _following_bytes(handle, start + length, _CODESTREAM_HEADER_MAX - len(data))
+                size = _codestream_size(data)
+                if size == "more" and len(data) >= _CODESTREAM_HEADER_MAX:
+                    raise CorruptFileError(
+                        f"{path}: frame {frame}: no image size in the first "
+                        f"{_CODESTREAM_HEADER_MAX >> 20} MiB of its codestream"
+                    )
+            if size == "more" or size == (0, 0) or min(size) < 0:
+                continue  # no size at all: nothing to allocate, the decoder refuses it
             if size != (layout.rows, layout.cols):
                 raise CorruptFileError(
                     f"{path}: frame {frame}: codestream declares {size[0]} x {size[1]}, "
                     f"header says Rows x Columns {layout.rows} x {layout.cols}"
                 )
+
+
+def _following_bytes(handle, offset: int, budget: int) -> bytes:
+    """The data of the fragments after ``offset`` (an item header), for a split header.
+
+    At most ``budget`` bytes and :data:`_CODESTREAM_MAX_FRAGMENTS` fragments; cut short
+    by the fragment count, it is padded to ``budget`` so that the caller refuses it.
+    """
+    out = bytearray()
+    handle.seek(offset)
+    for _ in range(_CODESTREAM_MAX_FRAGMENTS):
+        if len(out) >= budget:
+            break
+        header = handle.read(8)
+        if len(header) < 8:
+            break
+        group, element, length = struct.unpack("<HHL", header)
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            break
+        out += handle.read(min(length, budget - len(out)))
+    else:
+        out += b"\0" * max(budget - len(out), 0)
+    return bytes(out)
 
 
 def _fragments(handle, path: Path):

@@ -171,3 +171,20 @@ def test_plain_image_above_the_limit_is_refused_from_its_header(tmp_path, monkey
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
     with pytest.raises(InputError, match=r"bad\.png: .*SimpleITK cannot read it"):
         read_image(bad)
+
+
+def test_frame_header_split_over_fragments_is_still_checked(case, tmp_path):
+    # SOI and the start of APP0 alone in the first fragment, SOF0 in the second.
+    bad = _jpeg_16()
+    sof = bad.index(b"\xff\xc0")
+    struct.pack_into(">HH", bad, sof + 5, 64, 64)
+
+    def item(data: bytes) -> bytes:
+        return b"\xfe\xff\x00\xe0" + struct.pack("<L", len(data)) + data
+
+    path = _clip_with_frames(case, tmp_path, [bytes(_jpeg_16())])
+    ds = pydicom.dcmread(path)
+    ds.PixelData = item(b"") + item(bytes(bad[:4])) + item(bytes(bad[4:]) + b"\0" * (len(bad) % 2))
+    ds.save_as(path)
+    with pytest.raises(CorruptFileError, match=r"frame 1: codestream declares 64 x 64"):
+        read_image(path)
