@@ -971,8 +971,10 @@ _CODESTREAM_MAX_FRAGMENTS = 16
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 #: JPEG start-of-frame markers that carry the image size (SOF0..SOF15 less DHT, JPG,
-#: DAC) and JPEG-LS SOF55.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+#: DAC), the hierarchical DHP (same layout, the whole image's size, before any SOF) and
+#: JPEG-LS SOF55. A zero there is refused too: JPEG-LS then takes the size from an LSE
+#: segment (up to 32 bits), a DNL marker gives a deferred height.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xDE, 0xF7}
 #: Markers that stand alone (no length): TEM, RST0..7, SOI, EOI.
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xDA)})
 
@@ -1009,13 +1011,13 @@ def _check_codestream_sizes(ds, path: Path, layout: _Layout) -> None:
                 handle.seek(start)
                 data = handle.read(min(length, _CODESTREAM_HEADER_MAX))
                 data += _following_bytes(handle, start + length, _CODESTREAM_HEADER_MAX - len(data))
-                size = _codestream_size(data)
+                size = _codestream_size(data, final=True)
                 if size == "more" and len(data) >= _CODESTREAM_HEADER_MAX:
                     raise CorruptFileError(
                         f"{path}: frame {frame}: no image size in the first "
                         f"{_CODESTREAM_HEADER_MAX >> 20} MiB of its codestream"
                     )
-            if size == "more" or size == (0, 0) or min(size) < 0:
+            if size in ("more", "none"):
                 continue  # no size at all: nothing to allocate, the decoder refuses it
             if size != (layout.rows, layout.cols):
                 raise CorruptFileError(
@@ -1072,30 +1074,37 @@ def _fragments(handle, path: Path):
         handle.seek(start + length)
 
 
-def _codestream_size(data: bytes):
+def _codestream_size(data: bytes, final: bool = False):
     """(rows, columns) a codestream declares, read from its first bytes.
 
     None when ``data`` does not begin a codestream (a continuation fragment); ``"more"``
-    when it begins one but its size lies beyond ``data``.
+    when it begins one but its size lies beyond ``data``; ``"none"`` when it declares
+    no image at all (scan before any frame header, an empty JPEG 2000 image). ``final``:
+    ``data`` is all there is to search, so a JPEG size seen before the scan counts.
     """
     if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
+        return _jpeg_size(data, final)
     if data[:4] == _J2K_SOC_SIZ or data[:12] == _JP2_SIGNATURE:
         at = data.find(_J2K_SOC_SIZ)
         if at < 0 or len(data) < at + 24:
             return "more"
         # SIZ: Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz (the image is Xsiz-XOsiz wide).
         xsiz, ysiz, xo, yo = struct.unpack(">LLLL", data[at + 8 : at + 24])
+        if xsiz <= xo or ysiz <= yo:
+            return "none"  # an empty image: OpenJPEG refuses it
         return (ysiz - yo, xsiz - xo)
     return None
 
 
-def _jpeg_size(data: bytes):
-    """Rows and columns from a JPEG or JPEG-LS frame header; "more" when not reached.
+def _jpeg_size(data: bytes, final: bool = False):
+    """Rows and columns from a JPEG or JPEG-LS header, read up to the first scan.
 
+    The first DHP/SOF gives the size; a JPEG-LS LSE segment of ID 4 (oversize
+    dimensions, up to 32 bits) replaces it, as CharLS does. "more" when the scan is not
+    reached (unless ``final`` and a size was seen); "none" when the scan comes first.
     Bytes between segments are skipped up to the next 0xFF, as libjpeg does.
     """
-    pos, end = 2, len(data)
+    pos, end, size = 2, len(data), None
     while pos < end:
         if data[pos] != 0xFF:
             pos += 1
@@ -1108,18 +1117,24 @@ def _jpeg_size(data: bytes):
         pos += 1
         if marker == 0x00 or marker in _JPEG_STANDALONE:
             continue
-        if marker == 0xDA:  # start of scan before any frame header
-            return (0, 0)
+        if marker == 0xDA:  # start of scan: the header is complete
+            return size if size is not None else "none"
         if pos + 2 > end:
             break
         (seglen,) = struct.unpack(">H", data[pos : pos + 2])
-        if marker in _JPEG_SOF:
+        if marker in _JPEG_SOF and size is None:
             if pos + 7 > end:
                 break
-            rows, cols = struct.unpack(">HH", data[pos + 3 : pos + 7])
-            return (rows, cols)
+            size = struct.unpack(">HH", data[pos + 3 : pos + 7])
+        elif marker == 0xF8 and pos + 4 <= end and data[pos + 2] == 4:
+            width = data[pos + 3]
+            if pos + 4 + 2 * width > end:
+                break
+            rows = int.from_bytes(data[pos + 4 : pos + 4 + width], "big")
+            cols = int.from_bytes(data[pos + 4 + width : pos + 4 + 2 * width], "big")
+            size = (rows, cols)
         pos += max(seglen, 2)
-    return "more"
+    return size if final and size is not None else "more"
 
 
 def _next_frame(frames, path: Path, tsyntax, index: int, n: int) -> np.ndarray:

@@ -117,7 +117,13 @@ def test_jpeg2000_and_jpegls_frame_sizes_are_read_from_their_headers(case, tmp_p
     siz = b"\xff\x4f\xff\x51" + struct.pack(">HHLLLL", 41, 0, 70050, 65010, 50, 10)
     assert fio._codestream_size(siz + b"\0" * 16) == (65000, 70000)
     jls = b"\xff\xd8\xff\xe0\x00\x04\x00\x00\xff\xf7\x00\x0b\x08" + struct.pack(">HH", 9, 7)
-    assert fio._codestream_size(jls) == (9, 7)
+    jls += b"\x01\x01\x11\x00"  # one component: the SOF55 segment is complete
+    assert fio._codestream_size(jls) == "more"  # no scan yet: an LSE may follow
+    assert fio._codestream_size(jls + b"\xff\xda") == (9, 7)
+    assert fio._codestream_size(jls, final=True) == (9, 7)
+    # JPEG-LS oversize dimensions (LSE ID 4, 32-bit) replace the SOF55's.
+    lse = b"\xff\xf8\x00\x0c\x04\x04" + struct.pack(">LL", 70000, 80000)
+    assert fio._codestream_size(jls + lse + b"\xff\xda") == (70000, 80000)
     path = _clip_with_frames(case, tmp_path, [siz + b"\0" * 64], JPEG2000Lossless)
     with pytest.raises(CorruptFileError, match=r"frame 1: codestream declares 65000 x 70000"):
         read_image(path)
