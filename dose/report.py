@@ -523,13 +523,21 @@ def build_image_dose_report(
     """
     from importlib.metadata import PackageNotFoundError, version
 
+    from .errors import DoseInputError
     from .image_tags import check_xray_image, read_header, read_image_dose_tags
 
     inputs, per_image, flags = [], [], []
+    seen: dict[str, Path] = {}
     for p in image_paths:
         path = Path(p)
         ds = read_header(path)
         check_xray_image(ds, path)
+        # The same image twice would count its dose twice.
+        for key in (os.path.realpath(path), str(ds.get("SOPInstanceUID", "") or "")):
+            if key and key in seen:
+                raise DoseInputError(f"{path}: the same image as {seen[key]}; give it once")
+            if key:
+                seen[key] = path
         tags = read_image_dose_tags(ds)
         for text in dict(tags.sources).values():
             if text.endswith("treated as unknown"):

@@ -161,6 +161,10 @@ def test_bad_clips_are_refused(synthetic_case, tmp_path):
         "beyond the procedure",
     )
     _one_line_exit_2(_dose("report", "--images", us, "--out", out), "not a projection X-ray image")
+    img = sorted(case.glob("fluoro_*.dcm"))[0]
+    _one_line_exit_2(
+        _dose("report", "--images", img, "--images", img, "--out", out), "the same image"
+    )
     _one_line_exit_2(
         _dose("report", "--rdsr", rdsr, "--out", out, "--db", rdsr), "--db gives a baseline"
     )
