@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .options import (
+    check_pseudonym_key,
     fixed_option,
     json_option,
     moving_option,
@@ -93,18 +94,26 @@ def fuse(
     or contain an input; --overwrite replaces only a folder hybridfuse wrote.
     """
     from fusion import read_image
-    from fusion.coregister import read_transform_json
+    from fusion.coregister import read_transform_frames, read_transform_json
+    from fusion.errors import InputError
     from fusion.fuse import check_frames, fuse_images
     from fusion.pipeline import check_out
 
     # Before any reading: OUT may not be an input or hold one, a link, a file, a
     # read-only place or (even with --overwrite) a folder hybridfuse did not write.
     check_out(out_dir, [fixed_path, moving_path, transform_path], overwrite=overwrite)
-    report_stale(out_dir.parent)
+    report_stale(out_dir)
+    check_pseudonym_key(include_phi)
     transform = read_transform_json(transform_path)
-    record = json.loads(transform_path.read_text(encoding="utf-8"))
+    registered_on = read_transform_frames(transform_path)
     fixed = read_image(fixed_path).require_min_size()
     moving = read_image(moving_path)
+    for (side, img), k in zip((("fixed", fixed), ("moving", moving)), registered_on, strict=True):
+        if k >= img.n_frames:
+            raise InputError(
+                f"{transform_path}: registered on {side} frame {k}, but "
+                f"{img.source_path} has {img.n_frames} frame(s)"
+            )
     frame_list = None
     if frames:
         try:
@@ -142,10 +151,7 @@ def fuse(
             uid_map=uid_map,
             registration_dicom=registration_dicom,
             overwrite=overwrite,
-            transform_frames=(
-                (record.get("fixed") or {}).get("frame", 0),
-                (record.get("moving") or {}).get("frame", 0),
-            ),
+            transform_frames=registered_on,
             progress=progress,
             transform_source=transform_path,
         )

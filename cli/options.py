@@ -67,12 +67,15 @@ def spacing_type(value: str | None) -> tuple[float, float] | None:
     return (nums[0], nums[1])
 
 
-def report_stale(folder: Path) -> list[str]:
-    """Remove what runs that died left in ``folder`` and say so in one line on stderr."""
+def report_stale(out_dir: Path) -> list[str]:
+    """Remove what runs that died left beside ``out_dir`` under its name; say so on stderr.
+
+    Only ``out_dir``'s own leftovers: the folder around it belongs to the user.
+    """
     from dose._safeio import clean_stale
 
-    removed = clean_stale(folder)
-    say_stale(folder, removed)
+    removed = clean_stale(out_dir.parent, name=out_dir.name)
+    say_stale(out_dir.parent, removed)
     return removed
 
 
@@ -88,3 +91,14 @@ def say_stale(folder: Path, removed: list[str]) -> None:
             ),
             err=True,
         )
+
+
+def check_pseudonym_key(include_phi: bool) -> None:
+    """Read (or create) the pseudonym key before any work when outputs are de-identified.
+
+    A broken key file is then refused at once, not after a whole run.
+    """
+    if not include_phi:
+        from dose.pseudonym import user_key
+
+        user_key()

@@ -14,6 +14,7 @@ from .options import (
     EXIT_FAILURE,
     EXIT_OK,
     UID_MAP_HELP,
+    check_pseudonym_key,
     json_option,
     overwrite_option,
     report_stale,
@@ -89,8 +90,9 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
     from fusion.pipeline import case_from_folder, check_out, run_case
 
     check_out(out_dir, [case], overwrite=overwrite)  # before any work
-    report_stale(out_dir.parent)
+    report_stale(out_dir)
     config = _config(config_path, **opts)
+    check_pseudonym_key(config.include_phi)
     spec = case_from_folder(case)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     summary = run_case(
@@ -159,7 +161,8 @@ def demo(ctx, out_dir, as_json):
                 f"{out_dir} exists and is not a previous demo; choose another --out"
             )
     check_out(out_dir, [sample_case()], overwrite=True)
-    report_stale(out_dir.parent)
+    report_stale(out_dir)
+    check_pseudonym_key(False)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     spec = case_from_folder(sample_case(), SAMPLE_CASE)
     summary = run_case(
@@ -217,6 +220,7 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     else:
         workers = _cap_workers(workers)
     config = _config(config_path, **opts)
+    check_pseudonym_key(config.include_phi)
     specs, problems = read_manifest(manifest)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     start = time.perf_counter()

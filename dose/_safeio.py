@@ -161,6 +161,10 @@ def check_out_target(out_dir: Path, overwrite: bool, kind: str | None = None) ->
         raise UnsafeOutputError(f"{out_dir}: output folder is a symbolic link; refused")
     if out_dir.exists() and not out_dir.is_dir():
         raise UnsafeOutputError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and os.path.ismount(out_dir):
+        raise UnsafeOutputError(
+            f"{out_dir}: is a mount point, which cannot be replaced; give a folder inside it"
+        )
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite")
@@ -203,21 +207,28 @@ def atomic_directory(
         raise _os_error(exc, out_dir) from exc
     try:
         write_owner_mark(tmp, kind)
-        yield tmp
+        yield tmp  # an OSError of the work itself is the work's, not the output's
         check_out_target(out_dir, overwrite, kind)  # it may have changed while we worked
-        old = None
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``; an older ``out_dir`` is put back if that fails."""
+    old = None
+    try:
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{_tag()}")
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
-        if old is not None:
-            _remove_tree(old)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out_dir.exists():
+            os.replace(old, out_dir)
         raise _os_error(exc, out_dir) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if old is not None:
+        _remove_tree(old)
 
 
 _STALE = re.compile(r"^\..+\.(?:partial|old)-hybridfuse-(\d{1,10})-[0-9a-f]{16}(?:-|$)")
@@ -235,12 +246,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(folder: str | os.PathLike) -> list[str]:
+def clean_stale(folder: str | os.PathLike, name: str | None = None) -> list[str]:
     """Remove temporary files and folders left in ``folder`` by runs that died.
 
     Only names this module makes (``.NAME.partial-hybridfuse-PID-HEX16…``,
-    ``.NAME.old-hybridfuse-PID-HEX16``) whose process no longer lives are removed; returns
-    their names.
+    ``.NAME.old-hybridfuse-PID-HEX16``) whose process no longer lives are removed, and
+    with ``name`` only those of ``NAME`` (in a folder the project does not own, such as
+    the one holding ``--out``); returns their names.
     """
     removed = []
     try:
@@ -248,6 +260,8 @@ def clean_stale(folder: str | os.PathLike) -> list[str]:
     except OSError:
         return removed
     for entry in entries:
+        if name is not None and not entry.name.startswith(f".{name}."):
+            continue
         m = _STALE.match(entry.name)
         if m and not _alive(int(m.group(1))):
             try:
@@ -322,11 +336,14 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 def csv_cell(value):
     """A CSV cell that a spreadsheet will not run as a formula (OWASP's rule).
 
-    Text starting with ``= + - @`` or a tab/CR is prefixed with ``'``; numbers pass.
+    Text starting with ``= + - @`` or a tab/CR is prefixed with ``'``, and control
+    characters anywhere in it are written as escapes; numbers pass.
     """
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    if not isinstance(value, str):
+        return value
+    # A bare CR or LF inside a cell would start a new spreadsheet row with a formula.
+    value = terminal_text(value)
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def terminal_text(text: str, *, keep_newlines: bool = False) -> str:

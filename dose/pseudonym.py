@@ -49,9 +49,10 @@ def _read_key(path: Path) -> bytes:
             f"{path}: cannot read the pseudonym key ({exc.strerror or exc}); "
             f"a link is not followed; set {KEY_ENV} to another file"
         ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a folder
+        os.close(fd)
+        raise DoseInputError(f"{path}: the pseudonym key is not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise DoseInputError(f"{path}: the pseudonym key is not a regular file")
         text = fh.read(4096).strip()
     try:
         key = bytes.fromhex(text.decode("ascii"))

@@ -505,6 +505,27 @@ def read_transform_json(path: str | os.PathLike) -> Transform:
     return Transform(h, model)
 
 
+def read_transform_frames(path: str | os.PathLike) -> tuple[int, int]:
+    """The (fixed, moving) frame numbers a ``transform.json`` was registered on.
+
+    Raises
+    ------
+    InputError
+        Naming the file, when ``fixed``/``moving`` or their ``frame`` have the wrong type.
+    """
+    path = Path(path)
+    data = _read_json(path, "transform", MAX_TRANSFORM_BYTES)
+    frames = []
+    for side in ("fixed", "moving"):
+        entry = data.get(side) if isinstance(data, dict) else None
+        entry = {} if entry is None else entry
+        frame = entry.get("frame", 0) if isinstance(entry, dict) else None
+        if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < 2**31:
+            raise InputError(f"{path}: {side}.frame must be a frame number, got {frame!r:.40}")
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
 def _read_json(path: Path, what: str, max_bytes: int):
     """Parsed JSON of a small regular file, or InputError naming it."""
     try:
