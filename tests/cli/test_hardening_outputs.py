@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fusion.batch
@@ -408,9 +408,11 @@ def _fresh_sandbox(tmp_path_factory) -> Path:
 @settings(
     max_examples=25,
     deadline=None,
+    derandomize=True,  # the same examples in every CI run; new ones are found by hand
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(ids=IDS, where=st.sampled_from(sorted(OUTS)))
+@example(ids=["0\r0", "ok1"], where="out")  # a bare CR once split a summary row in two
 def test_batch_never_touches_anything_outside_out(tmp_path_factory, monkeypatch, ids, where):
     monkeypatch.setattr(fusion.batch, "run_case", fake_run_case)  # about paths only
     sandbox = _fresh_sandbox(tmp_path_factory)
@@ -438,6 +440,7 @@ def test_batch_never_touches_anything_outside_out(tmp_path_factory, monkeypatch,
 @settings(
     max_examples=8,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(where=st.sampled_from(sorted(OUTS)), overwrite=st.booleans())
