@@ -313,7 +313,7 @@ def build_dose_report(
     if us_clips and starts:
         intervals += ultrasound_intervals_from_clips(list(us_clips), min(starts), rec)
     if intervals and starts:
-        _check_intervals_in_span(intervals, rec, min(starts))
+        _check_intervals_in_span(intervals, rec, min(starts), guided_phase)
     if intervals:
         saved["counterfactual"] = saved_counterfactual(
             rec,
@@ -349,7 +349,12 @@ def build_dose_report(
 INTERVAL_MARGIN_S = 600.0
 
 
-def _check_intervals_in_span(intervals, rec, t0) -> None:
+def _check_intervals_in_span(intervals, rec, t0, guided_phase=None) -> None:
+    """Refuse intervals outside the procedure (+ margin), and overlapping ones.
+
+    An ultrasound interval (or a guided phase) beyond the irradiation cannot have replaced
+    fluoroscopy; two overlapping ultrasound intervals would count the same time twice.
+    """
     from .errors import DoseInputError
 
     ends = [
@@ -358,12 +363,26 @@ def _check_intervals_in_span(intervals, rec, t0) -> None:
         if e.start is not None
     ]
     span = max(ends)
-    for iv in intervals:
-        if iv.start_s < -INTERVAL_MARGIN_S or iv.end_s > span + INTERVAL_MARGIN_S:
-            what = "--us-interval" if iv.source == "given" else iv.source.split(":")[0]
+
+    def name(iv):
+        return "--us-interval" if iv.source == "given" else iv.source.split(":")[0]
+
+    spans = [(name(iv), iv.start_s, iv.end_s, "ultrasound interval") for iv in intervals]
+    if guided_phase is not None:
+        spans.append(("--guided-phase", *guided_phase, "guided phase"))
+    for what, a, b, kind in spans:
+        if a < -INTERVAL_MARGIN_S or b > span + INTERVAL_MARGIN_S:
             raise DoseInputError(
-                f"{what}: ultrasound interval {iv.start_s:g}-{iv.end_s:g} s lies beyond the "
-                f"procedure (irradiation from 0 to {span:g} s, {INTERVAL_MARGIN_S:g} s margin)"
+                f"{what}: {kind} {a:g}-{b:g} s lies beyond the procedure (irradiation "
+                f"from 0 to {span:g} s, {INTERVAL_MARGIN_S:g} s margin)"
+            )
+    ordered = sorted(intervals, key=lambda iv: (iv.start_s, iv.end_s))
+    for prev, cur in zip(ordered, ordered[1:], strict=False):
+        if cur.start_s < prev.end_s or (cur.start_s, cur.end_s) == (prev.start_s, prev.end_s):
+            raise DoseInputError(
+                f"{name(cur)}: ultrasound interval {cur.start_s:g}-{cur.end_s:g} s overlaps "
+                f"{prev.start_s:g}-{prev.end_s:g} s ({name(prev)}); the same time would be "
+                "counted twice"
             )
 
 

@@ -160,6 +160,26 @@ def test_bad_clips_are_refused(synthetic_case, tmp_path):
         _dose("report", "--rdsr", rdsr, "--out", out, "--us-interval", "0,1e300"),
         "beyond the procedure",
     )
+    _one_line_exit_2(
+        _dose(
+            "report",
+            "--rdsr",
+            rdsr,
+            "--out",
+            out,
+            "--us-interval",
+            "0,30",
+            "--guided-phase",
+            "0,1e300",
+        ),
+        "guided phase 0-1e+300 s lies beyond",
+    )
+    _one_line_exit_2(
+        _dose(
+            "report", "--rdsr", rdsr, "--out", out, "--us-interval", "0,30", "--us-interval", "0,30"
+        ),
+        "counted twice",
+    )
     _one_line_exit_2(_dose("report", "--images", us, "--out", out), "not a projection X-ray image")
     img = sorted(case.glob("fluoro_*.dcm"))[0]
     _one_line_exit_2(
