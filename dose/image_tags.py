@@ -110,17 +110,56 @@ _KINDS = {
     "exposure_mas": ("charge", 1.0),
 }
 
-#: Modalities of X-ray images whose dose attributes ``--images`` sums.
-XRAY_MODALITIES = frozenset({"XA", "RF", "DX", "CR", "RG", "DF", "MG", "IO", "PX", "XC"})
+#: Modalities that are certainly not projection X-ray images.
+NOT_XRAY_MODALITIES = frozenset(
+    {
+        "US",
+        "CT",
+        "MR",
+        "NM",
+        "PT",
+        "SR",
+        "KO",
+        "PR",
+        "SEG",
+        "ECG",
+        "DOC",
+        "RTDOSE",
+        "RTSTRUCT",
+        "RTPLAN",
+        "RTIMAGE",
+        "OP",
+        "OPT",
+        "SM",
+        "ES",
+        "GM",
+        "XC",
+    }
+)
+
+#: SOP classes of ultrasound images (single and multi-frame, current and retired).
+US_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "1.2.840.10008.5.1.4.1.1.6",
+        "1.2.840.10008.5.1.4.1.1.3.1",
+        "1.2.840.10008.5.1.4.1.1.3",
+    }
+)
 
 
 def check_xray_image(ds, path) -> None:
-    """Refuse an image that is not an X-ray image (ultrasound, an SR, CT, ...)."""
-    modality = str(ds.get("Modality", "") or "")
-    if modality not in XRAY_MODALITIES:
+    """Refuse an image that is certainly not an X-ray image (ultrasound, an SR, CT, ...).
+
+    Images of unknown kind (Modality OT or missing, secondary captures) pass: ``run``
+    takes such fluoroscopy captures, and their dose attributes are what they say.
+    """
+    modality = str(ds.get("Modality", "") or "").upper()
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if modality in NOT_XRAY_MODALITIES or sop in US_SOP_CLASSES or ".1.1.88." in sop:
         raise DoseInputError(
-            f"{path}: Modality {modality or 'missing'} is not a projection X-ray image; "
-            "--images takes X-ray images (XA, RF, DX, CR, ...)"
+            f"{path}: Modality {modality or 'missing'} (SOP class {sop or 'missing'}) is not "
+            "a projection X-ray image; --images takes X-ray images (XA, RF, DX, CR, ...)"
         )
 
 

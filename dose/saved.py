@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DoseInputError
+from .image_tags import US_SOP_CLASSES
 from .rdsr import DoseRecord, IrradiationEvent
 
 __all__ = [
@@ -197,9 +198,6 @@ def _clip_start(ds) -> _dt.datetime | None:
     except ValueError:
         return None
 
-
-#: SOP classes of ultrasound images (single and multi-frame).
-US_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1"})
 
 #: Longest time between two frames of a clip (ms): a day. More is a corrupt header.
 MAX_FRAME_TIME_MS = 86_400_000.0
