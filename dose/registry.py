@@ -504,6 +504,10 @@ def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
                     raise DoseInputError(f"{path}: {col}={text!r} is not a number") from exc
                 if not (math.isfinite(levels[q]) and levels[q] > 0):
                     raise DoseInputError(f"{path}: {col}={text!r} must be a finite number > 0")
+                if levels[q] > _upper_bound(q):
+                    raise DoseInputError(
+                        f"{path}: {col}={text!r} exceeds the plausible {_upper_bound(q):g}"
+                    )
         levels["source"] = r.get("source", "")
         out[(r["procedure"], r["region"])] = levels
     return out

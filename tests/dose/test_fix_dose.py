@@ -133,6 +133,10 @@ def test_non_utf8_tables_are_input_errors(synthetic_case, registry, tmp_path):
     _one_line_exit_2(r, "bad.csv: cannot read coefficients: not UTF-8")
     r = _dose("audit", "--db", registry, "--out", tmp_path / "a", "--drl", bad)
     _one_line_exit_2(r, "bad.csv: cannot read the DRL table: not UTF-8")
+    drl = tmp_path / "drl.csv"
+    drl.write_text("procedure,region,dap_gy_cm2,ka_r_mgy,fluoro_time_s,source\np,r,1e308,,,x\n")
+    r = _dose("audit", "--db", registry, "--out", tmp_path / "a", "--drl", drl)
+    _one_line_exit_2(r, "exceeds the plausible")
 
 
 # --- 5, 8. ultrasound clips: frame times, kinds, repeats ---------------------------------------
