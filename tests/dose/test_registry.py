@@ -96,7 +96,12 @@ def test_cli_ingest_audit_and_baseline_from_registry(synthetic_case, tmp_path):
     assert "ingested" in r.output and "bad.dcm" in r.output
     r = runner.invoke(cli, ["dose", "audit", "--db", str(db), "--out", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {"audit.csv", "audit.json", "audit.html"}
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {
+        ".hybridfuse-output",
+        "audit.csv",
+        "audit.json",
+        "audit.html",
+    }
     r = runner.invoke(
         cli,
         [
