@@ -38,13 +38,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dose._safeio import (
-    OWNER_MARK,
     UnsafeOutputError,
     case_key,
     check_case_id,
     check_out_separate,
     clean_stale,
     csv_cell,
+    is_owned,
+    write_owner_mark,
     write_text,
 )
 
@@ -300,7 +301,7 @@ def check_out_root(out_root: str | os.PathLike, inputs: Iterable[str | os.PathLi
         foreign = (
             out_root.is_dir()
             and not out_root.is_symlink()
-            and not _is_owned(out_root)
+            and not is_owned(out_root)
             and any(out_root.iterdir())
         )
     except OSError as exc:  # a name too long, a folder that cannot be listed, ...
@@ -314,11 +315,6 @@ def check_out_root(out_root: str | os.PathLike, inputs: Iterable[str | os.PathLi
     check_out(out_root, inputs, overwrite=True)
 
 
-def _is_owned(folder: Path) -> bool:
-    mark = folder / OWNER_MARK
-    return mark.is_file() and not mark.is_symlink()
-
-
 def prepare_out_root(out_root: Path, inputs: Iterable[str | os.PathLike]) -> list[str]:
     """Check and claim the batch output folder before any work; returns stale leftovers removed.
 
@@ -328,8 +324,8 @@ def prepare_out_root(out_root: Path, inputs: Iterable[str | os.PathLike]) -> lis
     check_out_root(out_root, inputs)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
-        if not _is_owned(out_root):
-            write_text(out_root / OWNER_MARK, json.dumps({"written_by": "hybridfuse"}) + "\n")
+        if not is_owned(out_root):
+            write_owner_mark(out_root)
     except OSError as exc:
         raise UnsafeOutputError(f"{out_root}: cannot write ({exc.strerror})") from exc
     return clean_stale(out_root)
