@@ -15,7 +15,6 @@ import os
 import threading
 import warnings
 import zlib
-from pathlib import Path
 
 __all__ = [
     "MAX_DECODED_BYTES",
@@ -23,6 +22,7 @@ __all__ = [
     "max_decoded_bytes",
     "quiet_pydicom",
     "is_deflated",
+    "is_dicom_file",
     "deflated_size_exceeds",
 ]
 
@@ -84,7 +84,13 @@ def quiet_pydicom():
 _QUIET: dict = {"lock": threading.Lock(), "depth": 0, "level": logging.NOTSET}
 
 
-def _is_part10(path: Path) -> bool:
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True when the file carries the DICOM Part 10 preamble (``DICM`` at byte 128).
+
+    Only regular files are opened: a FIFO or device named ``*.dcm`` would block or never end.
+    """
+    if not os.path.isfile(path):
+        return False
     try:
         with open(path, "rb") as fh:
             fh.seek(128)
@@ -98,7 +104,7 @@ def is_deflated(path: str | os.PathLike) -> bool:
     from pydicom.filereader import read_file_meta_info
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    if not _is_part10(Path(path)):
+    if not is_dicom_file(path):
         return False
     try:
         with quiet_pydicom():

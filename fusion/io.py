@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dose import _dicomread
-from dose._dicomread import MAX_DECODED_ENV
+from dose._dicomread import MAX_DECODED_ENV, is_dicom_file
 from dose._dicomread import quiet_pydicom as _quiet_pydicom
 
 from ._image import (
@@ -125,21 +125,6 @@ def _gib(nbytes: float) -> str:
         if nbytes >= size / 10:
             return f"{nbytes / size:.3g} {unit}"
     return f"{nbytes / 1024**2:.3g} MiB"
-
-
-def is_dicom_file(path: str | os.PathLike) -> bool:
-    """True when the file carries the DICOM Part 10 preamble (``DICM`` at byte 128).
-
-    Only regular files are opened: a FIFO or device named ``*.dcm`` would block or never end.
-    """
-    if not os.path.isfile(path):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _require_file(path: Path) -> None:
