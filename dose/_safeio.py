@@ -15,6 +15,8 @@ import errno
 import hashlib
 import html
 import json
+import math
+import numbers
 import os
 import re
 import secrets
@@ -36,6 +38,7 @@ __all__ = [
     "csv_cell",
     "file_record",
     "is_owned",
+    "json_safe",
     "owner_kind",
     "write_owner_mark",
     "html_text",
@@ -357,6 +360,21 @@ def terminal_text(text: str, *, keep_newlines: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def json_safe(value):
+    """``value`` for strict JSON: NaN and infinities as None, NumPy values as Python ones."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return json_safe(value.tolist())  # NumPy arrays and scalars
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value) if math.isfinite(value) else None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -135,26 +135,21 @@ class _TooDeep(Exception):
     """A content tree nested deeper than :data:`MAX_SR_DEPTH` (named with its file later)."""
 
 
+def _is_dose_container(item) -> bool:
+    code = _concept(item)
+    return _is(code, ACCUMULATED) or _is(code, EVENT)
+
+
 def _dose_containers(item):
     """Accumulated-dose and irradiation-event containers at any depth (not inside one)."""
-    stack = [(iter(_children(item)), 1)]
-    while stack:
-        children, depth = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            continue
-        code = _concept(child)
-        if _is(code, ACCUMULATED) or _is(code, EVENT):
-            yield child
-        else:
-            if depth >= MAX_SR_DEPTH:
-                raise _TooDeep()
-            stack.append((iter(_children(child)), depth + 1))
+    return (c for c in _walk(item, prune=_is_dose_container) if _is_dose_container(c))
 
 
-def _walk(item):
-    """Yield every descendant content item, depth first, iteratively and to a bounded depth."""
+def _walk(item, prune=None):
+    """Yield every descendant content item, depth first, iteratively and to a bounded depth.
+
+    ``prune(child)`` true: ``child`` is yielded but not descended into.
+    """
     stack = [(iter(_children(item)), 1)]
     while stack:
         children, depth = stack[-1]
@@ -163,7 +158,7 @@ def _walk(item):
             stack.pop()
             continue
         yield child
-        if "ContentSequence" in child:
+        if "ContentSequence" in child and not (prune and prune(child)):
             if depth >= MAX_SR_DEPTH:
                 raise _TooDeep()
             stack.append((iter(_children(child)), depth + 1))

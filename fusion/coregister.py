@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dose._safeio import file_record, write_text
+from dose._safeio import file_record, json_safe, write_text
 from registration import (
     Landmarks,
     RegistrationOptions,
@@ -457,24 +457,9 @@ def _input_record(img: Image, frame: int, include_phi: bool, known: dict | None)
     return rec
 
 
-def _finite_or_none(value):
-    """``value`` with NaN and infinities as None: strict JSON has no such numbers."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return _finite_or_none(value.tolist())
-    return value
-
-
 def write_transform_json(path: str | os.PathLike, record: dict) -> None:
     """Write strict JSON through an exclusive temporary file, renamed when complete."""
-    text = json.dumps(_finite_or_none(record), indent=1, allow_nan=False, default=str)
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False, default=str)
     write_text(path, text + "\n")
 
 

@@ -35,6 +35,7 @@ from dose._safeio import (
     check_out_separate,
     check_out_target,
     file_record,
+    json_safe,
     write_text,
 )
 from registration import Transform
@@ -328,19 +329,6 @@ def _finish(job, viewer, shape) -> None:
         viewer.keep(k, result, shape)
 
 
-def _json_safe(obj):
-    """``obj`` with non-finite floats as None, so that ``fuse.json`` is valid JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def _frame_rate(times: list[float]) -> float:
     """Frames per second from the frame times, within 1-30 (4 when unknown)."""
     steps = np.diff(np.asarray(times, float))
@@ -472,7 +460,7 @@ def fuse_images(
             written.append("registration.dcm")
         if map_path is not None and map_path.is_file():
             written.append(map_path.name)
-        summary = _json_safe(
+        summary = json_safe(
             {
                 "schema": "hybridfuse.fuse/1",
                 "case": label,
