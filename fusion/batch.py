@@ -240,6 +240,18 @@ def _row(spec_id: str, status: str, wall: float, summary: dict | None, message: 
 
 def run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
     """Run one case; never raises (a failure is a row). Top-level so that it pickles."""
+    try:
+        _WORKER["in_case"] = True
+        row = _run_one(spec_dict, out_root, config_dict)
+        _WORKER["in_case"] = False
+        return row
+    except _Terminated as exc:
+        # The case's temporary folder is gone already (the exception unwound through it).
+        # Exit now: the executor would report the exception and hand over the next case.
+        os._exit(exc.code)
+
+
+def _run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
     t0 = time.perf_counter()
     spec = CaseSpec.from_dict(spec_dict)
     config = RunConfig(**config_dict)
@@ -249,10 +261,6 @@ def run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
         return _row(spec.case_id, "ok", time.perf_counter() - t0, summary)
     except Exception as exc:  # one bad case never stops the batch
         return _row(spec.case_id, "failed", time.perf_counter() - t0, None, _one_line(exc))
-    except _Terminated as exc:
-        # The case's temporary folder is gone already (the exception unwound through it).
-        # Exit now: the executor would report the exception and hand over the next case.
-        os._exit(exc.code)
 
 
 def _csv_text(rows: Iterable[dict], header: bool) -> str:
@@ -445,8 +453,18 @@ class _Terminated(BaseException):
         self.code = code
 
 
+#: ``in_case`` is True while a worker runs a case: only then has SIGTERM a folder to unwind.
+_WORKER = {"in_case": False}
+
+
 def _unwind(signum, _frame) -> None:
-    """SIGTERM unwinds the case, so its temporary folder is removed on the way out."""
+    """SIGTERM unwinds the case, so its temporary folder is removed on the way out.
+
+    An idle worker (waiting for the next case) exits at once: an exception raised there
+    would surface as a traceback from the executor's own loop.
+    """
+    if not _WORKER["in_case"]:
+        os._exit(128 + signum)
     raise _Terminated(128 + signum)
 
 

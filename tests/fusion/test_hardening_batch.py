@@ -354,3 +354,20 @@ def test_exports_never_write_through_a_link_and_leave_nothing_on_failure(
             write(tmp_path / "bad.mp4", frames)
         assert not list(tmp_path.glob("*bad*")) and not list(tmp_path.glob(".bad*"))
     assert not list(tmp_path.glob(".*.partial-*"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
+def test_sigterm_to_an_idle_worker_exits_quietly():
+    """A worker waiting for its next case has nothing to unwind: exit 143, no traceback."""
+    code = (
+        "import os, signal, time\n"
+        "from fusion import batch\n"
+        "signal.signal(signal.SIGTERM, batch._unwind)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert proc.stderr == b""
