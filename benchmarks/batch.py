@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from fusion.batch import read_manifest, run_batch
-from fusion.pipeline import RunConfig
-from testdata.phantom import generate_procedure
+from hybridfuse.fusion.batch import read_manifest, run_batch
+from hybridfuse.fusion.pipeline import RunConfig
+from hybridfuse.testdata.phantom import generate_procedure
 
 
 def main(n_cases: int) -> None:

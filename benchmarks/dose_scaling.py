@@ -46,7 +46,13 @@ def main(argv: list[str]) -> None:
     rdsr, n, extra = Path(argv[0]), int(argv[1]), argv[2:]
     with tempfile.TemporaryDirectory() as tmp:
         big = many_events(rdsr, n, Path(tmp) / "big.dcm")
-        cmd = [sys.executable, "-c", "from cli.main import main; main()", "dose", "report"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from hybridfuse.cli.main import main; main()",
+            "dose",
+            "report",
+        ]
         cmd += ["--rdsr", str(big)]
         cmd += ["--out", str(Path(tmp) / "out"), *extra]
         start = time.perf_counter()

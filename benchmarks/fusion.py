@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
-from fusion import read_image
-from fusion.export import write_mp4
-from fusion.fuse import fuse_images
-from registration import Transform
-from registration.warp import warp_to_fixed
-from testdata import sample_case
-from testdata.phantom import load_truth
+from hybridfuse.fusion import read_image
+from hybridfuse.fusion.export import write_mp4
+from hybridfuse.fusion.fuse import fuse_images
+from hybridfuse.registration import Transform
+from hybridfuse.registration.warp import warp_to_fixed
+from hybridfuse.testdata import sample_case
+from hybridfuse.testdata.phantom import load_truth
 
 
 def main(n_frames: int) -> None:

@@ -22,8 +22,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 def one(n: int, model: str, outliers: bool) -> dict:
     """Fit ``n`` pairs once and report wall time and the process's peak RSS."""
     import numpy as np
-
-    from registration import Transform, fit_landmarks
+    from hybridfuse.registration import Transform, fit_landmarks
 
     rng = np.random.default_rng(1)
     h = np.array([[0.55, 0.05, 40.0], [-0.02, 0.5, -12.0], [2e-4, -1e-4, 1.0]])

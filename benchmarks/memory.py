@@ -174,7 +174,7 @@ def batch_manifest(dst: Path, n: int) -> None:
 
 
 def main(keep: Path | None, src: Path | None, timeout_s: float) -> None:
-    hf = [sys.executable, "-c", "from cli.main import main; main()"]
+    hf = [sys.executable, "-c", "from hybridfuse.cli.main import main; main()"]
     if src is not None:  # another checkout's code, e.g. the version before a change
         os.environ["PYTHONPATH"] = str(src.resolve())
     with tempfile.TemporaryDirectory() as tmpname:

@@ -39,10 +39,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
-from fusion import read_image
-from fusion.coregister import read_landmarks_csv, register_images
-from registration import (
+from hybridfuse.fusion import read_image
+from hybridfuse.fusion.coregister import read_landmarks_csv, register_images
+from hybridfuse.registration import (
     Landmarks,
     MetricContext,
     Parameterization,
@@ -51,8 +50,8 @@ from registration import (
     fit_model,
     metric_cost,
 )
-from registration.preprocess import preprocess_pair
-from testdata.phantom import generate_procedure
+from hybridfuse.registration.preprocess import preprocess_pair
+from hybridfuse.testdata.phantom import generate_procedure
 
 # ITK's LBFGSB prints "does not support scaling" for every registration; the scales are
 # ones either way, and hundreds of those lines buried the table.
@@ -128,8 +127,7 @@ def elastix_mi(ff, fmask, mf, mmask, start):
     """itk-elastix: affine, AdvancedMattesMutualInformation (32 bins), 3 resolutions,
     from the same start, sampling the fixed image where the ultrasound lands."""
     import itk
-
-    from registration.warp import warp_to_fixed
+    from hybridfuse.registration.warp import warp_to_fixed
 
     # Sample the fixed image only where the ultrasound region lands under the start.
     _, covered = warp_to_fixed(mmask.astype(np.float32), start, ff.shape, moving_mask=mmask)
@@ -364,7 +362,7 @@ def run(cases: int, starts: int, seed: int) -> None:
 
 def metric_timing(reps: int = 20) -> None:
     rng = np.random.default_rng(0)
-    from registration.preprocess import masked_smooth
+    from hybridfuse.registration.preprocess import masked_smooth
 
     fixed = masked_smooth(rng.normal(size=(600, 600)), np.ones((600, 600), bool), 3.0) * 100
     moving = masked_smooth(rng.normal(size=(512, 512)), np.ones((512, 512), bool), 2.0) * 50
@@ -419,9 +417,9 @@ def tracking_benchmark(repeats: int = 5) -> None:
     about 4,000 ultrasound pixels; both pay for their own feature images per frame.
     SimpleITK: Mattes MI, affine, L-BFGS-B with 10 iterations, random sampling.
     """
-    from registration.tracking import track_sequence
-    from testdata import sample_case
-    from testdata.phantom import load_truth
+    from hybridfuse.registration.tracking import track_sequence
+    from hybridfuse.testdata import sample_case
+    from hybridfuse.testdata.phantom import load_truth
 
     case = sample_case()
     truth = load_truth(case)

@@ -97,7 +97,7 @@ def report(
     against them per plane and contradictions are flagged. Without an RDSR, --images sums
     the per-image dose attributes (a lower bound: unstored fluoroscopy is missing).
     """
-    from dose.report import (
+    from hybridfuse.dose.report import (
         build_dose_report,
         build_image_dose_report,
         load_coefficients,
@@ -108,7 +108,7 @@ def report(
     if rdsr_path is None and not image_paths:
         raise click.UsageError("give --rdsr FILE, or --images FILE... when there is no RDSR")
     if db_path is not None and not procedure:
-        from dose import DoseInputError
+        from hybridfuse.dose import DoseInputError
 
         raise DoseInputError("--db gives a baseline only for a --procedure; give --procedure")
     _check_out(out_dir, [rdsr_path, *image_paths, *us_clips, db_path, coefficients], overwrite)
@@ -168,14 +168,14 @@ def report(
 
 def _echo(text: str, **kw) -> None:
     """click.echo with control characters (ESC, BEL, ...) from file names or data escaped."""
-    from dose._safeio import terminal_text
+    from hybridfuse._safeio import terminal_text
 
     click.echo(terminal_text(text), **kw)
 
 
 def _check_out(out_dir: Path, inputs, overwrite: bool) -> None:
     """Before any work: --out may not hold an input, nor be someone else's non-empty folder."""
-    from dose._safeio import UnsafeOutputError, check_out_separate, check_out_target
+    from hybridfuse._safeio import UnsafeOutputError, check_out_separate, check_out_target
 
     if out_dir.name in ("", ".", ".."):
         raise UnsafeOutputError(f"--out {out_dir}: name the output folder itself, not . or ..")
@@ -194,7 +194,7 @@ def _write_owned(out_dir: Path, overwrite: bool, write) -> list[Path]:
     ``out_dir`` gets the ``.hybridfuse-output`` marker; it must be absent, empty, or
     (with ``overwrite``) a folder hybridfuse wrote. Returns the final paths.
     """
-    from dose._safeio import atomic_directory
+    from hybridfuse._safeio import atomic_directory
 
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         written = write(tmp)
@@ -204,7 +204,7 @@ def _write_owned(out_dir: Path, overwrite: bool, write) -> list[Path]:
 def _registry_values(db_path, procedure):
     if not db_path or not procedure:
         return None
-    from dose.registry import Registry
+    from hybridfuse.dose.registry import Registry
 
     reg = Registry(db_path, create=False)
     try:
@@ -259,7 +259,7 @@ def ingest(files, db_path, procedure, region, guidance, as_json):
     Instance UID is kept as a distinct procedure and the conflict is reported. One bad
     file does not stop the others; exit 2 if any file could not be ingested.
     """
-    from dose.registry import Registry
+    from hybridfuse.dose.registry import Registry
 
     from .main import exit_code_for
 
@@ -294,7 +294,7 @@ MAX_DOSE_JSON_BYTES = 64 << 20
 
 
 def _report_for_ingest(path: Path, procedure, region, guidance):
-    from dose.report import build_dose_report
+    from hybridfuse.dose.report import build_dose_report
 
     if path.suffix.lower() == ".json":
         return _dose_json_for_ingest(path)
@@ -316,9 +316,10 @@ def _dose_json_for_ingest(path: Path):
     beside the dose.json under its recorded file name; it is used only when its sha256
     matches the one recorded.
     """
-    from dose import DoseInputError, read_rdsr
-    from dose._safeio import sha256_file
-    from dose.registry import validate_report
+    from hybridfuse.dose import DoseInputError, read_rdsr
+    from hybridfuse.dose.registry import validate_report
+
+    from hybridfuse._safeio import sha256_file
 
     try:
         if path.stat().st_size > MAX_DOSE_JSON_BYTES:
@@ -363,7 +364,7 @@ def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
     Medians, 75th percentiles, comparison with diagnostic reference levels, outliers and
     UID conflicts, as OUT/audit.csv, OUT/audit.json and OUT/audit.html.
     """
-    from dose.registry import Registry, audit, load_drl, write_audit
+    from hybridfuse.dose.registry import Registry, audit, load_drl, write_audit
 
     _check_out(out_dir, [db_path, drl_path], overwrite)
     reg = Registry(db_path, create=False)

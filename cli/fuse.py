@@ -93,11 +93,11 @@ def fuse(
     file), fused_sc.dcm and fuse.json into OUT, all at once when complete. OUT may not be
     or contain an input; --overwrite replaces only a folder hybridfuse wrote.
     """
-    from fusion import read_image
-    from fusion.coregister import read_transform_frames, read_transform_json
-    from fusion.errors import InputError
-    from fusion.fuse import check_frames, fuse_images
-    from fusion.pipeline import check_out
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import read_transform_frames, read_transform_json
+    from hybridfuse.fusion.errors import InputError
+    from hybridfuse.fusion.fuse import check_frames, fuse_images
+    from hybridfuse.fusion.pipeline import check_out
 
     # Before any reading: OUT may not be an input or hold one, a link, a file, a
     # read-only place or (even with --overwrite) a folder hybridfuse did not write.

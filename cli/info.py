@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dose._safeio import terminal_text
+from hybridfuse._safeio import terminal_text
 
 from .options import EXIT_BAD_INPUT, EXIT_OK, json_option, spacing_type
 
@@ -19,7 +19,7 @@ def describe_file(path: Path, us_region: int | None, spacing_mm, decode: bool = 
     DICOM pixels are not decoded unless ``decode``: the header says what ``info`` reports,
     and the declaration is still checked against the decode limit.
     """
-    from fusion import is_dicom_file, read_header, read_image
+    from hybridfuse.fusion import is_dicom_file, read_header, read_image
 
     out: dict = {"file": str(path)}
     if is_dicom_file(path) or path.suffix.lower() == ".dcm":
@@ -33,14 +33,14 @@ def describe_file(path: Path, us_region: int | None, spacing_mm, decode: bool = 
     out["kind"] = "image"
     out["image"] = image.describe()
     if image.modality.is_xray and "dicom" in out:
-        from dose import read_image_dose_tags
+        from hybridfuse.dose import read_image_dose_tags
 
         out["dose_tags"] = read_image_dose_tags(path).to_dict()
     return out
 
 
 def _describe_sr(path: Path) -> dict:
-    from dose import summarize_dose_report
+    from hybridfuse.dose import summarize_dose_report
 
     return summarize_dose_report(path)
 

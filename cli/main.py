@@ -7,22 +7,15 @@ import signal
 import sys
 import threading
 import traceback
-from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from dose._safeio import terminal_text
+from hybridfuse import __version__
+from hybridfuse._safeio import terminal_text
 
 from .options import EXIT_BAD_INPUT, EXIT_FAILURE
 
 log = logging.getLogger("hybridfuse")
-
-
-def _version() -> str:
-    try:
-        return version("hybridfuse")
-    except PackageNotFoundError:  # running from a source tree without install
-        return "0+unknown"
 
 
 def configure_logging(verbosity: int) -> None:
@@ -66,14 +59,15 @@ def _terminate_cleanly(signum, _frame) -> None:
 
 def exit_code_for(exc: BaseException) -> int:
     """Exit code of an exception raised by the library (see :mod:`cli.options`)."""
-    from dose._safeio import UnsafeOutputError
-    from dose.errors import DoseError, DoseInputError
-    from fusion.errors import FusionError, InputError
-    from registration.errors import (
+    from hybridfuse.dose.errors import DoseError, DoseInputError
+    from hybridfuse.fusion.errors import FusionError, InputError
+    from hybridfuse.registration.errors import (
         IllPosedGeometryError,
         LandmarkInputError,
         RegistrationError,
     )
+
+    from hybridfuse._safeio import UnsafeOutputError
 
     if isinstance(
         exc,
@@ -118,10 +112,11 @@ class HybridFuseGroup(click.Group):
 
 
 def _is_library_error(exc: BaseException) -> bool:
-    from dose._safeio import UnsafeOutputError
-    from dose.errors import DoseError
-    from fusion.errors import FusionError
-    from registration.errors import RegistrationError
+    from hybridfuse.dose.errors import DoseError
+    from hybridfuse.fusion.errors import FusionError
+    from hybridfuse.registration.errors import RegistrationError
+
+    from hybridfuse._safeio import UnsafeOutputError
 
     return isinstance(
         exc,
@@ -140,7 +135,7 @@ def _is_library_error(exc: BaseException) -> bool:
 @click.group(cls=HybridFuseGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug); tracebacks.")
 @click.option("-q", "--quiet", count=True, help="Less output: errors only, no progress.")
-@click.version_option(_version(), "--version", prog_name="hybridfuse")
+@click.version_option(__version__, "--version", prog_name="hybridfuse")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     """Fuse ultrasound with fluoroscopy and account for the radiation dose it saved.

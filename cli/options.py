@@ -72,7 +72,7 @@ def report_stale(out_dir: Path) -> list[str]:
 
     Only ``out_dir``'s own leftovers: the folder around it belongs to the user.
     """
-    from dose._safeio import clean_stale
+    from hybridfuse._safeio import clean_stale
 
     removed = clean_stale(out_dir.parent, name=out_dir.name)
     say_stale(out_dir.parent, removed)
@@ -81,7 +81,7 @@ def report_stale(out_dir: Path) -> list[str]:
 
 def say_stale(folder: Path, removed: list[str]) -> None:
     """One line on stderr naming the leftovers of interrupted runs that were removed."""
-    from dose._safeio import terminal_text
+    from hybridfuse._safeio import terminal_text
 
     if removed:
         click.echo(
@@ -99,6 +99,6 @@ def check_pseudonym_key(include_phi: bool) -> None:
     A broken key file is then refused at once, not after a whole run.
     """
     if not include_phi:
-        from dose.pseudonym import user_key
+        from hybridfuse.dose.pseudonym import user_key
 
         user_key()

@@ -126,9 +126,8 @@ def register(
     moving_to_fixed_mm, quality and, with --truth, the TRE in mm at the isocentre plane.
     Exit 2 for bad input or an ill-posed (edge-on) geometry, 1 when it does not converge.
     """
-    from dose._safeio import UnsafeOutputError, terminal_text
-    from fusion import read_image
-    from fusion.coregister import (
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import (
         read_landmarks_csv,
         read_transform_json,
         read_truth_json,
@@ -137,10 +136,12 @@ def register(
         truth_tre,
         write_transform_json,
     )
-    from fusion.errors import InputError
-    from fusion.fuse import check_pair
-    from registration import RegistrationError, RegistrationOptions
-    from registration.errors import StartTransformError
+    from hybridfuse.fusion.errors import InputError
+    from hybridfuse.fusion.fuse import check_pair
+    from hybridfuse.registration import RegistrationError, RegistrationOptions
+    from hybridfuse.registration.errors import StartTransformError
+
+    from hybridfuse._safeio import UnsafeOutputError, terminal_text
 
     target = out_dir / "transform.json"
     _check_target(
@@ -244,7 +245,7 @@ def _check_target(target: Path, overwrite: bool, inputs) -> None:
     ``--overwrite`` replaces only a transform.json hybridfuse wrote (readable JSON with
     schema ``hybridfuse.transform/1``), never a user's own file of that name.
     """
-    from dose._safeio import UnsafeOutputError, check_out_separate
+    from hybridfuse._safeio import UnsafeOutputError, check_out_separate
 
     out_dir = target.parent
     if out_dir.is_symlink():
@@ -267,7 +268,7 @@ def _check_target(target: Path, overwrite: bool, inputs) -> None:
 
 def _is_our_transform(path: Path) -> bool:
     """Whether ``path`` is readable JSON with the schema hybridfuse writes."""
-    from fusion.coregister import MAX_TRANSFORM_BYTES, TRANSFORM_SCHEMA
+    from hybridfuse.fusion.coregister import MAX_TRANSFORM_BYTES, TRANSFORM_SCHEMA
 
     try:
         if path.stat().st_size > MAX_TRANSFORM_BYTES:

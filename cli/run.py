@@ -66,7 +66,7 @@ def _config(config_path, **kw):
     """The run configuration: the TOML file (if any), then the options given."""
     import dataclasses
 
-    from fusion.pipeline import RunConfig
+    from hybridfuse.fusion.pipeline import RunConfig
 
     overrides = {k: v for k, v in kw.items() if v is not None}
     if overrides.get("metric") == "none":
@@ -87,7 +87,7 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
 
     OUT may not be CASE or contain it; --overwrite replaces only a folder hybridfuse wrote.
     """
-    from fusion.pipeline import case_from_folder, check_out, run_case
+    from hybridfuse.fusion.pipeline import case_from_folder, check_out, run_case
 
     check_out(out_dir, [case], overwrite=overwrite)  # before any work
     report_stale(out_dir)
@@ -106,7 +106,7 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
 
 
 def _report(summary, out_dir, as_json):
-    from dose._safeio import terminal_text
+    from hybridfuse._safeio import terminal_text
 
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))
@@ -138,8 +138,8 @@ def _report(summary, out_dir, as_json):
 @click.pass_context
 def demo(ctx, out_dir, as_json):
     """Run the committed sample case end to end and say what to open first."""
-    from fusion.pipeline import RunConfig, case_from_folder, check_out, run_case
-    from testdata import SAMPLE_CASE, sample_case
+    from hybridfuse.fusion.pipeline import RunConfig, case_from_folder, check_out, run_case
+    from hybridfuse.testdata import SAMPLE_CASE, sample_case
 
     summary_file = out_dir / "summary.json"
     try:
@@ -209,12 +209,13 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     if it exists it must be empty or an earlier batch's output.
     Exit 0 when every case is ok or up to date, 1 when any failed, 2 for a bad OUT.
     """
-    from dose._safeio import terminal_text
-    from fusion.batch import check_out_root, read_manifest, run_batch
+    from hybridfuse.fusion.batch import check_out_root, read_manifest, run_batch
+
+    from hybridfuse._safeio import terminal_text
 
     check_out_root(out_dir, [manifest])  # before discovery, which can take a while
     if scheduler:
-        from fusion.batch import check_scheduler_address
+        from hybridfuse.fusion.batch import check_scheduler_address
 
         check_scheduler_address(scheduler)
     else:

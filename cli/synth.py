@@ -60,7 +60,7 @@ def synth(
     bone shadows, needle, beads). truth.json holds the US-to-fluoro homography of every
     frame pair, landmark positions in both images and the dose that ultrasound saved.
     """
-    from testdata.phantom import generate_procedure
+    from hybridfuse.testdata.phantom import generate_procedure
 
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     if out_dir.exists() and not overwrite:

@@ -1,7 +1,7 @@
 """``report.html``: a self-contained, printable dose report for a medical physicist.
 
 Every value from the input (protocol and procedure names, flags, file names, device
-names, ...) goes through :func:`dose._safeio.html_text`; the page has no script at all
+names, ...) goes through :func:`hybridfuse._safeio.html_text`; the page has no script at all
 and its Content-Security-Policy forbids any, so markup smuggled into a DICOM tag cannot
 run even where escaping were forgotten.
 """
@@ -13,7 +13,7 @@ import io
 
 import numpy as np
 
-from ._safeio import html_text
+from hybridfuse._safeio import html_text
 
 __all__ = ["timeline_png", "render_report_html"]
 

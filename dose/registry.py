@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._safeio import csv_cell, terminal_text
+from hybridfuse._safeio import csv_cell, terminal_text
+
 from .errors import DoseInputError
 from .pseudonym import pseudonym as _keyed
 from .units import PLAUSIBLE_MAX

@@ -16,7 +16,9 @@ import os
 from contextlib import ExitStack
 from pathlib import Path
 
-from ._safeio import UnsafeOutputError, atomic_file, csv_cell, file_record
+from hybridfuse import __version__
+from hybridfuse._safeio import UnsafeOutputError, atomic_file, csv_cell, file_record
+
 from .rdsr import DoseRecord, read_rdsr
 
 __all__ = [
@@ -235,8 +237,6 @@ def build_dose_report(
         uses the shipped table (:func:`load_coefficients`), ``{}`` computes none.
     registry_values : quantity → values of fluoroscopy-only procedures of the same type.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     from .saved import (
         Interval,
         saved_against_baseline,
@@ -278,10 +278,7 @@ def build_dose_report(
     delivered["has_fluoroscopy"] = rec.has_fluoroscopy
     delivered["sources"] = sources
     reconciliation = _reconcile(rec, flags)
-    try:
-        software = version("hybridfuse")
-    except PackageNotFoundError:
-        software = "0+unknown"
+    software = __version__
     report = {
         "schema": DOSE_SCHEMA,
         "software_version": software,
@@ -476,7 +473,7 @@ def write_together(out_dir: str | os.PathLike, files: list[tuple[str, str | byte
     """Write several outputs so that they appear together or not at all.
 
     Every file is first written whole under an exclusive temporary name
-    (:func:`dose._safeio.atomic_file`), then all are renamed into place. On any failure
+    (:func:`hybridfuse._safeio.atomic_file`), then all are renamed into place. On any failure
     (a full disk, a signal) the temporaries are removed, and so is any output this call
     already renamed, so a re-run finds nothing half-written. ``out_dir`` may not be a link.
     """
@@ -540,8 +537,6 @@ def build_image_dose_report(
     without it leave the total unknown (never 0). Stored images are usually a fraction of
     the irradiation (unstored fluoroscopy is not in any image), which is stated.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     from .errors import DoseInputError
     from .image_tags import check_xray_image, read_header, read_image_dose_tags
 
@@ -582,10 +577,7 @@ def build_image_dose_report(
             f"DAP recorded on {len(known)} of {len(daps)} images: the total is "
             f"unknown (the known part is {sum(known):.4g} Gy·cm²)"
         )
-    try:
-        software = version("hybridfuse")
-    except PackageNotFoundError:
-        software = "0+unknown"
+    software = __version__
     delivered = {
         "dap_total_gy_cm2": dap_total,
         "fluoro_dap_gy_cm2": None,

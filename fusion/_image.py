@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
-
-from registration.geometry import ConeBeamGeometry
+from hybridfuse.registration.geometry import ConeBeamGeometry
 
 from .errors import InputError, MissingCalibrationError
 

@@ -6,8 +6,8 @@
   A ``landmarks`` CSV refers to the pair that is registered: the first fluoroscopy frame
   acquired within 0.5 s of an ultrasound frame (first run in manifest order).
 - A case id names a folder inside the output folder, so it must be a safe name
-  (:func:`dose._safeio.check_case_id`) and unique after normalisation
-  (:func:`dose._safeio.case_key`: ``C1`` and ``c1`` are one folder on many file systems);
+  (:func:`hybridfuse._safeio.check_case_id`) and unique after normalisation
+  (:func:`hybridfuse._safeio.case_key`: ``C1`` and ``c1`` are one folder on many file systems);
   a bad or repeated id is a failed row, not a reason to stop.
 - The output folder may not equal or contain any input or the manifest; it is created
   with hybridfuse's owner marker, or must be empty or carry that marker already. Each
@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dose._safeio import (
+from hybridfuse._safeio import (
     UnsafeOutputError,
     case_key,
     check_case_id,

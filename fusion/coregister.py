@@ -13,19 +13,19 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
-
-from dose._safeio import file_record, json_safe, write_text
-from registration import (
+from hybridfuse.registration import (
     Landmarks,
     RegistrationOptions,
     RegistrationResult,
     Transform,
     register,
 )
-from registration.errors import LandmarkInputError
-from registration.initial import moments_start, wide_search_options
-from registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
-from registration.transforms import TransformModel
+from hybridfuse.registration.errors import LandmarkInputError
+from hybridfuse.registration.initial import moments_start, wide_search_options
+from hybridfuse.registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
+from hybridfuse.registration.transforms import TransformModel
+
+from hybridfuse._safeio import file_record, json_safe, write_text
 
 from ._image import Image
 from .errors import InputError
@@ -528,10 +528,12 @@ def _read_json(path: Path, what: str, max_bytes: int):
         raise InputError(f"{path}: not a JSON {what} ({str(exc)[:120]})") from exc
 
 
+#: Schema of a synthetic case's ``truth.json`` (written by the phantom generator).
+TRUTH_SCHEMA = "hybridfuse.synthetic-truth/1"
+
+
 def read_truth_json(path: str | os.PathLike) -> dict:
     """Read a synthetic case's ``truth.json`` (for ``--truth``), refusing a bad one."""
-    from testdata.phantom.procedure import TRUTH_SCHEMA
-
     path = Path(path)
     data = _read_json(path, "truth", 64 * 2**20)
     if not isinstance(data, dict) or data.get("schema") != TRUTH_SCHEMA:

@@ -27,8 +27,9 @@ import os
 import uuid
 from pathlib import Path
 
-from dose._safeio import write_text
-from dose.pseudonym import pseudonym, user_key
+from hybridfuse.dose.pseudonym import pseudonym, user_key
+
+from hybridfuse._safeio import write_text
 
 __all__ = [
     "DEID_METHOD",

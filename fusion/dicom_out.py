@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from hybridfuse.dose.pseudonym import pseudonym
 
-from dose._safeio import atomic_file
-from dose.pseudonym import pseudonym
+from hybridfuse._safeio import atomic_file
 
 from .deid import Deidentifier
 

@@ -1,7 +1,7 @@
 """Write fused frames: PNG, animated GIF, MP4 (H.264).
 
 Every file is written under an exclusive temporary name beside it
-(:func:`dose._safeio.atomic_file`) and renamed when complete: a planted link is never
+(:func:`hybridfuse._safeio.atomic_file`) and renamed when complete: a planted link is never
 written through, and an interrupted write leaves no file that looks finished.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dose._safeio import atomic_file
+from hybridfuse._safeio import atomic_file
 
 from .errors import FusionError
 

@@ -30,16 +30,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from hybridfuse.registration import Transform
+from hybridfuse.registration.warp import warp_to_fixed
 
-from dose._safeio import (
+from hybridfuse._safeio import (
     check_out_separate,
     check_out_target,
     file_record,
     json_safe,
     write_text,
 )
-from registration import Transform
-from registration.warp import warp_to_fixed
 
 from ._image import Image
 from .blend import BlendMode, blend

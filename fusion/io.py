@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from dose import _dicomread
-from dose._dicomread import MAX_DECODED_ENV, is_dicom_file
-from dose._dicomread import quiet_pydicom as _quiet_pydicom
+from hybridfuse.dose import _dicomread
+from hybridfuse.dose._dicomread import MAX_DECODED_ENV, is_dicom_file
+from hybridfuse.dose._dicomread import quiet_pydicom as _quiet_pydicom
 
 from ._image import (
     CollimatorShape,

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from hybridfuse.registration import IllPosedGeometryError, RegistrationOptions
 
-from dose._safeio import (
+from hybridfuse import __version__
+from hybridfuse._safeio import (
     OWNER_MARK,
     UnsafeOutputError,
     atomic_directory,
@@ -28,7 +30,6 @@ from dose._safeio import (
     html_text,
     sha256_file,
 )
-from registration import IllPosedGeometryError, RegistrationOptions
 
 from .errors import InputError
 
@@ -137,8 +138,8 @@ class RunConfig:
 
 def _check_choices(path, data: dict) -> None:
     """One line naming the file, the key and what is allowed, for an unknown choice."""
-    from registration import Metric, TransformModel
-    from registration.preprocess import Preprocess
+    from hybridfuse.registration import Metric, TransformModel
+    from hybridfuse.registration.preprocess import Preprocess
 
     from .blend import BlendMode
 
@@ -195,15 +196,6 @@ _TYPES = {
 }
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hybridfuse")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = None) -> str:
     """Hash of every input's content, the configuration and the software version.
 
@@ -217,7 +209,7 @@ def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = Non
         for p in sorted(Path(spec.landmark_dir).glob("*.csv")):
             h.update(sha256_file(p).encode())
     h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
-    h.update(_version().encode())
+    h.update(__version__.encode())
     return h.hexdigest()
 
 
@@ -295,7 +287,7 @@ def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
     It must name a folder (not ``.`` or ``..``) in a writable place, may not be a link or
     a file, may not equal or contain any of ``inputs``, and when not empty must be one
     hybridfuse wrote (and ``overwrite`` given). Raises
-    :class:`dose._safeio.UnsafeOutputError` or :class:`FileExistsError` (exit 2).
+    :class:`hybridfuse._safeio.UnsafeOutputError` or :class:`FileExistsError` (exit 2).
     """
     out_dir = Path(out_dir)
     if out_dir.name in ("", ".", ".."):
@@ -313,7 +305,7 @@ def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:
 
 @contextmanager
 def claim_out(out_dir: str | os.PathLike, *, overwrite: bool, **kw):
-    """:func:`dose._safeio.atomic_directory`, saying so when another run took ``out_dir``.
+    """:func:`hybridfuse._safeio.atomic_directory`, saying so when another run took ``out_dir``.
 
     Two runs into the same new folder: the second to finish finds it there and replaces
     nothing; its message says why instead of "cannot write (FileExistsError)". Other
@@ -373,7 +365,11 @@ def run_case(
     not write. Input files are recorded by name and sha256 (paths only with
     ``config.include_phi``): folder names often carry a patient's name.
     """
-    from dose.report import build_dose_report, build_image_dose_report, write_dose_outputs
+    from hybridfuse.dose.report import (
+        build_dose_report,
+        build_image_dose_report,
+        write_dose_outputs,
+    )
 
     from .coregister import (
         read_landmarks_csv,
@@ -519,7 +515,7 @@ def run_case(
             "schema": SUMMARY_SCHEMA,
             "case_id": spec.case_id,
             "status": "ok",
-            "software_version": _version(),
+            "software_version": __version__,
             "input_hash": digest,
             "config": config.to_dict(),
             "inputs": [

@@ -23,8 +23,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from registration import Transform, TransformModel
+from hybridfuse.registration import Transform, TransformModel
 
 from ._image import Image
 from .deid import Deidentifier

@@ -5,7 +5,7 @@ No server, no network, no CDN: the fluoroscopy frames and the resampled ultrasou
 Nothing identifying is embedded: a case pseudonym and relative times only.
 
 Safe by construction: every datum sits in a ``<script type="application/json">`` block
-written by :func:`dose._safeio.script_json` (no ``</script>``, ``<!--`` or U+2028 can
+written by :func:`hybridfuse._safeio.script_json` (no ``</script>``, ``<!--`` or U+2028 can
 survive it) and is read with ``JSON.parse``; the only executable script is the constant
 below, which a Content-Security-Policy admits by its hash, so nothing else may run.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dose._safeio import html_text, script_json, write_text
+from hybridfuse._safeio import html_text, script_json, write_text
 
 __all__ = ["MAX_BYTES", "MAX_FRAMES", "ViewerFrames", "write_viewer"]
 

@@ -16,7 +16,7 @@ REALDATA = ROOT.parent / "shared" / "realdata"
 @pytest.fixture(scope="session", autouse=True)
 def _pseudonym_key(tmp_path_factory):
     """Tests never create or read the pseudonym key in the user's home folder."""
-    from dose.pseudonym import KEY_ENV
+    from hybridfuse.dose.pseudonym import KEY_ENV
 
     before = os.environ.get(KEY_ENV)
     os.environ[KEY_ENV] = str(tmp_path_factory.mktemp("key") / "pseudonym.key")
@@ -35,7 +35,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def synthetic_case(tmp_path_factory) -> tuple[Path, dict]:
     """A lumbar MBB case (seed 7) written once per test session."""
-    from testdata.phantom import generate_procedure
+    from hybridfuse.testdata.phantom import generate_procedure
 
     out = tmp_path_factory.mktemp("synth") / "case"
     truth = generate_procedure(out, seed=7, procedure="lumbar-mbb")

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from testdata import sample_case, verify_sample
-from testdata.phantom import generate_procedure, load_truth
+from hybridfuse.testdata import sample_case, verify_sample
+from hybridfuse.testdata.phantom import generate_procedure, load_truth
 
 
 def test_sample_files_match_their_digests():

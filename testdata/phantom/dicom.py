@@ -22,7 +22,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from dose._safeio import atomic_file
+from hybridfuse._safeio import atomic_file
 
 XA_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.1")
 US_MULTIFRAME_STORAGE = UID("1.2.840.10008.5.1.4.1.1.3.1")

@@ -28,15 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from dose._safeio import atomic_directory
-from registration.geometry import (
+from hybridfuse.fusion.coregister import TRUTH_SCHEMA
+from hybridfuse.registration.geometry import (
     ConeBeamGeometry,
     apply_homography,
     plane_homography,
     plane_obliquity_deg,
     rotation_from_axes,
 )
+
+from hybridfuse._safeio import atomic_directory
 
 from . import dicom as dw
 from .anatomy import (
@@ -60,7 +61,6 @@ from .ultrasound import (
 )
 from .xray import Collimator, FluoroRenderer
 
-TRUTH_SCHEMA = "hybridfuse.synthetic-truth/1"
 GENERATOR_VERSION = "1"
 EDGE_ON_DEG = 10.0
 

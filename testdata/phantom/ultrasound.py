@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from registration.geometry import ImagePlane
+from hybridfuse.registration.geometry import ImagePlane
 
 from .anatomy import Phantom, Tissue
 

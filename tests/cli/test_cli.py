@@ -6,8 +6,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from hybridfuse.cli.main import cli
 
-from cli.main import cli
 from tests.conftest import REALDATA
 
 
@@ -97,7 +97,7 @@ def test_info_reads_every_real_file(runner):
 
 def _register_args(*extra, landmarks=True):
     """``hybridfuse register`` on the sample case's first lateral pair, plus ``extra``."""
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     case = sample_case()
     args = [
@@ -116,7 +116,7 @@ def _register_args(*extra, landmarks=True):
 
 @pytest.mark.parametrize("metric", ["mi", "ngf", "lc2"])
 def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     out = tmp_path / "reg"
     truth = str(sample_case() / "truth.json")
@@ -132,7 +132,7 @@ def test_register_writes_a_transform_with_its_tre(runner, tmp_path, metric):
 
 
 def test_register_from_moments_needs_no_start(runner, tmp_path):
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     out = tmp_path / "reg"
     truth = str(sample_case() / "truth.json")
@@ -173,7 +173,7 @@ def test_a_registration_that_cannot_start_names_both_files(runner, tmp_path):
 
 
 def test_register_names_a_missing_landmark_file(runner, tmp_path):
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     case = sample_case()
     missing = tmp_path / "nope.csv"
@@ -200,8 +200,7 @@ def test_uid_map_written_only_when_asked(runner, tmp_path):
     import csv
 
     import pydicom
-
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     reg = tmp_path / "reg"
     args = _register_args("--metric", "none", "--model", "affine", "--out", str(reg))
@@ -231,7 +230,7 @@ def test_uid_map_written_only_when_asked(runner, tmp_path):
 
 
 def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path):
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     synth = tmp_path / "S"
     assert runner.invoke(cli, ["-q", "synth", "--out", str(synth), "--seed", "4"]).exit_code == 0
@@ -242,7 +241,7 @@ def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path):
 
 
 def test_running_out_of_memory_is_said_plainly(runner, monkeypatch, tmp_path):
-    import fusion
+    from hybridfuse import fusion
 
     def exhausted(*_a, **_k):
         raise MemoryError("Unable to allocate 1.86 GiB")

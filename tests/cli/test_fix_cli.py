@@ -7,18 +7,24 @@ import os
 import shutil
 from pathlib import Path
 
+import hybridfuse.cli.run as cli_run
+import hybridfuse.fusion.batch
 import pytest
 from click.testing import CliRunner
+from hybridfuse.cli.main import cli
+from hybridfuse.fusion.batch import check_scheduler_address, read_manifest
+from hybridfuse.fusion.errors import InputError
+from hybridfuse.fusion.fuse import _check_frames
+from hybridfuse.fusion.pipeline import (
+    RunConfig,
+    _check_inputs,
+    case_from_folder,
+    claim_out,
+    run_case,
+)
+from hybridfuse.testdata import sample_case
 
-import cli.run as cli_run
-import fusion.batch
-from cli.main import cli
-from dose._safeio import UnsafeOutputError
-from fusion.batch import check_scheduler_address, read_manifest
-from fusion.errors import InputError
-from fusion.fuse import _check_frames
-from fusion.pipeline import RunConfig, _check_inputs, case_from_folder, claim_out, run_case
-from testdata import sample_case
+from hybridfuse._safeio import UnsafeOutputError
 
 LANDMARKS = "landmarks/run02_confirm_lateral_f00_us06.csv"
 
@@ -122,7 +128,7 @@ def test_batch_workers_capped(tmp_path, monkeypatch):
         seen["workers"] = workers
         return []
 
-    monkeypatch.setattr(fusion.batch, "run_batch", fake_run_batch)
+    monkeypatch.setattr(hybridfuse.fusion.batch, "run_batch", fake_run_batch)
     manifest = _write(tmp_path / "m.csv", "case_id,fluoro,ultrasound\nc1,a.dcm,b.dcm\n")
     r = _invoke(["batch", manifest, "--out", tmp_path / "o", "--workers", "24"])
     assert r.exit_code == 0, r.output
@@ -175,7 +181,7 @@ def test_scheduler_address(tmp_path):
             raise TimeoutError(f"Timed out trying to connect to {address} after {timeout} s")
 
     with pytest.raises(InputError, match="cannot reach the dask scheduler tcp://127.0.0.1:1"):
-        fusion.batch._connect(Unreachable, "tcp://127.0.0.1:1")
+        hybridfuse.fusion.batch._connect(Unreachable, "tcp://127.0.0.1:1")
     manifest = _write(tmp_path / "m.csv", "case_id,fluoro,ultrasound\nc1,a.dcm,b.dcm\n")
     r = _invoke(["batch", manifest, "--out", tmp_path / "o", "--scheduler", "garbage"])
     _one_line_exit_2(r, "expected a dask scheduler address")

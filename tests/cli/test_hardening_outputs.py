@@ -12,16 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import hybridfuse.fusion.batch
+import hybridfuse.fusion.pipeline
 import pytest
 from click.testing import CliRunner
+from hybridfuse.cli.main import cli
+from hybridfuse.testdata import sample_case
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import fusion.batch
-import fusion.pipeline
-from cli.main import cli
-from dose._safeio import OWNER_MARK, case_key, check_case_id
-from testdata import sample_case
+from hybridfuse._safeio import OWNER_MARK, case_key, check_case_id
 from tests.fusion.test_hardening_batch import fake_run_case
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,8 +150,8 @@ def test_run_into_its_own_case_folder_is_refused(sandbox):
 
 
 def test_overwrite_of_an_owned_folder_holding_the_inputs_is_refused(sandbox, monkeypatch):
-    monkeypatch.setattr(fusion.pipeline, "run_case", lambda *a, **k: pytest.fail("work"))
-    monkeypatch.setattr(fusion.batch, "run_case", lambda *a, **k: pytest.fail("work"))
+    monkeypatch.setattr(hybridfuse.fusion.pipeline, "run_case", lambda *a, **k: pytest.fail("work"))
+    monkeypatch.setattr(hybridfuse.fusion.batch, "run_case", lambda *a, **k: pytest.fail("work"))
     owned = sandbox / "owned"
     owned.mkdir()
     (owned / OWNER_MARK).write_text("{}")  # an earlier output, into which a case was copied
@@ -183,8 +183,12 @@ def test_batch_into_its_own_inputs_is_refused(sandbox):
 @pytest.mark.parametrize("where", ["afile", "link", "victim", "readonly", "dot", "long", "under"])
 @pytest.mark.parametrize("command", ["run", "batch"])
 def test_a_bad_out_is_refused_before_any_work(sandbox, monkeypatch, where, command):
-    monkeypatch.setattr(fusion.pipeline, "case_from_folder", lambda *a, **k: pytest.fail("work"))
-    monkeypatch.setattr(fusion.batch, "read_manifest", lambda *a, **k: pytest.fail("work"))
+    monkeypatch.setattr(
+        hybridfuse.fusion.pipeline, "case_from_folder", lambda *a, **k: pytest.fail("work")
+    )
+    monkeypatch.setattr(
+        hybridfuse.fusion.batch, "read_manifest", lambda *a, **k: pytest.fail("work")
+    )
     out = sandbox / {"readonly": "ro/out", "dot": "victim/..", "long": "x" * 300}.get(
         where, "afile/out" if where == "under" else where
     )
@@ -207,11 +211,11 @@ def test_a_bad_out_is_refused_before_any_work(sandbox, monkeypatch, where, comma
 
 @pytest.mark.parametrize("where", ["inputs/B", "inputs", "tdir", "afile", "link", "victim"])
 def test_fuse_refuses_a_bad_out_before_reading(sandbox, monkeypatch, where):
-    import fusion.coregister
+    import hybridfuse.fusion.coregister
 
     fail = lambda *a, **k: pytest.fail("work")  # noqa: E731
-    monkeypatch.setattr(fusion, "read_image", fail)
-    monkeypatch.setattr(fusion.coregister, "read_transform_json", fail)
+    monkeypatch.setattr(hybridfuse.fusion, "read_image", fail)
+    monkeypatch.setattr(hybridfuse.fusion.coregister, "read_transform_json", fail)
     (sandbox / "tdir").mkdir()
     (sandbox / "tdir" / "transform.json").write_text("{}")
     case = sandbox / "inputs" / "B"
@@ -234,7 +238,7 @@ def test_synth_overwrite_replaces_only_its_own_folders(sandbox):
 
 
 def test_demo_refuses_an_input_folder_and_a_link(sandbox, monkeypatch):
-    monkeypatch.setattr(fusion.pipeline, "run_case", lambda *a, **k: pytest.fail("work"))
+    monkeypatch.setattr(hybridfuse.fusion.pipeline, "run_case", lambda *a, **k: pytest.fail("work"))
     for out in (sample_case(), sample_case().parent, sandbox / "link", sandbox / ("x" * 300)):
         r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
         assert r.exit_code == 2, r.output
@@ -242,7 +246,7 @@ def test_demo_refuses_an_input_folder_and_a_link(sandbox, monkeypatch):
 
 
 def test_case_ids_reach_the_terminal_escaped(sandbox, monkeypatch):
-    monkeypatch.setattr(fusion.batch, "run_case", fake_run_case)
+    monkeypatch.setattr(hybridfuse.fusion.batch, "run_case", fake_run_case)
     ids = ["esc\x1b[31mred", "bell\x07", "cr\roverwrite"]
     manifest = write_manifest(sandbox / "m.csv", sandbox / "inputs" / "B", ids)
     r = CliRunner().invoke(cli, ["batch", str(manifest), "--out", str(sandbox / "out")])
@@ -256,7 +260,7 @@ def test_case_ids_reach_the_terminal_escaped(sandbox, monkeypatch):
 
 
 def test_a_dead_runs_leftovers_are_removed_and_reported(sandbox, monkeypatch):
-    monkeypatch.setattr(fusion.pipeline, "run_case", fake_run_case)
+    monkeypatch.setattr(hybridfuse.fusion.pipeline, "run_case", fake_run_case)
     stale = sandbox / f".out.partial-hybridfuse-{dead_pid()}-0123456789abcdef-xyz"
     stale.mkdir()
     (stale / "half.png").write_text("")
@@ -274,7 +278,7 @@ def test_sigterm_of_run_leaves_nothing_and_the_rerun_proceeds(sandbox):
     args = ["run", str(sandbox / "inputs" / "B"), "--out", str(out)]
     args += ["--config", str(sandbox / "fast.toml")]
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.main import main; main()", *args],
+        [sys.executable, "-c", "from hybridfuse.cli.main import main; main()", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -318,7 +322,7 @@ def test_summary_and_index_record_inputs_by_name_and_hash(sandbox):
 
 
 def test_index_html_escapes_every_string():
-    from fusion.pipeline import _index_html
+    from hybridfuse.fusion.pipeline import _index_html
 
     evil = "</p><script>alert(1)</script>"
     html = _index_html(
@@ -414,7 +418,7 @@ def _fresh_sandbox(tmp_path_factory) -> Path:
 @given(ids=IDS, where=st.sampled_from(sorted(OUTS)))
 @example(ids=["0\r0", "ok1"], where="out")  # a bare CR once split a summary row in two
 def test_batch_never_touches_anything_outside_out(tmp_path_factory, monkeypatch, ids, where):
-    monkeypatch.setattr(fusion.batch, "run_case", fake_run_case)  # about paths only
+    monkeypatch.setattr(hybridfuse.fusion.batch, "run_case", fake_run_case)  # about paths only
     sandbox = _fresh_sandbox(tmp_path_factory)
     manifest = write_manifest(sandbox / "m.csv", sandbox / "inputs" / "B", ids)
     out = sandbox / where

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from cli.main import cli
-from testdata.phantom import generate_procedure
+from hybridfuse.cli.main import cli
+from hybridfuse.testdata.phantom import generate_procedure
 
 CONFIG = '[run]\nmetric = "none"\nvideo = "gif"\ndicom = false\n'
 
@@ -139,7 +138,7 @@ def test_a_killed_batch_leaves_no_false_finish_and_the_rerun_completes(cases, tm
     cmd = [
         sys.executable,
         "-c",
-        "from cli.main import main; main()",
+        "from hybridfuse.cli.main import main; main()",
         "-q",
         "batch",
         str(cases),
@@ -197,7 +196,7 @@ def test_run_and_demo(tmp_path, monkeypatch):
     ],
 )
 def test_a_bad_configuration_is_named_before_any_work(tmp_path, line, expected):
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     config = tmp_path / "bad.toml"
     config.write_text(f"[run]\n{line}\n")

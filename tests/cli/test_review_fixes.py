@@ -7,13 +7,13 @@ import io
 import json
 
 from click.testing import CliRunner
+from hybridfuse.cli.main import cli
 
-from cli.main import cli
-from dose._safeio import csv_cell
+from hybridfuse._safeio import csv_cell
 
 
 def _register(tmp_path):
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     case = sample_case()
     fixed, us = case / "fluoro_run02_confirm_lateral.dcm", case / "us_clip.dcm"
@@ -53,7 +53,7 @@ def test_bad_registered_frames_in_transform_json_are_input_errors(tmp_path):
 
 
 def test_a_broken_key_is_refused_before_any_work(tmp_path, monkeypatch):
-    import fusion.fuse
+    import hybridfuse.fusion.fuse
 
     fixed, us, tj = _register(tmp_path)
     monkeypatch.setenv("HYBRIDFUSE_PSEUDONYM_KEY_FILE", str(tmp_path))  # a folder
@@ -61,7 +61,7 @@ def test_a_broken_key_is_refused_before_any_work(tmp_path, monkeypatch):
     def never(*_a, **_k):
         raise AssertionError("fused before the key was checked")
 
-    monkeypatch.setattr(fusion.fuse, "fuse_images", never)
+    monkeypatch.setattr(hybridfuse.fusion.fuse, "fuse_images", never)
     args = ["fuse", "--fixed", str(fixed), "--moving", str(us), "--transform", str(tj)]
     r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "o")])
     assert r.exit_code == 2, r.output

@@ -6,8 +6,8 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from hybridfuse.cli.main import cli
 
-from cli.main import cli
 from tests.fusion.test_hardening_io import _deflate_bomb
 
 
@@ -42,10 +42,10 @@ def test_fifo_is_refused_not_waited_on(synthetic_case, tmp_path):
 
 
 def test_oversized_sr_refused_before_parsing(synthetic_case, tmp_path, monkeypatch):
-    import dose.rdsr
+    import hybridfuse.dose.rdsr
 
     case, _ = synthetic_case
-    monkeypatch.setattr(dose.rdsr, "MAX_SR_BYTES", 1000)
+    monkeypatch.setattr(hybridfuse.dose.rdsr, "MAX_SR_BYTES", 1000)
     r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "out")
     assert r.exit_code == 2
     assert "is larger than a dose report can be read" in r.output

@@ -8,9 +8,8 @@ import sqlite3
 import pydicom
 import pytest
 from click.testing import CliRunner
-
-from cli.main import cli
-from dose.pseudonym import KEY_ENV
+from hybridfuse.cli.main import cli
+from hybridfuse.dose.pseudonym import KEY_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -110,14 +109,14 @@ def test_truncated_rdsr_is_refused(synthetic_case, tmp_path, keep):
 def test_error_while_walking_the_tree_is_an_input_error(synthetic_case, tmp_path, monkeypatch):
     import struct
 
-    import dose.rdsr
+    import hybridfuse.dose.rdsr
 
     case, _ = synthetic_case
 
     def broken(*a, **k):
         raise struct.error("unpack requires a buffer of 4 bytes")
 
-    monkeypatch.setattr(dose.rdsr, "_read_totals", broken)
+    monkeypatch.setattr(hybridfuse.dose.rdsr, "_read_totals", broken)
     r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "o")
     _one_line_exit_2(r, "truncated or corrupt dose report (error: unpack")
 
@@ -199,7 +198,7 @@ def test_bad_clips_are_refused(synthetic_case, tmp_path):
 
 
 def test_absurd_rdsr_values_are_unknown_and_flagged(synthetic_case, tmp_path):
-    from dose.rdsr import _walk
+    from hybridfuse.dose.rdsr import _walk
 
     case, _ = synthetic_case
     ds = pydicom.dcmread(case / "rdsr.dcm")

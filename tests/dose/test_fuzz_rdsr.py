@@ -9,12 +9,11 @@ import warnings
 from pathlib import Path
 
 import pydicom
+from hybridfuse.dose import DoseInputError, read_rdsr
+from hybridfuse.dose.report import build_dose_report
+from hybridfuse.testdata import sample_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from dose import DoseInputError, read_rdsr
-from dose.report import build_dose_report
-from testdata import sample_case
 
 OPS = ["delete", "garble_unit", "empty_value", "junk_number", "wrong_scheme", "retype"]
 JUNK_UNITS = ["furlong", "", "Gy.m", "mGy/s", "??", "1e3"]

@@ -11,9 +11,8 @@ import sys
 import time
 
 import pytest
-
-from dose.errors import DoseInputError
-from dose.pseudonym import KEY_ENV, key_path, pseudonym, user_key
+from hybridfuse.dose.errors import DoseInputError
+from hybridfuse.dose.pseudonym import KEY_ENV, key_path, pseudonym, user_key
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +66,7 @@ def test_key_file_link_or_garbage_refused(tmp_path, monkeypatch):
 
 
 def test_concurrent_first_use_agrees_on_one_key(tmp_path):
-    code = "from dose.pseudonym import user_key; print(user_key().hex())"
+    code = "from hybridfuse.dose.pseudonym import user_key; print(user_key().hex())"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         for _ in range(4)
@@ -81,8 +80,7 @@ def test_concurrent_first_use_agrees_on_one_key(tmp_path):
 
 def _dose(*args):
     from click.testing import CliRunner
-
-    from cli.main import cli
+    from hybridfuse.cli.main import cli
 
     return CliRunner().invoke(cli, ["dose", *map(str, args)])
 
@@ -90,8 +88,7 @@ def _dose(*args):
 def _rdsr_with_protocol(case, tmp_path, text):
     """The synthetic RDSR with every event's protocol name replaced by ``text``."""
     import pydicom
-
-    from dose.rdsr import _walk
+    from hybridfuse.dose.rdsr import _walk
 
     ds = pydicom.dcmread(case / "rdsr.dcm")
     for item in _walk(ds):
@@ -126,7 +123,7 @@ def test_planted_partial_link_is_never_followed(synthetic_case, tmp_path):
 def test_disk_full_leaves_no_output_and_a_rerun_proceeds(synthetic_case, tmp_path, monkeypatch):
     import errno
 
-    import dose.report as report
+    import hybridfuse.dose.report as report
 
     case, _ = synthetic_case
     out = tmp_path / "out"
@@ -155,8 +152,9 @@ def test_disk_full_leaves_no_output_and_a_rerun_proceeds(synthetic_case, tmp_pat
 
 
 def test_failed_rename_removes_outputs_already_renamed(tmp_path, monkeypatch):
-    import dose._safeio as safeio
-    from dose.report import write_together
+    from hybridfuse.dose.report import write_together
+
+    import hybridfuse._safeio as safeio
 
     real, seen = safeio.os.replace, []
 
@@ -175,7 +173,7 @@ def test_failed_rename_removes_outputs_already_renamed(tmp_path, monkeypatch):
 def test_read_only_out_is_bad_input(synthetic_case, tmp_path, monkeypatch):
     import errno
 
-    import dose._safeio as safeio
+    import hybridfuse._safeio as safeio
 
     case, _ = synthetic_case
 
@@ -259,7 +257,7 @@ def test_ingest_of_dose_json_then_audit_is_valid_json(dose_json, tmp_path):
 def test_a_non_finite_value_reaching_output_is_null_and_flagged():
     import json
 
-    from dose.report import finite_json
+    from hybridfuse.dose.report import finite_json
 
     flags = []
     text = finite_json({"a": [1.0, float("inf")], "flags": flags}, flags=flags)
@@ -271,7 +269,7 @@ def test_a_non_finite_value_reaching_output_is_null_and_flagged():
 def test_registry_with_old_invalid_values_still_audits(dose_json, tmp_path):
     import json
 
-    from dose.registry import Registry, audit
+    from hybridfuse.dose.registry import Registry, audit
 
     db = tmp_path / "r.sqlite"
     assert _dose("ingest", dose_json, "--db", db).exit_code == 0
@@ -312,7 +310,7 @@ def test_csv_cells_are_neutralised_numbers_stay_numbers(synthetic_case, tmp_path
 
 
 def test_auditing_an_empty_registry_is_a_clear_bad_input(tmp_path):
-    from dose.registry import Registry
+    from hybridfuse.dose.registry import Registry
 
     db = tmp_path / "r.sqlite"
     Registry(db).close()
@@ -366,8 +364,8 @@ def test_concurrent_first_ingests_never_race(synthetic_case, tmp_path):
     env = {**os.environ, KEY_ENV: str(tmp_path / "k.key")}
     # Each process builds its report, then all open the fresh registry at the same instant.
     code = (
-        "import sys, time; from dose.report import build_dose_report; "
-        "from dose.registry import Registry; rep = build_dose_report(sys.argv[1]); "
+        "import sys, time; from hybridfuse.dose.report import build_dose_report; "
+        "from hybridfuse.dose.registry import Registry; rep = build_dose_report(sys.argv[1]); "
         "time.sleep(max(0.0, float(sys.argv[3]) - time.time())); reg = Registry(sys.argv[2]); "
         "print(reg.ingest(rep, rep['_events'], rep['_patient_id'])['status'])"
     )
@@ -385,7 +383,7 @@ def test_concurrent_first_ingests_never_race(synthetic_case, tmp_path):
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outputs
     assert [o.strip().splitlines()[-1] for o in outputs] == ["ingested"] * 4
-    from dose.registry import Registry
+    from hybridfuse.dose.registry import Registry
 
     reg = Registry(db, create=False)
     assert len(reg.rows()) == 4
@@ -451,9 +449,8 @@ def test_sr_nested_3000_deep_is_refused_naming_the_file(synthetic_case, tmp_path
 
 
 def test_bootstrap_sums_are_chunked_paired_and_seeded(monkeypatch):
+    import hybridfuse.dose.saved as saved
     import numpy as np
-
-    import dose.saved as saved
 
     x = np.array([1.0, 2.0, np.nan, 4.0])
     y = np.array([10.0, 20.0, 30.0, 40.0])
@@ -470,8 +467,8 @@ def test_bootstrap_sums_are_chunked_paired_and_seeded(monkeypatch):
 
 @pytest.mark.slow
 def test_counterfactual_memory_is_not_samples_times_events(synthetic_case):
-    import dose.saved as saved
-    from dose.rdsr import read_rdsr
+    import hybridfuse.dose.saved as saved
+    from hybridfuse.dose.rdsr import read_rdsr
 
     case, _ = synthetic_case
     rec = read_rdsr(case / "rdsr.dcm")
@@ -536,9 +533,8 @@ def test_registry_keeps_keyed_pseudonyms_and_shifted_dates(synthetic_case, tmp_p
     import datetime as dt
 
     import pydicom
-
-    from dose.rdsr import read_rdsr
-    from dose.registry import Registry
+    from hybridfuse.dose.rdsr import read_rdsr
+    from hybridfuse.dose.registry import Registry
 
     case, _ = synthetic_case
     ds = pydicom.dcmread(case / "rdsr.dcm")
@@ -573,7 +569,7 @@ def test_registry_keeps_keyed_pseudonyms_and_shifted_dates(synthetic_case, tmp_p
 def test_a_registry_of_schema_1_keeps_working(synthetic_case, tmp_path):
     import sqlite3
 
-    from dose.registry import _SCHEMA, Registry
+    from hybridfuse.dose.registry import _SCHEMA, Registry
 
     case, _ = synthetic_case
     db = tmp_path / "v1.sqlite"

@@ -7,10 +7,9 @@ import json
 import pydicom
 import pytest
 from click.testing import CliRunner
-
-from cli.main import cli
-from dose.registry import Registry, audit, load_drl
-from dose.report import build_dose_report
+from hybridfuse.cli.main import cli
+from hybridfuse.dose.registry import Registry, audit, load_drl
+from hybridfuse.dose.report import build_dose_report
 
 
 def _ingest(reg, path, procedure="lumbar-mbb", region="lumbar"):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from dose._safeio import (
+from hybridfuse._safeio import (
     OWNER_MARK,
     UnsafeOutputError,
     atomic_directory,
@@ -43,7 +43,7 @@ def test_atomic_file_never_writes_through_a_planted_link(tmp_path):
 
 
 def test_atomic_file_leaves_nothing_on_failure(tmp_path, monkeypatch):
-    import dose._safeio as s
+    import hybridfuse._safeio as s
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
@@ -206,7 +206,7 @@ def test_terminal_text_escapes_controls():
 
 
 def test_a_marked_kind_is_replaced_only_by_its_own_writer(tmp_path):
-    from dose._safeio import owner_kind
+    from hybridfuse._safeio import owner_kind
 
     data = tmp_path / "synthetic_case"
     with atomic_directory(data, kind="synth") as tmp:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from dose import DoseInputError, read_rdsr
-from dose.report import build_dose_report, load_coefficients, write_dose_outputs
-from dose.saved import Interval, load_baselines, saved_against_baseline, saved_counterfactual
-from testdata import sample_case
-from testdata.phantom import generate_procedure, load_truth
+from hybridfuse.dose import DoseInputError, read_rdsr
+from hybridfuse.dose.report import build_dose_report, load_coefficients, write_dose_outputs
+from hybridfuse.dose.saved import (
+    Interval,
+    load_baselines,
+    saved_against_baseline,
+    saved_counterfactual,
+)
+from hybridfuse.testdata import sample_case
+from hybridfuse.testdata.phantom import generate_procedure, load_truth
 
 FIGURES = ("fluoro_time_s", "pulses", "dap_gy_cm2", "ka_r_mgy")
 

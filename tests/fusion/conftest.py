@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fusion import read_image
-from fusion.fuse import fuse_images
-from registration import Transform
-from testdata import sample_case
-from testdata.phantom import load_truth
+from hybridfuse.fusion import read_image
+from hybridfuse.fusion.fuse import fuse_images
+from hybridfuse.registration import Transform
+from hybridfuse.testdata import sample_case
+from hybridfuse.testdata.phantom import load_truth
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hybridfuse.fusion.export import GIF_MAX_FRAMES, write_gif
 from PIL import Image
-
-from fusion.export import GIF_MAX_FRAMES, write_gif
 
 
 def test_long_gif_keeps_every_kth_frame_and_the_clip_length(tmp_path):
@@ -24,13 +23,12 @@ def test_long_gif_keeps_every_kth_frame_and_the_clip_length(tmp_path):
 def test_fuse_json_says_which_frames_the_gif_holds(tmp_path, monkeypatch):
     import json
 
+    import hybridfuse.fusion.export
     from click.testing import CliRunner
+    from hybridfuse.cli.main import cli
+    from hybridfuse.testdata import sample_case
 
-    import fusion.export
-    from cli.main import cli
-    from testdata import sample_case
-
-    monkeypatch.setattr(fusion.export, "GIF_MAX_FRAMES", 2)
+    monkeypatch.setattr(hybridfuse.fusion.export, "GIF_MAX_FRAMES", 2)
     case = sample_case()
     fixed = case / "fluoro_run02_confirm_lateral.dcm"
     lms = case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"

@@ -9,12 +9,11 @@ import subprocess
 import numpy as np
 import pydicom
 import pytest
+from hybridfuse.fusion.blend import blend
+from hybridfuse.fusion.fuse import fuse_images
+from hybridfuse.registration import Transform
+from hybridfuse.registration.warp import warp_to_fixed
 from numpy.testing import assert_allclose
-
-from fusion.blend import blend
-from fusion.fuse import fuse_images
-from registration import Transform
-from registration.warp import warp_to_fixed
 
 # --- resampling ------------------------------------------------------------------------
 
@@ -172,7 +171,7 @@ def test_existing_output_is_not_overwritten(fused, tmp_path):
 
 
 def test_bad_frame_index_is_refused(fused, tmp_path):
-    from fusion import InputError
+    from hybridfuse.fusion import InputError
 
     _, _, _, _, fixed, moving = fused
     with pytest.raises(InputError, match="out of range"):
@@ -180,7 +179,7 @@ def test_bad_frame_index_is_refused(fused, tmp_path):
 
 
 def _affine_of(pair):
-    from registration import fit_model
+    from hybridfuse.registration import fit_model
 
     lms = [lm for lm in pair["landmarks"] if lm["in_us_region"] and lm["in_fluoro_field"]]
     mov = np.array([lm["moving_xy"] for lm in lms])
@@ -189,7 +188,10 @@ def _affine_of(pair):
 
 
 def test_spatial_registration_round_trip(fused, tmp_path):
-    from fusion.registration_dicom import read_registration_dicom, write_registration_dicom
+    from hybridfuse.fusion.registration_dicom import (
+        read_registration_dicom,
+        write_registration_dicom,
+    )
 
     _, _, truth, pair, fixed, moving = fused
     tr = _affine_of(pair)
@@ -205,8 +207,8 @@ def test_spatial_registration_round_trip(fused, tmp_path):
 
 
 def test_projective_transform_is_not_squeezed_into_a_spatial_registration(fused, tmp_path):
-    from fusion import InputError
-    from fusion.registration_dicom import write_registration_dicom
+    from hybridfuse.fusion import InputError
+    from hybridfuse.fusion.registration_dicom import write_registration_dicom
 
     _, _, truth, pair, fixed, moving = fused
     with pytest.raises(InputError, match="rigid, similarity or affine only"):
@@ -220,7 +222,7 @@ def test_projective_transform_is_not_squeezed_into_a_spatial_registration(fused,
     reason="dciodvfy (Debian dicom3tools) not installed; .ci/run installs it",
 )
 def test_spatial_registration_passes_dciodvfy(fused, tmp_path):
-    from fusion.registration_dicom import write_registration_dicom
+    from hybridfuse.fusion.registration_dicom import write_registration_dicom
 
     _, _, truth, pair, fixed, moving = fused
     path = write_registration_dicom(tmp_path / "r.dcm", _affine_of(pair), fixed, moving)
@@ -229,7 +231,7 @@ def test_spatial_registration_passes_dciodvfy(fused, tmp_path):
 
 
 def test_swapped_inputs_are_refused(fused, tmp_path):
-    from fusion import InputError
+    from hybridfuse.fusion import InputError
 
     _, _, _, _, fixed, moving = fused
     with pytest.raises(InputError, match="fixed image must be fluoroscopy"):

@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import hybridfuse.fusion.batch as batch
 import pytest
+from hybridfuse.fusion.batch import read_manifest, run_batch
+from hybridfuse.fusion.pipeline import RunConfig, input_hash
+from hybridfuse.testdata import sample_case
 
-import fusion.batch as batch
-from dose._safeio import OWNER_MARK, atomic_directory
-from fusion.batch import read_manifest, run_batch
-from fusion.pipeline import RunConfig, input_hash
-from testdata import sample_case
+from hybridfuse._safeio import OWNER_MARK, atomic_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RunConfig(metric=None, video="none", dicom=False)
@@ -54,7 +54,7 @@ def _summary(out: Path) -> list[dict]:
 
 def fake_run_case(spec, out_dir, config, *, overwrite=False, progress=None):
     """Writes an owned case folder as run_case does, without the (slow) science."""
-    from fusion.pipeline import check_out
+    from hybridfuse.fusion.pipeline import check_out
 
     check_out(out_dir, spec.inputs(), overwrite=overwrite)
     summary = {
@@ -102,20 +102,20 @@ def test_run_batch_checks_ids_it_is_given_directly(tmp_path, case, monkeypatch):
 
 
 def test_a_case_folder_whose_discovery_fails_is_a_failed_row(tmp_path, case, monkeypatch):
-    import fusion.io
+    import hybridfuse.fusion.io
 
     cases = tmp_path / "cases"
     for name in ("k1", "k2", "k3"):
         shutil.copytree(case, cases / name)
     (cases / "k2" / "huge.dcm").write_bytes(b"x")
-    real = fusion.io.read_header
+    real = hybridfuse.fusion.io.read_header
 
     def read_header(path, *a, **kw):
         if Path(path).name == "huge.dcm":
             raise MemoryError("Unable to allocate 2.0 GiB")  # what a huge declared XA did
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(fusion.io, "read_header", read_header)
+    monkeypatch.setattr(hybridfuse.fusion.io, "read_header", read_header)
     (cases / "old_out").mkdir()  # an earlier output inside the folder is not a case
     (cases / "old_out" / OWNER_MARK).write_text("{}")
     (cases / "old_out" / "batch_summary.csv").write_text("case_id\n")
@@ -163,7 +163,7 @@ def test_summary_cells_are_neutralised_and_never_written_through_a_link(tmp_path
 
 @pytest.mark.parametrize("kind", ["foreign", "file", "link", "input"])
 def test_an_unsafe_out_root_is_refused_before_any_case(tmp_path, case, monkeypatch, kind):
-    from dose._safeio import UnsafeOutputError
+    from hybridfuse._safeio import UnsafeOutputError
 
     monkeypatch.setattr(batch, "run_case", lambda *a, **k: pytest.fail("a case ran"))
     out = {"input": case.parent, "foreign": tmp_path / "f", "file": tmp_path / "x"}.get(
@@ -208,15 +208,21 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_die_with_a_killed_parent_and_the_rerun_cleans_up(tmp_path, case, monkeypatch):
     from click.testing import CliRunner
-
-    from cli.main import cli
+    from hybridfuse.cli.main import cli
 
     manifest = _manifest(tmp_path / "m.csv", case, ["k1", "k2", "k3"])
     (tmp_path / "fast.toml").write_text(FAST_TOML)
     out = tmp_path / "out"
     args = ["batch", str(manifest), "--out", str(out), "--config", str(tmp_path / "fast.toml")]
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.main import main; main()", *args, "--workers", "2"],
+        [
+            sys.executable,
+            "-c",
+            "from hybridfuse.cli.main import main; main()",
+            *args,
+            "--workers",
+            "2",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -252,7 +258,14 @@ def test_sigterm_stops_the_workers_and_leaves_no_partial_folder(tmp_path, case):
     out = tmp_path / "out"
     args = ["batch", str(manifest), "--out", str(out), "--config", str(tmp_path / "fast.toml")]
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.main import main; main()", *args, "--workers", "2"],
+        [
+            sys.executable,
+            "-c",
+            "from hybridfuse.cli.main import main; main()",
+            *args,
+            "--workers",
+            "2",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -320,10 +333,10 @@ def test_exports_never_write_through_a_link_and_leave_nothing_on_failure(
     tmp_path, monkeypatch, kind
 ):
     import numpy as np
+    from hybridfuse.fusion.errors import FusionError
+    from hybridfuse.fusion.export import write_gif, write_mp4, write_png
 
-    from dose._safeio import UnsafeOutputError
-    from fusion.errors import FusionError
-    from fusion.export import write_gif, write_mp4, write_png
+    from hybridfuse._safeio import UnsafeOutputError
 
     frames = [np.full((20, 30, 3), v, np.uint8) for v in (0, 128, 255)]
     write = {
@@ -361,7 +374,7 @@ def test_sigterm_to_an_idle_worker_exits_quietly():
     """A worker waiting for its next case has nothing to unwind: exit 143, no traceback."""
     code = (
         "import os, signal, time\n"
-        "from fusion import batch\n"
+        "from hybridfuse.fusion import batch\n"
         "signal.signal(signal.SIGTERM, batch._unwind)\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
         "time.sleep(30)\n"

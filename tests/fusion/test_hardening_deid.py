@@ -19,15 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 import pydicom
 import pytest
-
-from dose.pseudonym import KEY_ENV, user_key
-from fusion import read_image
-from fusion.deid import MAX_SHIFT_DAYS, Deidentifier, read_uid_map
-from fusion.dicom_out import write_fused_sc
-from fusion.registration_dicom import read_registration_dicom, write_registration_dicom
-from registration import Transform, fit_model
-from testdata import sample_case
-from testdata.phantom import load_truth
+from hybridfuse.dose.pseudonym import KEY_ENV, user_key
+from hybridfuse.fusion import read_image
+from hybridfuse.fusion.deid import MAX_SHIFT_DAYS, Deidentifier, read_uid_map
+from hybridfuse.fusion.dicom_out import write_fused_sc
+from hybridfuse.fusion.registration_dicom import read_registration_dicom, write_registration_dicom
+from hybridfuse.registration import Transform, fit_model
+from hybridfuse.testdata import sample_case
+from hybridfuse.testdata.phantom import load_truth
 
 DICOM_ROOT = "1.2.840.10008."
 
@@ -342,7 +341,7 @@ def test_registration_of_images_without_dicom_headers(case, tmp_path):
 
 
 def test_reading_something_else_as_a_registration_names_the_file(case, tmp_path):
-    from fusion import InputError
+    from hybridfuse.fusion import InputError
 
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all")

@@ -16,10 +16,24 @@ import tracemalloc
 import warnings
 import zlib
 
+import hybridfuse.fusion.io as fio
 import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from hybridfuse.cli.main import cli
+from hybridfuse.dose import _dicomread, read_image_dose_tags
+from hybridfuse.dose.errors import DoseInputError
+from hybridfuse.fusion import (
+    CorruptFileError,
+    DecoderMissingError,
+    InputError,
+    read_header,
+    read_image,
+)
+from hybridfuse.fusion._image import Image, Modality
+from hybridfuse.registration.errors import IllPosedGeometryError
+from hybridfuse.registration.geometry import ConeBeamGeometry
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
@@ -27,14 +41,6 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit
 
-import fusion.io as fio
-from cli.main import cli
-from dose import _dicomread, read_image_dose_tags
-from dose.errors import DoseInputError
-from fusion import CorruptFileError, DecoderMissingError, InputError, read_header, read_image
-from fusion._image import Image, Modality
-from registration.errors import IllPosedGeometryError
-from registration.geometry import ConeBeamGeometry
 from tests.fusion.test_io import US_SOP, make_dicom
 
 ENV = "HYBRIDFUSE_MAX_DECODED_BYTES"
@@ -187,7 +193,7 @@ def test_deflated_bomb_of_two_gib_stays_small_in_memory(tmp_path):
     path = _deflate_bomb(tmp_path / "bomb.dcm", rows=16384, cols=16384, frames=8)
     code = (
         "import resource, sys\n"
-        "from cli.main import cli\n"
+        "from hybridfuse.cli.main import cli\n"
         "try:\n"
         "    cli(['info', sys.argv[1]], prog_name='hybridfuse')\n"
         "except SystemExit as e:\n"
@@ -305,7 +311,14 @@ def test_garbage_with_a_decoder_installed_is_corrupt_not_missing(tmp_path):
 def test_cli_reports_a_corrupt_frame_on_one_line(tmp_path):
     path = _corrupt_frame(_jpeg_cine(tmp_path / "cine.dcm"), tmp_path / "bad.dcm", index=2)
     proc = subprocess.run(
-        [sys.executable, "-c", "from cli.main import main; main()", "info", "--decode", str(path)],
+        [
+            sys.executable,
+            "-c",
+            "from hybridfuse.cli.main import main; main()",
+            "info",
+            "--decode",
+            str(path),
+        ],
         check=False,
         capture_output=True,
         text=True,

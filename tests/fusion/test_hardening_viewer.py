@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from fusion import InputError
-from fusion.fuse import FrameSpool, check_transform, fuse_images, moving_box
-from fusion.viewer import ViewerFrames, render_viewer
-from registration import Transform
+from hybridfuse.fusion import InputError
+from hybridfuse.fusion.fuse import FrameSpool, check_transform, fuse_images, moving_box
+from hybridfuse.fusion.viewer import ViewerFrames, render_viewer
+from hybridfuse.registration import Transform
 
 HOSTILE = [
     "</script><script>alert('LM')</script>",
@@ -202,8 +201,8 @@ def _hostile_report(s: str) -> dict:
 
 @pytest.mark.parametrize("s", HOSTILE)
 def test_every_report_field_is_escaped(s, monkeypatch):
-    from dose import html as report_html
-    from dose.html import render_report_html
+    from hybridfuse.dose import html as report_html
+    from hybridfuse.dose.html import render_report_html
 
     # The timeline is a PNG (no text reaches the page); skip drawing it.
     monkeypatch.setattr(report_html, "timeline_png", lambda *a: b"png")
@@ -370,7 +369,7 @@ def test_fuse_refuses_a_horizon_in_the_field_before_writing(fused, tmp_path):
 
 
 def test_cli_fuse_exits_2_on_an_implausible_transform(fused, tmp_path):
-    from cli.main import cli
+    from hybridfuse.cli.main import cli
 
     _, _, _, _, fixed, moving = fused
     t = tmp_path / "t.json"
@@ -406,7 +405,7 @@ def test_fuse_json_records_inputs_by_name_and_sha256(fused, tmp_path):
 
 
 def test_out_may_not_contain_an_input(fused, tmp_path):
-    from dose._safeio import UnsafeOutputError
+    from hybridfuse._safeio import UnsafeOutputError
 
     _, _, _, pair, fixed, moving = fused
     case = Path(fixed.source_path).parent

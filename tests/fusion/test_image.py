@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
+from hybridfuse.fusion import Image, InputError, MissingCalibrationError, Modality
 from numpy.testing import assert_allclose
-
-from fusion import Image, InputError, MissingCalibrationError, Modality
 
 
 def test_frame_axis_is_required():

@@ -7,12 +7,11 @@ import hashlib
 import numpy as np
 import pydicom
 import pytest
+from hybridfuse.fusion import read_image
+from hybridfuse.registration import ConeBeamGeometry, ImagePlane, apply_homography
+from hybridfuse.testdata.phantom import PRESETS, generate_procedure
+from hybridfuse.testdata.phantom.anatomy import Ellipsoid, EllipticCylinder, axis_rotation
 from numpy.testing import assert_allclose
-
-from fusion import read_image
-from registration import ConeBeamGeometry, ImagePlane, apply_homography
-from testdata.phantom import PRESETS, generate_procedure
-from testdata.phantom.anatomy import Ellipsoid, EllipticCylinder, axis_rotation
 
 # --- analytic chords ---------------------------------------------------------------------
 
@@ -72,8 +71,8 @@ def test_existing_folder_is_not_overwritten(tmp_path):
 
 @pytest.mark.parametrize("procedure", sorted(PRESETS))
 def test_every_preset_places_a_clear_needle_path_for_many_seeds(procedure):
-    from testdata.phantom.anatomy import Tissue
-    from testdata.phantom.procedure import build_phantom
+    from hybridfuse.testdata.phantom.anatomy import Tissue
+    from hybridfuse.testdata.phantom.procedure import build_phantom
 
     for seed in range(12):
         rng = np.random.default_rng(seed)

@@ -2,9 +2,7 @@
 
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
-
-from registration import (
+from hybridfuse.registration import (
     ConeBeamGeometry,
     IllPosedGeometryError,
     ImagePlane,
@@ -14,6 +12,7 @@ from registration import (
     plane_obliquity_deg,
     rotation_from_axes,
 )
+from numpy.testing import assert_allclose
 
 
 def lateral_geometry(**kw) -> ConeBeamGeometry:

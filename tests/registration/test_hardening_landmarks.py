@@ -13,18 +13,17 @@ from itertools import combinations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from cli.main import cli
-from fusion.coregister import (
+from hybridfuse.cli.main import cli
+from hybridfuse.fusion.coregister import (
     check_landmarks,
     read_landmarks_csv,
     read_transform_json,
     write_transform_json,
 )
-from fusion.errors import InputError
-from registration import RegistrationError, Transform, fit_landmarks, fit_model
-from registration import landmarks as lm_module
-from registration.errors import LandmarkInputError
+from hybridfuse.fusion.errors import InputError
+from hybridfuse.registration import RegistrationError, Transform, fit_landmarks, fit_model
+from hybridfuse.registration import landmarks as lm_module
+from hybridfuse.registration.errors import LandmarkInputError
 
 H_TRUE = np.array([[0.55, 0.05, 40.0], [-0.02, 0.5, -12.0], [2e-4, -1e-4, 1.0]])
 HEADER = "name,moving_x,moving_y,fixed_x,fixed_y"
@@ -218,7 +217,7 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path):
 
 
 def test_rows_and_bytes_are_capped(tmp_path, monkeypatch):
-    import fusion.coregister as co
+    import hybridfuse.fusion.coregister as co
 
     assert co.MAX_LANDMARK_ROWS == 100_000  # the documented limit
     monkeypatch.setattr(co, "MAX_LANDMARK_ROWS", 3)
@@ -313,7 +312,7 @@ def test_transform_json_is_strict_json_written_without_a_predictable_temporary(t
 
 @pytest.fixture
 def case():
-    from testdata import sample_case
+    from hybridfuse.testdata import sample_case
 
     return sample_case()
 
@@ -459,10 +458,11 @@ def test_degenerate_landmarks_and_control_characters_in_names_exit_2(case, tmp_p
 
 
 def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
-    from dose._safeio import sha256_file
-    from fusion import read_image
-    from fusion.coregister import register_images, transform_record
-    from registration import RegistrationOptions
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import register_images, transform_record
+    from hybridfuse.registration import RegistrationOptions
+
+    from hybridfuse._safeio import sha256_file
 
     fixed = read_image(case / "fluoro_run02_confirm_lateral.dcm")
     moving = read_image(case / "us_clip.dcm")
@@ -507,7 +507,7 @@ def test_many_rejected_names_are_summed_up_on_the_terminal(case, tmp_path):
 
 
 def test_a_transform_json_over_the_size_cap_is_refused(tmp_path, monkeypatch):
-    import fusion.coregister as co
+    import hybridfuse.fusion.coregister as co
 
     assert co.MAX_TRANSFORM_BYTES == 64 * 2**20  # the documented limit
     monkeypatch.setattr(co, "MAX_TRANSFORM_BYTES", 2**20)

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from registration import RegistrationError, RegistrationOptions, Transform
-from registration.initial import (
+from hybridfuse.registration import RegistrationError, RegistrationOptions, Transform
+from hybridfuse.registration.initial import (
     WIDE_SEARCH_KEEP,
     WIDE_SEARCH_SEPARATION_MM,
     moments_start,

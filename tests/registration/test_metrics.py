@@ -4,10 +4,10 @@ import numba
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hybridfuse.registration import MetricContext, Parameterization, RegistrationError, metric_cost
+from hybridfuse.registration.preprocess import masked_smooth
 from numpy.testing import assert_allclose
 
-from registration import MetricContext, Parameterization, RegistrationError, metric_cost
-from registration.preprocess import masked_smooth
 from tests.registration import naive
 
 
@@ -235,7 +235,7 @@ def test_results_do_not_depend_on_the_thread_count(images, parallel_path):
 @pytest.fixture
 def parallel_path(monkeypatch):
     """Send every kernel call of a metric down its parallel build, whatever its size."""
-    import registration._numba as numba_settings
+    import hybridfuse.registration._numba as numba_settings
 
     monkeypatch.setattr(numba_settings, "PARALLEL_MIN_ITEMS", 0)
 
@@ -243,7 +243,7 @@ def parallel_path(monkeypatch):
 def test_parallel_kernels_give_the_serial_twins_results_bit_for_bit(images, monkeypatch):
     # Small inputs take the serial twin, large ones the parallel build: the choice
     # must never show in a result.
-    import registration._numba as numba_settings
+    import hybridfuse.registration._numba as numba_settings
 
     _, _, ctx, par = images
     h, dh = par.matrix_and_jacobian(P)
@@ -259,7 +259,7 @@ def test_parallel_kernels_give_the_serial_twins_results_bit_for_bit(images, monk
 def test_batch_mi_of_search_candidates_equals_single_evaluations(images):
     # The global search scores candidates with a batch kernel and a one-logarithm-per-
     # bin MI; each score must be the MI that the optimiser's metric gives.
-    from registration import _kernels as K
+    from hybridfuse.registration import _kernels as K
 
     _, _, ctx, par = images
     steps = [np.zeros(6), P, -P, 2 * P]

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from registration.preprocess import (
+from hybridfuse.registration.preprocess import (
     _blur,
     decimated_smooth,
     mask_extent,
@@ -12,6 +11,7 @@ from registration.preprocess import (
     quantised_scale,
     shadow_weight,
 )
+
 from tests.registration import naive
 
 
@@ -47,7 +47,7 @@ def test_masked_smooth_ignores_what_lies_outside_the_mask(sigma):
 @pytest.mark.parametrize("sigma", [1.5, 6.0])
 def test_a_full_mask_smooths_like_the_normalised_convolution(sigma):
     # A full mask takes a shortcut (its weights are 1); it must not show.
-    from registration.preprocess import _blur
+    from hybridfuse.registration.preprocess import _blur
 
     rng = np.random.default_rng(1)
     img = rng.normal(0, 10, (50, 60))

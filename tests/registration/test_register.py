@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-from fusion import InputError, read_image
-from fusion.coregister import expected_scale, read_landmarks_csv, register_images
-from registration import (
+from hybridfuse.fusion import InputError, read_image
+from hybridfuse.fusion.coregister import expected_scale, read_landmarks_csv, register_images
+from hybridfuse.registration import (
     ConvergenceError,
     IllPosedGeometryError,
     Landmarks,
@@ -13,8 +12,8 @@ from registration import (
     Transform,
     register,
 )
-from testdata import sample_case
-from testdata.phantom import load_truth
+from hybridfuse.testdata import sample_case
+from hybridfuse.testdata.phantom import load_truth
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +313,7 @@ def _points_through(h, n, rng, noise_px):
 
 
 def test_projective_is_kept_only_where_held_out_landmarks_support_it():
-    from registration import register
+    from hybridfuse.registration import register
 
     rng = np.random.default_rng(4)
     img = np.zeros((200, 200))
@@ -346,7 +345,7 @@ def test_projective_is_kept_only_where_held_out_landmarks_support_it():
 
 
 def test_model_selection_can_be_switched_off():
-    from registration import register
+    from hybridfuse.registration import register
 
     rng = np.random.default_rng(4)
     img = np.zeros((200, 200))
@@ -362,7 +361,7 @@ def test_model_selection_can_be_switched_off():
 
 
 def test_quality_says_how_much_of_the_field_the_landmarks_span():
-    from registration import register
+    from hybridfuse.registration import register
 
     img = np.zeros((200, 200))
     mask = np.zeros((200, 200), bool)
@@ -423,7 +422,7 @@ def test_anisotropic_ultrasound_pixels_keep_their_two_scales(case):
 
 @pytest.fixture(scope="module")
 def si_case(tmp_path_factory):
-    from testdata.phantom import generate_procedure
+    from hybridfuse.testdata.phantom import generate_procedure
 
     folder = tmp_path_factory.mktemp("si") / "case"
     truth = generate_procedure(folder, seed=11, procedure="si-joint")
@@ -465,7 +464,7 @@ def test_si_joint_pairs_register_once_shadowed_bone_echoes_drop_out(si_case):
 
 
 def test_refinement_after_a_search_needs_only_where_the_match_maps_the_ultrasound():
-    from registration.register import _refine_box
+    from hybridfuse.registration.register import _refine_box
 
     ext = np.array([10.0, 109.0, 20.0, 79.0, 60.0, 50.0, 6000.0])  # a 100 x 60 px region
     shift = np.array([[0.5, 0.0, 200.0], [0.0, 0.5, 150.0], [0.0, 0.0, 1.0]])

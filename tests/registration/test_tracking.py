@@ -1,12 +1,11 @@
 """Sequence tracking: warm-started frame-by-frame registration along a clip."""
 
 import numpy as np
-
-from fusion import read_image
-from registration import RegistrationOptions, Transform
-from registration.tracking import track_sequence
-from testdata import sample_case
-from testdata.phantom import load_truth
+from hybridfuse.fusion import read_image
+from hybridfuse.registration import RegistrationOptions, Transform
+from hybridfuse.registration.tracking import track_sequence
+from hybridfuse.testdata import sample_case
+from hybridfuse.testdata.phantom import load_truth
 
 
 def _clip():
@@ -49,7 +48,7 @@ def test_frames_of_a_clip_reuse_the_smoothing_weights_of_the_first(monkeypatch):
     # each frame recomputes its mask weights (they were a sixth of a tracked frame's
     # time). New entries come only when the probe's box crosses the crop grid or its
     # scale a 1 % step.
-    from registration import preprocess
+    from hybridfuse.registration import preprocess
 
     pairs, fixed, moving, frames_f, frames_m = _clip()
     seq = [(p["fluoro_frame"], p["us_frame"]) for p in pairs] * 5
