@@ -249,7 +249,9 @@ def run(cases: int, starts: int, seed: int) -> None:
                         "ours landmarks, projective",
                         dict(
                             landmarks=noisy,
-                            options=RegistrationOptions(metric=None, select_model=False),
+                            options=RegistrationOptions().with_values(
+                                metric=None, select_model=False
+                            ),
                         ),
                     ),
                     (

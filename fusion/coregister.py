@@ -437,7 +437,7 @@ def transform_record(
             "loo_tre_pairs": lm.loo_pairs,
             "loo_tre_sampled": lm.loo_sampled,
         },
-        "quality": result.quality,
+        "quality": result.quality.to_dict(),
         "tre": tre,
         "fixed": _input_record(fixed, fixed_frame, include_phi, sha256),
         "moving": _input_record(moving, moving_frame, include_phi, sha256),

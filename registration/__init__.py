@@ -20,27 +20,42 @@ from .geometry import (
     plane_obliquity_deg,
     rotation_from_axes,
 )
+from .guards import QUALITY_KEYS, Quality
 from .landmarks import LandmarkFit, fit_landmarks, fit_model
 from .metrics import Metric, MetricContext, metric_cost
+from .options import (
+    GuardOptions,
+    LandmarkOptions,
+    PyramidOptions,
+    RegistrationOptions,
+    SearchOptions,
+)
 from .preprocess import Preprocess
-from .register import Landmarks, RegistrationOptions, RegistrationResult, register
+from .register import RegistrationResult, register
+from .start import Landmarks
 from .transforms import Parameterization, Transform, TransformModel
 
 __all__ = [
     "ConeBeamGeometry",
     "ConvergenceError",
+    "GuardOptions",
     "IllPosedGeometryError",
     "LandmarkInputError",
     "ImagePlane",
     "LandmarkFit",
+    "LandmarkOptions",
     "Landmarks",
     "Metric",
     "MetricContext",
     "Parameterization",
     "Preprocess",
+    "PyramidOptions",
+    "QUALITY_KEYS",
+    "Quality",
     "RegistrationError",
     "RegistrationOptions",
     "RegistrationResult",
+    "SearchOptions",
     "StartTransformError",
     "Transform",
     "TransformModel",

@@ -13,7 +13,7 @@ has to reach from it to cover every place in the fluoroscopy field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -127,10 +127,10 @@ def wide_search_options(options, reach_mm: float):
     """
     if not (np.isfinite(reach_mm) and reach_mm > 0):
         raise RegistrationError(f"search reach must be positive, got {reach_mm}")
-    return replace(
-        options,
+    search = options.search
+    return options.with_values(
         search=True,
-        search_translation_mm=max(float(options.search_translation_mm), float(reach_mm)),
-        search_keep=max(int(options.search_keep), WIDE_SEARCH_KEEP),
-        search_separation_mm=max(float(options.search_separation_mm), WIDE_SEARCH_SEPARATION_MM),
+        search_translation_mm=max(float(search.search_translation_mm), float(reach_mm)),
+        search_keep=max(int(search.search_keep), WIDE_SEARCH_KEEP),
+        search_separation_mm=max(float(search.search_separation_mm), WIDE_SEARCH_SEPARATION_MM),
     )

@@ -43,7 +43,7 @@ from ._numba import for_size
 from .errors import RegistrationError
 from .preprocess import eroded
 
-__all__ = ["Metric", "MetricContext", "metric_cost"]
+__all__ = ["Metric", "MetricContext", "batch_mi_cost", "metric_cost"]
 
 _NO_DATA = "metric {0} needs {1}: build the context with MetricContext.from_images"
 
@@ -300,6 +300,31 @@ def metric_cost(metric: Metric | str, ctx: MetricContext, h: np.ndarray, dh: np.
         b, db, valid = ctx.warp(h, dh)
         cost, grad, count = _COSTS[metric](ctx, b, db, valid)
     return float(cost), np.asarray(grad), int(count)
+
+
+def batch_mi_cost(ctx: MetricContext, hs: np.ndarray, step: int = 1) -> np.ndarray:
+    """Mattes MI cost of many homographies ``hs`` (n, 3, 3) at once, without gradients.
+
+    The fixed image is read on every ``step``-th pixel (enough for a well-smoothed level,
+    and the smaller copy stays in cache); ``hs`` map moving pixels to full-resolution
+    fixed pixels, as in :func:`metric_cost`. Each value equals the ``mi`` cost of that
+    homography (one logarithm per bin instead of per sample): the global search scores
+    its grid with it.
+    """
+    pixel_map = np.eye(3) if ctx.fixed_pixel_map is None else ctx.fixed_pixel_map
+    to_grid = np.diag([1.0 / step, 1.0 / step, 1.0]) @ pixel_map
+    return K.batch_mattes_cost(
+        np.ascontiguousarray(ctx.fixed[::step, ::step]),
+        np.ascontiguousarray(ctx.fixed_mask[::step, ::step]),
+        np.ascontiguousarray(to_grid @ hs),
+        ctx.xs,
+        ctx.ys,
+        ctx.fixed_bin,
+        ctx.n_bins,
+        ctx.b_norm_min,
+        ctx.b_bin_size,
+        0.5,
+    )
 
 
 def _ngf(ctx, h, dh):

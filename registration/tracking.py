@@ -8,7 +8,6 @@ the capture range.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -56,8 +55,7 @@ def track_sequence(
     frames_per_second : pairs registered per second of wall time.
     """
     base = options or RegistrationOptions()
-    opts = dataclasses.replace(
-        base,
+    opts = base.with_values(
         model=update_model or base.model,
         levels=tuple(levels),
         max_iterations=tuple(max_iterations),

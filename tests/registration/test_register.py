@@ -62,7 +62,7 @@ def _register_first_pair(case, perturbation, **options):
         fixed_frame=pair["fluoro_frame"],
         moving_frame=pair["us_frame"],
         initial=start,
-        options=RegistrationOptions(**options),
+        options=RegistrationOptions().with_values(**options),
     )
     return result, float(np.median(_tre_mm(result.transform, pair, fixed, us)))
 
@@ -141,7 +141,7 @@ def test_each_level_stays_inside_its_trust_region(case):
     start = grow @ true
     # The calibration's scale window is off here: this start lies outside it, and a
     # result kept there by the trust region would (rightly) be refused.
-    opts = RegistrationOptions(
+    opts = RegistrationOptions().with_values(
         model="affine", search=False, max_linear_change=0.002, scale_tolerance=None
     )
     result = register_images(
@@ -152,7 +152,7 @@ def test_each_level_stays_inside_its_trust_region(case):
         initial=start,
         options=opts,
     )
-    n_levels = len(opts.levels)
+    n_levels = len(opts.pyramid.levels)
     s0 = np.sqrt(abs(np.linalg.det(start[:2, :2])))
     s1 = np.sqrt(abs(np.linalg.det(result.transform.matrix[:2, :2])))
     assert abs(s1 / s0 - 1) <= n_levels * 0.002 * 1.5
@@ -162,7 +162,9 @@ def test_each_level_stays_inside_its_trust_region(case):
         fixed_frame=pair["fluoro_frame"],
         moving_frame=pair["us_frame"],
         initial=start,
-        options=RegistrationOptions(model="affine", search=False, scale_tolerance=None),
+        options=RegistrationOptions().with_values(
+            model="affine", search=False, scale_tolerance=None
+        ),
     )
     s_free = np.sqrt(abs(np.linalg.det(free.transform.matrix[:2, :2])))
     assert abs(s_free / s0 - 1) > 0.04  # unbounded, it does correct the 8 %
@@ -183,9 +185,9 @@ def test_intensity_only_keeps_the_magnification_the_calibration_predicts(case):
     kw = dict(fixed_frame=pair["fluoro_frame"], moving_frame=pair["us_frame"])
     result = register_images(fixed, us, initial=grow @ true, **kw)
     expected = expected_scale(fixed, us)[0]
-    ratio = result.quality["scale_ratio_to_calibration"]
+    ratio = result.quality.scale_ratio_to_calibration
     assert ratio == pytest.approx(_magnification(result.transform.matrix, us) / expected)
-    assert abs(ratio - 1) <= RegistrationOptions().scale_tolerance
+    assert abs(ratio - 1) <= RegistrationOptions().guards.scale_tolerance
     assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
 
 
@@ -197,7 +199,9 @@ def test_a_match_at_a_magnification_the_calibration_rules_out_is_refused(case):
     true = np.asarray(pair["moving_to_fixed_pixel"])
     fixed = fluoro[pair["fluoro_file"]]
     claim = 1.3 * _magnification(true, us)
-    opts = RegistrationOptions(model="affine", search=False, levels=(2,), max_iterations=(20,))
+    opts = RegistrationOptions().with_values(
+        model="affine", search=False, levels=(2,), max_iterations=(20,)
+    )
     with pytest.raises(ConvergenceError, match=r"scale is -2\d\.\d % off what the calibration"):
         register(
             fixed.gray(pair["fluoro_frame"]),
@@ -217,7 +221,7 @@ def test_a_match_at_a_magnification_the_calibration_rules_out_is_refused(case):
         options=opts,
         expected_scale=claim,
     )  # landmarks outrank the calibration: the ratio is reported, not enforced
-    assert with_landmarks.quality["scale_ratio_to_calibration"] == pytest.approx(1 / 1.3, rel=0.02)
+    assert with_landmarks.quality.scale_ratio_to_calibration == pytest.approx(1 / 1.3, rel=0.02)
 
 
 def test_edge_on_pair_is_refused(case):
@@ -248,7 +252,7 @@ def test_ambiguous_intensity_match_is_refused_not_guessed(case):
             fixed_frame=pair["fluoro_frame"],
             moving_frame=pair["us_frame"],
             initial=start,
-            options=RegistrationOptions(
+            options=RegistrationOptions().with_values(
                 metric="mi", search_min_margin=10.0, search_translation_mm=40.0
             ),
         )
@@ -260,7 +264,7 @@ def test_search_passes_only_its_finalists_to_the_second_level(case):
     found = {}
     for finalists in (1, 8):
         result, tre = _register_first_pair(case, 0, search_keep=8, search_finalists=finalists)
-        found[finalists] = result.quality["search"]
+        found[finalists] = result.quality.search
         assert tre < 2.0
     assert found[1]["distinct_optima_refined"] == 1
     assert found[1]["relative_margin_over_runner_up"] is None
@@ -288,7 +292,7 @@ def test_moments_find_the_probe_in_the_whole_field_without_a_start(case):
         plane_faces_detector=True,
     )
     assert np.median(_tre_mm(result.transform, pair, fixed, us)) < 2.0
-    search = result.quality["search"]
+    search = result.quality.search
     assert search["translation_range_mm"] > 50.0
     assert search["relative_margin_over_runner_up"] >= result.options["search_min_margin"]
 
@@ -325,8 +329,8 @@ def test_projective_is_kept_only_where_held_out_landmarks_support_it():
         options=RegistrationOptions(metric=None),
     )
     # Five clicked points cannot pin two perspective terms worth 0.3 % of the field.
-    assert few.quality["model_used"] == "affine"
-    choice = few.quality["model_selection"]
+    assert few.quality.model_used == "affine"
+    choice = few.quality.model_selection
     assert choice["loo_tre_px_median_affine"] <= choice["loo_tre_px_median_projective"]
     assert few.model == "projective"  # what was asked stays on record
 
@@ -337,7 +341,7 @@ def test_projective_is_kept_only_where_held_out_landmarks_support_it():
         landmarks=_points_through(strong, 12, rng, 0.1),
         options=RegistrationOptions(metric=None),
     )
-    assert many.quality["model_used"] == "projective"
+    assert many.quality.model_used == "projective"
     grid = np.stack(np.meshgrid(np.linspace(20, 180, 9), np.linspace(20, 180, 9)), -1)
     grid = grid.reshape(-1, 2)
     err = np.linalg.norm(many.transform.apply(grid) - Transform(strong).apply(grid), axis=1)
@@ -354,10 +358,10 @@ def test_model_selection_can_be_switched_off():
         img,
         img,
         landmarks=_points_through(h, 5, rng, 0.5),
-        options=RegistrationOptions(metric=None, select_model=False),
+        options=RegistrationOptions().with_values(metric=None, select_model=False),
     )
-    assert res.quality["model_used"] == "projective"
-    assert "model_selection" not in res.quality
+    assert res.quality.model_used == "projective"
+    assert "model_selection" not in res.quality.to_dict()
 
 
 def test_quality_says_how_much_of_the_field_the_landmarks_span():
@@ -376,10 +380,10 @@ def test_quality_says_how_much_of_the_field_the_landmarks_span():
 
     spread = run([[20, 20], [180, 20], [180, 180], [20, 180], [100, 100]])
     bunched = run([[90, 90], [110, 90], [110, 110], [90, 110], [100, 100]])
-    assert spread["landmark_hull_fraction_of_field"] == pytest.approx(1.0, abs=0.02)
-    assert spread["landmark_farthest_field_px"] == pytest.approx(80.0, abs=1.5)  # mid-edge
-    assert bunched["landmark_hull_fraction_of_field"] == pytest.approx(400 / 161**2, rel=0.05)
-    assert bunched["landmark_farthest_field_px"] == pytest.approx(np.hypot(70, 70), abs=1.0)
+    assert spread.landmark_hull_fraction_of_field == pytest.approx(1.0, abs=0.02)
+    assert spread.landmark_farthest_field_px == pytest.approx(80.0, abs=1.5)  # mid-edge
+    assert bunched.landmark_hull_fraction_of_field == pytest.approx(400 / 161**2, rel=0.05)
+    assert bunched.landmark_farthest_field_px == pytest.approx(np.hypot(70, 70), abs=1.0)
 
 
 def test_anisotropic_ultrasound_pixels_keep_their_two_scales(case):
@@ -414,7 +418,7 @@ def test_anisotropic_ultrasound_pixels_keep_their_two_scales(case):
         expected_scale=(scale, scale / k),
         fixed_spacing_mm=iso,
     )
-    assert result.quality["expected_scale_range"] == pytest.approx([scale / k, scale])
+    assert result.quality.expected_scale_range == pytest.approx([scale / k, scale])
     grid = np.column_stack([xs[::211], ys[::211]]).astype(float)
     d = np.linalg.norm(result.transform.apply(grid) - Transform(true).apply(grid), axis=1)
     assert np.median(d) * iso < 1.0
@@ -452,7 +456,7 @@ def test_si_joint_pairs_register_once_shadowed_bone_echoes_drop_out(si_case):
                         fixed_frame=pair["fluoro_frame"],
                         moving_frame=pair["us_frame"],
                         initial=_perturbed(true, c, angle, scale, shift_mm, iso),
-                        options=RegistrationOptions(shadow_px=shadow_px),
+                        options=RegistrationOptions().with_values(shadow_px=shadow_px),
                     )
                 except ConvergenceError:
                     continue
@@ -464,7 +468,7 @@ def test_si_joint_pairs_register_once_shadowed_bone_echoes_drop_out(si_case):
 
 
 def test_refinement_after_a_search_needs_only_where_the_match_maps_the_ultrasound():
-    from hybridfuse.registration.register import _refine_box
+    from hybridfuse.registration._crop import refine_box as _refine_box
 
     ext = np.array([10.0, 109.0, 20.0, 79.0, 60.0, 50.0, 6000.0])  # a 100 x 60 px region
     shift = np.array([[0.5, 0.0, 200.0], [0.0, 0.5, 150.0], [0.0, 0.0, 1.0]])
@@ -483,7 +487,7 @@ def test_with_the_calibration_the_grid_takes_its_scales_around_the_predicted_one
     counts = {}
     for scales in ((0.96, 1.04), (1.0,)):
         result, tre = _register_first_pair(case, 1, search_scales_calibrated=scales)
-        assert result.quality["scale_ratio_to_calibration"] == pytest.approx(1.0, abs=0.08)
+        assert result.quality.scale_ratio_to_calibration == pytest.approx(1.0, abs=0.08)
         assert tre < 2.0
-        counts[scales] = result.quality["search"]["candidates"]
+        counts[scales] = result.quality.search["candidates"]
     assert counts[(0.96, 1.04)] == 2 * counts[(1.0,)]

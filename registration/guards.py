@@ -1,0 +1,239 @@
+"""What a registration result is judged by, and when it is refused.
+
+:class:`Quality` is the typed record of those figures; its :meth:`Quality.to_dict` is the
+``quality`` object of ``transform.json``. The guards refuse a result whose plane is seen
+edge-on or whose magnification contradicts the calibration, and keep the landmark fit when
+intensity refinement moved the landmarks more than their fit allows: a wrong answer that
+looks confident is worse than none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConvergenceError, IllPosedGeometryError
+from .preprocess import mask_extent
+from .transforms import Transform
+
+__all__ = ["QUALITY_KEYS", "Quality"]
+
+
+@dataclass(frozen=True)
+class Quality(dict):
+    """Figures to judge a registration by; ``None`` fields are absent from the record.
+
+    ``local_scale_min``/``max``: local scales (fluoroscopy px per ultrasound px) at the
+    ultrasound field's corners. With an expected scale: ``expected_scale`` (geometric mean
+    of ``expected_scale_range``, given for anisotropic pixels), ``scale_ratio_min`` and
+    ``scale_ratio_to_calibration``; without: ``anisotropy``. ``edge_on``: the edge-on
+    test's verdict. With landmarks: ``landmark_fre_px``, ``landmark_loo_tre_px`` (median
+    leave-one-out, present but ``None`` when none could be computed),
+    ``landmarks_rejected``, coverage of the field, and with an intensity metric
+    ``landmark_shift_by_intensity_px`` and ``intensity_refinement`` (accepted or why
+    rejected). ``model_selection`` and ``search`` summarise those steps when they ran;
+    ``crop_fixed_px_x0_y0_x1_y1`` is the fluoroscopy crop computed on.
+
+    Transitional: the record is also a read-only ``dict`` of :meth:`to_dict`, so that
+    writers which still put ``result.quality`` straight into JSON keep their output until
+    they call :meth:`to_dict`; do not rely on it.
+    """
+
+    local_scale_min: float
+    local_scale_max: float
+    edge_on: bool
+    expected_scale: float | None = None
+    expected_scale_range: list[float] | None = None
+    scale_ratio_min: float | None = None
+    anisotropy: float | None = None
+    landmark_fre_px: float | None = None
+    landmark_loo_tre_px: float | None = None
+    landmarks_rejected: list | None = None
+    landmark_hull_fraction_of_field: float | None = None
+    landmark_farthest_field_px: float | None = None
+    model_used: str | None = None
+    scale_ratio_to_calibration: float | None = None
+    model_selection: dict | None = None
+    search: dict | None = None
+    landmark_shift_by_intensity_px: float | None = None
+    intensity_refinement: str | None = None
+    crop_fixed_px_x0_y0_x1_y1: list[int] | None = None
+
+    def __post_init__(self):
+        dict.update(self, self.to_dict())
+
+    def to_dict(self) -> dict:
+        """The ``quality`` object of ``transform.json``, keys in :data:`QUALITY_KEYS` order."""
+        # The leave-one-out median is reported, maybe as None, whenever the FRE is.
+        kept_as_none = {"landmark_loo_tre_px"} if self.landmark_fre_px is not None else set()
+        return {
+            key: getattr(self, key)
+            for key in QUALITY_KEYS
+            if getattr(self, key) is not None or key in kept_as_none
+        }
+
+    def replace(self, **changes) -> Quality:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+    __hash__ = None  # type: ignore[assignment]  # it holds dicts and lists
+
+
+#: Keys of the ``quality`` record, in the order ``transform.json`` writes them.
+QUALITY_KEYS = (
+    "local_scale_min",
+    "local_scale_max",
+    "expected_scale",
+    "expected_scale_range",
+    "scale_ratio_min",
+    "anisotropy",
+    "edge_on",
+    "landmark_fre_px",
+    "landmark_loo_tre_px",
+    "landmarks_rejected",
+    "landmark_hull_fraction_of_field",
+    "landmark_farthest_field_px",
+    "model_used",
+    "scale_ratio_to_calibration",
+    "model_selection",
+    "search",
+    "landmark_shift_by_intensity_px",
+    "intensity_refinement",
+    "crop_fixed_px_x0_y0_x1_y1",
+)
+
+
+def measure(tr: Transform, landmarks, lm_fit, mmask, scale_range, opts) -> Quality:
+    """Scales, the edge-on verdict and landmark figures of ``tr`` (``opts``: the options)."""
+    x0, x1, y0, y1 = mask_extent(mmask)[:4]
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+    scales = tr.local_scales(corners)
+    out = {"local_scale_min": float(scales.min()), "local_scale_max": float(scales.max())}
+    ratio = opts.guards.edge_on_ratio
+    if scale_range:
+        e_lo, e_hi = scale_range
+        out["expected_scale"] = float(np.sqrt(e_lo * e_hi))
+        if e_lo < e_hi:
+            out["expected_scale_range"] = [e_lo, e_hi]  # anisotropic ultrasound pixels
+        out["scale_ratio_min"] = float(scales.min() / e_lo)
+        out["edge_on"] = bool(scales.min() / e_lo < ratio)
+    else:
+        out["anisotropy"] = float(scales[:, 1].min() / scales[:, 0].max())
+        out["edge_on"] = bool(out["anisotropy"] < ratio)
+    if lm_fit is not None and landmarks is not None and len(landmarks.moving_xy):
+        resid = np.linalg.norm(tr.apply(landmarks.moving_xy) - landmarks.fixed_xy, axis=1)
+        out["landmark_fre_px"] = float(np.sqrt(np.mean(resid**2)))
+        loo = lm_fit.loo_tre_px[np.isfinite(lm_fit.loo_tre_px)]
+        out["landmark_loo_tre_px"] = float(np.median(loo)) if len(loo) else None
+        out["landmarks_rejected"] = lm_fit.rejected
+        ys, xs = np.nonzero(mmask)
+        out.update(_landmark_coverage(landmarks.moving_xy, xs, ys))
+    return Quality(**out)
+
+
+def _landmark_coverage(moving_xy, xs, ys) -> dict:
+    """How much of the ultrasound field the landmarks span, and how far they leave it.
+
+    A fit is an interpolation inside the landmarks' hull and an extrapolation outside
+    it, where errors grow with the distance: figures for a reader to weigh the
+    landmark errors (FRE, leave-one-out) against, not a verdict.
+    """
+    from scipy.spatial import ConvexHull, QhullError, cKDTree
+
+    pts = np.asarray(moving_xy, float)
+    area = float(len(xs))
+    try:
+        hull = ConvexHull(pts).volume if len(pts) >= 3 else 0.0  # 2D: volume is the area
+    except QhullError:
+        hull = 0.0  # collinear landmarks span no area
+    step = max(1, len(xs) // 4000)
+    field = np.column_stack([xs[::step], ys[::step]]).astype(float)
+    farthest = float(cKDTree(pts).query(field)[0].max())
+    return {
+        "landmark_hull_fraction_of_field": min(1.0, hull / area),
+        "landmark_farthest_field_px": farthest,
+    }
+
+
+def landmark_shift_guard(final: Transform, landmarks, lm_fit, opts):
+    """How far intensity refinement moved the landmarks, and whether that is accepted.
+
+    The intensity term may only refine what the landmarks say: a move beyond
+    ``landmark_sigma_px`` or twice the fit's FRE rejects it. Returns the transform to
+    keep (the landmark fit when rejected), the largest shift (px) and the verdict text.
+    """
+    moved = np.linalg.norm(
+        final.apply(landmarks.moving_xy) - lm_fit.transform.apply(landmarks.moving_xy), axis=1
+    )
+    allowed = max(opts.landmarks.landmark_sigma_px, 2.0 * lm_fit.fre_px)
+    shift = float(moved.max()) if len(moved) else 0.0
+    if len(moved) and moved.max() > allowed:
+        verdict = (
+            f"rejected: it moved landmarks by {moved.max():.2f} px (> {allowed:.2f} px "
+            "allowed by their fit); the landmark-only transform is kept"
+        )
+        return lm_fit.transform, shift, verdict
+    return final, shift, "accepted"
+
+
+def refuse_if_implausible(quality: Quality, opts, scale_prior, with_metric: bool) -> None:
+    """Raise when the plane is edge-on or an intensity match's scale is off the calibration.
+
+    Raises
+    ------
+    IllPosedGeometryError
+        The transform collapses the ultrasound plane (``quality.edge_on``).
+    ConvergenceError
+        With ``scale_prior = (expected_min, expected_max, tolerance)`` and a metric: the
+        magnification strays more than the tolerance from the calibration's.
+    """
+    if quality.edge_on:
+        raise IllPosedGeometryError(
+            f"the transform collapses the ultrasound plane (local scale ratio "
+            f"{quality.scale_ratio_min:.2f} < {opts.guards.edge_on_ratio}): the plane is seen "
+            "nearly edge-on by the X-ray beam, so a 2D-2D registration is ill-posed"
+        )
+    ratio = quality.scale_ratio_to_calibration
+    if scale_prior is not None and with_metric and abs(ratio - 1.0) > scale_prior[2]:
+        raise ConvergenceError(
+            f"the match's scale is {100 * (ratio - 1):+.1f} % off what the calibration "
+            f"and magnification predict (±{100 * scale_prior[2]:.0f} % allowed): a wrong "
+            "match; give landmarks (--landmarks) or a closer start"
+        )
+
+
+def centre_scale(h: np.ndarray, center) -> float:
+    """Magnification of ``h`` at the moving point ``center``: the larger local scale.
+
+    A plane tilted against the detector is foreshortened along one direction (the
+    smaller singular value, which the edge-on test watches); along the other it keeps
+    the magnification of its depth, which is what the calibration predicts.
+    """
+    return float(Transform(h).local_scales(np.array([center]))[0].max())
+
+
+def scale_range(expected_scale) -> tuple[float, float] | None:
+    """(smaller, larger) expected fixed px per moving px, or None when unknown."""
+    if expected_scale is None:
+        return None
+    e = np.atleast_1d(np.asarray(expected_scale, dtype=float)).ravel()
+    if e.size not in (1, 2) or not np.all(np.isfinite(e)) or not np.all(e > 0):
+        return None
+    return float(e.min()), float(e.max())
+
+
+def scale_ratio(magnification: float, expected: tuple[float, float]) -> float:
+    """Magnification against the calibration's: 1 inside its range, else past the edge.
+
+    With isotropic ultrasound pixels the range is one value and this is the plain
+    ratio; with anisotropic ones a plane parallel to the detector has the larger
+    expected scale as its magnification, a tilted one anything down to the smaller.
+    """
+    e_lo, e_hi = expected
+    if magnification > e_hi:
+        return magnification / e_hi
+    if magnification < e_lo:
+        return magnification / e_lo
+    return 1.0 if e_lo < e_hi else magnification / e_hi

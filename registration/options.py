@@ -1,0 +1,357 @@
+"""Settings of :func:`registration.register`, defined once and grouped by what they configure.
+
+Every option is a field declared with :func:`hybridfuse._options.option`: its flat name is
+the command-line flag, the TOML key and the key in ``transform.json``'s ``options``; its
+help is the ``--help`` text. What the images are compared by (model, metric and its
+parameters, preprocessing) sits at the top, because every registration sets it; the groups
+say how the optimum is found (:class:`PyramidOptions`, :class:`SearchOptions`), how
+landmarks weigh in (:class:`LandmarkOptions`) and when a result is refused
+(:class:`GuardOptions`). The evidence behind each default is in
+``docs/registration-method.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from hybridfuse._options import build, flat, group, option
+
+__all__ = [
+    "GuardOptions",
+    "LandmarkOptions",
+    "PyramidOptions",
+    "RegistrationOptions",
+    "SearchOptions",
+]
+
+_MODELS = ("rigid", "similarity", "affine", "projective")
+
+
+@dataclass(frozen=True)
+class PyramidOptions:
+    """The coarse-to-fine optimisation: levels, iteration caps and trust region."""
+
+    levels: tuple[int, ...] = option(
+        (16, 8, 4, 2, 1),
+        "Pyramid smoothing factors, coarse to fine (sigma = factor / 2 fluoroscopy pixels); "
+        "coarse levels widen the capture range, fine ones give the accuracy.",
+        minimum=1,
+        advanced=True,
+    )
+    max_iterations: tuple[int, ...] = option(
+        (60, 60, 30, 25, 20),
+        "L-BFGS-B iteration cap of each pyramid level (one per level); it bounds the time "
+        "a level may take.",
+        minimum=1,
+        advanced=True,
+    )
+    coarse_model: str = option(
+        "similarity",
+        "Transform model of the coarse levels; fewer degrees of freedom give a wider "
+        "capture range before the full model is fitted.",
+        choices=_MODELS,
+        advanced=True,
+    )
+    fine_levels: int = option(
+        2,
+        "How many of the finest levels optimise the full model (the others use coarse_model).",
+        minimum=0,
+        advanced=True,
+    )
+    max_samples: int = option(
+        12000,
+        "Most ultrasound samples per level (the sample stride grows to respect it); it "
+        "bounds the time of the fine levels.",
+        minimum=1,
+        advanced=True,
+    )
+    cost_tolerance: float = option(
+        1e-5,
+        "L-BFGS-B stops when an iteration lowers the cost by less than this fraction (its "
+        "ftol); below the metrics' interpolation noise more iterations change nothing.",
+        minimum=0.0,
+        advanced=True,
+    )
+    line_search_steps: int = option(
+        5,
+        "Most cost evaluations in one L-BFGS-B line search (its maxls); near the noise "
+        "floor longer searches only chase noise.",
+        minimum=1,
+        advanced=True,
+    )
+    max_linear_change: float = option(
+        0.15,
+        "Trust region of a level: how much each linear-part entry (scale, shear) may change, "
+        "relative; it stops a metric from shrinking the ultrasound onto one bright structure.",
+        minimum=0.0,
+        maximum=0.99,
+        advanced=True,
+    )
+    max_perspective_change: float = option(
+        0.05,
+        "Trust region of a projective level: how much each perspective term may change "
+        "(distortion across half the ultrasound field); a real plane stays near 1 %.",
+        minimum=0.0,
+        advanced=True,
+    )
+    decimate_coarse_levels: bool = option(
+        True,
+        "Keep the fluoroscopy of levels with factor 8 or more on a grid factor/4 times "
+        "coarser; it makes setting up those levels cheap without moving the result.",
+        advanced=True,
+    )
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The global search: a similarity grid around the start, scored before the pyramid."""
+
+    search: bool | None = option(
+        None,
+        "Search a grid of positions, rotations and scales around the start before refining "
+        "(auto: on without landmarks, off with them); it finds the match from a start that "
+        "is centimetres off.",
+    )
+    search_level: int = option(
+        16,
+        "Pyramid factor at which the grid candidates are scored; coarse smoothing makes "
+        "each candidate's basin as wide as the grid step.",
+        minimum=1,
+        advanced=True,
+    )
+    search_translation_mm: float = option(
+        20.0,
+        "Half-width of the searched shifts (mm at the isocentre); how far from the start "
+        "the match may lie.",
+        minimum=0.0,
+        advanced=True,
+    )
+    search_step_mm: float = option(
+        3.5,
+        "Step of the searched shifts (mm); matched to the basin of the coarsest level.",
+        minimum=0.01,
+        advanced=True,
+    )
+    search_rotation_deg: float = option(
+        20.0,
+        "Half-width of the searched rotations (degrees); how far the start's rotation may be off.",
+        minimum=0.0,
+        maximum=180.0,
+        advanced=True,
+    )
+    search_rotation_step_deg: float = option(
+        10.0,
+        "Step of the searched rotations (degrees); matched to the basin of the coarsest level.",
+        minimum=0.01,
+        advanced=True,
+    )
+    search_scales: tuple[float, ...] = option(
+        (0.9, 1.0, 1.1),
+        "Searched scales relative to the start's, when no calibrated scale is known.",
+        minimum=0.01,
+        advanced=True,
+    )
+    search_scales_calibrated: tuple[float, ...] = option(
+        (0.96, 1.04),
+        "Searched scales relative to the calibrated one (clipped to scale_tolerance); two "
+        "scales leave any magnification in the window close to a candidate.",
+        minimum=0.01,
+        advanced=True,
+    )
+    search_keep: int = option(
+        8,
+        "How many of the best grid candidates that lie apart are refined; more keep the "
+        "true basin among them when the coarse scores mislead.",
+        minimum=1,
+        advanced=True,
+    )
+    search_separation_mm: float = option(
+        5.0,
+        "Least distance (mm) between kept candidates, so that they are other basins, not "
+        "neighbours.",
+        minimum=0.0,
+        advanced=True,
+    )
+    search_finalists: int = option(
+        8,
+        "How many distinct optima of the first level are refined at the second level, "
+        "where they compete.",
+        minimum=1,
+        advanced=True,
+    )
+    search_min_margin: float = option(
+        0.12,
+        "Least relative cost margin of the best match over the best optimum > 3 mm away; "
+        "below it the match is ambiguous and refused (a second line of defence).",
+        minimum=0.0,
+        advanced=True,
+    )
+
+
+@dataclass(frozen=True)
+class LandmarkOptions:
+    """How landmark pairs are fitted, kept in the cost and compared between models."""
+
+    landmark_sigma_px: float = option(
+        1.5,
+        "How precisely a landmark is placed (fluoroscopy pixels); the landmark term is "
+        "measured in this unit and intensity refinement may not move landmarks further.",
+        minimum=0.01,
+    )
+    landmark_weight: float = option(
+        1.0,
+        "Weight of the landmark term against the intensity metric.",
+        minimum=0.0,
+        advanced=True,
+    )
+    reject_threshold_px: float = option(
+        6.0,
+        "A landmark pair whose residual exceeds this (fluoroscopy pixels) is rejected as "
+        "inconsistent with the others, so one mis-clicked pair cannot bend the fit.",
+        minimum=0.0,
+    )
+    select_model: bool = option(
+        True,
+        "With landmarks and the projective model, fit affine too and keep projective only "
+        "when its leave-one-out landmark error is lower; few landmarks overfit perspective.",
+        advanced=True,
+    )
+    landmark_start_factor: int = option(
+        4,
+        "With landmarks, pyramid levels coarser than this factor are skipped: the landmark "
+        "fit already starts within pixels.",
+        minimum=1,
+        advanced=True,
+    )
+    landmark_max_iterations: int = option(
+        12,
+        "With landmarks, the iteration cap of every level is at most this: from a landmark "
+        "fit the intensity term only refines.",
+        minimum=1,
+        advanced=True,
+    )
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """When a result is refused instead of returned."""
+
+    edge_on_ratio: float = option(
+        0.2,
+        "A result whose smaller local scale falls below this fraction of the expected one "
+        "is refused: the plane is seen nearly edge-on and 2D-2D registration is ill-posed.",
+        minimum=0.0,
+        maximum=1.0,
+        advanced=True,
+    )
+    scale_tolerance: float | None = option(
+        0.08,
+        "How far (relative) the match's magnification may stray from what the calibration "
+        "predicts before an intensity-only result is refused; 0.08 allows a plane about "
+        "60 mm off the isocentre. none: off.",
+        minimum=0.0,
+        maximum=0.99,
+    )
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """Settings of :func:`registration.register`; every one is written into the result.
+
+    Build one with :meth:`with_values` (flat names) or :func:`hybridfuse._options.build`;
+    :meth:`to_dict` gives the flat names and values that ``transform.json`` records.
+    """
+
+    model: str = option(
+        "projective",
+        "Transform model of the ultrasound plane in the fluoroscopy: projective is the "
+        "exact plane-induced homography, affine and similarity are stiffer.",
+        choices=_MODELS,
+    )
+    metric: str | None = option(
+        "lc2",
+        "Intensity similarity that is optimised (none: landmarks only); lc2 models "
+        "ultrasound as a mix of the X-ray intensity and its gradient.",
+        choices=("ncc", "mi", "nmi", "ngf", "lc2"),
+    )
+    preprocess: str = option(
+        "structures",
+        "How both images are turned into comparable features before matching; structures "
+        "keeps needles and beads and drops echoes behind which the beam is shadowed.",
+        choices=("none", "structures", "gradient"),
+    )
+    n_bins: int = option(
+        32,
+        "Histogram bins of the mutual-information metrics (mi, nmi, and the search's scoring).",
+        minimum=2,
+        advanced=True,
+    )
+    lc2_patch_samples: int = option(
+        7,
+        "Side of the LC2 patch in samples of the level's grid; the patch grows in pixels "
+        "with the stride at coarse levels.",
+        minimum=2,
+        advanced=True,
+    )
+    shadow_px: tuple[float, float] | None = option(
+        (2.0, 10.0),
+        "structures preprocessing: an echo is weighed by how bright the image stays this "
+        "many fluoroscopy pixels below it, so bone surfaces drop out (none: keep every "
+        "echo).",
+        minimum=0.0,
+        advanced=True,
+    )
+    pyramid: PyramidOptions = group(PyramidOptions)
+    search: SearchOptions = group(SearchOptions)
+    landmarks: LandmarkOptions = group(LandmarkOptions)
+    guards: GuardOptions = group(GuardOptions)
+
+    def to_dict(self) -> dict:
+        """Flat ``{name: value}``, JSON-ready: the ``options`` object of ``transform.json``."""
+        return flat(self)
+
+    def runs_search(self, with_landmarks: bool) -> bool:
+        """Whether :func:`register` runs the global search (auto: only without landmarks)."""
+        return self.search.search if self.search.search is not None else not with_landmarks
+
+    def with_values(self, **values) -> RegistrationOptions:
+        """A copy with the options named by flat name changed (checked like a config file).
+
+        Raises
+        ------
+        hybridfuse._options.OptionError
+            An unknown name or a value the definition does not allow.
+        """
+        return build(type(self), values, base=self)
+
+
+def _accept_flat_names(cls):
+    """Let ``cls(search=False, scale_tolerance=None)`` take flat names, as before the groups.
+
+    Transitional, for the command-line modules that still pass flat keywords until they
+    build options from the definition (issue #14, item 4); delete it with them.
+    """
+    generated = cls.__init__
+    groups = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.init}
+    groups = {k: v for k, v in groups.items() if v is not dataclasses.MISSING}
+
+    def __init__(self, **values):
+        flat_values = {
+            k: values.pop(k)
+            for k in list(values)
+            if (k in groups and not isinstance(values[k], groups[k]))
+            or k not in {f.name for f in dataclasses.fields(cls)}
+        }
+        generated(self, **values)
+        if flat_values:
+            built = build(cls, flat_values, base=self)
+            for name in groups:
+                object.__setattr__(self, name, getattr(built, name))
+
+    __init__.__doc__ = generated.__doc__
+    cls.__init__ = __init__
+    return cls
+
+
+_accept_flat_names(RegistrationOptions)
