@@ -38,7 +38,7 @@ from enum import Enum
 
 import numpy as np
 
-from . import _kernels as K
+from . import _metric_kernels as K
 from ._numba import for_size
 from .errors import RegistrationError
 from .preprocess import eroded

@@ -257,7 +257,7 @@ def shadow_weight(
     echo that casts an acoustic shadow, 1 where the image carries on. Where fewer than
     half of the window's pixels lie in the mask, 1 (nothing is known).
     """
-    from . import _kernels as K
+    from . import _filter_kernels as K
 
     out = np.empty(np.shape(smoothed))
     K.shadow_ratio(

@@ -32,7 +32,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._kernels import param_homography
+from ._transform_kernels import param_homography
 from .errors import RegistrationError
 
 __all__ = [

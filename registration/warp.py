@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels as K
+from . import _warp_kernels as K
 from .errors import RegistrationError
 
 __all__ = ["warp_to_fixed", "ORDERS"]

@@ -259,22 +259,11 @@ def test_parallel_kernels_give_the_serial_twins_results_bit_for_bit(images, monk
 def test_batch_mi_of_search_candidates_equals_single_evaluations(images):
     # The global search scores candidates with a batch kernel and a one-logarithm-per-
     # bin MI; each score must be the MI that the optimiser's metric gives.
-    from hybridfuse.registration import _kernels as K
+    from hybridfuse.registration.metrics import batch_mi_cost
 
     _, _, ctx, par = images
     steps = [np.zeros(6), P, -P, 2 * P]
     hs = np.ascontiguousarray([par.matrix(p) for p in steps])
-    batch = K.batch_mattes_cost(
-        ctx.fixed,
-        ctx.fixed_mask,
-        hs,
-        ctx.xs,
-        ctx.ys,
-        ctx.fixed_bin,
-        ctx.n_bins,
-        ctx.b_norm_min,
-        ctx.b_bin_size,
-        0.5,
-    )
+    batch = batch_mi_cost(ctx, hs)
     single = [metric_cost("mi", ctx, *par.matrix_and_jacobian(p))[0] for p in steps]
     assert_allclose(batch, single, rtol=1e-12)

@@ -1,9 +1,11 @@
-"""Numba kernels of the registration inner loop: arrays and scalars in, arrays out.
+"""Numba kernels of the intensity metrics: sampling at mapped points, the costs, gradients.
 
 Conventions: images are float64 (rows, cols); points are (x = column, y = row) pixel
 coordinates; a homography ``h`` maps moving points to fixed-image points; ``dh`` is its
 derivative with respect to the K transform parameters, shape (K, 3, 3).
-Costs are to be minimised (−NCC, −MI), as in ITK.
+Costs are to be minimised (−NCC, −MI), as in ITK. Only :mod:`registration.metrics` calls
+these; the parallel kernels carry serial twins (:mod:`registration._numba`), and their
+reductions run in fixed blocks so that both give the same bits.
 """
 
 from __future__ import annotations
@@ -149,70 +151,6 @@ def chain_to_h(acc, ex, ey, fx, fy, w, x, y):
     acc[2, 0] += c * x
     acc[2, 1] += c * y
     acc[2, 2] += c
-
-
-# --------------------------------------------------------------------------------------
-# Transform parameters → homography
-# --------------------------------------------------------------------------------------
-
-
-@jit
-def param_homography(model, p, left, right):
-    """H = left · D(p) · right and dH/dp (K, 3, 3) for the centred parameterisation.
-
-    ``model``: 0 rigid (θ, tx, ty), 1 similarity (log s, θ, tx, ty), 2 affine
-    (a, b, c, e, tx, ty: D = [[1+a, b, tx], [c, 1+e, ty], [0, 0, 1]]), 3 projective
-    (affine plus the bottom row's g, h). The optimiser asks for this at every cost
-    evaluation; in NumPy its small matrix products took as long as a coarse level's
-    metric.
-    """
-    k = p.shape[0]
-    d = np.eye(3)
-    dd = np.zeros((k, 3, 3))
-    if model <= 1:
-        off = model
-        s = np.exp(p[0]) if model == 1 else 1.0
-        c = np.cos(p[off])
-        sn = np.sin(p[off])
-        d[0, 0] = s * c
-        d[0, 1] = -s * sn
-        d[1, 0] = s * sn
-        d[1, 1] = s * c
-        d[0, 2] = p[off + 1]
-        d[1, 2] = p[off + 2]
-        if model == 1:
-            for i in range(2):
-                for j in range(2):
-                    dd[0, i, j] = d[i, j]  # d/d(log s)
-        dd[off, 0, 0] = -s * sn
-        dd[off, 0, 1] = -s * c
-        dd[off, 1, 0] = s * c
-        dd[off, 1, 1] = -s * sn
-        dd[off + 1, 0, 2] = 1.0
-        dd[off + 2, 1, 2] = 1.0
-    else:
-        d[0, 0] += p[0]
-        d[0, 1] = p[1]
-        d[1, 0] = p[2]
-        d[1, 1] += p[3]
-        d[0, 2] = p[4]
-        d[1, 2] = p[5]
-        dd[0, 0, 0] = 1.0
-        dd[1, 0, 1] = 1.0
-        dd[2, 1, 0] = 1.0
-        dd[3, 1, 1] = 1.0
-        dd[4, 0, 2] = 1.0
-        dd[5, 1, 2] = 1.0
-        if model == 3:
-            d[2, 0] = p[6]
-            d[2, 1] = p[7]
-            dd[6, 2, 0] = 1.0
-            dd[7, 2, 1] = 1.0
-    h = left @ d @ right
-    dh = np.empty((k, 3, 3))
-    for m in range(k):
-        dh[m] = left @ dd[m] @ right
-    return h, dh
 
 
 # --------------------------------------------------------------------------------------
@@ -511,80 +449,6 @@ def mi_value(joint):
 
 
 # --------------------------------------------------------------------------------------
-# Resampling a moving image into the fixed frame (fusion overlays)
-# --------------------------------------------------------------------------------------
-
-
-@jit
-def _cubic_weight(t):
-    """Keys cubic convolution kernel (a = -0.5)."""
-    at = abs(t)
-    if at < 1.0:
-        return (1.5 * at - 2.5) * at * at + 1.0
-    if at < 2.0:
-        return ((-0.5 * at + 2.5) * at - 4.0) * at + 2.0
-    return 0.0
-
-
-@jit_parallel
-def warp_homography(img, mask, hinv, out_rows, out_cols, order, out, valid):
-    """Resample ``img`` (channels, rows, cols) onto an (out_rows, out_cols) grid.
-
-    ``hinv`` maps output (fixed) pixels to input (moving) pixels. ``order``: 0 nearest,
-    1 bilinear, 3 cubic. An output pixel is valid when its source lies inside the image
-    and the nearest source pixel is inside ``mask``.
-    """
-    n_ch, rows, cols = img.shape
-    for r in prange(out_rows):
-        for c in range(out_cols):
-            u0 = hinv[0, 0] * c + hinv[0, 1] * r + hinv[0, 2]
-            u1 = hinv[1, 0] * c + hinv[1, 1] * r + hinv[1, 2]
-            u2 = hinv[2, 0] * c + hinv[2, 1] * r + hinv[2, 2]
-            valid[r, c] = False
-            for ch in range(n_ch):
-                out[ch, r, c] = 0.0
-            if u2 <= 0.0:
-                continue
-            x = u0 / u2
-            y = u1 / u2
-            if not (x >= -0.5 and y >= -0.5 and x <= cols - 0.5 and y <= rows - 0.5):
-                continue
-            xn = min(max(int(np.floor(x + 0.5)), 0), cols - 1)
-            yn = min(max(int(np.floor(y + 0.5)), 0), rows - 1)
-            if mask[yn, xn] == 0:
-                continue
-            valid[r, c] = True
-            if order == 0:
-                for ch in range(n_ch):
-                    out[ch, r, c] = img[ch, yn, xn]
-            elif order == 1:
-                xc = min(max(x, 0.0), cols - 1.0)
-                yc = min(max(y, 0.0), rows - 1.0)
-                x0 = min(int(xc), cols - 2) if cols > 1 else 0
-                y0 = min(int(yc), rows - 2) if rows > 1 else 0
-                fx = xc - x0
-                fy = yc - y0
-                x1 = min(x0 + 1, cols - 1)
-                y1 = min(y0 + 1, rows - 1)
-                for ch in range(n_ch):
-                    out[ch, r, c] = (img[ch, y0, x0] * (1 - fx) + img[ch, y0, x1] * fx) * (
-                        1 - fy
-                    ) + (img[ch, y1, x0] * (1 - fx) + img[ch, y1, x1] * fx) * fy
-            else:
-                xf = int(np.floor(x))
-                yf = int(np.floor(y))
-                for ch in range(n_ch):
-                    acc = 0.0
-                    for j in range(-1, 3):
-                        yy = min(max(yf + j, 0), rows - 1)
-                        wy = _cubic_weight(y - (yf + j))
-                        for i in range(-1, 3):
-                            xx = min(max(xf + i, 0), cols - 1)
-                            acc += wy * _cubic_weight(x - (xf + i)) * img[ch, yy, xx]
-                    out[ch, r, c] = acc
-
-
-# --------------------------------------------------------------------------------------
 # Normalised mutual information (Studholme): (H(F) + H(M)) / H(F, M)
 # --------------------------------------------------------------------------------------
 
@@ -867,44 +731,3 @@ def lc2_cost(u, vals, valid, xs, ys, order, start, ridge_b, ridge_g, min_count):
         for b in range(3):
             grad_h[a, b] /= total
     return resid / total - 1.0, grad_h, count
-
-
-# --------------------------------------------------------------------------------------
-# Ultrasound preprocessing
-# --------------------------------------------------------------------------------------
-
-
-@jit_parallel
-def shadow_ratio(smoothed, mask, background, lo, hi, out):
-    """Brightness below each pixel over its background (see ``preprocess.shadow_weight``).
-
-    Mean of ``smoothed`` over rows y+lo..y+hi of the column (inside ``mask``), over
-    ``background`` at the pixel, clipped to [0, 1]; 1 where under half the window is in
-    the mask or the background is not positive. A running window per column.
-    """
-    rows, cols = smoothed.shape
-    need = 0.5 * (hi - lo + 1)
-    for x in prange(cols):
-        total = 0.0
-        count = 0.0
-        # Window of row y is [y + lo, y + hi]; start with y = 0.
-        for r in range(min(lo, rows), min(hi + 1, rows)):
-            if mask[r, x]:
-                total += smoothed[r, x]
-                count += 1.0
-        for y in range(rows):
-            bg = background[y, x]
-            if count >= need and bg > 1e-12:
-                ratio = total / count / bg
-                out[y, x] = min(max(ratio, 0.0), 1.0)
-            else:
-                out[y, x] = 1.0
-            # Slide: drop row y + lo, add row y + hi + 1.
-            r_out = y + lo
-            if r_out < rows and mask[r_out, x]:
-                total -= smoothed[r_out, x]
-                count -= 1.0
-            r_in = y + hi + 1
-            if r_in < rows and mask[r_in, x]:
-                total += smoothed[r_in, x]
-                count += 1.0
