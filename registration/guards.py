@@ -190,10 +190,14 @@ def refuse_if_implausible(quality: Quality, opts, scale_prior, with_metric: bool
         magnification strays more than the tolerance from the calibration's.
     """
     if quality.edge_on:
+        if quality.scale_ratio_min is not None:
+            measured = f"local scale ratio {quality.scale_ratio_min:.2f}"
+        else:  # no expected scale: the transform's own anisotropy was tested
+            measured = f"anisotropy {quality.anisotropy:.2f}"
         raise IllPosedGeometryError(
-            f"the transform collapses the ultrasound plane (local scale ratio "
-            f"{quality.scale_ratio_min:.2f} < {opts.guards.edge_on_ratio}): the plane is seen "
-            "nearly edge-on by the X-ray beam, so a 2D-2D registration is ill-posed"
+            f"the transform collapses the ultrasound plane ({measured} < "
+            f"{opts.guards.edge_on_ratio}): the plane is seen nearly edge-on by the X-ray "
+            "beam, so a 2D-2D registration is ill-posed"
         )
     ratio = quality.scale_ratio_to_calibration
     if scale_prior is not None and with_metric and abs(ratio - 1.0) > scale_prior[2]:

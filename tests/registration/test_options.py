@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hybridfuse.registration import (
     QUALITY_KEYS,
+    IllPosedGeometryError,
     Landmarks,
     Metric,
     Preprocess,
@@ -167,3 +168,15 @@ def test_quality_keeps_an_unknown_leave_one_out_error_as_none_but_drops_other_no
     with_fre = q.replace(landmark_fre_px=0.5)
     assert with_fre.to_dict()["landmark_loo_tre_px"] is None
     assert list(with_fre.to_dict())[-2:] == ["landmark_fre_px", "landmark_loo_tre_px"]
+
+
+def test_an_edge_on_plane_without_an_expected_scale_is_refused_by_its_anisotropy():
+    # Without the calibration the edge-on test reads the transform's anisotropy; the
+    # refusal must say so (it used to fail formatting the missing scale ratio).
+    img = np.zeros((120, 120))
+    squash = np.array([[1.0, 0.0, 5.0], [0.0, 0.1, 40.0], [0.0, 0.0, 1.0]])
+    moving = np.array([[10, 10], [110, 10], [110, 110], [10, 110], [60, 60]], float)
+    lm = Landmarks(moving, Transform(squash).apply(moving), tuple("abcde"))
+    opts = RegistrationOptions(model="affine", metric=None)
+    with pytest.raises(IllPosedGeometryError, match=r"\(anisotropy 0\.10 < 0\.2\)"):
+        register(img, img, landmarks=lm, options=opts)
