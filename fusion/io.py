@@ -1191,15 +1191,8 @@ def _photometric_notes(photometric: str, notes: list[str]) -> tuple[str, bool]:
 
 
 def _pair(value) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    items = as_list(value.value if hasattr(value, "value") else value)
-    if len(items) != 2:
-        return None
-    nums = [parse_number(v) for v in items]
-    if any(v is None or v <= 0 for v in nums):
-        return None
-    return (nums[0], nums[1])
+    pair = dicom.parse_number_pair(value)
+    return pair if pair is not None and min(pair) > 0 else None
 
 
 def _spacing_pair(ds, keyword: str, tag: str, path: Path, bounds, what: str):

@@ -143,7 +143,7 @@ VARIANTS = {
     "per-frame-datetime": (
         {
             "PerFrameFunctionalGroupsSequence": _per_frame_groups(
-                [f"20240301101500.{ms:03d}+0100" for ms in (0, 40, 80, 200)]
+                [f"20240301101500.{ms:03d}-0500" for ms in (0, 40, 80, 200)]
             )
         },
         [0, 0.04, 0.08, 0.2],
@@ -219,6 +219,18 @@ def test_fusion_and_dose_read_the_same_frame_times_from_every_source(tmp_path, n
         assert img.frame_times_source.startswith("none")
     else:
         assert_allclose(img.frame_times_s, expected, atol=1e-9)
+
+
+def test_fusion_and_dose_read_the_same_frame_times_from_a_generated_case(synthetic_case):
+    case, _ = synthetic_case
+    clips = [
+        p
+        for p in sorted(case.rglob("*.dcm"))
+        if pydicom.dcmread(p, stop_before_pixels=True).get("Modality") == "US"
+    ]
+    assert clips
+    for path in clips:
+        assert _assert_same_times(path).n_frames > 1
 
 
 def test_single_frame_clip_has_a_zero_length_interval(tmp_path):
