@@ -250,8 +250,7 @@ def saved_counterfactual(
     us_intervals = [i for i in us_intervals if i.span_known]
     if not us_intervals:
         raise DoseInputError(
-            "no ultrasound-guided interval: give --us CLIP or --us-interval"
-            + "".join(f"; {why}" for why in unknown)
+            "; ".join(unknown) or "no ultrasound-guided interval: give --us CLIP or --us-interval"
         )
     t0 = min(e.start for e in record.events if e.start is not None)
     assumptions = [
