@@ -10,33 +10,13 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import _dicomread
+from hybridfuse import dicom
+from hybridfuse.dicom import as_list, parse_number
+
 from .errors import DoseInputError
 from .units import implausible
 
 __all__ = ["ImageDoseTags", "read_image_dose_tags", "parse_number"]
-
-
-def parse_number(value) -> float | None:
-    """A DICOM DS/IS/FD value as float, or None when absent or not a finite number."""
-    if value is None:
-        return None
-    if hasattr(value, "value"):
-        value = value.value
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        if len(value) == 0:
-            return None
-        value = value[0]
-    text = str(value).strip().replace(",", ".")
-    if not text:
-        return None
-    try:
-        out = float(text)
-    except ValueError:
-        return None
-    if out != out or out in (float("inf"), float("-inf")):
-        return None
-    return out
 
 
 @dataclass(frozen=True)
@@ -181,13 +161,13 @@ def read_header(path: str | os.PathLike):
     if not path.is_file():
         raise DoseInputError(f"{path}: not a regular file")
     try:
-        limit = _dicomread.max_decoded_bytes()
-        if _dicomread.deflated_size_exceeds(path, limit):
+        limit = dicom.max_decoded_bytes()
+        if dicom.deflated_size_exceeds(path, limit):
             raise DoseInputError(
                 f"{path}: deflated data set inflates to more than {limit} bytes, the decode "
-                f"limit ({_dicomread.MAX_DECODED_ENV})"
+                f"limit ({dicom.MAX_DECODED_ENV})"
             )
-        with _dicomread.quiet_pydicom():
+        with dicom.quiet_pydicom():
             return pydicom.dcmread(path, stop_before_pixels=True, defer_size=1 << 20)
     except DoseInputError:
         raise
@@ -224,7 +204,7 @@ def read_image_dose_tags(source: str | os.PathLike | object) -> ImageDoseTags:
     """
     ds = read_header(Path(source)) if isinstance(source, (str, os.PathLike)) else source
     try:
-        with _dicomread.quiet_pydicom():  # values are converted, and warned about, lazily
+        with dicom.quiet_pydicom():  # values are converted, and warned about, lazily
             return _dose_tags(ds)
     except DoseInputError:
         raise
@@ -254,14 +234,7 @@ def _dose_tags(ds) -> ImageDoseTags:
                 break
     material = ds.get("FilterMaterial")
     if material:
-        values["filter_material"] = "\\".join(
-            str(m)
-            for m in (
-                material
-                if isinstance(material, list) or type(material).__name__ == "MultiValue"
-                else [material]
-            )
-        )
+        values["filter_material"] = "\\".join(str(m) for m in as_list(material))
     n_frames = parse_number(ds.get("NumberOfFrames"))
     values["number_of_frames"] = int(n_frames) if n_frames and n_frames >= 1 else 1
     return ImageDoseTags(**values, sources=tuple(sources))

@@ -14,8 +14,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybridfuse.dicom import parse_datetime, parse_number
+
 from .errors import DoseInputError
-from .image_tags import parse_number
 from .units import UnitError, convert, implausible
 
 __all__ = [
@@ -536,7 +537,7 @@ def _read_event(item, flags, units) -> IrradiationEvent:
             if code[0] == "113769":
                 ev.uid = str(child.get("UID", "")) or None
             elif code[0] == "111526":
-                ev.start = _parse_dt(child.get("DateTime"))
+                ev.start = parse_datetime(child.get("DateTime"))
             elif code[0] == "113721":
                 value = _coded_value(child)
                 if value:
@@ -569,19 +570,6 @@ def _read_event(item, flags, units) -> IrradiationEvent:
         else:
             setattr(ev, attr, sum(vals) / len(vals))
     return ev
-
-
-def _parse_dt(value) -> _dt.datetime | None:
-    """A DICOM DT as a naive datetime (offset dropped), or None when unparseable."""
-    from pydicom.valuerep import DT
-
-    if not value:
-        return None
-    try:
-        parsed = DT(str(value).strip())
-    except (ValueError, TypeError):
-        return None
-    return parsed.replace(tzinfo=None)
 
 
 def summarize_dose_report(path: str | os.PathLike) -> dict:

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from hybridfuse import dicom
+from hybridfuse.dicom import parse_number
 
 from .errors import DoseInputError
 from .image_tags import US_SOP_CLASSES
@@ -66,6 +68,8 @@ class Interval:
     tolerance_s: float = 0.0
     source: str = "given"
     guided_fraction: tuple[float, float] = (1.0, 1.0)
+    #: False for a multi-frame clip without frame timing: its end is not known.
+    span_known: bool = True
 
     @property
     def span_s(self) -> float:
@@ -143,29 +147,11 @@ def ultrasound_intervals_from_clips(
             )
         if uid:
             seen[uid] = path
-        start = _clip_start(ds)
+        start, _ = dicom.acquisition_start(ds)
         if start is None:
             raise DoseInputError(f"{path}: no acquisition date/time; give --us-interval")
-        n = _frame_count(ds, path)
-        times = _clip_frame_times(ds, n, path)
-        begin = (start - t0).total_seconds() + times[0]
-        end = (start - t0).total_seconds() + times[-1]
-        later = [s for s in fluoro_starts if begin < s < end]
-        if later:
-            end = later[0]
-        step = float(np.median(np.diff(times))) if n > 1 else 1.0
-        out.append(
-            Interval(
-                begin,
-                end,
-                max(step, 1.0),
-                f"{Path(path).name}: first frame to the first fluoroscopy after "
-                "it; the needle advance is taken to fill 50-100 % of that span "
-                "(uniform; the clip also holds scanning before insertion and "
-                "after arrival). Give --us-interval for precision.",
-                guided_fraction=CLIP_GUIDED_FRACTION,
-            )
-        )
+        offset_s = (start - t0).total_seconds()
+        out.append(_clip_interval(ds, _frame_count(ds, path), path, offset_s, fluoro_starts))
     return out
 
 
@@ -174,8 +160,6 @@ MAX_CLIP_FRAMES = 900_000
 
 
 def _frame_count(ds, path) -> int:
-    from .image_tags import parse_number
-
     n = parse_number(ds.get("NumberOfFrames", 1) or 1)
     if n is None or n != int(n) or not 1 <= n <= MAX_CLIP_FRAMES:
         raise DoseInputError(
@@ -185,22 +169,38 @@ def _frame_count(ds, path) -> int:
     return int(n)
 
 
-def _clip_start(ds) -> _dt.datetime | None:
-    from pydicom.valuerep import DT
-
-    text = str(ds.get("AcquisitionDateTime", "") or "")
-    if not text:
-        date = str(ds.get("AcquisitionDate", "") or ds.get("ContentDate", "") or "")
-        time = str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or "")
-        text = date + time if date and time else ""
-    try:
-        return DT(text).replace(tzinfo=None) if text else None
-    except ValueError:
-        return None
-
-
-#: Longest time between two frames of a clip (ms): a day. More is a corrupt header.
-MAX_FRAME_TIME_MS = 86_400_000.0
+def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts) -> Interval:
+    """One clip's interval: first frame to last, or to the first fluoroscopy in between."""
+    timing = dicom.frame_times(ds, n)
+    if timing.implausible:
+        raise DoseInputError(f"{path}: {timing.implausible}")
+    times = timing.seconds
+    begin = offset_s + times[0]
+    if not timing.known:
+        return Interval(
+            begin,
+            begin,
+            1.0,
+            f"{Path(path).name}: {n} frames without frame timing (no FrameTimeVector, "
+            "per-frame FrameAcquisitionDateTime, FrameTime or CineRate): its "
+            "ultrasound-guided interval is unknown and not counted; give --us-interval",
+            span_known=False,
+        )
+    end = offset_s + times[-1]
+    later = [s for s in fluoro_starts if begin < s < end]
+    if later:
+        end = later[0]
+    step = float(np.median(np.diff(times))) if n > 1 else 1.0
+    return Interval(
+        begin,
+        end,
+        max(step, 1.0),
+        f"{Path(path).name}: first frame to the first fluoroscopy after "
+        "it; the needle advance is taken to fill 50-100 % of that span "
+        "(uniform; the clip also holds scanning before insertion and "
+        "after arrival). Give --us-interval for precision.",
+        guided_fraction=CLIP_GUIDED_FRACTION,
+    )
 
 
 def _check_ultrasound(ds, path) -> None:
@@ -212,38 +212,6 @@ def _check_ultrasound(ds, path) -> None:
             f"{path}: not an ultrasound image (Modality {modality or 'missing'}, SOP class "
             f"{sop or 'missing'}); --us takes ultrasound cine clips"
         )
-
-
-def _clip_frame_times(ds, n: int, path="clip") -> np.ndarray:
-    from .image_tags import parse_number
-
-    vec = ds.get("FrameTimeVector")
-    if vec is not None:
-        vals = [
-            parse_number(v)
-            for v in (
-                vec
-                if isinstance(vec, list) or hasattr(vec, "__len__") and not isinstance(vec, str)
-                else [vec]
-            )
-        ]
-        if len(vals) == n and all(v is not None for v in vals):
-            bad = [v for v in vals if not (math.isfinite(v) and 0 <= v <= MAX_FRAME_TIME_MS)]
-            if bad:
-                raise DoseInputError(
-                    f"{path}: FrameTimeVector (0018,1065) holds {bad[0]!r}; frame intervals "
-                    f"must be finite, >= 0 and at most {MAX_FRAME_TIME_MS:g} ms"
-                )
-            return np.cumsum(vals) / 1000.0
-    ft = parse_number(ds.get("FrameTime"))
-    if ft is not None and not (math.isfinite(ft) and 0 < ft <= MAX_FRAME_TIME_MS):
-        raise DoseInputError(
-            f"{path}: FrameTime (0018,1063) {ft!r} is not a finite number of ms in "
-            f"(0, {MAX_FRAME_TIME_MS:g}]"
-        )
-    if ft:
-        return np.arange(n) * ft / 1000.0
-    return np.zeros(max(n, 1))
 
 
 def _guided_phases(
@@ -278,8 +246,12 @@ def saved_counterfactual(
     fluoro = [e for e in record.events if e.event_type == "fluoroscopy" and e.start is not None]
     if not fluoro:
         raise DoseInputError("no timed fluoroscopy events: the counterfactual needs them")
+    unknown = [i.source for i in us_intervals if not i.span_known]
+    us_intervals = [i for i in us_intervals if i.span_known]
     if not us_intervals:
-        raise DoseInputError("no ultrasound-guided interval: give --us CLIP or --us-interval")
+        raise DoseInputError(
+            "; ".join(unknown) or "no ultrasound-guided interval: give --us CLIP or --us-interval"
+        )
     t0 = min(e.start for e in record.events if e.start is not None)
     assumptions = [
         "Without ultrasound, the ultrasound-guided intervals would have been guided by "
@@ -290,7 +262,7 @@ def saved_counterfactual(
         f"DAP-meter tolerance ±{100 * DAP_METER_TOLERANCE:.0f} % (uniform), applied to "
         "DAP and Dose (RP).",
     ]
-    flags: list[str] = []
+    flags: list[str] = list(unknown)
     if guided_phase is not None:
         g0, g1 = guided_phase
         phase_events = [e for e in fluoro if g0 <= _t(e, t0) <= g1]

@@ -7,7 +7,6 @@ what is wrong on one line.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import re
@@ -17,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hybridfuse.dose import _dicomread
-from hybridfuse.dose._dicomread import MAX_DECODED_ENV, is_dicom_file
-from hybridfuse.dose._dicomread import quiet_pydicom as _quiet_pydicom
+
+from hybridfuse import dicom
+from hybridfuse.dicom import MAX_DECODED_ENV, as_list, is_dicom_file, parse_code, parse_number
+from hybridfuse.dicom import quiet_pydicom as _quiet_pydicom
 
 from ._image import (
     CollimatorShape,
@@ -110,11 +110,12 @@ MAGNIFICATION_RANGE = (1.0, 3.0)
 def max_decoded_bytes() -> int:
     """The decode limit in bytes, from the environment or the module constant.
 
-    ``$HYBRIDFUSE_MAX_DECODED_BYTES`` when set, else ``dose._dicomread.MAX_DECODED_BYTES``
-    (1 GiB); a bad environment value is an :class:`InputError`.
+    ``$HYBRIDFUSE_MAX_DECODED_BYTES`` when set, else
+    ``hybridfuse._dicomread.MAX_DECODED_BYTES`` (1 GiB); a bad environment value is an
+    :class:`InputError`.
     """
     try:
-        return _dicomread.max_decoded_bytes()
+        return dicom.max_decoded_bytes()
     except ValueError as exc:
         raise InputError(str(exc)) from exc
 
@@ -175,7 +176,7 @@ def _check_deflated_size(path: Path) -> None:
     """
     limit = max_decoded_bytes()
     try:
-        too_big = _dicomread.deflated_size_exceeds(path, limit)
+        too_big = dicom.deflated_size_exceeds(path, limit)
     except zlib.error as exc:
         raise CorruptFileError(f"{path}: deflated data set corrupt ({exc})") from exc
     if too_big:
@@ -611,8 +612,10 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
     else:
         pixels = np.broadcast_to(np.zeros((), layout.dtype), layout.shape)
 
-    frame_times, times_source = _frame_times(ds, pixels.shape[0], notes)
-    start, start_source = _acquisition_start(ds)
+    timing = dicom.frame_times(ds, pixels.shape[0])
+    notes.extend(timing.notes)
+    frame_times, times_source = timing.seconds, timing.source
+    start, start_source = dicom.acquisition_start(ds)
     if start is None:
         notes.append("no acquisition date/time (AcquisitionDateTime, AcquisitionDate/Time)")
     else:
@@ -717,7 +720,7 @@ def _nonfinite_text(value) -> str | None:
         return None
     if hasattr(value, "value"):
         value = value.value
-    for item in _as_list(value):
+    for item in as_list(value):
         if item is None or isinstance(item, (bytes, bytearray)):
             continue
         try:
@@ -832,7 +835,7 @@ def _pixel_layout(ds, path: Path) -> _Layout:
     limit = max_decoded_bytes()
     need = layout.footprint
     extra = "one working frame"
-    if _dicomread.is_deflated(path):
+    if dicom.is_deflated(path):
         # pydicom holds the inflated data set while the frames are copied out of it.
         need += layout.nbytes
         extra += " and the inflated data set"
@@ -849,8 +852,8 @@ def _pixel_layout(ds, path: Path) -> _Layout:
 def _decoded_dtype(ds, photometric: str, bits: int) -> np.dtype:
     """The dtype pydicom decodes to, after the palette and MONOCHROME1 steps below."""
     if photometric == "PALETTE COLOR":
-        desc = _as_list(ds.get("RedPaletteColorLookupTableDescriptor", []) or [])
-        lut_bits = int(_num(desc[2]) or 16) if len(desc) == 3 else 16
+        desc = as_list(ds.get("RedPaletteColorLookupTableDescriptor", []) or [])
+        lut_bits = int(parse_number(desc[2]) or 16) if len(desc) == 3 else 16
         return np.dtype(np.uint8 if lut_bits <= 8 else np.uint16)
     if "PixelData" not in ds:
         return np.dtype(np.float32 if "FloatPixelData" in ds else np.float64)
@@ -925,7 +928,7 @@ def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
     _decoder_check(tsyntax, path)
     if tsyntax is not None and tsyntax.is_encapsulated:
         _check_codestream_sizes(ds, path, layout)
-    from_file = is_dicom_file(path) and "PixelData" in ds and not _dicomread.is_deflated(path)
+    from_file = is_dicom_file(path) and "PixelData" in ds and not dicom.is_deflated(path)
     out = None
     frames = iter_pixels(path if from_file else ds)
     try:
@@ -1157,15 +1160,15 @@ def _normalise_frame(frame: np.ndarray, ds, layout: _Layout, path: Path) -> np.n
     if frame.dtype.kind != "u":
         return -frame.astype(np.float32)
     width = frame.dtype.itemsize * 8
-    stored = _num(ds.get("BitsStored")) or width
+    stored = parse_number(ds.get("BitsStored")) or width
     top = (1 << int(min(max(stored, 1), width))) - 1
     np.minimum(frame, top, out=frame)
     return np.subtract(top, frame, dtype=frame.dtype)
 
 
 def _rescale_note(ds, notes: list[str]) -> None:
-    slope = _num(ds.get("RescaleSlope"))
-    intercept = _num(ds.get("RescaleIntercept"))
+    slope = parse_number(ds.get("RescaleSlope"))
+    intercept = parse_number(ds.get("RescaleIntercept"))
     slope = 1.0 if slope is None or slope == 0 else slope
     intercept = intercept or 0.0
     if slope != 1 or intercept != 0:
@@ -1187,125 +1190,9 @@ def _photometric_notes(photometric: str, notes: list[str]) -> tuple[str, bool]:
     return photometric, inverted
 
 
-def _frame_times(ds, n: int, notes: list[str]) -> tuple[np.ndarray, str]:
-    if "FrameTimeVector" in ds:
-        vec = np.asarray([_num(v) for v in _as_list(ds.FrameTimeVector)], dtype=float)
-        if len(vec) == n and np.all(np.isfinite(vec)):
-            return np.cumsum(vec) / 1000.0, "FrameTimeVector (0018,1065) increments, ms"
-        notes.append(f"FrameTimeVector has {len(vec)} entries for {n} frames; ignored")
-    if "PerFrameFunctionalGroupsSequence" in ds:
-        stamps = []
-        for item in ds.PerFrameFunctionalGroupsSequence:
-            fc = item.get("FrameContentSequence")
-            when = _parse_dt(str(fc[0].get("FrameAcquisitionDateTime", ""))) if fc else None
-            stamps.append(when)
-        if len(stamps) == n and all(s is not None for s in stamps):
-            t0 = stamps[0]
-            return (
-                np.array([(s - t0).total_seconds() for s in stamps]),
-                "FrameAcquisitionDateTime (0018,9074) per frame",
-            )
-    frame_time = _num(ds.get("FrameTime"))
-    if frame_time is not None and frame_time > 0:
-        return np.arange(n) * frame_time / 1000.0, "FrameTime (0018,1063), ms"
-    cine_rate = _num(ds.get("CineRate")) or _num(ds.get("RecommendedDisplayFrameRate"))
-    if n > 1 and cine_rate:
-        notes.append("no FrameTime/FrameTimeVector; frame times from the cine rate")
-        return np.arange(n) / cine_rate, "CineRate (0018,0040), frames/s"
-    if n > 1:
-        notes.append("multi-frame without frame timing; frames given time 0")
-        return np.zeros(n), "none"
-    return np.zeros(1), "single frame"
-
-
-def _acquisition_start(ds) -> tuple[_dt.datetime | None, str]:
-    when = _parse_dt(str(ds.get("AcquisitionDateTime", "")))
-    if when is not None:
-        return when, "AcquisitionDateTime (0008,002A)"
-    for date_attr, time_attr in (
-        ("AcquisitionDate", "AcquisitionTime"),
-        ("ContentDate", "ContentTime"),
-        ("SeriesDate", "SeriesTime"),
-        ("StudyDate", "StudyTime"),
-    ):
-        date = str(ds.get(date_attr, "") or "")
-        time = str(ds.get(time_attr, "") or "")
-        if time:
-            when = _parse_dt(date + time) if date else None
-            if when is None and date == "":
-                # A time without a date: anchor it on the study date if there is one.
-                study = str(ds.get("StudyDate", "") or "")
-                when = _parse_dt(study + time) if study else None
-            if when is not None:
-                return when, f"{date_attr}/{time_attr}"
-    return None, "none"
-
-
-def _parse_dt(text: str) -> _dt.datetime | None:
-    """Parse a DICOM DT (or DA+TM concatenated) leniently; None when unparseable."""
-    text = text.strip().replace(":", "").replace("-", "", 2 if len(text) > 8 else 0)
-    if not text or len(text) < 8:
-        return None
-    # Drop a UTC offset suffix (+HHMM / -HHMM).
-    for sign in ("+", "-"):
-        pos = text.find(sign, 8)
-        if pos > 0:
-            text = text[:pos]
-    date, rest = text[:8], text[8:]
-    frac = ""
-    if "." in rest:
-        rest, frac = rest.split(".", 1)
-    rest = (rest + "000000")[:6]
-    try:
-        base = _dt.datetime.strptime(date + rest, "%Y%m%d%H%M%S")
-    except ValueError:
-        return None
-    if frac.isdigit():
-        base += _dt.timedelta(microseconds=int((frac + "000000")[:6]))
-    return base
-
-
-def _num(value) -> float | None:
-    """Lenient number: DS/IS strings with blanks or commas; None when not a number."""
-    if value is None:
-        return None
-    if hasattr(value, "value"):
-        value = value.value
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = value[0] if len(value) else None
-        if value is None:
-            return None
-    try:
-        out = float(str(value).strip().replace(",", "."))
-    except ValueError:
-        return None
-    return out if np.isfinite(out) else None
-
-
-def _code(value) -> int:
-    """An enumerated US value as int; 0 (unknown) when absent, multi-valued or junk."""
-    number = _num(value) if not isinstance(value, (list, tuple)) else None
-    if type(value).__name__ == "MultiValue" and len(value) != 1:
-        return 0
-    return int(number) if number is not None and number == int(number) else 0
-
-
-def _as_list(value) -> list:
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return list(value)
-    return [value]
-
-
 def _pair(value) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    items = _as_list(value.value if hasattr(value, "value") else value)
-    if len(items) != 2:
-        return None
-    nums = [_num(v) for v in items]
-    if any(v is None or v <= 0 for v in nums):
-        return None
-    return (nums[0], nums[1])
+    pair = dicom.parse_number_pair(value)
+    return pair if pair is not None and min(pair) > 0 else None
 
 
 def _spacing_pair(ds, keyword: str, tag: str, path: Path, bounds, what: str):
@@ -1314,7 +1201,7 @@ def _spacing_pair(ds, keyword: str, tag: str, path: Path, bounds, what: str):
     Two numbers outside ``bounds`` (mm) are refused: a wrong unit or a corrupt value
     would scale every millimetre the pipeline reports.
     """
-    pair = _numbers(ds.get(keyword))
+    pair = dicom.parse_number_pair(ds.get(keyword))
     if pair is None:
         return None
     lo, hi = bounds
@@ -1324,17 +1211,6 @@ def _spacing_pair(ds, keyword: str, tag: str, path: Path, bounds, what: str):
             f"plausible {lo:g}..{hi:g} mm for {what}"
         )
     return pair
-
-
-def _numbers(value) -> tuple[float, float] | None:
-    """Two finite numbers from a DS pair, or None when absent or not two numbers."""
-    if value is None:
-        return None
-    items = _as_list(value.value if hasattr(value, "value") else value)
-    nums = [_num(v) for v in items]
-    if len(nums) != 2 or any(v is None for v in nums):
-        return None
-    return (nums[0], nums[1])
 
 
 def _spacing_bounds(modality: Modality) -> tuple[tuple[float, float], str]:
@@ -1356,12 +1232,12 @@ def _us_regions(ds, notes: list[str]) -> list[UltrasoundRegion]:
         except (AttributeError, TypeError, ValueError):
             notes.append(f"ultrasound region {i} has no usable bounds; ignored")
             continue
-        ux = _code(item.get("PhysicalUnitsXDirection"))
-        uy = _code(item.get("PhysicalUnitsYDirection"))
-        dx = _num(item.get("PhysicalDeltaX"))
-        dy = _num(item.get("PhysicalDeltaY"))
-        ref_x = _num(item.get("ReferencePixelX0")) or 0.0
-        ref_y = _num(item.get("ReferencePixelY0")) or 0.0
+        ux = parse_code(item.get("PhysicalUnitsXDirection"))
+        uy = parse_code(item.get("PhysicalUnitsYDirection"))
+        dx = parse_number(item.get("PhysicalDeltaX"))
+        dy = parse_number(item.get("PhysicalDeltaY"))
+        ref_x = parse_number(item.get("ReferencePixelX0")) or 0.0
+        ref_y = parse_number(item.get("ReferencePixelY0")) or 0.0
         regions.append(
             UltrasoundRegion(
                 x0=x0,
@@ -1373,8 +1249,8 @@ def _us_regions(ds, notes: list[str]) -> list[UltrasoundRegion]:
                 # DICOM stores the reference pixel relative to the region's corner.
                 reference_x=x0 + ref_x,
                 reference_y=y0 + ref_y,
-                spatial_format=_code(item.get("RegionSpatialFormat")),
-                data_type=_code(item.get("RegionDataType")),
+                spatial_format=parse_code(item.get("RegionSpatialFormat")),
+                data_type=parse_code(item.get("RegionDataType")),
             )
         )
     return regions
@@ -1461,8 +1337,8 @@ def _pixel_spacing_tags(ds, path, modality):
 
 
 def _xray_geometry(ds, path, notes) -> XRayGeometry:
-    shapes = {str(s).upper() for s in _as_list(ds.get("ShutterShape", "") or "") if s}
-    shapes |= {str(s).upper() for s in _as_list(ds.get("CollimatorShape", "") or "") if s}
+    shapes = {str(s).upper() for s in as_list(ds.get("ShutterShape", "") or "") if s}
+    shapes |= {str(s).upper() for s in as_list(ds.get("CollimatorShape", "") or "") if s}
     if "CIRCULAR" in shapes:
         collimator = CollimatorShape.CIRCULAR
     elif "RECTANGULAR" in shapes:
@@ -1480,17 +1356,17 @@ def _xray_geometry(ds, path, notes) -> XRayGeometry:
         sod_mm=sod,
         imager_pixel_spacing_mm=imager,
         magnification_factor=factor,
-        primary_angle_deg=_num(ds.get("PositionerPrimaryAngle")),
-        secondary_angle_deg=_num(ds.get("PositionerSecondaryAngle")),
+        primary_angle_deg=parse_number(ds.get("PositionerPrimaryAngle")),
+        secondary_angle_deg=parse_number(ds.get("PositionerSecondaryAngle")),
         collimator=collimator,
     )
 
 
 def _checked_distances(ds, path: Path) -> tuple[float | None, float | None, float | None]:
     """SID, SOD and the estimated magnification, refused when they mirror or blow up mm."""
-    sid = _num(ds.get("DistanceSourceToDetector"))
-    sod = _num(ds.get("DistanceSourceToPatient"))
-    factor = _num(ds.get("EstimatedRadiographicMagnificationFactor"))
+    sid = parse_number(ds.get("DistanceSourceToDetector"))
+    sod = parse_number(ds.get("DistanceSourceToPatient"))
+    factor = parse_number(ds.get("EstimatedRadiographicMagnificationFactor"))
     for keyword, tag, value in (
         ("DistanceSourceToDetector", "(0018,1110)", sid),
         ("DistanceSourceToPatient", "(0018,1111)", sod),
@@ -1563,10 +1439,10 @@ def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
         ("Shutter", "CenterOfCircularShutter", "RadiusOfCircularShutter"),
         ("Collimator", "CenterOfCircularCollimator", "RadiusOfCircularCollimator"),
     ):
-        shapes = {str(s).upper() for s in _as_list(ds.get(f"{prefix}Shape", "") or "") if s}
+        shapes = {str(s).upper() for s in as_list(ds.get(f"{prefix}Shape", "") or "") if s}
         if "CIRCULAR" in shapes:
-            center = [_num(v) for v in _as_list(ds.get(center_kw, []) or [])]
-            radius = _num(ds.get(radius_kw))
+            center = [parse_number(v) for v in as_list(ds.get(center_kw, []) or [])]
+            radius = parse_number(ds.get(radius_kw))
             if len(center) == 2 and radius and _plausible_px(*center, radius) and radius > 0:
                 row_c, col_c = (v - 1.0 for v in center)
                 mask &= (xx - col_c) ** 2 + (yy - row_c) ** 2 <= radius**2
@@ -1575,7 +1451,7 @@ def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
                 notes.append(f"{prefix}Shape CIRCULAR without usable centre/radius; ignored")
         if "RECTANGULAR" in shapes:
             edges = [
-                _num(ds.get(f"{prefix}{name}"))
+                parse_number(ds.get(f"{prefix}{name}"))
                 for name in (
                     "LeftVerticalEdge",
                     "RightVerticalEdge",

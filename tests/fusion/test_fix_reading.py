@@ -15,12 +15,13 @@ import warnings
 import hybridfuse.fusion.io as fio
 import pydicom
 import pytest
-from hybridfuse.dose import _dicomread
 from hybridfuse.fusion import CorruptFileError, InputError, read_image
 from hybridfuse.testdata import sample_case
 from PIL import Image as PILImage
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+
+from hybridfuse import _dicomread
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 from hybridfuse.cli.main import cli
-from hybridfuse.dose import _dicomread, read_image_dose_tags
+from hybridfuse.dose import read_image_dose_tags
 from hybridfuse.dose.errors import DoseInputError
 from hybridfuse.fusion import (
     CorruptFileError,
@@ -41,6 +41,7 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit
 
+from hybridfuse import _dicomread
 from tests.fusion.test_io import US_SOP, make_dicom
 
 ENV = "HYBRIDFUSE_MAX_DECODED_BYTES"

@@ -1,10 +1,10 @@
-"""Bounded DICOM reading shared by the dose and fusion packages.
+"""Bounded DICOM reading: the reading policy of :mod:`hybridfuse.dicom`.
 
 pydicom inflates a deflated data set whole, in memory, before it reads a single
 element, so even a header read of a 2 MB file can allocate gigabytes; and it logs its
 decoder failures (with tracebacks) through the ``pydicom`` logger. This module sizes a
 deflated data set in chunks before pydicom sees it, and keeps pydicom's logging and
-warnings quiet while it works. It imports nothing of the project.
+warnings quiet while it works. It imports nothing of the subpackages.
 """
 
 from __future__ import annotations
