@@ -8,7 +8,6 @@ otherwise leaves readers at a dead end that nothing else would notice.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -78,6 +77,8 @@ def test_readme_is_a_short_guide():
 
 
 def test_readme_lists_every_dependency_with_its_reason():
+    import tomllib  # Python 3.11+, as fusion/pipeline.py's config reading
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
     text = (ROOT / "README.md").read_text(encoding="utf-8")
