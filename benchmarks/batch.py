@@ -20,6 +20,8 @@ from hybridfuse.fusion.batch import read_manifest, run_batch
 from hybridfuse.fusion.pipeline import RunConfig
 from hybridfuse.testdata.phantom import generate_procedure
 
+from benchmarks._header import print_header
+
 
 def main(n_cases: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,4 +62,6 @@ def main(n_cases: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=4)
-    main(ap.parse_args().cases)
+    args = ap.parse_args()
+    print_header()
+    main(args.cases)

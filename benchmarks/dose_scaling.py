@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._header import print_header
+
 
 def many_events(rdsr: Path, n: int, out: Path) -> Path:
     """``rdsr`` with its event containers repeated to ``n`` events, 4 s apart."""
@@ -67,4 +69,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    print_header()
     main(sys.argv[1:])

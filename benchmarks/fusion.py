@@ -27,6 +27,8 @@ from hybridfuse.registration.warp import warp_to_fixed
 from hybridfuse.testdata import sample_case
 from hybridfuse.testdata.phantom import load_truth
 
+from benchmarks._header import print_header
+
 
 def main(n_frames: int) -> None:
     case = sample_case()
@@ -88,4 +90,6 @@ def main(n_frames: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=100)
-    main(ap.parse_args().frames)
+    args = ap.parse_args()
+    print_header()
+    main(args.frames)

@@ -1,4 +1,4 @@
-"""Peak memory and time of every command on the largest inputs the README documents.
+"""Peak memory and time of every command on the largest inputs docs/hardening.md documents.
 
 Run from the repository root:  python -m benchmarks.memory [--keep DIR]
 
@@ -28,6 +28,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._header import print_header
 
 _WRAPPER = (
     "import os, subprocess, sys, json, time;"
@@ -231,4 +233,5 @@ if __name__ == "__main__":
     ap.add_argument("--src", type=Path, help="Run the code of this checkout instead.")
     ap.add_argument("--timeout", type=float, default=300.0, help="Seconds per command.")
     args = ap.parse_args()
+    print_header()
     main(args.keep, args.src, args.timeout)
