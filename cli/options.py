@@ -256,14 +256,14 @@ def given_values(kwargs: dict, *classes) -> dict:
     return out
 
 
-def config_option(tables: str, note: str = ""):
+def config_option(tables: str):
     """``--config FILE.toml``: options read from a file, below those given on the command."""
     return click.option(
         "--config",
         "config_path",
         type=click.Path(path_type=Path),
-        help=f"TOML file with {tables} tables of options (keys: the option names with "
-        f"underscores); options given here win over it.{note}",
+        help=f"TOML file of options: {tables}, keyed by option name (with underscores). "
+        "Options given on the command line win over it.",
     )
 
 

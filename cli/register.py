@@ -73,7 +73,7 @@ from .options import (
     help="Record the input files' full paths and SOP Instance UIDs in transform.json "
     "(otherwise file names and sha256 only).",
 )
-@config_option("a [registration]", " [fusion] and [dose] are checked, not used.")
+@config_option("its [registration] table ([fusion] and [dose] are checked, not used)")
 @definition_options(RegistrationOptions)
 @overwrite_option
 @json_option

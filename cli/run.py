@@ -33,7 +33,7 @@ def config_options(func):
 
     for cls in reversed(GROUPS.values()):  # decorators apply bottom-up: keep --help's order
         func = definition_options(cls)(func)
-    return config_option("[registration], [fusion] and [dose]")(func)
+    return config_option("[registration], [fusion] and [dose] tables")(func)
 
 
 def _config(config_path, options: dict):
