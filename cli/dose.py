@@ -261,7 +261,7 @@ def ingest(files, db_path, procedure, region, guidance, as_json):
     """
     from hybridfuse.dose.registry import Registry
 
-    from .main import exit_code_for
+    from .errors import exit_code_for
 
     reg = Registry(db_path)
     results, worst = [], 0

@@ -10,7 +10,8 @@ import click
 
 from hybridfuse._safeio import terminal_text
 
-from .options import EXIT_BAD_INPUT, EXIT_OK, json_option, spacing_type
+from .errors import EXIT_BAD_INPUT, EXIT_OK
+from .options import json_option, spacing_type
 
 
 def describe_file(path: Path, us_region: int | None, spacing_mm, decode: bool = False) -> dict:
@@ -182,7 +183,7 @@ def info(
     gets one error line; the others are still reported. Exit code 2 when any file could
     not be read.
     """
-    from .main import exit_code_for
+    from .errors import exit_code_for
 
     spacing_mm = spacing_type(spacing)
     results = []

@@ -13,7 +13,7 @@ import click
 from hybridfuse import __version__
 from hybridfuse._safeio import terminal_text
 
-from .options import EXIT_BAD_INPUT, EXIT_FAILURE
+from .errors import exit_code_for, is_library_error
 
 log = logging.getLogger("hybridfuse")
 
@@ -57,36 +57,6 @@ def _terminate_cleanly(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """Exit code of an exception raised by the library (see :mod:`cli.options`)."""
-    from hybridfuse.dose.errors import DoseError, DoseInputError
-    from hybridfuse.fusion.errors import FusionError, InputError
-    from hybridfuse.registration.errors import (
-        IllPosedGeometryError,
-        LandmarkInputError,
-        RegistrationError,
-    )
-
-    from hybridfuse._safeio import UnsafeOutputError
-
-    if isinstance(
-        exc,
-        (
-            InputError,
-            DoseInputError,
-            UnsafeOutputError,
-            FileExistsError,
-            FileNotFoundError,
-            IllPosedGeometryError,
-            LandmarkInputError,
-        ),
-    ):
-        return EXIT_BAD_INPUT
-    if isinstance(exc, (FusionError, DoseError, RegistrationError)):
-        return EXIT_FAILURE
-    return EXIT_FAILURE
-
-
 class HybridFuseGroup(click.Group):
     """A click group that turns library errors into one line and an exit code."""
 
@@ -105,31 +75,10 @@ class HybridFuseGroup(click.Group):
             known = exit_code_for(exc)
             if isinstance(exc, MemoryError):  # a limit we did not foresee, not a bug to hide
                 msg = f"not enough memory for this input ({msg}); see docs/hardening.md"
-            prefix = "error" if _is_library_error(exc) else "internal error"
+            prefix = "error" if is_library_error(exc) else "internal error"
             hint = "" if verbose else " (run with -v for details)"
             click.echo(f"hybridfuse: {prefix}: {msg}{hint if prefix != 'error' else ''}", err=True)
             ctx.exit(known)
-
-
-def _is_library_error(exc: BaseException) -> bool:
-    from hybridfuse.dose.errors import DoseError
-    from hybridfuse.fusion.errors import FusionError
-    from hybridfuse.registration.errors import RegistrationError
-
-    from hybridfuse._safeio import UnsafeOutputError
-
-    return isinstance(
-        exc,
-        (
-            MemoryError,
-            FusionError,
-            DoseError,
-            RegistrationError,
-            UnsafeOutputError,
-            FileExistsError,
-            FileNotFoundError,
-        ),
-    )
 
 
 @click.group(cls=HybridFuseGroup, context_settings={"help_option_names": ["-h", "--help"]})

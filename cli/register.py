@@ -7,8 +7,19 @@ import sys
 from pathlib import Path
 
 import click
+from hybridfuse.registration import RegistrationOptions
 
-from .options import fixed_option, json_option, moving_option, overwrite_option, spacing_type
+from .options import (
+    config_option,
+    definition_options,
+    fixed_option,
+    given_values,
+    json_option,
+    moving_option,
+    overwrite_option,
+    run_config,
+    spacing_type,
+)
 
 
 @click.command()
@@ -26,25 +37,6 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     "landmarks_path",
     type=click.Path(path_type=Path),
     help="CSV name,moving_x,moving_y,fixed_x,fixed_y (pixels).",
-)
-@click.option(
-    "--model",
-    default="projective",
-    show_default=True,
-    type=click.Choice(["rigid", "similarity", "affine", "projective"]),
-)
-@click.option(
-    "--metric",
-    default="lc2",
-    show_default=True,
-    type=click.Choice(["mi", "nmi", "ncc", "ngf", "lc2", "none"]),
-    help="'none': landmarks only.",
-)
-@click.option(
-    "--preprocess",
-    default="structures",
-    show_default=True,
-    type=click.Choice(["structures", "gradient", "none"]),
 )
 @click.option("--fixed-frame", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--moving-frame", default=0, show_default=True, type=click.IntRange(min=0))
@@ -68,20 +60,6 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     type=click.Path(path_type=Path),
     help="Start from this transform.json (within ~20 mm / 20 degrees).",
 )
-@click.option(
-    "--search/--no-search",
-    default=None,
-    help="Global search before local optimisation [default: on without landmarks].",
-)
-@click.option(
-    "--scale-tolerance",
-    default=0.08,
-    show_default=True,
-    type=click.FloatRange(min=0.0, max=1.0),
-    help="Without landmarks: how far the plane's magnification may stray from the "
-    "calibration's (0.08 = 8 %, a plane about 60 mm off the isocentre); 0 turns the "
-    "check off.",
-)
 @click.option("--us-spacing-mm", default=None, help="ROW_MM,COL_MM for an uncalibrated US.")
 @click.option(
     "--truth",
@@ -95,6 +73,8 @@ from .options import fixed_option, json_option, moving_option, overwrite_option,
     help="Record the input files' full paths and SOP Instance UIDs in transform.json "
     "(otherwise file names and sha256 only).",
 )
+@config_option("its [registration] table ([fusion] and [dose] are checked, not used)")
+@definition_options(RegistrationOptions)
 @overwrite_option
 @json_option
 @click.pass_context
@@ -104,21 +84,18 @@ def register(
     moving_path,
     out_dir,
     landmarks_path,
-    model,
-    metric,
-    preprocess,
     fixed_frame,
     moving_frame,
     init,
     plane_faces_detector,
     init_transform,
-    search,
-    scale_tolerance,
     us_spacing_mm,
     truth_path,
     include_phi,
+    config_path,
     overwrite,
     as_json,
+    **options,
 ):
     """Register an ultrasound frame (MOVING) onto a fluoroscopy frame (FIXED).
 
@@ -138,11 +115,12 @@ def register(
     )
     from hybridfuse.fusion.errors import InputError
     from hybridfuse.fusion.fuse import check_pair
-    from hybridfuse.registration import RegistrationError, RegistrationOptions
+    from hybridfuse.registration import RegistrationError
     from hybridfuse.registration.errors import StartTransformError
 
     from hybridfuse._safeio import UnsafeOutputError, terminal_text
 
+    opts = run_config(config_path, given_values(options, RegistrationOptions)).registration
     target = out_dir / "transform.json"
     _check_target(
         target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform, truth_path]
@@ -151,13 +129,6 @@ def register(
     moving = read_image(moving_path, spacing_mm=spacing_type(us_spacing_mm), require_spacing=False)
     check_pair(fixed, moving)  # the same refusal as fuse: swapped files are not registered
     landmarks = read_landmarks_csv(landmarks_path) if landmarks_path else None
-    opts = RegistrationOptions(
-        model=model,
-        metric=None if metric == "none" else metric,
-        preprocess=preprocess,
-        search=search,
-        scale_tolerance=scale_tolerance or None,
-    )
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
 
     def progress(level, iteration, cost):

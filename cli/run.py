@@ -10,69 +10,37 @@ from pathlib import Path
 
 import click
 
+from .errors import EXIT_FAILURE, EXIT_OK
 from .options import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    UID_MAP_HELP,
     check_pseudonym_key,
+    config_option,
+    definition_options,
+    given_values,
     json_option,
     overwrite_option,
     report_stale,
+    run_config,
     say_stale,
 )
 
 #: --workers above this is refused outright; below it, capped at the CPUs.
 MAX_WORKERS = 1024
 
-_CONFIG_OPTIONS = [
-    click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path),
-        help="TOML file with any option of run (a [run] table).",
-    ),
-    click.option(
-        "--model", default=None, type=click.Choice(["rigid", "similarity", "affine", "projective"])
-    ),
-    click.option(
-        "--metric", default=None, type=click.Choice(["mi", "nmi", "ncc", "ngf", "lc2", "none"])
-    ),
-    click.option(
-        "--mode",
-        default=None,
-        type=click.Choice(["alpha", "color", "checkerboard", "edges", "side-by-side"]),
-    ),
-    click.option("--video", default=None, type=click.Choice(["mp4", "gif", "none"])),
-    click.option("--procedure", default=None, help="Procedure type for the dose report."),
-    click.option("--region", default=None, help="Body region for the dose report."),
-    click.option("--uid-map", is_flag=True, default=None, help=UID_MAP_HELP),
-    click.option(
-        "--include-phi",
-        is_flag=True,
-        default=None,
-        help="Keep patient name and ID in DICOM outputs.",
-    ),
-]
-
 
 def config_options(func):
-    """Decorate a command with every run option."""
-    for opt in reversed(_CONFIG_OPTIONS):
-        func = opt(func)
-    return func
+    """Decorate a command with ``--config`` and every registration, fusion and dose option."""
+    from hybridfuse.fusion.pipeline import GROUPS
+
+    for cls in reversed(GROUPS.values()):  # decorators apply bottom-up: keep --help's order
+        func = definition_options(cls)(func)
+    return config_option("[registration], [fusion] and [dose] tables")(func)
 
 
-def _config(config_path, **kw):
-    """The run configuration: the TOML file (if any), then the options given."""
-    import dataclasses
+def _config(config_path, options: dict):
+    """The run configuration: the definitions, the TOML file (if any), the options given."""
+    from hybridfuse.fusion.pipeline import GROUPS
 
-    from hybridfuse.fusion.pipeline import RunConfig
-
-    overrides = {k: v for k, v in kw.items() if v is not None}
-    if overrides.get("metric") == "none":
-        overrides["metric"] = None  # landmarks only, said explicitly
-    base = RunConfig.from_toml(config_path) if config_path else RunConfig()
-    return dataclasses.replace(base, **overrides)
+    return run_config(config_path, given_values(options, *GROUPS.values()))
 
 
 @click.command()
@@ -91,8 +59,8 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
 
     check_out(out_dir, [case], overwrite=overwrite)  # before any work
     report_stale(out_dir)
-    config = _config(config_path, **opts)
-    check_pseudonym_key(config.include_phi)
+    config = _config(config_path, opts)
+    check_pseudonym_key(config.fusion.include_phi)
     spec = case_from_folder(case)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     summary = run_case(
@@ -220,8 +188,8 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
         check_scheduler_address(scheduler)
     else:
         workers = _cap_workers(workers)
-    config = _config(config_path, **opts)
-    check_pseudonym_key(config.include_phi)
+    config = _config(config_path, opts)
+    check_pseudonym_key(config.fusion.include_phi)
     specs, problems = read_manifest(manifest)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     start = time.perf_counter()

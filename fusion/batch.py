@@ -254,7 +254,7 @@ def run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
 def _run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
     t0 = time.perf_counter()
     spec = CaseSpec.from_dict(spec_dict)
-    config = RunConfig(**config_dict)
+    config = RunConfig.from_dict(config_dict)
     try:
         check_case_id(spec.case_id)  # the folder name, checked again where it is used
         summary = run_case(spec, Path(out_root) / spec.case_id, config, overwrite=True)

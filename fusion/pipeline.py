@@ -12,14 +12,17 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from hybridfuse.dose.options import DoseOptions
 from hybridfuse.registration import IllPosedGeometryError, RegistrationOptions
 
 from hybridfuse import __version__
+from hybridfuse._options import OptionError, flat, specs
 from hybridfuse._safeio import (
     OWNER_MARK,
     UnsafeOutputError,
@@ -32,6 +35,7 @@ from hybridfuse._safeio import (
 )
 
 from .errors import InputError
+from .options import FusionOptions, build_options
 
 __all__ = [
     "CaseSpec",
@@ -85,115 +89,107 @@ class CaseSpec:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every option of ``hybridfuse run`` (also readable from a TOML file)."""
+    """Every option of ``hybridfuse run`` and ``batch``, one group per stage.
 
-    model: str = "projective"
-    metric: str | None = "lc2"
-    preprocess: str = "structures"
-    mode: str = "alpha"
-    opacity: float = 0.5
-    colormap: str = "hot"
-    interpolation: str = "linear"
-    video: str = "mp4"
-    dicom: bool = True
-    include_phi: bool = False
-    uid_map: bool = False
-    procedure: str | None = None
-    region: str | None = None
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
+    Also read from a TOML file (:meth:`from_toml`) with ``[registration]``, ``[fusion]``
+    and ``[dose]`` tables whose keys are the options' flat names.
+    """
+
+    registration: RegistrationOptions = field(default_factory=RegistrationOptions)
+    fusion: FusionOptions = field(default_factory=FusionOptions)
+    dose: DoseOptions = field(default_factory=DoseOptions)
 
     def to_dict(self) -> dict:
-        """JSON-ready form (what is written into each case's outputs)."""
-        return dataclasses.asdict(self)
+        """JSON-ready ``{group: {flat name: value}}`` (what summary.json records)."""
+        return {name: flat(getattr(self, name)) for name in GROUPS}
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike, **overrides) -> RunConfig:
-        """Read ``[run]`` (or top-level keys) of a TOML file; unknown keys are an error."""
-        import tomllib
+    def from_dict(cls, data: Mapping, *, source: str = "configuration") -> RunConfig:
+        """Inverse of :meth:`to_dict` (each group's values checked like a TOML table's)."""
+        return cls().with_tables(data, source=source)
 
+    def with_tables(self, tables: Mapping, *, source: str = "options") -> RunConfig:
+        """A copy with ``{group: {flat name: value}}`` set; unknown groups or names refused."""
+        unknown = sorted(set(tables) - set(GROUPS))
+        if unknown:
+            raise OptionError(
+                f"{source}: unknown table(s) {', '.join(f'[{t}]' for t in unknown)}; "
+                f"use {', '.join(f'[{g}]' for g in GROUPS)}"
+            )
+        changes = {}
+        for name, values in tables.items():
+            if not isinstance(values, Mapping):
+                raise OptionError(f"{source}: {name} = {values!r} must be a table ([{name}])")
+            group = GROUPS[name]
+            changes[name] = build_options(group, values, base=getattr(self, name), source=source)
+        return dataclasses.replace(self, **changes)
+
+    def with_values(self, values: Mapping, *, source: str = "options") -> RunConfig:
+        """A copy with flat ``{name: value}`` set, each in the group that defines it."""
+        owner = {s.name: g for g, c in GROUPS.items() for s in specs(c)}
+        unknown = sorted(set(values) - set(owner))
+        if unknown:
+            raise OptionError(f"{source}: unknown option(s) {', '.join(map(repr, unknown))}")
+        tables: dict[str, dict] = {}
+        for name, value in values.items():
+            tables.setdefault(owner[name], {})[name] = value
+        return self.with_tables(tables, source=source)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, overrides: Mapping | None = None) -> RunConfig:
+        """The file's ``[registration]``, ``[fusion]`` and ``[dose]`` tables, then ``overrides``.
+
+        ``overrides`` are flat ``{name: value}`` (the command line's options) and win over
+        the file. A bad file, an unknown table or key, or a bad value raises
+        :class:`InputError` naming the file and the key, before any work.
+        """
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not a readable TOML configuration (not UTF-8)") from exc
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InputError(f"{path}: not a readable TOML configuration ({exc})") from exc
-        data = data.get("run", data)
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: run = {data!r} must be a table ([run])")
-        data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        unknown = sorted(set(data) - known)
-        if unknown:
+            config = cls().with_tables(read_toml_tables(path), source=str(path))
+            return config.with_values(overrides or {}, source="command line")
+        except OptionError as exc:
+            raise InputError(str(exc)) from exc
+
+
+#: The option groups of a run, by TOML table name.
+GROUPS = {"registration": RegistrationOptions, "fusion": FusionOptions, "dose": DoseOptions}
+
+
+def read_toml_tables(path: str | os.PathLike) -> dict[str, dict]:
+    """The tables of a TOML configuration; ``"none"``/``"auto"`` of optional keys as None.
+
+    TOML has no null, so an option that may be empty takes the words the command line
+    uses. The old ``[run]`` table and keys outside a table are refused, saying the fix.
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a readable TOML configuration (not UTF-8)") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path}: not a readable TOML configuration ({exc})") from exc
+    tables_named = ", ".join(f"[{g}]" for g in GROUPS)
+    for name, values in data.items():
+        if name not in GROUPS:
             raise InputError(
-                f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"{path}: {name!r} is not a table of hybridfuse: options go in the tables "
+                f"{tables_named}, by name (the old [run] table is gone)"
             )
-        if data.get("metric") == "none":
-            data["metric"] = None
-        _check_choices(path, data)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        if not isinstance(values, dict):
+            raise InputError(f"{path}: {name} = {values!r} must be a table ([{name}])")
+    tables = {}
+    for name, values in data.items():
+        optional = {s.name for s in specs(GROUPS[name]) if s.optional}
+        tables[name] = {
+            k: None if k in optional and _is_none_word(v) else v for k, v in values.items()
+        }
+    return tables
 
 
-def _check_choices(path, data: dict) -> None:
-    """One line naming the file, the key and what is allowed, for an unknown choice."""
-    from hybridfuse.registration import Metric, TransformModel
-    from hybridfuse.registration.preprocess import Preprocess
-
-    from .blend import BlendMode
-
-    choices = {
-        "model": [m.value for m in TransformModel],
-        "metric": [m.value for m in Metric] + ["none"],
-        "preprocess": [m.value for m in Preprocess],
-        "mode": [m.value for m in BlendMode],
-        "interpolation": ["nearest", "linear", "cubic"],
-        "video": ["mp4", "gif", "none"],
-    }
-    for key, allowed in choices.items():
-        value = data.get(key)
-        if value is not None and value not in allowed:
-            raise InputError(f"{path}: {key} = {value!r} is not one of {', '.join(allowed)}")
-    for key, value in data.items():
-        expected = _TYPES.get(key)
-        if expected is None:
-            continue
-        kind, what = expected
-        # bool is an int to Python: a number or string key must not take true/false.
-        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        if key in ("metric", "procedure", "region") and value is None:
-            ok = True
-        if not ok:
-            raise InputError(
-                f"{path}: {key} = {repr(value)[:60]} has the wrong type: must be {what} "
-                f"(got {type(value).__name__})"
-            )
-    opacity = data.get("opacity")
-    if opacity is not None and not 0.0 <= float(opacity) <= 1.0:
-        raise InputError(f"{path}: opacity = {opacity!r} must be between 0 and 1")
-    seed = data.get("seed")
-    if seed is not None and not 0 <= seed < 2**32:
-        raise InputError(f"{path}: seed = {seed!r} must be between 0 and 2**32 - 1")
-
-
-# TOML type of each key: booleans must be true/false, not "false" (which is truthy).
-_TYPES = {
-    "model": (str, "a string"),
-    "metric": (str, "a string"),
-    "preprocess": (str, "a string"),
-    "mode": (str, "a string"),
-    "opacity": ((int, float), "a number"),
-    "colormap": (str, "a string"),
-    "interpolation": (str, "a string"),
-    "video": (str, "a string"),
-    "dicom": (bool, "true or false"),
-    "include_phi": (bool, "true or false"),
-    "uid_map": (bool, "true or false"),
-    "procedure": (str, "a string"),
-    "region": (str, "a string"),
-    "seed": (int, "an integer"),
-}
+def _is_none_word(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() in ("none", "auto")
 
 
 def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = None) -> str:
@@ -363,7 +359,7 @@ def run_case(
     ``out_dir`` is checked before any work: it may not be a link or a file, equal or
     contain an input, or (even with ``overwrite``) be a non-empty folder hybridfuse did
     not write. Input files are recorded by name and sha256 (paths only with
-    ``config.include_phi``): folder names often carry a patient's name.
+    ``config.fusion.include_phi``): folder names often carry a patient's name.
     """
     from hybridfuse.dose.report import (
         build_dose_report,
@@ -410,7 +406,7 @@ def run_case(
                 continue
             fi, uj, _ = close[0]
             landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
-            if landmarks is None and config.metric is not None:
+            if landmarks is None and config.registration.metric is not None:
                 # Intensity-only registration needs a start near the answer, which run
                 # and batch take only from landmarks.
                 skipped.append(
@@ -418,12 +414,14 @@ def run_case(
                     f"ultrasound frame {uj}"
                 )
                 continue
-            opts = RegistrationOptions(
-                model=config.model, metric=config.metric, preprocess=config.preprocess
-            )
             try:
                 result = register_images(
-                    fl, us, fixed_frame=fi, moving_frame=uj, landmarks=landmarks, options=opts
+                    fl,
+                    us,
+                    fixed_frame=fi,
+                    moving_frame=uj,
+                    landmarks=landmarks,
+                    options=config.registration,
                 )
             except IllPosedGeometryError as exc:
                 skipped.append(f"{Path(fl.source_path).name}: {exc}")
@@ -456,7 +454,7 @@ def run_case(
             fixed_frame=fi,
             moving_frame=uj,
             tre=tre,
-            include_phi=config.include_phi,
+            include_phi=config.fusion.include_phi,
             sha256=file_hashes,
         )
         write_transform_json(tmp / "registration" / "transform.json", record)
@@ -475,14 +473,14 @@ def run_case(
             us,
             result.transform,
             tmp / "fusion",
-            mode=config.mode,
-            opacity=config.opacity,
-            colormap=config.colormap,
-            order=config.interpolation,
-            video=config.video,
-            dicom=config.dicom,
-            include_phi=config.include_phi,
-            uid_map=config.uid_map,
+            mode=config.fusion.mode,
+            opacity=config.fusion.opacity,
+            colormap=config.fusion.colormap,
+            order=config.fusion.interpolation,
+            video=config.fusion.video,
+            dicom=config.fusion.dicom,
+            include_phi=config.fusion.include_phi,
+            uid_map=config.fusion.uid_map,
             transform_frames=(fi, uj),
             landmarks=lms,
         )
@@ -490,7 +488,7 @@ def run_case(
 
         say("dose")
         t = time.perf_counter()
-        procedure, region = config.procedure, config.region
+        procedure, region = config.dose.procedure, config.dose.region
         if truth is not None and procedure is None:
             procedure, region = (
                 _truth_text(truth, "procedure"),
@@ -499,11 +497,11 @@ def run_case(
         if spec.rdsr:
             dose = build_dose_report(
                 spec.rdsr,
-                include_phi=config.include_phi,
+                include_phi=config.fusion.include_phi,
                 procedure=procedure,
                 region=region,
                 us_clips=list(spec.ultrasound),
-                seed=config.seed,
+                seed=config.dose.seed,
             )
         else:
             dose = build_image_dose_report(spec.fluoro, procedure=procedure, region=region)
@@ -519,7 +517,7 @@ def run_case(
             "input_hash": digest,
             "config": config.to_dict(),
             "inputs": [
-                file_record(p, include_phi=config.include_phi, sha256=h)
+                file_record(p, include_phi=config.fusion.include_phi, sha256=h)
                 for p, h in file_hashes.items()
             ],
             "registration": {

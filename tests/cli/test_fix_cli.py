@@ -44,11 +44,14 @@ def _one_line_exit_2(r, *words):
 @pytest.mark.parametrize(
     "toml, words",
     [
-        ('[run]\ninclude_phi = "false"\n', ["include_phi", "true or false"]),
-        ('[run]\nuid_map = "no"\n', ["uid_map", "true or false"]),
-        ("[run]\nprocedure = 5\n", ["procedure", "a string"]),
-        ("[run]\nseed = true\n", ["seed", "an integer"]),
-        ("run = 3\n", ["run = 3", "table"]),
+        ('[fusion]\ninclude_phi = "false"\n', ["include_phi", "true or false"]),
+        ('[fusion]\nuid_map = "no"\n', ["uid_map", "true or false"]),
+        ("[dose]\nprocedure = 5\n", ["procedure", "expected text"]),
+        ("[dose]\nseed = true\n", ["seed", "a whole number"]),
+        ("fusion = 3\n", ["fusion = 3", "table"]),
+        ('[run]\nmetric = "mi"\n', ["'run'", "[registration], [fusion], [dose]", "[run]"]),
+        ('metric = "mi"\n', ["'metric'", "[registration], [fusion], [dose]"]),
+        ('[registration]\nvideo = "gif"\n', ["unknown option(s) 'video'"]),
     ],
 )
 def test_config_types_refused(tmp_path, toml, words):
@@ -61,10 +64,10 @@ def test_config_types_refused(tmp_path, toml, words):
 
 def test_config_not_utf8_is_exit_2(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_bytes(b"\xff\xfe[run]\n")
+    cfg.write_bytes(b"\xff\xfe[fusion]\n")
     r = _invoke(["run", sample_case(), "--out", tmp_path / "o", "--config", cfg])
     _one_line_exit_2(r, "not UTF-8")
-    assert RunConfig.from_toml(_write(tmp_path / "ok.toml", "[run]\ninclude_phi = false\n"))
+    assert RunConfig.from_toml(_write(tmp_path / "ok.toml", "[fusion]\ninclude_phi = false\n"))
 
 
 def _write(path: Path, text: str) -> Path:

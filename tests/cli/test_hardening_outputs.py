@@ -25,7 +25,7 @@ from hybridfuse._safeio import OWNER_MARK, case_key, check_case_id
 from tests.fusion.test_hardening_batch import fake_run_case
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST_TOML = '[run]\nmetric = "none"\nvideo = "none"\ndicom = false\n'
+FAST_TOML = '[registration]\nmetric = "none"\n[fusion]\nvideo = "none"\ndicom = false\n'
 REGISTERED = "landmarks/run02_confirm_lateral_f00_us06.csv"
 FILES = ("fluoro_run02_confirm_lateral.dcm", "us_clip.dcm", "rdsr.dcm", REGISTERED)
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hybridfuse.cli.main import cli
 from hybridfuse.testdata.phantom import generate_procedure
 
-CONFIG = '[run]\nmetric = "none"\nvideo = "gif"\ndicom = false\n'
+CONFIG = '[registration]\nmetric = "none"\n[fusion]\nvideo = "gif"\ndicom = false\n'
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,7 @@ def test_batch_reports_bad_cases_and_resumes(cases, tmp_path):
         assert rows[c]["status"] == "ok", rows[c]
         summary = json.loads((out / c / "summary.json").read_text())
         assert all((out / c / o).is_file() for o in summary["outputs"])
-        assert summary["config"]["metric"] is None  # the TOML configuration was used
+        assert summary["config"]["registration"]["metric"] is None  # the TOML file was used
     assert (
         rows["broken"]["status"] == "failed" and "corrupt_fluoro.dcm" in rows["broken"]["message"]
     )
@@ -189,17 +189,18 @@ def test_run_and_demo(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "line, expected",
     [
-        ('metric = "bogus"', "metric = 'bogus' is not one of"),
-        ('mode = "sepia"', "mode = 'sepia' is not one of"),
-        ('opacity = "half"', "opacity = 'half' has the wrong type"),
-        ('colour = "red"', "unknown option(s) colour"),
+        ('[registration]\nmetric = "bogus"', "metric = 'bogus': expected one of"),
+        ('[fusion]\nmode = "sepia"', "mode = 'sepia': expected one of"),
+        ('[fusion]\nopacity = "half"', "opacity = 'half': expected a number"),
+        ('[fusion]\ncolour = "red"', "unknown option(s) 'colour'"),
+        ('[run]\nmetric = "none"', "the old [run] table is gone"),
     ],
 )
 def test_a_bad_configuration_is_named_before_any_work(tmp_path, line, expected):
     from hybridfuse.testdata import sample_case
 
     config = tmp_path / "bad.toml"
-    config.write_text(f"[run]\n{line}\n")
+    config.write_text(f"{line}\n")
     out = tmp_path / "out"
     r = CliRunner().invoke(
         cli, ["run", str(sample_case()), "--out", str(out), "--config", str(config)]

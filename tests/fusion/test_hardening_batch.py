@@ -21,8 +21,8 @@ from hybridfuse.testdata import sample_case
 from hybridfuse._safeio import OWNER_MARK, atomic_directory
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = RunConfig(metric=None, video="none", dicom=False)
-FAST_TOML = '[run]\nmetric = "none"\nvideo = "none"\ndicom = false\n'
+FAST = RunConfig().with_values({"metric": None, "video": "none", "dicom": False})
+FAST_TOML = '[registration]\nmetric = "none"\n[fusion]\nvideo = "none"\ndicom = false\n'
 REGISTERED = "landmarks/run02_confirm_lateral_f00_us06.csv"
 
 

@@ -1,0 +1,63 @@
+"""The exit codes every command uses, and which library error maps to which.
+
+=============  ====================================================================
+exit code      meaning
+=============  ====================================================================
+0              success
+1              processing failure (the input was usable but the work failed)
+2              usage error or bad input (unreadable file, wrong kind of file, ...)
+=============  ====================================================================
+
+Every command module reads them from here, never from :mod:`hybridfuse.cli.main`, which
+imports the commands (an import back would be a circle).
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "exit_code_for", "is_library_error"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Exit code of an exception raised by the library: 2 for bad input, else 1."""
+    from hybridfuse.dose.errors import DoseInputError
+    from hybridfuse.fusion.errors import InputError
+    from hybridfuse.registration.errors import IllPosedGeometryError, LandmarkInputError
+
+    from hybridfuse._safeio import UnsafeOutputError
+
+    bad_input = (
+        InputError,
+        DoseInputError,
+        UnsafeOutputError,
+        FileExistsError,
+        FileNotFoundError,
+        IllPosedGeometryError,
+        LandmarkInputError,
+    )
+    return EXIT_BAD_INPUT if isinstance(exc, bad_input) else EXIT_FAILURE
+
+
+def is_library_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure the library foresaw (said as "error", not "internal")."""
+    from hybridfuse.dose.errors import DoseError
+    from hybridfuse.fusion.errors import FusionError
+    from hybridfuse.registration.errors import RegistrationError
+
+    from hybridfuse._safeio import UnsafeOutputError
+
+    return isinstance(
+        exc,
+        (
+            MemoryError,
+            FusionError,
+            DoseError,
+            RegistrationError,
+            UnsafeOutputError,
+            FileExistsError,
+            FileNotFoundError,
+        ),
+    )
