@@ -107,8 +107,8 @@ def _strip(value, work: str):
         return {k: _strip(v, work) for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
         return [_strip(v, work) for v in value]
-    if isinstance(value, str):
-        return value.replace(work, "<work>")
+    if isinstance(value, str):  # paths differ between checkouts, not between versions
+        return value.replace(work, "<work>").replace(str(ROOT), "<root>")
     return value
 
 

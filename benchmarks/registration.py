@@ -53,6 +53,8 @@ from hybridfuse.registration import (
 from hybridfuse.registration.preprocess import preprocess_pair
 from hybridfuse.testdata.phantom import generate_procedure
 
+from benchmarks._header import print_header
+
 # ITK's LBFGSB prints "does not support scaling" for every registration; the scales are
 # ones either way, and hundreds of those lines buried the table.
 sitk.ProcessObject.SetGlobalWarningDisplay(False)
@@ -504,6 +506,7 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tracking-only", action="store_true", help="only the tracking section")
     args = ap.parse_args()
+    print_header()
     if not args.tracking_only:
         run(args.cases, args.starts, args.seed)
     tracking_benchmark()

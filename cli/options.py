@@ -235,9 +235,9 @@ def definition_options(cls):
 
 
 def _specs(cls) -> list[OptionSpec]:
-    from hybridfuse.fusion.options import option_specs
+    from hybridfuse._options import specs
 
-    return option_specs(cls)
+    return list(specs(cls))
 
 
 def given_values(kwargs: dict, *classes) -> dict:

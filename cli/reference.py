@@ -43,14 +43,15 @@ procedure = "lumbar-mbb"   # a procedure of dose/tables/baselines.csv
 
 def render_options_markdown() -> str:
     """The Markdown reference: one table per option group (flag, default, limits, help)."""
-    from hybridfuse.fusion.options import option_specs
     from hybridfuse.fusion.pipeline import GROUPS
+
+    from hybridfuse._options import specs
 
     parts = [_INTRO]
     for table, cls in GROUPS.items():
         parts.append(f"\n## `[{table}]`\n")
         by_group: dict[str, list[OptionSpec]] = {}
-        for spec in option_specs(cls):
+        for spec in list(specs(cls)):
             by_group.setdefault(" / ".join(spec.path[:-1]), []).append(spec)
         for group, group_specs in by_group.items():
             if group:

@@ -472,11 +472,14 @@ def _number(item, kind: str, flags: list[str], units: set[str], what: str) -> fl
     if not seq:
         return None
     mv = seq[0]
-    value = parse_number(mv.get("NumericValue"))
+    raw = mv.get("NumericValue")
+    value = parse_number(raw)
     if value is None:
         fp = mv.get("FloatingPointValue")
         value = parse_number(fp) if fp is not None else None
     if value is None:
+        if str(raw if raw is not None else "").strip():  # present but unreadable: say so
+            flags.append(f"{what}: value {str(raw)[:40]!r} is not a number; treated as unknown")
         return None
     unit_seq = mv.get("MeasurementUnitsCodeSequence")
     if not unit_seq:

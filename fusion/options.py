@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hybridfuse._options import OptionSpec, build, check, option, specs
+from hybridfuse._options import build, option, specs
 
-__all__ = ["FusionOptions", "build_options", "option_specs"]
+__all__ = ["FusionOptions", "build_options"]
 
 
 @dataclass(frozen=True)
@@ -55,44 +54,9 @@ class FusionOptions:
     )
 
 
-def option_specs(cls) -> list[OptionSpec]:
-    """:func:`hybridfuse._options.specs` of ``cls``, with registration choices filled in.
-
-    Where ``RegistrationOptions`` declares no choices or limits for its model, metric,
-    preprocessing or scale tolerance, they are taken from the registration enums, so that
-    the command line and TOML refuse what ``register()`` would refuse later; a spec that
-    declares them is kept as it is.
-    """
-    fallback = _registration_fallback() if cls.__name__ == "RegistrationOptions" else {}
-    out = []
-    for spec in specs(cls):
-        extra = fallback.get(spec.name, {})
-        missing = {k: v for k, v in extra.items() if getattr(spec, k) is None}
-        out.append(dataclasses.replace(spec, **missing) if missing else spec)
-    return out
-
-
 def build_options(cls, values: Mapping, *, base=None, source: str = "options"):
-    """:func:`hybridfuse._options.build`, also checking what :func:`option_specs` adds."""
-    by_name = {s.name: s for s in option_specs(cls)}
+    """:func:`hybridfuse._options.build`, where ``scale_tolerance = 0`` means off (``None``)."""
     values = dict(values)
-    if "scale_tolerance" in by_name and values.get("scale_tolerance") == 0:
+    if values.get("scale_tolerance") == 0 and "scale_tolerance" in {s.name for s in specs(cls)}:
         values["scale_tolerance"] = None  # its meaning since the flag exists: 0 turns it off
-    for name, value in values.items():
-        if name in by_name:
-            check(by_name[name], value, source)
     return build(cls, values, base=base, source=source)
-
-
-def _registration_fallback() -> dict:
-    from hybridfuse.registration import Metric, TransformModel
-    from hybridfuse.registration.preprocess import Preprocess
-
-    models = tuple(m.value for m in TransformModel)
-    return {
-        "model": {"choices": models},
-        "coarse_model": {"choices": models},
-        "metric": {"choices": tuple(m.value for m in Metric)},
-        "preprocess": {"choices": tuple(m.value for m in Preprocess)},
-        "scale_tolerance": {"minimum": 0.0, "maximum": 1.0},
-    }

@@ -528,7 +528,7 @@ def run_case(
                 "metric": result.metric,
                 "wall_time_s": result.wall_time_s,
                 "landmark_fre_px": result.landmark_fit.fre_px if result.landmark_fit else None,
-                "quality": result.quality,
+                "quality": result.quality.to_dict(),
                 "tre": tre,
                 "runs_not_used": skipped,
             },

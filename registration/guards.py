@@ -22,7 +22,7 @@ __all__ = ["QUALITY_KEYS", "Quality"]
 
 
 @dataclass(frozen=True)
-class Quality(dict):
+class Quality:
     """Figures to judge a registration by; ``None`` fields are absent from the record.
 
     ``local_scale_min``/``max``: local scales (fluoroscopy px per ultrasound px) at the
@@ -35,10 +35,6 @@ class Quality(dict):
     ``landmark_shift_by_intensity_px`` and ``intensity_refinement`` (accepted or why
     rejected). ``model_selection`` and ``search`` summarise those steps when they ran;
     ``crop_fixed_px_x0_y0_x1_y1`` is the fluoroscopy crop computed on.
-
-    Transitional: the record is also a read-only ``dict`` of :meth:`to_dict`, so that
-    writers which still put ``result.quality`` straight into JSON keep their output until
-    they call :meth:`to_dict`; do not rely on it.
     """
 
     local_scale_min: float
@@ -61,9 +57,6 @@ class Quality(dict):
     intensity_refinement: str | None = None
     crop_fixed_px_x0_y0_x1_y1: list[int] | None = None
 
-    def __post_init__(self):
-        dict.update(self, self.to_dict())
-
     def to_dict(self) -> dict:
         """The ``quality`` object of ``transform.json``, keys in :data:`QUALITY_KEYS` order."""
         # The leave-one-out median is reported, maybe as None, whenever the FRE is.
@@ -77,8 +70,6 @@ class Quality(dict):
     def replace(self, **changes) -> Quality:
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
-
-    __hash__ = None  # type: ignore[assignment]  # it holds dicts and lists
 
 
 #: Keys of the ``quality`` record, in the order ``transform.json`` writes them.

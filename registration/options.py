@@ -12,7 +12,6 @@ landmarks weigh in (:class:`LandmarkOptions`) and when a result is refused
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from hybridfuse._options import build, flat, group, option
@@ -249,7 +248,7 @@ class GuardOptions:
         0.08,
         "How far (relative) the match's magnification may stray from what the calibration "
         "predicts before an intensity-only result is refused; 0.08 allows a plane about "
-        "60 mm off the isocentre. none: off.",
+        "60 mm off the isocentre. 0 or none: off.",
         minimum=0.0,
         maximum=0.99,
     )
@@ -324,34 +323,3 @@ class RegistrationOptions:
             An unknown name or a value the definition does not allow.
         """
         return build(type(self), values, base=self)
-
-
-def _accept_flat_names(cls):
-    """Let ``cls(search=False, scale_tolerance=None)`` take flat names, as before the groups.
-
-    Transitional, for the command-line modules that still pass flat keywords until they
-    build options from the definition (issue #14, item 4); delete it with them.
-    """
-    generated = cls.__init__
-    groups = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.init}
-    groups = {k: v for k, v in groups.items() if v is not dataclasses.MISSING}
-
-    def __init__(self, **values):
-        flat_values = {
-            k: values.pop(k)
-            for k in list(values)
-            if (k in groups and not isinstance(values[k], groups[k]))
-            or k not in {f.name for f in dataclasses.fields(cls)}
-        }
-        generated(self, **values)
-        if flat_values:
-            built = build(cls, flat_values, base=self)
-            for name in groups:
-                object.__setattr__(self, name, getattr(built, name))
-
-    __init__.__doc__ = generated.__doc__
-    cls.__init__ = __init__
-    return cls
-
-
-_accept_flat_names(RegistrationOptions)

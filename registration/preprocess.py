@@ -27,7 +27,7 @@ is weighed by how bright the image stays just below it: the mean of the smoothed
 over 2 to 10 fixed pixels deeper (down the image: the transducer is at the top), over
 the local background, clipped to [0, 1]. Where that window leaves the calibrated region
 nothing is known and the weight is 1. With it, the same starts succeeded in 94–100 % of
-runs on three sets of 8 cases, all presets (README, *Registration*).
+runs on three sets of 8 cases, all presets (docs/registration-method.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .register import RegistrationOptions, RegistrationResult, register
+from ._register import RegistrationOptions, RegistrationResult, register
 from .transforms import Transform, TransformModel
 
 __all__ = ["track_sequence"]

@@ -37,7 +37,12 @@ def _original():
 
 
 def _mutate(ds, ops, draw_index, junk):
-    garbled_totals = set()
+    """Apply ``ops``; return the concept codes whose garbled unit is still there to be read.
+
+    A garbled item that another operation deleted, emptied, renamed or retyped (itself or
+    an ancestor) is no longer read as that total, so it is not returned.
+    """
+    garbled, touched = [], set()
     for op, idx in ops:
         items = _items(ds)
         if not items:
@@ -48,11 +53,13 @@ def _mutate(ds, ops, draw_index, junk):
             if item.get("ConceptNameCodeSequence")
             else None
         )
+        if op == "garble_unit" and item.get("MeasuredValueSequence"):
+            item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = junk
+            garbled.append((item, code))
+            continue
+        touched.add(id(item))
         if op == "delete":
             parent.ContentSequence.remove(item)
-        elif op == "garble_unit" and item.get("MeasuredValueSequence"):
-            item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = junk
-            garbled_totals.add(code)
         elif op == "empty_value" and item.get("ValueType") == "NUM":
             item.MeasuredValueSequence = pydicom.Sequence([])
         elif op == "junk_number" and item.get("MeasuredValueSequence"):
@@ -63,7 +70,17 @@ def _mutate(ds, ops, draw_index, junk):
             item.ConceptNameCodeSequence[0].CodingSchemeDesignator = "99XYZ"
         elif op == "retype":
             item.ValueType = "TEXT"
-    return garbled_totals
+    parents = {id(child): node for node, child in _items(ds)}
+
+    def intact(item) -> bool:
+        node = item
+        while id(node) in parents:
+            if id(node) in touched:
+                return False
+            node = parents[id(node)]
+        return node is ds  # still attached to the document
+
+    return {code for item, code in garbled if intact(item)}
 
 
 @settings(max_examples=60, deadline=None)
@@ -86,12 +103,12 @@ def test_mutated_reports_fail_cleanly_or_flag(ops, junk):
     for value in rep["delivered"].values():
         if isinstance(value, float):
             assert value == value  # never NaN
-    # A total whose unit was garbled is never reported from that item: unknown or from
-    # event sums, and flagged either way.
+    # A total whose unit was garbled (and not otherwise altered) is never reported
+    # from that item: unknown or from event sums, and flagged either way.
     if "113722" in garbled:
         acc = [p.dap_total_gy_cm2 for p in rec.planes.values()]
         assert all(v is None for v in acc)
-        assert any("unit" in f for f in rec.flags)
+        assert any("unit" in f for f in rec.flags), rec.flags
 
 
 def test_garbled_unit_on_the_dap_total_is_unknown_and_flagged():
@@ -111,3 +128,21 @@ def test_garbled_unit_on_the_dap_total_is_unknown_and_flagged():
     rep = build_dose_report(path)
     # The delivered DAP then comes from the event sums, and says so.
     assert rep["delivered"]["sources"]["dap_total_gy_cm2"] == "sum of irradiation events"
+
+
+def test_an_unreadable_dap_total_is_unknown_and_flagged():
+    ds = copy.deepcopy(_original())
+    idx = next(
+        i
+        for i, (_, item) in enumerate(_items(ds))
+        if item.get("ConceptNameCodeSequence")
+        and item.ConceptNameCodeSequence[0].CodeValue == "113722"
+    )
+    path = Path(tempfile.mkdtemp()) / "junk.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _mutate(ds, [("junk_number", idx)], None, "")
+        ds.save_as(path)
+    rec = read_rdsr(path)
+    assert rec.planes["single"].dap_total_gy_cm2 is None
+    assert any("'abc' is not a number" in f for f in rec.flags), rec.flags

@@ -109,16 +109,6 @@ def test_with_values_sets_a_grouped_option_by_its_flat_name_and_checks_it():
         base.with_values(search_keep=0)
 
 
-def test_flat_keywords_in_the_constructor_reach_their_group():
-    # Transitional, for callers that still pass flat names.
-    opts = RegistrationOptions(model="affine", search=False, scale_tolerance=None)
-    assert opts.model == "affine" and opts.search.search is False
-    assert opts.guards.scale_tolerance is None
-    assert opts == RegistrationOptions().with_values(
-        model="affine", search=False, scale_tolerance=None
-    )
-
-
 def test_to_dict_is_the_transform_json_options_object():
     d = RegistrationOptions().to_dict()
     assert d["levels"] == [16, 8, 4, 2, 1] and d["shadow_px"] == [2.0, 10.0]
@@ -159,7 +149,6 @@ def test_quality_to_dict_is_the_documented_schema():
     assert q.model_used == q.to_dict()["model_used"] == q.model_selection["chosen"]
     assert set(QUALITY_KEYS) == {f for f in Quality.__dataclass_fields__}
     assert json.loads(json.dumps(q.to_dict())) == q.to_dict()
-    assert dict(q) == q.to_dict()  # transitional: the record is also that dict
 
 
 def test_quality_keeps_an_unknown_leave_one_out_error_as_none_but_drops_other_nones():
