@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._header import print_header
 from hybridfuse.fusion.batch import read_manifest, run_batch
 from hybridfuse.fusion.pipeline import RunConfig
 from hybridfuse.testdata.phantom import generate_procedure
-
-from benchmarks._header import print_header
 
 
 def main(n_cases: int) -> None:

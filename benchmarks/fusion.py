@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from benchmarks._header import print_header
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.export import write_mp4
 from hybridfuse.fusion.fuse import fuse_images
@@ -26,8 +28,6 @@ from hybridfuse.registration import Transform
 from hybridfuse.registration.warp import warp_to_fixed
 from hybridfuse.testdata import sample_case
 from hybridfuse.testdata.phantom import load_truth
-
-from benchmarks._header import print_header
 
 
 def main(n_frames: int) -> None:

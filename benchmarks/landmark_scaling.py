@@ -22,6 +22,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 def one(n: int, model: str, outliers: bool) -> dict:
     """Fit ``n`` pairs once and report wall time and the process's peak RSS."""
     import numpy as np
+
     from hybridfuse.registration import Transform, fit_landmarks
 
     rng = np.random.default_rng(1)

@@ -42,7 +42,7 @@ def _cli(*args: str) -> None:
         [sys.executable, "-c", "import hybridfuse.cli.main"], check=False, capture_output=True
     )
     if probe.returncode != 0:  # the layout before the package was named hybridfuse
-        cmd = [sys.executable, "-c", "from hybridfuse.cli.main import main; main()"]
+        cmd = [sys.executable, "-c", "from cli.main import main; main()"]
     proc = subprocess.run(
         [*cmd, "-q", *args], check=False, cwd=ROOT, capture_output=True, text=True
     )

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from benchmarks._header import print_header
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.coregister import read_landmarks_csv, register_images
 from hybridfuse.registration import (
@@ -52,8 +54,6 @@ from hybridfuse.registration import (
 )
 from hybridfuse.registration.preprocess import preprocess_pair
 from hybridfuse.testdata.phantom import generate_procedure
-
-from benchmarks._header import print_header
 
 # ITK's LBFGSB prints "does not support scaling" for every registration; the scales are
 # ones either way, and hundreds of those lines buried the table.
@@ -129,6 +129,7 @@ def elastix_mi(ff, fmask, mf, mmask, start):
     """itk-elastix: affine, AdvancedMattesMutualInformation (32 bins), 3 resolutions,
     from the same start, sampling the fixed image where the ultrasound lands."""
     import itk
+
     from hybridfuse.registration.warp import warp_to_fixed
 
     # Sample the fixed image only where the ultrasound region lands under the start.

@@ -316,10 +316,9 @@ def _dose_json_for_ingest(path: Path):
     beside the dose.json under its recorded file name; it is used only when its sha256
     matches the one recorded.
     """
+    from hybridfuse._safeio import sha256_file
     from hybridfuse.dose import DoseInputError, read_rdsr
     from hybridfuse.dose.registry import validate_report
-
-    from hybridfuse._safeio import sha256_file
 
     try:
         if path.stat().st_size > MAX_DOSE_JSON_BYTES:

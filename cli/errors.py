@@ -23,11 +23,10 @@ EXIT_BAD_INPUT = 2
 
 def exit_code_for(exc: BaseException) -> int:
     """Exit code of an exception raised by the library: 2 for bad input, else 1."""
+    from hybridfuse._safeio import UnsafeOutputError
     from hybridfuse.dose.errors import DoseInputError
     from hybridfuse.fusion.errors import InputError
     from hybridfuse.registration.errors import IllPosedGeometryError, LandmarkInputError
-
-    from hybridfuse._safeio import UnsafeOutputError
 
     bad_input = (
         InputError,
@@ -43,11 +42,10 @@ def exit_code_for(exc: BaseException) -> int:
 
 def is_library_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure the library foresaw (said as "error", not "internal")."""
+    from hybridfuse._safeio import UnsafeOutputError
     from hybridfuse.dose.errors import DoseError
     from hybridfuse.fusion.errors import FusionError
     from hybridfuse.registration.errors import RegistrationError
-
-    from hybridfuse._safeio import UnsafeOutputError
 
     return isinstance(
         exc,

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import click
-from hybridfuse.fusion.options import FusionOptions
 
 from hybridfuse._options import OptionError, OptionSpec, check, parse_text, specs
+from hybridfuse.fusion.options import FusionOptions
 
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, exit_code_for
 

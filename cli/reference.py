@@ -43,9 +43,8 @@ procedure = "lumbar-mbb"   # a procedure of dose/tables/baselines.csv
 
 def render_options_markdown() -> str:
     """The Markdown reference: one table per option group (flag, default, limits, help)."""
-    from hybridfuse.fusion.pipeline import GROUPS
-
     from hybridfuse._options import specs
+    from hybridfuse.fusion.pipeline import GROUPS
 
     parts = [_INTRO]
     for table, cls in GROUPS.items():

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from hybridfuse.registration import RegistrationOptions
 
 from .options import (
@@ -103,6 +104,7 @@ def register(
     moving_to_fixed_mm, quality and, with --truth, the TRE in mm at the isocentre plane.
     Exit 2 for bad input or an ill-posed (edge-on) geometry, 1 when it does not converge.
     """
+    from hybridfuse._safeio import UnsafeOutputError, terminal_text
     from hybridfuse.fusion import read_image
     from hybridfuse.fusion.coregister import (
         read_landmarks_csv,
@@ -118,9 +120,13 @@ def register(
     from hybridfuse.registration import RegistrationError
     from hybridfuse.registration.errors import StartTransformError
 
-    from hybridfuse._safeio import UnsafeOutputError, terminal_text
-
     opts = run_config(config_path, given_values(options, RegistrationOptions)).registration
+    unused = opts.unused_by(with_landmarks=landmarks_path is not None)
+    if unused:
+        raise click.UsageError(
+            f"{', '.join(unused)}: no effect here (the scale check applies only without "
+            "--landmarks, the search settings only when the search runs: --search)"
+        )
     target = out_dir / "transform.json"
     _check_target(
         target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform, truth_path]

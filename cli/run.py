@@ -40,7 +40,9 @@ def _config(config_path, options: dict):
     """The run configuration: the definitions, the TOML file (if any), the options given."""
     from hybridfuse.fusion.pipeline import GROUPS
 
-    return run_config(config_path, given_values(options, *GROUPS.values()))
+    config = run_config(config_path, given_values(options, *GROUPS.values()))
+    config.check_effective()
+    return config
 
 
 @click.command()
@@ -177,9 +179,8 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     if it exists it must be empty or an earlier batch's output.
     Exit 0 when every case is ok or up to date, 1 when any failed, 2 for a bad OUT.
     """
-    from hybridfuse.fusion.batch import check_out_root, read_manifest, run_batch
-
     from hybridfuse._safeio import terminal_text
+    from hybridfuse.fusion.batch import check_out_root, read_manifest, run_batch
 
     check_out_root(out_dir, [manifest])  # before discovery, which can take a while
     if scheduler:

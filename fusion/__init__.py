@@ -5,42 +5,24 @@ lives here because reading files is this package's job; :mod:`registration` sees
 the arrays and geometry taken from it.
 """
 
-import importlib
-
-# Submodules load on first use: the command line imports the option definitions
-# without paying for Numba and the readers (PEP 562).
-_WHERE = {
-    "CollimatorShape": "_image",
-    "CorruptFileError": "errors",
-    "DecoderMissingError": "errors",
-    "FusionError": "errors",
-    "IMAGE_SOP_CLASSES": "io",
-    "Image": "_image",
-    "InputError": "errors",
-    "MissingCalibrationError": "errors",
-    "Modality": "_image",
-    "NotAnImageError": "errors",
-    "SpacingPlane": "_image",
-    "UltrasoundRegion": "_image",
-    "UnsupportedSOPClassError": "errors",
-    "XRayGeometry": "_image",
-    "is_dicom_file": "io",
-    "read_header": "io",
-    "read_image": "io",
-}
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
-
+from ._image import (
+    CollimatorShape,
+    Image,
+    Modality,
+    SpacingPlane,
+    UltrasoundRegion,
+    XRayGeometry,
+)
+from .errors import (
+    CorruptFileError,
+    DecoderMissingError,
+    FusionError,
+    InputError,
+    MissingCalibrationError,
+    NotAnImageError,
+    UnsupportedSOPClassError,
+)
+from .io import IMAGE_SOP_CLASSES, is_dicom_file, read_header, read_image
 
 __all__ = [
     "IMAGE_SOP_CLASSES",

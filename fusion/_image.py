@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
+
 from hybridfuse.registration.geometry import ConeBeamGeometry
 
 from .errors import InputError, MissingCalibrationError

@@ -13,6 +13,8 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+
+from hybridfuse._safeio import file_record, json_safe, write_text
 from hybridfuse.registration import (
     Landmarks,
     RegistrationOptions,
@@ -24,8 +26,6 @@ from hybridfuse.registration.errors import LandmarkInputError
 from hybridfuse.registration.initial import moments_start, wide_search_options
 from hybridfuse.registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
 from hybridfuse.registration.transforms import TransformModel
-
-from hybridfuse._safeio import file_record, json_safe, write_text
 
 from ._image import Image
 from .errors import InputError

@@ -27,9 +27,8 @@ import os
 import uuid
 from pathlib import Path
 
-from hybridfuse.dose.pseudonym import pseudonym, user_key
-
 from hybridfuse._safeio import write_text
+from hybridfuse.dose.pseudonym import pseudonym, user_key
 
 __all__ = [
     "DEID_METHOD",

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from hybridfuse.dose.pseudonym import pseudonym
 
 from hybridfuse._safeio import atomic_file
+from hybridfuse.dose.pseudonym import pseudonym
 
 from .deid import Deidentifier
 

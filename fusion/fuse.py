@@ -30,8 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from hybridfuse.registration import Transform
-from hybridfuse.registration.warp import warp_to_fixed
 
 from hybridfuse._safeio import (
     check_out_separate,
@@ -40,6 +38,8 @@ from hybridfuse._safeio import (
     json_safe,
     write_text,
 )
+from hybridfuse.registration import Transform
+from hybridfuse.registration.warp import warp_to_fixed
 
 from ._image import Image
 from .blend import BlendMode, blend

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hybridfuse._options import build, option, specs
+from hybridfuse._options import option
 
-__all__ = ["FusionOptions", "build_options"]
+__all__ = ["FusionOptions"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,3 @@ class FusionOptions:
         "Also write uid_map.csv: each source UID and the new UID that replaced it in the "
         "DICOM outputs (it re-identifies them; keep it apart). Ignored with --include-phi.",
     )
-
-
-def build_options(cls, values: Mapping, *, base=None, source: str = "options"):
-    """:func:`hybridfuse._options.build`, where ``scale_tolerance = 0`` means off (``None``)."""
-    values = dict(values)
-    if values.get("scale_tolerance") == 0 and "scale_tolerance" in {s.name for s in specs(cls)}:
-        values["scale_tolerance"] = None  # its meaning since the flag exists: 0 turns it off
-    return build(cls, values, base=base, source=source)

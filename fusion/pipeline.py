@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from hybridfuse.dose.options import DoseOptions
-from hybridfuse.registration import IllPosedGeometryError, RegistrationOptions
 
 from hybridfuse import __version__
-from hybridfuse._options import OptionError, flat, specs
+from hybridfuse._options import OptionError, build, flat, specs
 from hybridfuse._safeio import (
     OWNER_MARK,
     UnsafeOutputError,
@@ -33,9 +31,11 @@ from hybridfuse._safeio import (
     html_text,
     sha256_file,
 )
+from hybridfuse.dose.options import DoseOptions
+from hybridfuse.registration import IllPosedGeometryError, RegistrationOptions
 
 from .errors import InputError
-from .options import FusionOptions, build_options
+from .options import FusionOptions
 
 __all__ = [
     "CaseSpec",
@@ -49,7 +49,7 @@ __all__ = [
     "SUMMARY_SCHEMA",
 ]
 
-SUMMARY_SCHEMA = "hybridfuse.case/1"
+SUMMARY_SCHEMA = "hybridfuse.case/2"
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,22 @@ class RunConfig:
             if not isinstance(values, Mapping):
                 raise OptionError(f"{source}: {name} = {values!r} must be a table ([{name}])")
             group = GROUPS[name]
-            changes[name] = build_options(group, values, base=getattr(self, name), source=source)
+            changes[name] = build(group, values, base=getattr(self, name), source=source)
         return dataclasses.replace(self, **changes)
+
+    def check_effective(self) -> None:
+        """Refuse registration options that a run would record but not use.
+
+        A run registers every pair from its landmarks, so the scale check (intensity-only)
+        and, without ``search = true``, the search settings would do nothing.
+        """
+        unused = self.registration.unused_by(with_landmarks=True)
+        if unused:
+            raise InputError(
+                f"{', '.join(unused)}: no effect in run and batch, which register every pair "
+                "from its landmarks (the search settings need --search; the scale check "
+                "applies to register without --landmarks)"
+            )
 
     def with_values(self, values: Mapping, *, source: str = "options") -> RunConfig:
         """A copy with flat ``{name: value}`` set, each in the group that defines it."""

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from hybridfuse.registration import Transform, TransformModel
 
 from ._image import Image

@@ -279,12 +279,15 @@ def _from_frame_time(ds, n, notes, bad):
 
 
 def _from_cine_rate(ds, n, notes, bad):
-    rate = parse_number(ds.get("CineRate")) or parse_number(ds.get("RecommendedDisplayFrameRate"))
+    rate, source = parse_number(ds.get("CineRate")), "CineRate (0018,0040)"
+    if not rate:
+        rate = parse_number(ds.get("RecommendedDisplayFrameRate"))
+        source = "RecommendedDisplayFrameRate (0008,2144)"
     if n <= 1 or not rate:
         return None
     if not 1000.0 / MAX_FRAME_TIME_MS <= rate:
-        bad.append(f"CineRate (0018,0040) {rate!r} is not a positive number of frames/s")
+        bad.append(f"{source} {rate!r} is not a positive number of frames/s")
         notes.append(bad[-1] + "; ignored")
         return None
     notes.append("no FrameTime/FrameTimeVector; frame times from the cine rate")
-    return np.arange(n) / rate, "CineRate (0018,0040), frames/s"
+    return np.arange(n) / rate, f"{source}, frames/s"

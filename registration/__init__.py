@@ -4,57 +4,36 @@ Arrays and geometry in, transforms out. Nothing here reads DICOM or imports anot
 hybridfuse package; :mod:`fusion`, the phantom generator and the CLI build on it.
 """
 
-import importlib
-
-# Submodules load on first use: the command line imports the option definitions
-# without paying for Numba and the readers (PEP 562).
-_WHERE = {
-    "ConeBeamGeometry": "geometry",
-    "ConvergenceError": "errors",
-    "GuardOptions": "options",
-    "IllPosedGeometryError": "errors",
-    "ImagePlane": "geometry",
-    "LandmarkFit": "landmarks",
-    "LandmarkInputError": "errors",
-    "LandmarkOptions": "options",
-    "Landmarks": "start",
-    "Metric": "metrics",
-    "MetricContext": "metrics",
-    "Parameterization": "transforms",
-    "Preprocess": "preprocess",
-    "PyramidOptions": "options",
-    "QUALITY_KEYS": "guards",
-    "Quality": "guards",
-    "RegistrationError": "errors",
-    "RegistrationOptions": "options",
-    "RegistrationResult": "_register",
-    "SearchOptions": "options",
-    "StartTransformError": "errors",
-    "Transform": "transforms",
-    "TransformModel": "transforms",
-    "apply_homography": "geometry",
-    "check_not_edge_on": "geometry",
-    "fit_landmarks": "landmarks",
-    "fit_model": "landmarks",
-    "metric_cost": "metrics",
-    "plane_homography": "geometry",
-    "plane_obliquity_deg": "geometry",
-    "register": "_register",
-    "rotation_from_axes": "geometry",
-}
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
-
+from ._register import RegistrationResult, register
+from .errors import (
+    ConvergenceError,
+    IllPosedGeometryError,
+    LandmarkInputError,
+    RegistrationError,
+    StartTransformError,
+)
+from .geometry import (
+    ConeBeamGeometry,
+    ImagePlane,
+    apply_homography,
+    check_not_edge_on,
+    plane_homography,
+    plane_obliquity_deg,
+    rotation_from_axes,
+)
+from .guards import QUALITY_KEYS, Quality
+from .landmarks import LandmarkFit, fit_landmarks, fit_model
+from .metrics import Metric, MetricContext, metric_cost
+from .options import (
+    GuardOptions,
+    LandmarkOptions,
+    PyramidOptions,
+    RegistrationOptions,
+    SearchOptions,
+)
+from .preprocess import Preprocess
+from .start import Landmarks
+from .transforms import Parameterization, Transform, TransformModel
 
 __all__ = [
     "ConeBeamGeometry",

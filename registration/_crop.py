@@ -45,7 +45,7 @@ def crop_boxes(fixed, moving, moving_mask, landmarks, initial, opts, do_search, 
         return None
     if not np.all(np.isfinite(mapped)):
         return None
-    search = opts.search
+    search = opts.grid
     margin = 1.5 * max(opts.pyramid.levels) + 16.0
     if do_search and opts.metric:
         margin += search.search_translation_mm / (fixed_spacing_mm or 0.3)

@@ -127,7 +127,7 @@ def wide_search_options(options, reach_mm: float):
     """
     if not (np.isfinite(reach_mm) and reach_mm > 0):
         raise RegistrationError(f"search reach must be positive, got {reach_mm}")
-    search = options.search
+    search = options.grid
     return options.with_values(
         search=True,
         search_translation_mm=max(float(search.search_translation_mm), float(reach_mm)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hybridfuse._options import build, flat, group, option
+from hybridfuse._options import build, flat, group, option, specs
 
 __all__ = [
     "GuardOptions",
@@ -253,6 +253,10 @@ class GuardOptions:
         maximum=0.99,
     )
 
+    def __post_init__(self):
+        if self.scale_tolerance == 0:  # the flag's meaning since it exists: 0 turns it off
+            object.__setattr__(self, "scale_tolerance", None)
+
 
 @dataclass(frozen=True)
 class RegistrationOptions:
@@ -302,7 +306,7 @@ class RegistrationOptions:
         advanced=True,
     )
     pyramid: PyramidOptions = group(PyramidOptions)
-    search: SearchOptions = group(SearchOptions)
+    grid: SearchOptions = group(SearchOptions)
     landmarks: LandmarkOptions = group(LandmarkOptions)
     guards: GuardOptions = group(GuardOptions)
 
@@ -312,7 +316,23 @@ class RegistrationOptions:
 
     def runs_search(self, with_landmarks: bool) -> bool:
         """Whether :func:`register` runs the global search (auto: only without landmarks)."""
-        return self.search.search if self.search.search is not None else not with_landmarks
+        return self.grid.search if self.grid.search is not None else not with_landmarks
+
+    def unused_by(self, with_landmarks: bool) -> list[str]:
+        """Options set away from their default that :func:`register` would not use.
+
+        With landmarks the scale check only reports; the search settings act only when the
+        search runs. A caller refuses these rather than record settings that did nothing.
+        """
+        default = flat(type(self)())
+        mine = flat(self)
+        changed = {k for k in mine if mine[k] != default[k]}
+        unused = set()
+        if with_landmarks:
+            unused |= {"scale_tolerance"}
+        if not self.runs_search(with_landmarks):
+            unused |= {s.name for s in specs(SearchOptions)} - {"search"}
+        return sorted(changed & unused)
 
     def with_values(self, **values) -> RegistrationOptions:
         """A copy with the options named by flat name changed (checked like a config file).

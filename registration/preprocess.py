@@ -21,13 +21,11 @@ Acoustic shadows. A bone surface reflects nearly all of the ultrasound, so the i
 dark below it; the needle and the beads are thin, and below them the image carries on
 (beads even ring: comet tails). The bone surface the ultrasound plane cuts has no
 counterpart in a projection, whose bone edges are where the X-rays graze the cortex,
-and a metric then happily lays that arc on some projected bone rim: with it, phantom
-SI-joint pairs registered from ±15 mm starts in 8–25 % of runs. So each ultrasound echo
-is weighed by how bright the image stays just below it: the mean of the smoothed image
-over 2 to 10 fixed pixels deeper (down the image: the transducer is at the top), over
-the local background, clipped to [0, 1]. Where that window leaves the calibrated region
-nothing is known and the weight is 1. With it, the same starts succeeded in 94–100 % of
-runs on three sets of 8 cases, all presets (docs/registration-method.md).
+and a metric would lay that arc on some projected bone rim. So each ultrasound echo is
+weighed by how bright the image stays just below it: the mean of the smoothed image over
+2 to 10 fixed pixels deeper (down the image: the transducer is at the top), over the
+local background, clipped to [0, 1]. Where that window leaves the calibrated region
+nothing is known and the weight is 1. The evidence: docs/registration-method.md.
 """
 
 from __future__ import annotations

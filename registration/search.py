@@ -59,7 +59,7 @@ def global_search(problem: LevelProblem, pyramid: Pyramid, start, fixed_spacing_
     ConvergenceError
         No candidate overlaps the fluoroscopy, or the best match is ambiguous.
     """
-    opts = problem.options.search
+    opts = problem.options.grid
     px_mm = fixed_spacing_mm or DEFAULT_PIXEL_MM
     hs = _candidates(start, problem, px_mm)
     costs = batch_mi_cost(pyramid.level(opts.search_level), hs, _score_step(pyramid, opts))
@@ -74,7 +74,7 @@ def global_search(problem: LevelProblem, pyramid: Pyramid, start, fixed_spacing_
 
 def _candidates(start, problem: LevelProblem, px_mm: float) -> np.ndarray:
     """The grid's homographies, (n, 3, 3), in (angle, scale, dx, dy) order."""
-    opts = problem.options.search
+    opts = problem.options.grid
     c = np.array(problem.center)
     ct = Transform(start).apply(c[None])[0]
     reach, step = opts.search_translation_mm, opts.search_step_mm
@@ -164,7 +164,7 @@ def _refine(problem: LevelProblem, pyramid: Pyramid, starts, px_mm: float):
             if all(np.linalg.norm(r.centre - q.centre) * px_mm > SAME_BASIN_MM for q in refined):
                 refined.append(r)
         if level == 0:
-            refined = refined[: opts.search.search_finalists]
+            refined = refined[: opts.grid.search_finalists]
     return refined
 
 

@@ -7,6 +7,13 @@ import types
 
 import pydicom
 import pytest
+from numpy.testing import assert_allclose
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.valuerep import DT
+
+from hybridfuse import dicom
 from hybridfuse.dose.errors import DoseInputError
 from hybridfuse.dose.rdsr import read_rdsr
 from hybridfuse.dose.saved import (
@@ -16,13 +23,6 @@ from hybridfuse.dose.saved import (
 )
 from hybridfuse.fusion import read_image
 from hybridfuse.testdata import sample_case
-from numpy.testing import assert_allclose
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
-from pydicom.valuerep import DT
-
-from hybridfuse import dicom
 from tests.conftest import REALDATA, realdata_rows
 from tests.fusion.test_io import US_SOP, make_dicom
 
@@ -272,3 +272,17 @@ def test_untimed_clip_is_flagged_in_the_saved_estimate_never_zero(tmp_path):
     assert any("interval is unknown and not counted" in f for f in saved["flags"])
     with pytest.raises(DoseInputError, match=r"^acquisition-datetime-only\.dcm: 4 frames without"):
         saved_counterfactual(record, [untimed], n_samples=200)
+
+
+def test_a_rate_from_recommended_display_frame_rate_names_that_attribute():
+    from pydicom.dataset import Dataset
+
+    from hybridfuse.dicom import frame_times
+
+    ds = Dataset()
+    ds.RecommendedDisplayFrameRate = "25"
+    got = frame_times(ds, 3)
+    assert got.source.startswith("RecommendedDisplayFrameRate (0008,2144)")
+    assert list(got.seconds) == [0.0, 0.04, 0.08]
+    ds.CineRate = "50"
+    assert frame_times(ds, 3).source.startswith("CineRate (0018,0040)")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from hybridfuse.testdata import sample_case, verify_sample
 from hybridfuse.testdata.phantom import generate_procedure, load_truth
 

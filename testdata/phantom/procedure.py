@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from hybridfuse._safeio import atomic_directory
 from hybridfuse.fusion.coregister import TRUTH_SCHEMA
 from hybridfuse.registration.geometry import (
     ConeBeamGeometry,
@@ -36,8 +38,6 @@ from hybridfuse.registration.geometry import (
     plane_obliquity_deg,
     rotation_from_axes,
 )
-
-from hybridfuse._safeio import atomic_directory
 
 from . import dicom as dw
 from .anatomy import (

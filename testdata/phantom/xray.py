@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from hybridfuse.registration.geometry import ConeBeamGeometry
 
 from .anatomy import MU_STEEL, Phantom, _chord_culled

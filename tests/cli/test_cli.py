@@ -6,8 +6,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from hybridfuse.cli.main import cli
 
+from hybridfuse.cli.main import cli
 from tests.conftest import REALDATA
 
 
@@ -200,6 +200,7 @@ def test_uid_map_written_only_when_asked(runner, tmp_path):
     import csv
 
     import pydicom
+
     from hybridfuse.testdata import sample_case
 
     reg = tmp_path / "reg"

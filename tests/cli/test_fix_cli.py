@@ -7,10 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
-import hybridfuse.cli.run as cli_run
-import hybridfuse.fusion.batch
 import pytest
 from click.testing import CliRunner
+
+import hybridfuse.cli.run as cli_run
+import hybridfuse.fusion.batch
+from hybridfuse._safeio import UnsafeOutputError
 from hybridfuse.cli.main import cli
 from hybridfuse.fusion.batch import check_scheduler_address, read_manifest
 from hybridfuse.fusion.errors import InputError
@@ -23,8 +25,6 @@ from hybridfuse.fusion.pipeline import (
     run_case,
 )
 from hybridfuse.testdata import sample_case
-
-from hybridfuse._safeio import UnsafeOutputError
 
 LANDMARKS = "landmarks/run02_confirm_lateral_f00_us06.csv"
 

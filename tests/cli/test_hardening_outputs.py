@@ -12,16 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-import hybridfuse.fusion.batch
-import hybridfuse.fusion.pipeline
 import pytest
 from click.testing import CliRunner
-from hybridfuse.cli.main import cli
-from hybridfuse.testdata import sample_case
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import hybridfuse.fusion.batch
+import hybridfuse.fusion.pipeline
 from hybridfuse._safeio import OWNER_MARK, case_key, check_case_id
+from hybridfuse.cli.main import cli
+from hybridfuse.testdata import sample_case
 from tests.fusion.test_hardening_batch import fake_run_case
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+
+from hybridfuse._options import flat, specs
 from hybridfuse.cli.main import cli
 from hybridfuse.cli.options import definition_options, given_values
 from hybridfuse.dose.options import DoseOptions
@@ -15,8 +17,6 @@ from hybridfuse.fusion.errors import InputError
 from hybridfuse.fusion.options import FusionOptions
 from hybridfuse.fusion.pipeline import RunConfig
 from hybridfuse.registration import RegistrationOptions
-
-from hybridfuse._options import flat, specs
 
 CLI_DIR = Path(__file__).resolve().parents[2] / "cli"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli-options.md"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from hybridfuse.cli.main import cli
 from hybridfuse.testdata.phantom import generate_procedure
 

@@ -7,9 +7,9 @@ import io
 import json
 
 from click.testing import CliRunner
-from hybridfuse.cli.main import cli
 
 from hybridfuse._safeio import csv_cell
+from hybridfuse.cli.main import cli
 
 
 def _register(tmp_path):

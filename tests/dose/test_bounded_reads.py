@@ -6,8 +6,8 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from hybridfuse.cli.main import cli
 
+from hybridfuse.cli.main import cli
 from tests.fusion.test_hardening_io import _deflate_bomb
 
 

@@ -8,6 +8,7 @@ import sqlite3
 import pydicom
 import pytest
 from click.testing import CliRunner
+
 from hybridfuse.cli.main import cli
 from hybridfuse.dose.pseudonym import KEY_ENV
 

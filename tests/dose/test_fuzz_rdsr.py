@@ -9,11 +9,12 @@ import warnings
 from pathlib import Path
 
 import pydicom
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hybridfuse.dose import DoseInputError, read_rdsr
 from hybridfuse.dose.report import build_dose_report
 from hybridfuse.testdata import sample_case
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 OPS = ["delete", "garble_unit", "empty_value", "junk_number", "wrong_scheme", "retype"]
 JUNK_UNITS = ["furlong", "", "Gy.m", "mGy/s", "??", "1e3"]

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+
 from hybridfuse.dose.errors import DoseInputError
 from hybridfuse.dose.pseudonym import KEY_ENV, key_path, pseudonym, user_key
 
@@ -80,6 +81,7 @@ def test_concurrent_first_use_agrees_on_one_key(tmp_path):
 
 def _dose(*args):
     from click.testing import CliRunner
+
     from hybridfuse.cli.main import cli
 
     return CliRunner().invoke(cli, ["dose", *map(str, args)])
@@ -88,6 +90,7 @@ def _dose(*args):
 def _rdsr_with_protocol(case, tmp_path, text):
     """The synthetic RDSR with every event's protocol name replaced by ``text``."""
     import pydicom
+
     from hybridfuse.dose.rdsr import _walk
 
     ds = pydicom.dcmread(case / "rdsr.dcm")
@@ -152,9 +155,8 @@ def test_disk_full_leaves_no_output_and_a_rerun_proceeds(synthetic_case, tmp_pat
 
 
 def test_failed_rename_removes_outputs_already_renamed(tmp_path, monkeypatch):
-    from hybridfuse.dose.report import write_together
-
     import hybridfuse._safeio as safeio
+    from hybridfuse.dose.report import write_together
 
     real, seen = safeio.os.replace, []
 
@@ -449,8 +451,9 @@ def test_sr_nested_3000_deep_is_refused_naming_the_file(synthetic_case, tmp_path
 
 
 def test_bootstrap_sums_are_chunked_paired_and_seeded(monkeypatch):
-    import hybridfuse.dose.saved as saved
     import numpy as np
+
+    import hybridfuse.dose.saved as saved
 
     x = np.array([1.0, 2.0, np.nan, 4.0])
     y = np.array([10.0, 20.0, 30.0, 40.0])
@@ -533,6 +536,7 @@ def test_registry_keeps_keyed_pseudonyms_and_shifted_dates(synthetic_case, tmp_p
     import datetime as dt
 
     import pydicom
+
     from hybridfuse.dose.rdsr import read_rdsr
     from hybridfuse.dose.registry import Registry
 

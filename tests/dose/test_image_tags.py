@@ -1,9 +1,9 @@
 """Per-image dose tags: lenient parsing, units, unknown never zero."""
 
 import pytest
-from hybridfuse.dose import parse_number, read_image_dose_tags
 from pydicom.dataset import Dataset
 
+from hybridfuse.dose import parse_number, read_image_dose_tags
 from tests.conftest import REALDATA
 
 

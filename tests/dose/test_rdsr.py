@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hybridfuse.dose import DoseInputError, UnitError, convert, normalise_unit, read_rdsr
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from hybridfuse.dose import DoseInputError, UnitError, convert, normalise_unit, read_rdsr
 from tests.conftest import REALDATA, realdata_rows
 
 

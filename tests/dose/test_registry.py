@@ -7,6 +7,7 @@ import json
 import pydicom
 import pytest
 from click.testing import CliRunner
+
 from hybridfuse.cli.main import cli
 from hybridfuse.dose.registry import Registry, audit, load_drl
 from hybridfuse.dose.report import build_dose_report

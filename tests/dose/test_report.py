@@ -7,9 +7,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from hybridfuse.cli.main import cli
 from hybridfuse.dose.report import build_dose_report, write_dose_outputs
-
 from tests.conftest import REALDATA, realdata_rows
 
 
@@ -108,6 +108,7 @@ def test_images_without_rdsr_sum_known_dap_and_never_report_zero(synthetic_case,
 
 def test_vendor_dose_screen_is_explained(synthetic_case, tmp_path):
     import pydicom
+
     from hybridfuse.dose import DoseInputError, read_rdsr
 
     case, truth = synthetic_case

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from hybridfuse.dose import DoseInputError, read_rdsr
 from hybridfuse.dose.report import build_dose_report, load_coefficients, write_dose_outputs
 from hybridfuse.dose.saved import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.fuse import fuse_images
 from hybridfuse.registration import Transform

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from hybridfuse.fusion.export import GIF_MAX_FRAMES, write_gif
 from PIL import Image
+
+from hybridfuse.fusion.export import GIF_MAX_FRAMES, write_gif
 
 
 def test_long_gif_keeps_every_kth_frame_and_the_clip_length(tmp_path):
@@ -23,8 +24,9 @@ def test_long_gif_keeps_every_kth_frame_and_the_clip_length(tmp_path):
 def test_fuse_json_says_which_frames_the_gif_holds(tmp_path, monkeypatch):
     import json
 
-    import hybridfuse.fusion.export
     from click.testing import CliRunner
+
+    import hybridfuse.fusion.export
     from hybridfuse.cli.main import cli
     from hybridfuse.testdata import sample_case
 

@@ -12,16 +12,16 @@ import os
 import struct
 import warnings
 
-import hybridfuse.fusion.io as fio
 import pydicom
 import pytest
-from hybridfuse.fusion import CorruptFileError, InputError, read_image
-from hybridfuse.testdata import sample_case
 from PIL import Image as PILImage
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
+import hybridfuse.fusion.io as fio
 from hybridfuse import _dicomread
+from hybridfuse.fusion import CorruptFileError, InputError, read_image
+from hybridfuse.testdata import sample_case
 
 
 @pytest.fixture(scope="module")

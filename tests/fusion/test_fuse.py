@@ -9,11 +9,12 @@ import subprocess
 import numpy as np
 import pydicom
 import pytest
+from numpy.testing import assert_allclose
+
 from hybridfuse.fusion.blend import blend
 from hybridfuse.fusion.fuse import fuse_images
 from hybridfuse.registration import Transform
 from hybridfuse.registration.warp import warp_to_fixed
-from numpy.testing import assert_allclose
 
 # --- resampling ------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import hybridfuse.fusion.batch as batch
 import pytest
+
+import hybridfuse.fusion.batch as batch
+from hybridfuse._safeio import OWNER_MARK, atomic_directory
 from hybridfuse.fusion.batch import read_manifest, run_batch
 from hybridfuse.fusion.pipeline import RunConfig, input_hash
 from hybridfuse.testdata import sample_case
-
-from hybridfuse._safeio import OWNER_MARK, atomic_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RunConfig().with_values({"metric": None, "video": "none", "dicom": False})
@@ -208,6 +208,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_die_with_a_killed_parent_and_the_rerun_cleans_up(tmp_path, case, monkeypatch):
     from click.testing import CliRunner
+
     from hybridfuse.cli.main import cli
 
     manifest = _manifest(tmp_path / "m.csv", case, ["k1", "k2", "k3"])
@@ -333,10 +334,10 @@ def test_exports_never_write_through_a_link_and_leave_nothing_on_failure(
     tmp_path, monkeypatch, kind
 ):
     import numpy as np
-    from hybridfuse.fusion.errors import FusionError
-    from hybridfuse.fusion.export import write_gif, write_mp4, write_png
 
     from hybridfuse._safeio import UnsafeOutputError
+    from hybridfuse.fusion.errors import FusionError
+    from hybridfuse.fusion.export import write_gif, write_mp4, write_png
 
     frames = [np.full((20, 30, 3), v, np.uint8) for v in (0, 128, 255)]
     write = {

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pydicom
 import pytest
+
 from hybridfuse.dose.pseudonym import KEY_ENV, user_key
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.deid import MAX_SHIFT_DAYS, Deidentifier, read_uid_map

@@ -16,11 +16,19 @@ import tracemalloc
 import warnings
 import zlib
 
-import hybridfuse.fusion.io as fio
 import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.sequence import Sequence
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit
+
+import hybridfuse.fusion.io as fio
+from hybridfuse import _dicomread
 from hybridfuse.cli.main import cli
 from hybridfuse.dose import read_image_dose_tags
 from hybridfuse.dose.errors import DoseInputError
@@ -34,14 +42,6 @@ from hybridfuse.fusion import (
 from hybridfuse.fusion._image import Image, Modality
 from hybridfuse.registration.errors import IllPosedGeometryError
 from hybridfuse.registration.geometry import ConeBeamGeometry
-from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate, generate_frames
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.sequence import Sequence
-from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit
-
-from hybridfuse import _dicomread
 from tests.fusion.test_io import US_SOP, make_dicom
 
 ENV = "HYBRIDFUSE_MAX_DECODED_BYTES"

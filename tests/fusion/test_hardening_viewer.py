@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from hybridfuse.fusion import InputError
 from hybridfuse.fusion.fuse import FrameSpool, check_transform, fuse_images, moving_box
 from hybridfuse.fusion.viewer import ViewerFrames, render_viewer

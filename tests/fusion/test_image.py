@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
-from hybridfuse.fusion import Image, InputError, MissingCalibrationError, Modality
 from numpy.testing import assert_allclose
+
+from hybridfuse.fusion import Image, InputError, MissingCalibrationError, Modality
 
 
 def test_frame_axis_is_required():

@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from numpy.testing import assert_allclose
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
 from hybridfuse.fusion import (
     CorruptFileError,
     DecoderMissingError,
@@ -16,11 +21,6 @@ from hybridfuse.fusion import (
     UnsupportedSOPClassError,
     read_image,
 )
-from numpy.testing import assert_allclose
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
 from tests.conftest import REALDATA, realdata_rows
 
 US_SOP = "1.2.840.10008.5.1.4.1.1.6.1"

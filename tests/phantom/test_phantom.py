@@ -7,11 +7,12 @@ import hashlib
 import numpy as np
 import pydicom
 import pytest
+from numpy.testing import assert_allclose
+
 from hybridfuse.fusion import read_image
 from hybridfuse.registration import ConeBeamGeometry, ImagePlane, apply_homography
 from hybridfuse.testdata.phantom import PRESETS, generate_procedure
 from hybridfuse.testdata.phantom.anatomy import Ellipsoid, EllipticCylinder, axis_rotation
-from numpy.testing import assert_allclose
 
 # --- analytic chords ---------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Plain-NumPy twins of the Numba kernels, written for clarity, not speed."""
 
 import numpy as np
+
 from hybridfuse.registration.transforms import N_PARAMS, TransformModel
 
 

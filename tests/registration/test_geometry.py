@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose
+
 from hybridfuse.registration import (
     ConeBeamGeometry,
     IllPosedGeometryError,
@@ -12,7 +14,6 @@ from hybridfuse.registration import (
     plane_obliquity_deg,
     rotation_from_axes,
 )
-from numpy.testing import assert_allclose
 
 
 def lateral_geometry(**kw) -> ConeBeamGeometry:

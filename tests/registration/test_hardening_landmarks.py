@@ -13,6 +13,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from hybridfuse.cli.main import cli
 from hybridfuse.fusion.coregister import (
     check_landmarks,
@@ -458,11 +459,10 @@ def test_degenerate_landmarks_and_control_characters_in_names_exit_2(case, tmp_p
 
 
 def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
+    from hybridfuse._safeio import sha256_file
     from hybridfuse.fusion import read_image
     from hybridfuse.fusion.coregister import register_images, transform_record
     from hybridfuse.registration import RegistrationOptions
-
-    from hybridfuse._safeio import sha256_file
 
     fixed = read_image(case / "fluoro_run02_confirm_lateral.dcm")
     moving = read_image(case / "us_clip.dcm")

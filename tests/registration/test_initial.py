@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from hybridfuse.registration import RegistrationError, RegistrationOptions, Transform
 from hybridfuse.registration.initial import (
     WIDE_SEARCH_KEEP,
@@ -70,12 +71,12 @@ def test_moments_of_a_featureless_image_are_refused():
 
 def test_a_wide_search_reaches_as_far_as_asked_and_never_narrows():
     opts = wide_search_options(RegistrationOptions(), 75.0)
-    assert opts.search.search is True
-    assert opts.search.search_translation_mm == 75.0
-    assert opts.search.search_keep == WIDE_SEARCH_KEEP
-    assert opts.search.search_separation_mm == WIDE_SEARCH_SEPARATION_MM
+    assert opts.grid.search is True
+    assert opts.grid.search_translation_mm == 75.0
+    assert opts.grid.search_keep == WIDE_SEARCH_KEEP
+    assert opts.grid.search_separation_mm == WIDE_SEARCH_SEPARATION_MM
     wider = RegistrationOptions().with_values(search_translation_mm=90.0, search_keep=50)
-    kept = wide_search_options(wider, 75.0).search
+    kept = wide_search_options(wider, 75.0).grid
     assert (kept.search_translation_mm, kept.search_keep) == (90.0, 50)
     with pytest.raises(RegistrationError):
         wide_search_options(opts, 0.0)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from hybridfuse.registration import RegistrationError, Transform, fit_landmarks, fit_model
 from numpy.testing import assert_allclose
+
+from hybridfuse.registration import RegistrationError, Transform, fit_landmarks, fit_model
 
 TRUE = {
     "rigid": np.array(

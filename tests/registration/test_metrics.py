@@ -4,10 +4,10 @@ import numba
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from hybridfuse.registration import MetricContext, Parameterization, RegistrationError, metric_cost
-from hybridfuse.registration.preprocess import masked_smooth
 from numpy.testing import assert_allclose
 
+from hybridfuse.registration import MetricContext, Parameterization, RegistrationError, metric_cost
+from hybridfuse.registration.preprocess import masked_smooth
 from tests.registration import naive
 
 

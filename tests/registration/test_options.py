@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+
+from hybridfuse._options import OptionError, specs
 from hybridfuse.registration import (
     QUALITY_KEYS,
     IllPosedGeometryError,
@@ -18,8 +20,6 @@ from hybridfuse.registration import (
     TransformModel,
     register,
 )
-
-from hybridfuse._options import OptionError, specs
 
 #: The flat names before the options were grouped: transform.json keys, TOML keys, flags.
 FLAT_NAMES = [
@@ -98,8 +98,8 @@ def test_the_choice_options_offer_exactly_what_the_library_accepts():
 def test_with_values_sets_a_grouped_option_by_its_flat_name_and_checks_it():
     base = RegistrationOptions(metric="mi")
     opts = base.with_values(search_keep=3, scale_tolerance=None)
-    assert opts.search.search_keep == 3 and opts.guards.scale_tolerance is None
-    assert opts.metric == "mi" and base.search.search_keep == 8  # base kept, unchanged
+    assert opts.grid.search_keep == 3 and opts.guards.scale_tolerance is None
+    assert opts.metric == "mi" and base.grid.search_keep == 8  # base kept, unchanged
     assert opts.to_dict()["search_keep"] == 3
     with pytest.raises(OptionError, match="unknown option.*'search_kep'"):
         base.with_values(search_kep=3)

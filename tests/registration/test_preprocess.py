@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from hybridfuse.registration.preprocess import (
     _blur,
     decimated_smooth,
@@ -11,7 +12,6 @@ from hybridfuse.registration.preprocess import (
     quantised_scale,
     shadow_weight,
 )
-
 from tests.registration import naive
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from hybridfuse.fusion import InputError, read_image
 from hybridfuse.fusion.coregister import expected_scale, read_landmarks_csv, register_images
 from hybridfuse.registration import (

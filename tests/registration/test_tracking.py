@@ -1,6 +1,7 @@
 """Sequence tracking: warm-started frame-by-frame registration along a clip."""
 
 import numpy as np
+
 from hybridfuse.fusion import read_image
 from hybridfuse.registration import RegistrationOptions, Transform
 from hybridfuse.registration.tracking import track_sequence

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from hybridfuse.registration import Parameterization, RegistrationError, Transform, TransformModel
 from numpy.testing import assert_allclose
 
+from hybridfuse.registration import Parameterization, RegistrationError, Transform, TransformModel
 from tests.registration import naive
 
 H0 = np.array([[0.55, 0.02, 120.0], [-0.03, 0.56, 80.0], [1e-5, -2e-5, 1.0]])
