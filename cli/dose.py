@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from .options import json_option, overwrite_option
+from hybridfuse.dose.options import DoseOptions
+
+from .options import built, definition_options, json_option, overwrite_option
 
 
 @click.group()
@@ -31,8 +33,7 @@ def dose() -> None:
     help="Without an RDSR: X-ray images whose dose attributes to sum (repeat).",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--procedure", default=None, help="Procedure type, recorded in dose.json.")
-@click.option("--region", default=None, help="Body region (lumbar, cervical, pelvis, ...).")
+@definition_options(DoseOptions, only=("procedure", "region"))
 @click.option(
     "--us",
     "us_clips",
@@ -62,9 +63,7 @@ def dose() -> None:
     default=None,
     help="LO,HI table transmission for an entrance-kerma estimate.",
 )
-@click.option(
-    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Monte Carlo seed."
-)
+@definition_options(DoseOptions, only=("seed",))
 @click.option(
     "--db",
     "db_path",
@@ -78,18 +77,16 @@ def report(
     rdsr_path,
     image_paths,
     out_dir,
-    procedure,
-    region,
     us_clips,
     us_intervals,
     guided_phase,
     coefficients,
     table_transmission,
-    seed,
     db_path,
     include_phi,
     overwrite,
     as_json,
+    **options,
 ):
     """Write OUT/dose.json, OUT/events.csv and OUT/report.html for one procedure.
 
@@ -104,6 +101,8 @@ def report(
         write_dose_outputs,
     )
 
+    chosen = built(DoseOptions, options)
+    procedure, region, seed = chosen.procedure, chosen.region, chosen.seed
     target = out_dir / "dose.json"
     if rdsr_path is None and not image_paths:
         raise click.UsageError("give --rdsr FILE, or --images FILE... when there is no RDSR")

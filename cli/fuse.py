@@ -8,14 +8,17 @@ from pathlib import Path
 
 import click
 
+from hybridfuse.fusion.options import FusionOptions
+
 from .options import (
+    built,
     check_pseudonym_key,
+    definition_options,
     fixed_option,
     json_option,
     moving_option,
     overwrite_option,
     report_stale,
-    uid_map_option,
 )
 
 
@@ -30,41 +33,13 @@ from .options import (
     help="transform.json from 'hybridfuse register'.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--mode",
-    default="alpha",
-    show_default=True,
-    type=click.Choice(["alpha", "color", "checkerboard", "edges", "side-by-side"]),
-)
-@click.option("--opacity", default=0.5, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--colormap", default="hot", show_default=True, help="For --mode color.")
+@definition_options(FusionOptions)
 @click.option("--frames", default=None, help="Fluoroscopy frames, e.g. 0,2,3 (default all).")
-@click.option(
-    "--interpolation",
-    default="linear",
-    show_default=True,
-    type=click.Choice(["nearest", "linear", "cubic"]),
-)
-@click.option(
-    "--video", default="mp4", show_default=True, type=click.Choice(["mp4", "gif", "none"])
-)
-@click.option(
-    "--dicom/--no-dicom",
-    default=True,
-    show_default=True,
-    help="Write fused_sc.dcm (multi-frame true colour secondary capture).",
-)
 @click.option(
     "--registration-dicom",
     is_flag=True,
     help="Also write registration.dcm (Spatial Registration; rigid/similarity/affine).",
 )
-@click.option(
-    "--include-phi",
-    is_flag=True,
-    help="Keep the patient's name, ID, dates and the source UIDs in the DICOM output.",
-)
-@uid_map_option
 @overwrite_option
 @json_option
 @click.pass_context
@@ -74,18 +49,11 @@ def fuse(
     moving_path,
     transform_path,
     out_dir,
-    mode,
-    opacity,
-    colormap,
     frames,
-    interpolation,
-    video,
-    dicom,
     registration_dicom,
-    include_phi,
-    uid_map,
     overwrite,
     as_json,
+    **options,
 ):
     """Fuse MOVING (ultrasound) onto FIXED (fluoroscopy) with a registration transform.
 
@@ -99,11 +67,12 @@ def fuse(
     from hybridfuse.fusion.fuse import check_frames, fuse_images
     from hybridfuse.fusion.pipeline import check_out
 
+    fo = built(FusionOptions, options)
     # Before any reading: OUT may not be an input or hold one, a link, a file, a
     # read-only place or (even with --overwrite) a folder hybridfuse did not write.
     check_out(out_dir, [fixed_path, moving_path, transform_path], overwrite=overwrite)
     report_stale(out_dir)
-    check_pseudonym_key(include_phi)
+    check_pseudonym_key(fo.include_phi)
     transform = read_transform_json(transform_path)
     registered_on = read_transform_frames(transform_path)
     fixed = read_image(fixed_path).require_min_size()
@@ -140,15 +109,15 @@ def fuse(
             moving,
             transform,
             out_dir,
-            mode=mode,
-            opacity=opacity,
-            colormap=colormap,
+            mode=fo.mode,
+            opacity=fo.opacity,
+            colormap=fo.colormap,
             frames=frame_list,
-            order=interpolation,
-            video=video,
-            dicom=dicom,
-            include_phi=include_phi,
-            uid_map=uid_map,
+            order=fo.interpolation,
+            video=fo.video,
+            dicom=fo.dicom,
+            include_phi=fo.include_phi,
+            uid_map=fo.uid_map,
             registration_dicom=registration_dicom,
             overwrite=overwrite,
             transform_frames=registered_on,

@@ -219,19 +219,31 @@ def click_option(spec: OptionSpec):
     return click.option(flag, spec.name, type=_click_type(spec), **common)
 
 
-def definition_options(cls):
+def definition_options(cls, only: tuple[str, ...] | None = None):
     """Decorator adding one click option per option of ``cls`` (in declaration order).
 
-    The command receives each as a keyword argument named like the option; read them back
-    with :func:`given_values`.
+    ``only`` names a subset, for commands that take part of a group. The command receives
+    each as a keyword argument named like the option; read them back with
+    :func:`given_values` and :func:`built`.
     """
 
     def decorate(func):
         for spec in reversed(_specs(cls)):
-            func = click_option(spec)(func)
+            if only is None or spec.name in only:
+                func = click_option(spec)(func)
         return func
 
     return decorate
+
+
+def built(cls, kwargs: dict):
+    """An instance of ``cls`` from the options given on the command line (the rest default)."""
+    from hybridfuse._options import build
+
+    try:
+        return build(cls, given_values(kwargs, cls), source="command line")
+    except OptionError as exc:  # the flags are checked one by one; this is a safety net
+        raise click.UsageError(str(exc)) from exc
 
 
 def _specs(cls) -> list[OptionSpec]:

@@ -122,10 +122,12 @@ def register(
 
     opts = run_config(config_path, given_values(options, RegistrationOptions)).registration
     unused = opts.unused_by(with_landmarks=landmarks_path is not None)
-    if unused:
-        raise click.UsageError(
-            f"{', '.join(unused)}: no effect here (the scale check applies only without "
-            "--landmarks, the search settings only when the search runs: --search)"
+    if unused:  # said, not refused: one configuration file may serve both kinds of call
+        click.echo(
+            f"hybridfuse: note: {', '.join(unused)} set but not used by this registration "
+            "(the scale check acts only without --landmarks, the search settings only when "
+            "the search runs)",
+            err=True,
         )
     target = out_dir / "transform.json"
     _check_target(

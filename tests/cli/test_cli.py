@@ -154,6 +154,8 @@ def test_register_records_the_magnification_check_it_ran_with(runner, tmp_path):
         args = _register_args("--metric", "none", "--scale-tolerance", value, "--out", str(out))
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output
+        # With landmarks the tolerance does nothing, and the command says so.
+        assert "scale_tolerance set but not used" in result.output
         record = json.loads((out / "transform.json").read_text())
         assert record["options"]["scale_tolerance"] == recorded
         # With landmarks the ratio is reported, not enforced: the truth's is near 1.
