@@ -63,7 +63,11 @@ def dose() -> None:
     help="LO,HI table transmission for an entrance-kerma estimate.",
 )
 @click.option(
-    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Monte Carlo seed."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0, max=2**32 - 1),  # the range run's and batch's --seed allow
+    help="Monte Carlo seed.",
 )
 @click.option(
     "--db",

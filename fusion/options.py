@@ -53,10 +53,27 @@ class FusionOptions:
         "DICOM outputs (it re-identifies them; keep it apart). Ignored with --include-phi.",
     )
 
+    def contradictions(self) -> list[str]:
+        """Values each option allows alone but the run cannot use (one sentence each)."""
+        if self.colormap == "hot":  # the default: no need to load matplotlib
+            return []
+        import matplotlib
 
-def build_options(cls, values: Mapping, *, base=None, source: str = "options"):
+        if self.colormap not in matplotlib.colormaps:
+            return [f"colormap = {self.colormap!r} is not a matplotlib colour map (e.g. hot)"]
+        return []
+
+
+def build_options(
+    cls, values: Mapping, *, base=None, source: str = "options", consistent: bool = True
+):
     """:func:`hybridfuse._options.build`, where ``scale_tolerance = 0`` means off (``None``)."""
     values = dict(values)
-    if values.get("scale_tolerance") == 0 and "scale_tolerance" in {s.name for s in specs(cls)}:
+    tolerance = values.get("scale_tolerance")
+    if (
+        not isinstance(tolerance, bool)  # false is not a number: refused by the check
+        and tolerance == 0
+        and "scale_tolerance" in {s.name for s in specs(cls)}
+    ):
         values["scale_tolerance"] = None  # its meaning since the flag exists: 0 turns it off
-    return build(cls, values, base=base, source=source)
+    return build(cls, values, base=base, source=source, consistent=consistent)

@@ -128,10 +128,15 @@ def parse_datetime(text, *, aware: bool = False) -> _dt.datetime | None:
         return None
     date, clock, frac, sign, off_h, off_m = match.groups()
     clock = (clock + "000000")[:6]
+    leap = clock[4:6] == "60"  # a leap second (DICOM allows SS = 60): 59 s plus one
+    if leap:
+        clock = clock[:4] + "59"
     try:
         when = _dt.datetime.strptime(date + clock, "%Y%m%d%H%M%S")
     except ValueError:
         return None
+    if leap:
+        when += _dt.timedelta(seconds=1)
     if frac:
         when += _dt.timedelta(microseconds=int((frac + "000000")[:6]))
     if aware and sign:

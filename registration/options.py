@@ -284,6 +284,7 @@ class RegistrationOptions:
         32,
         "Histogram bins of the mutual-information metrics (mi, nmi, and the search's scoring).",
         minimum=2,
+        maximum=1024,
         advanced=True,
     )
     lc2_patch_samples: int = option(
@@ -309,6 +310,27 @@ class RegistrationOptions:
     def to_dict(self) -> dict:
         """Flat ``{name: value}``, JSON-ready: the ``options`` object of ``transform.json``."""
         return flat(self)
+
+    def contradictions(self) -> list[str]:
+        """Options that are each valid but contradict each other (one sentence each)."""
+        out = []
+        levels, caps = self.pyramid.levels, self.pyramid.max_iterations
+        if len(levels) != len(caps):
+            out.append(
+                f"levels has {len(levels)} value(s) but max_iterations has {len(caps)}: "
+                "give one iteration cap per pyramid level"
+            )
+        if self.pyramid.fine_levels > len(levels):
+            out.append(
+                f"fine_levels = {self.pyramid.fine_levels} is more than the {len(levels)} "
+                "pyramid level(s)"
+            )
+        if self.search.search is True and self.metric is None:
+            out.append(
+                "search = true needs an intensity metric; metric = none registers by "
+                "landmarks only, without a search"
+            )
+        return out
 
     def runs_search(self, with_landmarks: bool) -> bool:
         """Whether :func:`register` runs the global search (auto: only without landmarks)."""

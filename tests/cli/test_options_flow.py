@@ -99,8 +99,8 @@ def test_command_line_wins_over_the_file_which_wins_over_the_default(tmp_path):
     config = RunConfig.from_toml(cfg, {"opacity": 0.7, "scale_tolerance": 0})
     assert config.fusion.opacity == 0.7 and config.fusion.video == "gif"  # flag, then file
     assert config.fusion.mode == "alpha" and config.registration.model == "projective"
-    assert config.registration.metric is None and config.registration.search is None
-    assert config.registration.scale_tolerance is None  # 0 turns the check off
+    assert config.registration.metric is None and config.registration.search.search is None
+    assert config.registration.guards.scale_tolerance is None  # 0 turns the check off
     assert config.dose.seed == 7
     assert RunConfig.from_dict(config.to_dict()) == config
     assert set(config.to_dict()) == {"registration", "fusion", "dose"}
@@ -127,7 +127,7 @@ def test_register_reads_the_registration_table(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, [*args, "--metric", "mi"])
     assert result.exit_code == 2 and "stop here" in result.output, result.output
     options = seen["options"]
-    assert (options.model, options.metric, options.search) == ("affine", "mi", False)
+    assert (options.model, options.metric, options.search.search) == ("affine", "mi", False)
     cfg.write_text('[fusion]\nvideo = "avi"\n')  # another table is checked, not ignored
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "c.toml: video = 'avi'" in result.output, result.output
