@@ -256,6 +256,12 @@ def _from_per_frame(ds, n, notes, bad):
             parse_datetime(str(content[0].get("FrameAcquisitionDateTime", ""))) if content else None
         )
     if len(stamps) != n or any(s is None for s in stamps):
+        found = sum(s is not None for s in stamps)
+        if found or len(stamps) != n:  # a source present but incomplete: say so
+            notes.append(
+                f"PerFrameFunctionalGroupsSequence has {len(stamps)} item(s), {found} with a "
+                f"readable FrameAcquisitionDateTime (0018,9074), for {n} frames; ignored"
+            )
         return None
     seconds = np.array([(s - stamps[0]).total_seconds() for s in stamps])
     steps_ms = np.diff(seconds) * 1000.0

@@ -79,3 +79,42 @@ def test_an_absent_number_of_frames_is_still_one_frame(tmp_path):
     record = types.SimpleNamespace(events=[])
     (interval,) = ultrasound_intervals_from_clips([path], _dt.datetime(2024, 3, 1, 10, 15), record)
     assert interval.start_s == interval.end_s == 0.0
+
+
+def _groups(stamps):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    items = []
+    for stamp in stamps:
+        item = Dataset()
+        if stamp is not None:
+            content = Dataset()
+            content.FrameAcquisitionDateTime = stamp
+            item.FrameContentSequence = Sequence([content])
+        items.append(item)
+    return Sequence(items)
+
+
+@pytest.mark.parametrize(
+    "stamps, says",
+    [
+        (["20240301101500.000", None, "20240301101500.080"], "3 item(s), 2 with a readable"),
+        (["20240301101500.000", "20240301101500.040"], "2 item(s), 2 with a readable"),
+    ],
+)
+def test_incomplete_per_frame_times_are_passed_over_with_a_note(stamps, says):
+    """Like a FrameTimeVector of the wrong length (the docs promise a note for both)."""
+    ds = pydicom.Dataset()
+    ds.PerFrameFunctionalGroupsSequence = _groups(stamps)
+    ds.FrameTime = "40"
+    timing = dicom.frame_times(ds, 3)
+    assert timing.source.startswith("FrameTime (0018,1063)")
+    assert any(says in note and "for 3 frames; ignored" in note for note in timing.notes)
+
+
+def test_per_frame_groups_without_any_time_add_no_note():
+    ds = pydicom.Dataset()
+    ds.PerFrameFunctionalGroupsSequence = _groups([None, None, None])
+    ds.FrameTime = "40"
+    assert not dicom.frame_times(ds, 3).notes
