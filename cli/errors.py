@@ -27,9 +27,11 @@ def exit_code_for(exc: BaseException) -> int:
     from hybridfuse.fusion.errors import InputError
     from hybridfuse.registration.errors import IllPosedGeometryError, LandmarkInputError
 
+    from hybridfuse._options import OptionError
     from hybridfuse._safeio import UnsafeOutputError
 
     bad_input = (
+        OptionError,  # an option value the definition refuses, wherever it is built
         InputError,
         DoseInputError,
         UnsafeOutputError,
@@ -47,12 +49,14 @@ def is_library_error(exc: BaseException) -> bool:
     from hybridfuse.fusion.errors import FusionError
     from hybridfuse.registration.errors import RegistrationError
 
+    from hybridfuse._options import OptionError
     from hybridfuse._safeio import UnsafeOutputError
 
     return isinstance(
         exc,
         (
             MemoryError,
+            OptionError,
             FusionError,
             DoseError,
             RegistrationError,

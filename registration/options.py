@@ -62,7 +62,7 @@ class PyramidOptions:
         12000,
         "Most ultrasound samples per level (the sample stride grows to respect it); it "
         "bounds the time of the fine levels.",
-        minimum=1,
+        minimum=100,  # fewer leave coarse levels below the 16 samples a metric needs
         advanced=True,
     )
     cost_tolerance: float = option(
@@ -283,7 +283,7 @@ class RegistrationOptions:
     n_bins: int = option(
         32,
         "Histogram bins of the mutual-information metrics (mi, nmi, and the search's scoring).",
-        minimum=2,
+        minimum=8,  # what the mutual-information context accepts
         maximum=1024,
         advanced=True,
     )

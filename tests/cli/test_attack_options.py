@@ -184,3 +184,34 @@ def test_a_procedure_given_keeps_the_region_of_the_synthetic_case(tmp_path, synt
     assert dose["procedure"] == "my-procedure"
     assert dose["region"] == truth["region"]
     assert dose["effective_dose"].get("delivered_msv") is not None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--n-bins", "4"], ["--max-samples", "10"]],
+)
+def test_values_the_metrics_cannot_use_are_refused_before_work(tmp_path, args):
+    """--n-bins 4 (mi needs 8) and --max-samples 10 (16 samples needed) failed with exit 1."""
+    result = _register(tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert args[0] in result.output and "nofixed" not in result.output
+
+
+def test_init_moments_with_metric_none_is_bad_input_not_an_internal_error(tmp_path, synthetic_case):
+    case, _ = synthetic_case
+    result = _invoke(
+        "register", "--fixed", str(next(case.glob("fluoro_run02*.dcm"))), "--moving",
+        str(case / "us_clip.dcm"), "--moving-frame", "6", "--out", str(tmp_path / "o"),
+        "--init", "moments", "--plane-faces-detector", "--metric", "none",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.output
+    assert "--init moments is refined by an intensity search: it needs a metric" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_option_error_escaping_a_command_is_bad_input():
+    from hybridfuse.cli.errors import exit_code_for, is_library_error
+
+    exc = OptionError("options: search = true needs an intensity metric")
+    assert exit_code_for(exc) == 2 and is_library_error(exc)
