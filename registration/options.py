@@ -320,11 +320,6 @@ class RegistrationOptions:
                 f"levels has {len(levels)} value(s) but max_iterations has {len(caps)}: "
                 "give one iteration cap per pyramid level"
             )
-        if self.pyramid.fine_levels > len(levels):
-            out.append(
-                f"fine_levels = {self.pyramid.fine_levels} is more than the {len(levels)} "
-                "pyramid level(s)"
-            )
         if self.search.search is True and self.metric is None:
             out.append(
                 "search = true needs an intensity metric; metric = none registers by "

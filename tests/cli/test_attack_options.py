@@ -49,7 +49,6 @@ def test_a_list_with_an_empty_value_is_refused(tmp_path, value):
     [
         (["--levels", "16,8"], "levels has 2 value(s) but max_iterations has 5"),
         (["--max-iterations", "5,5"], "levels has 5 value(s) but max_iterations has 2"),
-        (["--fine-levels", "6"], "fine_levels = 6 is more than the 5 pyramid level(s)"),
         (["--metric", "none", "--search"], "search = true needs an intensity metric"),
     ],
 )
@@ -82,8 +81,14 @@ def test_the_command_line_may_complete_what_the_config_file_began(tmp_path):
     assert config.registration.pyramid.max_iterations == (5, 5)
     with pytest.raises(InputError, match=r"c\.toml: levels has 2 value\(s\)"):
         RunConfig.from_toml(path)
-    with pytest.raises(InputError, match="c.toml with the command line: fine_levels = 3"):
-        RunConfig.from_toml(path, {"max_iterations": (5, 5), "fine_levels": 3})
+    with pytest.raises(InputError, match="c.toml with the command line: levels has 2"):
+        RunConfig.from_toml(path, {"max_iterations": (5, 5, 5)})
+
+
+def test_fine_levels_beyond_the_pyramid_mean_every_level():
+    """A cap, not a contradiction: one level and the default fine_levels (2) is plain use."""
+    opts = RegistrationOptions().with_values(levels=(2,), max_iterations=(20,))
+    assert opts.pyramid.fine_levels == 2
 
 
 def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
