@@ -148,6 +148,16 @@ def parse_datetime(text, *, aware: bool = False) -> _dt.datetime | None:
     return when
 
 
+def _has_clock(text: str) -> bool:
+    """Whether a DT that :func:`parse_datetime` reads holds at least the hour."""
+    text = str(text).strip()
+    iso = _ISO_DATE.match(text)
+    if iso:
+        text = "".join(iso.groups()) + text[iso.end() :]
+    match = _DT.fullmatch(text.replace(":", ""))
+    return bool(match and match.group(2))
+
+
 def acquisition_start(ds) -> tuple[_dt.datetime | None, str]:
     """When an image's acquisition began (wall clock), and the attributes it came from.
 
@@ -155,8 +165,11 @@ def acquisition_start(ds) -> tuple[_dt.datetime | None, str]:
     pairs: the first pair that parses wins. A time without its date is anchored on the
     study date. ``(None, "none")`` when nothing parses.
     """
-    when = parse_datetime(str(ds.get("AcquisitionDateTime", "")))
-    if when is not None:
+    text = str(ds.get("AcquisitionDateTime", "") or "")
+    when = parse_datetime(text)
+    # A DT cut to its date (YYYYMMDD is a valid DT) says the day, not when the clip
+    # began: like a date without its time below, it is no start (it would be midnight).
+    if when is not None and _has_clock(text):
         return when, "AcquisitionDateTime (0008,002A)"
     for date_attr, time_attr in (
         ("AcquisitionDate", "AcquisitionTime"),

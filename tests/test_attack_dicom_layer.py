@@ -118,3 +118,19 @@ def test_per_frame_groups_without_any_time_add_no_note():
     ds.PerFrameFunctionalGroupsSequence = _groups([None, None, None])
     ds.FrameTime = "40"
     assert not dicom.frame_times(ds, 3).notes
+
+
+def test_an_acquisition_datetime_cut_to_its_date_is_no_start():
+    """'20260115' (a valid DT) was taken as the start: midnight, hours before the clip."""
+    ds = pydicom.Dataset()
+    ds.AcquisitionDateTime = "20260115"
+    ds.AcquisitionDate = "20260115"
+    ds.AcquisitionTime = "090432"
+    assert dicom.acquisition_start(ds) == (
+        _dt.datetime(2026, 1, 15, 9, 4, 32),
+        "AcquisitionDate/AcquisitionTime",
+    )
+    del ds.AcquisitionDate, ds.AcquisitionTime
+    assert dicom.acquisition_start(ds) == (None, "none")
+    ds.AcquisitionDateTime = "2026011509"  # the hour is enough
+    assert dicom.acquisition_start(ds)[0] == _dt.datetime(2026, 1, 15, 9)
