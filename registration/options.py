@@ -12,6 +12,7 @@ landmarks weigh in (:class:`LandmarkOptions`) and when a result is refused
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hybridfuse._options import build, flat, group, option
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 _MODELS = ("rigid", "similarity", "affine", "projective")
+
+#: Most candidates the global search may score (the default grid scores 2,160; a wide
+#: ``--init moments`` search a few ten thousand). Finer steps ran for hours or out of memory.
+MAX_SEARCH_GRID = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -320,12 +325,32 @@ class RegistrationOptions:
                 f"levels has {len(levels)} value(s) but max_iterations has {len(caps)}: "
                 "give one iteration cap per pyramid level"
             )
+        grid = self.search_grid_size()
+        if self.search.search is not False and self.metric is not None and grid > MAX_SEARCH_GRID:
+            out.append(
+                f"the search grid would score {grid:,} candidates (shifts from "
+                "search_translation_mm / search_step_mm, squared, times rotations from "
+                "search_rotation_deg / search_rotation_step_deg, times scales); at most "
+                f"{MAX_SEARCH_GRID:,}: widen the steps"
+            )
         if self.search.search is True and self.metric is None:
             out.append(
                 "search = true needs an intensity metric; metric = none registers by "
                 "landmarks only, without a search"
             )
         return out
+
+    def search_grid_size(self) -> int:
+        """How many candidates the global search scores (the most of its two scale lists)."""
+        o = self.search
+
+        def count(half: float, step: float) -> int:
+            return math.ceil((2.0 * half + 1e-9) / step)
+
+        shifts = count(o.search_translation_mm, o.search_step_mm)
+        angles = count(o.search_rotation_deg, o.search_rotation_step_deg)
+        scales = max(len(o.search_scales), len(o.search_scales_calibrated))
+        return shifts * shifts * angles * scales
 
     def runs_search(self, with_landmarks: bool) -> bool:
         """Whether :func:`register` runs the global search (auto: only without landmarks)."""

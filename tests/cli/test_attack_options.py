@@ -220,3 +220,31 @@ def test_an_option_error_escaping_a_command_is_bad_input():
 
     exc = OptionError("options: search = true needs an intensity metric")
     assert exit_code_for(exc) == 2 and is_library_error(exc)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--search-step-mm", "0.01"],
+        ["--search-rotation-deg", "180", "--search-rotation-step-deg", "0.01"],
+    ],
+)
+def test_a_search_grid_too_fine_to_score_is_refused_before_work(tmp_path, args):
+    """16 million candidates were accepted and ran for hours or out of memory."""
+    result = _register(tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert "the search grid would score" in result.output and "widen the steps" in result.output
+    for off in (["--no-search"], ["--metric", "none"]):  # no search runs: nothing to refuse
+        opts = RunConfig().with_values(
+            {"search_step_mm": 0.01, "search": False if off == ["--no-search"] else None}
+            | ({"metric": None} if off[0] == "--metric" else {})
+        )
+        assert opts.registration.search.search_step_mm == 0.01
+
+
+def test_the_default_and_a_wide_moments_search_fit_the_grid_limit():
+    from hybridfuse.registration.initial import wide_search_options
+
+    assert RegistrationOptions().search_grid_size() == 2160
+    wide = wide_search_options(RegistrationOptions(), 300.0)
+    assert wide.search_grid_size() < 1_000_000
