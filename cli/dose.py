@@ -31,8 +31,18 @@ def dose() -> None:
     help="Without an RDSR: X-ray images whose dose attributes to sum (repeat).",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--procedure", default=None, help="Procedure type, recorded in dose.json.")
-@click.option("--region", default=None, help="Body region (lumbar, cervical, pelvis, ...).")
+@click.option(
+    "--procedure",
+    default=None,
+    callback=lambda ctx, param, value: _not_empty(value, param),
+    help="Procedure type, recorded in dose.json.",
+)
+@click.option(
+    "--region",
+    default=None,
+    callback=lambda ctx, param, value: _not_empty(value, param),
+    help="Body region (lumbar, cervical, pelvis, ...).",
+)
 @click.option(
     "--us",
     "us_clips",
@@ -215,6 +225,13 @@ def _registry_values(db_path, procedure):
         return reg.baseline_values(procedure)
     finally:
         reg.close()
+
+
+def _not_empty(value: str | None, param) -> str | None:
+    """Refuse empty text, as run's and batch's --procedure and --region do."""
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"{value!r}: may not be empty", param=param)
+    return value
 
 
 def _pair(text: str, flag: str) -> tuple[float, float]:

@@ -248,3 +248,12 @@ def test_the_default_and_a_wide_moments_search_fit_the_grid_limit():
     assert RegistrationOptions().search_grid_size() == 2160
     wide = wide_search_options(RegistrationOptions(), 300.0)
     assert wide.search_grid_size() < 1_000_000
+
+
+@pytest.mark.parametrize("flag", ["--procedure", "--region"])
+def test_dose_report_refuses_empty_text_like_run(tmp_path, flag):
+    result = _invoke(
+        "dose", "report", "--rdsr", str(tmp_path / "no.dcm"), "--out", str(tmp_path / "o"),
+        flag, " ",
+    )  # fmt: skip
+    assert result.exit_code == 2 and flag in result.output and "may not be empty" in result.output
