@@ -257,3 +257,26 @@ def test_dose_report_refuses_empty_text_like_run(tmp_path, flag):
         flag, " ",
     )  # fmt: skip
     assert result.exit_code == 2 and flag in result.output and "may not be empty" in result.output
+
+
+def test_landmarks_with_every_level_skipped_are_refused_not_reported_as_the_metric(
+    tmp_path, synthetic_case
+):
+    """The result was the landmark fit alone while transform.json named lc2."""
+    case, _ = synthetic_case
+    landmarks = sorted((case / "landmarks").glob("run02_*_f00_*.csv"))[0]
+    us_frame = landmarks.stem.rsplit("_us", 1)[1]
+    args = [
+        "register", "--fixed", str(next(case.glob("fluoro_run02*.dcm"))), "--moving",
+        str(case / "us_clip.dcm"), "--moving-frame", str(int(us_frame)), "--landmarks",
+        str(landmarks), "--out", str(tmp_path / "o"), "--levels", "16,8",
+        "--max-iterations", "5,5",
+    ]  # fmt: skip
+    result = _invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "landmark_start_factor = 4 skips every pyramid level (16, 8)" in result.output
+    assert not (tmp_path / "o").exists()
+    result = _invoke(*args, "--landmark-start-factor", "8")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "transform.json").read_text(encoding="utf-8"))
+    assert record["metric"] == "lc2" and record["iterations_per_level"]
