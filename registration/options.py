@@ -325,6 +325,11 @@ class RegistrationOptions:
                 f"levels has {len(levels)} value(s) but max_iterations has {len(caps)}: "
                 "give one iteration cap per pyramid level"
             )
+        if any(a < b for a, b in zip(levels[:-1], levels[1:], strict=True)):
+            out.append(
+                f"levels = {', '.join(map(str, levels))} is not ordered coarse to fine "
+                "(each factor at least the next)"
+            )
         grid = self.search_grid_size()
         if self.search.search is not False and self.metric is not None and grid > MAX_SEARCH_GRID:
             out.append(

@@ -50,6 +50,7 @@ def test_a_list_with_an_empty_value_is_refused(tmp_path, value):
         (["--levels", "16,8"], "levels has 2 value(s) but max_iterations has 5"),
         (["--max-iterations", "5,5"], "levels has 5 value(s) but max_iterations has 2"),
         (["--metric", "none", "--search"], "search = true needs an intensity metric"),
+        (["--levels", "1,2,4,8,16"], "levels = 1, 2, 4, 8, 16 is not ordered coarse to fine"),
     ],
 )
 def test_contradicting_registration_options_are_refused_before_work(tmp_path, args, says):
