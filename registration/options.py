@@ -330,6 +330,12 @@ class RegistrationOptions:
                 f"levels = {', '.join(map(str, levels))} is not ordered coarse to fine "
                 "(each factor at least the next)"
             )
+        if self.shadow_px is not None and self.shadow_px[0] > self.shadow_px[1]:
+            near, far = self.shadow_px
+            out.append(
+                f"shadow_px = {near:g}, {far:g}: the depth window below an echo goes from "
+                "near to far (the first at most the second)"
+            )
         grid = self.search_grid_size()
         if self.search.search is not False and self.metric is not None and grid > MAX_SEARCH_GRID:
             out.append(

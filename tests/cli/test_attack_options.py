@@ -51,6 +51,7 @@ def test_a_list_with_an_empty_value_is_refused(tmp_path, value):
         (["--max-iterations", "5,5"], "levels has 5 value(s) but max_iterations has 2"),
         (["--metric", "none", "--search"], "search = true needs an intensity metric"),
         (["--levels", "1,2,4,8,16"], "levels = 1, 2, 4, 8, 16 is not ordered coarse to fine"),
+        (["--shadow-px", "10,2"], "shadow_px = 10, 2: the depth window below an echo"),
     ],
 )
 def test_contradicting_registration_options_are_refused_before_work(tmp_path, args, says):
