@@ -23,12 +23,14 @@ EXIT_BAD_INPUT = 2
 
 def exit_code_for(exc: BaseException) -> int:
     """Exit code of an exception raised by the library: 2 for bad input, else 1."""
+    from hybridfuse._options import OptionError
     from hybridfuse._safeio import UnsafeOutputError
     from hybridfuse.dose.errors import DoseInputError
     from hybridfuse.fusion.errors import InputError
     from hybridfuse.registration.errors import IllPosedGeometryError, LandmarkInputError
 
     bad_input = (
+        OptionError,  # an option value the definition refuses, wherever it is built
         InputError,
         DoseInputError,
         UnsafeOutputError,
@@ -42,6 +44,7 @@ def exit_code_for(exc: BaseException) -> int:
 
 def is_library_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure the library foresaw (said as "error", not "internal")."""
+    from hybridfuse._options import OptionError
     from hybridfuse._safeio import UnsafeOutputError
     from hybridfuse.dose.errors import DoseError
     from hybridfuse.fusion.errors import FusionError
@@ -51,6 +54,7 @@ def is_library_error(exc: BaseException) -> bool:
         exc,
         (
             MemoryError,
+            OptionError,
             FusionError,
             DoseError,
             RegistrationError,

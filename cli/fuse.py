@@ -68,6 +68,17 @@ def fuse(
     from hybridfuse.fusion.pipeline import check_out
 
     fo = built(FusionOptions, options)
+    frame_list = None
+    if frames is not None:
+        try:
+            parts = frames.split(",")
+            if any(not v.strip() for v in parts):  # '', '0,,1', '0,': a value left out
+                raise ValueError(frames)
+            frame_list = [int(v) for v in parts]
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"expected comma-separated integers, got {frames[:60]!r}", param_hint="--frames"
+            ) from exc
     # Before any reading: OUT may not be an input or hold one, a link, a file, a
     # read-only place or (even with --overwrite) a folder hybridfuse did not write.
     check_out(out_dir, [fixed_path, moving_path, transform_path], overwrite=overwrite)
@@ -83,14 +94,7 @@ def fuse(
                 f"{transform_path}: registered on {side} frame {k}, but "
                 f"{img.source_path} has {img.n_frames} frame(s)"
             )
-    frame_list = None
-    if frames:
-        try:
-            frame_list = [int(v) for v in frames.split(",") if v.strip()]
-        except ValueError as exc:
-            raise click.BadParameter(
-                f"expected comma-separated integers, got {frames[:60]!r}", param_hint="--frames"
-            ) from exc
+    if frame_list is not None:
         frame_list = check_frames(frame_list, fixed.n_frames, "fluoroscopy")  # before output
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     with click.progressbar(

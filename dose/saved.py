@@ -160,7 +160,9 @@ MAX_CLIP_FRAMES = 900_000
 
 
 def _frame_count(ds, path) -> int:
-    n = parse_number(ds.get("NumberOfFrames", 1) or 1)
+    raw = ds.get("NumberOfFrames")
+    # Absent or empty means one frame; a written 0 is a corrupt header, not one frame.
+    n = 1.0 if raw is None or str(raw).strip() == "" else parse_number(raw)
     if n is None or n != int(n) or not 1 <= n <= MAX_CLIP_FRAMES:
         raise DoseInputError(
             f"{path}: NumberOfFrames {ds.get('NumberOfFrames')!r} is not a whole number "

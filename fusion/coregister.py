@@ -299,6 +299,11 @@ def register_images(
                     "fluoroscopy's imager spacing and distances (SID, SOD) for the scale"
                 )
             opts = options or RegistrationOptions()
+            if opts.metric is None:
+                raise InputError(
+                    "--init moments is refined by an intensity search: it needs a metric "
+                    "(--metric none registers by landmarks only; give --landmarks)"
+                )
             moments = moments_start(
                 f,
                 m,

@@ -51,3 +51,13 @@ class FusionOptions:
         "Also write uid_map.csv: each source UID and the new UID that replaced it in the "
         "DICOM outputs (it re-identifies them; keep it apart). Ignored with --include-phi.",
     )
+
+    def contradictions(self) -> list[str]:
+        """Values each option allows alone but the run cannot use (one sentence each)."""
+        if self.colormap == "hot":  # the default: no need to load matplotlib
+            return []
+        import matplotlib
+
+        if self.colormap not in matplotlib.colormaps:
+            return [f"colormap = {self.colormap!r} is not a matplotlib colour map (e.g. hot)"]
+        return []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridfuse import __version__
-from hybridfuse._options import OptionError, build, flat, specs
+from hybridfuse._options import OptionError, build, check_consistent, flat, specs
 from hybridfuse._safeio import (
     OWNER_MARK,
     UnsafeOutputError,
@@ -108,8 +108,14 @@ class RunConfig:
         """Inverse of :meth:`to_dict` (each group's values checked like a TOML table's)."""
         return cls().with_tables(data, source=source)
 
-    def with_tables(self, tables: Mapping, *, source: str = "options") -> RunConfig:
-        """A copy with ``{group: {flat name: value}}`` set; unknown groups or names refused."""
+    def with_tables(
+        self, tables: Mapping, *, source: str = "options", consistent: bool = True
+    ) -> RunConfig:
+        """A copy with ``{group: {flat name: value}}`` set; unknown groups or names refused.
+
+        With ``consistent``, the result's options may not contradict each other either
+        (:meth:`check`); a caller that still adds values checks once at the end.
+        """
         unknown = sorted(set(tables) - set(GROUPS))
         if unknown:
             raise OptionError(
@@ -121,8 +127,18 @@ class RunConfig:
             if not isinstance(values, Mapping):
                 raise OptionError(f"{source}: {name} = {values!r} must be a table ([{name}])")
             group = GROUPS[name]
-            changes[name] = build(group, values, base=getattr(self, name), source=source)
-        return dataclasses.replace(self, **changes)
+            changes[name] = build(
+                group, values, base=getattr(self, name), source=source, consistent=False
+            )
+        config = dataclasses.replace(self, **changes)
+        if consistent:
+            config.check(source)
+        return config
+
+    def check(self, source: str = "options") -> None:
+        """Refuse options of a group that are each valid but contradict each other."""
+        for name in GROUPS:
+            check_consistent(getattr(self, name), source)
 
     def check_effective(self) -> None:
         """Refuse registration options that a run would record but not use.
@@ -138,7 +154,9 @@ class RunConfig:
                 "applies to register without --landmarks)"
             )
 
-    def with_values(self, values: Mapping, *, source: str = "options") -> RunConfig:
+    def with_values(
+        self, values: Mapping, *, source: str = "options", consistent: bool = True
+    ) -> RunConfig:
         """A copy with flat ``{name: value}`` set, each in the group that defines it."""
         owner = {s.name: g for g, c in GROUPS.items() for s in specs(c)}
         unknown = sorted(set(values) - set(owner))
@@ -147,7 +165,7 @@ class RunConfig:
         tables: dict[str, dict] = {}
         for name, value in values.items():
             tables.setdefault(owner[name], {})[name] = value
-        return self.with_tables(tables, source=source)
+        return self.with_tables(tables, source=source, consistent=consistent)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, overrides: Mapping | None = None) -> RunConfig:
@@ -159,8 +177,11 @@ class RunConfig:
         """
         path = Path(path)
         try:
-            config = cls().with_tables(read_toml_tables(path), source=str(path))
-            return config.with_values(overrides or {}, source="command line")
+            config = cls().with_tables(read_toml_tables(path), source=str(path), consistent=False)
+            config = config.with_values(overrides or {}, source="command line", consistent=False)
+            # Checked once both are in: the command line may complete what the file began.
+            config.check(f"{path} with the command line" if overrides else str(path))
+            return config
         except OptionError as exc:
             raise InputError(str(exc)) from exc
 
@@ -179,7 +200,7 @@ def read_toml_tables(path: str | os.PathLike) -> dict[str, dict]:
 
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # editors may add a BOM
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a readable TOML configuration (not UTF-8)") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -503,11 +524,9 @@ def run_case(
         say("dose")
         t = time.perf_counter()
         procedure, region = config.dose.procedure, config.dose.region
-        if truth is not None and procedure is None:
-            procedure, region = (
-                _truth_text(truth, "procedure"),
-                region or _truth_text(truth, "region"),
-            )
+        if truth is not None:  # each one not given comes from the synthetic case's truth
+            procedure = procedure if procedure is not None else _truth_text(truth, "procedure")
+            region = region if region is not None else _truth_text(truth, "region")
         if spec.rdsr:
             dose = build_dose_report(
                 spec.rdsr,

@@ -15,7 +15,16 @@ import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-__all__ = ["OptionError", "OptionSpec", "build", "flat", "option", "parse_text", "specs"]
+__all__ = [
+    "OptionError",
+    "OptionSpec",
+    "build",
+    "check_consistent",
+    "flat",
+    "option",
+    "parse_text",
+    "specs",
+]
 
 
 class OptionError(ValueError):
@@ -125,11 +134,21 @@ def flat(obj) -> dict:
     return out
 
 
-def build(cls, values: Mapping | None = None, *, base=None, source: str = "options"):
+def build(
+    cls,
+    values: Mapping | None = None,
+    *,
+    base=None,
+    source: str = "options",
+    consistent: bool = True,
+):
     """An instance of ``cls`` from flat ``values`` over ``base`` (default: the defaults).
 
     Unknown names and values outside the definition raise :class:`OptionError` naming
     ``source`` (a file, or "options"), so a typo in a configuration is never ignored.
+    With ``consistent``, options that are each valid but contradict each other (see
+    :func:`check_consistent`) are refused too; pass False while building up values that
+    later sources complete, and check the result once.
     """
     known = {s.name: s for s in specs(cls)}
     values = dict(values or {})
@@ -140,7 +159,22 @@ def build(cls, values: Mapping | None = None, *, base=None, source: str = "optio
             f"known: {', '.join(sorted(known))}"
         )
     checked = {name: check(known[name], value, source) for name, value in values.items()}
-    return _assemble(cls, base if base is not None else cls(), checked)
+    result = _assemble(cls, base if base is not None else cls(), checked)
+    if consistent:
+        check_consistent(result, source)
+    return result
+
+
+def check_consistent(obj, source: str = "options") -> None:
+    """Refuse options that are each valid but contradict each other.
+
+    An options class lists such contradictions in a ``contradictions()`` method (one
+    sentence each, naming the options); none means consistent.
+    """
+    find = getattr(obj, "contradictions", None)
+    problems = list(find()) if callable(find) else []
+    if problems:
+        raise OptionError(f"{source}: {'; '.join(problems)}")
 
 
 def _assemble(cls, base, checked: dict):
@@ -177,8 +211,11 @@ def check(spec: OptionSpec, value, source: str = "options"):
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
             raise OptionError(f"{where} = {value!r}: expected a finite number")
-    elif base is str and not isinstance(value, str):
-        raise OptionError(f"{where} = {value!r}: expected text")
+    elif base is str:
+        if not isinstance(value, str):
+            raise OptionError(f"{where} = {value!r}: expected text")
+        if not value.strip():
+            raise OptionError(f"{where} = {value!r}: may not be empty")
     if spec.choices is not None and value not in spec.choices:
         raise OptionError(
             f"{where} = {value!r}: expected one of {', '.join(map(str, spec.choices))}"
@@ -216,7 +253,10 @@ def parse_text(spec: OptionSpec, text: str):
         if typing.get_origin(base) is tuple:
             args = typing.get_args(base)
             item = args[0] if args else float
-            return tuple(item(p) for p in text.split(",") if p.strip())
+            parts = text.split(",")
+            if len(parts) > 1 and any(not p.strip() for p in parts):
+                raise ValueError(f"an empty value between commas in {text!r}")
+            return tuple(item(p) for p in parts if p.strip())
         if base is bool:
             lowered = text.strip().lower()
             if lowered not in ("true", "false", "on", "off", "yes", "no", "1", "0"):

@@ -128,10 +128,15 @@ def parse_datetime(text, *, aware: bool = False) -> _dt.datetime | None:
         return None
     date, clock, frac, sign, off_h, off_m = match.groups()
     clock = (clock + "000000")[:6]
+    leap = clock[4:6] == "60"  # a leap second (DICOM allows SS = 60): 59 s plus one
+    if leap:
+        clock = clock[:4] + "59"
     try:
         when = _dt.datetime.strptime(date + clock, "%Y%m%d%H%M%S")
     except ValueError:
         return None
+    if leap:
+        when += _dt.timedelta(seconds=1)
     if frac:
         when += _dt.timedelta(microseconds=int((frac + "000000")[:6]))
     if aware and sign:
@@ -143,6 +148,16 @@ def parse_datetime(text, *, aware: bool = False) -> _dt.datetime | None:
     return when
 
 
+def _has_clock(text: str) -> bool:
+    """Whether a DT that :func:`parse_datetime` reads holds at least the hour."""
+    text = str(text).strip()
+    iso = _ISO_DATE.match(text)
+    if iso:
+        text = "".join(iso.groups()) + text[iso.end() :]
+    match = _DT.fullmatch(text.replace(":", ""))
+    return bool(match and match.group(2))
+
+
 def acquisition_start(ds) -> tuple[_dt.datetime | None, str]:
     """When an image's acquisition began (wall clock), and the attributes it came from.
 
@@ -150,8 +165,11 @@ def acquisition_start(ds) -> tuple[_dt.datetime | None, str]:
     pairs: the first pair that parses wins. A time without its date is anchored on the
     study date. ``(None, "none")`` when nothing parses.
     """
-    when = parse_datetime(str(ds.get("AcquisitionDateTime", "")))
-    if when is not None:
+    text = str(ds.get("AcquisitionDateTime", "") or "")
+    when = parse_datetime(text)
+    # A DT cut to its date (YYYYMMDD is a valid DT) says the day, not when the clip
+    # began: like a date without its time below, it is no start (it would be midnight).
+    if when is not None and _has_clock(text):
         return when, "AcquisitionDateTime (0008,002A)"
     for date_attr, time_attr in (
         ("AcquisitionDate", "AcquisitionTime"),
@@ -251,6 +269,12 @@ def _from_per_frame(ds, n, notes, bad):
             parse_datetime(str(content[0].get("FrameAcquisitionDateTime", ""))) if content else None
         )
     if len(stamps) != n or any(s is None for s in stamps):
+        found = sum(s is not None for s in stamps)
+        if found or len(stamps) != n:  # a source present but incomplete: say so
+            notes.append(
+                f"PerFrameFunctionalGroupsSequence has {len(stamps)} item(s), {found} with a "
+                f"readable FrameAcquisitionDateTime (0018,9074), for {n} frames; ignored"
+            )
         return None
     seconds = np.array([(s - stamps[0]).total_seconds() for s in stamps])
     steps_ms = np.diff(seconds) * 1000.0

@@ -194,6 +194,7 @@ def _register_core(
     expected = scale_range(expected_scale)
     t_start = time.perf_counter()
     start = find_start(landmarks, initial, model, opts)
+    _check_levels_run(opts, metric, start.landmarks is not None, do_search)
     ext = mask_extent(mmask)
     if not ext[6] > 0:
         raise RegistrationError("the moving mask is empty")
@@ -233,6 +234,27 @@ def _register_core(
         message=outcome.message,
         options=opts.to_dict(),
     )
+
+
+def _check_levels_run(opts, metric, with_landmarks: bool, do_search: bool) -> None:
+    """Refuse, before any work, options under which the asked-for metric never runs.
+
+    With landmarks, levels coarser than ``landmark_start_factor`` are skipped; when that is
+    every level (and no search runs them), the result was the landmark fit alone while
+    ``transform.json`` named the metric.
+    """
+    from hybridfuse._options import OptionError
+
+    factor = opts.landmarks.landmark_start_factor
+    if metric is None or not with_landmarks or do_search:
+        return
+    if all(level > factor for level in opts.pyramid.levels):
+        raise OptionError(
+            f"options: landmark_start_factor = {factor} skips every pyramid level "
+            f"({', '.join(map(str, opts.pyramid.levels))}) when landmarks are given, so "
+            f"metric {metric.value} would never run: raise it, add a finer level, or use "
+            "metric none for landmarks only"
+        )
 
 
 def _checked_images(fixed, moving, fixed_mask, moving_mask, opts):

@@ -12,6 +12,7 @@ landmarks weigh in (:class:`LandmarkOptions`) and when a result is refused
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hybridfuse._options import build, flat, group, option, specs
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 _MODELS = ("rigid", "similarity", "affine", "projective")
+
+#: Most candidates the global search may score (the default grid scores 2,160; a wide
+#: ``--init moments`` search a few ten thousand). Finer steps ran for hours or out of memory.
+MAX_SEARCH_GRID = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class PyramidOptions:
         12000,
         "Most ultrasound samples per level (the sample stride grows to respect it); it "
         "bounds the time of the fine levels.",
-        minimum=1,
+        minimum=100,  # fewer leave coarse levels below the 16 samples a metric needs
         advanced=True,
     )
     cost_tolerance: float = option(
@@ -287,7 +292,8 @@ class RegistrationOptions:
     n_bins: int = option(
         32,
         "Histogram bins of the mutual-information metrics (mi, nmi, and the search's scoring).",
-        minimum=2,
+        minimum=8,  # what the mutual-information context accepts
+        maximum=1024,
         advanced=True,
     )
     lc2_patch_samples: int = option(
@@ -313,6 +319,53 @@ class RegistrationOptions:
     def to_dict(self) -> dict:
         """Flat ``{name: value}``, JSON-ready: the ``options`` object of ``transform.json``."""
         return flat(self)
+
+    def contradictions(self) -> list[str]:
+        """Options that are each valid but contradict each other (one sentence each)."""
+        out = []
+        levels, caps = self.pyramid.levels, self.pyramid.max_iterations
+        if len(levels) != len(caps):
+            out.append(
+                f"levels has {len(levels)} value(s) but max_iterations has {len(caps)}: "
+                "give one iteration cap per pyramid level"
+            )
+        if any(a < b for a, b in zip(levels[:-1], levels[1:], strict=True)):
+            out.append(
+                f"levels = {', '.join(map(str, levels))} is not ordered coarse to fine "
+                "(each factor at least the next)"
+            )
+        if self.shadow_px is not None and self.shadow_px[0] > self.shadow_px[1]:
+            near, far = self.shadow_px
+            out.append(
+                f"shadow_px = {near:g}, {far:g}: the depth window below an echo goes from "
+                "near to far (the first at most the second)"
+            )
+        grid = self.search_grid_size()
+        if self.grid.search is not False and self.metric is not None and grid > MAX_SEARCH_GRID:
+            out.append(
+                f"the search grid would score {grid:,} candidates (shifts from "
+                "search_translation_mm / search_step_mm, squared, times rotations from "
+                "search_rotation_deg / search_rotation_step_deg, times scales); at most "
+                f"{MAX_SEARCH_GRID:,}: widen the steps"
+            )
+        if self.grid.search is True and self.metric is None:
+            out.append(
+                "search = true needs an intensity metric; metric = none registers by "
+                "landmarks only, without a search"
+            )
+        return out
+
+    def search_grid_size(self) -> int:
+        """How many candidates the global search scores (the most of its two scale lists)."""
+        o = self.grid
+
+        def count(half: float, step: float) -> int:
+            return math.ceil((2.0 * half + 1e-9) / step)
+
+        shifts = count(o.search_translation_mm, o.search_step_mm)
+        angles = count(o.search_rotation_deg, o.search_rotation_step_deg)
+        scales = max(len(o.search_scales), len(o.search_scales_calibrated))
+        return shifts * shifts * angles * scales
 
     def runs_search(self, with_landmarks: bool) -> bool:
         """Whether :func:`register` runs the global search (auto: only without landmarks)."""
