@@ -17,7 +17,9 @@ from .transforms import Transform
 __all__ = ["crop_boxes", "mapped_box", "refine_box"]
 
 
-def crop_boxes(fixed, moving, moving_mask, landmarks, initial, opts, do_search, fixed_spacing_mm):
+def crop_boxes(
+    fixed, moving, moving_mask, *, landmarks, initial, opts, do_search, fixed_spacing_mm
+):
     """Regions worth computing on, or None when cropping would not pay.
 
     The moving mask's box, and where the start maps it in the fixed image plus a margin

@@ -128,7 +128,14 @@ def register(
         progress=progress,
     )
     crop = crop_boxes(
-        fixed, moving, moving_mask, landmarks, initial, opts, do_search, fixed_spacing_mm
+        fixed,
+        moving,
+        moving_mask,
+        landmarks=landmarks,
+        initial=initial,
+        opts=opts,
+        do_search=do_search,
+        fixed_spacing_mm=fixed_spacing_mm,
     )
     if crop is None:
         return _register_core(fixed, moving, **args)

@@ -15,15 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConvergenceError, IllPosedGeometryError
+from .options import RegistrationOptions
 from .preprocess import mask_extent
 from .transforms import Transform
 
 __all__ = ["QUALITY_KEYS", "Quality"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Quality:
     """Figures to judge a registration by; ``None`` fields are absent from the record.
+
+    The fields are declared in the order ``transform.json`` writes them.
 
     ``local_scale_min``/``max``: local scales (fluoroscopy px per ultrasound px) at the
     ultrasound field's corners. With an expected scale: ``expected_scale`` (geometric mean
@@ -39,11 +42,11 @@ class Quality:
 
     local_scale_min: float
     local_scale_max: float
-    edge_on: bool
     expected_scale: float | None = None
     expected_scale_range: list[float] | None = None
     scale_ratio_min: float | None = None
     anisotropy: float | None = None
+    edge_on: bool
     landmark_fre_px: float | None = None
     landmark_loo_tre_px: float | None = None
     landmarks_rejected: list | None = None
@@ -73,30 +76,12 @@ class Quality:
 
 
 #: Keys of the ``quality`` record, in the order ``transform.json`` writes them.
-QUALITY_KEYS = (
-    "local_scale_min",
-    "local_scale_max",
-    "expected_scale",
-    "expected_scale_range",
-    "scale_ratio_min",
-    "anisotropy",
-    "edge_on",
-    "landmark_fre_px",
-    "landmark_loo_tre_px",
-    "landmarks_rejected",
-    "landmark_hull_fraction_of_field",
-    "landmark_farthest_field_px",
-    "model_used",
-    "scale_ratio_to_calibration",
-    "model_selection",
-    "search",
-    "landmark_shift_by_intensity_px",
-    "intensity_refinement",
-    "crop_fixed_px_x0_y0_x1_y1",
-)
+QUALITY_KEYS = tuple(f.name for f in dataclasses.fields(Quality))
 
 
-def measure(tr: Transform, landmarks, lm_fit, mmask, scale_range, opts) -> Quality:
+def measure(
+    tr: Transform, landmarks, lm_fit, mmask, scale_range, opts: RegistrationOptions
+) -> Quality:
     """Scales, the edge-on verdict and landmark figures of ``tr`` (``opts``: the options)."""
     x0, x1, y0, y1 = mask_extent(mmask)[:4]
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
@@ -148,7 +133,7 @@ def _landmark_coverage(moving_xy, xs, ys) -> dict:
     }
 
 
-def landmark_shift_guard(final: Transform, landmarks, lm_fit, opts):
+def landmark_shift_guard(final: Transform, landmarks, lm_fit, opts: RegistrationOptions):
     """How far intensity refinement moved the landmarks, and whether that is accepted.
 
     The intensity term may only refine what the landmarks say: a move beyond
@@ -169,7 +154,9 @@ def landmark_shift_guard(final: Transform, landmarks, lm_fit, opts):
     return final, shift, "accepted"
 
 
-def refuse_if_implausible(quality: Quality, opts, scale_prior, with_metric: bool) -> None:
+def refuse_if_implausible(
+    quality: Quality, opts: RegistrationOptions, scale_prior, with_metric: bool
+) -> None:
     """Raise when the plane is edge-on or an intensity match's scale is off the calibration.
 
     Raises

@@ -16,6 +16,7 @@ import numpy as np
 from .errors import ConvergenceError
 from .guards import centre_scale
 from .metrics import Metric, MetricContext, metric_cost
+from .options import RegistrationOptions
 from .preprocess import decimated_smooth, masked_smooth
 from .transforms import Parameterization, Transform, TransformModel
 
@@ -35,7 +36,7 @@ class Pyramid:
     moving: np.ndarray
     moving_mask: np.ndarray
     scale: float
-    options: object
+    options: RegistrationOptions
     _levels: dict = field(default_factory=dict, repr=False)
 
     def level(self, factor: int) -> MetricContext:
@@ -101,7 +102,7 @@ class LevelProblem:
     """
 
     metric: Metric
-    options: object
+    options: RegistrationOptions
     center: tuple[float, float]
     half: float
     scale_prior: tuple[float, float, float] | None = None
@@ -166,7 +167,7 @@ def run_levels(problem: LevelProblem, pyramid: Pyramid, start, model, first: int
     return out
 
 
-def coarser(model: TransformModel, opts) -> TransformModel:
+def coarser(model: TransformModel, opts: RegistrationOptions) -> TransformModel:
     """The coarse levels' model: ``coarse_model`` where it is stiffer than ``model``."""
     order = list(TransformModel)
     coarse_model = TransformModel(opts.pyramid.coarse_model)

@@ -18,6 +18,7 @@ from .errors import ConvergenceError
 from .guards import centre_scale
 from .metrics import batch_mi_cost
 from .optimise import LevelProblem, Pyramid, optimise_level
+from .options import SearchOptions
 from .transforms import Parameterization, Transform, TransformModel
 
 __all__ = ["SAME_BASIN_MM", "SearchOutcome", "global_search"]
@@ -101,7 +102,7 @@ def _candidates(start, problem: LevelProblem, px_mm: float) -> np.ndarray:
     return np.ascontiguousarray(pre @ start, dtype=np.float64)
 
 
-def _score_step(pyramid: Pyramid, opts) -> int:
+def _score_step(pyramid: Pyramid, opts: SearchOptions) -> int:
     """Every how many pixels of the search level's fixed image the candidates are scored.
 
     Smoothed with sigma = factor / 2 px, the image is still sampled at 4 points per sigma,
@@ -112,7 +113,7 @@ def _score_step(pyramid: Pyramid, opts) -> int:
     return max(1, int(opts.search_level * pixel_map[0, 0]) // 8)
 
 
-def _keep_apart(hs, costs, center, opts, px_mm: float) -> list[int]:
+def _keep_apart(hs, costs, center, opts: SearchOptions, px_mm: float) -> list[int]:
     """Indices of the best ``search_keep`` candidates whose centres lie apart.
 
     Other basins, not neighbours: each kept centre is more than ``search_separation_mm``
@@ -168,7 +169,7 @@ def _refine(problem: LevelProblem, pyramid: Pyramid, starts, px_mm: float):
     return refined
 
 
-def _verdict(refined: list[_Candidate], n_candidates: int, opts):
+def _verdict(refined: list[_Candidate], n_candidates: int, opts: SearchOptions):
     """The best optimum and the search summary; refuses an ambiguous match."""
     # The merge leaves only optima > 3 mm apart: every other one is a rival.
     best = refined[0]

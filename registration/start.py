@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import LandmarkInputError, RegistrationError, StartTransformError
 from .landmarks import LandmarkFit, fit_landmarks
+from .options import RegistrationOptions
 from .transforms import Transform, TransformModel
 
 __all__ = ["START_SCALE_RANGE", "Landmarks", "Start", "check_start", "find_start"]
@@ -50,7 +51,9 @@ class Start:
     model_note: dict | None = None
 
 
-def find_start(landmarks: Landmarks | None, initial, model: TransformModel, opts) -> Start:
+def find_start(
+    landmarks: Landmarks | None, initial, model: TransformModel, opts: RegistrationOptions
+) -> Start:
     """The start from ``landmarks`` (fitted, outliers rejected) or ``initial``."""
     if landmarks is None:
         if initial is None:
