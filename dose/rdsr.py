@@ -81,7 +81,8 @@ _EVENT_NUMS = (
     ("dose_rp_mgy", "113738", "dose"),
     ("kvp_kv", "113733", "voltage"),
     ("tube_current_ma", "113734", "current"),
-    ("exposure_time_ms", "113735", "short_time"),
+    ("exposure_time_ms", "113824", "short_time"),  # Exposure Time, current code
+    ("exposure_time_retired_ms", "113735", "short_time"),  # its retired code (older units)
     ("exposure_mas", "113736", "charge"),
     ("pulse_rate_per_s", "113791", "rate"),
     ("number_of_pulses", "113768", "count"),
@@ -562,6 +563,9 @@ def _read_event(item, flags, units) -> IrradiationEvent:
                 value = _number(child, kind, flags, units, f"event {attr}")
                 if value is not None:
                     values.setdefault(attr, []).append(value)
+    retired = values.pop("exposure_time_retired_ms", None)
+    if retired and "exposure_time_ms" not in values:  # the current code wins when both are
+        values["exposure_time_ms"] = retired
     for attr, vals in values.items():
         if len(vals) > 1:
             ev.multi_valued[attr] = vals
