@@ -60,34 +60,26 @@ def _commands(work: Path) -> dict[str, Path]:
         _cli("synth", "--out", str(case), "--seed", str(seed))
         outs[f"run{seed}"] = work / f"run{seed}"
         _cli("run", str(case), "--out", str(outs[f"run{seed}"]), "--video", "none", *extra)
-    outs["register"] = work / "register"
-    _cli(
-        "register",
-        "--fixed", str(SAMPLE / "fluoro_run02_confirm_lateral.dcm"),
-        "--moving", str(SAMPLE / "us_clip.dcm"),
-        "--moving-frame", "6",
-        "--landmarks", str(SAMPLE / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
-        "--truth", str(SAMPLE / "truth.json"),
-        "--out", str(outs["register"]),
-    )  # fmt: skip
-    outs["register_search"] = work / "register_search"
-    _cli(
-        "register",
-        "--fixed", str(SAMPLE / "fluoro_run02_confirm_lateral.dcm"),
-        "--moving", str(SAMPLE / "us_clip.dcm"),
-        "--moving-frame", "6", "--metric", "mi", "--search",
-        "--init", "moments", "--plane-faces-detector",
-        "--out", str(outs["register_search"]),
-    )  # fmt: skip
-    outs["register_init"] = work / "register_init"
-    _cli(
-        "register",
-        "--fixed", str(SAMPLE / "fluoro_run02_confirm_lateral.dcm"),
-        "--moving", str(SAMPLE / "us_clip.dcm"),
-        "--moving-frame", "7", "--metric", "ncc", "--model", "similarity",
-        "--init-transform", str(outs["register"] / "transform.json"),
-        "--out", str(outs["register_init"]),
-    )  # fmt: skip
+    pair = ["--fixed", str(SAMPLE / "fluoro_run02_confirm_lateral.dcm")]
+    pair += ["--moving", str(SAMPLE / "us_clip.dcm")]
+    registrations = {
+        "register": [
+            "--moving-frame", "6",
+            "--landmarks", str(SAMPLE / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
+            "--truth", str(SAMPLE / "truth.json"),
+        ],
+        "register_search": [
+            "--moving-frame", "6", "--metric", "mi", "--search",
+            "--init", "moments", "--plane-faces-detector",
+        ],
+        "register_init": [
+            "--moving-frame", "7", "--metric", "ncc", "--model", "similarity",
+            "--init-transform", str(work / "register" / "transform.json"),
+        ],
+    }  # fmt: skip
+    for label, extra in registrations.items():  # in order: the last starts from the first
+        outs[label] = work / label
+        _cli("register", *pair, *extra, "--out", str(outs[label]))
     outs["dose"] = work / "dose"
     _cli(
         "dose", "report", "--rdsr", str(SAMPLE / "rdsr.dcm"), "--us", str(SAMPLE / "us_clip.dcm"),

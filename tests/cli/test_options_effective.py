@@ -1,4 +1,7 @@
-"""Options that a command would record but not use are refused, not silently ignored."""
+"""Options that a command would record but not use are refused, not silently ignored.
+
+(``register`` notes them instead: tests/cli/test_cli.py, the magnification check test.)
+"""
 
 from __future__ import annotations
 
@@ -32,25 +35,3 @@ def test_run_refuses_options_that_would_do_nothing(tmp_path):
         assert r.exit_code == 2, r.output
         assert named in r.output and "no effect in run and batch" in r.output
         assert not (tmp_path / "o").exists()
-
-
-def test_register_with_landmarks_says_the_scale_check_is_not_used(tmp_path):
-    case = sample_case()
-    args = [
-        "register",
-        "--fixed",
-        str(case / "fluoro_run02_confirm_lateral.dcm"),
-        "--moving",
-        str(case / "us_clip.dcm"),
-        "--moving-frame",
-        "6",
-        "--landmarks",
-        str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
-        "--out",
-        str(tmp_path / "r"),
-        "--scale-tolerance",
-        "0.05",
-    ]
-    r = CliRunner().invoke(cli, args)
-    assert r.exit_code == 0, r.output
-    assert "note: scale_tolerance set but not used by this registration" in r.output

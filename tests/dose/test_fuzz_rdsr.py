@@ -112,14 +112,18 @@ def test_mutated_reports_fail_cleanly_or_flag(ops, junk):
         assert any("unit" in f for f in rec.flags), rec.flags
 
 
-def test_garbled_unit_on_the_dap_total_is_unknown_and_flagged():
-    ds = copy.deepcopy(_original())
-    idx = next(
+def _index_of(ds, code: str) -> int:
+    """Position in :func:`_items` of the first item whose concept is ``code``."""
+    return next(
         i
         for i, (_, item) in enumerate(_items(ds))
-        if item.get("ConceptNameCodeSequence")
-        and item.ConceptNameCodeSequence[0].CodeValue == "113722"
+        if item.get("ConceptNameCodeSequence") and item.ConceptNameCodeSequence[0].CodeValue == code
     )
+
+
+def test_garbled_unit_on_the_dap_total_is_unknown_and_flagged():
+    ds = copy.deepcopy(_original())
+    idx = _index_of(ds, "113722")
     path = Path(tempfile.mkdtemp()) / "garbled.dcm"
     assert _mutate(ds, [("garble_unit", idx)], None, "furlong") == {"113722"}
     ds.save_as(path)
@@ -131,15 +135,10 @@ def test_garbled_unit_on_the_dap_total_is_unknown_and_flagged():
     assert rep["delivered"]["sources"]["dap_total_gy_cm2"] == "sum of irradiation events"
 
 
-def test_an_unreadable_dap_total_is_unknown_and_flagged():
+def test_an_unreadable_dap_total_is_unknown_and_flagged(tmp_path):
     ds = copy.deepcopy(_original())
-    idx = next(
-        i
-        for i, (_, item) in enumerate(_items(ds))
-        if item.get("ConceptNameCodeSequence")
-        and item.ConceptNameCodeSequence[0].CodeValue == "113722"
-    )
-    path = Path(tempfile.mkdtemp()) / "junk.dcm"
+    idx = _index_of(ds, "113722")
+    path = tmp_path / "junk.dcm"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         _mutate(ds, [("junk_number", idx)], None, "")
