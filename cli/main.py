@@ -102,6 +102,7 @@ def _register_commands() -> None:
     from .dose import dose
     from .fuse import fuse
     from .info import info
+    from .pacs import pacs
     from .register import register
     from .run import batch, demo, run
     from .synth import synth
@@ -114,6 +115,7 @@ def _register_commands() -> None:
     cli.add_command(demo)
     cli.add_command(batch)
     cli.add_command(synth)
+    cli.add_command(pacs)
 
 
 _register_commands()
