@@ -520,10 +520,39 @@ def get_study(
     }
 
 
+#: Compressed transfer syntaxes a fetched instance may keep (pydicom decodes each): one
+#: context apiece, since the node picks a context's syntax before it knows the files.
+_KEPT_SYNTAXES = (
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+
+def _storage_contexts(classes: list[str]) -> list:
+    """Contexts to receive ``classes`` in: uncompressed for each, then each kept syntax.
+
+    Compressed contexts stop at :data:`MAX_CONTEXTS`; the node then converts the rest
+    to an uncompressed syntax (Orthanc does), which changes the encoding, not the pixels.
+    """
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import build_context
+
+    plain = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    contexts = [build_context(uid, plain) for uid in classes]
+    for ts in _KEPT_SYNTAXES:
+        for uid in classes:
+            if len(contexts) < MAX_CONTEXTS - 1:
+                contexts.append(build_context(uid, [ts]))
+    return contexts
+
+
 def _c_get(node: Node, study_uid: str, classes: list[str], receiver: _Receiver) -> int:
     """Run the C-GET with a storage context (SCP role) per class; the final status code."""
     from pydicom.dataset import Dataset
-    from pydicom.uid import AllTransferSyntaxes
     from pynetdicom import build_role, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
 
@@ -533,8 +562,7 @@ def _c_get(node: Node, study_uid: str, classes: list[str], receiver: _Receiver) 
     with _quiet_pynetdicom():
         ae = _application_entity(node)
         ae.add_requested_context(GET)
-        for uid in classes:  # every syntax: the node then sends what it stores, unchanged
-            ae.add_requested_context(uid, list(AllTransferSyntaxes))
+        ae.requested_contexts = [ae.requested_contexts[0], *_storage_contexts(classes)]
         roles = [build_role(uid, scp_role=True) for uid in classes]
         handlers = [(evt.EVT_C_STORE, receiver)]
         assoc = _associate(ae, node, "C-GET", ext_neg=roles, evt_handlers=handlers)
