@@ -1,5 +1,7 @@
 """Read X-Ray Radiation Dose Structured Reports (DICOM TID 10001).
 
+Siemens' private radiation summary (root ``C-10``, scheme ``99SMS_RADSUM``) is read into
+the same record, flagged as non-standard, with what it holds that could not be read.
 Content is found by concept code value and coding scheme, never by code meaning (vendors
 misspell meanings). Units come from each value's unit code through :mod:`dose.units`.
 An empty measured value is missing, not zero. Nothing is silently chosen: where the
@@ -62,6 +64,16 @@ PLANE = _code("113764")
 DEVICE_TYPE = _code("122142")
 FLUORO_TYPES = (("P5-06000", _SNOMED), ("44491008", _SNOMED))
 ACQ_TYPES = (_code("113611"), _code("113612"), _code("113613"))
+
+#: Siemens' private "Radiation Summary Report" (ARCADIS Varic, software VC10A): an
+#: Enhanced SR of study totals only. Codes as OpenREM imports them (its ``_import_varic``).
+RADSUM = frozenset({"99SMS_RADSUM"})
+RADSUM_ROOT = ("C-10", RADSUM)
+#: (attribute, code, unit kind) of the RADSUM totals read; the unit comes from each value.
+_RADSUM_TOTALS = (
+    ("fluoro_time_s", "C-202", "time"),  # cumulative fluoroscopy time
+    ("dap_total_gy_cm2", "C-204", "dap"),  # cumulative dose-area product
+)
 
 # (attribute, code, unit kind) of accumulated and event numbers.
 _TOTALS = (
@@ -233,6 +245,10 @@ class DoseRecord:
     flags: list[str] = field(default_factory=list)
     units_seen: set[str] = field(default_factory=set)
     patient: dict = field(default_factory=dict)
+    #: What a non-standard report is (None for an RDSR), and the content items it holds
+    #: that were not read (code, scheme and meaning; never their values).
+    non_standard: str | None = None
+    not_read: list[str] = field(default_factory=list)
 
     @property
     def n_fluoro_events(self) -> int:
@@ -363,6 +379,8 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
             "an X-ray dose report (for images, use --images)"
         )
     root_code = _concept(ds)
+    if _is(root_code, RADSUM_ROOT):
+        return _read_radsum(ds, path, sop)
     flags: list[str] = []
     lenient = False
     if not _is(root_code, ROOT):
@@ -432,13 +450,7 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
     if not planes:
         flags.append("no accumulated dose data (113702): totals must come from event sums")
     record = DoseRecord(
-        path=str(path),
-        sop_class_uid=sop,
-        sop_class_name=SR_STORAGE_CLASSES[sop],
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")) or None,
-        study_instance_uid=str(ds.get("StudyInstanceUID", "")) or None,
-        manufacturer=str(ds.get("Manufacturer", "")) or None,
-        model=str(ds.get("ManufacturerModelName", "")) or None,
+        **_header(ds, path, sop),
         template=template,
         procedure_reported=procedure[0] if procedure else None,
         acquisition_device_type=device_type,
@@ -446,16 +458,79 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
         events=events,
         flags=flags,
         units_seen=units,
-        patient={
-            "name": str(ds.get("PatientName", "")) or None,
-            "id": str(ds.get("PatientID", "")) or None,
-            "birth_date": str(ds.get("PatientBirthDate", "")) or None,
-        },
     )
     unknown = [e for e in events if e.event_type == "unknown"]
     if unknown:
         flags.append(f"{len(unknown)} event(s) of unrecognised type (113721)")
     return record
+
+
+def _header(ds, path: Path, sop: str) -> dict:
+    """The record fields every kind of dose report takes from its header."""
+    return {
+        "path": str(path),
+        "sop_class_uid": sop,
+        "sop_class_name": SR_STORAGE_CLASSES[sop],
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "")) or None,
+        "manufacturer": str(ds.get("Manufacturer", "")) or None,
+        "model": str(ds.get("ManufacturerModelName", "")) or None,
+        "patient": {
+            "name": str(ds.get("PatientName", "")) or None,
+            "id": str(ds.get("PatientID", "")) or None,
+            "birth_date": str(ds.get("PatientBirthDate", "")) or None,
+        },
+    }
+
+
+def _read_radsum(ds, path: Path, sop: str) -> DoseRecord:
+    """Siemens' radiation summary: its study totals as one plane, no events, flagged.
+
+    Only fluoro time (C-202) and DAP (C-204) have a meaning that is documented and
+    matches a TID 10002 total; every other item is listed in ``not_read``.
+    """
+    flags: list[str] = []
+    units: set[str] = set()
+    totals = PlaneTotals(plane="single")  # one tube: OpenREM records it as Single Plane too
+    by_code = {code: (attr, kind) for attr, code, kind in _RADSUM_TOTALS}
+    not_read = []
+    for item in _walk(ds):
+        code = _concept(item)
+        if code is None or item.get("ValueType") == "CONTAINER":
+            continue  # a container's items are visited on their own
+        if code[1] in RADSUM and code[0] in by_code and item.get("ValueType") == "NUM":
+            attr, kind = by_code[code[0]]
+            value = _number(item, kind, flags, units, f"RADSUM {code[0]} {attr}")
+            if getattr(totals, attr) is not None and value is not None:
+                flags.append(f"RADSUM {code[0]} recorded twice; first value kept")
+            elif value is not None:
+                setattr(totals, attr, value)
+            continue
+        meaning = str(item.ConceptNameCodeSequence[0].get("CodeMeaning", "")).strip()
+        not_read.append(f"{code[0]} ({code[1]}) {meaning!r} {item.get('ValueType', '?')}")
+    if totals.fluoro_time_s is None and totals.dap_total_gy_cm2 is None:
+        raise DoseInputError(
+            f"{path}: Siemens radiation summary (C-10, 99SMS_RADSUM) without a readable fluoro "
+            "time (C-202) or dose-area product (C-204)"
+        )
+    what = "Siemens radiation summary (root C-10, 99SMS_RADSUM), not an RDSR (113701)"
+    flags.append(
+        f"non-standard SR: {what}; read: study fluoro time (C-202) and DAP (C-204) only; no "
+        "irradiation events, so no Dose (RP), no fluoroscopy/acquisition split and no "
+        f"per-event data; not read: {'; '.join(not_read) or 'nothing else recorded'}"
+    )
+    return DoseRecord(
+        **_header(ds, path, sop),
+        template=None,
+        procedure_reported=None,
+        acquisition_device_type=None,
+        planes={"single": totals},
+        events=[],
+        flags=flags,
+        units_seen=units,
+        non_standard=what,
+        not_read=not_read,
+    )
 
 
 def _plane(item) -> str:
@@ -590,8 +665,12 @@ def summarize_dose_report(path: str | os.PathLike) -> dict:
         "ka_r_total_mgy": rec.total("dose_rp_total_mgy"),
         "fluoro_time_s": rec.total("fluoro_time_s"),
     }
+    kind = (
+        rec.non_standard
+        or f"projection X-ray dose report (TID {rec.template or '10001, undeclared'})"
+    )
     summary = (
-        f"projection X-ray dose report (TID {rec.template or '10001, undeclared'}): "
+        f"{kind}: "
         f"{len(rec.events)} irradiation events ({rec.n_fluoro_events} fluoroscopy, "
         f"{rec.n_acquisition_events} acquisition), {len(rec.planes)} plane(s) "
         f"[{', '.join(rec.planes)}]; read it with 'hybridfuse dose report'"
