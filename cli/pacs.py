@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import json_option, overwrite_option
+from .options import json_option, overwrite_option, report_stale
 
 #: Seconds each network step may wait (connect, association, each DICOM message).
 DEFAULT_TIMEOUT_S = 30.0
@@ -140,6 +140,7 @@ def get(ctx, study_uid, address, calling_aet, called_aet, timeout_s, out_dir, ov
 
     study_uid = check_study_uid(study_uid)
     node = _node(address, calling_aet, called_aet, timeout_s, "--from")
+    report_stale(out_dir)  # a killed get's temporary folder
     say = _say(ctx, as_json)
 
     def progress(done, total, rec):

@@ -581,6 +581,8 @@ def _c_get(node: Node, study_uid: str, classes: list[str], receiver: _Receiver) 
 
 def _check_get_outcome(node: Node, study_uid: str, final, receiver: _Receiver) -> None:
     """Refuse a study that did not arrive whole: nothing is then left in the case folder."""
+    if final is None:
+        raise PacsFailureError(f"{node}: C-GET of study {study_uid} got no final status")
     code = int(final.Status)
     failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
     if receiver.errors:
