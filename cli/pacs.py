@@ -125,10 +125,17 @@ def send(ctx, files, address, calling_aet, called_aet, timeout_s, as_json):
 @click.option("--study", "study_uid", required=True, help="Study Instance UID to fetch.")
 @_node_options("--from")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--move-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="C-MOVE instead of C-GET: receive on this port (the archive must map --aet to "
+    "this machine and port).",
+)
 @overwrite_option
 @json_option
 @click.pass_context
-def get(ctx, study_uid, address, calling_aet, called_aet, timeout_s, out_dir, overwrite, as_json):
+def get(ctx, study_uid, address, calling_aet, called_aet, timeout_s, out_dir, move_port, **flags):
     """Fetch a study (C-GET) into OUT, a case folder that 'hybridfuse run OUT' reads.
 
     Each instance becomes OUT/MODALITY_SERIES_INSTANCE_SOPUID.dcm; OUT appears only once
@@ -141,13 +148,21 @@ def get(ctx, study_uid, address, calling_aet, called_aet, timeout_s, out_dir, ov
     study_uid = check_study_uid(study_uid)
     node = _node(address, calling_aet, called_aet, timeout_s, "--from")
     report_stale(out_dir)  # a killed get's temporary folder
+    as_json = flags["as_json"]
     say = _say(ctx, as_json)
 
     def progress(done, total, rec):
         if say:
             say(f"received {done}/{total or '?'}: {rec['file']}")
 
-    result = get_study(study_uid, node, out_dir, overwrite=overwrite, progress=progress)
+    result = get_study(
+        study_uid,
+        node,
+        out_dir,
+        overwrite=flags["overwrite"],
+        move_port=move_port,
+        progress=progress,
+    )
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return

@@ -261,7 +261,7 @@ def _read_outgoing(path: Path) -> _Outgoing:
     return _Outgoing(path, sop_class, sop_instance, tsyntax)
 
 
-def _contexts(key: tuple[str, str]):
+def _context(key: tuple[str, str]):
     """A presentation context for files of one SOP class and transfer-syntax kind."""
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import build_context
@@ -293,7 +293,7 @@ def send(
             batch = set(keys[start : start + MAX_CONTEXTS])
             todo = [f for f in files if f.context_key in batch]
             ae = _application_entity(node)
-            ae.requested_contexts = [_contexts(k) for k in keys[start : start + MAX_CONTEXTS]]
+            ae.requested_contexts = [_context(k) for k in keys[start : start + MAX_CONTEXTS]]
             assoc = _associate(ae, node, "C-STORE")
             try:
                 for f in todo:
@@ -483,10 +483,13 @@ def get_study(
     out_dir: str | Path,
     *,
     overwrite: bool = False,
+    move_port: int | None = None,
     progress: Callable[[int, int | None, dict], None] | None = None,
 ) -> dict:
     """C-GET a study into ``out_dir``, a case folder ``hybridfuse run`` reads as it is.
 
+    With ``move_port``, C-MOVE instead: the node sends the study to our AE title, which
+    it must map to this machine and that port, where a storage service listens meanwhile.
     Every instance is written as ``MODALITY_SERIES_INSTANCE_SOPUID.dcm`` in one flat
     folder (``run`` finds fluoroscopy, ultrasound and dose report by content). The folder
     is built under a temporary name and appears only when every instance has arrived;
@@ -503,8 +506,13 @@ def get_study(
     classes = list(dict.fromkeys(study["sop_classes"] or _CASE_STORAGE))[: MAX_CONTEXTS - 1]
     with atomic_directory(out_dir, overwrite=overwrite, kind=CASE_KIND) as tmp:
         receiver = _Receiver(tmp, progress, study["n_instances"])
-        final = _c_get(node, study_uid, classes, receiver)
-        _check_get_outcome(node, study_uid, final, receiver)
+        if move_port is None:
+            final = _c_get(node, study_uid, classes, receiver)
+        else:
+            final = _c_move(node, study_uid, classes, receiver, move_port)
+        _check_get_outcome(
+            node, study_uid, final, receiver, "C-GET" if move_port is None else "C-MOVE"
+        )
     spec = case_from_folder(out_dir)
     return {
         "node": str(node),
@@ -579,21 +587,63 @@ def _c_get(node: Node, study_uid: str, classes: list[str], receiver: _Receiver) 
     return final
 
 
-def _check_get_outcome(node: Node, study_uid: str, final, receiver: _Receiver) -> None:
+def _c_move(node: Node, study_uid: str, classes: list[str], receiver: _Receiver, port: int) -> int:
+    """Run a C-MOVE to our own AE title while a storage service listens on ``port``."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, *_KEPT_SYNTAXES]
+    with _quiet_pynetdicom():
+        ae = _application_entity(node)
+        ae.maximum_associations = 4  # the node may send over more than one
+        for uid in classes:  # as acceptor, the node's proposed syntax is taken as it is
+            ae.add_supported_context(uid, syntaxes)
+        try:
+            server = ae.start_server(
+                ("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, receiver)]
+            )
+        except OSError as exc:
+            raise InputError(f"--move-port {port}: cannot listen ({exc.strerror})") from exc
+        final = None
+        try:
+            ae.add_requested_context(MOVE)
+            assoc = _associate(ae, node, "C-MOVE")
+            try:
+                since = time.monotonic()
+                for status, _identifier in assoc.send_c_move(query, node.calling_aet, MOVE):
+                    if not status or "Status" not in status:
+                        raise _no_response(assoc, node, "C-MOVE", since)
+                    final = status
+                    since = time.monotonic()
+            finally:
+                _close(assoc)
+        finally:
+            server.shutdown()
+    return final
+
+
+def _check_get_outcome(
+    node: Node, study_uid: str, final, receiver: _Receiver, what: str = "C-GET"
+) -> None:
     """Refuse a study that did not arrive whole: nothing is then left in the case folder."""
     if final is None:
-        raise PacsFailureError(f"{node}: C-GET of study {study_uid} got no final status")
+        raise PacsFailureError(f"{node}: {what} of study {study_uid} got no final status")
     code = int(final.Status)
     failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
     if receiver.errors:
         raise PacsFailureError(
-            f"{node}: C-GET of study {study_uid}: {len(receiver.errors)} instance(s) could "
+            f"{node}: {what} of study {study_uid}: {len(receiver.errors)} instance(s) could "
             f"not be written; first: {receiver.errors[0]}"
         )
     if code not in (0x0000,) or failed:
         raise PacsFailureError(
-            f"{node}: C-GET of study {study_uid} ended with status {_status_text(code)}"
+            f"{node}: {what} of study {study_uid} ended with status {_status_text(code)}"
             + (f", {failed} instance(s) not sent" if failed else "")
         )
     if not receiver.files:
-        raise PacsFailureError(f"{node}: C-GET of study {study_uid} sent no instance")
+        raise PacsFailureError(f"{node}: {what} of study {study_uid} sent no instance")

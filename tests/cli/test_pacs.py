@@ -51,9 +51,10 @@ def _answers(http_port: int) -> bool:
 
 @contextmanager
 def _orthanc(folder: Path, *, check_called_aet: bool = False, max_storage_mb: int = 0):
-    """An Orthanc on free ports, its DICOM port yielded once it answers; stopped after."""
+    """An Orthanc on free ports, stopped after; yields its DICOM port and the port it sends
+    C-MOVE results to (our AE title's) once it answers."""
     folder.mkdir(parents=True)
-    dicom_port, http_port = _free_port(), _free_port()
+    dicom_port, http_port, move_port = _free_port(), _free_port(), _free_port()
     config = {
         "Name": "hybridfuse-test",
         "StorageDirectory": str(folder / "db"),
@@ -64,7 +65,7 @@ def _orthanc(folder: Path, *, check_called_aet: bool = False, max_storage_mb: in
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
         "DicomCheckCalledAet": check_called_aet,
-        "DicomModalities": {"hybridfuse": ["HYBRIDFUSE", "127.0.0.1", _free_port()]},
+        "DicomModalities": {"hybridfuse": ["HYBRIDFUSE", "127.0.0.1", move_port]},
         "Plugins": [],
         "MaximumStorageSize": max_storage_mb,  # 0: no limit
     }
@@ -77,7 +78,7 @@ def _orthanc(folder: Path, *, check_called_aet: bool = False, max_storage_mb: in
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Orthanc did not start: {(folder / 'orthanc.log').read_text()}")
             time.sleep(0.1)
-        yield dicom_port
+        yield dicom_port, move_port
     finally:
         proc.terminate()
         try:
@@ -89,17 +90,23 @@ def _orthanc(folder: Path, *, check_called_aet: bool = False, max_storage_mb: in
 
 
 @pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    with _orthanc(tmp_path_factory.mktemp("orthanc") / "server") as port:
-        yield f"127.0.0.1:{port}"
+def orthanc_server(tmp_path_factory):
+    """Orthanc's address and the port it sends C-MOVE results to."""
+    with _orthanc(tmp_path_factory.mktemp("orthanc") / "server") as (port, move_port):
+        yield f"127.0.0.1:{port}", move_port
+
+
+@pytest.fixture
+def orthanc(orthanc_server):
+    return orthanc_server[0]
 
 
 @pytest.fixture(scope="module")
 def strict_orthanc(tmp_path_factory):
     """An Orthanc that checks the called AE title and stores at most 1 MB."""
     folder = tmp_path_factory.mktemp("orthanc-strict") / "server"
-    with _orthanc(folder, check_called_aet=True, max_storage_mb=STRICT_STORAGE_MB) as port:
-        yield f"127.0.0.1:{port}"
+    with _orthanc(folder, check_called_aet=True, max_storage_mb=STRICT_STORAGE_MB) as ports:
+        yield f"127.0.0.1:{ports[0]}"
 
 
 def _pacs(*args: str):
@@ -208,6 +215,25 @@ def test_a_case_fetched_from_orthanc_runs_end_to_end(orthanc, tmp_path):
     assert summary["status"] == "ok"
     assert summary["dose"]["dap_total_gy_cm2"] is not None
     assert (out / "fusion").is_dir() and any((out / "fusion").rglob("fused_sc.dcm"))
+
+
+def test_c_move_fetches_the_study_too(orthanc_server, tmp_path):
+    """With --move-port, Orthanc sends the study to our AE title at that port."""
+    orthanc, move_port = orthanc_server
+    files = [sample_case() / n for n in ("us_clip.dcm", "rdsr.dcm")]
+    r = _pacs("send", *map(str, files), "--to", orthanc, "--called-aet", "ORTHANC")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "moved"
+    study = _study_uid(files[0])
+    args = ["--study", study, "--from", orthanc, "--move-port", str(move_port), "--out", str(out)]
+    r = _pacs("get", *args, "--called-aet", "ORTHANC", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["case"]["ultrasound"]
+    originals = _by_instance(sample_case())
+    moved = _by_instance(out)
+    assert {str(pydicom.dcmread(f).SOPInstanceUID) for f in files} <= set(moved)
+    for uid, ds in moved.items():
+        assert ds == originals[uid]
 
 
 def test_closed_port_is_one_line_and_exit_3(tmp_path):
