@@ -171,7 +171,10 @@ def _no_response(assoc, node: Node, what: str, since: float) -> PacsError:
     """The error for a service request that got no answer: a timeout or an abort."""
     if time.monotonic() - since >= 0.9 * node.timeout_s:
         return PacsTimeoutError(f"{node}: no answer to {what} within {node.timeout_s:g} s")
-    return PacsRejectedError(f"{node}: association aborted during {what}")
+    return PacsRejectedError(
+        f"{node}: association aborted during {what} (an archive that does not know "
+        f"--aet {node.calling_aet} may do so)"
+    )
 
 
 def _status_text(code: int) -> str:
