@@ -250,6 +250,24 @@ def test_a_called_aet_orthanc_refuses_is_exit_4(strict_orthanc):
     assert "rejected" in line and "NOTORTHANC" in line
 
 
+def test_a_calling_aet_orthanc_does_not_know_is_exit_4(orthanc, tmp_path):
+    """Orthanc aborts a C-FIND from an AE title not in its DicomModalities."""
+    args = [
+        "--study",
+        "1.2.3",
+        "--from",
+        orthanc,
+        "--aet",
+        "STRANGER",
+        "--out",
+        str(tmp_path / "c"),
+    ]
+    r = _pacs("get", *args)
+    assert r.exit_code == 4
+    assert "aborted during C-FIND" in _one_error_line(r) and "--aet STRANGER" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_refused_instance_is_exit_5_naming_the_file(strict_orthanc):
     """Orthanc answers 0xA700 (out of resources) to an instance over its storage limit."""
     big = sample_case() / "fluoro_run02_confirm_lateral.dcm"
