@@ -36,7 +36,7 @@ def _node_options(address_flag: str):
             "calling_aet",
             default="HYBRIDFUSE",
             show_default=True,
-            help="Our AE title (the archive must know it to answer C-GET).",
+            help="Our AE title (the archive must know it to answer C-FIND, C-GET, C-MOVE).",
         )(func)
         return click.option(
             address_flag, "address", required=True, metavar="HOST:PORT", help="The archive."
@@ -124,7 +124,13 @@ def send(ctx, files, address, calling_aet, called_aet, timeout_s, as_json):
 @pacs.command()
 @click.option("--study", "study_uid", required=True, help="Study Instance UID to fetch.")
 @_node_options("--from")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Case folder to create (absent, empty, or an earlier get's with --overwrite).",
+)
 @click.option(
     "--move-port",
     type=click.IntRange(1, 65535),
