@@ -23,6 +23,7 @@ from hybridfuse.fusion.pair import PairOptions
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, exit_code_for
 
 __all__ = [
+    "DEPRECATED_FLAGS",
     "EXIT_BAD_INPUT",
     "EXIT_FAILURE",
     "EXIT_OK",
@@ -115,15 +116,16 @@ def deprecated_spacing(old: str, name: str):
     def note(ctx, param, value):
         if value is not None:
             click.echo(
-                f"hybridfuse: note: {old} is deprecated; use {_NEW_NAMES[old]} instead", err=True
+                f"hybridfuse: note: {old} is deprecated; use {DEPRECATED_FLAGS[old]} instead",
+                err=True,
             )
         return spacing_type(value)
 
     return click.option(old, name, default=None, hidden=True, callback=note)
 
 
-#: The deprecated spacing flags and the flag(s) that replaced them.
-_NEW_NAMES = {
+#: The deprecated (hidden) flags and the flag(s) that replaced them.
+DEPRECATED_FLAGS = {
     "--us-spacing-mm": "--moving-spacing-mm",
     "--spacing-mm": "--fixed-spacing-mm (fluoroscopy) and --moving-spacing-mm (others)",
 }

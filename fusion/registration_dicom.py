@@ -40,14 +40,16 @@ _TYPE = {
 }
 
 
-def _mm_spacing(img: Image) -> tuple[float, float]:
+def _mm_spacing(img: Image, flag: str) -> tuple[float, float]:
     if img.xray and img.xray.isocenter_spacing_mm:
         return img.xray.isocenter_spacing_mm
-    return img.require_spacing()
+    return img.require_spacing(flag)
 
 
 def _matrix4(transform: Transform, moving: Image, fixed: Image) -> np.ndarray:
-    mm = transform.in_mm(_mm_spacing(moving), _mm_spacing(fixed))
+    mm = transform.in_mm(
+        _mm_spacing(moving, "--moving-spacing-mm"), _mm_spacing(fixed, "--fixed-spacing-mm")
+    )
     if np.max(np.abs(mm[2, :2])) > 1e-12:
         raise InputError(
             "a projective transform cannot be written as a Spatial Registration "
