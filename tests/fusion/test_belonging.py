@@ -158,3 +158,26 @@ def test_run_refuses_a_case_whose_ultrasound_is_of_another_study(tmp_path):
     with pytest.raises(MismatchError, match="StudyInstanceUID .* differs"):
         run_case(case_from_folder(case), tmp_path / "out", RunConfig())
     assert not (tmp_path / "out").exists()
+
+
+def test_batch_fails_only_the_mismatched_case_and_records_an_allowed_one(tmp_path):
+    from hybridfuse.fusion.batch import read_manifest, run_batch
+
+    cases = tmp_path / "cases"
+    shutil.copytree(sample_case(), cases / "other")
+    ds = pydicom.dcmread(cases / "other" / "us_clip.dcm")
+    ds.PatientID = "OTHER-42"
+    ds.save_as(cases / "other" / "us_clip.dcm")
+    fast = RunConfig().with_values({"metric": None, "video": "none", "dicom": False})
+    specs, problems = read_manifest(cases)
+    rows = run_batch(specs, tmp_path / "out", fast, problems=problems)
+    assert [r["status"] for r in rows] == ["failed"]
+    assert "do not belong together: PatientID (0010,0020) differs" in rows[0]["message"]
+    allowed = fast.with_values({"allow_mismatch": True})
+    rows = run_batch(specs, tmp_path / "out2", allowed, problems=problems)
+    assert [r["status"] for r in rows] == ["ok"], rows
+    summary = json.loads((tmp_path / "out2" / "other" / "summary.json").read_text())
+    assert summary["config"]["pair"]["allow_mismatch"] is True
+    assert {tuple(b["overridden"]) for b in summary["belonging"]} == {("patient_id",)}
+    fused = json.loads((tmp_path / "out2" / "other" / "fusion" / "fuse.json").read_text())
+    assert fused["belonging"]["overridden"] == ["patient_id"]
