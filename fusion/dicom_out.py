@@ -83,7 +83,7 @@ def derived_dataset(sop_class: str, src, *, deid: Deidentifier | None, fingerpri
         setattr(ds, kw, _source_value(src, kw))
     ds.ReferringPhysicianName = ""
     # General Series Laterality is Type 2C; absent, dciodvfy reports its condition as an
-    # Error, empty only a Warning (docs/hardening-outputs.md): the fusion asserts no side.
+    # Error, empty only a Warning (docs/cli.md): the fusion asserts no side.
     ds.Laterality = ""
     return ds
 
