@@ -181,3 +181,33 @@ def test_batch_fails_only_the_mismatched_case_and_records_an_allowed_one(tmp_pat
     assert {tuple(b["overridden"]) for b in summary["belonging"]} == {("patient_id",)}
     fused = json.loads((tmp_path / "out2" / "other" / "fusion" / "fuse.json").read_text())
     assert fused["belonging"]["overridden"] == ["patient_id"]
+
+
+def test_fuse_refuses_before_writing_and_records_an_allowed_mismatch(tmp_path):
+    # The truth transform of the sample's first lateral pair, as a minimal transform.json.
+    truth = json.loads((sample_case() / "truth.json").read_text())
+    pair = next(p for p in truth["pairs"] if p["fluoro_file"] == FLUORO and not p["edge_on"])
+    transform = tmp_path / "transform.json"
+    transform.write_text(
+        json.dumps(
+            {
+                "schema": "hybridfuse.transform/1",
+                "moving_to_fixed_pixel": pair["moving_to_fixed_pixel"],
+                "moving": {"frame": pair["us_frame"]},
+            }
+        )
+    )
+    moving = _moving(tmp_path, AcquisitionDateTime="20260116090232")  # the next day
+    args = [
+        "fuse", "--fixed", str(sample_case() / FLUORO), "--moving", str(moving),
+        "--transform", str(transform), "--out", str(tmp_path / "out"),
+        "--frames", "0", "--video", "none", "--no-dicom",
+    ]  # fmt: skip
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "acquired 24 h apart" in refused.output
+    assert not (tmp_path / "out").exists()
+    allowed = CliRunner().invoke(cli, [*args, "--allow-mismatch"])
+    assert allowed.exit_code == 0, allowed.output
+    record = json.loads((tmp_path / "out" / "fuse.json").read_text())["belonging"]
+    assert record["overridden"] == ["acquisition_gap"]
+    assert record["checks"]["patient_id"] == "same"
