@@ -317,6 +317,9 @@ def test_outputs_from_real_vendor_headers_pass_dciodvfy(case, tmp_path, include_
         reg = tmp_path / f"{path.stem}-{include_phi}-reg.dcm"
         write_registration_dicom(reg, case[3], image, moving, include_phi=include_phi)
         assert _dciodvfy_errors(reg) == [], reg.name
+        if "KarstenHilbertRF" in path.name:  # no SID/SOD: the millimetres are the detector's
+            description = pydicom.dcmread(reg).ContentDescription
+            assert description == "US plane mm to fluoro detector-plane mm (no SID/SOD)"
 
 
 def test_study_date_and_time_are_the_sources_with_include_phi(case, tmp_path):
