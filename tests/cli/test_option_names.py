@@ -8,6 +8,7 @@ no such option), so every string constant of the product's source is scanned.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -72,9 +73,15 @@ def unknown_flags(found, flags) -> list[str]:
     ]
 
 
+@functools.cache
+def source_flags() -> tuple:
+    """:func:`named_flags` of the product's source, scanned once per session."""
+    return tuple(named_flags())
+
+
 def test_the_scan_finds_the_flags_of_the_source():
     # The scan itself must see what it guards: known flags named in messages and help.
-    flags = {f for f, _, _ in named_flags()}
+    flags = {f for f, _, _ in source_flags()}
     assert {"--fixed-spacing-mm", "--moving-spacing-mm", "--allow-mismatch"} <= flags
     assert {"--include-phi", "--overwrite"} <= flags
 
@@ -87,7 +94,7 @@ def test_the_walk_finds_nested_commands():
 
 
 def test_every_flag_named_in_the_source_exists():
-    missing = unknown_flags(named_flags(), cli_flags(cli))
+    missing = unknown_flags(source_flags(), cli_flags(cli))
     assert not missing, "flags named but not options of any command:\n" + "\n".join(missing)
 
 
