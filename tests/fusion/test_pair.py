@@ -69,3 +69,25 @@ def test_an_implausible_spacing_is_refused_naming_the_flag():
     result = runner.invoke(cli, ["info", "--moving-spacing-mm", "0.2,50", us])
     assert result.exit_code == 2
     assert "--moving-spacing-mm" in result.output and "above the maximum" in result.output
+
+
+def test_register_keeps_us_spacing_mm_as_a_deprecated_moving_spacing(tmp_path):
+    case = sample_case()
+    args = [
+        "register", "--fixed", str(case / "fluoro_run02_confirm_lateral.dcm"),
+        "--moving", str(case / "us_clip.dcm"), "--moving-frame", "6", "--metric", "none",
+        "--landmarks", str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"),
+        "--out", str(tmp_path / "reg"), "--json",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, [*args, "--us-spacing-mm", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "--us-spacing-mm is deprecated; use --moving-spacing-mm" in result.stderr
+    old = json.loads(result.stdout)["moving_to_fixed_mm"]
+    new = CliRunner().invoke(cli, [*args, "--moving-spacing-mm", "0.3,0.3", "--overwrite"])
+    assert json.loads(new.stdout)["moving_to_fixed_mm"] == old  # the same option, spelled twice
+    calibrated = CliRunner().invoke(cli, [*args, "--overwrite"])  # the file's 0.15 mm
+    assert json.loads(calibrated.stdout)["moving_to_fixed_mm"] != old
+    both = CliRunner().invoke(
+        cli, [*args, "--us-spacing-mm", "0.3", "--moving-spacing-mm", "0.3,0.3"]
+    )
+    assert both.exit_code == 2 and "give only --moving-spacing-mm" in both.output
