@@ -410,7 +410,6 @@ def run_case(
     )
 
     from .coregister import (
-        check_landmarks_imaged,
         read_landmarks_csv,
         read_truth_json,
         register_images,
@@ -447,8 +446,6 @@ def run_case(
                 continue
             fi, uj, _ = close[0]
             landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
-            if landmarks is not None:
-                check_landmarks_imaged(landmarks, fl, us)
             if landmarks is None and config.registration.metric is not None:
                 # Intensity-only registration needs a start near the answer, which run
                 # and batch take only from landmarks.
