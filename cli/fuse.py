@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from hybridfuse.fusion.options import FusionOptions
+from hybridfuse.fusion.pair import PairOptions
 
 from .options import (
     built,
@@ -18,6 +19,7 @@ from .options import (
     json_option,
     moving_option,
     overwrite_option,
+    pair_options,
     report_stale,
 )
 
@@ -34,6 +36,7 @@ from .options import (
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @definition_options(FusionOptions)
+@pair_options
 @click.option("--frames", default=None, help="Fluoroscopy frames, e.g. 0,2,3 (default all).")
 @click.option(
     "--registration-dicom",
@@ -62,12 +65,15 @@ def fuse(
     or contain an input; --overwrite replaces only a folder hybridfuse wrote.
     """
     from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.belonging import check_belonging
     from hybridfuse.fusion.coregister import read_transform_frames, read_transform_json
     from hybridfuse.fusion.errors import InputError
     from hybridfuse.fusion.fuse import check_frames, fuse_images
+    from hybridfuse.fusion.pair import with_given_spacing
     from hybridfuse.fusion.pipeline import check_out
 
     fo = built(FusionOptions, options)
+    pair = built(PairOptions, options)
     frame_list = None
     if frames is not None:
         try:
@@ -86,8 +92,10 @@ def fuse(
     check_pseudonym_key(fo.include_phi)
     transform = read_transform_json(transform_path)
     registered_on = read_transform_frames(transform_path)
-    fixed = read_image(fixed_path).require_min_size()
-    moving = read_image(moving_path)
+    fixed = with_given_spacing(read_image(fixed_path), pair.fixed_spacing_mm, fixed=True)
+    fixed = fixed.require_min_size()
+    moving = with_given_spacing(read_image(moving_path), pair.moving_spacing_mm, fixed=False)
+    belonging = check_belonging(fixed, moving, pair, include_phi=fo.include_phi)
     for (side, img), k in zip((("fixed", fixed), ("moving", moving)), registered_on, strict=True):
         if k >= img.n_frames:
             raise InputError(
@@ -127,6 +135,7 @@ def fuse(
             transform_frames=registered_on,
             progress=progress,
             transform_source=transform_path,
+            belonging=belonging.to_dict(),
         )
     if as_json:
         click.echo(json.dumps(summary, indent=1))

@@ -11,16 +11,28 @@ import click
 from hybridfuse._safeio import terminal_text
 
 from .errors import EXIT_BAD_INPUT, EXIT_OK
-from .options import json_option, spacing_type
+from .options import (
+    SPACING_NAMES,
+    deprecated_spacing,
+    given_values,
+    json_option,
+    merge_deprecated,
+    spacing_options,
+)
 
 
-def describe_file(path: Path, us_region: int | None, spacing_mm, decode: bool = False) -> dict:
+def describe_file(
+    path: Path, us_region: int | None, spacing_mm=(None, None), decode: bool = False
+) -> dict:
     """Everything ``info`` reports for one file, as a JSON-ready dict.
 
-    DICOM pixels are not decoded unless ``decode``: the header says what ``info`` reports,
-    and the declaration is still checked against the decode limit.
+    ``spacing_mm`` is (fixed, moving): the spacing given by hand for an X-ray file (at the
+    detector) and for any other image (see :mod:`fusion.pair`). DICOM pixels are not
+    decoded unless ``decode``: the header says what ``info`` reports, and the declaration
+    is still checked against the decode limit.
     """
     from hybridfuse.fusion import is_dicom_file, read_header, read_image
+    from hybridfuse.fusion.pair import with_given_spacing
 
     out: dict = {"file": str(path)}
     if is_dicom_file(path) or path.suffix.lower() == ".dcm":
@@ -30,7 +42,9 @@ def describe_file(path: Path, us_region: int | None, spacing_mm, decode: bool = 
             out["kind"] = "structured report"
             out["dose_report"] = _describe_sr(path)
             return out
-    image = read_image(path, us_region=us_region, spacing_mm=spacing_mm, decode=decode)
+    image = read_image(path, us_region=us_region, decode=decode)
+    xray = image.modality.is_xray
+    image = with_given_spacing(image, spacing_mm[0 if xray else 1], fixed=xray)
     out["kind"] = "image"
     out["image"] = image.describe()
     if image.modality.is_xray and "dicom" in out:
@@ -158,12 +172,8 @@ def _safe_json(results: list[dict]) -> str:
     default=None,
     help="Ultrasound region index to calibrate from (default: first calibrated).",
 )
-@click.option(
-    "--spacing-mm",
-    "spacing",
-    default=None,
-    help="Pixel spacing ROW_MM,COL_MM for files without calibration.",
-)
+@spacing_options
+@deprecated_spacing("--spacing-mm", "deprecated_spacing")
 @click.option(
     "--decode",
     is_flag=True,
@@ -173,9 +183,10 @@ def _safe_json(results: list[dict]) -> str:
 def info(
     files: tuple[Path, ...],
     us_region: int | None,
-    spacing: str | None,
+    deprecated_spacing,
     decode: bool,
     as_json: bool,
+    **options,
 ) -> None:
     """Print what the pipeline understood of each FILE (DICOM or plain image).
 
@@ -183,9 +194,16 @@ def info(
     gets one error line; the others are still reported. Exit code 2 when any file could
     not be read.
     """
+    from hybridfuse._options import build
+    from hybridfuse.fusion.pair import PairOptions
+
     from .errors import exit_code_for
 
-    spacing_mm = spacing_type(spacing)
+    given = merge_deprecated(
+        given_values(options, PairOptions), "--spacing-mm", deprecated_spacing, SPACING_NAMES
+    )
+    pair = build(PairOptions, given, source="command line")  # the flags' limits, alias too
+    spacing_mm = (pair.fixed_spacing_mm, pair.moving_spacing_mm)
     results = []
     worst = EXIT_OK
     for path in files:

@@ -18,29 +18,36 @@ import click
 
 from hybridfuse._options import OptionError, OptionSpec, check, parse_text, specs
 from hybridfuse.fusion.options import FusionOptions
+from hybridfuse.fusion.pair import PairOptions
 
 from .errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, exit_code_for
 
 __all__ = [
+    "DEPRECATED_FLAGS",
     "EXIT_BAD_INPUT",
     "EXIT_FAILURE",
     "EXIT_OK",
     "NONE_GIVEN",
     "UID_MAP_HELP",
+    "SPACING_NAMES",
     "check_pseudonym_key",
     "click_option",
     "config_option",
+    "deprecated_spacing",
     "default_text",
     "definition_options",
     "exit_code_for",
     "fixed_option",
     "given_values",
     "json_option",
+    "merge_deprecated",
     "moving_option",
     "overwrite_option",
+    "pair_options",
     "report_stale",
     "run_config",
     "say_stale",
+    "spacing_options",
     "spacing_type",
     "uid_map_option",
 ]
@@ -53,14 +60,14 @@ fixed_option = click.option(
     "fixed_path",
     required=True,
     type=click.Path(path_type=Path),
-    help="Fluoroscopy file (DICOM XA/RF, or an image with --spacing-mm).",
+    help="Fluoroscopy file (DICOM XA/RF, or an image with --fixed-spacing-mm).",
 )
 moving_option = click.option(
     "--moving",
     "moving_path",
     required=True,
     type=click.Path(path_type=Path),
-    help="Ultrasound file (DICOM US, or an image).",
+    help="Ultrasound file (DICOM US, or an image with --moving-spacing-mm).",
 )
 UID_MAP_HELP = next(s.help for s in specs(FusionOptions) if s.name == "uid_map")
 uid_map_option = click.option("--uid-map", "uid_map", is_flag=True, help=UID_MAP_HELP)
@@ -83,6 +90,57 @@ def spacing_type(value: str | None) -> tuple[float, float] | None:
     if len(nums) != 2 or min(nums) <= 0:
         raise click.BadParameter(f"expected two positive numbers ROW_MM,COL_MM, got {value!r}")
     return (nums[0], nums[1])
+
+
+#: The pixel spacing options given by hand (the rest of :class:`PairOptions` are checks).
+SPACING_NAMES = ("fixed_spacing_mm", "moving_spacing_mm")
+
+
+def pair_options(func):
+    """``--fixed-spacing-mm``, ``--moving-spacing-mm`` and the belonging-together options."""
+    return definition_options(PairOptions)(func)
+
+
+def spacing_options(func):
+    """``--fixed-spacing-mm`` and ``--moving-spacing-mm`` only (for ``info``)."""
+    return definition_options(PairOptions, only=SPACING_NAMES)(func)
+
+
+def deprecated_spacing(old: str, name: str):
+    """A hidden ``old`` flag kept for scripts: read like before, said to be deprecated.
+
+    The value goes to the keyword ``name`` (``deprecated_...``); :func:`merge_deprecated`
+    moves it to the option that replaced it.
+    """
+
+    def note(ctx, param, value):
+        if value is not None:
+            click.echo(
+                f"hybridfuse: note: {old} is deprecated; use {DEPRECATED_FLAGS[old]} instead",
+                err=True,
+            )
+        return spacing_type(value)
+
+    return click.option(old, name, default=None, hidden=True, callback=note)
+
+
+#: The deprecated (hidden) flags and the flag(s) that replaced them.
+DEPRECATED_FLAGS = {
+    "--us-spacing-mm": "--moving-spacing-mm",
+    "--spacing-mm": "--fixed-spacing-mm (fluoroscopy) and --moving-spacing-mm (others)",
+}
+
+
+def merge_deprecated(given: dict, old: str, value, names: tuple[str, ...]) -> dict:
+    """``given`` with a deprecated flag's ``value`` set for ``names``; both given refused."""
+    if value is None:
+        return given
+    for name in names:
+        if given.get(name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{old} and {flag} both given; give only {flag}")
+        given = {**given, name: value}
+    return given
 
 
 def report_stale(out_dir: Path) -> list[str]:

@@ -8,18 +8,21 @@ from pathlib import Path
 
 import click
 
+from hybridfuse.fusion.pair import PairOptions
 from hybridfuse.registration import RegistrationOptions
 
 from .options import (
     config_option,
     definition_options,
+    deprecated_spacing,
     fixed_option,
     given_values,
     json_option,
+    merge_deprecated,
     moving_option,
     overwrite_option,
+    pair_options,
     run_config,
-    spacing_type,
 )
 
 
@@ -61,7 +64,7 @@ from .options import (
     type=click.Path(path_type=Path),
     help="Start from this transform.json (within ~20 mm / 20 degrees).",
 )
-@click.option("--us-spacing-mm", default=None, help="ROW_MM,COL_MM for an uncalibrated US.")
+@deprecated_spacing("--us-spacing-mm", "deprecated_us_spacing")
 @click.option(
     "--truth",
     "truth_path",
@@ -74,8 +77,9 @@ from .options import (
     help="Record the input files' full paths and SOP Instance UIDs in transform.json "
     "(otherwise file names and sha256 only).",
 )
-@config_option("its [registration] table ([fusion] and [dose] are checked, not used)")
+@config_option("its [registration] and [pair] tables ([fusion], [dose] checked, not used)")
 @definition_options(RegistrationOptions)
+@pair_options
 @overwrite_option
 @json_option
 @click.pass_context
@@ -90,7 +94,7 @@ def register(
     init,
     plane_faces_detector,
     init_transform,
-    us_spacing_mm,
+    deprecated_us_spacing,
     truth_path,
     include_phi,
     config_path,
@@ -106,6 +110,7 @@ def register(
     """
     from hybridfuse._safeio import UnsafeOutputError, terminal_text
     from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.belonging import check_belonging
     from hybridfuse.fusion.coregister import (
         read_landmarks_csv,
         read_transform_json,
@@ -117,10 +122,16 @@ def register(
     )
     from hybridfuse.fusion.errors import InputError
     from hybridfuse.fusion.fuse import check_pair
+    from hybridfuse.fusion.pair import with_given_spacing
     from hybridfuse.registration import RegistrationError
     from hybridfuse.registration.errors import StartTransformError
 
-    opts = run_config(config_path, given_values(options, RegistrationOptions)).registration
+    given = given_values(options, RegistrationOptions, PairOptions)
+    given = merge_deprecated(
+        given, "--us-spacing-mm", deprecated_us_spacing, ("moving_spacing_mm",)
+    )
+    config = run_config(config_path, given)
+    opts, pair = config.registration, config.pair
     unused = opts.unused_by(with_landmarks=landmarks_path is not None)
     if unused:  # said, not refused: one configuration file may serve both kinds of call
         click.echo(
@@ -133,9 +144,11 @@ def register(
     _check_target(
         target, overwrite, [fixed_path, moving_path, landmarks_path, init_transform, truth_path]
     )
-    fixed = read_image(fixed_path).require_min_size()
-    moving = read_image(moving_path, spacing_mm=spacing_type(us_spacing_mm), require_spacing=False)
+    fixed = with_given_spacing(read_image(fixed_path), pair.fixed_spacing_mm, fixed=True)
+    fixed = fixed.require_min_size()
+    moving = with_given_spacing(read_image(moving_path), pair.moving_spacing_mm, fixed=False)
     check_pair(fixed, moving)  # the same refusal as fuse: swapped files are not registered
+    belonging = check_belonging(fixed, moving, pair, include_phi=include_phi)
     landmarks = read_landmarks_csv(landmarks_path) if landmarks_path else None
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
 
@@ -185,6 +198,7 @@ def register(
         moving_frame=moving_frame,
         tre=tre,
         include_phi=include_phi,
+        belonging=belonging.to_dict(),
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

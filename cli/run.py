@@ -28,12 +28,12 @@ MAX_WORKERS = 1024
 
 
 def config_options(func):
-    """Decorate a command with ``--config`` and every registration, fusion and dose option."""
+    """Decorate a command with ``--config`` and every registration, fusion, dose and pair option."""
     from hybridfuse.fusion.pipeline import GROUPS
 
     for cls in reversed(GROUPS.values()):  # decorators apply bottom-up: keep --help's order
         func = definition_options(cls)(func)
-    return config_option("[registration], [fusion] and [dose] tables")(func)
+    return config_option("[registration], [fusion], [dose] and [pair] tables")(func)
 
 
 def _config(config_path, options: dict):

@@ -360,7 +360,7 @@ class Image:
             pixels = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return pixels
 
-    def require_spacing(self, flag: str = "--spacing-mm") -> tuple[float, float]:
+    def require_spacing(self, flag: str = "--fixed-spacing-mm") -> tuple[float, float]:
         """Pixel spacing, or :class:`MissingCalibrationError` naming the flag to give it."""
         if self.pixel_spacing_mm is None:
             raise MissingCalibrationError(

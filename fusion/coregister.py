@@ -401,12 +401,15 @@ def transform_record(
     tre: dict | None = None,
     include_phi: bool = False,
     sha256: dict | None = None,
+    belonging: dict | None = None,
 ) -> dict:
     """The ``transform.json`` content for a registration result.
 
     Input images are recorded by file name and sha256; their folders (often named after
     the patient) and SOP Instance UIDs only with ``include_phi``. ``sha256`` maps a
     source path to its digest when the caller has it already (saves reading it again).
+    ``belonging`` is the belonging-together record (:mod:`fusion.belonging`), which says
+    which checks an ``--allow-mismatch`` overrode.
     """
     iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
     mm = (
@@ -447,6 +450,7 @@ def transform_record(
         "fixed": _input_record(fixed, fixed_frame, include_phi, sha256),
         "moving": _input_record(moving, moving_frame, include_phi, sha256),
         "options": result.options,
+        "belonging": belonging,
     }
 
 

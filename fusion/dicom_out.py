@@ -16,6 +16,7 @@ import hashlib
 import io
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,17 +73,38 @@ def derived_dataset(sop_class: str, src, *, deid: Deidentifier | None, fingerpri
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-        setattr(ds, kw, src.get(kw, "") if src is not None else "")
+        setattr(ds, kw, _source_value(src, kw))
     ds.PatientIdentityRemoved = "NO" if deid is None else "YES"
     study_uid = str(src.get("StudyInstanceUID", "") or "") if src is not None else ""
     ds.StudyInstanceUID = study_uid or (
         deid.derived_uid(sop_class, "study", *fingerprint) if deid else generate_uid()
     )
     for kw in ("StudyDate", "StudyTime", "AccessionNumber", "StudyID"):
-        setattr(ds, kw, src.get(kw, "") if src is not None else "")
+        setattr(ds, kw, _source_value(src, kw))
     ds.ReferringPhysicianName = ""
-    ds.Laterality = ""  # General Series, Type 2C: no paired body part is asserted
+    # General Series Laterality is Type 2C; absent, dciodvfy reports its condition as an
+    # Error, empty only a Warning (docs/cli.md): the fusion asserts no side.
+    ds.Laterality = ""
     return ds
+
+
+#: Values a source may hold that its VR or the standard's enumeration refuses; copied
+#: into a derived object they would make it invalid, so they are left empty (unknown).
+_VALID_FORM = {
+    "PatientSex": re.compile(r"[MFO]"),
+    "PatientBirthDate": re.compile(r"\d{8}"),
+    "StudyDate": re.compile(r"\d{8}"),
+    "StudyTime": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+}
+
+
+def _source_value(src, keyword: str):
+    """The source's value of ``keyword``, or "" when absent or not of a valid form."""
+    value = src.get(keyword, "") if src is not None else ""
+    form = _VALID_FORM.get(keyword)
+    if form is not None and value and not form.fullmatch(str(value).strip()):
+        return ""
+    return value if value is not None else ""
 
 
 def save_derived(ds, path, deid: Deidentifier | None, uid_map=None) -> Path:

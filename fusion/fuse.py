@@ -403,6 +403,7 @@ def fuse_images(
     viewer_max_frames: int = MAX_FRAMES,
     viewer_max_bytes: int = MAX_BYTES,
     uid_map: bool = False,
+    belonging: dict | None = None,
 ) -> dict:
     """Write fused_NNN.png, a video, viewer.html, fused_sc.dcm and fuse.json to ``out_dir``.
 
@@ -411,6 +412,7 @@ def fuse_images(
     ``viewer_max_frames``/``viewer_max_bytes`` bound what ``viewer.html`` embeds.
     ``uid_map`` also writes ``uid_map.csv`` (source UID -> de-identified UID of the DICOM
     outputs), which re-identifies them: only when asked, never with ``include_phi``.
+    ``belonging`` (the :mod:`fusion.belonging` record of the pair) is kept in fuse.json.
     Returns the ``fuse.json`` record.
     """
     out_dir = Path(out_dir)
@@ -486,6 +488,7 @@ def fuse_images(
                 "frames_per_second": len(pairs) / fuse_time if fuse_time > 0 else None,
                 "outputs": written,
                 "phi_included": include_phi,
+                "belonging": belonging,
             }
         )
         write_text(tmp / "fuse.json", json.dumps(summary, indent=1, allow_nan=False))

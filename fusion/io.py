@@ -310,7 +310,7 @@ def read_image(
     else:
         image = _read_plain(path, spacing_mm=spacing_mm, modality=modality, decode=decode)
     if require_spacing:
-        flag = "--us-spacing-mm" if image.modality is Modality.US else "--spacing-mm"
+        flag = "--moving-spacing-mm" if image.modality is Modality.US else "--fixed-spacing-mm"
         image.require_spacing(flag)
     return image
 

@@ -36,6 +36,7 @@ from hybridfuse.registration import IllPosedGeometryError, RegistrationOptions
 
 from .errors import InputError
 from .options import FusionOptions
+from .pair import PairOptions
 
 __all__ = [
     "CaseSpec",
@@ -92,12 +93,13 @@ class RunConfig:
     """Every option of ``hybridfuse run`` and ``batch``, one group per stage.
 
     Also read from a TOML file (:meth:`from_toml`) with ``[registration]``, ``[fusion]``
-    and ``[dose]`` tables whose keys are the options' flat names.
+    ``[dose]`` and ``[pair]`` tables whose keys are the options' flat names.
     """
 
     registration: RegistrationOptions = field(default_factory=RegistrationOptions)
     fusion: FusionOptions = field(default_factory=FusionOptions)
     dose: DoseOptions = field(default_factory=DoseOptions)
+    pair: PairOptions = field(default_factory=PairOptions)
 
     def to_dict(self) -> dict:
         """JSON-ready ``{group: {flat name: value}}`` (what summary.json records)."""
@@ -169,7 +171,7 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, overrides: Mapping | None = None) -> RunConfig:
-        """The file's ``[registration]``, ``[fusion]`` and ``[dose]`` tables, then ``overrides``.
+        """The file's tables (``[registration]``, ``[fusion]``, ...), then ``overrides``.
 
         ``overrides`` are flat ``{name: value}`` (the command line's options) and win over
         the file. A bad file, an unknown table or key, or a bad value raises
@@ -187,7 +189,12 @@ class RunConfig:
 
 
 #: The option groups of a run, by TOML table name.
-GROUPS = {"registration": RegistrationOptions, "fusion": FusionOptions, "dose": DoseOptions}
+GROUPS = {
+    "registration": RegistrationOptions,
+    "fusion": FusionOptions,
+    "dose": DoseOptions,
+    "pair": PairOptions,
+}
 
 
 def read_toml_tables(path: str | os.PathLike) -> dict[str, dict]:
@@ -411,7 +418,6 @@ def run_case(
         write_transform_json,
     )
     from .fuse import fuse_images, pair_frames
-    from .io import read_image
 
     config = config or RunConfig()
     out_dir = Path(out_dir)
@@ -426,8 +432,7 @@ def run_case(
     with claim_out(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
         say("reading images")
-        fluoro = [read_image(p).require_min_size() for p in spec.fluoro]
-        us = read_image(spec.ultrasound[0])
+        fluoro, us, belonging = _read_pair(spec, config)
         timings["io_s"] = time.perf_counter() - t
 
         say("registering")
@@ -475,6 +480,7 @@ def run_case(
                 f"({'; '.join(skipped) or 'none overlaps the ultrasound'}){hint}"
             )
         fl, fi, uj, result, landmarks = reg
+        pair_record = next(b for f, b in zip(fluoro, belonging, strict=True) if f is fl)
         tre = None
         if truth is not None:
             try:
@@ -491,6 +497,7 @@ def run_case(
             tre=tre,
             include_phi=config.fusion.include_phi,
             sha256=file_hashes,
+            belonging=pair_record,
         )
         write_transform_json(tmp / "registration" / "transform.json", record)
         timings["registration_s"] = time.perf_counter() - t
@@ -518,6 +525,7 @@ def run_case(
             uid_map=config.fusion.uid_map,
             transform_frames=(fi, uj),
             landmarks=lms,
+            belonging=pair_record,
         )
         timings["fusion_s"] = time.perf_counter() - t
 
@@ -576,6 +584,7 @@ def run_case(
                 "saved_dap_interval_95": cf["interval_95"].get("dap_gy_cm2") if cf else None,
                 "flags": dose["flags"],
             },
+            "belonging": belonging,
             "timings_s": timings,
         }
         (tmp / "index.html").write_text(_index_html(summary), encoding="utf-8")
@@ -585,6 +594,27 @@ def run_case(
         with open(tmp / "summary.json", "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=1, default=_json_default)
     return summary
+
+
+def _read_pair(spec: CaseSpec, config: RunConfig) -> tuple[list, object, list[dict]]:
+    """The fluoroscopy runs and the ultrasound (spacing given by hand applied), checked.
+
+    Every run is checked against the ultrasound, not only the one registered: the dose
+    report counts them all, so a run of another patient would be counted as this one's.
+    """
+    from .belonging import check_belonging
+    from .io import read_image
+    from .pair import with_given_spacing
+
+    pair = config.pair
+    fluoro = [
+        with_given_spacing(read_image(p), pair.fixed_spacing_mm, fixed=True).require_min_size()
+        for p in spec.fluoro
+    ]
+    us = with_given_spacing(read_image(spec.ultrasound[0]), pair.moving_spacing_mm, fixed=False)
+    include_phi = config.fusion.include_phi
+    belonging = [check_belonging(f, us, pair, include_phi=include_phi).to_dict() for f in fluoro]
+    return fluoro, us, belonging
 
 
 def _truth_text(truth: dict, key: str) -> str | None:

@@ -40,14 +40,28 @@ _TYPE = {
 }
 
 
-def _mm_spacing(img: Image) -> tuple[float, float]:
+def _mm_spacing(img: Image, flag: str) -> tuple[float, float]:
     if img.xray and img.xray.isocenter_spacing_mm:
         return img.xray.isocenter_spacing_mm
-    return img.require_spacing()
+    return img.require_spacing(flag)
+
+
+def _description(fixed: Image) -> str:
+    """What the fixed millimetres are (LO, at most 64 characters).
+
+    Without a magnification (SID/SOD) the fluoroscopy has no isocentre spacing and its
+    millimetres are the spacing's own plane (the detector, for --fixed-spacing-mm): said,
+    not passed off as the isocentre plane.
+    """
+    if fixed.xray and fixed.xray.isocenter_spacing_mm:
+        return "US plane mm to fluoro isocentre-plane mm"
+    return f"US plane mm to fluoro {fixed.spacing_plane.value}-plane mm (no SID/SOD)"[:64]
 
 
 def _matrix4(transform: Transform, moving: Image, fixed: Image) -> np.ndarray:
-    mm = transform.in_mm(_mm_spacing(moving), _mm_spacing(fixed))
+    mm = transform.in_mm(
+        _mm_spacing(moving, "--moving-spacing-mm"), _mm_spacing(fixed, "--fixed-spacing-mm")
+    )
     if np.max(np.abs(mm[2, :2])) > 1e-12:
         raise InputError(
             "a projective transform cannot be written as a Spatial Registration "
@@ -151,7 +165,7 @@ def write_registration_dicom(
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.ContentLabel = "HYBRIDFUSE_REG"
-    ds.ContentDescription = "US plane mm to fluoro isocentre-plane mm"  # LO: <= 64
+    ds.ContentDescription = _description(fixed)
     ds.ContentCreatorName = ""
 
     def item(for_uid, matrix, image: Image, matrix_type: str):

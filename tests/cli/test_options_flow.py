@@ -104,7 +104,7 @@ def test_command_line_wins_over_the_file_which_wins_over_the_default(tmp_path):
     assert reg["scale_tolerance"] is None  # 0 turns the check off
     assert config.dose.seed == 7
     assert RunConfig.from_dict(config.to_dict()) == config
-    assert set(config.to_dict()) == {"registration", "fusion", "dose"}
+    assert set(config.to_dict()) == {"registration", "fusion", "dose", "pair"}
 
 
 def test_register_reads_the_registration_table(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tracemalloc
 import uuid
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -264,20 +265,84 @@ def test_failed_save_leaves_nothing(case, tmp_path, monkeypatch):
     assert list((tmp_path / "o").iterdir()) == []
 
 
-@pytest.mark.skipif(
+NO_DCIODVFY = pytest.mark.skipif(
     shutil.which("dciodvfy") is None,
     reason="dciodvfy (Debian dicom3tools) not installed; .ci/run installs it",
 )
+
+
+def _dciodvfy_errors(path) -> list[str]:
+    """Every line of dciodvfy's report on ``path`` that contains "Error"."""
+    res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    return [ln for ln in (res.stdout + res.stderr).splitlines() if "Error" in ln]
+
+
+@NO_DCIODVFY
+@pytest.mark.parametrize("include_phi", [False, True])
 @pytest.mark.parametrize("n_frames", [1, 3])
-def test_deidentified_outputs_pass_dciodvfy(case, tmp_path, n_frames):
-    sc, _ = _write(case, tmp_path, n_frames=n_frames)
+def test_outputs_pass_dciodvfy(case, tmp_path, n_frames, include_phi):
+    sc, _ = _write(case, tmp_path, n_frames=n_frames, include_phi=include_phi)
     assert ("FrameIncrementPointer" in sc) == (n_frames > 1)
     for name in ("fused_sc.dcm", "registration.dcm"):
-        res = subprocess.run(
-            ["dciodvfy", str(tmp_path / name)], capture_output=True, text=True, check=False
-        )
-        errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
-        assert errors == [], (name, errors)
+        assert _dciodvfy_errors(tmp_path / name) == [], name
+
+
+def _real_images():
+    from tests.conftest import REALDATA
+
+    return sorted((REALDATA / "images").glob("*.dcm"))
+
+
+@NO_DCIODVFY
+@pytest.mark.skipif(not _real_images(), reason="../shared/realdata/images is absent")
+@pytest.mark.parametrize("include_phi", [False, True])
+def test_outputs_from_real_vendor_headers_pass_dciodvfy(case, tmp_path, include_phi):
+    # Real headers carry values their VR refuses (the Siemens RF file: Patient's Sex "?"),
+    # which a derived object must not copy: each file as the source of the patient and
+    # study modules, with one frame and with several.
+    from hybridfuse.fusion.pair import with_given_spacing
+
+    moving = case[1]
+    for path in _real_images():
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        for n_frames in (1, 2):
+            out = tmp_path / f"{path.stem}-{n_frames}-{include_phi}.dcm"
+            frames = [np.full((16, 24, 3), 60 * k, np.uint8) for k in range(n_frames)]
+            write_fused_sc(
+                out, frames, fixed_ds=header, moving_ds=case[2][1], frame_time_ms=100.0,
+                include_phi=include_phi, burned_in=False, description="real header",
+            )  # fmt: skip
+            assert _dciodvfy_errors(out) == [], out.name
+        image = with_given_spacing(read_image(path, decode=False), (0.3, 0.3), fixed=True)
+        reg = tmp_path / f"{path.stem}-{include_phi}-reg.dcm"
+        write_registration_dicom(reg, case[3], image, moving, include_phi=include_phi)
+        assert _dciodvfy_errors(reg) == [], reg.name
+        if "KarstenHilbertRF" in path.name:  # no SID/SOD: the millimetres are the detector's
+            description = pydicom.dcmread(reg).ContentDescription
+            assert description == "US plane mm to fluoro detector-plane mm (no SID/SOD)"
+
+
+def test_study_date_and_time_are_the_sources_with_include_phi(case, tmp_path):
+    _, _, headers, _ = case
+    for ds in _write(case, tmp_path, include_phi=True):
+        assert (ds.StudyDate, ds.StudyTime) == (headers[0].StudyDate, headers[0].StudyTime)
+        assert ds.Laterality == ""  # Type 2C: empty (unknown), see docs/cli.md
+
+
+def test_a_source_value_its_vr_refuses_is_left_empty(case, tmp_path):
+    _, _, headers, _ = case
+    src = pydicom.Dataset()
+    src.update(headers[0])
+    with warnings.catch_warnings():  # pydicom warns on setting them; a real file has them
+        warnings.simplefilter("ignore")
+        src.PatientSex, src.StudyTime, src.PatientBirthDate = "?", "9h", "1970"
+    sc = write_fused_sc(
+        tmp_path / "sc.dcm", [np.zeros((8, 8, 3), np.uint8)], fixed_ds=src, moving_ds=None,
+        frame_time_ms=100.0, include_phi=True, burned_in=False, description="bad values",
+    )  # fmt: skip
+    ds = pydicom.dcmread(sc)
+    assert (ds.PatientSex, ds.StudyTime, ds.PatientBirthDate) == ("", "", "")
+    assert ds.StudyDate == src.StudyDate
 
 
 class _LazyFrames(Sequence):

@@ -104,7 +104,7 @@ def test_xray_without_spacing_says_so_and_require_spacing_refuses():
     path = REALDATA / "images" / "orthanc-tests__KarstenHilbertRF.dcm"
     img = read_image(path)
     assert img.pixel_spacing_mm is None
-    with pytest.raises(MissingCalibrationError, match="--spacing-mm"):
+    with pytest.raises(MissingCalibrationError, match="--fixed-spacing-mm"):
         read_image(path, require_spacing=True)
 
 
@@ -189,7 +189,7 @@ def test_us_without_calibration_names_the_flag(tmp_path):
     img = read_image(path)
     assert img.pixel_spacing_mm is None
     assert "no ultrasound region calibrated in cm" in img.spacing_source
-    with pytest.raises(MissingCalibrationError, match=r"us\.dcm.*--us-spacing-mm"):
+    with pytest.raises(MissingCalibrationError, match=r"us\.dcm.*--moving-spacing-mm"):
         read_image(path, require_spacing=True)
     assert read_image(path, spacing_mm=(0.2, 0.2)).pixel_spacing_mm == (0.2, 0.2)
 

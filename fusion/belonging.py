@@ -1,0 +1,158 @@
+"""Whether a fluoroscopy and an ultrasound file belong together: one patient, one study, one time.
+
+Fusing images of two patients gives a picture that looks right and is wrong, so a pair
+whose Patient ID, Patient's Name or Study Instance UID differ, or whose acquisition starts
+lie further apart than a gap, is refused unless the user overrides it, and the override
+is recorded. A value missing on either side cannot differ: that check is recorded as
+not checked, never as passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hybridfuse.dicom import acquisition_start
+
+from ._image import Image
+from .errors import InputError
+from .pair import PairOptions
+
+__all__ = ["BelongingCheck", "MismatchError", "check_belonging"]
+
+#: (record key, DICOM keyword, tag) of the identity checks, in the order they are said.
+_IDENTITY = (
+    ("patient_id", "PatientID", "(0010,0020)"),
+    ("patient_name", "PatientName", "(0010,0010)"),
+    ("study_instance_uid", "StudyInstanceUID", "(0020,000D)"),
+)
+
+
+class MismatchError(InputError):
+    """The two images do not belong together (and the mismatch was not allowed)."""
+
+
+@dataclass
+class BelongingCheck:
+    """Each check's outcome: ``"same"``/``"within"``, ``"differs"`` or ``"not checked: <why>"``."""
+
+    fixed_file: str
+    moving_file: str
+    checks: dict = field(default_factory=dict)
+    acquisition_gap_s: float | None = None
+    max_acquisition_gap_s: float = 3600.0
+    allow_mismatch: bool = False
+
+    @property
+    def differing(self) -> list[str]:
+        """The checks that failed (whether or not allowed)."""
+        return [k for k, v in self.checks.items() if v == "differs"]
+
+    def to_dict(self) -> dict:
+        """JSON-ready record; ``overridden`` names the failed checks that were allowed."""
+        return {
+            "fixed_file": self.fixed_file,
+            "moving_file": self.moving_file,
+            "checks": dict(self.checks),
+            "acquisition_gap_s": self.acquisition_gap_s,
+            "max_acquisition_gap_s": self.max_acquisition_gap_s,
+            "allow_mismatch": self.allow_mismatch,
+            "overridden": self.differing if self.allow_mismatch else [],
+        }
+
+
+def _header(image: Image):
+    """The image's DICOM header (no pixels), or None for a plain image."""
+    import pydicom
+
+    from hybridfuse.dicom import quiet_pydicom
+
+    if not image.source_path or not image.uids:
+        return None
+    try:
+        with quiet_pydicom():
+            return pydicom.dcmread(image.source_path, stop_before_pixels=True, defer_size=4096)
+    except (OSError, ValueError, pydicom.errors.InvalidDicomError) as exc:
+        raise InputError(
+            f"{image.source_path}: cannot re-read the DICOM header ({type(exc).__name__})"
+        ) from exc
+
+
+def _text(ds, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "").strip() if ds is not None else ""
+
+
+def _gap_s(fixed_ds, moving_ds) -> float | None:
+    """Seconds between the acquisition starts (wall clocks when only one has an offset)."""
+    if fixed_ds is None or moving_ds is None:
+        return None
+    a, _ = acquisition_start(fixed_ds)
+    b, _ = acquisition_start(moving_ds)
+    if a is None or b is None:
+        return None
+    if (a.tzinfo is None) != (b.tzinfo is None):
+        a, b = a.replace(tzinfo=None), b.replace(tzinfo=None)
+    return abs((b - a).total_seconds())
+
+
+def _identity_check(fixed_ds, moving_ds, keyword: str) -> tuple[str, str, str]:
+    """(outcome, fixed value, moving value) of one identity attribute."""
+    if fixed_ds is None or moving_ds is None:
+        return "not checked: not DICOM", "", ""
+    a, b = _text(fixed_ds, keyword), _text(moving_ds, keyword)
+    if not a or not b:
+        side = "both" if not a and not b else ("fixed" if not a else "moving")
+        return f"not checked: missing in {side}", a, b
+    return ("same" if a == b else "differs"), a, b
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_belonging(
+    fixed: Image, moving: Image, options: PairOptions | None = None, *, include_phi: bool = False
+) -> BelongingCheck:
+    """Check that ``fixed`` and ``moving`` are of one patient, one study and one time.
+
+    Returns the record of every check; raises :class:`MismatchError` (one line naming both
+    files and what differs; the values themselves only with ``include_phi``) when any
+    check fails and ``options.allow_mismatch`` is off.
+    """
+    options = options or PairOptions()
+    fixed_ds, moving_ds = _header(fixed), _header(moving)
+    record = BelongingCheck(
+        fixed_file=Path(fixed.source_path or "fixed").name,
+        moving_file=Path(moving.source_path or "moving").name,
+        max_acquisition_gap_s=options.max_acquisition_gap_s,
+        allow_mismatch=options.allow_mismatch,
+    )
+    reasons = []
+    for key, keyword, tag in _IDENTITY:
+        outcome, a, b = _identity_check(fixed_ds, moving_ds, keyword)
+        record.checks[key] = outcome
+        if outcome == "differs":
+            reasons.append(
+                f"{keyword} {tag} differs" + (f" ({a!r} vs {b!r})" if include_phi else "")
+            )
+    gap = _gap_s(fixed_ds, moving_ds)
+    record.acquisition_gap_s = gap
+    if gap is None:
+        record.checks["acquisition_gap"] = "not checked: no acquisition time on one side"
+    elif gap > options.max_acquisition_gap_s:
+        record.checks["acquisition_gap"] = "differs"
+        reasons.append(
+            f"acquired {_span(gap)} apart (more than --max-acquisition-gap-s "
+            f"{options.max_acquisition_gap_s:g})"
+        )
+    else:
+        record.checks["acquisition_gap"] = "within"
+    if reasons and not options.allow_mismatch:
+        raise MismatchError(
+            f"{fixed.source_path} and {moving.source_path} do not belong together: "
+            f"{'; '.join(reasons)}; pass --allow-mismatch to go on anyway"
+        )
+    return record
