@@ -362,6 +362,24 @@ def test_cine_plays_at_the_files_frame_rate(browser, fused):
     assert re.search(r"ultrasound frame \d+ · Δt [+−]\d+\.\d\d s", info), info
 
 
+def test_cine_follows_irregular_frame_times_not_a_nominal_rate(browser, tmp_path):
+    from hybridfuse.fusion.viewer import write_viewer
+
+    f = np.full((16, 16), 90, np.uint8)
+    times = [0.0, 0.6, 0.8, 1.4]  # a FrameTimeVector's steps need not be equal
+    write_viewer(tmp_path / "v.html", [f] * 4, [f] * 4, [np.ones((16, 16), bool)] * 4,
+                 times_s=times, mm_per_px=None, landmarks=[], case_label="c", fps=4.0)  # fmt: skip
+    _open(browser, tmp_path / "v.html")
+    browser.execute_script("document.getElementById('play').click()")
+    browser.execute_script("return new Promise(r => setTimeout(r, 1550))")
+    log = browser.execute_script(
+        "document.getElementById('play').click(); return window.viewerState.playLog"
+    )
+    assert [e["frame"] for e in log[:4]] == [0, 1, 2, 3]
+    wall = np.diff([e["wall"] for e in log[:4]]) / 1000
+    assert wall == pytest.approx(np.diff(times), rel=0.1)  # not 1/fps = 0.25 s each
+
+
 # --- confidence and export --------------------------------------------------------------------
 
 
