@@ -159,8 +159,8 @@ function fluoro(i) {
   g.putImageData(img, 0, 0);
   return fcan;
 }
-function tint(src, c, cmap) {
-  const g = g2(c); g.clearRect(0, 0, c.width, c.height); g.drawImage(src, 0, 0);
+function tint(src, c, cmap, dx = 0, dy = 0) {
+  const g = g2(c); g.clearRect(0, 0, c.width, c.height); g.drawImage(src, dx, dy);
   if (state.gain === 1 && !cmap) return c;
   const img = g.getImageData(0, 0, c.width, c.height), d = img.data;
   const lut = cmap ? DATA.colormaps[cmap] : null;
@@ -173,9 +173,11 @@ function tint(src, c, cmap) {
   return c;
 }
 const edgeCache = new Map();
+const layerImage = i => LY[DATA.layerOf[i]];
 function edgeMask(i) {
-  if (edgeCache.has(i)) return edgeCache.get(i);
-  const g = g2(lcan); g.clearRect(0, 0, W, H); g.drawImage(LY[i], 0, 0);
+  const key = DATA.layerOf[i];
+  if (edgeCache.has(key)) return edgeCache.get(key);
+  const g = g2(lcan); g.clearRect(0, 0, W, H); g.drawImage(layerImage(i), 0, 0);
   const d = g.getImageData(0, 0, W, H).data;
   const m = new Float32Array(W * H), mag = new Float32Array(W * H);
   for (let p = 0; p < W * H; p++) m[p] = d[4 * p];
@@ -195,7 +197,7 @@ function edgeMask(i) {
   const thr = vals.length ? vals[k] + ((vals[k + 1] ?? vals[k]) - vals[k]) * (q - k) : Infinity;
   const strong = new Uint8Array(W * H);
   for (let p = 0; p < W * H; p++) strong[p] = mag[p] >= thr && mag[p] > 1e-6 ? 1 : 0;
-  edgeCache.set(i, strong);
+  edgeCache.set(key, strong);
   return strong;
 }
 function drawEdges(g, i) {
@@ -209,7 +211,7 @@ function compose(i) {
   const g = g2(comp), m = state.mode;
   g.globalAlpha = 1; g.drawImage(fluoro(i), 0, 0);
   if (m === "edges") { drawEdges(g, i); return comp; }
-  const layer = tint(LY[i], lcan, m === "color" ? state.colormap : null);
+  const layer = tint(layerImage(i), lcan, m === "color" ? state.colormap : null);
   g.save();
   if (m === "alpha" || m === "color" || m === "side-by-side") g.globalAlpha = state.opacity;
   else if (m === "checkerboard") {
@@ -251,7 +253,7 @@ function pointAt(cx, cy) {
 }
 function usFrameCanvas(i) {
   const j = DATA.usFrame[i], im = US[j];
-  return im ? tint(im, ucan, null) : null;
+  return im ? tint(im, ucan, null, ...(DATA.usOffset || [0, 0])) : null;
 }
 
 // --- drawing ----------------------------------------------------------------------------

@@ -317,32 +317,40 @@ def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transfor
     )
 
 
-def _moving_images(ctx: ViewerContext, frames_j: list[int]) -> tuple[dict, str, tuple]:
+def _moving_images(ctx: ViewerContext, frames_j: list[int]) -> tuple[dict, str, dict]:
     """Data URLs of the distinct ultrasound frames shown, within :data:`MAX_US_BYTES`.
 
-    Returns {frame: URL}, a note on frames left out, and the frames' (rows, cols).
+    Each frame is cropped to the bounding box of ``moving_mask`` (screen furniture around
+    the image is never shown). Returns {frame: URL}, a note on frames left out, and the
+    geometry: full (rows, cols) and the crop's (x, y) offset.
     """
     urls: dict[str, str] = {}
-    used, shape = 0, (0, 0)
+    used, geometry = 0, {"shape": (0, 0), "offset": (0, 0)}
     for j in dict.fromkeys(frames_j):
         grey = np.clip(np.asarray(ctx.moving_frame(j), dtype=np.float32), 0, 255)
-        grey, shape = np.rint(grey).astype(np.uint8), grey.shape
         valid = ctx.moving_mask if ctx.moving_mask is not None else np.ones(grey.shape, bool)
-        url = _png_data_url(np.dstack([grey, np.where(valid, 255, 0).astype(np.uint8)]))
+        ys, xs = np.nonzero(valid)
+        if not ys.size:
+            return {}, "the ultrasound mask is empty: no ultrasound frames embedded", geometry
+        box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        la = np.dstack([np.rint(grey[box]), np.where(valid[box], 255, 0)]).astype(np.uint8)
+        geometry = {"shape": grey.shape, "offset": (int(xs.min()), int(ys.min()))}
+        url = _png_data_url(la)
         if urls and used + len(url) > MAX_US_BYTES:
-            return urls, f"ultrasound frames past {len(urls)} not embedded (byte budget)", shape
+            return urls, f"ultrasound frames past {len(urls)} not embedded (byte budget)", geometry
         urls[str(j)] = url
         used += len(url)
-    return urls, "", shape
+    return urls, "", geometry
 
 
 def _context_data(ctx: ViewerContext, idx: list[int]) -> dict:
     """The context's part of the viewer's data, for the shown output frames ``idx``."""
     pairs = ctx.pairs or []
     frames_j = [int(pairs[k][0]) for k in idx] if len(pairs) > max(idx) else []
-    images, note, shape = ({}, "", (0, 0))
+    images, note, geometry = ({}, "", {"shape": (0, 0), "offset": (0, 0)})
     if frames_j and ctx.moving_frame is not None:
-        images, note, shape = _moving_images(ctx, frames_j)
+        images, note, geometry = _moving_images(ctx, frames_j)
+    shape = geometry["shape"]
     luts = {name: colormap_lut(name) for name in dict.fromkeys((ctx.colormap, *COLORMAPS))}
     return {
         "mode": ctx.mode,
@@ -358,6 +366,7 @@ def _context_data(ctx: ViewerContext, idx: list[int]) -> dict:
         "usNote": note,
         "usWidth": int(shape[1]),
         "usHeight": int(shape[0]),
+        "usOffset": list(geometry["offset"]),
         "fixedSpacingMm": _spacing(ctx.fixed_spacing_mm),
         "usSpacingMm": _spacing(ctx.moving_spacing_mm),
         "quality": _quality(ctx.quality),
@@ -394,9 +403,13 @@ def render_viewer(
     ctx = context or frames.context or ViewerContext()
     info = frames.summary()
     mm = _finite(mm_per_px)
+    # The layer is the ultrasound frame warped: frames sharing one share its image.
+    layers: dict[str, int] = {}
+    layer_of = [layers.setdefault(frames._kept[k][1], len(layers)) for k in idx]
     data = {
         "frames": [frames._kept[k][0] for k in idx],
-        "layers": [frames._kept[k][1] for k in idx],
+        "layers": list(layers),
+        "layerOf": layer_of,
         "frameIndex": idx,
         "totalFrames": frames.n_total,
         "note": "" if info["frames_shown"] == info["frames_total"] else info["note"],
