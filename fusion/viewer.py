@@ -214,37 +214,39 @@ def colormap_lut(name: str) -> list[int]:
 COLORMAPS = ("hot", "viridis", "gray", "cool")
 #: Budget for the ultrasound frames embedded for the side-by-side view.
 MAX_US_BYTES = 8 * 2**20
-#: ``transform.json`` quality keys the confidence banner reads (others are ignored).
-QUALITY_SHOWN = (
-    "verdict",
-    "reasons",
-    "predicted_tre_mm",
-    "accepted_unverified",
-    "intensity_refinement",
-    "landmark_fre_px",
-    "landmark_loo_tre_px",
-    "landmarks_rejected",
-    "scale_ratio_to_calibration",
-    "edge_on",
-    "model_used",
-)
+#: ``transform.json`` quality keys the confidence banner reads, by kind (others ignored).
+QUALITY_SHOWN = {
+    "verdict": str,
+    "reasons": list,
+    "predicted_tre_mm": float,
+    "accepted_unverified": bool,
+    "intensity_refinement": str,
+    "landmark_fre_px": float,
+    "landmark_loo_tre_px": float,
+    "landmarks_rejected": list,
+    "scale_ratio_to_calibration": float,
+    "edge_on": bool,
+    "model_used": str,
+}
 
 
 def _quality(q) -> dict | None:
-    """The banner's part of a ``quality`` record: numbers finite, texts as text."""
+    """The banner's part of a ``quality`` record: numbers finite or None, texts as text."""
     if not isinstance(q, dict):
         return None
     out = {}
-    for key in QUALITY_SHOWN:
+    for key, kind in QUALITY_SHOWN.items():
         v = q.get(key)
-        if isinstance(v, bool):
-            out[key] = v
-        elif isinstance(v, (int, float)):
-            out[key] = _finite(v)
-        elif isinstance(v, list):
-            out[key] = [str(x) for x in v][:20]
-        elif v is not None:
-            out[key] = str(v)
+        if key not in q:
+            continue
+        if kind is float:
+            out[key] = None if isinstance(v, bool) else _finite(v)
+        elif kind is list:
+            out[key] = [str(x) for x in v][:20] if isinstance(v, list) else []
+        elif kind is bool:
+            out[key] = v is True
+        else:
+            out[key] = None if v is None else str(v)
     return out
 
 
