@@ -110,17 +110,20 @@ def _set(drv, element_id, value):
     )
 
 
-def _pointer(drv, kind, cx, cy, shift=False):
+def _pointer(drv, kind, cx, cy, shift=False, pointer=1):
     """Dispatch a pointer event at canvas pixel (cx, cy) (fractional: as a pen would)."""
     drv.execute_script(
         "const c = document.getElementById('view'), r = c.getBoundingClientRect();"
-        "c.dispatchEvent(new PointerEvent(arguments[0], {bubbles: true, pointerId: 1,"
+        "const E = arguments[0] === 'wheel' ? WheelEvent : PointerEvent;"
+        "c.dispatchEvent(new E(arguments[0], {bubbles: true, cancelable: true,"
+        " pointerId: arguments[4], deltaY: -100,"
         " clientX: r.left + arguments[1] * r.width / c.width,"
         " clientY: r.top + arguments[2] * r.height / c.height, shiftKey: arguments[3]}));",
         kind,
         cx,
         cy,
         shift,
+        pointer,
     )
 
 
@@ -252,6 +255,16 @@ def test_zoom_pan_and_scale_bar(browser, fused, shots):
     browser.save_screenshot(str(shots / "zoomed.png"))
     browser.find_element(By.ID, "view").send_keys("0")
     assert (_state(browser, "zoom"), _state(browser, "panX")) == (1, 0)
+    _pointer(browser, "wheel", 300, 250)  # one wheel notch in: x 1.0015^100
+    assert _state(browser, "zoom") == pytest.approx(1.0015**100)
+    browser.find_element(By.ID, "view").send_keys("0")
+    _pointer(browser, "pointerdown", 300, 250, pointer=1)  # pinch: two fingers spread x2
+    _pointer(browser, "pointerdown", 340, 250, pointer=2)
+    _pointer(browser, "pointermove", 380, 250, pointer=2)
+    _pointer(browser, "pointerup", 380, 250, pointer=2)
+    _pointer(browser, "pointerup", 300, 250, pointer=1)
+    assert _state(browser, "zoom") == pytest.approx(2.0)
+    browser.find_element(By.ID, "reset").click()
     # The canvas follows the window.
     w0 = browser.execute_script("return document.getElementById('view').width")
     browser.set_window_size(1200, 900)
