@@ -257,10 +257,14 @@ function usFrameCanvas(i) {
 }
 
 // --- drawing ----------------------------------------------------------------------------
+let composed = "";
 function draw() {
   if (!state.ready) return;
   const i = state.frame;
-  compose(i);
+  // Recompose only when the image changes, not for each cursor move, pan or zoom.
+  const key = [i, state.mode, state.opacity, state.swipe, state.window, state.level,
+               state.gain, state.colormap, state.flickerOn].join();
+  if (key !== composed) { compose(i); usFrameCanvas(i); composed = key; }
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height);
   state.scaleBarPx = null;
@@ -270,7 +274,7 @@ function draw() {
 }
 function drawPane(p, i) {
   const v = view(p);
-  const src = p.kind === "fused" ? comp : p.kind === "fluoro" ? fcan : usFrameCanvas(i);
+  const src = p.kind === "fused" ? comp : p.kind === "fluoro" ? fcan : US[DATA.usFrame[i]] && ucan;
   ctx.save(); ctx.beginPath(); ctx.rect(p.x, p.y, p.w, p.h); ctx.clip();
   if (src) {
     ctx.imageSmoothingEnabled = false;
@@ -303,7 +307,8 @@ function overlays(p, v) {
     ctx.strokeStyle = "#ff0"; ctx.fillStyle = "#ff0"; ctx.lineWidth = 2;
     ctx.beginPath(); ctx.moveTo(...a); ctx.lineTo(...b); ctx.stroke();
     ctx.font = "bold 14px sans-serif";
-    if (m.b) ctx.fillText(measureText(m), b[0] + 8, b[1] - 8);
+    const t = m.b ? measureText(m) : "", tw = ctx.measureText(t).width;
+    if (m.b) ctx.fillText(t, Math.max(p.x + 4, Math.min(b[0] + 8, p.x + p.w - tw - 4)), b[1] - 8);
   }
 }
 function drawLandmarks(p, v) {
