@@ -202,16 +202,33 @@ def _matrix(m) -> list[list[float]] | None:
     return a.tolist()
 
 
+#: Piecewise-linear colour maps as matplotlib defines them ((x, value) per channel), so
+#: the viewer offers them without loading matplotlib (a second of start-up).
+_SEGMENTS = {
+    "hot": (
+        ((0.0, 0.0416), (0.365079, 1.0), (1.0, 1.0)),
+        ((0.0, 0.0), (0.365079, 0.0), (0.746032, 1.0), (1.0, 1.0)),
+        ((0.0, 0.0), (0.746032, 0.0), (1.0, 1.0)),
+    ),
+    "gray": (((0.0, 0.0), (1.0, 1.0)),) * 3,
+    "cool": (((0.0, 0.0), (1.0, 1.0)), ((0.0, 1.0), (1.0, 0.0)), ((0.0, 1.0), (1.0, 1.0))),
+}
+
+
 def colormap_lut(name: str) -> list[int]:
     """256 RGB entries (flat, 0-255) of a matplotlib colour map, as ``fuse`` applies it."""
-    import matplotlib
+    x = np.linspace(0, 1, 256)
+    if name in _SEGMENTS:
+        rgb = np.stack([np.interp(x, *zip(*seg, strict=True)) for seg in _SEGMENTS[name]], 1)
+    else:
+        import matplotlib
 
-    rgb = matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255
-    return np.rint(rgb).astype(int).ravel().tolist()
+        rgb = matplotlib.colormaps[name](x)[:, :3]
+    return np.rint(rgb * 255).astype(int).ravel().tolist()
 
 
 #: Colour maps the viewer offers for the ultrasound layer, besides the one ``fuse`` used.
-COLORMAPS = ("hot", "viridis", "gray", "cool")
+COLORMAPS = ("hot", "gray", "cool")
 #: Budget for the ultrasound frames embedded for the side-by-side view.
 MAX_US_BYTES = 8 * 2**20
 #: ``transform.json`` quality keys the confidence banner reads, by kind (others ignored).

@@ -101,6 +101,14 @@ def test_context_values_are_sanitised():
     assert "viridis" in data["colormaps"] and len(data["colormaps"]["hot"]) == 768
 
 
+@pytest.mark.parametrize("name", ["hot", "gray", "cool", "viridis"])
+def test_colour_maps_are_matplotlibs(name):
+    import matplotlib
+
+    want = np.rint(matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255)
+    assert viewer_mod.colormap_lut(name) == want.astype(int).ravel().tolist()
+
+
 def test_identical_layers_are_embedded_once():
     data = _render(_frames(), ViewerContext())
     assert len(data["layers"]) == 3 and data["layerOf"] == [0, 1, 2]
