@@ -133,8 +133,14 @@ class ViewerFrames:
 
     @property
     def nbytes(self) -> int:
-        """Size of the embedded images (characters of their data URLs)."""
+        """Size of the kept images (characters of their data URLs), as the budget counts it."""
         return self._bytes
+
+    @property
+    def page_bytes(self) -> int:
+        """Size of the images as the page embeds them: identical layers once."""
+        fixed = sum(len(f) for f, _ in self._kept.values())
+        return fixed + sum(map(len, {layer for _, layer in self._kept.values()}))
 
     def summary(self) -> dict:
         """What the viewer shows, for ``fuse.json``."""
@@ -150,7 +156,7 @@ class ViewerFrames:
             "output_frames": self.indices,
             "max_frames": self.max_frames,
             "max_bytes": self.max_bytes,
-            "embedded_bytes": self._bytes,
+            "embedded_bytes": self.page_bytes,
             "note": note,
         }
 

@@ -118,6 +118,8 @@ def test_identical_layers_are_embedded_once():
         vf.add(k, f + k, f, np.ones((8, 8), bool))  # one ultrasound frame for all three
     data = _render(vf, ViewerContext())
     assert len(data["frames"]) == 3 and len(data["layers"]) == 1 and data["layerOf"] == [0] * 3
+    page = sum(map(len, data["frames"])) + len(data["layers"][0])
+    assert vf.summary()["embedded_bytes"] == page < vf.nbytes  # fuse.json: as embedded
 
 
 def test_ultrasound_frames_past_their_budget_are_left_out_and_said(monkeypatch):
