@@ -638,6 +638,7 @@ window.viewerApi = {
   canvasToImage: (cx, cy) => pointAt(cx, cy),
   pixel: (cx, cy) => Array.from(ctx.getImageData(cx, cy, 1, 1).data),
   composite: (x, y) => Array.from(g2(comp).getImageData(x, y, 1, 1).data),
+  compositePng: () => comp.toDataURL("image/png"),
   raw: (x, y) => {
     const g = g2(mk(W, H)); g.drawImage(FR[state.frame], 0, 0);
     return g.getImageData(x, y, 1, 1).data[0];
