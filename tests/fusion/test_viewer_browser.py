@@ -164,6 +164,13 @@ def test_opacity_and_modes_change_the_canvas_as_their_formulas_say(browser, fuse
     # The window shows the composite: image pixel (x, y) is drawn at imageToCanvas(x, y).
     cx, cy = _api(browser, "imageToCanvas(arguments[0], arguments[1])", x, y)
     assert _api(browser, "pixel(arguments[0], arguments[1])", int(cx), int(cy))[0] == vals[50]
+    # Gain multiplies the ultrasound: min(255, round(g M)), shown at full opacity.
+    _set(browser, "opacity", 100)
+    _set(browser, "gain", 150)
+    assert _api(browser, "composite(arguments[0], arguments[1])", x, y)[0] == min(
+        255, int(np.floor(1.5 * vals[100] + 0.5))
+    )
+    _set(browser, "gain", 100)
     # Colour mode: the fuse colour map at full opacity; checkerboard: M on odd tiles only.
     _set(browser, "mode", "color")
     _set(browser, "opacity", 100)
