@@ -283,8 +283,13 @@ def test_zoom_pan_and_scale_bar(browser, fused, shots):
     browser.save_screenshot(str(shots / "zoomed.png"))
     browser.find_element(By.ID, "view").send_keys("0")
     assert (_state(browser, "zoom"), _state(browser, "panX")) == (1, 0)
+    (q0,) = _api(browser, "panes()")
     _pointer(browser, "wheel", 300, 250)  # one wheel notch in: x 1.0015^100
+    (q1,) = _api(browser, "panes()")
     assert _state(browser, "zoom") == pytest.approx(1.0015**100)
+    # The wheel zooms about the pointer: the image point under it stays under it.
+    under = [((300 - q["ox"]) / q["s"], (250 - q["oy"]) / q["s"]) for q in (q0, q1)]
+    assert under[1] == pytest.approx(under[0], abs=1e-9)
     browser.find_element(By.ID, "view").send_keys("0")
     _pointer(browser, "pointerdown", 300, 250, pointer=1)  # pinch: two fingers spread x2
     _pointer(browser, "pointerdown", 340, 250, pointer=2)
