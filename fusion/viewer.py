@@ -21,6 +21,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -349,22 +350,29 @@ def _moving_images(ctx: ViewerContext, frames_j: list[int]) -> tuple[dict, str, 
     the image is never shown). Returns {frame: URL}, a note on frames left out, and the
     geometry: full (rows, cols) and the crop's (x, y) offset.
     """
+    shape = np.shape(ctx.moving_frame(frames_j[0]))[:2]
+    valid = ctx.moving_mask if ctx.moving_mask is not None else np.ones(shape, bool)
+    ys, xs = np.nonzero(valid)
+    geometry = {"shape": shape, "offset": (0, 0)}
+    if not ys.size:
+        return {}, "the ultrasound mask is empty: no ultrasound frames embedded", geometry
+    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    geometry["offset"] = (int(xs.min()), int(ys.min()))
+    alpha = np.where(valid[box], 255, 0).astype(np.uint8)
+
+    def encode(j: int) -> str:
+        grey = np.clip(np.asarray(ctx.moving_frame(j), dtype=np.float32)[box], 0, 255)
+        return _png_data_url(np.dstack([np.rint(grey).astype(np.uint8), alpha]))
+
     urls: dict[str, str] = {}
-    used, geometry = 0, {"shape": (0, 0), "offset": (0, 0)}
-    for j in dict.fromkeys(frames_j):
-        grey = np.clip(np.asarray(ctx.moving_frame(j), dtype=np.float32), 0, 255)
-        valid = ctx.moving_mask if ctx.moving_mask is not None else np.ones(grey.shape, bool)
-        ys, xs = np.nonzero(valid)
-        if not ys.size:
-            return {}, "the ultrasound mask is empty: no ultrasound frames embedded", geometry
-        box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        la = np.dstack([np.rint(grey[box]), np.where(valid[box], 255, 0)]).astype(np.uint8)
-        geometry = {"shape": grey.shape, "offset": (int(xs.min()), int(ys.min()))}
-        url = _png_data_url(la)
-        if urls and used + len(url) > MAX_US_BYTES:
-            return urls, f"ultrasound frames past {len(urls)} not embedded (byte budget)", geometry
-        urls[str(j)] = url
-        used += len(url)
+    used, distinct = 0, list(dict.fromkeys(frames_j))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # zlib frees the GIL
+        for j, url in zip(distinct, pool.map(encode, distinct), strict=True):
+            if urls and used + len(url) > MAX_US_BYTES:
+                note = f"ultrasound frames past {len(urls)} not embedded (byte budget)"
+                return urls, note, geometry
+            urls[str(j)] = url
+            used += len(url)
     return urls, "", geometry
 
 
