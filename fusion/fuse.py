@@ -46,7 +46,7 @@ from .blend import BlendMode, blend
 from .dicom_out import case_pseudonym, write_fused_sc
 from .errors import InputError
 from .export import write_gif, write_mp4, write_png
-from .viewer import MAX_BYTES, MAX_FRAMES, ViewerFrames, render_viewer
+from .viewer import MAX_BYTES, MAX_FRAMES, ViewerFrames, render_viewer, viewer_context
 
 __all__ = ["check_transform", "pair_frames", "fuse_images"]
 
@@ -404,6 +404,7 @@ def fuse_images(
     viewer_max_bytes: int = MAX_BYTES,
     uid_map: bool = False,
     belonging: dict | None = None,
+    quality: dict | None = None,
 ) -> dict:
     """Write fused_NNN.png, a video, viewer.html, fused_sc.dcm and fuse.json to ``out_dir``.
 
@@ -413,7 +414,8 @@ def fuse_images(
     ``uid_map`` also writes ``uid_map.csv`` (source UID -> de-identified UID of the DICOM
     outputs), which re-identifies them: only when asked, never with ``include_phi``.
     ``belonging`` (the :mod:`fusion.belonging` record of the pair) is kept in fuse.json.
-    Returns the ``fuse.json`` record.
+    ``quality`` (transform.json's, else read from ``transform_source``) feeds the viewer's
+    confidence banner. Returns the ``fuse.json`` record.
     """
     out_dir = Path(out_dir)
     sources = [p for p in (fixed.source_path, moving.source_path, transform_source) if p]
@@ -438,6 +440,9 @@ def fuse_images(
     with claim_out(out_dir, overwrite=overwrite) as tmp:
         map_path = tmp / "uid_map.csv" if uid_map and not include_phi else None
         viewer = ViewerFrames(len(pairs), viewer_max_frames, viewer_max_bytes)
+        viewer.context = viewer_context(
+            fixed, moving, transform, pairs, opts, quality, transform_source
+        )
         spool = FrameSpool(tmp)
         try:
             _fuse_frames(fixed, moving, transform, pairs, tmp, spool, viewer, opts, progress)

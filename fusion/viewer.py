@@ -16,18 +16,31 @@ embedded, evenly subsampled; the viewer and ``fuse.json`` say which.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import math
 import os
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hybridfuse._safeio import html_text, script_json, write_text
 
-__all__ = ["MAX_BYTES", "MAX_FRAMES", "ViewerFrames", "write_viewer"]
+from ._viewer_page import CSP, PAGE, SCRIPT
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_FRAMES",
+    "ViewerContext",
+    "ViewerFrames",
+    "read_quality",
+    "render_viewer",
+    "viewer_context",
+    "write_viewer",
+]
 
 #: Most frames a viewer embeds (every k-th frame of a longer run).
 MAX_FRAMES = 100
@@ -76,6 +89,8 @@ class ViewerFrames:
         self._kept: dict[int, tuple[str, str]] = {}
         self._bytes = 0
         self.shape: tuple[int, int] | None = None
+        #: What the page shows besides the frames (:class:`ViewerContext`), set by ``fuse``.
+        self.context: ViewerContext | None = None
 
     def wants(self, k: int) -> bool:
         """Whether output frame ``k`` would be embedded at the current stride."""
@@ -87,8 +102,9 @@ class ViewerFrames:
 
         Thread-safe and independent of the kept frames, so it may run on a pool.
         """
-        rgba = np.dstack([layer, layer, layer, np.where(valid, 255, 0).astype(np.uint8)])
-        return _png_data_url(fixed), _png_data_url(rgba)
+        # Grey + alpha: the layer is grey (the viewer colours it), a third of RGBA's bytes.
+        la = np.dstack([layer, np.where(valid, 255, 0).astype(np.uint8)])
+        return _png_data_url(fixed), _png_data_url(la)
 
     def add(self, k: int, fixed: np.ndarray, layer: np.ndarray, valid: np.ndarray) -> None:
         """Encode output frame ``k`` (uint8 fluoroscopy, uint8 layer, bool valid) if wanted."""
@@ -118,8 +134,14 @@ class ViewerFrames:
 
     @property
     def nbytes(self) -> int:
-        """Size of the embedded images (characters of their data URLs)."""
+        """Size of the kept images (characters of their data URLs), as the budget counts it."""
         return self._bytes
+
+    @property
+    def page_bytes(self) -> int:
+        """Size of the images as the page embeds them: identical layers once."""
+        fixed = sum(len(f) for f, _ in self._kept.values())
+        return fixed + sum(map(len, {layer for _, layer in self._kept.values()}))
 
     def summary(self) -> dict:
         """What the viewer shows, for ``fuse.json``."""
@@ -135,7 +157,7 @@ class ViewerFrames:
             "output_frames": self.indices,
             "max_frames": self.max_frames,
             "max_bytes": self.max_bytes,
-            "embedded_bytes": self._bytes,
+            "embedded_bytes": self.page_bytes,
             "note": note,
         }
 
@@ -149,13 +171,240 @@ def _finite(v) -> float | None:
 
 
 def _clean_landmarks(landmarks) -> list[dict]:
-    """Landmarks as plain {"name": str, "x": float, "y": float}; non-finite ones dropped."""
+    """Landmarks as {"name", "x", "y"} (+ "mx", "my" when the ultrasound point is known).
+
+    Non-finite positions are dropped; ``moving_x``/``moving_y`` (ultrasound pixels) let
+    the viewer draw the residual vector through the homography.
+    """
     out = []
     for lm in landmarks or []:
         x, y = _finite(lm.get("x")), _finite(lm.get("y"))
-        if x is not None and y is not None:
-            out.append({"name": str(lm.get("name", "")), "x": x, "y": y})
+        if x is None or y is None:
+            continue
+        item = {"name": str(lm.get("name", "")), "x": x, "y": y}
+        mx, my = _finite(lm.get("moving_x")), _finite(lm.get("moving_y"))
+        if mx is not None and my is not None:
+            item.update(mx=mx, my=my)
+        out.append(item)
     return out
+
+
+def _spacing(v) -> list[float] | None:
+    """A (row, column) pixel spacing in mm as two positive finite numbers, else None."""
+    try:
+        row, col = (_finite(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    return [row, col] if row and col and row > 0 and col > 0 else None
+
+
+def _matrix(m) -> list[list[float]] | None:
+    """A finite, invertible 3x3 matrix as nested lists, else None (no linked cursor)."""
+    try:
+        a = np.asarray(m, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if a.shape != (3, 3) or not np.all(np.isfinite(a)) or abs(np.linalg.det(a)) < 1e-12:
+        return None
+    return a.tolist()
+
+
+#: Piecewise-linear colour maps as matplotlib defines them ((x, value) per channel), so
+#: the viewer offers them without loading matplotlib (a second of start-up).
+_SEGMENTS = {
+    "hot": (
+        ((0.0, 0.0416), (0.365079, 1.0), (1.0, 1.0)),
+        ((0.0, 0.0), (0.365079, 0.0), (0.746032, 1.0), (1.0, 1.0)),
+        ((0.0, 0.0), (0.746032, 0.0), (1.0, 1.0)),
+    ),
+    "gray": (((0.0, 0.0), (1.0, 1.0)),) * 3,
+    "cool": (((0.0, 0.0), (1.0, 1.0)), ((0.0, 1.0), (1.0, 0.0)), ((0.0, 1.0), (1.0, 1.0))),
+}
+
+
+def colormap_lut(name: str) -> list[int]:
+    """256 RGB entries (flat, 0-255) of a matplotlib colour map, as ``fuse`` applies it."""
+    x = np.linspace(0, 1, 256)
+    if name in _SEGMENTS:
+        rgb = np.stack([np.interp(x, *zip(*seg, strict=True)) for seg in _SEGMENTS[name]], 1)
+    else:
+        import matplotlib
+
+        rgb = matplotlib.colormaps[name](x)[:, :3]
+    return np.rint(rgb * 255).astype(int).ravel().tolist()
+
+
+#: Colour maps the viewer offers for the ultrasound layer, besides the one ``fuse`` used.
+COLORMAPS = ("hot", "gray", "cool")
+#: Budget for the ultrasound frames embedded for the side-by-side view.
+MAX_US_BYTES = 8 * 2**20
+#: ``transform.json`` quality keys the confidence banner reads, by kind (others ignored).
+QUALITY_SHOWN = {
+    "verdict": str,
+    "reasons": list,
+    "predicted_tre_mm": float,
+    "accepted_unverified": bool,
+    "intensity_refinement": str,
+    "landmark_fre_px": float,
+    "landmark_loo_tre_px": float,
+    "landmarks_rejected": list,
+    "scale_ratio_to_calibration": float,
+    "edge_on": bool,
+    "model_used": str,
+}
+
+
+def _quality(q) -> dict | None:
+    """The banner's part of a ``quality`` record: numbers finite or None, texts as text."""
+    if not isinstance(q, dict):
+        return None
+    out = {}
+    for key, kind in QUALITY_SHOWN.items():
+        v = q.get(key)
+        if key not in q:
+            continue
+        if kind is float:
+            out[key] = None if isinstance(v, bool) else _finite(v)
+        elif kind is list:
+            out[key] = [str(x) for x in v][:20] if isinstance(v, list) else []
+        elif kind is bool:
+            out[key] = v is True
+        else:
+            out[key] = None if v is None else str(v)
+    return out
+
+
+def read_quality(path) -> dict | None:
+    """``quality`` of a ``transform.json`` (None when absent or unreadable: no banner verdict).
+
+    The transform itself was read and checked before; this only decorates the viewer, so
+    a file without a quality record is no error.
+    """
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            q = json.load(fh).get("quality")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return q if isinstance(q, dict) else None
+
+
+@dataclass
+class ViewerContext:
+    """What ``fuse`` knows beyond the frames: how it blended, the geometry, the timing.
+
+    Parameters
+    ----------
+    mode, opacity, colormap : the ``fuse`` display settings the viewer opens in.
+    matrix : moving→fixed pixel homography (3×3), for the linked cursor and residuals.
+    pairs : per output frame, (ultrasound frame, its time minus the fluoroscopy's, s or None).
+    moving_frame : the ultrasound frame ``j`` as display values (0-255), for side-by-side.
+    moving_mask : where the ultrasound image is image (alpha of its embedded frames).
+    fixed_spacing_mm : fluoroscopy pixel size at the isocentre plane (row, col).
+    moving_spacing_mm : ultrasound pixel size in its scan plane (row, col).
+    quality : ``transform.json``'s ``quality`` record, for the confidence banner.
+    times_source : where the fluoroscopy frame times came from (DICOM attribute).
+    """
+
+    mode: str = "alpha"
+    opacity: float = 0.5
+    colormap: str = "hot"
+    matrix: np.ndarray | None = None
+    pairs: list[tuple[int, float | None]] | None = None
+    moving_frame: Callable[[int], np.ndarray] | None = None
+    moving_mask: np.ndarray | None = None
+    fixed_spacing_mm: tuple[float, float] | None = None
+    moving_spacing_mm: tuple[float, float] | None = None
+    quality: dict | None = None
+    times_source: str = ""
+
+
+def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transform_source=None):
+    """The :class:`ViewerContext` of a ``fuse`` run (``opts``: mode, opacity, colormap).
+
+    ``quality`` defaults to the one in ``transform_source`` (a ``transform.json``).
+    """
+    if quality is None and transform_source:
+        quality = read_quality(transform_source)
+    us_plane = getattr(moving.spacing_plane, "value", "") == "ultrasound-scan-plane"
+    return ViewerContext(
+        mode=getattr(opts["mode"], "value", opts["mode"]),
+        opacity=float(opts["opacity"]),
+        colormap=str(opts["colormap"]),
+        matrix=transform.matrix,
+        pairs=[(j, dt) for _, j, dt in pairs],
+        moving_frame=moving.gray,
+        moving_mask=moving.mask,
+        fixed_spacing_mm=fixed.xray.isocenter_spacing_mm if fixed.xray else None,
+        moving_spacing_mm=moving.pixel_spacing_mm if us_plane else None,
+        quality=quality,
+        times_source=str(fixed.frame_times_source),
+    )
+
+
+def _moving_images(ctx: ViewerContext, frames_j: list[int]) -> tuple[dict, str, dict]:
+    """Data URLs of the distinct ultrasound frames shown, within :data:`MAX_US_BYTES`.
+
+    Each frame is cropped to the bounding box of ``moving_mask`` (screen furniture around
+    the image is never shown). Returns {frame: URL}, a note on frames left out, and the
+    geometry: full (rows, cols) and the crop's (x, y) offset.
+    """
+    shape = np.shape(ctx.moving_frame(frames_j[0]))[:2]
+    valid = ctx.moving_mask if ctx.moving_mask is not None else np.ones(shape, bool)
+    ys, xs = np.nonzero(valid)
+    geometry = {"shape": shape, "offset": (0, 0)}
+    if not ys.size:
+        return {}, "the ultrasound mask is empty: no ultrasound frames embedded", geometry
+    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    geometry["offset"] = (int(xs.min()), int(ys.min()))
+    alpha = np.where(valid[box], 255, 0).astype(np.uint8)
+
+    def encode(j: int) -> str:
+        grey = np.clip(np.asarray(ctx.moving_frame(j), dtype=np.float32)[box], 0, 255)
+        return _png_data_url(np.dstack([np.rint(grey).astype(np.uint8), alpha]))
+
+    urls: dict[str, str] = {}
+    used, distinct = 0, list(dict.fromkeys(frames_j))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # zlib frees the GIL
+        for j, url in zip(distinct, pool.map(encode, distinct), strict=True):
+            if urls and used + len(url) > MAX_US_BYTES:
+                note = f"ultrasound frames past {len(urls)} not embedded (byte budget)"
+                return urls, note, geometry
+            urls[str(j)] = url
+            used += len(url)
+    return urls, "", geometry
+
+
+def _context_data(ctx: ViewerContext, idx: list[int]) -> dict:
+    """The context's part of the viewer's data, for the shown output frames ``idx``."""
+    pairs = ctx.pairs or []
+    frames_j = [int(pairs[k][0]) for k in idx] if len(pairs) > max(idx) else []
+    images, note, geometry = ({}, "", {"shape": (0, 0), "offset": (0, 0)})
+    if frames_j and ctx.moving_frame is not None:
+        images, note, geometry = _moving_images(ctx, frames_j)
+    shape = geometry["shape"]
+    luts = {name: colormap_lut(name) for name in dict.fromkeys((ctx.colormap, *COLORMAPS))}
+    return {
+        "mode": ctx.mode,
+        "opacity": min(1.0, max(0.0, _finite(ctx.opacity) or 0.0)),
+        "colormap": ctx.colormap,
+        "colormaps": luts,
+        "matrix": _matrix(ctx.matrix) if ctx.matrix is not None else None,
+        "usFrame": frames_j,
+        "dt": [None if _finite(pairs[k][1]) is None else round(pairs[k][1], 3) for k in idx]
+        if frames_j
+        else [],
+        "usImages": images,
+        "usNote": note,
+        "usWidth": int(shape[1]),
+        "usHeight": int(shape[0]),
+        "usOffset": list(geometry["offset"]),
+        "fixedSpacingMm": _spacing(ctx.fixed_spacing_mm),
+        "usSpacingMm": _spacing(ctx.moving_spacing_mm),
+        "quality": _quality(ctx.quality),
+        "timesSource": str(ctx.times_source),
+    }
 
 
 def render_viewer(
@@ -166,6 +415,7 @@ def render_viewer(
     landmarks: list[dict],
     case_label: str,
     fps: float = 4.0,
+    context: ViewerContext | None = None,
 ) -> str:
     """The viewer page for the frames kept in ``frames``.
 
@@ -173,24 +423,31 @@ def render_viewer(
     ----------
     frames : the embedded frames (see :class:`ViewerFrames`); at least one.
     times_s : relative time (s) of every output frame of the run (not only those shown).
-    mm_per_px : fixed pixel size at the isocentre plane, for the scale bar (None: no bar).
+    mm_per_px : fixed pixel size at the isocentre plane, for the scale bar (None: no bar);
+        ``context.fixed_spacing_mm`` (row, col) takes precedence when given.
     landmarks : [{"name", "x", "y"}] in fixed pixels, drawn when toggled on.
     case_label : a pseudonym shown in the title bar.
-    fps : frame rate of the run; playback steps through the shown frames in real time.
+    fps : frame rate of the run; playback uses it when the frame times are unusable.
+    context : what ``fuse`` knows besides the frames (default: ``frames.context``).
     """
     idx = frames.indices
     if not idx:
         raise ValueError("the viewer needs at least one frame")
+    ctx = context or frames.context or ViewerContext()
     info = frames.summary()
     mm = _finite(mm_per_px)
+    # The layer is the ultrasound frame warped: frames sharing one share its image.
+    layers: dict[str, int] = {}
+    layer_of = [layers.setdefault(frames._kept[k][1], len(layers)) for k in idx]
     data = {
         "frames": [frames._kept[k][0] for k in idx],
-        "layers": [frames._kept[k][1] for k in idx],
+        "layers": list(layers),
+        "layerOf": layer_of,
         "frameIndex": idx,
         "totalFrames": frames.n_total,
         "note": "" if info["frames_shown"] == info["frames_total"] else info["note"],
         "times": [
-            None if _finite(times_s[k]) is None else round(float(times_s[k]), 3) for k in idx
+            None if _finite(times_s[k]) is None else round(float(times_s[k]), 4) for k in idx
         ],
         "mmPerPx": mm if mm and mm > 0 else None,
         "landmarks": _clean_landmarks(landmarks),
@@ -198,15 +455,18 @@ def render_viewer(
         "fps": max(0.25, (_finite(fps) or 4.0) / frames.stride),
         "width": frames.shape[1],
         "height": frames.shape[0],
+        **_context_data(ctx, idx),
     }
+    if data["fixedSpacingMm"] is None and data["mmPerPx"]:
+        data["fixedSpacingMm"] = [data["mmPerPx"], data["mmPerPx"]]
     fields = {
-        "__CSP__": _CSP,
+        "__CSP__": CSP,
         "__LABEL__": html_text(case_label),
         "__DATA__": script_json(data),
-        "__SCRIPT__": _SCRIPT,
+        "__SCRIPT__": SCRIPT,
     }
     # One pass, so a placeholder inside the data is never substituted again.
-    return re.sub("__(?:CSP|LABEL|DATA|SCRIPT)__", lambda m: fields[m.group(0)], _PAGE)
+    return re.sub("__(?:CSP|LABEL|DATA|SCRIPT)__", lambda m: fields[m.group(0)], PAGE)
 
 
 def write_viewer(
@@ -222,6 +482,7 @@ def write_viewer(
     fps: float = 4.0,
     max_frames: int = MAX_FRAMES,
     max_bytes: int = MAX_BYTES,
+    context: ViewerContext | None = None,
 ) -> dict:
     """Write the viewer from in-memory frames; returns :meth:`ViewerFrames.summary`.
 
@@ -239,136 +500,7 @@ def write_viewer(
         landmarks=landmarks,
         case_label=case_label,
         fps=fps,
+        context=context,
     )
     write_text(Path(path), html)
     return vf.summary()
-
-
-_PAGE = r"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="__CSP__">
-<title>hybridfuse viewer — __LABEL__</title>
-<style>
- body { margin: 0; background: #111; color: #ddd; font-family: sans-serif; }
- #banner { background: #b00; color: #fff; text-align: center; font-weight: bold;
-           padding: 4px; letter-spacing: 0.05em; }
- #bar { padding: 6px 10px; display: flex; gap: 14px; align-items: center; flex-wrap: wrap; }
- #stage { position: relative; display: inline-block; margin: 6px 10px; }
- canvas { image-rendering: pixelated; border: 1px solid #333; }
- label { font-size: 13px; }
- #info, #note { font-size: 12px; color: #aaa; }
-</style></head><body>
-<div id="banner">NOT FOR DIAGNOSTIC USE — research fusion of ultrasound and fluoroscopy</div>
-<div id="bar">
- <label>mode <select id="mode">
-   <option value="alpha">alpha</option><option value="color">colour overlay</option>
-   <option value="checkerboard">checkerboard</option><option value="flicker">flicker</option>
-   <option value="swipe">swipe</option></select></label>
- <label>opacity <input id="opacity" type="range" min="0" max="100" value="50"></label>
- <label>swipe <input id="swipe" type="range" min="0" max="100" value="50"></label>
- <label>frame <input id="frame" type="range" min="0" max="0" value="0"></label>
- <button id="play">play</button>
- <label><input id="landmarks" type="checkbox"> landmarks</label>
- <span id="info"></span>
- <span id="note"></span>
-</div>
-<div id="stage"><canvas id="view"></canvas></div>
-<script type="application/json" id="viewer-data">__DATA__</script>
-<script>__SCRIPT__</script></body></html>
-"""
-
-_SCRIPT = r"""
-"use strict";
-const DATA = JSON.parse(document.getElementById("viewer-data").textContent);
-window.viewerData = DATA;
-const canvas = document.getElementById("view");
-const ctx = canvas.getContext("2d");
-canvas.width = DATA.width; canvas.height = DATA.height;
-const ui = id => document.getElementById(id);
-ui("frame").max = DATA.frames.length - 1;
-ui("note").textContent = DATA.note;
-const state = { frame: 0, opacity: 0.5, mode: "alpha", swipe: 0.5, landmarks: false,
-                playing: false, flickerOn: true, ready: false, draws: 0 };
-window.viewerState = state;
-const load = src => new Promise(ok => { const im = new Image(); im.onload = () => ok(im); im.src = src; });
-let FR = [], LY = [];
-const HOT = (() => { const t = []; for (let i = 0; i < 256; i++) {
-  const v = i / 255; t.push([Math.min(1, v * 3) * 255, Math.min(1, Math.max(0, v * 3 - 1)) * 255,
-  Math.min(1, Math.max(0, v * 3 - 2)) * 255]); } return t; })();
-const off = document.createElement("canvas");
-off.width = DATA.width; off.height = DATA.height;
-const octx = off.getContext("2d");
-function layerCanvas(i, colour) {
-  octx.clearRect(0, 0, off.width, off.height);
-  octx.drawImage(LY[i], 0, 0);
-  if (colour) {
-    const img = octx.getImageData(0, 0, off.width, off.height), d = img.data;
-    for (let p = 0; p < d.length; p += 4) { const c = HOT[d[p]]; d[p] = c[0]; d[p+1] = c[1]; d[p+2] = c[2]; }
-    octx.putImageData(img, 0, 0);
-  }
-  return off;
-}
-function draw() {
-  if (!state.ready) return;
-  const i = state.frame, w = canvas.width, h = canvas.height;
-  ctx.globalAlpha = 1; ctx.drawImage(FR[i], 0, 0);
-  if (state.mode === "alpha" || state.mode === "color") {
-    ctx.globalAlpha = state.opacity; ctx.drawImage(layerCanvas(i, state.mode === "color"), 0, 0);
-  } else if (state.mode === "checkerboard") {
-    ctx.save(); ctx.beginPath(); const t = 32;
-    for (let y = 0; y < h; y += t) for (let x = 0; x < w; x += t)
-      if (((x / t) + (y / t)) % 2 === 1) ctx.rect(x, y, t, t);
-    ctx.clip(); ctx.globalAlpha = 1; ctx.drawImage(LY[i], 0, 0); ctx.restore();
-  } else if (state.mode === "flicker") {
-    if (state.flickerOn) { ctx.globalAlpha = 1; ctx.drawImage(LY[i], 0, 0); }
-  } else if (state.mode === "swipe") {
-    ctx.save(); ctx.beginPath(); ctx.rect(0, 0, w * state.swipe, h); ctx.clip();
-    ctx.globalAlpha = 1; ctx.drawImage(LY[i], 0, 0); ctx.restore();
-  }
-  ctx.globalAlpha = 1;
-  if (state.landmarks) {
-    ctx.strokeStyle = "#0f0"; ctx.fillStyle = "#0f0"; ctx.font = "11px sans-serif";
-    for (const lm of DATA.landmarks) {
-      ctx.beginPath(); ctx.arc(lm.x, lm.y, 5, 0, 2 * Math.PI); ctx.stroke();
-      ctx.fillText(lm.name, lm.x + 7, lm.y - 7);
-    }
-  }
-  if (DATA.mmPerPx) {
-    const px = 10 / DATA.mmPerPx;
-    ctx.fillStyle = "#fff"; ctx.fillRect(12, h - 18, px, 4);
-    ctx.font = "12px sans-serif"; ctx.fillText("10 mm", 12, h - 24);
-  }
-  const t = DATA.times[i] === null ? "?" : DATA.times[i].toFixed(2);
-  ui("info").textContent = `${DATA.label} · frame ${DATA.frameIndex[i] + 1}/${DATA.totalFrames} · t = ${t} s`;
-  state.draws += 1;
-}
-ui("opacity").oninput = e => { state.opacity = e.target.value / 100; draw(); };
-ui("swipe").oninput = e => { state.swipe = e.target.value / 100; draw(); };
-ui("frame").oninput = e => { state.frame = +e.target.value; draw(); };
-ui("mode").onchange = e => { state.mode = e.target.value; draw(); };
-ui("landmarks").onchange = e => { state.landmarks = e.target.checked; draw(); };
-function setFrame(i) { state.frame = (i + FR.length) % FR.length; ui("frame").value = state.frame; draw(); }
-let timer = null;
-ui("play").onclick = () => {
-  state.playing = !state.playing; ui("play").textContent = state.playing ? "pause" : "play";
-  if (timer) clearInterval(timer);
-  if (state.playing) timer = setInterval(() => setFrame(state.frame + 1), 1000 / DATA.fps);
-};
-setInterval(() => { if (state.mode === "flicker") { state.flickerOn = !state.flickerOn; draw(); } }, 500);
-document.addEventListener("keydown", e => {
-  if (e.key === "ArrowRight") setFrame(state.frame + 1);
-  else if (e.key === "ArrowLeft") setFrame(state.frame - 1);
-  else if (e.key === "ArrowUp") { state.opacity = Math.min(1, state.opacity + 0.1); ui("opacity").value = state.opacity * 100; draw(); }
-  else if (e.key === "ArrowDown") { state.opacity = Math.max(0, state.opacity - 0.1); ui("opacity").value = state.opacity * 100; draw(); }
-  else if (e.key === " ") { ui("play").click(); e.preventDefault(); }
-});
-Promise.all([Promise.all(DATA.frames.map(load)), Promise.all(DATA.layers.map(load))]).then(([f, l]) => {
-  FR = f; LY = l; state.ready = true; draw();
-});
-"""
-
-_CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-"
-    + base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode()
-    + "'"
-)

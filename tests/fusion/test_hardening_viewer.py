@@ -109,6 +109,21 @@ def test_hostile_names_and_label_stay_data_in_the_viewer():
     assert "\u2028" not in html and "\u2029" not in html  # raw, they end a JS line
 
 
+def test_hostile_quality_texts_stay_data_in_the_viewer():
+    from hybridfuse.fusion.viewer import ViewerContext
+
+    q = {"verdict": HOSTILE[0], "reasons": HOSTILE, "intensity_refinement": HOSTILE[6]}
+    ctx = ViewerContext(quality=q, colormap="gray")
+    html = render_viewer(_tiny_viewer(), times_s=[0, 1, 2], mm_per_px=None, landmarks=[],
+                         case_label="c", context=ctx)  # fmt: skip
+    page = _parse(html)
+    assert page.tags.count("script") == 2
+    assert [a for a, _ in page.attrs if a.lower().startswith("on")] == []
+    data = _viewer_data(page)
+    assert data["quality"]["reasons"] == HOSTILE and data["quality"]["verdict"] == HOSTILE[0]
+    assert "\u2028" not in html and "\u2029" not in html
+
+
 def test_csp_admits_exactly_the_viewer_code():
     page = _parse(
         render_viewer(
@@ -449,9 +464,17 @@ def test_no_alert_fires_in_a_browser(tmp_path):
 
     page = tmp_path / "viewer.html"
     lms = [{"name": s, "x": 1.0, "y": 1.0} for s in HOSTILE]
+    from hybridfuse.fusion.viewer import ViewerContext
+
+    hostile_quality = ViewerContext(quality={"verdict": HOSTILE[0], "reasons": HOSTILE})
     page.write_text(
         render_viewer(
-            _tiny_viewer(), times_s=[0, 1, 2], mm_per_px=None, landmarks=lms, case_label=HOSTILE[0]
+            _tiny_viewer(),
+            times_s=[0, 1, 2],
+            mm_per_px=None,
+            landmarks=lms,
+            case_label=HOSTILE[0],
+            context=hostile_quality,
         ),  # fmt: skip
         encoding="utf-8",
     )
@@ -476,5 +499,8 @@ def test_no_alert_fires_in_a_browser(tmp_path):
         assert drv.execute_script("return window.__calls") == []
         names = drv.execute_script("return window.viewerData.landmarks.map(l => l.name)")
         assert names == HOSTILE
+        banner = drv.execute_script("return document.getElementById('confidence').textContent")
+        assert HOSTILE[0] in banner and HOSTILE[2] in banner  # shown as text
+        assert drv.execute_script("return document.querySelectorAll('img, svg').length") == 0
     finally:
         drv.quit()
