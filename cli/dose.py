@@ -70,6 +70,12 @@ def dose() -> None:
     type=click.Path(path_type=Path, exists=True),
     help="Registry whose fluoroscopy-only procedures of this type give the baseline.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Compute the dose saved even with an ultrasound interval outside the procedure "
+    "(flagged instead of refused).",
+)
 @click.option("--include-phi", is_flag=True, help="Keep patient name, ID and birth date.")
 @overwrite_option
 @json_option
@@ -83,6 +89,7 @@ def report(
     coefficients,
     table_transmission,
     db_path,
+    force,
     include_phi,
     overwrite,
     as_json,
@@ -130,6 +137,7 @@ def report(
             ),
             seed=seed,
             registry_values=_registry_values(db_path, procedure),
+            force=force,
         )
     written = _write_owned(out_dir, overwrite, lambda tmp: write_dose_outputs(rep, tmp))
     d = rep["delivered"]
