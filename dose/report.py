@@ -182,8 +182,14 @@ def _effective_dose(delivered, saved, region, coefficients) -> dict:
     )
     if not coefficients or not region or region.lower() not in coefficients:
         return {
-            "note": note + " Not computed: no conversion coefficient for region "
-            f"{region!r} (the shipped table has "
+            "note": note
+            + " Not computed: "
+            + (
+                f"no conversion coefficient for region {region!r}"
+                if region
+                else "no --region given"
+            )
+            + " (the shipped table has "
             f"{', '.join(sorted(coefficients or {})) or 'none'}; give --coefficients FILE "
             "with a sourced row)."
         }
@@ -367,6 +373,15 @@ def _event_value(ev, attr, first, include_phi):
     return value
 
 
+def _csv_value(v):
+    """A cell: empty for not recorded, floats without conversion noise, text neutralised."""
+    from .labels import csv_number
+
+    if v is None:
+        return ""
+    return csv_number(v) if isinstance(v, float) else csv_cell(v)
+
+
 def _events_csv(events, include_phi: bool = False) -> str:
     """One row per event; text cells neutralised for spreadsheets.
 
@@ -383,7 +398,7 @@ def _events_csv(events, include_phi: bool = False) -> str:
     first = min(starts) if starts else None
     for ev in sorted(events, key=lambda e: (e.start is None, e.start or first)):
         row = [_event_value(ev, attr, first, include_phi) for _name, attr in columns]
-        writer.writerow(["" if v is None else csv_cell(v) for v in row])
+        writer.writerow([_csv_value(v) for v in row])
     return buf.getvalue()
 
 
@@ -484,8 +499,7 @@ def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
     text = finite_json(record, flags=record.setdefault("flags", []))
     record = json.loads(text)
     outputs = [("dose.json", text), ("events.csv", _events_csv(events, include_phi))]
-    if report.get("_t0") is not None:
-        outputs.append(("report.html", render_report_html(record, events, us_iv, report["_t0"])))
+    outputs.append(("report.html", render_report_html(record, events, us_iv, report.get("_t0"))))
     return write_together(out_dir, outputs)
 
 

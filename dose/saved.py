@@ -49,6 +49,18 @@ __all__ = [
 DAP_METER_TOLERANCE = 0.35
 #: Share of an ultrasound clip's span assumed to be needle guidance (uniform range).
 CLIP_GUIDED_FRACTION = (0.5, 1.0)
+#: Why that share is not 100 % (shown in the report's methods).
+CLIP_GUIDED_FRAMES_NOTE = (
+    "our assumption: a clip also holds scanning before insertion and after arrival"
+)
+#: A detected fluoroscopy-guided phase: at least this many taps ...
+MIN_TAPS = 3
+#: ... with less than this (s) from the end of one to the start of the next.
+MAX_GAP_S = 15.0
+PHASE_RULE = (
+    f"runs of >= {MIN_TAPS} fluoroscopy taps with < {MAX_GAP_S:g} s from the end of one to "
+    "the start of the next (or the taps starting inside --guided-phase START,END)"
+)
 #: Used when the procedure has no fluoroscopy-guided phase of its own (stated in output).
 DEFAULT_PROTOCOL = {
     "duty_cycle": 0.2,
@@ -313,8 +325,8 @@ def saved_counterfactual(
     us_intervals: list[Interval],
     *,
     guided_phase: tuple[float, float] | None = None,
-    min_taps: int = 3,
-    max_gap_s: float = 15.0,
+    min_taps: int = MIN_TAPS,
+    max_gap_s: float = MAX_GAP_S,
     table_transmission: tuple[float, float] | None = None,
     n_samples: int = 20000,
     seed: int = 0,
