@@ -71,6 +71,13 @@ def dose() -> None:
     help="Registry whose fluoroscopy-only procedures of this type give the baseline.",
 )
 @click.option(
+    "--corrections",
+    "corrections_path",
+    type=click.Path(path_type=Path),
+    help="TOML file of per-unit DAP-meter calibration and table transmission "
+    "([[unit]] manufacturer, model, dap_calibration, table_transmission, source).",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Compute the dose saved even with an ultrasound interval outside the procedure "
@@ -89,6 +96,7 @@ def report(
     coefficients,
     table_transmission,
     db_path,
+    corrections_path,
     force,
     include_phi,
     overwrite,
@@ -117,7 +125,11 @@ def report(
         from hybridfuse.dose import DoseInputError
 
         raise DoseInputError("--db gives a baseline only for a --procedure; give --procedure")
-    _check_out(out_dir, [rdsr_path, *image_paths, *us_clips, db_path, coefficients], overwrite)
+    inputs = [rdsr_path, *image_paths, *us_clips, db_path, coefficients, corrections_path]
+    _check_out(out_dir, inputs, overwrite)
+    if corrections_path is not None and rdsr_path is None:
+        raise click.UsageError("--corrections needs --rdsr (it is matched on the RDSR's unit)")
+    corrections = _load_corrections(corrections_path)
     if rdsr_path is None:
         rep = build_image_dose_report(
             image_paths, include_phi=include_phi, procedure=procedure, region=region
@@ -139,6 +151,10 @@ def report(
             registry_values=_registry_values(db_path, procedure),
             force=force,
         )
+    if corrections is not None:
+        from hybridfuse.dose.corrections import apply_corrections
+
+        rep["corrections"] = apply_corrections(rep, corrections, corrections_path)
     written = _write_owned(out_dir, overwrite, lambda tmp: write_dose_outputs(rep, tmp))
     d = rep["delivered"]
     if as_json:
@@ -171,6 +187,14 @@ def report(
         )
     for flag in rep["flags"]:
         _echo(f"  flag: {flag}")
+
+
+def _load_corrections(path):
+    if path is None:
+        return None
+    from hybridfuse.dose.corrections import load_corrections
+
+    return load_corrections(path)
 
 
 def _echo(text: str, **kw) -> None:

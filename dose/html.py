@@ -193,6 +193,42 @@ def _saved_html(report: dict) -> str:
     return f'<section id="saved"><h2>Dose saved by ultrasound guidance</h2>{body}</section>'
 
 
+def _corrections_html(report: dict) -> str:
+    c = report.get("corrections")
+    if not c:
+        return ""
+    if not c["applied"]:
+        body = f"<p>{html_text(c['file'])}: no entry for this unit; nothing corrected.</p>"
+    else:
+        rows = []
+        for key, r in c["figures"].items():
+            base = key.removeprefix("saved_")
+            unit = _unit(base) or _unit(key)
+            name = ("Saved " if key.startswith("saved_") else "") + label(base)
+            table = r["after_table"]
+            rows.append(
+                (
+                    html_text(name),
+                    html_text(quantity(r["recorded"], unit)),
+                    html_text(quantity(r["calibrated"], unit)),
+                    html_text(f"{number(table[0])} to {number(table[1])}" if table else "-"),
+                )
+            )
+        tt = c["table_transmission"]
+        body = (
+            f"<p>From {html_text(c['file'])}: DAP-meter calibration factor "
+            f"{html_text(number(c['dap_calibration_factor']))}"
+            + (
+                f", table transmission {html_text(number(tt[0]))} to {html_text(number(tt[1]))}"
+                if tt
+                else ""
+            )
+            + f" ({html_text(c['source'])}). {html_text(c['note'])}</p>"
+            + _table(("figure", "recorded (before)", "calibrated (after)", "after the table"), rows)
+        )
+    return f'<section id="corrections"><h2>Corrections</h2>{body}</section>'
+
+
 def _effective_html(report: dict) -> str:
     eff = report.get("effective_dose")
     if not eff:
@@ -263,6 +299,7 @@ def render_report_html(report: dict, events, us_intervals: list[dict], t0) -> st
 {_delivered_html(report)}
 {_reconciliation_html(report)}
 {_saved_html(report)}
+{_corrections_html(report)}
 {_effective_html(report)}
 {methods_html(report)}
 <section id="assumptions"><h2>Assumptions in words</h2><ul>{assumptions}</ul></section>
