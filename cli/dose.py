@@ -392,7 +392,8 @@ def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
     """Audit a registry by procedure type and region.
 
     Medians, 75th percentiles, comparison with diagnostic reference levels, outliers and
-    UID conflicts, as OUT/audit.csv, OUT/audit.json and OUT/audit.html.
+    UID conflicts, as OUT/audit.csv, OUT/audit.json and OUT/audit.html; ultrasound-guided
+    against fluoroscopy-only procedures of each type (and unit) as OUT/cohorts.csv.
     """
     from hybridfuse.dose.registry import Registry, audit, load_drl, write_audit
 

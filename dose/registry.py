@@ -578,11 +578,14 @@ def audit(reg: Registry, drl: dict | None = None) -> dict:
         for r in rows
         if r["invalid"]
     ]
+    from .cohorts import compare_cohorts
+
     return {
         "schema": "hybridfuse.audit/1",
         "procedures": len(rows),
         "flags": flags,
         "groups": out_groups,
+        "cohorts": compare_cohorts(rows, QUANTITIES, drl),
         "outliers": outliers,
         "conflicts": reg.conflicts(),
     }
@@ -615,9 +618,75 @@ def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list
         [
             ("audit.json", text),
             ("audit.csv", buf.getvalue()),
+            ("cohorts.csv", _cohorts_csv(result["cohorts"])),
             ("audit.html", _audit_html(json.loads(text), reg)),
         ],
     )
+
+
+_COHORT_COLUMNS = (
+    "n_fluoro_only",
+    "n_us_guided",
+    "median_fluoro_only",
+    "median_us_guided",
+    "difference",
+    "difference_interval_95",
+    "mann_whitney_p",
+    "drl",
+)
+
+
+def _cohorts_csv(cohorts: dict) -> str:
+    """One row per group (or group and unit) and quantity; floats to 12 digits."""
+    from .labels import csv_number
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["procedure", "region", "unit", "quantity", *_COHORT_COLUMNS])
+    for g in cohorts["by_group"] + cohorts["by_unit"]:
+        for q in QUANTITIES:
+            e = g[q]
+            cells = []
+            for c in _COHORT_COLUMNS:
+                v = e.get(c)
+                if isinstance(v, list):
+                    v = " to ".join(csv_number(x) for x in v)
+                cells.append("" if v is None else csv_number(v) if isinstance(v, float) else v)
+            w.writerow(
+                [csv_cell(v) for v in (g["procedure"], g["region"], g.get("unit", "all"), q)]
+                + cells
+            )
+    return buf.getvalue()
+
+
+def _cohort_rows_html(cohorts: dict) -> str:
+    import html
+
+    from .labels import label, number
+
+    rows = []
+    for g in cohorts["by_group"] + cohorts["by_unit"]:
+        for q in QUANTITIES:
+            e = g[q]
+            diff = (
+                f"{number(e['difference'])} ({number(e['difference_interval_95'][0])} to "
+                f"{number(e['difference_interval_95'][1])}); p = {number(e['mann_whitney_p'], 2)}"
+                if "difference" in e
+                else e.get("reason", "")
+            )
+            cells = (
+                g["procedure"],
+                g["region"],
+                g.get("unit", "all units"),
+                label(q),
+                f"{e['n_fluoro_only']} / {e['n_us_guided']}",
+                f"{number(e['median_fluoro_only'])} / {number(e['median_us_guided'])}",
+                diff,
+            )
+            rows.append(
+                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+            )
+    return "".join(rows)
 
 
 def _cell(entry: dict) -> str:
@@ -694,6 +763,10 @@ img{{max-width:100%}}</style></head><body>
 <img alt="distributions per group" src="data:image/png;base64,{png}">
 <table><tr><th>procedure</th><th>region</th><th>n</th><th>DAP (Gy·cm²)</th><th>Ka,r (mGy)</th>
 <th>fluoro time (s)</th></tr>{grows}</table>
+<h2>Ultrasound-guided against fluoroscopy-only</h2><p>{html.escape(result["cohorts"]["note"])}</p>
+<table><tr><th>procedure</th><th>region</th><th>unit</th><th>quantity</th>
+<th>n fluoroscopy-only / ultrasound-guided</th><th>medians</th>
+<th>difference (95 % interval); rank test</th></tr>{_cohort_rows_html(result["cohorts"])}</table>
 <h2>Outliers</h2><table><tr><th>id</th><th>pseudonym</th><th>quantity</th><th>value</th>
 <th>why</th></tr>{orows}</table>
 <h2>UID conflicts</h2><ul>{crows}</ul></body></html>
