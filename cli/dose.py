@@ -415,6 +415,19 @@ def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
             f"{dap.get('median', float('nan')):.3g} Gy·cm², p75 "
             f"{dap.get('p75', float('nan')):.3g}"
         )
+    for c in result["cohorts"]["by_group"]:
+        dap = c["dap_total_gy_cm2"]
+        lo, hi = dap.get("difference_interval_95") or (None, None)
+        detail = (
+            f"difference {dap['difference']:.3g} Gy·cm² (95 % {lo:.3g} to {hi:.3g}), "
+            f"Mann-Whitney p {dap['mann_whitney_p']:.2g}"
+            if "difference" in dap
+            else dap.get("reason", "")
+        )
+        _echo(
+            f"  {c['procedure']} / {c['region']}: DAP fluoroscopy-only n={dap['n_fluoro_only']} "
+            f"vs ultrasound-guided n={dap['n_us_guided']}: {detail}"
+        )
     _echo(
         f"  {len(result['outliers'])} outlier value(s), {len(result['conflicts'])} UID conflict(s)"
     )

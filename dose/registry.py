@@ -697,6 +697,28 @@ def _cell(entry: dict) -> str:
     return f"<td>{fmt(entry.get('median'))} / {fmt(entry.get('p75'))}{drl}</td>"
 
 
+def _cohort_boxes(ax, rows, groups, q) -> None:
+    """Per group, a box for the fluoroscopy-only and one for the ultrasound-guided cohort."""
+    for guided, shift, colour in ((0, -0.2, "#d62728"), (1, 0.2, "#2ca02c")):
+        data = [
+            [
+                r[q]
+                for r in rows
+                if r[q] is not None
+                and r["us_guided"] == guided
+                and (r["procedure_type"] or "unspecified") == g["procedure"]
+                and (r["region"] or "unspecified") == g["region"]
+            ]
+            or [np.nan]
+            for g in groups
+        ]
+        pos = [i + shift for i in range(1, len(groups) + 1)]
+        box = ax.boxplot(data, positions=pos, widths=0.35, patch_artist=True)
+        for patch in box["boxes"]:
+            patch.set_facecolor(colour)
+            patch.set_alpha(0.5)
+
+
 def _plot_text(text) -> str:
     """Registry text as a plot label, escaped.
 
@@ -713,28 +735,27 @@ def _audit_html(result: dict, reg: Registry) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
+
+    from .labels import label
 
     rows = reg.rows()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=100)
     labels = [f"{_plot_text(g['procedure'])}\n{_plot_text(g['region'])}" for g in result["groups"]]
-    for ax, q, unit in zip(axes, QUANTITIES, ("Gy·cm²", "mGy", "s"), strict=True):
-        data = [
-            [
-                r[q]
-                for r in rows
-                if r[q] is not None
-                and (r["procedure_type"] or "unspecified") == g["procedure"]
-                and (r["region"] or "unspecified") == g["region"]
-            ]
-            for g in result["groups"]
-        ]
-        ax.boxplot([d if d else [np.nan] for d in data], tick_labels=labels)
+    for ax, q in zip(axes, QUANTITIES, strict=True):
+        _cohort_boxes(ax, rows, result["groups"], q)
+        ax.set_xticks(range(1, len(labels) + 1), labels)
         for i, g in enumerate(result["groups"], start=1):
             if "drl" in g[q]:
                 ax.hlines(g[q]["drl"], i - 0.4, i + 0.4, colors="red", label="DRL")
-        ax.set_title(f"{q} ({unit})", fontsize=9)
+        ax.set_title(label(q), fontsize=9)
         ax.tick_params(labelsize=7)
+    handles = [
+        matplotlib.patches.Patch(color=c, label=n)
+        for n, c in (("fluoroscopy-only", "#d62728"), ("ultrasound-guided", "#2ca02c"))
+    ]
+    axes[0].legend(handles=handles, fontsize=7, loc="upper left")
     fig.tight_layout()
     b = io.BytesIO()
     fig.savefig(b, format="png")
