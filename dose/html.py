@@ -11,10 +11,11 @@ where escaping were forgotten.
 from __future__ import annotations
 
 import base64
+import re
 
 from hybridfuse._safeio import html_text
 
-from .labels import label, number, quantity, relative
+from .labels import LABELS, label, number, quantity, relative
 from .methods import methods_html
 from .timeline import non_additive_types, timeline_png
 
@@ -54,11 +55,19 @@ def _table(head: tuple[str, ...], rows: list[tuple]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+_KEY = re.compile(r"\b(" + "|".join(sorted(LABELS, key=len, reverse=True)) + r")\b")
+
+
+def _humanize(flag: str) -> str:
+    """A flag as shown on the page: dose.json keys replaced by their labels."""
+    return _KEY.sub(lambda m: label(m.group(1)), flag)
+
+
 def _flags_html(report: dict) -> str:
     flags = report["flags"]
     if not flags:
         return '<section id="flags"><h2>Check first</h2><p>No flags.</p></section>'
-    items = "".join(f"<li>{html_text(f)}</li>" for f in flags)
+    items = "".join(f"<li>{html_text(_humanize(f))}</li>" for f in flags)
     return (
         f'<section id="flags" class="flags"><h2>Check first: {len(flags)} flag(s)</h2>'
         f"<ul>{items}</ul></section>"

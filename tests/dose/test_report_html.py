@@ -79,6 +79,8 @@ def test_huge_reconciliation_differences_read_as_ratios(tmp_path):
     recon = text.split('<section id="reconciliation"')[1].split("</section>")[0]
     assert "event sum 96 × the total" in recon
     assert "e+03" not in recon and "9497" not in recon
+    flags = text.split('<section id="flags"')[1].split("</section>")[0]
+    assert "Fluoroscopy time (s) event sum" in flags and "fluoro_time_s" not in flags
 
 
 @needs_realdata
