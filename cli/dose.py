@@ -70,6 +70,19 @@ def dose() -> None:
     type=click.Path(path_type=Path, exists=True),
     help="Registry whose fluoroscopy-only procedures of this type give the baseline.",
 )
+@click.option(
+    "--corrections",
+    "corrections_path",
+    type=click.Path(path_type=Path),
+    help="TOML file of per-unit DAP-meter calibration and table transmission "
+    "([[unit]] manufacturer, model, dap_calibration, table_transmission, source).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Compute the dose saved even with an ultrasound interval outside the procedure "
+    "(flagged instead of refused).",
+)
 @click.option("--include-phi", is_flag=True, help="Keep patient name, ID and birth date.")
 @overwrite_option
 @json_option
@@ -83,6 +96,8 @@ def report(
     coefficients,
     table_transmission,
     db_path,
+    corrections_path,
+    force,
     include_phi,
     overwrite,
     as_json,
@@ -110,7 +125,11 @@ def report(
         from hybridfuse.dose import DoseInputError
 
         raise DoseInputError("--db gives a baseline only for a --procedure; give --procedure")
-    _check_out(out_dir, [rdsr_path, *image_paths, *us_clips, db_path, coefficients], overwrite)
+    inputs = [rdsr_path, *image_paths, *us_clips, db_path, coefficients, corrections_path]
+    _check_out(out_dir, inputs, overwrite)
+    if corrections_path is not None and rdsr_path is None:
+        raise click.UsageError("--corrections needs --rdsr (it is matched on the RDSR's unit)")
+    corrections = _load_corrections(corrections_path)
     if rdsr_path is None:
         rep = build_image_dose_report(
             image_paths, include_phi=include_phi, procedure=procedure, region=region
@@ -130,7 +149,12 @@ def report(
             ),
             seed=seed,
             registry_values=_registry_values(db_path, procedure),
+            force=force,
         )
+    if corrections is not None:
+        from hybridfuse.dose.corrections import apply_corrections
+
+        rep["corrections"] = apply_corrections(rep, corrections, corrections_path)
     written = _write_owned(out_dir, overwrite, lambda tmp: write_dose_outputs(rep, tmp))
     d = rep["delivered"]
     if as_json:
@@ -163,6 +187,14 @@ def report(
         )
     for flag in rep["flags"]:
         _echo(f"  flag: {flag}")
+
+
+def _load_corrections(path):
+    if path is None:
+        return None
+    from hybridfuse.dose.corrections import load_corrections
+
+    return load_corrections(path)
 
 
 def _echo(text: str, **kw) -> None:
@@ -360,7 +392,8 @@ def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
     """Audit a registry by procedure type and region.
 
     Medians, 75th percentiles, comparison with diagnostic reference levels, outliers and
-    UID conflicts, as OUT/audit.csv, OUT/audit.json and OUT/audit.html.
+    UID conflicts, as OUT/audit.csv, OUT/audit.json and OUT/audit.html; ultrasound-guided
+    against fluoroscopy-only procedures of each type (and unit) as OUT/cohorts.csv.
     """
     from hybridfuse.dose.registry import Registry, audit, load_drl, write_audit
 
@@ -381,6 +414,19 @@ def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
             f"  {g['procedure']} / {g['region']}: n={g['count']}, DAP median "
             f"{dap.get('median', float('nan')):.3g} Gy·cm², p75 "
             f"{dap.get('p75', float('nan')):.3g}"
+        )
+    for c in result["cohorts"]["by_group"]:
+        dap = c["dap_total_gy_cm2"]
+        lo, hi = dap.get("difference_interval_95") or (None, None)
+        detail = (
+            f"difference {dap['difference']:.3g} Gy·cm² (95 % {lo:.3g} to {hi:.3g}), "
+            f"Mann-Whitney p {dap['mann_whitney_p']:.2g}"
+            if "difference" in dap
+            else dap.get("reason", "")
+        )
+        _echo(
+            f"  {c['procedure']} / {c['region']}: DAP fluoroscopy-only n={dap['n_fluoro_only']} "
+            f"vs ultrasound-guided n={dap['n_us_guided']}: {detail}"
         )
     _echo(
         f"  {len(result['outliers'])} outlier value(s), {len(result['conflicts'])} UID conflict(s)"

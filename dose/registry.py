@@ -578,11 +578,14 @@ def audit(reg: Registry, drl: dict | None = None) -> dict:
         for r in rows
         if r["invalid"]
     ]
+    from .cohorts import compare_cohorts
+
     return {
         "schema": "hybridfuse.audit/1",
         "procedures": len(rows),
         "flags": flags,
         "groups": out_groups,
+        "cohorts": compare_cohorts(rows, QUANTITIES, drl),
         "outliers": outliers,
         "conflicts": reg.conflicts(),
     }
@@ -615,9 +618,75 @@ def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list
         [
             ("audit.json", text),
             ("audit.csv", buf.getvalue()),
+            ("cohorts.csv", _cohorts_csv(result["cohorts"])),
             ("audit.html", _audit_html(json.loads(text), reg)),
         ],
     )
+
+
+_COHORT_COLUMNS = (
+    "n_fluoro_only",
+    "n_us_guided",
+    "median_fluoro_only",
+    "median_us_guided",
+    "difference",
+    "difference_interval_95",
+    "mann_whitney_p",
+    "drl",
+)
+
+
+def _cohorts_csv(cohorts: dict) -> str:
+    """One row per group (or group and unit) and quantity; floats to 12 digits."""
+    from .labels import csv_number
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["procedure", "region", "unit", "quantity", *_COHORT_COLUMNS])
+    for g in cohorts["by_group"] + cohorts["by_unit"]:
+        for q in QUANTITIES:
+            e = g[q]
+            cells = []
+            for c in _COHORT_COLUMNS:
+                v = e.get(c)
+                if isinstance(v, list):
+                    v = " to ".join(csv_number(x) for x in v)
+                cells.append("" if v is None else csv_number(v) if isinstance(v, float) else v)
+            w.writerow(
+                [csv_cell(v) for v in (g["procedure"], g["region"], g.get("unit", "all"), q)]
+                + cells
+            )
+    return buf.getvalue()
+
+
+def _cohort_rows_html(cohorts: dict) -> str:
+    import html
+
+    from .labels import label, number
+
+    rows = []
+    for g in cohorts["by_group"] + cohorts["by_unit"]:
+        for q in QUANTITIES:
+            e = g[q]
+            diff = (
+                f"{number(e['difference'])} ({number(e['difference_interval_95'][0])} to "
+                f"{number(e['difference_interval_95'][1])}); p = {number(e['mann_whitney_p'], 2)}"
+                if "difference" in e
+                else e.get("reason", "")
+            )
+            cells = (
+                g["procedure"],
+                g["region"],
+                g.get("unit", "all units"),
+                label(q),
+                f"{e['n_fluoro_only']} / {e['n_us_guided']}",
+                f"{number(e['median_fluoro_only'])} / {number(e['median_us_guided'])}",
+                diff,
+            )
+            rows.append(
+                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+            )
+    return "".join(rows)
 
 
 def _cell(entry: dict) -> str:
@@ -626,6 +695,28 @@ def _cell(entry: dict) -> str:
 
     drl = f" (DRL {fmt(entry['drl'])})" if "drl" in entry else ""
     return f"<td>{fmt(entry.get('median'))} / {fmt(entry.get('p75'))}{drl}</td>"
+
+
+def _cohort_boxes(ax, rows, groups, q) -> None:
+    """Per group, a box for the fluoroscopy-only and one for the ultrasound-guided cohort."""
+    for guided, shift, colour in ((0, -0.2, "#d62728"), (1, 0.2, "#2ca02c")):
+        data = [
+            [
+                r[q]
+                for r in rows
+                if r[q] is not None
+                and r["us_guided"] == guided
+                and (r["procedure_type"] or "unspecified") == g["procedure"]
+                and (r["region"] or "unspecified") == g["region"]
+            ]
+            or [np.nan]
+            for g in groups
+        ]
+        pos = [i + shift for i in range(1, len(groups) + 1)]
+        box = ax.boxplot(data, positions=pos, widths=0.35, patch_artist=True)
+        for patch in box["boxes"]:
+            patch.set_facecolor(colour)
+            patch.set_alpha(0.5)
 
 
 def _plot_text(text) -> str:
@@ -644,28 +735,27 @@ def _audit_html(result: dict, reg: Registry) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
+
+    from .labels import label
 
     rows = reg.rows()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=100)
     labels = [f"{_plot_text(g['procedure'])}\n{_plot_text(g['region'])}" for g in result["groups"]]
-    for ax, q, unit in zip(axes, QUANTITIES, ("Gy·cm²", "mGy", "s"), strict=True):
-        data = [
-            [
-                r[q]
-                for r in rows
-                if r[q] is not None
-                and (r["procedure_type"] or "unspecified") == g["procedure"]
-                and (r["region"] or "unspecified") == g["region"]
-            ]
-            for g in result["groups"]
-        ]
-        ax.boxplot([d if d else [np.nan] for d in data], tick_labels=labels)
+    for ax, q in zip(axes, QUANTITIES, strict=True):
+        _cohort_boxes(ax, rows, result["groups"], q)
+        ax.set_xticks(range(1, len(labels) + 1), labels)
         for i, g in enumerate(result["groups"], start=1):
             if "drl" in g[q]:
                 ax.hlines(g[q]["drl"], i - 0.4, i + 0.4, colors="red", label="DRL")
-        ax.set_title(f"{q} ({unit})", fontsize=9)
+        ax.set_title(label(q), fontsize=9)
         ax.tick_params(labelsize=7)
+    handles = [
+        matplotlib.patches.Patch(color=c, label=n)
+        for n, c in (("fluoroscopy-only", "#d62728"), ("ultrasound-guided", "#2ca02c"))
+    ]
+    axes[0].legend(handles=handles, fontsize=7, loc="upper left")
     fig.tight_layout()
     b = io.BytesIO()
     fig.savefig(b, format="png")
@@ -694,6 +784,10 @@ img{{max-width:100%}}</style></head><body>
 <img alt="distributions per group" src="data:image/png;base64,{png}">
 <table><tr><th>procedure</th><th>region</th><th>n</th><th>DAP (Gy·cm²)</th><th>Ka,r (mGy)</th>
 <th>fluoro time (s)</th></tr>{grows}</table>
+<h2>Ultrasound-guided against fluoroscopy-only</h2><p>{html.escape(result["cohorts"]["note"])}</p>
+<table><tr><th>procedure</th><th>region</th><th>unit</th><th>quantity</th>
+<th>n fluoroscopy-only / ultrasound-guided</th><th>medians</th>
+<th>difference (95 % interval); rank test</th></tr>{_cohort_rows_html(result["cohorts"])}</table>
 <h2>Outliers</h2><table><tr><th>id</th><th>pseudonym</th><th>quantity</th><th>value</th>
 <th>why</th></tr>{orows}</table>
 <h2>UID conflicts</h2><ul>{crows}</ul></body></html>

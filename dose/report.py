@@ -182,8 +182,14 @@ def _effective_dose(delivered, saved, region, coefficients) -> dict:
     )
     if not coefficients or not region or region.lower() not in coefficients:
         return {
-            "note": note + " Not computed: no conversion coefficient for region "
-            f"{region!r} (the shipped table has "
+            "note": note
+            + " Not computed: "
+            + (
+                f"no conversion coefficient for region {region!r}"
+                if region
+                else "no --region given"
+            )
+            + " (the shipped table has "
             f"{', '.join(sorted(coefficients or {})) or 'none'}; give --coefficients FILE "
             "with a sourced row)."
         }
@@ -224,6 +230,7 @@ def build_dose_report(
     registry_values: dict | None = None,
     table_transmission=None,
     seed: int = 0,
+    force: bool = False,
 ) -> dict:
     """The ``dose.json`` record of one dose report.
 
@@ -236,7 +243,10 @@ def build_dose_report(
     coefficients : region → (mSv per Gy·cm², source), for effective dose; ``None``
         uses the shipped table (:func:`load_coefficients`), ``{}`` computes none.
     registry_values : quantity → values of fluoroscopy-only procedures of the same type.
+    force : compute (and flag) with an ultrasound interval that lies outside the
+        procedure instead of refusing it (:func:`.plausibility.check_timing`).
     """
+    from .plausibility import check_timing
     from .saved import (
         Interval,
         saved_against_baseline,
@@ -309,8 +319,9 @@ def build_dose_report(
     starts = [e.start for e in rec.events if e.start is not None]
     if us_clips and starts:
         intervals += ultrasound_intervals_from_clips(list(us_clips), min(starts), rec)
+    timing_flags = []
     if intervals and starts:
-        _check_intervals_in_span(intervals, rec, min(starts), guided_phase)
+        timing_flags = check_timing(intervals, rec, min(starts), guided_phase, force=force)
     if intervals:
         saved["counterfactual"] = saved_counterfactual(
             rec,
@@ -319,11 +330,13 @@ def build_dose_report(
             table_transmission=table_transmission,
             seed=seed,
         )
+        saved["counterfactual"]["flags"][:0] = timing_flags
         flags.extend(saved["counterfactual"]["flags"])
     if procedure:
         saved["baseline"] = saved_against_baseline(
             delivered, procedure, registry_values=registry_values, seed=seed
         )
+        flags.extend(saved["baseline"]["flags"])
     report["saved"] = saved or None
     if coefficients is None:
         coefficients = load_coefficients()
@@ -339,48 +352,6 @@ def build_dose_report(
     report["_t0"] = min(starts) if starts else None
     report["_include_phi"] = include_phi
     return report
-
-
-#: How far (s) an ultrasound-guided interval may reach before the first or after the last
-#: irradiation event: guidance outside the procedure cannot have replaced fluoroscopy.
-INTERVAL_MARGIN_S = 600.0
-
-
-def _check_intervals_in_span(intervals, rec, t0, guided_phase=None) -> None:
-    """Refuse intervals outside the procedure (+ margin), and overlapping ones.
-
-    An ultrasound interval (or a guided phase) beyond the irradiation cannot have replaced
-    fluoroscopy; two overlapping ultrasound intervals would count the same time twice.
-    """
-    from .errors import DoseInputError
-
-    ends = [
-        (e.start - t0).total_seconds() + (e.duration_s or 0.0)
-        for e in rec.events
-        if e.start is not None
-    ]
-    span = max(ends)
-
-    def name(iv):
-        return "--us-interval" if iv.source == "given" else iv.source.split(":")[0]
-
-    spans = [(name(iv), iv.start_s, iv.end_s, "ultrasound interval") for iv in intervals]
-    if guided_phase is not None:
-        spans.append(("--guided-phase", *guided_phase, "guided phase"))
-    for what, a, b, kind in spans:
-        if a < -INTERVAL_MARGIN_S or b > span + INTERVAL_MARGIN_S:
-            raise DoseInputError(
-                f"{what}: {kind} {a:g}-{b:g} s lies beyond the procedure (irradiation "
-                f"from 0 to {span:g} s, {INTERVAL_MARGIN_S:g} s margin)"
-            )
-    ordered = sorted(intervals, key=lambda iv: (iv.start_s, iv.end_s))
-    for prev, cur in zip(ordered, ordered[1:], strict=False):
-        if cur.start_s < prev.end_s or (cur.start_s, cur.end_s) == (prev.start_s, prev.end_s):
-            raise DoseInputError(
-                f"{name(cur)}: ultrasound interval {cur.start_s:g}-{cur.end_s:g} s overlaps "
-                f"{prev.start_s:g}-{prev.end_s:g} s ({name(prev)}); the same time would be "
-                "counted twice"
-            )
 
 
 def _event_value(ev, attr, first, include_phi):
@@ -402,6 +373,15 @@ def _event_value(ev, attr, first, include_phi):
     return value
 
 
+def _csv_value(v):
+    """A cell: empty for not recorded, floats without conversion noise, text neutralised."""
+    from .labels import csv_number
+
+    if v is None:
+        return ""
+    return csv_number(v) if isinstance(v, float) else csv_cell(v)
+
+
 def _events_csv(events, include_phi: bool = False) -> str:
     """One row per event; text cells neutralised for spreadsheets.
 
@@ -418,7 +398,7 @@ def _events_csv(events, include_phi: bool = False) -> str:
     first = min(starts) if starts else None
     for ev in sorted(events, key=lambda e: (e.start is None, e.start or first)):
         row = [_event_value(ev, attr, first, include_phi) for _name, attr in columns]
-        writer.writerow(["" if v is None else csv_cell(v) for v in row])
+        writer.writerow([_csv_value(v) for v in row])
     return buf.getvalue()
 
 
@@ -519,8 +499,7 @@ def write_dose_outputs(report: dict, out_dir: str | os.PathLike) -> list[Path]:
     text = finite_json(record, flags=record.setdefault("flags", []))
     record = json.loads(text)
     outputs = [("dose.json", text), ("events.csv", _events_csv(events, include_phi))]
-    if report.get("_t0") is not None:
-        outputs.append(("report.html", render_report_html(record, events, us_iv, report["_t0"])))
+    outputs.append(("report.html", render_report_html(record, events, us_iv, report.get("_t0"))))
     return write_together(out_dir, outputs)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,18 @@ __all__ = [
 DAP_METER_TOLERANCE = 0.35
 #: Share of an ultrasound clip's span assumed to be needle guidance (uniform range).
 CLIP_GUIDED_FRACTION = (0.5, 1.0)
+#: Why that share is not 100 % (shown in the report's methods).
+CLIP_GUIDED_FRAMES_NOTE = (
+    "our assumption: a clip also holds scanning before insertion and after arrival"
+)
+#: A detected fluoroscopy-guided phase: at least this many taps ...
+MIN_TAPS = 3
+#: ... with less than this (s) from the end of one to the start of the next.
+MAX_GAP_S = 15.0
+PHASE_RULE = (
+    f"runs of >= {MIN_TAPS} fluoroscopy taps with < {MAX_GAP_S:g} s from the end of one to "
+    "the start of the next (or the taps starting inside --guided-phase START,END)"
+)
 #: Used when the procedure has no fluoroscopy-guided phase of its own (stated in output).
 DEFAULT_PROTOCOL = {
     "duty_cycle": 0.2,
@@ -70,6 +82,8 @@ class Interval:
     guided_fraction: tuple[float, float] = (1.0, 1.0)
     #: False for a multi-frame clip without frame timing: its end is not known.
     span_known: bool = True
+    #: Plausibility flags found while reading the clip (another patient, study or day).
+    notes: tuple[str, ...] = ()
 
     @property
     def span_s(self) -> float:
@@ -124,7 +138,8 @@ def ultrasound_intervals_from_clips(
 
     Each runs from the first frame to the last, cut where the first fluoroscopy event
     after the clip's start begins (guidance is then handed back to fluoroscopy).
-    Tolerance: one frame interval (at least 1 s).
+    Tolerance: one frame interval (at least 1 s). A clip from another patient, study or
+    calendar day than the RDSR carries a note (:attr:`Interval.notes`).
     """
     from .image_tags import read_header
 
@@ -151,8 +166,35 @@ def ultrasound_intervals_from_clips(
         if start is None:
             raise DoseInputError(f"{path}: no acquisition date/time; give --us-interval")
         offset_s = (start - t0).total_seconds()
-        out.append(_clip_interval(ds, _frame_count(ds, path), path, offset_s, fluoro_starts))
+        iv = _clip_interval(ds, _frame_count(ds, path), path, offset_s, fluoro_starts)
+        out.append(replace(iv, notes=_identity_notes(ds, path, record, start, t0)))
     return out
+
+
+def _identity_notes(ds, path, record: DoseRecord, start, t0) -> tuple[str, ...]:
+    """Flags for a clip that may not belong to the RDSR's procedure (no identifiers written)."""
+    name = Path(path).name
+    notes = []
+    clip_pid = str(ds.get("PatientID", "") or "").strip()
+    rdsr_pid = str((getattr(record, "patient", None) or {}).get("id") or "").strip()
+    if clip_pid and rdsr_pid and clip_pid != rdsr_pid:
+        notes.append(
+            f"{name}: Patient ID differs from the RDSR's: the clip may be of another patient"
+        )
+    clip_study = str(ds.get("StudyInstanceUID", "") or "").strip()
+    rdsr_study = (getattr(record, "study_instance_uid", None) or "").strip()
+    if clip_study and rdsr_study and clip_study != rdsr_study:
+        notes.append(
+            f"{name}: Study Instance UID differs from the RDSR's: the clip belongs to another "
+            "study (check it is this procedure's)"
+        )
+    days = (start.date() - t0.date()).days
+    if days:
+        notes.append(
+            f"{name}: acquired {abs(days)} calendar day(s) {'after' if days > 0 else 'before'} "
+            "the first irradiation event"
+        )
+    return tuple(notes)
 
 
 #: Most frames a clip may declare (an hour at 250 frames/s); more is a corrupt header.
@@ -197,8 +239,9 @@ def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts) -> Interval
         begin,
         end,
         max(step, 1.0),
-        f"{Path(path).name}: first frame to the first fluoroscopy after "
-        "it; the needle advance is taken to fill 50-100 % of that span "
+        f"{Path(path).name}: first frame to last frame"
+        + (f" (cut at the fluoroscopy event starting at {end:.1f} s)" if later else "")
+        + "; the needle advance is taken to fill 50-100 % of that span "
         "(uniform; the clip also holds scanning before insertion and "
         "after arrival). Give --us-interval for precision.",
         guided_fraction=CLIP_GUIDED_FRACTION,
@@ -233,13 +276,57 @@ def _guided_phases(
     return [p for p in phases if len(p) >= min_taps]
 
 
+def _select_phases(fluoro, t0, us, guided_phase, min_taps, max_gap_s):
+    """The fluoroscopy-guided phase(s): detected from the taps, or those inside a given one.
+
+    A given phase (START, END) only selects the taps: those starting from START to END
+    outside the ultrasound intervals; at least two are needed to measure their spacing.
+    """
+    if guided_phase is None:
+        return _guided_phases(fluoro, t0, us, min_taps, max_gap_s)
+    g0, g1 = guided_phase
+    taps = [
+        e
+        for e in sorted(fluoro, key=lambda e: e.start)
+        if g0 <= _t(e, t0) <= g1 and not any(i.start_s <= _t(e, t0) <= i.end_s for i in us)
+    ]
+    if len(taps) < 2:
+        raise DoseInputError(
+            f"--guided-phase {g0:g},{g1:g}: {len(taps)} fluoroscopy event(s) start inside it "
+            "(outside the ultrasound intervals); the duty cycle needs at least 2 taps"
+        )
+    return [taps]
+
+
+def _phase_assumption(guided_phase, min_taps: int, max_gap_s: float, found: bool) -> str:
+    """The guided-phase rule in words, with the one duty-cycle definition."""
+    duty = (
+        "duty cycle = beam-on time / (taps × mean start-to-start interval), i.e. each tap "
+        "covers the interval to the next"
+    )
+    if guided_phase is not None:
+        g0, g1 = guided_phase
+        return (
+            f"Fluoroscopy-guided phase given as {g0:g}-{g1:g} s: the fluoroscopy taps starting "
+            f"in it (START at or before the first tap's start, END at or after the last "
+            f"tap's start); {duty}, as for a detected phase."
+        )
+    if found:
+        return (
+            f"Fluoroscopy-guided phase(s) found as runs of >= {min_taps} fluoroscopy events "
+            f"with less than {max_gap_s:g} s from the end of one to the start of the next; "
+            f"{duty}."
+        )
+    return DEFAULT_PROTOCOL["description"]
+
+
 def saved_counterfactual(
     record: DoseRecord,
     us_intervals: list[Interval],
     *,
     guided_phase: tuple[float, float] | None = None,
-    min_taps: int = 3,
-    max_gap_s: float = 15.0,
+    min_taps: int = MIN_TAPS,
+    max_gap_s: float = MAX_GAP_S,
     table_transmission: tuple[float, float] | None = None,
     n_samples: int = 20000,
     seed: int = 0,
@@ -265,48 +352,25 @@ def saved_counterfactual(
         "DAP and Dose (RP).",
     ]
     flags: list[str] = list(unknown)
-    if guided_phase is not None:
-        g0, g1 = guided_phase
-        phase_events = [e for e in fluoro if g0 <= _t(e, t0) <= g1]
-        if not phase_events:
-            raise DoseInputError(f"no fluoroscopy event inside the guided phase {guided_phase}")
-        phases = [phase_events]
-        assumptions.append(
-            f"Fluoroscopy-guided phase given: {g0:g}-{g1:g} s; duty cycle = "
-            "beam-on time / phase length."
-        )
-    else:
-        phases = _guided_phases(fluoro, t0, us_intervals, min_taps, max_gap_s)
-        if phases:
-            assumptions.append(
-                f"Fluoroscopy-guided phase(s) found as runs of >= {min_taps} fluoroscopy events "
-                f"with less than {max_gap_s:g} s from the end of one to the start of the "
-                "next; duty cycle = beam-on time / (taps × mean "
-                "start-to-start interval)."
-            )
-    beam = np.array([_beam_on_s(e) or np.nan for e in fluoro])
+    phases = _select_phases(fluoro, t0, us_intervals, guided_phase, min_taps, max_gap_s)
+    assumptions.append(_phase_assumption(guided_phase, min_taps, max_gap_s, bool(phases)))
     if phases:
         taps = [e for p in phases for e in p]
-        on = np.array([_beam_on_s(e) or np.nan for e in taps])
-        dap = np.array([e.dap_gy_cm2 if e.dap_gy_cm2 is not None else np.nan for e in taps])
-        kar = np.array([e.dose_rp_mgy if e.dose_rp_mgy is not None else np.nan for e in taps])
-        if guided_phase is not None:
-            duty_point = np.nansum(on) / (guided_phase[1] - guided_phase[0])
-            spans = None
-        else:
-            spans = np.concatenate([np.diff([_t(e, t0) for e in p]) for p in phases])
-            duty_point = np.nansum(on) / (len(on) * np.mean(spans))
+        # Each tap covers one start-to-start interval of its phase: the same definition
+        # for a detected and a given phase, so both give the same figure from the same taps.
+        spans = np.concatenate([np.diff([_t(e, t0) for e in p]) for p in phases])
         rate_source = "this procedure's fluoroscopy-guided phase"
     else:
-        taps = fluoro
-        on = beam
-        dap = np.array([e.dap_gy_cm2 if e.dap_gy_cm2 is not None else np.nan for e in taps])
-        kar = np.array([e.dose_rp_mgy if e.dose_rp_mgy is not None else np.nan for e in taps])
-        duty_point = DEFAULT_PROTOCOL["duty_cycle"]
-        spans = None
+        taps, spans = fluoro, None
         rate_source = "all fluoroscopy events of this procedure (no guided phase found)"
-        assumptions.append(DEFAULT_PROTOCOL["description"])
         flags.append("no fluoroscopy-guided phase: the default protocol's duty cycle is used")
+    on = np.array([_beam_on_s(e) or np.nan for e in taps])
+    dap = np.array([e.dap_gy_cm2 if e.dap_gy_cm2 is not None else np.nan for e in taps])
+    kar = np.array([e.dose_rp_mgy if e.dose_rp_mgy is not None else np.nan for e in taps])
+    if spans is not None:
+        duty_point = np.nansum(on) / (len(on) * np.mean(spans))
+    else:
+        duty_point = DEFAULT_PROTOCOL["duty_cycle"]
     if np.any(np.isnan(on)):
         raise DoseInputError("a fluoroscopy event has neither pulses/pulse rate nor duration")
     pulses = [e.pulse_rate_per_s for e in taps if e.pulse_rate_per_s]
@@ -334,11 +398,9 @@ def saved_counterfactual(
     n = n_samples
     spread = np.array([_beam_on_spread(e) for e in taps])
     s_on, s_spread, s_dap, s_kar = _resampled_sums(boot, n, [on, spread, dap, kar])
-    if phases and spans is not None and len(on) > 1:
+    if spans is not None:
         (s_span,) = _resampled_sums(boot, n, [spans])
         duty = s_on / (len(on) * s_span / len(spans))
-    elif phases:
-        duty = np.full(n, duty_point)
     else:
         lo, hi = DEFAULT_PROTOCOL["duty_cycle_range"]
         duty = rng.uniform(lo, hi, n)
@@ -507,9 +569,49 @@ def saved_against_baseline(
             "saved_interval_95": [float(lo) - mine, float(hi) - mine],
             "source": source,
         }
+    out["flags"] = _negative_savings(out["by_quantity"])
     out["assumptions"].append(
         "The baseline is what a fluoroscopy-only procedure of this type delivers; the "
         "difference to this procedure is attributed to ultrasound guidance (case mix, "
         "operator and equipment differences are not controlled)."
     )
     return out
+
+
+_BASELINE_LABELS = {
+    "dap_gy_cm2": ("DAP", "Gy·cm²"),
+    "ka_r_mgy": ("Ka,r", "mGy"),
+    "fluoro_time_s": ("fluoroscopy time", "s"),
+}
+
+
+def _negative_savings(by_quantity: dict) -> list[str]:
+    """Flags (and a note on each row) where this procedure delivered more than the baseline.
+
+    A negative "saved" is not an error of the arithmetic: the procedure used more than
+    the typical fluoroscopy-only one, so the baseline method shows no saving for it.
+    """
+    flags, signs = [], {}
+    for q, row in by_quantity.items():
+        if row.get("saved") is None:
+            continue
+        signs[q] = row["saved"] >= 0
+        if row["saved"] < 0:
+            label, unit = _BASELINE_LABELS[q]
+            row["note"] = (
+                f"negative: this procedure delivered more {label} than the baseline "
+                "(more than a typical fluoroscopy-only procedure of this type); the baseline "
+                "method shows no saving here"
+            )
+            flags.append(
+                f"baseline: saved {label} is negative ({row['saved']:.3g} {unit}): this "
+                f"procedure delivered {row['delivered']:.3g} {unit} against a baseline of "
+                f"{row['baseline']:.3g} {unit}; the case, operator or unit may differ from "
+                "the baseline's"
+            )
+    if len(set(signs.values())) > 1:
+        flags.append(
+            "baseline: the quantities disagree in sign (saved on some, negative on others): "
+            "the baseline's procedures differ from this one in technique, not only in guidance"
+        )
+    return flags

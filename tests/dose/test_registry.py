@@ -101,6 +101,7 @@ def test_cli_ingest_audit_and_baseline_from_registry(synthetic_case, tmp_path):
         "audit.csv",
         "audit.json",
         "audit.html",
+        "cohorts.csv",
     }
     r = runner.invoke(
         cli,
