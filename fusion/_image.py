@@ -11,6 +11,7 @@ import numpy as np
 from hybridfuse.registration.geometry import ConeBeamGeometry
 
 from .errors import InputError, MissingCalibrationError
+from .imaged_area import ImagedArea
 
 __all__ = [
     "MIN_FLUORO_SIZE_PX",
@@ -253,6 +254,9 @@ class Image:
         Every ultrasound region in the file; :attr:`us_region_index` says which one set
         the calibration and mask.
     us_region_index : int or None
+    imaged_area : ImagedArea or None
+        The tissue actually imaged inside the chosen ultrasound region (a sector, a
+        rectangle or a convex outline found from the pixels); its mask is :attr:`mask`.
     xray : XRayGeometry or None
     photometric : str
         *Photometric Interpretation* (0028,0004) as stored in the file.
@@ -281,6 +285,7 @@ class Image:
     mask_source: str = "none"
     us_regions: tuple[UltrasoundRegion, ...] = ()
     us_region_index: int | None = None
+    imaged_area: ImagedArea | None = None
     xray: XRayGeometry | None = None
     photometric: str = "MONOCHROME2"
     inverted: bool = False
@@ -446,6 +451,11 @@ class Image:
             },
             "ultrasound_regions": [r.to_dict() for r in self.us_regions],
             "ultrasound_region_used": self.us_region_index,
+            "imaged_area": (
+                None
+                if self.imaged_area is None
+                else self.imaged_area.to_dict(self.pixel_spacing_mm)
+            ),
             "xray_geometry": None if self.xray is None else self.xray.to_dict(),
             "notes": list(self.notes),
         }
