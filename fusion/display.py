@@ -70,6 +70,20 @@ def _lut_bits(ds) -> int:
     return int(bits) if bits in (8, 16) else 16
 
 
+def _lut_top(ds) -> int:
+    """Largest entry of the palette's Red/Green/Blue LUTs (0 when they cannot be read)."""
+    from pydicom.pixels import apply_color_lut
+
+    desc = as_list(ds.get("RedPaletteColorLookupTableDescriptor", []) or [])
+    entries = int(parse_number(desc[0]) or 65536) if len(desc) == 3 else 65536
+    first = int(parse_number(desc[1]) or 0) if len(desc) == 3 else 0
+    try:
+        every = np.arange(first, first + entries, dtype=np.int64).astype(np.uint16)
+        return int(np.asarray(apply_color_lut(every, ds)).max())
+    except Exception:  # a malformed LUT is refused, with its reason, when frames are shown
+        return 0
+
+
 def _first(value) -> float | None:
     values = as_list(value) if value is not None else []
     return parse_number(values[0]) if values else None
@@ -100,8 +114,12 @@ def plan_display(ds, photometric: str, value_range=None) -> DisplayPlan:
     """
     bits = int(parse_number(ds.get("BitsStored")) or parse_number(ds.get("BitsAllocated")) or 8)
     if photometric == "PALETTE COLOR":
-        lut = _lut_bits(ds)
-        return DisplayPlan("palette", shift=lut - 8, description=f"palette colour, {lut}-bit LUT")
+        lut, top = _lut_bits(ds), _lut_top(ds)
+        # Entries declared 16-bit but holding 0-255 (some vendors) are shown as they are.
+        shift = 8 if lut == 16 and top > 255 else 0
+        return DisplayPlan(
+            "palette", shift=shift, description=f"palette colour, {lut}-bit LUT (max {top})"
+        )
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         shift = max(bits - 8, 0)
         return DisplayPlan("rgb", shift=shift, description=f"{photometric} as RGB, {bits} bits")
