@@ -216,12 +216,12 @@ def test_broken_palette_is_one_line_error(tmp_path):
 # --- the real vendor files against pydicom's own rendering -------------------------------
 
 
-def _pydicom_rendering(ds) -> np.ndarray:
-    """Pydicom's LUTs applied to its decoded pixels, min-max to 8 bits, as luminance."""
+def _pydicom_rendering(ds, frame: int = 0) -> np.ndarray:
+    """Pydicom's LUTs applied to one decoded frame, as luminance (any linear scale)."""
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     arr = ds.pixel_array
-    arr = arr[0] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr
+    arr = arr[frame] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr
     photometric = ds.PhotometricInterpretation
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
