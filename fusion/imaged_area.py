@@ -11,11 +11,13 @@ corners. The imaged area is found from the region plus the display pixels:
 3. its left and right edges, row by row over its upper half (nearest the apex, where
    screens rarely clip), are fitted with lines (least squares, points more than 2 px
    off dropped, three rounds); lines that meet above the content at an
-   opening angle of at least 10 degrees make a sector (apex, radius range, angles),
-   otherwise the shape is the content's convex hull, or the region itself when that hull
-   fills 95 % of it (a linear probe);
-4. the mask is that shape within the content's convex hull and the region, less
-   coloured pixels, eroded by 1 px so that no edge pixel of the screen is taken.
+   opening angle of at least 10 degrees make a sector (apex, radius range, angles), cut
+   to the content's convex hull (a screen may clip a sector's sides); otherwise the
+   shape is the content's bounding rectangle, or the region itself when the content
+   reaches within 2 px of each of its sides (a linear probe). A rectangle is not cut to
+   the hull: acoustic shadows are black tissue and often reach a corner;
+4. the mask is that shape within the region, less coloured pixels, eroded by 1 px
+   (unless it is the region itself) so that no edge pixel of the screen is taken.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ __all__ = ["ImagedArea", "find_imaged_area", "region_area"]
 
 #: Opening angle (degrees) from which converging edges are taken as a sector.
 MIN_SECTOR_DEG = 10.0
-#: Hull fraction of the region from which the region itself is the imaged area.
-RECTANGLE_FILL = 0.95
+#: Largest gap (px) between the content and a side of the region that still counts as
+#: the content filling the region.
+FILL_GAP_PX = 2
 #: Largest difference of channels (0-255) that is still grey; above it, an annotation.
 MAX_GREY_CHROMA = 40
 #: Smallest content, as a fraction of the region, worth fitting a shape to.
@@ -42,7 +45,7 @@ class ImagedArea:
 
     Parameters
     ----------
-    shape : {"sector", "rectangle", "convex", "region"}
+    shape : {"sector", "rectangle", "region"}
         ``region``: the region's bounds, taken as they are (no pixels to look at, or too
         little content to fit).
     mask : ndarray of bool, shape (rows, cols)
@@ -204,6 +207,23 @@ def _sector(piece: np.ndarray, left, right, aspect: float):
     return mask, (float(apex_x), float(apex_y)), (r0, r1), (a0, a1)
 
 
+def _rectangle(piece: np.ndarray, box, keep: np.ndarray) -> ImagedArea:
+    """The content's bounding rectangle; the region itself when the content fills it."""
+    from scipy import ndimage
+
+    x0, y0, x1, y1 = _bounds(piece)
+    gaps = (x0 - box[0], y0 - box[1], box[2] - x1, box[3] - y1)
+    if max(gaps) <= FILL_GAP_PX and keep[_box_mask(piece.shape, box)].all():
+        mask = keep.copy()
+        return ImagedArea(
+            "rectangle", mask, _bounds(mask), source="region bounds, filled by the image"
+        )
+    mask = ndimage.binary_erosion(_box_mask(piece.shape, (x0, y0, x1, y1)) & keep)
+    return ImagedArea(
+        "rectangle", mask, _bounds(mask), source="rectangle of the image content within the region"
+    )
+
+
 def find_imaged_area(frames: np.ndarray, box, spacing_mm=None) -> ImagedArea:
     """The imaged area inside ``box`` = (x0, y0, x1, y1) of display ``frames``.
 
@@ -218,21 +238,14 @@ def find_imaged_area(frames: np.ndarray, box, spacing_mm=None) -> ImagedArea:
     piece = _largest_piece(candidates)
     if piece.sum() < MIN_CONTENT_FRACTION * region.sum():
         return region_area(shape, box, "region bounds: too little image content to fit")
-    hull = _hull_mask(piece) & region
-    if hull.sum() >= RECTANGLE_FILL * region.sum() and not (colour & region).any():
-        return ImagedArea(
-            "rectangle", region, _bounds(region), source="region bounds, filled by the image"
-        )
     left, right = _edges(piece)
     aspect = 1.0 if spacing_mm is None else float(spacing_mm[1]) / float(spacing_mm[0])
     found = _sector(piece, left, right, aspect) if left is not None and right is not None else None
-    keep = hull & ~ndimage.binary_dilation(colour)
+    keep = region & ~ndimage.binary_dilation(colour)
     if found is None:
-        mask = ndimage.binary_erosion(keep)
-        kind = "rectangle" if hull.sum() >= RECTANGLE_FILL * region.sum() else "convex"
-        return ImagedArea(kind, mask, _bounds(mask), source="image content within the region")
+        return _rectangle(piece, box, keep)
     sector, apex, radii, angles = found
-    mask = ndimage.binary_erosion(sector & keep)
+    mask = ndimage.binary_erosion(sector & keep & _hull_mask(piece))
     return ImagedArea(
         "sector",
         mask,

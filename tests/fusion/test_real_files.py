@@ -26,9 +26,7 @@ RF_FILE = REALDATA / "images" / "orthanc-tests__KarstenHilbertRF.dcm"
 
 def _us_rows():
     return [
-        p
-        for p in realdata_rows("images")
-        if p.values[0] is None or p.values[0]["modality"] == "US"
+        p for p in realdata_rows("images") if p.values[0] is None or p.values[0]["modality"] == "US"
     ]
 
 
@@ -45,9 +43,7 @@ def _landmarks(moving, fixed) -> Transform:
 
 
 def _fused(fixed, moving, transform, out, opacity) -> tuple[np.ndarray, int]:
-    record = fuse_images(
-        fixed, moving, transform, out, opacity=opacity, video="none", dicom=False
-    )
+    record = fuse_images(fixed, moving, transform, out, opacity=opacity, video="none", dicom=False)
     frame = json.loads((out / "fuse.json").read_text())["pairs"][0]
     assert frame == record["pairs"][0]
     rgb = np.asarray(PILImage.open(out / "fused_000.png")).astype(float)
