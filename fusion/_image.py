@@ -231,7 +231,9 @@ class Image:
     array : ndarray
         Pixels as ``(frames, rows, cols)`` for greyscale or ``(frames, rows, cols, 3)``
         for RGB. Greyscale is always in MONOCHROME2 sense (higher = brighter):
-        MONOCHROME1 files are inverted on reading (see :attr:`inverted`).
+        MONOCHROME1 files are inverted on reading (see :attr:`inverted`). Ultrasound
+        read from DICOM holds the scanner's display, uint8 0-255, for every encoding
+        (:mod:`fusion.display`); X-ray keeps its stored values.
     modality : Modality
     pixel_spacing_mm : tuple of float or None
         Physical pixel size (row, column) in mm, in the plane :attr:`spacing_plane`.
@@ -247,8 +249,9 @@ class Image:
         Start of the acquisition (date and time of frame 0), naive local time as DICOM
         stores it.
     mask : ndarray of bool, shape (rows, cols), or None
-        Pixels that carry image content: the calibrated ultrasound region, or the
-        exposed field inside the X-ray collimator.
+        Pixels that carry image content: the tissue imaged inside the calibrated
+        ultrasound region (:attr:`imaged_area`), or the exposed field inside the X-ray
+        collimator.
     mask_source : str
     us_regions : tuple of UltrasoundRegion
         Every ultrasound region in the file; :attr:`us_region_index` says which one set

@@ -1,8 +1,10 @@
 """Read DICOM and plain image files into :class:`fusion.Image`.
 
 DICOM is read with pydicom (JPEG pixel data through Pillow / pylibjpeg), plain images
-(PNG, TIFF, JPEG, MHA, NRRD, NIfTI) with SimpleITK. Every error names the file and says
-what is wrong on one line.
+(PNG, TIFF, JPEG, MHA, NRRD, NIfTI) with SimpleITK. Ultrasound frames become the
+scanner's display (:mod:`fusion.display`) and their mask the imaged area
+(:mod:`fusion.imaged_area`). Every error names the file and says what is wrong on one
+line.
 """
 
 from __future__ import annotations

@@ -152,6 +152,24 @@ def test_jpeg_baseline_grey_and_colour_are_decoded(tmp_path):
     assert np.abs(out.astype(int) - rgb).mean() <= 3
 
 
+def test_jpeg_2000_lossless_is_decoded(tmp_path, rng):
+    from PIL import Image as PILImage
+    from PIL import features
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    if not features.check("jpg_2000"):
+        pytest.skip("Pillow is built without OpenJPEG: no JPEG 2000 encoder to build the file")
+    grey = rng.integers(0, 256, (16, 24), dtype=np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(grey).save(buf, format="JPEG2000", irreversible=False, no_jp2=True)
+    ds = _us(grey, "MONOCHROME2")
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    np.testing.assert_array_equal(_read(ds, tmp_path), grey)
+
+
 def test_jpeg_ls_is_decoded(tmp_path, rng):
     from pydicom.pixels import get_encoder
 
