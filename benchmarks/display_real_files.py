@@ -1,4 +1,4 @@
-"""Figures of docs/display.md: display and overlay of the real files against pydicom's rendering.
+"""Figures of docs/dicom-layer.md (display pixels, imaged area) on the real files.
 
 ``python benchmarks/display_real_files.py`` prints, for each file in
 ``../shared/realdata/images``, the correlation of our display with pydicom's rendering
