@@ -23,7 +23,7 @@ from hybridfuse.fusion import display  # noqa: E402
 from hybridfuse.fusion.io import read_image  # noqa: E402
 from hybridfuse.registration.warp import warp_to_fixed  # noqa: E402
 from tests.conftest import REALDATA  # noqa: E402
-from tests.fusion.test_display import _pydicom_rendering  # noqa: E402
+from tests.fusion.test_display import _pydicom_rendering, real_file  # noqa: E402
 from tests.fusion.test_real_files import RF_FILE, _fused, _landmarks  # noqa: E402
 
 
@@ -50,8 +50,7 @@ def _overlay_corr(moving, path: Path) -> float:
 
 def main() -> None:
     for path in sorted((REALDATA / "images").glob("*.dcm")):
-        ds = pydicom.dcmread(path)
-        image = read_image(path)
+        image, ds = real_file(path.name)
         reference = _pydicom_rendering(ds)
         if image.modality.value == "US":
             mask = image.mask

@@ -7,6 +7,7 @@ vendor files are compared with pydicom's own rendering of the same file.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -253,18 +254,29 @@ def _pydicom_rendering(ds, frame: int = 0) -> np.ndarray:
     return arr
 
 
+@functools.cache
+def real_file(name: str):
+    """(read_image result, pydicom data set) of a real file, read once per session."""
+    import pydicom
+
+    path = REALDATA / "images" / name
+    return read_image(path), pydicom.dcmread(path)
+
+
+@functools.cache
+def real_rendering(name: str, frame: int = 0) -> np.ndarray:
+    """Pydicom's rendering of one frame of a real file, computed once per session."""
+    return _pydicom_rendering(real_file(name)[1], frame)
+
+
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
 @pytest.mark.parametrize("row", realdata_rows("images"))
 def test_real_file_display_matches_pydicoms_rendering(row):
-    import pydicom
-
-    path = REALDATA / "images" / row["filename"]
-    ds = pydicom.dcmread(path)
-    reference = _pydicom_rendering(ds)
-    image = read_image(path)
+    image, ds = real_file(row["filename"])
+    reference = real_rendering(row["filename"])
     if image.modality.value == "US":
         ours = image.gray(0)
         inside = image.mask

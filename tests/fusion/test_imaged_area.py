@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hybridfuse.fusion.imaged_area import find_imaged_area
-from hybridfuse.fusion.io import read_image
-from tests.conftest import REALDATA, realdata_rows
+from tests.conftest import realdata_rows
+from tests.fusion.test_display import real_file
 
 ROWS, COLS = 300, 400
 
@@ -138,7 +138,7 @@ def _us_rows():
 
 @pytest.mark.parametrize("row", _us_rows())
 def test_real_ultrasound_imaged_area_is_tissue_only(row):
-    image = read_image(REALDATA / "images" / row["filename"])
+    image = real_file(row["filename"])[0]
     area = image.imaged_area
     reg = image.us_region
     assert area is not None and area.shape in ("sector", "rectangle")

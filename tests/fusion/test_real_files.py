@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image as PILImage
 
@@ -19,7 +18,7 @@ from hybridfuse.registration import Transform
 from hybridfuse.registration.landmarks import fit_model
 from hybridfuse.registration.warp import warp_to_fixed
 from tests.conftest import REALDATA, realdata_rows
-from tests.fusion.test_display import _pydicom_rendering
+from tests.fusion.test_display import real_file, real_rendering
 
 RF_FILE = REALDATA / "images" / "orthanc-tests__KarstenHilbertRF.dcm"
 
@@ -59,14 +58,12 @@ def fluoroscopy():
 
 @pytest.mark.parametrize("row", _us_rows())
 def test_real_ultrasound_fuses_as_pydicom_renders_it(row, fluoroscopy, tmp_path):
-    path = REALDATA / "images" / row["filename"]
-    moving = read_image(path)
+    moving = real_file(row["filename"])[0]
     transform = _landmarks(moving, fluoroscopy)
     overlay, j = _fused(fluoroscopy, moving, transform, tmp_path / "a", opacity=1.0)
     alone, _ = _fused(fluoroscopy, moving, transform, tmp_path / "b", opacity=0.0)
 
-    ds = pydicom.dcmread(path)
-    reference = _pydicom_rendering(ds, frame=j)
+    reference = real_rendering(row["filename"], j)
     ref_w, _ = warp_to_fixed(
         reference.astype(np.float32), transform.matrix, fluoroscopy.shape, order="linear"
     )
