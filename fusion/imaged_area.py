@@ -166,19 +166,21 @@ def _edges(piece: np.ndarray):
 
 def _hull_mask(piece: np.ndarray) -> np.ndarray:
     """Pixels inside the convex hull of ``piece`` (pixel centres)."""
-    from matplotlib.path import Path as PolyPath
+    from scipy import ndimage
     from scipy.spatial import ConvexHull, QhullError
 
-    ys, xs = np.nonzero(piece)
-    points = np.c_[xs, ys].astype(float)
+    # The hull of the outline is the hull of the piece, from far fewer points.
+    ys, xs = np.nonzero(piece & ~ndimage.binary_erosion(piece))
     try:
-        hull = ConvexHull(points)
+        hull = ConvexHull(np.c_[xs, ys].astype(float))
     except (QhullError, ValueError):
         return piece.copy()
-    polygon = PolyPath(points[hull.vertices])
-    yy, xx = np.mgrid[0 : piece.shape[0], 0 : piece.shape[1]]
-    grid = np.c_[xx.ravel(), yy.ravel()].astype(float)
-    return polygon.contains_points(grid, radius=1e-6).reshape(piece.shape) | piece
+    yy = np.arange(piece.shape[0], dtype=float)[:, None]
+    xx = np.arange(piece.shape[1], dtype=float)[None, :]
+    inside = np.ones(piece.shape, dtype=bool)
+    for a, b, c in hull.equations:  # a x + b y + c <= 0 on the inner side of each facet
+        inside &= a * xx + b * yy + c <= 1e-9
+    return inside | piece
 
 
 def _sector(piece: np.ndarray, left, right, aspect: float):
