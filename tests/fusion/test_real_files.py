@@ -1,4 +1,4 @@
-"""Issue #16's check: each real ultrasound file fused onto the real fluoroscopy file.
+"""Issue #16's check: each real ultrasound file fused onto the real fluoroscopy file; info.
 
 The ultrasound part of the overlay must look like pydicom's rendering of the source
 (correlation >= 0.9 inside the imaged area) and hold no pixel from outside that area.
@@ -81,3 +81,22 @@ def test_real_ultrasound_fuses_as_pydicom_renders_it(row, fluoroscopy, tmp_path)
     changed = np.abs(overlay - alone).max(axis=2) > 0
     assert changed.any()
     assert not (changed & ~area_w).any()
+
+
+@pytest.mark.parametrize("row", _us_rows())
+def test_info_reports_the_imaged_area(row):
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    path = str(REALDATA / "images" / row["filename"])
+    decoded = CliRunner().invoke(cli, ["info", "--decode", "--json", path])
+    assert decoded.exit_code == 0, decoded.output
+    area = json.loads(decoded.output)[0]["image"]["imaged_area"]
+    assert area["shape"] == "sector"  # all three real probes are curvilinear or phased
+    assert area["radius_mm"][0] < area["radius_mm"][1]
+    assert area["angles_deg"][0] < 0 < area["angles_deg"][1]
+    text = CliRunner().invoke(cli, ["info", "--decode", path]).output
+    assert "Imaged area    sector, x " in text and " deg open)" in text
+    header_only = CliRunner().invoke(cli, ["info", path]).output
+    assert "the region's bounds only (--decode finds the tissue" in header_only
