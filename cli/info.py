@@ -64,6 +64,24 @@ def _fmt_mm(pair) -> str:
     return " x ".join(f"{v:.4g}" for v in pair) + " mm (row x col)"
 
 
+def _imaged_area_text(area: dict, decoded: bool) -> str:
+    """One line: the shape found inside the ultrasound region, with a sector's geometry."""
+    x0, y0, x1, y1 = area["bounds_xy"]
+    text = f"{area['shape']}, x {x0}-{x1}, y {y0}-{y1}"
+    if "apex_xy" in area:
+        r0, r1 = area["radius_px"]
+        a0, a1 = area["angles_deg"]
+        text += (
+            f", apex ({area['apex_xy'][0]:g}, {area['apex_xy'][1]:g}) px, radius {r0:g}-{r1:g} px"
+        )
+        if "radius_mm" in area:
+            text += f" ({area['radius_mm'][0]:g}-{area['radius_mm'][1]:g} mm)"
+        text += f", angles {a0:g} to {a1:g} deg ({area['opening_deg']:g} deg open)"
+    if not decoded:
+        text += "; the region's bounds only (--decode finds the tissue in the pixels)"
+    return text
+
+
 def render_text(d: dict) -> str:
     """Human-readable block for one file, control characters from the file escaped."""
     lines = [d["file"]]
@@ -123,6 +141,9 @@ def render_text(d: dict) -> str:
             else "not spatially calibrated"
         )
         row(f"US region {i}", f"x {reg['x0']}-{reg['x1']}, y {reg['y0']}-{reg['y1']}, {cal}{used}")
+    area = im.get("imaged_area")
+    if area is not None:
+        row("Imaged area", _imaged_area_text(area, im.get("pixels_decoded", True)))
     mask = im["mask"]
     if mask["fraction_of_pixels"] is not None:
         row("Mask", f"{100 * mask['fraction_of_pixels']:.1f}% of pixels, from {mask['source']}")

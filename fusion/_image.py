@@ -11,6 +11,7 @@ import numpy as np
 from hybridfuse.registration.geometry import ConeBeamGeometry
 
 from .errors import InputError, MissingCalibrationError
+from .imaged_area import ImagedArea
 
 __all__ = [
     "MIN_FLUORO_SIZE_PX",
@@ -230,7 +231,9 @@ class Image:
     array : ndarray
         Pixels as ``(frames, rows, cols)`` for greyscale or ``(frames, rows, cols, 3)``
         for RGB. Greyscale is always in MONOCHROME2 sense (higher = brighter):
-        MONOCHROME1 files are inverted on reading (see :attr:`inverted`).
+        MONOCHROME1 files are inverted on reading (see :attr:`inverted`). Ultrasound
+        read from DICOM holds the scanner's display, uint8 0-255, for every encoding
+        (:mod:`fusion.display`); X-ray keeps its stored values.
     modality : Modality
     pixel_spacing_mm : tuple of float or None
         Physical pixel size (row, column) in mm, in the plane :attr:`spacing_plane`.
@@ -246,13 +249,17 @@ class Image:
         Start of the acquisition (date and time of frame 0), naive local time as DICOM
         stores it.
     mask : ndarray of bool, shape (rows, cols), or None
-        Pixels that carry image content: the calibrated ultrasound region, or the
-        exposed field inside the X-ray collimator.
+        Pixels that carry image content: the tissue imaged inside the calibrated
+        ultrasound region (:attr:`imaged_area`), or the exposed field inside the X-ray
+        collimator.
     mask_source : str
     us_regions : tuple of UltrasoundRegion
         Every ultrasound region in the file; :attr:`us_region_index` says which one set
         the calibration and mask.
     us_region_index : int or None
+    imaged_area : ImagedArea or None
+        The tissue actually imaged inside the chosen ultrasound region (a sector, a
+        rectangle or a convex outline found from the pixels); its mask is :attr:`mask`.
     xray : XRayGeometry or None
     photometric : str
         *Photometric Interpretation* (0028,0004) as stored in the file.
@@ -281,6 +288,7 @@ class Image:
     mask_source: str = "none"
     us_regions: tuple[UltrasoundRegion, ...] = ()
     us_region_index: int | None = None
+    imaged_area: ImagedArea | None = None
     xray: XRayGeometry | None = None
     photometric: str = "MONOCHROME2"
     inverted: bool = False
@@ -446,6 +454,11 @@ class Image:
             },
             "ultrasound_regions": [r.to_dict() for r in self.us_regions],
             "ultrasound_region_used": self.us_region_index,
+            "imaged_area": (
+                None
+                if self.imaged_area is None
+                else self.imaged_area.to_dict(self.pixel_spacing_mm)
+            ),
             "xray_geometry": None if self.xray is None else self.xray.to_dict(),
             "notes": list(self.notes),
         }

@@ -1,12 +1,15 @@
 """Read DICOM and plain image files into :class:`fusion.Image`.
 
 DICOM is read with pydicom (JPEG pixel data through Pillow / pylibjpeg), plain images
-(PNG, TIFF, JPEG, MHA, NRRD, NIfTI) with SimpleITK. Every error names the file and says
-what is wrong on one line.
+(PNG, TIFF, JPEG, MHA, NRRD, NIfTI) with SimpleITK. Ultrasound frames become the
+scanner's display (:mod:`fusion.display`) and their mask the imaged area
+(:mod:`fusion.imaged_area`). Every error names the file and says what is wrong on one
+line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -21,6 +24,7 @@ from hybridfuse import dicom
 from hybridfuse.dicom import MAX_DECODED_ENV, as_list, is_dicom_file, parse_code, parse_number
 from hybridfuse.dicom import quiet_pydicom as _quiet_pydicom
 
+from . import display, imaged_area
 from ._image import (
     CollimatorShape,
     Image,
@@ -604,11 +608,13 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
     _refuse_nonfinite_geometry(ds, path)
     notes: list[str] = []
     modality = _modality(ds, sop, notes)
-    layout = _pixel_layout(ds, path)
-    photometric, inverted = _photometric_notes(layout.photometric, notes)
-    _rescale_note(ds, notes)
+    shown = modality is Modality.US
+    layout = _pixel_layout(ds, path, display=shown)
+    photometric, inverted = _photometric_notes(layout.photometric, notes, shown)
+    if not shown:
+        _rescale_note(ds, notes)
     if decode:
-        pixels = _decode_pixels(ds, path, layout)
+        pixels = _decode_pixels(ds, path, layout, display=shown, notes=notes)
     else:
         pixels = np.broadcast_to(np.zeros((), layout.dtype), layout.shape)
 
@@ -623,6 +629,7 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
 
     regions = _us_regions(ds, notes)
     region_index = None
+    area = None
     mask = None
     mask_source = "none"
     xray = None
@@ -633,8 +640,8 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         region_index = _choose_region(regions, us_region, path, notes, layout)
         if region_index is not None:
             reg = regions[region_index]
-            mask = reg.mask(pixels.shape[1:3])
-            mask_source = f"SequenceOfUltrasoundRegions[{region_index}] bounds (0018,6018..601E)"
+            area = _imaged_area(pixels, reg, region_index, decode)
+            mask, mask_source = area.mask, area.source
             if reg.is_calibrated_2d:
                 spacing = (reg.delta_y_mm, reg.delta_x_mm)
                 spacing_source = (
@@ -684,6 +691,7 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         mask_source=mask_source,
         us_regions=tuple(regions),
         us_region_index=region_index,
+        imaged_area=area,
         xray=xray,
         photometric=photometric,
         inverted=inverted,
@@ -692,6 +700,17 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         notes=tuple(notes),
         pixels_decoded=decode,
     )
+
+
+def _imaged_area(pixels: np.ndarray, reg: UltrasoundRegion, index: int, decoded: bool):
+    """The tissue shown inside the chosen region (its bounds alone when not decoded)."""
+    box = (reg.x0, reg.y0, reg.x1, reg.y1)
+    where = f"SequenceOfUltrasoundRegions[{index}] bounds (0018,6018..601E)"
+    if not decoded:
+        return imaged_area.region_area(pixels.shape[1:3], box, where)
+    spacing = (reg.delta_y_mm, reg.delta_x_mm) if reg.is_calibrated_2d else None
+    area = imaged_area.find_imaged_area(pixels, box, spacing)
+    return dataclasses.replace(area, source=f"{area.source}: {where}")
 
 
 #: Geometry attributes whose values scale millimetres, angles or frame positions. A
@@ -807,8 +826,11 @@ def _int_attr(ds, keyword: str, tag: str, path: Path, default: int | None) -> in
     return int(number)
 
 
-def _pixel_layout(ds, path: Path) -> _Layout:
-    """Check the Image Pixel module's declaration and the decode limit; nothing is decoded."""
+def _pixel_layout(ds, path: Path, display: bool = False) -> _Layout:
+    """Check the Image Pixel module's declaration and the decode limit; nothing is decoded.
+
+    ``display``: the frames are kept as 0-255 display pixels (:mod:`fusion.display`).
+    """
     rows = _int_attr(ds, "Rows", "(0028,0010)", path, None)
     cols = _int_attr(ds, "Columns", "(0028,0011)", path, None)
     for name, value in (("Rows (0028,0010)", rows), ("Columns (0028,0011)", cols)):
@@ -830,7 +852,12 @@ def _pixel_layout(ds, path: Path) -> _Layout:
     if photometric == "PALETTE COLOR":
         samples = 3
     layout = _Layout(
-        rows, cols, frames, samples, photometric, _decoded_dtype(ds, photometric, bits)
+        rows,
+        cols,
+        frames,
+        samples,
+        photometric,
+        np.dtype(np.uint8) if display else _decoded_dtype(ds, photometric, bits),
     )
     limit = max_decoded_bytes()
     need = layout.footprint
@@ -916,25 +943,31 @@ def _decoder_check(tsyntax, path: Path) -> None:
         )
 
 
-def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
+def _decode_pixels(
+    ds, path: Path, layout: _Layout, display: bool = False, notes: list[str] | None = None
+) -> np.ndarray:
     """Decode frame by frame into one array: no second full copy is ever held.
 
     Frames come straight from the file where pydicom can read it (not deflated), so the
-    encoded pixel data is not held in memory as a whole either.
+    encoded pixel data is not held in memory as a whole either. With ``display`` each
+    frame becomes 0-255 display pixels (:mod:`fusion.display`) as it is decoded.
     """
-    from pydicom.pixels import iter_pixels
-
     tsyntax = _transfer_syntax(ds, path)
     _decoder_check(tsyntax, path)
     if tsyntax is not None and tsyntax.is_encapsulated:
         _check_codestream_sizes(ds, path, layout)
-    from_file = is_dicom_file(path) and "PixelData" in ds and not dicom.is_deflated(path)
+    plan = _display_plan(ds, path, layout, tsyntax) if display else None
+    if plan is not None and notes is not None:
+        notes.append(f"shown as the scanner displays it: {plan.description}")
     out = None
-    frames = iter_pixels(path if from_file else ds)
+    frames = _iter_frames(ds, path)
     try:
         for index in range(layout.frames):
             frame = _next_frame(frames, path, tsyntax, index, layout.frames)
-            frame = _normalise_frame(frame, ds, layout, path)
+            if plan is None:
+                frame = _normalise_frame(frame, ds, layout, path)
+            else:
+                frame = _display_frame(frame, ds, plan, path)
             if out is None:
                 out = np.empty(layout.shape, dtype=frame.dtype)
             if frame.shape != out.shape[1:]:
@@ -946,6 +979,37 @@ def _decode_pixels(ds, path: Path, layout: _Layout) -> np.ndarray:
     finally:
         frames.close()
     return out
+
+
+def _iter_frames(ds, path: Path):
+    """Frames as pydicom decodes them, from the file itself where it can read it (not deflated)."""
+    from pydicom.pixels import iter_pixels
+
+    from_file = is_dicom_file(path) and "PixelData" in ds and not dicom.is_deflated(path)
+    return iter_pixels(path if from_file else ds)
+
+
+def _display_plan(ds, path: Path, layout: _Layout, tsyntax):
+    """The display steps; greyscale wider than 8 bits with no VOI needs one pass for its range."""
+    plan = display.plan_display(ds, layout.photometric)
+    if plan.kind != "grey" or plan.value_range in (None, (0.0, 255.0)):
+        return plan
+    frames = _iter_frames(ds, path)
+    try:
+        seen = (_next_frame(frames, path, tsyntax, i, layout.frames) for i in range(layout.frames))
+        return display.plan_display(ds, layout.photometric, display.stored_range(seen, ds))
+    finally:
+        frames.close()
+
+
+def _display_frame(frame: np.ndarray, ds, plan, path: Path) -> np.ndarray:
+    try:
+        with _quiet_pydicom():
+            return display.to_display(frame, ds, plan)
+    except CorruptFileError as exc:
+        raise CorruptFileError(f"{path}: {exc}") from exc
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+        raise CorruptFileError(f"{path}: display lookup tables unusable ({_short(exc)})") from exc
 
 
 #: Bytes of a fragment read first to find its codestream's size (the whole fragment is
@@ -1178,8 +1242,8 @@ def _rescale_note(ds, notes: list[str]) -> None:
         )
 
 
-def _photometric_notes(photometric: str, notes: list[str]) -> tuple[str, bool]:
-    if photometric == "PALETTE COLOR":
+def _photometric_notes(photometric: str, notes: list[str], shown: bool) -> tuple[str, bool]:
+    if photometric == "PALETTE COLOR" and not shown:
         notes.append("PALETTE COLOR expanded to RGB through its lookup tables")
     elif photometric.startswith("YBR"):
         # pydicom converts YBR to RGB by default when it decodes pixel data.
