@@ -310,6 +310,8 @@ def build_dose_report(
                 "sop_instance_uid": rec.sop_instance_uid,
                 "sop_class": rec.sop_class_name,
                 "template": rec.template,
+                "non_standard": rec.non_standard,
+                "not_read": list(rec.not_read),
             }
         ],
         "units_seen": sorted(rec.units_seen),

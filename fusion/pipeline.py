@@ -507,8 +507,16 @@ def run_case(
         lms = []
         if landmarks is not None:
             lms = [
-                {"name": n, "x": float(x), "y": float(y)}
-                for n, (x, y) in zip(landmarks.names, landmarks.fixed_xy, strict=True)
+                {
+                    "name": n,
+                    "x": float(x),
+                    "y": float(y),
+                    "moving_x": float(u),
+                    "moving_y": float(v),
+                }
+                for n, (x, y), (u, v) in zip(
+                    landmarks.names, landmarks.fixed_xy, landmarks.moving_xy, strict=True
+                )
             ]
         fusion = fuse_images(
             fl,
@@ -526,6 +534,7 @@ def run_case(
             transform_frames=(fi, uj),
             landmarks=lms,
             belonging=pair_record,
+            quality=record.get("quality"),
         )
         timings["fusion_s"] = time.perf_counter() - t
 
