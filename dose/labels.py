@@ -46,7 +46,10 @@ def number(value, sig: int = 4) -> str:
         return "unknown"
     if isinstance(value, bool) or isinstance(value, int):
         return str(value)
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):  # not a number: shown as the text it is (escaped by callers)
+        return str(value)
     if not math.isfinite(v):
         return "not a number"
     if v == 0:
