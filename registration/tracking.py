@@ -15,7 +15,7 @@ import numpy as np
 from ._register import RegistrationOptions, RegistrationResult, register
 from .transforms import Transform, TransformModel
 
-__all__ = ["track_sequence"]
+__all__ = ["predict", "track_sequence"]
 
 
 def track_sequence(
@@ -63,6 +63,7 @@ def track_sequence(
         max_samples=max_samples,
     )
     current = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    previous = None
     results = []
     t0 = time.perf_counter()
     for k, (i, j) in enumerate(pairs):
@@ -71,10 +72,10 @@ def track_sequence(
             moving_frames[j],
             fixed_mask=fixed_mask,
             moving_mask=moving_mask,
-            initial=current,
+            initial=current if previous is None else predict(previous, current),
             options=opts,
         )
-        current = res.transform.matrix
+        previous, current = current, res.transform.matrix
         res.transform = Transform(current, base.model)
         res.model = TransformModel(base.model).value
         results.append(res)
@@ -82,3 +83,15 @@ def track_sequence(
             progress(k + 1, len(pairs))
     elapsed = time.perf_counter() - t0
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
+
+
+def predict(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The next frame's start: the last frame-to-frame motion applied once more.
+
+    A hand moves the probe smoothly, so the motion between frames changes little from one
+    frame to the next; starting from the extrapolation leaves the optimiser the change in
+    motion to find rather than the motion itself.
+    """
+    step = np.linalg.solve(previous, current)  # moving-side motion: current = previous @ step
+    h = current @ step
+    return h / h[2, 2]

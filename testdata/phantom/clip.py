@@ -106,8 +106,7 @@ def moving_probe_clip(
     sample, compress = _panorama(lay, plane, phantom, tip, preset, slide_mm, rng)
     moving = []
     for pose in poses:
-        frame_plane = image_plane(lay, plane, pose)
-        lat_ax = plane.from_world(frame_plane.pixel_to_world(lay.region_pixels()))
+        lat_ax = _in_plane_mm(lay, pose)
         envelope = sample(lat_ax).reshape(lay.height, lay.width)
         fresh = np.abs(
             rng.standard_normal(envelope.shape) + 1j * rng.standard_normal(envelope.shape)
@@ -125,6 +124,17 @@ def moving_probe_clip(
         poses,
         float(geom.detector_spacing_mm[0] * geom.sod_mm / geom.sid_mm),
         float(lay.spacing_mm),
+    )
+
+
+def _in_plane_mm(lay, pose: ProbePose) -> np.ndarray:
+    """(lateral, axial) mm in the probe plane of each region pixel, as :func:`image_plane`."""
+    c, s = np.cos(np.radians(pose.rotation_deg)), np.sin(np.radians(pose.rotation_deg))
+    ref_x, ref_y = lay.reference_px
+    xy = lay.region_pixels()
+    u, v = (xy[:, 0] - ref_x) * lay.spacing_mm, (xy[:, 1] - ref_y) * lay.spacing_mm
+    return np.column_stack(
+        [pose.shift_lateral_mm + c * u - s * v, pose.shift_axial_mm + s * u + c * v]
     )
 
 
