@@ -37,6 +37,7 @@ __all__ = [
     "SIGMA_PRIOR_DOF",
     "SIGMA_RANGE_PX",
     "estimate_sigma",
+    "residual_sigma",
 ]
 
 MIN_POINTS = {
@@ -550,22 +551,32 @@ def _batch_squared_residuals(hs, src, dst) -> np.ndarray:
     return u
 
 
-def estimate_sigma(fit: LandmarkFit) -> tuple[float, int]:
-    """Click noise (px per coordinate) from the inliers' residuals, and its degrees of freedom.
+def residual_sigma(residuals_px, model) -> tuple[float | None, int]:
+    """Click noise (px per coordinate) the residuals of a ``model`` fit show, and its dof.
 
     The median squared residual, corrected for the parameters the fit spent, is robust to
-    a pair the rejection kept although it is off; it is pooled with :data:`SIGMA_PRIOR_PX`
-    (weighing as :data:`SIGMA_PRIOR_DOF` coordinates) so that a few pairs cannot claim a
-    precision they do not show, and clipped to :data:`SIGMA_RANGE_PX`.
+    a pair the rejection kept although it is off. None when the fit spent every residual.
     """
-    r2 = fit.residuals_px[fit.inliers] ** 2
-    n, p = len(r2), DEGREES_OF_FREEDOM[fit.transform.model]
+    r2 = np.asarray(residuals_px, float) ** 2
+    n, p = len(r2), DEGREES_OF_FREEDOM[TransformModel(model)]
     dof = max(0, 2 * n - p)
+    if dof == 0:
+        return None, 0
+    # For Gaussian noise |r|^2 / (sigma^2 (1 - p / 2n)) follows chi-squared with two
+    # degrees of freedom, whose median is 2 ln 2.
+    return math.sqrt(float(np.median(r2)) / (2.0 * math.log(2.0) * dof / (2 * n))), dof
+
+
+def estimate_sigma(fit: LandmarkFit) -> tuple[float, int]:
+    """Click noise (px per coordinate) of a landmark fit's inliers, and its degrees of freedom.
+
+    :func:`residual_sigma` pooled with :data:`SIGMA_PRIOR_PX` (weighing as
+    :data:`SIGMA_PRIOR_DOF` coordinates), so that a few pairs cannot claim a precision
+    they do not show, and clipped to :data:`SIGMA_RANGE_PX`.
+    """
+    measured, dof = residual_sigma(fit.residuals_px[fit.inliers], fit.transform.model)
     pooled = SIGMA_PRIOR_PX**2
-    if dof > 0:
-        # For Gaussian noise |r|^2 / (sigma^2 (1 - p / 2n)) follows chi-squared with two
-        # degrees of freedom, whose median is 2 ln 2.
-        measured = float(np.median(r2)) / (2.0 * math.log(2.0) * dof / (2 * n))
-        pooled = (SIGMA_PRIOR_DOF * pooled + dof * measured) / (SIGMA_PRIOR_DOF + dof)
+    if measured is not None:
+        pooled = (SIGMA_PRIOR_DOF * pooled + dof * measured**2) / (SIGMA_PRIOR_DOF + dof)
     lo, hi = SIGMA_RANGE_PX
     return float(np.clip(math.sqrt(pooled), lo, hi)), dof
