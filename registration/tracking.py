@@ -1,9 +1,9 @@
 """Sequence tracking: register an ultrasound clip to a fluoroscopy run frame by frame.
 
-Each frame pair starts from the previous pair's transform (warm start), skips the
-global search and optimises one fine pyramid level on a capped number of samples:
-between consecutive frames the probe moves little, so the previous answer is well inside
-the capture range.
+Each frame pair starts from the previous pair's transform moved on by the last
+frame-to-frame motion (a warm, predicted start), skips the global search and optimises
+one fine pyramid level on a capped number of samples: between consecutive frames the
+probe's motion changes little, so the prediction is well inside the capture range.
 """
 
 from __future__ import annotations
@@ -54,14 +54,7 @@ def track_sequence(
     frames_per_second : pairs registered per second of wall time.
     """
     base = options or RegistrationOptions()
-    opts = base.with_values(
-        model=update_model or base.model,
-        levels=tuple(levels),
-        max_iterations=tuple(max_iterations),
-        search=False,
-        fine_levels=len(levels),
-        max_samples=max_samples,
-    )
+    opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
     current = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
     previous = None
     results = []
@@ -83,6 +76,18 @@ def track_sequence(
             progress(k + 1, len(pairs))
     elapsed = time.perf_counter() - t0
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
+
+
+def _frame_options(base, update_model, levels, max_iterations, max_samples):
+    """The options of one frame's registration: no search, few levels, few samples."""
+    return base.with_values(
+        model=update_model or base.model,
+        levels=tuple(levels),
+        max_iterations=tuple(max_iterations),
+        search=False,
+        fine_levels=len(levels),
+        max_samples=max_samples,
+    )
 
 
 def predict(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
