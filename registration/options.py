@@ -201,7 +201,7 @@ class LandmarkOptions:
         None,
         "How precisely a landmark is placed (fluoroscopy pixels per coordinate; auto: "
         "estimated from the landmark fit's residuals); the landmark term is measured in "
-        "this unit, so the image can pull coarse clicks and leaves precise ones alone.",
+        "this unit and intensity refinement may not move landmarks further.",
         minimum=0.01,
     )
     landmark_weight: float = option(
