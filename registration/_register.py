@@ -207,7 +207,7 @@ def _register_core(
         raise RegistrationError("the moving mask is empty")
     problem = LevelProblem(
         metric,
-        opts,
+        start.run_options(opts),  # the landmark σ resolved (estimated when auto)
         center=(float(ext[4]), float(ext[5])),
         half=_half_extent(ext),
         landmarks=start.landmarks,

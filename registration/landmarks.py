@@ -32,6 +32,12 @@ __all__ = [
     "RANSAC_DRAWS",
     "LOO_EXACT_MAX",
     "LOO_SAMPLE",
+    "DEGREES_OF_FREEDOM",
+    "SIGMA_PRIOR_PX",
+    "SIGMA_PRIOR_DOF",
+    "SIGMA_RANGE_PX",
+    "estimate_sigma",
+    "residual_sigma",
 ]
 
 MIN_POINTS = {
@@ -40,6 +46,21 @@ MIN_POINTS = {
     TransformModel.AFFINE: 3,
     TransformModel.PROJECTIVE: 4,
 }
+#: Parameters of each model, which its fit spends of the 2n residual coordinates.
+DEGREES_OF_FREEDOM = {
+    TransformModel.RIGID: 3,
+    TransformModel.SIMILARITY: 4,
+    TransformModel.AFFINE: 6,
+    TransformModel.PROJECTIVE: 8,
+}
+#: The click noise assumed before any residual is seen (px per coordinate) and how many
+#: residual coordinates that assumption weighs as (docs/registration-method.md).
+SIGMA_PRIOR_PX = 1.5
+SIGMA_PRIOR_DOF = 2
+#: Bounds of the estimated click noise (px): below, sub-pixel clicks would let the
+#: landmarks overrule every image detail; above, pairs the rejection kept (6 px) would
+#: count for nothing.
+SIGMA_RANGE_PX = (0.25, 5.0)
 #: Largest accepted |coordinate| in pixels: no image is a million pixels across, and
 #: squares of larger values lose the fit's precision (1e300 overflows outright).
 MAX_COORDINATE_PX = 1e6
@@ -528,3 +549,34 @@ def _batch_squared_residuals(hs, src, dst) -> np.ndarray:
         v *= v
         u += v
     return u
+
+
+def residual_sigma(residuals_px, model) -> tuple[float | None, int]:
+    """Click noise (px per coordinate) the residuals of a ``model`` fit show, and its dof.
+
+    The median squared residual, corrected for the parameters the fit spent, is robust to
+    a pair the rejection kept although it is off. None when the fit spent every residual.
+    """
+    r2 = np.asarray(residuals_px, float) ** 2
+    n, p = len(r2), DEGREES_OF_FREEDOM[TransformModel(model)]
+    dof = max(0, 2 * n - p)
+    if dof == 0:
+        return None, 0
+    # For Gaussian noise |r|^2 / (sigma^2 (1 - p / 2n)) follows chi-squared with two
+    # degrees of freedom, whose median is 2 ln 2.
+    return math.sqrt(float(np.median(r2)) / (2.0 * math.log(2.0) * dof / (2 * n))), dof
+
+
+def estimate_sigma(fit: LandmarkFit) -> tuple[float, int]:
+    """Click noise (px per coordinate) of a landmark fit's inliers, and its degrees of freedom.
+
+    :func:`residual_sigma` pooled with :data:`SIGMA_PRIOR_PX` (weighing as
+    :data:`SIGMA_PRIOR_DOF` coordinates), so that a few pairs cannot claim a precision
+    they do not show, and clipped to :data:`SIGMA_RANGE_PX`.
+    """
+    measured, dof = residual_sigma(fit.residuals_px[fit.inliers], fit.transform.model)
+    pooled = SIGMA_PRIOR_PX**2
+    if measured is not None:
+        pooled = (SIGMA_PRIOR_DOF * pooled + dof * measured**2) / (SIGMA_PRIOR_DOF + dof)
+    lo, hi = SIGMA_RANGE_PX
+    return float(np.clip(math.sqrt(pooled), lo, hi)), dof

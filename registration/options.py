@@ -197,10 +197,11 @@ class SearchOptions:
 class LandmarkOptions:
     """How landmark pairs are fitted, kept in the cost and compared between models."""
 
-    landmark_sigma_px: float = option(
-        1.5,
-        "How precisely a landmark is placed (fluoroscopy pixels); the landmark term is "
-        "measured in this unit and intensity refinement may not move landmarks further.",
+    landmark_sigma_px: float | None = option(
+        None,
+        "How precisely a landmark is placed (fluoroscopy pixels per coordinate; auto: "
+        "estimated from the landmark fit's residuals); the landmark term is measured in "
+        "this unit and intensity refinement may not move landmarks further.",
         minimum=0.01,
     )
     landmark_weight: float = option(

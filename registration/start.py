@@ -12,11 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LandmarkInputError, RegistrationError, StartTransformError
-from .landmarks import LandmarkFit, fit_landmarks
+from .landmarks import MIN_POINTS, LandmarkFit, estimate_sigma, fit_landmarks
 from .options import RegistrationOptions
 from .transforms import Transform, TransformModel
 
-__all__ = ["START_SCALE_RANGE", "Landmarks", "Start", "check_start", "find_start"]
+__all__ = [
+    "START_SCALE_RANGE",
+    "Landmarks",
+    "Start",
+    "check_start",
+    "find_start",
+    "supported_model",
+]
 
 #: Local scales (fixed px per moving px) an intensity refinement may start from: the
 #: smoothing follows the scale, and a start of 1e-9 blurred for minutes.
@@ -47,8 +54,38 @@ class Start:
     #: The landmark inliers (kept in the cost) and their weights.
     landmarks: Landmarks | None = None
     weights: np.ndarray | None = None
-    #: The model selection's figures, when it ran.
+    #: What the landmarks decided (model fallback and selection, click noise σ), the
+    #: ``quality.model_selection`` record; None without landmarks.
     model_note: dict | None = None
+    #: The click noise σ (px) the landmark term is measured in: the option's value or,
+    #: when it is auto, the estimate from the fit's residuals.
+    sigma_px: float | None = None
+
+    def run_options(self, opts: RegistrationOptions) -> RegistrationOptions:
+        """``opts`` with ``landmark_sigma_px`` resolved to the σ this start uses."""
+        if self.sigma_px is None or opts.landmarks.landmark_sigma_px == self.sigma_px:
+            return opts
+        return opts.with_values(landmark_sigma_px=self.sigma_px)
+
+
+def supported_model(requested: TransformModel, n_pairs: int) -> tuple[TransformModel, str | None]:
+    """The richest model up to ``requested`` that ``n_pairs`` landmarks determine, and why.
+
+    Three pairs fix an affine map but not a projective one, two a similarity; refusing
+    them left a user with clicked points and no result. The second value is the
+    sentence saying so, None when ``requested`` is kept.
+    """
+    order = list(TransformModel)  # rigid, similarity, affine, projective: stiffest first
+    if n_pairs >= MIN_POINTS[requested]:
+        return requested, None
+    richer_first = reversed(order[: order.index(requested)])
+    for model in richer_first:
+        if model is not TransformModel.RIGID and n_pairs >= MIN_POINTS[model]:
+            return model, (
+                f"{n_pairs} landmark pairs cannot determine a {requested.value} transform "
+                f"(it needs {MIN_POINTS[requested]}); fitted {model.value} instead"
+            )
+    return requested, None  # too few for any model: the fit refuses with the minimums
 
 
 def find_start(
@@ -61,6 +98,8 @@ def find_start(
         h = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
         return Start(Transform(h, model).matrix, model)
     lm_opts = opts.landmarks
+    requested = model
+    model, fallback = supported_model(model, len(np.asarray(landmarks.moving_xy)))
     fit = fit_landmarks(
         landmarks.moving_xy,
         landmarks.fixed_xy,
@@ -69,11 +108,19 @@ def find_start(
         names=list(landmarks.names),
         reject_threshold_px=lm_opts.reject_threshold_px,
     )
-    note = None
+    note = {"requested": requested.value}
+    if fallback:
+        note["fallback"] = fallback
     if lm_opts.select_model and model is TransformModel.PROJECTIVE:
-        fit, note = select_landmark_model(landmarks, fit)
-        if fit.transform.model is not TransformModel.PROJECTIVE:
-            model = fit.transform.model
+        fit, selection = select_landmark_model(landmarks, fit)
+        note.update(selection or {})
+    model = fit.transform.model
+    note["chosen"] = model.value
+    sigma = lm_opts.landmark_sigma_px
+    note["landmark_sigma_estimated"] = sigma is None
+    if sigma is None:
+        sigma, note["landmark_sigma_dof"] = estimate_sigma(fit)
+    note["landmark_sigma_px"] = sigma
     keep = fit.inliers
     inliers = Landmarks(
         np.asarray(landmarks.moving_xy, float)[keep],
@@ -83,7 +130,7 @@ def find_start(
     )
     weights = np.ones(len(inliers.moving_xy)) if inliers.weights is None else inliers.weights
     matrix = Transform(fit.transform.matrix, model).matrix
-    return Start(matrix, model, fit, inliers, weights, note)
+    return Start(matrix, model, fit, inliers, weights, note, sigma)
 
 
 def select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit):
@@ -121,9 +168,7 @@ def select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit):
         fit = LandmarkFit(
             aff.transform, keep, resid, aff.fre_px, loo, proj_fit.names, aff.loo_pairs
         )
-        note["chosen"] = "affine"
         return fit, note
-    note["chosen"] = "projective"
     return proj_fit, note
 
 

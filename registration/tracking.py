@@ -1,9 +1,9 @@
 """Sequence tracking: register an ultrasound clip to a fluoroscopy run frame by frame.
 
-Each frame pair starts from the previous pair's transform (warm start), skips the
-global search and optimises one fine pyramid level on a capped number of samples:
-between consecutive frames the probe moves little, so the previous answer is well inside
-the capture range.
+Each frame pair starts from the previous pair's transform moved on by the last
+frame-to-frame motion (a warm, predicted start), skips the global search and optimises
+one fine pyramid level on a capped number of samples: between consecutive frames the
+probe's motion changes little, so the prediction is well inside the capture range.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from ._register import RegistrationOptions, RegistrationResult, register
 from .transforms import Transform, TransformModel
 
-__all__ = ["track_sequence"]
+__all__ = ["predict", "track_sequence"]
 
 
 def track_sequence(
@@ -54,15 +54,9 @@ def track_sequence(
     frames_per_second : pairs registered per second of wall time.
     """
     base = options or RegistrationOptions()
-    opts = base.with_values(
-        model=update_model or base.model,
-        levels=tuple(levels),
-        max_iterations=tuple(max_iterations),
-        search=False,
-        fine_levels=len(levels),
-        max_samples=max_samples,
-    )
+    opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
     current = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    previous = None
     results = []
     t0 = time.perf_counter()
     for k, (i, j) in enumerate(pairs):
@@ -71,10 +65,10 @@ def track_sequence(
             moving_frames[j],
             fixed_mask=fixed_mask,
             moving_mask=moving_mask,
-            initial=current,
+            initial=current if previous is None else predict(previous, current),
             options=opts,
         )
-        current = res.transform.matrix
+        previous, current = current, res.transform.matrix
         res.transform = Transform(current, base.model)
         res.model = TransformModel(base.model).value
         results.append(res)
@@ -82,3 +76,27 @@ def track_sequence(
             progress(k + 1, len(pairs))
     elapsed = time.perf_counter() - t0
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
+
+
+def _frame_options(base, update_model, levels, max_iterations, max_samples):
+    """The options of one frame's registration: no search, few levels, few samples."""
+    return base.with_values(
+        model=update_model or base.model,
+        levels=tuple(levels),
+        max_iterations=tuple(max_iterations),
+        search=False,
+        fine_levels=len(levels),
+        max_samples=max_samples,
+    )
+
+
+def predict(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The next frame's start: the last frame-to-frame motion applied once more.
+
+    A hand moves the probe smoothly, so the motion between frames changes little from one
+    frame to the next; starting from the extrapolation leaves the optimiser the change in
+    motion to find rather than the motion itself.
+    """
+    step = np.linalg.solve(previous, current)  # moving-side motion: current = previous @ step
+    h = current @ step
+    return h / h[2, 2]
