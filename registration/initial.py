@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspond import Correspondence, match_points
+from .correspond import AmbiguousMatchError, Correspondence, match_points
 from .errors import RegistrationError
 from .features import BEAD_RADIUS_MM, Blobs, detect_beads
 from .preprocess import Preprocess, mask_extent, preprocess_pair
@@ -34,6 +34,9 @@ __all__ = ["AutoStart", "MomentsStart", "auto_start", "moments_start", "wide_sea
 #: was missing from the kept candidates in 10 of 112 phantom pairs; 32 candidates 10 mm
 #: apart spread over the field instead of crowding around a few bright structures.
 WIDE_SEARCH_KEEP = 32
+#: Three matched beads fix an affine map only when they span an area: the smaller over the
+#: larger singular value of their centred positions must reach this (1: evenly spread).
+MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
 
 
@@ -215,6 +218,7 @@ def auto_start(
         fixed_weight=_unit(fb.strength),
     )
     mi, fi = match.moving_index, match.fixed_index
+    _check_spread(mb.xy[mi] * to_mm_m)
     # Weight: the weaker of the two detections, relative to the strongest pair.
     w = np.minimum(_unit(mb.strength)[mi], _unit(fb.strength)[fi])
     lm = Landmarks(
@@ -225,6 +229,19 @@ def auto_start(
         source="automatic correspondences",
     )
     return AutoStart(lm, mb, fb, match)
+
+
+def _check_spread(moving_mm: np.ndarray) -> None:
+    """Refuse three matched beads nearly in a line: their affine map extrapolates badly."""
+    if len(moving_mm) >= 4:
+        return
+    sv = np.linalg.svd(moving_mm - moving_mm.mean(axis=0), compute_uv=False)
+    if sv[1] < MIN_SPREAD_RATIO * sv[0]:
+        raise AmbiguousMatchError(
+            f"only {len(moving_mm)} beads matched and they lie nearly in a line (spread ratio "
+            f"{sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the map across the ultrasound region "
+            "is not fixed by them; give landmarks (--landmarks) or a start (--init-transform)"
+        )
 
 
 def _unit(strength: np.ndarray) -> np.ndarray:
