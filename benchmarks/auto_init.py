@@ -55,7 +55,8 @@ def rotate_fluoro(fl, frame: int, angle_deg: float):
     m = inv[:2, :2][::-1, ::-1]
     off = inv[:2, 2][::-1]
     img = affine_transform(fl.gray(frame), m, off, order=1, cval=0.0)
-    mask = affine_transform(fl.mask.astype(float), m, off, order=0, cval=0.0) > 0.5
+    valid = np.ones(fl.shape, bool) if fl.mask is None else fl.mask
+    mask = affine_transform(valid.astype(float), m, off, order=0, cval=0.0) > 0.5
     out = dataclasses.replace(fl, array=img[None].astype(np.float32), mask=mask, frame_times_s=None)
     return out, a
 

@@ -32,7 +32,8 @@ MIN_INLIERS = 3
 #: A rival hypothesis with at least this fraction of the best score makes the match
 #: ambiguous.
 AMBIGUITY_RATIO = 0.8
-#: Two hypotheses are the same pose when they place the matched points within this (mm).
+#: Two hypotheses are the same pose when they place the ultrasound region's corners (or,
+#: without them, the matched points) within this (mm) of each other.
 SAME_POSE_MM = 3.0
 #: Least consensus score: each agreeing pair adds its two detections' relative strengths'
 #: product (1 for the strongest) times its closeness, so three weak blobs (the fluoroscopy
@@ -91,12 +92,16 @@ def match_points(
     moving_weight: np.ndarray | None = None,
     fixed_weight: np.ndarray | None = None,
     scale_tolerance: float = SCALE_TOLERANCE,
+    extent_mm: np.ndarray | None = None,
     inlier_mm: float = INLIER_MM,
     min_inliers: int = MIN_INLIERS,
     ambiguity_ratio: float = AMBIGUITY_RATIO,
     min_score: float = MIN_SCORE,
 ) -> Correspondence:
     """Match two point sets (mm) under a possibly mirrored rotation at scale about 1.
+
+    ``extent_mm``: points spanning the ultrasound region (its corners, mm), over which a
+    rival hypothesis must differ from the best by more than ``SAME_POSE_MM``.
 
     Raises
     ------
@@ -126,16 +131,10 @@ def match_points(
         )
     best = max(good, key=lambda h: h[0])
     matrix, inl = _refit(mov, fix, best[2], inlier_mm)
-    placed = _apply(matrix, mov[inl])
-    rival = max(
-        (
-            h[0]
-            for h in hyps
-            if np.max(np.linalg.norm(_apply(h[2], mov[inl]) - placed, axis=1)) > SAME_POSE_MM
-        ),
-        default=0.0,
-    )
     score = max(best[0], _score(matrix, mov, fix, (w, wf), inlier_mm)[0])
+    # Compared over the whole region: beads in a line place the same under a mirroring.
+    probe = mov[inl] if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
+    rival = _rival_score(hyps, matrix, probe, mov, fix, (w, wf), inlier_mm)
     if rival >= ambiguity_ratio * score:
         raise AmbiguousMatchError(
             f"the beads match in two different ways (scores {score:.2f} and {rival:.2f}); "
@@ -162,6 +161,23 @@ def _hypotheses(mov, fix, w, tol, inlier_mm) -> list[tuple[float, int, np.ndarra
                 score, n = _score(a, mov, fix, w, inlier_mm)
                 out.append((score, n, a))
     return out
+
+
+def _rival_score(hyps, matrix, probe, mov, fix, w, inlier_mm, top: int = 64) -> float:
+    """Best refitted score among the leading hypotheses that place ``probe`` elsewhere.
+
+    Each is refitted first: a two-point hypothesis of the right pose from a short base
+    swings the far corners by millimetres and must not count as a rival.
+    """
+    placed = _apply(matrix, probe)
+    rival = 0.0
+    for score, _n, h in sorted(hyps, key=lambda h: -h[0])[:top]:
+        if score <= rival:
+            break
+        refit, _ = _refit(mov, fix, h, inlier_mm)
+        if np.max(np.linalg.norm(_apply(refit, probe) - placed, axis=1)) > SAME_POSE_MM:
+            rival = max(rival, _score(refit, mov, fix, w, inlier_mm)[0], score)
+    return rival
 
 
 def _two_point(m0, m1, f0, f1, mirror: bool) -> np.ndarray:

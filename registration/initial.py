@@ -216,6 +216,7 @@ def auto_start(
         fb.xy * to_mm_f,
         moving_weight=_unit(mb.strength),
         fixed_weight=_unit(fb.strength),
+        extent_mm=None if moving_mask is None else _corners(moving_mask) * to_mm_m,
     )
     mi, fi = match.moving_index, match.fixed_index
     _check_spread(mb.xy[mi] * to_mm_m)
@@ -242,6 +243,12 @@ def _check_spread(moving_mm: np.ndarray) -> None:
             f"{sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the map across the ultrasound region "
             "is not fixed by them; give landmarks (--landmarks) or a start (--init-transform)"
         )
+
+
+def _corners(mask: np.ndarray) -> np.ndarray:
+    """Corners (x, y) of the mask's bounding box."""
+    x0, x1, y0, y1 = mask_extent(np.asarray(mask, bool))[:4]
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
 
 
 def _unit(strength: np.ndarray) -> np.ndarray:
