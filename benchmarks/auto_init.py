@@ -9,7 +9,8 @@ result at 2 mm or more; refused: a RegistrationError or InputError. Edge-on pair
 AP run) are counted apart: they should be refused.
 
 Seed sets: ``tune`` (1000–1007: the detector and matcher thresholds were chosen on
-these) and ``report`` (2000 onwards, never looked at while tuning). ``--validation``
+these) and ``report`` (2100 onwards, never looked at while tuning; seeds 2000–2011 were
+the first report set, retired after their refusals led to the ambiguity margin). ``--validation``
 adds ``../shared/validation/phantom-a`` (report only; its images were never used to
 choose anything).
 
@@ -35,7 +36,7 @@ from hybridfuse.fusion.io import read_image
 from hybridfuse.registration.errors import RegistrationError
 from hybridfuse.testdata.phantom import PRESETS, generate_procedure
 
-SEEDS = {"tune": 1000, "report": 2000}
+SEEDS = {"tune": 1000, "report": 2100}
 VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "validation" / "phantom-a"
 
 

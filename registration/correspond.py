@@ -29,9 +29,11 @@ SCALE_TOLERANCE = 0.10
 INLIER_MM = 1.5
 #: Least number of agreeing points: two agree with any similarity at the right scale.
 MIN_INLIERS = 3
-#: A rival hypothesis with at least this fraction of the best score makes the match
-#: ambiguous.
-AMBIGUITY_RATIO = 0.8
+#: A rival hypothesis scoring within this of the best makes the match ambiguous. A score
+#: is about one per agreeing bead, so the best must be backed by half a bead more: three
+#: beads in a line match their mirror image equally, and only a fourth bead off the line
+#: tells the two apart.
+AMBIGUITY_MARGIN = 0.5
 #: Two hypotheses are the same pose when they place the ultrasound region's corners (or,
 #: without them, the matched points) within this (mm) of each other.
 SAME_POSE_MM = 3.0
@@ -67,7 +69,8 @@ class Correspondence:
     rotation_deg, scale : float
         The refitted similarity (mm to mm).
     score, runner_up : float
-        MSAC score of the best hypothesis and of the best one placing the points elsewhere.
+        MSAC score (about one per agreeing bead) of the best hypothesis and of the best one
+        placing the ultrasound region elsewhere.
     """
 
     moving_index: np.ndarray
@@ -81,8 +84,8 @@ class Correspondence:
 
     @property
     def margin(self) -> float:
-        """1 − runner-up / best: 0 is a tie, 1 an unrivalled match."""
-        return 1.0 - self.runner_up / self.score if self.score > 0 else 0.0
+        """Best score − runner-up's (about one per agreeing bead; 0 is a tie)."""
+        return self.score - self.runner_up
 
 
 def match_points(
@@ -95,7 +98,7 @@ def match_points(
     extent_mm: np.ndarray | None = None,
     inlier_mm: float = INLIER_MM,
     min_inliers: int = MIN_INLIERS,
-    ambiguity_ratio: float = AMBIGUITY_RATIO,
+    ambiguity_margin: float = AMBIGUITY_MARGIN,
     min_score: float = MIN_SCORE,
 ) -> Correspondence:
     """Match two point sets (mm) under a possibly mirrored rotation at scale about 1.
@@ -109,7 +112,7 @@ def match_points(
         Fewer than ``min_inliers`` points in either set.
     AmbiguousMatchError
         No hypothesis with ``min_inliers`` agreeing points, or a different pose scoring at
-        least ``ambiguity_ratio`` of the best.
+        within ``ambiguity_margin`` of the best.
     """
     mov = np.asarray(moving_mm, float).reshape(-1, 2)
     fix = np.asarray(fixed_mm, float).reshape(-1, 2)
@@ -135,7 +138,7 @@ def match_points(
     # Compared over the whole region: beads in a line place the same under a mirroring.
     probe = mov[inl] if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
     rival = _rival_score(hyps, matrix, probe, mov, fix, (w, wf), inlier_mm)
-    if rival >= ambiguity_ratio * score:
+    if score - rival < ambiguity_margin:
         raise AmbiguousMatchError(
             f"the beads match in two different ways (scores {score:.2f} and {rival:.2f}); "
             "give landmarks (--landmarks) or a start (--init-transform)"
