@@ -145,3 +145,15 @@ def test_register_without_landmarks_or_start_matches_the_beads(case):
     err_mm = np.linalg.norm(est - h[:, :2] / h[:, 2:], axis=1) * fl.xray.isocenter_spacing_mm[0]
     assert np.median(err_mm) < 1.0
     assert result.landmark_fit is not None
+
+
+def test_beads_in_a_line_cannot_tell_a_mirrored_region_and_are_refused():
+    # Three beads on a line match their mirror image across it equally; the region they
+    # lie in is placed differently by the two, so the match is ambiguous.
+    moving = np.array([[0.0, 0.0], [11.0, 0.2], [26.0, -0.1]])
+    fixed = moving + np.array([40.0, 10.0])
+    corners = np.array([[-5.0, -20.0], [30.0, -20.0], [30.0, 20.0], [-5.0, 20.0]])
+    with pytest.raises(AmbiguousMatchError, match="match in two different ways"):
+        match_points(moving, fixed, extent_mm=corners)
+    # Judged on the beads alone, the two placements look the same.
+    assert len(match_points(moving, fixed).moving_index) == 3
