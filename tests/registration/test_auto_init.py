@@ -157,3 +157,15 @@ def test_beads_in_a_line_cannot_tell_a_mirrored_region_and_are_refused():
         match_points(moving, fixed, extent_mm=corners)
     # Judged on the beads alone, the two placements look the same.
     assert len(match_points(moving, fixed).moving_index) == 3
+
+
+def test_three_matched_beads_in_a_line_are_refused_by_auto_start():
+    moving_xy = np.array([[20.0, 40.0], [60.0, 42.0], [130.0, 43.0]])
+    fixed_xy = moving_xy + np.array([5.0, 30.0])
+    with pytest.raises(AmbiguousMatchError, match="lie nearly in a line"):
+        auto_start(
+            _blob_image(fixed_xy, value=-1.0),
+            _blob_image(moving_xy, seed=1, echo=True),
+            fixed_spacing_mm=(0.25, 0.25),
+            moving_spacing_mm=(0.25, 0.25),
+        )
