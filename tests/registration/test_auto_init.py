@@ -169,3 +169,30 @@ def test_three_matched_beads_in_a_line_are_refused_by_auto_start():
             fixed_spacing_mm=(0.25, 0.25),
             moving_spacing_mm=(0.25, 0.25),
         )
+
+
+def test_the_cli_refuses_an_edge_on_pair_with_exit_1_and_writes_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    case = sample_case()
+    out = tmp_path / "reg"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "register",
+            "--fixed",
+            str(case / "fluoro_run03_confirm_ap.dcm"),  # the AP run: the plane is edge-on
+            "--moving",
+            str(case / "us_clip.dcm"),
+            "--moving-frame",
+            "10",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no placement brings 3" in lines[0]
+    assert not out.exists()
