@@ -46,11 +46,13 @@ from .options import (
 @click.option("--moving-frame", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option(
     "--init",
-    default="geometry",
+    default="auto",
     show_default=True,
-    type=click.Choice(["geometry", "landmarks", "moments", "identity"]),
-    help="Start from the calibrated scale, the landmark fit, the feature centroids at "
-    "the calibrated scale (then searched over the whole fluoroscopy field), or identity.",
+    type=click.Choice(["auto", "geometry", "landmarks", "moments", "identity"]),
+    help="Without landmarks or --init-transform: match the beads both images show and use "
+    "them as landmarks (auto), the calibrated scale only (geometry: refused, it needs a "
+    "start), the feature centroids at the calibrated scale then a field-wide search "
+    "(moments), or identity.",
 )
 @click.option(
     "--plane-faces-detector",

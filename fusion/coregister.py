@@ -23,7 +23,7 @@ from hybridfuse.registration import (
     register,
 )
 from hybridfuse.registration.errors import LandmarkInputError
-from hybridfuse.registration.initial import moments_start, wide_search_options
+from hybridfuse.registration.initial import auto_start, moments_start, wide_search_options
 from hybridfuse.registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
 from hybridfuse.registration.transforms import TransformModel
 
@@ -253,7 +253,7 @@ def register_images(
     fixed_frame: int = 0,
     moving_frame: int = 0,
     landmarks: Landmarks | None = None,
-    init: str = "geometry",
+    init: str = "auto",
     options: RegistrationOptions | None = None,
     initial: np.ndarray | None = None,
     progress=None,
@@ -261,7 +261,9 @@ def register_images(
 ) -> RegistrationResult:
     """Register ``moving`` (ultrasound) frame onto ``fixed`` (fluoroscopy) frame.
 
-    ``init`` matters only without landmarks and ``initial``: ``"moments"`` lines up the
+    ``init`` matters only without landmarks and ``initial``: ``"auto"`` (the default)
+    matches the beads both images show and uses them as landmarks (refused, as a
+    RegistrationError, when too few are found or they match ambiguously); ``"moments"`` lines up the
     feature centroids at the calibrated scale and searches the whole fluoroscopy field
     (:mod:`registration.initial`). Nothing in the images tells it that the ultrasound
     plane is seen edge-on, where it can match confidently and wrongly, so the caller
@@ -273,6 +275,8 @@ def register_images(
         check_landmarks(landmarks, (options or RegistrationOptions()).model, f.shape, m.shape)
     _, iso_mm = expected_scale(fixed, moving)
     start = initial
+    if start is None and landmarks is None and init == "auto":
+        landmarks, options = _auto_landmarks(fixed, moving, f, m, options)
     if start is None and landmarks is None:
         if init == "geometry":
             # Geometry fixes the scale but not where the probe lies in the field; a search
@@ -337,6 +341,31 @@ def register_images(
     except LandmarkInputError as exc:
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
         raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc
+
+
+def _auto_landmarks(fixed: Image, moving: Image, f, m, options):
+    """Landmarks from matched beads, and the options (a model the pairs can fit)."""
+    iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
+    if iso is None or moving.pixel_spacing_mm is None:
+        raise InputError(
+            "automatic correspondences (--init auto) need the ultrasound calibration (pixel "
+            "spacing) and the fluoroscopy's imager spacing and distances (SID, SOD); give "
+            "--landmarks or --init-transform"
+        )
+    found = auto_start(
+        f,
+        m,
+        fixed_spacing_mm=iso,
+        moving_spacing_mm=moving.pixel_spacing_mm,
+        fixed_mask=fixed.mask,
+        moving_mask=moving.mask,
+    )
+    opts = options or RegistrationOptions()
+    n = len(found.landmarks.moving_xy)
+    if n < MIN_POINTS[TransformModel(opts.model)]:
+        # Three matched beads fix an affine map, not a projective one.
+        opts = opts.with_values(model=TransformModel.AFFINE.value)
+    return found.landmarks, opts
 
 
 def truth_tre(

@@ -1,4 +1,8 @@
-"""Starting transforms that need no user input: image moments and the calibrated scale.
+"""Starting transforms that need no user input: matched beads, or image moments.
+
+:func:`auto_start` detects the beads both images show (:mod:`registration.features`) at
+the calibrated millimetre scale and matches them (:mod:`registration.correspond`); the
+matched pairs are landmarks, refined by the intensity metric like clicked ones.
 
 ITK's ``CenteredTransformInitializer`` in MOMENTS mode lines up the images' centres of
 mass. Between an ultrasound frame and a fluoroscopy frame the raw intensities share
@@ -17,16 +21,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .correspond import AmbiguousMatchError, Correspondence, match_points
 from .errors import RegistrationError
+from .features import BEAD_RADIUS_MM, Blobs, detect_beads
 from .preprocess import Preprocess, mask_extent, preprocess_pair
+from .start import Landmarks
 
-__all__ = ["MomentsStart", "moments_start", "wide_search_options"]
+__all__ = ["AutoStart", "MomentsStart", "auto_start", "moments_start", "wide_search_options"]
 
 #: Candidates kept from the search grid, and their least separation (mm), when the search
 #: spans the whole field. With the defaults (8, 5 mm) over ±60 mm, the true pose's basin
 #: was missing from the kept candidates in 10 of 112 phantom pairs; 32 candidates 10 mm
 #: apart spread over the field instead of crowding around a few bright structures.
 WIDE_SEARCH_KEEP = 32
+#: Three matched beads fix an affine map only when they span an area: the smaller over the
+#: larger singular value of their centred positions must reach this (1: evenly spread).
+MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
 
 
@@ -134,3 +144,113 @@ def wide_search_options(options, reach_mm: float):
         search_keep=max(int(search.search_keep), WIDE_SEARCH_KEEP),
         search_separation_mm=max(float(search.search_separation_mm), WIDE_SEARCH_SEPARATION_MM),
     )
+
+
+@dataclass(frozen=True)
+class AutoStart:
+    """Landmarks from matched beads, with the detections and the consensus behind them."""
+
+    landmarks: Landmarks
+    moving_beads: Blobs
+    fixed_beads: Blobs
+    match: Correspondence
+
+    def to_dict(self) -> dict:
+        """The figures ``transform.json`` records about the automatic start."""
+        m = self.match
+        return {
+            "beads_detected_moving": len(self.moving_beads),
+            "beads_detected_fixed": len(self.fixed_beads),
+            "pairs_matched": len(m.moving_index),
+            "mirrored": m.mirrored,
+            "rotation_deg": round(m.rotation_deg, 2),
+            "scale": round(m.scale, 4),
+            "residual_mm_max": round(float(m.residual_mm.max()), 3),
+            "consensus_margin": round(m.margin, 3),
+        }
+
+
+def auto_start(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    fixed_spacing_mm: tuple[float, float],
+    moving_spacing_mm: tuple[float, float],
+    fixed_mask: np.ndarray | None = None,
+    moving_mask: np.ndarray | None = None,
+    bead_radius_mm: float = BEAD_RADIUS_MM,
+) -> AutoStart:
+    """Landmarks from the beads both frames show, matched at the calibrated scale.
+
+    Parameters
+    ----------
+    fixed, moving : ndarray (rows, cols)
+        Fluoroscopy (dense = dark) and ultrasound (echo = bright) frames.
+    fixed_spacing_mm : (float, float)
+        Fluoroscopy row and column spacing at the isocentre.
+    moving_spacing_mm : (float, float)
+        Ultrasound row and column spacing (its calibration).
+    fixed_mask, moving_mask : ndarray of bool, optional
+        Valid pixels.
+    bead_radius_mm : float
+        Radius of the beads looked for.
+
+    Raises
+    ------
+    registration.correspond.NoFeaturesError, registration.correspond.AmbiguousMatchError
+        Too few beads, or no single consistent match (both are RegistrationError).
+    """
+    fb = detect_beads(fixed, fixed_mask, fixed_spacing_mm, bright=False, radius_mm=bead_radius_mm)
+    mb = detect_beads(
+        moving,
+        moving_mask,
+        moving_spacing_mm,
+        bright=True,
+        near_wall=True,
+        radius_mm=bead_radius_mm,
+    )
+    to_mm_f = np.array(fixed_spacing_mm[::-1], float)  # (col, row) = (x, y)
+    to_mm_m = np.array(moving_spacing_mm[::-1], float)
+    match = match_points(
+        mb.xy * to_mm_m,
+        fb.xy * to_mm_f,
+        moving_weight=_unit(mb.strength),
+        fixed_weight=_unit(fb.strength),
+        extent_mm=None if moving_mask is None else _corners(moving_mask) * to_mm_m,
+    )
+    mi, fi = match.moving_index, match.fixed_index
+    _check_spread(mb.xy[mi] * to_mm_m)
+    # Weight: the weaker of the two detections, relative to the strongest pair.
+    w = np.minimum(_unit(mb.strength)[mi], _unit(fb.strength)[fi])
+    lm = Landmarks(
+        moving_xy=mb.xy[mi],
+        fixed_xy=fb.xy[fi],
+        names=tuple(f"auto_bead{k}" for k in range(len(mi))),
+        weights=w / w.max(),
+        source="automatic correspondences",
+    )
+    return AutoStart(lm, mb, fb, match)
+
+
+def _check_spread(moving_mm: np.ndarray) -> None:
+    """Refuse three matched beads nearly in a line: their affine map extrapolates badly."""
+    if len(moving_mm) >= 4:
+        return
+    sv = np.linalg.svd(moving_mm - moving_mm.mean(axis=0), compute_uv=False)
+    if sv[1] < MIN_SPREAD_RATIO * sv[0]:
+        raise AmbiguousMatchError(
+            f"only {len(moving_mm)} beads matched and they lie nearly in a line (spread ratio "
+            f"{sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the map across the ultrasound region "
+            "is not fixed by them; give landmarks (--landmarks) or a start (--init-transform)"
+        )
+
+
+def _corners(mask: np.ndarray) -> np.ndarray:
+    """Corners (x, y) of the mask's bounding box."""
+    x0, x1, y0, y1 = mask_extent(np.asarray(mask, bool))[:4]
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+
+
+def _unit(strength: np.ndarray) -> np.ndarray:
+    s = np.asarray(strength, float)
+    return s / s.max() if len(s) and s.max() > 0 else np.ones(len(s))
