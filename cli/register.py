@@ -227,6 +227,9 @@ def register(
         click.echo(
             f"  landmark FRE {result.landmark_fit.fre_px:.2f} px, rejected {rejected or 'none'}"
         )
+    fallback = (result.quality.model_selection or {}).get("fallback")
+    if fallback:
+        click.echo(f"hybridfuse: note: {fallback}", err=True)
     if tre:
         click.echo(
             f"  TRE vs truth: median {tre['median_mm']:.3f} mm, p95 {tre['p95_mm']:.3f} mm,"

@@ -25,6 +25,7 @@ from hybridfuse.registration import (
 from hybridfuse.registration.errors import LandmarkInputError
 from hybridfuse.registration.initial import auto_start, moments_start, wide_search_options
 from hybridfuse.registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
+from hybridfuse.registration.start import supported_model
 from hybridfuse.registration.transforms import TransformModel
 
 from ._image import Image
@@ -199,7 +200,9 @@ def check_landmarks(
     """
     where = landmarks.source or "landmarks"
     model = TransformModel(model)
-    n, need = len(landmarks.moving_xy), MIN_POINTS[model]
+    n = len(landmarks.moving_xy)
+    # Too few pairs for the model fall back to the richest one they support (start.py).
+    need = MIN_POINTS[supported_model(model, n)[0]]
     if n < need:
         minimums = ", ".join(f"{m.value} {k}" for m, k in MIN_POINTS.items())
         raise InputError(

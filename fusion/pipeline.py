@@ -32,7 +32,7 @@ from hybridfuse._safeio import (
     sha256_file,
 )
 from hybridfuse.dose.options import DoseOptions
-from hybridfuse.registration import IllPosedGeometryError, RegistrationOptions
+from hybridfuse.registration import RegistrationError, RegistrationOptions
 
 from .errors import InputError
 from .options import FusionOptions
@@ -446,14 +446,6 @@ def run_case(
                 continue
             fi, uj, _ = close[0]
             landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
-            if landmarks is None and config.registration.metric is not None:
-                # Intensity-only registration needs a start near the answer, which run
-                # and batch take only from landmarks.
-                skipped.append(
-                    f"{Path(fl.source_path).name}: no landmarks for fluoroscopy frame {fi} / "
-                    f"ultrasound frame {uj}"
-                )
-                continue
             try:
                 result = register_images(
                     fl,
@@ -463,16 +455,17 @@ def run_case(
                     landmarks=landmarks,
                     options=config.registration,
                 )
-            except IllPosedGeometryError as exc:
+            except RegistrationError as exc:
+                # Ill-posed geometry, or no automatic start without landmarks: try the next run.
                 skipped.append(f"{Path(fl.source_path).name}: {exc}")
                 continue
             reg = (fl, fi, uj, result, landmarks)
             break
         if reg is None:
             hint = ""
-            if any(": no landmarks for " in m for m in skipped):
+            if landmarks is None:
                 hint = (
-                    "; give landmarks: one CSV (name,moving_x,moving_y,fixed_x,fixed_y) in the "
+                    "; landmarks help: one CSV (name,moving_x,moving_y,fixed_x,fixed_y) in the "
                     "case folder, or the manifest's landmarks column for batch"
                 )
             raise InputError(

@@ -165,7 +165,8 @@ def test_register_records_the_magnification_check_it_ran_with(runner, tmp_path):
 
 
 def test_a_registration_that_cannot_start_names_both_files(runner, tmp_path):
-    result = runner.invoke(cli, _register_args("--out", str(tmp_path / "reg"), landmarks=False))
+    args = _register_args("--init", "geometry", "--out", str(tmp_path / "reg"), landmarks=False)
+    result = runner.invoke(cli, args)
     assert result.exit_code == 2
     line = result.output.strip().splitlines()[-1]
     assert "us_clip.dcm (frame 6) onto" in line
