@@ -202,12 +202,12 @@ def check_landmarks(
     model = TransformModel(model)
     n = len(landmarks.moving_xy)
     # Too few pairs for the model fall back to the richest one they support (start.py).
-    need = MIN_POINTS[supported_model(model, n)[0]]
-    if n < need:
+    if n < MIN_POINTS[supported_model(model, n)[0]]:
         minimums = ", ".join(f"{m.value} {k}" for m, k in MIN_POINTS.items())
         raise InputError(
-            f"{where}: {n} landmark pair{'s' if n != 1 else ''}; the {model.value} model "
-            f"needs at least {need} (minimum pairs per model: {minimums})"
+            f"{where}: {n} landmark pair{'s' if n != 1 else ''}; too few for the "
+            f"{model.value} model or any simpler one it falls back to (minimum pairs per "
+            f"model: {minimums})"
         )
     for label, pts, shape in (
         ("moving (ultrasound)", landmarks.moving_xy, moving_shape),

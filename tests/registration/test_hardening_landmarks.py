@@ -238,8 +238,10 @@ def test_points_outside_either_image_and_too_few_pairs_are_refused(tmp_path):
         check_landmarks(lm, "affine", (30, 60), (480, 640))
     check_landmarks(lm, "projective", (480, 640), (480, 640))  # inside both: accepted
     three = read_landmarks_csv(_csv(tmp_path, GOOD[: GOOD.index("d,")], name="three.csv"))
-    with pytest.raises(InputError, match="3 landmark pairs; the projective model needs at least 4"):
-        check_landmarks(three, "projective", (480, 640), (480, 640))
+    check_landmarks(three, "projective", (480, 640), (480, 640))  # falls back to affine
+    one = read_landmarks_csv(_csv(tmp_path, GOOD[: GOOD.index("b,")], name="one.csv"))
+    with pytest.raises(InputError, match="1 landmark pair; too few for the projective model or any simpler"):
+        check_landmarks(one, "projective", (480, 640), (480, 640))
 
 
 # --- 3. transform.json -------------------------------------------------------------------
@@ -343,7 +345,7 @@ def _sample_rows(case):
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda r: [r[0], *r[1:4]], "3 landmark pairs; the projective model needs at least 4"),
+        (lambda r: [r[0], r[1]], "1 landmark pair; too few for the projective model"),
         (lambda r: [r[0], "far,700,20,200,100", *r[1:]], "line 2 (far): moving (ultrasound) point"),
         (lambda r: [r[0] + ",weight", *(x + ",nan" for x in r[1:])], "line 2 (needle_tip): weight"),
         (lambda r: [r[0], *r[1:], "bead1,1,2,3,4"], "landmark name 'bead1' repeats line 4"),
