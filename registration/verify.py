@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from .errors import ConvergenceError
 from .metrics import Metric
 from .optimise import LevelProblem, Pyramid, run_levels
 from .transforms import Transform
@@ -58,7 +59,10 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     other = Metric.LC2 if problem.metric is Metric.MI else Metric.MI
     fine = max(first, len(opts.pyramid.levels) - 2)
     alt = dataclasses.replace(quiet, metric=other)
-    drift = distance_mm(run_levels(alt, pyramid, outcome.matrix, model, first=fine).matrix)
+    try:
+        drift = distance_mm(run_levels(alt, pyramid, outcome.matrix, model, first=fine).matrix)
+    except ConvergenceError:  # the second metric left the field: it does not agree
+        drift = np.inf
     back = [d for d in distances if d <= guards.verify_max_spread_mm]
     out = {
         "restarts": len(distances),
@@ -108,7 +112,12 @@ def _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm):
             shift_px=guards.verify_shift_mm / px_mm,
             direction=2 * np.pi * (k + 0.5) / n,
         )
-        out = run_levels(quiet, pyramid, start, model, first=first)
+        try:
+            out = run_levels(quiet, pyramid, start, model, first=first)
+        except ConvergenceError:  # it left the fluoroscopy field: it did not come back
+            distances.append(np.inf)
+            rel.append(np.inf)
+            continue
         distances.append(distance_mm(out.matrix))
         rel.append((out.value - outcome.value) / max(abs(outcome.value), 1e-12))
     return distances, rel

@@ -68,29 +68,40 @@ def _register(fixed, us, p, start, **values):
     )
 
 
+def _rotated_shifted(h, centre, angle_deg, shift_mm, iso_mm):
+    """``h`` pre-composed with a rotation about where it maps ``centre`` and a shift."""
+    ct = Transform(h).apply(np.array([centre]))[0]
+    a = np.radians(angle_deg)
+    pre = np.eye(3)
+    pre[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    pre[:2, 2] = ct - pre[:2, :2] @ ct + np.asarray(shift_mm) / iso_mm
+    return pre @ h
+
+
 def test_a_wrong_answer_the_old_guards_let_through_is_refused(pair):
     fixed, us, p, true = pair
     flip, flip_true, near = _mirrored(us, true)
-    result = _register(fixed, flip, p, near, accept_unverified=True)
+    ys, xs = np.nonzero(flip.mask)
+    iso = fixed.xray.isocenter_spacing_mm[0]
+    # This start (one of five tried) ends where the old guards accept a wrong answer.
+    start = _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+    result = _register(fixed, flip, p, start, accept_unverified=True)
     assert _tre_mm(result.transform.matrix, flip_true, flip.mask, fixed) >= 2.0
     q = result.quality
     old = [r for r in q.reasons if not r.startswith(UNVERIFIED)]
     assert old == []  # edge-on, scale and the ambiguity margin all passed it
     assert q.verdict == "refused" and q.accepted_unverified is True
     with pytest.raises(UnverifiedResultError, match="refused: unverified") as exc:
-        _register(fixed, flip, p, near)
+        _register(fixed, flip, p, start)
     assert exc.value.result.quality.verdict == "refused"
 
 
 def test_a_right_answer_is_accepted_with_a_bound_that_holds(pair):
     fixed, us, p, true = pair
     ys, xs = np.nonzero(us.mask)
-    ct = Transform(true).apply(np.array([[xs.mean(), ys.mean()]]))[0]
-    a = np.radians(8.0)
-    pre = np.eye(3)
-    pre[:2, :2] = 1.04 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    pre[:2, 2] = ct - pre[:2, :2] @ ct + np.array([8.0, -6.0]) / fixed.xray.isocenter_spacing_mm[0]
-    result = _register(fixed, us, p, pre @ true)
+    iso = fixed.xray.isocenter_spacing_mm[0]
+    start = _rotated_shifted(true, (xs.mean(), ys.mean()), 8.0, (8.0, -6.0), iso)
+    result = _register(fixed, us, p, start)
     q = result.quality
     assert q.verdict == "accepted" and q.reasons == []
     assert q.accepted_unverified is None
