@@ -6,7 +6,10 @@ images (:mod:`registration.preprocess`) → without landmarks, a global search
 (:mod:`registration.search`), after which the fluoroscopy is narrowed to a window around
 the match → the coarse-to-fine pyramid (:mod:`registration.optimise`): L-BFGS-B on the
 intensity metric plus, with landmarks, their mean squared residual in units of their
-localisation uncertainty → the quality figures and guards (:mod:`registration.guards`).
+localisation uncertainty → without landmarks, the verification (:mod:`registration.verify`:
+restarts around the answer and a second metric) → the quality figures and the verdict
+(:mod:`registration.guards`), which refuses what the guards or the verification do not
+support unless ``accept_unverified`` is set.
 If intensity refinement moves well-fitted landmarks by more than that uncertainty, the
 landmark-only result is kept and the result says so.
 """
@@ -112,7 +115,9 @@ def register(
     ------
     RegistrationError
         Bad inputs, inconsistent landmarks; :class:`IllPosedGeometryError` for an
-        edge-on plane; :class:`ConvergenceError` when the optimiser fails.
+        edge-on plane; :class:`ConvergenceError` when the optimiser fails, and its
+        :class:`UnverifiedResultError` when ``quality.verdict`` refuses the result (both
+        only without ``accept_unverified``; the reasons are in the message).
     """
     opts = options or RegistrationOptions()
     fixed = np.asarray(fixed, dtype=np.float64)
