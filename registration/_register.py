@@ -6,7 +6,7 @@ images (:mod:`registration.preprocess`) → without landmarks, a global search
 (:mod:`registration.search`), after which the fluoroscopy is narrowed to a window around
 the match → the coarse-to-fine pyramid (:mod:`registration.optimise`): L-BFGS-B on the
 intensity metric plus, with landmarks, their mean squared residual in units of their
-localisation uncertainty → without landmarks, the verification (:mod:`registration.verify`:
+localisation uncertainty → after a search, the verification (:mod:`registration.verify`:
 restarts around the answer and a second metric) → the quality figures and the verdict
 (:mod:`registration.guards`), which refuses what the guards or the verification do not
 support unless ``accept_unverified`` is set.
@@ -323,9 +323,11 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
             current = window @ current
     outcome = run_levels(problem, pyramid, current, start.model, first=len(searched))
     check = None
-    if start.landmarks is None and opts.guards.verify_restarts > 0:
-        first = len(searched) if do_search else 0
-        check = restart_check(problem, pyramid, outcome, start.model, first, px_mm)
+    if do_search and start.landmarks is None and opts.guards.verify_restarts > 0:
+        # What the search chose is verified; a warm start without it (tracking's next
+        # frame, --no-search) is the caller's evidence, and checking every frame would
+        # cost more than the frame.
+        check = restart_check(problem, pyramid, outcome, start.model, len(searched), px_mm)
     outcome.iterations[:0] = searched
     if window is not None:
         outcome.matrix = np.linalg.inv(window) @ outcome.matrix

@@ -260,8 +260,9 @@ class GuardOptions:
 
     verify_restarts: int = option(
         4,
-        "Intensity-only: how many restarts from around the answer must come back to it "
-        "before it is accepted (its own cost cannot tell a confident wrong optimum); 0: off.",
+        "Intensity-only, after the search: how many restarts from around the answer must "
+        "come back to it before it is accepted (its own cost cannot tell a confident wrong "
+        "optimum); 0: off.",
         minimum=0,
         advanced=True,
     )
