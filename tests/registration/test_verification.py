@@ -17,6 +17,7 @@ from hybridfuse.fusion import read_image
 from hybridfuse.fusion.coregister import register_images
 from hybridfuse.registration import RegistrationOptions, Transform
 from hybridfuse.registration.errors import UnverifiedResultError
+from hybridfuse.registration.guards import raise_if_refused
 from hybridfuse.registration.verify import UNVERIFIED
 from hybridfuse.testdata import sample_case
 from hybridfuse.testdata.phantom import load_truth
@@ -91,9 +92,10 @@ def test_a_wrong_answer_the_old_guards_let_through_is_refused(pair):
     old = [r for r in q.reasons if not r.startswith(UNVERIFIED)]
     assert old == []  # edge-on, scale and the ambiguity margin all passed it
     assert q.verdict == "refused" and q.accepted_unverified is True
+    # Without accept_unverified the same verdict stops the registration.
     with pytest.raises(UnverifiedResultError, match="refused: unverified") as exc:
-        _register(fixed, flip, p, start)
-    assert exc.value.result.quality.verdict == "refused"
+        raise_if_refused(result, RegistrationOptions())
+    assert exc.value.result is result
 
 
 def test_a_right_answer_is_accepted_with_a_bound_that_holds(pair):
