@@ -166,6 +166,32 @@ def summarise(name: str, rows: list[dict]) -> None:
         print(f"  median wall per registration {np.median(walls):.3f} s")
 
 
+def added_cost(reps: int = 3) -> None:
+    """Time the sample pair's registration with and without the verification, interleaved."""
+    from hybridfuse.testdata import sample_case
+    from hybridfuse.testdata.phantom import load_truth
+
+    folder = sample_case()
+    pair = next(p for p in load_truth(folder)["pairs"] if not p["edge_on"])
+    fl, us = read_image(folder / pair["fluoro_file"]), read_image(folder / "us_clip.dcm")
+    start = np.asarray(pair["moving_to_fixed_pixel"]) + np.array(
+        [[0, 0, 10], [0, 0, -8], [0, 0, 0]]
+    )
+    walls: dict[int, list] = {0: [], 4: []}
+    for rep in range(reps + 1):  # the first round warms the caches up
+        for n in walls:
+            opts = RegistrationOptions().with_values(verify_restarts=n)
+            res = register_images(
+                fl, us, fixed_frame=pair["fluoro_frame"], moving_frame=pair["us_frame"],
+                initial=start, options=opts,
+            )  # fmt: skip
+            if rep:
+                walls[n].append(res.wall_time_s)
+    off, on = np.median(walls[0]), np.median(walls[4])
+    print(f"\nsample pair, median of {reps}: {off:.3f} s without, {on:.3f} s with the")
+    print(f"verification ({on / off:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=4, help="own-phantom cases per seed set")
@@ -178,8 +204,12 @@ def main() -> None:
     ap.add_argument("--phantom-a-starts", type=int, default=4, help="starts per case")
     ap.add_argument("--dump", type=Path, help="write every trial's row to this JSON file")
     ap.add_argument("--set", action="append", default=[], help="option NAME=VALUE (JSON)")
+    ap.add_argument("--timing", action="store_true", help="only time the added cost")
     args = ap.parse_args()
     print_header()
+    if args.timing:
+        added_cost()
+        return
     values = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     options = RegistrationOptions().with_values(**values)
     out = {}
