@@ -1,10 +1,10 @@
 """Verification of an intensity-only answer by evidence other than its own cost.
 
 The optimiser's cost says only that the answer is the best it found. A wrong answer can be
-a confident local optimum that the ambiguity margin does not see; so the final levels are
-run again from a few starts perturbed around the answer, and the answer stands only when
-they come back to it. How far they end up from it (the spread, mm at the isocentre) is
-also the basis of the predicted error (:func:`predicted_tre_mm`).
+a confident optimum that the search's ambiguity margin does not see; so the final levels
+run again from a few starts perturbed around the answer, which must come back to it or end
+clearly worse, and a second metric run from the answer must leave it where it is. How far
+both scatter is the basis of the predicted error (:func:`predicted_tre_mm`).
 """
 
 from __future__ import annotations
