@@ -108,7 +108,9 @@ def register(
 
     Writes OUT/transform.json (schema hybridfuse.transform/1): moving_to_fixed_pixel,
     moving_to_fixed_mm, quality and, with --truth, the TRE in mm at the isocentre plane.
-    Exit 2 for bad input or an ill-posed (edge-on) geometry, 1 when it does not converge.
+    Exit 2 for bad input or an ill-posed (edge-on) geometry, 1 when it does not converge
+    or its verification refuses the answer (quality.verdict; --accept-unverified writes
+    it marked "refused").
     """
     from hybridfuse._safeio import UnsafeOutputError, terminal_text
     from hybridfuse.fusion import read_image
@@ -208,6 +210,9 @@ def register(
         msg = f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
         raise UnsafeOutputError(msg) from exc
     write_transform_json(target, record)
+    if result.quality.verdict != "accepted":  # written on request: say it stays unverified
+        reasons = "; ".join(result.quality.reasons)
+        click.echo(f"hybridfuse: warning: written unverified (refused: {reasons})", err=True)
     if as_json:
         json.dump(record, sys.stdout, indent=1, default=float)
         sys.stdout.write("\n")

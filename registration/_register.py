@@ -6,7 +6,10 @@ images (:mod:`registration.preprocess`) → without landmarks, a global search
 (:mod:`registration.search`), after which the fluoroscopy is narrowed to a window around
 the match → the coarse-to-fine pyramid (:mod:`registration.optimise`): L-BFGS-B on the
 intensity metric plus, with landmarks, their mean squared residual in units of their
-localisation uncertainty → the quality figures and guards (:mod:`registration.guards`).
+localisation uncertainty → after a search, the verification (:mod:`registration.verify`:
+restarts around the answer and a second metric) → the quality figures and the verdict
+(:mod:`registration.guards`), which refuses what the guards or the verification do not
+support unless ``accept_unverified`` is set.
 If intensity refinement moves well-fitted landmarks by more than that uncertainty, the
 landmark-only result is kept and the result says so.
 """
@@ -26,7 +29,8 @@ from .guards import (
     centre_scale,
     landmark_shift_guard,
     measure,
-    refuse_if_implausible,
+    raise_if_refused,
+    refusal_reasons,
     scale_range,
     scale_ratio,
 )
@@ -35,9 +39,10 @@ from .metrics import Metric
 from .optimise import LevelProblem, LevelsOutcome, Pyramid, run_levels
 from .options import RegistrationOptions
 from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
-from .search import global_search
+from .search import DEFAULT_PIXEL_MM, global_search
 from .start import Landmarks, Start, check_start, find_start
 from .transforms import Transform, TransformModel
+from .verify import predicted_tre_mm, restart_check
 
 __all__ = ["Landmarks", "RegistrationOptions", "RegistrationResult", "register"]
 
@@ -110,7 +115,9 @@ def register(
     ------
     RegistrationError
         Bad inputs, inconsistent landmarks; :class:`IllPosedGeometryError` for an
-        edge-on plane; :class:`ConvergenceError` when the optimiser fails.
+        edge-on plane; :class:`ConvergenceError` when the optimiser fails, and its
+        :class:`UnverifiedResultError` when ``quality.verdict`` refuses the result (both
+        only without ``accept_unverified``; the reasons are in the message).
     """
     opts = options or RegistrationOptions()
     fixed = np.asarray(fixed, dtype=np.float64)
@@ -138,8 +145,11 @@ def register(
         fixed_spacing_mm=fixed_spacing_mm,
     )
     if crop is None:
-        return _register_core(fixed, moving, **args)
-    return _register_cropped(fixed, moving, crop, args)
+        result = _register_core(fixed, moving, **args)
+    else:
+        result = _register_cropped(fixed, moving, crop, args)
+    raise_if_refused(result, opts)
+    return result
 
 
 def _register_cropped(fixed, moving, crop, args) -> RegistrationResult:
@@ -215,7 +225,7 @@ def _register_core(
         progress=progress,
     )
     outcome = LevelsOutcome(start.matrix, [], None, True, "landmarks only")
-    search_info = None
+    search_info = check = None
     if metric is not None:
         check_start(start.matrix, ext, from_landmarks=start.fit is not None)
         # The calibration's scale constrains an intensity-only match; landmarks outrank it.
@@ -223,10 +233,11 @@ def _register_core(
         if expected and tol is not None and start.landmarks is None:
             problem.scale_prior = (*expected, float(tol))
         images = (fixed, fmask, moving, mmask)
-        outcome, search_info = _refine(problem, images, start, ext, do_search, fixed_spacing_mm)
+        px_mm = fixed_spacing_mm or DEFAULT_PIXEL_MM
+        outcome, search_info, check = _refine(problem, images, start, ext, do_search, px_mm)
     final = Transform(outcome.matrix, start.model)
     wall = time.perf_counter() - t_start
-    final, quality = _assess(final, start, mmask, expected, problem, search_info)
+    final, quality = _assess(final, start, mmask, expected, problem, (search_info, check))
     return RegistrationResult(
         transform=final,
         model=model.value,
@@ -282,8 +293,12 @@ def _checked_images(fixed, moving, fixed_mask, moving_mask, opts):
     return fixed, moving, fmask, mmask
 
 
-def _refine(problem: LevelProblem, images, start: Start, ext, do_search, fixed_spacing_mm):
-    """Search (when asked) and run the pyramid; the outcome and the search's summary."""
+def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: float):
+    """Search (when asked), run the pyramid and, intensity-only, verify the answer.
+
+    Returns the outcome, the search's summary and the verification's figures (each
+    ``None`` when that step did not run); ``px_mm``: a fixed pixel at the isocentre.
+    """
     fixed, fmask, moving, mmask = images
     opts = problem.options
     centre_scales = Transform(start.matrix).local_scales(np.array([problem.center]))
@@ -295,7 +310,7 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, fixed_s
     pyramid = Pyramid(f_feat, fmask, m_feat, mmask, scale, opts)
     current, searched, info, window = start.matrix, [], None, None
     if do_search:
-        found = global_search(problem, pyramid, current, fixed_spacing_mm)
+        found = global_search(problem, pyramid, current, px_mm)
         current, searched, info = found.matrix, list(found.iterations), found.info
         # The crop holds the whole search range; refining from the match needs only
         # where the ultrasound now maps, so the remaining levels smooth and sample a
@@ -307,21 +322,34 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, fixed_s
             window = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
             current = window @ current
     outcome = run_levels(problem, pyramid, current, start.model, first=len(searched))
+    check = None
+    if do_search and start.landmarks is None and opts.guards.verify_restarts > 0:
+        # What the search chose is verified; a warm start without it (tracking's next
+        # frame, --no-search) is the caller's evidence, and checking every frame would
+        # cost more than the frame.
+        check = restart_check(problem, pyramid, outcome, start.model, len(searched), px_mm)
     outcome.iterations[:0] = searched
     if window is not None:
         outcome.matrix = np.linalg.inv(window) @ outcome.matrix
-    return outcome, info
+    return outcome, info, check
 
 
-def _assess(final: Transform, start: Start, mmask, expected, problem, search_info):
-    """The transform to return and its :class:`Quality`; raises where a guard refuses it."""
+def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
+    """The transform to return and its :class:`Quality` with the verdict and its reasons.
+
+    ``evidence``: the search's summary and the verification's figures (or ``None``).
+    """
     opts = problem.options
+    search_info, check = evidence
     quality = measure(final, start.landmarks, start.fit, mmask, expected, opts)
     changes = {
         "model_used": start.model.value,
         "model_selection": start.model_note,
         "search": search_info,
+        "verification": check,
     }
+    if check is not None:
+        changes["predicted_tre_mm"] = predicted_tre_mm(check)
     if expected:
         magnification = centre_scale(final.matrix, problem.center)
         changes["scale_ratio_to_calibration"] = scale_ratio(magnification, expected)
@@ -333,7 +361,12 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, search_inf
             final = kept
             quality = measure(final, start.landmarks, start.fit, mmask, expected, opts)
     quality = quality.replace(**changes)
-    refuse_if_implausible(quality, opts, problem.scale_prior, problem.metric is not None)
+    reasons = refusal_reasons(quality, opts, problem.scale_prior, problem.metric is not None)
+    if reasons:
+        unverified = True if opts.guards.accept_unverified else None
+        quality = quality.replace(
+            verdict="refused", reasons=reasons, accepted_unverified=unverified
+        )
     return final, quality
 
 

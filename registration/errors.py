@@ -6,6 +6,7 @@ __all__ = [
     "RegistrationError",
     "IllPosedGeometryError",
     "ConvergenceError",
+    "UnverifiedResultError",
     "LandmarkInputError",
     "StartTransformError",
 ]
@@ -21,6 +22,18 @@ class IllPosedGeometryError(RegistrationError, ValueError):
 
 class ConvergenceError(RegistrationError, RuntimeError):
     """The optimiser stopped without meeting its convergence criteria."""
+
+
+class UnverifiedResultError(ConvergenceError):
+    """A result was found but the evidence refused it (``quality.verdict`` refused).
+
+    ``result`` is the refused :class:`RegistrationResult`, for a caller that reports it;
+    the message lists its ``quality.reasons``.
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 class LandmarkInputError(RegistrationError, ValueError):

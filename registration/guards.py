@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConvergenceError, IllPosedGeometryError
+from .errors import IllPosedGeometryError, UnverifiedResultError
 from .options import RegistrationOptions
 from .preprocess import mask_extent
 from .transforms import Transform
 
-__all__ = ["QUALITY_KEYS", "Quality"]
+__all__ = ["QUALITY_KEYS", "Quality", "raise_if_refused", "refusal_reasons"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +38,17 @@ class Quality:
     ``landmark_shift_by_intensity_px`` and ``intensity_refinement`` (accepted or why
     rejected). ``model_selection`` and ``search`` summarise those steps when they ran;
     ``crop_fixed_px_x0_y0_x1_y1`` is the fluoroscopy crop computed on.
+
+    ``verdict`` (``accepted``/``refused``) with its ``reasons`` (one short sentence each),
+    ``predicted_tre_mm`` (a calibrated 90th-percentile bound, ``None`` where nothing
+    estimates it), ``accepted_unverified`` (true only on a refused result written on
+    request) and ``verification`` (the restarts' figures, :mod:`registration.verify`).
     """
 
+    verdict: str = "accepted"
+    reasons: list[str] = dataclasses.field(default_factory=list)
+    predicted_tre_mm: float | None = None
+    accepted_unverified: bool | None = None
     local_scale_min: float
     local_scale_max: float
     expected_scale: float | None = None
@@ -56,6 +65,7 @@ class Quality:
     scale_ratio_to_calibration: float | None = None
     model_selection: dict | None = None
     search: dict | None = None
+    verification: dict | None = None
     landmark_shift_by_intensity_px: float | None = None
     intensity_refinement: str | None = None
     crop_fixed_px_x0_y0_x1_y1: list[int] | None = None
@@ -63,7 +73,9 @@ class Quality:
     def to_dict(self) -> dict:
         """The ``quality`` object of ``transform.json``, keys in :data:`QUALITY_KEYS` order."""
         # The leave-one-out median is reported, maybe as None, whenever the FRE is.
-        kept_as_none = {"landmark_loo_tre_px"} if self.landmark_fre_px is not None else set()
+        kept_as_none = {"predicted_tre_mm"}
+        if self.landmark_fre_px is not None:
+            kept_as_none.add("landmark_loo_tre_px")
         return {
             key: getattr(self, key)
             for key in QUALITY_KEYS
@@ -154,36 +166,61 @@ def landmark_shift_guard(final: Transform, landmarks, lm_fit, opts: Registration
     return final, shift, "accepted"
 
 
-def refuse_if_implausible(
+def refusal_reasons(
     quality: Quality, opts: RegistrationOptions, scale_prior, with_metric: bool
-) -> None:
-    """Raise when the plane is edge-on or an intensity match's scale is off the calibration.
+) -> list[str]:
+    """Why ``quality`` refuses its result (an empty list: it is accepted).
 
-    Raises
-    ------
-    IllPosedGeometryError
-        The transform collapses the ultrasound plane (``quality.edge_on``).
-    ConvergenceError
-        With ``scale_prior = (expected_min, expected_max, tolerance)`` and a metric: the
-        magnification strays more than the tolerance from the calibration's.
+    The plane seen edge-on, the scale off the calibration, an ambiguous search, restarts
+    that do not come back to the answer.
+
+    ``scale_prior = (expected_min, expected_max, tolerance)`` applies with a metric only.
     """
+    reasons = []
     if quality.edge_on:
         if quality.scale_ratio_min is not None:
             measured = f"local scale ratio {quality.scale_ratio_min:.2f}"
         else:  # no expected scale: the transform's own anisotropy was tested
             measured = f"anisotropy {quality.anisotropy:.2f}"
-        raise IllPosedGeometryError(
+        reasons.append(
             f"the transform collapses the ultrasound plane ({measured} < "
             f"{opts.guards.edge_on_ratio}): the plane is seen nearly edge-on by the X-ray "
             "beam, so a 2D-2D registration is ill-posed"
         )
     ratio = quality.scale_ratio_to_calibration
     if scale_prior is not None and with_metric and abs(ratio - 1.0) > scale_prior[2]:
-        raise ConvergenceError(
+        reasons.append(
             f"the match's scale is {100 * (ratio - 1):+.1f} % off what the calibration "
             f"and magnification predict (±{100 * scale_prior[2]:.0f} % allowed): a wrong "
-            "match; give landmarks (--landmarks) or a closer start"
+            "match"
         )
+    search = quality.search or {}
+    if search.get("ambiguous"):
+        reasons.append(search["ambiguous"])
+    check = quality.verification or {}
+    if check.get("unverified"):
+        reasons.append(check["unverified"])
+    return reasons
+
+
+def raise_if_refused(result, opts: RegistrationOptions) -> None:
+    """Raise unless ``result.quality`` is accepted or ``accept_unverified`` is set.
+
+    Raises
+    ------
+    IllPosedGeometryError
+        The plane is seen edge-on (bad geometry, exit 2), with the other reasons.
+    UnverifiedResultError
+        Any other refusal; it carries ``result``.
+    """
+    quality = result.quality
+    if quality.verdict == "accepted" or opts.guards.accept_unverified:
+        return
+    text = "refused: " + "; ".join(quality.reasons)
+    if quality.edge_on:
+        raise IllPosedGeometryError(text)
+    hint = "; give landmarks (--landmarks) or a closer start"
+    raise UnverifiedResultError(text + hint, result)
 
 
 def centre_scale(h: np.ndarray, center) -> float:

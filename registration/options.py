@@ -259,6 +259,48 @@ class GuardOptions:
         maximum=0.99,
     )
 
+    verify_restarts: int = option(
+        4,
+        "Intensity-only, after the search: how many restarts from around the answer must "
+        "come back to it before it is accepted (its own cost cannot tell a confident wrong "
+        "optimum); 0: off.",
+        minimum=0,
+        advanced=True,
+    )
+    verify_shift_mm: float = option(
+        3.0,
+        "How far (mm at the isocentre) each verification restart starts from the answer.",
+        minimum=0.0,
+        advanced=True,
+    )
+    verify_rotation_deg: float = option(
+        3.0,
+        "How far (degrees) each verification restart is rotated from the answer.",
+        minimum=0.0,
+        maximum=45.0,
+        advanced=True,
+    )
+    verify_max_spread_mm: float = option(
+        1.0,
+        "A verification restart that ends within this (median mm over the ultrasound field) "
+        "of the answer came back; one farther away at a cost within search_min_margin of "
+        "the answer's is a distinct optimum, and the answer is refused.",
+        minimum=0.0,
+        advanced=True,
+    )
+    verify_max_metric_drift_mm: float = option(
+        0.5,
+        "Refuse an intensity-only answer that a second metric (MI; LC2 when the metric is "
+        "MI), run from it at the two finest levels, moves by more than this (median mm).",
+        minimum=0.0,
+        advanced=True,
+    )
+    accept_unverified: bool = option(
+        False,
+        "Write a result the verification or a guard refused, marked verdict refused and "
+        "accepted_unverified true, instead of stopping with exit 1 (edge-on: exit 2).",
+    )
+
     def __post_init__(self):
         if self.scale_tolerance == 0:  # the flag's meaning since it exists: 0 turns it off
             object.__setattr__(self, "scale_tolerance", None)

@@ -4,7 +4,7 @@ Candidates (rotations, scales and shifts about where the start maps the ultrasou
 centre) are scored by Mattes MI at a coarse pyramid level; the best that lie apart are
 refined at the first pyramid level, those that then share a basin merge, the finalists
 are refined at the second level, and the best is kept. A best match that beats a
-distinct rival by too little is ambiguous and refused.
+distinct rival by too little is ambiguous: the summary says so and the verdict refuses it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def global_search(problem: LevelProblem, pyramid: Pyramid, start, fixed_spacing_
     Raises
     ------
     ConvergenceError
-        No candidate overlaps the fluoroscopy, or the best match is ambiguous.
+        No candidate overlaps the fluoroscopy. An ambiguous best match is not raised:
+        ``info["ambiguous"]`` says why, and the verdict refuses it.
     """
     opts = problem.options.grid
     px_mm = fixed_spacing_mm or DEFAULT_PIXEL_MM
@@ -170,7 +171,7 @@ def _refine(problem: LevelProblem, pyramid: Pyramid, starts, px_mm: float):
 
 
 def _verdict(refined: list[_Candidate], n_candidates: int, opts: SearchOptions):
-    """The best optimum and the search summary; refuses an ambiguous match."""
+    """The best optimum and the search summary, which says when the match is ambiguous."""
     # The merge leaves only optima > 3 mm apart: every other one is a rival.
     best = refined[0]
     rivals = [r.cost for r in refined[1:]]
@@ -183,9 +184,10 @@ def _verdict(refined: list[_Candidate], n_candidates: int, opts: SearchOptions):
         "translation_range_mm": float(opts.search_translation_mm),
     }
     if margin < opts.search_min_margin:
-        raise ConvergenceError(
+        # A reason of the verdict (registration.guards), not an exception: the result
+        # may still be written, marked refused, on request.
+        info["ambiguous"] = (
             f"ambiguous intensity match: the best position beats a distinct optimum > 3 mm "
-            f"away by only {100 * margin:.1f}% (< {100 * opts.search_min_margin:.0f}%); give "
-            "landmarks (--landmarks) or a closer start"
+            f"away by only {100 * margin:.1f}% (< {100 * opts.search_min_margin:.0f}%)"
         )
     return best, info

@@ -1,0 +1,161 @@
+"""The verdict of an intensity-only registration: evidence other than its own cost.
+
+A mirrored ultrasound (the probe marker flipped) started near the unmirrored truth has no
+right answer within reach: whatever the optimiser returns is wrong, and the guards that
+existed before the verification (edge-on, scale, ambiguity margin) let it through.
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hybridfuse.cli.main import cli
+from hybridfuse.fusion import read_image
+from hybridfuse.fusion.coregister import register_images
+from hybridfuse.registration import RegistrationOptions, Transform
+from hybridfuse.registration.errors import UnverifiedResultError
+from hybridfuse.registration.guards import raise_if_refused
+from hybridfuse.registration.verify import UNVERIFIED
+from hybridfuse.testdata import sample_case
+from hybridfuse.testdata.phantom import load_truth
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The sample case's first lateral pair: fluoroscopy, ultrasound, frames, truth."""
+    folder = sample_case()
+    truth = load_truth(folder)
+    p = next(p for p in truth["pairs"] if not p["edge_on"])
+    fixed = read_image(folder / p["fluoro_file"])
+    return fixed, read_image(folder / "us_clip.dcm"), p, np.asarray(p["moving_to_fixed_pixel"])
+
+
+def _grid(mask):
+    ys, xs = np.nonzero(mask)
+    gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 12), np.linspace(ys.min(), ys.max(), 12))
+    return np.column_stack([gx.ravel(), gy.ravel()])
+
+
+def _tre_mm(h, true, mask, fixed):
+    grid = _grid(mask)
+    d = np.linalg.norm(Transform(h).apply(grid) - Transform(true).apply(grid), axis=1)
+    return float(np.median(d)) * fixed.xray.isocenter_spacing_mm[0]
+
+
+def _mirrored(us, true):
+    """The ultrasound mirrored left-right, its true transform, and the unmirrored truth
+    shifted onto the mirrored region (a start near it has no right answer in reach)."""
+    width = us.array.shape[2]
+    flip = dataclasses.replace(
+        us, array=np.ascontiguousarray(us.array[:, :, ::-1]), mask=us.mask[:, ::-1].copy()
+    )
+    f = np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]])
+    xs = np.nonzero(us.mask)[1]
+    shift = np.array([[1.0, 0, (xs.min() + xs.max()) - (width - 1)], [0, 1, 0], [0, 0, 1]])
+    return flip, true @ f, true @ shift
+
+
+def _register(fixed, us, p, start, **values):
+    return register_images(
+        fixed,
+        us,
+        fixed_frame=p["fluoro_frame"],
+        moving_frame=p["us_frame"],
+        initial=start,
+        options=RegistrationOptions().with_values(**values),
+    )
+
+
+def _rotated_shifted(h, centre, angle_deg, shift_mm, iso_mm):
+    """``h`` pre-composed with a rotation about where it maps ``centre`` and a shift."""
+    ct = Transform(h).apply(np.array([centre]))[0]
+    a = np.radians(angle_deg)
+    pre = np.eye(3)
+    pre[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    pre[:2, 2] = ct - pre[:2, :2] @ ct + np.asarray(shift_mm) / iso_mm
+    return pre @ h
+
+
+def test_a_wrong_answer_the_old_guards_let_through_is_refused(pair):
+    fixed, us, p, true = pair
+    flip, flip_true, near = _mirrored(us, true)
+    ys, xs = np.nonzero(flip.mask)
+    iso = fixed.xray.isocenter_spacing_mm[0]
+    # This start (one of five tried) ends where the old guards accept a wrong answer.
+    start = _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+    result = _register(fixed, flip, p, start, accept_unverified=True)
+    assert _tre_mm(result.transform.matrix, flip_true, flip.mask, fixed) >= 2.0
+    q = result.quality
+    old = [r for r in q.reasons if not r.startswith(UNVERIFIED)]
+    assert old == []  # edge-on, scale and the ambiguity margin all passed it
+    assert q.verdict == "refused" and q.accepted_unverified is True
+    # Without accept_unverified the same verdict stops the registration.
+    with pytest.raises(UnverifiedResultError, match="refused: unverified") as exc:
+        raise_if_refused(result, RegistrationOptions())
+    assert exc.value.result is result
+
+
+def test_a_right_answer_is_accepted_with_a_bound_that_holds(pair):
+    fixed, us, p, true = pair
+    ys, xs = np.nonzero(us.mask)
+    iso = fixed.xray.isocenter_spacing_mm[0]
+    start = _rotated_shifted(true, (xs.mean(), ys.mean()), 8.0, (8.0, -6.0), iso)
+    result = _register(fixed, us, p, start)
+    q = result.quality
+    assert q.verdict == "accepted" and q.reasons == []
+    assert q.accepted_unverified is None
+    tre = _tre_mm(result.transform.matrix, true, us.mask, fixed)
+    assert tre < 2.0
+    assert tre <= q.predicted_tre_mm
+    assert q.verification["restarts"] == 4
+
+
+def _cli_args(pair, tmp_path, *extra):
+    fixed, us, p, true = pair
+    start = tmp_path / "start" / "transform.json"
+    start.parent.mkdir()
+    start.write_text(
+        json.dumps({"schema": "hybridfuse.transform/1", "moving_to_fixed_pixel": true.tolist()})
+    )
+    case = sample_case()
+    return [
+        "register",
+        "--fixed",
+        str(case / p["fluoro_file"]),
+        "--moving",
+        str(case / "us_clip.dcm"),
+        "--fixed-frame",
+        str(p["fluoro_frame"]),
+        "--moving-frame",
+        str(p["us_frame"]),
+        "--init-transform",
+        str(start),
+        "--out",
+        str(tmp_path / "reg"),
+        *extra,
+    ]
+
+
+def test_register_refuses_with_its_reasons_and_writes_nothing(pair, tmp_path):
+    # An impossible ambiguity margin refuses the (right) answer: the old gate is now a
+    # reason of the verdict, said on one line, exit 1, nothing written.
+    args = _cli_args(pair, tmp_path, "--search-min-margin", "10")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if "refused:" in line]
+    assert len(lines) == 1 and "ambiguous intensity match" in lines[0]
+    assert not (tmp_path / "reg").exists()
+
+
+def test_accept_unverified_writes_the_result_marked_refused(pair, tmp_path):
+    args = _cli_args(pair, tmp_path, "--search-min-margin", "10", "--accept-unverified")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    quality = json.loads((tmp_path / "reg" / "transform.json").read_text())["quality"]
+    assert quality["verdict"] == "refused"
+    assert quality["accepted_unverified"] is True
+    assert any(r.startswith("ambiguous intensity match") for r in quality["reasons"])
+    assert "written unverified" in result.output
