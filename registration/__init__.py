@@ -11,6 +11,7 @@ from .errors import (
     LandmarkInputError,
     RegistrationError,
     StartTransformError,
+    UnverifiedResultError,
 )
 from .geometry import (
     ConeBeamGeometry,
@@ -57,6 +58,7 @@ __all__ = [
     "RegistrationResult",
     "SearchOptions",
     "StartTransformError",
+    "UnverifiedResultError",
     "Transform",
     "TransformModel",
     "apply_homography",

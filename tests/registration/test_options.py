@@ -23,6 +23,12 @@ from hybridfuse.registration import (
 
 #: The flat names before the options were grouped: transform.json keys, TOML keys, flags.
 FLAT_NAMES = [
+    "accept_unverified",
+    "verify_restarts",
+    "verify_shift_mm",
+    "verify_rotation_deg",
+    "verify_max_spread_mm",
+    "verify_max_metric_drift_mm",
     "model",
     "metric",
     "levels",
@@ -69,6 +75,7 @@ EVERYDAY = {
     "scale_tolerance",
     "landmark_sigma_px",
     "reject_threshold_px",
+    "accept_unverified",
 }
 
 
@@ -131,6 +138,9 @@ def test_quality_to_dict_is_the_documented_schema():
     q = _landmark_result().quality
     assert isinstance(q, Quality)
     assert list(q.to_dict()) == [
+        "verdict",
+        "reasons",
+        "predicted_tre_mm",
         "local_scale_min",
         "local_scale_max",
         "expected_scale",
@@ -153,7 +163,14 @@ def test_quality_to_dict_is_the_documented_schema():
 
 def test_quality_keeps_an_unknown_leave_one_out_error_as_none_but_drops_other_nones():
     q = Quality(local_scale_min=1.0, local_scale_max=1.1, edge_on=False)
-    assert list(q.to_dict()) == ["local_scale_min", "local_scale_max", "edge_on"]
+    assert list(q.to_dict()) == [
+        "verdict",
+        "reasons",
+        "predicted_tre_mm",
+        "local_scale_min",
+        "local_scale_max",
+        "edge_on",
+    ]
     with_fre = q.replace(landmark_fre_px=0.5)
     assert with_fre.to_dict()["landmark_loo_tre_px"] is None
     assert list(with_fre.to_dict())[-2:] == ["landmark_fre_px", "landmark_loo_tre_px"]
