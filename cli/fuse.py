@@ -8,8 +8,10 @@ from pathlib import Path
 
 import click
 
+from hybridfuse._safeio import terminal_text
 from hybridfuse.fusion.options import FusionOptions
 from hybridfuse.fusion.pair import PairOptions
+from hybridfuse.registration import RegistrationOptions
 
 from .options import (
     built,
@@ -36,6 +38,7 @@ from .options import (
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @definition_options(FusionOptions)
+@definition_options(RegistrationOptions, only=("accept_unverified",))
 @pair_options
 @click.option("--frames", default=None, help="Fluoroscopy frames, e.g. 0,2,3 (default all).")
 @click.option(
@@ -91,6 +94,7 @@ def fuse(
     report_stale(out_dir)
     check_pseudonym_key(fo.include_phi)
     transform = read_transform_json(transform_path)
+    _check_verdict(transform_path, built(RegistrationOptions, options).guards.accept_unverified)
     registered_on = read_transform_frames(transform_path)
     fixed = with_given_spacing(read_image(fixed_path), pair.fixed_spacing_mm, fixed=True)
     fixed = fixed.require_min_size()
@@ -146,3 +150,27 @@ def fuse(
         f"time matching: {summary['time_matching']})"
     )
     click.echo(f"  open {out_dir / 'viewer.html'} in a browser first")
+
+
+def _check_verdict(transform_path, accept_unverified: bool) -> None:
+    """Refuse a transform whose registration was refused, unless the user accepts it.
+
+    ``register --accept-unverified`` writes such a transform marked; fusing it silently
+    would put an overlay the evidence contradicts in front of a clinician.
+    """
+    from hybridfuse.fusion.errors import InputError
+    from hybridfuse.fusion.viewer import read_quality
+
+    quality = read_quality(transform_path) or {}
+    if quality.get("verdict") != "refused":
+        return
+    reasons = "; ".join(str(r) for r in quality.get("reasons") or []) or "no reason recorded"
+    if not accept_unverified:
+        raise InputError(
+            f"{transform_path}: its registration was refused ({terminal_text(reasons)[:300]}); "
+            "give --accept-unverified to fuse it anyway (fuse.json and the viewer mark it)"
+        )
+    click.echo(
+        f"hybridfuse: warning: fusing an unverified registration: {terminal_text(reasons)}",
+        err=True,
+    )

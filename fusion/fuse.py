@@ -494,10 +494,21 @@ def fuse_images(
                 "outputs": written,
                 "phi_included": include_phi,
                 "belonging": belonging,
+                "registration_verdict": _verdict(viewer.context.quality),
             }
         )
         write_text(tmp / "fuse.json", json.dumps(summary, indent=1, allow_nan=False))
     return summary
+
+
+def _verdict(quality: dict | None) -> dict | None:
+    """The registration's verdict as fuse.json records it (None without a quality record)."""
+    if not quality or "verdict" not in quality:
+        return None
+    out = {"verdict": quality.get("verdict"), "reasons": quality.get("reasons")}
+    if quality.get("accepted_unverified"):
+        out["accepted_unverified"] = True
+    return out
 
 
 def _write_products(
