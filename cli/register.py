@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from hybridfuse._safeio import json_safe
 from hybridfuse.fusion.pair import PairOptions
 from hybridfuse.registration import RegistrationOptions
 
@@ -214,7 +215,7 @@ def register(
         reasons = "; ".join(result.quality.reasons)
         click.echo(f"hybridfuse: warning: written unverified (refused: {reasons})", err=True)
     if as_json:
-        json.dump(record, sys.stdout, indent=1, default=float)
+        json.dump(json_safe(record), sys.stdout, indent=1, allow_nan=False)
         sys.stdout.write("\n")
         return
     click.echo(f"transform written to {target}")

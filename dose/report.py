@@ -322,6 +322,11 @@ def build_dose_report(
     if us_clips and starts:
         intervals += ultrasound_intervals_from_clips(list(us_clips), min(starts), rec)
     timing_flags = []
+    if us_clips and not starts:  # a clip cannot be placed on a timeline the record lacks
+        flags.append(
+            "ultrasound clips given, but the dose record has no event times: the "
+            "ultrasound-guided interval cannot be placed and no saved dose is estimated"
+        )
     if intervals and starts:
         timing_flags = check_timing(intervals, rec, min(starts), guided_phase, force=force)
     if intervals:

@@ -353,7 +353,7 @@ def _auto_landmarks(fixed: Image, moving: Image, f, m, options):
         raise InputError(
             "automatic correspondences (--init auto) need the ultrasound calibration (pixel "
             "spacing) and the fluoroscopy's imager spacing and distances (SID, SOD); give "
-            "--landmarks or --init-transform"
+            "landmarks, a starting transform or the missing spacing"
         )
     found = auto_start(
         f,
@@ -363,12 +363,9 @@ def _auto_landmarks(fixed: Image, moving: Image, f, m, options):
         fixed_mask=fixed.mask,
         moving_mask=moving.mask,
     )
-    opts = options or RegistrationOptions()
-    n = len(found.landmarks.moving_xy)
-    if n < MIN_POINTS[TransformModel(opts.model)]:
-        # Three matched beads fix an affine map, not a projective one.
-        opts = opts.with_values(model=TransformModel.AFFINE.value)
-    return found.landmarks, opts
+    # Three matched beads fix an affine map, not a projective one: the start's model
+    # fallback (registration/start.py) decides that and records it in model_selection.
+    return found.landmarks, options or RegistrationOptions()
 
 
 def truth_tre(

@@ -167,6 +167,8 @@ def _apply_window(values: np.ndarray, plan: DisplayPlan) -> np.ndarray:
         return 255.0 / (1.0 + np.exp(-4.0 * (values - centre) / width))
     if plan.window_function == "LINEAR_EXACT":
         return np.clip((values - (centre - width / 2)) / width * 255.0, 0, 255)
+    if width <= 1:  # PS3.3 C.11.2.1.2.1: a LINEAR width of 1 is a threshold at the centre
+        return np.where(values <= centre - 0.5, 0.0, 255.0)
     # LINEAR: centre - 0.5 and width - 1, as the standard defines it.
     return np.clip(((values - (centre - 0.5)) / (width - 1) + 0.5) * 255.0, 0, 255)
 

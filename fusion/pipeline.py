@@ -34,7 +34,7 @@ from hybridfuse._safeio import (
 from hybridfuse.dose.options import DoseOptions
 from hybridfuse.registration import RegistrationError, RegistrationOptions
 
-from .errors import InputError
+from .errors import FusionError, InputError
 from .options import FusionOptions
 from .pair import PairOptions
 
@@ -437,7 +437,7 @@ def run_case(
 
         say("registering")
         t = time.perf_counter()
-        reg, skipped = None, []
+        reg, skipped, refused, without_landmarks = None, [], False, False
         for fl in fluoro:
             pairs, how = pair_frames(fl, us, list(range(fl.n_frames)))
             close = [p for p in pairs if p[2] is None or abs(p[2]) <= 0.5]
@@ -458,17 +458,20 @@ def run_case(
             except RegistrationError as exc:
                 # Ill-posed geometry, or no automatic start without landmarks: try the next run.
                 skipped.append(f"{Path(fl.source_path).name}: {exc}")
+                refused |= not isinstance(exc, ValueError)  # the work failed, not the input
+                without_landmarks |= landmarks is None
                 continue
             reg = (fl, fi, uj, result, landmarks)
             break
         if reg is None:
             hint = ""
-            if landmarks is None:
+            if without_landmarks:
                 hint = (
                     "; landmarks help: one CSV (name,moving_x,moving_y,fixed_x,fixed_y) in the "
                     "case folder, or the manifest's landmarks column for batch"
                 )
-            raise InputError(
+            error = FusionError if refused else InputError  # exit 1 as register, else 2
+            raise error(
                 f"case {spec.case_id}: no fluoroscopy run could be registered "
                 f"({'; '.join(skipped) or 'none overlaps the ultrasound'}){hint}"
             )

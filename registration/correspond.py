@@ -141,7 +141,7 @@ def match_points(
     if score - rival < ambiguity_margin:
         raise AmbiguousMatchError(
             f"the beads match in two different ways (scores {score:.2f} and {rival:.2f}); "
-            "give landmarks (--landmarks) or a start (--init-transform)"
+            "give landmarks or a starting transform"
         )
     return _correspondence(matrix, mov, fix, inl, inlier_mm, score, rival)
 

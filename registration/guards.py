@@ -214,12 +214,14 @@ def raise_if_refused(result, opts: RegistrationOptions) -> None:
         Any other refusal; it carries ``result``.
     """
     quality = result.quality
-    if quality.verdict == "accepted" or opts.guards.accept_unverified:
+    if quality.verdict == "accepted":
         return
     text = "refused: " + "; ".join(quality.reasons)
-    if quality.edge_on:
+    if quality.edge_on:  # a collapsed map is never written, accepted or not
         raise IllPosedGeometryError(text)
-    hint = "; give landmarks (--landmarks) or a closer start"
+    if opts.guards.accept_unverified:
+        return
+    hint = "; give landmarks or a closer start"
     raise UnverifiedResultError(text + hint, result)
 
 

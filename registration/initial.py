@@ -241,7 +241,7 @@ def _check_spread(moving_mm: np.ndarray) -> None:
         raise AmbiguousMatchError(
             f"only {len(moving_mm)} beads matched and they lie nearly in a line (spread ratio "
             f"{sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the map across the ultrasound region "
-            "is not fixed by them; give landmarks (--landmarks) or a start (--init-transform)"
+            "is not fixed by them; give landmarks or a starting transform"
         )
 
 

@@ -192,15 +192,32 @@ def test_scheduler_address(tmp_path):
 
 
 # 8. messages name what run/batch accept; a concurrent run's folder is named as such.
-def test_run_without_landmarks_names_what_run_accepts(tmp_path):
+def test_run_without_landmarks_starts_from_the_beads(tmp_path):
+    case = tmp_path / "case"
+    shutil.copytree(sample_case(), case)
+    shutil.rmtree(case / "landmarks")
+    summary = run_case(case_from_folder(case), tmp_path / "out")
+    quality = summary["registration"]["quality"]
+    assert quality["verdict"] == "accepted"
+    assert summary["registration"]["tre"]["median_mm"] < 2.0
+
+
+def test_run_with_no_usable_pair_names_what_run_accepts(tmp_path):
+    import pydicom
+
     case = tmp_path / "case"
     shutil.copytree(sample_case(), case)
     shutil.rmtree(case / "landmarks")
     (case / "truth.json").unlink()
-    with pytest.raises(InputError) as exc:
+    clip = pydicom.dcmread(case / "us_clip.dcm")
+    clip.AcquisitionDateTime = "20260115092232.000000"  # 20 min after the fluoroscopy
+    clip.AcquisitionTime = clip.ContentTime = clip.SeriesTime = "092232.000000"
+    clip.save_as(case / "us_clip.dcm")
+    with pytest.raises(InputError) as exc:  # not an internal error
         run_case(case_from_folder(case), tmp_path / "out")
-    assert "--init-transform" not in str(exc.value) and "--landmarks" not in str(exc.value)
-    assert "CSV (name,moving_x,moving_y,fixed_x,fixed_y) in the case folder" in str(exc.value)
+    text = str(exc.value)
+    assert "no ultrasound frame within 0.5 s" in text
+    assert "--init-transform" not in text and "--landmarks" not in text
 
 
 def test_concurrent_run_into_same_new_out(tmp_path):

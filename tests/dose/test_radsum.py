@@ -126,3 +126,16 @@ def test_dose_report_and_info_on_a_radsum(tmp_path):
     assert any(f.startswith("non-standard SR: Siemens radiation summary") for f in dose["flags"])
     assert "Doe" not in json.dumps(dose) and "RADSUM-1" not in json.dumps(dose)
     assert summarize_dose_report(path)["summary"].startswith("Siemens radiation summary")
+
+
+def test_a_clip_on_a_record_without_event_times_is_flagged(tmp_path):
+    from pathlib import Path
+
+    clip = Path(__file__).parents[2] / "testdata" / "sample" / "lumbar-mbb-seed1" / "us_clip.dcm"
+    path = radsum(tmp_path / "radsum.dcm")
+    out = tmp_path / "report"
+    args = ["dose", "report", "--rdsr", str(path), "--us", str(clip), "--out", str(out)]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    dose = json.loads((out / "dose.json").read_text())
+    assert any("no event times" in f for f in dose["flags"])

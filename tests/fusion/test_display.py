@@ -292,3 +292,10 @@ def test_real_file_display_matches_pydicoms_rendering(row):
         inside = np.ones(ours.shape, bool)
     assert ours.min() >= 0 and ours.max() <= 255
     assert _correlation(ours[inside], reference[inside]) >= 0.99
+
+
+def test_a_linear_window_of_width_1_is_a_threshold(tmp_path):
+    stored = np.array([[0, 99, 100, 101, 200]], dtype=np.uint16)
+    ds = _us(stored, "MONOCHROME2", bits=12, WindowCenter=100, WindowWidth=1)
+    out = _read(ds, tmp_path)  # x <= c - 0.5 -> 0, else 255 (PS3.3 C.11.2.1.2.1)
+    np.testing.assert_array_equal(out, [[0, 0, 255, 255, 255]])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hybridfuse.fusion import read_image
-from hybridfuse.registration import Transform, register
+from hybridfuse.registration import RegistrationOptions, Transform, register
 from hybridfuse.registration.tracking import track_sequence
 from hybridfuse.testdata import sample_case
 from hybridfuse.testdata.phantom import load_truth
@@ -74,6 +74,8 @@ def test_tracking_follows_a_sliding_turning_probe(moving_clip):
             moving_mask=moving_clip.moving_mask,
             initial=moving_clip.truths[0],
             fixed_spacing_mm=moving_clip.fixed_mm_per_px,
+            # The comparison is of accuracy: the restarts only slow it down.
+            options=RegistrationOptions().with_values(verify_restarts=0),
         )
         independent = _tre_mm(moving_clip, res.transform.matrix, k)
         assert tracked[k] < independent + 0.3, (k, tracked[k], independent)
