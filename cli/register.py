@@ -117,6 +117,7 @@ def register(
     from hybridfuse.fusion import read_image
     from hybridfuse.fusion.belonging import check_belonging
     from hybridfuse.fusion.coregister import (
+        check_landmarks_imaged,
         read_landmarks_csv,
         read_transform_json,
         read_truth_json,
@@ -155,6 +156,8 @@ def register(
     check_pair(fixed, moving)  # the same refusal as fuse: swapped files are not registered
     belonging = check_belonging(fixed, moving, pair, include_phi=include_phi)
     landmarks = read_landmarks_csv(landmarks_path) if landmarks_path else None
+    if landmarks is not None:
+        check_landmarks_imaged(landmarks, fixed, moving)
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
 
     def progress(level, iteration, cost):

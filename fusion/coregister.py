@@ -35,6 +35,7 @@ __all__ = [
     "TRANSFORM_SCHEMA",
     "read_landmarks_csv",
     "check_landmarks",
+    "check_landmarks_imaged",
     "MAX_LANDMARK_ROWS",
     "register_images",
     "transform_record",
@@ -224,6 +225,43 @@ def check_landmarks(
             raise InputError(
                 f"{where}: {line} ({name}): {label} point ({x[i]:g}, {y[i]:g}) lies outside "
                 f"the {cols} x {rows} px image ({int(outside.sum())} of {n} pairs do)"
+            )
+
+
+def check_landmarks_imaged(landmarks: Landmarks, fixed: Image, moving: Image) -> None:
+    """Refuse a landmark that lies inside its image but outside the imaged area (mask).
+
+    The screen around an ultrasound region (rulers, text, logos) and the dark outside the
+    collimated X-ray field show no anatomy, so a point there was not clicked on it. One
+    pixel of slack keeps points on the border. Points outside the image itself are
+    :func:`check_landmarks`'s to refuse, with its message.
+
+    Raises
+    ------
+    InputError
+        Naming the landmark file, the line and landmark, and where the imaged area came from.
+    """
+    where = landmarks.source or "landmarks"
+    for label, pts, image in (
+        ("moving (ultrasound)", landmarks.moving_xy, moving),
+        ("fixed (fluoroscopy)", landmarks.fixed_xy, fixed),
+    ):
+        if image.mask is None:
+            continue
+        rows, cols = image.mask.shape
+        near = np.ones(len(pts), bool)
+        for i, (x, y) in enumerate(np.rint(np.asarray(pts, float)).astype(np.int64)):
+            if 0 <= x < cols and 0 <= y < rows:
+                near[i] = image.mask[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any()
+        if not near.all():
+            i = int(np.flatnonzero(~near)[0])
+            line = f"line {landmarks.lines[i]}" if landmarks.lines else f"pair {i}"
+            x, y = pts[i]
+            name = landmarks.names[i] if i < len(landmarks.names) else str(i)
+            raise InputError(
+                f"{where}: {line} ({name}): {label} point ({x:g}, {y:g}) lies "
+                f"outside the imaged area ({image.mask_source}); {int((~near).sum())} of "
+                f"{len(pts)} pairs do"
             )
 
 

@@ -410,6 +410,7 @@ def run_case(
     )
 
     from .coregister import (
+        check_landmarks_imaged,
         read_landmarks_csv,
         read_truth_json,
         register_images,
@@ -446,6 +447,8 @@ def run_case(
                 continue
             fi, uj, _ = close[0]
             landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
+            if landmarks is not None:
+                check_landmarks_imaged(landmarks, fl, us)
             try:
                 result = register_images(
                     fl,
