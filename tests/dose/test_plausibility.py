@@ -151,6 +151,10 @@ def test_guided_phase_and_detection_give_one_duty_cycle(case):
         assert cf["point"] == pytest.approx(detected["point"], rel=1e-12)
         assert cf["interval_95"] == detected["interval_95"]
     assert detected["duty_cycle"] == pytest.approx(10.0 / 60.0)
+    # A phase holding only some of the taps is read: its own taps give its own figure.
+    part = _report(case, us_intervals=[(100.0, 165.0)], guided_phase=(20.0, 45.0))
+    part = part["saved"]["counterfactual"]
+    assert 2 <= len(part["guidance_events_s"]) < len(detected["guidance_events_s"])
 
 
 def test_a_guided_phase_with_one_tap_is_refused(case):
