@@ -199,9 +199,10 @@ class LandmarkOptions:
 
     landmark_sigma_px: float | None = option(
         None,
-        "How precisely a landmark is placed (fluoroscopy pixels per coordinate; auto: "
-        "estimated from the landmark fit's residuals); the landmark term is measured in "
-        "this unit and intensity refinement may not move landmarks further.",
+        "How precisely a landmark is placed (fluoroscopy pixels per coordinate; none or "
+        "auto, the default: estimated from the landmark fit's residuals); the landmark "
+        "term is measured in this unit and intensity refinement may not move landmarks "
+        "further.",
         minimum=0.01,
     )
     landmark_weight: float = option(
