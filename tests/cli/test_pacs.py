@@ -26,7 +26,8 @@ from hybridfuse.cli.main import cli
 from hybridfuse.testdata import sample_case
 
 ORTHANC = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/bin")
-pytestmark = pytest.mark.skipif(
+#: Only the tests that talk to a real archive need Orthanc; the others run everywhere.
+needs_orthanc = pytest.mark.skipif(
     ORTHANC is None,
     reason="Orthanc is not installed (Debian package 'orthanc'; .ci/run installs it)",
 )
@@ -132,6 +133,7 @@ def _by_instance(folder: Path) -> dict[str, pydicom.Dataset]:
     }
 
 
+@needs_orthanc
 def test_echo(orthanc):
     r = _pacs("echo", "--to", orthanc, "--called-aet", "ORTHANC")
     assert r.exit_code == 0, r.output
@@ -164,6 +166,7 @@ def fused_outputs(tmp_path_factory):
     return out / "fused_sc.dcm", out / "registration.dcm"
 
 
+@needs_orthanc
 def test_send_then_get_gives_the_same_datasets(orthanc, fused_outputs, tmp_path):
     r = _pacs("send", *map(str, fused_outputs), "--to", orthanc, "--called-aet", "ORTHANC")
     assert r.exit_code == 0, r.output
@@ -186,6 +189,7 @@ def test_send_then_get_gives_the_same_datasets(orthanc, fused_outputs, tmp_path)
         assert got[uid].file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
 
 
+@needs_orthanc
 def test_a_case_fetched_from_orthanc_runs_end_to_end(orthanc, tmp_path):
     """Send one run, the clip and the dose report; fetch the study; ``run`` the folder.
 
@@ -217,6 +221,7 @@ def test_a_case_fetched_from_orthanc_runs_end_to_end(orthanc, tmp_path):
     assert (out / "fusion").is_dir() and any((out / "fusion").rglob("fused_sc.dcm"))
 
 
+@needs_orthanc
 def test_c_move_fetches_the_study_too(orthanc_server, tmp_path):
     """With --move-port, Orthanc sends the study to our AE title at that port."""
     orthanc, move_port = orthanc_server
@@ -243,6 +248,7 @@ def test_closed_port_is_one_line_and_exit_3(tmp_path):
     assert "connection refused" in _one_error_line(r)
 
 
+@needs_orthanc
 def test_a_called_aet_orthanc_refuses_is_exit_4(strict_orthanc):
     r = _pacs("echo", "--to", strict_orthanc, "--called-aet", "NOTORTHANC")
     assert r.exit_code == 4
@@ -250,6 +256,7 @@ def test_a_called_aet_orthanc_refuses_is_exit_4(strict_orthanc):
     assert "rejected" in line and "NOTORTHANC" in line
 
 
+@needs_orthanc
 def test_a_calling_aet_orthanc_does_not_know_is_exit_4(orthanc, tmp_path):
     """Orthanc aborts a C-FIND from an AE title not in its DicomModalities."""
     args = [
@@ -268,6 +275,7 @@ def test_a_calling_aet_orthanc_does_not_know_is_exit_4(orthanc, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_orthanc
 def test_a_refused_instance_is_exit_5_naming_the_file(strict_orthanc):
     """Orthanc answers 0xA700 (out of resources) to an instance over its storage limit."""
     big = sample_case() / "fluoro_run02_confirm_lateral.dcm"
@@ -280,6 +288,7 @@ def test_a_refused_instance_is_exit_5_naming_the_file(strict_orthanc):
     assert "rdsr.dcm (X-Ray Radiation Dose SR Storage, 0x0000)" in r.stderr  # the rest went
 
 
+@needs_orthanc
 def test_an_unknown_study_is_exit_5_and_writes_nothing(orthanc, tmp_path):
     out = tmp_path / "case"
     r = _pacs("get", "--study", "1.2.3.4.5", "--from", orthanc, "--out", str(out))
