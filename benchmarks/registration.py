@@ -35,9 +35,10 @@ preprocessing, set-up, registration, our verification):
   no 2D homography) centred on the ultrasound region, set to the start's affine part;
   Mattes MI (32 bins, random sampling of about 12,000 ultrasound pixels, seeded);
   L-BFGS-B, 100 iterations a level (SimpleITK's gradient descent with the learning rate
-  estimated each iteration drifted 6-24 mm away from the truth when started on it, on a
-  tuning pair, so it is not used); the same 5 pyramid levels as ours (shrink 16/8/4/2/1,
-  smoothing factor/2 ultrasound px).
+  estimated each iteration drifted 6-24 mm away when started at the truth or the landmark
+  answer, on one tuning pair, so it is not used); the same 5 pyramid levels as ours
+  (shrink 16/8/4/2/1, smoothing factor/2 ultrasound px); the random samples thin out on
+  the shrunk levels.
 - elastix MI from the start (itk-elastix, when installed): the same images, masks, start
   and centre; its default affine map with 5 resolutions and 32 histogram bins.
 Neither ITK recipe has a global search; ours has one (that difference stays).
@@ -445,8 +446,9 @@ def ratios(summary: dict) -> None:
     ):
         if ours in summary and peer in summary and summary[peer][0] > 0:
             r = summary[ours][0] / summary[peer][0]
+            how = f"{1 / r:.1f}x faster" if r <= 1 else f"{r:.1f}x slower"
             print(
-                f"- {ours} / {peer}: {r:.3f} ({1 / r:.1f}x faster); TRE median "
+                f"- {ours} / {peer}: {r:.3f} (ours {how}); TRE median "
                 f"{summary[ours][1]:.3f} vs {summary[peer][1]:.3f} mm"
             )
 
