@@ -1,0 +1,128 @@
+"""Round-8 attacks on what landed for issues #15-#18: each test failed before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from hybridfuse.fusion import read_image
+from hybridfuse.fusion.belonging import MismatchError, check_belonging
+from hybridfuse.fusion.errors import CorruptFileError
+from hybridfuse.testdata import sample_case
+from tests.fusion.test_display import _ramp, _read, _us
+
+FLUORO = "fluoro_run02_confirm_lateral.dcm"
+
+
+def _copy(tmp_path, name, source, **changes):
+    """A copy of a sample file with ``changes`` (keyword: value; None deletes)."""
+    ds = pydicom.dcmread(sample_case() / source)
+    for keyword, value in changes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    path = tmp_path / name
+    ds.save_as(path)
+    return read_image(path, decode=False)
+
+
+# --- belonging: UTC offsets and Patient's Name spelling ---------------------------------
+
+
+def test_acquisition_times_with_utc_offsets_are_compared_as_instants(tmp_path):
+    # One unit writes UTC, the other local time at +02:00: 60 s apart, not 2 h 1 min.
+    fixed = _copy(tmp_path, "f.dcm", FLUORO, AcquisitionDateTime="20260115090000+0000")
+    moving = _copy(tmp_path, "m.dcm", "us_clip.dcm", AcquisitionDateTime="20260115110100+0200")
+    record = check_belonging(fixed, moving).to_dict()
+    assert record["acquisition_gap_s"] == pytest.approx(60.0)
+    assert record["checks"]["acquisition_gap"] == "within"
+
+
+def test_timezone_offset_from_utc_is_used_for_da_tm_pairs(tmp_path):
+    fixed = _copy(tmp_path, "f.dcm", FLUORO, TimezoneOffsetFromUTC="+0000")
+    ds = pydicom.dcmread(sample_case() / "us_clip.dcm")
+    hour = int(str(ds.AcquisitionTime)[:2]) + 3
+    moving = _copy(
+        tmp_path,
+        "m.dcm",
+        "us_clip.dcm",
+        AcquisitionDateTime=None,
+        AcquisitionTime=f"{hour:02d}" + str(ds.AcquisitionTime)[2:],
+        TimezoneOffsetFromUTC="+0300",
+    )
+    record = check_belonging(fixed, moving).to_dict()
+    assert record["checks"]["acquisition_gap"] == "within"
+    assert record["acquisition_gap_s"] < 600
+
+
+def test_offsets_on_one_side_only_still_compare_wall_clocks(tmp_path):
+    fixed = read_image(sample_case() / FLUORO, decode=False)
+    ds = pydicom.dcmread(sample_case() / "us_clip.dcm")
+    moving = _copy(
+        tmp_path, "m.dcm", "us_clip.dcm", AcquisitionDateTime=str(ds.AcquisitionDateTime) + "+0500"
+    )
+    plain = check_belonging(fixed, read_image(sample_case() / "us_clip.dcm", decode=False))
+    assert check_belonging(fixed, moving).acquisition_gap_s == pytest.approx(
+        plain.acquisition_gap_s
+    )
+
+
+def test_a_real_gap_across_offsets_is_still_refused(tmp_path):
+    fixed = _copy(tmp_path, "f.dcm", FLUORO, AcquisitionDateTime="20260115090352+0000")
+    # 09:03 local at +02:00 is 07:03 UTC: two hours before the fluoroscopy.
+    moving = _copy(tmp_path, "m.dcm", "us_clip.dcm", AcquisitionDateTime="20260115090352+0200")
+    with pytest.raises(MismatchError, match="apart"):
+        check_belonging(fixed, moving)
+
+
+@pytest.mark.parametrize(
+    "name", ["PHANTOM^SYNTHETIC^^^", "PHANTOM^SYNTHETIC^", " PHANTOM ^SYNTHETIC"]
+)
+def test_patient_name_with_trailing_empty_components_is_the_same_name(tmp_path, name):
+    fixed = read_image(sample_case() / FLUORO, decode=False)
+    moving = _copy(tmp_path, "m.dcm", "us_clip.dcm", PatientName=name)
+    assert check_belonging(fixed, moving).checks["patient_name"] == "same"
+
+
+def test_a_different_given_name_still_differs(tmp_path):
+    fixed = read_image(sample_case() / FLUORO, decode=False)
+    moving = _copy(tmp_path, "m.dcm", "us_clip.dcm", PatientName="PHANTOM^OTHER")
+    with pytest.raises(MismatchError, match="PatientName"):
+        check_belonging(fixed, moving)
+
+
+# --- display: hostile palette lookup tables say what is wrong ---------------------------
+
+
+def _palette_us(descriptor, data: bytes):
+    ds = _us(_ramp(), "PALETTE COLOR")
+    for tag in (0x1101, 0x1102, 0x1103):
+        ds.add_new((0x0028, tag), "US", list(descriptor))
+        ds.add_new((0x0028, tag + 0x100), "OW", data)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "data", "said"),
+    [
+        ((256, 0, 12), np.arange(256, dtype="<u2").tobytes(), "declares 12 bits per entry"),
+        ((256, 0, 16), np.arange(10, dtype="<u2").tobytes(), "holds 20 bytes"),
+        ((256, 0, 16), np.arange(2500, dtype="<u2").tobytes(), "holds 5000 bytes"),
+        ((0, 0, 16), b"", "is missing or empty"),
+    ],
+)
+def test_hostile_palette_names_the_lut_and_what_is_wrong(tmp_path, descriptor, data, said):
+    with pytest.raises(CorruptFileError) as err:
+        _read(_palette_us(descriptor, data), tmp_path)
+    message = str(err.value)
+    assert "x.dcm" in message and "Palette Color Lookup Table" in message and said in message
+    assert "uint" not in message and "NoneType" not in message  # no library internals
+
+
+def test_palette_of_65536_entries_written_as_0_still_shows(tmp_path):
+    lut = (np.arange(65536) >> 8).astype("<u2").tobytes()
+    shown = _read(_palette_us((0, 0, 16), lut), tmp_path)
+    assert shown.shape[-1] == 3 or shown.ndim == 2
