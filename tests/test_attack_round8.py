@@ -126,3 +126,75 @@ def test_palette_of_65536_entries_written_as_0_still_shows(tmp_path):
     lut = (np.arange(65536) >> 8).astype("<u2").tobytes()
     shown = _read(_palette_us((0, 0, 16), lut), tmp_path)
     assert shown.shape[-1] == 3 or shown.ndim == 2
+
+
+# --- PACS: a peer that starts a PDU and goes silent -------------------------------------
+
+
+def test_pacs_peer_that_sends_half_a_pdu_times_out_instead_of_hanging():
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            # An A-ASSOCIATE-AC header announcing 4 GiB, then nothing.
+            conn.sendall(b"\x02\x00\xff\xff\xff\xff" + b"A" * 64)
+
+    threading.Thread(target=serve, daemon=True).start()
+    code = "from hybridfuse.cli.main import main; main()"
+    args = ["pacs", "echo", "--to", f"127.0.0.1:{port}", "--timeout", "1"]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            check=False,
+            capture_output=True,
+            timeout=60,
+            text=True,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("pacs echo hung on a peer that sent half a PDU (--timeout 1)")
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    assert done.returncode == 6, done.stderr
+    assert done.stderr.count("\n") == 1 and "within 1 s" in done.stderr
+
+
+# --- dose: --force with an interval at the edge of the floats ---------------------------
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--us-interval", "0,1.7e308", "--force"],
+        ["--us-interval", "-1e300,10", "--force"],
+        ["--guided-phase", "0,1e300", "--us-interval", "0,10"],
+    ],
+)
+def test_dose_interval_beyond_a_day_is_refused_even_with_force(tmp_path, flags):
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    out = tmp_path / "dose"
+    result = CliRunner().invoke(
+        cli,
+        ["dose", "report", "--rdsr", str(sample_case() / "rdsr.dcm"), "--out", str(out), *flags],
+    )
+    assert result.exit_code == 2, result.output
+    assert "a day" in result.output and "inf" not in result.output.replace("info", "")
+    assert not out.exists()
