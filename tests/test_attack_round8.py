@@ -198,3 +198,30 @@ def test_dose_interval_beyond_a_day_is_refused_even_with_force(tmp_path, flags):
     assert result.exit_code == 2, result.output
     assert "a day" in result.output and "inf" not in result.output.replace("info", "")
     assert not out.exists()
+
+
+# --- automatic start: an ultrasound of one pixel ----------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 640), (2, 9)])
+def test_bead_detection_on_a_sliver_finds_nothing_instead_of_crashing(shape):
+    from hybridfuse.registration.features import detect_beads
+
+    blobs = detect_beads(np.zeros(shape), None, (0.1, 0.1), bright=True)
+    assert len(blobs.xy) == 0
+
+
+def test_register_a_one_pixel_ultrasound_is_refused_not_an_internal_error(tmp_path):
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    path = tmp_path / "one.dcm"
+    _us(np.array([[7]], np.uint8), "MONOCHROME2").save_as(path, enforce_file_format=True)
+    out = tmp_path / "r"
+    args = ["register", "--fixed", str(sample_case() / FLUORO), "--moving", str(path)]
+    args += ["--moving-spacing-mm", "0.1,0.1", "--out", str(out), "--allow-mismatch"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code in (1, 2), result.output
+    assert "internal error" not in result.output and "0 beads" in result.output
+    assert not out.exists()
