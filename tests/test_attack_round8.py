@@ -225,3 +225,26 @@ def test_register_a_one_pixel_ultrasound_is_refused_not_an_internal_error(tmp_pa
     assert result.exit_code in (1, 2), result.output
     assert "internal error" not in result.output and "0 beads" in result.output
     assert not out.exists()
+
+
+# --- dose: a corrections file naming one unit twice --------------------------------------
+
+
+def test_corrections_naming_one_unit_twice_are_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    toml = tmp_path / "dup.toml"
+    toml.write_text(
+        '[[unit]]\nmanufacturer = "hybridfuse"\nmodel = "synthetic phantom"\nsource = "a"\n'
+        "dap_calibration = 0.8\n"
+        '[[unit]]\nmanufacturer = "HYBRIDFUSE"\nmodel = "synthetic  phantom"\nsource = "b"\n'
+        "dap_calibration = 1.2\n"
+    )
+    out = tmp_path / "dose"
+    args = ["dose", "report", "--rdsr", str(sample_case() / "rdsr.dcm"), "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--corrections", str(toml)])
+    assert result.exit_code == 2, result.output
+    assert "dup.toml: [[unit]] 2 repeats [[unit]] 1" in result.output
+    assert not out.exists()
