@@ -248,3 +248,18 @@ def test_corrections_naming_one_unit_twice_are_refused(tmp_path):
     assert result.exit_code == 2, result.output
     assert "dup.toml: [[unit]] 2 repeats [[unit]] 1" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["echo", "--to"], ["get", "--study", "1.2.3", "--from"]])
+def test_pacs_timeout_nan_is_a_usage_error(tmp_path, command):
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    args = ["pacs", *command, "127.0.0.1:9", "--timeout", "nan"]
+    if command[0] == "get":
+        args += ["--out", str(tmp_path / "g")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.output and "internal error" not in result.output
+    assert not (tmp_path / "g").exists()
