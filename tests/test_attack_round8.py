@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pydicom
 import pytest
@@ -263,3 +265,48 @@ def test_pacs_timeout_nan_is_a_usage_error(tmp_path, command):
     assert result.exit_code == 2, result.output
     assert "--timeout" in result.output and "internal error" not in result.output
     assert not (tmp_path / "g").exists()
+
+
+# --- derived DICOM with --include-phi: source values their VR refuses --------------------
+
+
+def test_derived_dicom_leaves_out_values_their_vr_refuses():
+    from pydicom.dataset import Dataset
+
+    from hybridfuse.fusion.dicom_out import derived_dataset
+
+    src = Dataset()
+    with warnings.catch_warnings():  # pydicom warns of each value as it is set
+        warnings.simplefilter("ignore")
+        src.PatientName = "A" * 70 + "^" + "B" * 70  # a PN component group over 64 chars
+        src.PatientID = "ID\\WITH\\BACKSLASH"  # three values of a VM 1 attribute
+        src.PatientBirthDate = "19451340"  # month 13
+        src.PatientSex = "M"
+        src.StudyInstanceUID = "1.2.3.4"
+        src.StudyDate = "20260230"  # 30 February
+        src.StudyTime = "256100"
+        src.AccessionNumber = "A" * 20  # SH over 16
+        src.StudyID = "S1"
+    ds = derived_dataset("1.2.840.10008.5.1.4.1.1.7", src, deid=None)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyDate", "StudyTime"):
+        assert ds.get(keyword) in ("", None), keyword
+    assert ds.AccessionNumber == ""
+    assert ds.PatientSex == "M" and ds.StudyID == "S1"  # valid values are still copied
+
+
+def test_derived_dicom_keeps_valid_patient_values():
+    from pydicom.dataset import Dataset
+
+    from hybridfuse.fusion.dicom_out import derived_dataset
+
+    src = Dataset()
+    src.PatientName = "DOE^JOHN=ドウ^ジョン"
+    src.PatientID = "X" * 64
+    src.PatientBirthDate = "19450607"
+    src.StudyDate = "20240229"
+    src.StudyTime = "235960.5"
+    src.AccessionNumber = "A" * 16
+    ds = derived_dataset("1.2.840.10008.5.1.4.1.1.7", src, deid=None)
+    assert str(ds.PatientName) == "DOE^JOHN=ドウ^ジョン" and ds.PatientID == "X" * 64
+    assert ds.PatientBirthDate == "19450607" and ds.StudyDate == "20240229"
+    assert ds.StudyTime == "235960.5" and ds.AccessionNumber == "A" * 16
