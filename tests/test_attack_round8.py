@@ -310,3 +310,27 @@ def test_derived_dicom_keeps_valid_patient_values():
     assert str(ds.PatientName) == "DOE^JOHN=ドウ^ジョン" and ds.PatientID == "X" * 64
     assert ds.PatientBirthDate == "19450607" and ds.StudyDate == "20240229"
     assert ds.StudyTime == "235960.5" and ds.AccessionNumber == "A" * 16
+
+
+# --- automatic start: three matched beads check nothing ----------------------------------
+
+
+def test_auto_start_on_three_beads_only_is_refused_not_confidently_wrong(tmp_path):
+    # A --moving-spacing-mm 20 % off the calibration (0.15 mm) let three wrong beads
+    # match; the affine through them fitted exactly and was accepted 32 mm off the truth.
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    case, out = sample_case(), tmp_path / "r"
+    args = ["register", "--fixed", str(case / FLUORO), "--moving", str(case / "us_clip.dcm")]
+    args += ["--moving-frame", "6", "--moving-spacing-mm", "0.18,0.18", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "only 3 beads matched" in result.output and not out.exists()
+    result = CliRunner().invoke(cli, [*args, "--accept-unverified"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    quality = json.loads((out / "transform.json").read_text())["quality"]
+    assert quality["verdict"] == "refused" and quality["accepted_unverified"] is True
