@@ -334,3 +334,20 @@ def test_auto_start_on_three_beads_only_is_refused_not_confidently_wrong(tmp_pat
 
     quality = json.loads((out / "transform.json").read_text())["quality"]
     assert quality["verdict"] == "refused" and quality["accepted_unverified"] is True
+
+
+# --- outputs: a file on the way to --out is found before the work ------------------------
+
+
+def test_pacs_get_into_a_path_under_a_file_is_refused_before_any_network(tmp_path):
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub"
+    # Port 9 (discard) on 127.0.0.1: refused or silent, either way not reached first.
+    args = ["pacs", "get", "--from", "127.0.0.1:9", "--study", "1.2.3", "--timeout", "1"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "afile is not a folder" in result.output
