@@ -182,7 +182,14 @@ def plan_display(ds, photometric: str, value_range=None) -> DisplayPlan:
 def _modality_values(frame: np.ndarray, ds) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
-    return np.asarray(apply_modality_lut(frame, ds), dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.asarray(apply_modality_lut(frame, ds), dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise CorruptFileError(
+            "Rescale Slope/Intercept (0028,1053/1052) or the Modality LUT give values "
+            "beyond any number (overflow)"
+        )
+    return values
 
 
 def stored_range(frames, ds) -> tuple[float, float]:

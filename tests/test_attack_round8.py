@@ -351,3 +351,9 @@ def test_pacs_get_into_a_path_under_a_file_is_refused_before_any_network(tmp_pat
     result = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert "afile is not a folder" in result.output
+
+
+def test_rescale_that_overflows_is_refused_not_shown_all_white(tmp_path):
+    ds = _us(_ramp(), "MONOCHROME2", RescaleSlope="1e308", RescaleIntercept="1e308")
+    with pytest.raises(CorruptFileError, match=r"x\.dcm: Rescale Slope/Intercept .*overflow"):
+        _read(ds, tmp_path)
