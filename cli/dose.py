@@ -244,6 +244,10 @@ def _registry_values(db_path, procedure):
         reg.close()
 
 
+#: Largest |time| (s from the first irradiation) --us-interval and --guided-phase accept.
+_MAX_OFFSET_S = 86400.0
+
+
 def _pair(text: str, flag: str) -> tuple[float, float]:
     import math
 
@@ -255,6 +259,14 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
         ) from exc
     if not (math.isfinite(a) and math.isfinite(b)):
         raise click.BadParameter(f"numbers must be finite, got {text!r}", param_hint=flag)
+    if flag != "--table-transmission" and max(abs(a), abs(b)) > _MAX_OFFSET_S:
+        # Seconds from the first irradiation: more than a day away is no time of this
+        # procedure, even with --force (whose sums would overflow to inf).
+        raise click.BadParameter(
+            f"times are seconds from the first irradiation event, within "
+            f"±{_MAX_OFFSET_S:g} s (a day), got {text!r}",
+            param_hint=flag,
+        )
     if b < a or (b == a and flag == "--guided-phase"):
         raise click.BadParameter(f"END not after START in {text!r}", param_hint=flag)
     if flag == "--table-transmission" and not (0 < a and b <= 1):

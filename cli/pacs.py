@@ -13,6 +13,15 @@ from .options import json_option, overwrite_option, report_stale
 DEFAULT_TIMEOUT_S = 30.0
 
 
+def _finite(_ctx, param, value):
+    """Refuse NaN, which click's FloatRange lets through (every comparison with it is false)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", param=param)
+    return value
+
+
 def _node_options(address_flag: str):
     """Decorate a command with the address (``--to`` or ``--from``), AE titles and timeout."""
 
@@ -23,6 +32,7 @@ def _node_options(address_flag: str):
             default=DEFAULT_TIMEOUT_S,
             show_default=True,
             type=click.FloatRange(min=0.1, max=3600),
+            callback=_finite,
             help="Seconds to wait for the connection, the association and each answer.",
         )(func)
         func = click.option(

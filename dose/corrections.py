@@ -86,15 +86,27 @@ def load_corrections(path: str | os.PathLike) -> list[UnitCorrection]:
     units = data.get("unit")
     if set(data) - {"unit"} or not isinstance(units, list) or not units:
         raise DoseInputError(f"{path}: expected one or more [[unit]] tables and nothing else")
-    return [_unit(path, i, raw) for i, raw in enumerate(units)]
+    corrections = [_unit(path, i, raw) for i, raw in enumerate(units)]
+    seen: dict[tuple[str, str], int] = {}
+    for i, unit in enumerate(corrections):
+        key = (_norm(unit.manufacturer), _norm(unit.model))
+        if key in seen:  # which of two calibrations is the unit's would be a guess
+            raise DoseInputError(
+                f"{path}: [[unit]] {i + 1} repeats [[unit]] {seen[key] + 1} "
+                f"(manufacturer and model {unit.manufacturer!r} {unit.model!r}); keep one"
+            )
+        seen[key] = i
+    return corrections
+
+
+def _norm(value) -> str:
+    """Manufacturer or model as matched: case and runs of spaces ignored."""
+    return " ".join(str(value or "").split()).casefold()
 
 
 def _match(corrections, device: dict) -> UnitCorrection | None:
-    def norm(v):
-        return " ".join(str(v or "").split()).casefold()
-
-    key = (norm(device.get("manufacturer")), norm(device.get("model")))
-    return next((c for c in corrections if (norm(c.manufacturer), norm(c.model)) == key), None)
+    key = (_norm(device.get("manufacturer")), _norm(device.get("model")))
+    return next((c for c in corrections if (_norm(c.manufacturer), _norm(c.model)) == key), None)
 
 
 def _row(recorded, factor: float, table) -> dict:

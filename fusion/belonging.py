@@ -9,6 +9,7 @@ not checked, never as passed.
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,19 +80,44 @@ def _header(image: Image):
 
 
 def _text(ds, keyword: str) -> str:
-    return str(ds.get(keyword, "") or "").strip() if ds is not None else ""
+    text = str(ds.get(keyword, "") or "").strip() if ds is not None else ""
+    if keyword == "PatientName":
+        # PS3.5 6.2.1: trailing empty components and groups may be left out, and
+        # padding around a component is not part of it: "DOE^JOHN^^" is "DOE^JOHN".
+        groups = ["^".join(c.strip() for c in g.split("^")).rstrip("^") for g in text.split("=")]
+        text = "=".join(groups).rstrip("=")
+    return text
+
+
+def _utc_offset(ds, source: str) -> _dt.timedelta | None:
+    """The UTC offset the acquisition start was written in, when the file says it."""
+    from hybridfuse.dicom import parse_datetime
+
+    if source.startswith("AcquisitionDateTime"):
+        when = parse_datetime(str(ds.get("AcquisitionDateTime", "") or ""), aware=True)
+        if when is not None and when.tzinfo is not None:
+            return when.utcoffset()
+    text = str(ds.get("TimezoneOffsetFromUTC", "") or "").strip()
+    when = parse_datetime("20000101000000" + text, aware=True) if text else None
+    return when.utcoffset() if when is not None and when.tzinfo is not None else None
 
 
 def _gap_s(fixed_ds, moving_ds) -> float | None:
-    """Seconds between the acquisition starts (wall clocks when only one has an offset)."""
+    """Seconds between the acquisition starts.
+
+    The instants when both files give a UTC offset, else the wall clocks.
+    """
     if fixed_ds is None or moving_ds is None:
         return None
-    a, _ = acquisition_start(fixed_ds)
-    b, _ = acquisition_start(moving_ds)
+    a, a_source = acquisition_start(fixed_ds)
+    b, b_source = acquisition_start(moving_ds)
     if a is None or b is None:
         return None
-    if (a.tzinfo is None) != (b.tzinfo is None):
-        a, b = a.replace(tzinfo=None), b.replace(tzinfo=None)
+    # Both clocks' UTC offsets known: compare the instants (one unit may write UTC,
+    # the other local time); otherwise the wall clocks, as the units showed them.
+    a_offset, b_offset = _utc_offset(fixed_ds, a_source), _utc_offset(moving_ds, b_source)
+    if a_offset is not None and b_offset is not None:
+        a, b = a - a_offset, b - b_offset
     return abs((b - a).total_seconds())
 
 

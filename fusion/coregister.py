@@ -316,7 +316,8 @@ def register_images(
         check_landmarks(landmarks, (options or RegistrationOptions()).model, f.shape, m.shape)
     _, iso_mm = expected_scale(fixed, moving)
     start = initial
-    if start is None and landmarks is None and init == "auto":
+    auto = start is None and landmarks is None and init == "auto"
+    if auto:
         landmarks, options = _auto_landmarks(fixed, moving, f, m, options)
     if start is None and landmarks is None:
         if init == "geometry":
@@ -367,7 +368,7 @@ def register_images(
         else:
             raise InputError(f"unknown initialisation {init!r}")
     try:
-        return register(
+        result = register(
             f,
             m,
             fixed_mask=fixed.mask,
@@ -382,6 +383,33 @@ def register_images(
     except LandmarkInputError as exc:
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
         raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc
+    if auto:
+        _refuse_unchecked_match(result, len(landmarks.moving_xy), options)
+    return result
+
+
+def _refuse_unchecked_match(result, matched: int, options) -> None:
+    """Refuse an automatic start whose beads are no more than its model needs.
+
+    Three matched beads fit an affine map exactly: nothing is left over to catch a wrong
+    match (a wrong --moving-spacing-mm gave one 32 mm off, accepted), and the intensity
+    refinement is held to the landmarks. ``--accept-unverified`` writes it marked refused.
+    """
+    from hybridfuse.registration.guards import raise_if_refused
+
+    opts = options or RegistrationOptions()
+    if matched > MIN_POINTS[TransformModel(result.model)] or result.quality.verdict != "accepted":
+        return
+    reason = (
+        f"unverified: only {matched} beads matched, which the {result.model} model fits "
+        "exactly: nothing checks the match"
+    )
+    result.quality = result.quality.replace(
+        verdict="refused",
+        reasons=[*result.quality.reasons, reason],
+        accepted_unverified=True if opts.guards.accept_unverified else None,
+    )
+    raise_if_refused(result, opts)
 
 
 def _auto_landmarks(fixed: Image, moving: Image, f, m, options):

@@ -17,6 +17,7 @@ import io
 import math
 import os
 import re
+from collections.abc import MutableSequence
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,48 @@ _VALID_FORM = {
 }
 
 
+#: Longest value (PN: each component group) PS3.5 6.2 allows for the copied strings.
+_MAX_CHARS = {"PatientName": 64, "PatientID": 64, "AccessionNumber": 16, "StudyID": 16}
+
+
+def _fits_vr(keyword: str, text: str) -> bool:
+    """Whether a copied value keeps its VR: length, one value, no control characters."""
+    if "\\" in text or any(ord(c) < 0x20 and c != "\x1b" for c in text):
+        return False  # each of these is VM 1; control characters only in ST/LT/UT
+    limit = _MAX_CHARS.get(keyword)
+    parts = text.split("=") if keyword == "PatientName" else [text]
+    if limit is not None and any(len(part) > limit for part in parts):
+        return False
+    if keyword in ("PatientBirthDate", "StudyDate"):
+        try:
+            _dt.datetime.strptime(text, "%Y%m%d")
+        except ValueError:  # month 13, 31 February
+            return False
+    if keyword == "StudyTime":
+        hh, mm, ss = int(text[:2]), int(text[2:4] or 0), int(text[4:6] or 0)
+        return hh < 24 and mm < 60 and ss < 61
+    return True
+
+
 def _source_value(src, keyword: str):
-    """The source's value of ``keyword``, or "" when absent or not of a valid form."""
+    """The source's value of ``keyword``, or "" when absent or not of a valid form.
+
+    A value its VR refuses (too long, several values, a date that is no day) would make
+    the derived object invalid; it is left empty (unknown) rather than cut, since a cut
+    Patient ID would be another patient's.
+    """
     value = src.get(keyword, "") if src is not None else ""
-    form = _VALID_FORM.get(keyword)
-    if form is not None and value and not form.fullmatch(str(value).strip()):
+    if value is None or value == "":
         return ""
-    return value if value is not None else ""
+    if isinstance(value, (list, tuple, MutableSequence)):
+        return ""  # a backslash made several values of a VM 1 attribute
+    text = str(value).strip()
+    form = _VALID_FORM.get(keyword)
+    if form is not None and not form.fullmatch(text):
+        return ""
+    if not _fits_vr(keyword, str(value).rstrip(" ")):
+        return ""
+    return value
 
 
 def save_derived(ds, path, deid: Deidentifier | None, uid_map=None) -> Path:

@@ -84,6 +84,40 @@ def _lut_top(ds) -> int:
         return 0
 
 
+_PALETTE_TAGS = {"Red": ("1101", "1201"), "Green": ("1102", "1202"), "Blue": ("1103", "1203")}
+
+
+def _palette_problem(ds) -> str | None:
+    """What is wrong with the Red/Green/Blue palette LUTs, in the standard's words, or None.
+
+    PS3.3 C.7.6.3.1.5: the descriptor holds (entries, first mapped value, bits per entry),
+    0 entries meaning 65536, 8 or 16 bits; the data holds one 16-bit word per entry
+    (8-bit entries may also be packed one per byte).
+    """
+    for colour, (desc_tag, data_tag) in _PALETTE_TAGS.items():
+        name = f"{colour} Palette Color Lookup Table"
+        desc = as_list(ds.get(f"{colour}PaletteColorLookupTableDescriptor", []) or [])
+        numbers = [parse_number(v) for v in desc]
+        if len(desc) != 3 or any(n is None for n in numbers):
+            return f"{name} Descriptor (0028,{desc_tag}) must hold 3 numbers, not {len(desc)}"
+        entries, _, bits = (int(n) for n in numbers)
+        entries = entries or 65536
+        if bits not in (8, 16):
+            return f"{name} Descriptor (0028,{desc_tag}) declares {bits} bits per entry (8 or 16)"
+        if f"Segmented{colour}PaletteColorLookupTableData" in ds:
+            continue
+        size = len(ds.get(f"{colour}PaletteColorLookupTableData") or b"")
+        if size == 0:
+            return f"{name} Data (0028,{data_tag}) is missing or empty"
+        allowed = {2 * entries} | ({entries, entries + 1} if bits == 8 else set())
+        if size not in allowed:
+            return (
+                f"{name} Data (0028,{data_tag}) holds {size} bytes, the descriptor's "
+                f"{entries} entries of {bits} bits need {2 * entries}"
+            )
+    return None
+
+
 def _first(value) -> float | None:
     values = as_list(value) if value is not None else []
     return parse_number(values[0]) if values else None
@@ -148,7 +182,14 @@ def plan_display(ds, photometric: str, value_range=None) -> DisplayPlan:
 def _modality_values(frame: np.ndarray, ds) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
-    return np.asarray(apply_modality_lut(frame, ds), dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.asarray(apply_modality_lut(frame, ds), dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise CorruptFileError(
+            "Rescale Slope/Intercept (0028,1053/1052) or the Modality LUT give values "
+            "beyond any number (overflow)"
+        )
+    return values
 
 
 def stored_range(frames, ds) -> tuple[float, float]:
@@ -192,6 +233,8 @@ def to_display(frame: np.ndarray, ds, plan: DisplayPlan) -> np.ndarray:
     if plan.kind == "palette":
         from pydicom.pixels import apply_color_lut
 
+        if (problem := _palette_problem(ds)) is not None:
+            raise CorruptFileError(f"palette colour lookup table unusable: {problem}")
         try:
             rgb = np.asarray(apply_color_lut(frame, ds))
         except Exception as exc:  # any malformed LUT is this file's fault

@@ -144,9 +144,21 @@ def _application_entity(node: Node):
 
 def _associate(ae, node: Node, what: str, **kw):
     """An established association, or the error that says why not."""
+    from pynetdicom import evt
+
     _check_reachable(node)
     start = time.monotonic()
-    assoc = ae.associate(node.host, node.port, ae_title=node.called_aet, **kw)
+
+    def bound_reads(event) -> None:
+        # pynetdicom clears the socket's timeout once connected, so a peer that sends a
+        # PDU's header and then nothing blocks its reading thread for ever (and the abort
+        # that follows our own timeout waits on that thread): each read gets --timeout.
+        event.assoc.dul.socket.socket.settimeout(node.timeout_s)
+
+    handlers = [*kw.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, bound_reads)]
+    assoc = ae.associate(
+        node.host, node.port, ae_title=node.called_aet, evt_handlers=handlers, **kw
+    )
     if assoc.is_established:
         return assoc
     rsp = assoc.acceptor.primitive

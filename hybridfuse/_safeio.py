@@ -162,6 +162,11 @@ def check_out_target(out_dir: Path, overwrite: bool, kind: str | None = None) ->
     """
     if out_dir.is_symlink():
         raise UnsafeOutputError(f"{out_dir}: output folder is a symbolic link; refused")
+    ancestor = out_dir.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():  # a file on the way: found now, not after the work
+        raise UnsafeOutputError(f"{out_dir}: {ancestor} is not a folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UnsafeOutputError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and os.path.ismount(out_dir):

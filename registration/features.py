@@ -79,7 +79,8 @@ def detect_beads(
 
     img = np.asarray(image, np.float64)
     valid = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
-    if not valid.any():
+    # Derivatives need 3 pixels on a side (a 1-pixel-wide image holds no blob anyway).
+    if img.ndim != 2 or min(img.shape) < 3 or not valid.any():
         return Blobs(np.zeros((0, 2)), np.zeros(0))
     radius_px = radius_mm / np.asarray(spacing_mm, float)  # (rows, cols)
     # A disc of radius r answers a Laplacian of width r/sqrt(2) most; the ultrasound echo
