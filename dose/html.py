@@ -18,19 +18,11 @@ from hybridfuse._safeio import html_text
 from .labels import LABELS, label, number, quantity, relative
 from .methods import methods_html
 from .timeline import non_additive_types, timeline_png
+from .units import DELIVERED_KEYS
 
 __all__ = ["timeline_png", "render_report_html"]
 
-_DELIVERED = (
-    "dap_total_gy_cm2",
-    "fluoro_dap_gy_cm2",
-    "acquisition_dap_gy_cm2",
-    "ka_r_total_mgy",
-    "fluoro_ka_r_mgy",
-    "acquisition_ka_r_mgy",
-    "fluoro_time_s",
-    "acquisition_time_s",
-)
+_DELIVERED = DELIVERED_KEYS
 _UNITS = {"_gy_cm2": "Gy·cm²", "_mgy": "mGy", "_s": "s"}
 
 

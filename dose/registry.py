@@ -37,7 +37,7 @@ from hybridfuse._safeio import csv_cell, terminal_text
 
 from .errors import DoseInputError
 from .pseudonym import pseudonym as _keyed
-from .units import PLAUSIBLE_MAX
+from .units import DELIVERED_KEYS, PLAUSIBLE_MAX
 
 __all__ = ["Registry", "audit", "load_drl", "validate_report", "write_audit"]
 
@@ -381,16 +381,7 @@ def _stored_record(report: dict, pseudonym) -> str:
 
 
 #: Numbers of a dose record that are physical amounts (finite, >= 0, or null).
-_NONNEGATIVE = (
-    "dap_total_gy_cm2",
-    "fluoro_dap_gy_cm2",
-    "acquisition_dap_gy_cm2",
-    "ka_r_total_mgy",
-    "fluoro_ka_r_mgy",
-    "acquisition_ka_r_mgy",
-    "fluoro_time_s",
-    "acquisition_time_s",
-)
+_NONNEGATIVE = DELIVERED_KEYS
 _COUNTS = ("n_events", "n_fluoro_events", "n_acquisition_events", "n_planes", "n_images")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["normalise_unit", "convert", "CANONICAL", "UnitError"]
+__all__ = ["normalise_unit", "convert", "CANONICAL", "DELIVERED_KEYS", "UnitError"]
 
 
 class UnitError(ValueError):
@@ -121,6 +121,18 @@ def convert(value: float, unit_code: str, kind: str) -> float:
 #: below 0) is a corrupt record: read as unknown and flagged, refused by ``dose ingest``.
 #: DAP 1e4 Gy·cm² is ~100 times the largest interventional procedures; Ka,r 1e6 mGy
 #: (1,000 Gy) is far beyond any survivable skin dose; 1e6 s is 11.6 days of beam time.
+#: The delivered totals of a dose record (``dose.json``'s ``delivered``), in report order.
+DELIVERED_KEYS = (
+    "dap_total_gy_cm2",
+    "fluoro_dap_gy_cm2",
+    "acquisition_dap_gy_cm2",
+    "ka_r_total_mgy",
+    "fluoro_ka_r_mgy",
+    "acquisition_ka_r_mgy",
+    "fluoro_time_s",
+    "acquisition_time_s",
+)
+
 PLAUSIBLE_MAX: dict[str, float] = {
     "dap": 1e4,
     "dose": 1e6,
