@@ -24,7 +24,6 @@ cases, through the same route as ``register --init-transform``: reporting only.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 import time
@@ -38,6 +37,7 @@ from hybridfuse.fusion.coregister import register_images
 from hybridfuse.registration import RegistrationError, RegistrationOptions, Transform
 from hybridfuse.registration.verify import UNVERIFIED
 from hybridfuse.testdata.phantom import generate_procedure
+from hybridfuse.testdata.phantom.variants import mirrored_ultrasound
 
 PRESETS = ("lumbar-mbb", "cervical-mbb", "lumbar-facet", "si-joint")
 SETS = {"tuning": 100, "report": 900}
@@ -87,20 +87,6 @@ def trial(fixed, moving, start, grid, true_fixed, iso_mm, options, frames=(0, 0)
     }
 
 
-def mirrored(us, true):
-    """The ultrasound mirrored left-right (a flipped probe marker), its truth, and the
-    transform a start should perturb: the truth with the mirrored region shifted back
-    onto the original's place, unmirrored, so every answer near it is wrong."""
-    width = us.array.shape[2]
-    flip = dataclasses.replace(
-        us, array=np.ascontiguousarray(us.array[:, :, ::-1]), mask=us.mask[:, ::-1].copy()
-    )
-    f = np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]])
-    xs = np.nonzero(us.mask)[1]
-    shift = np.array([[1.0, 0, (xs.min() + xs.max()) - (width - 1)], [0, 1, 0], [0, 0, 1]])
-    return flip, true @ f, true @ shift
-
-
 def own_phantom(first_seed: int, cases: int, starts: int, rng, options, mirror=False):
     """Trials on the lateral pairs (two per case) of ``cases`` own-phantom cases."""
     rows = []
@@ -109,7 +95,7 @@ def own_phantom(first_seed: int, cases: int, starts: int, rng, options, mirror=F
             folder = Path(tmp) / f"c{i}"
             truth = generate_procedure(folder, seed=first_seed + i, procedure=PRESETS[i % 4])
             us0 = read_image(folder / "us_clip.dcm")
-            us = mirrored(us0, np.eye(3))[0] if mirror else us0
+            us = mirrored_ultrasound(us0, np.eye(3))[0] if mirror else us0
             ys, xs = np.nonzero(us.mask)
             gx, gy = np.meshgrid(
                 np.linspace(xs.min(), xs.max(), 12), np.linspace(ys.min(), ys.max(), 12)
@@ -120,7 +106,7 @@ def own_phantom(first_seed: int, cases: int, starts: int, rng, options, mirror=F
                 fl = read_image(folder / pair["fluoro_file"])
                 true = near = np.asarray(pair["moving_to_fixed_pixel"])
                 if mirror:
-                    _, true, near = mirrored(us0, true)
+                    _, true, near = mirrored_ultrasound(us0, true)
                 iso = fl.xray.isocenter_spacing_mm[0]
                 frames = (pair["fluoro_frame"], pair["us_frame"])
                 for _ in range(starts):

@@ -5,7 +5,6 @@ right answer within reach: whatever the optimiser returns is wrong, and the guar
 existed before the verification (edge-on, scale, ambiguity margin) let it through.
 """
 
-import dataclasses
 import json
 
 import numpy as np
@@ -21,6 +20,7 @@ from hybridfuse.registration.guards import raise_if_refused
 from hybridfuse.registration.verify import UNVERIFIED
 from hybridfuse.testdata import sample_case
 from hybridfuse.testdata.phantom import load_truth
+from hybridfuse.testdata.phantom.variants import mirrored_ultrasound
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +43,6 @@ def _tre_mm(h, true, mask, fixed):
     grid = _grid(mask)
     d = np.linalg.norm(Transform(h).apply(grid) - Transform(true).apply(grid), axis=1)
     return float(np.median(d)) * fixed.xray.isocenter_spacing_mm[0]
-
-
-def _mirrored(us, true):
-    """The ultrasound mirrored left-right, its true transform, and the unmirrored truth
-    shifted onto the mirrored region (a start near it has no right answer in reach)."""
-    width = us.array.shape[2]
-    flip = dataclasses.replace(
-        us, array=np.ascontiguousarray(us.array[:, :, ::-1]), mask=us.mask[:, ::-1].copy()
-    )
-    f = np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]])
-    xs = np.nonzero(us.mask)[1]
-    shift = np.array([[1.0, 0, (xs.min() + xs.max()) - (width - 1)], [0, 1, 0], [0, 0, 1]])
-    return flip, true @ f, true @ shift
 
 
 def _register(fixed, us, p, start, **values):
@@ -81,7 +68,7 @@ def _rotated_shifted(h, centre, angle_deg, shift_mm, iso_mm):
 
 def test_a_wrong_answer_the_old_guards_let_through_is_refused(pair):
     fixed, us, p, true = pair
-    flip, flip_true, near = _mirrored(us, true)
+    flip, flip_true, near = mirrored_ultrasound(us, true)
     ys, xs = np.nonzero(flip.mask)
     iso = fixed.xray.isocenter_spacing_mm[0]
     # This start (one of five tried) ends where the old guards accept a wrong answer.
