@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from ._blas import one_blas_thread
 from ._register import RegistrationOptions, RegistrationResult, register
 from .transforms import Transform, TransformModel
 
@@ -59,21 +60,22 @@ def track_sequence(
     previous = None
     results = []
     t0 = time.perf_counter()
-    for k, (i, j) in enumerate(pairs):
-        res = register(
-            fixed_frames[i],
-            moving_frames[j],
-            fixed_mask=fixed_mask,
-            moving_mask=moving_mask,
-            initial=current if previous is None else predict(previous, current),
-            options=opts,
-        )
-        previous, current = current, res.transform.matrix
-        res.transform = Transform(current, base.model)
-        res.model = TransformModel(base.model).value
-        results.append(res)
-        if progress is not None:
-            progress(k + 1, len(pairs))
+    with one_blas_thread():  # the optimiser's tiny BLAS calls: threads only cost (_blas)
+        for k, (i, j) in enumerate(pairs):
+            res = register(
+                fixed_frames[i],
+                moving_frames[j],
+                fixed_mask=fixed_mask,
+                moving_mask=moving_mask,
+                initial=current if previous is None else predict(previous, current),
+                options=opts,
+            )
+            previous, current = current, res.transform.matrix
+            res.transform = Transform(current, base.model)
+            res.model = TransformModel(base.model).value
+            results.append(res)
+            if progress is not None:
+                progress(k + 1, len(pairs))
     elapsed = time.perf_counter() - t0
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
 
