@@ -1,20 +1,17 @@
 """One BLAS thread while the registration optimises: :func:`one_blas_thread`.
 
-SciPy's L-BFGS-B (SciPy 1.15 on, written in C) calls BLAS and LAPACK on vectors and
-matrices of a few dozen numbers, through the OpenBLAS that SciPy bundles. With more than
-one OpenBLAS thread, each such call hands work to a worker thread that then spins for
-its next task, taking a core from the main thread (the optimiser, the metric kernels).
-On the shared 2-core machine at load 5 (2026-12-01) a tracked frame's L-BFGS-B run took
-a median of 4.3 ms per ``setulb`` call instead of 0.5 ms, and a 6-parameter
-minimisation of 8 iterations 21 ms instead of 1.3 ms (docs/registration-method.md,
-*Sequence tracking*). One thread gives the same numbers: the problems are far too small
-for threads to help.
+SciPy's L-BFGS-B calls BLAS on vectors and matrices of a few dozen numbers through the
+OpenBLAS SciPy bundles; with more than one OpenBLAS thread a worker thread takes part and
+spins between calls, taking a core from the optimiser and the metric kernels, which made
+a tracked frame several times slower on a loaded machine (measured in
+docs/registration-method.md, *Sequence tracking*). Problems this small gain nothing from
+threads.
 
-The limit is set through OpenBLAS's own ``openblas_set_num_threads_local`` (OpenBLAS
-0.3.27 on) in every OpenBLAS library the process has loaded, and restored on leaving.
-The setting is process-wide, so nested and concurrent users (dask runs several
-registrations in one process) share it: the first to enter sets it, the last to leave
-restores it. Where no such library is found (another BLAS, another platform, an older
+The limit is set through ``openblas_set_num_threads_local`` (recent OpenBLAS) of every
+OpenBLAS library the process has loaded, and restored on leaving. The setting is
+process-wide, so nested and concurrent users (dask runs several registrations in one
+process) share it: the first to enter sets it, the last to leave restores it. Where no
+such library is found (another BLAS, a platform without ``/proc/self/maps``, an older
 OpenBLAS), nothing changes: slower, never different.
 """
 
@@ -39,7 +36,7 @@ def _openblas_setters() -> tuple:
         try:
             setter = ctypes.CDLL(path).openblas_set_num_threads_local
         except (OSError, AttributeError):
-            continue  # an OpenBLAS before 0.3.27, or not loadable by path
+            continue  # an OpenBLAS without it, or not loadable by path
         setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
         found.append(setter)
     return tuple(found)
