@@ -36,6 +36,7 @@ import numpy as np
 from hybridfuse._safeio import csv_cell, terminal_text
 
 from .errors import DoseInputError
+from .monthly import month_index, month_shift
 from .pseudonym import pseudonym as _keyed
 from .units import DELIVERED_KEYS, PLAUSIBLE_MAX
 
@@ -75,7 +76,11 @@ CREATE TABLE IF NOT EXISTS procedures (
     saved_dap_gy_cm2 REAL,
     source_path TEXT,
     ingested_at TEXT NOT NULL,
-    dose_json TEXT NOT NULL
+    dose_json TEXT NOT NULL,
+    month_relative INTEGER,
+    month_real TEXT,
+    accession_number TEXT,
+    study_date TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     procedure_id INTEGER NOT NULL REFERENCES procedures(id),
@@ -89,6 +94,21 @@ CREATE TABLE IF NOT EXISTS conflicts (
 """
 
 QUANTITIES = ("dap_total_gy_cm2", "ka_r_total_mgy", "fluoro_time_s")
+#: Columns added after the first registries: (name, type). ``month_relative`` is the
+#: acquisition month moved by the registry-wide shift; the others are patient data, kept
+#: only when ingested with ``--include-phi``.
+ADDED_COLUMNS = (
+    ("month_relative", "INTEGER"),
+    ("month_real", "TEXT"),
+    ("accession_number", "TEXT"),
+    ("study_date", "TEXT"),
+)
+_COLUMN_WORDS = {
+    "month_relative": "relative month",
+    "month_real": "calendar month",
+    "accession_number": "accession number",
+    "study_date": "study date",
+}
 
 
 class Registry:
@@ -133,6 +153,9 @@ class Registry:
                 self.db.execute("ROLLBACK")
                 raise
         meta = self._signature()
+        if create:
+            self._add_columns()
+        self.columns = _columns(self.db)
         self.legacy = meta["schema"] == _LEGACY_SCHEMA
         secret = meta.get("secret") or meta.get("salt") or ""
         self._salt = secret
@@ -163,6 +186,21 @@ class Registry:
             )
         return meta
 
+    def _add_columns(self) -> None:
+        """Give an older registry the columns added since (empty for its procedures)."""
+        if not {c for c, _ in ADDED_COLUMNS} - _columns(self.db):
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            have = _columns(self.db)  # another process may have added them meanwhile
+            for name, kind in ADDED_COLUMNS:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE procedures ADD COLUMN {name} {kind}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         """Close the database."""
         self.db.close()
@@ -186,31 +224,68 @@ class Registry:
         mac = hmac.new(self._key, b"date-shift\x00" + who.encode(), hashlib.sha256).digest()
         return _dt.timedelta(days=1 + int.from_bytes(mac[:4], "big") % MAX_DATE_SHIFT_DAYS)
 
-    def ingest(self, report: dict, events, patient_id: str | None = None) -> dict:
+    def ingest(
+        self, report: dict, events, patient_id: str | None = None, phi: dict | None = None
+    ) -> dict:
         """Add one report (a ``build_dose_report`` record); returns what happened.
 
-        The report is validated first (:func:`validate_report`); the check for an earlier
-        copy and the insert are one immediate transaction, so concurrent ingests queue.
+        ``phi`` (``accession_number``, ``study_date``; only with ``--include-phi``) is kept
+        with the calendar month. The report is validated first (:func:`validate_report`);
+        the check for an earlier copy and the insert are one immediate transaction, so
+        concurrent ingests queue.
         """
         validate_report(report, report.get("_source", "report"))
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            result = self._ingest(report, events, patient_id)
+            result = self._ingest(report, events, patient_id, phi)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return result
 
-    def _ingest(self, report: dict, events, patient_id: str | None) -> dict:
+    def _when(self, report: dict, events, phi: dict | None) -> dict:
+        """The month columns and (with ``phi``) the study's identifiers of one report."""
+        starts = [e.start for e in events if e.start is not None]
+        acquired = min(starts).date() if starts else report.get("_study_date")
+        out = dict.fromkeys(c for c, _ in ADDED_COLUMNS)
+        if acquired is not None:
+            out["month_relative"] = month_index(acquired) - month_shift(self._key)
+        if phi is not None:
+            out["month_real"] = f"{acquired:%Y-%m}" if acquired is not None else None
+            out["accession_number"] = phi.get("accession_number")
+            date = phi.get("study_date")
+            out["study_date"] = date.isoformat() if date is not None else None
+        return out
+
+    def _fill(self, pid: int, values: dict) -> list[str]:
+        """Set the added columns an earlier ingest left empty; the names of those set."""
+        cur = self.db.execute(
+            f"SELECT {', '.join(values)} FROM procedures WHERE id=?", (pid,)
+        ).fetchone()
+        new = {
+            c: v
+            for (c, v), old in zip(values.items(), cur, strict=True)
+            if old is None and v is not None
+        }
+        for c, v in new.items():
+            self.db.execute(f"UPDATE procedures SET {c}=? WHERE id=?", (v, pid))
+        return [_COLUMN_WORDS[c] for c in new]
+
+    def _ingest(self, report: dict, events, patient_id: str | None, phi: dict | None) -> dict:
         inp = report["inputs"][0]
         sha = inp["sha256"]
         sop = self.uid(report.get("_sop_uid") or inp.get("sop_instance_uid"))
+        when = self._when(report, events, phi)
         existing = self.db.execute(
             "SELECT id FROM procedures WHERE report_sha256=?", (sha,)
         ).fetchone()
         if existing:
-            return {"status": "already ingested", "id": existing[0], "sha256": sha}
+            out = {"status": "already ingested", "id": existing[0], "sha256": sha}
+            filled = self._fill(existing[0], when)
+            if filled:  # how an earlier registry, or an ingest without PHI, is completed
+                out["status"] += f"; added {', '.join(filled)}"
+            return out
         result = {"status": "ingested", "sha256": sha}
         now = _dt.datetime.now().isoformat(timespec="seconds")
         if sop:
@@ -231,7 +306,7 @@ class Registry:
         study = report.get("_study_uid")
         shift = self.date_shift(patient_id or study or sha)
 
-        def when(t):
+        def shifted(t):
             return (t - shift).isoformat() if t is not None else None
 
         d = report["delivered"]
@@ -241,7 +316,8 @@ class Registry:
             "INSERT INTO procedures (report_sha256, sop_instance_uid, study_instance_uid, "
             "pseudonym, device, procedure_type, region, start, us_guided, dap_total_gy_cm2, "
             "ka_r_total_mgy, fluoro_time_s, n_events, saved_dap_gy_cm2, source_path, "
-            "ingested_at, dose_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "ingested_at, dose_json, month_relative, month_real, accession_number, study_date) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 sha,
                 sop,
@@ -250,7 +326,7 @@ class Registry:
                 " ".join(v for v in report["device"].values() if v),
                 report.get("procedure"),
                 report.get("region"),
-                when(min(starts)) if starts else None,
+                shifted(min(starts)) if starts else None,
                 int(cf is not None),
                 d.get("dap_total_gy_cm2"),
                 d.get("ka_r_total_mgy"),
@@ -260,6 +336,7 @@ class Registry:
                 inp.get("file") or Path(str(inp.get("path", ""))).name or None,
                 now,
                 _stored_record(report, self.uid),
+                *(when[c] for c, _ in ADDED_COLUMNS),
             ),
         )
         pid = cur.lastrowid
@@ -269,7 +346,7 @@ class Registry:
                 (
                     pid,
                     self.uid(e.uid),
-                    when(e.start),
+                    shifted(e.start),
                     e.event_type,
                     _finite_or_none(e.dap_gy_cm2),
                     _finite_or_none(e.dose_rp_mgy),
@@ -298,16 +375,22 @@ class Registry:
         return out
 
     def rows(self) -> list[dict]:
-        """Every procedure as a dict (no stored report text)."""
+        """Every procedure as a dict (no stored report text).
+
+        The added columns are None in a registry that predates them (see ``missing``).
+        """
+        added = [c for c, _ in ADDED_COLUMNS if c in self.columns]
         cur = self.db.execute(
             "SELECT id, pseudonym, device, procedure_type, region, start, us_guided, "
-            "dap_total_gy_cm2, ka_r_total_mgy, fluoro_time_s, saved_dap_gy_cm2 FROM procedures "
-            "ORDER BY id"
+            "dap_total_gy_cm2, ka_r_total_mgy, fluoro_time_s, saved_dap_gy_cm2"
+            + "".join(f", {c}" for c in added)
+            + " FROM procedures ORDER BY id"
         )
         names = [c[0] for c in cur.description]
         out = []
         for r in cur.fetchall():
-            row = dict(zip(names, r, strict=True))
+            row = dict.fromkeys(c for c, _ in ADDED_COLUMNS)
+            row.update(zip(names, r, strict=True))
             # A value that is not a finite number (an older registry accepted "abc",
             # NaN, inf) is unknown, and said so, rather than breaking the audit.
             row["invalid"] = [
@@ -317,6 +400,17 @@ class Registry:
                 row[q] = None
             out.append(row)
         return out
+
+    def missing(self, columns) -> str | None:
+        """Why the registry cannot give ``columns`` (it predates them), or None."""
+        absent = [c for c in columns if c not in self.columns]
+        if not absent:
+            return None
+        return (
+            f"{self.path.name} predates the column(s) {', '.join(absent)} (a registry from "
+            "an earlier hybridfuse); the next dose ingest adds them, and ingesting the same "
+            "reports again fills them in"
+        )
 
     def conflicts(self) -> list[dict]:
         """Recorded UID conflicts."""
@@ -343,6 +437,10 @@ def _check_file(path: Path, create: bool) -> None:
         raise DoseInputError(f"{path}: cannot read the registry ({exc.strerror})") from exc
     if head and head != _SQLITE_MAGIC:
         raise DoseInputError(f"{path}: not an SQLite file, so not a hybridfuse registry")
+
+
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in db.execute("PRAGMA table_info(procedures)")}
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:
@@ -505,11 +603,40 @@ def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
     return out
 
 
-def audit(reg: Registry, drl: dict | None = None) -> dict:
-    """Per procedure type and region: counts, median and 75th percentile, DRL, outliers."""
+def _check_phi(reg: Registry, rows: list[dict]) -> None:
+    """Refuse ``--include-phi`` on a registry that keeps no accession number or date."""
+    missing = reg.missing(("accession_number", "study_date"))
+    if missing is None and any(r["accession_number"] or r["study_date"] for r in rows):
+        return
+    why = missing or f"{reg.path.name} keeps no accession number or study date"
+    raise DoseInputError(
+        f"--include-phi: {why}; ingest the reports with dose ingest --include-phi to keep "
+        "them, or audit without --include-phi (outliers by pseudonym)"
+    )
+
+
+def _outlier(m: dict, include_phi: bool, **fields) -> dict:
+    """An outlier row: by pseudonym, plus accession number and study date with PHI."""
+    row = {"id": m["id"], "pseudonym": m["pseudonym"], **fields}
+    if include_phi:
+        row["accession_number"] = m["accession_number"]
+        row["study_date"] = m["study_date"]
+    return row
+
+
+def audit(reg: Registry, drl: dict | None = None, *, include_phi: bool = False) -> dict:
+    """Per procedure type and region: counts, median and 75th percentile, DRL, outliers.
+
+    With ``include_phi`` outliers carry their accession number and study date and months
+    may be calendar months (refused when the registry keeps none of them).
+    """
+    from .monthly import monthly_view
+
     rows = reg.rows()
     if not rows:
         raise DoseInputError(f"{reg.path}: the registry holds no procedures; nothing to audit")
+    if include_phi:
+        _check_phi(reg, rows)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(
@@ -552,15 +679,15 @@ def audit(reg: Registry, drl: dict | None = None) -> dict:
                     why.append(f"above the DRL ({levels[q]:g})")
                 if why:
                     outliers.append(
-                        {
-                            "id": m["id"],
-                            "pseudonym": m["pseudonym"],
-                            "procedure": proc,
-                            "region": region,
-                            "quantity": q,
-                            "value": v,
-                            "why": "; ".join(why),
-                        }
+                        _outlier(
+                            m,
+                            include_phi,
+                            procedure=proc,
+                            region=region,
+                            quantity=q,
+                            value=v,
+                            why="; ".join(why),
+                        )
                     )
         out_groups.append(g)
     flags = [
@@ -571,19 +698,34 @@ def audit(reg: Registry, drl: dict | None = None) -> dict:
     ]
     from .cohorts import compare_cohorts
 
+    if include_phi:
+        bare = sum(1 for o in outliers if not (o["accession_number"] or o["study_date"]))
+        if bare:
+            flags.append(
+                f"{bare} outlier value(s) of procedures ingested without --include-phi: "
+                "no accession number or study date kept, shown by pseudonym"
+            )
     return {
         "schema": "hybridfuse.audit/1",
+        "include_phi": include_phi,
         "procedures": len(rows),
         "flags": flags,
         "groups": out_groups,
         "cohorts": compare_cohorts(rows, QUANTITIES, drl),
+        "monthly": monthly_view(
+            rows,
+            QUANTITIES,
+            include_phi=include_phi,
+            missing=reg.missing(("month_relative", "month_real")),
+        ),
         "outliers": outliers,
         "conflicts": reg.conflicts(),
     }
 
 
 def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list[Path]:
-    """audit.json, audit.csv and audit.html (with distribution plots), atomically."""
+    """audit.json, audit.csv, cohorts.csv, monthly.csv and audit.html, atomically."""
+    from .monthly import monthly_csv
     from .report import finite_json, write_together
 
     buf = io.StringIO()
@@ -610,6 +752,7 @@ def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list
             ("audit.json", text),
             ("audit.csv", buf.getvalue()),
             ("cohorts.csv", _cohorts_csv(result["cohorts"])),
+            ("monthly.csv", monthly_csv(result["monthly"], QUANTITIES)),
             ("audit.html", _audit_html(json.loads(text), reg)),
         ],
     )
@@ -719,11 +862,23 @@ def _plot_text(text) -> str:
     return terminal_text(str(text)).replace("$", r"\$")
 
 
+def _phi_cells(outlier: dict) -> str:
+    """Accession number and study date cells ("not kept" where ingested without PHI)."""
+    import html
+
+    return "".join(
+        f"<td>{html.escape(str(outlier.get(k) or 'not kept'))}</td>"
+        for k in ("accession_number", "study_date")
+    )
+
+
 def _audit_html(result: dict, reg: Registry) -> str:
     import base64
     import html
 
     import matplotlib
+
+    from .monthly import monthly_html
 
     matplotlib.use("Agg")
     import matplotlib.patches
@@ -757,12 +912,17 @@ def _audit_html(result: dict, reg: Registry) -> str:
         f"<td>{g['count']}</td>" + "".join(_cell(g[q]) for q in QUANTITIES) + "</tr>"
         for g in result["groups"]
     )
+    phi = result.get("include_phi", False)
     orows = "".join(
         f"<tr><td>{o['id']}</td><td>{html.escape(str(o['pseudonym']))}</td>"
-        f"<td>{html.escape(o['quantity'])}</td><td>{o['value']:.4g}</td>"
+        + (_phi_cells(o) if phi else "")
+        + f"<td>{html.escape(o['quantity'])}</td><td>{o['value']:.4g}</td>"
         f"<td>{html.escape(o['why'])}</td></tr>"
         for o in result["outliers"]
-    ) or ("<tr><td colspan=5>none</td></tr>")
+    ) or (f"<tr><td colspan={7 if phi else 5}>none</td></tr>")
+    phi_head = "<th>accession number</th><th>study date</th>" if phi else ""
+    flags = "".join(f"<li>{html.escape(f)}</li>" for f in result["flags"])
+    flags = f"<h2>Check first</h2><ul>{flags}</ul>" if flags else ""
     crows = "".join(
         f"<li>{html.escape(c['sop_instance_uid'] or '')}: {html.escape(c['reason'])}</li>"
         for c in result["conflicts"]
@@ -771,7 +931,8 @@ def _audit_html(result: dict, reg: Registry) -> str:
 <title>Dose audit</title><style>body{{font-family:sans-serif;max-width:64em;margin:1em auto}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:.2em .5em;font-size:.9em}}
 img{{max-width:100%}}</style></head><body>
-<h1>Dose audit</h1><p>{result["procedures"]} procedures. Median / 75th percentile per group.</p>
+<h1>Dose audit</h1>{flags}<p>{result["procedures"]} procedures. Median / 75th percentile per
+group.{" Contains patient data (--include-phi)." if phi else ""}</p>
 <img alt="distributions per group" src="data:image/png;base64,{png}">
 <table><tr><th>procedure</th><th>region</th><th>n</th><th>DAP (Gy·cm²)</th><th>Ka,r (mGy)</th>
 <th>fluoro time (s)</th></tr>{grows}</table>
@@ -779,7 +940,8 @@ img{{max-width:100%}}</style></head><body>
 <table><tr><th>procedure</th><th>region</th><th>unit</th><th>quantity</th>
 <th>n fluoroscopy-only / ultrasound-guided</th><th>medians</th>
 <th>difference (95 % interval); rank test</th></tr>{_cohort_rows_html(result["cohorts"])}</table>
-<h2>Outliers</h2><table><tr><th>id</th><th>pseudonym</th><th>quantity</th><th>value</th>
-<th>why</th></tr>{orows}</table>
+{monthly_html(result["monthly"], QUANTITIES)}
+<h2>Outliers</h2><table><tr><th>id</th><th>pseudonym</th>{phi_head}<th>quantity</th>
+<th>value</th><th>why</th></tr>{orows}</table>
 <h2>UID conflicts</h2><ul>{crows}</ul></body></html>
 """

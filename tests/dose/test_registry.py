@@ -102,6 +102,7 @@ def test_cli_ingest_audit_and_baseline_from_registry(synthetic_case, tmp_path):
         "audit.json",
         "audit.html",
         "cohorts.csv",
+        "monthly.csv",
     }
     r = runner.invoke(
         cli,
