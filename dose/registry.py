@@ -272,6 +272,26 @@ class Registry:
             self.db.execute(f"UPDATE procedures SET {c}=? WHERE id=?", (v, pid))
         return [_COLUMN_WORDS[c] for c in new]
 
+    def _conflict(self, sop: str | None, sha: str, now: str) -> str | None:
+        """Record (and say) a SOP Instance UID already used by a different report."""
+        if not sop:
+            return None
+        same_uid = self.db.execute(
+            "SELECT report_sha256 FROM procedures WHERE sop_instance_uid=?", (sop,)
+        ).fetchone()
+        if not same_uid:
+            return None
+        reason = (
+            "SOP Instance UID reused by a different report (content differs); "
+            "stored as a distinct procedure"
+        )
+        self.db.execute(
+            "INSERT INTO conflicts (sop_instance_uid, existing_sha256, new_sha256, "
+            "reason, at) VALUES (?,?,?,?,?)",
+            (sop, same_uid[0], sha, reason, now),
+        )
+        return reason
+
     def _ingest(self, report: dict, events, patient_id: str | None, phi: dict | None) -> dict:
         inp = report["inputs"][0]
         sha = inp["sha256"]
@@ -288,21 +308,9 @@ class Registry:
             return out
         result = {"status": "ingested", "sha256": sha}
         now = _dt.datetime.now().isoformat(timespec="seconds")
-        if sop:
-            same_uid = self.db.execute(
-                "SELECT report_sha256 FROM procedures WHERE sop_instance_uid=?", (sop,)
-            ).fetchone()
-            if same_uid:
-                reason = (
-                    "SOP Instance UID reused by a different report (content differs); "
-                    "stored as a distinct procedure"
-                )
-                self.db.execute(
-                    "INSERT INTO conflicts (sop_instance_uid, existing_sha256, new_sha256, "
-                    "reason, at) VALUES (?,?,?,?,?)",
-                    (sop, same_uid[0], sha, reason, now),
-                )
-                result["conflict"] = reason
+        conflict = self._conflict(sop, sha, now)
+        if conflict:
+            result["conflict"] = conflict
         study = report.get("_study_uid")
         shift = self.date_shift(patient_id or study or sha)
 
@@ -624,6 +632,57 @@ def _outlier(m: dict, include_phi: bool, **fields) -> dict:
     return row
 
 
+def _group_figure(members, q: str, levels: dict, outliers: list, include_phi: bool) -> dict:
+    """One figure of a group (median, 75th percentile, fence, DRL); its outliers appended."""
+    vals = np.array([m[q] for m in members if m[q] is not None], float)
+    if len(vals) == 0:
+        return {"n": 0}
+    q1, med, q3 = np.percentile(vals, [25, 50, 75])
+    fence = q3 + 1.5 * (q3 - q1)
+    entry = {
+        "n": int(len(vals)),
+        "median": float(med),
+        "p75": float(q3),
+        "tukey_upper_fence": float(fence),
+    }
+    if q in levels:
+        entry["drl"] = levels[q]
+        entry["median_over_drl"] = float(med / levels[q])
+    for m in members:
+        v = m[q]
+        if v is None:
+            continue
+        why = []
+        if len(vals) >= 4 and v > fence:
+            why.append("above the Tukey fence of its group")
+        if q in levels and v > levels[q]:
+            why.append(f"above the DRL ({levels[q]:g})")
+        if why:
+            where = {"procedure": m["procedure_type"] or "unspecified"}
+            where["region"] = m["region"] or "unspecified"
+            outliers.append(
+                _outlier(m, include_phi, **where, quantity=q, value=v, why="; ".join(why))
+            )
+    return entry
+
+
+def _audit_flags(rows: list[dict], outliers: list[dict], include_phi: bool) -> list[str]:
+    """Stored values treated as unknown; outliers shown by pseudonym despite --include-phi."""
+    flags = [
+        f"procedure {r['id']}: stored {', '.join(r['invalid'])} not a finite number from 0 "
+        "to its plausible bound (dose.units.PLAUSIBLE_MAX); treated as unknown"
+        for r in rows
+        if r["invalid"]
+    ]
+    bare = [o for o in outliers if not (o.get("accession_number") or o.get("study_date"))]
+    if include_phi and bare:
+        flags.append(
+            f"{len(bare)} outlier value(s) of procedures ingested without --include-phi: "
+            "no accession number or study date kept, shown by pseudonym"
+        )
+    return flags
+
+
 def audit(reg: Registry, drl: dict | None = None, *, include_phi: bool = False) -> dict:
     """Per procedure type and region: counts, median and 75th percentile, DRL, outliers.
 
@@ -644,67 +703,19 @@ def audit(reg: Registry, drl: dict | None = None, *, include_phi: bool = False) 
         ).append(r)
     out_groups, outliers = [], []
     for (proc, region), members in sorted(groups.items()):
+        levels = (drl or {}).get((proc, region), {})
         g = {
             "procedure": proc,
             "region": region,
             "count": len(members),
             "us_guided": sum(m["us_guided"] for m in members),
         }
-        levels = (drl or {}).get((proc, region), {})
         for q in QUANTITIES:
-            vals = np.array([m[q] for m in members if m[q] is not None], float)
-            if len(vals) == 0:
-                g[q] = {"n": 0}
-                continue
-            q1, med, q3 = np.percentile(vals, [25, 50, 75])
-            fence = q3 + 1.5 * (q3 - q1)
-            entry = {
-                "n": int(len(vals)),
-                "median": float(med),
-                "p75": float(q3),
-                "tukey_upper_fence": float(fence),
-            }
-            if q in levels:
-                entry["drl"] = levels[q]
-                entry["median_over_drl"] = float(med / levels[q])
-            g[q] = entry
-            for m in members:
-                v = m[q]
-                if v is None:
-                    continue
-                why = []
-                if len(vals) >= 4 and v > fence:
-                    why.append("above the Tukey fence of its group")
-                if q in levels and v > levels[q]:
-                    why.append(f"above the DRL ({levels[q]:g})")
-                if why:
-                    outliers.append(
-                        _outlier(
-                            m,
-                            include_phi,
-                            procedure=proc,
-                            region=region,
-                            quantity=q,
-                            value=v,
-                            why="; ".join(why),
-                        )
-                    )
+            g[q] = _group_figure(members, q, levels, outliers, include_phi)
         out_groups.append(g)
-    flags = [
-        f"procedure {r['id']}: stored {', '.join(r['invalid'])} not a finite number from 0 "
-        "to its plausible bound (dose.units.PLAUSIBLE_MAX); treated as unknown"
-        for r in rows
-        if r["invalid"]
-    ]
     from .cohorts import compare_cohorts
 
-    if include_phi:
-        bare = sum(1 for o in outliers if not (o["accession_number"] or o["study_date"]))
-        if bare:
-            flags.append(
-                f"{bare} outlier value(s) of procedures ingested without --include-phi: "
-                "no accession number or study date kept, shown by pseudonym"
-            )
+    flags = _audit_flags(rows, outliers, include_phi)
     return {
         "schema": "hybridfuse.audit/1",
         "include_phi": include_phi,
@@ -872,13 +883,11 @@ def _phi_cells(outlier: dict) -> str:
     )
 
 
-def _audit_html(result: dict, reg: Registry) -> str:
+def _distributions_png(result: dict, rows: list[dict]) -> str:
+    """Base64 PNG: per figure and group, a box per cohort, and the DRL where given."""
     import base64
-    import html
 
     import matplotlib
-
-    from .monthly import monthly_html
 
     matplotlib.use("Agg")
     import matplotlib.patches
@@ -886,7 +895,6 @@ def _audit_html(result: dict, reg: Registry) -> str:
 
     from .labels import label
 
-    rows = reg.rows()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=100)
     labels = [f"{_plot_text(g['procedure'])}\n{_plot_text(g['region'])}" for g in result["groups"]]
     for ax, q in zip(axes, QUANTITIES, strict=True):
@@ -906,7 +914,15 @@ def _audit_html(result: dict, reg: Registry) -> str:
     b = io.BytesIO()
     fig.savefig(b, format="png")
     plt.close(fig)
-    png = base64.b64encode(b.getvalue()).decode()
+    return base64.b64encode(b.getvalue()).decode()
+
+
+def _audit_html(result: dict, reg: Registry) -> str:
+    import html
+
+    from .monthly import monthly_html
+
+    png = _distributions_png(result, reg.rows())
     grows = "".join(
         f"<tr><td>{html.escape(g['procedure'])}</td><td>{html.escape(g['region'])}</td>"
         f"<td>{g['count']}</td>" + "".join(_cell(g[q]) for q in QUANTITIES) + "</tr>"
