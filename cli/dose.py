@@ -309,6 +309,8 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
                 rep, events, pid = _report_for_ingest(path, procedure, region, guidance)
                 phi = (rep.get("_study_ids") or {}) if include_phi else None
                 res = reg.ingest(rep, events, patient_id=pid, phi=phi)
+                if "_study_ids" not in rep:  # a dose.json whose RDSR was not found
+                    res["status"] += " (its RDSR not found: no month, accession number or date)"
             except Exception as exc:
                 worst = max(worst, exit_code_for(exc) or 2)
                 message = str(exc).splitlines()[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 import sqlite3
 
 import pydicom
@@ -175,3 +176,18 @@ def test_an_older_registry_audits_without_months_then_reingesting_fills_them(rep
     monthly = json.loads((tmp_path / "c" / "audit.json").read_text())["monthly"]
     assert monthly["months"] == "calendar"
     assert _ingest(db, reports)[0]["status"] == "already ingested"  # nothing left to fill
+
+
+def test_a_dose_json_without_its_rdsr_says_it_keeps_no_month_or_identifiers(reports, tmp_path):
+    from hybridfuse.dose.report import build_dose_report, write_dose_outputs
+
+    write_dose_outputs(build_dose_report(reports[0]), tmp_path / "d")
+    [res] = _ingest(tmp_path / "r.sqlite", [tmp_path / "d" / "dose.json"], "--include-phi")
+    assert res["status"] == "ingested (its RDSR not found: no month, accession number or date)"
+    shutil.copy(reports[0], tmp_path / "d")  # found beside it by its recorded name
+    [res] = _ingest(tmp_path / "r2.sqlite", [tmp_path / "d" / "dose.json"], "--include-phi")
+    assert res["status"] == "ingested"
+    reg = Registry(tmp_path / "r2.sqlite", create=False)
+    row = reg.rows()[0]
+    reg.close()
+    assert (row["accession_number"], row["month_real"]) == ("ACC-1", "2026-01")
