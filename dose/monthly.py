@@ -89,13 +89,13 @@ def monthly_view(
         key = (r["procedure_type"] or "unspecified", r["region"] or "unspecified", k, label)
         groups.setdefault(key, []).append(r)
     out_rows = []
-    for (proc, region, _k, label), members in sorted(groups.items()):
+    for (proc, region, k, label), members in sorted(groups.items()):
         for guided, cohort in COHORTS:
             chosen = [m for m in members if m["us_guided"] == guided]
             if not chosen:
                 continue
             row = {"procedure": proc, "region": region, "month": label, "cohort": cohort}
-            row["n"] = len(chosen)
+            row["months_from_first"], row["n"] = k, len(chosen)
             for q in quantities:
                 vals = [m[q] for m in chosen if m[q] is not None]
                 row[f"{q}_median"] = float(np.median(vals)) if vals else None
@@ -142,21 +142,21 @@ def _plot(monthly: dict, quantities: Sequence[str]) -> str:
 
     from .labels import label
 
-    months = sorted({(r["month"]) for r in monthly["rows"]}, key=_month_order)
-    x = {m: i for i, m in enumerate(months)}
+    # Placed by months from the first, so a month without procedures leaves its gap.
+    ticks = sorted({(r["months_from_first"], r["month"]) for r in monthly["rows"]})
     fig, axes = plt.subplots(1, len(quantities), figsize=(11, 3.4), dpi=100)
     series: dict[tuple, list] = {}
     for r in monthly["rows"]:
         series.setdefault((r["procedure"], r["region"], r["cohort"]), []).append(r)
     for ax, q in zip(np.atleast_1d(axes), quantities, strict=True):
         for (proc, region, cohort), members in sorted(series.items()):
-            pts = [
-                (x[m["month"]], m[f"{q}_median"]) for m in members if m[f"{q}_median"] is not None
-            ]
+            pts = [(m["months_from_first"], m[f"{q}_median"]) for m in members]
+            pts = [(k, v) for k, v in pts if v is not None]
             if pts:
                 style = "-o" if cohort == "fluoroscopy-only" else "--s"
                 ax.plot(*zip(*pts, strict=True), style, label=_text(f"{proc} {region}, {cohort}"))
-        ax.set_xticks(range(len(months)), [_text(m) for m in months], rotation=45, ha="right")
+        ax.set_xticks([k for k, _ in ticks], [_text(m) for _, m in ticks])
+        ax.tick_params(axis="x", labelrotation=45)
         ax.set_title(f"median {label(q)}", fontsize=9)
         ax.tick_params(labelsize=7)
     np.atleast_1d(axes)[0].legend(fontsize=6, loc="upper left")
@@ -165,11 +165,6 @@ def _plot(monthly: dict, quantities: Sequence[str]) -> str:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def _month_order(label: str):
-    """Calendar labels sort as text; "month +k" by k."""
-    return (0, int(label.split("+")[1]), "") if label.startswith("month +") else (1, 0, label)
 
 
 def _text(value) -> str:

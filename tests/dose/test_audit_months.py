@@ -87,6 +87,7 @@ def test_without_phi_months_are_relative_across_patients_and_nothing_identifies(
     # Each patient's dates are shifted by a different amount, yet the months keep
     # their real distances: January, February, April.
     assert [r["month"] for r in monthly["rows"]] == ["month +0", "month +1", "month +3"]
+    assert [r["months_from_first"] for r in monthly["rows"]] == [0, 1, 3]
     assert all(r["cohort"] == "fluoroscopy-only" and r["n"] == 1 for r in monthly["rows"])
     assert "no calendar month" in monthly["note"]
     assert audit["outliers"] and all("accession_number" not in o for o in audit["outliers"])
