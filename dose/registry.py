@@ -190,13 +190,19 @@ class Registry:
         """Give an older registry the columns added since (empty for its procedures)."""
         if not {c for c, _ in ADDED_COLUMNS} - _columns(self.db):
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:  # e.g. a read-only file: say what was being done
+            raise DoseInputError(f"{self.path}: cannot add the month columns ({exc})") from exc
         try:
             have = _columns(self.db)  # another process may have added them meanwhile
             for name, kind in ADDED_COLUMNS:
                 if name not in have:
                     self.db.execute(f"ALTER TABLE procedures ADD COLUMN {name} {kind}")
             self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK")
+            raise DoseInputError(f"{self.path}: cannot add the month columns ({exc})") from exc
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
