@@ -424,7 +424,8 @@ def audit_cmd(db_path, drl_path, out_dir, include_phi, overwrite, as_json):
     against fluoroscopy-only procedures of each type (and unit) as OUT/cohorts.csv; per
     month as OUT/monthly.csv.
     """
-    from hybridfuse.dose.registry import Registry, audit, load_drl, write_audit
+    from hybridfuse.dose.audit import audit, load_drl, write_audit
+    from hybridfuse.dose.registry import Registry
 
     _check_out(out_dir, [db_path, drl_path], overwrite)
     reg = Registry(db_path, create=False)

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from hybridfuse.cli.main import cli
-from hybridfuse.dose.registry import Registry, audit, load_drl
+from hybridfuse.dose.audit import audit, load_drl
+from hybridfuse.dose.registry import Registry
 from hybridfuse.dose.report import build_dose_report
 
 
