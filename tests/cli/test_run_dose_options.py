@@ -94,3 +94,14 @@ def test_the_toml_dose_table_reads_the_same_definitions(files):
     assert config.dose.force is True
     assert config.dose.corrections == str(files / "corrections.toml")
     assert RunConfig.from_toml(path, {"force": False}).dose.force is False  # the CLI wins
+
+
+def test_a_changed_corrections_file_makes_batch_run_the_case_again(files):
+    from hybridfuse.fusion.pipeline import case_from_folder, input_hash
+
+    spec = case_from_folder(sample_case())
+    config = RunConfig().with_values({"corrections": str(files / "corrections.toml")})
+    before = input_hash(spec, config)
+    assert input_hash(spec, config) == before
+    (files / "corrections.toml").write_text(CORRECTIONS.replace("0.9", "0.8"))
+    assert input_hash(spec, config) != before  # same name, new content: not up to date
