@@ -192,3 +192,17 @@ def test_a_dose_json_without_its_rdsr_says_it_keeps_no_month_or_identifiers(repo
     row = reg.rows()[0]
     reg.close()
     assert (row["accession_number"], row["month_real"]) == ("ACC-1", "2026-01")
+
+
+def test_without_event_times_the_month_comes_from_the_study_date(reports, tmp_path):
+    from hybridfuse.dose.monthly import month_index, month_shift
+    from hybridfuse.dose.report import build_dose_report
+
+    rep = build_dose_report(reports[2])
+    rep["_study_date"] = dt.date(2026, 4, 15)  # a radiation summary: totals, no events
+    reg = Registry(tmp_path / "r.sqlite")
+    reg.ingest(rep, [], phi={"accession_number": "ACC-3", "study_date": rep["_study_date"]})
+    [row] = reg.rows()
+    assert row["month_real"] == "2026-04" and row["study_date"] == "2026-04-15"
+    assert row["month_relative"] == month_index(dt.date(2026, 4, 1)) - month_shift(reg._key)
+    reg.close()
