@@ -159,7 +159,9 @@ def _plot(monthly: dict, quantities: Sequence[str]) -> str:
         ax.tick_params(axis="x", labelrotation=45)
         ax.set_title(f"median {label(q)}", fontsize=9)
         ax.tick_params(labelsize=7)
-    np.atleast_1d(axes)[0].legend(fontsize=6, loc="upper left")
+    first = np.atleast_1d(axes)[0]
+    if first.get_legend_handles_labels()[0]:  # none when no month has a known value
+        first.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
