@@ -58,6 +58,8 @@ def test_run_applies_corrections_and_shows_before_and_after(files):
     assert dap["after_table"] == pytest.approx([0.66 * dap["calibrated"], 0.76 * dap["calibrated"]])
     saved = corr["figures"]["saved_dap_gy_cm2"]
     assert saved["calibrated"] == pytest.approx(0.9 * saved["recorded"])
+    page = (out / "dose" / "report.html").read_text(encoding="utf-8")
+    assert '<section id="corrections"' in page and "test chamber" in page
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["dose"]["corrections"] == str(files / "corrections.toml")
 
