@@ -70,19 +70,7 @@ def dose() -> None:
     type=click.Path(path_type=Path, exists=True),
     help="Registry whose fluoroscopy-only procedures of this type give the baseline.",
 )
-@click.option(
-    "--corrections",
-    "corrections_path",
-    type=click.Path(path_type=Path),
-    help="TOML file of per-unit DAP-meter calibration and table transmission "
-    "([[unit]] manufacturer, model, dap_calibration, table_transmission, source).",
-)
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Compute the dose saved even with an ultrasound interval outside the procedure "
-    "(flagged instead of refused).",
-)
+@definition_options(DoseOptions, only=("corrections", "force"))
 @click.option("--include-phi", is_flag=True, help="Keep patient name, ID and birth date.")
 @overwrite_option
 @json_option
@@ -96,8 +84,6 @@ def report(
     coefficients,
     table_transmission,
     db_path,
-    corrections_path,
-    force,
     include_phi,
     overwrite,
     as_json,
@@ -118,6 +104,7 @@ def report(
 
     chosen = built(DoseOptions, options)
     procedure, region, seed = chosen.procedure, chosen.region, chosen.seed
+    corrections_path = Path(chosen.corrections) if chosen.corrections else None
     target = out_dir / "dose.json"
     if rdsr_path is None and not image_paths:
         raise click.UsageError("give --rdsr FILE, or --images FILE... when there is no RDSR")
@@ -149,7 +136,7 @@ def report(
             ),
             seed=seed,
             registry_values=_registry_values(db_path, procedure),
-            force=force,
+            force=chosen.force,
         )
     if corrections is not None:
         from hybridfuse.dose.corrections import apply_corrections
@@ -294,13 +281,21 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     type=click.Choice(["fluoro", "us"]),
     help="For RDSR files: fluoroscopy-only or ultrasound-guided procedures.",
 )
+@click.option(
+    "--include-phi",
+    is_flag=True,
+    help="Also keep each study's accession number, study date and calendar month "
+    "(patient data), for 'dose audit --include-phi'.",
+)
 @json_option
-def ingest(files, db_path, procedure, region, guidance, as_json):
+def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
     """Add dose reports (RDSR files, or dose.json from 'dose report') to a registry.
 
-    Re-ingesting the same report changes nothing. A different report reusing a SOP
-    Instance UID is kept as a distinct procedure and the conflict is reported. One bad
-    file does not stop the others; exit 2 if any file could not be ingested.
+    Re-ingesting the same report changes nothing, except filling in what an earlier
+    ingest did not keep (its month; with --include-phi its accession number and date).
+    A different report reusing a SOP Instance UID is kept as a distinct procedure and the
+    conflict is reported. One bad file does not stop the others; exit 2 if any file
+    could not be ingested.
     """
     from hybridfuse.dose.registry import Registry
 
@@ -312,7 +307,10 @@ def ingest(files, db_path, procedure, region, guidance, as_json):
         for path in files:
             try:
                 rep, events, pid = _report_for_ingest(path, procedure, region, guidance)
-                res = reg.ingest(rep, events, patient_id=pid)
+                phi = (rep.get("_study_ids") or {}) if include_phi else None
+                res = reg.ingest(rep, events, patient_id=pid, phi=phi)
+                if "_study_ids" not in rep:  # a dose.json whose RDSR was not found
+                    res["status"] += " (its RDSR not found: no month, accession number or date)"
             except Exception as exc:
                 worst = max(worst, exit_code_for(exc) or 2)
                 message = str(exc).splitlines()[0]
@@ -342,10 +340,20 @@ def _report_for_ingest(path: Path, procedure, region, guidance):
     if path.suffix.lower() == ".json":
         return _dose_json_for_ingest(path)
     rep = build_dose_report(path, procedure=procedure, region=region)
+    _study_ids(rep, path)
     rep["_source"] = str(path)
     if guidance == "us":
         rep["saved"] = {"counterfactual": {"point": {}, "note": "marked ultrasound-guided"}}
     return rep, rep["_events"], rep.get("_patient_id")
+
+
+def _study_ids(rep: dict, rdsr: Path) -> None:
+    """The RDSR's accession number and study date, for the registry's month and PHI."""
+    from hybridfuse.dose.study_ids import study_identifiers
+
+    ids = study_identifiers(rdsr)
+    rep["_study_ids"] = ids
+    rep["_study_date"] = ids["study_date"]
 
 
 def _no_constant(name):
@@ -386,6 +394,8 @@ def _dose_json_for_ingest(path: Path):
             break
     rep["_study_uid"] = rec.study_instance_uid if rec else None
     rep["_sop_uid"] = rec.sop_instance_uid if rec else None
+    if rec:
+        _study_ids(rep, Path(rec.path))
     return rep, (rec.events if rec else []), (rec.patient.get("id") if rec else None)
 
 
@@ -398,21 +408,30 @@ def _dose_json_for_ingest(path: Path):
     help="CSV procedure,region,dap_gy_cm2,ka_r_mgy,fluoro_time_s,source.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--include-phi",
+    is_flag=True,
+    help="List outliers with accession number and study date, and show calendar months "
+    "(kept only by 'dose ingest --include-phi'); otherwise by pseudonym, months relative.",
+)
 @overwrite_option
 @json_option
-def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
+def audit_cmd(db_path, drl_path, out_dir, include_phi, overwrite, as_json):
     """Audit a registry by procedure type and region.
 
     Medians, 75th percentiles, comparison with diagnostic reference levels, outliers and
     UID conflicts, as OUT/audit.csv, OUT/audit.json and OUT/audit.html; ultrasound-guided
-    against fluoroscopy-only procedures of each type (and unit) as OUT/cohorts.csv.
+    against fluoroscopy-only procedures of each type (and unit) as OUT/cohorts.csv; per
+    month as OUT/monthly.csv.
     """
-    from hybridfuse.dose.registry import Registry, audit, load_drl, write_audit
+    from hybridfuse.dose.audit import audit, load_drl, write_audit
+    from hybridfuse.dose.registry import Registry
 
     _check_out(out_dir, [db_path, drl_path], overwrite)
     reg = Registry(db_path, create=False)
     try:
-        result = audit(reg, load_drl(drl_path) if drl_path else None)
+        drl = load_drl(drl_path) if drl_path else None
+        result = audit(reg, drl, include_phi=include_phi)
         written = _write_owned(out_dir, overwrite, lambda tmp: write_audit(result, reg, tmp))
     finally:
         reg.close()
@@ -440,6 +459,12 @@ def audit_cmd(db_path, drl_path, out_dir, overwrite, as_json):
             f"  {c['procedure']} / {c['region']}: DAP fluoroscopy-only n={dap['n_fluoro_only']} "
             f"vs ultrasound-guided n={dap['n_us_guided']}: {detail}"
         )
+    monthly = result["monthly"]
+    _echo(
+        f"  monthly: {monthly['months']} months"
+        if monthly["available"]
+        else f"  no monthly view: {monthly['reason']}"
+    )
     _echo(
         f"  {len(result['outliers'])} outlier value(s), {len(result['conflicts'])} UID conflict(s)"
     )

@@ -38,10 +38,11 @@ def config_options(func):
 
 def _config(config_path, options: dict):
     """The run configuration: the definitions, the TOML file (if any), the options given."""
-    from hybridfuse.fusion.pipeline import GROUPS
+    from hybridfuse.fusion.pipeline import GROUPS, dose_corrections
 
     config = run_config(config_path, given_values(options, *GROUPS.values()))
     config.check_effective()
+    dose_corrections(config)  # a bad corrections file is refused before any work
     return config
 
 
@@ -181,6 +182,7 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     """
     from hybridfuse._safeio import terminal_text
     from hybridfuse.fusion.batch import check_out_root, read_manifest, run_batch
+    from hybridfuse.fusion.pipeline import dose_files
 
     check_out_root(out_dir, [manifest])  # before discovery, which can take a while
     if scheduler:
@@ -220,7 +222,7 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
         retries=retries,
         problems=problems,
         progress=progress,
-        inputs=[manifest],
+        inputs=[manifest, *dose_files(config)],
         on_stale=lambda removed: say_stale(out_dir, removed),
     )
     failed = [r for r in rows if r["status"] == "failed"]

@@ -22,9 +22,7 @@ COHORT_NOTE = (
     "of ultrasound-guided ones (positive: less dose with ultrasound), 95 % interval from "
     f"{N_BOOT} bootstrap resamples of each cohort, two-sided Mann-Whitney U test. Case mix, "
     "operator and unit are not controlled; at least "
-    f"{MIN_PER_COHORT} procedures per cohort are needed. No monthly view: the registry "
-    "shifts every patient's dates by a keyed amount of up to ten years, so months are not "
-    "recoverable from it."
+    f"{MIN_PER_COHORT} procedures per cohort are needed."
 )
 
 

@@ -1,4 +1,4 @@
-"""Options of the dose report written by ``run`` and ``batch``."""
+"""Options of the dose report: ``dose report``, and the dose step of ``run`` and ``batch``."""
 
 from __future__ import annotations
 
@@ -30,4 +30,15 @@ class DoseOptions:
         "seed gives the same figures).",
         minimum=0,
         maximum=2**32 - 1,
+    )
+    corrections: str | None = option(
+        None,
+        "TOML file of per-unit DAP-meter calibration and table transmission "
+        "([[unit]] manufacturer, model, dap_calibration, table_transmission, source); "
+        "the report shows each figure before and after.",
+    )
+    force: bool = option(
+        False,
+        "Compute the dose saved even with an ultrasound interval outside the procedure "
+        "(flagged; without it such an interval is refused, exit 2).",
     )

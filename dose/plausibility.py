@@ -137,7 +137,7 @@ def check_timing(
     for iv in known:
         why = _impossible(iv, span)
         if why and not force:
-            raise DoseInputError(f"{_name(iv)}: {why}; `dose report --force` computes it anyway")
+            raise DoseInputError(f"{_name(iv)}: {why}; --force computes it anyway (flagged)")
         if why:
             flags.append(f"{_name(iv)}: {why}; computed anyway (--force)")
         flags += _outside(iv, span)

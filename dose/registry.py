@@ -1,4 +1,4 @@
-"""A local dose registry (SQLite, embedded, no server) and the audit built on it.
+"""A local dose registry (SQLite, embedded, no server); its audit is :mod:`dose.audit`.
 
 Ingestion is idempotent: a procedure is identified by the sha256 of the dose report it
 came from, so ingesting the same report twice changes nothing. A different report that
@@ -19,27 +19,21 @@ IMMEDIATE`` transactions with a busy timeout, so concurrent processes queue, not
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import hashlib
 import hmac
-import io
-import json
 import math
 import os
 import secrets
 import sqlite3
 from pathlib import Path
 
-import numpy as np
-
-from hybridfuse._safeio import csv_cell, terminal_text
-
 from .errors import DoseInputError
+from .monthly import month_index, month_shift
 from .pseudonym import pseudonym as _keyed
 from .units import DELIVERED_KEYS, PLAUSIBLE_MAX
 
-__all__ = ["Registry", "audit", "load_drl", "validate_report", "write_audit"]
+__all__ = ["Registry", "upper_bound", "validate_report"]
 
 #: SQLite ``PRAGMA application_id`` of a hybridfuse registry ("HFRG").
 APPLICATION_ID = 0x48465247
@@ -75,7 +69,11 @@ CREATE TABLE IF NOT EXISTS procedures (
     saved_dap_gy_cm2 REAL,
     source_path TEXT,
     ingested_at TEXT NOT NULL,
-    dose_json TEXT NOT NULL
+    dose_json TEXT NOT NULL,
+    month_relative INTEGER,
+    month_real TEXT,
+    accession_number TEXT,
+    study_date TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     procedure_id INTEGER NOT NULL REFERENCES procedures(id),
@@ -89,6 +87,21 @@ CREATE TABLE IF NOT EXISTS conflicts (
 """
 
 QUANTITIES = ("dap_total_gy_cm2", "ka_r_total_mgy", "fluoro_time_s")
+#: Columns added after the first registries: (name, type). ``month_relative`` is the
+#: acquisition month moved by the registry-wide shift; the others are patient data, kept
+#: only when ingested with ``--include-phi``.
+ADDED_COLUMNS = (
+    ("month_relative", "INTEGER"),
+    ("month_real", "TEXT"),
+    ("accession_number", "TEXT"),
+    ("study_date", "TEXT"),
+)
+_COLUMN_WORDS = {
+    "month_relative": "relative month",
+    "month_real": "calendar month",
+    "accession_number": "accession number",
+    "study_date": "study date",
+}
 
 
 class Registry:
@@ -133,6 +146,9 @@ class Registry:
                 self.db.execute("ROLLBACK")
                 raise
         meta = self._signature()
+        if create:
+            self._add_columns()
+        self.columns = _columns(self.db)
         self.legacy = meta["schema"] == _LEGACY_SCHEMA
         secret = meta.get("secret") or meta.get("salt") or ""
         self._salt = secret
@@ -163,6 +179,27 @@ class Registry:
             )
         return meta
 
+    def _add_columns(self) -> None:
+        """Give an older registry the columns added since (empty for its procedures)."""
+        if not {c for c, _ in ADDED_COLUMNS} - _columns(self.db):
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:  # e.g. a read-only file: say what was being done
+            raise DoseInputError(f"{self.path}: cannot add the month columns ({exc})") from exc
+        try:
+            have = _columns(self.db)  # another process may have added them meanwhile
+            for name, kind in ADDED_COLUMNS:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE procedures ADD COLUMN {name} {kind}")
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK")
+            raise DoseInputError(f"{self.path}: cannot add the month columns ({exc})") from exc
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         """Close the database."""
         self.db.close()
@@ -186,52 +223,97 @@ class Registry:
         mac = hmac.new(self._key, b"date-shift\x00" + who.encode(), hashlib.sha256).digest()
         return _dt.timedelta(days=1 + int.from_bytes(mac[:4], "big") % MAX_DATE_SHIFT_DAYS)
 
-    def ingest(self, report: dict, events, patient_id: str | None = None) -> dict:
+    def ingest(
+        self, report: dict, events, patient_id: str | None = None, phi: dict | None = None
+    ) -> dict:
         """Add one report (a ``build_dose_report`` record); returns what happened.
 
-        The report is validated first (:func:`validate_report`); the check for an earlier
-        copy and the insert are one immediate transaction, so concurrent ingests queue.
+        ``phi`` (``accession_number``, ``study_date``; only with ``--include-phi``) is kept
+        with the calendar month. The report is validated first (:func:`validate_report`);
+        the check for an earlier copy and the insert are one immediate transaction, so
+        concurrent ingests queue.
         """
         validate_report(report, report.get("_source", "report"))
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            result = self._ingest(report, events, patient_id)
+            result = self._ingest(report, events, patient_id, phi)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return result
 
-    def _ingest(self, report: dict, events, patient_id: str | None) -> dict:
+    def _when(self, report: dict, events, phi: dict | None) -> dict:
+        """The month columns and (with ``phi``) the study's identifiers of one report."""
+        starts = [e.start for e in events if e.start is not None]
+        acquired = min(starts).date() if starts else report.get("_study_date")
+        out = dict.fromkeys(c for c, _ in ADDED_COLUMNS)
+        if acquired is not None:
+            out["month_relative"] = month_index(acquired) - month_shift(self._key)
+        if phi is not None:
+            out["month_real"] = f"{acquired:%Y-%m}" if acquired is not None else None
+            out["accession_number"] = phi.get("accession_number")
+            date = phi.get("study_date")
+            out["study_date"] = date.isoformat() if date is not None else None
+        return out
+
+    def _fill(self, pid: int, values: dict) -> list[str]:
+        """Set the added columns an earlier ingest left empty; the names of those set."""
+        cur = self.db.execute(
+            f"SELECT {', '.join(values)} FROM procedures WHERE id=?", (pid,)
+        ).fetchone()
+        new = {
+            c: v
+            for (c, v), old in zip(values.items(), cur, strict=True)
+            if old is None and v is not None
+        }
+        for c, v in new.items():
+            self.db.execute(f"UPDATE procedures SET {c}=? WHERE id=?", (v, pid))
+        return [_COLUMN_WORDS[c] for c in new]
+
+    def _conflict(self, sop: str | None, sha: str, now: str) -> str | None:
+        """Record (and say) a SOP Instance UID already used by a different report."""
+        if not sop:
+            return None
+        same_uid = self.db.execute(
+            "SELECT report_sha256 FROM procedures WHERE sop_instance_uid=?", (sop,)
+        ).fetchone()
+        if not same_uid:
+            return None
+        reason = (
+            "SOP Instance UID reused by a different report (content differs); "
+            "stored as a distinct procedure"
+        )
+        self.db.execute(
+            "INSERT INTO conflicts (sop_instance_uid, existing_sha256, new_sha256, "
+            "reason, at) VALUES (?,?,?,?,?)",
+            (sop, same_uid[0], sha, reason, now),
+        )
+        return reason
+
+    def _ingest(self, report: dict, events, patient_id: str | None, phi: dict | None) -> dict:
         inp = report["inputs"][0]
         sha = inp["sha256"]
         sop = self.uid(report.get("_sop_uid") or inp.get("sop_instance_uid"))
+        when = self._when(report, events, phi)
         existing = self.db.execute(
             "SELECT id FROM procedures WHERE report_sha256=?", (sha,)
         ).fetchone()
         if existing:
-            return {"status": "already ingested", "id": existing[0], "sha256": sha}
+            out = {"status": "already ingested", "id": existing[0], "sha256": sha}
+            filled = self._fill(existing[0], when)
+            if filled:  # how an earlier registry, or an ingest without PHI, is completed
+                out["status"] += f"; added {', '.join(filled)}"
+            return out
         result = {"status": "ingested", "sha256": sha}
         now = _dt.datetime.now().isoformat(timespec="seconds")
-        if sop:
-            same_uid = self.db.execute(
-                "SELECT report_sha256 FROM procedures WHERE sop_instance_uid=?", (sop,)
-            ).fetchone()
-            if same_uid:
-                reason = (
-                    "SOP Instance UID reused by a different report (content differs); "
-                    "stored as a distinct procedure"
-                )
-                self.db.execute(
-                    "INSERT INTO conflicts (sop_instance_uid, existing_sha256, new_sha256, "
-                    "reason, at) VALUES (?,?,?,?,?)",
-                    (sop, same_uid[0], sha, reason, now),
-                )
-                result["conflict"] = reason
+        conflict = self._conflict(sop, sha, now)
+        if conflict:
+            result["conflict"] = conflict
         study = report.get("_study_uid")
         shift = self.date_shift(patient_id or study or sha)
 
-        def when(t):
+        def shifted(t):
             return (t - shift).isoformat() if t is not None else None
 
         d = report["delivered"]
@@ -241,7 +323,8 @@ class Registry:
             "INSERT INTO procedures (report_sha256, sop_instance_uid, study_instance_uid, "
             "pseudonym, device, procedure_type, region, start, us_guided, dap_total_gy_cm2, "
             "ka_r_total_mgy, fluoro_time_s, n_events, saved_dap_gy_cm2, source_path, "
-            "ingested_at, dose_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "ingested_at, dose_json, month_relative, month_real, accession_number, study_date) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 sha,
                 sop,
@@ -250,7 +333,7 @@ class Registry:
                 " ".join(v for v in report["device"].values() if v),
                 report.get("procedure"),
                 report.get("region"),
-                when(min(starts)) if starts else None,
+                shifted(min(starts)) if starts else None,
                 int(cf is not None),
                 d.get("dap_total_gy_cm2"),
                 d.get("ka_r_total_mgy"),
@@ -260,6 +343,7 @@ class Registry:
                 inp.get("file") or Path(str(inp.get("path", ""))).name or None,
                 now,
                 _stored_record(report, self.uid),
+                *(when[c] for c, _ in ADDED_COLUMNS),
             ),
         )
         pid = cur.lastrowid
@@ -269,7 +353,7 @@ class Registry:
                 (
                     pid,
                     self.uid(e.uid),
-                    when(e.start),
+                    shifted(e.start),
                     e.event_type,
                     _finite_or_none(e.dap_gy_cm2),
                     _finite_or_none(e.dose_rp_mgy),
@@ -298,16 +382,22 @@ class Registry:
         return out
 
     def rows(self) -> list[dict]:
-        """Every procedure as a dict (no stored report text)."""
+        """Every procedure as a dict (no stored report text).
+
+        The added columns are None in a registry that predates them (see ``missing``).
+        """
+        added = [c for c, _ in ADDED_COLUMNS if c in self.columns]
         cur = self.db.execute(
             "SELECT id, pseudonym, device, procedure_type, region, start, us_guided, "
-            "dap_total_gy_cm2, ka_r_total_mgy, fluoro_time_s, saved_dap_gy_cm2 FROM procedures "
-            "ORDER BY id"
+            "dap_total_gy_cm2, ka_r_total_mgy, fluoro_time_s, saved_dap_gy_cm2"
+            + "".join(f", {c}" for c in added)
+            + " FROM procedures ORDER BY id"
         )
         names = [c[0] for c in cur.description]
         out = []
         for r in cur.fetchall():
-            row = dict(zip(names, r, strict=True))
+            row = dict.fromkeys(c for c, _ in ADDED_COLUMNS)
+            row.update(zip(names, r, strict=True))
             # A value that is not a finite number (an older registry accepted "abc",
             # NaN, inf) is unknown, and said so, rather than breaking the audit.
             row["invalid"] = [
@@ -317,6 +407,17 @@ class Registry:
                 row[q] = None
             out.append(row)
         return out
+
+    def missing(self, columns) -> str | None:
+        """Why the registry cannot give ``columns`` (it predates them), or None."""
+        absent = [c for c in columns if c not in self.columns]
+        if not absent:
+            return None
+        return (
+            f"{self.path.name} predates the column(s) {', '.join(absent)} (a registry from "
+            "an earlier hybridfuse); the next dose ingest adds them, and ingesting the same "
+            "reports again fills them in"
+        )
 
     def conflicts(self) -> list[dict]:
         """Recorded UID conflicts."""
@@ -345,13 +446,17 @@ def _check_file(path: Path, create: bool) -> None:
         raise DoseInputError(f"{path}: not an SQLite file, so not a hybridfuse registry")
 
 
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in db.execute("PRAGMA table_info(procedures)")}
+
+
 def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 def _valid_amount(v, key: str = "dap") -> bool:
     """None, or a finite number from 0 to the plausible bound of ``key``'s quantity."""
-    return v is None or (_is_number(v) and math.isfinite(v) and 0 <= v <= _upper_bound(key))
+    return v is None or (_is_number(v) and math.isfinite(v) and 0 <= v <= upper_bound(key))
 
 
 def _finite_or_none(v):
@@ -435,7 +540,7 @@ def validate_report(report: dict, source="report") -> None:
         _need(v is None or _is_number(v), source, where, "must be a number or null", v)
         _need(v is None or math.isfinite(v), source, where, "must be finite", v)
         _need(v is None or v >= 0, source, where, "must not be negative", v)
-        top = _upper_bound(key)
+        top = upper_bound(key)
         _need(v is None or v <= top, source, where, f"exceeds the plausible {top:g}", v)
     for key in _COUNTS:
         v = d.get(key)
@@ -453,333 +558,10 @@ def validate_report(report: dict, source="report") -> None:
     _need(ok, source, where, f"must be a number from 0 to {PLAUSIBLE_MAX['dap']:g} or null", v)
 
 
-def _upper_bound(key: str) -> float:
+def upper_bound(key: str) -> float:
     """Plausible upper bound of a stored amount (see :data:`dose.units.PLAUSIBLE_MAX`)."""
     if "dap" in key:
         return PLAUSIBLE_MAX["dap"]
     if key.endswith("_s"):
         return PLAUSIBLE_MAX["time"]
     return PLAUSIBLE_MAX["dose"]
-
-
-def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
-    """Read diagnostic reference levels.
-
-    CSV columns ``procedure,region,dap_gy_cm2,ka_r_mgy,fluoro_time_s,source``; empty cells
-    are allowed.
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except UnicodeDecodeError as exc:
-        raise DoseInputError(
-            f"{path}: cannot read the DRL table: not UTF-8 text (byte {exc.start})"
-        ) from exc
-    except (OSError, csv.Error) as exc:
-        raise DoseInputError(f"{path}: cannot read the DRL table ({exc})") from exc
-    out = {}
-    for r in rows:
-        if "procedure" not in r or "region" not in r:
-            raise DoseInputError(f"{path}: columns procedure,region,... are required")
-        levels = {}
-        for col, q in (
-            ("dap_gy_cm2", "dap_total_gy_cm2"),
-            ("ka_r_mgy", "ka_r_total_mgy"),
-            ("fluoro_time_s", "fluoro_time_s"),
-        ):
-            text = (r.get(col) or "").strip()
-            if text:
-                try:
-                    levels[q] = float(text)
-                except ValueError as exc:
-                    raise DoseInputError(f"{path}: {col}={text!r} is not a number") from exc
-                if not (math.isfinite(levels[q]) and levels[q] > 0):
-                    raise DoseInputError(f"{path}: {col}={text!r} must be a finite number > 0")
-                if levels[q] > _upper_bound(q):
-                    raise DoseInputError(
-                        f"{path}: {col}={text!r} exceeds the plausible {_upper_bound(q):g}"
-                    )
-        levels["source"] = r.get("source", "")
-        out[(r["procedure"], r["region"])] = levels
-    return out
-
-
-def audit(reg: Registry, drl: dict | None = None) -> dict:
-    """Per procedure type and region: counts, median and 75th percentile, DRL, outliers."""
-    rows = reg.rows()
-    if not rows:
-        raise DoseInputError(f"{reg.path}: the registry holds no procedures; nothing to audit")
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(
-            (r["procedure_type"] or "unspecified", r["region"] or "unspecified"), []
-        ).append(r)
-    out_groups, outliers = [], []
-    for (proc, region), members in sorted(groups.items()):
-        g = {
-            "procedure": proc,
-            "region": region,
-            "count": len(members),
-            "us_guided": sum(m["us_guided"] for m in members),
-        }
-        levels = (drl or {}).get((proc, region), {})
-        for q in QUANTITIES:
-            vals = np.array([m[q] for m in members if m[q] is not None], float)
-            if len(vals) == 0:
-                g[q] = {"n": 0}
-                continue
-            q1, med, q3 = np.percentile(vals, [25, 50, 75])
-            fence = q3 + 1.5 * (q3 - q1)
-            entry = {
-                "n": int(len(vals)),
-                "median": float(med),
-                "p75": float(q3),
-                "tukey_upper_fence": float(fence),
-            }
-            if q in levels:
-                entry["drl"] = levels[q]
-                entry["median_over_drl"] = float(med / levels[q])
-            g[q] = entry
-            for m in members:
-                v = m[q]
-                if v is None:
-                    continue
-                why = []
-                if len(vals) >= 4 and v > fence:
-                    why.append("above the Tukey fence of its group")
-                if q in levels and v > levels[q]:
-                    why.append(f"above the DRL ({levels[q]:g})")
-                if why:
-                    outliers.append(
-                        {
-                            "id": m["id"],
-                            "pseudonym": m["pseudonym"],
-                            "procedure": proc,
-                            "region": region,
-                            "quantity": q,
-                            "value": v,
-                            "why": "; ".join(why),
-                        }
-                    )
-        out_groups.append(g)
-    flags = [
-        f"procedure {r['id']}: stored {', '.join(r['invalid'])} not a finite number from 0 "
-        "to its plausible bound (dose.units.PLAUSIBLE_MAX); treated as unknown"
-        for r in rows
-        if r["invalid"]
-    ]
-    from .cohorts import compare_cohorts
-
-    return {
-        "schema": "hybridfuse.audit/1",
-        "procedures": len(rows),
-        "flags": flags,
-        "groups": out_groups,
-        "cohorts": compare_cohorts(rows, QUANTITIES, drl),
-        "outliers": outliers,
-        "conflicts": reg.conflicts(),
-    }
-
-
-def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list[Path]:
-    """audit.json, audit.csv and audit.html (with distribution plots), atomically."""
-    from .report import finite_json, write_together
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    header = ["procedure", "region", "count", "us_guided"]
-    for q in QUANTITIES:
-        header += [f"{q}_median", f"{q}_p75", f"{q}_drl", f"{q}_median_over_drl"]
-    w.writerow(header)
-    for g in result["groups"]:
-        row = [g["procedure"], g["region"], g["count"], g["us_guided"]]
-        for q in QUANTITIES:
-            e = g[q]
-            row += [
-                e.get("median", ""),
-                e.get("p75", ""),
-                e.get("drl", ""),
-                e.get("median_over_drl", ""),
-            ]
-        w.writerow([csv_cell(v) for v in row])
-    text = finite_json(result, flags=result.setdefault("flags", []))
-    return write_together(
-        out_dir,
-        [
-            ("audit.json", text),
-            ("audit.csv", buf.getvalue()),
-            ("cohorts.csv", _cohorts_csv(result["cohorts"])),
-            ("audit.html", _audit_html(json.loads(text), reg)),
-        ],
-    )
-
-
-_COHORT_COLUMNS = (
-    "n_fluoro_only",
-    "n_us_guided",
-    "median_fluoro_only",
-    "median_us_guided",
-    "difference",
-    "difference_interval_95",
-    "mann_whitney_p",
-    "drl",
-)
-
-
-def _cohorts_csv(cohorts: dict) -> str:
-    """One row per group (or group and unit) and quantity; floats to 12 digits."""
-    from .labels import csv_number
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["procedure", "region", "unit", "quantity", *_COHORT_COLUMNS])
-    for g in cohorts["by_group"] + cohorts["by_unit"]:
-        for q in QUANTITIES:
-            e = g[q]
-            cells = []
-            for c in _COHORT_COLUMNS:
-                v = e.get(c)
-                if isinstance(v, list):
-                    v = " to ".join(csv_number(x) for x in v)
-                cells.append("" if v is None else csv_number(v) if isinstance(v, float) else v)
-            w.writerow(
-                [csv_cell(v) for v in (g["procedure"], g["region"], g.get("unit", "all"), q)]
-                + cells
-            )
-    return buf.getvalue()
-
-
-def _cohort_rows_html(cohorts: dict) -> str:
-    import html
-
-    from .labels import label, number
-
-    rows = []
-    for g in cohorts["by_group"] + cohorts["by_unit"]:
-        for q in QUANTITIES:
-            e = g[q]
-            diff = (
-                f"{number(e['difference'])} ({number(e['difference_interval_95'][0])} to "
-                f"{number(e['difference_interval_95'][1])}); p = {number(e['mann_whitney_p'], 2)}"
-                if "difference" in e
-                else e.get("reason", "")
-            )
-            cells = (
-                g["procedure"],
-                g["region"],
-                g.get("unit", "all units"),
-                label(q),
-                f"{e['n_fluoro_only']} / {e['n_us_guided']}",
-                f"{number(e['median_fluoro_only'])} / {number(e['median_us_guided'])}",
-                diff,
-            )
-            rows.append(
-                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
-            )
-    return "".join(rows)
-
-
-def _cell(entry: dict) -> str:
-    def fmt(v):
-        return "-" if v is None else f"{v:.4g}"
-
-    drl = f" (DRL {fmt(entry['drl'])})" if "drl" in entry else ""
-    return f"<td>{fmt(entry.get('median'))} / {fmt(entry.get('p75'))}{drl}</td>"
-
-
-def _cohort_boxes(ax, rows, groups, q) -> None:
-    """Per group, a box for the fluoroscopy-only and one for the ultrasound-guided cohort."""
-    for guided, shift, colour in ((0, -0.2, "#d62728"), (1, 0.2, "#2ca02c")):
-        data = [
-            [
-                r[q]
-                for r in rows
-                if r[q] is not None
-                and r["us_guided"] == guided
-                and (r["procedure_type"] or "unspecified") == g["procedure"]
-                and (r["region"] or "unspecified") == g["region"]
-            ]
-            or [np.nan]
-            for g in groups
-        ]
-        pos = [i + shift for i in range(1, len(groups) + 1)]
-        box = ax.boxplot(data, positions=pos, widths=0.35, patch_artist=True)
-        for patch in box["boxes"]:
-            patch.set_facecolor(colour)
-            patch.set_alpha(0.5)
-
-
-def _plot_text(text) -> str:
-    """Registry text as a plot label, escaped.
-
-    Control characters have no glyph; ``$...$`` would be parsed as mathematics by
-    matplotlib and fail on bad markup.
-    """
-    return terminal_text(str(text)).replace("$", r"\$")
-
-
-def _audit_html(result: dict, reg: Registry) -> str:
-    import base64
-    import html
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.patches
-    import matplotlib.pyplot as plt
-
-    from .labels import label
-
-    rows = reg.rows()
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=100)
-    labels = [f"{_plot_text(g['procedure'])}\n{_plot_text(g['region'])}" for g in result["groups"]]
-    for ax, q in zip(axes, QUANTITIES, strict=True):
-        _cohort_boxes(ax, rows, result["groups"], q)
-        ax.set_xticks(range(1, len(labels) + 1), labels)
-        for i, g in enumerate(result["groups"], start=1):
-            if "drl" in g[q]:
-                ax.hlines(g[q]["drl"], i - 0.4, i + 0.4, colors="red", label="DRL")
-        ax.set_title(label(q), fontsize=9)
-        ax.tick_params(labelsize=7)
-    handles = [
-        matplotlib.patches.Patch(color=c, label=n)
-        for n, c in (("fluoroscopy-only", "#d62728"), ("ultrasound-guided", "#2ca02c"))
-    ]
-    axes[0].legend(handles=handles, fontsize=7, loc="upper left")
-    fig.tight_layout()
-    b = io.BytesIO()
-    fig.savefig(b, format="png")
-    plt.close(fig)
-    png = base64.b64encode(b.getvalue()).decode()
-    grows = "".join(
-        f"<tr><td>{html.escape(g['procedure'])}</td><td>{html.escape(g['region'])}</td>"
-        f"<td>{g['count']}</td>" + "".join(_cell(g[q]) for q in QUANTITIES) + "</tr>"
-        for g in result["groups"]
-    )
-    orows = "".join(
-        f"<tr><td>{o['id']}</td><td>{html.escape(str(o['pseudonym']))}</td>"
-        f"<td>{html.escape(o['quantity'])}</td><td>{o['value']:.4g}</td>"
-        f"<td>{html.escape(o['why'])}</td></tr>"
-        for o in result["outliers"]
-    ) or ("<tr><td colspan=5>none</td></tr>")
-    crows = "".join(
-        f"<li>{html.escape(c['sop_instance_uid'] or '')}: {html.escape(c['reason'])}</li>"
-        for c in result["conflicts"]
-    ) or ("<li>none</li>")
-    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>Dose audit</title><style>body{{font-family:sans-serif;max-width:64em;margin:1em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:.2em .5em;font-size:.9em}}
-img{{max-width:100%}}</style></head><body>
-<h1>Dose audit</h1><p>{result["procedures"]} procedures. Median / 75th percentile per group.</p>
-<img alt="distributions per group" src="data:image/png;base64,{png}">
-<table><tr><th>procedure</th><th>region</th><th>n</th><th>DAP (Gy·cm²)</th><th>Ka,r (mGy)</th>
-<th>fluoro time (s)</th></tr>{grows}</table>
-<h2>Ultrasound-guided against fluoroscopy-only</h2><p>{html.escape(result["cohorts"]["note"])}</p>
-<table><tr><th>procedure</th><th>region</th><th>unit</th><th>quantity</th>
-<th>n fluoroscopy-only / ultrasound-guided</th><th>medians</th>
-<th>difference (95 % interval); rank test</th></tr>{_cohort_rows_html(result["cohorts"])}</table>
-<h2>Outliers</h2><table><tr><th>id</th><th>pseudonym</th><th>quantity</th><th>value</th>
-<th>why</th></tr>{orows}</table>
-<h2>UID conflicts</h2><ul>{crows}</ul></body></html>
-"""

@@ -247,8 +247,24 @@ def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = Non
         for p in sorted(Path(spec.landmark_dir).glob("*.csv")):
             h.update(sha256_file(p).encode())
     h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    if config.dose.corrections:  # its content, not only its name, decides the outputs
+        h.update(sha256_file(config.dose.corrections).encode())
     h.update(__version__.encode())
     return h.hexdigest()
+
+
+def dose_files(config: RunConfig) -> list[str]:
+    """Files the dose options name (the corrections): an output folder may not hold them."""
+    return [config.dose.corrections] if config.dose.corrections else []
+
+
+def dose_corrections(config: RunConfig):
+    """The dose step's per-unit corrections, read and checked (None when not given)."""
+    if not config.dose.corrections:
+        return None
+    from hybridfuse.dose.corrections import load_corrections
+
+    return load_corrections(config.dose.corrections)
 
 
 def is_output_folder(folder: Path) -> bool:
@@ -422,9 +438,10 @@ def run_case(
 
     config = config or RunConfig()
     out_dir = Path(out_dir)
-    check_out(out_dir, spec.inputs(), overwrite=overwrite)
+    check_out(out_dir, [*spec.inputs(), *dose_files(config)], overwrite=overwrite)
     say = progress or (lambda _m: None)
     _check_inputs(spec)
+    corrections = dose_corrections(config)  # a bad file is refused before the work
     # A bad truth.json is refused before the work, one line naming it (not a traceback).
     truth = read_truth_json(spec.truth) if spec.truth else None
     file_hashes = {p: _hash_input(spec, p) for p in spec.files()}  # read each input once
@@ -551,9 +568,14 @@ def run_case(
                 region=region,
                 us_clips=list(spec.ultrasound),
                 seed=config.dose.seed,
+                force=config.dose.force,
             )
         else:
             dose = build_image_dose_report(spec.fluoro, procedure=procedure, region=region)
+        if corrections is not None:
+            from hybridfuse.dose.corrections import apply_corrections
+
+            dose["corrections"] = apply_corrections(dose, corrections, config.dose.corrections)
         write_dose_outputs(dose, tmp / "dose")
         timings["dose_s"] = time.perf_counter() - t
 

@@ -271,7 +271,8 @@ def test_a_non_finite_value_reaching_output_is_null_and_flagged():
 def test_registry_with_old_invalid_values_still_audits(dose_json, tmp_path):
     import json
 
-    from hybridfuse.dose.registry import Registry, audit
+    from hybridfuse.dose.audit import audit
+    from hybridfuse.dose.registry import Registry
 
     db = tmp_path / "r.sqlite"
     assert _dose("ingest", dose_json, "--db", db).exit_code == 0

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from hybridfuse.cli.main import cli
-from hybridfuse.dose.registry import Registry, audit, load_drl
+from hybridfuse.dose.audit import audit, load_drl
+from hybridfuse.dose.registry import Registry
 from hybridfuse.dose.report import build_dose_report
 
 
@@ -102,6 +103,7 @@ def test_cli_ingest_audit_and_baseline_from_registry(synthetic_case, tmp_path):
         "audit.json",
         "audit.html",
         "cohorts.csv",
+        "monthly.csv",
     }
     r = runner.invoke(
         cli,
