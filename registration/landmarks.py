@@ -58,7 +58,7 @@ DEGREES_OF_FREEDOM = {
 #: The click noise assumed before any residual is seen (px per coordinate) and how many
 #: residual coordinates that assumption weighs as (docs/registration-method.md).
 SIGMA_PRIOR_PX = 1.5
-SIGMA_PRIOR_DOF = 2
+SIGMA_PRIOR_DOF = 0.5
 #: Bounds of the estimated click noise (px): below, sub-pixel clicks would let the
 #: landmarks overrule every image detail; above, pairs the rejection kept (6 px) would
 #: count for nothing.

@@ -96,3 +96,12 @@ def test_the_images_pull_coarse_clicks_that_alone_miss_the_bound():
             out.append(np.median(np.linalg.norm(res.transform.apply(grid) - true, axis=1)) * iso)
     assert np.median(alone) > 0.6
     assert np.median(hybrid) <= 0.6
+
+
+def test_exact_clicks_are_left_nearly_alone():
+    """The sample's exact landmarks: the images (0.5-0.7 mm off on their own) move them
+    by under 0.1 mm median (measured 2026-12-01: 0.055 mm; landmarks alone 0.000 mm)."""
+    (f, m, fmask, mmask), lm, grid, true, iso = _sample_pair()
+    res = register(f, m, fixed_mask=fmask, moving_mask=mmask, landmarks=lm)
+    assert res.quality.intensity_refinement == "accepted"
+    assert np.median(np.linalg.norm(res.transform.apply(grid) - true, axis=1)) * iso < 0.1
