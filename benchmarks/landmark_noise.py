@@ -1,6 +1,6 @@
 """Median TRE of landmark registration against the clicks' noise (issue #15, item 4).
 
-Run: ``python -m benchmarks.landmark_noise --seeds 100,101,102,103 --noise 0.5,3 --draws 2``
+Run: ``python -m benchmarks.landmark_noise --seeds 100,101,102,103 --noise 0,0.5,3 --draws 2``
 (add ``--phantom-a`` for the validation cases). Seeds 100+ are the tuning set of the
 click-noise estimate and of ``intensity_sigma_px``, 200+ the report set;
 ``../shared/validation/phantom-a`` is reported, never tuned on. Each seed is a generated
@@ -174,7 +174,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="100,101,102,103", help="own-phantom seeds; '' for none")
-    ap.add_argument("--noise", default="0.5,3")
+    ap.add_argument("--noise", default="0,0.5,3")
     ap.add_argument("--draws", type=int, default=2)
     ap.add_argument("--cases", help="folder to keep the generated cases in and reuse them from")
     ap.add_argument("--phantom-a", action="store_true", help="also report on phantom-a")
