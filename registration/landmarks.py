@@ -37,6 +37,8 @@ __all__ = [
     "SIGMA_PRIOR_DOF",
     "SIGMA_RANGE_PX",
     "estimate_sigma",
+    "fuse_with_intensity",
+    "landmark_leverage",
     "residual_sigma",
 ]
 
@@ -56,7 +58,7 @@ DEGREES_OF_FREEDOM = {
 #: The click noise assumed before any residual is seen (px per coordinate) and how many
 #: residual coordinates that assumption weighs as (docs/registration-method.md).
 SIGMA_PRIOR_PX = 1.5
-SIGMA_PRIOR_DOF = 2
+SIGMA_PRIOR_DOF = 0.5
 #: Bounds of the estimated click noise (px): below, sub-pixel clicks would let the
 #: landmarks overrule every image detail; above, pairs the rejection kept (6 px) would
 #: count for nothing.
@@ -580,3 +582,46 @@ def estimate_sigma(fit: LandmarkFit) -> tuple[float, int]:
         pooled = (SIGMA_PRIOR_DOF * pooled + dof * measured**2) / (SIGMA_PRIOR_DOF + dof)
     lo, hi = SIGMA_RANGE_PX
     return float(np.clip(math.sqrt(pooled), lo, hi)), dof
+
+
+def landmark_leverage(moving_xy, points, weights=None) -> np.ndarray:
+    """Leverage of each of ``points`` (moving px) in an affine fit to ``moving_xy``.
+
+    A fitted map's error at a point, per coordinate, is σ·sqrt(leverage) for clicks of
+    noise σ: about 1/n inside the landmarks' hull and growing with the distance outside
+    it (extrapolation). The affine design stands in for the projective one, whose two
+    perspective terms change it by about 1 % across an ultrasound field.
+    """
+    src = np.asarray(moving_xy, float)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, float)
+    w = w / w.mean()
+    ts = _hartley(src)  # conditioning only: the leverage does not depend on the frame
+    a = np.hstack([src, np.ones((len(src), 1))]) @ ts.T
+    g = np.hstack([np.asarray(points, float), np.ones((len(points), 1))]) @ ts.T
+    inv = np.linalg.pinv((a * w[:, None]).T @ a)
+    return np.einsum("ni,ij,nj->n", g, inv, g)
+
+
+def fuse_with_intensity(
+    landmark_h, intensity_h, landmarks, sigma_px: float, intensity_sigma_px: float, box, model
+) -> np.ndarray:
+    """The landmark fit and the intensity result combined point by point, as a ``model``.
+
+    On a 9 × 9 grid over ``box`` = (centre x, centre y, half side) in moving pixels, each
+    point goes to the inverse-variance weighted mean of where the two maps send it: the
+    landmark fit's variance there is σ² × leverage (:func:`landmark_leverage`), the
+    intensity result's ``intensity_sigma_px``² everywhere. ``landmarks``: the inliers
+    (``moving_xy``, ``weights``). Precise clicks keep the landmark fit; coarse ones, and
+    the field far outside the landmarks, follow the images. The model is fitted to the
+    combined points.
+    """
+    cx, cy, half = box
+    ticks = np.linspace(-half, half, 9)
+    gx, gy = np.meshgrid(cx + ticks, cy + ticks)
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    lev = landmark_leverage(landmarks.moving_xy, grid, landmarks.weights)
+    var_l = sigma_px**2 * lev
+    w = var_l / (var_l + intensity_sigma_px**2)
+    p_l = _project(np.asarray(landmark_h, float), grid)
+    p_i = _project(np.asarray(intensity_h, float), grid)
+    return fit_model(model, grid, p_l + w[:, None] * (p_i - p_l))

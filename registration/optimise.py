@@ -8,6 +8,7 @@ capture range. Transforms always map full-resolution pixels.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from .errors import ConvergenceError
 from .guards import centre_scale
+from .landmarks import fuse_with_intensity
 from .metrics import Metric, MetricContext, metric_cost
 from .options import RegistrationOptions
 from .preprocess import decimated_smooth, masked_smooth
@@ -127,13 +129,20 @@ def run_levels(problem: LevelProblem, pyramid: Pyramid, start, model, first: int
     """Optimise ``model`` from ``start`` level by level, from level index ``first`` on.
 
     With landmarks, levels coarser than ``landmark_start_factor`` are skipped and every
-    cap is at most ``landmark_max_iterations``; without, all but the last
-    ``fine_levels`` levels optimise the stiffer ``coarse_model``.
+    cap is at most ``landmark_max_iterations``; with ``intensity_sigma_px`` set the levels
+    run on the metric alone and the result is combined with the landmark fit
+    (:func:`registration.landmarks.fuse_with_intensity`), otherwise the landmark term is
+    in the cost. Without landmarks, all but the last ``fine_levels`` levels optimise the
+    stiffer ``coarse_model``.
     """
     opts, landmarks = problem.options, problem.landmarks
     pyr_opts, lm_opts = opts.pyramid, opts.landmarks
     n_levels = len(pyr_opts.levels)
     out = LevelsOutcome(start, [], None, True, "landmarks only")
+    fuse = landmarks is not None and lm_opts.intensity_sigma_px is not None
+    if fuse:
+        # The images refine on their own; the landmarks join afterwards by their variance.
+        problem = dataclasses.replace(problem, landmarks=None)
     for level, (factor, cap) in enumerate(
         zip(pyr_opts.levels, pyr_opts.max_iterations, strict=True)
     ):
@@ -164,6 +173,12 @@ def run_levels(problem: LevelProblem, pyramid: Pyramid, start, model, first: int
             or str(res.message).startswith("ABNORMAL")  # "ABNORMAL_TERMINATION_IN_LNSRCH"
         )
         out.message = str(res.message)
+    if fuse and out.iterations:
+        sigma = lm_opts.landmark_sigma_px
+        box = (*problem.center, problem.half)
+        out.matrix = fuse_with_intensity(
+            start, out.matrix, landmarks, sigma, lm_opts.intensity_sigma_px, box, model
+        )
     return out
 
 

@@ -207,8 +207,19 @@ class LandmarkOptions:
     )
     landmark_weight: float = option(
         1.0,
-        "Weight of the landmark term against the intensity metric.",
+        "Weight of the landmark term against the intensity metric, where the landmark term is "
+        "in the metric's cost (intensity_sigma_px none).",
         minimum=0.0,
+        advanced=True,
+    )
+    intensity_sigma_px: float | None = option(
+        3.0,
+        "How far the intensity metric's own optimum lies from the truth (fluoroscopy pixels "
+        "per coordinate). With landmarks, the intensity refinement runs without the landmark "
+        "term and is combined with the landmark fit point by point, each weighed by the "
+        "inverse of its variance, so precise clicks stay and coarse ones are pulled; none: "
+        "the landmark term inside the metric's cost (landmark_weight).",
+        minimum=0.01,
         advanced=True,
     )
     reject_threshold_px: float = option(
