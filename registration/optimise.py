@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._blas import one_blas_thread
 from .errors import ConvergenceError
 from .guards import centre_scale
 from .landmarks import fuse_with_intensity
@@ -220,20 +221,23 @@ def optimise_level(problem: LevelProblem, par: Parameterization, ctx, level: int
         if problem.progress is not None:
             problem.progress(level, it[0], float(c))
 
-    return minimize(
-        fun,
-        np.zeros(par.n_params),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=level_bounds(par, opts, problem.scale_prior),
-        callback=callback,
-        options={
-            "maxiter": max_iter,
-            "ftol": opts.pyramid.cost_tolerance,
-            "gtol": 1e-7,
-            "maxls": opts.pyramid.line_search_steps,
-        },
-    )
+    # SciPy's bundled OpenBLAS spins a second thread on L-BFGS-B's tiny products: 3-4x
+    # slower on a shared machine (benchmarks/tracking.py).
+    with one_blas_thread():
+        return minimize(
+            fun,
+            np.zeros(par.n_params),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=level_bounds(par, opts, problem.scale_prior),
+            callback=callback,
+            options={
+                "maxiter": max_iter,
+                "ftol": opts.pyramid.cost_tolerance,
+                "gtol": 1e-7,
+                "maxls": opts.pyramid.line_search_steps,
+            },
+        )
 
 
 def _landmark_cost(h, dh, lm, w, sigma):

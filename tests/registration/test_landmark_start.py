@@ -5,6 +5,7 @@ import pytest
 
 from hybridfuse.registration import RegistrationError, RegistrationOptions, Transform, register
 from hybridfuse.registration.landmarks import (
+    SIGMA_PRIOR_DOF,
     SIGMA_PRIOR_PX,
     SIGMA_RANGE_PX,
     estimate_sigma,
@@ -93,8 +94,9 @@ def test_estimate_is_pooled_with_the_prior_and_clipped(rng):
     assert exact[0] == SIGMA_RANGE_PX[0]  # exact points claim no sub-floor precision
     src5, dst5 = _through(AFFINE, 4, rng)  # 2 residual coordinates, no noise
     few, dof = estimate_sigma(fit_landmarks(src5, dst5, "affine", reject_threshold_px=None))
-    # Pooled: (2 * prior^2 + 2 * 0) / 4, so half the prior's variance.
-    assert dof == 2 and few == pytest.approx(SIGMA_PRIOR_PX / np.sqrt(2))
+    # Pooled: (dof_prior * prior^2 + 2 * 0) / (dof_prior + 2).
+    pooled = SIGMA_PRIOR_PX * np.sqrt(SIGMA_PRIOR_DOF / (SIGMA_PRIOR_DOF + 2))
+    assert dof == 2 and few == pytest.approx(pooled)
     three = fit_landmarks(src5[:3], dst5[:3], "affine")
     assert estimate_sigma(three) == (SIGMA_PRIOR_PX, 0)  # nothing to estimate from
 

@@ -23,6 +23,7 @@ from hybridfuse.registration import (
 
 #: The flat names before the options were grouped: transform.json keys, TOML keys, flags.
 FLAT_NAMES = [
+    "intensity_sigma_px",
     "accept_unverified",
     "verify_restarts",
     "verify_shift_mm",
