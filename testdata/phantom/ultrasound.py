@@ -235,8 +235,7 @@ class BModeRenderer:
                 d_k = _segment_distance(pts - k * 1.5 * axis_y, hub, tip_mm).reshape(shape)
                 reflect += 7.0 * 0.3**k * np.exp(-((d_k / (0.6 * r)) ** 2))
         # Beads: bright near wall, reverberation tail, shadow beneath.
-        rb = self.phantom.bead_radius_mm
-        for center in self.phantom.bead_centers_mm:
+        for center, rb in zip(self.phantom.bead_centers_mm, self.phantom.bead_radii(), strict=True):
             rel = pts - center
             along = rel @ axis_y
             radial = np.linalg.norm(rel - along[:, None] * axis_y, axis=1)
@@ -265,8 +264,14 @@ class BModeRenderer:
         return np.rint(np.clip(db / st.dynamic_range_db + 1.0, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def draw_screen(layout: ScreenLayout, region: np.ndarray, banner: list[str]) -> np.ndarray:
-    """Compose the scanner screen: region image, border, depth ticks and burned-in text."""
+def draw_screen(
+    layout: ScreenLayout, region: np.ndarray, banner: list[str], *, marker_right: bool = False
+) -> np.ndarray:
+    """Compose the scanner screen: region image, border, depth ticks and burned-in text.
+
+    ``marker_right`` draws the probe's orientation marker at the region's right end (an
+    image mirrored by the probe marker), so the screen shows which way the array runs.
+    """
     from PIL import Image as PILImage
     from PIL import ImageDraw, ImageFont
 
@@ -290,5 +295,8 @@ def draw_screen(layout: ScreenLayout, region: np.ndarray, banner: list[str]) -> 
             draw.line([layout.x1 + 8, y, layout.x1 + 16, y], fill=200)
             draw.text((layout.x1 + 20, y - 6), f"{k}", fill=200, font=font)
     # Orientation marker on the probe's left end.
-    draw.ellipse([layout.x0 - 14, layout.y0 - 14, layout.x0 - 6, layout.y0 - 6], fill=255)
+    if marker_right:
+        draw.ellipse([layout.x1 + 6, layout.y0 - 14, layout.x1 + 14, layout.y0 - 6], fill=255)
+    else:
+        draw.ellipse([layout.x0 - 14, layout.y0 - 14, layout.x0 - 6, layout.y0 - 6], fill=255)
     return np.asarray(pil)
