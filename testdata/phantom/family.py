@@ -49,6 +49,7 @@ from .ultrasound import (
     ProbePlane,
     ProbePose,
     ScreenLayout,
+    Sector,
     draw_screen,
     image_plane,
 )
@@ -93,16 +94,24 @@ def draw_params(seed: int, *, edge_on: bool = False, max_detector_px: int | None
 
 
 def _draw_probe(rng: np.random.Generator) -> dict:
-    spacing = _r(rng.uniform(0.08, 0.2), 3)
-    width_mm = rng.uniform(30.0, 50.0)
-    depth_mm = rng.uniform(35.0, 70.0)
+    probe = "curvilinear" if rng.random() < 0.4 else "linear"
+    if probe == "linear":
+        spacing = _r(rng.uniform(0.08, 0.2), 3)
+        width_mm, depth_mm = rng.uniform(30.0, 50.0), rng.uniform(35.0, 70.0)
+        sector = None
+    else:
+        spacing = _r(rng.uniform(0.12, 0.3), 3)
+        sector = [_r(rng.uniform(15.0, 60.0), 3), _r(rng.uniform(20.0, 37.0), 3)]
+        sector.append(_r(rng.uniform(50.0, 110.0), 3))
+        width_mm, depth_mm = Sector(*sector).box_mm()
     scale = max(1.0, np.sqrt(width_mm * depth_mm / spacing**2 / MAX_REGION_PX))
     spacing = _r(spacing * scale, 3)
     width, height = int(round(width_mm / spacing)), int(round(depth_mm / spacing))
     left, right = int(rng.integers(20, 160)), int(rng.integers(48, 160))
     top, bottom = int(rng.integers(40, 90)), int(rng.integers(6, 60))
     return {
-        "probe": "linear",
+        "probe": probe,
+        "sector_radius_half_angle_depth": sector,
         "mirrored": bool(rng.random() < 0.5),
         "us_spacing_mm": spacing,
         "us_region_px": [left, top, width, height],
@@ -207,6 +216,27 @@ def _probe_plane(p: dict) -> ProbePlane:
     return ProbePlane(origin_mm=origin, lateral=lateral, axial=axial)
 
 
+def _sector(p: dict) -> Sector | None:
+    sec = p["sector_radius_half_angle_depth"]
+    return None if sec is None else Sector(*sec)
+
+
+def _face_mm(p: dict) -> float:
+    """Depth (mm below the region's top) of the convex face's centre, pressed into the skin."""
+    sec = _sector(p)
+    return 0.0 if sec is None else sec.radius_mm * (1 - np.cos(np.radians(sec.half_angle_deg)))
+
+
+def _imaged(p: dict, xy: np.ndarray) -> np.ndarray:
+    """Whether screen pixels (N, 2) lie in the imaged area (the region, or its sector)."""
+    lay = _layout(p)
+    xy = np.atleast_2d(xy)
+    inside = (xy[:, 0] >= lay.x0) & (xy[:, 0] <= lay.x1) & (xy[:, 1] >= lay.y0)
+    inside &= xy[:, 1] <= lay.y1
+    sec = _sector(p)
+    return inside if sec is None else inside & sec.contains(lay, xy)
+
+
 def _layout(p: dict) -> ScreenLayout:
     left, top, width, height = p["us_region_px"]
     rows, cols = p["us_screen_px"]
@@ -243,7 +273,8 @@ def _axis_angle(axis: np.ndarray, degrees: float) -> np.ndarray:
 def build_phantom(p: dict, plane: ProbePlane) -> tuple[Phantom, np.ndarray | None, dict]:
     """Body, bones, inclusions, beads and needle of a case; returns the needle tip too."""
     ax, by = p["body_semi_axes_mm"]
-    skin = plane.origin_mm  # the transducer sits on the posterior skin
+    # The skin is flat at the region's top: a convex probe presses its arc into it.
+    skin = plane.origin_mm
     center = np.array([skin[0], skin[1] + by, 0.0])
     body = EllipticCylinder(center, np.array([ax, by]), 400.0)
     comps = [Component("body", body, MU_SOFT_TISSUE, Tissue.SOFT)]
@@ -291,11 +322,15 @@ def _needle(p: dict, plane: ProbePlane, probe_free: Phantom):
     """Needle hub and tip for the case's needle mode (None tip: no needle at all)."""
     rng = _rng(p["needle_seed"], 1)
     width, depth = _region_mm(p)
-    side = rng.choice([-1.0, 1.0])
-    entry_lat = side * (width / 2 + rng.uniform(3.0, 15.0))
-    target = np.array(
-        [rng.uniform(-0.35, 0.35) * width, rng.uniform(p["fat_mm"] + 8, 0.75 * depth)]
-    )
+    face = _face_mm(p)
+    sec = _sector(p)
+    half = width / 2 if sec is None else sec.radius_mm * np.sin(np.radians(sec.half_angle_deg))
+    entry_lat = rng.choice([-1.0, 1.0]) * (half + rng.uniform(3.0, 15.0))
+    for _ in range(200):
+        target = np.array([rng.uniform(-0.35, 0.35) * width, rng.uniform(0.0, 0.75 * depth)])
+        target[1] = max(target[1], face + p["fat_mm"] + 8)
+        if _imaged(p, _in_plane_px(p, target)).all():
+            break
     entry = plane.to_world(np.array([[entry_lat, 0.0]]))[0]
     tip = plane.to_world(target[None])[0]
     normal = np.cross(plane.lateral, plane.axial)
@@ -322,7 +357,10 @@ def _beads(p: dict, plane: ProbePlane, probe_free: Phantom, needle: Needle, tip)
             break
         r = rng.uniform(0.5, 1.5)
         lat_dep = np.array([[rng.uniform(-width / 2 + 3, width / 2 - 3), 0.0]])
-        lat_dep[0, 1] = rng.uniform(p["fat_mm"] + 3.0, depth - 6.0)
+        lat_dep[0, 1] = rng.uniform(_face_mm(p) + p["fat_mm"] + 3.0, depth - 6.0)
+        around = lat_dep[0] + (r + 2.0) * np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
+        if not _imaged(p, np.array([_in_plane_px(p, a) for a in around])).all():
+            continue
         pt = plane.to_world(lat_dep)[0]
         if tip is not None and _segment_distance(pt, needle.hub_mm, tip) < r + 4.0:
             continue
@@ -330,12 +368,37 @@ def _beads(p: dict, plane: ProbePlane, probe_free: Phantom, needle: Needle, tip)
             np.linalg.norm(pt - b) < 2 * (r + rb) + 5.0 for b, rb in zip(beads, radii, strict=True)
         ):
             continue
-        column = pt + np.outer(np.linspace(-r - 1.5, r + 1.5, 9), plane.axial)
-        if np.any(probe_free.tissue_labels(column) != Tissue.SOFT):
+        if not _clear_scan_line(p, plane, probe_free, pt, r):
             continue
         beads.append(pt)
         radii.append(float(r))
     return np.array(beads).reshape(-1, 3), radii
+
+
+def _clear_scan_line(p: dict, plane: ProbePlane, probe_free: Phantom, pt, r: float) -> bool:
+    """Soft tissue only along the scan line from the probe to just past the bead.
+
+    A bead in a bone's acoustic shadow would show in the X-ray only; no user could mark it.
+    """
+    sec = _sector(p)
+    if sec is None:
+        start = pt - (plane.from_world(pt[None])[0, 1] - _face_mm(p)) * plane.axial
+    else:
+        apex = plane.to_world(
+            np.array([[0.0, -sec.radius_mm * np.cos(np.radians(sec.half_angle_deg))]])
+        )[0]
+        beam = (pt - apex) / np.linalg.norm(pt - apex)
+        start = apex + sec.radius_mm * beam
+    end = pt + (r + 1.5) * (pt - start) / np.linalg.norm(pt - start)
+    line = start + np.outer(np.linspace(0.0, 1.0, 200), end - start)
+    return bool(np.all(probe_free.tissue_labels(line) != Tissue.BONE))
+
+
+def _in_plane_px(p: dict, lat_dep: np.ndarray) -> np.ndarray:
+    """Screen pixel (x, y) of in-plane (lateral, depth) mm; lateral grows with x."""
+    ref_x, ref_y = _layout(p).reference_px
+    sp = p["us_spacing_mm"]
+    return np.array([ref_x + lat_dep[0] / sp, ref_y + lat_dep[1] / sp])
 
 
 def _segment_distance(pt: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -359,8 +422,14 @@ def render_ultrasound(p: dict, phantom: Phantom, plane: ProbePlane, tip) -> np.n
         dynamic_range_db=p["dynamic_range_db"],
         speckle_decorrelation=p["speckle_fresh_fraction"],
     )
-    bmode = BModeRenderer(lay, plane, phantom, settings, rng)
-    envelope = bmode.render_region(ProbePose(), tip, rng)
+    width, depth = _region_mm(p)
+    extent = (-width / 2 - 2, width / 2 + 2, -2.0, depth + 2)
+    bmode = BModeRenderer(lay, plane, phantom, settings, rng, scatter_extent_mm=extent)
+    sec = _sector(p)
+    if sec is None:
+        envelope = bmode.render_region(ProbePose(), tip, rng)
+    else:
+        envelope = bmode.render_sector(sec, tip, rng)
     depth = np.linspace(0.0, 1.0, lay.height)
     tgc_db = np.interp(depth, np.linspace(0.0, 1.0, len(p["tgc_db"])), p["tgc_db"])
     envelope *= (10.0 ** (tgc_db / 20.0))[:, None]
@@ -404,7 +473,9 @@ def render_fluoro(p: dict, phantom: Phantom, geom: ConeBeamGeometry, tip, expose
     static = renderer.line_integrals(None)
     photons = p["photons_per_pixel"]
     counts = renderer.expose(renderer.line_integrals(tip), photons, exposed, rng)
-    inside = static[exposed]
+    # Automatic brightness: the window sits on the body, air beside it saturates.
+    inside = static[exposed & (static > 1.0)]
+    inside = inside if inside.size > 0.1 * exposed.sum() else static[exposed]
     lo = float(np.percentile(inside, 1.0)) - 0.2
     hi = float(np.percentile(inside, 99.5)) + 0.8
     atten = -np.log(np.maximum(counts, 0.5) / photons)
@@ -428,6 +499,7 @@ def _truth(p: dict, geom: ConeBeamGeometry, iplane: ImagePlane, phantom: Phantom
     gx = np.linspace(lay.x0 + 0.05 * lay.width, lay.x1 - 0.05 * lay.width, 9)
     gy = np.linspace(lay.y0 + 0.05 * lay.height, lay.y1 - 0.05 * lay.height, 9)
     grid = np.array([[x, y] for y in gy for x in gx])
+    grid = grid[_imaged(p, grid)]
     normal = iplane.normal
     tilt = np.degrees(np.arccos(min(1.0, abs(float(normal @ geom.beam_direction)))))
     return {
@@ -458,7 +530,6 @@ def _truth(p: dict, geom: ConeBeamGeometry, iplane: ImagePlane, phantom: Phantom
 
 def _landmarks(p, geom, iplane, phantom, tip, exposed) -> list[dict]:
     """Beads (and the needle tip when it lies in the plane) seen in both images, exact."""
-    lay = _layout(p)
     named = [(f"bead{i}", c) for i, c in enumerate(phantom.bead_centers_mm)]
     if p["needle"] == "in-plane":
         named.append(("needle_tip", np.asarray(tip)))
@@ -466,7 +537,7 @@ def _landmarks(p, geom, iplane, phantom, tip, exposed) -> list[dict]:
     for name, point in named:
         mov = iplane.world_to_pixel(point[None])[0][0]
         fix = geom.project(point[None])[0]
-        in_us = lay.x0 <= mov[0] <= lay.x1 and lay.y0 <= mov[1] <= lay.y1
+        in_us = bool(_imaged(p, mov)[0])
         r, c = int(round(fix[1])), int(round(fix[0]))
         in_fl = 0 <= r < exposed.shape[0] and 0 <= c < exposed.shape[1] and exposed[r, c]
         if in_us and in_fl:
@@ -594,7 +665,7 @@ def _write_dicoms(out: Path, p: dict, screen: np.ndarray, fluoro: np.ndarray) ->
         region,
         "us",
         2,
-        f"L{p['frequency_mhz']:.0f}",
+        f"{p['probe'][0].upper()}{p['frequency_mhz']:.0f}",
         compress=p["us_jpeg"],
         bits_stored=p["us_bits_stored"],
     )
