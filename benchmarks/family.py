@@ -48,6 +48,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PHANTOM_A = ROOT.parent / "shared" / "validation" / "phantom-a"
 MODES = ("auto", "start", "landmarks", "coarse", "lmonly")
 RIGHT_MM = 2.0
+#: Drawn parameters copied into each row, by which ``--by`` can break the table down.
+BY_KEYS = (
+    "probe",
+    "mirrored",
+    "needle",
+    "n_beads",
+    "photometric",
+    "fluoro_bits_stored",
+    "us_bits_stored",
+    "collimator",
+)
 CLI = [sys.executable, "-c", "from hybridfuse.cli.main import main; main()"]
 
 
@@ -155,8 +166,7 @@ def case_rows(case: Path, name: str, modes: list[str], external: bool, make=None
     truth = json.loads((case / "truth.json").read_text())
     seed = int(truth.get("case", 0))
     params = truth.get("params", {})
-    keys = ("probe", "mirrored", "needle", "photometric", "us_bits_stored", "tilt_deg")
-    info = {k: params[k] for k in keys if k in params}
+    info = {k: params[k] for k in BY_KEYS if k in params}
     info["plane_tilt_deg"] = truth.get("plane_tilt_deg")
     info["n_clicks"] = len(_landmark_rows(case / "landmarks.csv"))
     return [
@@ -198,21 +208,23 @@ def summarise(rows: list[dict], mode: str) -> str:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--set", choices=["tuning", "report", "edge-on", "phantom-a"], required=True)
-    ap.add_argument("--n", type=int, default=40, help="cases (phantom-a: at most its 8)")
-    ap.add_argument("--modes", default="auto,start,landmarks")
-    ap.add_argument("--procs", type=int, default=2, choices=[1, 2])
-    ap.add_argument("--cache", type=Path, help="folder that keeps generated family cases")
-    ap.add_argument("--phantom-a", type=Path, default=PHANTOM_A)
-    ap.add_argument("--json", type=Path, help="write every row here")
-    args = ap.parse_args()
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown:
-        ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
-    print_header()
+def breakdown(rows: list[dict], key: str, modes: list[str]) -> list[str]:
+    """Right/refused/wrong per mode for each value of one drawn parameter."""
+    values = sorted({str(r.get(key)) for r in rows})
+    lines = [f"\nBy {key} (right/refused/wrong):\n", f"| {key} | " + " | ".join(modes) + " |"]
+    lines.append("|---" * (len(modes) + 1) + "|")
+    for v in values:
+        cells = []
+        for m in modes:
+            mine = [r for r in rows if r["mode"] == m and str(r.get(key)) == v]
+            n = [sum(r["outcome"] == k for r in mine) for k in ("right", "refused", "wrong")]
+            cells.append("/".join(map(str, n)))
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def run_set(args, modes: list[str]) -> list[dict]:
+    """Every mode on every case of the chosen set, ``args.procs`` cases at a time."""
     with tempfile.TemporaryDirectory(prefix="hf-family-cases-") as tmp:
         cache = args.cache or Path(tmp)
         if args.set == "phantom-a":
@@ -228,12 +240,38 @@ def main() -> None:
                 pool.submit(case_rows, path, name, modes, external, make)
                 for name, path, make in cases
             ]
-            rows = [row for job in jobs for row in job.result()]
-    print(f"\nSet {args.set}, {len(cases)} cases; right = accepted with median TRE < 2 mm\n")
+            return [row for job in jobs for row in job.result()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--set", choices=["tuning", "report", "edge-on", "phantom-a"], required=True)
+    ap.add_argument("--n", type=int, default=40, help="cases (phantom-a: at most its 8)")
+    ap.add_argument("--modes", default="auto,start,landmarks")
+    ap.add_argument("--procs", type=int, default=2, choices=[1, 2])
+    ap.add_argument("--cache", type=Path, help="folder that keeps generated family cases")
+    ap.add_argument("--phantom-a", type=Path, default=PHANTOM_A)
+    ap.add_argument("--json", type=Path, help="write every row here")
+    ap.add_argument("--from-json", type=Path, help="print the tables of an earlier --json")
+    ap.add_argument("--by", default="", help=f"break down by drawn parameters: {','.join(BY_KEYS)}")
+    args = ap.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    print_header()
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+    else:
+        rows = run_set(args, modes)
+    n_cases = len({r["case"] for r in rows})
+    print(f"\nSet {args.set}, {n_cases} cases; right = accepted with median TRE < 2 mm\n")
     print("| mode | runs | right | refused | wrong | median TRE accepted (mm) | coverage | s/run |")
     print("|---|---|---|---|---|---|---|---|")
     for mode in modes:
         print(summarise(rows, mode))
+    for key in [k.strip() for k in args.by.split(",") if k.strip()]:
+        print("\n".join(breakdown(rows, key, modes)))
     wrong = [r for r in rows if r["outcome"] == "wrong"]
     for r in wrong:
         print(f"wrong: {r['case']} {r['mode']} TRE {r['tre_mm']:.2f} mm ({r['why'][:80]})")

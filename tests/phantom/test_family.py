@@ -180,3 +180,24 @@ def test_same_seed_same_pixels_other_seed_other_pixels(tmp_path, cases):
         assert a == pydicom.dcmread(again / name).PixelData
         assert a != pydicom.dcmread(cases[1] / name).PixelData
     assert (first / "truth.json").read_text() == (again / "truth.json").read_text()
+
+
+def test_evaluator_measures_tre_as_the_validation_readme_defines_it(cases):
+    from benchmarks.family import median_tre_mm, perturbed_start
+
+    t = _truth(cases[0])
+    true = np.array(t["moving_to_fixed_pixel"])
+    assert median_tre_mm(true, t) == pytest.approx(0.0, abs=1e-9)
+    shift = np.array([[1.0, 0, 3.0], [0, 1.0, 4.0], [0, 0, 1.0]])  # 5 px everywhere
+    iso = t["mm_per_fixed_pixel_at_isocenter"]
+    assert median_tre_mm(shift @ true, t) == pytest.approx(5.0 * iso)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        pre = perturbed_start(t, rng) @ np.linalg.inv(true)
+        scale = np.sqrt(abs(np.linalg.det(pre[:2, :2])))
+        angle = np.degrees(np.arctan2(pre[1, 0], pre[0, 0]))
+        assert 0.95 <= scale <= 1.05 and abs(angle) <= 10.0
+        x0, y0, x1, y1 = t["us_region"]
+        centre = apply_homography(true, np.array([[(x0 + x1) / 2, (y0 + y1) / 2]]))
+        moved = apply_homography(pre, centre) - centre
+        assert np.all(np.abs(moved) * iso <= 10.0 + 1e-9)  # ±10 mm per axis at the centre
