@@ -196,7 +196,7 @@ def summarise(rows: list[dict], mode: str) -> str:
     mine = [r for r in rows if r["mode"] == mode and r["outcome"] != "n/a"]
     count = {k: sum(r["outcome"] == k for r in mine) for k in ("right", "refused", "wrong")}
     acc = [r for r in mine if r["outcome"] in ("right", "wrong")]
-    tre = np.median([r["tre_mm"] for r in acc]) if acc else float("nan")
+    tre = f"{np.median([r['tre_mm'] for r in acc]):.3f}" if acc else "–"
     pred = [r for r in acc if r.get("predicted_tre_mm") is not None]
     cover = (
         f"{sum(r['tre_mm'] <= r['predicted_tre_mm'] for r in pred)}/{len(pred)}" if pred else "–"
@@ -204,7 +204,7 @@ def summarise(rows: list[dict], mode: str) -> str:
     secs = np.median([r["seconds"] for r in mine if "seconds" in r]) if mine else float("nan")
     return (
         f"| {mode} | {len(mine)} | {count['right']} | {count['refused']} | {count['wrong']} | "
-        f"{tre:.3f} | {cover} | {secs:.1f} |"
+        f"{tre} | {cover} | {secs:.1f} |"
     )
 
 
