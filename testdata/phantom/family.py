@@ -610,41 +610,12 @@ def family_case(
 
 
 def _write_dicoms(out: Path, p: dict, screen: np.ndarray, fluoro: np.ndarray) -> None:
+    """Both images as one study: the XA and the US share the study, patient and date."""
     start = _dt.datetime(2026, 2, 1, 9, 0, 0) + _dt.timedelta(minutes=int(p["seed"] % 600))
     ctx = dw.StudyContext(
         seed=p["seed"], procedure="family", start=start, patient_name="PHANTOM^FAMILY"
     )
-    rows, cols = p["detector_shape"]
-    col = _collimator(p)
-    circular = isinstance(col, Collimator)
-    info = dw.XAFrameInfo(
-        kvp=p["kvp"],
-        tube_current_ma=4.0,
-        pulse_width_ms=8.0,
-        pulse_rate_per_s=7.5,
-        dap_dgy_cm2=1.0,
-        sid_mm=p["sid_mm"],
-        sod_mm=p["sod_mm"],
-        imager_spacing_mm=(p["detector_spacing_mm"], p["detector_spacing_mm"]),
-        primary_angle_deg=90.0,
-        secondary_angle_deg=0.0,
-        collimator_center_px_xy=col.center_px_xy if circular else (cols // 2, rows // 2),
-        collimator_radius_px=col.radius_px if circular else 0.0,
-    )
-    edges = None if circular else (col.left_px, col.right_px, col.upper_px, col.lower_px)
-    dw.write_xa(
-        out / "fluoro.dcm",
-        ctx,
-        fluoro[None],
-        np.array([0.0]),
-        start,
-        info,
-        "fluoro",
-        1,
-        photometric=p["photometric"],
-        bits_stored=p["fluoro_bits_stored"],
-        shutter_edges_px=edges,
-    )
+    _write_fluoro(out / "fluoro.dcm", ctx, p, fluoro)
     lay = _layout(p)
     region = {
         "x0": lay.x0,
@@ -668,4 +639,38 @@ def _write_dicoms(out: Path, p: dict, screen: np.ndarray, fluoro: np.ndarray) ->
         f"{p['probe'][0].upper()}{p['frequency_mhz']:.0f}",
         compress=p["us_jpeg"],
         bits_stored=p["us_bits_stored"],
+    )
+
+
+def _write_fluoro(path: Path, ctx, p: dict, fluoro: np.ndarray) -> None:
+    rows, cols = p["detector_shape"]
+    col = _collimator(p)
+    circular = isinstance(col, Collimator)
+    info = dw.XAFrameInfo(
+        kvp=p["kvp"],
+        tube_current_ma=4.0,
+        pulse_width_ms=8.0,
+        pulse_rate_per_s=7.5,
+        dap_dgy_cm2=1.0,
+        sid_mm=p["sid_mm"],
+        sod_mm=p["sod_mm"],
+        imager_spacing_mm=(p["detector_spacing_mm"], p["detector_spacing_mm"]),
+        primary_angle_deg=90.0,
+        secondary_angle_deg=0.0,
+        collimator_center_px_xy=col.center_px_xy if circular else (cols // 2, rows // 2),
+        collimator_radius_px=col.radius_px if circular else 0.0,
+    )
+    edges = None if circular else (col.left_px, col.right_px, col.upper_px, col.lower_px)
+    dw.write_xa(
+        path,
+        ctx,
+        fluoro[None],
+        np.array([0.0]),
+        ctx.start,
+        info,
+        "fluoro",
+        1,
+        photometric=p["photometric"],
+        bits_stored=p["fluoro_bits_stored"],
+        shutter_edges_px=edges,
     )

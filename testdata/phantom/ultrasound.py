@@ -312,6 +312,21 @@ class BModeRenderer:
         reflect = np.zeros(shape)
         attenuation_mask = np.where(shadow, 0.03, 1.0)
 
+        attenuation_mask = self._add_metal(
+            pts, shape, beam, apex_mm, tip_mm, reflect, attenuation_mask
+        )
+
+        # Everything beneath a bone surface is in its acoustic shadow.
+        field = (field + reflect * np.exp(1j * 0.3)) * attenuation_mask
+        field = field + bone_reflect * np.exp(1j * 0.3)
+        envelope = np.abs(np.fft.ifft2(np.fft.fft2(field) * psf))
+        # Depth along the scan line, from the transducer face (grid row 0).
+        depth = (np.arange(shape[0]) * self.layout.spacing_mm)[:, None]
+        envelope *= np.exp(-2.0 * st.residual_attenuation_per_mm * depth)
+        return envelope
+
+    def _add_metal(self, pts, shape, beam, apex_mm, tip_mm, reflect, attenuation_mask):
+        """Add needle and bead echoes to ``reflect``; return the attenuation with their shadows."""
         # Needle in plane: bright shaft and a short reverberation comet tail.
         if tip_mm is not None:
             hub = self.phantom.needle.hub_mm
@@ -337,15 +352,7 @@ class BModeRenderer:
                 reflect += (18.0 * 0.55**k * np.exp(-((d_k / (0.6 * rb)) ** 2))).reshape(shape)
             under = (radial < rb) & (along > rb)
             attenuation_mask = attenuation_mask * np.where(under.reshape(shape), 0.35, 1.0)
-
-        # Everything beneath a bone surface is in its acoustic shadow.
-        field = (field + reflect * np.exp(1j * 0.3)) * attenuation_mask
-        field = field + bone_reflect * np.exp(1j * 0.3)
-        envelope = np.abs(np.fft.ifft2(np.fft.fft2(field) * psf))
-        # Depth along the scan line, from the transducer face (grid row 0).
-        depth = (np.arange(shape[0]) * self.layout.spacing_mm)[:, None]
-        envelope *= np.exp(-2.0 * st.residual_attenuation_per_mm * depth)
-        return envelope
+        return attenuation_mask
 
     def compress(self, envelope: np.ndarray) -> np.ndarray:
         """Log compression to 8 bits over the stated dynamic range."""
