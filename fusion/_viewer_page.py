@@ -34,8 +34,11 @@ PAGE = r"""<!DOCTYPE html>
  #stage { flex: 1; min-height: 120px; position: relative; }
  #view { position: absolute; inset: 0; width: 100%; height: 100%; display: block;
          touch-action: none; cursor: crosshair; }
- #info, #note, #readout { font-size: 12px; color: #bbb; }
- #status { padding: 2px 10px; display: flex; gap: 16px; flex-wrap: wrap; }
+ #info, #note, #readout, #here { font-size: 12px; color: #bbb; }
+ /* One line that never wraps: text changing under the pointer must not resize the image. */
+ #status { padding: 2px 10px; display: flex; gap: 16px; white-space: nowrap; overflow: hidden;
+           height: 15px; }
+ #note { padding: 0 10px 2px; }
  :focus-visible { outline: 2px solid #4af; outline-offset: 1px; }
  button[aria-pressed=true] { background: #4af; color: #000; }
  #help { position: absolute; top: 10%; left: 50%; transform: translateX(-50%);
@@ -77,11 +80,14 @@ PAGE = r"""<!DOCTYPE html>
  <button id="reset">reset view</button>
  <button id="measure" aria-pressed="false">measure</button>
  <label><input id="landmarks" type="checkbox"> landmarks</label>
+ <label title="outline of where the registration's predicted error exceeds 1 mm"><input
+   id="error-outline" type="checkbox"> error &gt; 1 mm</label>
  <button id="save">save PNG</button>
  <button id="help-button" aria-controls="help">help (?)</button>
 </div>
 <div id="status"><span id="info"></span><span id="readout" aria-live="polite"></span>
- <span id="note"></span></div>
+ <span id="here"></span></div>
+<div id="note"></div>
 <div id="stage">
  <canvas id="view" tabindex="0" aria-label="fused image; arrow keys step frames and opacity,
   + and − zoom, drag pans, shift-drag sets window and level"></canvas>
@@ -96,6 +102,8 @@ PAGE = r"""<!DOCTYPE html>
      ultrasound plane on the ultrasound view)</td></tr>
    <tr><td>a  w</td><td>automatic window/level; back to the window as fused</td></tr>
    <tr><td>l</td><td>landmarks on/off</td></tr>
+   <tr><td>e</td><td>outline where the predicted registration error exceeds 1 mm, on/off
+     (pointing shows the predicted error there)</td></tr>
    <tr><td>s</td><td>save the view as PNG (banner and scale bar included)</td></tr>
    <tr><td>?  Esc</td><td>this help; close it</td></tr>
   </table>
@@ -123,7 +131,7 @@ const state = {
   draws: 0, zoom: 1, panX: 0, panY: 0, window: 255, level: 127.5, gain: 1,
   colormap: DATA.colormap in (DATA.colormaps || {}) ? DATA.colormap : "hot",
   measuring: false, measure: null, cursor: null, playLog: [], scaleBarPx: null,
-  lastExport: null, timing: "",
+  lastExport: null, timing: "", errorOutline: false,
 };
 window.viewerState = state;
 const mk = (w, h) => {
@@ -298,6 +306,7 @@ function cross(c, colour) {
 function overlays(p, v) {
   const fixedPane = p.kind !== "us";
   if (state.landmarks) drawLandmarks(p, v);
+  if (state.errorOutline) drawOutline(p, v);
   const cur = state.cursor;
   const pt = cur ? (fixedPane ? cur.fixed : cur.moving) : null;
   if (pt) cross(toCanvas(v, pt[0], pt[1]), "#0ff");
@@ -326,6 +335,29 @@ function drawLandmarks(p, v) {
       ctx.strokeStyle = "#0f0"; ctx.fillStyle = "#0f0";
     }
   }
+}
+// The predicted-error outline: segments in ultrasound pixels, through the homography on the
+// fluoroscopy and fused panes.
+const EM = DATA.errorModel || { kind: "none", text: "", segments: [] };
+function drawOutline(p, v) {
+  if (!EM.segments.length || (p.kind !== "us" && !HM)) return;
+  const at = q => toCanvas(v, ...(p.kind === "us" ? q : apply(HM, q[0], q[1])));
+  ctx.strokeStyle = "#f80"; ctx.lineWidth = 2; ctx.lineCap = "round"; ctx.beginPath();
+  for (const [a, b] of EM.segments) { ctx.moveTo(...at(a)); ctx.lineTo(...at(b)); }
+  ctx.stroke();
+}
+function errorAt(q) {  // bilinear on the grid; null outside it
+  const xs = EM.xs, ys = EM.ys;
+  if (!q || !xs || q[0] < xs[0] || q[1] < ys[0] || q[0] > xs[xs.length - 1]
+      || q[1] > ys[ys.length - 1]) return null;
+  const cell = (g, v) => {
+    const k = g.findIndex(u => u > v);  // -1: at the last grid line
+    return k < 0 ? g.length - 2 : Math.min(g.length - 2, Math.max(0, k - 1));
+  };
+  const c = cell(xs, q[0]), r = cell(ys, q[1]);
+  const tx = (q[0] - xs[c]) / (xs[c + 1] - xs[c]), ty = (q[1] - ys[r]) / (ys[r + 1] - ys[r]);
+  const m = EM.mm, top = m[r][c] * (1 - tx) + m[r][c + 1] * tx;
+  return top * (1 - ty) + (m[r + 1][c] * (1 - tx) + m[r + 1][c + 1] * tx) * ty;
 }
 function scaleBar(p, v) {
   const us = p.kind === "us", sp = us ? DATA.usSpacingMm : DATA.fixedSpacingMm;
@@ -510,6 +542,8 @@ function setCursor(pt) {
   const fixed = pt.plane === "fixed" ? [pt.x, pt.y] : HM ? apply(HM, pt.x, pt.y) : null;
   const moving = pt.plane === "us" ? [pt.x, pt.y] : HI ? apply(HI, pt.x, pt.y) : null;
   state.cursor = { from: pt.plane, fixed, moving };
+  const e = errorAt(moving);
+  ui("here").textContent = e === null ? "" : `predicted error here ${e.toFixed(1)} mm`;
 }
 const pointers = new Map();
 let drag = null;
@@ -561,6 +595,7 @@ ui("window").oninput = e => setWL(+e.target.value, state.level);
 ui("level").oninput = e => setWL(state.window, +e.target.value);
 ui("wl-preset").onchange = e => preset(e.target.value);
 ui("landmarks").onchange = e => { state.landmarks = e.target.checked; draw(); };
+ui("error-outline").onchange = e => { state.errorOutline = e.target.checked; draw(); };
 ui("speed").onchange = e => { state.speed = +e.target.value; if (state.playing) play(true); };
 ui("play").onclick = () => play(!state.playing);
 ui("prev").onclick = () => step(-1);
@@ -586,7 +621,8 @@ const KEYS = {
   ArrowUp: () => setOpacity(state.opacity + 0.1), ArrowDown: () => setOpacity(state.opacity - 0.1),
   " ": () => play(!state.playing), "+": () => zoomBy(1.25), "=": () => zoomBy(1.25),
   "-": () => zoomBy(1 / 1.25), "0": resetView, m: () => setMeasuring(!state.measuring),
-  l: () => ui("landmarks").click(), a: autoWL, w: () => preset("fused"), s: exportPng,
+  l: () => ui("landmarks").click(), e: () => ui("error-outline").click(), a: autoWL,
+  w: () => preset("fused"), s: exportPng,
   "?": () => { ui("help").hidden = !ui("help").hidden; },
 };
 document.addEventListener("keydown", e => {
@@ -615,7 +651,7 @@ for (const name of Object.keys(DATA.colormaps || {})) {
 ui("colormap").value = state.colormap;
 ui("frame").max = N - 1;
 ui("opacity").value = Math.round(state.opacity * 100);
-const notes = [DATA.note, DATA.usNote, `cine: ${state.timing}`];
+const notes = [DATA.note, DATA.usNote, `cine: ${state.timing}`, EM.text];
 ui("note").textContent = notes.filter(Boolean).join(" · ");
 setMode(state.mode);
 showConfidence();
@@ -639,6 +675,8 @@ window.viewerApi = {
   pixel: (cx, cy) => Array.from(ctx.getImageData(cx, cy, 1, 1).data),
   composite: (x, y) => Array.from(g2(comp).getImageData(x, y, 1, 1).data),
   compositePng: () => comp.toDataURL("image/png"),
+  canvasPng: () => canvas.toDataURL("image/png"),
+  errorAt,
   raw: (x, y) => {
     const g = g2(mk(W, H)); g.drawImage(FR[state.frame], 0, 0);
     return g.getImageData(x, y, 1, 1).data[0];

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridfuse._safeio import html_text, script_json, write_text
+from hybridfuse.registration.transforms import Transform
 
 from ._viewer_page import CSP, PAGE, SCRIPT
 
@@ -305,6 +306,7 @@ class ViewerContext:
     moving_spacing_mm : ultrasound pixel size in its scan plane (row, col).
     quality : ``transform.json``'s ``quality`` record, for the confidence banner.
     times_source : where the fluoroscopy frame times came from (DICOM attribute).
+    model : the transform's model, for the predicted-error outline (:mod:`fusion.viewer_error`).
     """
 
     mode: str = "alpha"
@@ -318,6 +320,7 @@ class ViewerContext:
     moving_spacing_mm: tuple[float, float] | None = None
     quality: dict | None = None
     times_source: str = ""
+    model: str = "projective"
 
 
 def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transform_source=None):
@@ -340,6 +343,7 @@ def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transfor
         moving_spacing_mm=moving.pixel_spacing_mm if us_plane else None,
         quality=quality,
         times_source=str(fixed.frame_times_source),
+        model=getattr(transform.model, "value", str(transform.model)),
     )
 
 
@@ -407,6 +411,21 @@ def _context_data(ctx: ViewerContext, idx: list[int]) -> dict:
     }
 
 
+def _error_model(ctx: ViewerContext, data: dict) -> dict:
+    """The predicted-error outline of the page (:func:`fusion.viewer_error.error_model`)."""
+    from .viewer_error import error_model
+
+    shape = (data["usHeight"], data["usWidth"])
+    if data["matrix"] is None or not all(shape):
+        return error_model(None, [], ctx.quality, None, None)
+    mask = ctx.moving_mask if ctx.moving_mask is not None else np.ones(shape, bool)
+    try:
+        transform = Transform(np.asarray(data["matrix"]), ctx.model)
+    except ValueError:
+        return error_model(None, [], ctx.quality, None, None)
+    return error_model(transform, data["landmarks"], ctx.quality, data["fixedSpacingMm"], mask)
+
+
 def render_viewer(
     frames: ViewerFrames,
     *,
@@ -459,6 +478,7 @@ def render_viewer(
     }
     if data["fixedSpacingMm"] is None and data["mmPerPx"]:
         data["fixedSpacingMm"] = [data["mmPerPx"], data["mmPerPx"]]
+    data["errorModel"] = _error_model(ctx, data)
     fields = {
         "__CSP__": CSP,
         "__LABEL__": html_text(case_label),
