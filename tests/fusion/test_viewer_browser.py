@@ -554,3 +554,22 @@ def test_dense_landmarks_draw_no_outline_inside_their_hull(browser, fused, tmp_p
         [p["ox"] + (hull[:, 0] + 0.5) * p["s"], p["oy"] + (hull[:, 1] + 0.5) * p["s"]]
     )
     assert not np.any(Delaunay(hull).find_simplex(changed) >= 0)
+
+
+@pytest.mark.parametrize("order", ["nearest", "cubic"])
+def test_the_pages_warp_is_fuses_for_every_interpolation(browser, fused, tmp_path, order):
+    from PIL import Image
+
+    _, _, _, pair, fixed, moving = fused
+    fuse_images(fixed, moving, Transform(np.asarray(pair["moving_to_fixed_pixel"])),
+                tmp_path / "o", opacity=1.0, order=order, video="none", dicom=False,
+                frames=[0], transform_frames=(0, pair["us_frame"]))  # fmt: skip
+    _open(browser, tmp_path / "o" / "viewer.html")
+    assert browser.execute_script("return window.viewerData.layers.length") == 0  # warped here
+    url = _api(browser, "compositePng()")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+        got = np.asarray(im.convert("RGB"))[..., 0].astype(int)
+    with Image.open(tmp_path / "o" / "fused_000.png") as png:
+        ref = np.asarray(png)[..., 0].astype(int)
+    # At opacity 1 the layer is the warped ultrasound itself: one grey level of rounding.
+    assert np.abs(got - ref).max() <= 1
