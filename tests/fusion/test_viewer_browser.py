@@ -527,6 +527,21 @@ def test_error_outline_toggles_exactly_where_it_lies(browser, fused_color, shots
         assert (_canvas(browser) == off).all()
     note = browser.execute_script("return document.getElementById('note').textContent")
     assert "5 landmarks" in note and "σ" in note
+    # Pointing shows the predicted error there: the grid's bilinear value at that spot.
+    from hybridfuse.fusion.viewer_error import _bilinear
+
+    grid = [np.asarray(em[k], float) for k in ("xs", "ys", "mm")]
+    _set(browser, "mode", "alpha")
+    to_fixed = Transform(np.asarray(browser.execute_script("return window.viewerData.matrix")))
+    for xy in ([300.0, 330.0], [200.0, 420.0]):  # ultrasound px: among and beyond the landmarks
+        fx, fy = to_fixed.apply([xy])[0]
+        cx, cy = _api(browser, "imageToCanvas(arguments[0], arguments[1])", fx, fy)
+        _pointer(browser, "pointermove", cx, cy)
+        here = browser.execute_script("return document.getElementById('here').textContent")
+        want = _bilinear(*grid, np.array([xy]))[0]
+        assert float(re.search(r"here ([\d.]+) mm", here).group(1)) == pytest.approx(
+            want, abs=0.051
+        )
 
 
 def test_dense_landmarks_draw_no_outline_inside_their_hull(browser, fused, tmp_path):
