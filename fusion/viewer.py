@@ -1,7 +1,9 @@
 """``viewer.html``: one self-contained file that blends the layers live in the browser.
 
-No server, no network, no CDN: the fluoroscopy frames and the resampled ultrasound layer
-(alpha = where it is valid) are embedded as PNG data URLs and composited on a canvas.
+No server, no network, no CDN: the fluoroscopy frames and the ultrasound frames (in their
+own pixels, which the page warps as ``fuse`` did) are embedded as PNG data URLs, each
+distinct image once, and composited on a canvas; a page written from in-memory layers
+(:func:`write_viewer`) embeds those instead.
 Nothing identifying is embedded: a case pseudonym and relative times only.
 
 Safe by construction: every datum sits in a ``<script type="application/json">`` block

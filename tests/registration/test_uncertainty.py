@@ -24,7 +24,7 @@ def _apply(h, xy):
     return u[:, :2] / u[:, 2:3]
 
 
-def _monte_carlo(model, moving, h, points, draws=1500, seed=7):
+def _monte_carlo(model, moving, h, points, draws=800, seed=7):
     """90th percentile (mm) of where ``points`` land after refits on noisy fixed points."""
     rng = np.random.default_rng(seed)
     fixed = _apply(h, moving)
