@@ -34,8 +34,11 @@ PAGE = r"""<!DOCTYPE html>
  #stage { flex: 1; min-height: 120px; position: relative; }
  #view { position: absolute; inset: 0; width: 100%; height: 100%; display: block;
          touch-action: none; cursor: crosshair; }
- #info, #note, #readout { font-size: 12px; color: #bbb; }
- #status { padding: 2px 10px; display: flex; gap: 16px; flex-wrap: wrap; }
+ #info, #note, #readout, #here { font-size: 12px; color: #bbb; }
+ /* One line that never wraps: text changing under the pointer must not resize the image. */
+ #status { padding: 2px 10px; display: flex; gap: 16px; white-space: nowrap; overflow: hidden;
+           height: 15px; }
+ #note { padding: 0 10px 2px; }
  :focus-visible { outline: 2px solid #4af; outline-offset: 1px; }
  button[aria-pressed=true] { background: #4af; color: #000; }
  #help { position: absolute; top: 10%; left: 50%; transform: translateX(-50%);
@@ -77,11 +80,14 @@ PAGE = r"""<!DOCTYPE html>
  <button id="reset">reset view</button>
  <button id="measure" aria-pressed="false">measure</button>
  <label><input id="landmarks" type="checkbox"> landmarks</label>
+ <label title="outline of where the registration's predicted error exceeds 1 mm"><input
+   id="error-outline" type="checkbox"> error &gt; 1 mm</label>
  <button id="save">save PNG</button>
  <button id="help-button" aria-controls="help">help (?)</button>
 </div>
 <div id="status"><span id="info"></span><span id="readout" aria-live="polite"></span>
- <span id="note"></span></div>
+ <span id="here"></span></div>
+<div id="note"></div>
 <div id="stage">
  <canvas id="view" tabindex="0" aria-label="fused image; arrow keys step frames and opacity,
   + and − zoom, drag pans, shift-drag sets window and level"></canvas>
@@ -96,6 +102,8 @@ PAGE = r"""<!DOCTYPE html>
      ultrasound plane on the ultrasound view)</td></tr>
    <tr><td>a  w</td><td>automatic window/level; back to the window as fused</td></tr>
    <tr><td>l</td><td>landmarks on/off</td></tr>
+   <tr><td>e</td><td>outline where the predicted registration error exceeds 1 mm, on/off
+     (pointing shows the predicted error there)</td></tr>
    <tr><td>s</td><td>save the view as PNG (banner and scale bar included)</td></tr>
    <tr><td>?  Esc</td><td>this help; close it</td></tr>
   </table>
@@ -115,7 +123,7 @@ const DATA = JSON.parse(document.getElementById("viewer-data").textContent);
 window.viewerData = DATA;
 const ui = id => document.getElementById(id);
 const canvas = ui("view"), ctx = canvas.getContext("2d");
-const W = DATA.width, H = DATA.height, N = DATA.frames.length;
+const W = DATA.width, H = DATA.height, N = DATA.frameOf.length;
 const MODES = Array.from(ui("mode").options).map(o => o.value);
 const state = {
   frame: 0, opacity: DATA.opacity ?? 0.5, mode: MODES.includes(DATA.mode) ? DATA.mode : "alpha",
@@ -123,7 +131,7 @@ const state = {
   draws: 0, zoom: 1, panX: 0, panY: 0, window: 255, level: 127.5, gain: 1,
   colormap: DATA.colormap in (DATA.colormaps || {}) ? DATA.colormap : "hot",
   measuring: false, measure: null, cursor: null, playLog: [], scaleBarPx: null,
-  lastExport: null, timing: "",
+  lastExport: null, timing: "", errorOutline: false,
 };
 window.viewerState = state;
 const mk = (w, h) => {
@@ -150,7 +158,7 @@ function apply(M, x, y) {
 // --- the fused image, in fluoroscopy pixels --------------------------------------------
 function wlIdentity() { return state.window === 255 && state.level === 127.5; }
 function fluoro(i) {
-  const g = g2(fcan); g.drawImage(FR[i], 0, 0);
+  const g = g2(fcan); g.drawImage(FR[DATA.frameOf[i]], 0, 0);
   if (wlIdentity()) return fcan;
   const img = g.getImageData(0, 0, W, H), d = img.data, lo = state.level - state.window / 2;
   const t = new Uint8ClampedArray(256);
@@ -172,10 +180,83 @@ function tint(src, c, cmap, dx = 0, dy = 0) {
   g.putImageData(img, 0, 0);
   return c;
 }
+// --- the ultrasound layer: fuse's warp (registration/_warp_kernels.py) repeated here ------
+// A fluoroscopy pixel takes the ultrasound value where the inverse homography puts it:
+// valid when that lies in the image and its nearest pixel is in the mask; the value is
+// nearest, bilinear or Keys-cubic as fuse interpolated, truncated to 0-255 as fuse's
+// layer. The frames are cropped (usOffset) with the margin the kernels read.
+const ORDER = { nearest: 0, linear: 1, cubic: 3 }[DATA.order] ?? 1;
+const warpCache = new Map(), greyCache = new Map();
+let MASK = null, MW = 0, MH = 0;
+function grey(j) {  // the cropped ultrasound frame j as one byte per pixel, or null
+  if (greyCache.has(j)) return greyCache.get(j);
+  const im = US[j]; if (!im) return null;
+  const c = mk(im.width, im.height), g = g2(c); g.drawImage(im, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data, v = new Uint8Array(d.length / 4);
+  for (let p = 0; p < v.length; p++) v[p] = d[4 * p];
+  greyCache.set(j, v);
+  return v;
+}
+function keys(t) {
+  const a = Math.abs(t);
+  return a < 1 ? (1.5 * a - 2.5) * a * a + 1 : a < 2 ? ((-0.5 * a + 2.5) * a - 4) * a + 2 : 0;
+}
+function warpBox() {  // fluoroscopy pixels [x0, x1) x [y0, y1) the cropped frames can reach
+  const [x0, y0] = DATA.usOffset, xs = [x0 - 0.5, x0 + MW - 0.5], ys = [y0 - 0.5, y0 + MH - 0.5];
+  const q = [apply(HM, xs[0], ys[0]), apply(HM, xs[1], ys[0]), apply(HM, xs[0], ys[1]),
+             apply(HM, xs[1], ys[1])];
+  const lo = k => Math.max(0, Math.floor(Math.min(...q.map(p => p[k]))) - 1);
+  const hi = (k, n) => Math.min(n, Math.ceil(Math.max(...q.map(p => p[k]))) + 2);
+  return [lo(0), hi(0, W), lo(1), hi(1, H)];
+}
+function warpLayer(j) {
+  if (warpCache.has(j)) return warpCache.get(j);
+  const v = grey(j); if (!v || !HI || !MASK) return null;
+  const [x0, y0] = DATA.usOffset, cols = DATA.usWidth, rows = DATA.usHeight, M = HI;
+  const at = (x, y) => {
+    x = Math.min(Math.max(x, 0), cols - 1) - x0; y = Math.min(Math.max(y, 0), rows - 1) - y0;
+    return x >= 0 && y >= 0 && x < MW && y < MH ? v[y * MW + x] : 0;
+  };
+  const out = new ImageData(W, H), d = out.data, box = warpBox();
+  for (let r = box[2]; r < box[3]; r++) for (let c = box[0]; c < box[1]; c++) {
+    const w = M[2][0] * c + M[2][1] * r + M[2][2]; if (w <= 0) continue;
+    const x = (M[0][0] * c + M[0][1] * r + M[0][2]) / w;
+    const y = (M[1][0] * c + M[1][1] * r + M[1][2]) / w;
+    if (!(x >= -0.5 && y >= -0.5 && x <= cols - 0.5 && y <= rows - 0.5)) continue;
+    const xn = Math.min(Math.max(Math.floor(x + 0.5), 0), cols - 1) - x0;
+    const yn = Math.min(Math.max(Math.floor(y + 0.5), 0), rows - 1) - y0;
+    if (xn < 0 || yn < 0 || xn >= MW || yn >= MH || !MASK[yn * MW + xn]) continue;
+    let val;
+    if (ORDER === 0) val = v[yn * MW + xn];
+    else if (ORDER === 1) {
+      const xc = Math.min(Math.max(x, 0), cols - 1), yc = Math.min(Math.max(y, 0), rows - 1);
+      const xa = cols > 1 ? Math.min(Math.floor(xc), cols - 2) : 0;
+      const ya = rows > 1 ? Math.min(Math.floor(yc), rows - 2) : 0;
+      const fx = xc - xa, fy = yc - ya;
+      const xb = Math.min(xa + 1, cols - 1), yb = Math.min(ya + 1, rows - 1);
+      val = (at(xa, ya) * (1 - fx) + at(xb, ya) * fx) * (1 - fy)
+        + (at(xa, yb) * (1 - fx) + at(xb, yb) * fx) * fy;
+    } else {
+      const xf = Math.floor(x), yf = Math.floor(y);
+      val = 0;
+      for (let b = -1; b < 3; b++) {
+        const wy = keys(y - (yf + b));
+        for (let a = -1; a < 3; a++) val += wy * keys(x - (xf + a)) * at(xf + a, yf + b);
+      }
+    }
+    const p = 4 * (r * W + c), m = Math.floor(Math.min(255, Math.max(0, Math.fround(val))));
+    d[p] = m; d[p + 1] = m; d[p + 2] = m; d[p + 3] = 255;
+  }
+  const cv = mk(W, H); cv.getContext("2d").putImageData(out, 0, 0);
+  warpCache.set(j, cv);  // kept, as the decoded layer images were before
+  return cv;
+}
+const WARPS = !DATA.layers.length;
+const layerImage = i => (WARPS ? warpLayer(DATA.usFrame[i]) : LY[DATA.layerOf[i]]);
+const layerKey = i => (WARPS ? `u${DATA.usFrame[i]}` : `l${DATA.layerOf[i]}`);
 const edgeCache = new Map();
-const layerImage = i => LY[DATA.layerOf[i]];
 function edgeMask(i) {
-  const key = DATA.layerOf[i];
+  const key = layerKey(i);
   if (edgeCache.has(key)) return edgeCache.get(key);
   const g = g2(lcan); g.clearRect(0, 0, W, H); g.drawImage(layerImage(i), 0, 0);
   const d = g.getImageData(0, 0, W, H).data;
@@ -210,6 +291,7 @@ function drawEdges(g, i) {
 function compose(i) {
   const g = g2(comp), m = state.mode;
   g.globalAlpha = 1; g.drawImage(fluoro(i), 0, 0);
+  if (!layerImage(i)) return comp;  // its ultrasound frame is not embedded (the page says so)
   if (m === "edges") { drawEdges(g, i); return comp; }
   const layer = tint(layerImage(i), lcan, m === "color" ? state.colormap : null);
   g.save();
@@ -251,9 +333,14 @@ function pointAt(cx, cy) {
   return { kind: p.kind, plane: p.kind === "us" ? "us" : "fixed",
            x: (cx - v.ox) / v.s - 0.5, y: (cy - v.oy) / v.s - 0.5 };
 }
-function usFrameCanvas(i) {
-  const j = DATA.usFrame[i], im = US[j];
-  return im ? tint(im, ucan, null, ...(DATA.usOffset || [0, 0])) : null;
+function usFrameCanvas(i) {  // the ultrasound frame in its own pixels, transparent off the mask
+  const v = grey(DATA.usFrame[i]); if (!v) return null;
+  const c = mk(MW, MH), g = c.getContext("2d"), img = g.createImageData(MW, MH), d = img.data;
+  for (let p = 0; p < v.length; p++) {
+    d[4 * p] = v[p]; d[4 * p + 1] = v[p]; d[4 * p + 2] = v[p]; d[4 * p + 3] = MASK[p] ? 255 : 0;
+  }
+  g.putImageData(img, 0, 0);
+  return tint(c, ucan, null, ...(DATA.usOffset || [0, 0]));
 }
 
 // --- drawing ----------------------------------------------------------------------------
@@ -284,7 +371,9 @@ function drawPane(p, i) {
   ctx.font = "13px sans-serif"; ctx.fillStyle = "#ff0";
   const names = { fused: "fused", fluoro: "fluoroscopy", us: "ultrasound" };
   if (state.mode === "side-by-side") ctx.fillText(names[p.kind], p.x + 8, p.y + 16);
-  if (!src) ctx.fillText("ultrasound frame not embedded", p.x + 8, p.y + 34);
+  if (!src || (p.kind === "fused" && !layerImage(i))) {
+    ctx.fillText("ultrasound frame not embedded", p.x + 8, p.y + 34);
+  }
   overlays(p, v);
   scaleBar(p, v);
   ctx.restore();
@@ -298,6 +387,7 @@ function cross(c, colour) {
 function overlays(p, v) {
   const fixedPane = p.kind !== "us";
   if (state.landmarks) drawLandmarks(p, v);
+  if (state.errorOutline) drawOutline(p, v);
   const cur = state.cursor;
   const pt = cur ? (fixedPane ? cur.fixed : cur.moving) : null;
   if (pt) cross(toCanvas(v, pt[0], pt[1]), "#0ff");
@@ -326,6 +416,29 @@ function drawLandmarks(p, v) {
       ctx.strokeStyle = "#0f0"; ctx.fillStyle = "#0f0";
     }
   }
+}
+// The predicted-error outline: segments in ultrasound pixels, through the homography on the
+// fluoroscopy and fused panes.
+const EM = DATA.errorModel || { kind: "none", text: "", segments: [] };
+function drawOutline(p, v) {
+  if (!EM.segments.length || (p.kind !== "us" && !HM)) return;
+  const at = q => toCanvas(v, ...(p.kind === "us" ? q : apply(HM, q[0], q[1])));
+  ctx.strokeStyle = "#f80"; ctx.lineWidth = 2; ctx.lineCap = "round"; ctx.beginPath();
+  for (const [a, b] of EM.segments) { ctx.moveTo(...at(a)); ctx.lineTo(...at(b)); }
+  ctx.stroke();
+}
+function errorAt(q) {  // bilinear on the grid; null outside it
+  const xs = EM.xs, ys = EM.ys;
+  if (!q || !xs || q[0] < xs[0] || q[1] < ys[0] || q[0] > xs[xs.length - 1]
+      || q[1] > ys[ys.length - 1]) return null;
+  const cell = (g, v) => {
+    const k = g.findIndex(u => u > v);  // -1: at the last grid line
+    return k < 0 ? g.length - 2 : Math.min(g.length - 2, Math.max(0, k - 1));
+  };
+  const c = cell(xs, q[0]), r = cell(ys, q[1]);
+  const tx = (q[0] - xs[c]) / (xs[c + 1] - xs[c]), ty = (q[1] - ys[r]) / (ys[r + 1] - ys[r]);
+  const m = EM.mm, top = m[r][c] * (1 - tx) + m[r][c + 1] * tx;
+  return top * (1 - ty) + (m[r + 1][c] * (1 - tx) + m[r + 1][c + 1] * tx) * ty;
 }
 function scaleBar(p, v) {
   const us = p.kind === "us", sp = us ? DATA.usSpacingMm : DATA.fixedSpacingMm;
@@ -411,7 +524,7 @@ function setWL(w, l, preset) {
   ui("wl-preset").value = preset || "custom"; draw();
 }
 function autoWL() {
-  const g = g2(mk(W, H)); g.drawImage(FR[state.frame], 0, 0);
+  const g = g2(mk(W, H)); g.drawImage(FR[DATA.frameOf[state.frame]], 0, 0);
   const d = g.getImageData(0, 0, W, H).data, hist = new Array(256).fill(0);
   for (let p = 0; p < d.length; p += 4) if (d[p] > 0) hist[d[p]]++;  // 0: outside the field
   const n = hist.reduce((a, b) => a + b, 0), at = f => { let c = 0;
@@ -437,6 +550,7 @@ function play(on) {
   ui("play").textContent = state.playing ? "pause" : "play";
   ui("play").setAttribute("aria-pressed", String(state.playing));
   if (!state.playing) return;
+  layerImage((state.frame + 1) % N);  // warped before the clock starts
   anchor = { wall: performance.now(), t: PT[state.frame] };
   state.playLog = [{ frame: state.frame, wall: anchor.wall }];
   tick();
@@ -450,6 +564,7 @@ function tick() {
   } else target = anchor.wall + (PT[next] - anchor.t) * 1000 / state.speed;
   timer = setTimeout(() => {
     setFrame(next); state.playLog.push({ frame: next, wall: performance.now() }); tick();
+    setTimeout(() => layerImage((next + 1) % N), 0);  // warp the next one while waiting
   }, Math.max(0, target - performance.now()));
 }
 function step(d) { play(false); setFrame(state.frame + d); }
@@ -510,6 +625,8 @@ function setCursor(pt) {
   const fixed = pt.plane === "fixed" ? [pt.x, pt.y] : HM ? apply(HM, pt.x, pt.y) : null;
   const moving = pt.plane === "us" ? [pt.x, pt.y] : HI ? apply(HI, pt.x, pt.y) : null;
   state.cursor = { from: pt.plane, fixed, moving };
+  const e = errorAt(moving);
+  ui("here").textContent = e === null ? "" : `predicted error here ${e.toFixed(1)} mm`;
 }
 const pointers = new Map();
 let drag = null;
@@ -561,6 +678,7 @@ ui("window").oninput = e => setWL(+e.target.value, state.level);
 ui("level").oninput = e => setWL(state.window, +e.target.value);
 ui("wl-preset").onchange = e => preset(e.target.value);
 ui("landmarks").onchange = e => { state.landmarks = e.target.checked; draw(); };
+ui("error-outline").onchange = e => { state.errorOutline = e.target.checked; draw(); };
 ui("speed").onchange = e => { state.speed = +e.target.value; if (state.playing) play(true); };
 ui("play").onclick = () => play(!state.playing);
 ui("prev").onclick = () => step(-1);
@@ -586,7 +704,8 @@ const KEYS = {
   ArrowUp: () => setOpacity(state.opacity + 0.1), ArrowDown: () => setOpacity(state.opacity - 0.1),
   " ": () => play(!state.playing), "+": () => zoomBy(1.25), "=": () => zoomBy(1.25),
   "-": () => zoomBy(1 / 1.25), "0": resetView, m: () => setMeasuring(!state.measuring),
-  l: () => ui("landmarks").click(), a: autoWL, w: () => preset("fused"), s: exportPng,
+  l: () => ui("landmarks").click(), e: () => ui("error-outline").click(), a: autoWL,
+  w: () => preset("fused"), s: exportPng,
   "?": () => { ui("help").hidden = !ui("help").hidden; },
 };
 document.addEventListener("keydown", e => {
@@ -615,7 +734,7 @@ for (const name of Object.keys(DATA.colormaps || {})) {
 ui("colormap").value = state.colormap;
 ui("frame").max = N - 1;
 ui("opacity").value = Math.round(state.opacity * 100);
-const notes = [DATA.note, DATA.usNote, `cine: ${state.timing}`];
+const notes = [DATA.note, DATA.usNote, `cine: ${state.timing}`, EM.text];
 ui("note").textContent = notes.filter(Boolean).join(" · ");
 setMode(state.mode);
 showConfidence();
@@ -628,8 +747,15 @@ const load = src => new Promise(ok => {
 });
 const usKeys = Object.keys(DATA.usImages || {});
 Promise.all([Promise.all(DATA.frames.map(load)), Promise.all(DATA.layers.map(load)),
-             Promise.all(usKeys.map(k => load(DATA.usImages[k])))]).then(([f, l, u]) => {
+             Promise.all(usKeys.map(k => load(DATA.usImages[k]))),
+             DATA.usMask ? load(DATA.usMask) : null]).then(([f, l, u, mask]) => {
   FR = f; LY = l; usKeys.forEach((k, n) => { US[k] = u[n]; });
+  if (mask) {
+    MW = mask.width; MH = mask.height;
+    const g = g2(mk(MW, MH)); g.drawImage(mask, 0, 0);
+    const d = g.getImageData(0, 0, MW, MH).data;
+    MASK = new Uint8Array(MW * MH); for (let p = 0; p < MASK.length; p++) MASK[p] = d[4 * p] > 127;
+  }
   state.ready = true; fit();
 });
 window.viewerApi = {
@@ -639,8 +765,10 @@ window.viewerApi = {
   pixel: (cx, cy) => Array.from(ctx.getImageData(cx, cy, 1, 1).data),
   composite: (x, y) => Array.from(g2(comp).getImageData(x, y, 1, 1).data),
   compositePng: () => comp.toDataURL("image/png"),
+  canvasPng: () => canvas.toDataURL("image/png"),
+  errorAt,
   raw: (x, y) => {
-    const g = g2(mk(W, H)); g.drawImage(FR[state.frame], 0, 0);
+    const g = g2(mk(W, H)); g.drawImage(FR[DATA.frameOf[state.frame]], 0, 0);
     return g.getImageData(x, y, 1, 1).data[0];
   },
   confidence, exportPng,

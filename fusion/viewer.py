@@ -1,7 +1,9 @@
 """``viewer.html``: one self-contained file that blends the layers live in the browser.
 
-No server, no network, no CDN: the fluoroscopy frames and the resampled ultrasound layer
-(alpha = where it is valid) are embedded as PNG data URLs and composited on a canvas.
+No server, no network, no CDN: the fluoroscopy frames and the ultrasound frames (in their
+own pixels, which the page warps as ``fuse`` did) are embedded as PNG data URLs, each
+distinct image once, and composited on a canvas; a page written from in-memory layers
+(:func:`write_viewer`) embeds those instead.
 Nothing identifying is embedded: a case pseudonym and relative times only.
 
 Safe by construction: every datum sits in a ``<script type="application/json">`` block
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridfuse._safeio import html_text, script_json, write_text
+from hybridfuse.registration.transforms import Transform
 
 from ._viewer_page import CSP, PAGE, SCRIPT
 
@@ -96,12 +99,26 @@ class ViewerFrames:
         """Whether output frame ``k`` would be embedded at the current stride."""
         return k % self.stride == 0
 
-    @staticmethod
-    def encode(fixed: np.ndarray, layer: np.ndarray, valid: np.ndarray) -> tuple[str, str]:
+    @property
+    def warps_in_browser(self) -> bool:
+        """Whether the page warps the ultrasound itself (``fuse``: frames and homography known).
+
+        Then no warped layer is embedded: the ultrasound frames, embedded anyway for the
+        side-by-side view, are resampled in the browser exactly as ``fuse`` does.
+        """
+        ctx = self.context
+        if not ctx or ctx.moving_frame is None or len(ctx.pairs or []) < self.n_total:
+            return False
+        return _matrix(ctx.matrix) is not None
+
+    def encode(self, fixed: np.ndarray, layer: np.ndarray, valid: np.ndarray) -> tuple[str, str]:
         """Data URLs of one frame: the fluoroscopy, and the layer with ``valid`` as alpha.
 
-        Thread-safe and independent of the kept frames, so it may run on a pool.
+        The layer is "" when the page warps the ultrasound itself. Thread-safe and
+        independent of the kept frames, so it may run on a pool.
         """
+        if self.warps_in_browser:
+            return _png_data_url(fixed), ""
         # Grey + alpha: the layer is grey (the viewer colours it), a third of RGBA's bytes.
         la = np.dstack([layer, np.where(valid, 255, 0).astype(np.uint8)])
         return _png_data_url(fixed), _png_data_url(la)
@@ -139,8 +156,8 @@ class ViewerFrames:
 
     @property
     def page_bytes(self) -> int:
-        """Size of the images as the page embeds them: identical layers once."""
-        fixed = sum(len(f) for f, _ in self._kept.values())
+        """Size of these images as the page embeds them: identical ones once."""
+        fixed = sum(map(len, {f for f, _ in self._kept.values()}))
         return fixed + sum(map(len, {layer for _, layer in self._kept.values()}))
 
     def summary(self) -> dict:
@@ -236,8 +253,9 @@ def colormap_lut(name: str) -> list[int]:
 
 #: Colour maps the viewer offers for the ultrasound layer, besides the one ``fuse`` used.
 COLORMAPS = ("hot", "gray", "cool")
-#: Budget for the ultrasound frames embedded for the side-by-side view.
-MAX_US_BYTES = 8 * 2**20
+#: Budget for the ultrasound frames embedded: the page warps them for the overlay (``fuse``)
+#: and shows them side by side; a frame past it is shown without, and the page says so.
+MAX_US_BYTES = 16 * 2**20
 #: ``transform.json`` quality keys the confidence banner reads, by kind (others ignored).
 QUALITY_SHOWN = {
     "verdict": str,
@@ -305,6 +323,8 @@ class ViewerContext:
     moving_spacing_mm : ultrasound pixel size in its scan plane (row, col).
     quality : ``transform.json``'s ``quality`` record, for the confidence banner.
     times_source : where the fluoroscopy frame times came from (DICOM attribute).
+    model : the transform's model, for the predicted-error outline (:mod:`fusion.viewer_error`).
+    order : ``fuse``'s interpolation (nearest, linear, cubic), which the page's warp repeats.
     """
 
     mode: str = "alpha"
@@ -318,6 +338,8 @@ class ViewerContext:
     moving_spacing_mm: tuple[float, float] | None = None
     quality: dict | None = None
     times_source: str = ""
+    model: str = "projective"
+    order: str = "linear"
 
 
 def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transform_source=None):
@@ -340,29 +362,42 @@ def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transfor
         moving_spacing_mm=moving.pixel_spacing_mm if us_plane else None,
         quality=quality,
         times_source=str(fixed.frame_times_source),
+        model=getattr(transform.model, "value", str(transform.model)),
+        order=str(opts.get("order", "linear")),
     )
+
+
+#: Pixels kept around the ultrasound mask: the cubic kernel reads two beyond the nearest.
+US_MARGIN_PX = 2
 
 
 def _moving_images(ctx: ViewerContext, frames_j: list[int]) -> tuple[dict, str, dict]:
     """Data URLs of the distinct ultrasound frames shown, within :data:`MAX_US_BYTES`.
 
-    Each frame is cropped to the bounding box of ``moving_mask`` (screen furniture around
-    the image is never shown). Returns {frame: URL}, a note on frames left out, and the
-    geometry: full (rows, cols) and the crop's (x, y) offset.
+    Each frame is cropped to the bounding box of ``moving_mask`` plus
+    :data:`US_MARGIN_PX` (what the page's warp reads; screen furniture further out is
+    never shown) and stored as one grey channel, zero beyond that margin; the mask is
+    embedded once. Returns {frame: URL}, a note on frames left out, and the geometry:
+    full (rows, cols), the crop's (x, y) offset and the mask's data URL.
     """
+    from scipy.ndimage import binary_dilation
+
     shape = np.shape(ctx.moving_frame(frames_j[0]))[:2]
     valid = ctx.moving_mask if ctx.moving_mask is not None else np.ones(shape, bool)
     ys, xs = np.nonzero(valid)
-    geometry = {"shape": shape, "offset": (0, 0)}
+    geometry = {"shape": shape, "offset": (0, 0), "mask": ""}
     if not ys.size:
         return {}, "the ultrasound mask is empty: no ultrasound frames embedded", geometry
-    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    geometry["offset"] = (int(xs.min()), int(ys.min()))
-    alpha = np.where(valid[box], 255, 0).astype(np.uint8)
+    m = US_MARGIN_PX
+    y0, x0 = max(0, ys.min() - m), max(0, xs.min() - m)
+    box = np.s_[y0 : min(shape[0], ys.max() + m + 1), x0 : min(shape[1], xs.max() + m + 1)]
+    geometry.update(offset=(int(x0), int(y0)))
+    geometry["mask"] = _png_data_url(np.where(valid[box], 255, 0).astype(np.uint8))
+    read = binary_dilation(valid[box], np.ones((3, 3), bool), iterations=m)
 
     def encode(j: int) -> str:
         grey = np.clip(np.asarray(ctx.moving_frame(j), dtype=np.float32)[box], 0, 255)
-        return _png_data_url(np.dstack([np.rint(grey).astype(np.uint8), alpha]))
+        return _png_data_url(np.where(read, np.rint(grey), 0).astype(np.uint8))
 
     urls: dict[str, str] = {}
     used, distinct = 0, list(dict.fromkeys(frames_j))
@@ -380,7 +415,7 @@ def _context_data(ctx: ViewerContext, idx: list[int]) -> dict:
     """The context's part of the viewer's data, for the shown output frames ``idx``."""
     pairs = ctx.pairs or []
     frames_j = [int(pairs[k][0]) for k in idx] if len(pairs) > max(idx) else []
-    images, note, geometry = ({}, "", {"shape": (0, 0), "offset": (0, 0)})
+    images, note, geometry = ({}, "", {"shape": (0, 0), "offset": (0, 0), "mask": ""})
     if frames_j and ctx.moving_frame is not None:
         images, note, geometry = _moving_images(ctx, frames_j)
     shape = geometry["shape"]
@@ -400,11 +435,28 @@ def _context_data(ctx: ViewerContext, idx: list[int]) -> dict:
         "usWidth": int(shape[1]),
         "usHeight": int(shape[0]),
         "usOffset": list(geometry["offset"]),
+        "usMask": geometry["mask"],
+        "order": ctx.order if ctx.order in ("nearest", "linear", "cubic") else "linear",
         "fixedSpacingMm": _spacing(ctx.fixed_spacing_mm),
         "usSpacingMm": _spacing(ctx.moving_spacing_mm),
         "quality": _quality(ctx.quality),
         "timesSource": str(ctx.times_source),
     }
+
+
+def _error_model(ctx: ViewerContext, data: dict) -> dict:
+    """The predicted-error outline of the page (:func:`fusion.viewer_error.error_model`)."""
+    from .viewer_error import error_model
+
+    shape = (data["usHeight"], data["usWidth"])
+    if data["matrix"] is None or not all(shape):
+        return error_model(None, [], ctx.quality, None, None)
+    mask = ctx.moving_mask if ctx.moving_mask is not None else np.ones(shape, bool)
+    try:
+        transform = Transform(np.asarray(data["matrix"]), ctx.model)
+    except ValueError:
+        return error_model(None, [], ctx.quality, None, None)
+    return error_model(transform, data["landmarks"], ctx.quality, data["fixedSpacingMm"], mask)
 
 
 def render_viewer(
@@ -436,11 +488,17 @@ def render_viewer(
     ctx = context or frames.context or ViewerContext()
     info = frames.summary()
     mm = _finite(mm_per_px)
-    # The layer is the ultrasound frame warped: frames sharing one share its image.
+    # Identical images are embedded once: frames sharing an ultrasound frame share its
+    # layer, and a run that repeats a fluoroscopy frame repeats its index only.
+    images: dict[str, int] = {}
+    frame_of = [images.setdefault(frames._kept[k][0], len(images)) for k in idx]
     layers: dict[str, int] = {}
     layer_of = [layers.setdefault(frames._kept[k][1], len(layers)) for k in idx]
+    if list(layers) == [""]:  # the page warps the ultrasound frames itself
+        layers, layer_of = {}, []
     data = {
-        "frames": [frames._kept[k][0] for k in idx],
+        "frames": list(images),
+        "frameOf": frame_of,
         "layers": list(layers),
         "layerOf": layer_of,
         "frameIndex": idx,
@@ -459,6 +517,7 @@ def render_viewer(
     }
     if data["fixedSpacingMm"] is None and data["mmPerPx"]:
         data["fixedSpacingMm"] = [data["mmPerPx"], data["mmPerPx"]]
+    data["errorModel"] = _error_model(ctx, data)
     fields = {
         "__CSP__": CSP,
         "__LABEL__": html_text(case_label),

@@ -308,6 +308,25 @@ def test_fuse_embeds_a_bounded_viewer_but_writes_every_frame(fused, tmp_path):
         assert np.array_equal(ds.pixel_array[7], np.asarray(png))
 
 
+def test_viewer_with_a_distinct_ultrasound_per_frame_is_smaller_than_the_pngs(fused, tmp_path):
+    _, _, _, pair, fixed, moving = fused
+    n = 12
+    long_fixed, long_moving = _long_run(fixed, moving, n)
+    m = long_moving.array  # one ultrasound frame per fluoroscopy frame, all different
+    clip = np.stack([np.roll(m[k % len(m)], k, axis=1) for k in range(n)])
+    long_moving = dataclasses.replace(long_moving, array=clip, frame_times_s=np.arange(n) / 7.5)
+    out = tmp_path / "o"
+    fuse_images(long_fixed, long_moving, Transform(np.asarray(pair["moving_to_fixed_pixel"])),
+                out, video="none", dicom=False)  # fmt: skip
+    html = (out / "viewer.html").read_bytes()
+    data = _viewer_data(_parse(html.decode("utf-8")))
+    # Nothing left out: every frame shown, each with its own ultrasound frame.
+    assert data["frameIndex"] == list(range(n)) and len(data["usImages"]) == n
+    assert data["usNote"] == "" and data["layers"] == []  # warped in the page
+    pngs = sum(p.stat().st_size for p in out.glob("fused_*.png"))
+    assert len(html) < pngs, (len(html), pngs)
+
+
 def test_frame_spool_reads_back_what_it_was_given(tmp_path):
     spool = FrameSpool(tmp_path)
     frames = [np.full((3, 4, 3), k, np.uint8) for k in range(5)]

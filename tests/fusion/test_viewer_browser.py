@@ -1,16 +1,19 @@
 """viewer.html in a real browser: Debian's chromium, headless, driven by selenium.
 
 Each control is checked against its formula on the canvas pixels (read back through
-``getImageData``), the geometry against the sample case's truth. Screenshots are kept
-under the pytest temporary folder (``<basetemp>/viewer-screenshots*/``).
+``getImageData``), the geometry against the sample case's truth. Screenshots are kept as
+test artifacts in ``$HYBRIDFUSE_TEST_ARTIFACTS`` if set, else ``test-artifacts/viewer/``
+under the repository root (ignored by git).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,10 +65,18 @@ def browser(tmp_path_factory):
     drv.quit()
 
 
+#: Where the screenshots are kept: a stable folder CI can publish.
+ARTIFACTS = Path(
+    os.environ.get("HYBRIDFUSE_TEST_ARTIFACTS")
+    or Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
+)
+
+
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    """Where the screenshots go (kept with the pytest temporary folders)."""
-    return tmp_path_factory.mktemp("viewer-screenshots")
+def shots():
+    """The screenshot folder (:data:`ARTIFACTS`), created when missing."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
 
 
 @pytest.fixture(scope="module")
@@ -464,3 +475,116 @@ def test_save_view_as_png_burns_in_banner_and_scale_bar(browser, fused, shots):
     bar = _state(browser, "scaleBarPx")
     row = rgb[44 + h - 14, 12 : 12 + int(bar)]  # the 10 mm bar, 4 px tall at the bottom
     assert (row.min(axis=1) > 240).all()
+
+
+# --- predicted-error outline --------------------------------------------------------------
+
+
+def _canvas(drv) -> np.ndarray:
+    from PIL import Image
+
+    url = _api(drv, "canvasPng()")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+        return np.asarray(im.convert("RGB")).astype(int)
+
+
+def _outline_points(drv, pane=0, step_px=0.5) -> np.ndarray:
+    """The embedded outline segments, sampled along their length, as canvas (x, y)."""
+    data = drv.execute_script("return window.viewerData")
+    seg = np.asarray(data["errorModel"]["segments"], float)
+    p = _api(drv, "panes()")[pane]
+    t = np.linspace(0, 1, int(np.ceil(np.abs(seg[:, 1] - seg[:, 0]).max() * 2 / step_px)) + 2)
+    pts = (seg[:, :1] + t[None, :, None] * (seg[:, 1:] - seg[:, :1])).reshape(-1, 2)
+    if p["kind"] != "us":
+        pts = Transform(np.asarray(data["matrix"])).apply(pts)  # ultrasound -> fluoroscopy px
+    return np.column_stack([p["ox"] + (pts[:, 0] + 0.5) * p["s"],
+                            p["oy"] + (pts[:, 1] + 0.5) * p["s"]])  # fmt: skip
+
+
+def test_error_outline_toggles_exactly_where_it_lies(browser, fused_color, shots):
+    from scipy.spatial import cKDTree
+    from selenium.webdriver.common.by import By
+
+    _open(browser, fused_color / "viewer.html")
+    em = browser.execute_script("return window.viewerData.errorModel")
+    assert em["kind"] == "landmarks" and em["segments"]  # 5 clustered landmarks: far field > 1 mm
+    for panes, mode in (((0,), "color"), ((0, 1, 2), "side-by-side")):
+        _set(browser, "mode", mode)
+        off = _canvas(browser)
+        browser.find_element(By.ID, "view").send_keys("e")  # the key toggles the checkbox
+        assert browser.execute_script("return document.getElementById('error-outline').checked")
+        on = _canvas(browser)
+        changed = np.argwhere((on != off).any(axis=2))[:, ::-1] + 0.5  # pixel centres (x, y)
+        line = np.concatenate([_outline_points(browser, k) for k in panes])
+        inside = (line[:, 0] >= 0) & (line[:, 0] < on.shape[1]) & (line[:, 1] >= 0)
+        # Every changed pixel is on the 2-px line (antialiasing: within 2 px of its centre),
+        # and the line is drawn all along, in every pane (its own pixels on the ultrasound).
+        assert len(changed) > 100
+        assert cKDTree(line).query(changed)[0].max() <= 2.0
+        assert cKDTree(changed).query(line[inside])[0].max() <= 1.5
+        browser.save_screenshot(str(shots / f"error-outline-{mode}.png"))
+        browser.find_element(By.ID, "error-outline").click()  # off again
+        assert (_canvas(browser) == off).all()
+    note = browser.execute_script("return document.getElementById('note').textContent")
+    assert "5 landmarks" in note and "σ" in note
+    # Pointing shows the predicted error there: the grid's bilinear value at that spot.
+    from hybridfuse.fusion.viewer_error import _bilinear
+
+    grid = [np.asarray(em[k], float) for k in ("xs", "ys", "mm")]
+    _set(browser, "mode", "alpha")
+    to_fixed = Transform(np.asarray(browser.execute_script("return window.viewerData.matrix")))
+    for xy in ([300.0, 330.0], [200.0, 420.0]):  # ultrasound px: among and beyond the landmarks
+        fx, fy = to_fixed.apply([xy])[0]
+        cx, cy = _api(browser, "imageToCanvas(arguments[0], arguments[1])", fx, fy)
+        _pointer(browser, "pointermove", cx, cy)
+        here = browser.execute_script("return document.getElementById('here').textContent")
+        want = _bilinear(*grid, np.array([xy]))[0]
+        assert float(re.search(r"here ([\d.]+) mm", here).group(1)) == pytest.approx(
+            want, abs=0.051
+        )
+
+
+def test_dense_landmarks_draw_no_outline_inside_their_hull(browser, fused, tmp_path):
+    from scipy.spatial import Delaunay
+    from selenium.webdriver.common.by import By
+
+    _, _, _, pair, fixed, moving = fused
+    tr = Transform(np.asarray(pair["moving_to_fixed_pixel"]))
+    ys, xs = np.nonzero(moving.mask)
+    gx, gy = np.meshgrid(np.linspace(xs.min() + 20, xs.max() - 20, 8),
+                         np.linspace(ys.min() + 20, ys.max() - 20, 8))  # fmt: skip
+    pts = np.column_stack([gx.ravel(), gy.ravel()])
+    lms = [{"name": f"p{i}", "x": f[0], "y": f[1], "moving_x": p[0], "moving_y": p[1]}
+           for i, (p, f) in enumerate(zip(pts, tr.apply(pts), strict=True))]  # fmt: skip
+    fuse_images(fixed, moving, tr, tmp_path / "o", video="none", dicom=False, frames=[0],
+                transform_frames=(0, pair["us_frame"]), landmarks=lms)  # fmt: skip
+    _open(browser, tmp_path / "o" / "viewer.html")
+    assert browser.execute_script("return window.viewerData.errorModel.kind") == "landmarks"
+    off = _canvas(browser)
+    browser.find_element(By.ID, "error-outline").click()
+    changed = np.argwhere((_canvas(browser) != off).any(axis=2))[:, ::-1] + 0.5
+    (p,) = _api(browser, "panes()")
+    hull = tr.apply(pts)
+    hull = np.column_stack(
+        [p["ox"] + (hull[:, 0] + 0.5) * p["s"], p["oy"] + (hull[:, 1] + 0.5) * p["s"]]
+    )
+    assert not np.any(Delaunay(hull).find_simplex(changed) >= 0)
+
+
+@pytest.mark.parametrize("order", ["nearest", "cubic"])
+def test_the_pages_warp_is_fuses_for_every_interpolation(browser, fused, tmp_path, order):
+    from PIL import Image
+
+    _, _, _, pair, fixed, moving = fused
+    fuse_images(fixed, moving, Transform(np.asarray(pair["moving_to_fixed_pixel"])),
+                tmp_path / "o", opacity=1.0, order=order, video="none", dicom=False,
+                frames=[0], transform_frames=(0, pair["us_frame"]))  # fmt: skip
+    _open(browser, tmp_path / "o" / "viewer.html")
+    assert browser.execute_script("return window.viewerData.layers.length") == 0  # warped here
+    url = _api(browser, "compositePng()")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+        got = np.asarray(im.convert("RGB"))[..., 0].astype(int)
+    with Image.open(tmp_path / "o" / "fused_000.png") as png:
+        ref = np.asarray(png)[..., 0].astype(int)
+    # At opacity 1 the layer is the warped ultrasound itself: one grey level of rounding.
+    assert np.abs(got - ref).max() <= 1

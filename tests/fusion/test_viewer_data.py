@@ -49,7 +49,10 @@ def test_fuse_embeds_its_mode_geometry_pairs_and_spacings(fused):
     assert data["usSpacingMm"] == pytest.approx(list(moving.pixel_spacing_mm))
     assert (data["usHeight"], data["usWidth"]) == moving.shape
     ys, xs = np.nonzero(moving.mask)
-    assert data["usOffset"] == [xs.min(), ys.min()]  # frames cropped to the mask's box
+    # Frames cropped to the mask's box and the margin the page's warp reads.
+    m = viewer_mod.US_MARGIN_PX
+    assert data["usOffset"] == [max(0, xs.min() - m), max(0, ys.min() - m)]
+    assert data["order"] == "linear" and data["layers"] == []  # the page warps them itself
     assert data["times"] == pytest.approx(list(fixed.frame_times_s - fixed.frame_times_s[0]))
     assert "FrameTimeVector" in data["timesSource"]
     assert data["quality"] is None  # no transform file given: no banner verdict invented
