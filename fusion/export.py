@@ -63,6 +63,10 @@ def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -> 
     Frames are padded with black to multiples of 16 pixels, which H.264 encoders and
     players handle best, instead of being silently rescaled.
     """
+    # imageio-ffmpeg runs os.setpgrp in the forked child (preexec_fn): Python code between
+    # fork and exec, which can hang on a lock another thread held at the fork (seen under
+    # tracemalloc in the test suite; imageio-ffmpeg issue #58). Its own switch turns it off.
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
     try:
         import imageio_ffmpeg
     except ImportError as exc:  # pragma: no cover - declared dependency
