@@ -194,6 +194,7 @@ def audit(reg: Registry, drl: dict | None = None, *, include_phi: bool = False) 
 
 def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list[Path]:
     """audit.json, audit.csv, cohorts.csv, monthly.csv and audit.html, atomically."""
+    from .labels import csv_number
     from .monthly import monthly_csv
     from .report import finite_json, write_together
 
@@ -213,7 +214,7 @@ def write_audit(result: dict, reg: Registry, out_dir: str | os.PathLike) -> list
                 e.get("drl", ""),
                 e.get("median_over_drl", ""),
             ]
-        w.writerow([csv_cell(v) for v in row])
+        w.writerow([csv_cell(csv_number(v) if isinstance(v, float) else v) for v in row])
     text = finite_json(result, flags=result.setdefault("flags", []))
     return write_together(
         out_dir,
@@ -236,6 +237,8 @@ _COHORT_COLUMNS = (
     "difference_interval_95",
     "mann_whitney_p",
     "drl",
+    "fluoro_only_median_over_drl",
+    "us_guided_median_over_drl",
 )
 
 
@@ -285,11 +288,24 @@ def _cohort_rows_html(cohorts: dict) -> str:
                 f"{e['n_fluoro_only']} / {e['n_us_guided']}",
                 f"{number(e['median_fluoro_only'])} / {number(e['median_us_guided'])}",
                 diff,
+                _drl_ratios(e),
             )
             rows.append(
                 "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
             )
     return "".join(rows)
+
+
+def _drl_ratios(e: dict) -> str:
+    """Each cohort's median over the DRL, or a dash without a DRL."""
+    from .labels import number
+
+    if e.get("drl") is None:
+        return "-"
+    return (
+        f"{number(e.get('fluoro_only_median_over_drl'), 2)} / "
+        f"{number(e.get('us_guided_median_over_drl'), 2)} (DRL {number(e['drl'])})"
+    )
 
 
 def _cell(entry: dict) -> str:
@@ -413,7 +429,9 @@ group.{" Contains patient data (--include-phi)." if phi else ""}</p>
 <h2>Ultrasound-guided against fluoroscopy-only</h2><p>{html.escape(result["cohorts"]["note"])}</p>
 <table><tr><th>procedure</th><th>region</th><th>unit</th><th>quantity</th>
 <th>n fluoroscopy-only / ultrasound-guided</th><th>medians</th>
-<th>difference (95 % interval); rank test</th></tr>{_cohort_rows_html(result["cohorts"])}</table>
+<th>difference (95 % interval); rank test</th>
+<th>median / DRL, fluoroscopy-only / ultrasound-guided</th></tr>
+{_cohort_rows_html(result["cohorts"])}</table>
 {monthly_html(result["monthly"], QUANTITIES)}
 <h2>Outliers</h2><table><tr><th>id</th><th>pseudonym</th>{phi_head}<th>quantity</th>
 <th>value</th><th>why</th></tr>{orows}</table>

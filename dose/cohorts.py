@@ -9,6 +9,8 @@ observational: case mix, operator and unit are not controlled, and the output sa
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 __all__ = ["compare_cohorts", "COHORT_NOTE"]
@@ -49,7 +51,11 @@ def _compare(fluoro: np.ndarray, us: np.ndarray, rng) -> dict:
     return out
 
 
-def _cohort_block(members: list[dict], quantities, drl: dict, rng) -> dict:
+def _cohort_block(members: list[dict], quantities, drl: dict, seed: int, key: tuple) -> dict:
+    # Each group draws from its own stream (seed and key), so its interval does not change
+    # when other groups join the registry.
+    digest = hashlib.sha256(repr((seed, key)).encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     block = {}
     for q in quantities:
         fluoro = np.array([m[q] for m in members if m[q] is not None and not m["us_guided"]])
@@ -66,7 +72,6 @@ def _cohort_block(members: list[dict], quantities, drl: dict, rng) -> dict:
 
 def compare_cohorts(rows: list[dict], quantities, drl: dict | None = None, seed: int = 0):
     """Per (procedure, region) and per (procedure, region, unit): the cohort comparison."""
-    rng = np.random.default_rng(seed)
     by_group: dict[tuple, list[dict]] = {}
     by_unit: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -77,7 +82,7 @@ def compare_cohorts(rows: list[dict], quantities, drl: dict | None = None, seed:
         {
             "procedure": p,
             "region": g,
-            **_cohort_block(m, quantities, (drl or {}).get((p, g), {}), rng),
+            **_cohort_block(m, quantities, (drl or {}).get((p, g), {}), seed, (p, g)),
         }
         for (p, g), m in sorted(by_group.items())
     ]
@@ -86,7 +91,7 @@ def compare_cohorts(rows: list[dict], quantities, drl: dict | None = None, seed:
             "procedure": p,
             "region": g,
             "unit": u,
-            **_cohort_block(m, quantities, (drl or {}).get((p, g), {}), rng),
+            **_cohort_block(m, quantities, (drl or {}).get((p, g), {}), seed, (p, g, u)),
         }
         for (p, g, u), m in sorted(by_unit.items())
     ]
