@@ -85,6 +85,8 @@ def trial(fixed, moving, start, grid, true_fixed, iso_mm, options, frames=(0, 0)
         "distances_mm": check.get("distances_mm"),
         "relative_costs": check.get("relative_costs"),
         "drift": check.get("second_metric_drift_mm"),
+        "mirrored_relative_cost": check.get("mirrored_relative_cost"),
+        "mirrored_distance_mm": check.get("mirrored_distance_mm"),
         "margin": (q.search or {}).get("relative_margin_over_runner_up"),
         "predicted_tre_mm": q.predicted_tre_mm,
         "wall_s": res.wall_time_s,

@@ -43,7 +43,7 @@ from .search import DEFAULT_PIXEL_MM, global_search
 from .start import Landmarks, Start, check_start, find_start
 from .transforms import N_PARAMS, Transform, TransformModel
 from .verify import intensity_agreement, restart_check
-from .verify_landmarks import landmark_check
+from .verify_landmarks import MIN_DOF_FOR_TEST, landmark_check
 
 __all__ = ["Landmarks", "RegistrationOptions", "RegistrationResult", "register"]
 
@@ -326,7 +326,7 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
             current = window @ current
     outcome = run_levels(problem, pyramid, current, start.model, first=len(searched))
     check = None
-    if start.fit is not None and _exact_fit(start) and opts.guards.verify_restarts > 0:
+    if start.fit is not None and _too_few_to_test(start) and opts.guards.verify_restarts > 0:
         check = intensity_agreement(problem, pyramid, outcome.matrix, start.model, px_mm)
     if do_search and start.landmarks is None and opts.guards.verify_restarts > 0:
         # What the search chose is verified; a warm start without it (tracking's next
@@ -339,9 +339,10 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
     return outcome, info, check
 
 
-def _exact_fit(start: Start) -> bool:
-    """Whether the start's landmarks are no more than its model needs (none left over)."""
-    return 2 * len(start.landmarks.moving_xy) <= N_PARAMS[start.model]
+def _too_few_to_test(start: Start) -> bool:
+    """Whether the start's landmarks leave too few coordinates over for the held-out test."""
+    dof = 2 * len(start.landmarks.moving_xy) - N_PARAMS[start.model]
+    return dof < MIN_DOF_FOR_TEST
 
 
 def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):

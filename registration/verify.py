@@ -64,7 +64,9 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
         drift = distance_mm(run_levels(alt, pyramid, outcome.matrix, model, first=fine).matrix)
     except ConvergenceError:  # the second metric left the field: it does not agree
         drift = np.inf
-    mirror = _mirror_run(quiet, pyramid, outcome, model, first, distance_mm)
+    mirror = {"mirrored_relative_cost": None, "mirrored_distance_mm": None}
+    if guards.verify_mirror_margin > 0:
+        mirror = _mirror_run(quiet, pyramid, outcome, model, first, distance_mm)
     back = [d for d in distances if d <= guards.verify_max_spread_mm]
     out = {
         "restarts": len(distances),
@@ -88,6 +90,14 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
             f"{guards.verify_rotation_deg:g} deg from the answer ends {d:.1f} mm from it at "
             f"a cost {100 * c:+.1f} % of the answer's (a distinct optimum within "
             f"{100 * margin:.0f} %)"
+        )
+    elif mirror["mirrored_relative_cost"] is not None and (
+        mirror["mirrored_relative_cost"] < guards.verify_mirror_margin
+    ):
+        out["unverified"] = (
+            f"unverified: the answer's mirror image, refined, ends only "
+            f"{100 * mirror['mirrored_relative_cost']:+.0f} % worse (< "
+            f"{100 * guards.verify_mirror_margin:.0f} %): the images do not single the answer out"
         )
     elif drift > guards.verify_max_metric_drift_mm:
         out["unverified"] = (
@@ -178,7 +188,7 @@ def _mirror_run(quiet, pyramid, outcome, model, first, distance_mm) -> dict:
     try:
         out = run_levels(quiet, pyramid, outcome.matrix @ flip, model, first=first)
     except ConvergenceError:  # it left the fluoroscopy field: no mirrored rival
-        return {"mirrored_relative_cost": None, "mirrored_distance_mm": None}
+        return {"mirrored_relative_cost": np.inf, "mirrored_distance_mm": None}
     rel = (out.value - outcome.value) / max(abs(outcome.value), 1e-12)
     return {"mirrored_relative_cost": float(rel), "mirrored_distance_mm": distance_mm(out.matrix)}
 

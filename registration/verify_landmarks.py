@@ -19,6 +19,7 @@ from .transforms import Transform, TransformModel
 __all__ = [
     "BEAD_AGREE_MM",
     "FALSE_REFUSAL_RATE",
+    "MIN_DOF_FOR_TEST",
     "bead_reprojection",
     "PREDICTED_TRE_FACTOR",
     "landmark_check",
@@ -64,8 +65,9 @@ def landmark_check(
     px_mm : float
         A fixed pixel at the isocentre, mm.
     images : dict, optional
-        :func:`registration.verify.intensity_agreement`'s figures: the evidence of an
-        exact fit, which no held-out pair can check.
+        :func:`registration.verify.intensity_agreement`'s figures: the evidence for pairs
+        too few for the held-out test (fewer than :data:`MIN_DOF_FOR_TEST` coordinates
+        over the model).
 
     Returns
     -------
@@ -99,7 +101,7 @@ def landmark_check(
     gj = _jacobian(h, np.asarray(field_xy, float), model, centre, scale)
     rms_unit = np.sqrt(np.einsum("gap,pq,gaq->g", gj, cov, gj))  # per unit σ
     out["predicted_tre_mm"] = float(PREDICTED_TRE_FACTOR * sigma * np.median(rms_unit) * px_mm)
-    if dof <= 0 and images is not None and not images["intensity_agrees"]:
+    if dof < MIN_DOF_FOR_TEST and images is not None and not images["intensity_agrees"]:
         metric, drift = max(images["intensity_only_drift_mm"].items(), key=lambda kv: kv[1])
         why = (images.get("restarts") or {}).get("unverified")
         why = why.removeprefix("unverified: ") if why else f"{metric} alone moves it {drift:.1f} mm"
@@ -108,13 +110,14 @@ def landmark_check(
         auto = all(str(n).startswith("auto_bead") for n in landmarks.names)
         noun = "beads matched" if auto and landmarks.names else "landmark pairs"
         out["unverified"] = (
-            f"unverified: only {len(src)} {noun}, which the {model.value} model fits "
-            f"exactly, and the images do not confirm the answer: {why}"
+            f"unverified: only {len(src)} {noun}, too few to check each other under the "
+            f"{model.value} model, and the images do not confirm the answer: {why}"
         )
-    elif dof <= 0 and images is None:
+    elif dof < MIN_DOF_FOR_TEST and images is None:
         out["unchecked"] = (
-            f"{len(src)} pairs fit the {model.value} model exactly and no intensity metric "
-            "ran: nothing checks them"
+            f"{len(src)} pairs leave {max(dof, 0)} coordinates over the {model.value} model "
+            f"(the held-out test needs {MIN_DOF_FOR_TEST}) and no intensity metric ran: "
+            "nothing checks them"
         )
     elif out.get("loo_statistic_max", 0.0) > out.get("loo_statistic_limit", np.inf):
         spread = np.sqrt(out["loo_statistic_max"] / out["loo_statistic_limit"])
