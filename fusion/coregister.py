@@ -400,17 +400,15 @@ def _refuse_unchecked_match(result, matched: int, options) -> None:
 
     Three matched beads fit an affine map exactly: nothing is left over to catch a wrong
     match (a wrong --moving-spacing-mm gave one 32 mm off, accepted), and the intensity
-    refinement is held to the landmarks. Unless the images alone agree with the answer
-    (``quality.verification["intensity_agrees"]``, registration.verify), it is refused;
-    ``--accept-unverified`` writes it marked refused.
+    refinement is held to the landmarks; the images alone cannot confirm it either (the
+    wrong match above sits in a local optimum of both metrics). ``--accept-unverified``
+    writes it marked refused.
     """
     from hybridfuse.registration.guards import raise_if_refused
 
     opts = options or RegistrationOptions()
     if matched > MIN_POINTS[TransformModel(result.model)] or result.quality.verdict != "accepted":
         return
-    if (result.quality.verification or {}).get("intensity_agrees"):
-        return  # the images, run alone from the answer, stayed with it
     reason = (
         f"unverified: only {matched} beads matched, which the {result.model} model fits "
         "exactly: nothing checks the match"

@@ -47,6 +47,10 @@ from .verify_landmarks import MIN_DOF_FOR_TEST, landmark_check
 
 __all__ = ["Landmarks", "RegistrationOptions", "RegistrationResult", "register"]
 
+#: Most the images alone may move a few-pair landmark answer before it is refused (mm):
+#: the TRE at which a result counts as wrong (#15).
+AGREEMENT_MAX_MM = 2.0
+
 
 @dataclass
 class RegistrationResult:
@@ -327,7 +331,8 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
     outcome = run_levels(problem, pyramid, current, start.model, first=len(searched))
     check = None
     if start.fit is not None and _too_few_to_test(start) and opts.guards.verify_restarts > 0:
-        check = intensity_agreement(problem, pyramid, outcome.matrix, start.model, px_mm)
+        limit = _agreement_limit_mm(start, mmask, px_mm, opts)
+        check = intensity_agreement(problem, pyramid, outcome.matrix, start.model, px_mm, limit)
     if do_search and start.landmarks is None and opts.guards.verify_restarts > 0:
         # What the search chose is verified; a warm start without it (tracking's next
         # frame, --no-search) is the caller's evidence, and checking every frame would
@@ -337,6 +342,16 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
     if window is not None:
         outcome.matrix = np.linalg.inv(window) @ outcome.matrix
     return outcome, info, check
+
+
+def _agreement_limit_mm(start: Start, mmask, px_mm: float, opts) -> float:
+    """How far the images alone may move a few-pair landmark answer (mm).
+
+    As far as the landmarks' own predicted TRE, at least ``verify_max_spread_mm`` and
+    never :data:`AGREEMENT_MAX_MM`: two answers that far apart cannot both be right.
+    """
+    predicted = _landmark_evidence(start, mmask, px_mm, None)["predicted_tre_mm"]
+    return float(np.clip(predicted, opts.guards.verify_max_spread_mm, AGREEMENT_MAX_MM))
 
 
 def _too_few_to_test(start: Start) -> bool:

@@ -103,21 +103,24 @@ def landmark_check(
     out["predicted_tre_mm"] = float(PREDICTED_TRE_FACTOR * sigma * np.median(rms_unit) * px_mm)
     if dof < MIN_DOF_FOR_TEST and images is not None and not images["intensity_agrees"]:
         metric, drift = max(images["intensity_only_drift_mm"].items(), key=lambda kv: kv[1])
-        why = (images.get("restarts") or {}).get("unverified")
-        why = why.removeprefix("unverified: ") if why else f"{metric} alone moves it {drift:.1f} mm"
+        why = f"{metric} alone moves it {drift:.1f} mm (> {images['agreement_limit_mm']:.1f} mm)"
         # Matched beads are named auto_bead<k> (registration.initial); the start drops
         # the landmarks' source, so the name tells the automatic route.
         auto = all(str(n).startswith("auto_bead") for n in landmarks.names)
         noun = "beads matched" if auto and landmarks.names else "landmark pairs"
         out["unverified"] = (
             f"unverified: only {len(src)} {noun}, too few to check each other under the "
-            f"{model.value} model, and the images do not confirm the answer: {why}"
+            f"{model.value} model, and the images disagree: {why}"
         )
-    elif dof < MIN_DOF_FOR_TEST and images is None:
+    elif dof < MIN_DOF_FOR_TEST:
+        checked = "no intensity metric ran" if images is None else (
+            "the images alone moved it no more than "
+            f"{max(images['intensity_only_drift_mm'].values()):.1f} mm, which rules out "
+            "only gross errors"
+        )  # fmt: skip
         out["unchecked"] = (
             f"{len(src)} pairs leave {max(dof, 0)} coordinates over the {model.value} model "
-            f"(the held-out test needs {MIN_DOF_FOR_TEST}) and no intensity metric ran: "
-            "nothing checks them"
+            f"(the held-out test needs {MIN_DOF_FOR_TEST}); {checked}"
         )
     elif out.get("loo_statistic_max", 0.0) > out.get("loo_statistic_limit", np.inf):
         spread = np.sqrt(out["loo_statistic_max"] / out["loo_statistic_limit"])

@@ -129,3 +129,20 @@ def _affine(src, dst):
     a = np.column_stack([src, np.ones(len(src))])
     sol = np.linalg.lstsq(a, dst, rcond=None)[0]
     return np.vstack([sol.T, [0, 0, 1]])
+
+
+def test_too_few_pairs_are_checked_by_the_images(pair):
+    fixed, us, _, true = pair
+    moving, fixed_xy = _clicks(us.mask, true, np.random.default_rng(8), 3, 0.3)
+    right = _register(pair, moving, fixed_xy)
+    q = right.quality
+    assert q.verdict == "accepted", q.reasons
+    assert q.verification["intensity_agrees"] is True
+    assert _tre_mm(right.transform.matrix, true, us.mask, fixed) <= q.predicted_tre_mm
+    # The same three clicks 25 px off on the fluoroscopy side: an exact affine fit,
+    # nothing left over among the pairs, and wrong by millimetres.
+    wrong = _register(pair, moving, fixed_xy + (25.0, 0.0), accept_unverified=True)
+    assert _tre_mm(wrong.transform.matrix, true, us.mask, fixed) >= 2.0
+    assert wrong.quality.verdict == "refused"
+    assert wrong.quality.verification["intensity_agrees"] is False
+    assert any("the images disagree" in r for r in wrong.quality.reasons)
