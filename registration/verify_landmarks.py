@@ -34,6 +34,9 @@ FALSE_REFUSAL_RATE = 1e-3
 #: A mapped ultrasound bead within this (mm at the isocentre) of a fluoroscopy bead lands
 #: on it: the matcher's inlier distance.
 BEAD_AGREE_MM = 1.5
+#: The least click noise (px) the held-out test assumes: no position is known better than
+#: a tenth of a pixel, and exact (synthetic) pairs would otherwise test rounding errors.
+MIN_SIGMA_PX = 0.1
 #: Least redundant coordinates (2 × pairs − parameters) before the held-out test runs:
 #: with fewer, the robust noise scale it compares against is itself unknown.
 MIN_DOF_FOR_TEST = 4
@@ -146,7 +149,7 @@ def _held_out(jac, w, cov, resid, names, dof: int) -> dict:
     loo = np.einsum("nab,nb->na", inv, resid)
     q = np.einsum("na,na->n", resid, loo) * w
     rss = float(np.sum(w[:, None] * resid**2))
-    external = np.maximum(rss - q, 1e-12 * max(rss, 1e-300)) / (dof - 2)
+    external = np.maximum((rss - q) / (dof - 2), MIN_SIGMA_PX**2)
     stat = q / external
     k = int(np.argmax(stat))
     label = names[k] if k < len(names) and names[k] else str(k)
