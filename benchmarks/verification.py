@@ -32,14 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._header import print_header
+from benchmarks.registration import own_cases, validation_cases
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.coregister import register_images
-from hybridfuse.registration import RegistrationError, RegistrationOptions, Transform
+from hybridfuse.fusion.errors import FusionError
+from hybridfuse.registration import Landmarks, RegistrationError, RegistrationOptions, Transform
 from hybridfuse.registration.verify import UNVERIFIED
 from hybridfuse.testdata.phantom import generate_procedure
 from hybridfuse.testdata.phantom.variants import mirrored_ultrasound
 
 PRESETS = ("lumbar-mbb", "cervical-mbb", "lumbar-facet", "si-joint")
+#: Click noise (px, fluoroscopy side) of the landmark modes.
+NOISE_PX = {"landmarks": 0.5, "coarse": 3.0}
 SETS = {"tuning": 100, "report": 900}
 
 
@@ -81,10 +85,59 @@ def trial(fixed, moving, start, grid, true_fixed, iso_mm, options, frames=(0, 0)
         "distances_mm": check.get("distances_mm"),
         "relative_costs": check.get("relative_costs"),
         "drift": check.get("second_metric_drift_mm"),
+        "mirrored_relative_cost": check.get("mirrored_relative_cost"),
+        "mirrored_distance_mm": check.get("mirrored_distance_mm"),
         "margin": (q.search or {}).get("relative_margin_over_runner_up"),
         "predicted_tre_mm": q.predicted_tre_mm,
         "wall_s": res.wall_time_s,
     }
+
+
+def _old_reasons(reasons) -> list[str]:
+    """The reasons of the guards that existed before this verification round.
+
+    The automatic route's exact-fit refusal ("only N beads matched") predates it.
+    """
+    return [r for r in reasons if not r.startswith(UNVERIFIED) or r.startswith("unverified: only")]
+
+
+def other_route(case, mode: str, rng, options) -> dict:
+    """One landmark (``landmarks``: 0.5 px, ``coarse``: 3 px clicks) or ``auto`` trial."""
+    opts = options.with_values(accept_unverified=True)
+    lm = None
+    if mode in NOISE_PX:
+        src = case.landmarks
+        noise = rng.normal(0, NOISE_PX[mode], src.fixed_xy.shape)
+        lm = Landmarks(src.moving_xy, src.fixed_xy + noise, src.names)
+    try:
+        res = register_images(
+            case.fl, case.us, fixed_frame=case.fframe, moving_frame=case.uframe,
+            landmarks=lm, options=opts,
+        )  # fmt: skip
+    except (RegistrationError, FusionError) as exc:  # refused, bad landmarks: no answer
+        return {"tre": None, "before": "refused", "after": "refused", "why": str(exc)[:80]}
+    q = res.quality
+    d = np.linalg.norm(res.transform.apply(case.grid) - case.grid_fixed, axis=1)
+    return {
+        "tre": float(np.median(d)) * case.iso,
+        "before": "refused" if _old_reasons(q.reasons) else "accepted",
+        "after": q.verdict,
+        "why": "; ".join(q.reasons)[:80],
+        "predicted_tre_mm": q.predicted_tre_mm,
+        "verification": q.verification,
+        "wall_s": res.wall_time_s,
+    }
+
+
+def other_routes(cases, modes, rng, options, reps: int) -> dict[str, list[dict]]:
+    """``reps`` trials of each of ``modes`` (``landmarks``, ``coarse``, ``auto``) per case."""
+    out: dict[str, list[dict]] = {}
+    for mode in modes:
+        rows = out.setdefault(mode, [])
+        for case in cases:
+            for _ in range(1 if mode == "auto" else reps):
+                rows.append({"case": case.name, **other_route(case, mode, rng, options)})
+    return out
 
 
 def own_phantom(first_seed: int, cases: int, starts: int, rng, options, mirror=False):
@@ -191,6 +244,13 @@ def main() -> None:
     ap.add_argument("--dump", type=Path, help="write every trial's row to this JSON file")
     ap.add_argument("--set", action="append", default=[], help="option NAME=VALUE (JSON)")
     ap.add_argument("--timing", action="store_true", help="only time the added cost")
+    ap.add_argument(
+        "--modes",
+        default="start",
+        help="routes: start (intensity from a perturbed start), landmarks (0.5 px), "
+        "coarse (3 px clicks), auto (no start, no landmarks)",
+    )
+    ap.add_argument("--reps", type=int, default=2, help="landmark noise draws per pair")
     args = ap.parse_args()
     print_header()
     if args.timing:
@@ -198,24 +258,41 @@ def main() -> None:
         return
     values = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     options = RegistrationOptions().with_values(**values)
+    modes = [m for m in args.modes.split(",") if m]
     out = {}
     t0 = time.perf_counter()
     for name in [s for s in args.sets.split(",") if s]:
         first = SETS[name]
-        out[name] = own_phantom(
-            first, args.cases, args.starts, np.random.default_rng(first), options
-        )
-        summarise(f"own phantom, {name} seeds {first}-{first + args.cases - 1}", out[name])
-        if args.mirror:
+        if "start" in modes:
+            rows = own_phantom(
+                first, args.cases, args.starts, np.random.default_rng(first), options
+            )
+            out[name] = rows
+            summarise(f"own phantom, {name} seeds {first}-{first + args.cases - 1}", rows)
+        if "start" in modes and args.mirror:
             rows = own_phantom(
                 first, args.cases, args.starts, np.random.default_rng(first), options, True
             )
             out[name + "-mirrored"] = rows
             summarise(f"own phantom, {name} seeds, ultrasound mirrored (no right answer)", rows)
+        others = [m for m in modes if m != "start"]
+        if others:
+            with tempfile.TemporaryDirectory() as tmp:
+                cases = own_cases(first, args.cases, Path(tmp))
+                rng = np.random.default_rng(first + 1)
+                for mode, rows in other_routes(cases, others, rng, options, args.reps).items():
+                    out[f"{name}-{mode}"] = rows
+                    summarise(f"own phantom, {name} seeds, {mode}", rows)
     if args.phantom_a.is_dir():
-        rng = np.random.default_rng(1)
-        out["phantom-a"] = phantom_a(args.phantom_a, args.phantom_a_starts, rng, options)
-        summarise(f"{args.phantom_a} (reporting only)", out["phantom-a"])
+        if "start" in modes:
+            rng = np.random.default_rng(1)
+            out["phantom-a"] = phantom_a(args.phantom_a, args.phantom_a_starts, rng, options)
+            summarise(f"{args.phantom_a} (reporting only)", out["phantom-a"])
+        others = [m for m in modes if m != "start"]
+        cases = validation_cases(args.phantom_a) if others else []
+        for mode, rows in other_routes(cases, others, np.random.default_rng(2), options, 1).items():
+            out[f"phantom-a-{mode}"] = rows
+            summarise(f"{args.phantom_a}, {mode} (reporting only)", rows)
     else:
         print(f"\n{args.phantom_a}: absent, not reported")
     print(f"\n{time.perf_counter() - t0:.0f} s in all")

@@ -27,6 +27,7 @@ from hybridfuse.registration.initial import auto_start, moments_start, wide_sear
 from hybridfuse.registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
 from hybridfuse.registration.start import supported_model
 from hybridfuse.registration.transforms import TransformModel
+from hybridfuse.registration.verify_landmarks import bead_reprojection
 
 from ._image import Image
 from .errors import InputError
@@ -318,7 +319,8 @@ def register_images(
     start = initial
     auto = start is None and landmarks is None and init == "auto"
     if auto:
-        landmarks, options = _auto_landmarks(fixed, moving, f, m, options)
+        found, options = _auto_landmarks(fixed, moving, f, m, options)
+        landmarks = found.landmarks
     if start is None and landmarks is None:
         if init == "geometry":
             # Geometry fixes the scale but not where the probe lies in the field; a search
@@ -384,6 +386,11 @@ def register_images(
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
         raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc
     if auto:
+        beads = bead_reprojection(
+            result.transform, found.moving_beads.xy, found.fixed_beads.xy, fixed.mask, iso_mm
+        )
+        verification = {**(result.quality.verification or {}), "beads": beads}
+        result.quality = result.quality.replace(verification=verification)
         _refuse_unchecked_match(result, len(landmarks.moving_xy), options)
     return result
 
@@ -393,7 +400,9 @@ def _refuse_unchecked_match(result, matched: int, options) -> None:
 
     Three matched beads fit an affine map exactly: nothing is left over to catch a wrong
     match (a wrong --moving-spacing-mm gave one 32 mm off, accepted), and the intensity
-    refinement is held to the landmarks. ``--accept-unverified`` writes it marked refused.
+    refinement is held to the landmarks; the images alone cannot confirm it either (the
+    wrong match above sits in a local optimum of both metrics). ``--accept-unverified``
+    writes it marked refused.
     """
     from hybridfuse.registration.guards import raise_if_refused
 
@@ -431,7 +440,7 @@ def _auto_landmarks(fixed: Image, moving: Image, f, m, options):
     )
     # Three matched beads fix an affine map, not a projective one: the start's model
     # fallback (registration/start.py) decides that and records it in model_selection.
-    return found.landmarks, options or RegistrationOptions()
+    return found, options or RegistrationOptions()
 
 
 def truth_tre(

@@ -41,10 +41,15 @@ from .options import RegistrationOptions
 from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
 from .search import DEFAULT_PIXEL_MM, global_search
 from .start import Landmarks, Start, check_start, find_start
-from .transforms import Transform, TransformModel
-from .verify import predicted_tre_mm, restart_check
+from .transforms import N_PARAMS, Transform, TransformModel
+from .verify import intensity_agreement, restart_check
+from .verify_landmarks import MIN_DOF_FOR_TEST, landmark_check
 
 __all__ = ["Landmarks", "RegistrationOptions", "RegistrationResult", "register"]
+
+#: Most the images alone may move a few-pair landmark answer before it is refused (mm):
+#: the TRE at which a result counts as wrong (#15).
+AGREEMENT_MAX_MM = 2.0
 
 
 @dataclass
@@ -226,6 +231,7 @@ def _register_core(
     )
     outcome = LevelsOutcome(start.matrix, [], None, True, "landmarks only")
     search_info = check = None
+    px_mm = fixed_spacing_mm or DEFAULT_PIXEL_MM
     if metric is not None:
         check_start(start.matrix, ext, from_landmarks=start.fit is not None)
         # The calibration's scale constrains an intensity-only match; landmarks outrank it.
@@ -233,10 +239,11 @@ def _register_core(
         if expected and tol is not None and start.landmarks is None:
             problem.scale_prior = (*expected, float(tol))
         images = (fixed, fmask, moving, mmask)
-        px_mm = fixed_spacing_mm or DEFAULT_PIXEL_MM
         outcome, search_info, check = _refine(problem, images, start, ext, do_search, px_mm)
     final = Transform(outcome.matrix, start.model)
     wall = time.perf_counter() - t_start
+    if start.fit is not None:
+        check = {**_landmark_evidence(start, mmask, px_mm, check), **(check or {})}
     final, quality = _assess(final, start, mmask, expected, problem, (search_info, check))
     return RegistrationResult(
         transform=final,
@@ -323,6 +330,9 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
             current = window @ current
     outcome = run_levels(problem, pyramid, current, start.model, first=len(searched))
     check = None
+    if start.fit is not None and _too_few_to_test(start) and opts.guards.verify_restarts > 0:
+        limit = _agreement_limit_mm(start, mmask, px_mm, opts)
+        check = intensity_agreement(problem, pyramid, outcome.matrix, start.model, px_mm, limit)
     if do_search and start.landmarks is None and opts.guards.verify_restarts > 0:
         # What the search chose is verified; a warm start without it (tracking's next
         # frame, --no-search) is the caller's evidence, and checking every frame would
@@ -332,6 +342,22 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
     if window is not None:
         outcome.matrix = np.linalg.inv(window) @ outcome.matrix
     return outcome, info, check
+
+
+def _agreement_limit_mm(start: Start, mmask, px_mm: float, opts) -> float:
+    """How far the images alone may move a few-pair landmark answer (mm).
+
+    As far as the landmarks' own predicted TRE, at least ``verify_max_spread_mm`` and
+    never :data:`AGREEMENT_MAX_MM`: two answers that far apart cannot both be right.
+    """
+    predicted = _landmark_evidence(start, mmask, px_mm, None)["predicted_tre_mm"]
+    return float(np.clip(predicted, opts.guards.verify_max_spread_mm, AGREEMENT_MAX_MM))
+
+
+def _too_few_to_test(start: Start) -> bool:
+    """Whether the start's landmarks leave too few coordinates over for the held-out test."""
+    dof = 2 * len(start.landmarks.moving_xy) - N_PARAMS[start.model]
+    return dof < MIN_DOF_FOR_TEST
 
 
 def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
@@ -346,10 +372,11 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
         "model_used": start.model.value,
         "model_selection": start.model_note,
         "search": search_info,
-        "verification": check,
     }
     if check is not None:
-        changes["predicted_tre_mm"] = predicted_tre_mm(check)
+        # The predicted TRE is the verdict's figure; the rest is the evidence behind it.
+        changes["predicted_tre_mm"] = check["predicted_tre_mm"]
+        changes["verification"] = {k: v for k, v in check.items() if k != "predicted_tre_mm"}
     if expected:
         magnification = centre_scale(final.matrix, problem.center)
         changes["scale_ratio_to_calibration"] = scale_ratio(magnification, expected)
@@ -368,6 +395,20 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
             verdict="refused", reasons=reasons, accepted_unverified=unverified
         )
     return final, quality
+
+
+def _landmark_evidence(start: Start, mmask, px_mm: float, images) -> dict:
+    """The landmark answer's held-out test and predicted TRE over a 7 × 7 grid of the field.
+
+    ``images``: :func:`intensity_agreement`'s figures where they were computed, or None.
+    """
+    x0, x1, y0, y1 = mask_extent(mmask)[:4]
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 7), np.linspace(y0, y1, 7))
+    field_xy = np.column_stack([gx.ravel(), gy.ravel()])
+    return landmark_check(
+        start.fit.transform, start.landmarks, start.weights, start.sigma_px, field_xy, px_mm,
+        images=images,
+    )  # fmt: skip
 
 
 def _half_extent(ext: np.ndarray) -> float:

@@ -301,9 +301,17 @@ class GuardOptions:
         advanced=True,
     )
     verify_max_metric_drift_mm: float = option(
-        0.5,
+        0.85,
         "Refuse an intensity-only answer that a second metric (MI; LC2 when the metric is "
         "MI), run from it at the two finest levels, moves by more than this (median mm).",
+        minimum=0.0,
+        advanced=True,
+    )
+    verify_mirror_margin: float = option(
+        0.3,
+        "Refuse an intensity-only answer when the levels re-run from its left-right mirror "
+        "image end at a cost less than this fraction worse than the answer's: the images do "
+        "not single it out (a wrong optimum's mirror fits about as well); 0: off.",
         minimum=0.0,
         advanced=True,
     )

@@ -22,6 +22,7 @@ __all__ = [
     "PREDICTED_TRE_FACTOR",
     "PREDICTED_TRE_FLOOR_MM",
     "UNVERIFIED",
+    "intensity_agreement",
     "predicted_tre_mm",
     "restart_check",
 ]
@@ -63,6 +64,9 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
         drift = distance_mm(run_levels(alt, pyramid, outcome.matrix, model, first=fine).matrix)
     except ConvergenceError:  # the second metric left the field: it does not agree
         drift = np.inf
+    mirror = {"mirrored_relative_cost": None, "mirrored_distance_mm": None}
+    if guards.verify_mirror_margin > 0:
+        mirror = _mirror_run(quiet, pyramid, outcome, model, first, distance_mm)
     back = [d for d in distances if d <= guards.verify_max_spread_mm]
     out = {
         "restarts": len(distances),
@@ -73,7 +77,9 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
         "spread_mm": max(back, default=0.0),
         "second_metric": other.value,
         "second_metric_drift_mm": drift,
+        **mirror,
     }
+    out["predicted_tre_mm"] = predicted_tre_mm(out)
     margin = opts.grid.search_min_margin
     limit = guards.verify_max_spread_mm
     rivals = [(d, c) for d, c in zip(distances, rel, strict=True) if d > limit and c < margin]
@@ -84,6 +90,14 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
             f"{guards.verify_rotation_deg:g} deg from the answer ends {d:.1f} mm from it at "
             f"a cost {100 * c:+.1f} % of the answer's (a distinct optimum within "
             f"{100 * margin:.0f} %)"
+        )
+    elif mirror["mirrored_relative_cost"] is not None and (
+        mirror["mirrored_relative_cost"] < guards.verify_mirror_margin
+    ):
+        out["unverified"] = (
+            f"unverified: the answer's mirror image, refined, ends only "
+            f"{100 * mirror['mirrored_relative_cost']:+.0f} % worse (< "
+            f"{100 * guards.verify_mirror_margin:.0f} %): the images do not single the answer out"
         )
     elif drift > guards.verify_max_metric_drift_mm:
         out["unverified"] = (
@@ -121,6 +135,59 @@ def _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm):
         distances.append(distance_mm(out.matrix))
         rel.append((out.value - outcome.value) / max(abs(outcome.value), 1e-12))
     return distances, rel
+
+
+def intensity_agreement(
+    problem: LevelProblem, pyramid: Pyramid, answer, model, px_mm: float, limit_mm: float
+) -> dict:
+    """Whether the images alone leave a landmark answer where it is: two metrics.
+
+    Landmarks too few to check each other leave the images as the only other evidence.
+    The metric and a second one (MI; LC2 when the metric is MI) each run the two finest
+    levels without the landmark term from the answer; either moving it more than
+    ``limit_mm`` refuses it. Staying is not proof: a wrong placement can sit in a fine
+    level's local optimum (a 32 mm wrong three-bead match moved 1.1 mm), so this refuses
+    gross disagreement and confirms nothing.
+    """
+    quiet = dataclasses.replace(
+        problem, landmarks=None, landmark_weights=None, trace=[], progress=None
+    )
+    grid = _field_grid(problem.center, problem.half)
+    base = Transform(answer).apply(grid)
+    n_levels = len(problem.options.pyramid.levels)
+    other = Metric.LC2 if problem.metric is Metric.MI else Metric.MI
+    drift = {}
+    for metric in (problem.metric, other):
+        run = dataclasses.replace(quiet, metric=metric)
+        try:
+            out = run_levels(run, pyramid, answer, model, first=max(0, n_levels - 2))
+        except ConvergenceError:  # it left the field: the images do not hold the answer
+            drift[metric.value] = np.inf
+            continue
+        d = np.median(np.linalg.norm(Transform(out.matrix).apply(grid) - base, axis=1))
+        drift[metric.value] = float(d) * px_mm
+    agrees = max(drift.values()) <= limit_mm
+    result = {"intensity_only_drift_mm": drift, "agreement_limit_mm": float(limit_mm)}
+    result["intensity_agrees"] = bool(agrees)
+    return result
+
+
+def _mirror_run(quiet, pyramid, outcome, model, first, distance_mm) -> dict:
+    """The levels re-run from the answer mirrored about the ultrasound's centre column.
+
+    A probe marker flips the image left-right; an answer of the wrong handedness is a
+    smooth optimum the restarts return to, so the mirrored placement is tried too: where
+    it ends at a cost as good as the answer's, the images do not fix the handedness.
+    Returns its cost relative to the answer's (positive: worse) and where it ends (mm).
+    """
+    cx = quiet.center[0]
+    flip = np.array([[-1.0, 0.0, 2.0 * cx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    try:
+        out = run_levels(quiet, pyramid, outcome.matrix @ flip, model, first=first)
+    except ConvergenceError:  # it left the fluoroscopy field: no mirrored rival
+        return {"mirrored_relative_cost": np.inf, "mirrored_distance_mm": None}
+    rel = (out.value - outcome.value) / max(abs(outcome.value), 1e-12)
+    return {"mirrored_relative_cost": float(rel), "mirrored_distance_mm": distance_mm(out.matrix)}
 
 
 def predicted_tre_mm(check: dict) -> float:

@@ -146,3 +146,27 @@ def test_accept_unverified_writes_the_result_marked_refused(pair, tmp_path):
     assert quality["accepted_unverified"] is True
     assert any(r.startswith("ambiguous intensity match") for r in quality["reasons"])
     assert "written unverified" in result.output
+
+
+def test_the_mirror_check_alone_refuses_a_wrong_answer(pair):
+    # The other checks are switched off (restart rivals, the second metric, the search's
+    # margin), so only the mirrored placement stands between this answer and acceptance.
+    fixed, us, p, true = pair
+    flip, flip_true, near = mirrored_ultrasound(us, true)
+    ys, xs = np.nonzero(flip.mask)
+    iso = fixed.xray.isocenter_spacing_mm[0]
+    start = _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+    others_off = dict(
+        accept_unverified=True,
+        verify_max_spread_mm=1e3,
+        verify_max_metric_drift_mm=1e3,
+        search_min_margin=0.0,
+        scale_tolerance=0.0,
+    )
+    result = _register(fixed, flip, p, start, **others_off)
+    assert _tre_mm(result.transform.matrix, flip_true, flip.mask, fixed) >= 2.0
+    q = result.quality
+    assert q.verdict == "refused", q.verification
+    assert [r for r in q.reasons if "mirror image" in r] == q.reasons
+    off = _register(fixed, flip, p, start, **others_off, verify_mirror_margin=0.0)
+    assert off.quality.verdict == "accepted"  # the mirror check was what refused it
