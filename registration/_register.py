@@ -5,13 +5,12 @@ start from landmarks or a given transform (:mod:`registration.start`) → prepro
 images (:mod:`registration.preprocess`) → without landmarks, a global search
 (:mod:`registration.search`), after which the fluoroscopy is narrowed to a window around
 the match → the coarse-to-fine pyramid (:mod:`registration.optimise`): L-BFGS-B on the
-intensity metric plus, with landmarks, their mean squared residual in units of their
-localisation uncertainty → after a search, the verification (:mod:`registration.verify`:
-restarts around the answer and a second metric) → the quality figures and the verdict
-(:mod:`registration.guards`), which refuses what the guards or the verification do not
-support unless ``accept_unverified`` is set.
-If intensity refinement moves well-fitted landmarks by more than that uncertainty, the
-landmark-only result is kept and the result says so.
+intensity metric; with landmarks, the metric alone from the landmark fit, fused with it by
+their variances (``intensity_sigma_px``; none: the landmark term in the cost) → the
+verification (:mod:`registration.verify`, :mod:`registration.verify_landmarks`: restarts,
+a second metric and the mirrored placement; held-out landmark pairs) → the quality figures
+and the verdict (:mod:`registration.guards`), which refuses what the guards or the
+verification do not support unless ``accept_unverified`` is set.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from hybridfuse.registration import (
 FLAT_NAMES = [
     "intensity_sigma_px",
     "accept_unverified",
+    "verify_mirror_margin",
     "verify_restarts",
     "verify_shift_mm",
     "verify_rotation_deg",
@@ -155,6 +156,7 @@ def test_quality_to_dict_is_the_documented_schema():
         "model_used",
         "scale_ratio_to_calibration",
         "model_selection",
+        "verification",
         "crop_fixed_px_x0_y0_x1_y1",
     ]
     assert q.model_used == q.to_dict()["model_used"] == q.model_selection["chosen"]
