@@ -11,6 +11,8 @@ verification (:mod:`registration.verify`, :mod:`registration.verify_landmarks`: 
 a second metric and the mirrored placement; held-out landmark pairs) → the quality figures
 and the verdict (:mod:`registration.guards`), which refuses what the guards or the
 verification do not support unless ``accept_unverified`` is set.
+If intensity refinement moves well-fitted landmarks by more than their uncertainty, the
+landmark-only result is kept and the result says so.
 """
 
 from __future__ import annotations
