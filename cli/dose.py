@@ -50,7 +50,10 @@ def dose() -> None:
 @click.option(
     "--guided-phase",
     default=None,
-    help="START,END of the fluoroscopy-guided phase (default: found from the taps).",
+    help=(
+        "START,END seconds from the first irradiation event: the fluoroscopy-guided phase is "
+        "the taps that START from START to END (default: found from the taps)."
+    ),
 )
 @click.option(
     "--coefficients",

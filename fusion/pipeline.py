@@ -442,6 +442,13 @@ def run_case(
     say = progress or (lambda _m: None)
     _check_inputs(spec)
     corrections = dose_corrections(config)  # a bad file is refused before the work
+    if corrections is not None and not spec.rdsr:
+        # As in `dose report`: corrections are matched on the RDSR's unit; the image-tag
+        # report names no unit, so they would silently apply to nothing.
+        raise InputError(
+            f"{spec.case_id}: --corrections needs a dose SR (RDSR) in the case "
+            "(it is matched on the RDSR's unit); none was found"
+        )
     # A bad truth.json is refused before the work, one line naming it (not a traceback).
     truth = read_truth_json(spec.truth) if spec.truth else None
     file_hashes = {p: _hash_input(spec, p) for p in spec.files()}  # read each input once

@@ -98,7 +98,7 @@ def test_the_toml_dose_table_reads_the_same_definitions(files):
     assert RunConfig.from_toml(path, {"force": False}).dose.force is False  # the CLI wins
 
 
-def test_a_changed_corrections_file_makes_batch_run_the_case_again(files):
+def test_a_changed_corrections_file_changes_the_input_hash_batch_skips_on(files):
     from hybridfuse.fusion.pipeline import case_from_folder, input_hash
 
     spec = case_from_folder(sample_case())
@@ -107,3 +107,13 @@ def test_a_changed_corrections_file_makes_batch_run_the_case_again(files):
     assert input_hash(spec, config) == before
     (files / "corrections.toml").write_text(CORRECTIONS.replace("0.9", "0.8"))
     assert input_hash(spec, config) != before  # same name, new content: not up to date
+
+
+def test_corrections_without_an_rdsr_in_the_case_are_refused_before_any_work(files):
+    case = files / "case"
+    shutil.copytree(sample_case(), case)
+    (case / "rdsr.dcm").unlink()  # dose would come from the image tags, which name no unit
+    res = _run(case, files / "out", files, "--corrections", str(files / "corrections.toml"))
+    assert res.exit_code == 2, res.output
+    assert "--corrections needs a dose SR" in res.output
+    assert not (files / "out").exists()
