@@ -52,7 +52,7 @@ def dose() -> None:
     default=None,
     help=(
         "START,END seconds from the first irradiation event: the fluoroscopy-guided phase is "
-        "the taps that START from START to END (default: found from the taps)."
+        "the taps starting between START and END (default: found from the taps)."
     ),
 )
 @click.option(
