@@ -38,6 +38,9 @@ PAGE = r"""<!DOCTYPE html>
  /* One line that never wraps: text changing under the pointer must not resize the image. */
  #status { padding: 2px 10px; display: flex; gap: 16px; white-space: nowrap; overflow: hidden;
            height: 15px; }
+ /* The frame info gives way first: the measurement and the error under the pointer stay. */
+ #info { flex: 0 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
+ #readout, #here { flex: none; }
  #note { padding: 0 10px 2px; }
  :focus-visible { outline: 2px solid #4af; outline-offset: 1px; }
  button[aria-pressed=true] { background: #4af; color: #000; }

@@ -372,12 +372,12 @@ US_MARGIN_PX = 2
 
 
 def _moving_images(ctx: ViewerContext, frames_j: list[int]) -> tuple[dict, str, dict]:
-    """Data URLs of the distinct ultrasound frames shown, within :data:`MAX_US_BYTES`.
+    """Data URLs of the distinct ultrasound frames shown.
 
     Each frame is cropped to the bounding box of ``moving_mask`` plus
     :data:`US_MARGIN_PX` (what the page's warp reads; screen furniture further out is
     never shown) and stored as one grey channel, zero beyond that margin; the mask is
-    embedded once. Returns {frame: URL}, a note on frames left out, and the geometry:
+    embedded once. Returns {frame: URL}, a note when nothing can be embedded, and the geometry:
     full (rows, cols), the crop's (x, y) offset and the mask's data URL.
     """
     from scipy.ndimage import binary_dilation
@@ -399,25 +399,51 @@ def _moving_images(ctx: ViewerContext, frames_j: list[int]) -> tuple[dict, str, 
         grey = np.clip(np.asarray(ctx.moving_frame(j), dtype=np.float32)[box], 0, 255)
         return _png_data_url(np.where(read, np.rint(grey), 0).astype(np.uint8))
 
-    urls: dict[str, str] = {}
-    used, distinct = 0, list(dict.fromkeys(frames_j))
+    distinct = list(dict.fromkeys(frames_j))
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # zlib frees the GIL
-        for j, url in zip(distinct, pool.map(encode, distinct), strict=True):
-            if urls and used + len(url) > MAX_US_BYTES:
-                note = f"ultrasound frames past {len(urls)} not embedded (byte budget)"
-                return urls, note, geometry
-            urls[str(j)] = url
-            used += len(url)
+        urls = {str(j): url for j, url in zip(distinct, pool.map(encode, distinct), strict=True)}
     return urls, "", geometry
 
 
-def _context_data(ctx: ViewerContext, idx: list[int]) -> dict:
-    """The context's part of the viewer's data, for the shown output frames ``idx``."""
+def _fit_ultrasound_budget(frames_j: list[int], urls: dict[str, str]) -> int:
+    """The smallest stride over the shown frames whose ultrasound fits :data:`MAX_US_BYTES`.
+
+    Thinning the shown frames evenly, rather than dropping the tail's ultrasound, keeps
+    the overlay on every frame the page shows (it warps the ultrasound itself).
+    """
+    for stride in range(1, len(frames_j) + 1):
+        kept = {str(j) for j in frames_j[::stride]}
+        if len(kept) == 1 or sum(len(urls[k]) for k in kept) <= MAX_US_BYTES:
+            return stride
+    return len(frames_j)
+
+
+def _ultrasound(ctx: ViewerContext, idx: list[int]) -> tuple[list[int], int, tuple]:
+    """The shown output frames thinned to the ultrasound budget, and their ultrasound.
+
+    Returns the frames, the thinning stride (1: none) and (frame numbers, data URLs, note,
+    geometry).
+    """
     pairs = ctx.pairs or []
     frames_j = [int(pairs[k][0]) for k in idx] if len(pairs) > max(idx) else []
-    images, note, geometry = ({}, "", {"shape": (0, 0), "offset": (0, 0), "mask": ""})
-    if frames_j and ctx.moving_frame is not None:
-        images, note, geometry = _moving_images(ctx, frames_j)
+    if not frames_j or ctx.moving_frame is None:
+        return idx, 1, ([], {}, "", {"shape": (0, 0), "offset": (0, 0), "mask": ""})
+    images, note, geometry = _moving_images(ctx, frames_j)
+    stride = _fit_ultrasound_budget(frames_j, images) if images else 1
+    if stride > 1:
+        idx, frames_j = idx[::stride], frames_j[::stride]
+        images = {k: v for k, v in images.items() if int(k) in set(frames_j)}
+        note = (
+            f"showing every {_ordinal(stride)} of these frames: their ultrasound frames "
+            "exceed the byte budget"
+        )
+    return idx, stride, (frames_j, images, note, geometry)
+
+
+def _context_data(ctx: ViewerContext, idx: list[int], us: tuple) -> dict:
+    """The context's part of the viewer's data, for the shown output frames ``idx``."""
+    pairs = ctx.pairs or []
+    frames_j, images, note, geometry = us
     shape = geometry["shape"]
     luts = {name: colormap_lut(name) for name in dict.fromkeys((ctx.colormap, *COLORMAPS))}
     return {
@@ -482,10 +508,10 @@ def render_viewer(
     fps : frame rate of the run; playback uses it when the frame times are unusable.
     context : what ``fuse`` knows besides the frames (default: ``frames.context``).
     """
-    idx = frames.indices
-    if not idx:
+    if not frames.indices:
         raise ValueError("the viewer needs at least one frame")
     ctx = context or frames.context or ViewerContext()
+    idx, thinned, us = _ultrasound(ctx, frames.indices)
     info = frames.summary()
     mm = _finite(mm_per_px)
     # Identical images are embedded once: frames sharing an ultrasound frame share its
@@ -510,10 +536,10 @@ def render_viewer(
         "mmPerPx": mm if mm and mm > 0 else None,
         "landmarks": _clean_landmarks(landmarks),
         "label": str(case_label),
-        "fps": max(0.25, (_finite(fps) or 4.0) / frames.stride),
+        "fps": max(0.25, (_finite(fps) or 4.0) / (frames.stride * thinned)),
         "width": frames.shape[1],
         "height": frames.shape[0],
-        **_context_data(ctx, idx),
+        **_context_data(ctx, idx, us),
     }
     if data["fixedSpacingMm"] is None and data["mmPerPx"]:
         data["fixedSpacingMm"] = [data["mmPerPx"], data["mmPerPx"]]
