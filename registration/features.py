@@ -358,24 +358,39 @@ def _radius(r: float, at: dict) -> float:
 def beam_apex(mask: np.ndarray | None) -> tuple[float, float] | None:
     """The apex (x, y) of a sector-shaped mask, or None for a rectangle (linear probe).
 
-    The mask's left and right edges over its upper half are fitted with lines; lines that
-    meet above the mask at an opening of at least ``MIN_SECTOR_DEG`` make a sector.
+    The mask's left and right edges, row by row below its top sixth (where an inner arc
+    may cut the sides) and away from the image's border (where a screen clips them), are
+    fitted with lines; lines that meet above the mask at an opening of at least
+    ``MIN_SECTOR_DEG`` make a sector.
     """
     if mask is None or not np.any(mask):
         return None
     m = np.asarray(mask, bool)
     rows = np.flatnonzero(m.any(axis=1))
     top, bottom = rows[0], rows[-1]
-    ys = np.arange(top, top + max(3, (bottom - top) // 2))
-    ys = ys[m[ys].any(axis=1)]
-    if len(ys) < 3:
-        return None
+    ys = rows[rows >= top + (bottom - top) // 6]
     left = np.array([np.flatnonzero(m[y])[0] for y in ys], float)
     right = np.array([np.flatnonzero(m[y])[-1] for y in ys], float)
-    bl, al = np.polyfit(ys, left, 1)
-    br, ar = np.polyfit(ys, right, 1)
+    fits = [
+        _edge_line(ys[left > 0], left[left > 0]),
+        _edge_line(ys[right < m.shape[1] - 1], right[right < m.shape[1] - 1]),
+    ]
+    if fits[0] is None or fits[1] is None:
+        return None
+    (bl, al), (br, ar) = fits
     opening = np.degrees(np.arctan(br) - np.arctan(bl))
     if opening < MIN_SECTOR_DEG:
         return None
     apex_y = (al - ar) / (br - bl)
     return (float(al + bl * apex_y), float(apex_y)) if apex_y < top + 2 else None
+
+
+def _edge_line(ys: np.ndarray, xs: np.ndarray):
+    """(slope, intercept) of x = intercept + slope·y, points over 2 px off dropped; or None."""
+    keep = np.ones(len(ys), bool)
+    for _ in range(3):
+        if keep.sum() < 5:
+            return None
+        slope, icpt = np.polyfit(ys[keep], xs[keep], 1)
+        keep = np.abs(xs - (icpt + slope * ys)) <= 2.0
+    return (float(slope), float(icpt)) if keep.sum() >= 5 else None

@@ -99,10 +99,53 @@ def detect_needle(
     if found is None:
         return None
     a_mm, b_mm, strength = found
+    smooth = _signed_smooth(img, valid, spacing, bright)
+    a_mm, b_mm = _extend(smooth, a_mm, b_mm, mm), _extend(smooth, b_mm, a_mm, mm)
     a, b = a_mm / mm, b_mm / mm
     if bright and _shadowed(img, valid, a, b, spacing, beam_apex_xy):
         return None
     return _orient(a, b, strength, valid, spacing, bright, beam_apex_xy)
+
+
+def _signed_smooth(img, valid, spacing, bright) -> np.ndarray:
+    """The image lightly smoothed, the needle's sign made bright, the mask filled."""
+    from scipy.ndimage import gaussian_filter
+
+    filled = np.where(valid, img, np.median(img[valid]))
+    # Lighter than the ridge's smoothing: the end is blurred no more than it must be.
+    return (1.0 if bright else -1.0) * gaussian_filter(filled, 0.5 * SHAFT_SIGMA_MM / spacing)
+
+
+def _extend(smooth, end_mm, other_mm, mm, reach_mm: float = 5.0, step_mm: float = 0.1):
+    """The end moved along the line to where the shaft falls to half its height.
+
+    The ridge test stops short of a blurred end; the shaft's profile along the line is at
+    half height exactly at the end of the line that was blurred.
+    """
+    from scipy.ndimage import map_coordinates
+
+    u = (end_mm - other_mm) / (np.linalg.norm(end_mm - other_mm) or 1.0)
+    n = np.array([-u[1], u[0]])
+    t = np.arange(-reach_mm, reach_mm + step_mm / 2, step_mm)
+    pts = end_mm + t[:, None] * u
+    side = [pts + k * n for k in (-4 * SHAFT_SIGMA_MM, 4 * SHAFT_SIGMA_MM)]
+
+    def at(p):
+        return map_coordinates(smooth, [p[:, 1] / mm[1], p[:, 0] / mm[0]], order=1, mode="nearest")
+
+    line = at(pts)
+    background = 0.5 * (at(side[0]) + at(side[1]))
+    height = np.median((line - background)[t < 0])
+    if not height > 0:
+        return end_mm
+    # 0.7, not 0.5: a log-compressed display (ultrasound) widens a bright end.
+    above = (line - background) >= 0.7 * height
+    k = int(np.flatnonzero(t >= 0)[0])
+    while k + 1 < len(t) and above[k + 1]:
+        k += 1
+    while k > 0 and not above[k]:
+        k -= 1
+    return pts[k]
 
 
 def _ridge_pixels(img, valid, spacing, bright):
@@ -132,6 +175,9 @@ def _ridge_pixels(img, valid, spacing, bright):
     ridge = inner & (big / noise >= MIN_RIDGE_SNR) & (np.abs(small) < 0.3 * big)
     ridge &= grad < 0.5 * big  # on a bone edge's slope the gradient is as large as the curvature
     rows, cols = np.nonzero(ridge)
+    if not bright:  # the ultrasound's needle has its reverberations beside it, below
+        keep = _both_sides(-sign * smooth, rows, cols, a, b, big, 2.0 * sigma)
+        rows, cols = rows[keep], cols[keep]
     if len(rows) > 6000:  # the strongest: RANSAC's cost is linear in them
         keep = np.argsort(-big[rows, cols])[:6000]
         rows, cols = rows[keep], cols[keep]
@@ -140,6 +186,27 @@ def _ridge_pixels(img, valid, spacing, bright):
     along = np.column_stack([-ey * spacing[1], ex * spacing[0]])
     along /= np.maximum(np.linalg.norm(along, axis=1, keepdims=True), 1e-12)
     return np.column_stack([cols, rows]).astype(float), big[rows, cols] / noise, along
+
+
+def _both_sides(signed, rows, cols, a, b, big, reach_px) -> np.ndarray:
+    """Ridge pixels with the line standing out on both sides, not one (a step's foot).
+
+    ``signed`` is the smoothed image with the line's sign made positive (bright). Sampled
+    ``reach_px`` away on either side across the ridge, each side must lie at least half
+    as far below the centre as the other.
+    """
+    from scipy.ndimage import map_coordinates
+
+    ex, ey = b[rows, cols], big[rows, cols] - a[rows, cols]
+    norm = np.maximum(np.hypot(ex, ey), 1e-12)
+    dx, dy = ex / norm * reach_px[1], ey / norm * reach_px[0]
+    centre = signed[rows, cols]
+    drops = [
+        centre - map_coordinates(signed, [rows + s * dy, cols + s * dx], order=1, mode="nearest")
+        for s in (-1.0, 1.0)
+    ]
+    low, high = np.minimum(*drops), np.maximum(*drops)
+    return (low > 0) & (low >= 0.5 * high)
 
 
 def _ransac_segment(pts, snr, along, rng):
