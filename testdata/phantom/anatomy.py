@@ -202,6 +202,14 @@ class Phantom:
     body_semi_axes_xy_mm: tuple[float, float]
     fat_thickness_mm: float
     meta: dict = field(default_factory=dict)
+    #: One radius per bead (mm); None: every bead has :attr:`bead_radius_mm`.
+    bead_radii_mm: tuple[float, ...] | None = None
+
+    def bead_radii(self) -> list[float]:
+        """The radius (mm) of each bead, in the order of :attr:`bead_centers_mm`."""
+        if self.bead_radii_mm is None:
+            return [self.bead_radius_mm] * len(self.bead_centers_mm)
+        return [float(r) for r in self.bead_radii_mm]
 
     def depth_below_skin(self, pts: np.ndarray) -> np.ndarray:
         """Depth (mm) of points below the posterior skin surface at their x."""
@@ -213,10 +221,9 @@ class Phantom:
 
     def bead_components(self) -> list[Component]:
         """Each bead as a steel sphere component."""
-        r = self.bead_radius_mm
         return [
             Component(f"bead{i}", Ellipsoid(c, np.array([r, r, r])), MU_STEEL, Tissue.SOFT)
-            for i, c in enumerate(self.bead_centers_mm)
+            for i, (c, r) in enumerate(zip(self.bead_centers_mm, self.bead_radii(), strict=True))
         ]
 
     def line_integrals(self, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:

@@ -146,8 +146,16 @@ def write_xa(
     info: XAFrameInfo,
     name: str,
     series_number: int,
+    *,
+    photometric: str = "MONOCHROME1",
+    bits_stored: int = 8,
+    shutter_edges_px: tuple[int, int, int, int] | None = None,
 ) -> str:
-    """Write a multi-frame XA (MONOCHROME1, 8 bit). Returns its SOP Instance UID."""
+    """Write a multi-frame XA (MONOCHROME1, 8 bit by default). Returns its SOP Instance UID.
+
+    ``shutter_edges_px`` (left, right, upper, lower; 0-based, inclusive) writes a
+    rectangular shutter instead of the circular one of ``info``.
+    """
     sop_uid = ctx.uid(f"{name}/sop")
     ds = _base_dataset(
         ctx, XA_STORAGE, sop_uid, ctx.uid(f"{name}/series"), "XA", series_number, start, name
@@ -159,12 +167,9 @@ def write_xa(
     ds.FrameOfReferenceUID = ctx.frame_of_reference_uid
     n, rows, cols = frames.shape
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = rows, cols
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    _set_bits(ds, bits_stored)
     ds.NumberOfFrames = n
     ds.FrameIncrementPointer = 0x00181065  # FrameTimeVector
     increments = np.diff(np.concatenate([[frame_times_s[0]], frame_times_s])) * 1000.0
@@ -186,13 +191,21 @@ def write_xa(
     ds.PositionerPrimaryAngle = _ds_num(info.primary_angle_deg)
     ds.PositionerSecondaryAngle = _ds_num(info.secondary_angle_deg)
     ds.IntensifierSize = _ds_num(max(rows, cols) * max(info.imager_spacing_mm))
-    ds.ShutterShape = "CIRCULAR"
-    cx, cy = info.collimator_center_px_xy
-    ds.CenterOfCircularShutter = [int(round(cy)) + 1, int(round(cx)) + 1]  # row, col; 1-based
-    ds.RadiusOfCircularShutter = int(round(info.collimator_radius_px))
+    if shutter_edges_px is None:
+        ds.ShutterShape = "CIRCULAR"
+        cx, cy = info.collimator_center_px_xy
+        ds.CenterOfCircularShutter = [int(round(cy)) + 1, int(round(cx)) + 1]  # row, col
+        ds.RadiusOfCircularShutter = int(round(info.collimator_radius_px))
+    else:
+        ds.ShutterShape = "RECTANGULAR"
+        left, right, upper, lower = (int(e) + 1 for e in shutter_edges_px)  # 1-based
+        ds.ShutterLeftVerticalEdge = left
+        ds.ShutterRightVerticalEdge = right
+        ds.ShutterUpperHorizontalEdge = upper
+        ds.ShutterLowerHorizontalEdge = lower
     ds.BurnedInAnnotation = "NO"
     ds.PatientOrientation = ""
-    ds.PixelData = np.ascontiguousarray(frames, dtype=np.uint8).tobytes()
+    ds.PixelData = _pixel_bytes(frames, bits_stored)
     atomic_save(ds, path)
     return sop_uid
 
@@ -208,8 +221,13 @@ def write_us(
     series_number: int,
     transducer: str,
     compress: bool = True,
+    *,
+    bits_stored: int = 8,
 ) -> str:
-    """Write a multi-frame US (MONOCHROME2, 8 bit), JPEG baseline unless told otherwise."""
+    """Write a multi-frame US (MONOCHROME2, 8 bit by default), JPEG baseline unless told otherwise.
+
+    More than 8 stored bits are written uncompressed (JPEG baseline holds 8 bits).
+    """
     from PIL import Image as PILImage
     from pydicom.encaps import encapsulate
 
@@ -232,10 +250,8 @@ def write_us(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = rows, cols
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    _set_bits(ds, bits_stored)
+    compress = compress and bits_stored == 8
     ds.NumberOfFrames = n
     ds.FrameIncrementPointer = 0x00181065
     increments = np.diff(np.concatenate([[frame_times_s[0]], frame_times_s])) * 1000.0
@@ -274,9 +290,24 @@ def write_us(
         ds.LossyImageCompressionMethod = "ISO_10918_1"
         ds.LossyImageCompressionRatio = _ds_num(frames.nbytes / sum(len(e) for e in encoded))
     else:
-        ds.PixelData = np.ascontiguousarray(frames, dtype=np.uint8).tobytes()
+        ds.PixelData = _pixel_bytes(frames, bits_stored)
     atomic_save(ds, path)
     return sop_uid
+
+
+def _set_bits(ds: Dataset, bits_stored: int) -> None:
+    """Unsigned greyscale of ``bits_stored`` bits in 8- or 16-bit words."""
+    if not 1 <= bits_stored <= 16:
+        raise ValueError(f"bits_stored must be 1..16, got {bits_stored}")
+    ds.BitsAllocated = 8 if bits_stored <= 8 else 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+
+
+def _pixel_bytes(frames: np.ndarray, bits_stored: int) -> bytes:
+    dtype = np.uint8 if bits_stored <= 8 else np.dtype("<u2")
+    return np.ascontiguousarray(frames, dtype=dtype).tobytes()
 
 
 # ---------------------------------------------------------------------------------------

@@ -108,6 +108,40 @@ def image_plane(layout: ScreenLayout, plane: ProbePlane, pose: ProbePose) -> Ima
 
 
 @dataclass(frozen=True)
+class Sector:
+    """A curvilinear probe's image: scan lines fanning out from a virtual apex.
+
+    The transducer face is an arc of ``radius_mm`` about the apex; lines span
+    ±``half_angle_deg`` and reach ``depth_mm`` below the face. The sector's bounding
+    box is the calibrated region, whose top-centre pixel is the layout's reference.
+    """
+
+    radius_mm: float
+    half_angle_deg: float
+    depth_mm: float
+
+    def box_mm(self) -> tuple[float, float]:
+        """Width and height (mm) of the sector's bounding box."""
+        far = self.radius_mm + self.depth_mm
+        a = np.radians(self.half_angle_deg)
+        return 2 * far * np.sin(a), far - self.radius_mm * np.cos(a)
+
+    def apex_px(self, layout: ScreenLayout) -> tuple[float, float]:
+        """Pixel (x, y) of the apex, above the region's top edge."""
+        ref_x, ref_y = layout.reference_px
+        a = np.radians(self.half_angle_deg)
+        return ref_x, ref_y - self.radius_mm * np.cos(a) / layout.spacing_mm
+
+    def contains(self, layout: ScreenLayout, xy: np.ndarray) -> np.ndarray:
+        """Whether screen pixels (N, 2) lie inside the sector."""
+        rel = np.atleast_2d(xy) - np.array(self.apex_px(layout))
+        r = np.hypot(rel[:, 0], rel[:, 1]) * layout.spacing_mm
+        t = np.degrees(np.arctan2(rel[:, 0], rel[:, 1]))
+        far = self.radius_mm + self.depth_mm
+        return (r >= self.radius_mm) & (r <= far) & (np.abs(t) <= self.half_angle_deg)
+
+
+@dataclass(frozen=True)
 class BModeSettings:
     """Acoustic and display settings (stated in the truth file)."""
 
@@ -145,15 +179,19 @@ class BModeRenderer:
         phantom: Phantom,
         settings: BModeSettings,
         rng: np.random.Generator,
+        *,
+        scatter_extent_mm: tuple[float, float, float, float] = (-45.0, 45.0, -10.0, 80.0),
     ):
         self.layout = layout
         self.plane = plane
         self.phantom = phantom
         self.settings = settings
-        # Tissue-fixed scatterer field on a 0.1 mm grid of in-plane coordinates.
+        # Tissue-fixed scatterer field on a 0.1 mm grid of in-plane coordinates
+        # (lateral from, lateral to, axial from, axial to; mm from the transducer).
         self._grid_mm = 0.1
-        self._lat0, self._ax0 = -45.0, -10.0
-        n_lat, n_ax = 900, 900
+        self._lat0, self._ax0 = scatter_extent_mm[0], scatter_extent_mm[2]
+        n_lat = int(round((scatter_extent_mm[1] - scatter_extent_mm[0]) / self._grid_mm))
+        n_ax = int(round((scatter_extent_mm[3] - scatter_extent_mm[2]) / self._grid_mm))
         self._scatter = (
             rng.standard_normal((n_ax, n_lat)) + 1j * rng.standard_normal((n_ax, n_lat))
         ) / np.sqrt(2.0)
@@ -181,12 +219,62 @@ class BModeRenderer:
     ) -> np.ndarray:
         """B-mode of the calibrated region, float amplitude envelope (height, width)."""
         lay = self.layout
-        st = self.settings
         plane = image_plane(lay, self.plane, pose)
-        pix = lay.region_pixels()
-        pts = plane.pixel_to_world(pix)
-        lat_ax = self.plane.from_world(pts)
+        pts = plane.pixel_to_world(lay.region_pixels())
         shape = (lay.height, lay.width)
+        return self._render_points(pts, shape, plane.axis_y, None, tip_mm, rng, self._psf)
+
+    def render_sector(
+        self, sector: Sector, tip_mm: np.ndarray | None, rng: np.random.Generator
+    ) -> np.ndarray:
+        """B-mode of a curvilinear probe's sector, scan-converted into the region.
+
+        Scan lines fan out from the sector's apex: the echoes are formed along them on
+        a (depth, angle) grid and then resampled onto the screen's pixels, as a scanner's
+        scan converter does; pixels outside the sector are 0.
+        """
+        from scipy import ndimage
+
+        lay = self.layout
+        st = self.settings
+        plane = image_plane(lay, self.plane, ProbePose())
+        apex_px = np.array(sector.apex_px(lay))
+        n_r = int(round(sector.depth_mm / lay.spacing_mm))
+        mid_mm = sector.radius_mm + sector.depth_mm / 2.0
+        n_t = int(np.ceil(2 * np.radians(sector.half_angle_deg) * mid_mm / lay.spacing_mm))
+        radii = sector.radius_mm + lay.spacing_mm * np.arange(n_r)
+        angles = np.linspace(-sector.half_angle_deg, sector.half_angle_deg, n_t)
+        rr, tt = np.meshgrid(radii, np.radians(angles), indexing="ij")
+        xy = apex_px + np.column_stack([np.sin(tt).ravel(), np.cos(tt).ravel()]) * (
+            rr.ravel()[:, None] / lay.spacing_mm
+        )
+        pts = plane.pixel_to_world(xy)
+        psf = _gaussian_psf_fft(
+            (n_r, n_t),
+            st.psf_sigma_axial_mm / lay.spacing_mm,
+            st.psf_sigma_lateral_mm / (mid_mm * np.radians(angles[1] - angles[0])),
+        )
+        apex_mm = plane.pixel_to_world(apex_px[None])[0]
+        beams = pts - apex_mm
+        beams /= np.linalg.norm(beams, axis=1, keepdims=True)
+        polar = self._render_points(pts, (n_r, n_t), beams, apex_mm, tip_mm, rng, psf)
+        pix = lay.region_pixels() - apex_px
+        r_px = np.hypot(pix[:, 0], pix[:, 1]) * lay.spacing_mm
+        t_deg = np.degrees(np.arctan2(pix[:, 0], pix[:, 1]))
+        rows = (r_px - sector.radius_mm) / lay.spacing_mm
+        cols = (t_deg - angles[0]) / (angles[1] - angles[0])
+        inside = (rows >= 0) & (rows <= n_r - 1) & (cols >= 0) & (cols <= n_t - 1)
+        out = ndimage.map_coordinates(polar, [rows, cols], order=1, mode="nearest")
+        return np.where(inside, out, 0.0).reshape(lay.height, lay.width)
+
+    def _render_points(self, pts, shape, beam, apex_mm, tip_mm, rng, psf) -> np.ndarray:
+        """Envelope on a grid of world points whose axis 0 runs along the scan lines.
+
+        ``beam`` is the scan-line direction, one (3,) for parallel lines or one per
+        point; ``apex_mm`` (None for parallel lines) is where fanned lines meet.
+        """
+        st = self.settings
+        lat_ax = self.plane.from_world(pts)
         labels = self.phantom.tissue_labels(pts).reshape(shape)
 
         depth_below_skin = self.phantom.depth_below_skin(pts).reshape(shape)
@@ -224,7 +312,6 @@ class BModeRenderer:
         reflect = np.zeros(shape)
         attenuation_mask = np.where(shadow, 0.03, 1.0)
 
-        axis_y = plane.axis_y
         # Needle in plane: bright shaft and a short reverberation comet tail.
         if tip_mm is not None:
             hub = self.phantom.needle.hub_mm
@@ -232,11 +319,13 @@ class BModeRenderer:
             dist = _segment_distance(pts, hub, tip_mm).reshape(shape)
             reflect += 7.0 * np.exp(-((dist / (0.6 * r)) ** 2))
             for k in range(1, 4):
-                d_k = _segment_distance(pts - k * 1.5 * axis_y, hub, tip_mm).reshape(shape)
+                d_k = _segment_distance(pts - k * 1.5 * beam, hub, tip_mm).reshape(shape)
                 reflect += 7.0 * 0.3**k * np.exp(-((d_k / (0.6 * r)) ** 2))
         # Beads: bright near wall, reverberation tail, shadow beneath.
-        rb = self.phantom.bead_radius_mm
-        for center in self.phantom.bead_centers_mm:
+        for center, rb in zip(self.phantom.bead_centers_mm, self.phantom.bead_radii(), strict=True):
+            axis_y = (
+                beam if apex_mm is None else (center - apex_mm) / np.linalg.norm(center - apex_mm)
+            )
             rel = pts - center
             along = rel @ axis_y
             radial = np.linalg.norm(rel - along[:, None] * axis_y, axis=1)
@@ -252,9 +341,9 @@ class BModeRenderer:
         # Everything beneath a bone surface is in its acoustic shadow.
         field = (field + reflect * np.exp(1j * 0.3)) * attenuation_mask
         field = field + bone_reflect * np.exp(1j * 0.3)
-        envelope = np.abs(np.fft.ifft2(np.fft.fft2(field) * self._psf))
-        # Depth along the scan line, from the transducer face (region row 0).
-        depth = (np.arange(shape[0]) * lay.spacing_mm)[:, None]
+        envelope = np.abs(np.fft.ifft2(np.fft.fft2(field) * psf))
+        # Depth along the scan line, from the transducer face (grid row 0).
+        depth = (np.arange(shape[0]) * self.layout.spacing_mm)[:, None]
         envelope *= np.exp(-2.0 * st.residual_attenuation_per_mm * depth)
         return envelope
 
@@ -265,8 +354,14 @@ class BModeRenderer:
         return np.rint(np.clip(db / st.dynamic_range_db + 1.0, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def draw_screen(layout: ScreenLayout, region: np.ndarray, banner: list[str]) -> np.ndarray:
-    """Compose the scanner screen: region image, border, depth ticks and burned-in text."""
+def draw_screen(
+    layout: ScreenLayout, region: np.ndarray, banner: list[str], *, marker_right: bool = False
+) -> np.ndarray:
+    """Compose the scanner screen: region image, border, depth ticks and burned-in text.
+
+    ``marker_right`` draws the probe's orientation marker at the region's right end (an
+    image mirrored by the probe marker), so the screen shows which way the array runs.
+    """
     from PIL import Image as PILImage
     from PIL import ImageDraw, ImageFont
 
@@ -290,5 +385,8 @@ def draw_screen(layout: ScreenLayout, region: np.ndarray, banner: list[str]) -> 
             draw.line([layout.x1 + 8, y, layout.x1 + 16, y], fill=200)
             draw.text((layout.x1 + 20, y - 6), f"{k}", fill=200, font=font)
     # Orientation marker on the probe's left end.
-    draw.ellipse([layout.x0 - 14, layout.y0 - 14, layout.x0 - 6, layout.y0 - 6], fill=255)
+    if marker_right:
+        draw.ellipse([layout.x1 + 6, layout.y0 - 14, layout.x1 + 14, layout.y0 - 6], fill=255)
+    else:
+        draw.ellipse([layout.x0 - 14, layout.y0 - 14, layout.x0 - 6, layout.y0 - 6], fill=255)
     return np.asarray(pil)

@@ -77,3 +77,23 @@ class FluoroRenderer:
         value = np.clip((atten - lo) / (hi - lo), 0.0, 1.0) * 255.0
         value[~exposed] = 255.0
         return np.rint(value).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class RectangularCollimator:
+    """Rectangular collimator: exposed field between four edges (0-based pixels, inclusive)."""
+
+    left_px: int
+    right_px: int
+    upper_px: int
+    lower_px: int
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """Boolean (rows, cols) exposed field."""
+        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+        return (
+            (xx >= self.left_px)
+            & (xx <= self.right_px)
+            & (yy >= self.upper_px)
+            & (yy <= self.lower_px)
+        )
