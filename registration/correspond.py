@@ -60,6 +60,9 @@ MIN_SCORE = 1.5
 MIN_BASE_MM = 3.0
 #: Most angle (degrees) between the mapped ultrasound needle and the fluoroscopy's.
 LINE_ANGLE_DEG = 5.0
+#: Share of a point's distance from the fitted points that adds to ``inlier_mm``: a plane
+#: tilted by 25 degrees is foreshortened by 1 − cos 25° ≈ 0.094 along one axis.
+TILT_SLACK = 0.1
 
 
 @dataclass(frozen=True)
@@ -197,8 +200,8 @@ def match_points(
             "in both images"
         )
     best = max(good, key=lambda h: h[0])
-    matrix, inl = _refit(sets, best[2])
-    score = max(best[0], _score(matrix, sets)[0])
+    matrix, inl, origin = _refit(sets, best[2], best[3])
+    score = max(best[0], _score(matrix, sets, origin)[0])
     # Compared over the whole region: beads in a line place the same under a mirroring.
     probe = mov[inl] if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
     if len(probe) == 0:
@@ -209,7 +212,7 @@ def match_points(
             f"the beads match in two different ways (scores {score:.2f} and {rival:.2f}); "
             "give landmarks or a starting transform"
         )
-    return _correspondence(matrix, sets, inl, score, rival)
+    return _correspondence(matrix, sets, inl, score, rival, origin)
 
 
 def _too_few(name: str, n: int, needle: bool, need: int) -> str:
@@ -220,8 +223,11 @@ def _too_few(name: str, n: int, needle: bool, need: int) -> str:
     )
 
 
-def _hypotheses(sets: _Sets, tol: float) -> list[tuple[float, int, np.ndarray]]:
-    """(score, items, matrix) of every two-point similarity within the scale tolerance."""
+def _hypotheses(sets: _Sets, tol: float) -> list[tuple[float, int, np.ndarray, np.ndarray]]:
+    """(score, items, matrix, origin) of every two-point similarity in scale tolerance.
+
+    ``origin`` (mm, moving) is the middle of the two points the similarity was made from.
+    """
     mov, fix = sets.mov, sets.fix
     seeds = []
     for i, j in combinations(range(len(mov)), 2):
@@ -238,8 +244,9 @@ def _hypotheses(sets: _Sets, tol: float) -> list[tuple[float, int, np.ndarray]]:
     for m0, m1, f0, f1 in seeds:
         for mirror in (False, True):
             a = _two_point(m0, m1, f0, f1, mirror)
-            score, n = _score(a, sets)
-            out.append((score, n, a))
+            origin = 0.5 * (m0 + m1)
+            score, n = _score(a, sets, origin)
+            out.append((score, n, a, origin))
     return out
 
 
@@ -266,12 +273,12 @@ def _rival_score(hyps, matrix, probe, sets: _Sets, top: int = 64) -> float:
     """
     placed = _apply(matrix, probe)
     rival = 0.0
-    for score, _n, h in sorted(hyps, key=lambda h: -h[0])[:top]:
+    for score, _n, h, origin in sorted(hyps, key=lambda h: -h[0])[:top]:
         if score <= rival:
             break
-        refit, _ = _refit(sets, h)
+        refit, _, at = _refit(sets, h, origin)
         if np.max(np.linalg.norm(_apply(refit, probe) - placed, axis=1)) > SAME_POSE_MM:
-            rival = max(rival, _score(refit, sets)[0], score)
+            rival = max(rival, _score(refit, sets, at)[0], score)
     return rival
 
 
@@ -300,79 +307,95 @@ def _nearest(matrix, mov, fix) -> tuple[np.ndarray, np.ndarray]:
     return d.min(axis=1), d.argmin(axis=1)
 
 
-def _score(matrix, sets: _Sets) -> tuple[float, int]:
+def _tolerance(sets: _Sets, pts: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Agreement distance (mm) at each moving point: ``inlier_mm`` plus the tilt's share.
+
+    A plane tilted by up to 25 degrees from facing the detector is foreshortened by up to
+    ``TILT_SLACK`` of each distance, which a similarity through ``origin`` cannot follow.
+    """
+    return sets.inlier_mm + TILT_SLACK * np.linalg.norm(np.atleast_2d(pts) - origin, axis=1)
+
+
+def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
     """MSAC score and the number of agreeing items (beads, needle line, needle tip).
 
     A bead adds both weights × (1 − (d/tol)²); a needle item adds 1 − (d/tol)².
     """
     d, idx = _nearest(matrix, sets.mov, sets.fix)
-    inl = _one_to_one(d, idx, sets.inlier_mm)
+    tol = _tolerance(sets, sets.mov, origin)
+    inl = _one_to_one(d, idx, tol)
     pair_w = sets.w_mov[inl] * sets.w_fix[idx[inl]]
-    score = float(np.sum(pair_w * (1.0 - (d[inl] / sets.inlier_mm) ** 2)))
+    score = float(np.sum(pair_w * (1.0 - (d[inl] / tol[inl]) ** 2)))
     n = int(inl.sum())
-    for dist in _needle_agreement(matrix, sets)[:2]:
-        if dist is not None:
-            score += 1.0 - (dist / sets.inlier_mm) ** 2
+    for closeness in _needle_agreement(matrix, sets, origin)[:2]:
+        if closeness is not None:
+            score += closeness
             n += 1
     return score, n
 
 
-def _needle_agreement(matrix, sets: _Sets):
-    """(line distance, tip distance, fixed tip) in mm where each agrees, else None."""
+def _needle_agreement(matrix, sets: _Sets, origin: np.ndarray):
+    """(line closeness, tip closeness, fixed tip) of the needle under ``matrix``.
+
+    A closeness is 1 − (d/tol)² where the item agrees, else None.
+    """
     lm, lf = sets.line_mov, sets.line_fix
     if lm is None or lf is None:
         return None, None, None
+    tol = _tolerance(sets, np.array([lm.tip, lm.tail]), origin)
     a, b = _apply(matrix, np.array([lm.tip, lm.tail]))
     uf = lf.tail - lf.tip
     length = float(np.linalg.norm(uf)) or 1.0
     uf = uf / length
     normal = np.array([-uf[1], uf[0]])
-    off = max(abs((a - lf.tip) @ normal), abs((b - lf.tip) @ normal))
+    off = np.abs(np.array([(a - lf.tip) @ normal, (b - lf.tip) @ normal])) / tol
     along = np.array([(a - lf.tip) @ uf, (b - lf.tip) @ uf])
     cos = abs((b - a) @ uf) / (np.linalg.norm(b - a) or 1.0)
-    inside = along.min() > -sets.inlier_mm and along.max() < length + sets.inlier_mm
-    line_ok = off < sets.inlier_mm and inside and cos >= np.cos(np.radians(LINE_ANGLE_DEG))
+    inside = along.min() > -tol.max() and along.max() < length + tol.max()
+    line_ok = off.max() < 1.0 and inside and cos >= np.cos(np.radians(LINE_ANGLE_DEG))
     if not line_ok:
         return None, None, None
+    line = float(1.0 - off.max() ** 2)
     tips = [(float(np.linalg.norm(a - e)), e) for e in lf.ends()] if lm.tip_known else []
     d_tip, tip = min(tips, key=lambda t: t[0], default=(np.inf, None))
-    if d_tip < sets.inlier_mm:
-        return float(off), d_tip, tip
-    return float(off), None, None
+    if d_tip < tol[0]:
+        return line, float(1.0 - (d_tip / tol[0]) ** 2), tip
+    return line, None, None
 
 
-def _one_to_one(d: np.ndarray, idx: np.ndarray, inlier_mm: float) -> np.ndarray:
-    """Inliers, each fixed point used once (by its closest moving point)."""
-    inl = d < inlier_mm
+def _one_to_one(d: np.ndarray, idx: np.ndarray, tol) -> np.ndarray:
+    """Inliers (closer than ``tol``), each fixed point used once (by its closest)."""
+    inl = d < tol
     for f in np.unique(idx[inl]):
         users = np.flatnonzero(inl & (idx == f))
         inl[users[users != users[np.argmin(d[users])]]] = False
     return inl
 
 
-def _refit(sets: _Sets, matrix, rounds: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def _refit(sets: _Sets, matrix, origin, rounds: int = 3):
     """Least-squares similarity (handedness kept) on the agreeing items, repeated.
 
     The needle's line adds the ultrasound segment's ends paired with their feet on the
-    fluoroscopy's line, its tip the tip pair.
+    fluoroscopy's line, its tip the tip pair. Returns the matrix, the bead inliers and
+    the new origin of the tolerance (the middle of the points fitted).
     """
     mirror = np.linalg.det(matrix[:2, :2]) < 0
     for _ in range(rounds):
         d, idx = _nearest(matrix, sets.mov, sets.fix)
-        new = _one_to_one(d, idx, sets.inlier_mm)
-        src, dst = _needle_pairs(matrix, sets)
+        new = _one_to_one(d, idx, _tolerance(sets, sets.mov, origin))
+        src, dst = _needle_pairs(matrix, sets, origin)
         src = np.vstack([sets.mov[new], src])
         dst = np.vstack([sets.fix[idx[new]], dst])
         if len(src) < 2:
             break
-        matrix = _umeyama(src, dst, mirror)
+        matrix, origin = _umeyama(src, dst, mirror), src.mean(axis=0)
     d, idx = _nearest(matrix, sets.mov, sets.fix)
-    return matrix, _one_to_one(d, idx, sets.inlier_mm)
+    return matrix, _one_to_one(d, idx, _tolerance(sets, sets.mov, origin)), origin
 
 
-def _needle_pairs(matrix, sets: _Sets) -> tuple[np.ndarray, np.ndarray]:
+def _needle_pairs(matrix, sets: _Sets, origin) -> tuple[np.ndarray, np.ndarray]:
     """Moving and fixed points (mm) the needle contributes to a refit under ``matrix``."""
-    line_d, tip_d, tip = _needle_agreement(matrix, sets)
+    line_d, tip_d, tip = _needle_agreement(matrix, sets, origin)
     if line_d is None:
         return np.zeros((0, 2)), np.zeros((0, 2))
     lm, lf = sets.line_mov, sets.line_fix
@@ -401,13 +424,13 @@ def _umeyama(src: np.ndarray, dst: np.ndarray, mirror: bool) -> np.ndarray:
     return out
 
 
-def _correspondence(matrix, sets: _Sets, inl, score, rival) -> Correspondence:
+def _correspondence(matrix, sets: _Sets, inl, score, rival, origin) -> Correspondence:
     d, idx = _nearest(matrix, sets.mov, sets.fix)
     m_idx = np.flatnonzero(inl)
     lin = matrix[:2, :2]
     mirrored = bool(np.linalg.det(lin) < 0)
     col0 = lin @ (np.array([-1.0, 0.0]) if mirrored else np.array([1.0, 0.0]))
-    line_d, tip_d, tip = _needle_agreement(matrix, sets)
+    line_d, tip_d, tip = _needle_agreement(matrix, sets, origin)
     return Correspondence(
         moving_index=m_idx,
         fixed_index=idx[m_idx],

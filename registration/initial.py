@@ -312,5 +312,10 @@ def _corners(mask: np.ndarray) -> np.ndarray:
 
 
 def _unit(strength: np.ndarray) -> np.ndarray:
+    """Weights in (0, 1]: the square root of each strength relative to the strongest.
+
+    The root, because beads of 1 mm answer far more weakly than beads of 3 mm and must
+    still count nearly as one bead each; a faint decoy still counts less.
+    """
     s = np.asarray(strength, float)
-    return s / s.max() if len(s) and s.max() > 0 else np.ones(len(s))
+    return np.sqrt(s / s.max()) if len(s) and s.max() > 0 else np.ones(len(s))

@@ -1,13 +1,18 @@
 """The needle as a straight line segment with its tip, found in either modality.
 
-A steel needle is a thin line: bright in the ultrasound (the shaft's specular echo, when it
-lies in the plane), dark in the fluoroscopy (dense). Both are looked for the same way at
-the calibrated millimetre scale: pixels where the Hessian at the shaft's width shows a
-ridge (strong curvature across, little along, and no gradient: the side of a bone edge also
-curves but sits on a slope), then a RANSAC line through them whose supporting ridge pixels
-run along it, and on that line the longest stretch without a gap. Bone surfaces curve away
-from a straight line within a few millimetres and are shorter than ``MIN_LENGTH_MM`` as
-straight pieces; an ultrasound line with an acoustic shadow beneath it is bone, not steel.
+A steel needle is a thin line: dark in the fluoroscopy (dense), bright in the ultrasound
+(the shaft's specular echo, when it lies in the plane, often followed by reverberations
+into one band thicker than the shaft). Both are looked for at the calibrated millimetre
+scale: pixels where the Hessian at the shaft's width shows a ridge (strong curvature
+across, little along); in the fluoroscopy a ridge must stand out from both its sides (the
+foot of a bone's edge also curves, but one of its sides lies far above the other). In the
+ultrasound, pixels on a strong edge facing the probe (brightening along the beam) count
+too, the band's near side whatever its thickness; the line is then moved down onto the
+echo's peak. Through either set, a
+RANSAC line whose supporting pixels run along it, and on that line the longest stretch
+without a gap, at least ``MIN_LENGTH_MM`` long; its ends are moved to where the line's
+profile falls to the background (the detection stops short of a blurred end). An
+ultrasound line with an acoustic shadow beneath it is bone, not steel.
 
 The tip is the end away from the image border (the shaft comes in from the skin or from
 outside the X-ray field); when both ends lie inside, the ultrasound's tip is the deeper
@@ -27,6 +32,8 @@ __all__ = ["MIN_LENGTH_MM", "Needle", "detect_needle"]
 SHAFT_SIGMA_MM = 0.6
 #: Least ridge strength, in robust standard deviations of the response in the mask.
 MIN_RIDGE_SNR = 5.0
+#: Ultrasound: least strength of the near edge (speckle has edges everywhere, weaker).
+MIN_EDGE_SNR = 4.0
 #: Least length (mm) of a straight ridge taken as a needle.
 MIN_LENGTH_MM = 10.0
 #: Largest gap (mm) along the line inside one needle, and the line's half-width (mm).
@@ -39,6 +46,8 @@ BORDER_MM = 3.0
 #: Ultrasound: beneath bone the echo falls to below this fraction of the image's median.
 SHADOW_FRACTION = 0.5
 RANSAC_TRIALS = 400
+#: Fluoroscopy: most difference of a ridge's two sides, relative to its rise above them.
+MAX_ASYMMETRY = 1.5
 #: Strength counted at most per 0.5 mm of line (in units of the ridge SNR).
 SNR_CAP = 3.0 * MIN_RIDGE_SNR
 
@@ -92,6 +101,10 @@ def detect_needle(
         return None
     spacing = np.asarray(spacing_mm, float)
     pts_px, snr, along = _ridge_pixels(img, valid, spacing, bright)
+    if bright:  # a thin shaft is a ridge, a thick band only an edge: either counts
+        more = _top_edge_pixels(img, valid, spacing, beam_apex_xy)
+        mine = (pts_px, snr, along)
+        pts_px, snr, along = (np.concatenate(p) for p in zip(mine, more, strict=True))
     if len(pts_px) < 10:
         return None
     mm = np.array([spacing[1], spacing[0]])
@@ -100,6 +113,8 @@ def detect_needle(
         return None
     a_mm, b_mm, strength = found
     smooth = _signed_smooth(img, valid, spacing, bright)
+    if bright:  # from the band's near edge to the echo of the shaft's near surface
+        a_mm, b_mm = _onto_echo(smooth, a_mm, b_mm, mm, beam_apex_xy)
     a_mm, b_mm = _extend(smooth, a_mm, b_mm, mm), _extend(smooth, b_mm, a_mm, mm)
     a, b = a_mm / mm, b_mm / mm
     if bright and _shadowed(img, valid, a, b, spacing, beam_apex_xy):
@@ -114,6 +129,22 @@ def _signed_smooth(img, valid, spacing, bright) -> np.ndarray:
     filled = np.where(valid, img, np.median(img[valid]))
     # Lighter than the ridge's smoothing: the end is blurred no more than it must be.
     return (1.0 if bright else -1.0) * gaussian_filter(filled, 0.5 * SHAFT_SIGMA_MM / spacing)
+
+
+def _onto_echo(smooth, a_mm, b_mm, mm, apex, reach_mm: float = 1.0, step_mm: float = 0.05):
+    """The segment moved down the beam onto the brightest echo within ``reach_mm``."""
+    from scipy.ndimage import map_coordinates
+
+    mid = 0.5 * (a_mm + b_mm) / mm
+    beam = np.array([0.0, 1.0]) if apex is None else mid - np.asarray(apex, float)
+    beam = beam * mm / (np.linalg.norm(beam * mm) or 1.0)  # a unit step in mm
+    t = np.arange(0.0, reach_mm + step_mm / 2, step_mm)
+    profile = np.zeros(len(t))
+    for f in np.linspace(0.1, 0.9, 9):
+        p = a_mm + f * (b_mm - a_mm) + t[:, None] * beam
+        profile += map_coordinates(smooth, [p[:, 1] / mm[1], p[:, 0] / mm[0]], order=1)
+    shift = t[int(np.argmax(profile))] * beam
+    return a_mm + shift, b_mm + shift
 
 
 def _extend(smooth, end_mm, other_mm, mm, reach_mm: float = 5.0, step_mm: float = 0.1):
@@ -148,6 +179,44 @@ def _extend(smooth, end_mm, other_mm, mm, reach_mm: float = 5.0, step_mm: float 
     return pts[k]
 
 
+def _top_edge_pixels(img, valid, spacing, apex):
+    """Ultrasound: (x, y) pixels on a strong echo's near edge, strength and direction (mm).
+
+    The needle's echo is its near surface followed by reverberations, often one bright
+    band thicker than the shaft: its edge facing the probe (the image brightening along
+    the beam) is the line looked for, whatever the band's thickness.
+    """
+    from scipy.ndimage import binary_erosion, gaussian_filter
+
+    sigma = 0.5 * SHAFT_SIGMA_MM / spacing
+    filled = np.where(valid, img, np.median(img[valid]))
+    gy, gx = np.gradient(gaussian_filter(filled, sigma))
+    gx, gy = gx / spacing[1], gy / spacing[0]  # per mm
+    if apex is None:
+        bx, by = np.zeros(img.shape), np.ones(img.shape)
+    else:
+        yy, xx = np.indices(img.shape, dtype=float)
+        bx, by = xx - apex[0], yy - apex[1]
+        n = np.maximum(np.hypot(bx, by), 1e-9)
+        bx, by = bx / n, by / n
+    mag = np.hypot(gx, gy)
+    facing = (gx * bx + gy * by) > 0.2 * mag  # brighter deeper: the side facing the probe
+    inner = binary_erosion(valid, iterations=max(1, int(np.ceil(4 * sigma.max()))))
+    if not inner.any():
+        return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
+    noise = 1.4826 * np.median(np.abs(mag[inner] - np.median(mag[inner])))
+    if not noise > 0:
+        return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
+    snr = (mag - np.median(mag[inner])) / noise
+    rows, cols = np.nonzero(inner & facing & (snr >= MIN_EDGE_SNR))
+    if len(rows) > 6000:
+        keep = np.argsort(-snr[rows, cols])[:6000]
+        rows, cols = rows[keep], cols[keep]
+    along = np.column_stack([-gy[rows, cols], gx[rows, cols]])  # perpendicular to the gradient
+    along /= np.maximum(np.linalg.norm(along, axis=1, keepdims=True), 1e-12)
+    return np.column_stack([cols, rows]).astype(float), snr[rows, cols], along
+
+
 def _ridge_pixels(img, valid, spacing, bright):
     """(x, y) pixels on a ridge, their strength (SNR) and unit direction along it (mm)."""
     from scipy.ndimage import binary_erosion, gaussian_filter
@@ -164,7 +233,6 @@ def _ridge_pixels(img, valid, spacing, bright):
     half_tr = 0.5 * (a + d)
     disc = np.sqrt(np.maximum(half_tr**2 - (a * d - b * b), 0.0))
     big, small = half_tr + disc, half_tr - disc
-    grad = np.hypot(gx, gy) * np.sqrt(s2)
     inner = binary_erosion(valid, iterations=max(1, int(np.ceil(3 * sigma.max()))))
     if not inner.any():
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
@@ -173,10 +241,9 @@ def _ridge_pixels(img, valid, spacing, bright):
     if not noise > 0:
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
     ridge = inner & (big / noise >= MIN_RIDGE_SNR) & (np.abs(small) < 0.3 * big)
-    ridge &= grad < 0.5 * big  # on a bone edge's slope the gradient is as large as the curvature
     rows, cols = np.nonzero(ridge)
     if not bright:  # the ultrasound's needle has its reverberations beside it, below
-        keep = _both_sides(-sign * smooth, rows, cols, a, b, big, 2.0 * sigma)
+        keep = _both_sides(-sign * smooth, rows, cols, a, b, big, 1.5 * sigma)
         rows, cols = rows[keep], cols[keep]
     if len(rows) > 6000:  # the strongest: RANSAC's cost is linear in them
         keep = np.argsort(-big[rows, cols])[:6000]
@@ -189,11 +256,13 @@ def _ridge_pixels(img, valid, spacing, bright):
 
 
 def _both_sides(signed, rows, cols, a, b, big, reach_px) -> np.ndarray:
-    """Ridge pixels with the line standing out on both sides, not one (a step's foot).
+    """Ridge pixels where a line stands out from both sides, not the foot of a step.
 
     ``signed`` is the smoothed image with the line's sign made positive (bright). Sampled
-    ``reach_px`` away on either side across the ridge, each side must lie at least half
-    as far below the centre as the other.
+    ``reach_px`` away on either side across the ridge, the centre must stand above the
+    sides' mean by more than the sides differ (``MAX_ASYMMETRY``). A linear background
+    slope cancels from the first and adds to the second only; a step's foot (a bone's
+    edge) has its sides differ by two or more times its rise.
     """
     from scipy.ndimage import map_coordinates
 
@@ -201,12 +270,12 @@ def _both_sides(signed, rows, cols, a, b, big, reach_px) -> np.ndarray:
     norm = np.maximum(np.hypot(ex, ey), 1e-12)
     dx, dy = ex / norm * reach_px[1], ey / norm * reach_px[0]
     centre = signed[rows, cols]
-    drops = [
-        centre - map_coordinates(signed, [rows + s * dy, cols + s * dx], order=1, mode="nearest")
+    s1, s2 = (
+        map_coordinates(signed, [rows + s * dy, cols + s * dx], order=1, mode="nearest")
         for s in (-1.0, 1.0)
-    ]
-    low, high = np.minimum(*drops), np.maximum(*drops)
-    return (low > 0) & (low >= 0.5 * high)
+    )
+    rise = centre - 0.5 * (s1 + s2)
+    return (rise > 0) & (np.abs(s1 - s2) < MAX_ASYMMETRY * rise)
 
 
 def _ransac_segment(pts, snr, along, rng):
