@@ -424,13 +424,43 @@ def _umeyama(src: np.ndarray, dst: np.ndarray, mirror: bool) -> np.ndarray:
     return out
 
 
-def _correspondence(matrix, sets: _Sets, inl, score, rival, origin) -> Correspondence:
+def _pairs(matrix, sets: _Sets, inl, origin):
+    """The bead inliers and the needle's (line, tip, fixed tip) reported as matches.
+
+    The consensus tolerates a tilted plane's foreshortening; the pairs handed on as
+    landmarks are held to ``inlier_mm`` under a map that follows it: an affine fit to
+    four or more matched beads. With fewer, the beads stand, and the tip (a weaker point:
+    a needle's echo may end short of it) must agree under the similarity itself.
+    """
     d, idx = _nearest(matrix, sets.mov, sets.fix)
+    line_d, tip_d, tip = _needle_agreement(matrix, sets, origin)
+    check = matrix
+    if inl.sum() >= 4:
+        check = _affine(sets.mov[inl], sets.fix[idx[inl]])
+        dd = np.linalg.norm(_apply(check, sets.mov) - sets.fix[idx], axis=1)
+        inl = inl & (dd < sets.inlier_mm)
+    if tip is not None:
+        d_tip = float(np.linalg.norm(_apply(check, sets.line_mov.tip[None])[0] - tip))
+        if d_tip >= sets.inlier_mm:
+            tip_d, tip = None, None
+    return inl, d, idx, line_d, tip_d, tip
+
+
+def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares affine map (3 × 3) src → dst."""
+    a = np.column_stack([src, np.ones(len(src))])
+    sol, *_ = np.linalg.lstsq(a, dst, rcond=None)
+    out = np.eye(3)
+    out[:2, :] = sol.T
+    return out
+
+
+def _correspondence(matrix, sets: _Sets, inl, score, rival, origin) -> Correspondence:
+    inl, d, idx, line_d, tip_d, tip = _pairs(matrix, sets, inl, origin)
     m_idx = np.flatnonzero(inl)
     lin = matrix[:2, :2]
     mirrored = bool(np.linalg.det(lin) < 0)
     col0 = lin @ (np.array([-1.0, 0.0]) if mirrored else np.array([1.0, 0.0]))
-    line_d, tip_d, tip = _needle_agreement(matrix, sets, origin)
     return Correspondence(
         moving_index=m_idx,
         fixed_index=idx[m_idx],

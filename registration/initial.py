@@ -40,6 +40,9 @@ WIDE_SEARCH_KEEP = 32
 #: larger singular value of their centred positions must reach this (1: evenly spread).
 MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
+#: Landmark weight of the needle tip against a bead's (at most 1): the ultrasound shows
+#: where the shaft leaves the plane or its echo fades, which may fall short of the tip.
+TIP_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
     if match.needle_tip:
         moving_xy.append(mn.tip_xy)
         fixed_xy.append(match.needle_tip_mm / to_mm_f)
-        w.append(1.0)
+        w.append(TIP_WEIGHT)
         names.append("auto_needle_tip")
     moving_xy, fixed_xy = np.array(moving_xy).reshape(-1, 2), np.array(fixed_xy).reshape(-1, 2)
     _check_spread(moving_xy * to_mm_m)
