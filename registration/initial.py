@@ -29,7 +29,14 @@ from .needle import Needle, detect_needle
 from .preprocess import Preprocess, mask_extent, preprocess_pair
 from .start import Landmarks
 
-__all__ = ["AutoStart", "MomentsStart", "auto_start", "moments_start", "wide_search_options"]
+__all__ = [
+    "MIN_CHECKED_ITEMS",
+    "AutoStart",
+    "MomentsStart",
+    "auto_start",
+    "moments_start",
+    "wide_search_options",
+]
 
 #: Candidates kept from the search grid, and their least separation (mm), when the search
 #: spans the whole field. With the defaults (8, 5 mm) over ±60 mm, the true pose's basin
@@ -40,6 +47,9 @@ WIDE_SEARCH_KEEP = 32
 #: larger singular value of their centred positions must reach this (1: evenly spread).
 MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
+#: Least agreeing items (beads, needle line, needle tip) for a match that something
+#: checks: two fix the similarity, two more must agree with it.
+MIN_CHECKED_ITEMS = 4
 #: Landmark weight of the needle tip against a bead's (at most 1): the ultrasound shows
 #: where the shaft leaves the plane or its echo fades, which may fall short of the tip.
 TIP_WEIGHT = 0.5
