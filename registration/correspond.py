@@ -11,13 +11,15 @@ to its inliers. It is refused when fewer than three points agree (two points agr
 any similarity) or when a hypothesis that places the ultrasound elsewhere is nearly as
 well supported (the pattern is ambiguous).
 
-A needle seen in both images (:mod:`registration.needle`) adds two items: its line (the
+A needle seen in both images (:mod:`registration.needle`) adds to the score its line (the
 mapped ultrasound segment lies along the fluoroscopy's needle, in direction and within
-``inlier_mm``) and its tip (the mapped tip on the fluoroscopy's tip, or on either end when
-that one is not known). It also seeds hypotheses of its own: the tips paired, the shafts
-aligned, at scale 1. So two beads and a needle agree in four items, enough to match. The
-tip is a point pair only when it agrees: a needle leaving the plane ends early in the
-ultrasound, and its line still agrees.
+the tolerance) and its tip (the mapped tip on the fluoroscopy's tip, or on either end when
+that one is not known), and counts as one agreeing structure (line and tip are one
+object): two beads and a needle are enough to match, one bead and a needle are not (a
+plane seen edge-on puts everything on one line, where they fit). It also seeds hypotheses
+of its own: the tips paired, the shafts aligned, at scale 1. The tip is a point pair only
+when it agrees: a needle leaving the plane ends early in the ultrasound, and its line
+still agrees.
 """
 
 from __future__ import annotations
@@ -317,7 +319,7 @@ def _tolerance(sets: _Sets, pts: np.ndarray, origin: np.ndarray) -> np.ndarray:
 
 
 def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
-    """MSAC score and the number of agreeing items (beads, needle line, needle tip).
+    """MSAC score and the number of agreeing items (beads, the needle).
 
     A bead adds both weights × (1 − (d/tol)²); a needle item adds 1 − (d/tol)².
     """
@@ -327,11 +329,13 @@ def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
     pair_w = sets.w_mov[inl] * sets.w_fix[idx[inl]]
     score = float(np.sum(pair_w * (1.0 - (d[inl] / tol[inl]) ** 2)))
     n = int(inl.sum())
-    for closeness in _needle_agreement(matrix, sets, origin)[:2]:
+    line, tip, _ = _needle_agreement(matrix, sets, origin)
+    # The tip adds to the score, not to the count: line and tip are one structure, and a
+    # bead and a needle alone fit a plane seen edge-on (everything on one line).
+    for closeness in (line, tip):
         if closeness is not None:
             score += closeness
-            n += 1
-    return score, n
+    return score, n + int(line is not None)
 
 
 def _needle_agreement(matrix, sets: _Sets, origin: np.ndarray):

@@ -258,7 +258,27 @@ def auto_start(
         fixed_line=_line(fn, to_mm_f),
         extent_mm=None if moving_mask is None else _corners(moving_mask) * to_mm_m,
     )
+    _check_area(match, fb, fn, to_mm_f)
     return AutoStart(_landmarks(match, mb, fb, mn, to_mm_m, to_mm_f), mb, fb, match, mn, fn)
+
+
+def _check_area(match: Correspondence, fb: Blobs, fn: Needle | None, to_mm_f) -> None:
+    """Refuse a match whose structures lie along a line in the fluoroscopy.
+
+    A plane seen edge-on projects onto a line: its beads and needle all fall on it, and a
+    few of them can then be matched to ultrasound structures spread over the plane.
+    """
+    pts = [fb.xy[match.fixed_index] * to_mm_f]
+    if match.needle_line and fn is not None:
+        pts.append(np.array([fn.tip_xy, fn.tail_xy]) * to_mm_f)
+    pts = np.vstack(pts)
+    sv = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False) if len(pts) >= 3 else [1, 0]
+    if sv[1] < MIN_SPREAD_RATIO * sv[0]:
+        raise AmbiguousMatchError(
+            f"the {match.items} matched structures lie along a line in the fluoroscopy "
+            f"(spread ratio {sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the plane may be seen "
+            "edge-on; give landmarks or a starting transform"
+        )
 
 
 def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
