@@ -171,7 +171,8 @@ def match_points(
     Raises
     ------
     NoFeaturesError
-        Fewer than ``min_inliers`` items (beads, and two for a needle) in either image.
+        Fewer than ``min_inliers`` structures (beads; a needle in both counts as one) in
+        either image.
     AmbiguousMatchError
         No hypothesis with ``min_inliers`` agreeing items, or a different pose scoring at
         within ``ambiguity_margin`` of the best.
@@ -180,7 +181,7 @@ def match_points(
     fix = np.asarray(fixed_mm, float).reshape(-1, 2)
     both = moving_line is not None and fixed_line is not None
     for name, pts, line in (("ultrasound", mov, moving_line), ("fluoroscopy", fix, fixed_line)):
-        if len(pts) + 2 * both < min_inliers:
+        if len(pts) + both < min_inliers:  # the needle counts as one structure
             raise NoFeaturesError(_too_few(name, len(pts), line is not None, min_inliers))
     sets = _Sets(
         mov,
@@ -221,7 +222,7 @@ def _too_few(name: str, n: int, needle: bool, need: int) -> str:
     return (
         f"{n} bead{'s' if n != 1 else ''} detected in the {name}"
         f"{' (and a needle)' if needle else ''}; automatic correspondences need at least "
-        f"{need} beads in each image, or {max(need - 2, 0)} and the needle in both"
+        f"{need} beads in each image, or {max(need - 1, 0)} and the needle in both"
     )
 
 

@@ -48,8 +48,9 @@ WIDE_SEARCH_KEEP = 32
 MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
 #: Least agreeing items (beads, needle line, needle tip) for a match that something
-#: checks: two fix the similarity, two more must agree with it.
-MIN_CHECKED_ITEMS = 4
+#: checks: two fix the similarity, three more must agree with it (with two more, a plane
+#: seen edge-on still matched decoys: see docs/registration-method.md).
+MIN_CHECKED_ITEMS = 5
 #: Landmark weight of the needle tip against a bead's (at most 1): the ultrasound shows
 #: where the shaft leaves the plane or its echo fades, which may fall short of the tip.
 TIP_WEIGHT = 0.5
