@@ -9,10 +9,13 @@ result at 2 mm or more; refused: a RegistrationError or InputError. Edge-on pair
 AP run) are counted apart: they should be refused.
 
 Seed sets: ``tune`` (1000–1007: the detector and matcher thresholds were chosen on
-these) and ``report`` (2100 onwards, never looked at while tuning; seeds 2000–2011 were
-the first report set, retired after their refusals led to the ambiguity margin). ``--validation``
+these, and on the phantom family's tuning seeds 0–39 through ``benchmarks/family.py``)
+and ``report`` (2100 onwards, never looked at while tuning; seeds 2000–2011 were the first
+report set, retired after their refusals led to the ambiguity margin). ``--validation``
 adds ``../shared/validation/phantom-a`` (report only; its images were never used to
-choose anything).
+choose anything). The randomised family (linear and sector probes, comet tails, 0–5
+beads of 1–3 mm, needle in or out of plane) is measured by
+``python -m benchmarks.family --set report --modes auto``.
 
     python benchmarks/auto_init.py --set report --cases 50
     python benchmarks/auto_init.py --set tune --cases 8 --validation

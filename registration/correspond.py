@@ -10,6 +10,16 @@ brings within ``inlier_mm`` of a detection (MSAC: closer counts more). The best 
 to its inliers. It is refused when fewer than three points agree (two points agree with
 any similarity) or when a hypothesis that places the ultrasound elsewhere is nearly as
 well supported (the pattern is ambiguous).
+
+A needle seen in both images (:mod:`registration.needle`) adds to the score its line (the
+mapped ultrasound segment lies along the fluoroscopy's needle, in direction and within
+the tolerance) and its tip (the mapped tip on the fluoroscopy's tip, or on either end when
+that one is not known), and counts as one agreeing structure (line and tip are one
+object): two beads and a needle are enough to match, one bead and a needle are not (a
+plane seen edge-on puts everything on one line, where they fit). It also seeds hypotheses
+of its own: the tips paired, the shafts aligned, at scale 1. The tip is a point pair only
+when it agrees: a needle leaving the plane ends early in the ultrasound, and its line
+still agrees.
 """
 
 from __future__ import annotations
@@ -21,7 +31,13 @@ import numpy as np
 
 from .errors import RegistrationError
 
-__all__ = ["AmbiguousMatchError", "Correspondence", "NoFeaturesError", "match_points"]
+__all__ = [
+    "AmbiguousMatchError",
+    "Correspondence",
+    "Line",
+    "NoFeaturesError",
+    "match_points",
+]
 
 #: Scale (fixed mm at the isocentre per ultrasound mm) allowed around 1.
 SCALE_TOLERANCE = 0.10
@@ -44,6 +60,24 @@ SAME_POSE_MM = 3.0
 MIN_SCORE = 1.5
 #: Point pairs closer than this (mm) give too unsteady an angle to seed a hypothesis.
 MIN_BASE_MM = 3.0
+#: Most angle (degrees) between the mapped ultrasound needle and the fluoroscopy's.
+LINE_ANGLE_DEG = 5.0
+#: Share of a point's distance from the fitted points that adds to ``inlier_mm``: a plane
+#: tilted by 25 degrees is foreshortened by 1 − cos 25° ≈ 0.094 along one axis.
+TILT_SLACK = 0.1
+
+
+@dataclass(frozen=True)
+class Line:
+    """A needle segment in mm: its tip, its other visible end, whether the tip is known."""
+
+    tip: np.ndarray
+    tail: np.ndarray
+    tip_known: bool = True
+
+    def ends(self) -> list[np.ndarray]:
+        """The ends that may be the tip."""
+        return [self.tip] if self.tip_known else [self.tip, self.tail]
 
 
 class NoFeaturesError(RegistrationError):
@@ -64,6 +98,10 @@ class Correspondence:
         The matched detections, pair by pair.
     residual_mm : ndarray
         Distance of each matched fixed point from its mapped moving point.
+    needle_line, needle_tip : bool
+        The needle's line agrees (the mapped ultrasound segment lies along the
+        fluoroscopy's); its tip agrees too (then ``needle_tip_mm`` holds the mapped
+        ultrasound tip's fixed partner: the fluoroscopy end it landed on).
     mirrored : bool
         The ultrasound is mirrored relative to the fluoroscopy.
     rotation_deg, scale : float
@@ -81,11 +119,32 @@ class Correspondence:
     scale: float
     score: float
     runner_up: float
+    needle_line: bool = False
+    needle_tip: bool = False
+    needle_tip_mm: np.ndarray | None = None
+
+    @property
+    def items(self) -> int:
+        """Agreeing items: matched beads, plus the needle's line and tip when they agree."""
+        return len(self.moving_index) + int(self.needle_line) + int(self.needle_tip)
 
     @property
     def margin(self) -> float:
         """Best score − runner-up's (about one per agreeing bead; 0 is a tie)."""
         return self.score - self.runner_up
+
+
+@dataclass(frozen=True)
+class _Sets:
+    """What every hypothesis is scored against (all in mm)."""
+
+    mov: np.ndarray
+    fix: np.ndarray
+    w_mov: np.ndarray
+    w_fix: np.ndarray
+    line_mov: Line | None
+    line_fix: Line | None
+    inlier_mm: float
 
 
 def match_points(
@@ -94,6 +153,8 @@ def match_points(
     *,
     moving_weight: np.ndarray | None = None,
     fixed_weight: np.ndarray | None = None,
+    moving_line: Line | None = None,
+    fixed_line: Line | None = None,
     scale_tolerance: float = SCALE_TOLERANCE,
     extent_mm: np.ndarray | None = None,
     inlier_mm: float = INLIER_MM,
@@ -103,70 +164,111 @@ def match_points(
 ) -> Correspondence:
     """Match two point sets (mm) under a possibly mirrored rotation at scale about 1.
 
-    ``extent_mm``: points spanning the ultrasound region (its corners, mm), over which a
-    rival hypothesis must differ from the best by more than ``SAME_POSE_MM``.
+    ``moving_line``, ``fixed_line``: the needle in either image (mm), used only when both
+    are given. ``extent_mm``: points spanning the ultrasound region (its corners, mm), over
+    which a rival hypothesis must differ from the best by more than ``SAME_POSE_MM``.
 
     Raises
     ------
     NoFeaturesError
-        Fewer than ``min_inliers`` points in either set.
+        Fewer than ``min_inliers`` structures (beads; a needle in both counts as one) in
+        either image.
     AmbiguousMatchError
-        No hypothesis with ``min_inliers`` agreeing points, or a different pose scoring at
+        No hypothesis with ``min_inliers`` agreeing items, or a different pose scoring at
         within ``ambiguity_margin`` of the best.
     """
     mov = np.asarray(moving_mm, float).reshape(-1, 2)
     fix = np.asarray(fixed_mm, float).reshape(-1, 2)
-    for name, pts in (("ultrasound", mov), ("fluoroscopy", fix)):
-        if len(pts) < min_inliers:
-            raise NoFeaturesError(
-                f"{len(pts)} bead{'s' if len(pts) != 1 else ''} detected in the {name}; "
-                f"automatic correspondences need at least {min_inliers} in each image"
-            )
-    w = np.ones(len(mov)) if moving_weight is None else np.asarray(moving_weight, float)
-    wf = np.ones(len(fix)) if fixed_weight is None else np.asarray(fixed_weight, float)
-    hyps = _hypotheses(mov, fix, (w, wf), scale_tolerance, inlier_mm)
+    both = moving_line is not None and fixed_line is not None
+    for name, pts, line in (("ultrasound", mov, moving_line), ("fluoroscopy", fix, fixed_line)):
+        if len(pts) + both < min_inliers:  # the needle counts as one structure
+            raise NoFeaturesError(_too_few(name, len(pts), line is not None, min_inliers))
+    sets = _Sets(
+        mov,
+        fix,
+        np.ones(len(mov)) if moving_weight is None else np.asarray(moving_weight, float),
+        np.ones(len(fix)) if fixed_weight is None else np.asarray(fixed_weight, float),
+        moving_line if both else None,
+        fixed_line if both else None,
+        inlier_mm,
+    )
+    hyps = _hypotheses(sets, scale_tolerance)
     good = [h for h in hyps if h[1] >= min_inliers and h[0] >= min_score]
     if not good:
         raise AmbiguousMatchError(
-            f"no placement brings {min_inliers} of the {len(mov)} ultrasound beads firmly onto the "
-            f"{len(fix)} fluoroscopy beads at the calibrated scale (±{scale_tolerance:.0%}); "
-            "the plane may be seen edge-on, or the beads are not in both images"
+            f"no placement brings {min_inliers} of the {len(mov)} ultrasound beads"
+            f"{' and the needle' if both else ''} firmly onto the {len(fix)} fluoroscopy "
+            f"beads{' and needle' if both else ''} at the calibrated scale "
+            f"(±{scale_tolerance:.0%}); the plane may be seen edge-on, or the beads are not "
+            "in both images"
         )
     best = max(good, key=lambda h: h[0])
-    matrix, inl = _refit(mov, fix, best[2], inlier_mm)
-    score = max(best[0], _score(matrix, mov, fix, (w, wf), inlier_mm)[0])
+    matrix, inl, origin = _refit(sets, best[2], best[3])
+    score = max(best[0], _score(matrix, sets, origin)[0])
     # Compared over the whole region: beads in a line place the same under a mirroring.
     probe = mov[inl] if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
-    rival = _rival_score(hyps, matrix, probe, mov, fix, (w, wf), inlier_mm)
+    if len(probe) == 0:
+        probe = np.array([sets.line_mov.tip, sets.line_mov.tail])
+    rival = _rival_score(hyps, matrix, probe, sets)
     if score - rival < ambiguity_margin:
         raise AmbiguousMatchError(
             f"the beads match in two different ways (scores {score:.2f} and {rival:.2f}); "
             "give landmarks or a starting transform"
         )
-    return _correspondence(matrix, mov, fix, inl, inlier_mm, score, rival)
+    return _correspondence(matrix, sets, inl, score, rival, origin)
 
 
-def _hypotheses(mov, fix, w, tol, inlier_mm) -> list[tuple[float, int, np.ndarray]]:
-    """(score, inliers, matrix) of every two-point similarity within the scale tolerance."""
-    out = []
+def _too_few(name: str, n: int, needle: bool, need: int) -> str:
+    return (
+        f"{n} bead{'s' if n != 1 else ''} detected in the {name}"
+        f"{' (and a needle)' if needle else ''}; automatic correspondences need at least "
+        f"{need} beads in each image, or {max(need - 1, 0)} and the needle in both"
+    )
+
+
+def _hypotheses(sets: _Sets, tol: float) -> list[tuple[float, int, np.ndarray, np.ndarray]]:
+    """(score, items, matrix, origin) of every two-point similarity in scale tolerance.
+
+    ``origin`` (mm, moving) is the middle of the two points the similarity was made from.
+    """
+    mov, fix = sets.mov, sets.fix
+    seeds = []
     for i, j in combinations(range(len(mov)), 2):
         dm = mov[j] - mov[i]
         lm = float(np.hypot(*dm))
         if lm < MIN_BASE_MM:
             continue
         for k, q in permutations(range(len(fix)), 2):
-            df = fix[q] - fix[k]
-            s = float(np.hypot(*df)) / lm
-            if abs(s - 1.0) > tol:
-                continue
-            for mirror in (False, True):
-                a = _two_point(mov[i], mov[j], fix[k], fix[q], mirror)
-                score, n = _score(a, mov, fix, w, inlier_mm)
-                out.append((score, n, a))
+            s = float(np.hypot(*(fix[q] - fix[k]))) / lm
+            if abs(s - 1.0) <= tol:
+                seeds.append((mov[i], mov[j], fix[k], fix[q]))
+    seeds += _needle_seeds(sets.line_mov, sets.line_fix)
+    out = []
+    for m0, m1, f0, f1 in seeds:
+        for mirror in (False, True):
+            a = _two_point(m0, m1, f0, f1, mirror)
+            origin = 0.5 * (m0 + m1)
+            score, n = _score(a, sets, origin)
+            out.append((score, n, a, origin))
     return out
 
 
-def _rival_score(hyps, matrix, probe, mov, fix, w, inlier_mm, top: int = 64) -> float:
+def _needle_seeds(lm: Line | None, lf: Line | None) -> list:
+    """Tip on tip, shaft along shaft, at scale 1: each candidate tip of either needle."""
+    if lm is None or lf is None:
+        return []
+    out = []
+    for tm in lm.ends():
+        om = lm.tail if tm is lm.tip else lm.tip
+        um = (om - tm) / (np.linalg.norm(om - tm) or 1.0)
+        for tf in lf.ends():
+            of = lf.tail if tf is lf.tip else lf.tip
+            uf = (of - tf) / (np.linalg.norm(of - tf) or 1.0)
+            out.append((tm, tm + 10.0 * um, tf, tf + 10.0 * uf))
+    return out
+
+
+def _rival_score(hyps, matrix, probe, sets: _Sets, top: int = 64) -> float:
     """Best refitted score among the leading hypotheses that place ``probe`` elsewhere.
 
     Each is refitted first: a two-point hypothesis of the right pose from a short base
@@ -174,12 +276,12 @@ def _rival_score(hyps, matrix, probe, mov, fix, w, inlier_mm, top: int = 64) -> 
     """
     placed = _apply(matrix, probe)
     rival = 0.0
-    for score, _n, h in sorted(hyps, key=lambda h: -h[0])[:top]:
+    for score, _n, h, origin in sorted(hyps, key=lambda h: -h[0])[:top]:
         if score <= rival:
             break
-        refit, _ = _refit(mov, fix, h, inlier_mm)
+        refit, _, at = _refit(sets, h, origin)
         if np.max(np.linalg.norm(_apply(refit, probe) - placed, axis=1)) > SAME_POSE_MM:
-            rival = max(rival, _score(refit, mov, fix, w, inlier_mm)[0], score)
+            rival = max(rival, _score(refit, sets, at)[0], score)
     return rival
 
 
@@ -202,40 +304,114 @@ def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def _nearest(matrix, mov, fix) -> tuple[np.ndarray, np.ndarray]:
+    if len(mov) == 0 or len(fix) == 0:
+        return np.full(len(mov), np.inf), np.zeros(len(mov), int)
     d = np.linalg.norm(_apply(matrix, mov)[:, None, :] - fix[None, :, :], axis=2)
     return d.min(axis=1), d.argmin(axis=1)
 
 
-def _score(matrix, mov, fix, w, inlier_mm) -> tuple[float, int]:
-    """MSAC score (both weights × (1 − (d/tol)²) over inliers) and the inlier count."""
-    d, idx = _nearest(matrix, mov, fix)
-    inl = _one_to_one(d, idx, inlier_mm)
-    pair_w = w[0][inl] * w[1][idx[inl]]
-    return float(np.sum(pair_w * (1.0 - (d[inl] / inlier_mm) ** 2))), int(inl.sum())
+def _tolerance(sets: _Sets, pts: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Agreement distance (mm) at each moving point: ``inlier_mm`` plus the tilt's share.
+
+    A plane tilted by up to 25 degrees from facing the detector is foreshortened by up to
+    ``TILT_SLACK`` of each distance, which a similarity through ``origin`` cannot follow.
+    """
+    return sets.inlier_mm + TILT_SLACK * np.linalg.norm(np.atleast_2d(pts) - origin, axis=1)
 
 
-def _one_to_one(d: np.ndarray, idx: np.ndarray, inlier_mm: float) -> np.ndarray:
-    """Inliers, each fixed point used once (by its closest moving point)."""
-    inl = d < inlier_mm
+def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
+    """MSAC score and the number of agreeing items (beads, the needle).
+
+    A bead adds both weights × (1 − (d/tol)²); a needle item adds 1 − (d/tol)².
+    """
+    d, idx = _nearest(matrix, sets.mov, sets.fix)
+    tol = _tolerance(sets, sets.mov, origin)
+    inl = _one_to_one(d, idx, tol)
+    pair_w = sets.w_mov[inl] * sets.w_fix[idx[inl]]
+    score = float(np.sum(pair_w * (1.0 - (d[inl] / tol[inl]) ** 2)))
+    n = int(inl.sum())
+    line, tip, _ = _needle_agreement(matrix, sets, origin)
+    # The tip adds to the score, not to the count: line and tip are one structure, and a
+    # bead and a needle alone fit a plane seen edge-on (everything on one line).
+    for closeness in (line, tip):
+        if closeness is not None:
+            score += closeness
+    return score, n + int(line is not None)
+
+
+def _needle_agreement(matrix, sets: _Sets, origin: np.ndarray):
+    """(line closeness, tip closeness, fixed tip) of the needle under ``matrix``.
+
+    A closeness is 1 − (d/tol)² where the item agrees, else None.
+    """
+    lm, lf = sets.line_mov, sets.line_fix
+    if lm is None or lf is None:
+        return None, None, None
+    tol = _tolerance(sets, np.array([lm.tip, lm.tail]), origin)
+    a, b = _apply(matrix, np.array([lm.tip, lm.tail]))
+    uf = lf.tail - lf.tip
+    length = float(np.linalg.norm(uf)) or 1.0
+    uf = uf / length
+    normal = np.array([-uf[1], uf[0]])
+    off = np.abs(np.array([(a - lf.tip) @ normal, (b - lf.tip) @ normal])) / tol
+    along = np.array([(a - lf.tip) @ uf, (b - lf.tip) @ uf])
+    cos = abs((b - a) @ uf) / (np.linalg.norm(b - a) or 1.0)
+    inside = along.min() > -tol.max() and along.max() < length + tol.max()
+    line_ok = off.max() < 1.0 and inside and cos >= np.cos(np.radians(LINE_ANGLE_DEG))
+    if not line_ok:
+        return None, None, None
+    line = float(1.0 - off.max() ** 2)
+    tips = [(float(np.linalg.norm(a - e)), e) for e in lf.ends()] if lm.tip_known else []
+    d_tip, tip = min(tips, key=lambda t: t[0], default=(np.inf, None))
+    if d_tip < tol[0]:
+        return line, float(1.0 - (d_tip / tol[0]) ** 2), tip
+    return line, None, None
+
+
+def _one_to_one(d: np.ndarray, idx: np.ndarray, tol) -> np.ndarray:
+    """Inliers (closer than ``tol``), each fixed point used once (by its closest)."""
+    inl = d < tol
     for f in np.unique(idx[inl]):
         users = np.flatnonzero(inl & (idx == f))
         inl[users[users != users[np.argmin(d[users])]]] = False
     return inl
 
 
-def _refit(mov, fix, matrix, inlier_mm, rounds: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares similarity (handedness kept) on the inliers, repeated."""
+def _refit(sets: _Sets, matrix, origin, rounds: int = 3):
+    """Least-squares similarity (handedness kept) on the agreeing items, repeated.
+
+    The needle's line adds the ultrasound segment's ends paired with their feet on the
+    fluoroscopy's line, its tip the tip pair. Returns the matrix, the bead inliers and
+    the new origin of the tolerance (the middle of the points fitted).
+    """
     mirror = np.linalg.det(matrix[:2, :2]) < 0
-    inl = np.zeros(len(mov), bool)
     for _ in range(rounds):
-        d, idx = _nearest(matrix, mov, fix)
-        new = _one_to_one(d, idx, inlier_mm)
-        if new.sum() < 2 or np.array_equal(new, inl):
+        d, idx = _nearest(matrix, sets.mov, sets.fix)
+        new = _one_to_one(d, idx, _tolerance(sets, sets.mov, origin))
+        src, dst = _needle_pairs(matrix, sets, origin)
+        src = np.vstack([sets.mov[new], src])
+        dst = np.vstack([sets.fix[idx[new]], dst])
+        if len(src) < 2:
             break
-        inl = new
-        matrix = _umeyama(mov[inl], fix[idx[inl]], mirror)
-    d, idx = _nearest(matrix, mov, fix)
-    return matrix, _one_to_one(d, idx, inlier_mm)
+        matrix, origin = _umeyama(src, dst, mirror), src.mean(axis=0)
+    d, idx = _nearest(matrix, sets.mov, sets.fix)
+    return matrix, _one_to_one(d, idx, _tolerance(sets, sets.mov, origin)), origin
+
+
+def _needle_pairs(matrix, sets: _Sets, origin) -> tuple[np.ndarray, np.ndarray]:
+    """Moving and fixed points (mm) the needle contributes to a refit under ``matrix``."""
+    line_d, tip_d, tip = _needle_agreement(matrix, sets, origin)
+    if line_d is None:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    lm, lf = sets.line_mov, sets.line_fix
+    uf = (lf.tail - lf.tip) / (np.linalg.norm(lf.tail - lf.tip) or 1.0)
+    mapped = _apply(matrix, np.array([lm.tip, lm.tail]))
+    feet = lf.tip + ((mapped - lf.tip) @ uf)[:, None] * uf
+    src, dst = [lm.tip, lm.tail], [feet[0], feet[1]]
+    if tip_d is not None:
+        src.append(lm.tip)
+        dst.append(tip)
+    return np.array(src), np.array(dst)
 
 
 def _umeyama(src: np.ndarray, dst: np.ndarray, mirror: bool) -> np.ndarray:
@@ -253,12 +429,42 @@ def _umeyama(src: np.ndarray, dst: np.ndarray, mirror: bool) -> np.ndarray:
     return out
 
 
-def _correspondence(matrix, mov, fix, inl, inlier_mm, score, rival) -> Correspondence:
-    d, idx = _nearest(matrix, mov, fix)
+def _pairs(matrix, sets: _Sets, inl, origin):
+    """The bead inliers and the needle's (line, tip, fixed tip) reported as matches.
+
+    The consensus tolerates a tilted plane's foreshortening; the pairs handed on as
+    landmarks are held to ``inlier_mm`` under a map that follows it: an affine fit to
+    four or more matched beads. With fewer, the beads stand, and the tip (a weaker point:
+    a needle's echo may end short of it) must agree under the similarity itself.
+    """
+    d, idx = _nearest(matrix, sets.mov, sets.fix)
+    line_d, tip_d, tip = _needle_agreement(matrix, sets, origin)
+    check = matrix
+    if inl.sum() >= 4:
+        check = _affine(sets.mov[inl], sets.fix[idx[inl]])
+        dd = np.linalg.norm(_apply(check, sets.mov) - sets.fix[idx], axis=1)
+        inl = inl & (dd < sets.inlier_mm)
+    if tip is not None:
+        d_tip = float(np.linalg.norm(_apply(check, sets.line_mov.tip[None])[0] - tip))
+        if d_tip >= sets.inlier_mm:
+            tip_d, tip = None, None
+    return inl, d, idx, line_d, tip_d, tip
+
+
+def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares affine map (3 × 3) src → dst."""
+    a = np.column_stack([src, np.ones(len(src))])
+    sol, *_ = np.linalg.lstsq(a, dst, rcond=None)
+    out = np.eye(3)
+    out[:2, :] = sol.T
+    return out
+
+
+def _correspondence(matrix, sets: _Sets, inl, score, rival, origin) -> Correspondence:
+    inl, d, idx, line_d, tip_d, tip = _pairs(matrix, sets, inl, origin)
     m_idx = np.flatnonzero(inl)
     lin = matrix[:2, :2]
     mirrored = bool(np.linalg.det(lin) < 0)
-    scale = float(np.sqrt(abs(np.linalg.det(lin))))
     col0 = lin @ (np.array([-1.0, 0.0]) if mirrored else np.array([1.0, 0.0]))
     return Correspondence(
         moving_index=m_idx,
@@ -266,7 +472,10 @@ def _correspondence(matrix, mov, fix, inl, inlier_mm, score, rival) -> Correspon
         residual_mm=d[m_idx],
         mirrored=mirrored,
         rotation_deg=float(np.degrees(np.arctan2(col0[1], col0[0]))),
-        scale=scale,
+        scale=float(np.sqrt(abs(np.linalg.det(lin)))),
         score=float(score),
         runner_up=float(rival),
+        needle_line=line_d is not None,
+        needle_tip=tip_d is not None,
+        needle_tip_mm=tip,
     )

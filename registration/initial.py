@@ -1,8 +1,9 @@
 """Starting transforms that need no user input: matched beads, or image moments.
 
-:func:`auto_start` detects the beads both images show (:mod:`registration.features`) at
-the calibrated millimetre scale and matches them (:mod:`registration.correspond`); the
-matched pairs are landmarks, refined by the intensity metric like clicked ones.
+:func:`auto_start` detects the beads (:mod:`registration.features`) and the needle
+(:mod:`registration.needle`) both images show at the calibrated millimetre scale and
+matches them (:mod:`registration.correspond`); the matched beads and the needle's tip are
+landmarks, refined by the intensity metric like clicked ones.
 
 ITK's ``CenteredTransformInitializer`` in MOMENTS mode lines up the images' centres of
 mass. Between an ultrasound frame and a fluoroscopy frame the raw intensities share
@@ -21,13 +22,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspond import AmbiguousMatchError, Correspondence, match_points
+from .correspond import AmbiguousMatchError, Correspondence, Line, match_points
 from .errors import RegistrationError
-from .features import BEAD_RADIUS_MM, Blobs, detect_beads
+from .features import Blobs, beam_apex, detect_beads
+from .needle import Needle, detect_needle
 from .preprocess import Preprocess, mask_extent, preprocess_pair
 from .start import Landmarks
 
-__all__ = ["AutoStart", "MomentsStart", "auto_start", "moments_start", "wide_search_options"]
+__all__ = [
+    "MIN_CHECKED_ITEMS",
+    "AutoStart",
+    "MomentsStart",
+    "auto_start",
+    "moments_start",
+    "wide_search_options",
+]
 
 #: Candidates kept from the search grid, and their least separation (mm), when the search
 #: spans the whole field. With the defaults (8, 5 mm) over ±60 mm, the true pose's basin
@@ -38,6 +47,13 @@ WIDE_SEARCH_KEEP = 32
 #: larger singular value of their centred positions must reach this (1: evenly spread).
 MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
+#: Least agreeing items (beads, needle line, needle tip) for a match that something
+#: checks: two fix the similarity, three more must agree with it (with two more, a plane
+#: seen edge-on still matched decoys: see docs/registration-method.md).
+MIN_CHECKED_ITEMS = 5
+#: Landmark weight of the needle tip against a bead's (at most 1): the ultrasound shows
+#: where the shaft leaves the plane or its echo fades, which may fall short of the tip.
+TIP_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -148,12 +164,14 @@ def wide_search_options(options, reach_mm: float):
 
 @dataclass(frozen=True)
 class AutoStart:
-    """Landmarks from matched beads, with the detections and the consensus behind them."""
+    """Landmarks from matched beads (and the needle's tip), with what they came from."""
 
     landmarks: Landmarks
     moving_beads: Blobs
     fixed_beads: Blobs
     match: Correspondence
+    moving_needle: Needle | None = None
+    fixed_needle: Needle | None = None
 
     def to_dict(self) -> dict:
         """The figures ``transform.json`` records about the automatic start."""
@@ -161,11 +179,15 @@ class AutoStart:
         return {
             "beads_detected_moving": len(self.moving_beads),
             "beads_detected_fixed": len(self.fixed_beads),
+            "needle_detected_moving": self.moving_needle is not None,
+            "needle_detected_fixed": self.fixed_needle is not None,
             "pairs_matched": len(m.moving_index),
+            "needle_line_agrees": m.needle_line,
+            "needle_tip_matched": m.needle_tip,
             "mirrored": m.mirrored,
             "rotation_deg": round(m.rotation_deg, 2),
             "scale": round(m.scale, 4),
-            "residual_mm_max": round(float(m.residual_mm.max()), 3),
+            "residual_mm_max": round(float(m.residual_mm.max()), 3) if len(m.residual_mm) else None,
             "consensus_margin": round(m.margin, 3),
         }
 
@@ -178,9 +200,10 @@ def auto_start(
     moving_spacing_mm: tuple[float, float],
     fixed_mask: np.ndarray | None = None,
     moving_mask: np.ndarray | None = None,
-    bead_radius_mm: float = BEAD_RADIUS_MM,
+    bead_radius_mm: float | None = None,
+    beam_apex_xy: tuple[float, float] | None = None,
 ) -> AutoStart:
-    """Landmarks from the beads both frames show, matched at the calibrated scale.
+    """Landmarks from the beads and needle both frames show, matched at the calibrated scale.
 
     Parameters
     ----------
@@ -192,22 +215,38 @@ def auto_start(
         Ultrasound row and column spacing (its calibration).
     fixed_mask, moving_mask : ndarray of bool, optional
         Valid pixels.
-    bead_radius_mm : float
-        Radius of the beads looked for.
+    bead_radius_mm : float or None
+        Radius of the beads looked for; None: 0.5–1.5 mm, the ultrasound's taken from the
+        fluoroscopy's beads (a disc shows its size; an echo with a tail does not).
+    beam_apex_xy : (float, float) or None
+        Ultrasound sector apex (pixels); None: found from ``moving_mask``'s shape (a
+        rectangle: a linear probe).
 
     Raises
     ------
     registration.correspond.NoFeaturesError, registration.correspond.AmbiguousMatchError
         Too few beads, or no single consistent match (both are RegistrationError).
     """
-    fb = detect_beads(fixed, fixed_mask, fixed_spacing_mm, bright=False, radius_mm=bead_radius_mm)
+    apex = beam_apex_xy if beam_apex_xy is not None else beam_apex(moving_mask)
+    fn = detect_needle(fixed, fixed_mask, fixed_spacing_mm, bright=False)
+    mn = detect_needle(moving, moving_mask, moving_spacing_mm, bright=True, beam_apex_xy=apex)
+    fb = detect_beads(
+        fixed,
+        fixed_mask,
+        fixed_spacing_mm,
+        bright=False,
+        radius_mm=bead_radius_mm,
+        exclude=_shaft(fn, fixed_spacing_mm),
+    )
     mb = detect_beads(
         moving,
         moving_mask,
         moving_spacing_mm,
         bright=True,
         near_wall=True,
-        radius_mm=bead_radius_mm,
+        radius_mm=bead_radius_mm or _typical_radius(fb),
+        beam_apex_xy=apex,
+        exclude=_shaft(mn, moving_spacing_mm),
     )
     to_mm_f = np.array(fixed_spacing_mm[::-1], float)  # (col, row) = (x, y)
     to_mm_m = np.array(moving_spacing_mm[::-1], float)
@@ -216,25 +255,80 @@ def auto_start(
         fb.xy * to_mm_f,
         moving_weight=_unit(mb.strength),
         fixed_weight=_unit(fb.strength),
+        moving_line=_line(mn, to_mm_m),
+        fixed_line=_line(fn, to_mm_f),
         extent_mm=None if moving_mask is None else _corners(moving_mask) * to_mm_m,
     )
+    _check_area(match, fb, fn, to_mm_f)
+    return AutoStart(_landmarks(match, mb, fb, mn, to_mm_m, to_mm_f), mb, fb, match, mn, fn)
+
+
+def _check_area(match: Correspondence, fb: Blobs, fn: Needle | None, to_mm_f) -> None:
+    """Refuse a match whose structures lie along a line in the fluoroscopy.
+
+    A plane seen edge-on projects onto a line: its beads and needle all fall on it, and a
+    few of them can then be matched to ultrasound structures spread over the plane.
+    """
+    pts = [fb.xy[match.fixed_index] * to_mm_f]
+    if match.needle_line and fn is not None:
+        pts.append(np.array([fn.tip_xy, fn.tail_xy]) * to_mm_f)
+    pts = np.vstack(pts)
+    sv = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False) if len(pts) >= 3 else [1, 0]
+    if sv[1] < MIN_SPREAD_RATIO * sv[0]:
+        raise AmbiguousMatchError(
+            f"the {match.items} matched structures lie along a line in the fluoroscopy "
+            f"(spread ratio {sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the plane may be seen "
+            "edge-on; give landmarks or a starting transform"
+        )
+
+
+def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
+    """Matched beads, and the needle tip when it agrees, as weighted landmark pairs."""
     mi, fi = match.moving_index, match.fixed_index
-    _check_spread(mb.xy[mi] * to_mm_m)
     # Weight: the weaker of the two detections, relative to the strongest pair.
-    w = np.minimum(_unit(mb.strength)[mi], _unit(fb.strength)[fi])
-    lm = Landmarks(
-        moving_xy=mb.xy[mi],
-        fixed_xy=fb.xy[fi],
-        names=tuple(f"auto_bead{k}" for k in range(len(mi))),
+    w = list(np.minimum(_unit(mb.strength)[mi], _unit(fb.strength)[fi]))
+    moving_xy, fixed_xy = list(mb.xy[mi]), list(fb.xy[fi])
+    names = [f"auto_bead{k}" for k in range(len(mi))]
+    if match.needle_tip:
+        moving_xy.append(mn.tip_xy)
+        fixed_xy.append(match.needle_tip_mm / to_mm_f)
+        w.append(TIP_WEIGHT)
+        names.append("auto_needle_tip")
+    moving_xy, fixed_xy = np.array(moving_xy).reshape(-1, 2), np.array(fixed_xy).reshape(-1, 2)
+    _check_spread(moving_xy * to_mm_m)
+    w = np.array(w, float)
+    return Landmarks(
+        moving_xy=moving_xy,
+        fixed_xy=fixed_xy,
+        names=tuple(names),
         weights=w / w.max(),
         source="automatic correspondences",
     )
-    return AutoStart(lm, mb, fb, match)
+
+
+def _shaft(needle: Needle | None, spacing_mm) -> list:
+    """The needle's segment as an exclusion zone for beads (2 mm around it), or none."""
+    if needle is None:
+        return []
+    return [(needle.tip_xy, needle.tail_xy, 2.0 / float(min(spacing_mm)))]
+
+
+def _line(needle: Needle | None, to_mm: np.ndarray) -> Line | None:
+    if needle is None:
+        return None
+    return Line(needle.tip_xy * to_mm, needle.tail_xy * to_mm, needle.tip_known)
+
+
+def _typical_radius(blobs: Blobs) -> float | None:
+    """Median radius (mm) of the strongest few beads found, None without beads."""
+    if not len(blobs) or blobs.radius_mm is None:
+        return None
+    return float(np.median(blobs.radius_mm[:5]))
 
 
 def _check_spread(moving_mm: np.ndarray) -> None:
     """Refuse three matched beads nearly in a line: their affine map extrapolates badly."""
-    if len(moving_mm) >= 4:
+    if len(moving_mm) != 3:  # four or more are checked by the fit; two give a similarity
         return
     sv = np.linalg.svd(moving_mm - moving_mm.mean(axis=0), compute_uv=False)
     if sv[1] < MIN_SPREAD_RATIO * sv[0]:
@@ -252,5 +346,10 @@ def _corners(mask: np.ndarray) -> np.ndarray:
 
 
 def _unit(strength: np.ndarray) -> np.ndarray:
+    """Weights in (0, 1]: the square root of each strength relative to the strongest.
+
+    The root, because beads of 1 mm answer far more weakly than beads of 3 mm and must
+    still count nearly as one bead each; a faint decoy still counts less.
+    """
     s = np.asarray(strength, float)
-    return s / s.max() if len(s) and s.max() > 0 else np.ones(len(s))
+    return np.sqrt(s / s.max()) if len(s) and s.max() > 0 else np.ones(len(s))
