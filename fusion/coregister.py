@@ -23,7 +23,12 @@ from hybridfuse.registration import (
     register,
 )
 from hybridfuse.registration.errors import LandmarkInputError
-from hybridfuse.registration.initial import auto_start, moments_start, wide_search_options
+from hybridfuse.registration.initial import (
+    MIN_CHECKED_ITEMS,
+    auto_start,
+    moments_start,
+    wide_search_options,
+)
 from hybridfuse.registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
 from hybridfuse.registration.start import supported_model
 from hybridfuse.registration.transforms import TransformModel
@@ -391,15 +396,17 @@ def register_images(
         )
         verification = {**(result.quality.verification or {}), "beads": beads}
         result.quality = result.quality.replace(verification=verification)
-        _refuse_unchecked_match(result, len(landmarks.moving_xy), options)
+        _refuse_unchecked_match(result, found.match.items, options)
     return result
 
 
 def _refuse_unchecked_match(result, matched: int, options) -> None:
-    """Refuse an automatic start whose beads are no more than its model needs.
+    """Refuse an automatic start with fewer agreeing structures than something can check.
 
-    Three matched beads fit an affine map exactly: nothing is left over to catch a wrong
-    match (a wrong --moving-spacing-mm gave one 32 mm off, accepted), and the intensity
+    ``matched`` counts beads, the needle's line and its tip
+    (:data:`registration.initial.MIN_CHECKED_ITEMS` are needed). Three matched beads fit
+    an affine map exactly: nothing is left over to catch a wrong match (a wrong
+    --moving-spacing-mm gave one 32 mm off, accepted), and the intensity
     refinement is held to the landmarks; the images alone cannot confirm it either (the
     wrong match above sits in a local optimum of both metrics). ``--accept-unverified``
     writes it marked refused.
@@ -407,11 +414,11 @@ def _refuse_unchecked_match(result, matched: int, options) -> None:
     from hybridfuse.registration.guards import raise_if_refused
 
     opts = options or RegistrationOptions()
-    if matched > MIN_POINTS[TransformModel(result.model)] or result.quality.verdict != "accepted":
+    if matched >= MIN_CHECKED_ITEMS or result.quality.verdict != "accepted":
         return
     reason = (
-        f"unverified: only {matched} beads matched, which the {result.model} model fits "
-        "exactly: nothing checks the match"
+        f"unverified: only {matched} structures matched (beads, needle line and tip), "
+        f"fewer than the {MIN_CHECKED_ITEMS} that leave something to check the match"
     )
     result.quality = result.quality.replace(
         verdict="refused",
@@ -437,6 +444,7 @@ def _auto_landmarks(fixed: Image, moving: Image, f, m, options):
         moving_spacing_mm=moving.pixel_spacing_mm,
         fixed_mask=fixed.mask,
         moving_mask=moving.mask,
+        beam_apex_xy=moving.imaged_area.apex_xy if moving.imaged_area is not None else None,
     )
     # Three matched beads fix an affine map, not a projective one: the start's model
     # fallback (registration/start.py) decides that and records it in model_selection.
