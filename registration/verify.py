@@ -143,11 +143,12 @@ def intensity_agreement(
     """Whether the images alone leave a landmark answer where it is: two metrics.
 
     Landmarks too few to check each other leave the images as the only other evidence.
-    The metric and a second one (MI; LC2 when the metric is MI) each run the two finest
-    levels without the landmark term from the answer; either moving it more than
-    ``limit_mm`` refuses it. Staying is not proof: a wrong placement can sit in a fine
-    level's local optimum (a 32 mm wrong three-bead match moved 1.1 mm), so this refuses
-    gross disagreement and confirms nothing.
+    LC2 and MI (the two metrics the limits were calibrated with, whatever metric the
+    registration used: a metric that fails on these images must not refuse landmarks)
+    each run the three finest levels without the landmark term from the answer; either
+    moving it more than ``limit_mm`` refuses it. Staying is not proof: a wrong placement
+    can sit in a fine level's local optimum (a 32 mm wrong three-bead match moved 1.1 mm),
+    so this refuses gross disagreement and confirms nothing.
     """
     quiet = dataclasses.replace(
         problem, landmarks=None, landmark_weights=None, trace=[], progress=None
@@ -155,12 +156,11 @@ def intensity_agreement(
     grid = _field_grid(problem.center, problem.half)
     base = Transform(answer).apply(grid)
     n_levels = len(problem.options.pyramid.levels)
-    other = Metric.LC2 if problem.metric is Metric.MI else Metric.MI
     drift = {}
-    for metric in (problem.metric, other):
+    for metric in (Metric.LC2, Metric.MI):
         run = dataclasses.replace(quiet, metric=metric)
         try:
-            out = run_levels(run, pyramid, answer, model, first=max(0, n_levels - 2))
+            out = run_levels(run, pyramid, answer, model, first=max(0, n_levels - 3))
         except ConvergenceError:  # it left the field: the images do not hold the answer
             drift[metric.value] = np.inf
             continue
