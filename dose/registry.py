@@ -20,6 +20,7 @@ IMMEDIATE`` transactions with a busy timeout, so concurrent processes queue, not
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import hmac
 import math
@@ -102,6 +103,25 @@ _COLUMN_WORDS = {
     "accession_number": "accession number",
     "study_date": "study date",
 }
+
+
+def _damaged(method):
+    """Say a database error of ``method`` as one line naming the registry (bad input).
+
+    A registry whose header reads but whose pages are damaged (a truncated copy, a disk
+    error) fails only when a table is read; that is a bad input file, not a crash.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise DoseInputError(
+                f"{self.path}: the registry is damaged or unreadable ({exc})"
+            ) from exc
+
+    return wrapper
 
 
 class Registry:
@@ -223,6 +243,7 @@ class Registry:
         mac = hmac.new(self._key, b"date-shift\x00" + who.encode(), hashlib.sha256).digest()
         return _dt.timedelta(days=1 + int.from_bytes(mac[:4], "big") % MAX_DATE_SHIFT_DAYS)
 
+    @_damaged
     def ingest(
         self, report: dict, events, patient_id: str | None = None, phi: dict | None = None
     ) -> dict:
@@ -366,6 +387,7 @@ class Registry:
         result["id"] = pid
         return result
 
+    @_damaged
     def baseline_values(self, procedure_type: str) -> dict[str, list[float]]:
         """Values of fluoroscopy-only procedures of one type, for the baseline method."""
         rows = self.db.execute(
@@ -381,6 +403,7 @@ class Registry:
                     out[key].append(v)
         return out
 
+    @_damaged
     def rows(self) -> list[dict]:
         """Every procedure as a dict (no stored report text).
 
@@ -419,6 +442,7 @@ class Registry:
             "reports again fills them in"
         )
 
+    @_damaged
     def conflicts(self) -> list[dict]:
         """Recorded UID conflicts."""
         cur = self.db.execute(
