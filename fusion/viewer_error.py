@@ -117,7 +117,8 @@ def error_model(transform, landmarks, quality, fixed_spacing_mm, mask) -> dict:
     registration rejected (``quality.landmarks_rejected``) are left out.
     """
     quality = quality if isinstance(quality, dict) else {}
-    rejected = {str(n) for n in quality.get("landmarks_rejected") or []}
+    listed = quality.get("landmarks_rejected")  # a list in our files; anything else: none
+    rejected = {str(n) for n in listed} if isinstance(listed, list) else set()
     lms = [lm for lm in landmarks if "mx" in lm and str(lm["name"]) not in rejected]
     model = TransformModel(getattr(transform, "model", TransformModel.PROJECTIVE))
     if fixed_spacing_mm is None or mask is None or not mask.any():
@@ -126,12 +127,15 @@ def error_model(transform, landmarks, quality, fixed_spacing_mm, mask) -> dict:
     if sigma is not None:
         moving_xy = [[lm["mx"], lm["my"]] for lm in lms]
         try:
-            xs, ys, err = error_grid(
-                transform.matrix, model, moving_xy, sigma[0], mask.shape, fixed_spacing_mm,
-                ERROR_STEP_PX,
-            )  # fmt: skip
-        except ValueError as exc:
+            with np.errstate(all="ignore"):  # overflow is refused below, not printed
+                xs, ys, err = error_grid(
+                    transform.matrix, model, moving_xy, sigma[0], mask.shape,
+                    fixed_spacing_mm, ERROR_STEP_PX,
+                )  # fmt: skip
+        except (ValueError, ArithmeticError) as exc:
             return _none(str(exc))
+        if not np.all(np.isfinite(err)):
+            return _none(f"the predicted error is not finite ({sigma[1]})")
         text = (
             f"predicted error (90th percentile, isocentre plane) of the {model.value} "
             f"landmark fit: {len(lms)} landmarks, {sigma[1]}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import warnings
 
+import numpy as np
 from click.testing import CliRunner
 
 from hybridfuse.cli.main import cli
@@ -43,3 +45,47 @@ def test_ingest_into_a_damaged_registry_names_the_registry(tmp_path):
     res = CliRunner().invoke(cli, ["dose", "ingest", rdsr, "--db", str(db)])
     assert res.exit_code == 2, res.output
     assert f"{db}: the registry is damaged" in res.output
+
+
+# --- viewer: the predicted-error outline from a hand-edited or hostile quality record ---
+
+
+def _spread_landmarks():
+    """Five landmarks spread over a 300 x 200 ultrasound, fixed = moving + (5, 5)."""
+    points = [(10, 10), (250, 20), (30, 180), (260, 170), (150, 100)]
+    return [
+        {"name": f"b{i}", "x": x + 5.0, "y": y + 5.0, "mx": float(x), "my": float(y)}
+        for i, (x, y) in enumerate(points)
+    ]
+
+
+def _shifted():
+    from hybridfuse.registration.transforms import Transform
+
+    h = np.eye(3)
+    h[:2, 2] = 5.0
+    return Transform(h, "projective")
+
+
+def test_error_outline_with_landmarks_rejected_not_a_list_ignores_it():
+    from hybridfuse.fusion.viewer_error import error_model
+
+    mask = np.ones((200, 300), bool)
+    for listed in (5, "b0b1", {"b0": 1}):
+        model = error_model(_shifted(), _spread_landmarks(), {"landmarks_rejected": listed},
+                            (0.2, 0.2), mask)  # fmt: skip
+        assert model["kind"] == "landmarks", listed
+        assert "5 landmarks" in model["text"]
+
+
+def test_error_outline_with_an_overflowing_sigma_is_none_with_the_reason():
+    from hybridfuse.fusion.viewer_error import error_model
+
+    quality = {"model_selection": {"landmark_sigma_px": 1e300}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning may reach the user either
+        model = error_model(_shifted(), _spread_landmarks(), quality, (0.2, 0.2),
+                            np.ones((200, 300), bool))  # fmt: skip
+    assert model["kind"] == "none"
+    assert model["text"].startswith("no error outline: ")
+    assert model["segments"] == []
