@@ -204,6 +204,9 @@ class LandmarkOptions:
         "term is measured in this unit and intensity refinement may not move landmarks "
         "further.",
         minimum=0.01,
+        # Wider than any detector: beyond it a landmark says nothing, and its square
+        # overflows a float near 1e154 (an internal error before this bound).
+        maximum=1e4,
     )
     landmark_weight: float = option(
         1.0,

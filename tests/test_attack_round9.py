@@ -89,3 +89,18 @@ def test_error_outline_with_an_overflowing_sigma_is_none_with_the_reason():
     assert model["kind"] == "none"
     assert model["text"].startswith("no error outline: ")
     assert model["segments"] == []
+
+
+# --- registration: a landmark sigma whose square overflows --------------------------------
+
+
+def test_landmark_sigma_beyond_any_detector_is_a_usage_error(tmp_path):
+    case = sample_case()
+    args = ["register", "--fixed", str(case / "fluoro_run02_confirm_lateral.dcm")]
+    args += ["--moving", str(case / "us_clip.dcm"), "--moving-frame", "6"]
+    args += ["--landmarks", str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv")]
+    args += ["--landmark-sigma-px", "1e300", "--out", str(tmp_path / "reg")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, res.output
+    assert "--landmark-sigma-px" in res.output and "maximum" in res.output
+    assert not (tmp_path / "reg").exists()
