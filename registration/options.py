@@ -223,6 +223,7 @@ class LandmarkOptions:
         "inverse of its variance, so precise clicks stay and coarse ones are pulled; none: "
         "the landmark term inside the metric's cost (landmark_weight).",
         minimum=0.01,
+        maximum=1e4,  # as landmark_sigma_px: its square is taken
         advanced=True,
     )
     reject_threshold_px: float = option(

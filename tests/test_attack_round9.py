@@ -6,6 +6,7 @@ import sqlite3
 import warnings
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from hybridfuse.cli.main import cli
@@ -94,13 +95,14 @@ def test_error_outline_with_an_overflowing_sigma_is_none_with_the_reason():
 # --- registration: a landmark sigma whose square overflows --------------------------------
 
 
-def test_landmark_sigma_beyond_any_detector_is_a_usage_error(tmp_path):
+@pytest.mark.parametrize("option", ["--landmark-sigma-px", "--intensity-sigma-px"])
+def test_landmark_sigma_beyond_any_detector_is_a_usage_error(tmp_path, option):
     case = sample_case()
     args = ["register", "--fixed", str(case / "fluoro_run02_confirm_lateral.dcm")]
     args += ["--moving", str(case / "us_clip.dcm"), "--moving-frame", "6"]
     args += ["--landmarks", str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv")]
-    args += ["--landmark-sigma-px", "1e300", "--out", str(tmp_path / "reg")]
+    args += [option, "1e300", "--out", str(tmp_path / "reg")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 2, res.output
-    assert "--landmark-sigma-px" in res.output and "maximum" in res.output
+    assert option in res.output and "maximum" in res.output
     assert not (tmp_path / "reg").exists()
