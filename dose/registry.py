@@ -29,7 +29,7 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from .errors import DoseInputError
+from .errors import DoseError, DoseInputError
 from .monthly import month_index, month_shift
 from .pseudonym import pseudonym as _keyed
 from .units import DELIVERED_KEYS, PLAUSIBLE_MAX
@@ -105,6 +105,20 @@ _COLUMN_WORDS = {
 }
 
 
+def _locked(path: Path, exc: sqlite3.Error) -> DoseError | None:
+    """The error for a registry another process holds past the busy timeout, else None.
+
+    Locked is not damaged: the file is fine and the same command succeeds later (exit 1).
+    """
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return DoseError(
+            f"{path}: the registry is locked by another process (waited {BUSY_TIMEOUT_S:g} s); "
+            "run the command again when that process has finished"
+        )
+    return None
+
+
 def _damaged(method):
     """Say a database error of ``method`` as one line naming the registry (bad input).
 
@@ -117,7 +131,7 @@ def _damaged(method):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
-            raise DoseInputError(
+            raise _locked(self.path, exc) or DoseInputError(
                 f"{self.path}: the registry is damaged or unreadable ({exc})"
             ) from exc
 
@@ -138,7 +152,9 @@ class Registry:
             self._open(create)
         except sqlite3.Error as exc:
             self.db.close()
-            raise DoseInputError(f"{self.path}: not a hybridfuse registry ({exc})") from exc
+            raise _locked(self.path, exc) or DoseInputError(
+                f"{self.path}: not a hybridfuse registry ({exc})"
+            ) from exc
         except BaseException:
             self.db.close()
             raise
@@ -206,7 +222,9 @@ class Registry:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:  # e.g. a read-only file: say what was being done
-            raise DoseInputError(f"{self.path}: cannot add the month columns ({exc})") from exc
+            raise _locked(self.path, exc) or DoseInputError(
+                f"{self.path}: cannot add the month columns ({exc})"
+            ) from exc
         try:
             have = _columns(self.db)  # another process may have added them meanwhile
             for name, kind in ADDED_COLUMNS:

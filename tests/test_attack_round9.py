@@ -106,3 +106,30 @@ def test_landmark_sigma_beyond_any_detector_is_a_usage_error(tmp_path, option):
     assert res.exit_code == 2, res.output
     assert option in res.output and "maximum" in res.output
     assert not (tmp_path / "reg").exists()
+
+
+# --- dose registry: held by another process past the busy timeout ------------------------
+
+
+def test_a_locked_registry_is_said_locked_not_foreign(tmp_path, monkeypatch):
+    from hybridfuse.dose import registry
+
+    db = tmp_path / "r.sqlite"
+    rdsr = str(sample_case() / "rdsr.dcm")
+    assert CliRunner().invoke(cli, ["dose", "ingest", rdsr, "--db", str(db)]).exit_code == 0
+    monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, as far as SQLite can tell
+    try:
+        for args in (
+            ["dose", "audit", "--db", str(db), "--out", str(tmp_path / "audit")],
+            ["dose", "ingest", rdsr, "--db", str(db)],
+        ):
+            res = CliRunner().invoke(cli, args)
+            assert res.exit_code == 1, res.output
+            assert f"{db}: the registry is locked by another process" in res.output
+            assert "not a hybridfuse registry" not in res.output
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not (tmp_path / "audit").exists()
