@@ -133,3 +133,18 @@ def test_a_locked_registry_is_said_locked_not_foreign(tmp_path, monkeypatch):
         holder.execute("ROLLBACK")
         holder.close()
     assert not (tmp_path / "audit").exists()
+
+
+def test_error_outline_refuses_a_negative_or_huge_recorded_error():
+    import json
+
+    from hybridfuse.fusion.viewer_error import error_model
+
+    mask = np.ones((120, 160), bool)
+    for tre in (-5.0, 1e308, 2e6):
+        model = error_model(_shifted(), [], {"predicted_tre_mm": tre}, (0.2, 0.2), mask)
+        assert model["kind"] == "none", tre
+        assert "predicted error" in model["text"] and "not from 0" in model["text"]
+        json.dumps(model, allow_nan=False)  # the page's data stays valid JSON
+    model = error_model(_shifted(), [], {"predicted_tre_mm": 3.0}, (0.2, 0.2), mask)
+    assert model["kind"] == "uniform" and len(model["segments"]) > 0
