@@ -353,7 +353,15 @@ class Registry:
         shift = self.date_shift(patient_id or study or sha)
 
         def shifted(t):
-            return (t - shift).isoformat() if t is not None else None
+            if t is None:
+                return None
+            try:
+                return (t - shift).isoformat()
+            except OverflowError as exc:  # a date in the first years AD: a wrong clock
+                raise DoseInputError(
+                    f"{report.get('_source', 'report')}: the date {t.date().isoformat()} is "
+                    f"too early to be stored shifted back by up to {MAX_DATE_SHIFT_DAYS} days"
+                ) from exc
 
         d = report["delivered"]
         cf = (report.get("saved") or {}).get("counterfactual")

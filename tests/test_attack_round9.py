@@ -148,3 +148,31 @@ def test_error_outline_refuses_a_negative_or_huge_recorded_error():
         json.dumps(model, allow_nan=False)  # the page's data stays valid JSON
     model = error_model(_shifted(), [], {"predicted_tre_mm": 3.0}, (0.2, 0.2), mask)
     assert model["kind"] == "uniform" and len(model["segments"]) > 0
+
+
+# --- dose registry: an event clock in the first years AD ---------------------------------
+
+
+def _dated(items, year: str) -> None:
+    for item in items:
+        if item.get("ValueType") == "DATETIME":
+            item.DateTime = year + item.DateTime[4:]
+        if "ContentSequence" in item:
+            _dated(item.ContentSequence, year)
+
+
+def test_ingest_of_events_dated_year_1_is_bad_input_not_an_overflow(tmp_path):
+    import pydicom
+
+    ds = pydicom.dcmread(sample_case() / "rdsr.dcm")
+    _dated(ds.ContentSequence, "0001")
+    path = tmp_path / "year1.dcm"
+    ds.save_as(path)
+    db = tmp_path / "r.sqlite"
+    res = CliRunner().invoke(cli, ["dose", "ingest", str(path), "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    assert "too early to be stored shifted" in res.output
+    assert "out of range" not in res.output
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*) FROM procedures").fetchone()[0] == 0
+    con.close()
