@@ -42,6 +42,8 @@ SCHEMA = "hybridfuse.registry/2"
 _LEGACY_SCHEMA = "hybridfuse.registry/1"
 #: Seconds a process waits for another's write transaction before giving up.
 BUSY_TIMEOUT_S = 60.0
+#: Before it (Röntgen's discovery) an acquisition date is a wrong clock: no month is kept.
+FIRST_PLAUSIBLE_DATE = _dt.date(1895, 11, 8)
 #: Dates are moved back by 1 to this many whole days, per patient.
 MAX_DATE_SHIFT_DAYS = 3653
 DATE_METHOD = (
@@ -282,10 +284,19 @@ class Registry:
             raise
         return result
 
-    def _when(self, report: dict, events, phi: dict | None) -> dict:
-        """The month columns and (with ``phi``) the study's identifiers of one report."""
+    def _when(self, report: dict, events, phi: dict | None) -> tuple[dict, str]:
+        """The month columns and (with ``phi``) the study's identifiers of one report.
+
+        Also a note when the acquisition date is implausible (kept as no month, so a wrong
+        clock does not stretch the monthly audit over centuries).
+        """
         starts = [e.start for e in events if e.start is not None]
         acquired = min(starts).date() if starts else report.get("_study_date")
+        note = ""
+        latest = _dt.date.today() + _dt.timedelta(days=1)  # a clock a time zone ahead
+        if acquired is not None and not FIRST_PLAUSIBLE_DATE <= acquired <= latest:
+            note = f"acquisition date {acquired.isoformat()} implausible: no month kept"
+            acquired = None
         out = dict.fromkeys(c for c, _ in ADDED_COLUMNS)
         if acquired is not None:
             out["month_relative"] = month_index(acquired) - month_shift(self._key)
@@ -294,7 +305,7 @@ class Registry:
             out["accession_number"] = phi.get("accession_number")
             date = phi.get("study_date")
             out["study_date"] = date.isoformat() if date is not None else None
-        return out
+        return out, note
 
     def _fill(self, pid: int, values: dict) -> list[str]:
         """Set the added columns an earlier ingest left empty; the names of those set."""
@@ -334,7 +345,7 @@ class Registry:
         inp = report["inputs"][0]
         sha = inp["sha256"]
         sop = self.uid(report.get("_sop_uid") or inp.get("sop_instance_uid"))
-        when = self._when(report, events, phi)
+        when, note = self._when(report, events, phi)
         existing = self.db.execute(
             "SELECT id FROM procedures WHERE report_sha256=?", (sha,)
         ).fetchone()
@@ -343,8 +354,9 @@ class Registry:
             filled = self._fill(existing[0], when)
             if filled:  # how an earlier registry, or an ingest without PHI, is completed
                 out["status"] += f"; added {', '.join(filled)}"
+            out["status"] += f"; {note}" if note else ""
             return out
-        result = {"status": "ingested", "sha256": sha}
+        result = {"status": f"ingested; {note}" if note else "ingested", "sha256": sha}
         now = _dt.datetime.now().isoformat(timespec="seconds")
         conflict = self._conflict(sop, sha, now)
         if conflict:

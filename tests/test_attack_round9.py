@@ -176,3 +176,24 @@ def test_ingest_of_events_dated_year_1_is_bad_input_not_an_overflow(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("SELECT COUNT(*) FROM procedures").fetchone()[0] == 0
     con.close()
+
+
+@pytest.mark.parametrize("year", ["1800", "9999"])
+def test_an_implausible_acquisition_year_keeps_no_month_and_says_so(tmp_path, year):
+    import json
+
+    import pydicom
+
+    ds = pydicom.dcmread(sample_case() / "rdsr.dcm")
+    _dated(ds.ContentSequence, year)
+    path = tmp_path / "clock.dcm"
+    ds.save_as(path)
+    db = tmp_path / "r.sqlite"
+    args = ["dose", "ingest", str(path), "--db", str(db), "--include-phi", "--json"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "implausible: no month kept" in json.loads(res.output)[0]["status"]
+    con = sqlite3.connect(db)
+    row = con.execute("SELECT month_relative, month_real FROM procedures").fetchone()
+    con.close()
+    assert row == (None, None)
