@@ -134,7 +134,8 @@ def _damaged(method):
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise _locked(self.path, exc) or DoseInputError(
-                f"{self.path}: the registry is damaged or unreadable ({exc})"
+                f"{self.path}: the registry cannot be read or written ({exc}): a damaged "
+                "file, or a file or folder without write permission"
             ) from exc
 
     return wrapper

@@ -36,7 +36,7 @@ def test_audit_of_a_damaged_registry_is_one_line_naming_it(tmp_path):
     res = CliRunner().invoke(cli, ["dose", "audit", "--db", str(db), "--out", str(out)])
     assert res.exit_code == 2, res.output
     assert "internal error" not in res.output
-    assert f"{db}: the registry is damaged" in res.output
+    assert f"{db}: the registry cannot be read or written" in res.output
     assert not out.exists()
 
 
@@ -45,7 +45,7 @@ def test_ingest_into_a_damaged_registry_names_the_registry(tmp_path):
     rdsr = str(sample_case() / "rdsr.dcm")
     res = CliRunner().invoke(cli, ["dose", "ingest", rdsr, "--db", str(db)])
     assert res.exit_code == 2, res.output
-    assert f"{db}: the registry is damaged" in res.output
+    assert f"{db}: the registry cannot be read or written" in res.output
 
 
 # --- viewer: the predicted-error outline from a hand-edited or hostile quality record ---
