@@ -20,6 +20,7 @@ IMMEDIATE`` transactions with a busy timeout, so concurrent processes queue, not
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import hmac
 import math
@@ -28,7 +29,7 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from .errors import DoseInputError
+from .errors import DoseError, DoseInputError
 from .monthly import month_index, month_shift
 from .pseudonym import pseudonym as _keyed
 from .units import DELIVERED_KEYS, PLAUSIBLE_MAX
@@ -41,6 +42,8 @@ SCHEMA = "hybridfuse.registry/2"
 _LEGACY_SCHEMA = "hybridfuse.registry/1"
 #: Seconds a process waits for another's write transaction before giving up.
 BUSY_TIMEOUT_S = 60.0
+#: Before it (Röntgen's discovery) an acquisition date is a wrong clock: no month is kept.
+FIRST_PLAUSIBLE_DATE = _dt.date(1895, 11, 8)
 #: Dates are moved back by 1 to this many whole days, per patient.
 MAX_DATE_SHIFT_DAYS = 3653
 DATE_METHOD = (
@@ -104,6 +107,40 @@ _COLUMN_WORDS = {
 }
 
 
+def _locked(path: Path, exc: sqlite3.Error) -> DoseError | None:
+    """The error for a registry another process holds past the busy timeout, else None.
+
+    Locked is not damaged: the file is fine and the same command succeeds later (exit 1).
+    """
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return DoseError(
+            f"{path}: the registry is locked by another process (waited {BUSY_TIMEOUT_S:g} s); "
+            "run the command again when that process has finished"
+        )
+    return None
+
+
+def _damaged(method):
+    """Say a database error of ``method`` as one line naming the registry (bad input).
+
+    A registry whose header reads but whose pages are damaged (a truncated copy, a disk
+    error) fails only when a table is read; that is a bad input file, not a crash.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _locked(self.path, exc) or DoseInputError(
+                f"{self.path}: the registry cannot be read or written ({exc}): a damaged "
+                "file, or a file or folder without write permission"
+            ) from exc
+
+    return wrapper
+
+
 class Registry:
     """A registry file; created on first use when ``create`` (never over another file)."""
 
@@ -118,7 +155,9 @@ class Registry:
             self._open(create)
         except sqlite3.Error as exc:
             self.db.close()
-            raise DoseInputError(f"{self.path}: not a hybridfuse registry ({exc})") from exc
+            raise _locked(self.path, exc) or DoseInputError(
+                f"{self.path}: not a hybridfuse registry ({exc})"
+            ) from exc
         except BaseException:
             self.db.close()
             raise
@@ -186,7 +225,9 @@ class Registry:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:  # e.g. a read-only file: say what was being done
-            raise DoseInputError(f"{self.path}: cannot add the month columns ({exc})") from exc
+            raise _locked(self.path, exc) or DoseInputError(
+                f"{self.path}: cannot add the month columns ({exc})"
+            ) from exc
         try:
             have = _columns(self.db)  # another process may have added them meanwhile
             for name, kind in ADDED_COLUMNS:
@@ -223,6 +264,7 @@ class Registry:
         mac = hmac.new(self._key, b"date-shift\x00" + who.encode(), hashlib.sha256).digest()
         return _dt.timedelta(days=1 + int.from_bytes(mac[:4], "big") % MAX_DATE_SHIFT_DAYS)
 
+    @_damaged
     def ingest(
         self, report: dict, events, patient_id: str | None = None, phi: dict | None = None
     ) -> dict:
@@ -243,10 +285,19 @@ class Registry:
             raise
         return result
 
-    def _when(self, report: dict, events, phi: dict | None) -> dict:
-        """The month columns and (with ``phi``) the study's identifiers of one report."""
+    def _when(self, report: dict, events, phi: dict | None) -> tuple[dict, str]:
+        """The month columns and (with ``phi``) the study's identifiers of one report.
+
+        Also a note when the acquisition date is implausible (kept as no month, so a wrong
+        clock does not stretch the monthly audit over centuries).
+        """
         starts = [e.start for e in events if e.start is not None]
         acquired = min(starts).date() if starts else report.get("_study_date")
+        note = ""
+        latest = _dt.date.today() + _dt.timedelta(days=1)  # a clock a time zone ahead
+        if acquired is not None and not FIRST_PLAUSIBLE_DATE <= acquired <= latest:
+            note = f"acquisition date {acquired.isoformat()} implausible: no month kept"
+            acquired = None
         out = dict.fromkeys(c for c, _ in ADDED_COLUMNS)
         if acquired is not None:
             out["month_relative"] = month_index(acquired) - month_shift(self._key)
@@ -255,7 +306,7 @@ class Registry:
             out["accession_number"] = phi.get("accession_number")
             date = phi.get("study_date")
             out["study_date"] = date.isoformat() if date is not None else None
-        return out
+        return out, note
 
     def _fill(self, pid: int, values: dict) -> list[str]:
         """Set the added columns an earlier ingest left empty; the names of those set."""
@@ -295,7 +346,7 @@ class Registry:
         inp = report["inputs"][0]
         sha = inp["sha256"]
         sop = self.uid(report.get("_sop_uid") or inp.get("sop_instance_uid"))
-        when = self._when(report, events, phi)
+        when, note = self._when(report, events, phi)
         existing = self.db.execute(
             "SELECT id FROM procedures WHERE report_sha256=?", (sha,)
         ).fetchone()
@@ -304,8 +355,9 @@ class Registry:
             filled = self._fill(existing[0], when)
             if filled:  # how an earlier registry, or an ingest without PHI, is completed
                 out["status"] += f"; added {', '.join(filled)}"
+            out["status"] += f"; {note}" if note else ""
             return out
-        result = {"status": "ingested", "sha256": sha}
+        result = {"status": f"ingested; {note}" if note else "ingested", "sha256": sha}
         now = _dt.datetime.now().isoformat(timespec="seconds")
         conflict = self._conflict(sop, sha, now)
         if conflict:
@@ -314,7 +366,15 @@ class Registry:
         shift = self.date_shift(patient_id or study or sha)
 
         def shifted(t):
-            return (t - shift).isoformat() if t is not None else None
+            if t is None:
+                return None
+            try:
+                return (t - shift).isoformat()
+            except OverflowError as exc:  # a date in the first years AD: a wrong clock
+                raise DoseInputError(
+                    f"{report.get('_source', 'report')}: the date {t.date().isoformat()} is "
+                    f"too early to be stored shifted back by up to {MAX_DATE_SHIFT_DAYS} days"
+                ) from exc
 
         d = report["delivered"]
         cf = (report.get("saved") or {}).get("counterfactual")
@@ -366,6 +426,7 @@ class Registry:
         result["id"] = pid
         return result
 
+    @_damaged
     def baseline_values(self, procedure_type: str) -> dict[str, list[float]]:
         """Values of fluoroscopy-only procedures of one type, for the baseline method."""
         rows = self.db.execute(
@@ -381,6 +442,7 @@ class Registry:
                     out[key].append(v)
         return out
 
+    @_damaged
     def rows(self) -> list[dict]:
         """Every procedure as a dict (no stored report text).
 
@@ -419,6 +481,7 @@ class Registry:
             "reports again fills them in"
         )
 
+    @_damaged
     def conflicts(self) -> list[dict]:
         """Recorded UID conflicts."""
         cur = self.db.execute(

@@ -28,6 +28,9 @@ LIMIT_MM = 1.0
 #: the imaged area's edge (ultrasound pixels).
 ERROR_STEP_PX = 16
 MASK_STEP_PX = 4
+#: A predicted error beyond this (mm) is no estimate; it would also overflow the page's
+#: rounding to 0.001 mm.
+MAX_MM = 1e6
 
 
 def iso_segments(xs, ys, f, level: float) -> np.ndarray:
@@ -117,7 +120,8 @@ def error_model(transform, landmarks, quality, fixed_spacing_mm, mask) -> dict:
     registration rejected (``quality.landmarks_rejected``) are left out.
     """
     quality = quality if isinstance(quality, dict) else {}
-    rejected = {str(n) for n in quality.get("landmarks_rejected") or []}
+    listed = quality.get("landmarks_rejected")  # a list in our files; anything else: none
+    rejected = {str(n) for n in listed} if isinstance(listed, list) else set()
     lms = [lm for lm in landmarks if "mx" in lm and str(lm["name"]) not in rejected]
     model = TransformModel(getattr(transform, "model", TransformModel.PROJECTIVE))
     if fixed_spacing_mm is None or mask is None or not mask.any():
@@ -126,19 +130,25 @@ def error_model(transform, landmarks, quality, fixed_spacing_mm, mask) -> dict:
     if sigma is not None:
         moving_xy = [[lm["mx"], lm["my"]] for lm in lms]
         try:
-            xs, ys, err = error_grid(
-                transform.matrix, model, moving_xy, sigma[0], mask.shape, fixed_spacing_mm,
-                ERROR_STEP_PX,
-            )  # fmt: skip
-        except ValueError as exc:
+            with np.errstate(all="ignore"):  # overflow is refused below, not printed
+                xs, ys, err = error_grid(
+                    transform.matrix, model, moving_xy, sigma[0], mask.shape,
+                    fixed_spacing_mm, ERROR_STEP_PX,
+                )  # fmt: skip
+        except (ValueError, ArithmeticError) as exc:
             return _none(str(exc))
+        if not np.all(np.isfinite(err) & (err <= MAX_MM)):
+            return _none(f"the predicted error is not finite or beyond {MAX_MM:g} mm ({sigma[1]})")
         text = (
             f"predicted error (90th percentile, isocentre plane) of the {model.value} "
             f"landmark fit: {len(lms)} landmarks, {sigma[1]}"
         )
         return _record("landmarks", text, xs, ys, err, mask)
     tre = quality.get("predicted_tre_mm")
-    if isinstance(tre, (int, float)) and not isinstance(tre, bool) and math.isfinite(tre):
+    number = isinstance(tre, (int, float)) and not isinstance(tre, bool)
+    if number and not (math.isfinite(tre) and 0 <= tre <= MAX_MM):
+        return _none(f"transform.json's predicted error {tre!r} mm is not from 0 to {MAX_MM:g}")
+    if number:
         rows, cols = mask.shape
         xs, ys = np.array([0.0, cols - 1.0]), np.array([0.0, rows - 1.0])
         err = np.full((2, 2), float(tre))

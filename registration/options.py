@@ -204,6 +204,9 @@ class LandmarkOptions:
         "term is measured in this unit and intensity refinement may not move landmarks "
         "further.",
         minimum=0.01,
+        # Wider than any detector: beyond it a landmark says nothing, and its square
+        # overflows a float near 1e154 (an internal error before this bound).
+        maximum=1e4,
     )
     landmark_weight: float = option(
         1.0,
@@ -220,6 +223,7 @@ class LandmarkOptions:
         "inverse of its variance, so precise clicks stay and coarse ones are pulled; none: "
         "the landmark term inside the metric's cost (landmark_weight).",
         minimum=0.01,
+        maximum=1e4,  # as landmark_sigma_px: its square is taken
         advanced=True,
     )
     reject_threshold_px: float = option(
