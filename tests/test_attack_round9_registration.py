@@ -1,0 +1,81 @@
+"""Round-9 attacks on the registration of issue #15: each test failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from hybridfuse.cli.main import cli
+from hybridfuse.fusion.coregister import check_landmarks, read_landmarks_csv
+from hybridfuse.fusion.errors import InputError
+from hybridfuse.testdata import sample_case
+
+HEADER = "name,moving_x,moving_y,fixed_x,fixed_y"
+FLUORO = "fluoro_run02_confirm_lateral.dcm"
+CLICKS = "landmarks/run02_confirm_lateral_f00_us06.csv"
+
+
+def _pasted_three_times(rows: list[str], misclick_px: float = 0.0) -> list[str]:
+    """Each clicked row copied three times under a new name; the last one mis-clicked."""
+    out = []
+    for copy in range(3):
+        for k, row in enumerate(rows):
+            name, mx, my, fx, fy = row.split(",")
+            fx = float(fx) + (misclick_px if k == len(rows) - 1 else 0.0)
+            out.append(f"{name}_{copy},{mx},{my},{fx},{fy}")
+    return out
+
+
+# --- repeated landmark pairs --------------------------------------------------------------
+
+
+def test_a_pasted_pair_is_refused_naming_both_lines(tmp_path):
+    # Copies of one pair passed for independent agreeing clicks: a 15 px mis-click among
+    # three pairs pasted three times was accepted with a predicted TRE of 0.25 mm, 3.7 mm off.
+    rows = (sample_case() / CLICKS).read_text().splitlines()[1:4]
+    path = tmp_path / "lm.csv"
+    path.write_text("\n".join([HEADER, *_pasted_three_times(rows, 15.0)]) + "\n")
+    lm = read_landmarks_csv(path)
+    with pytest.raises(InputError, match=r"line 5 \(needle_tip_1\) repeats the pair of line 2"):
+        check_landmarks(lm, "projective", (512, 512), (480, 640))
+
+
+def test_a_pair_nudged_by_a_hundredth_of_a_pixel_is_still_a_repeat(tmp_path):
+    path = tmp_path / "lm.csv"
+    path.write_text(
+        f"{HEADER}\na,100,100,50,50\nb,200,120,110,60\nc,150,300,80,160\nd,100.01,100,50,50.01\n"
+    )
+    with pytest.raises(InputError, match=r"line 5 \(d\) repeats the pair of line 2 \(a\)"):
+        check_landmarks(read_landmarks_csv(path), "affine", (512, 512), (480, 640))
+
+
+def test_distinct_close_clicks_are_not_repeats(tmp_path):
+    # A tenth of a pixel apart on both images: two clicks, not one given twice.
+    path = tmp_path / "lm.csv"
+    path.write_text(f"{HEADER}\na,100,100,50,50\nb,100.1,100,50.1,50\nc,150,300,80,160\n")
+    check_landmarks(read_landmarks_csv(path), "affine", (512, 512), (480, 640))
+
+
+def test_register_refuses_pasted_rows_with_exit_2_and_writes_nothing(tmp_path):
+    case = sample_case()
+    rows = (case / CLICKS).read_text().splitlines()[1:4]
+    path = tmp_path / "lm.csv"
+    path.write_text("\n".join([HEADER, *_pasted_three_times(rows, 15.0)]) + "\n")
+    out = tmp_path / "reg"
+    args = ["register", "--fixed", str(case / FLUORO), "--moving", str(case / "us_clip.dcm")]
+    args += ["--moving-frame", "6", "--landmarks", str(path), "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("hybridfuse: error: ") and str(path) in line and "repeats" in line
+    assert not out.exists()
+
+
+def test_the_check_stays_near_linear_for_many_pairs(rng):
+    # 100,000 rows (the CSV's cap) are checked without an n x n distance matrix.
+    from hybridfuse.registration.start import Landmarks
+
+    mov = rng.uniform(0, 600, (100_000, 2))
+    fix = 10 + mov * 0.5 + rng.normal(0, 2.0, mov.shape)
+    lm = Landmarks(mov, fix, tuple(map(str, range(len(mov)))))
+    check_landmarks(lm, "affine", (10_000, 10_000), (10_000, 10_000))
