@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from hybridfuse.cli.main import cli
-from hybridfuse.fusion.coregister import check_landmarks, read_landmarks_csv
+from hybridfuse.fusion import read_image
+from hybridfuse.fusion.coregister import check_landmarks, read_landmarks_csv, register_images
 from hybridfuse.fusion.errors import InputError
 from hybridfuse.testdata import sample_case
 
@@ -79,3 +81,40 @@ def test_the_check_stays_near_linear_for_many_pairs(rng):
     fix = 10 + mov * 0.5 + rng.normal(0, 2.0, mov.shape)
     lm = Landmarks(mov, fix, tuple(map(str, range(len(mov)))))
     check_landmarks(lm, "affine", (10_000, 10_000), (10_000, 10_000))
+
+
+# --- automatic matches along a line ------------------------------------------------------
+
+
+def _beads_in_a_row(p, plane, probe_free, needle, tip):
+    """Five beads at one depth, evenly across the region (family._beads' signature)."""
+    from hybridfuse.testdata.phantom import family
+
+    width, depth = family._region_mm(p)
+    mid = 0.5 * (family._face_mm(p) + p["fat_mm"] + 4.0 + depth - 6.0)
+    half = min(width / 2 - 5.0, 12.0)
+    lat_dep = np.column_stack([np.linspace(-half, half, 5), np.full(5, mid)])
+    return plane.to_world(lat_dep).reshape(-1, 3), [1.0] * 5
+
+
+def test_matched_beads_in_a_row_are_refused_as_a_match_not_as_an_edge_on_plane(
+    tmp_path, monkeypatch
+):
+    # Five beads in a row, the needle's line agreeing and its tip not: the five were handed
+    # on as landmarks, the map collapsed the plane and was refused as edge-on (exit 2).
+    from hybridfuse.registration import RegistrationError
+    from hybridfuse.registration.correspond import AmbiguousMatchError
+    from hybridfuse.testdata.phantom import family
+
+    draw = family.draw_params
+
+    def in_a_row(seed, **kw):
+        return {**draw(seed, **kw), "n_beads": 5, "needle": "in-plane"}
+
+    monkeypatch.setattr(family, "draw_params", in_a_row)
+    monkeypatch.setattr(family, "_beads", _beads_in_a_row)
+    case = family.family_case(1002, tmp_path / "case", max_detector_px=512)
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    with pytest.raises(AmbiguousMatchError, match="5 matched points .* lie nearly in a line"):
+        register_images(fixed, moving)
+    assert issubclass(AmbiguousMatchError, RegistrationError)  # exit 1, not 2
