@@ -42,10 +42,10 @@ def test_a_pasted_pair_is_refused_naming_both_lines(tmp_path):
         check_landmarks(lm, "projective", (512, 512), (480, 640))
 
 
-def test_a_pair_nudged_by_a_hundredth_of_a_pixel_is_still_a_repeat(tmp_path):
+def test_a_pair_nudged_by_rounding_is_still_a_repeat(tmp_path):
     path = tmp_path / "lm.csv"
     path.write_text(
-        f"{HEADER}\na,100,100,50,50\nb,200,120,110,60\nc,150,300,80,160\nd,100.01,100,50,50.01\n"
+        f"{HEADER}\na,100,100,50,50\nb,200,120,110,60\nc,150,300,80,160\nd,100.004,100,50,49.996\n"
     )
     with pytest.raises(InputError, match=r"line 5 \(d\) repeats the pair of line 2 \(a\)"):
         check_landmarks(read_landmarks_csv(path), "affine", (512, 512), (480, 640))
