@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -118,3 +121,54 @@ def test_matched_beads_in_a_row_are_refused_as_a_match_not_as_an_edge_on_plane(
     with pytest.raises(AmbiguousMatchError, match="5 matched points .* lie nearly in a line"):
         register_images(fixed, moving)
     assert issubclass(AmbiguousMatchError, RegistrationError)  # exit 1, not 2
+
+
+# --- an exact landmark fit that nothing checks --------------------------------------------
+
+
+def _three_clicks(tmp_path, misclick_px: float) -> Path:
+    """The sample's first three clicks, the third's fluoroscopy side moved along x."""
+    rows = (sample_case() / CLICKS).read_text().splitlines()[1:4]
+    name, mx, my, fx, fy = rows[-1].split(",")
+    rows[-1] = f"{name},{mx},{my},{float(fx) + misclick_px},{fy}"
+    path = tmp_path / "three.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    return path
+
+
+def _register_cli(tmp_path, *extra):
+    case = sample_case()
+    args = ["register", "--fixed", str(case / FLUORO), "--moving", str(case / "us_clip.dcm")]
+    args += ["--moving-frame", "6", "--out", str(tmp_path / "reg"), *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def test_three_clicks_without_a_metric_are_refused_as_unchecked(tmp_path):
+    # Three pairs fit an affine map exactly; with --metric none nothing checked them: one
+    # mis-clicked by 25 px was accepted 6.1 mm off at a predicted TRE of 2.1 mm.
+    path = _three_clicks(tmp_path, 25.0)
+    result = _register_cli(tmp_path, "--landmarks", str(path), "--metric", "none")
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "3 landmark pairs fit the affine model exactly and no image check ran" in line
+    assert not (tmp_path / "reg").exists()
+
+
+def test_unchecked_clicks_are_written_marked_refused_on_request(tmp_path):
+    path = _three_clicks(tmp_path, 0.0)
+    extra = ["--landmarks", str(path), "--metric", "none", "--accept-unverified"]
+    result = _register_cli(tmp_path, *extra)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "reg" / "transform.json").read_text())
+    assert record["quality"]["verdict"] == "refused"
+    assert record["quality"]["accepted_unverified"] is True
+
+
+def test_four_clicks_without_a_metric_are_still_accepted(tmp_path):
+    # Two coordinates over the affine model: the residuals size the noise (not refused).
+    rows = (sample_case() / CLICKS).read_text().splitlines()[:5]
+    path = tmp_path / "four.csv"
+    path.write_text("\n".join(rows) + "\n")
+    extra = ["--landmarks", str(path), "--metric", "none", "--model", "affine"]
+    result = _register_cli(tmp_path, *extra)
+    assert result.exit_code == 0, result.output
