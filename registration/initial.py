@@ -327,15 +327,19 @@ def _typical_radius(blobs: Blobs) -> float | None:
 
 
 def _check_spread(moving_mm: np.ndarray) -> None:
-    """Refuse three matched beads nearly in a line: their affine map extrapolates badly."""
-    if len(moving_mm) != 3:  # four or more are checked by the fit; two give a similarity
+    """Refuse matched landmarks nearly in a line: their map extrapolates badly.
+
+    Any number of them: five beads in a row matched (the needle's line agreeing, its tip
+    not) made a map that collapsed the plane, refused as if seen edge-on (exit 2).
+    """
+    if len(moving_mm) < 3:  # two give a similarity
         return
     sv = np.linalg.svd(moving_mm - moving_mm.mean(axis=0), compute_uv=False)
     if sv[1] < MIN_SPREAD_RATIO * sv[0]:
         raise AmbiguousMatchError(
-            f"only {len(moving_mm)} beads matched and they lie nearly in a line (spread ratio "
-            f"{sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the map across the ultrasound region "
-            "is not fixed by them; give landmarks or a starting transform"
+            f"the {len(moving_mm)} matched points (beads, needle tip) lie nearly in a line "
+            f"(spread ratio {sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the map across the "
+            "ultrasound region is not fixed by them; give landmarks or a starting transform"
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .transforms import Transform, TransformModel
+from .transforms import N_PARAMS, Transform, TransformModel
 
 __all__ = [
     "BEAD_AGREE_MM",
@@ -104,16 +104,24 @@ def landmark_check(
     gj = _jacobian(h, np.asarray(field_xy, float), model, centre, scale)
     rms_unit = np.sqrt(np.einsum("gap,pq,gaq->g", gj, cov, gj))  # per unit σ
     out["predicted_tre_mm"] = float(PREDICTED_TRE_FACTOR * sigma * np.median(rms_unit) * px_mm)
+    # Matched beads are named auto_bead<k> (registration.initial); the start drops the
+    # landmarks' source, so the name tells the automatic route.
+    auto = bool(landmarks.names) and all(str(n).startswith("auto_") for n in landmarks.names)
     if dof < MIN_DOF_FOR_TEST and images is not None and not images["intensity_agrees"]:
         metric, drift = max(images["intensity_only_drift_mm"].items(), key=lambda kv: kv[1])
         why = f"{metric} alone moves it {drift:.1f} mm (> {images['agreement_limit_mm']:.1f} mm)"
-        # Matched beads are named auto_bead<k> (registration.initial); the start drops
-        # the landmarks' source, so the name tells the automatic route.
-        auto = all(str(n).startswith("auto_bead") for n in landmarks.names)
-        noun = "beads matched" if auto and landmarks.names else "landmark pairs"
+        noun = "beads matched" if auto else "landmark pairs"
         out["unverified"] = (
             f"unverified: only {len(src)} {noun}, too few to check each other under the "
             f"{model.value} model, and the images disagree: {why}"
+        )
+    elif images is None and not auto and 2 * len(src) <= N_PARAMS[model]:
+        # Nothing checks an exact fit: 3 pairs, one mis-clicked by 25 px, were accepted
+        # 6 mm off at a predicted 2.1 mm (automatic matches were checked by the consensus).
+        out["unverified"] = (
+            f"unverified: {len(src)} landmark pairs fit the {model.value} model exactly and "
+            "no image check ran (--metric none, or verify_restarts 0): nothing could catch a "
+            "mis-click (more pairs or an intensity metric would)"
         )
     elif dof < MIN_DOF_FOR_TEST:
         checked = "no intensity metric ran" if images is None else (

@@ -48,8 +48,10 @@ def test_three_pairs_fall_back_to_affine_and_say_so(rng):
         np.zeros((200, 200)),
         np.zeros((200, 200)),
         landmarks=Landmarks(src, dst, ("a", "b", "c")),
-        options=RegistrationOptions(metric=None),
+        # Written marked refused: without a metric nothing checks an exact fit.
+        options=RegistrationOptions(metric=None).with_values(accept_unverified=True),
     )
+    assert res.quality.verdict == "refused"
     note = res.quality.model_selection
     assert res.quality.model_used == note["chosen"] == "affine"
     assert note["requested"] == "projective"
