@@ -115,13 +115,22 @@ def landmark_check(
             f"unverified: only {len(src)} {noun}, too few to check each other under the "
             f"{model.value} model, and the images disagree: {why}"
         )
-    elif images is None and not auto and 2 * len(src) <= N_PARAMS[model]:
+    elif not auto and 2 * len(src) <= N_PARAMS[model]:
         # Nothing checks an exact fit: 3 pairs, one mis-clicked by 25 px, were accepted
-        # 6 mm off at a predicted 2.1 mm (automatic matches were checked by the consensus).
+        # 6 mm off at a predicted 2.1 mm; with an intensity metric, mis-clicks of 10-20 px
+        # moved LC2 and MI no more than right clicks did (0.3-0.5 mm), so the images cannot
+        # stand in (automatic matches were checked by the consensus).
+        moved = None if images is None else max(images["intensity_only_drift_mm"].values())
+        images_said = (
+            ""
+            if moved is None
+            else f" (the images alone moved it {moved:.1f} mm, as they move a mis-click of "
+            "10-20 px)"
+        )
         out["unverified"] = (
-            f"unverified: {len(src)} landmark pairs fit the {model.value} model exactly and "
-            "no image check ran (--metric none, or verify_restarts 0): nothing could catch a "
-            "mis-click (more pairs or an intensity metric would)"
+            f"unverified: {len(src)} landmark pairs fit the {model.value} model exactly, so "
+            f"nothing could catch a mis-click{images_said}; give more pairs, or "
+            "--accept-unverified to keep it marked"
         )
     elif dof < MIN_DOF_FOR_TEST:
         checked = "no intensity metric ran" if images is None else (

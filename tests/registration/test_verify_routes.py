@@ -134,13 +134,14 @@ def _affine(src, dst):
 def test_too_few_pairs_are_checked_by_the_images(pair):
     fixed, us, _, true = pair
     moving, fixed_xy = _clicks(us.mask, true, np.random.default_rng(8), 3, 0.3)
-    right = _register(pair, moving, fixed_xy)
+    # Three pairs fit an affine exactly: even right, nothing checks them (refused, marked).
+    right = _register(pair, moving, fixed_xy, accept_unverified=True)
     q = right.quality
-    assert q.verdict == "accepted", q.reasons
+    assert q.verdict == "refused" and q.accepted_unverified is True
+    assert any("fit the affine model exactly" in r for r in q.reasons)
     assert q.verification["intensity_agrees"] is True
     assert _tre_mm(right.transform.matrix, true, us.mask, fixed) <= q.predicted_tre_mm
-    # The same three clicks 25 px off on the fluoroscopy side: an exact affine fit,
-    # nothing left over among the pairs, and wrong by millimetres.
+    # The same three clicks 25 px off on the fluoroscopy side: the images disagree too.
     wrong = _register(pair, moving, fixed_xy + (25.0, 0.0), accept_unverified=True)
     assert _tre_mm(wrong.transform.matrix, true, us.mask, fixed) >= 2.0
     assert wrong.quality.verdict == "refused"
