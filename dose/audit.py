@@ -32,16 +32,10 @@ def load_drl(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
     CSV columns ``procedure,region,dap_gy_cm2,ka_r_mgy,fluoro_time_s,source``; empty cells
     are allowed.
     """
+    from .report import read_csv_rows
+
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except UnicodeDecodeError as exc:
-        raise DoseInputError(
-            f"{path}: cannot read the DRL table: not UTF-8 text (byte {exc.start})"
-        ) from exc
-    except (OSError, csv.Error) as exc:
-        raise DoseInputError(f"{path}: cannot read the DRL table ({exc})") from exc
+    rows = read_csv_rows(path, "the DRL table")
     out = {}
     for r in rows:
         if "procedure" not in r or "region" not in r:

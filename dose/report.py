@@ -132,6 +132,21 @@ def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
     return rows
 
 
+def read_csv_rows(path: Path, what: str) -> list[dict]:
+    """The rows of a user's CSV table; unreadable or non-UTF-8 is one line naming ``path``."""
+    from .errors import DoseInputError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise DoseInputError(
+            f"{path}: cannot read {what}: not UTF-8 text (byte {exc.start})"
+        ) from exc
+    except (OSError, csv.Error) as exc:
+        raise DoseInputError(f"{path}: cannot read {what} ({exc})") from exc
+
+
 COEFFICIENTS_TABLE = Path(__file__).parent / "tables" / "effective_dose_coefficients.csv"
 
 
@@ -144,15 +159,7 @@ def load_coefficients(path: str | os.PathLike | None = None) -> dict[str, tuple[
     from .errors import DoseInputError
 
     path = Path(path) if path else COEFFICIENTS_TABLE
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except UnicodeDecodeError as exc:
-        raise DoseInputError(
-            f"{path}: cannot read coefficients: not UTF-8 text (byte {exc.start})"
-        ) from exc
-    except (OSError, csv.Error) as exc:
-        raise DoseInputError(f"{path}: cannot read coefficients ({exc})") from exc
+    rows = read_csv_rows(path, "coefficients")
     out = {}
     for r in rows:
         try:
