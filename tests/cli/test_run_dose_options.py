@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 
@@ -13,6 +12,7 @@ from click.testing import CliRunner
 from hybridfuse.cli.main import cli
 from hybridfuse.fusion.pipeline import RunConfig
 from hybridfuse.testdata import sample_case
+from tests.dose.rdsr_edit import shift_datetimes
 
 FAST = '[registration]\nmetric = "none"\n[fusion]\nvideo = "gif"\ndicom = false\n'
 CORRECTIONS = """[[unit]]
@@ -22,15 +22,6 @@ dap_calibration = 0.9
 table_transmission = [0.66, 0.76]
 source = "test chamber"
 """
-
-
-def _shift(items, days: int) -> None:
-    for item in items:
-        if item.get("ValueType") == "DATETIME":
-            when = dt.datetime.strptime(item.DateTime[:14], "%Y%m%d%H%M%S")
-            item.DateTime = f"{when + dt.timedelta(days=days):%Y%m%d%H%M%S}.000000"
-        if "ContentSequence" in item:
-            _shift(item.ContentSequence, days)
 
 
 @pytest.fixture
@@ -77,7 +68,7 @@ def test_run_refuses_an_impossible_ultrasound_interval_unless_forced(files):
     case = files / "case"
     shutil.copytree(sample_case(), case)
     ds = pydicom.dcmread(case / "rdsr.dcm")
-    _shift(ds.ContentSequence, 1)  # the irradiation a day after the clip
+    shift_datetimes(ds.ContentSequence, 1)  # the irradiation a day after the clip
     ds.save_as(case / "rdsr.dcm")
     res = _run(case, files / "a", files)
     assert res.exit_code == 2

@@ -16,25 +16,16 @@ from click.testing import CliRunner
 from hybridfuse.cli.main import cli
 from hybridfuse.dose.registry import Registry
 from hybridfuse.testdata import sample_case
+from tests.dose.rdsr_edit import shift_datetimes
 
 # The sample RDSR: study 2026-01-15, accession HF000001, patient SYN000001.
 DRL = "procedure,region,dap_gy_cm2,ka_r_mgy,fluoro_time_s,source\nmbb,lumbar,0.001,,,test\n"
 
 
-def _shift(items, days: int) -> None:
-    """Move every DATETIME content item (event starts, start and end of the study)."""
-    for item in items:
-        if item.get("ValueType") == "DATETIME":
-            when = dt.datetime.strptime(item.DateTime[:14], "%Y%m%d%H%M%S")
-            item.DateTime = f"{when + dt.timedelta(days=days):%Y%m%d%H%M%S}.000000"
-        if "ContentSequence" in item:
-            _shift(item.ContentSequence, days)
-
-
 def _rdsr(tmp_path, days: int, accession: str, patient: str):
     """The sample RDSR moved ``days`` days later, of another study and patient."""
     ds = pydicom.dcmread(sample_case() / "rdsr.dcm")
-    _shift(ds.ContentSequence, days)
+    shift_datetimes(ds.ContentSequence, days)
     date = dt.date(2026, 1, 15) + dt.timedelta(days=days)
     ds.StudyDate = ds.ContentDate = f"{date:%Y%m%d}"
     ds.AccessionNumber, ds.PatientID = accession, patient
