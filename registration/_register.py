@@ -338,7 +338,7 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
         # What the search chose is verified; a warm start without it (tracking's next
         # frame, --no-search) is the caller's evidence, and checking every frame would
         # cost more than the frame.
-        check = restart_check(problem, pyramid, outcome, start.model, len(searched), px_mm)
+        outcome, check = restart_check(problem, pyramid, outcome, start.model, len(searched), px_mm)
     outcome.iterations[:0] = searched
     if window is not None:
         outcome.matrix = np.linalg.inv(window) @ outcome.matrix

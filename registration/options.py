@@ -311,6 +311,14 @@ class GuardOptions:
         minimum=0.0,
         advanced=True,
     )
+    verify_max_hops: int = option(
+        3,
+        "A verification restart (or the mirror run) that ends elsewhere at a cost better "
+        "than the answer's by more than 1 % shows the optimiser stopped short: its end "
+        "replaces the answer and the check runs again, at most this many times; 0: off.",
+        minimum=0,
+        advanced=True,
+    )
     verify_mirror_margin: float = option(
         0.3,
         "Refuse an intensity-only answer when the levels re-run from its left-right mirror "

@@ -20,6 +20,7 @@ from .transforms import Transform
 
 __all__ = [
     "PREDICTED_TRE_FACTOR",
+    "HOP_GAIN",
     "PREDICTED_TRE_FLOOR_MM",
     "UNVERIFIED",
     "intensity_agreement",
@@ -33,12 +34,40 @@ __all__ = [
 PREDICTED_TRE_FACTOR = 2.0
 PREDICTED_TRE_FLOOR_MM = 0.8
 
+#: A restart ending elsewhere at a cost better than the answer's by more than this
+#: (relative) replaces the answer: below it, two ends are the same optimum's noise.
+HOP_GAIN = 0.01
+
 #: Every reason the verification adds starts with this.
 UNVERIFIED = "unverified:"
 
 
 def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, px_mm):
-    """Restarts around the answer and a second metric from it: ``quality.verification``.
+    """The answer after any better optimum the checks found, and ``quality.verification``.
+
+    A restart or the mirror run that ends elsewhere at a cost clearly better than the
+    answer's (by more than :data:`HOP_GAIN`) shows the optimiser stopped in a lesser
+    optimum: that end replaces the answer and the check runs again, at most
+    ``verify_max_hops`` times. Returns ``(outcome, check)``; ``check["hops"]`` lists each
+    replacement, and the last check's figures are the verification (:func:`_check`).
+    """
+    hops = []
+    while True:
+        check, better = _check(problem, pyramid, outcome, model, first, px_mm)
+        if better is None or len(hops) >= problem.options.guards.verify_max_hops:
+            break
+        moved, how, rel = better
+        hops.append({"from": how, "distance_mm": moved["distance_mm"], "relative_cost": rel})
+        outcome = dataclasses.replace(moved["outcome"], iterations=outcome.iterations)
+    check["hops"] = hops
+    # Two optima close in cost leave the truth near either: the way between them is scatter.
+    check["hop_distance_mm"] = float(sum(h["distance_mm"] for h in hops))
+    check["predicted_tre_mm"] = predicted_tre_mm(check)
+    return outcome, check
+
+
+def _check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, px_mm):
+    """Restarts around the answer and a second metric from it, and a better end if any.
 
     ``outcome``: the pyramid's :class:`LevelsOutcome`, whose matrix is the answer; the
     restarts re-run the levels from index ``first`` on (see :func:`_restarts`), the second
@@ -46,7 +75,9 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     Distances are medians over a 5 × 5 grid of the ultrasound region, mm at the isocentre.
     Sets ``unverified`` (the reason) when a restart ends more than ``verify_max_spread_mm``
     away at a cost within ``search_min_margin`` of the answer's, or when the second metric
-    moves the answer more than ``verify_max_metric_drift_mm``.
+    moves the answer more than ``verify_max_metric_drift_mm``. The second value is
+    ``None``, or the best distinct end that beat the answer by more than :data:`HOP_GAIN`
+    with where it came from and its relative cost.
     """
     opts = problem.options
     guards, quiet = opts.guards, dataclasses.replace(problem, trace=[], progress=None)
@@ -56,7 +87,9 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     def distance_mm(h):
         return float(np.median(np.linalg.norm(Transform(h).apply(grid) - base, axis=1))) * px_mm
 
-    distances, rel = _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm)
+    runs = _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm)
+    distances = [r["distance_mm"] for r in runs]
+    rel = [r["relative_cost"] for r in runs]
     other = Metric.LC2 if problem.metric is Metric.MI else Metric.MI
     fine = max(first, len(opts.pyramid.levels) - 2)
     alt = dataclasses.replace(quiet, metric=other)
@@ -65,8 +98,10 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     except ConvergenceError:  # the second metric left the field: it does not agree
         drift = np.inf
     mirror = {"mirrored_relative_cost": None, "mirrored_distance_mm": None}
+    mirrored = None
     if guards.verify_mirror_margin > 0:
-        mirror = _mirror_run(quiet, pyramid, outcome, model, first, distance_mm)
+        mirrored = _mirror_run(quiet, pyramid, outcome, model, first, distance_mm)
+        mirror = {k: mirrored[k] for k in mirror}
     back = [d for d in distances if d <= guards.verify_max_spread_mm]
     out = {
         "restarts": len(distances),
@@ -80,35 +115,61 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
         **mirror,
     }
     out["predicted_tre_mm"] = predicted_tre_mm(out)
-    margin = opts.grid.search_min_margin
+    out.update(_verdict(out, guards, opts.grid.search_min_margin, other))
+    return out, _better(runs, mirrored, guards.verify_max_spread_mm)
+
+
+def _better(runs: list, mirrored: dict | None, limit_mm: float):
+    """The distinct end (restart or mirror run) that beat the answer most, if by enough."""
+    ends = [(r, "restart") for r in runs]
+    if mirrored is not None and mirrored.get("outcome") is not None:
+        ends.append(({**mirrored, "relative_cost": mirrored["mirrored_relative_cost"],
+                      "distance_mm": mirrored["mirrored_distance_mm"]}, "mirror"))  # fmt: skip
+    ends = [
+        (r, how) for r, how in ends
+        if r.get("outcome") is not None and r["distance_mm"] > limit_mm
+        and r["relative_cost"] < -HOP_GAIN
+    ]  # fmt: skip
+    if not ends:
+        return None
+    best, how = min(ends, key=lambda e: e[0]["relative_cost"])
+    return best, how, float(best["relative_cost"])
+
+
+def _verdict(out: dict, guards, margin: float, other: Metric) -> dict:
+    """``{"unverified": reason}`` when the checks' figures refuse the answer, else ``{}``."""
     limit = guards.verify_max_spread_mm
-    rivals = [(d, c) for d, c in zip(distances, rel, strict=True) if d > limit and c < margin]
+    rel, drift = out["relative_costs"], out["second_metric_drift_mm"]
+    rivals = [
+        (d, c) for d, c in zip(out["distances_mm"], rel, strict=True) if d > limit and c < margin
+    ]
     if rivals:
         d, c = min(rivals, key=lambda r: r[1])
-        out["unverified"] = (
-            f"unverified: a restart {guards.verify_shift_mm:g} mm / "
+        return {
+            "unverified": f"unverified: a restart {guards.verify_shift_mm:g} mm / "
             f"{guards.verify_rotation_deg:g} deg from the answer ends {d:.1f} mm from it at "
             f"a cost {100 * c:+.1f} % of the answer's (a distinct optimum within "
             f"{100 * margin:.0f} %)"
-        )
-    elif mirror["mirrored_relative_cost"] is not None and (
-        mirror["mirrored_relative_cost"] < guards.verify_mirror_margin
-    ):
-        out["unverified"] = (
-            f"unverified: the answer's mirror image, refined, ends only "
-            f"{100 * mirror['mirrored_relative_cost']:+.0f} % worse (< "
-            f"{100 * guards.verify_mirror_margin:.0f} %): the images do not single the answer out"
-        )
-    elif drift > guards.verify_max_metric_drift_mm:
-        out["unverified"] = (
-            f"unverified: {other.value} moves the answer by {drift:.2f} mm (> "
+        }
+    mirrored = out["mirrored_relative_cost"]
+    if mirrored is not None and mirrored < guards.verify_mirror_margin:
+        return {
+            "unverified": f"unverified: the answer's mirror image, refined, ends only "
+            f"{100 * mirrored:+.0f} % worse (< {100 * guards.verify_mirror_margin:.0f} %): "
+            "the images do not single the answer out"
+        }
+    if drift > guards.verify_max_metric_drift_mm:
+        return {
+            "unverified": f"unverified: {other.value} moves the answer by {drift:.2f} mm (> "
             f"{guards.verify_max_metric_drift_mm:g} mm): the two metrics disagree"
-        )
-    return out
+        }
+    return {}
 
 
-def _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm):
-    """Each restart's distance from the answer (mm) and cost relative to the answer's.
+def _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm) -> list[dict]:
+    """Each restart's end: distance (mm), cost relative to the answer's, its outcome.
+
+    The outcome is the restart's :class:`LevelsOutcome` (``None`` when it left the field).
 
     The starts are the answer pre-composed with a rotation of ±``verify_rotation_deg``
     about where it maps the ultrasound centre and a shift of ``verify_shift_mm`` in
@@ -117,7 +178,7 @@ def _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm):
     guards = quiet.options.guards
     n, answer = guards.verify_restarts, outcome.matrix
     ct = Transform(answer).apply(np.array([quiet.center]))[0]
-    distances, rel = [], []
+    runs = []
     for k in range(n):
         start = _perturbed(
             answer,
@@ -129,12 +190,11 @@ def _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm):
         try:
             out = run_levels(quiet, pyramid, start, model, first=first)
         except ConvergenceError:  # it left the fluoroscopy field: it did not come back
-            distances.append(np.inf)
-            rel.append(np.inf)
+            runs.append({"distance_mm": np.inf, "relative_cost": np.inf, "outcome": None})
             continue
-        distances.append(distance_mm(out.matrix))
-        rel.append((out.value - outcome.value) / max(abs(outcome.value), 1e-12))
-    return distances, rel
+        rel = (out.value - outcome.value) / max(abs(outcome.value), 1e-12)
+        runs.append({"distance_mm": distance_mm(out.matrix), "relative_cost": rel, "outcome": out})
+    return runs
 
 
 def intensity_agreement(
@@ -185,14 +245,20 @@ def _mirror_run(quiet, pyramid, outcome, model, first, distance_mm) -> dict:
     try:
         out = run_levels(quiet, pyramid, outcome.matrix @ flip, model, first=first)
     except ConvergenceError:  # it left the fluoroscopy field: no mirrored rival
-        return {"mirrored_relative_cost": np.inf, "mirrored_distance_mm": None}
+        return {"mirrored_relative_cost": np.inf, "mirrored_distance_mm": None, "outcome": None}
     rel = (out.value - outcome.value) / max(abs(outcome.value), 1e-12)
-    return {"mirrored_relative_cost": float(rel), "mirrored_distance_mm": distance_mm(out.matrix)}
+    return {
+        "mirrored_relative_cost": float(rel),
+        "mirrored_distance_mm": distance_mm(out.matrix),
+        "outcome": out,
+    }
 
 
 def predicted_tre_mm(check: dict) -> float:
     """A calibrated 90th-percentile bound on the TRE (mm) from :func:`restart_check`'s figures."""
-    scatter = max(check["spread_mm"], check["second_metric_drift_mm"])
+    scatter = max(
+        check["spread_mm"], check["second_metric_drift_mm"], check.get("hop_distance_mm", 0.0)
+    )
     return max(PREDICTED_TRE_FLOOR_MM, PREDICTED_TRE_FACTOR * scatter)
 
 

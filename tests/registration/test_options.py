@@ -31,6 +31,7 @@ FLAT_NAMES = [
     "verify_rotation_deg",
     "verify_max_spread_mm",
     "verify_max_metric_drift_mm",
+    "verify_max_hops",
     "model",
     "metric",
     "levels",
