@@ -334,10 +334,9 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
     if start.fit is not None and _too_few_to_test(start) and opts.guards.verify_restarts > 0:
         limit = _agreement_limit_mm(start, mmask, px_mm, opts)
         check = intensity_agreement(problem, pyramid, outcome.matrix, start.model, px_mm, limit)
-    if do_search and start.landmarks is None and opts.guards.verify_restarts > 0:
-        # What the search chose is verified; a warm start without it (tracking's next
-        # frame, --no-search) is the caller's evidence, and checking every frame would
-        # cost more than the frame.
+    if start.landmarks is None and opts.guards.verify_restarts > 0:
+        # Intensity alone is verified whether or not a search chose the start (tracking
+        # turns it off: checking every frame would cost more than the frame).
         outcome, check = restart_check(problem, pyramid, outcome, start.model, len(searched), px_mm)
     outcome.iterations[:0] = searched
     if window is not None:

@@ -87,6 +87,7 @@ def _frame_options(base, update_model, levels, max_iterations, max_samples):
         levels=tuple(levels),
         max_iterations=tuple(max_iterations),
         search=False,
+        verify_restarts=0,
         fine_levels=len(levels),
         max_samples=max_samples,
     )

@@ -63,6 +63,13 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     # Two optima close in cost leave the truth near either: the way between them is scatter.
     check["hop_distance_mm"] = float(sum(h["distance_mm"] for h in hops))
     check["predicted_tre_mm"] = predicted_tre_mm(check)
+    reach = problem.options.guards.verify_shift_mm
+    if check["hop_distance_mm"] > reach and "unverified" not in check:
+        check["unverified"] = (
+            f"unverified: better optima lay {check['hop_distance_mm']:.1f} mm from where the "
+            f"optimiser stopped, beyond the restarts' {reach:g} mm reach: the start was "
+            "outside its capture range and a better optimum may lie farther still"
+        )
     return outcome, check
 
 

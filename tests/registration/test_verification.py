@@ -192,3 +192,24 @@ def test_the_mirror_check_alone_refuses_a_wrong_answer(pair):
     assert [r for r in q.reasons if "mirror image" in r] == q.reasons
     off = _register(fixed, flip, p, start, **others_off, verify_mirror_margin=0.0)
     assert off.quality.verdict == "accepted"  # the mirror check was what refused it
+
+
+def test_without_the_search_intensity_alone_is_still_verified(pair):
+    # Both starts end wrong without the search (26 and 4.4 mm); unchecked, both were
+    # accepted. The first is caught by a restart rival, the second by how far the checks
+    # had to move it: better optima lay beyond the restarts' reach of where it stopped.
+    fixed, us, p, true = pair
+    flip, flip_true, near = mirrored_ultrasound(us, true)
+    ys, xs = np.nonzero(flip.mask)
+    iso = fixed.xray.isocenter_spacing_mm[0]
+    cases = [
+        (flip, flip_true, _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)),
+        (us, true, _rotated_shifted(true, (xs.mean(), ys.mean()), 8.0, (8.0, -6.0), iso)),
+    ]
+    for moving, truth, start in cases:
+        result = _register(fixed, moving, p, start, search=False, accept_unverified=True)
+        assert _tre_mm(result.transform.matrix, truth, moving.mask, fixed) > 2.0
+        assert result.quality.verification["restarts"] == 4
+        assert result.quality.verdict == "refused"
+        assert any(r.startswith(UNVERIFIED) for r in result.quality.reasons)
+    assert "beyond the restarts' 3 mm reach" in " ".join(result.quality.reasons)
