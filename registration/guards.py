@@ -172,7 +172,7 @@ def refusal_reasons(
     """Why ``quality`` refuses its result (an empty list: it is accepted).
 
     The plane seen edge-on, the scale off the calibration, an ambiguous search, restarts
-    that do not come back to the answer.
+    that do not come back to the answer, clicks too few to check each other.
 
     ``scale_prior = (expected_min, expected_max, tolerance)`` applies with a metric only.
     """
@@ -200,6 +200,9 @@ def refusal_reasons(
     check = quality.verification or {}
     if check.get("unverified"):
         reasons.append(check["unverified"])
+    few_clicks = (quality.model_selection or {}).get("unchecked_clicks")
+    if few_clicks:  # registration.start.few_clicks_reason
+        reasons.append(few_clicks)
     return reasons
 
 
