@@ -224,7 +224,10 @@ def raise_if_refused(result, opts: RegistrationOptions) -> None:
         raise IllPosedGeometryError(text)
     if opts.guards.accept_unverified:
         return
-    hint = "; give landmarks or a closer start"
+    # With landmarks, more of them is what helps; "give landmarks" would read as if none
+    # had been given.
+    with_landmarks = quality.landmark_fre_px is not None
+    hint = "; give more landmark pairs" if with_landmarks else "; give landmarks or a closer start"
     raise UnverifiedResultError(text + hint, result)
 
 

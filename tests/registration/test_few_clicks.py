@@ -77,8 +77,9 @@ def test_four_clicks_one_misclicked_are_refused_though_their_residuals_are_small
     # The mis-click hides in the fit: 1.1 px of residual, as 0.5 px clicks leave.
     assert resid < 1.5
     opts = RegistrationOptions().with_values(metric=None, model="affine")
-    with pytest.raises(UnverifiedResultError, match="4 landmark pairs leave 2 coordinates"):
+    with pytest.raises(UnverifiedResultError, match="4 landmark pairs leave 2 coordinates") as err:
         register(IMG_4, IMG_4, landmarks=clicks, options=opts)
+    assert str(err.value).endswith("; give more landmark pairs")
     kept = register(
         IMG_4, IMG_4, landmarks=clicks, options=opts.with_values(accept_unverified=True)
     )
