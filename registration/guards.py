@@ -172,7 +172,7 @@ def refusal_reasons(
     """Why ``quality`` refuses its result (an empty list: it is accepted).
 
     The plane seen edge-on, the scale off the calibration, an ambiguous search, restarts
-    that do not come back to the answer.
+    that do not come back to the answer, clicks too few to check each other.
 
     ``scale_prior = (expected_min, expected_max, tolerance)`` applies with a metric only.
     """
@@ -200,6 +200,9 @@ def refusal_reasons(
     check = quality.verification or {}
     if check.get("unverified"):
         reasons.append(check["unverified"])
+    few_clicks = (quality.model_selection or {}).get("unchecked_clicks")
+    if few_clicks:  # registration.start.few_clicks_reason
+        reasons.append(few_clicks)
     return reasons
 
 
@@ -221,7 +224,10 @@ def raise_if_refused(result, opts: RegistrationOptions) -> None:
         raise IllPosedGeometryError(text)
     if opts.guards.accept_unverified:
         return
-    hint = "; give landmarks or a closer start"
+    # With landmarks, more of them is what helps; "give landmarks" would read as if none
+    # had been given.
+    with_landmarks = quality.landmark_fre_px is not None
+    hint = "; give more landmark pairs" if with_landmarks else "; give landmarks or a closer start"
     raise UnverifiedResultError(text + hint, result)
 
 

@@ -12,15 +12,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LandmarkInputError, RegistrationError, StartTransformError
-from .landmarks import MIN_POINTS, LandmarkFit, estimate_sigma, fit_landmarks
+from .landmarks import (
+    DEGREES_OF_FREEDOM,
+    MIN_POINTS,
+    LandmarkFit,
+    estimate_sigma,
+    fit_landmarks,
+)
 from .options import RegistrationOptions
 from .transforms import Transform, TransformModel
+from .verify_landmarks import MIN_DOF_FOR_TEST
 
 __all__ = [
     "START_SCALE_RANGE",
     "Landmarks",
     "Start",
     "check_start",
+    "few_clicks_reason",
     "find_start",
     "supported_model",
 ]
@@ -122,6 +130,9 @@ def find_start(
         sigma, note["landmark_sigma_dof"] = estimate_sigma(fit)
     note["landmark_sigma_px"] = sigma
     keep = fit.inliers
+    few = few_clicks_reason(int(keep.sum()), model, landmarks.names)
+    if few:
+        note["unchecked_clicks"] = few
     inliers = Landmarks(
         np.asarray(landmarks.moving_xy, float)[keep],
         np.asarray(landmarks.fixed_xy, float)[keep],
@@ -133,6 +144,29 @@ def find_start(
     return Start(matrix, model, fit, inliers, weights, note, sigma)
 
 
+def few_clicks_reason(n_pairs: int, model: TransformModel, names=()) -> str | None:
+    """Why ``n_pairs`` clicked pairs cannot vouch for a ``model`` fit, or None when they can.
+
+    Fewer than :data:`~registration.verify_landmarks.MIN_DOF_FOR_TEST` coordinates over
+    the model leave no test of each pair against the others. The residuals of those few
+    do not catch a mis-click either: four clicks, one moved 10-20 px, fit an affine map
+    with residuals as small as right clicks (0.05 px against 0.4 px for right ones), their
+    answer 2-5 mm off (docs/registration-method.md, *Few clicks*). Exact fits (no
+    coordinate over) are refused by the held-out check itself; matched beads
+    (``auto_`` names) were checked by their consensus, so this is for clicks only.
+    """
+    spare = 2 * n_pairs - DEGREES_OF_FREEDOM[TransformModel(model)]
+    auto = bool(names) and all(str(n).startswith("auto_") for n in names)
+    if auto or spare <= 0 or spare >= MIN_DOF_FOR_TEST:
+        return None
+    return (
+        f"unverified: {n_pairs} landmark pairs leave {spare} coordinates over the "
+        f"{TransformModel(model).value} model, too few to check each other (a mis-click of "
+        "10-20 px leaves residuals as small as right clicks do); give more pairs, or "
+        "--accept-unverified to keep it marked"
+    )
+
+
 def select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit):
     """Keep projective only where held-out landmarks say its two extra parameters help.
 
@@ -140,7 +174,11 @@ def select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit):
     small (about 1 % across a typical ultrasound field) and, with a handful of clicked
     landmarks, fitting them mostly fits the clicking noise; away from the landmarks the
     error then grows. The affine fit competes on the median leave-one-out error of the
-    same inliers; projective is kept only when it is lower.
+    same inliers; projective is kept only when it is lower, and never when only the
+    affine fit leaves the pairs enough coordinates to check each other (5 pairs:
+    projective 2 over, affine 4; :func:`few_clicks_reason`), since an answer nothing
+    checks is refused (5 clicks of 3 px noise on tuning seed 9: projective 2.2 mm off,
+    affine 0.8 mm).
     """
     keep = proj_fit.inliers
     src = np.asarray(landmarks.moving_xy, float)[keep]
@@ -158,7 +196,9 @@ def select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit):
         "loo_tre_px_median_projective": err_p if np.isfinite(err_p) else None,
         "loo_tre_px_median_affine": err_a if np.isfinite(err_a) else None,
     }
-    if err_a <= err_p:
+    if _checkable_only_affine(len(src)):
+        note["chosen_because"] = "only the affine fit leaves the pairs enough to check"
+    if err_a <= err_p or "chosen_because" in note:
         # Report the same pairs as the projective fit did, rejected ones included.
         src_all = np.asarray(landmarks.moving_xy, float)
         dst_all = np.asarray(landmarks.fixed_xy, float)
@@ -170,6 +210,12 @@ def select_landmark_model(landmarks: Landmarks, proj_fit: LandmarkFit):
         )
         return fit, note
     return proj_fit, note
+
+
+def _checkable_only_affine(n_pairs: int) -> bool:
+    """Whether ``n_pairs`` leave the held-out test its coordinates under affine only."""
+    spare = {m: 2 * n_pairs - DEGREES_OF_FREEDOM[m] for m in TransformModel}
+    return spare[TransformModel.PROJECTIVE] < MIN_DOF_FOR_TEST <= spare[TransformModel.AFFINE]
 
 
 def check_start(h, ext, *, from_landmarks: bool) -> None:
