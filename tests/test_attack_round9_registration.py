@@ -174,11 +174,13 @@ def test_unchecked_clicks_are_written_marked_refused_on_request(tmp_path):
     assert record["quality"]["accepted_unverified"] is True
 
 
-def test_four_clicks_without_a_metric_are_still_accepted(tmp_path):
-    # Two coordinates over the affine model: the residuals size the noise (not refused).
+def test_four_clicks_without_a_metric_are_refused_as_unchecked(tmp_path):
+    # Two coordinates over the affine model leave the held-out test too little to check a
+    # mis-click (4 clicks, one 10-15 px off, were accepted 2.1-2.4 mm off): refused.
     rows = (sample_case() / CLICKS).read_text().splitlines()[:5]
     path = tmp_path / "four.csv"
     path.write_text("\n".join(rows) + "\n")
     extra = ["--landmarks", str(path), "--metric", "none", "--model", "affine"]
     result = _register_cli(tmp_path, *extra)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    assert "4 landmark pairs leave 2 coordinates" in result.output.strip().splitlines()[-1]

@@ -358,7 +358,7 @@ def test_model_selection_can_be_switched_off():
     res = register(
         img,
         img,
-        landmarks=_points_through(h, 5, rng, 0.5),
+        landmarks=_points_through(h, 6, rng, 0.5),
         options=RegistrationOptions().with_values(metric=None, select_model=False),
     )
     assert res.quality.model_used == "projective"
