@@ -25,6 +25,7 @@ import numpy as np
 
 from ._crop import crop_boxes, refine_box
 from .errors import RegistrationError
+from .evidence import near_start, with_evidence
 from .guards import (
     Quality,
     centre_scale,
@@ -129,6 +130,14 @@ def register(
     fixed = np.asarray(fixed, dtype=np.float64)
     moving = np.asarray(moving, dtype=np.float64)
     do_search = opts.runs_search(landmarks is not None)
+    structures = near = None
+    if landmarks is None and do_search:  # a start to search around: structures near it
+        masks = (fixed_mask, moving_mask)
+        structures, near = near_start(
+            fixed, moving, masks, initial, opts, expected_scale, fixed_spacing_mm
+        )
+        if near is not None:
+            landmarks, do_search = near.landmarks, opts.runs_search(True)
     args = dict(
         fixed_mask=fixed_mask,
         moving_mask=moving_mask,
@@ -154,6 +163,7 @@ def register(
         result = _register_core(fixed, moving, **args)
     else:
         result = _register_cropped(fixed, moving, crop, args)
+    result = with_evidence(result, structures, near, fixed_mask)
     raise_if_refused(result, opts)
     return result
 
