@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .correspond import AmbiguousMatchError, Correspondence, Line, NoFeaturesError, match_near
+from .errors import RegistrationError
 from .features import Blobs, beam_apex, detect_beads
 from .needle import Needle, detect_needle
 from .start import Landmarks
@@ -32,7 +33,9 @@ __all__ = [
     "detect_structures",
     "features_agree",
     "landmarks_near",
+    "near_route",
     "start_mm",
+    "unit_weights",
 ]
 
 #: A mapped ultrasound bead within this (mm at the isocentre) of a fluoroscopy bead agrees
@@ -41,6 +44,13 @@ AGREE_MM = 1.5
 #: Landmark weight of the needle tip against a bead's: the ultrasound shows where the
 #: shaft leaves the plane or its echo fades, which may fall short of the tip.
 TIP_WEIGHT = 0.5
+#: The TRE (mm) at which a result counts as wrong (#15): a landmark route from the
+#: structures predicting more is not taken.
+RIGHT_MM = 2.0
+#: Widest search range (mm) within which a start counts as a prior for the matching: a
+#: start trusted less (``--init moments`` widens the search to the whole field) leaves a
+#: match of three items as loose as the automatic route's, which needs more.
+MAX_RANGE_MM = 30.0
 #: Independent beads in the field, none agreeing, that refuse an answer.
 MIN_DISAGREEING = 2
 
@@ -166,8 +176,8 @@ def landmarks_near(
             centre_mm=centre_mm,
             shift_mm=shift_mm,
             turn_deg=turn_deg,
-            moving_weight=_unit(mb.strength),
-            fixed_weight=_unit(fb.strength),
+            moving_weight=unit_weights(mb.strength),
+            fixed_weight=unit_weights(fb.strength),
             moving_line=line_m,
             fixed_line=line_f,
             extent_mm=np.asarray(extent_px, float) * s.moving_mm,
@@ -184,7 +194,7 @@ def _landmarks(match: Correspondence, s: Structures) -> Landmarks:
     # Named as initial.auto_start names its pairs: registration.verify_landmarks then
     # treats them as checked by a consensus, not as clicks that nothing checks.
     # Weight: the weaker of the two detections, relative to the strongest pair.
-    w = list(np.minimum(_unit(mb.strength)[mi], _unit(fb.strength)[fi]))
+    w = list(np.minimum(unit_weights(mb.strength)[mi], unit_weights(fb.strength)[fi]))
     moving_xy, fixed_xy = list(mb.xy[mi]), list(fb.xy[fi])
     names = [f"auto_bead{k}" for k in range(len(mi))]
     if match.needle_tip:
@@ -267,8 +277,12 @@ def _typical_radius(blobs: Blobs) -> float | None:
     return float(np.median(blobs.radius_mm[:5]))
 
 
-def _unit(strength: np.ndarray) -> np.ndarray:
-    """Weights in (0, 1]: the square root of each strength relative to the strongest."""
+def unit_weights(strength: np.ndarray) -> np.ndarray:
+    """Weights in (0, 1]: the square root of each strength relative to the strongest.
+
+    The root, because beads of 1 mm answer far more weakly than beads of 3 mm and must
+    still count nearly as one bead each; a faint decoy still counts less.
+    """
     s = np.asarray(strength, float)
     return np.sqrt(s / s.max()) if len(s) and s.max() > 0 else np.ones(len(s))
 
@@ -277,13 +291,14 @@ def near_start(fixed, moving, masks, initial, opts, expected_scale, px_mm):
     """The structures and, when they match near ``initial``, their landmarks.
 
     Returns (None, None) where the route does not apply: no start, no calibration to put
-    both frames in mm, or ``search_structures`` off. ``masks``: (fixed, moving) or Nones.
+    both frames in mm, a search range over :data:`MAX_RANGE_MM`, or ``search_structures``
+    off. ``masks``: (fixed, moving) or Nones.
     """
     from .preprocess import mask_extent
 
     if initial is None or not opts.grid.search_structures or expected_scale is None:
         return None, None
-    if not px_mm:
+    if not px_mm or opts.grid.search_translation_mm > MAX_RANGE_MM:
         return None, None
     sx, sy = np.broadcast_to(np.asarray(expected_scale, float), (2,))
     fixed_mask, moving_mask = masks
@@ -310,8 +325,39 @@ def near_start(fixed, moving, masks, initial, opts, expected_scale, px_mm):
     return structures, near
 
 
-def with_evidence(result, structures: Structures | None, near: NearMatch | None, fixed_mask):
+def near_route(run) -> tuple:
+    """``run()`` (the landmark route from the matched structures) when its answer holds.
+
+    Returns (result, None), or (None, why) when it failed, was refused, or predicts a TRE
+    over :data:`RIGHT_MM` (matches clustered in a corner of the field extrapolate: four
+    within 2 % of it gave 5 mm at a predicted 6 mm); the caller then takes the
+    intensity-only route, which verifies itself.
+    """
+    try:
+        result = run()
+    except RegistrationError as exc:
+        return None, f"the landmark route stopped: {exc}"
+    q = result.quality
+    if q.verdict != "accepted":
+        return None, "refused: " + "; ".join(q.reasons)
+    if q.predicted_tre_mm is not None and q.predicted_tre_mm > RIGHT_MM:
+        return None, (
+            f"its predicted TRE {q.predicted_tre_mm:.1f} mm exceeds {RIGHT_MM} mm: the "
+            "matched structures do not span the field"
+        )
+    return result, None
+
+
+def with_evidence(
+    result,
+    structures: Structures | None,
+    near: NearMatch | None,
+    fixed_mask,
+    declined: str | None = None,
+):
     """``result`` with ``verification.features_agree`` (and ``structures_near_start``).
+
+    ``declined``: why the landmark route from ``near`` was not taken (its beads then count).
 
     Intensity-only (nothing matched near the start), every detected bead is independent:
     the answer is refused when two or more land in the field and none on a fluoroscopy
@@ -321,14 +367,17 @@ def with_evidence(result, structures: Structures | None, near: NearMatch | None,
     """
     if structures is None:
         return result
-    used = near.match.moving_index if near is not None else None
+    used = near.match.moving_index if near is not None and declined is None else None
     agree = features_agree(result.transform, structures, fixed_mask, used)
     q = result.quality
     verification = {**(q.verification or {}), "features_agree": agree}
     if near is not None:
-        verification["structures_near_start"] = near.to_dict()
+        record = {**near.to_dict(), "used": declined is None}
+        verification["structures_near_start"] = record | (
+            {"declined": declined} if declined else {}
+        )
     changes = {"verification": verification}
-    if near is None and agree["items"] >= MIN_DISAGREEING and agree["agree"] == 0:
+    if used is None and agree["items"] >= MIN_DISAGREEING and agree["agree"] == 0:
         reason = (
             f"unverified: none of the {agree['items']} detected ultrasound beads that were not "
             f"landmarks lands within {AGREE_MM} mm of a fluoroscopy bead"
