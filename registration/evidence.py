@@ -44,9 +44,11 @@ AGREE_MM = 1.5
 #: Landmark weight of the needle tip against a bead's: the ultrasound shows where the
 #: shaft leaves the plane or its echo fades, which may fall short of the tip.
 TIP_WEIGHT = 0.5
-#: The TRE (mm) at which a result counts as wrong (#15): a landmark route from the
-#: structures predicting more is not taken.
-RIGHT_MM = 2.0
+#: Most predicted TRE (mm, a 90th-percentile bound) of a landmark route from the
+#: structures that is taken: 1.5 x the 2 mm at which a result counts as wrong (#15). On
+#: tuning seeds 0-39, six such answers predicting 2.2-2.8 mm were 0.3-0.9 mm off; one
+#: predicting 6.2 mm (four matches in 2 % of the field) was 5.3 mm off.
+MAX_PREDICTED_MM = 3.0
 #: Widest search range (mm) within which a start counts as a prior for the matching: a
 #: start trusted less (``--init moments`` widens the search to the whole field) leaves a
 #: match of three items as loose as the automatic route's, which needs more.
@@ -329,7 +331,7 @@ def near_route(run) -> tuple:
     """``run()`` (the landmark route from the matched structures) when its answer holds.
 
     Returns (result, None), or (None, why) when it failed, was refused, or predicts a TRE
-    over :data:`RIGHT_MM` (matches clustered in a corner of the field extrapolate: four
+    over :data:`MAX_PREDICTED_MM` (matches clustered in a corner of the field extrapolate: four
     within 2 % of it gave 5 mm at a predicted 6 mm); the caller then takes the
     intensity-only route, which verifies itself.
     """
@@ -340,9 +342,9 @@ def near_route(run) -> tuple:
     q = result.quality
     if q.verdict != "accepted":
         return None, "refused: " + "; ".join(q.reasons)
-    if q.predicted_tre_mm is not None and q.predicted_tre_mm > RIGHT_MM:
+    if q.predicted_tre_mm is not None and q.predicted_tre_mm > MAX_PREDICTED_MM:
         return None, (
-            f"its predicted TRE {q.predicted_tre_mm:.1f} mm exceeds {RIGHT_MM} mm: the "
+            f"its predicted TRE {q.predicted_tre_mm:.1f} mm exceeds {MAX_PREDICTED_MM} mm: the "
             "matched structures do not span the field"
         )
     return result, None

@@ -157,3 +157,23 @@ def test_beads_used_as_landmarks_are_not_counted_as_evidence(small_case):
     left = features_agree(true, structures, fixed.mask, used_moving=np.array([0, 1]))
     assert left["landmarks_left_out"] == 2
     assert left["items"] == every["items"] - 2
+
+
+def test_the_structures_route_is_declined_when_refused_failing_or_predicting_over_3_mm():
+    from hybridfuse.registration.errors import RegistrationError
+    from hybridfuse.registration.evidence import near_route
+
+    def result(**q):
+        base = Quality(local_scale_min=1.0, local_scale_max=1.0, edge_on=False)
+        return SimpleNamespace(quality=base.replace(**q))
+
+    kept, why = near_route(lambda: result(predicted_tre_mm=2.5))
+    assert kept is not None and why is None
+    for q in ({"predicted_tre_mm": 6.2}, {"verdict": "refused", "reasons": ["x"]}):
+        kept, why = near_route(lambda q=q: result(**q))
+        assert kept is None and why
+
+    def fails():
+        raise RegistrationError("degenerate pairs")
+
+    assert near_route(fails) == (None, "the landmark route stopped: degenerate pairs")
