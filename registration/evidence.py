@@ -5,7 +5,9 @@ calibrated millimetre scale (:mod:`registration.features`, :mod:`registration.ne
 are matched by a consensus restricted to placements the start allows
 (:func:`registration.correspond.match_near`: within the search range around it, the same
 handedness); the matched ones become weighted landmarks, as :func:`initial.auto_start`
-makes them, and the landmark + intensity route refines from them.
+makes them, and the landmark + intensity route refines from them. Its answer is kept only
+when accepted with a predicted TRE within :data:`MAX_PREDICTED_MM` (:func:`near_route`);
+otherwise ``register`` takes the intensity-only route, as without structures.
 
 After the refinement, :func:`features_agree` maps every detected ultrasound bead that was
 NOT a landmark through the answer and measures how far it lands from the nearest
