@@ -25,6 +25,7 @@ import numpy as np
 
 from ._crop import crop_boxes, refine_box
 from .errors import RegistrationError
+from .evidence import near_route, near_start, with_evidence
 from .guards import (
     Quality,
     centre_scale,
@@ -128,34 +129,49 @@ def register(
     opts = options or RegistrationOptions()
     fixed = np.asarray(fixed, dtype=np.float64)
     moving = np.asarray(moving, dtype=np.float64)
-    do_search = opts.runs_search(landmarks is not None)
     args = dict(
         fixed_mask=fixed_mask,
         moving_mask=moving_mask,
         landmarks=landmarks,
         initial=initial,
         options=opts,
-        do_search=do_search,
         expected_scale=expected_scale,
         fixed_spacing_mm=fixed_spacing_mm,
         progress=progress,
     )
+    structures = near = result = declined = None
+    if landmarks is None and opts.runs_search(False):  # a start to search around
+        masks = (fixed_mask, moving_mask)
+        structures, near = near_start(
+            fixed, moving, masks, initial, opts, expected_scale, fixed_spacing_mm
+        )
+    if near is not None:  # the structures matched near the start as landmarks
+        result, declined = near_route(lambda: _register_once(fixed, moving, near.landmarks, args))
+    if result is None:
+        result = _register_once(fixed, moving, landmarks, args)
+    result = with_evidence(result, structures, near, fixed_mask, declined)
+    raise_if_refused(result, opts)
+    return result
+
+
+def _register_once(fixed, moving, landmarks, args) -> RegistrationResult:
+    """:func:`_register_core` with ``landmarks``, on the crop when one helps."""
+    opts = args["options"]
+    do_search = opts.runs_search(landmarks is not None)
+    args = dict(args, landmarks=landmarks, do_search=do_search)
     crop = crop_boxes(
         fixed,
         moving,
-        moving_mask,
+        args["moving_mask"],
         landmarks=landmarks,
-        initial=initial,
+        initial=args["initial"],
         opts=opts,
         do_search=do_search,
-        fixed_spacing_mm=fixed_spacing_mm,
+        fixed_spacing_mm=args["fixed_spacing_mm"],
     )
     if crop is None:
-        result = _register_core(fixed, moving, **args)
-    else:
-        result = _register_cropped(fixed, moving, crop, args)
-    raise_if_refused(result, opts)
-    return result
+        return _register_core(fixed, moving, **args)
+    return _register_cropped(fixed, moving, crop, args)
 
 
 def _register_cropped(fixed, moving, crop, args) -> RegistrationResult:

@@ -36,6 +36,7 @@ __all__ = [
     "Correspondence",
     "Line",
     "NoFeaturesError",
+    "match_near",
     "match_points",
 ]
 
@@ -45,6 +46,9 @@ SCALE_TOLERANCE = 0.10
 INLIER_MM = 1.5
 #: Least number of agreeing points: two agree with any similarity at the right scale.
 MIN_INLIERS = 3
+#: Near a start as far from it: two beads agree with decoys among a dozen fluoroscopy
+#: blobs often enough (one tuning case in 24 paired a bead with a blob 11 mm off).
+MIN_INLIERS_NEAR = 3
 #: A rival hypothesis scoring within this of the best makes the match ambiguous. A score
 #: is about one per agreeing bead, so the best must be backed by half a bead more: three
 #: beads in a line match their mirror image equally, and only a fourth bead off the line
@@ -216,6 +220,94 @@ def match_points(
             "give landmarks or a starting transform"
         )
     return _correspondence(matrix, sets, inl, score, rival, origin)
+
+
+def match_near(
+    moving_mm: np.ndarray,
+    fixed_mm: np.ndarray,
+    start_mm: np.ndarray,
+    *,
+    centre_mm: np.ndarray,
+    shift_mm: float,
+    turn_deg: float,
+    moving_weight: np.ndarray | None = None,
+    fixed_weight: np.ndarray | None = None,
+    moving_line: Line | None = None,
+    fixed_line: Line | None = None,
+    scale_tolerance: float = SCALE_TOLERANCE,
+    extent_mm: np.ndarray | None = None,
+    min_inliers: int = MIN_INLIERS_NEAR,
+    ambiguity_margin: float = AMBIGUITY_MARGIN,
+) -> Correspondence:
+    """:func:`match_points` among the placements a start allows.
+
+    ``start_mm`` (3 × 3, moving mm → fixed mm) is trusted to within ``shift_mm`` at
+    ``centre_mm`` (moving) and ``turn_deg``, with its handedness; every hypothesis outside
+    that is dropped, for the best and its rivals alike; ``min_inliers`` items must agree.
+
+    Raises
+    ------
+    NoFeaturesError, AmbiguousMatchError
+        As :func:`match_points`, counted among the allowed placements only.
+    """
+    mov = np.asarray(moving_mm, float).reshape(-1, 2)
+    fix = np.asarray(fixed_mm, float).reshape(-1, 2)
+    both = moving_line is not None and fixed_line is not None
+    for name, pts, line in (("ultrasound", mov, moving_line), ("fluoroscopy", fix, fixed_line)):
+        if len(pts) + both < min_inliers:
+            raise NoFeaturesError(_too_few(name, len(pts), line is not None, min_inliers))
+    sets = _Sets(
+        mov,
+        fix,
+        np.ones(len(mov)) if moving_weight is None else np.asarray(moving_weight, float),
+        np.ones(len(fix)) if fixed_weight is None else np.asarray(fixed_weight, float),
+        moving_line if both else None,
+        fixed_line if both else None,
+        INLIER_MM,
+    )
+    near = _Near(np.asarray(start_mm, float), np.asarray(centre_mm, float), shift_mm, turn_deg)
+    hyps = [h for h in _hypotheses(sets, scale_tolerance) if near.allows(h[2])]
+    good = [h for h in hyps if h[1] >= min_inliers]
+    if not good:
+        raise AmbiguousMatchError(f"no placement near the start brings {min_inliers} items on")
+    best = max(good, key=lambda h: h[0])
+    matrix, inl, origin = _refit(sets, best[2], best[3])
+    if not near.allows(matrix) or _score(matrix, sets, origin)[1] < min_inliers:
+        raise AmbiguousMatchError("the refitted placement leaves the start's range")
+    score = max(best[0], _score(matrix, sets, origin)[0])
+    probe = mov[inl] if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
+    rival = _rival_score(hyps, matrix, probe, sets)
+    if score - rival < ambiguity_margin:
+        raise AmbiguousMatchError(f"two placements near the start ({score:.2f}, {rival:.2f})")
+    return _correspondence(matrix, sets, inl, score, rival, origin)
+
+
+@dataclass(frozen=True)
+class _Near:
+    """The placements a start allows: its handedness, ``turn`` degrees, ``shift`` mm."""
+
+    start: np.ndarray
+    centre: np.ndarray
+    shift: float
+    turn: float
+
+    def allows(self, matrix: np.ndarray) -> bool:
+        """Whether ``matrix`` (mm → mm) lies within the start's range."""
+        if np.linalg.det(matrix[:2, :2]) * np.linalg.det(self.start[:2, :2]) <= 0:
+            return False
+        moved = np.linalg.norm(
+            _apply(matrix, self.centre[None]) - _apply(self.start, self.centre[None])
+        )
+        d_angle = abs((_angle(matrix) - _angle(self.start) + 180.0) % 360.0 - 180.0)
+        return bool(moved <= self.shift and d_angle <= self.turn)
+
+
+def _angle(matrix: np.ndarray) -> float:
+    """Rotation (degrees) of the similarity nearest to the linear part, mirror undone."""
+    lin = matrix[:2, :2]
+    if np.linalg.det(lin) < 0:
+        lin = lin @ np.diag([-1.0, 1.0])
+    return float(np.degrees(np.arctan2(lin[1, 0] - lin[0, 1], lin[0, 0] + lin[1, 1])))
 
 
 def _too_few(name: str, n: int, needle: bool, need: int) -> str:

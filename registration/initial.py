@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspond import AmbiguousMatchError, Correspondence, Line, match_points
+from .correspond import AmbiguousMatchError, Correspondence, match_points
 from .errors import RegistrationError
-from .features import Blobs, beam_apex, detect_beads
-from .needle import Needle, detect_needle
+from .evidence import TIP_WEIGHT, detect_structures, unit_weights
+from .features import Blobs
+from .needle import Needle
 from .preprocess import Preprocess, mask_extent, preprocess_pair
 from .start import Landmarks
 
@@ -51,9 +52,6 @@ WIDE_SEARCH_SEPARATION_MM = 10.0
 #: checks: two fix the similarity, three more must agree with it (with two more, a plane
 #: seen edge-on still matched decoys: see docs/registration-method.md).
 MIN_CHECKED_ITEMS = 5
-#: Landmark weight of the needle tip against a bead's (at most 1): the ultrasound shows
-#: where the shaft leaves the plane or its echo fades, which may fall short of the tip.
-TIP_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -227,36 +225,26 @@ def auto_start(
     registration.correspond.NoFeaturesError, registration.correspond.AmbiguousMatchError
         Too few beads, or no single consistent match (both are RegistrationError).
     """
-    apex = beam_apex_xy if beam_apex_xy is not None else beam_apex(moving_mask)
-    fn = detect_needle(fixed, fixed_mask, fixed_spacing_mm, bright=False)
-    mn = detect_needle(moving, moving_mask, moving_spacing_mm, bright=True, beam_apex_xy=apex)
-    fb = detect_beads(
+    found = detect_structures(
         fixed,
-        fixed_mask,
-        fixed_spacing_mm,
-        bright=False,
-        radius_mm=bead_radius_mm,
-        exclude=_shaft(fn, fixed_spacing_mm),
-    )
-    mb = detect_beads(
         moving,
-        moving_mask,
-        moving_spacing_mm,
-        bright=True,
-        near_wall=True,
-        radius_mm=bead_radius_mm or _typical_radius(fb),
-        beam_apex_xy=apex,
-        exclude=_shaft(mn, moving_spacing_mm),
+        fixed_spacing_mm=fixed_spacing_mm,
+        moving_spacing_mm=moving_spacing_mm,
+        fixed_mask=fixed_mask,
+        moving_mask=moving_mask,
+        bead_radius_mm=bead_radius_mm,
+        beam_apex_xy=beam_apex_xy,
     )
-    to_mm_f = np.array(fixed_spacing_mm[::-1], float)  # (col, row) = (x, y)
-    to_mm_m = np.array(moving_spacing_mm[::-1], float)
+    mb, fb, mn, fn = found.moving_beads, found.fixed_beads, found.moving_needle, found.fixed_needle
+    to_mm_m, to_mm_f = found.moving_mm, found.fixed_mm
+    line_m, line_f = found.lines()
     match = match_points(
         mb.xy * to_mm_m,
         fb.xy * to_mm_f,
-        moving_weight=_unit(mb.strength),
-        fixed_weight=_unit(fb.strength),
-        moving_line=_line(mn, to_mm_m),
-        fixed_line=_line(fn, to_mm_f),
+        moving_weight=unit_weights(mb.strength),
+        fixed_weight=unit_weights(fb.strength),
+        moving_line=line_m,
+        fixed_line=line_f,
         extent_mm=None if moving_mask is None else _corners(moving_mask) * to_mm_m,
     )
     _check_area(match, fb, fn, to_mm_f)
@@ -286,7 +274,7 @@ def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
     """Matched beads, and the needle tip when it agrees, as weighted landmark pairs."""
     mi, fi = match.moving_index, match.fixed_index
     # Weight: the weaker of the two detections, relative to the strongest pair.
-    w = list(np.minimum(_unit(mb.strength)[mi], _unit(fb.strength)[fi]))
+    w = list(np.minimum(unit_weights(mb.strength)[mi], unit_weights(fb.strength)[fi]))
     moving_xy, fixed_xy = list(mb.xy[mi]), list(fb.xy[fi])
     names = [f"auto_bead{k}" for k in range(len(mi))]
     if match.needle_tip:
@@ -304,26 +292,6 @@ def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
         weights=w / w.max(),
         source="automatic correspondences",
     )
-
-
-def _shaft(needle: Needle | None, spacing_mm) -> list:
-    """The needle's segment as an exclusion zone for beads (2 mm around it), or none."""
-    if needle is None:
-        return []
-    return [(needle.tip_xy, needle.tail_xy, 2.0 / float(min(spacing_mm)))]
-
-
-def _line(needle: Needle | None, to_mm: np.ndarray) -> Line | None:
-    if needle is None:
-        return None
-    return Line(needle.tip_xy * to_mm, needle.tail_xy * to_mm, needle.tip_known)
-
-
-def _typical_radius(blobs: Blobs) -> float | None:
-    """Median radius (mm) of the strongest few beads found, None without beads."""
-    if not len(blobs) or blobs.radius_mm is None:
-        return None
-    return float(np.median(blobs.radius_mm[:5]))
 
 
 def _check_spread(moving_mm: np.ndarray) -> None:
@@ -347,13 +315,3 @@ def _corners(mask: np.ndarray) -> np.ndarray:
     """Corners (x, y) of the mask's bounding box."""
     x0, x1, y0, y1 = mask_extent(np.asarray(mask, bool))[:4]
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
-
-
-def _unit(strength: np.ndarray) -> np.ndarray:
-    """Weights in (0, 1]: the square root of each strength relative to the strongest.
-
-    The root, because beads of 1 mm answer far more weakly than beads of 3 mm and must
-    still count nearly as one bead each; a faint decoy still counts less.
-    """
-    s = np.asarray(strength, float)
-    return np.sqrt(s / s.max()) if len(s) and s.max() > 0 else np.ones(len(s))

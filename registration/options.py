@@ -117,6 +117,13 @@ class SearchOptions:
         "(auto: on without landmarks, off with them); it finds the match from a start that "
         "is centimetres off.",
     )
+    search_structures: bool = option(
+        True,
+        "From a start (--init-transform) with the search on: match the beads and needle both "
+        "images show among the placements within the search range of the start and use them "
+        "as landmarks (two or more agreeing); the beads left over check the answer.",
+        advanced=True,
+    )
     search_level: int = option(
         16,
         "Pyramid factor at which the grid candidates are scored; coarse smoothing makes "
