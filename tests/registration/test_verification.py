@@ -46,6 +46,7 @@ def _tre_mm(h, true, mask, fixed):
 
 
 def _register(fixed, us, p, start, **values):
+    values.setdefault("search_structures", False)  # these tests are of the intensity route
     return register_images(
         fixed,
         us,
@@ -132,6 +133,7 @@ def _cli_args(pair, tmp_path, *extra):
     case = sample_case()
     return [
         "register",
+        "--no-search-structures",
         "--fixed",
         str(case / p["fluoro_file"]),
         "--moving",
