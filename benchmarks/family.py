@@ -1,7 +1,7 @@
 """One evaluator for the phantom family and the external validation family (phantom-a).
 
 Run from the repository root:
-    python -m benchmarks.family --set tuning|report|edge-on|phantom-a [--n N]
+    python -m benchmarks.family --set tuning|report|edge-on|phantom-a [--n N] [--skip K]
         [--modes auto,start,landmarks,coarse,lmonly] [--procs 2] [--json OUT]
 
 Every trial runs the product as a user does, ``hybridfuse register`` in a fresh process,
@@ -188,13 +188,13 @@ def case_rows(case: Path, name: str, modes: list[str], external: bool, make=None
     ]
 
 
-def family_cases(which: str, n: int, cache: Path) -> list[tuple[str, Path, object]]:
-    """The first ``n`` cases of a seed set, each with a call that writes it unless cached."""
+def family_cases(which: str, n: int, cache: Path, skip: int = 0) -> list[tuple[str, Path, object]]:
+    """``n`` cases of a seed set after its first ``skip``, each written unless cached."""
     from hybridfuse.testdata.phantom.family import family_case
 
     seeds = TUNING_SEEDS if which == "tuning" else REPORT_SEEDS
     out = []
-    for seed in list(seeds)[:n]:
+    for seed in list(seeds)[skip : skip + n]:
         folder = cache / f"{which}-{seed}"
 
         def make(seed=seed, folder=folder):
@@ -283,7 +283,7 @@ def run_set(args, modes: list[str]) -> list[dict]:
             cases = [(p.name, p, None) for p in sorted(args.phantom_a.iterdir()) if p.is_dir()]
             cases = cases[: args.n]
         else:
-            cases = family_cases(args.set, args.n, cache)
+            cases = family_cases(args.set, args.n, cache, args.skip)
         external = args.set == "phantom-a"
         with ThreadPoolExecutor(max_workers=args.procs) as pool:
             jobs = [
@@ -297,6 +297,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--set", choices=["tuning", "report", "edge-on", "phantom-a"], required=True)
     ap.add_argument("--n", type=int, default=40, help="cases (phantom-a: at most its 8)")
+    ap.add_argument("--skip", type=int, default=0, help="family: start after this many cases")
     ap.add_argument("--modes", default="auto,start,landmarks")
     ap.add_argument("--procs", type=int, default=2, choices=[1, 2])
     ap.add_argument("--cache", type=Path, help="folder that keeps generated family cases")
