@@ -20,7 +20,7 @@ distance between the estimated and the true fluoroscopy position, times
 TRE >= 2 mm; refused: a non-zero exit or ``quality.verdict`` refused. Coverage: the share
 of accepted results with ``quality.predicted_tre_mm`` whose TRE is at or below it, per
 mode and pooled, beside the true and predicted TREs' medians and 90th percentiles (a bound
-wide everywhere would cover everything; docs/predicted-tre.md).
+wide everywhere would cover everything; docs/registration-method.md).
 
 Sets: ``tuning`` = ``TUNING_SEEDS`` (defaults may be chosen on them), ``report`` =
 ``REPORT_SEEDS`` (never looked at while choosing), ``edge-on`` = report seeds drawn with

@@ -7,7 +7,7 @@ linearised fit, so thousands of pairs cost one small matrix per pair): a pair th
 contradict far beyond the click noise refuses the answer. The same linearised fit
 (:func:`registration.uncertainty.linearise`, the one propagation of the click noise)
 carries the noise to every point of the ultrasound field, which is the predicted TRE
-(:data:`PREDICTED_TRE_FACTOR` calibrated on tuning seeds, see docs/predicted-tre.md).
+(:data:`PREDICTED_TRE_FACTOR`; docs/registration-method.md, *Calibrating predicted_tre_mm*).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 #: Predicted 90th-percentile TRE = factor × σ × the RMS error a unit click noise leaves at
-#: the median point of the ultrasound field (tuning seeds 100-103; 0.5 and 3 px clicks).
+#: the median point of the ultrasound field (own tuning seeds 100-103; 0.5 and 3 px clicks;
+#: on the family's tuning seeds a wide, safe bound: docs/registration-method.md).
 PREDICTED_TRE_FACTOR = 2.0
 #: Chance that a set of right pairs with Gaussian click noise is refused by the held-out
 #: test (its statistic's limit is set at this tail, shared over the pairs).
