@@ -13,87 +13,113 @@ agrees within a few per cent for noise well below the landmarks' spread
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy.special import erf
 
 from .landmarks import DEGREES_OF_FREEDOM, MIN_POINTS
-from .transforms import TransformModel
+from .transforms import Transform, TransformModel
 
-__all__ = ["QUANTILE", "error_grid", "parameter_covariance", "point_error_mm"]
+__all__ = ["QUANTILE", "Linearised", "error_grid", "linearise", "point_error_mm"]
 
 #: The quantile of the error length reported (as ``quality.predicted_tre_mm``).
 QUANTILE = 0.9
 
 
-def _basis(h: np.ndarray, model: TransformModel) -> np.ndarray:
-    """Directions (9, p) in which ``model`` lets the 3×3 matrix ``h`` (h33 = 1) move.
+@dataclasses.dataclass(frozen=True)
+class Linearised:
+    """A landmark fit linearised at its answer: the one propagation of click noise.
 
-    The tangent space of the model's family at ``h``: first order is all the
-    propagation needs, so no parametrisation has to be inverted.
+    Both the predicted error map here and the held-out test of
+    :mod:`registration.verify_landmarks` read it, so the two cannot disagree on how the
+    fit's noise reaches a point.
     """
-    e = np.eye(9)
-    if model is TransformModel.PROJECTIVE:
-        return e[:, :8]
-    if model is TransformModel.AFFINE:
-        return e[:, :6]
-    translate = [e[:, 2], e[:, 5]]
-    lin = h[:2, :2]
-    turn = np.zeros((3, 3))
-    turn[:2, :2] = lin @ np.array([[0.0, -1.0], [1.0, 0.0]])  # d/dθ of lin·R(θ) at θ = 0
-    dirs = [turn.ravel(), *translate]
-    if model is TransformModel.SIMILARITY:
-        grow = np.zeros((3, 3))
-        grow[:2, :2] = lin  # d/ds of s·lin at s = 1
-        dirs.insert(0, grow.ravel())
-    return np.stack(dirs, axis=1)
+
+    h: np.ndarray  # the fitted moving→fixed matrix, h33 = 1
+    model: TransformModel  # the family the parameters move in
+    centre: np.ndarray  # moving points are centred and scaled (conditioning only)
+    scale: float
+    jac: np.ndarray  # (n, 2, p): d(mapped landmark)/d(parameters)
+    cov: np.ndarray  # (p, p): the parameters' covariance per unit click variance
+    determined: bool  # the landmarks fix every parameter (a regular normal matrix)
+
+    def jacobian(self, points_xy) -> np.ndarray:
+        """d(mapped point)/d(parameters), (m, 2, p), at moving pixels ``points_xy``."""
+        pts = np.asarray(points_xy, float).reshape(-1, 2)
+        return _jacobian(self.h, pts, self.model, self.centre, self.scale)
+
+    def point_covariance(self, points_xy) -> np.ndarray:
+        """Covariance (m, 2, 2) in fixed pixels² per unit click variance of mapped points."""
+        g = self.jacobian(points_xy)
+        return np.einsum("map,pq,mbq->mab", g, self.cov, g)
+
+    def rms_unit_px(self, points_xy) -> np.ndarray:
+        """RMS length (m,) in fixed pixels of mapped points' error per unit click noise."""
+        g = self.jacobian(points_xy)
+        return np.sqrt(np.einsum("gap,pq,gaq->g", g, self.cov, g))
 
 
-def _point_jacobian(h: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mapped points (n, 2) and their derivatives (n, 2, 9) by the entries of ``h``."""
-    hom = np.hstack([xy, np.ones((len(xy), 1))])
-    u = hom @ h.T
-    w = u[:, 2:3]
-    p = u[:, :2] / w
-    jac = np.zeros((len(xy), 2, 9))
-    jac[:, 0, 0:3] = hom / w
-    jac[:, 1, 3:6] = hom / w
-    jac[:, 0, 6:9] = -p[:, :1] * hom / w
-    jac[:, 1, 6:9] = -p[:, 1:] * hom / w
-    return p, jac
+def linearise(h, model, moving_xy, weights=None) -> Linearised:
+    """The fit of ``model`` through landmarks ``moving_xy`` (n, 2), linearised at ``h``.
 
-
-def parameter_covariance(h, model, moving_xy, sigma_px: float, weights=None) -> np.ndarray:
-    """Covariance (p, p) of the model's parameters (along :func:`_basis`) of a landmark fit.
-
-    ``h`` is the fitted moving→fixed matrix, ``moving_xy`` the landmarks used (n, 2)
-    and ``sigma_px`` their noise per coordinate in the fixed image. Weighted fits use
-    the sandwich form, so weights need not be inverse variances.
-
-    Raises
-    ------
-    ValueError
-        Fewer landmarks than the model needs, or landmarks that leave a parameter
-        undetermined (a singular system).
+    ``weights``: relative inverse variances of the pairs (as the registration fits them);
+    the covariance is then per unit-weight click variance. Pass ``model`` affine to
+    propagate a rigid or similarity fit as affine (a slightly larger, safe prediction).
     """
     model = TransformModel(model)
     h = np.asarray(h, float) / float(np.asarray(h, float)[2, 2])
-    xy = np.asarray(moving_xy, float).reshape(-1, 2)
-    if len(xy) < MIN_POINTS[model] or 2 * len(xy) < DEGREES_OF_FREEDOM[model]:
-        raise ValueError(f"{len(xy)} landmarks do not determine a {model.value} fit")
-    w = np.ones(len(xy)) if weights is None else np.asarray(weights, float)
-    _, jac = _point_jacobian(h, xy)
-    j = (jac @ _basis(h, model)).reshape(-1, _basis(h, model).shape[1])
-    # Columns to unit length: a perspective entry moves points ~1e5 times less than a
-    # translation does, and the raw normal matrix would look singular for it.
-    scale = 1.0 / np.maximum(np.linalg.norm(j, axis=0), 1e-300)
-    j = j * scale
-    ww = np.repeat(w, 2)
-    a = j.T @ (j * ww[:, None])
-    b = j.T @ (j * (ww**2)[:, None])
-    if not np.linalg.cond(a) < 1e10:
-        raise ValueError(f"the landmarks leave the {model.value} fit undetermined")
-    a_inv = np.linalg.inv(a)
-    return sigma_px**2 * (scale[:, None] * (a_inv @ b @ a_inv) * scale[None, :])
+    src = np.asarray(moving_xy, float).reshape(-1, 2)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, float)
+    centre, scale = src.mean(axis=0), max(float(np.ptp(src, axis=0).max()) / 2.0, 1.0)
+    jac = _jacobian(h, src, model, centre, scale)
+    info = np.einsum("nap,n,naq->pq", jac, w, jac)
+    # Columns to unit length for the regularity test only: a perspective entry moves
+    # points far less than a translation does, which is scale, not degeneracy.
+    norm = 1.0 / np.maximum(np.sqrt(np.diag(info)), 1e-300)
+    determined = bool(np.linalg.cond(info * norm[:, None] * norm[None, :]) < 1e10)
+    return Linearised(h, model, centre, scale, jac, np.linalg.pinv(info), determined)
+
+
+def _jacobian(h, pts, model: TransformModel, centre, scale) -> np.ndarray:
+    """d(mapped point)/d(parameters), (n, 2, p), in the family of ``model``.
+
+    Affine entries, plus the perspective ones for a projective fit, of ``h`` in centred
+    and scaled moving coordinates; a rigid or similarity fit moves only along its
+    family's tangent (rotation, translation, and scale), first order being all the
+    propagation needs. The propagated errors do not depend on the coordinates chosen.
+    """
+    u = (pts - centre) / scale
+    mapped = Transform(h).apply(pts)
+    n = len(pts)
+    ones = np.ones(n)
+    frame = np.array([[scale, 0, centre[0]], [0, scale, centre[1]], [0, 0, 1.0]])
+    hn = h @ frame
+    den = u @ hn[2, :2] + hn[2, 2]
+    base = np.column_stack([u, ones]) / den[:, None]
+    zero = np.zeros((n, 3))
+    jx, jy = [np.hstack([base, zero])], [np.hstack([zero, base])]
+    if model is TransformModel.PROJECTIVE:
+        jx.append(-u * mapped[:, :1] / den[:, None])
+        jy.append(-u * mapped[:, 1:] / den[:, None])
+    jac = np.stack([np.hstack(jx), np.hstack(jy)], axis=1)
+    if model in (TransformModel.RIGID, TransformModel.SIMILARITY):
+        jac = jac @ _tangent(h, model, frame)
+    return jac
+
+
+def _tangent(h, model: TransformModel, frame) -> np.ndarray:
+    """Directions (6, p) in the affine entries of ``h @ frame`` that ``model`` allows."""
+    lin = h[:2, :2]
+    turn, grow = np.zeros((3, 3)), np.zeros((3, 3))
+    turn[:2, :2] = lin @ np.array([[0.0, -1.0], [1.0, 0.0]])  # d/dθ of lin·R(θ) at θ = 0
+    grow[:2, :2] = lin  # d/ds of s·lin at s = 1
+    shift_x, shift_y = np.zeros((3, 3)), np.zeros((3, 3))
+    shift_x[0, 2], shift_y[1, 2] = 1.0, 1.0
+    dirs = [turn, shift_x, shift_y]
+    if model is TransformModel.SIMILARITY:
+        dirs.insert(0, grow)
+    return np.stack([(d @ frame).ravel()[:6] for d in dirs], axis=1)
 
 
 def _quantile_length(c: np.ndarray, q: float = QUANTILE) -> np.ndarray:
@@ -126,13 +152,22 @@ def point_error_mm(h, model, moving_xy, sigma_px, points_xy, fixed_spacing_mm, w
 
     The error is that of where a point lands in the fixed image, converted with the
     fixed pixel size at the isocentre plane ``fixed_spacing_mm`` (row, column).
+    ``weights``: the pairs' relative inverse variances, ``sigma_px`` the unit-weight noise.
+
+    Raises
+    ------
+    ValueError
+        Fewer landmarks than the model needs, or landmarks that leave a parameter
+        undetermined (a singular system).
     """
     model = TransformModel(model)
-    h = np.asarray(h, float) / float(np.asarray(h, float)[2, 2])
-    cov = parameter_covariance(h, model, moving_xy, sigma_px, weights)
-    _, jac = _point_jacobian(h, np.asarray(points_xy, float).reshape(-1, 2))
-    g = jac @ _basis(h, model)  # (m, 2, p)
-    c = g @ cov @ np.swapaxes(g, 1, 2)
+    xy = np.asarray(moving_xy, float).reshape(-1, 2)
+    if len(xy) < MIN_POINTS[model] or 2 * len(xy) < DEGREES_OF_FREEDOM[model]:
+        raise ValueError(f"{len(xy)} landmarks do not determine a {model.value} fit")
+    lin = linearise(h, model, xy, weights)
+    if not lin.determined:
+        raise ValueError(f"the landmarks leave the {model.value} fit undetermined")
+    c = sigma_px**2 * lin.point_covariance(points_xy)
     d = np.diag([float(fixed_spacing_mm[1]), float(fixed_spacing_mm[0])])
     return _quantile_length(d @ c @ d)
 

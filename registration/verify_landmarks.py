@@ -5,9 +5,9 @@ pair is right: a wrong pair with high leverage pulls the fit onto itself. Every 
 therefore also predicted from the others (leave-one-out, in closed form from the
 linearised fit, so thousands of pairs cost one small matrix per pair): a pair the others
 contradict far beyond the click noise refuses the answer. The same linearised fit
-propagates the click noise to every point of the ultrasound field, which is the
-predicted TRE (:data:`PREDICTED_TRE_FACTOR` calibrated on tuning seeds, see
-docs/registration-method.md, *Verification*).
+(:func:`registration.uncertainty.linearise`, the one propagation of the click noise)
+carries the noise to every point of the ultrasound field, which is the predicted TRE
+(:data:`PREDICTED_TRE_FACTOR`; docs/registration-method.md, *Calibrating predicted_tre_mm*).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .transforms import N_PARAMS, Transform, TransformModel
+from .uncertainty import linearise
 
 __all__ = [
     "BEAD_AGREE_MM",
@@ -26,7 +27,8 @@ __all__ = [
 ]
 
 #: Predicted 90th-percentile TRE = factor × σ × the RMS error a unit click noise leaves at
-#: the median point of the ultrasound field (tuning seeds 100-103; 0.5 and 3 px clicks).
+#: the median point of the ultrasound field (own tuning seeds 100-103; 0.5 and 3 px clicks;
+#: on the family's tuning seeds a wide, safe bound: docs/registration-method.md).
 PREDICTED_TRE_FACTOR = 2.0
 #: Chance that a set of right pairs with Gaussian click noise is refused by the held-out
 #: test (its statistic's limit is set at this tail, shared over the pairs).
@@ -85,12 +87,11 @@ def landmark_check(
     w = np.ones(len(src)) if weights is None else np.asarray(weights, float)
     model = TransformModel(fit_transform.model)
     h = fit_transform.matrix / fit_transform.matrix[2, 2]
-    centre, scale = src.mean(axis=0), max(float(np.ptp(src, axis=0).max()) / 2.0, 1.0)
-    jac = _jacobian(h, src, model, centre, scale)  # (n, 2, p)
-    p = jac.shape[2]
-    dof = 2 * len(src) - p
-    info = np.einsum("nap,n,naq->pq", jac, w, jac)
-    cov = np.linalg.pinv(info)  # per unit σ²
+    # Rigid and similarity fits are propagated as affine: a slightly larger, safe prediction.
+    exact = model in (TransformModel.AFFINE, TransformModel.PROJECTIVE)
+    lin = linearise(h, model if exact else TransformModel.AFFINE, src, w)
+    jac, cov = lin.jac, lin.cov  # (n, 2, p); (p, p) per unit σ²
+    dof = 2 * len(src) - jac.shape[2]
     resid = dst - Transform(h).apply(src)
     out = {"evidence": "landmarks", "pairs": len(src), "redundant_coordinates": int(dof)}
     sigma_res = None
@@ -101,8 +102,7 @@ def landmark_check(
     out["sigma_px"] = sigma
     if dof >= MIN_DOF_FOR_TEST:
         out.update(_held_out(jac, w, cov, resid, landmarks.names, dof))
-    gj = _jacobian(h, np.asarray(field_xy, float), model, centre, scale)
-    rms_unit = np.sqrt(np.einsum("gap,pq,gaq->g", gj, cov, gj))  # per unit σ
+    rms_unit = lin.rms_unit_px(field_xy)  # per unit σ
     out["predicted_tre_mm"] = float(PREDICTED_TRE_FACTOR * sigma * np.median(rms_unit) * px_mm)
     # Matched beads are named auto_bead<k> (registration.initial); the start drops the
     # landmarks' source, so the name tells the automatic route.
@@ -183,28 +183,6 @@ def _limit(n_pairs: int, dof: int) -> float:
     from scipy.stats import f
 
     return float(2.0 * f.ppf(1.0 - FALSE_REFUSAL_RATE / n_pairs, 2, dof - 2))
-
-
-def _jacobian(h, pts, model: TransformModel, centre, scale) -> np.ndarray:
-    """d(mapped point)/d(parameters), (n, 2, p): affine entries, plus perspective ones.
-
-    Rigid and similarity fits are propagated as affine (two more parameters: a slightly
-    larger, safe prediction). Moving points are centred and scaled for conditioning; the
-    propagated errors do not depend on that choice.
-    """
-    u = (pts - centre) / scale
-    mapped = Transform(h).apply(pts)
-    n = len(pts)
-    ones = np.ones(n)
-    hn = h @ np.array([[scale, 0, centre[0]], [0, scale, centre[1]], [0, 0, 1.0]])
-    den = u @ hn[2, :2] + hn[2, 2]
-    base = np.column_stack([u, ones]) / den[:, None]
-    zero = np.zeros((n, 3))
-    jx, jy = [np.hstack([base, zero])], [np.hstack([zero, base])]
-    if model is TransformModel.PROJECTIVE:
-        jx.append(-u * mapped[:, :1] / den[:, None])
-        jy.append(-u * mapped[:, 1:] / den[:, None])
-    return np.stack([np.hstack(jx), np.hstack(jy)], axis=1)
 
 
 def bead_reprojection(transform: Transform, moving_xy, fixed_xy, fixed_mask, px_mm: float):
