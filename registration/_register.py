@@ -44,7 +44,7 @@ from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scal
 from .search import DEFAULT_PIXEL_MM, global_search
 from .start import Landmarks, Start, check_start, find_start
 from .transforms import N_PARAMS, Transform, TransformModel
-from .verify import intensity_agreement, restart_check
+from .verify import PREDICTED_TRE_FLOOR_MM, intensity_agreement, restart_check
 from .verify_landmarks import MIN_DOF_FOR_TEST, landmark_check
 
 __all__ = ["Landmarks", "RegistrationOptions", "RegistrationResult", "register"]
@@ -393,6 +393,10 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
         # The predicted TRE is the verdict's figure; the rest is the evidence behind it.
         changes["predicted_tre_mm"] = check["predicted_tre_mm"]
         changes["verification"] = {k: v for k, v in check.items() if k != "predicted_tre_mm"}
+        if _automatic(start) and problem.metric is not None:
+            # Detected structures sit where the images put them, so the answer carries the
+            # metric's bias that the bead fit's noise does not describe (verify's floor).
+            changes["predicted_tre_mm"] = max(check["predicted_tre_mm"], PREDICTED_TRE_FLOOR_MM)
     if expected:
         magnification = centre_scale(final.matrix, problem.center)
         changes["scale_ratio_to_calibration"] = scale_ratio(magnification, expected)
@@ -411,6 +415,12 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
             verdict="refused", reasons=reasons, accepted_unverified=unverified
         )
     return final, quality
+
+
+def _automatic(start: Start) -> bool:
+    """Whether the start's landmarks were detected and matched, not clicked."""
+    names = start.landmarks.names if start.landmarks is not None else ()
+    return bool(names) and all(str(n).startswith("auto_") for n in names)
 
 
 def _landmark_evidence(start: Start, mmask, px_mm: float, images) -> dict:

@@ -16,6 +16,7 @@ from hybridfuse.registration.errors import RegistrationError
 from hybridfuse.registration.features import detect_beads
 from hybridfuse.registration.initial import auto_start
 from hybridfuse.registration.needle import detect_needle
+from hybridfuse.registration.verify import PREDICTED_TRE_FLOOR_MM
 from hybridfuse.testdata import sample_case
 from hybridfuse.testdata.phantom import load_truth
 
@@ -156,6 +157,10 @@ def test_register_without_landmarks_or_start_matches_the_beads(case):
     err_mm = np.linalg.norm(est - h[:, :2] / h[:, 2:], axis=1) * fl.xray.isocenter_spacing_mm[0]
     assert np.median(err_mm) < 1.0
     assert result.landmark_fit is not None
+    # Refined by the images, the answer carries the metric's bias as well as the beads'
+    # noise: its bound is at least the intensity route's floor, and holds.
+    assert result.quality.predicted_tre_mm >= PREDICTED_TRE_FLOOR_MM
+    assert np.median(err_mm) <= result.quality.predicted_tre_mm
 
 
 def test_beads_in_a_line_cannot_tell_a_mirrored_region_and_are_refused():
