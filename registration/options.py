@@ -322,7 +322,8 @@ class GuardOptions:
         3,
         "A verification restart (or the mirror run) that ends elsewhere at a cost better "
         "than the answer's by more than 1 % shows the optimiser stopped short: its end "
-        "replaces the answer and the check runs again, at most this many times; 0: off.",
+        "replaces the answer (refused, marked, as unverified) and the check runs again, at "
+        "most this many times; 0: the answer stays and the rival refuses it.",
         minimum=0,
         advanced=True,
     )

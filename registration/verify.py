@@ -50,8 +50,10 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     A restart or the mirror run that ends elsewhere at a cost clearly better than the
     answer's (by more than :data:`HOP_GAIN`) shows the optimiser stopped in a lesser
     optimum: that end replaces the answer and the check runs again, at most
-    ``verify_max_hops`` times. Returns ``(outcome, check)``; ``check["hops"]`` lists each
-    replacement, and the last check's figures are the verification (:func:`_check`).
+    ``verify_max_hops`` times, and the answer is refused as unverified (a better cost was
+    no nearer the truth often enough: docs/registration-method.md, *Hops*). Returns
+    ``(outcome, check)``; ``check["hops"]`` lists each replacement, and the last check's
+    figures are the verification (:func:`_check`).
     """
     hops = []
     while True:
@@ -65,12 +67,11 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     # Two optima close in cost leave the truth near either: the way between them is scatter.
     check["hop_distance_mm"] = float(sum(h["distance_mm"] for h in hops))
     check["predicted_tre_mm"] = predicted_tre_mm(check)
-    reach = problem.options.guards.verify_shift_mm
-    if check["hop_distance_mm"] > reach and "unverified" not in check:
+    if hops and "unverified" not in check:
         check["unverified"] = (
-            f"unverified: better optima lay {check['hop_distance_mm']:.1f} mm from where the "
-            f"optimiser stopped, beyond the restarts' {reach:g} mm reach: the start was "
-            "outside its capture range and a better optimum may lie farther still"
+            f"unverified: a better optimum lay {check['hop_distance_mm']:.1f} mm from where "
+            "the optimiser stopped: the start was outside its capture range, and the images "
+            "hold optima close in cost that the answer may have to choose between"
         )
     return outcome, check
 
