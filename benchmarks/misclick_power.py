@@ -158,9 +158,11 @@ def report(rows: list[dict]) -> None:
                 print(f"| {label} | {n} | {noise:g} | {ref_h}/{len(honest)} | {harm}/{len(bad)} "
                       f"| {blind} | {len(acc) - harm}/{len(bad)} "
                       f"| {len(bad) - len(acc)}/{len(bad)} |")  # fmt: skip
-    honest = [r for r in rows if not r["mis"]]
-    wrong = sum(r["tre"] >= RIGHT_MM for r in honest)
-    print(f"\nhonest sets whose fit is >= {RIGHT_MM:g} mm off: {wrong}/{len(honest)}")
+    for noise in NOISE_PX:
+        honest = [r for r in rows if not r["mis"] and r["noise"] == noise]
+        wrong = sum(r["tre"] >= RIGHT_MM for r in honest)
+        print(f"\nhonest {noise:g} px sets whose fit is >= {RIGHT_MM:g} mm off: "
+              f"{wrong}/{len(honest)}")  # fmt: skip
 
 
 def main() -> None:

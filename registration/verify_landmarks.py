@@ -96,8 +96,10 @@ def landmark_check(
     dict
         ``evidence`` "landmarks", ``pairs``, ``redundant_coordinates``,
         ``residual_sigma_px`` (None without redundancy), ``sigma_px`` (the larger of it and
-        ``sigma_px``), the held-out test (``loo_statistic_max``, its limit and pair),
-        ``predicted_tre_mm``, and ``unverified`` (the reason) when a pair is contradicted.
+        ``sigma_px``), the held-out test (``loo_statistic_max``, its limit and pair, the
+        noise it compared with, ``loo_noise_px``, and ``loo_noise_from``: "given",
+        "pairs" or "pairs+prior"), ``predicted_tre_mm``, and ``unverified`` (the reason)
+        when a pair is contradicted.
     """
     src = np.asarray(landmarks.moving_xy, float)
     dst = np.asarray(landmarks.fixed_xy, float)
@@ -165,7 +167,11 @@ def landmark_check(
         )
     elif out.get("loo_statistic_max", 0.0) > out.get("loo_statistic_limit", np.inf):
         spread = np.sqrt(out["loo_statistic_max"] / out["loo_statistic_limit"])
-        noise_from = "given" if out["loo_noise_given"] else "from the other pairs"
+        noise_from = {
+            "given": "given",
+            "pairs": "the other pairs' scatter",
+            "pairs+prior": f"the other pairs' scatter pooled with {HELD_OUT_PRIOR_SIGMA_PX} px",
+        }[out["loo_noise_from"]]
         out["unverified"] = (
             f"unverified: landmark {out['loo_worst_pair']} lies "
             f"{out['loo_worst_px']:.1f} px from where the other pairs put it, {spread:.1f}× "
@@ -196,26 +202,27 @@ def _held_out(jac, w, cov, resid, names, dof: int, known: float | None, prior) -
     rss = float(np.sum(w[:, None] * resid**2))
     s0, nu0 = prior
     if known is not None:
-        tests = [(np.full(len(q), known**2), np.inf)]
+        tests = [("given", np.full(len(q), known**2), np.inf)]
     else:
-        tests = [((rss - q) / (dof - 2), dof - 2)]
+        tests = [("pairs", (rss - q) / (dof - 2), dof - 2)]
         if nu0 > 0:
-            tests.append(((nu0 * s0**2 + rss - q) / (nu0 + dof - 2), dof - 2 + nu0))
+            pooled = (nu0 * s0**2 + rss - q) / (nu0 + dof - 2)
+            tests.append(("pairs+prior", pooled, dof - 2 + nu0))
     best = None
-    for variance, ref_dof in tests:
+    for source, variance, ref_dof in tests:
         noise = np.maximum(variance, MIN_SIGMA_PX**2)
         stat = q / noise
         limit = _limit(len(q) * len(tests), ref_dof)
         k = int(np.argmax(stat))
         if best is None or stat[k] / limit > best[0]:
-            best = (stat[k] / limit, k, float(stat[k]), limit, float(np.sqrt(noise[k])))
-    _, k, stat_k, limit, noise_px = best
+            best = (stat[k] / limit, k, float(stat[k]), limit, np.sqrt(noise[k]), source)
+    _, k, stat_k, limit, noise_px, source = best
     label = names[k] if k < len(names) and names[k] else str(k)
     return {
         "loo_statistic_max": stat_k,
         "loo_statistic_limit": limit,
-        "loo_noise_px": noise_px,
-        "loo_noise_given": known is not None,
+        "loo_noise_px": float(noise_px),
+        "loo_noise_from": source,
         "loo_worst_pair": label,
         "loo_worst_px": float(np.linalg.norm(loo[k])),
     }
