@@ -41,7 +41,9 @@ def test_the_old_limit_is_the_prior_free_case():
 
 def test_five_clicks_with_a_12_px_misclick_are_refused():
     clicks = _clicks(0, 5, 0.5, misclick=(3, 12.0))
-    with pytest.raises(UnverifiedResultError, match="landmark p3 lies .* scatter pooled with 1.5 px"):
+    with pytest.raises(
+        UnverifiedResultError, match="landmark p3 lies .* scatter pooled with 1.5 px"
+    ):
         register(IMG, IMG, landmarks=clicks, options=OPTS)
     kept = register(IMG, IMG, landmarks=clicks, options=OPTS.with_values(accept_unverified=True))
     assert kept.quality.model_used == "affine"
