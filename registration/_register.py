@@ -431,9 +431,13 @@ def _landmark_evidence(start: Start, mmask, px_mm: float, images) -> dict:
     x0, x1, y0, y1 = mask_extent(mmask)[:4]
     gx, gy = np.meshgrid(np.linspace(x0, x1, 7), np.linspace(y0, y1, 7))
     field_xy = np.column_stack([gx.ravel(), gy.ravel()])
+    # A σ the user gave is what each click is checked against; matched structures keep the
+    # pairs' own scatter (their σ is the detector's, not a hand's).
+    note = start.model_note or {}
+    given = not note.get("landmark_sigma_estimated", True) and not _automatic(start)
     return landmark_check(
         start.fit.transform, start.landmarks, start.weights, start.sigma_px, field_xy, px_mm,
-        images=images,
+        images=images, sigma_known=given,
     )  # fmt: skip
 
 

@@ -209,7 +209,7 @@ class LandmarkOptions:
         "How precisely a landmark is placed (fluoroscopy pixels per coordinate; none or "
         "auto, the default: estimated from the landmark fit's residuals); the landmark "
         "term is measured in this unit and intensity refinement may not move landmarks "
-        "further.",
+        "further; a given value is also what the held-out test checks each pair against.",
         minimum=0.01,
         # Wider than any detector: beyond it a landmark says nothing, and its square
         # overflows a float near 1e154 (an internal error before this bound).

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .landmarks import SIGMA_PRIOR_PX
 from .transforms import N_PARAMS, Transform, TransformModel
 from .uncertainty import linearise
 
 __all__ = [
     "BEAD_AGREE_MM",
     "FALSE_REFUSAL_RATE",
+    "HELD_OUT_PRIOR_DOF",
+    "HELD_OUT_PRIOR_SIGMA_PX",
     "MIN_DOF_FOR_TEST",
     "bead_reprojection",
     "PREDICTED_TRE_FACTOR",
@@ -42,6 +45,13 @@ MIN_SIGMA_PX = 0.1
 #: Least redundant coordinates (2 × pairs − parameters) before the held-out test runs:
 #: with fewer, the robust noise scale it compares against is itself unknown.
 MIN_DOF_FOR_TEST = 4
+#: The click noise (px per coordinate) the held-out test pools the other pairs' scatter
+#: with, and how many residual coordinates it weighs as: a handful of pairs alone leave
+#: the noise nearly unknown, and the limit then lets any mis-click through (9998 σ² at 4
+#: coordinates over the model). Chosen on the family's tuning seeds
+#: (docs/registration-method.md, *Verification*).
+HELD_OUT_PRIOR_SIGMA_PX = SIGMA_PRIOR_PX
+HELD_OUT_PRIOR_DOF = 8.0
 
 
 def landmark_check(
@@ -52,6 +62,9 @@ def landmark_check(
     field_xy: np.ndarray,
     px_mm: float,
     images: dict | None = None,
+    *,
+    sigma_known: bool = False,
+    noise_prior: tuple[float, float] | None = None,
 ) -> dict:
     """Held-out test of the pairs and the predicted TRE: ``quality.verification``.
 
@@ -73,14 +86,22 @@ def landmark_check(
         :func:`registration.verify.intensity_agreement`'s figures: the evidence for pairs
         too few for the held-out test (fewer than :data:`MIN_DOF_FOR_TEST` coordinates
         over the model).
+    sigma_known : bool
+        ``sigma_px`` was given by the user (``--landmark-sigma-px``): the held-out test
+        compares against it (χ²₂) instead of estimating the noise.
+    noise_prior : (float, float), optional
+        The click noise (px) and the coordinates it weighs as that the estimate pools
+        with; default (:data:`HELD_OUT_PRIOR_SIGMA_PX`, :data:`HELD_OUT_PRIOR_DOF`).
 
     Returns
     -------
     dict
         ``evidence`` "landmarks", ``pairs``, ``redundant_coordinates``,
         ``residual_sigma_px`` (None without redundancy), ``sigma_px`` (the larger of it and
-        ``sigma_px``), the held-out test (``loo_statistic_max``, its limit and pair),
-        ``predicted_tre_mm``, and ``unverified`` (the reason) when a pair is contradicted.
+        ``sigma_px``), the held-out test (``loo_statistic_max``, its limit and pair, the
+        noise it compared with, ``loo_noise_px``, and ``loo_noise_from``: "given",
+        "pairs" or "pairs+prior"), ``predicted_tre_mm``, and ``unverified`` (the reason)
+        when a pair is contradicted.
     """
     src = np.asarray(landmarks.moving_xy, float)
     dst = np.asarray(landmarks.fixed_xy, float)
@@ -101,7 +122,9 @@ def landmark_check(
     sigma = max(float(sigma_px), sigma_res or 0.0)
     out["sigma_px"] = sigma
     if dof >= MIN_DOF_FOR_TEST:
-        out.update(_held_out(jac, w, cov, resid, landmarks.names, dof))
+        prior = noise_prior or (HELD_OUT_PRIOR_SIGMA_PX, HELD_OUT_PRIOR_DOF)
+        known = float(sigma_px) if sigma_known else None
+        out.update(_held_out(jac, w, cov, resid, landmarks.names, dof, known, prior))
     rms_unit = lin.rms_unit_px(field_xy)  # per unit σ
     out["predicted_tre_mm"] = float(PREDICTED_TRE_FACTOR * sigma * np.median(rms_unit) * px_mm)
     # Matched beads are named auto_bead<k> (registration.initial); the start drops the
@@ -144,45 +167,79 @@ def landmark_check(
         )
     elif out.get("loo_statistic_max", 0.0) > out.get("loo_statistic_limit", np.inf):
         spread = np.sqrt(out["loo_statistic_max"] / out["loo_statistic_limit"])
+        noise_from = {
+            "given": "given",
+            "pairs": "the other pairs' scatter",
+            "pairs+prior": f"the other pairs' scatter pooled with {HELD_OUT_PRIOR_SIGMA_PX} px",
+        }[out["loo_noise_from"]]
         out["unverified"] = (
             f"unverified: landmark {out['loo_worst_pair']} lies "
             f"{out['loo_worst_px']:.1f} px from where the other pairs put it, {spread:.1f}× "
-            "what their own scatter allows: a wrong pair the fit absorbed"
+            f"what a click noise of {out['loo_noise_px']:.2g} px ({noise_from}) allows: a "
+            "wrong pair the fit absorbed"
         )
     return out
 
 
-def _held_out(jac, w, cov, resid, names, dof: int) -> dict:
-    """The worst pair's held-out error (px) and its test statistic against the others.
+def _held_out(jac, w, cov, resid, names, dof: int, known: float | None, prior) -> dict:
+    """The worst pair's held-out error (px) and its test statistic against the click noise.
 
     For a linear fit, pair i's residual without it is (I − H_ii)⁻¹ e_i with the block
     leverage H_ii = w_i J_i C J_iᵀ, and q_i = w_i e_iᵀ (I − H_ii)⁻¹ e_i is what leaving it
-    out removes from the residual sum. The noise is estimated without the pair
-    (externally: (RSS − q_i) / (dof − 2)), so a wrong pair that spread its error over the
-    others is measured against their own scatter; q_i / σ²₍ᵢ₎ is then 2 F(2, dof − 2).
+    out removes from the residual sum; for a right pair q_i / σ² is χ²₂. A given σ
+    (``known``) is used as such. Otherwise σ² is estimated without the pair, so a wrong
+    pair that spread its error over the others is measured against their own scatter:
+    (RSS − q_i) over dof − 2 coordinates (q_i / σ²₍ᵢ₎ is 2 F(2, dof − 2)), and the same
+    pooled with ``prior`` = (σ₀, ν₀) as ν₀ more coordinates of scatter σ₀ (a scaled
+    inverse-χ² prior on σ²: 2 F(2, dof − 2 + ν₀)). The pooled test has the power with
+    few pairs, the other with many precise ones; a pair fails when either refuses it,
+    each at half the false-refusal rate.
     """
     lev = np.einsum("nap,pq,nbq->nab", jac, cov, jac) * w[:, None, None]
     inv = np.linalg.pinv(np.eye(2)[None] - lev, rcond=1e-9)
     loo = np.einsum("nab,nb->na", inv, resid)
     q = np.einsum("na,na->n", resid, loo) * w
     rss = float(np.sum(w[:, None] * resid**2))
-    external = np.maximum((rss - q) / (dof - 2), MIN_SIGMA_PX**2)
-    stat = q / external
-    k = int(np.argmax(stat))
+    s0, nu0 = prior
+    if known is not None:
+        tests = [("given", np.full(len(q), known**2), np.inf)]
+    else:
+        tests = [("pairs", (rss - q) / (dof - 2), dof - 2)]
+        if nu0 > 0:
+            pooled = (nu0 * s0**2 + rss - q) / (nu0 + dof - 2)
+            tests.append(("pairs+prior", pooled, dof - 2 + nu0))
+    best = None
+    for source, variance, ref_dof in tests:
+        noise = np.maximum(variance, MIN_SIGMA_PX**2)
+        stat = q / noise
+        limit = _limit(len(q) * len(tests), ref_dof)
+        k = int(np.argmax(stat))
+        if best is None or stat[k] / limit > best[0]:
+            best = (stat[k] / limit, k, float(stat[k]), limit, np.sqrt(noise[k]), source)
+    _, k, stat_k, limit, noise_px, source = best
     label = names[k] if k < len(names) and names[k] else str(k)
     return {
-        "loo_statistic_max": float(stat[k]),
-        "loo_statistic_limit": _limit(len(q), dof),
+        "loo_statistic_max": stat_k,
+        "loo_statistic_limit": limit,
+        "loo_noise_px": float(noise_px),
+        "loo_noise_from": source,
         "loo_worst_pair": label,
         "loo_worst_px": float(np.linalg.norm(loo[k])),
     }
 
 
-def _limit(n_pairs: int, dof: int) -> float:
-    """2 F(2, dof − 2) at 1 − :data:`FALSE_REFUSAL_RATE` / n_pairs (Bonferroni over pairs)."""
-    from scipy.stats import f
+def _limit(n_tests: int, ref_dof: float) -> float:
+    """2 F(2, ref_dof) (χ²₂ when infinite) at 1 − :data:`FALSE_REFUSAL_RATE` / n_tests.
 
-    return float(2.0 * f.ppf(1.0 - FALSE_REFUSAL_RATE / n_pairs, 2, dof - 2))
+    The tail is shared over the pairs and tests (Bonferroni): one set of right pairs in
+    1 / :data:`FALSE_REFUSAL_RATE` is refused when the noise model holds.
+    """
+    from scipy.stats import chi2, f
+
+    tail = FALSE_REFUSAL_RATE / n_tests
+    if not np.isfinite(ref_dof):
+        return float(chi2.isf(tail, 2))
+    return float(2.0 * f.isf(tail, 2, ref_dof))
 
 
 def bead_reprojection(transform: Transform, moving_xy, fixed_xy, fixed_mask, px_mm: float):
