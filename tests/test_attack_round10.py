@@ -1,0 +1,30 @@
+"""Round-10 attacks on registration (issue #15): each test failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridfuse.fusion.coregister import read_landmarks_csv
+from hybridfuse.fusion.errors import InputError
+
+
+@pytest.mark.parametrize("name", ["auto_bead0", "AUTO_x", "auto_needle_tip"])
+def test_clicks_named_like_automatic_matches_are_refused(tmp_path, name):
+    # Four clicks named auto_0..auto_3, one 11 px off, skipped the few-clicks check
+    # (registration.start.few_clicks_reason trusts auto_ names as consensus matches) and
+    # were accepted 2.5 mm off on family seed 1000.
+    path = tmp_path / "lm.csv"
+    rows = [f"p{k},{10 * k},{5 * k},{3 * k},{2 * k}" for k in range(1, 4)]
+    path.write_text(
+        "name,moving_x,moving_y,fixed_x,fixed_y\n" + "\n".join(rows) + f"\n{name},1,2,3,4\n"
+    )
+    with pytest.raises(InputError, match=r"lm\.csv: line 5: .*reserved"):
+        read_landmarks_csv(path)
+
+
+def test_ordinary_names_still_read(tmp_path):
+    path = tmp_path / "lm.csv"
+    path.write_text(
+        "name,moving_x,moving_y,fixed_x,fixed_y\nautomatic,1,2,3,4\nbead_auto_1,2,3,4,5\n"
+    )
+    assert read_landmarks_csv(path).names == ("automatic", "bead_auto_1")
