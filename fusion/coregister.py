@@ -734,4 +734,6 @@ def _matrix(path: Path, value) -> np.ndarray:
             f"{path}: moving_to_fixed_pixel is singular or nearly so (condition number "
             f"{sv[0] / sv[-1] if sv[-1] else np.inf:.3g}); not a usable transform"
         )
-    return h
+    # A homography is defined up to scale: one written as 1e-300 x H is H, and left so,
+    # its H[2,2] fell under the absolute floor of registration.transforms (exit 1, no file).
+    return h / h[2, 2]

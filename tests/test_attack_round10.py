@@ -28,3 +28,22 @@ def test_ordinary_names_still_read(tmp_path):
         "name,moving_x,moving_y,fixed_x,fixed_y\nautomatic,1,2,3,4\nbead_auto_1,2,3,4,5\n"
     )
     assert read_landmarks_csv(path).names == ("automatic", "bead_auto_1")
+
+
+@pytest.mark.parametrize("factor", [1e-300, -1e-200, 1e250])
+def test_start_written_at_any_scale_is_the_same_homography(tmp_path, factor):
+    # A start of 1e-300 x H passed the file's (relative) checks, then failed in the
+    # registration with "degenerate homography (H[2,2] = 0)": exit 1, naming no file.
+    import json
+
+    import numpy as np
+
+    from hybridfuse.fusion.coregister import read_transform_json
+    from hybridfuse.registration.transforms import Transform
+
+    h = np.array([[0.2, 0.08, 85.6], [0.08, -0.2, 218.6], [4.7e-5, -4.1e-5, 1.0]])
+    path = tmp_path / "start.json"
+    record = {"schema": "hybridfuse.transform/1", "model": "projective"}
+    path.write_text(json.dumps(record | {"moving_to_fixed_pixel": (h * factor).tolist()}))
+    got = read_transform_json(path).matrix
+    np.testing.assert_allclose(Transform(got).matrix, h, rtol=1e-9, atol=1e-12)
