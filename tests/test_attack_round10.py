@@ -47,3 +47,39 @@ def test_start_written_at_any_scale_is_the_same_homography(tmp_path, factor):
     path.write_text(json.dumps(record | {"moving_to_fixed_pixel": (h * factor).tolist()}))
     got = read_transform_json(path).matrix
     np.testing.assert_allclose(Transform(got).matrix, h, rtol=1e-9, atol=1e-12)
+
+
+MILD = [[0.7, 0.1, 100.0], [-0.1, 0.7, 50.0], [1e-5, -1e-5, 1.0]]
+CLICKS = [[137.1, 333.0], [136.8, 224.1], [337.9, 347.1], [228.9, 269.7], [250.0, 300.0]]
+
+
+@pytest.mark.parametrize(("n_pairs", "tiny"), [(5, 1e-6), (4, 1e-6), (5, 0.05)])
+def test_a_near_zero_weight_pair_does_not_count_as_a_check(n_pairs, tiny):
+    # Four clicks (one 11 px off on family seed 1001) plus a fifth weighted 1e-6 were
+    # accepted 2.5 mm off: the fifth made "5 pairs, checkable" while checking nothing.
+    # Three plus one such were no longer an exact fit, so nothing refused them either.
+    import numpy as np
+
+    from hybridfuse.registration import register
+    from hybridfuse.registration.errors import UnverifiedResultError
+    from hybridfuse.registration.options import RegistrationOptions
+    from hybridfuse.registration.start import Landmarks
+    from hybridfuse.registration.transforms import Transform
+
+    moving = np.array(CLICKS[:n_pairs], float)
+    fixed = Transform(np.array(MILD)).apply(moving)
+    fixed[0] += (9.0, -6.0)
+    weights = np.ones(n_pairs)
+    weights[-1] = tiny
+    clicks = Landmarks(moving, fixed, tuple(f"p{k}" for k in range(n_pairs)), weights)
+    opts = RegistrationOptions().with_values(metric=None, model="affine")
+    img = np.zeros((400, 400))
+    with pytest.raises(UnverifiedResultError, match="weighted under 0.1 of the largest"):
+        register(img, img, landmarks=clicks, options=opts)
+    # The same pairs at full weight are five (checkable) or three (an exact fit refused
+    # by the held-out check): this guard adds nothing there.
+    full = Landmarks(moving, fixed, clicks.names, np.ones(n_pairs))
+    try:
+        register(img, img, landmarks=full, options=opts)
+    except UnverifiedResultError as exc:
+        assert "weighted under" not in str(exc)
