@@ -83,3 +83,35 @@ def test_a_near_zero_weight_pair_does_not_count_as_a_check(n_pairs, tiny):
         register(img, img, landmarks=full, options=opts)
     except UnverifiedResultError as exc:
         assert "weighted under" not in str(exc)
+
+
+def _near_result(refinement, verification):
+    from types import SimpleNamespace
+
+    from hybridfuse.registration.guards import Quality
+
+    quality = Quality(
+        local_scale_min=0.56,
+        local_scale_max=0.59,
+        edge_on=False,
+        predicted_tre_mm=2.8,
+        intensity_refinement=refinement,
+        verification=verification,
+    )
+    return SimpleNamespace(quality=quality)
+
+
+def test_structures_route_declined_when_images_pull_unchecked_matches_away():
+    # synth --seed 3, pair run02 f00/us06, --init-transform = truth @ left-right flip: four
+    # beads matched mirrored (2 coordinates over affine, unchecked), the intensity
+    # refinement rejected for moving them 11.8 px, and the landmark-only fit was accepted
+    # 25 mm off at a predicted 2.8 mm.
+    from hybridfuse.registration.evidence import near_route
+
+    rejected = "rejected: it moved landmarks by 11.79 px (> 4.40 px allowed by their fit)"
+    unchecked = {"unchecked": "4 pairs leave 2 coordinates over the affine model"}
+    result, why = near_route(lambda: _near_result(rejected, unchecked))
+    assert result is None and "images disagree" in why
+    # Either alone keeps the route: checked matches, or images that agree.
+    assert near_route(lambda: _near_result(rejected, {"loo_statistic_max": 1.0}))[0] is not None
+    assert near_route(lambda: _near_result("accepted", unchecked))[0] is not None
