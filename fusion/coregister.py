@@ -725,7 +725,10 @@ def _matrix(path: Path, value) -> np.ndarray:
     )
     if not ok:
         raise InputError(f"{path}: moving_to_fixed_pixel must be a 3 x 3 list of numbers")
-    h = np.array(value, float)
+    try:
+        h = np.array(value, float)
+    except OverflowError:  # a JSON integer beyond float range (10**400): internal error
+        raise InputError(f"{path}: moving_to_fixed_pixel holds a non-finite value") from None
     if not np.all(np.isfinite(h)):
         raise InputError(f"{path}: moving_to_fixed_pixel holds a non-finite value")
     sv = np.linalg.svd(h, compute_uv=False)

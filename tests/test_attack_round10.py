@@ -115,3 +115,16 @@ def test_structures_route_declined_when_images_pull_unchecked_matches_away():
     # Either alone keeps the route: checked matches, or images that agree.
     assert near_route(lambda: _near_result(rejected, {"loo_statistic_max": 1.0}))[0] is not None
     assert near_route(lambda: _near_result("accepted", unchecked))[0] is not None
+
+
+def test_start_with_an_integer_beyond_float_range_is_bad_input(tmp_path):
+    # {"moving_to_fixed_pixel": [[10**400, ...]]}: "internal error: int too large to
+    # convert to float" (exit 1) instead of a line naming the file.
+    from hybridfuse.fusion.coregister import read_transform_json
+
+    path = tmp_path / "start.json"
+    rows = f"[[1{'0' * 400}, 0, 0], [0, 1, 0], [0, 0, 1]]"
+    text = '{"schema": "hybridfuse.transform/1", "model": "projective", '
+    path.write_text(text + f'"moving_to_fixed_pixel": {rows}}}')
+    with pytest.raises(InputError, match=r"start\.json: moving_to_fixed_pixel holds a non-finite"):
+        read_transform_json(path)
