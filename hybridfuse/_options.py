@@ -216,7 +216,12 @@ def check(spec: OptionSpec, value, source: str = "options"):
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OptionError(f"{where} = {value!r}: expected a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range: was an internal error
+            raise OptionError(
+                f"{where}: a number beyond float range; expected a finite number"
+            ) from None
         if value != value or value in (float("inf"), float("-inf")):
             raise OptionError(f"{where} = {value!r}: expected a finite number")
     elif base is str:

@@ -128,3 +128,21 @@ def test_start_with_an_integer_beyond_float_range_is_bad_input(tmp_path):
     path.write_text(text + f'"moving_to_fixed_pixel": {rows}}}')
     with pytest.raises(InputError, match=r"start\.json: moving_to_fixed_pixel holds a non-finite"):
         read_transform_json(path)
+
+
+def test_config_number_beyond_float_range_is_bad_input(tmp_path):
+    # search_translation_mm = 1 followed by 400 zeros in a --config file: "internal error:
+    # int too large to convert to float" (exit 1) instead of a line naming the file.
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    config = tmp_path / "big.toml"
+    config.write_text(f"[registration]\nsearch_translation_mm = 1{'0' * 400}\n")
+    out = CliRunner().invoke(
+        cli,
+        ["register", "--fixed", str(config), "--moving", str(config), "--config", str(config)]
+        + ["--out", str(tmp_path / "out")],
+    )
+    assert out.exit_code == 2, out.output
+    assert "big.toml: search_translation_mm: a number beyond float range" in out.output
