@@ -146,3 +146,21 @@ def test_config_number_beyond_float_range_is_bad_input(tmp_path):
     )
     assert out.exit_code == 2, out.output
     assert "big.toml: search_translation_mm: a number beyond float range" in out.output
+
+
+def test_whole_number_option_beyond_c_long_is_bad_input(tmp_path):
+    # line_search_steps = 10**23: "internal error: Python int too large to convert to C
+    # long" mid-registration.
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    config = tmp_path / "int.toml"
+    config.write_text(f"[registration]\nline_search_steps = 1{'0' * 23}\n")
+    out = CliRunner().invoke(
+        cli,
+        ["register", "--fixed", str(config), "--moving", str(config), "--config", str(config)]
+        + ["--out", str(tmp_path / "out")],
+    )
+    assert out.exit_code == 2, out.output
+    assert "int.toml: line_search_steps: a whole number beyond" in out.output
