@@ -164,3 +164,29 @@ def test_whole_number_option_beyond_c_long_is_bad_input(tmp_path):
     )
     assert out.exit_code == 2, out.output
     assert "int.toml: line_search_steps: a whole number beyond" in out.output
+
+
+def test_checked_pairs_the_images_contradict_grossly_are_unverified():
+    # Six clicks with the fluoroscopy x and y swapped (family seed 1001) fit each other
+    # exactly, so the held-out test passed, and were accepted 37 mm off at a predicted
+    # 1.3 mm; LC2 alone moved the answer 68 mm.
+    import numpy as np
+
+    from hybridfuse.registration.start import Landmarks
+    from hybridfuse.registration.transforms import Transform
+    from hybridfuse.registration.verify_landmarks import landmark_check
+
+    h = np.array([[0.7, 0.1, 100.0], [-0.1, 0.7, 50.0], [0.0, 0.0, 1.0]])
+    moving = np.array(CLICKS + [[180.0, 250.0]], float)
+    pairs = Landmarks(moving, Transform(h).apply(moving), tuple(f"p{k}" for k in range(6)))
+    field = np.array([[x, y] for x in (140.0, 240.0, 340.0) for y in (220.0, 280.0, 340.0)])
+    images = {
+        "intensity_only_drift_mm": {"lc2": 68.1, "mi": 40.0},
+        "agreement_limit_mm": 10.0,
+        "intensity_agrees": False,
+    }
+    args = (Transform(h, "affine"), pairs, np.ones(6), 0.5, field, 0.4)
+    out = landmark_check(*args, images=images)
+    assert "lc2 alone moves the landmark answer 68.1 mm" in out.get("unverified", "")
+    agreeing = {**images, "intensity_only_drift_mm": {"lc2": 0.4, "mi": 0.5}}
+    assert "unverified" not in landmark_check(*args, images=agreeing | {"intensity_agrees": True})
