@@ -27,6 +27,10 @@ __all__ = [
     "specs",
 ]
 
+#: Largest whole number an option may take (a C long): the counts and seeds are far below it,
+#: and beyond a C long numpy refuses it mid-registration.
+MAX_WHOLE = 2**63 - 1
+
 
 class OptionError(ValueError):
     """An option value or name that the definition does not allow."""
@@ -213,10 +217,17 @@ def check(spec: OptionSpec, value, source: str = "options"):
     elif base is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise OptionError(f"{where} = {value!r}: expected a whole number")
+        if abs(value) > MAX_WHOLE:  # 10**23 line-search steps: an internal error (C long)
+            raise OptionError(f"{where}: a whole number beyond {MAX_WHOLE:,}; not a usable value")
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OptionError(f"{where} = {value!r}: expected a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range: was an internal error
+            raise OptionError(
+                f"{where}: a number beyond float range; expected a finite number"
+            ) from None
         if value != value or value in (float("inf"), float("-inf")):
             raise OptionError(f"{where} = {value!r}: expected a finite number")
     elif base is str:

@@ -52,6 +52,10 @@ __all__ = ["Landmarks", "RegistrationOptions", "RegistrationResult", "register"]
 #: Most the images alone may move a few-pair landmark answer before it is refused (mm):
 #: the TRE at which a result counts as wrong (#15).
 AGREEMENT_MAX_MM = 2.0
+#: Most the images alone may move a landmark answer whose pairs check each other (mm):
+#: right clicks' answers move 0.3-0.6 mm; pairs consistent with each other but not with
+#: the images (swapped or mirrored coordinates) move tens of mm.
+GROSS_DISAGREEMENT_MM = 10.0
 
 
 @dataclass
@@ -347,8 +351,12 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
             current = window @ current
     outcome = run_levels(problem, pyramid, current, start.model, first=len(searched))
     check = None
-    if start.fit is not None and _too_few_to_test(start) and opts.guards.verify_restarts > 0:
-        limit = _agreement_limit_mm(start, mmask, px_mm, opts)
+    if start.fit is not None and opts.guards.verify_restarts > 0:
+        # Pairs that check each other are still asked whether the images contradict them
+        # grossly: six clicks with the fluoroscopy x and y swapped fit each other exactly
+        # and were accepted 37 mm off at a predicted 1.3 mm (LC2 alone moved it 63 mm).
+        few = _too_few_to_test(start)
+        limit = _agreement_limit_mm(start, mmask, px_mm, opts) if few else GROSS_DISAGREEMENT_MM
         check = intensity_agreement(problem, pyramid, outcome.matrix, start.model, px_mm, limit)
     if start.landmarks is None and opts.guards.verify_restarts > 0:
         # Intensity alone is verified whether or not a search chose the start (tracking

@@ -344,6 +344,15 @@ def near_route(run) -> tuple:
     q = result.quality
     if q.verdict != "accepted":
         return None, "refused: " + "; ".join(q.reasons)
+    refinement = q.intensity_refinement or ""
+    if refinement.startswith("rejected") and (q.verification or {}).get("unchecked"):
+        # Too few matches to check each other, and the images pulled them away: a start
+        # of the wrong handedness matched four beads mirrored (synth seed 3), accepted
+        # 25 mm off at a predicted 2.8 mm with the landmark-only fit kept.
+        return None, (
+            "the images disagree with the matched structures (intensity refinement "
+            f"{refinement}) and they are too few to check each other"
+        )
     if q.predicted_tre_mm is not None and q.predicted_tre_mm > MAX_PREDICTED_MM:
         return None, (
             f"its predicted TRE {q.predicted_tre_mm:.1f} mm exceeds {MAX_PREDICTED_MM} mm: the "

@@ -33,6 +33,9 @@ __all__ = [
     "supported_model",
 ]
 
+#: Weight (relative to the largest) under which a clicked pair does not count towards the
+#: pairs that check each other (:func:`few_clicks_reason`).
+MIN_COUNTED_WEIGHT = 0.1
 #: Local scales (fixed px per moving px) an intensity refinement may start from: the
 #: smoothing follows the scale, and a start of 1e-9 blurred for minutes.
 START_SCALE_RANGE = (0.02, 50.0)
@@ -130,7 +133,8 @@ def find_start(
         sigma, note["landmark_sigma_dof"] = estimate_sigma(fit)
     note["landmark_sigma_px"] = sigma
     keep = fit.inliers
-    few = few_clicks_reason(int(keep.sum()), model, landmarks.names)
+    kept_w = None if landmarks.weights is None else np.asarray(landmarks.weights, float)[keep]
+    few = few_clicks_reason(int(keep.sum()), model, landmarks.names, kept_w)
     if few:
         note["unchecked_clicks"] = few
     inliers = Landmarks(
@@ -144,7 +148,7 @@ def find_start(
     return Start(matrix, model, fit, inliers, weights, note, sigma)
 
 
-def few_clicks_reason(n_pairs: int, model: TransformModel, names=()) -> str | None:
+def few_clicks_reason(n_pairs: int, model: TransformModel, names=(), weights=None) -> str | None:
     """Why ``n_pairs`` clicked pairs cannot vouch for a ``model`` fit, or None when they can.
 
     Fewer than :data:`~registration.verify_landmarks.MIN_DOF_FOR_TEST` coordinates over
@@ -154,11 +158,28 @@ def few_clicks_reason(n_pairs: int, model: TransformModel, names=()) -> str | No
     answer 2-5 mm off (docs/registration-method.md, *Few clicks*). Exact fits (no
     coordinate over) are refused by the held-out check itself; matched beads
     (``auto_`` names) were checked by their consensus, so this is for clicks only.
+
+    ``weights``: a pair weighted under :data:`MIN_COUNTED_WEIGHT` of the largest does not
+    count: four clicks, one 11 px off, and a fifth at weight 1e-6 were accepted 2.5 mm off
+    (the fifth checks nothing), as were three and one such (no longer an exact fit).
     """
-    spare = 2 * n_pairs - DEGREES_OF_FREEDOM[TransformModel(model)]
+    dof = DEGREES_OF_FREEDOM[TransformModel(model)]
+    counted = n_pairs
+    if weights is not None and len(weights) == n_pairs and n_pairs:
+        w = np.asarray(weights, float)
+        counted = int(np.sum(w >= MIN_COUNTED_WEIGHT * w.max()))
+    spare = 2 * counted - dof
     auto = bool(names) and all(str(n).startswith("auto_") for n in names)
-    if auto or spare <= 0 or spare >= MIN_DOF_FOR_TEST:
+    # An exact fit of every pair is refused by the held-out check itself.
+    if auto or (spare <= 0 and counted == n_pairs) or spare >= MIN_DOF_FOR_TEST:
         return None
+    if counted < n_pairs:
+        return (
+            f"unverified: {n_pairs} landmark pairs, {n_pairs - counted} weighted under "
+            f"{MIN_COUNTED_WEIGHT:g} of the largest, leave {max(spare, 0)} coordinates over "
+            f"the {TransformModel(model).value} model, too few to check each other; give "
+            "more pairs, or --accept-unverified to keep it marked"
+        )
     return (
         f"unverified: {n_pairs} landmark pairs leave {spare} coordinates over the "
         f"{TransformModel(model).value} model, too few to check each other (a mis-click of "

@@ -85,7 +85,8 @@ def landmark_check(
     images : dict, optional
         :func:`registration.verify.intensity_agreement`'s figures: the evidence for pairs
         too few for the held-out test (fewer than :data:`MIN_DOF_FOR_TEST` coordinates
-        over the model).
+        over the model), and for more a check against gross disagreement (pairs consistent
+        with each other, swapped or mirrored against the images).
     sigma_known : bool
         ``sigma_px`` was given by the user (``--landmark-sigma-px``): the held-out test
         compares against it (χ²₂) instead of estimating the noise.
@@ -164,6 +165,13 @@ def landmark_check(
         out["unchecked"] = (
             f"{len(src)} pairs leave {max(dof, 0)} coordinates over the {model.value} model "
             f"(the held-out test needs {MIN_DOF_FOR_TEST}); {checked}"
+        )
+    elif images is not None and not images["intensity_agrees"]:
+        metric, drift = max(images["intensity_only_drift_mm"].items(), key=lambda kv: kv[1])
+        out["unverified"] = (
+            f"unverified: {metric} alone moves the landmark answer {drift:.1f} mm (> "
+            f"{images['agreement_limit_mm']:.1f} mm): the pairs agree with each other but "
+            "not with the images (swapped or mirrored coordinates?)"
         )
     elif out.get("loo_statistic_max", 0.0) > out.get("loo_statistic_limit", np.inf):
         spread = np.sqrt(out["loo_statistic_max"] / out["loo_statistic_limit"])
