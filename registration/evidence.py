@@ -304,6 +304,8 @@ def near_start(fixed, moving, masks, initial, opts, expected_scale, px_mm):
         return None, None
     if not px_mm or opts.grid.search_translation_mm > MAX_RANGE_MM:
         return None, None
+    if all(level > opts.landmarks.landmark_start_factor for level in opts.pyramid.levels):
+        return None, None  # landmarks would skip every level: the user asked for the metric
     sx, sy = np.broadcast_to(np.asarray(expected_scale, float), (2,))
     fixed_mask, moving_mask = masks
     structures = detect_structures(

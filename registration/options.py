@@ -121,7 +121,7 @@ class SearchOptions:
         True,
         "From a start (--init-transform) with the search on: match the beads and needle both "
         "images show among the placements within the search range of the start and use them "
-        "as landmarks (two or more agreeing); the beads left over check the answer.",
+        "as landmarks (three or more agreeing items); the beads left over check the answer.",
         advanced=True,
     )
     search_level: int = option(

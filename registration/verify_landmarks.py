@@ -109,9 +109,9 @@ def landmark_check(
     w = np.ones(len(src)) if weights is None else np.asarray(weights, float)
     model = TransformModel(fit_transform.model)
     h = fit_transform.matrix / fit_transform.matrix[2, 2]
-    # Rigid and similarity fits are propagated as affine: a slightly larger, safe prediction.
-    exact = model in (TransformModel.AFFINE, TransformModel.PROJECTIVE)
-    lin = linearise(h, model if exact else TransformModel.AFFINE, src, w)
+    # Each model along its own parameters: as affine, 2 similarity pairs were under-determined
+    # and their bound came out half the true one, and 4 clicks left 2 coordinates, not 4.
+    lin = linearise(h, model, src, w)
     jac, cov = lin.jac, lin.cov  # (n, 2, p); (p, p) per unit σ²
     dof = 2 * len(src) - jac.shape[2]
     resid = dst - Transform(h).apply(src)
@@ -157,7 +157,7 @@ def landmark_check(
             "--accept-unverified to keep it marked"
         )
     elif dof < MIN_DOF_FOR_TEST:
-        checked = "no intensity metric ran" if images is None else (
+        checked = "the images were not checked" if images is None else (
             "the images alone moved it no more than "
             f"{max(images['intensity_only_drift_mm'].values()):.1f} mm, which rules out "
             "only gross errors"

@@ -80,3 +80,24 @@ def test_rms_is_the_root_of_the_covariance_trace():
     cov = lin.point_covariance(POINTS)
     assert lin.rms_unit_px(POINTS) == pytest.approx(np.sqrt(np.trace(cov, axis1=1, axis2=2)))
     assert lin.determined
+
+
+def test_the_landmark_check_propagates_a_similarity_along_its_own_parameters():
+    # As affine, 4 similarity pairs left 2 coordinates over the model (not 4) and 2 pairs
+    # were under-determined, their bound about half the similarity's own.
+    from hybridfuse.registration.start import Landmarks
+    from hybridfuse.registration.transforms import Transform
+    from hybridfuse.registration.verify_landmarks import landmark_check
+
+    rng = np.random.default_rng(5)
+    h = np.array([[0.6, -0.1, 100.0], [0.1, 0.6, 50.0], [0.0, 0.0, 1.0]])
+    moving = rng.uniform(50, 350, (4, 2))
+    fixed = _apply(h, moving) + rng.normal(0, 0.5, (4, 2))
+    fit = Transform(h, "similarity")
+    field = rng.uniform(50, 350, (9, 2))
+    out = landmark_check(fit, Landmarks(moving, fixed, ("a", "b", "c", "d")), None, 0.5,
+                         field, 0.25)  # fmt: skip
+    assert out["redundant_coordinates"] == 4
+    two = landmark_check(fit, Landmarks(moving[:2], fixed[:2], ("a", "b")), None, 0.5, field, 0.25)
+    own = linearise(h, "similarity", moving[:2]).rms_unit_px(field)
+    assert two["predicted_tre_mm"] == pytest.approx(2.0 * 0.5 * np.median(own) * 0.25)
