@@ -181,21 +181,9 @@ def match_points(
         No hypothesis with ``min_inliers`` agreeing items, or a different pose scoring at
         within ``ambiguity_margin`` of the best.
     """
-    mov = np.asarray(moving_mm, float).reshape(-1, 2)
-    fix = np.asarray(fixed_mm, float).reshape(-1, 2)
-    both = moving_line is not None and fixed_line is not None
-    for name, pts, line in (("ultrasound", mov, moving_line), ("fluoroscopy", fix, fixed_line)):
-        if len(pts) + both < min_inliers:  # the needle counts as one structure
-            raise NoFeaturesError(_too_few(name, len(pts), line is not None, min_inliers))
-    sets = _Sets(
-        mov,
-        fix,
-        np.ones(len(mov)) if moving_weight is None else np.asarray(moving_weight, float),
-        np.ones(len(fix)) if fixed_weight is None else np.asarray(fixed_weight, float),
-        moving_line if both else None,
-        fixed_line if both else None,
-        inlier_mm,
-    )
+    points = (moving_mm, fixed_mm, moving_weight, fixed_weight)
+    sets = _checked_sets(points, (moving_line, fixed_line), min_inliers, inlier_mm)
+    mov, fix, both = sets.mov, sets.fix, sets.line_mov is not None
     hyps = _hypotheses(sets, scale_tolerance)
     good = [h for h in hyps if h[1] >= min_inliers and h[0] >= min_score]
     if not good:
@@ -250,21 +238,9 @@ def match_near(
     NoFeaturesError, AmbiguousMatchError
         As :func:`match_points`, counted among the allowed placements only.
     """
-    mov = np.asarray(moving_mm, float).reshape(-1, 2)
-    fix = np.asarray(fixed_mm, float).reshape(-1, 2)
-    both = moving_line is not None and fixed_line is not None
-    for name, pts, line in (("ultrasound", mov, moving_line), ("fluoroscopy", fix, fixed_line)):
-        if len(pts) + both < min_inliers:
-            raise NoFeaturesError(_too_few(name, len(pts), line is not None, min_inliers))
-    sets = _Sets(
-        mov,
-        fix,
-        np.ones(len(mov)) if moving_weight is None else np.asarray(moving_weight, float),
-        np.ones(len(fix)) if fixed_weight is None else np.asarray(fixed_weight, float),
-        moving_line if both else None,
-        fixed_line if both else None,
-        INLIER_MM,
-    )
+    points = (moving_mm, fixed_mm, moving_weight, fixed_weight)
+    sets = _checked_sets(points, (moving_line, fixed_line), min_inliers, INLIER_MM)
+    mov = sets.mov
     near = _Near(np.asarray(start_mm, float), np.asarray(centre_mm, float), shift_mm, turn_deg)
     hyps = [h for h in _hypotheses(sets, scale_tolerance) if near.allows(h[2])]
     good = [h for h in hyps if h[1] >= min_inliers]
@@ -308,6 +284,31 @@ def _angle(matrix: np.ndarray) -> float:
     if np.linalg.det(lin) < 0:
         lin = lin @ np.diag([-1.0, 1.0])
     return float(np.degrees(np.arctan2(lin[1, 0] - lin[0, 1], lin[0, 0] + lin[1, 1])))
+
+
+def _checked_sets(points, lines, min_inliers: int, inlier_mm: float) -> _Sets:
+    """Both sides' items as :class:`_Sets`, or :class:`NoFeaturesError` when a side has too few.
+
+    ``points``: (moving mm, fixed mm, moving weights, fixed weights); ``lines``: the needles
+    (moving, fixed), used only when both images show one (the needle counts as one item).
+    """
+    moving_mm, fixed_mm, moving_weight, fixed_weight = points
+    moving_line, fixed_line = lines
+    mov = np.asarray(moving_mm, float).reshape(-1, 2)
+    fix = np.asarray(fixed_mm, float).reshape(-1, 2)
+    both = moving_line is not None and fixed_line is not None
+    for name, pts, line in (("ultrasound", mov, moving_line), ("fluoroscopy", fix, fixed_line)):
+        if len(pts) + both < min_inliers:
+            raise NoFeaturesError(_too_few(name, len(pts), line is not None, min_inliers))
+    return _Sets(
+        mov,
+        fix,
+        np.ones(len(mov)) if moving_weight is None else np.asarray(moving_weight, float),
+        np.ones(len(fix)) if fixed_weight is None else np.asarray(fixed_weight, float),
+        moving_line if both else None,
+        fixed_line if both else None,
+        inlier_mm,
+    )
 
 
 def _too_few(name: str, n: int, needle: bool, need: int) -> str:
