@@ -29,7 +29,7 @@ from hybridfuse.registration.initial import (
     moments_start,
     wide_search_options,
 )
-from hybridfuse.registration.landmarks import MAX_COORDINATE_PX, MIN_POINTS
+from hybridfuse.registration.landmarks import AUTO_PREFIX, MAX_COORDINATE_PX, MIN_POINTS
 from hybridfuse.registration.start import supported_model
 from hybridfuse.registration.transforms import TransformModel
 from hybridfuse.registration.verify_landmarks import bead_reprojection
@@ -57,9 +57,8 @@ TRANSFORM_SCHEMA = "hybridfuse.transform/1"
 MAX_LANDMARK_ROWS = 100_000
 #: A landmark CSV larger than this is refused before it is read.
 MAX_LANDMARK_FILE_BYTES = 32 * 2**20
-#: Landmark names beginning so are the automatic matches' (registration.initial,
-#: registration.evidence); clicks may not take them.
-RESERVED_NAME_PREFIX = "auto_"
+#: Landmark names beginning so are the automatic matches'; clicks may not take them.
+RESERVED_NAME_PREFIX = AUTO_PREFIX
 #: Longest landmark name accepted.
 MAX_LANDMARK_NAME = 200
 #: Accepted range of a landmark weight (they are relative; zero would drop the pair).

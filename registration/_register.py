@@ -36,7 +36,7 @@ from .guards import (
     scale_range,
     scale_ratio,
 )
-from .landmarks import LandmarkFit
+from .landmarks import LandmarkFit, is_automatic
 from .metrics import Metric
 from .optimise import LevelProblem, LevelsOutcome, Pyramid, run_levels
 from .options import RegistrationOptions
@@ -427,8 +427,7 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
 
 def _automatic(start: Start) -> bool:
     """Whether the start's landmarks were detected and matched, not clicked."""
-    names = start.landmarks.names if start.landmarks is not None else ()
-    return bool(names) and all(str(n).startswith("auto_") for n in names)
+    return start.landmarks is not None and is_automatic(start.landmarks.names)
 
 
 def _landmark_evidence(start: Start, mmask, px_mm: float, images) -> dict:

@@ -24,7 +24,9 @@ from .errors import LandmarkInputError, RegistrationError
 from .transforms import Transform, TransformModel
 
 __all__ = [
+    "AUTO_PREFIX",
     "LandmarkFit",
+    "is_automatic",
     "fit_landmarks",
     "fit_model",
     "MIN_POINTS",
@@ -41,6 +43,16 @@ __all__ = [
     "landmark_leverage",
     "residual_sigma",
 ]
+
+#: Landmark names beginning so are automatic matches (registration.initial,
+#: registration.evidence), checked by their consensus; clicked names may not take it.
+AUTO_PREFIX = "auto_"
+
+
+def is_automatic(names) -> bool:
+    """Whether every landmark is an automatic match: the name tells, the source is dropped."""
+    return bool(names) and all(str(n).startswith(AUTO_PREFIX) for n in names)
+
 
 MIN_POINTS = {
     TransformModel.RIGID: 2,

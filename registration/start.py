@@ -18,6 +18,7 @@ from .landmarks import (
     LandmarkFit,
     estimate_sigma,
     fit_landmarks,
+    is_automatic,
 )
 from .options import RegistrationOptions
 from .transforms import Transform, TransformModel
@@ -169,7 +170,7 @@ def few_clicks_reason(n_pairs: int, model: TransformModel, names=(), weights=Non
         w = np.asarray(weights, float)
         counted = int(np.sum(w >= MIN_COUNTED_WEIGHT * w.max()))
     spare = 2 * counted - dof
-    auto = bool(names) and all(str(n).startswith("auto_") for n in names)
+    auto = is_automatic(names)
     # An exact fit of every pair is refused by the held-out check itself.
     if auto or (spare <= 0 and counted == n_pairs) or spare >= MIN_DOF_FOR_TEST:
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .landmarks import SIGMA_PRIOR_PX
+from .landmarks import SIGMA_PRIOR_PX, is_automatic
 from .transforms import N_PARAMS, Transform, TransformModel
 from .uncertainty import linearise
 
@@ -128,9 +128,7 @@ def landmark_check(
         out.update(_held_out(jac, w, cov, resid, landmarks.names, dof, known, prior))
     rms_unit = lin.rms_unit_px(field_xy)  # per unit σ
     out["predicted_tre_mm"] = float(PREDICTED_TRE_FACTOR * sigma * np.median(rms_unit) * px_mm)
-    # Matched beads are named auto_bead<k> (registration.initial); the start drops the
-    # landmarks' source, so the name tells the automatic route.
-    auto = bool(landmarks.names) and all(str(n).startswith("auto_") for n in landmarks.names)
+    auto = is_automatic(landmarks.names)
     if dof < MIN_DOF_FOR_TEST and images is not None and not images["intensity_agrees"]:
         metric, drift = max(images["intensity_only_drift_mm"].items(), key=lambda kv: kv[1])
         why = f"{metric} alone moves it {drift:.1f} mm (> {images['agreement_limit_mm']:.1f} mm)"
