@@ -78,6 +78,15 @@ def _pose(frac: float, slide_mm: float, turn_deg: float) -> ProbePose:
     )
 
 
+def _jumped(pose: ProbePose, jump_mm: float, jump_deg: float) -> ProbePose:
+    """``pose`` moved ``jump_mm`` along the array and turned ``jump_deg`` in plane."""
+    return ProbePose(
+        shift_lateral_mm=pose.shift_lateral_mm + jump_mm,
+        shift_axial_mm=pose.shift_axial_mm,
+        rotation_deg=pose.rotation_deg + jump_deg,
+    )
+
+
 def moving_probe_clip(
     seed: int = 0,
     procedure: str = "lumbar-mbb",
@@ -85,8 +94,18 @@ def moving_probe_clip(
     n_frames: int = 16,
     slide_mm: float = 18.0,
     turn_deg: float = 12.0,
+    jump_at: int | None = None,
+    jump_mm: float = 0.0,
+    jump_deg: float = 0.0,
+    off_skin: tuple[int, ...] = (),
 ) -> MovingProbeClip:
     """A clip of ``n_frames`` pairs over which the probe slides and turns (same seed, same clip).
+
+    For a tracker that must notice it lost the probe: from frame ``jump_at`` on the probe
+    is ``jump_mm`` further along its array and turned ``jump_deg`` more (a jump between
+    two frames, beyond any tracker's capture range); the frames in ``off_skin`` show what
+    a probe lifted off the skin shows (no echoes, only the scanner's noise), their truth
+    the pose the probe would have had. Without these, the clip is what it always was.
 
     The needle rests at its target; each fluoroscopy frame is a new exposure (its own
     quantum noise) of the same lateral view. The ultrasound is one B-mode panorama of the
@@ -103,15 +122,22 @@ def moving_probe_clip(
     fixed, exposed = _fluoro_frames(geom, phantom, tip, preset, n_frames, rng)
     lay = preset.layout
     poses = [_pose(k / max(n_frames - 1, 1), slide_mm, turn_deg) for k in range(n_frames)]
-    sample, compress = _panorama(lay, plane, phantom, tip, preset, slide_mm, rng)
+    if jump_at is not None:
+        poses = poses[:jump_at] + [_jumped(p, jump_mm, jump_deg) for p in poses[jump_at:]]
+    # The panorama covers the jump either way (a jump of 0 leaves the clip as it was).
+    swept_mm = slide_mm + 2.0 * abs(jump_mm) if jump_at is not None else slide_mm
+    sample, compress = _panorama(lay, plane, phantom, tip, preset, swept_mm, rng)
     moving = []
-    for pose in poses:
+    for k, pose in enumerate(poses):
         lat_ax = _in_plane_mm(lay, pose)
         envelope = sample(lat_ax).reshape(lay.height, lay.width)
         fresh = np.abs(
             rng.standard_normal(envelope.shape) + 1j * rng.standard_normal(envelope.shape)
         )
-        envelope = envelope * (0.8 + 0.2 * fresh / np.sqrt(np.pi / 2))
+        if k in off_skin:  # no contact: receive noise at the level of weak tissue echoes
+            envelope = 0.7 * np.median(envelope) * fresh
+        else:
+            envelope = envelope * (0.8 + 0.2 * fresh / np.sqrt(np.pi / 2))
         moving.append(draw_screen(lay, compress(envelope), []).astype(np.float32))
     moving_mask = np.zeros((lay.rows, lay.cols), bool)
     moving_mask[lay.y0 : lay.y1 + 1, lay.x0 : lay.x1 + 1] = True
