@@ -23,12 +23,23 @@ a 12 × 12 grid of the ultrasound region, per frame; the table gives the median 
 maximum over the clip's frames. ``--threaded-blas`` also runs the tracker without
 :func:`registration._blas.one_blas_thread` (OpenBLAS's own thread count), to show what
 that limit is worth on this machine.
+
+Every tracked frame carries a verdict (:class:`registration.tracking.TrackingChecks`), so
+each clip also counts frames accepted right (TRE < 2 mm), refused and accepted wrong. A
+second table (``--events``, on by default) tracks clips in which the tracker loses the
+probe: **jump** (from frame ``n/2`` on the probe is 20 mm further back along its array and
+turned 15° more), **off skin** (frames ``n/2`` and ``n/2 + 1`` show a probe lifted off the
+skin) and **foreign** (frame ``n/2`` is the next seed's clip's frame ``n/2``: a cut to
+another clip), each with the tracker's checks and without them (*no checks*: the tracker
+before the verdicts, which reported every frame as right). Speed there is one run's
+pairs per CPU-second, re-acquisitions included.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import time
 
 import numpy as np
@@ -36,11 +47,15 @@ import numpy as np
 from benchmarks._header import print_header
 from hybridfuse.registration import RegistrationOptions, Transform, register
 from hybridfuse.registration import tracking as tracking_module
-from hybridfuse.registration.tracking import track_sequence
+from hybridfuse.registration.tracking import TrackingChecks, track_sequence
 from hybridfuse.testdata.phantom.clip import moving_probe_clip
 
 TUNING_SEEDS = (3,)
 REPORT_SEEDS = (21, 22, 23)
+#: An accepted frame this far from the truth or further is wrong (mm, #15).
+WRONG_MM = 2.0
+#: A tracker that judges nothing: every frame accepted, nothing re-registered.
+NO_CHECKS = TrackingChecks(level_fraction=0.0, max_update_mm=float("inf"), reacquire=False)
 
 
 def tre_mm(clip, h: np.ndarray, k: int) -> float:
@@ -52,11 +67,16 @@ def tre_mm(clip, h: np.ndarray, k: int) -> float:
     return float(np.median(np.linalg.norm(err, axis=1)) * clip.fixed_mm_per_px)
 
 
-def timed_tracking(clip, repeats: int):
-    """Tracked transforms and the best wall and CPU pairs per second over ``repeats`` runs."""
+def timed_tracking(clip, repeats: int, checks=None):
+    """Tracked results and the best wall and CPU pairs per second over ``repeats`` runs."""
     n = len(clip.truths)
     args = (clip.fixed_frames, clip.moving_frames, [(k, k) for k in range(n)], clip.truths[0])
-    kw = dict(fixed_mask=clip.fixed_mask, moving_mask=clip.moving_mask)
+    kw = dict(
+        fixed_mask=clip.fixed_mask,
+        moving_mask=clip.moving_mask,
+        fixed_spacing_mm=clip.fixed_mm_per_px,
+        checks=checks,
+    )
     track_sequence(*args[:2], args[2][:2], args[3], **kw)  # warm-up
     best_wall = best_cpu = 0.0
     for _ in range(repeats):
@@ -64,7 +84,34 @@ def timed_tracking(clip, repeats: int):
         results, _ = track_sequence(*args, **kw)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         best_wall, best_cpu = max(best_wall, n / wall), max(best_cpu, n / cpu)
-    return [r.transform.matrix for r in results], best_wall, best_cpu
+    return results, best_wall, best_cpu
+
+
+def verdict_counts(clip, results) -> tuple[int, int, int, int]:
+    """Frames accepted right, refused and accepted wrong, and how many were re-registered."""
+    right = refused = wrong = again = 0
+    for k, r in enumerate(results):
+        again += r.quality.verification["tracking"]["route"] in ("re-acquired", "checked")
+        if r.quality.verdict != "accepted":
+            refused += 1
+        elif tre_mm(clip, r.transform.matrix, k) < WRONG_MM:
+            right += 1
+        else:
+            wrong += 1
+    return right, refused, wrong, again
+
+
+def event_clips(seed: int, frames: int, foreign_frame: np.ndarray):
+    """The clips of ``seed`` in which the tracker loses the probe, by name."""
+    mid = frames // 2
+    common = dict(seed=seed, n_frames=frames, slide_mm=18.0, turn_deg=12.0)
+    jump = moving_probe_clip(**common, jump_at=mid, jump_mm=-20.0, jump_deg=-15.0)
+    off = moving_probe_clip(**common, off_skin=(mid, mid + 1))
+    smooth = moving_probe_clip(**common)
+    moving = list(smooth.moving_frames)
+    moving[mid] = foreign_frame
+    cut = dataclasses.replace(smooth, moving_frames=moving)
+    return {"jump": jump, "off skin": off, "foreign": cut}
 
 
 def independent_tre(clip, every: int) -> list[float]:
@@ -96,14 +143,28 @@ def threaded_blas():
         tracking_module.one_blas_thread = saved
 
 
-def _row(seed, role, wall, cpu, tracked, stationary, independent) -> str:
+def _row(seed, role, wall, cpu, tracked, stationary, independent, counts) -> str:
     def mm(values):
         return f"{np.median(values):.2f} / {np.max(values):.2f}" if values else "-"
 
+    right, refused, wrong, _ = counts
     return (
         f"| {seed} | {role} | {wall:.1f} | {cpu:.1f} | {mm(tracked)} | {mm(stationary)} | "
-        f"{mm(independent)} |"
+        f"{mm(independent)} | {right} / {refused} / {wrong} |"
     )
+
+
+def event_rows(seed: int, role: str, frames: int, foreign_frame: np.ndarray) -> None:
+    """One row per event clip of ``seed``, with the tracker's checks and without."""
+    for name, clip in event_clips(seed, frames, foreign_frame).items():
+        for label, checks in (("checks", None), ("no checks", NO_CHECKS)):
+            results, _, cpu = timed_tracking(clip, 1, checks)
+            right, refused, wrong, again = verdict_counts(clip, results)
+            print(
+                f"| {seed} | {role} | {name} | {label} | {right} / {refused} / {wrong} | "
+                f"{again} | {cpu:.1f} |",
+                flush=True,
+            )
 
 
 def main(argv=None) -> None:
@@ -113,26 +174,53 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed tracking runs per clip")
     ap.add_argument("--independent-every", type=int, default=3, metavar="K")
     ap.add_argument("--threaded-blas", action="store_true", help="also time without the limit")
+    ap.add_argument(
+        "--no-events", dest="events", action="store_false", help="skip the lost-probe clips"
+    )
     args = ap.parse_args(argv)
     print_header()
     print(
         "| seed | set | pairs/s (wall) | pairs per CPU-s | tracked TRE median / max (mm) "
-        "| stationary | independent |"
+        "| stationary | independent | frames right / refused / wrong |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
+    clips = {}
     for seed in args.seeds:
         clip = moving_probe_clip(seed=seed, n_frames=args.frames, slide_mm=18.0, turn_deg=12.0)
-        role = "tuning" if seed in TUNING_SEEDS else "report"
-        tracked, wall, cpu = timed_tracking(clip, args.repeats)
-        tre = [tre_mm(clip, h, k) for k, h in enumerate(tracked)]
-        still = [tre_mm(clip, clip.truths[0], k) for k in range(len(tracked))]
-        indep = independent_tre(clip, args.independent_every) if args.independent_every else []
-        print(_row(seed, role, wall, cpu, tre, still, indep), flush=True)
-        if args.threaded_blas:
-            with threaded_blas():
-                tracked_t, wall_t, cpu_t = timed_tracking(clip, args.repeats)
-            tre_t = [tre_mm(clip, h, k) for k, h in enumerate(tracked_t)]
-            print(_row(seed, role + ", threaded BLAS", wall_t, cpu_t, tre_t, [], []), flush=True)
+        clips[seed] = clip
+        smooth_rows(seed, clip, args)
+    if args.events:
+        print("\n| seed | set | clip | tracker | frames right / refused / wrong | re-registered "
+              "| pairs per CPU-s |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        for n, seed in enumerate(args.seeds):
+            if len(args.seeds) > 1:
+                other = clips[args.seeds[(n + 1) % len(args.seeds)]]
+            else:  # one seed: the next seed's clip
+                other = moving_probe_clip(seed=seed + 1, n_frames=args.frames)
+            foreign = other.moving_frames[args.frames // 2]
+            event_rows(seed, _role(seed), args.frames, foreign)
+
+
+def _role(seed: int) -> str:
+    return "tuning" if seed in TUNING_SEEDS else "report"
+
+
+def smooth_rows(seed: int, clip, args) -> None:
+    """The smooth clip's row: speed, TRE against the stationary and independent trackers."""
+    role = _role(seed)
+    results, wall, cpu = timed_tracking(clip, args.repeats)
+    tre = [tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(results)]
+    still = [tre_mm(clip, clip.truths[0], k) for k in range(len(results))]
+    indep = independent_tre(clip, args.independent_every) if args.independent_every else []
+    counts = verdict_counts(clip, results)
+    print(_row(seed, role, wall, cpu, tre, still, indep, counts), flush=True)
+    if args.threaded_blas:
+        with threaded_blas():
+            res_t, wall_t, cpu_t = timed_tracking(clip, args.repeats)
+        tre_t = [tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(res_t)]
+        counts_t = verdict_counts(clip, res_t)
+        print(_row(seed, role + ", threaded BLAS", wall_t, cpu_t, tre_t, [], [], counts_t))
 
 
 if __name__ == "__main__":
