@@ -106,3 +106,25 @@ def test_frames_of_a_clip_reuse_the_smoothing_weights_of_the_first(monkeypatch):
     track_sequence(frames_f, frames_m, seq[1:], first[0].transform, **kw)
     added = len(preprocess._WEIGHTS) - per_frame
     assert added <= per_frame, f"{added} new entries over {len(seq) - 1} frames"
+
+
+def test_every_kth_frame_is_checked_by_a_verified_registration(moving_clip):
+    # check_every=3: the third accepted frame is registered again on its own (search and
+    # verification) and tracking continues from that answer.
+    from hybridfuse.registration.tracking import TrackingChecks
+
+    results, _ = track_sequence(
+        moving_clip.fixed_frames,
+        moving_clip.moving_frames,
+        [(0, 0), (1, 1), (2, 2)],
+        moving_clip.truths[0],
+        fixed_mask=moving_clip.fixed_mask,
+        moving_mask=moving_clip.moving_mask,
+        fixed_spacing_mm=moving_clip.fixed_mm_per_px,
+        checks=TrackingChecks(check_every=3),
+    )
+    routes = [r.quality.verification["tracking"]["route"] for r in results]
+    assert routes == ["tracked", "tracked", "checked"], routes
+    assert results[2].quality.verdict == "accepted"
+    assert results[2].quality.verification["restarts"] > 0  # the verification ran
+    assert _tre_mm(moving_clip, results[2].transform.matrix, 2) < 2.0
