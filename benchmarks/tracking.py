@@ -89,7 +89,7 @@ def timed_tracking(clip, repeats: int, checks=None):
 
 
 def verdict_counts(clip, results, unregistrable=()) -> tuple[int, int, int, int]:
-    """Frames accepted right, refused and accepted wrong, and how many were re-registered.
+    """Frames accepted right, refused and accepted wrong, and how many were re-acquired.
 
     ``unregistrable``: frames no transform is right for (a probe off the skin, another
     clip's frame); accepting one is wrong whatever its TRE.
@@ -196,7 +196,7 @@ def main(argv=None) -> None:
         clips[seed] = clip
         smooth_rows(seed, clip, args)
     if args.events:
-        print("\n| seed | set | clip | tracker | frames right / refused / wrong | re-registered "
+        print("\n| seed | set | clip | tracker | frames right / refused / wrong | re-acquired "
               "| pairs per CPU-s |")  # fmt: skip
         print("|---|---|---|---|---|---|---|")
         for n, seed in enumerate(args.seeds):
