@@ -68,7 +68,7 @@ def tre_mm(clip, h: np.ndarray, k: int) -> float:
     return float(np.median(np.linalg.norm(err, axis=1)) * clip.fixed_mm_per_px)
 
 
-def timed_tracking(clip, repeats: int, checks=None):
+def timed_tracking(clip, repeats: int, checks=None, options=None):
     """Tracked results and the best wall and CPU pairs per second over ``repeats`` runs."""
     n = len(clip.truths)
     args = (clip.fixed_frames, clip.moving_frames, [(k, k) for k in range(n)], clip.truths[0])
@@ -77,6 +77,7 @@ def timed_tracking(clip, repeats: int, checks=None):
         moving_mask=clip.moving_mask,
         fixed_spacing_mm=clip.fixed_mm_per_px,
         checks=checks,
+        options=options,
     )
     track_sequence(*args[:2], args[2][:2], args[3], **kw)  # warm-up
     best_wall = best_cpu = 0.0
@@ -160,11 +161,11 @@ def _row(seed, role, wall, cpu, tracked, stationary, independent, counts) -> str
     )
 
 
-def event_rows(seed: int, role: str, frames: int, foreign_frame: np.ndarray) -> None:
+def event_rows(seed: int, role: str, frames: int, foreign_frame: np.ndarray, options) -> None:
     """One row per event clip of ``seed``, with the tracker's checks and without."""
     for name, (clip, unregistrable) in event_clips(seed, frames, foreign_frame).items():
         for label, checks in (("checks", None), ("no checks", NO_CHECKS)):
-            results, _, cpu = timed_tracking(clip, 1, checks)
+            results, _, cpu = timed_tracking(clip, 1, checks, options)
             right, refused, wrong, again = verdict_counts(clip, results, unregistrable)
             print(
                 f"| {seed} | {role} | {name} | {label} | {right} / {refused} / {wrong} | "
@@ -183,7 +184,9 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--no-events", dest="events", action="store_false", help="skip the lost-probe clips"
     )
+    ap.add_argument("--metric", default="lc2", help="the tracking metric (default lc2)")
     args = ap.parse_args(argv)
+    args.options = RegistrationOptions(metric=args.metric)
     print_header()
     print(
         "| seed | set | pairs/s (wall) | pairs per CPU-s | tracked TRE median / max (mm) "
@@ -205,7 +208,7 @@ def main(argv=None) -> None:
             else:  # one seed: the next seed's clip
                 other = moving_probe_clip(seed=seed + 1, n_frames=args.frames)
             foreign = other.moving_frames[args.frames // 2]
-            event_rows(seed, _role(seed), args.frames, foreign)
+            event_rows(seed, _role(seed), args.frames, foreign, args.options)
 
 
 def _role(seed: int) -> str:
@@ -215,7 +218,7 @@ def _role(seed: int) -> str:
 def smooth_rows(seed: int, clip, args) -> None:
     """The smooth clip's row: speed, TRE against the stationary and independent trackers."""
     role = _role(seed)
-    results, wall, cpu = timed_tracking(clip, args.repeats)
+    results, wall, cpu = timed_tracking(clip, args.repeats, options=args.options)
     tre = [tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(results)]
     still = [tre_mm(clip, clip.truths[0], k) for k in range(len(results))]
     indep = independent_tre(clip, args.independent_every) if args.independent_every else []
@@ -223,7 +226,7 @@ def smooth_rows(seed: int, clip, args) -> None:
     print(_row(seed, role, wall, cpu, tre, still, indep, counts), flush=True)
     if args.threaded_blas:
         with threaded_blas():
-            res_t, wall_t, cpu_t = timed_tracking(clip, args.repeats)
+            res_t, wall_t, cpu_t = timed_tracking(clip, args.repeats, options=args.options)
         tre_t = [tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(res_t)]
         counts_t = verdict_counts(clip, res_t)
         print(_row(seed, role + ", threaded BLAS", wall_t, cpu_t, tre_t, [], [], counts_t))

@@ -26,6 +26,7 @@ from ._blas import one_blas_thread
 from ._register import RegistrationOptions, RegistrationResult, register
 from .errors import RegistrationError, UnverifiedResultError
 from .guards import measure
+from .metrics import Metric
 from .preprocess import mask_extent
 from .search import DEFAULT_PIXEL_MM
 from .transforms import Transform, TransformModel
@@ -169,6 +170,8 @@ class _Tracker:
         self.fixed_frames, self.moving_frames = frames
         self.masks = masks
         self.base, self.frame_opts, self.checks = options
+        caps = (1,) * len(self.frame_opts.pyramid.levels)  # LC2 where the answer is
+        self.lc2_opts = self.frame_opts.with_values(metric=Metric.LC2.value, max_iterations=caps)
         self.expected_scale, spacing = geometry
         self.spacing = spacing
         self.px_mm = spacing or DEFAULT_PIXEL_MM
@@ -206,10 +209,32 @@ class _Tracker:
             )
         except RegistrationError as exc:  # no answer from this start: lost
             return None, {"route": "tracked"}, [f"the tracked registration failed: {exc}"]
-        evidence = self._evidence(res, start, self.moving_frames[j])
+        try:
+            similarity = self._similarity(i, j, res)
+        except RegistrationError as exc:
+            return res, {"route": "tracked"}, [f"its similarity could not be measured: {exc}"]
+        evidence = self._evidence(res, start, similarity, self.moving_frames[j])
         return res, evidence, self._doubts(evidence)
 
-    def _evidence(self, res, start, frame) -> dict:
+    def _similarity(self, i, j, res) -> float:
+        """LC2 at the frame's answer: the tracked value, or a one-iteration LC2 run from it.
+
+        The level check was chosen on LC2; NMI's and NGF's own values hardly drop on a
+        lost frame (docs/registration-method.md, *Tracking: a verdict per frame*), so other
+        metrics are judged by LC2 too, at the price of a second, shorter registration.
+        """
+        if res.metric == Metric.LC2.value:
+            return -float(res.metric_value)
+        probe = register(
+            self.fixed_frames[i],
+            self.moving_frames[j],
+            initial=res.transform.matrix,
+            options=self.lc2_opts,
+            **self.masks,
+        )
+        return -float(probe.metric_value)
+
+    def _evidence(self, res, start, similarity, frame) -> dict:
         """The frame's similarity, the running level and the update from its start."""
         level = float(np.median(self.levels)) if self.levels else None
         if self.grid is None:  # from the mask, or the whole first frame without one
@@ -218,7 +243,7 @@ class _Tracker:
         moved = Transform(res.transform.matrix).apply(grid) - Transform(start).apply(grid)
         return {
             "route": "tracked",
-            "similarity": -float(res.metric_value),
+            "similarity": similarity,
             "level": level,
             "update_mm": float(np.median(np.linalg.norm(moved, axis=1)) * self.px_mm),
         }
