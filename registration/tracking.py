@@ -91,10 +91,9 @@ def track_sequence(
     levels, max_iterations : pyramid factors and iteration caps used for every frame.
     max_samples : ultrasound samples per frame (a warm start needs few).
     update_model : the per-frame update composed onto the previous homography
-        (``None``: the options' model). The default, ``affine``, carries the first pair's
-        perspective along and refines the rest: between frames the plane's tilt hardly
-        changes, and its two perspective terms are the ones one frame pins down worst
-        (docs/registration-method.md, *Sequence tracking*).
+        (``None``: the options' model); ``affine`` carries the first pair's perspective
+        along, which one frame pins down worst (docs/registration-method.md, *Sequence
+        tracking*).
     checks : how frames are judged (:class:`TrackingChecks`; default: its defaults).
     expected_scale, fixed_spacing_mm : as for :func:`register`; used by re-acquisition
         and, the spacing, to express updates in mm (without it a pixel counts as 0.3 mm).
@@ -110,13 +109,10 @@ def track_sequence(
     base = options or RegistrationOptions()
     frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
     start = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
-    tracker = _Tracker(
-        (fixed_frames, moving_frames),
-        dict(fixed_mask=fixed_mask, moving_mask=moving_mask),
-        (base, frame_opts, checks or TrackingChecks()),
-        (expected_scale, fixed_spacing_mm),
-        start,
-    )
+    masks = dict(fixed_mask=fixed_mask, moving_mask=moving_mask)
+    setup = (base, frame_opts, checks or TrackingChecks())
+    geometry = (expected_scale, fixed_spacing_mm)
+    tracker = _Tracker((fixed_frames, moving_frames), masks, setup, geometry, start)
     results = []
     t0 = time.perf_counter()
     with one_blas_thread():  # the optimiser's tiny BLAS calls: threads only cost (_blas)
@@ -326,8 +322,8 @@ class _Tracker:
         scale, and after a jump the probe may see anatomy that scores differently.
         """
         self.levels.clear()
-        tracked, evidence, _ = self._tracked(i, j, res.transform.matrix)
-        if tracked is None:
+        _, evidence, _ = self._tracked(i, j, res.transform.matrix)
+        if "similarity" not in evidence:  # the next frames start the level afresh
             return {}
         self.levels.append(evidence["similarity"])
         return {"similarity": evidence["similarity"]}

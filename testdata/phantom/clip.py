@@ -127,18 +127,7 @@ def moving_probe_clip(
     # The panorama covers the jump either way (a jump of 0 leaves the clip as it was).
     swept_mm = slide_mm + 2.0 * abs(jump_mm) if jump_at is not None else slide_mm
     sample, compress = _panorama(lay, plane, phantom, tip, preset, swept_mm, rng)
-    moving = []
-    for k, pose in enumerate(poses):
-        lat_ax = _in_plane_mm(lay, pose)
-        envelope = sample(lat_ax).reshape(lay.height, lay.width)
-        fresh = np.abs(
-            rng.standard_normal(envelope.shape) + 1j * rng.standard_normal(envelope.shape)
-        )
-        if k in off_skin:  # no contact: receive noise at the level of weak tissue echoes
-            envelope = 0.7 * np.median(envelope) * fresh
-        else:
-            envelope = envelope * (0.8 + 0.2 * fresh / np.sqrt(np.pi / 2))
-        moving.append(draw_screen(lay, compress(envelope), []).astype(np.float32))
+    moving = _ultrasound_frames(lay, poses, (sample, compress), off_skin, rng)
     moving_mask = np.zeros((lay.rows, lay.cols), bool)
     moving_mask[lay.y0 : lay.y1 + 1, lay.x0 : lay.x1 + 1] = True
     return MovingProbeClip(
@@ -151,6 +140,27 @@ def moving_probe_clip(
         float(geom.detector_spacing_mm[0] * geom.sod_mm / geom.sid_mm),
         float(lay.spacing_mm),
     )
+
+
+def _ultrasound_frames(lay, poses, panorama, off_skin, rng) -> list[np.ndarray]:
+    """One screen per pose, sampled from the ``panorama`` (sampler, compression).
+
+    A fifth of each frame's speckle is fresh; a frame in ``off_skin`` shows only noise.
+    """
+    sample, compress = panorama
+    moving = []
+    for k, pose in enumerate(poses):
+        lat_ax = _in_plane_mm(lay, pose)
+        envelope = sample(lat_ax).reshape(lay.height, lay.width)
+        fresh = np.abs(
+            rng.standard_normal(envelope.shape) + 1j * rng.standard_normal(envelope.shape)
+        )
+        if k in off_skin:  # no contact: receive noise at the level of weak tissue echoes
+            envelope = 0.7 * np.median(envelope) * fresh
+        else:
+            envelope = envelope * (0.8 + 0.2 * fresh / np.sqrt(np.pi / 2))
+        moving.append(draw_screen(lay, compress(envelope), []).astype(np.float32))
+    return moving
 
 
 def _in_plane_mm(lay, pose: ProbePose) -> np.ndarray:
