@@ -9,10 +9,10 @@ Run from the repository root:
 ``--accept-unverified``, the same modes, starts and clicks, the same right/refused/wrong),
 but each row keeps the answer's matrix and its whole ``quality`` record, so that a guard
 can be measured on answers computed before it existed. ``table`` prints, per mode and
-outcome, the perspective figure (:mod:`registration.plausible`) and ``predicted_tre_mm``
-against their limits: how many right answers each limit would refuse, how many wrong ones
-it would catch. Calibrate on the tuning set only (docs/registration-method.md,
-*Plausibility guards*).
+outcome, the largest perspective figure (:mod:`registration.plausible`, computed from the
+stored matrix and the case's files where the row predates it) and ``predicted_tre_mm``:
+what each limit must stay above for the right answers to pass. Calibrate on the tuning
+set only (docs/registration-method.md, *Plausible perspective*).
 """
 
 from __future__ import annotations
@@ -73,14 +73,36 @@ def run(args) -> list[dict]:
     return rows
 
 
-def perspective(row: dict) -> float | None:
-    """The row's recorded perspective figure (``quality.verification.perspective``)."""
+def perspective(row: dict, cache: Path | None) -> float | None:
+    """The answer's ``depth_slope``: recorded, or computed as ``register`` would from the case.
+
+    Rows run before the guard existed lack it; their matrix and the case's files give it
+    (the fluoroscopy's SOD, the calibration, the ultrasound field).
+    """
     check = (row.get("quality") or {}).get("verification") or {}
-    return (check.get("perspective") or {}).get("depth_slope")
+    if "perspective" in check:
+        return check["perspective"]["depth_slope"]
+    if cache is None or "h" not in row:
+        return None
+    return _figures(cache / row["case"], np.asarray(row["h"], float))["depth_slope"]
 
 
-def table(rows: list[dict]) -> None:
-    """Per mode and outcome: the largest perspective figure and predicted TRE seen."""
+def _figures(case: Path, h: np.ndarray) -> dict:
+    """:func:`registration.plausible.perspective_figures` of ``h`` on a family case."""
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import expected_scale, expected_scale_xy
+    from hybridfuse.registration.plausible import perspective_figures
+    from hybridfuse.registration.preprocess import mask_extent
+
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    x0, x1, y0, y1, cx, cy = mask_extent(moving.mask)[:6]
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+    scale_xy, iso = expected_scale_xy(fixed, moving), expected_scale(fixed, moving)[1]
+    return perspective_figures(h, (cx, cy), corners, scale_xy, iso, fixed.xray.sod_mm)
+
+
+def table(rows: list[dict], cache: Path | None) -> None:
+    """Per mode and outcome: the largest depth slope and predicted TRE, the largest TRE."""
     print("| mode | outcome | n | depth_slope max | predicted_tre_mm max | TRE max (mm) |")
     print("|---|---|---|---|---|---|")
     for mode in MODES:
@@ -88,7 +110,7 @@ def table(rows: list[dict]) -> None:
             mine = [r for r in rows if r["mode"] == mode and r["outcome"] == outcome]
             if not mine:
                 continue
-            slopes = [s for s in map(perspective, mine) if s is not None]
+            slopes = [s for r in mine if (s := perspective(r, cache)) is not None]
             preds = [p for r in mine if (p := (r.get("quality") or {}).get("predicted_tre_mm"))]
             tres = [r["tre_mm"] for r in mine if r.get("tre_mm") is not None]
             cells = [f"{max(v):.3f}" if v else "–" for v in (slopes, preds, tres)]
@@ -107,13 +129,14 @@ def main() -> None:
     r.add_argument("--json", type=Path, required=True)
     t = sub.add_parser("table")
     t.add_argument("json", type=Path, nargs="+")
+    t.add_argument("--cache", type=Path, help="the cases, to compute figures rows lack")
     args = ap.parse_args()
     print_header()
     if args.command == "run":
         rows = run(args)
     else:
         rows = [row for path in args.json for row in json.loads(path.read_text())]
-    table(rows)
+    table(rows, args.cache)
 
 
 if __name__ == "__main__":

@@ -424,7 +424,10 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
             final = kept
             quality = measure(final, start.landmarks, start.fit, mmask, expected, opts)
     quality = quality.replace(**changes)
-    reasons = refusal_reasons(quality, opts, problem.scale_prior, problem.metric is not None)
+    clicked = start.landmarks is not None and not _automatic(start)
+    reasons = refusal_reasons(
+        quality, opts, problem.scale_prior, problem.metric is not None, clicked=clicked
+    )
     if reasons:
         unverified = True if opts.guards.accept_unverified else None
         quality = quality.replace(

@@ -22,6 +22,7 @@ from .preprocess import mask_extent
 from .transforms import Transform
 
 __all__ = [
+    "MIN_CLICK_SPAN",
     "QUALITY_KEYS",
     "Quality",
     "raise_if_refused",
@@ -98,6 +99,12 @@ class Quality:
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
 
+
+#: Least area (fraction of the ultrasound field) the convex hull of clicked landmarks must
+#: cover: five clicks within 1 % of the field were accepted at a predicted 18.7 mm; the
+#: family's tuning seeds' accepted clicks cover 10 % or more
+#: (docs/registration-method.md, *Clicks in a corner*).
+MIN_CLICK_SPAN = 0.02
 
 #: Keys of the ``quality`` record, in the order ``transform.json`` writes them.
 QUALITY_KEYS = tuple(f.name for f in dataclasses.fields(Quality))
@@ -216,12 +223,18 @@ def scale_axes(expected_scale) -> tuple[float, float] | None:
 
 
 def refusal_reasons(
-    quality: Quality, opts: RegistrationOptions, scale_prior, with_metric: bool
+    quality: Quality,
+    opts: RegistrationOptions,
+    scale_prior,
+    with_metric: bool,
+    *,
+    clicked: bool = False,
 ) -> list[str]:
     """Why ``quality`` refuses its result (an empty list: it is accepted).
 
     The plane seen edge-on, the scale off the calibration, a predicted TRE over
-    ``max_predicted_tre_mm``, an ambiguous search,
+    ``max_predicted_tre_mm``, clicked landmarks (``clicked``) spanning less than
+    :data:`MIN_CLICK_SPAN` of the field, an ambiguous search,
     restarts that do not come back to the answer, clicks too few to check each other.
 
     ``scale_prior = (expected_min, expected_max, tolerance)`` applies with a metric only.
@@ -251,6 +264,14 @@ def refusal_reasons(
             f"the predicted TRE is {predicted:.1f} mm (> max_predicted_tre_mm {ceiling:g}): "
             "the evidence does not pin the answer down (landmarks clustered in a small part "
             "of the field, or noisy)"
+        )
+    span = quality.landmark_hull_fraction_of_field
+    if clicked and span is not None and span < MIN_CLICK_SPAN:
+        reasons.append(
+            f"the landmarks span {100 * span:.1f} % of the ultrasound field (< "
+            f"{100 * MIN_CLICK_SPAN:g} %): the fit extrapolates from them to the rest, where "
+            "a fraction of a pixel of click noise grows to millimetres; click points spread "
+            "over the field"
         )
     search = quality.search or {}
     if search.get("ambiguous"):
