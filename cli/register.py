@@ -170,6 +170,11 @@ def register(
 
     initial = read_transform_json(init_transform).matrix if init_transform else None
     truth = read_truth_json(truth_path) if truth_path else None  # refused before the work
+    given_start = None
+    if initial is not None and landmarks is not None:
+        # The landmarks set the start; the library would still crop the fluoroscopy about
+        # where the given start maps the ultrasound, which a stale start puts elsewhere.
+        given_start, initial = initial, None
     try:
         result = register_images(
             fixed,
@@ -190,6 +195,10 @@ def register(
         raise type(exc)(
             f"{moving_path} (frame {moving_frame}) onto {fixed_path} (frame {fixed_frame}): {exc}"
         ) from exc
+    if given_start is not None:
+        note = _ignored_start_note(init_transform, given_start, result, moving, fixed)
+        result.quality = result.quality.replace(notes=[*(result.quality.notes or []), note])
+        click.echo(f"hybridfuse: note: {note}", err=True)
     tre = None
     if truth_path:
         try:
@@ -244,6 +253,35 @@ def register(
             f"  TRE vs truth: median {tre['median_mm']:.3f} mm, p95 {tre['p95_mm']:.3f} mm,"
             f" max {tre['max_mm']:.3f} mm (isocentre plane)"
         )
+
+
+def _ignored_start_note(path: Path, start, result, moving, fixed) -> str:
+    """The sentence saying that ``--init-transform`` was not used, and how far it was.
+
+    Landmarks are the stronger evidence and are verified on their own (held-out pairs, the
+    images), so the start is not used to judge them: a start far from the answer is most
+    often a stale one (another frame, an earlier probe position). The distance lets the
+    user see which.
+    """
+    import numpy as np
+
+    from hybridfuse.registration.preprocess import mask_extent
+    from hybridfuse.registration.transforms import Transform
+
+    x0, x1, y0, y1 = mask_extent(moving.mask)[:4]
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 7), np.linspace(y0, y1, 7))
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    apart = np.linalg.norm(Transform(start).apply(grid) - result.transform.apply(grid), axis=1)
+    iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
+    distance = (
+        f"{np.median(apart) * float(np.mean(iso)):.1f} mm at the isocentre"
+        if iso
+        else f"{np.median(apart):.1f} fluoroscopy px"
+    )
+    return (
+        f"--init-transform {path.name} was not used: the landmarks set the start (the "
+        f"answer lies a median {distance} from it over the ultrasound region)"
+    )
 
 
 def _check_target(target: Path, overwrite: bool, inputs) -> None:

@@ -35,6 +35,7 @@ from .guards import (
     refusal_reasons,
     scale_range,
     scale_ratio,
+    with_perspective,
 )
 from .landmarks import LandmarkFit, is_automatic
 from .metrics import Metric
@@ -89,6 +90,7 @@ def register(
     expected_scale: float | tuple[float, float] | None = None,
     fixed_spacing_mm: float | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    source_object_mm: float | None = None,
 ) -> RegistrationResult:
     """Register a moving (ultrasound) image to a fixed (fluoroscopy) image.
 
@@ -117,6 +119,9 @@ def register(
         ``progress(level, iteration, cost)`` after each optimiser iteration of the
         pyramid; once after the global search as ``progress(-1, n_candidates, cost)``
         with the number of grid candidates scored and the chosen match's cost.
+    source_object_mm : float, optional
+        X-ray source to isocentre (SOD, mm), for the plane's distance in the perspective
+        check (:mod:`registration.plausible`); a short default without it.
 
     Returns
     -------
@@ -154,6 +159,9 @@ def register(
     if result is None:
         result = _register_once(fixed, moving, landmarks, args)
     result = with_evidence(result, structures, near, fixed_mask, declined)
+    geometry = (expected_scale, fixed_spacing_mm, source_object_mm)
+    field = np.ones(moving.shape, bool) if moving_mask is None else moving_mask
+    result = with_perspective(result, field, geometry, opts)
     raise_if_refused(result, opts)
     return result
 
@@ -416,7 +424,10 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
             final = kept
             quality = measure(final, start.landmarks, start.fit, mmask, expected, opts)
     quality = quality.replace(**changes)
-    reasons = refusal_reasons(quality, opts, problem.scale_prior, problem.metric is not None)
+    clicked = start.landmarks is not None and not _automatic(start)
+    reasons = refusal_reasons(
+        quality, opts, problem.scale_prior, problem.metric is not None, clicked=clicked
+    )
     if reasons:
         unverified = True if opts.guards.accept_unverified else None
         quality = quality.replace(

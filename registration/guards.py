@@ -15,11 +15,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import IllPosedGeometryError, UnverifiedResultError
+from .landmarks import is_automatic
 from .options import RegistrationOptions
+from .plausible import perspective_figures, perspective_reason
 from .preprocess import mask_extent
 from .transforms import Transform
 
-__all__ = ["QUALITY_KEYS", "Quality", "raise_if_refused", "refusal_reasons"]
+__all__ = [
+    "MIN_CLICK_SPAN",
+    "QUALITY_KEYS",
+    "Quality",
+    "raise_if_refused",
+    "refusal_hint",
+    "refusal_reasons",
+    "with_perspective",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +52,9 @@ class Quality:
     ``verdict`` (``accepted``/``refused``) with its ``reasons`` (one short sentence each),
     ``predicted_tre_mm`` (a calibrated 90th-percentile bound, ``None`` where nothing
     estimates it), ``accepted_unverified`` (true only on a refused result written on
-    request) and ``verification`` (the restarts' figures, :mod:`registration.verify`).
+    request) and ``verification`` (the restarts' figures, :mod:`registration.verify`;
+    ``perspective``: :mod:`registration.plausible`). ``notes``: what the caller did not
+    use, one sentence each (a start given with landmarks).
     """
 
     verdict: str = "accepted"
@@ -69,6 +81,7 @@ class Quality:
     landmark_shift_by_intensity_px: float | None = None
     intensity_refinement: str | None = None
     crop_fixed_px_x0_y0_x1_y1: list[int] | None = None
+    notes: list[str] | None = None
 
     def to_dict(self) -> dict:
         """The ``quality`` object of ``transform.json``, keys in :data:`QUALITY_KEYS` order."""
@@ -86,6 +99,12 @@ class Quality:
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
 
+
+#: Least area (fraction of the ultrasound field) the convex hull of clicked landmarks must
+#: cover: five clicks within 1 % of the field were accepted at a predicted 18.7 mm; the
+#: family's tuning seeds' accepted clicks cover 10 % or more
+#: (docs/registration-method.md, *Clicks in a corner*).
+MIN_CLICK_SPAN = 0.02
 
 #: Keys of the ``quality`` record, in the order ``transform.json`` writes them.
 QUALITY_KEYS = tuple(f.name for f in dataclasses.fields(Quality))
@@ -166,13 +185,57 @@ def landmark_shift_guard(final: Transform, landmarks, lm_fit, opts: Registration
     return final, shift, "accepted"
 
 
+def with_perspective(result, moving_mask, geometry, opts: RegistrationOptions):
+    """``result`` with ``verification.perspective``, refused when no plane gives it.
+
+    ``moving_mask``: the ultrasound field (its box's corners and its centre are used).
+    ``geometry``: ``register``'s ``expected_scale``, ``fixed_spacing_mm`` and
+    ``source_object_mm``. Nothing is added without the calibration or the isocentre pixel
+    size: the plane's distance from the source is then unknown.
+    """
+    expected_scale, px_mm, sod_mm = geometry
+    scale_xy = scale_axes(expected_scale)
+    if scale_xy is None or px_mm is None or not np.isfinite(px_mm) or px_mm <= 0:
+        return result
+    x0, x1, y0, y1, cx, cy = mask_extent(np.asarray(moving_mask, bool))[:6]
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+    figures = perspective_figures(
+        result.transform.matrix, (cx, cy), corners, scale_xy, float(px_mm), sod_mm
+    )
+    quality = result.quality
+    quality = quality.replace(verification={**(quality.verification or {}), "perspective": figures})
+    reason = perspective_reason(figures)
+    if reason:
+        unverified = True if opts.guards.accept_unverified else None
+        quality = quality.replace(
+            verdict="refused", reasons=[*quality.reasons, reason], accepted_unverified=unverified
+        )
+    result.quality = quality
+    return result
+
+
+def scale_axes(expected_scale) -> tuple[float, float] | None:
+    """(along moving x, along moving y) expected fixed px per moving px, or None."""
+    if scale_range(expected_scale) is None:
+        return None
+    e = np.atleast_1d(np.asarray(expected_scale, dtype=float)).ravel()
+    return (float(e[0]), float(e[-1]))
+
+
 def refusal_reasons(
-    quality: Quality, opts: RegistrationOptions, scale_prior, with_metric: bool
+    quality: Quality,
+    opts: RegistrationOptions,
+    scale_prior,
+    with_metric: bool,
+    *,
+    clicked: bool = False,
 ) -> list[str]:
     """Why ``quality`` refuses its result (an empty list: it is accepted).
 
-    The plane seen edge-on, the scale off the calibration, an ambiguous search, restarts
-    that do not come back to the answer, clicks too few to check each other.
+    The plane seen edge-on, the scale off the calibration, a predicted TRE over
+    ``max_predicted_tre_mm``, clicked landmarks (``clicked``) spanning less than
+    :data:`MIN_CLICK_SPAN` of the field, an ambiguous search,
+    restarts that do not come back to the answer, clicks too few to check each other.
 
     ``scale_prior = (expected_min, expected_max, tolerance)`` applies with a metric only.
     """
@@ -193,6 +256,22 @@ def refusal_reasons(
             f"the match's scale is {100 * (ratio - 1):+.1f} % off what the calibration "
             f"and magnification predict (±{100 * scale_prior[2]:.0f} % allowed): a wrong "
             "match"
+        )
+    ceiling = opts.guards.max_predicted_tre_mm
+    predicted = quality.predicted_tre_mm
+    if ceiling is not None and predicted is not None and predicted > ceiling:
+        reasons.append(
+            f"the predicted TRE is {predicted:.1f} mm (> max_predicted_tre_mm {ceiling:g}): "
+            "the evidence does not pin the answer down (landmarks clustered in a small part "
+            "of the field, or noisy)"
+        )
+    span = quality.landmark_hull_fraction_of_field
+    if clicked and span is not None and span < MIN_CLICK_SPAN:
+        reasons.append(
+            f"the landmarks span {100 * span:.1f} % of the ultrasound field (< "
+            f"{100 * MIN_CLICK_SPAN:g} %): the fit extrapolates from them to the rest, where "
+            "a fraction of a pixel of click noise grows to millimetres; click points spread "
+            "over the field"
         )
     search = quality.search or {}
     if search.get("ambiguous"):
@@ -224,11 +303,24 @@ def raise_if_refused(result, opts: RegistrationOptions) -> None:
         raise IllPosedGeometryError(text)
     if opts.guards.accept_unverified:
         return
-    # With landmarks, more of them is what helps; "give landmarks" would read as if none
-    # had been given.
-    with_landmarks = quality.landmark_fre_px is not None
-    hint = "; give more landmark pairs" if with_landmarks else "; give landmarks or a closer start"
-    raise UnverifiedResultError(text + hint, result)
+    raise UnverifiedResultError(text + "; " + refusal_hint(result), result)
+
+
+def refusal_hint(result) -> str:
+    """What the user can give to get past a refusal, by the route the answer took.
+
+    Clicked landmarks: more of them ("give landmarks" would read as if none had been
+    given). Beads matched automatically (``--init auto``): clicks or a start, since there
+    was neither. Beads matched near a given start, or the images alone: clicks or a
+    closer start.
+    """
+    fit = getattr(result, "landmark_fit", None)
+    if fit is not None and not is_automatic(fit.names):
+        return "give more landmark pairs"
+    near_start = "structures_near_start" in (result.quality.verification or {})
+    if fit is not None and not near_start:
+        return "give landmarks (--landmarks) or a starting transform (--init-transform)"
+    return "give landmarks or a closer start"
 
 
 def centre_scale(h: np.ndarray, center) -> float:

@@ -335,6 +335,14 @@ class GuardOptions:
         minimum=0.0,
         advanced=True,
     )
+    max_predicted_tre_mm: float | None = option(
+        10.0,
+        "Refuse an answer whose predicted TRE (quality.predicted_tre_mm, a 90th-percentile "
+        "bound) exceeds this (mm): landmarks bunched in a corner of the field, or too noisy "
+        "to pin it down; none: off.",
+        minimum=0.0,
+        advanced=True,
+    )
     accept_unverified: bool = option(
         False,
         "Write a result the verification or a guard refused, marked verdict refused and "

@@ -25,6 +25,7 @@ from hybridfuse.registration import (
 FLAT_NAMES = [
     "intensity_sigma_px",
     "accept_unverified",
+    "max_predicted_tre_mm",
     "verify_mirror_margin",
     "verify_restarts",
     "verify_shift_mm",
