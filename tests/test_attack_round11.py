@@ -1,0 +1,33 @@
+"""Round-11 attacks on registration (issue #15): each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SAMPLE = Path(__file__).resolve().parents[1] / "testdata" / "sample" / "lumbar-mbb-seed1"
+
+
+def test_the_perspective_check_uses_the_fluoroscopy_source_distance():
+    # register_images never passed the fluoroscopy's DistanceSourceToPatient, so every
+    # CLI registration was judged at the assumed 500 mm: a mirrored start on `hybridfuse
+    # synth --seed 3` (lateral pair 3) was accepted 30 mm off with a depth slope that
+    # the DICOM SOD of 721 mm puts over the limit.
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import read_landmarks_csv, register_images
+    from hybridfuse.registration import RegistrationOptions
+
+    fixed = read_image(SAMPLE / "fluoro_run02_confirm_lateral.dcm")
+    moving = read_image(SAMPLE / "us_clip.dcm")
+    lm = read_landmarks_csv(SAMPLE / "landmarks" / "run02_confirm_lateral_f00_us06.csv")
+    res = register_images(
+        fixed,
+        moving,
+        moving_frame=6,
+        landmarks=lm,
+        options=RegistrationOptions(metric=None),
+    )
+    check = res.quality.verification["perspective"]
+    assert check["source_object_from"] == "fluoroscopy"
+    assert check["source_object_mm"] == pytest.approx(fixed.xray.sod_mm)
