@@ -59,7 +59,8 @@ def perspective_figures(
     px_mm : float
         A fixed pixel at the isocentre, mm.
     source_object_mm : float, optional
-        The source-to-isocentre distance (SOD); :data:`SHORTEST_SOURCE_OBJECT_MM` if None.
+        The source-to-isocentre distance (SOD); :data:`SHORTEST_SOURCE_OBJECT_MM` if None
+        or shorter than that (no C-arm has it: a tag in the wrong unit).
 
     Returns
     -------
@@ -75,6 +76,10 @@ def perspective_figures(
     """
     h = np.asarray(h, float)
     given = source_object_mm is not None and np.isfinite(source_object_mm) and source_object_mm > 0
+    # A distance under the shortest a C-arm has (an SOD tag written in cm: 72 for 720 mm)
+    # would shrink every slope with it and pass a mirrored answer 30 mm off: the shortest
+    # is taken instead, as without a tag.
+    given = given and source_object_mm >= SHORTEST_SOURCE_OBJECT_MM
     sod = float(source_object_mm) if given else SHORTEST_SOURCE_OBJECT_MM
     ex, ey = (float(v) for v in scale_xy)
     # The larger local scale in isocentre units is the magnification along the plane's

@@ -31,3 +31,18 @@ def test_the_perspective_check_uses_the_fluoroscopy_source_distance():
     check = res.quality.verification["perspective"]
     assert check["source_object_from"] == "fluoroscopy"
     assert check["source_object_mm"] == pytest.approx(fixed.xray.sod_mm)
+
+
+def test_a_source_distance_shorter_than_any_c_arm_does_not_relax_the_check():
+    # An SOD tag in cm (SID 100, SOD 72.07 for 1000 / 720.7 mm) scaled every depth slope
+    # by 0.1: the mirrored start on synth seed 3 pair 3 was accepted 32.6 mm off with a
+    # slope of 0.12 (1.25 at the true distance).
+    from hybridfuse.registration.plausible import SHORTEST_SOURCE_OBJECT_MM, perspective_reason
+    from tests.registration.test_guard_perspective import SOD, bent, figures, plane_homography
+
+    wrong = bent(plane_homography(10.0), 8e-4)  # refused at 500 mm too
+    assert perspective_reason(figures(wrong, sod=None))
+    in_cm = figures(wrong, sod=SOD / 10)
+    assert in_cm["source_object_mm"] == SHORTEST_SOURCE_OBJECT_MM
+    assert in_cm["source_object_from"] == "shortest assumed"
+    assert perspective_reason(in_cm)
