@@ -538,9 +538,14 @@ def truth_tre(
     ys, xs = np.nonzero(mask)
     gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 16), np.linspace(ys.min(), ys.max(), 16))
     grid = np.column_stack([gx.ravel(), gy.ravel()])
-    iso = np.mean(fixed.xray.isocenter_spacing_mm) if fixed.xray else None
-    if not iso:
-        raise InputError("TRE in mm needs the fluoroscopy isocentre spacing")
+    # No imager spacing (or no SID/SOD) leaves no isocentre spacing: bad input, not a crash.
+    spacing = fixed.xray.isocenter_spacing_mm if fixed.xray else None
+    iso = float(np.mean(spacing)) if spacing is not None else None
+    if not iso or not np.isfinite(iso):
+        raise InputError(
+            f"TRE in mm needs the fluoroscopy isocentre spacing, which {name} lacks "
+            "(ImagerPixelSpacing and DistanceSourceToDetector/DistanceSourceToPatient)"
+        )
     d = np.linalg.norm(result_transform.apply(grid) - true.apply(grid), axis=1) * iso
     return {
         "median_mm": float(np.median(d)),

@@ -46,3 +46,25 @@ def test_a_source_distance_shorter_than_any_c_arm_does_not_relax_the_check():
     assert in_cm["source_object_mm"] == SHORTEST_SOURCE_OBJECT_MM
     assert in_cm["source_object_from"] == "shortest assumed"
     assert perspective_reason(in_cm)
+
+
+def test_truth_tre_without_the_imager_spacing_is_bad_input(tmp_path):
+    # `register --truth` on a fluoroscopy without ImagerPixelSpacing ended in "internal
+    # error: unsupported operand type(s) for /: 'NoneType' and 'int'" (np.mean(None)).
+    import numpy as np
+    import pydicom
+
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import read_truth_json, truth_tre
+    from hybridfuse.fusion.errors import InputError
+    from hybridfuse.registration.transforms import Transform
+
+    name = "fluoro_run02_confirm_lateral.dcm"
+    ds = pydicom.dcmread(SAMPLE / name)
+    del ds.ImagerPixelSpacing
+    ds.save_as(tmp_path / name)
+    fixed = read_image(tmp_path / name)
+    moving = read_image(SAMPLE / "us_clip.dcm")
+    truth = read_truth_json(SAMPLE / "truth.json")
+    with pytest.raises(InputError, match=r"fluoro_run02_confirm_lateral\.dcm lacks"):
+        truth_tre(Transform(np.eye(3)), truth, fixed, moving, str(tmp_path / name), 0, 6)
