@@ -35,7 +35,9 @@ preprocessing, set-up, registration, our verification):
 - ours landmarks+LC2 (the default with landmarks), ours landmarks only (``--metric none``).
 - SimpleITK landmarks only: ``LandmarkBasedTransformInitializer`` (affine), nothing else.
 - SimpleITK landmarks+MI: that initialiser, then the MI recipe below.
-- ours LC2 / MI from the start (``--init-transform``): global search, 5-level pyramid.
+- ours LC2 / MI from the start (``--init-transform``): beads and needle detected in both
+  images first and, where they match near the start, taken as landmarks (evidence.py);
+  otherwise a global search and the 5-level pyramid; the verification either way.
 - ours ``--init auto``: no start and no landmarks (bead correspondences); one trial per
   pair, not per start.
 - SimpleITK MI from the start: ITK's fixed image is the ultrasound and its moving image
