@@ -56,7 +56,8 @@ preprocessing, set-up, registration, our verification):
 Neither ITK recipe has a global search; ours has one (that difference stays).
 Timings are wall-clock on this machine; a warm-up trial (Numba compilation) is not counted.
 Ratios are printed twice: of the median times, and paired (the median over trials of ours'
-time over the peer's on the same start or landmarks).
+time over the peer's on the same start or landmarks, leaving out trials where the peer
+raised or ours stopped at its input checks).
 ``--tracking-only`` runs the tracking section; ``--metric-timing`` adds one metric
 evaluation's time at 512×512 samples.
 """
@@ -486,10 +487,12 @@ RATIO_PAIRS = (
 def paired_ratios(rows: dict, ours: str, peer: str) -> np.ndarray:
     """Ours' time over the peer's, trial by trial (same start or landmarks).
 
-    ``--init auto`` runs once per case, keyed as the case's first start.
+    ``--init auto`` runs once per case, keyed as the case's first start. Trials where the
+    peer raised (often before any work: too few landmarks for its initialiser) or ours
+    stopped at its input checks are left out: their times measure no registration.
     """
-    mine = {key: wall for _, wall, _, key in rows.get(ours, [])}
-    theirs = {key: wall for _, wall, _, key in rows.get(peer, [])}
+    mine = {key: wall for _, wall, why, key in rows.get(ours, []) if not why.startswith("Input")}
+    theirs = {key: wall for _, wall, why, key in rows.get(peer, []) if not why}
     keys = sorted(set(mine) & set(theirs))
     return np.array([mine[k] / theirs[k] for k in keys if theirs[k] > 0])
 

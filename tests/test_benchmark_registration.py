@@ -33,6 +33,19 @@ def test_init_auto_runs_once_per_case_and_pairs_with_its_first_start():
     assert paired_ratios(rows, OURS_AUTO, SITK_MI).tolist() == [0.25]
 
 
+def test_trials_that_measured_no_registration_are_not_paired():
+    # SimpleITK's initialiser raises at once with too few pairs; ours refuses one pair at
+    # its input check: neither time is a registration's.
+    rows = {
+        OURS_LC2: [(0.5, 2.0, "", "c#0"), (None, 1e-4, "InputError: 1 pair", "c#1")],
+        SITK_MI: [(None, 1e-4, "RuntimeError: x", "c#0"), (9.0, 1.0, "", "c#1")],
+    }
+    assert paired_ratios(rows, OURS_LC2, SITK_MI).size == 0
+    rows[OURS_LC2].append((None, 3.0, "UnverifiedResultError: refused", "c#2"))
+    rows[SITK_MI].append((9.0, 1.5, "", "c#2"))
+    assert paired_ratios(rows, OURS_LC2, SITK_MI).tolist() == [2.0]
+
+
 def test_a_method_that_never_ran_gives_no_ratio():
     rows = {SITK_MI: [(9.0, 2.0, "", "c#0")]}
     assert paired_ratios(rows, OURS_LC2, SITK_MI).size == 0
