@@ -58,7 +58,9 @@ Timings are wall-clock on this machine; a warm-up trial (Numba compilation) is n
 Ratios are printed twice: of the median times, and paired (the median over trials of ours'
 time over the peer's on the same start or landmarks, leaving out trials where the peer
 raised or ours stopped at its input checks).
-``--tracking-only`` runs the tracking section; ``--metric-timing`` adds one metric
+``--json OUT`` also writes every trial's row (TRE, seconds, why, trial key) after each
+set, and ``--from-json OUT`` reprints its tables and ratios. ``--tracking-only`` runs the
+tracking section; ``--metric-timing`` adds one metric
 evaluation's time at 512×512 samples.
 """
 
@@ -77,6 +79,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from benchmarks._header import print_header
+from hybridfuse._safeio import write_text
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.coregister import read_landmarks_csv, register_images
 from hybridfuse.registration import (
@@ -553,6 +556,7 @@ def run(sets: list[str], cases: int, starts: int, seed: int, opts: argparse.Name
     if not HAVE_ELASTIX:
         print(f"elastix row left out: {ELASTIX_WHY}")
     t_all = time.perf_counter()
+    kept: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         loaded = [(n, *set_cases(n, cases, Path(tmp), opts.cache, opts.validation)) for n in sets]
         warm = next((found[0] for _, _, found in loaded if found), None)
@@ -566,9 +570,19 @@ def run(sets: list[str], cases: int, starts: int, seed: int, opts: argparse.Name
             rows: dict = {}
             for case in found:
                 trials(case, n_starts, rng, True, rows)
-            summary = table(f"{title}: {len(found)} pairs × {n_starts} starts", rows)
-            ratios(summary, rows)
+            heading = f"{title}: {len(found)} pairs × {n_starts} starts"
+            ratios(table(heading, rows), rows)
+            kept.append({"set": name, "title": heading, "rows": rows})
+            if opts.json is not None:  # after every set: a stopped run keeps what it did
+                write_text(opts.json, json.dumps({"sets": kept}, indent=1))
     print(f"\n{time.perf_counter() - t_all:.0f} s in all; load average {os.getloadavg()[0]:.1f}")
+
+
+def reprint(path: Path) -> None:
+    """The tables and ratios of a run saved with ``--json``, without running anything."""
+    for kept in json.loads(Path(path).read_text())["sets"]:
+        rows = {name: [tuple(r) for r in vals] for name, vals in kept["rows"].items()}
+        ratios(table(kept["title"], rows), rows)
 
 
 def metric_timing(reps: int = 20) -> None:
@@ -726,7 +740,12 @@ if __name__ == "__main__":
     ap.add_argument("--tracking-only", action="store_true", help="only the tracking section")
     ap.add_argument("--tracking", action="store_true", help="add the tracking section")
     ap.add_argument("--metric-timing", action="store_true", help="add one metric's timing")
+    ap.add_argument("--json", type=Path, default=None, help="also write every trial's row here")
+    ap.add_argument("--from-json", type=Path, default=None, help="reprint a --json run's tables")
     args = ap.parse_args()
+    if args.from_json is not None:
+        reprint(args.from_json)
+        sys.exit(0)
     print_header()
     if not args.tracking_only:
         run(args.sets, args.cases, args.starts, args.seed, args)

@@ -76,3 +76,22 @@ def test_an_absent_validation_folder_is_skipped_with_the_reason(tmp_path):
 
     title, cases = set_cases("phantom-a", 2, tmp_path, None, tmp_path / "absent")
     assert cases is None and "skipped" in title and "absent" in title
+
+
+def test_a_saved_run_reprints_the_same_tables(tmp_path, capsys):
+    import json
+
+    from benchmarks.registration import reprint, table
+
+    rows = {
+        OURS_LC2: [(0.5, 2.0, "", "c#0"), (None, 3.0, "UnverifiedResultError: x", "c#1")],
+        SITK_MI: [(9.0, 1.0, "", "c#0"), (0.4, 1.0, "", "c#1")],
+    }
+    table("t", rows)
+    printed = capsys.readouterr().out
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"sets": [{"set": "family-tuning", "title": "t", "rows": rows}]}))
+    reprint(saved)
+    again = capsys.readouterr().out
+    assert again.startswith(printed)
+    assert "paired per trial: median 2.500, range 2.000–3.000 (n 2)" in again
