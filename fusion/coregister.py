@@ -432,6 +432,7 @@ def register_images(
             options=options,
             expected_scale=expected_scale_xy(fixed, moving),
             fixed_spacing_mm=iso_mm,
+            source_object_mm=fixed.xray.sod_mm if fixed.xray else None,
             progress=progress,
         )
     except LandmarkInputError as exc:
