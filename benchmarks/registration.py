@@ -1,22 +1,32 @@
 """Registration benchmark: hybridfuse against SimpleITK and elastix, set up fairly.
 
-Run from the repository root:  python -m benchmarks.registration [--cases N] [--starts M]
+Run from the repository root:
+    python -m benchmarks.registration [--sets S1,S2,...] [--cases N] [--starts M]
+        [--cache FOLDER]
 (as a module: run as a script, this file would shadow the registration package)
 
-Three tables, each from the same run and the same code:
-- **tuning seeds** 100 + i of the own phantom (``generate_procedure``): the registration's
-  defaults were chosen on these;
-- **report seeds** 900 + i of the own phantom: never used to choose anything;
+One table per set, each from the same run and the same code (``--sets``, default
+``family-tuning,family-report,phantom-a``):
+- **family-tuning**: the phantom family's ``TUNING_SEEDS`` (``testdata/phantom/family.py``;
+  defaults may be chosen on them), the first ``--cases`` of them;
+- **family-report**: the family's ``REPORT_SEEDS``, never used to choose anything;
 - **phantom-a** (``../shared/validation/phantom-a``, an independently written generator):
-  report only; skipped, with the reason printed, when the folder is absent.
-Own-phantom cases cycle through the presets lumbar MBB, cervical MBB, lumbar facet and SI
-joint; their first two pairs whose ultrasound plane faces the detector are used.
+  report only; skipped, with the reason printed, when the folder is absent;
+- **own-tuning** / **own-report**: the older own phantom (``generate_procedure``), seeds
+  100 + i (the defaults were first chosen on these) and 900 + i. Own-phantom cases cycle
+  through the presets lumbar MBB, cervical MBB, lumbar facet and SI joint; their first two
+  pairs whose ultrasound plane faces the detector are used.
+Family cases are written at full size by ``family_case`` as ``benchmarks.family`` writes
+them, into ``--cache`` (the same ``tuning-SEED`` / ``report-SEED`` folders, so the two
+benchmarks share a cache) or a temporary folder.
 
 Every method of a trial gets the same start (the truth composed with a random similarity
-within ±10 mm per axis, ±10°, ±5 % about the ultrasound centre) or the same landmarks
-(the pair's landmarks with 0.5 px Gaussian noise on the fluoroscopy side). TRE: median
-distance, in mm at the isocentre, between the answer and the truth over a grid of the
-ultrasound region (12 × 12 on the own phantom, the truth's grid on phantom-a).
+within ±10 mm per axis, ±10°, ±5 % about the ultrasound centre) or the same landmarks:
+the case's ``landmarks.csv`` as given on the family and phantom-a (its clicks carry 0.5 px
+noise already; a case without clicks has no landmark rows), the own phantom's landmarks
+with 0.5 px Gaussian noise added on the fluoroscopy side. TRE: median distance, in mm at
+the isocentre, between the answer and the truth over a grid of the ultrasound region
+(12 × 12 on the own phantom, the truth's grid on the family and phantom-a).
 Right: an answer with TRE < 2 mm; wrong: an answer with TRE >= 2 mm; refused: the method
 raised (ours: the verification or a guard refused; ITK: an exception).
 
@@ -25,7 +35,9 @@ preprocessing, set-up, registration, our verification):
 - ours landmarks+LC2 (the default with landmarks), ours landmarks only (``--metric none``).
 - SimpleITK landmarks only: ``LandmarkBasedTransformInitializer`` (affine), nothing else.
 - SimpleITK landmarks+MI: that initialiser, then the MI recipe below.
-- ours LC2 / MI from the start (``--init-transform``): global search, 5-level pyramid.
+- ours LC2 / MI from the start (``--init-transform``): beads and needle detected in both
+  images first and, where they match near the start, taken as landmarks (evidence.py);
+  otherwise a global search and the 5-level pyramid; the verification either way.
 - ours ``--init auto``: no start and no landmarks (bead correspondences); one trial per
   pair, not per start.
 - SimpleITK MI from the start: ITK's fixed image is the ultrasound and its moving image
@@ -43,7 +55,12 @@ preprocessing, set-up, registration, our verification):
   and centre; its default affine map with 5 resolutions and 32 histogram bins.
 Neither ITK recipe has a global search; ours has one (that difference stays).
 Timings are wall-clock on this machine; a warm-up trial (Numba compilation) is not counted.
-``--tracking-only`` runs the tracking section; ``--metric-timing`` adds one metric
+Ratios are printed twice: of the median times, and paired (the median over trials of ours'
+time over the peer's on the same start or landmarks, leaving out trials where the peer
+raised or ours stopped at its input checks).
+``--json OUT`` also writes every trial's row (TRE, seconds, why, trial key) after each
+set, and ``--from-json OUT`` reprints its tables and ratios. ``--tracking-only`` runs the
+tracking section; ``--metric-timing`` adds one metric
 evaluation's time at 512×512 samples.
 """
 
@@ -62,6 +79,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from benchmarks._header import print_header
+from hybridfuse._safeio import write_text
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.coregister import read_landmarks_csv, register_images
 from hybridfuse.registration import (
@@ -75,6 +93,7 @@ from hybridfuse.registration import (
 )
 from hybridfuse.registration.preprocess import preprocess_pair, quantised_scale
 from hybridfuse.testdata.phantom import generate_procedure
+from hybridfuse.testdata.phantom.family import REPORT_SEEDS, TUNING_SEEDS
 
 # ITK warnings (e.g. an optimiser that ignores scales) would bury the table.
 sitk.ProcessObject.SetGlobalWarningDisplay(False)
@@ -90,7 +109,9 @@ except ImportError as _exc:
 
 
 PRESETS = ("lumbar-mbb", "cervical-mbb", "lumbar-facet", "si-joint")
-SEEDS = {"tuning": 100, "report": 900}
+OWN_SEEDS = {"own-tuning": 100, "own-report": 900}
+SETS = ("family-tuning", "family-report", "phantom-a", *OWN_SEEDS)
+DEFAULT_SETS = "family-tuning,family-report,phantom-a"
 VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "validation" / "phantom-a"
 LEVELS = (16, 8, 4, 2, 1)  # ours: PyramidOptions.levels; "same" for the ITK recipes
 LANDMARK_NOISE_PX = 0.5
@@ -109,7 +130,8 @@ class Case:
     grid: np.ndarray  # ultrasound pixels
     grid_fixed: np.ndarray  # where the truth puts them
     iso: float  # mm per fluoroscopy pixel at the isocentre
-    landmarks: Landmarks
+    landmarks: Landmarks | None  # None: the case has no clicks
+    add_noise: bool = False  # exact landmarks: add LANDMARK_NOISE_PX to the fixed side
 
 
 def tre_mm(tr: Transform, true: np.ndarray, mask: np.ndarray, iso: float) -> np.ndarray:
@@ -303,30 +325,44 @@ def own_cases(first_seed: int, n: int, tmp: Path) -> list[Case]:
                     Transform(true).apply(grid),
                     fl.xray.isocenter_spacing_mm[0],
                     read_landmarks_csv(folder / pair["landmarks_csv"]),
+                    add_noise=True,
                 )
             )
     return cases
 
 
+def folder_case(case: Path, name: str) -> Case:
+    """A case in phantom-a's format (the family writes the same): two DICOMs, clicks, truth."""
+    truth = json.loads((case / "truth.json").read_text())
+    with open(case / "landmarks.csv", encoding="utf-8") as fh:
+        has_clicks = len(fh.read().strip().splitlines()) > 1
+    return Case(
+        name,
+        read_image(case / "fluoro.dcm"),
+        read_image(case / "us.dcm"),
+        0,
+        0,
+        np.asarray(truth["moving_to_fixed_pixel"]),
+        np.asarray(truth["grid_moving"], float),
+        np.asarray(truth["grid_fixed"], float),
+        float(truth["mm_per_fixed_pixel_at_isocenter"]),
+        read_landmarks_csv(case / "landmarks.csv") if has_clicks else None,
+    )
+
+
 def validation_cases(folder: Path) -> list[Case]:
-    cases = []
-    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
-        truth = json.loads((case / "truth.json").read_text())
-        cases.append(
-            Case(
-                case.name,
-                read_image(case / "fluoro.dcm"),
-                read_image(case / "us.dcm"),
-                0,
-                0,
-                np.asarray(truth["moving_to_fixed_pixel"]),
-                np.asarray(truth["grid_moving"], float),
-                np.asarray(truth["grid_fixed"], float),
-                float(truth["mm_per_fixed_pixel_at_isocenter"]),
-                read_landmarks_csv(case / "landmarks.csv"),
-            )
-        )
-    return cases
+    return [folder_case(c, c.name) for c in sorted(p for p in folder.iterdir() if p.is_dir())]
+
+
+def family_set(which: str, n: int, cache: Path) -> list[Case]:
+    """The first ``n`` cases of a family seed set, written (full size) unless cached."""
+    from benchmarks.family import family_cases
+
+    out = []
+    for name, folder, make in family_cases(which, n, cache):
+        make()
+        out.append(folder_case(folder, name))
+    return out
 
 
 # --------------------------------------------------------------------------- trials
@@ -360,9 +396,19 @@ def _timed(fn, *args, **kw):
     return out, time.perf_counter() - t0, ""
 
 
+def noisy_landmarks(case: Case, rng) -> Landmarks | None:
+    """The trial's landmarks: the case's clicks, plus 0.5 px noise where they are exact."""
+    lm = case.landmarks
+    if lm is None or not case.add_noise:
+        return lm
+    noise = rng.normal(0, LANDMARK_NOISE_PX, lm.fixed_xy.shape)
+    return Landmarks(lm.moving_xy, lm.fixed_xy + noise, lm.names)
+
+
 def trials(case: Case, starts: int, rng, record: bool, rows: dict) -> None:
     """Run every method on ``case`` from ``starts`` starts; append (tre, s, why) rows."""
     centre = us_centre(case.us)
+    trial = [0]
 
     def add(name, out):
         mat, wall, why = out
@@ -371,24 +417,21 @@ def trials(case: Case, starts: int, rng, record: bool, rows: dict) -> None:
             err = np.linalg.norm(Transform(mat).apply(case.grid) - case.grid_fixed, axis=1)
             tre = float(np.median(err) * case.iso)
         if record:
-            rows.setdefault(name, []).append((tre, wall, why, case.name))
+            rows.setdefault(name, []).append((tre, wall, why, f"{case.name}#{trial[0]}"))
         if os.environ.get("BENCH_VERBOSE"):
             print(f"  {case.name}: {name}: {tre} mm, {wall:.2f} s {why}", file=sys.stderr)
 
     add(OURS_AUTO, _timed(_ours, case, init="auto"))
-    for _ in range(starts):
-        lm = case.landmarks
-        noisy = Landmarks(
-            lm.moving_xy,
-            lm.fixed_xy + rng.normal(0, LANDMARK_NOISE_PX, lm.fixed_xy.shape),
-            lm.names,
-        )
+    lc2, mi, none = (RegistrationOptions(metric=m) for m in ("lc2", "mi", None))
+    for k in range(starts):
+        trial[0] = k
+        noisy = noisy_landmarks(case, rng)
         start = perturbed_start(case.true, centre, case.iso, rng)
-        lc2, mi, none = (RegistrationOptions(metric=m) for m in ("lc2", "mi", None))
-        add(OURS_LM, _timed(_ours, case, landmarks=noisy, options=lc2))
-        add(OURS_LM_ONLY, _timed(_ours, case, landmarks=noisy, options=none))
-        add(SITK_LM_ONLY, _timed(sitk_landmarks, case, noisy))
-        add(SITK_LM_MI, _timed(sitk_landmarks_mi, case, noisy))
+        if noisy is not None:
+            add(OURS_LM, _timed(_ours, case, landmarks=noisy, options=lc2))
+            add(OURS_LM_ONLY, _timed(_ours, case, landmarks=noisy, options=none))
+            add(SITK_LM_ONLY, _timed(sitk_landmarks, case, noisy))
+            add(SITK_LM_MI, _timed(sitk_landmarks_mi, case, noisy))
         add(OURS_LC2, _timed(_ours, case, initial=start, options=lc2))
         add(OURS_MI, _timed(_ours, case, initial=start, options=mi))
         add(SITK_MI, _timed(sitk_mi, case, start))
@@ -435,22 +478,46 @@ def table(title: str, rows: dict) -> dict:
     return out
 
 
-def ratios(summary: dict) -> None:
-    print("\nTime ratios from this run (ours / peer; median seconds per trial):")
-    for ours, peer in (
-        (OURS_LM_ONLY, SITK_LM_ONLY),
-        (OURS_LM, SITK_LM_MI),
-        (OURS_LC2, SITK_MI),
-        (OURS_LC2, ELASTIX),
-        (OURS_AUTO, SITK_MI),
-    ):
-        if ours in summary and peer in summary and summary[peer][0] > 0:
-            r = summary[ours][0] / summary[peer][0]
-            how = f"{1 / r:.1f}x faster" if r <= 1 else f"{r:.1f}x slower"
-            print(
-                f"- {ours} / {peer}: {r:.3f} (ours {how}); TRE median "
-                f"{summary[ours][1]:.3f} vs {summary[peer][1]:.3f} mm"
-            )
+RATIO_PAIRS = (
+    (OURS_LM_ONLY, SITK_LM_ONLY),
+    (OURS_LM, SITK_LM_MI),
+    (OURS_LC2, SITK_MI),
+    (OURS_LC2, ELASTIX),
+    (OURS_AUTO, SITK_MI),
+)
+
+
+def paired_ratios(rows: dict, ours: str, peer: str) -> np.ndarray:
+    """Ours' time over the peer's, trial by trial (same start or landmarks).
+
+    ``--init auto`` runs once per case, keyed as the case's first start. Trials where the
+    peer raised (often before any work: too few landmarks for its initialiser) or ours
+    stopped at its input checks are left out: their times measure no registration.
+    """
+    mine = {key: wall for _, wall, why, key in rows.get(ours, []) if not why.startswith("Input")}
+    theirs = {key: wall for _, wall, why, key in rows.get(peer, []) if not why}
+    keys = sorted(set(mine) & set(theirs))
+    return np.array([mine[k] / theirs[k] for k in keys if theirs[k] > 0])
+
+
+def ratios(summary: dict, rows: dict) -> None:
+    print("\nTime ratios from this run (ours / peer; a ratio <= 0.1 meets #15's speed target):")
+    for ours, peer in RATIO_PAIRS:
+        if ours not in summary or peer not in summary or summary[peer][0] <= 0:
+            continue
+        r = summary[ours][0] / summary[peer][0]
+        how = f"{1 / r:.1f}x faster" if r <= 1 else f"{r:.1f}x slower"
+        pair = paired_ratios(rows, ours, peer)
+        paired = (
+            f"; paired per trial: median {np.median(pair):.3f}, "
+            f"range {pair.min():.3f}–{pair.max():.3f} (n {pair.size})"
+            if pair.size
+            else ""
+        )
+        print(
+            f"- {ours} / {peer}: {r:.3f} of the median times (ours {how}){paired}; "
+            f"TRE median {summary[ours][1]:.3f} vs {summary[peer][1]:.3f} mm"
+        )
 
 
 def _elastix_version() -> str:
@@ -459,49 +526,63 @@ def _elastix_version() -> str:
     return f"itk-elastix {version('itk-elastix')} (ITK {itk.__version__})"
 
 
-def run(cases: int, starts: int, seed: int, validation: Path, va_starts: int) -> None:
+def set_cases(name: str, cases: int, tmp: Path, cache: Path | None, validation: Path):
+    """(title, cases) of one set, or (reason, None) where it cannot run."""
+    if name in OWN_SEEDS:
+        first = OWN_SEEDS[name]
+        found = own_cases(first, cases, tmp)
+        how = "defaults first chosen on these" if name == "own-tuning" else "never tuned on"
+        return f"Own phantom, {name[4:]} seeds {first}–{first + cases - 1} ({how})", found
+    if name == "phantom-a":
+        if not validation.is_dir():
+            return f"phantom-a: skipped, {validation} is absent", None
+        found = validation_cases(validation)
+        return f"phantom-a (`{validation}`, {len(found)} cases; report only)", found
+    which = name.split("-", 1)[1]
+    seeds = TUNING_SEEDS if which == "tuning" else REPORT_SEEDS
+    found = family_set(which, cases, cache or tmp)
+    how = "defaults may be chosen on these" if which == "tuning" else "never used for tuning"
+    first = seeds[0]
+    return f"Phantom family, {which} seeds {first}–{first + len(found) - 1} ({how})", found
+
+
+def run(sets: list[str], cases: int, starts: int, seed: int, opts: argparse.Namespace) -> None:
     rng = np.random.default_rng(seed)
     print(
-        f"starts within ±10 mm, ±10°, ±5 %; landmark noise {LANDMARK_NOISE_PX} px; "
-        f"elastix: {_elastix_version() if HAVE_ELASTIX else ELASTIX_WHY}"
+        f"sets {','.join(sets)}; starts within ±10 mm, ±10°, ±5 %; own-phantom landmark "
+        f"noise {LANDMARK_NOISE_PX} px; elastix: "
+        f"{_elastix_version() if HAVE_ELASTIX else ELASTIX_WHY}"
     )
     if not HAVE_ELASTIX:
         print(f"elastix row left out: {ELASTIX_WHY}")
     t_all = time.perf_counter()
+    kept: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {}
-        for name, first in SEEDS.items():
-            sets[name] = own_cases(first, cases, Path(tmp))
-        # Warm-up (Numba compilation, caches): one trial, not recorded.
-        trials(sets["tuning"][0], 1, np.random.default_rng(12345), False, {})
-        for name, first in SEEDS.items():
+        loaded = [(n, *set_cases(n, cases, Path(tmp), opts.cache, opts.validation)) for n in sets]
+        warm = next((found[0] for _, _, found in loaded if found), None)
+        if warm is not None:  # Numba compilation and caches: one trial, not recorded
+            trials(warm, 1, np.random.default_rng(12345), False, {})
+        for name, title, found in loaded:
+            if found is None:
+                print(f"\n{title}")
+                continue
+            n_starts = opts.validation_starts if name == "phantom-a" else starts
             rows: dict = {}
-            for case in sets[name]:
-                trials(case, starts, rng, True, rows)
-            summary = table(
-                f"Own phantom, {name} seeds {first}–{first + cases - 1} "
-                f"({len(sets[name])} pairs × {starts} starts"
-                + (
-                    "; the defaults were chosen on these)"
-                    if name == "tuning"
-                    else "; never used for tuning)"
-                ),
-                rows,
-            )
-            ratios(summary)
-    if validation.is_dir():
-        rows = {}
-        va = validation_cases(validation)
-        for case in va:
-            trials(case, va_starts, rng, True, rows)
-        summary = table(
-            f"phantom-a ({validation.name}, {len(va)} cases × {va_starts} starts; report only)",
-            rows,
-        )
-        ratios(summary)
-    else:
-        print(f"\nphantom-a: skipped, {validation} is absent")
+            for case in found:
+                trials(case, n_starts, rng, True, rows)
+            heading = f"{title}: {len(found)} pairs × {n_starts} starts"
+            ratios(table(heading, rows), rows)
+            kept.append({"set": name, "title": heading, "rows": rows})
+            if opts.json is not None:  # after every set: a stopped run keeps what it did
+                write_text(opts.json, json.dumps({"sets": kept}, indent=1))
     print(f"\n{time.perf_counter() - t_all:.0f} s in all; load average {os.getloadavg()[0]:.1f}")
+
+
+def reprint(path: Path) -> None:
+    """The tables and ratios of a run saved with ``--json``, without running anything."""
+    for kept in json.loads(Path(path).read_text())["sets"]:
+        rows = {name: [tuple(r) for r in vals] for name, vals in kept["rows"].items()}
+        ratios(table(kept["title"], rows), rows)
 
 
 def metric_timing(reps: int = 20) -> None:
@@ -639,20 +720,35 @@ def tracking_benchmark(repeats: int = 5) -> None:
     )
 
 
+def _sets(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in SETS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown set {bad}; choose from {', '.join(SETS)}")
+    return names
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=4, help="own-phantom cases per seed set")
-    ap.add_argument("--starts", type=int, default=2, help="starts per own-phantom pair")
+    ap.add_argument("--sets", type=_sets, default=_sets(DEFAULT_SETS), help=", ".join(SETS))
+    ap.add_argument("--cases", type=int, default=4, help="cases per family or own set")
+    ap.add_argument("--starts", type=int, default=2, help="starts per family or own pair")
+    ap.add_argument("--cache", type=Path, default=None, help="folder of family cases to reuse")
     ap.add_argument("--validation", type=Path, default=VALIDATION, help="phantom-a folder")
     ap.add_argument("--validation-starts", type=int, default=2, help="starts per phantom-a case")
     ap.add_argument("--seed", type=int, default=0, help="of the starts and landmark noise")
     ap.add_argument("--tracking-only", action="store_true", help="only the tracking section")
     ap.add_argument("--tracking", action="store_true", help="add the tracking section")
     ap.add_argument("--metric-timing", action="store_true", help="add one metric's timing")
+    ap.add_argument("--json", type=Path, default=None, help="also write every trial's row here")
+    ap.add_argument("--from-json", type=Path, default=None, help="reprint a --json run's tables")
     args = ap.parse_args()
+    if args.from_json is not None:
+        reprint(args.from_json)
+        sys.exit(0)
     print_header()
     if not args.tracking_only:
-        run(args.cases, args.starts, args.seed, args.validation, args.validation_starts)
+        run(args.sets, args.cases, args.starts, args.seed, args)
         if args.metric_timing:
             metric_timing()
     if args.tracking or args.tracking_only:

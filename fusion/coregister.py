@@ -432,10 +432,8 @@ def register_images(
             options=options,
             expected_scale=expected_scale_xy(fixed, moving),
             fixed_spacing_mm=iso_mm,
+            source_object_mm=fixed.xray.sod_mm if fixed.xray else None,
             progress=progress,
-            # The perspective check's plane distance: without the fluoroscopy's SOD it
-            # assumes 500 mm, which understates a wrong answer's slope (1.25 read 0.86).
-            source_object_mm=fixed.xray.sod_mm if fixed.xray is not None else None,
         )
     except LandmarkInputError as exc:
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).

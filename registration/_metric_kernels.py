@@ -282,26 +282,44 @@ def add_parzen(joint, row, value, b_norm_min, b_bin_size, n_bins):
     joint[row, start + 3] += t3 / 6.0
 
 
-@jit_parallel
-def mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size):
-    """Joint histogram (n_bins × n_bins) with a cubic Parzen window on ``b``."""
+@jit
+def joint_block(part, blk, fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size):
+    """Add block ``blk``'s samples' cubic Parzen windows to its histogram ``part[blk]``."""
     n = b.shape[0]
-    nblk = (n + BLOCK - 1) // BLOCK
-    part = np.zeros((nblk, n_bins, n_bins))
-    for blk in prange(nblk):
-        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            if not valid[i]:
-                continue
-            term, start = parzen_window(b[i], b_norm_min, b_bin_size, n_bins)
-            fb = fixed_bin[i]
-            for kk in range(start, start + 4):
-                part[blk, fb, kk] += bspline3(kk - term)
+    for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+        if not valid[i]:
+            continue
+        term, start = parzen_window(b[i], b_norm_min, b_bin_size, n_bins)
+        fb = fixed_bin[i]
+        for kk in range(start, start + 4):
+            part[blk, fb, kk] += bspline3(kk - term)
+
+
+@jit
+def sum_blocks(part):
+    """The joint histogram: the blocks' histograms summed in block order."""
+    nblk, n_bins = part.shape[0], part.shape[1]
     joint = np.zeros((n_bins, n_bins))
     for blk in range(nblk):
         for i in range(n_bins):
             for j in range(n_bins):
                 joint[i, j] += part[blk, i, j]
     return joint
+
+
+@jit_parallel
+def mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size):
+    """Joint histogram (n_bins × n_bins) with a cubic Parzen window on ``b``.
+
+    The costs below build it with the same two helpers inside their own ``prange`` loop:
+    their serial twins calling this parallel kernel would wake the threads anyway.
+    """
+    n = b.shape[0]
+    nblk = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nblk, n_bins, n_bins))
+    for blk in prange(nblk):
+        joint_block(part, blk, fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size)
+    return sum_blocks(part)
 
 
 @jit
@@ -343,7 +361,11 @@ def mattes_cost(fixed_bin, b, db, valid, n_bins, b_norm_min, b_bin_size):
     """Cost −MI (Mattes et al.) and its gradient w.r.t. the transform parameters."""
     n = b.shape[0]
     k = db.shape[1]
-    joint = mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size)
+    nblk = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nblk, n_bins, n_bins))
+    for blk in prange(nblk):
+        joint_block(part, blk, fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size)
+    joint = sum_blocks(part)
     mi, ratio = mi_from_joint(joint)
     grad = np.zeros(k)
     if mi != mi:
@@ -492,7 +514,11 @@ def nmi_cost(fixed_bin, b, db, valid, n_bins, b_norm_min, b_bin_size):
     """Cost −NMI with the Mattes Parzen histogram, and its gradient."""
     n = b.shape[0]
     k = db.shape[1]
-    joint = mattes_joint(fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size)
+    nblk = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nblk, n_bins, n_bins))
+    for blk in prange(nblk):
+        joint_block(part, blk, fixed_bin, b, valid, n_bins, b_norm_min, b_bin_size)
+    joint = sum_blocks(part)
     hf, hm, hj, log_p, log_pm = _entropies(joint)
     grad = np.zeros(k)
     if hj != hj or hj <= 0.0:

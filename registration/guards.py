@@ -199,9 +199,9 @@ def with_perspective(result, moving_mask, geometry, opts: RegistrationOptions):
         return result
     x0, x1, y0, y1, cx, cy = mask_extent(np.asarray(moving_mask, bool))[:6]
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
-    figures = perspective_figures(
-        result.transform.matrix, (cx, cy), corners, scale_xy, float(px_mm), sod_mm
-    )
+    limit = opts.guards.max_depth_slope
+    h = result.transform.matrix
+    figures = perspective_figures(h, (cx, cy), corners, scale_xy, float(px_mm), sod_mm, limit)
     quality = result.quality
     quality = quality.replace(verification={**(quality.verification or {}), "perspective": figures})
     reason = perspective_reason(figures)

@@ -343,6 +343,15 @@ class GuardOptions:
         minimum=0.0,
         advanced=True,
     )
+    max_depth_slope: float | None = option(
+        1.2,
+        "Refuse an answer whose perspective climbs towards the X-ray source faster than "
+        "this (the sine of the plane's tilt it implies; 1 is a plane seen edge-on, so no "
+        "plane gives more): a wrong projective fit (quality.verification.perspective); "
+        "none: record the figures only.",
+        minimum=0.0,
+        advanced=True,
+    )
     accept_unverified: bool = option(
         False,
         "Write a result the verification or a guard refused, marked verdict refused and "

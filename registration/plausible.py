@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "DEPTH_SLOPE_LIMIT",
     "SHORTEST_SOURCE_OBJECT_MM",
     "perspective_figures",
     "perspective_reason",
@@ -29,10 +28,6 @@ __all__ = [
 #: than C-arms have (their isocentres lie about 600-800 mm from the source). A distance
 #: shorter than the true one understates the slope, so the test is then only more lenient.
 SHORTEST_SOURCE_OBJECT_MM = 500.0
-#: Most ``depth_slope`` an accepted answer may show: 1 is a plane seen edge-on; the rest is
-#: room for the loosely determined perspective of intensity answers, chosen on the phantom
-#: family's tuning seeds (docs/registration-method.md, *Plausible perspective*).
-DEPTH_SLOPE_LIMIT = 1.2
 
 
 def perspective_figures(
@@ -42,6 +37,7 @@ def perspective_figures(
     scale_xy: tuple[float, float],
     px_mm: float,
     source_object_mm: float | None = None,
+    limit: float | None = None,
 ) -> dict:
     """How steeply the answer's perspective says the plane climbs towards the source.
 
@@ -61,6 +57,8 @@ def perspective_figures(
     source_object_mm : float, optional
         The source-to-isocentre distance (SOD); :data:`SHORTEST_SOURCE_OBJECT_MM` if None
         or shorter than that (no C-arm has it: a tag in the wrong unit).
+    limit : float, optional
+        The most ``depth_slope`` allowed (``max_depth_slope``); None: nothing is refused.
 
     Returns
     -------
@@ -94,7 +92,7 @@ def perspective_figures(
     depth = np.abs(w_field)
     return {
         "depth_slope": slope,
-        "depth_slope_limit": DEPTH_SLOPE_LIMIT,
+        "depth_slope_limit": limit,
         "tilt_from_perspective_deg": (
             float(np.degrees(np.arcsin(min(slope, 1.0)))) if same_side else None
         ),
@@ -107,7 +105,7 @@ def perspective_figures(
 
 def perspective_reason(figures: dict | None) -> str | None:
     """Why ``figures`` (:func:`perspective_figures`) refuse the answer, or None."""
-    if not figures:
+    if not figures or figures["depth_slope_limit"] is None:
         return None
     if figures["depth_slope"] is None:
         return (
@@ -120,7 +118,7 @@ def perspective_reason(figures: dict | None) -> str | None:
     return (
         f"no X-ray source gives a plane this perspective: its magnification {varies} "
         f"across the ultrasound field, a depth slope of {figures['depth_slope']:.2f} at "
-        f"{figures['plane_distance_mm']:.0f} mm from the source (> "
+        f"{figures['plane_distance_mm']:.0f} mm from the source (> max_depth_slope "
         f"{figures['depth_slope_limit']:g}; a plane seen edge-on has 1): a wrong, often "
         "mirrored, projective fit"
     )

@@ -7,11 +7,9 @@ import pytest
 
 from hybridfuse.registration import Landmarks, RegistrationOptions, register
 from hybridfuse.registration.errors import UnverifiedResultError
-from hybridfuse.registration.plausible import (
-    DEPTH_SLOPE_LIMIT,
-    perspective_figures,
-    perspective_reason,
-)
+from hybridfuse.registration.plausible import perspective_figures, perspective_reason
+
+LIMIT = RegistrationOptions().guards.max_depth_slope
 
 SID, SOD, DET_MM, US_MM = 1100.0, 750.0, 0.3, 0.2
 ISO_MM = DET_MM * SOD / SID
@@ -52,7 +50,7 @@ def figures(h, sod=SOD):
     x0, y0, x1, y1 = FIELD
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
-    return perspective_figures(h, centre, corners, (US_MM / ISO_MM,) * 2, ISO_MM, sod)
+    return perspective_figures(h, centre, corners, (US_MM / ISO_MM,) * 2, ISO_MM, sod, LIMIT)
 
 
 @pytest.mark.parametrize("tilt", [0.0, 8.0, 25.0, 50.0])
@@ -77,7 +75,7 @@ def test_without_the_source_distance_the_slope_is_understated(true_sod):
 def test_perspective_steeper_than_any_plane_is_refused():
     truth = plane_homography(10.0)
     f = figures(bent(truth, 4e-4))
-    assert f["depth_slope"] > DEPTH_SLOPE_LIMIT
+    assert f["depth_slope"] > LIMIT
     # The map at the centre is the true one: only the perspective says it is wrong.
     assert np.allclose(_jac(bent(truth, 4e-4)), _jac(truth))
     reason = perspective_reason(f)
@@ -130,6 +128,10 @@ def test_register_refuses_landmarks_that_bend_the_perspective():
         _register(bent(truth, 4e-4))
     marked = _register(bent(truth, 4e-4), accept_unverified=True)
     assert marked.quality.verdict == "refused" and marked.quality.accepted_unverified
+    # max_depth_slope none: the figures are recorded, nothing is refused for them.
+    recorded = _register(bent(truth, 4e-4), max_depth_slope=None)
+    assert recorded.quality.verdict == "accepted"
+    assert recorded.quality.verification["perspective"]["depth_slope"] > LIMIT
 
 
 def test_without_the_isocentre_pixel_size_nothing_is_claimed():

@@ -26,6 +26,7 @@ FLAT_NAMES = [
     "intensity_sigma_px",
     "accept_unverified",
     "max_predicted_tre_mm",
+    "max_depth_slope",
     "verify_mirror_margin",
     "verify_restarts",
     "verify_shift_mm",

@@ -377,7 +377,7 @@ def test_quality_says_how_much_of_the_field_the_landmarks_span():
     def run(moving):
         moving = np.asarray(moving, float)
         lm = Landmarks(moving, Transform(h).apply(moving), tuple(str(i) for i in range(5)))
-        opts = RegistrationOptions(metric=None)
+        opts = RegistrationOptions(metric=None).with_values(accept_unverified=True)
         return register(img, img, moving_mask=mask, landmarks=lm, options=opts).quality
 
     spread = run([[20, 20], [180, 20], [180, 180], [20, 180], [100, 100]])

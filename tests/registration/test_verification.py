@@ -186,6 +186,7 @@ def test_the_mirror_check_alone_refuses_a_wrong_answer(pair):
         verify_max_metric_drift_mm=1e3,
         search_min_margin=0.0,
         scale_tolerance=0.0,
+        max_predicted_tre_mm=None,
     )
     result = _register(fixed, flip, p, start, **others_off)
     assert _tre_mm(result.transform.matrix, flip_true, flip.mask, fixed) >= 2.0
