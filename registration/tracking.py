@@ -25,7 +25,7 @@ import numpy as np
 from ._blas import one_blas_thread
 from ._register import RegistrationOptions, RegistrationResult, register
 from .errors import RegistrationError, UnverifiedResultError
-from .guards import measure
+from .guards import centre_scale, measure
 from .metrics import Metric
 from .preprocess import mask_extent
 from .search import DEFAULT_PIXEL_MM
@@ -96,7 +96,8 @@ def track_sequence(
         tracking*).
     checks : how frames are judged (:class:`TrackingChecks`; default: its defaults).
     expected_scale, fixed_spacing_mm : as for :func:`register`; used by re-acquisition
-        and, the spacing, to express updates in mm (without it a pixel counts as 0.3 mm).
+        (without a scale, the first pair's at the field's centre is taken) and, the
+        spacing, to express updates in mm (without it a pixel counts as 0.3 mm).
 
     Returns
     -------
@@ -171,6 +172,7 @@ class _Tracker:
         self.expected_scale, spacing = geometry
         self.spacing = spacing
         self.px_mm = spacing or DEFAULT_PIXEL_MM
+        self.initial = start  # the caller's first-pair transform: the scale, if none given
         self.current, self.previous = start, None  # the last two accepted transforms
         self.motion = None  # the last tracked frame-to-frame step (moving side)
         self.levels = deque(maxlen=max(1, self.checks.level_frames))
@@ -293,7 +295,7 @@ class _Tracker:
                 self.moving_frames[j],
                 initial=self.current,
                 options=_reacquire_options(self.base, self.checks),
-                expected_scale=self.expected_scale,
+                expected_scale=self._expected_scale(j),
                 fixed_spacing_mm=self.spacing,
                 **self.masks,
             )
@@ -304,6 +306,19 @@ class _Tracker:
         if res.quality.verdict != "accepted":  # accept_unverified: written, not trusted
             return res, [_REACQUISITION_REFUSED]
         return res, None
+
+    def _expected_scale(self, j):
+        """The calibration's scale, or without one the first pair's at the field's centre.
+
+        Without a scale a re-acquisition has no magnification check (and no perspective
+        check): a left-right-flipped frame after a lost one was re-acquired 35 mm off at a
+        predicted 1.75 mm. The first pair's transform is the caller's verified answer, and
+        the probe's plane keeps its depth, hence its magnification, along a clip.
+        """
+        if self.expected_scale is not None:
+            return self.expected_scale
+        cx, cy = mask_extent(self._moving_mask(self.moving_frames[j]))[4:6]
+        return centre_scale(self.initial, (cx, cy))
 
     def _restart_from(self, matrix: np.ndarray) -> None:
         """Continue from a re-acquired ``matrix`` with the hand's last motion, if known.

@@ -68,3 +68,36 @@ def test_truth_tre_without_the_imager_spacing_is_bad_input(tmp_path):
     truth = read_truth_json(SAMPLE / "truth.json")
     with pytest.raises(InputError, match=r"fluoro_run02_confirm_lateral\.dcm lacks"):
         truth_tre(Transform(np.eye(3)), truth, fixed, moving, str(tmp_path / name), 0, 6)
+
+
+def test_a_re_acquisition_without_a_calibration_is_held_to_the_first_pairs_scale(
+    monkeypatch,
+):
+    # track_sequence without expected_scale re-acquired with no magnification (or
+    # perspective) check: on moving_probe_clip(seed=3, n_frames=10) with frame 5 flipped
+    # up-down and frame 6 left-right, frame 6 was accepted 35 mm off (from its truth and
+    # from the flipped truth) at a predicted 1.75 mm. Now the first pair's scale at the
+    # field's centre stands in for the calibration (frame 6 refused, frames 7-9 back).
+    import numpy as np
+
+    from hybridfuse.registration import tracking
+    from hybridfuse.registration.errors import RegistrationError
+    from hybridfuse.registration.guards import centre_scale
+
+    calls = []
+
+    def fake_register(fixed, moving, **kw):
+        calls.append(kw)
+        raise RegistrationError("no answer")
+
+    monkeypatch.setattr(tracking, "register", fake_register)
+    start = np.array([[0.6, 0.05, 100.0], [-0.04, 0.58, 40.0], [2e-5, -1e-5, 1.0]])
+    frames = [np.zeros((60, 80))]
+    mask = np.zeros((60, 80), bool)
+    mask[10:50, 20:70] = True
+    results, _ = tracking.track_sequence(frames, frames, [(0, 0)], start, moving_mask=mask)
+    assert results[0].quality.verdict == "refused"
+    reacquired = [kw for kw in calls if "expected_scale" in kw]  # the tracked call has none
+    assert reacquired, calls
+    cx, cy = (20 + 69) / 2, (10 + 49) / 2
+    assert reacquired[0]["expected_scale"] == pytest.approx(centre_scale(start, (cx, cy)))
