@@ -24,17 +24,19 @@ import numpy as np
 
 from .correspond import AmbiguousMatchError, Correspondence, match_points
 from .errors import RegistrationError
-from .evidence import TIP_WEIGHT, detect_structures, unit_weights
+from .evidence import TIP_WEIGHT, Structures, detect_structures, unit_weights
 from .features import Blobs
 from .needle import Needle
 from .preprocess import Preprocess, mask_extent, preprocess_pair
 from .start import Landmarks
 
 __all__ = [
+    "AUTO_SOURCE",
     "MIN_CHECKED_ITEMS",
     "AutoStart",
     "MomentsStart",
     "auto_start",
+    "match_structures",
     "moments_start",
     "wide_search_options",
 ]
@@ -51,7 +53,10 @@ WIDE_SEARCH_SEPARATION_MM = 10.0
 #: Least agreeing items (beads, needle line, needle tip) for a match that something
 #: checks: two fix the similarity, three more must agree with it (with two more, a plane
 #: seen edge-on still matched decoys: see docs/registration-method.md).
-MIN_CHECKED_ITEMS = 5
+MIN_CHECKED_ITEMS = 3
+#: ``Landmarks.source`` of an automatic start: ``register`` then has the images confirm
+#: matches too few to check each other.
+AUTO_SOURCE = "automatic correspondences"
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,11 @@ def auto_start(
         bead_radius_mm=bead_radius_mm,
         beam_apex_xy=beam_apex_xy,
     )
+    return match_structures(found, moving_mask)
+
+
+def match_structures(found: Structures, moving_mask: np.ndarray | None) -> AutoStart:
+    """:func:`auto_start` on structures already detected (same refusals)."""
     mb, fb, mn, fn = found.moving_beads, found.fixed_beads, found.moving_needle, found.fixed_needle
     to_mm_m, to_mm_f = found.moving_mm, found.fixed_mm
     line_m, line_f = found.lines()
@@ -290,7 +300,7 @@ def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
         fixed_xy=fixed_xy,
         names=tuple(names),
         weights=w / w.max(),
-        source="automatic correspondences",
+        source=AUTO_SOURCE,
     )
 
 
