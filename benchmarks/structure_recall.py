@@ -198,7 +198,8 @@ def _totals(rows: list[dict]) -> None:
     print("|" + "---|" * len(keys))
     print("| " + " | ".join(str(sum(r[k] for r in rows)) for k in keys) + " |")
     print("\nautomatic match: " + str(dict(Counter((r["match"], r["match_items"]) for r in rows))))
-    print("matches with a pair > 3 mm off the truth: " + str(sum(r.get("pairs_wrong", 0) > 0 for r in rows)))
+    wrong = sum(r.get("pairs_wrong", 0) > 0 for r in rows)
+    print(f"matches with a pair > 3 mm off the truth: {wrong}")
     by_needle = Counter((r["needle"], r["needle_us"], r["needle_fl"]) for r in rows)
     print("\nneedle (mode, found in us, found in fluoro): count")
     for k, v in sorted(by_needle.items()):

@@ -36,6 +36,7 @@ from .guards import (
     scale_range,
     scale_ratio,
 )
+from .initial import AUTO_SOURCE
 from .landmarks import LandmarkFit, is_automatic
 from .metrics import Metric
 from .optimise import LevelProblem, LevelsOutcome, Pyramid, run_levels
@@ -44,7 +45,6 @@ from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scal
 from .search import DEFAULT_PIXEL_MM, global_search
 from .start import Landmarks, Start, check_start, find_start
 from .transforms import N_PARAMS, Transform, TransformModel
-from .initial import AUTO_SOURCE
 from .verify import (
     PREDICTED_TRE_FLOOR_MM,
     UNCONFIRMED,

@@ -50,9 +50,13 @@ WIDE_SEARCH_KEEP = 32
 #: larger singular value of their centred positions must reach this (1: evenly spread).
 MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
-#: Least agreeing items (beads, needle line, needle tip) for a match that something
-#: checks: two fix the similarity, three more must agree with it (with two more, a plane
-#: seen edge-on still matched decoys: see docs/registration-method.md).
+#: Least agreeing items (beads, needle line, needle tip) for an automatic start that
+#: ``fusion.coregister`` does not refuse outright. A match of fewer than five (two fix the
+#: similarity, three more must agree with it) leaves too few pairs to check each other;
+#: ``register`` then has the intensity-only route, run from the matches' answer, confirm
+#: it (:func:`registration.verify.intensity_route_check`; docs/registration-method.md,
+#: *Few matched structures confirmed by the images*). At 5 without that check, matches of
+#: 3-4 were refused (a plane seen edge-on matched decoys with 4).
 MIN_CHECKED_ITEMS = 3
 #: ``Landmarks.source`` of an automatic start: ``register`` then has the images confirm
 #: matches too few to check each other.
