@@ -279,12 +279,12 @@ def _register_core(
         outcome, search_info, check = _refine(
             problem, images, start, ext, (do_search, confirm, prior), px_mm
         )
-    if confirm and start.fit is not None and _too_few_to_test(start) and check is None:
-        check = {"unverified": UNCONFIRMED}  # no metric, or the verification turned off
     final = Transform(outcome.matrix, start.model)
     wall = time.perf_counter() - t_start
     if start.fit is not None:
         check = {**_landmark_evidence(start, mmask, px_mm, check), **(check or {})}
+        if confirm and _too_few_to_test(start) and "intensity_agrees" not in check:
+            check["unverified"] = UNCONFIRMED  # no metric, or the verification turned off
     final, quality = _assess(final, start, mmask, expected, problem, (search_info, check))
     return RegistrationResult(
         transform=final,
