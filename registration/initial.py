@@ -269,19 +269,29 @@ def _check_area(match: Correspondence, fb: Blobs, fn: Needle | None, to_mm_f) ->
     """Refuse a match whose structures lie along a line in the fluoroscopy.
 
     A plane seen edge-on projects onto a line: its beads and needle all fall on it, and a
-    few of them can then be matched to ultrasound structures spread over the plane.
+    few of them can then be matched to ultrasound structures spread over the plane. The
+    matched beads alone spanning an area also pass: a needle's far end, tens of mm from a
+    compact group of beads, stretches the whole set into a line it does not lie on.
     """
-    pts = [fb.xy[match.fixed_index] * to_mm_f]
+    beads = fb.xy[match.fixed_index] * to_mm_f
+    pts = [beads]
     if match.needle_line and fn is not None:
         pts.append(np.array([fn.tip_xy, fn.tail_xy]) * to_mm_f)
-    pts = np.vstack(pts)
-    sv = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False) if len(pts) >= 3 else [1, 0]
-    if sv[1] < MIN_SPREAD_RATIO * sv[0]:
+    ratio = _spread_ratio(np.vstack(pts))
+    if ratio < MIN_SPREAD_RATIO and _spread_ratio(beads) < MIN_SPREAD_RATIO:
         raise AmbiguousMatchError(
             f"the {match.items} matched structures lie along a line in the fluoroscopy "
-            f"(spread ratio {sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the plane may be seen "
+            f"(spread ratio {ratio:.2f} < {MIN_SPREAD_RATIO}): the plane may be seen "
             "edge-on; give landmarks or a starting transform"
         )
+
+
+def _spread_ratio(pts: np.ndarray) -> float:
+    """Smaller over larger singular value of the centred points (0 with fewer than 3)."""
+    if len(pts) < 3:
+        return 0.0
+    sv = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False)
+    return float(sv[1] / sv[0]) if sv[0] > 0 else 0.0
 
 
 def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
