@@ -36,7 +36,7 @@ from .guards import (
     scale_range,
     scale_ratio,
 )
-from .initial import AUTO_SOURCE
+from .initial import AUTO_SOURCE_TO_CONFIRM
 from .landmarks import LandmarkFit, is_automatic
 from .metrics import Metric
 from .optimise import LevelProblem, LevelsOutcome, Pyramid, run_levels
@@ -149,8 +149,8 @@ def register(
         expected_scale=expected_scale,
         fixed_spacing_mm=fixed_spacing_mm,
         progress=progress,
-        # Matched without a start: too few to check each other, the images must confirm them.
-        confirm=landmarks is not None and landmarks.source == AUTO_SOURCE,
+        # Matched without a start, too few to check each other: the images must confirm them.
+        confirm=landmarks is not None and landmarks.source == AUTO_SOURCE_TO_CONFIRM,
     )
     structures = near = result = declined = None
     if landmarks is None and opts.runs_search(False):  # a start to search around

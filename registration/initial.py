@@ -32,6 +32,8 @@ from .start import Landmarks
 
 __all__ = [
     "AUTO_SOURCE",
+    "AUTO_SOURCE_TO_CONFIRM",
+    "CHECKED_ITEMS",
     "MIN_CHECKED_ITEMS",
     "AutoStart",
     "MomentsStart",
@@ -51,16 +53,19 @@ WIDE_SEARCH_KEEP = 32
 MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
 #: Least agreeing items (beads, needle line, needle tip) for an automatic start that
-#: ``fusion.coregister`` does not refuse outright. A match of fewer than five (two fix the
-#: similarity, three more must agree with it) leaves too few pairs to check each other;
-#: ``register`` then has the intensity-only route, run from the matches' answer, confirm
-#: it (:func:`registration.verify.intensity_route_check`; docs/registration-method.md,
-#: *Few matched structures confirmed by the images*). At 5 without that check, matches of
-#: 3-4 were refused (a plane seen edge-on matched decoys with 4).
+#: ``fusion.coregister`` does not refuse outright.
 MIN_CHECKED_ITEMS = 3
-#: ``Landmarks.source`` of an automatic start: ``register`` then has the images confirm
-#: matches too few to check each other.
+#: Agreeing items that check a match by themselves: two fix the similarity, three more
+#: must agree with it. Fewer leave too few pairs to check each other; ``register`` then
+#: has the intensity-only route, run from the matches' answer, confirm them
+#: (:func:`registration.verify.intensity_route_check`; docs/registration-method.md, *Few
+#: matched structures confirmed by the images*). Without that check, matches of 3-4 were
+#: refused (a plane seen edge-on matched decoys with 4).
+CHECKED_ITEMS = 5
+#: ``Landmarks.source`` of an automatic start of ``CHECKED_ITEMS`` or more, and of fewer
+#: (which ``register`` has the images confirm).
 AUTO_SOURCE = "automatic correspondences"
+AUTO_SOURCE_TO_CONFIRM = "automatic correspondences, to be confirmed by the images"
 
 
 @dataclass(frozen=True)
@@ -314,7 +319,7 @@ def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
         fixed_xy=fixed_xy,
         names=tuple(names),
         weights=w / w.max(),
-        source=AUTO_SOURCE,
+        source=AUTO_SOURCE if match.items >= CHECKED_ITEMS else AUTO_SOURCE_TO_CONFIRM,
     )
 
 

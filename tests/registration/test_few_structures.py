@@ -7,7 +7,7 @@ import pytest
 
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.coregister import register_images
-from hybridfuse.registration.initial import AUTO_SOURCE
+from hybridfuse.registration.initial import AUTO_SOURCE_TO_CONFIRM
 from hybridfuse.registration.needle import detect_needle
 from hybridfuse.registration.options import RegistrationOptions
 from hybridfuse.registration.start import Landmarks
@@ -56,7 +56,7 @@ def test_a_wrong_three_bead_match_the_images_alone_let_pass_is_refused(tmp_path_
     moving_xy = np.array([b["moving_xy"] for b in beads])
     fixed_xy = np.array([b["fixed_xy"] for b in beads])[[1, 2, 0]]  # each on another's shadow
     names = ("auto_bead0", "auto_bead1", "auto_bead2")
-    wrong = Landmarks(moving_xy, fixed_xy, names, np.ones(3), source=AUTO_SOURCE)
+    wrong = Landmarks(moving_xy, fixed_xy, names, np.ones(3), source=AUTO_SOURCE_TO_CONFIRM)
     result = register_images(fixed, moving, landmarks=wrong, options=_opts())
     assert _tre_mm(result.transform.matrix, truth) > 10.0  # a wrong answer, far off
     check = result.quality.verification
@@ -91,7 +91,7 @@ def test_few_matches_no_image_check_can_confirm_are_refused(tmp_path_factory, me
         np.array([b["fixed_xy"] for b in beads]),
         ("auto_bead0", "auto_bead1", "auto_bead2"),
         np.ones(3),
-        source=AUTO_SOURCE,
+        source=AUTO_SOURCE_TO_CONFIRM,
     )
     opts = _opts().with_values(metric=None if metric == "none" else metric, verify_restarts=0)
     result = register_images(fixed, moving, landmarks=right, options=opts)
