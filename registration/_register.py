@@ -37,6 +37,7 @@ from .guards import (
     scale_ratio,
     with_perspective,
 )
+from .initial import AUTO_SOURCE_TO_CONFIRM
 from .landmarks import LandmarkFit, is_automatic
 from .metrics import Metric
 from .optimise import LevelProblem, LevelsOutcome, Pyramid, run_levels
@@ -45,7 +46,13 @@ from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scal
 from .search import DEFAULT_PIXEL_MM, global_search
 from .start import Landmarks, Start, check_start, find_start
 from .transforms import N_PARAMS, Transform, TransformModel
-from .verify import PREDICTED_TRE_FLOOR_MM, intensity_agreement, restart_check
+from .verify import (
+    PREDICTED_TRE_FLOOR_MM,
+    UNCONFIRMED,
+    intensity_agreement,
+    intensity_route_check,
+    restart_check,
+)
 from .verify_landmarks import MIN_DOF_FOR_TEST, landmark_check
 
 __all__ = ["Landmarks", "RegistrationOptions", "RegistrationResult", "register"]
@@ -147,6 +154,8 @@ def register(
         expected_scale=expected_scale,
         fixed_spacing_mm=fixed_spacing_mm,
         progress=progress,
+        # Matched without a start, too few to check each other: the images must confirm them.
+        confirm=landmarks is not None and landmarks.source == AUTO_SOURCE_TO_CONFIRM,
     )
     structures = near = result = declined = None
     if landmarks is None and opts.runs_search(False):  # a start to search around
@@ -236,8 +245,13 @@ def _register_core(
     expected_scale,
     fixed_spacing_mm: float | None,
     progress,
+    confirm: bool = False,
 ) -> RegistrationResult:
-    """The registration itself, on (possibly cropped) arrays; see :func:`register`."""
+    """The registration itself, on (possibly cropped) arrays; see :func:`register`.
+
+    ``confirm``: landmarks too few to check each other must be confirmed by the
+    intensity-only route (:func:`registration.verify.intensity_route_check`).
+    """
     opts = options
     model = TransformModel(opts.model)
     metric = Metric(opts.metric) if opts.metric else None
@@ -268,11 +282,17 @@ def _register_core(
         if expected and tol is not None and start.landmarks is None:
             problem.scale_prior = (*expected, float(tol))
         images = (fixed, fmask, moving, mmask)
-        outcome, search_info, check = _refine(problem, images, start, ext, do_search, px_mm)
+        # The intensity-only route that confirms few matches keeps to the calibration.
+        prior = (*expected, float(tol)) if confirm and expected and tol is not None else None
+        outcome, search_info, check = _refine(
+            problem, images, start, ext, (do_search, confirm, prior), px_mm
+        )
     final = Transform(outcome.matrix, start.model)
     wall = time.perf_counter() - t_start
     if start.fit is not None:
         check = {**_landmark_evidence(start, mmask, px_mm, check), **(check or {})}
+        if confirm and _too_few_to_test(start) and "intensity_agrees" not in check:
+            check["unverified"] = UNCONFIRMED  # no metric, or the verification turned off
     final, quality = _assess(final, start, mmask, expected, problem, (search_info, check))
     return RegistrationResult(
         transform=final,
@@ -329,13 +349,16 @@ def _checked_images(fixed, moving, fixed_mask, moving_mask, opts):
     return fixed, moving, fmask, mmask
 
 
-def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: float):
+def _refine(problem: LevelProblem, images, start: Start, ext, steps, px_mm: float):
     """Search (when asked), run the pyramid and, intensity-only, verify the answer.
 
     Returns the outcome, the search's summary and the verification's figures (each
-    ``None`` when that step did not run); ``px_mm``: a fixed pixel at the isocentre.
+    ``None`` when that step did not run); ``steps``: (search, confirm few landmarks by the
+    intensity-only route, its scale prior or None); ``px_mm``: a fixed pixel at the
+    isocentre.
     """
     fixed, fmask, moving, mmask = images
+    do_search, confirm, prior = steps
     opts = problem.options
     centre_scales = Transform(start.matrix).local_scales(np.array([problem.center]))
     scale = quantised_scale(float(np.mean(centre_scales)))
@@ -366,6 +389,9 @@ def _refine(problem: LevelProblem, images, start: Start, ext, do_search, px_mm: 
         few = _too_few_to_test(start)
         limit = _agreement_limit_mm(start, mmask, px_mm, opts) if few else GROSS_DISAGREEMENT_MM
         check = intensity_agreement(problem, pyramid, outcome.matrix, start.model, px_mm, limit)
+        if confirm and few and check["intensity_agrees"]:
+            answer = (problem, pyramid, outcome.matrix, start.model)
+            check |= intensity_route_check(*answer, px_mm, limit, scale_prior=prior)
     if start.landmarks is None and opts.guards.verify_restarts > 0:
         # Intensity alone is verified whether or not a search chose the start (tracking
         # turns it off: checking every frame would cost more than the frame).

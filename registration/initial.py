@@ -24,17 +24,21 @@ import numpy as np
 
 from .correspond import AmbiguousMatchError, Correspondence, match_points
 from .errors import RegistrationError
-from .evidence import TIP_WEIGHT, detect_structures, unit_weights
+from .evidence import TIP_WEIGHT, Structures, detect_structures, unit_weights
 from .features import Blobs
 from .needle import Needle
 from .preprocess import Preprocess, mask_extent, preprocess_pair
 from .start import Landmarks
 
 __all__ = [
+    "AUTO_SOURCE",
+    "AUTO_SOURCE_TO_CONFIRM",
+    "CHECKED_ITEMS",
     "MIN_CHECKED_ITEMS",
     "AutoStart",
     "MomentsStart",
     "auto_start",
+    "match_structures",
     "moments_start",
     "wide_search_options",
 ]
@@ -48,10 +52,20 @@ WIDE_SEARCH_KEEP = 32
 #: larger singular value of their centred positions must reach this (1: evenly spread).
 MIN_SPREAD_RATIO = 0.25
 WIDE_SEARCH_SEPARATION_MM = 10.0
-#: Least agreeing items (beads, needle line, needle tip) for a match that something
-#: checks: two fix the similarity, three more must agree with it (with two more, a plane
-#: seen edge-on still matched decoys: see docs/registration-method.md).
-MIN_CHECKED_ITEMS = 5
+#: Least agreeing items (beads, needle line, needle tip) for an automatic start that
+#: ``fusion.coregister`` does not refuse outright.
+MIN_CHECKED_ITEMS = 3
+#: Agreeing items that check a match by themselves: two fix the similarity, three more
+#: must agree with it. Fewer leave too few pairs to check each other; ``register`` then
+#: has the intensity-only route, run from the matches' answer, confirm them
+#: (:func:`registration.verify.intensity_route_check`; docs/registration-method.md, *Few
+#: matched structures confirmed by the images*). Without that check, matches of 3-4 were
+#: refused (a plane seen edge-on matched decoys with 4).
+CHECKED_ITEMS = 5
+#: ``Landmarks.source`` of an automatic start of ``CHECKED_ITEMS`` or more, and of fewer
+#: (which ``register`` has the images confirm).
+AUTO_SOURCE = "automatic correspondences"
+AUTO_SOURCE_TO_CONFIRM = "automatic correspondences, to be confirmed by the images"
 
 
 @dataclass(frozen=True)
@@ -235,6 +249,11 @@ def auto_start(
         bead_radius_mm=bead_radius_mm,
         beam_apex_xy=beam_apex_xy,
     )
+    return match_structures(found, moving_mask)
+
+
+def match_structures(found: Structures, moving_mask: np.ndarray | None) -> AutoStart:
+    """:func:`auto_start` on structures already detected (same refusals)."""
     mb, fb, mn, fn = found.moving_beads, found.fixed_beads, found.moving_needle, found.fixed_needle
     to_mm_m, to_mm_f = found.moving_mm, found.fixed_mm
     line_m, line_f = found.lines()
@@ -255,19 +274,29 @@ def _check_area(match: Correspondence, fb: Blobs, fn: Needle | None, to_mm_f) ->
     """Refuse a match whose structures lie along a line in the fluoroscopy.
 
     A plane seen edge-on projects onto a line: its beads and needle all fall on it, and a
-    few of them can then be matched to ultrasound structures spread over the plane.
+    few of them can then be matched to ultrasound structures spread over the plane. The
+    matched beads alone spanning an area also pass: a needle's far end, tens of mm from a
+    compact group of beads, stretches the whole set into a line it does not lie on.
     """
-    pts = [fb.xy[match.fixed_index] * to_mm_f]
+    beads = fb.xy[match.fixed_index] * to_mm_f
+    pts = [beads]
     if match.needle_line and fn is not None:
         pts.append(np.array([fn.tip_xy, fn.tail_xy]) * to_mm_f)
-    pts = np.vstack(pts)
-    sv = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False) if len(pts) >= 3 else [1, 0]
-    if sv[1] < MIN_SPREAD_RATIO * sv[0]:
+    ratio = _spread_ratio(np.vstack(pts))
+    if ratio < MIN_SPREAD_RATIO and _spread_ratio(beads) < MIN_SPREAD_RATIO:
         raise AmbiguousMatchError(
             f"the {match.items} matched structures lie along a line in the fluoroscopy "
-            f"(spread ratio {sv[1] / sv[0]:.2f} < {MIN_SPREAD_RATIO}): the plane may be seen "
+            f"(spread ratio {ratio:.2f} < {MIN_SPREAD_RATIO}): the plane may be seen "
             "edge-on; give landmarks or a starting transform"
         )
+
+
+def _spread_ratio(pts: np.ndarray) -> float:
+    """Smaller over larger singular value of the centred points (0 with fewer than 3)."""
+    if len(pts) < 3:
+        return 0.0
+    sv = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False)
+    return float(sv[1] / sv[0]) if sv[0] > 0 else 0.0
 
 
 def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
@@ -290,7 +319,7 @@ def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
         fixed_xy=fixed_xy,
         names=tuple(names),
         weights=w / w.max(),
-        source="automatic correspondences",
+        source=AUTO_SOURCE if match.items >= CHECKED_ITEMS else AUTO_SOURCE_TO_CONFIRM,
     )
 
 

@@ -12,7 +12,9 @@ echo's peak. Through either set, a
 RANSAC line whose supporting pixels run along it, and on that line the longest stretch
 without a gap, at least ``MIN_LENGTH_MM`` long; its ends are moved to where the line's
 profile falls to the background (the detection stops short of a blurred end). An
-ultrasound line with an acoustic shadow beneath it is bone, not steel.
+ultrasound line with an acoustic shadow beneath it is bone, not steel: it is set aside
+with the pixels near it and the next strongest line is tried (a bone's surface is often
+the straightest strong echo in the image, with the needle second).
 
 The tip is the end away from the image border (the shaft comes in from the skin or from
 outside the X-ray field); when both ends lie inside, the ultrasound's tip is the deeper
@@ -45,6 +47,10 @@ MIN_COVER = 0.6
 BORDER_MM = 3.0
 #: Ultrasound: beneath bone the echo falls to below this fraction of the image's median.
 SHADOW_FRACTION = 0.5
+#: Ultrasound: straight segments found shadowed (bone) and set aside before giving up, and
+#: how far (mm) from one its pixels are set aside with it.
+MAX_BONE_SKIPS = 3
+BONE_CLEAR_MM = 2.0
 RANSAC_TRIALS = 400
 #: Fluoroscopy: most difference of a ridge's two sides, relative to its rise above them.
 MAX_ASYMMETRY = 1.5
@@ -108,18 +114,36 @@ def detect_needle(
     if len(pts_px) < 10:
         return None
     mm = np.array([spacing[1], spacing[0]])
-    found = _ransac_segment(pts_px * mm, snr, along, np.random.default_rng(seed))
-    if found is None:
-        return None
-    a_mm, b_mm, strength = found
+    rng = np.random.default_rng(seed)
     smooth = _signed_smooth(img, valid, spacing, bright)
+    for _ in range(1 + (MAX_BONE_SKIPS if bright else 0)):
+        found = _ransac_segment(pts_px * mm, snr, along, rng)
+        if found is None:
+            return None
+        a, b = _refined_ends(smooth, found[0], found[1], mm, bright, beam_apex_xy)
+        if not (bright and _shadowed(img, valid, a, b, spacing, beam_apex_xy)):
+            return _orient(a, b, found[2], valid, spacing, bright, beam_apex_xy)
+        # Bone: its surface is often the straightest strong echo; the needle may be next.
+        away = _distance_to_segment(pts_px * mm, a * mm, b * mm) > BONE_CLEAR_MM
+        pts_px, snr, along = pts_px[away], snr[away], along[away]
+        if len(pts_px) < 10:
+            return None
+    return None
+
+
+def _refined_ends(smooth, a_mm, b_mm, mm, bright, apex) -> tuple[np.ndarray, np.ndarray]:
+    """A RANSAC segment's ends (px) moved onto the echo (ultrasound) and out to its ends."""
     if bright:  # from the band's near edge to the echo of the shaft's near surface
-        a_mm, b_mm = _onto_echo(smooth, a_mm, b_mm, mm, beam_apex_xy)
+        a_mm, b_mm = _onto_echo(smooth, a_mm, b_mm, mm, apex)
     a_mm, b_mm = _extend(smooth, a_mm, b_mm, mm), _extend(smooth, b_mm, a_mm, mm)
-    a, b = a_mm / mm, b_mm / mm
-    if bright and _shadowed(img, valid, a, b, spacing, beam_apex_xy):
-        return None
-    return _orient(a, b, strength, valid, spacing, bright, beam_apex_xy)
+    return a_mm / mm, b_mm / mm
+
+
+def _distance_to_segment(pts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of each point (N, 2) from the segment a-b (same units)."""
+    ab = b - a
+    t = np.clip((pts - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
+    return np.linalg.norm(pts - (a + t[:, None] * ab), axis=1)
 
 
 def _signed_smooth(img, valid, spacing, bright) -> np.ndarray:

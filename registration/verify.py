@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from .errors import ConvergenceError
+from .guards import centre_scale, scale_ratio
 from .metrics import Metric
 from .optimise import LevelProblem, Pyramid, run_levels
 from .transforms import Transform
@@ -22,8 +23,10 @@ __all__ = [
     "PREDICTED_TRE_FACTOR",
     "HOP_GAIN",
     "PREDICTED_TRE_FLOOR_MM",
+    "UNCONFIRMED",
     "UNVERIFIED",
     "intensity_agreement",
+    "intensity_route_check",
     "predicted_tre_mm",
     "restart_check",
 ]
@@ -42,6 +45,12 @@ HOP_GAIN = 0.01
 
 #: Every reason the verification adds starts with this.
 UNVERIFIED = "unverified:"
+#: Why matched structures too few to check each other stand unconfirmed when no image
+#: check ran (``--metric none``, or the verification turned off).
+UNCONFIRMED = (
+    f"{UNVERIFIED} too few matched structures to check each other, and no image check ran "
+    "to confirm them (a metric and verify_restarts > 0 are needed)"
+)
 
 
 def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, px_mm):
@@ -240,6 +249,76 @@ def intensity_agreement(
     result = {"intensity_only_drift_mm": drift, "agreement_limit_mm": float(limit_mm)}
     result["intensity_agrees"] = bool(agrees)
     return result
+
+
+def intensity_route_check(
+    problem: LevelProblem, pyramid: Pyramid, answer, model, px_mm: float, limit_mm: float,
+    scale_prior=None,
+) -> dict:  # fmt: skip
+    """The intensity-only route run from a landmark answer, verified, and where it ends.
+
+    Matched structures too few to check each other need evidence of another kind: the
+    images alone, run from their answer, must reach an optimum that passes the
+    intensity-only verification (:func:`restart_check`: restarts come back, the second
+    metric agrees, the mirror image is clearly worse, no better optimum nearby) within
+    ``limit_mm`` of it, at a magnification ``scale_prior`` (as the intensity-only route's:
+    expected min, max, tolerance) allows. Returns ``{"intensity_route": figures}`` plus
+    ``unverified`` (the reason) when any fails.
+    """
+    quiet = dataclasses.replace(
+        problem,
+        landmarks=None,
+        landmark_weights=None,
+        trace=[],
+        progress=None,
+        scale_prior=scale_prior,
+    )
+    first = max(0, len(problem.options.pyramid.levels) - 3)
+    grid = _field_grid(problem.center, problem.half)
+    base = Transform(answer).apply(grid)
+    try:
+        outcome = run_levels(quiet, pyramid, answer, model, first=first)
+    except ConvergenceError:  # it left the field: the images do not hold the answer
+        return {
+            "intensity_route": {"distance_mm": None, "limit_mm": float(limit_mm)},
+            "unverified": "unverified: too few matched structures to check each other, and "
+            "the images alone, run from their answer, leave the field",
+        }
+    outcome, check = restart_check(quiet, pyramid, outcome, model, first, px_mm)
+    moved = np.linalg.norm(Transform(outcome.matrix).apply(grid) - base, axis=1)
+    distance = float(np.median(moved)) * px_mm
+    keys = ("spread_mm", "second_metric_drift_mm", "mirrored_relative_cost", "distances_mm")
+    figures = {k: check[k] for k in keys} | {
+        "distance_mm": distance,
+        "limit_mm": float(limit_mm),
+        "hops": len(check["hops"]),
+        "verified": "unverified" not in check,
+        "scale_ratio_to_calibration": None,
+    }
+    out = {"intensity_route": figures}
+    off_scale = False
+    if scale_prior is not None:
+        ratio = scale_ratio(centre_scale(outcome.matrix, problem.center), scale_prior[:2])
+        figures["scale_ratio_to_calibration"] = ratio
+        off_scale = abs(ratio - 1.0) > scale_prior[2]
+    if "unverified" in check:
+        why = check["unverified"].removeprefix(UNVERIFIED).strip()
+        out["unverified"] = (
+            f"{UNVERIFIED} too few matched structures to check each other, and the images "
+            f"alone, run from their answer, do not confirm it: {why}"
+        )
+    elif distance > limit_mm:
+        out["unverified"] = (
+            f"{UNVERIFIED} too few matched structures to check each other, and the images "
+            f"alone end {distance:.1f} mm from their answer (> {limit_mm:.1f} mm)"
+        )
+    elif off_scale:
+        out["unverified"] = (
+            f"{UNVERIFIED} too few matched structures to check each other, and the images "
+            f"alone end at a magnification {100 * (ratio - 1):+.1f} % off the calibration's "
+            f"(±{100 * scale_prior[2]:.0f} % allowed)"
+        )
+    return out
 
 
 def _mirror_run(quiet, pyramid, outcome, model, first, distance_mm) -> dict:

@@ -240,12 +240,12 @@ def _limit(n_tests: int, ref_dof: float) -> float:
     The tail is shared over the pairs and tests (Bonferroni): one set of right pairs in
     1 / :data:`FALSE_REFUSAL_RATE` is refused when the noise model holds.
     """
-    from scipy.stats import chi2, f
-
+    # Closed forms of both tails with two numerator degrees of freedom: importing
+    # scipy.stats for them cost every landmark registration seconds of start-up.
     tail = FALSE_REFUSAL_RATE / n_tests
     if not np.isfinite(ref_dof):
-        return float(chi2.isf(tail, 2))
-    return float(2.0 * f.isf(tail, 2, ref_dof))
+        return float(-2.0 * np.log(tail))
+    return float(ref_dof * (tail ** (-2.0 / ref_dof) - 1.0))
 
 
 def bead_reprojection(transform: Transform, moving_xy, fixed_xy, fixed_mask, px_mm: float):

@@ -92,3 +92,16 @@ def test_register_checks_clicks_against_the_sigma_the_user_gave():
     assert register(IMG, IMG, landmarks=clicks, options=OPTS).quality.verdict == "accepted"
     with pytest.raises(UnverifiedResultError, match=r"0\.7 px \(given\)"):
         register(IMG, IMG, landmarks=clicks, options=OPTS.with_values(landmark_sigma_px=0.7))
+
+
+def test_held_out_limit_matches_the_chi2_and_f_tails():
+    """The closed-form tails equal SciPy's chi2(2) and 2·F(2, ν) inverse survival functions."""
+    from scipy.stats import chi2, f
+
+    from hybridfuse.registration.verify_landmarks import FALSE_REFUSAL_RATE, _limit
+
+    for n_tests in (1, 5, 40):
+        tail = FALSE_REFUSAL_RATE / n_tests
+        assert _limit(n_tests, np.inf) == pytest.approx(chi2.isf(tail, 2), rel=1e-12)
+        for dof in (1, 2, 3, 7.5, 40):
+            assert _limit(n_tests, dof) == pytest.approx(2 * f.isf(tail, 2, dof), rel=1e-10)
