@@ -24,7 +24,7 @@ import numpy as np
 
 from ._blas import one_blas_thread
 from ._register import RegistrationOptions, RegistrationResult, register
-from .errors import RegistrationError, UnverifiedResultError
+from .errors import IllPosedGeometryError, RegistrationError, UnverifiedResultError
 from .guards import centre_scale, measure
 from .metrics import Metric
 from .preprocess import mask_extent
@@ -107,6 +107,7 @@ def track_sequence(
         whose registration produced nothing carries the last accepted transform.
     frames_per_second : pairs registered per second of wall time.
     """
+    _check_inputs(fixed_spacing_mm, moving_mask)
     base = options or RegistrationOptions()
     frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
     start = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
@@ -123,6 +124,22 @@ def track_sequence(
                 progress(k + 1, len(pairs))
     elapsed = time.perf_counter() - t0
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
+
+
+def _check_inputs(fixed_spacing_mm, moving_mask) -> None:
+    """Refuse a spacing or a mask that would silence the checks or crash in them.
+
+    A negative spacing made every update negative (no frame was ever doubted); an empty
+    ultrasound mask ended in numpy's "SVD did not converge" on the first refused frame.
+    """
+    if fixed_spacing_mm is not None and not (
+        np.isfinite(fixed_spacing_mm) and fixed_spacing_mm > 0
+    ):
+        raise IllPosedGeometryError(
+            f"fixed_spacing_mm must be a positive number of mm, got {fixed_spacing_mm!r}"
+        )
+    if moving_mask is not None and not np.asarray(moving_mask, bool).any():
+        raise IllPosedGeometryError("moving_mask selects no ultrasound pixel")
 
 
 def _frame_options(base, update_model, levels, max_iterations, max_samples):
@@ -317,8 +334,15 @@ class _Tracker:
         """
         if self.expected_scale is not None:
             return self.expected_scale
-        cx, cy = mask_extent(self._moving_mask(self.moving_frames[j]))[4:6]
-        return centre_scale(self.initial, (cx, cy))
+        mask = self._moving_mask(self.moving_frames[j])
+        if not mask.any():  # nothing to take it at; the registration refuses the frame
+            return None
+        cx, cy = mask_extent(mask)[4:6]
+        try:
+            scale = centre_scale(self.initial, (cx, cy))
+        except np.linalg.LinAlgError:  # the start maps the centre to infinity
+            return None
+        return scale if np.isfinite(scale) and scale > 0 else None
 
     def _restart_from(self, matrix: np.ndarray) -> None:
         """Continue from a re-acquired ``matrix`` with the hand's last motion, if known.

@@ -101,3 +101,29 @@ def test_a_re_acquisition_without_a_calibration_is_held_to_the_first_pairs_scale
     assert reacquired, calls
     cx, cy = (20 + 69) / 2, (10 + 49) / 2
     assert reacquired[0]["expected_scale"] == pytest.approx(centre_scale(start, (cx, cy)))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"fixed_spacing_mm": -0.3}, "fixed_spacing_mm must be a positive"),
+        ({"moving_mask": "empty"}, "moving_mask selects no ultrasound pixel"),
+    ],
+)
+def test_tracking_refuses_inputs_that_silence_or_crash_its_checks(kw, match):
+    # fixed_spacing_mm=-1 made every update negative: three frames of noise were accepted,
+    # none doubted. An all-False moving_mask ended in numpy's LinAlgError ("SVD did not
+    # converge") from the first refused frame's placeholder.
+    import numpy as np
+
+    from hybridfuse.registration.errors import IllPosedGeometryError
+    from hybridfuse.registration.tracking import track_sequence
+
+    rng = np.random.default_rng(0)
+    fixed = [rng.random((120, 120)) for _ in range(2)]
+    moving = [rng.random((80, 80)) for _ in range(2)]
+    if kw.get("moving_mask") == "empty":
+        kw = {"moving_mask": np.zeros((80, 80), bool)}
+    start = np.array([[1.0, 0, 20], [0, 1, 20], [0, 0, 1]])
+    with pytest.raises(IllPosedGeometryError, match=match):
+        track_sequence(fixed, moving, [(0, 0), (1, 1)], start, **kw)
