@@ -268,7 +268,9 @@ def _ignored_start_note(path: Path, start, result, moving, fixed) -> str:
     from hybridfuse.registration.preprocess import mask_extent
     from hybridfuse.registration.transforms import Transform
 
-    x0, x1, y0, y1 = mask_extent(moving.mask)[:4]
+    # An ultrasound without a calibrated region has no mask: its whole frame is the field.
+    mask = moving.mask if moving.mask is not None else np.ones(moving.shape, bool)
+    x0, x1, y0, y1 = mask_extent(mask)[:4]
     gx, gy = np.meshgrid(np.linspace(x0, x1, 7), np.linspace(y0, y1, 7))
     grid = np.column_stack([gx.ravel(), gy.ravel()])
     apart = np.linalg.norm(Transform(start).apply(grid) - result.transform.apply(grid), axis=1)

@@ -127,3 +127,31 @@ def test_tracking_refuses_inputs_that_silence_or_crash_its_checks(kw, match):
     start = np.array([[1.0, 0, 20], [0, 1, 20], [0, 0, 1]])
     with pytest.raises(IllPosedGeometryError, match=match):
         track_sequence(fixed, moving, [(0, 0), (1, 1)], start, **kw)
+
+
+def test_a_start_with_landmarks_on_an_ultrasound_without_a_region_is_noted(tmp_path):
+    # The note saying --init-transform was not used took the ultrasound's mask, which an
+    # ultrasound without SequenceOfUltrasoundRegions lacks: "internal error: Calling
+    # nonzero on 0d arrays is not allowed" after a successful registration.
+    import json
+
+    import pydicom
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    ds = pydicom.dcmread(SAMPLE / "us_clip.dcm")
+    del ds.SequenceOfUltrasoundRegions
+    ds.save_as(tmp_path / "us_clip.dcm")
+    truth = json.loads((SAMPLE / "truth.json").read_text())["pairs"][0]["moving_to_fixed_pixel"]
+    start = tmp_path / "start.json"
+    start.write_text(
+        json.dumps({"schema": "hybridfuse.transform/1", "moving_to_fixed_pixel": truth})
+    )
+    args = ["register", "--fixed", str(SAMPLE / "fluoro_run02_confirm_lateral.dcm")]
+    args += ["--moving", str(tmp_path / "us_clip.dcm"), "--moving-frame", "6", "--metric", "none"]
+    args += ["--landmarks", str(SAMPLE / "landmarks" / "run02_confirm_lateral_f00_us06.csv")]
+    args += ["--init-transform", str(start), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "--init-transform start.json was not used" in result.stderr
