@@ -260,10 +260,15 @@ def refusal_reasons(
     ceiling = opts.guards.max_predicted_tre_mm
     predicted = quality.predicted_tre_mm
     if ceiling is not None and predicted is not None and predicted > ceiling:
+        # Without landmarks (the images from a start) the clustered-clicks reading misleads.
+        why = (
+            "landmarks clustered in a small part of the field, or noisy"
+            if quality.landmark_fre_px is not None
+            else "the images alone leave it loose"
+        )
         reasons.append(
             f"the predicted TRE is {predicted:.1f} mm (> max_predicted_tre_mm {ceiling:g}): "
-            "the evidence does not pin the answer down (landmarks clustered in a small part "
-            "of the field, or noisy)"
+            f"the evidence does not pin the answer down ({why})"
         )
     span = quality.landmark_hull_fraction_of_field
     if clicked and span is not None and span < MIN_CLICK_SPAN:

@@ -155,3 +155,17 @@ def test_a_start_with_landmarks_on_an_ultrasound_without_a_region_is_noted(tmp_p
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "--init-transform start.json was not used" in result.stderr
+
+
+def test_the_ceiling_does_not_blame_landmarks_that_were_not_given():
+    # An intensity-only answer (a start, a tracking re-acquisition) refused by the ceiling
+    # was told "landmarks clustered in a small part of the field, or noisy".
+    from hybridfuse.registration import RegistrationOptions
+    from hybridfuse.registration.guards import Quality, refusal_reasons
+
+    opts = RegistrationOptions()
+    base = {"local_scale_min": 0.5, "local_scale_max": 0.5, "edge_on": False}
+    images = " ".join(refusal_reasons(Quality(predicted_tre_mm=30.0, **base), opts, None, True))
+    assert "predicted TRE is 30.0 mm" in images and "landmarks" not in images
+    clicks = Quality(predicted_tre_mm=30.0, landmark_fre_px=1.0, **base)
+    assert "landmarks clustered" in " ".join(refusal_reasons(clicks, opts, None, True))
