@@ -452,12 +452,11 @@ def _refuse_unchecked_match(result, matched: int, options) -> None:
     """Refuse an automatic start with fewer agreeing structures than something can check.
 
     ``matched`` counts beads, the needle's line and its tip
-    (:data:`registration.initial.MIN_CHECKED_ITEMS` are needed). Three matched beads fit
-    an affine map exactly: nothing is left over to catch a wrong match (a wrong
-    --moving-spacing-mm gave one 32 mm off, accepted), and the intensity
-    refinement is held to the landmarks; the images alone cannot confirm it either (the
-    wrong match above sits in a local optimum of both metrics). ``--accept-unverified``
-    writes it marked refused.
+    (:data:`registration.initial.MIN_CHECKED_ITEMS` are needed). Fewer fit the model with
+    nothing left over to catch a wrong match; 3-4 items (under
+    :data:`registration.initial.CHECKED_ITEMS`) are confirmed inside ``register`` by
+    :func:`registration.verify.intensity_route_check` at the calibrated magnification.
+    ``--accept-unverified`` writes a refused one marked.
     """
     from hybridfuse.registration.guards import raise_if_refused
 
