@@ -72,7 +72,7 @@ from .options import (
     "--truth",
     "truth_path",
     type=click.Path(path_type=Path),
-    help="truth.json of a synthetic case: report the TRE.",
+    help="truth.json (a synthetic case's, or one pair's moving_to_fixed_pixel): report the TRE.",
 )
 @click.option(
     "--include-phi",

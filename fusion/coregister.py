@@ -452,12 +452,11 @@ def _refuse_unchecked_match(result, matched: int, options) -> None:
     """Refuse an automatic start with fewer agreeing structures than something can check.
 
     ``matched`` counts beads, the needle's line and its tip
-    (:data:`registration.initial.MIN_CHECKED_ITEMS` are needed). Three matched beads fit
-    an affine map exactly: nothing is left over to catch a wrong match (a wrong
-    --moving-spacing-mm gave one 32 mm off, accepted), and the intensity
-    refinement is held to the landmarks; the images alone cannot confirm it either (the
-    wrong match above sits in a local optimum of both metrics). ``--accept-unverified``
-    writes it marked refused.
+    (:data:`registration.initial.MIN_CHECKED_ITEMS` are needed). Fewer fit the model with
+    nothing left over to catch a wrong match; 3-4 items (under
+    :data:`registration.initial.CHECKED_ITEMS`) are confirmed inside ``register`` by
+    :func:`registration.verify.intensity_route_check` at the calibrated magnification.
+    ``--accept-unverified`` writes a refused one marked.
     """
     from hybridfuse.registration.guards import raise_if_refused
 
@@ -512,6 +511,8 @@ def truth_tre(
 
     Distances are measured in fixed pixels and converted to mm at the isocentre plane.
     """
+    if truth.get("schema") == PAIR_TRUTH:
+        return _pair_tre(result_transform, truth, fixed, moving, fixed_frame, moving_frame)
     name = Path(fixed_file).name
     try:
         pair = next(
@@ -532,11 +533,34 @@ def truth_tre(
         true = Transform(_matrix(Path("truth"), pair["moving_to_fixed_pixel"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"truth: a pair lacks or mistypes {exc}") from exc
+    d = _distances_mm(result_transform, true, _region_grid(moving), _iso_mm(fixed, name))
+    return {**_summary(d), "pair": pair.get("id"), "edge_on_truth": bool(pair.get("edge_on"))}
+
+
+def _pair_tre(result_transform, truth, fixed, moving, fixed_frame, moving_frame) -> dict:
+    """TRE against one pair's truth: over its own grid and mm scale where it gives them."""
+    if fixed_frame != 0 or moving_frame != 0:
+        raise InputError(
+            f"truth describes one pair of images (frame 0 of each), not fluoroscopy frame "
+            f"{fixed_frame} with ultrasound frame {moving_frame}"
+        )
+    grid = truth.get("grid", _region_grid(moving))
+    mm = truth.get("mm") or _iso_mm(fixed)
+    d = _distances_mm(result_transform, Transform(truth["h"]), grid, mm)
+    return {**_summary(d), "pair": None, "edge_on_truth": False}
+
+
+def _region_grid(moving: Image) -> np.ndarray:
+    """16 × 16 points spanning the ultrasound region (its mask's bounding box)."""
     mask = moving.mask if moving.mask is not None else np.ones(moving.shape, bool)
     ys, xs = np.nonzero(mask)
     gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 16), np.linspace(ys.min(), ys.max(), 16))
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
-    # No imager spacing (or no SID/SOD) leaves no isocentre spacing: bad input, not a crash.
+    return np.column_stack([gx.ravel(), gy.ravel()])
+
+
+def _iso_mm(fixed: Image, name: str = "the fluoroscopy") -> float:
+    # No imager spacing (or no SID/SOD) leaves no isocentre spacing: bad input, not a crash
+    # (np.mean(None) was an internal error).
     spacing = fixed.xray.isocenter_spacing_mm if fixed.xray else None
     iso = float(np.mean(spacing)) if spacing is not None else None
     if not iso or not np.isfinite(iso):
@@ -544,15 +568,20 @@ def truth_tre(
             f"TRE in mm needs the fluoroscopy isocentre spacing, which {name} lacks "
             "(ImagerPixelSpacing and DistanceSourceToDetector/DistanceSourceToPatient)"
         )
-    d = np.linalg.norm(result_transform.apply(grid) - true.apply(grid), axis=1) * iso
+    return iso
+
+
+def _distances_mm(estimate: Transform, true: Transform, grid, mm: float) -> np.ndarray:
+    return np.linalg.norm(estimate.apply(grid) - true.apply(grid), axis=1) * mm
+
+
+def _summary(d: np.ndarray) -> dict:
     return {
         "median_mm": float(np.median(d)),
         "p95_mm": float(np.percentile(d, 95)),
         "max_mm": float(d.max()),
         "points": int(len(d)),
-        "pair": pair.get("id"),
         "plane": "isocentre",
-        "edge_on_truth": bool(pair.get("edge_on")),
     }
 
 
@@ -707,13 +736,49 @@ TRUTH_SCHEMA = "hybridfuse.synthetic-truth/1"
 
 
 def read_truth_json(path: str | os.PathLike) -> dict:
-    """Read a synthetic case's ``truth.json`` (for ``--truth``), refusing a bad one."""
+    """Read a ``truth.json`` for ``--truth``, refusing a bad one.
+
+    Two forms: a synthetic case's (``schema`` :data:`TRUTH_SCHEMA`, one entry per frame
+    pair) and one pair's (no schema; ``moving_to_fixed_pixel``, optionally ``grid_moving``
+    and ``mm_per_fixed_pixel_at_isocenter``), the form of ``../shared/validation`` and of
+    the phantom family, so that truths from other generators can be scored as they are.
+    """
     path = Path(path)
     data = _read_json(path, "truth", 64 * 2**20)
+    if isinstance(data, dict) and "schema" not in data and "moving_to_fixed_pixel" in data:
+        return _pair_truth(path, data)
     if not isinstance(data, dict) or data.get("schema") != TRUTH_SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise InputError(f"{path}: schema {str(got)[:60]!r}, expected {TRUTH_SCHEMA!r}")
+        raise InputError(
+            f"{path}: schema {str(got)[:60]!r}, expected {TRUTH_SCHEMA!r} or one pair's "
+            "truth (moving_to_fixed_pixel)"
+        )
     return data
+
+
+#: ``schema`` given to a one-pair truth once read (it has none in its file).
+PAIR_TRUTH = "one pair"
+
+
+def _pair_truth(path: Path, data: dict) -> dict:
+    """One pair's truth, checked: its matrix, its grid (n × 2 numbers) and its mm scale."""
+    truth = {"schema": PAIR_TRUTH, "h": _matrix(path, data["moving_to_fixed_pixel"])}
+    grid = data.get("grid_moving")
+    if grid is not None:
+        try:
+            g = np.array(grid, float)
+        except (TypeError, ValueError, OverflowError):
+            g = np.empty((0, 0))
+        if g.ndim != 2 or g.shape[1] != 2 or not len(g) or not np.all(np.isfinite(g)):
+            raise InputError(f"{path}: grid_moving must be a list of finite (x, y) pairs")
+        truth["grid"] = g
+    mm = data.get("mm_per_fixed_pixel_at_isocenter")
+    if mm is not None:
+        ok = isinstance(mm, (int, float)) and not isinstance(mm, bool)
+        if not (ok and np.isfinite(mm) and mm > 0):
+            raise InputError(f"{path}: mm_per_fixed_pixel_at_isocenter must be a number > 0")
+        truth["mm"] = float(mm)
+    return truth
 
 
 def _no_constant(name: str):
