@@ -188,8 +188,8 @@ def match_points(
     good = [h for h in hyps if h[1] >= min_inliers and h[0] >= min_score]
     if not good:
         raise AmbiguousMatchError(
-            f"no placement brings {min_inliers} of the {len(mov)} ultrasound beads"
-            f"{' and the needle' if both else ''} firmly onto the {len(fix)} fluoroscopy "
+            f"no placement brings {min_inliers} structures (of {len(mov)} ultrasound beads"
+            f"{' and the needle' if both else ''}) firmly onto the {len(fix)} fluoroscopy "
             f"beads{' and needle' if both else ''} at the calibrated scale "
             f"(±{scale_tolerance:.0%}); the plane may be seen edge-on, or the beads are not "
             "in both images"

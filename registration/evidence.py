@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspond import AmbiguousMatchError, Correspondence, Line, NoFeaturesError, match_near
+from .correspond import (
+    INLIER_MM,
+    AmbiguousMatchError,
+    Correspondence,
+    Line,
+    NoFeaturesError,
+    match_near,
+)
 from .errors import RegistrationError
 from .features import Blobs, beam_apex, detect_beads
 from .needle import Needle, detect_needle
@@ -30,11 +37,13 @@ from .transforms import Transform
 
 __all__ = [
     "AGREE_MM",
+    "NEAR_START_SOURCE",
     "NearMatch",
     "Structures",
     "detect_structures",
     "features_agree",
     "landmarks_near",
+    "matched_landmarks",
     "near_route",
     "start_mm",
     "unit_weights",
@@ -42,7 +51,7 @@ __all__ = [
 
 #: A mapped ultrasound bead within this (mm at the isocentre) of a fluoroscopy bead agrees
 #: with it: the matcher's inlier distance.
-AGREE_MM = 1.5
+AGREE_MM = INLIER_MM
 #: Landmark weight of the needle tip against a bead's: the ultrasound shows where the
 #: shaft leaves the plane or its echo fades, which may fall short of the tip.
 TIP_WEIGHT = 0.5
@@ -188,16 +197,22 @@ def landmarks_near(
         )
     except (NoFeaturesError, AmbiguousMatchError):
         return None
-    return NearMatch(_landmarks(match, s), match, s)
+    return NearMatch(matched_landmarks(match, s, NEAR_START_SOURCE), match, s)
 
 
-def _landmarks(match: Correspondence, s: Structures) -> Landmarks:
-    """Matched beads, and the needle tip when it agrees, as weighted landmark pairs."""
+#: ``Landmarks.source`` of the structures matched near a start.
+NEAR_START_SOURCE = "structures matched near the start"
+
+
+def matched_landmarks(match: Correspondence, s: Structures, source: str) -> Landmarks:
+    """Matched beads, and the needle tip when it agrees, as weighted landmark pairs.
+
+    Named ``auto_*``: :mod:`registration.verify_landmarks` then treats them as checked by
+    a consensus, not as clicks that nothing checks. Weight: the weaker of the two
+    detections, relative to the strongest pair.
+    """
     mb, fb = s.moving_beads, s.fixed_beads
     mi, fi = match.moving_index, match.fixed_index
-    # Named as initial.auto_start names its pairs: registration.verify_landmarks then
-    # treats them as checked by a consensus, not as clicks that nothing checks.
-    # Weight: the weaker of the two detections, relative to the strongest pair.
     w = list(np.minimum(unit_weights(mb.strength)[mi], unit_weights(fb.strength)[fi]))
     moving_xy, fixed_xy = list(mb.xy[mi]), list(fb.xy[fi])
     names = [f"auto_bead{k}" for k in range(len(mi))]
@@ -212,7 +227,7 @@ def _landmarks(match: Correspondence, s: Structures) -> Landmarks:
         fixed_xy=np.array(fixed_xy).reshape(-1, 2),
         names=tuple(names),
         weights=w / w.max(),
-        source="structures matched near the start",
+        source=source,
     )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .correspond import AmbiguousMatchError, Correspondence, match_points
 from .errors import RegistrationError
-from .evidence import TIP_WEIGHT, Structures, detect_structures, unit_weights
+from .evidence import Structures, detect_structures, matched_landmarks, unit_weights
 from .features import Blobs
 from .needle import Needle
 from .preprocess import Preprocess, mask_extent, preprocess_pair
@@ -267,7 +267,10 @@ def match_structures(found: Structures, moving_mask: np.ndarray | None) -> AutoS
         extent_mm=None if moving_mask is None else _corners(moving_mask) * to_mm_m,
     )
     _check_area(match, fb, fn, to_mm_f)
-    return AutoStart(_landmarks(match, mb, fb, mn, to_mm_m, to_mm_f), mb, fb, match, mn, fn)
+    source = AUTO_SOURCE if match.items >= CHECKED_ITEMS else AUTO_SOURCE_TO_CONFIRM
+    landmarks = matched_landmarks(match, found, source)
+    _check_spread(landmarks.moving_xy * to_mm_m)
+    return AutoStart(landmarks, mb, fb, match, mn, fn)
 
 
 def _check_area(match: Correspondence, fb: Blobs, fn: Needle | None, to_mm_f) -> None:
@@ -297,30 +300,6 @@ def _spread_ratio(pts: np.ndarray) -> float:
         return 0.0
     sv = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False)
     return float(sv[1] / sv[0]) if sv[0] > 0 else 0.0
-
-
-def _landmarks(match, mb, fb, mn, to_mm_m, to_mm_f) -> Landmarks:
-    """Matched beads, and the needle tip when it agrees, as weighted landmark pairs."""
-    mi, fi = match.moving_index, match.fixed_index
-    # Weight: the weaker of the two detections, relative to the strongest pair.
-    w = list(np.minimum(unit_weights(mb.strength)[mi], unit_weights(fb.strength)[fi]))
-    moving_xy, fixed_xy = list(mb.xy[mi]), list(fb.xy[fi])
-    names = [f"auto_bead{k}" for k in range(len(mi))]
-    if match.needle_tip:
-        moving_xy.append(mn.tip_xy)
-        fixed_xy.append(match.needle_tip_mm / to_mm_f)
-        w.append(TIP_WEIGHT)
-        names.append("auto_needle_tip")
-    moving_xy, fixed_xy = np.array(moving_xy).reshape(-1, 2), np.array(fixed_xy).reshape(-1, 2)
-    _check_spread(moving_xy * to_mm_m)
-    w = np.array(w, float)
-    return Landmarks(
-        moving_xy=moving_xy,
-        fixed_xy=fixed_xy,
-        names=tuple(names),
-        weights=w / w.max(),
-        source=AUTO_SOURCE if match.items >= CHECKED_ITEMS else AUTO_SOURCE_TO_CONFIRM,
-    )
 
 
 def _check_spread(moving_mm: np.ndarray) -> None:

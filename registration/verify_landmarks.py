@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .correspond import INLIER_MM
 from .landmarks import SIGMA_PRIOR_PX, is_automatic
 from .transforms import N_PARAMS, Transform, TransformModel
 from .uncertainty import linearise
@@ -38,7 +39,7 @@ PREDICTED_TRE_FACTOR = 2.0
 FALSE_REFUSAL_RATE = 1e-3
 #: A mapped ultrasound bead within this (mm at the isocentre) of a fluoroscopy bead lands
 #: on it: the matcher's inlier distance.
-BEAD_AGREE_MM = 1.5
+BEAD_AGREE_MM = INLIER_MM
 #: The least click noise (px) the held-out test assumes: no position is known better than
 #: a tenth of a pixel, and exact (synthetic) pairs would otherwise test rounding errors.
 MIN_SIGMA_PX = 0.1
