@@ -138,13 +138,20 @@ def mode_args(mode: str, case: Path, truth: dict, work: Path, seed: int) -> list
     return ["--landmarks", str(case / "landmarks.csv"), *extra]
 
 
-def run_mode(case: Path, truth: dict, mode: str, seed: int, external: bool) -> dict:
-    """One ``register`` run and its verdict, TRE and predicted TRE."""
+def register_once(
+    case: Path, truth: dict, mode: str, seed: int, external: bool = False
+) -> tuple[dict, dict | None]:
+    """One ``register`` process: its row and the transform record (None if none written).
+
+    The row holds ``rc`` and ``seconds``; where nothing was written, also its ``outcome``
+    (``n/a`` without clicks, ``refused`` otherwise) and ``why``; otherwise the caller
+    judges the record (:func:`judge`).
+    """
     with tempfile.TemporaryDirectory(prefix="hf-family-") as tmp:
         work = Path(tmp)
         args = mode_args(mode, case, truth, work, seed)
         if args is None:
-            return {"outcome": "n/a", "why": "no landmarks in this case"}
+            return {"outcome": "n/a", "why": "no landmarks in this case"}, None
         cmd = [*CLI, "register", "--fixed", str(case / "fluoro.dcm")]
         cmd += ["--moving", str(case / "us.dcm"), "--out", str(work / "out")]
         cmd += ["--accept-unverified", *args, *(["--allow-mismatch"] if external else [])]
@@ -155,12 +162,25 @@ def run_mode(case: Path, truth: dict, mode: str, seed: int, external: bool) -> d
         out = work / "out" / "transform.json"
         if not out.is_file():
             err = proc.stderr.strip().splitlines()
-            return {**row, "outcome": "refused", "why": (err[-1] if err else "")[:200]}
-        result = json.loads(out.read_text())
+            return {**row, "outcome": "refused", "why": (err[-1] if err else "")[:200]}, None
+        return row, json.loads(out.read_text())
+
+
+def judge(row: dict, result: dict, truth: dict) -> tuple[str, float]:
+    """Outcome (right/refused/wrong) and median TRE (mm) of a written transform record."""
     quality = result.get("quality") or {}
     tre = median_tre_mm(np.asarray(result["moving_to_fixed_pixel"], float), truth)
-    accepted = proc.returncode == 0 and quality.get("verdict", "accepted") == "accepted"
-    outcome = "refused" if not accepted else ("right" if tre < RIGHT_MM else "wrong")
+    accepted = row["rc"] == 0 and quality.get("verdict", "accepted") == "accepted"
+    return ("refused" if not accepted else ("right" if tre < RIGHT_MM else "wrong")), tre
+
+
+def run_mode(case: Path, truth: dict, mode: str, seed: int, external: bool) -> dict:
+    """One ``register`` run and its verdict, TRE and predicted TRE."""
+    row, result = register_once(case, truth, mode, seed, external)
+    if result is None:
+        return row
+    outcome, tre = judge(row, result, truth)
+    quality = result.get("quality") or {}
     why = "; ".join(quality.get("reasons") or [])[:200]
     check = quality.get("verification") or {}
     return {

@@ -20,40 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks._header import print_header
-from benchmarks.family import CLI, MODES, RIGHT_MM, family_cases, median_tre_mm, mode_args
+from benchmarks.family import MODES, family_cases, judge, register_once
 
 
 def run_trial(case: Path, truth: dict, mode: str, seed: int) -> dict:
     """One ``register`` run with its outcome, TRE, matrix and ``quality`` record."""
-    with tempfile.TemporaryDirectory(prefix="hf-guard-") as tmp:
-        work = Path(tmp)
-        args = mode_args(mode, case, truth, work, seed)
-        if args is None:
-            return {"outcome": "n/a"}
-        cmd = [*CLI, "register", "--fixed", str(case / "fluoro.dcm")]
-        cmd += ["--moving", str(case / "us.dcm"), "--out", str(work / "out")]
-        cmd += ["--accept-unverified", *args]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
-        row = {"rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 2)}
-        out = work / "out" / "transform.json"
-        if not out.is_file():
-            err = proc.stderr.strip().splitlines()
-            return {**row, "outcome": "refused", "why": (err[-1] if err else "")[:200]}
-        result = json.loads(out.read_text())
-    quality = result.get("quality") or {}
-    h = result["moving_to_fixed_pixel"]
-    tre = median_tre_mm(np.asarray(h, float), truth)
-    accepted = proc.returncode == 0 and quality.get("verdict", "accepted") == "accepted"
-    outcome = "refused" if not accepted else ("right" if tre < RIGHT_MM else "wrong")
+    row, result = register_once(case, truth, mode, seed)
+    if result is None:
+        return row
+    outcome, tre = judge(row, result, truth)
+    h, quality = result["moving_to_fixed_pixel"], result.get("quality") or {}
     return {**row, "outcome": outcome, "tre_mm": round(tre, 4), "h": h, "quality": quality}
 
 

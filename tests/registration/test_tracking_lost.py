@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from hybridfuse.registration import Transform
 from hybridfuse.registration.tracking import TrackingChecks, track_sequence
 from hybridfuse.testdata.phantom.clip import moving_probe_clip
+from tests.registration.test_tracking import _tre_mm
 
 #: TRE (mm) at which an accepted frame counts as wrong (#15).
 WRONG_MM = 2.0
@@ -27,15 +27,6 @@ def clip():
         jump_deg=-15.0,
         off_skin=(OFF_SKIN,),
     )
-
-
-def _tre_mm(clip, h, k) -> float:
-    """Median distance (mm at the isocentre) from the truth over a 12 x 12 grid of the field."""
-    ys, xs = np.nonzero(clip.moving_mask)
-    gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 12), np.linspace(ys.min(), ys.max(), 12))
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
-    err = Transform(h).apply(grid) - Transform(clip.truths[k]).apply(grid)
-    return float(np.median(np.linalg.norm(err, axis=1)) * clip.fixed_mm_per_px)
 
 
 def _track(clip, checks=None, pairs=None):
