@@ -106,16 +106,14 @@ def landmark_check(
         when a pair is contradicted.
     """
     src = np.asarray(landmarks.moving_xy, float)
-    dst = np.asarray(landmarks.fixed_xy, float)
     w = np.ones(len(src)) if weights is None else np.asarray(weights, float)
     model = TransformModel(fit_transform.model)
     h = fit_transform.matrix / fit_transform.matrix[2, 2]
     # Each model along its own parameters: as affine, 2 similarity pairs were under-determined
     # and their bound came out half the true one, and 4 clicks left 2 coordinates, not 4.
     lin = linearise(h, model, src, w)
-    jac, cov = lin.jac, lin.cov  # (n, 2, p); (p, p) per unit σ²
-    dof = 2 * len(src) - jac.shape[2]
-    resid = dst - Transform(h).apply(src)
+    dof = 2 * len(src) - lin.jac.shape[2]
+    resid = np.asarray(landmarks.fixed_xy, float) - Transform(h).apply(src)
     out = {"evidence": "landmarks", "pairs": len(src), "redundant_coordinates": int(dof)}
     sigma_res = None
     if dof > 0:
@@ -126,66 +124,76 @@ def landmark_check(
     if dof >= MIN_DOF_FOR_TEST:
         prior = noise_prior or (HELD_OUT_PRIOR_SIGMA_PX, HELD_OUT_PRIOR_DOF)
         known = float(sigma_px) if sigma_known else None
-        out.update(_held_out(jac, w, cov, resid, landmarks.names, dof, known, prior))
+        out.update(_held_out(lin.jac, w, lin.cov, resid, landmarks.names, dof, known, prior))
     rms_unit = lin.rms_unit_px(field_xy)  # per unit σ
     out["predicted_tre_mm"] = float(PREDICTED_TRE_FACTOR * sigma * np.median(rms_unit) * px_mm)
     auto = is_automatic(landmarks.names)
+    out.update(_doubt(out, model, dof, auto, images))
+    return out
+
+
+def _doubt(out: dict, model: TransformModel, dof: int, auto: bool, images) -> dict:
+    """``unverified`` (a reason to refuse) or ``unchecked`` (a caveat), or nothing."""
+    n = out["pairs"]
+    drifts = None if images is None else images["intensity_only_drift_mm"]
     if dof < MIN_DOF_FOR_TEST and images is not None and not images["intensity_agrees"]:
-        metric, drift = max(images["intensity_only_drift_mm"].items(), key=lambda kv: kv[1])
+        metric, drift = max(drifts.items(), key=lambda kv: kv[1])
         why = f"{metric} alone moves it {drift:.1f} mm (> {images['agreement_limit_mm']:.1f} mm)"
         noun = "beads matched" if auto else "landmark pairs"
-        out["unverified"] = (
-            f"unverified: only {len(src)} {noun}, too few to check each other under the "
-            f"{model.value} model, and the images disagree: {why}"
-        )
-    elif not auto and 2 * len(src) <= N_PARAMS[model]:
+        return {
+            "unverified": f"unverified: only {n} {noun}, too few to check each other under "
+            f"the {model.value} model, and the images disagree: {why}"
+        }
+    if not auto and 2 * n <= N_PARAMS[model]:
         # Nothing checks an exact fit: 3 pairs, one mis-clicked by 25 px, were accepted
         # 6 mm off at a predicted 2.1 mm; with an intensity metric, mis-clicks of 10-20 px
         # moved LC2 and MI no more than right clicks did (0.3-0.5 mm), so the images cannot
         # stand in (automatic matches were checked by the consensus).
-        moved = None if images is None else max(images["intensity_only_drift_mm"].values())
         images_said = (
             ""
-            if moved is None
-            else f" (the images alone moved it {moved:.1f} mm, as they move a mis-click of "
-            "10-20 px)"
+            if drifts is None
+            else f" (the images alone moved it {max(drifts.values()):.1f} mm, as they move a "
+            "mis-click of 10-20 px)"
         )
-        out["unverified"] = (
-            f"unverified: {len(src)} landmark pairs fit the {model.value} model exactly, so "
-            f"nothing could catch a mis-click{images_said}; give more pairs, or "
+        return {
+            "unverified": f"unverified: {n} landmark pairs fit the {model.value} model "
+            f"exactly, so nothing could catch a mis-click{images_said}; give more pairs, or "
             "--accept-unverified to keep it marked"
-        )
-    elif dof < MIN_DOF_FOR_TEST:
-        checked = "the images were not checked" if images is None else (
-            "the images alone moved it no more than "
-            f"{max(images['intensity_only_drift_mm'].values()):.1f} mm, which rules out "
-            "only gross errors"
+        }
+    if dof < MIN_DOF_FOR_TEST:
+        checked = "the images were not checked" if drifts is None else (
+            f"the images alone moved it no more than {max(drifts.values()):.1f} mm, which "
+            "rules out only gross errors"
         )  # fmt: skip
-        out["unchecked"] = (
-            f"{len(src)} pairs leave {max(dof, 0)} coordinates over the {model.value} model "
-            f"(the held-out test needs {MIN_DOF_FOR_TEST}); {checked}"
-        )
-    elif images is not None and not images["intensity_agrees"]:
-        metric, drift = max(images["intensity_only_drift_mm"].items(), key=lambda kv: kv[1])
-        out["unverified"] = (
-            f"unverified: {metric} alone moves the landmark answer {drift:.1f} mm (> "
-            f"{images['agreement_limit_mm']:.1f} mm): the pairs agree with each other but "
-            "not with the images (swapped or mirrored coordinates?)"
-        )
-    elif out.get("loo_statistic_max", 0.0) > out.get("loo_statistic_limit", np.inf):
-        spread = np.sqrt(out["loo_statistic_max"] / out["loo_statistic_limit"])
-        noise_from = {
-            "given": "given",
-            "pairs": "the other pairs' scatter",
-            "pairs+prior": f"the other pairs' scatter pooled with {HELD_OUT_PRIOR_SIGMA_PX} px",
-        }[out["loo_noise_from"]]
-        out["unverified"] = (
-            f"unverified: landmark {out['loo_worst_pair']} lies "
-            f"{out['loo_worst_px']:.1f} px from where the other pairs put it, {spread:.1f}× "
-            f"what a click noise of {out['loo_noise_px']:.2g} px ({noise_from}) allows: a "
-            "wrong pair the fit absorbed"
-        )
-    return out
+        return {
+            "unchecked": f"{n} pairs leave {max(dof, 0)} coordinates over the {model.value} "
+            f"model (the held-out test needs {MIN_DOF_FOR_TEST}); {checked}"
+        }
+    if images is not None and not images["intensity_agrees"]:
+        metric, drift = max(drifts.items(), key=lambda kv: kv[1])
+        return {
+            "unverified": f"unverified: {metric} alone moves the landmark answer {drift:.1f} "
+            f"mm (> {images['agreement_limit_mm']:.1f} mm): the pairs agree with each other "
+            "but not with the images (swapped or mirrored coordinates?)"
+        }
+    if out.get("loo_statistic_max", 0.0) > out.get("loo_statistic_limit", np.inf):
+        return {"unverified": _held_out_reason(out)}
+    return {}
+
+
+def _held_out_reason(out: dict) -> str:
+    """Why the held-out test refused: the worst pair, how far off, against what noise."""
+    spread = np.sqrt(out["loo_statistic_max"] / out["loo_statistic_limit"])
+    noise_from = {
+        "given": "given",
+        "pairs": "the other pairs' scatter",
+        "pairs+prior": f"the other pairs' scatter pooled with {HELD_OUT_PRIOR_SIGMA_PX} px",
+    }[out["loo_noise_from"]]
+    return (
+        f"unverified: landmark {out['loo_worst_pair']} lies {out['loo_worst_px']:.1f} px "
+        f"from where the other pairs put it, {spread:.1f}× what a click noise of "
+        f"{out['loo_noise_px']:.2g} px ({noise_from}) allows: a wrong pair the fit absorbed"
+    )
 
 
 def _held_out(jac, w, cov, resid, names, dof: int, known: float | None, prior) -> dict:
