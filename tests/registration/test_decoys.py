@@ -82,8 +82,8 @@ def test_a_chance_pattern_far_beyond_the_start_s_range_does_not_refuse():
     assert list(m.fixed_index[np.argsort(m.moving_index)]) == [0, 1, 2, 3]
 
 
-def test_a_nearby_placement_with_fewer_items_does_not_refuse():
-    # Three of the four beads copied 30 mm off: a rival, but the match brings on more.
+def test_a_nearby_partial_copy_does_not_refuse():
+    # Three of the four beads copied 30 mm off: a rival, but clearly less supported.
     start = _similarity(0.0, (5.0, 5.0)) @ TRUE
     copy = _similarity(0.0, (30.0, 0.0)) @ TRUE
     fixed = np.vstack([_apply(TRUE, BEADS_MM), _apply(copy, BEADS_MM[:3])])
