@@ -24,7 +24,7 @@ still agrees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations, permutations
 
 import numpy as np
@@ -62,6 +62,12 @@ SAME_POSE_MM = 3.0
 #: of an edge-on plane shows bone corners, not beads, where the beads fall in a line)
 #: do not pass.
 MIN_SCORE = 1.5
+#: Placements within this many times a start's range compete with the match near it: a
+#: copy of the pattern where the start points hides the true placement just beyond the
+#: range. Over the whole field, chance rivals refused right matches in 8 of 36 tuning
+#: cases (45-160 mm away or turned 35-260 degrees from 20 mm / 20 degree ranges); within
+#: twice the range, in 2 (docs/registration-method.md, *A pattern and its copy*).
+NEIGHBOURHOOD = 2.0
 #: Point pairs closer than this (mm) give too unsteady an angle to seed a hypothesis.
 MIN_BASE_MM = 3.0
 #: Most angle (degrees) between the mapped ultrasound needle and the fluoroscopy's.
@@ -226,26 +232,32 @@ def match_near(
     extent_mm: np.ndarray | None = None,
     min_inliers: int = MIN_INLIERS_NEAR,
     ambiguity_margin: float = AMBIGUITY_MARGIN,
+    min_score: float = MIN_SCORE,
 ) -> Correspondence:
     """:func:`match_points` among the placements a start allows.
 
     ``start_mm`` (3 × 3, moving mm → fixed mm) is trusted to within ``shift_mm`` at
     ``centre_mm`` (moving) and ``turn_deg``, with its handedness; every hypothesis outside
-    that is dropped, for the best and its rivals alike; ``min_inliers`` items must agree.
+    that is dropped, for the best and its rivals alike; ``min_inliers`` items must agree at
+    a consensus of ``min_score`` (as :func:`match_points`: three weak blobs do not pass).
 
     Raises
     ------
     NoFeaturesError, AmbiguousMatchError
-        As :func:`match_points`, counted among the allowed placements only.
+        As :func:`match_points`, counted among the allowed placements only; and when the
+        same structures match as well just beyond the start's range
+        (:func:`_same_pattern_elsewhere`).
     """
     points = (moving_mm, fixed_mm, moving_weight, fixed_weight)
     sets = _checked_sets(points, (moving_line, fixed_line), min_inliers, INLIER_MM)
     mov = sets.mov
     near = _Near(np.asarray(start_mm, float), np.asarray(centre_mm, float), shift_mm, turn_deg)
     hyps = [h for h in _hypotheses(sets, scale_tolerance) if near.allows(h[2])]
-    good = [h for h in hyps if h[1] >= min_inliers]
+    good = [h for h in hyps if h[1] >= min_inliers and h[0] >= min_score]
     if not good:
-        raise AmbiguousMatchError(f"no placement near the start brings {min_inliers} items on")
+        raise AmbiguousMatchError(
+            f"no placement near the start brings {min_inliers} items firmly on"
+        )
     best = max(good, key=lambda h: h[0])
     matrix, inl, origin = _refit(sets, best[2], best[3])
     if not near.allows(matrix) or _score(matrix, sets, origin)[1] < min_inliers:
@@ -255,7 +267,39 @@ def match_near(
     rival = _rival_score(hyps, matrix, probe, sets)
     if score - rival < ambiguity_margin:
         raise AmbiguousMatchError(f"two placements near the start ({score:.2f}, {rival:.2f})")
+    _same_pattern_elsewhere(sets, scale_tolerance, (matrix, origin), probe, near, ambiguity_margin)
     return _correspondence(matrix, sets, inl, score, rival, origin)
+
+
+def _same_pattern_elsewhere(sets: _Sets, tol: float, best, probe, near: _Near, margin: float):
+    """Refuse a match near a start that the same structures repeat just beyond its range.
+
+    ``best``: the match's (matrix, origin). The start narrows where to look; it cannot tell
+    a pattern from its copy. Blobs painted where a start 15-22 mm off puts the beads were
+    taken as the match: the true beads lay just outside the start's range, or answered
+    weaker. So placements within :data:`NEIGHBOURHOOD` times the start's range compete
+    too, each item counted as one whatever its strength (a painted blob can be made as
+    strong as wanted): one bringing on as many items at a consensus within ``margin``, at
+    a different pose, makes the match ambiguous.
+    """
+    plain = replace(sets, w_mov=np.ones(len(sets.mov)), w_fix=np.ones(len(sets.fix)))
+    matrix, origin = best
+    score, n = _score(matrix, plain, origin)
+    wide = replace(near, shift=NEIGHBOURHOOD * near.shift, turn=NEIGHBOURHOOD * near.turn)
+    placed = _apply(matrix, probe)
+    hyps = [h for h in _hypotheses(plain, tol) if wide.allows(h[2])]
+    for seed_score, _n, h, seed_origin in sorted(hyps, key=lambda h: -h[0])[:64]:
+        if seed_score < score - margin:
+            break
+        refit, _, at = _refit(plain, h, seed_origin)
+        moved = float(np.max(np.linalg.norm(_apply(refit, probe) - placed, axis=1)))
+        other, m = _score(refit, plain, at)
+        if moved > SAME_POSE_MM and m >= n and max(other, seed_score) >= score - margin:
+            raise AmbiguousMatchError(
+                f"the {n} items matched near the start (consensus {score:.2f}) match as "
+                f"well {moved:.0f} mm away ({m} items, {max(other, seed_score):.2f}): the "
+                "same pattern repeats just beyond the start's range; ambiguous"
+            )
 
 
 @dataclass(frozen=True)
