@@ -311,6 +311,17 @@ class GuardOptions:
         minimum=0.0,
         advanced=True,
     )
+    verify_basin_mm: float = option(
+        2.0,
+        "Intensity-only: a verification restart (or the second metric) that ends within "
+        "this (median mm over the ultrasound field) of the answer, at a cost within "
+        "search_min_margin of it, is the same answer in a flat basin: it widens "
+        "predicted_tre_mm instead of refusing (were either end the truth, the other would "
+        "be right: 2 mm is a right answer's TRE); farther ends within the margin refuse. "
+        "At most verify_max_spread_mm: the point-optimum test.",
+        minimum=0.0,
+        advanced=True,
+    )
     verify_max_metric_drift_mm: float = option(
         0.85,
         "Refuse an intensity-only answer that a second metric (MI; LC2 when the metric is "
