@@ -35,8 +35,7 @@ def test_a_right_answer_in_a_flat_basin_is_accepted_with_a_wider_bound(tmp_path)
     flat = [
         d
         for d, c in ends
-        if opts.guards.verify_max_spread_mm < d <= v["basin_mm"]
-        and c < opts.grid.search_min_margin
+        if opts.guards.verify_max_spread_mm < d <= v["basin_mm"] and c < opts.grid.search_min_margin
     ]
     assert flat  # the point-optimum test alone would have refused it
     assert q.verdict == "accepted", q.reasons
