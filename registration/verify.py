@@ -142,6 +142,29 @@ def _check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, 
         mirrored = _mirror_run(quiet, pyramid, outcome, model, first, distance_mm)
         mirror = {k: mirrored[k] for k in mirror}
     margin = opts.grid.search_min_margin
+    out = {
+        "restarts": len(distances),
+        "shift_mm": float(guards.verify_shift_mm),
+        "rotation_deg": float(guards.verify_rotation_deg),
+        "distances_mm": distances,
+        "relative_costs": rel,
+        **_basin(distances, rel, guards, margin, basin),
+        "second_metric": other.value,
+        "second_metric_drift_mm": drift,
+        **mirror,
+    }
+    out["predicted_tre_mm"] = predicted_tre_mm(out)
+    out.update(_verdict(out, guards, margin, other))
+    return out, _better(runs, mirrored, basin)
+
+
+def _basin(distances, rel, guards, margin: float, basin: float) -> dict:
+    """``spread_mm`` (the farthest same-answer end), ``basin_mm``, the second metric's limit.
+
+    An end within ``verify_max_spread_mm`` came back whatever its cost; one within
+    ``basin`` came back if its cost is within ``margin`` of the answer's (a worse end there
+    stopped on the basin's slope and says nothing of the answer's precision).
+    """
     back = [
         d
         for d, c in zip(distances, rel, strict=True)
@@ -152,22 +175,11 @@ def _check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, 
     drift_limit = guards.verify_max_metric_drift_mm
     if basin > guards.verify_max_spread_mm:
         drift_limit = max(drift_limit, basin)
-    out = {
-        "restarts": len(distances),
-        "shift_mm": float(guards.verify_shift_mm),
-        "rotation_deg": float(guards.verify_rotation_deg),
-        "distances_mm": distances,
-        "relative_costs": rel,
+    return {
         "spread_mm": max(back, default=0.0),
         "basin_mm": basin,
-        "second_metric": other.value,
-        "second_metric_drift_mm": drift,
         "second_metric_limit_mm": float(drift_limit),
-        **mirror,
     }
-    out["predicted_tre_mm"] = predicted_tre_mm(out)
-    out.update(_verdict(out, guards, margin, other))
-    return out, _better(runs, mirrored, basin)
 
 
 def _better(runs: list, mirrored: dict | None, limit_mm: float):
