@@ -312,13 +312,14 @@ class GuardOptions:
         advanced=True,
     )
     verify_basin_mm: float = option(
-        2.0,
+        1.6,
         "Intensity-only: a verification restart (or the second metric) that ends within "
         "this (median mm over the ultrasound field) of the answer, at a cost within "
         "search_min_margin of it, is the same answer in a flat basin: it widens "
-        "predicted_tre_mm instead of refusing (were either end the truth, the other would "
-        "be right: 2 mm is a right answer's TRE); farther ends within the margin refuse. "
-        "At most verify_max_spread_mm: the point-optimum test.",
+        "predicted_tre_mm instead of refusing; farther ends within the margin refuse. "
+        "1.6 = sqrt(2^2 - 1.2^2): such an end, with the metric's own 1.2 mm bias, stays "
+        "within the 2 mm a right answer must meet. At most verify_max_spread_mm: the "
+        "point-optimum test.",
         minimum=0.0,
         advanced=True,
     )

@@ -14,7 +14,8 @@ from benchmarks.family import MODES, median_tre_mm, perturbed_start
 from hybridfuse.fusion import read_image
 from hybridfuse.fusion.coregister import register_images
 from hybridfuse.registration import RegistrationOptions
-from hybridfuse.registration.verify import basin_radius_mm
+from hybridfuse.registration._register import AGREEMENT_MAX_MM
+from hybridfuse.registration.verify import PREDICTED_TRE_FLOOR_MM, basin_radius_mm
 from hybridfuse.testdata.phantom.family import family_case
 
 #: A tuning seed whose ``start`` answer (the family benchmark's start) is 0.80 mm from the
@@ -53,3 +54,13 @@ def test_the_intensity_route_check_keeps_the_point_optimum_test():
     assert basin_radius_mm(guards) == guards.verify_basin_mm > guards.verify_max_spread_mm
     tight = RegistrationOptions().with_values(verify_basin_mm=0.1).guards
     assert basin_radius_mm(tight) == tight.verify_max_spread_mm
+
+
+def test_the_basin_keeps_an_end_and_the_metric_bias_within_a_right_answers_tre():
+    # An end at the basin's edge, with the metric's own bias (the predicted-TRE floor)
+    # added in quadrature, stays within the TRE a right answer must meet.
+    basin = RegistrationOptions().guards.verify_basin_mm
+    assert np.hypot(basin, PREDICTED_TRE_FLOOR_MM) <= AGREEMENT_MAX_MM
+    assert basin == pytest.approx(
+        np.sqrt(AGREEMENT_MAX_MM**2 - PREDICTED_TRE_FLOOR_MM**2), abs=0.05
+    )
