@@ -306,8 +306,22 @@ class GuardOptions:
     verify_max_spread_mm: float = option(
         1.0,
         "A verification restart that ends within this (median mm over the ultrasound field) "
-        "of the answer came back; one farther away at a cost within search_min_margin of "
-        "the answer's is a distinct optimum, and the answer is refused.",
+        "of the answer came back, whatever its cost; one farther away at a cost within "
+        "search_min_margin is the same answer up to verify_basin_mm (it widens "
+        "predicted_tre_mm) and a distinct optimum beyond it, which refuses; the intensity "
+        "route of few matched structures keeps this as its limit.",
+        minimum=0.0,
+        advanced=True,
+    )
+    verify_basin_mm: float = option(
+        1.6,
+        "Intensity-only: a verification restart (or the second metric) that ends within "
+        "this (median mm over the ultrasound field) of the answer, at a cost within "
+        "search_min_margin of it, is the same answer in a flat basin: it widens "
+        "predicted_tre_mm instead of refusing; farther ends within the margin refuse. "
+        "1.6 = sqrt(2^2 - 1.2^2): such an end, with the metric's own 1.2 mm bias, stays "
+        "within the 2 mm a right answer must meet. At most verify_max_spread_mm: the "
+        "point-optimum test.",
         minimum=0.0,
         advanced=True,
     )

@@ -2,9 +2,11 @@
 
 The optimiser's cost says only that the answer is the best it found. A wrong answer can be
 a confident optimum that the search's ambiguity margin does not see; so the final levels
-run again from a few starts perturbed around the answer, which must come back to it or end
-clearly worse, and a second metric run from the answer must leave it where it is. How far
-both scatter is the basis of the predicted error (:func:`predicted_tre_mm`).
+run again from a few starts perturbed around the answer, which must come back to it, end
+clearly worse, or end within a basin of the answer (LC2's optimum on these images is a
+flat basin a millimetre or two wide: ends within it are the same answer, loosely pinned),
+and a second metric run from the answer must leave it where it is. How far both scatter
+is the basis of the predicted error (:func:`predicted_tre_mm`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "PREDICTED_TRE_FLOOR_MM",
     "UNCONFIRMED",
     "UNVERIFIED",
+    "basin_radius_mm",
     "intensity_agreement",
     "intensity_route_check",
     "predicted_tre_mm",
@@ -53,7 +56,9 @@ UNCONFIRMED = (
 )
 
 
-def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, px_mm):
+def restart_check(
+    problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, px_mm, basin_mm=None
+):
     """The answer after any better optimum the checks found, and ``quality.verification``.
 
     A restart or the mirror run that ends elsewhere at a cost clearly better than the
@@ -62,11 +67,13 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     ``verify_max_hops`` times, and the answer is refused as unverified (a better cost was
     no nearer the truth often enough: docs/registration-method.md, *Hops*). Returns
     ``(outcome, check)``; ``check["hops"]`` lists each replacement, and the last check's
-    figures are the verification (:func:`_check`).
+    figures are the verification (:func:`_check`). ``basin_mm``: the radius within which
+    ends are the same answer (:func:`basin_radius_mm`; None: ``verify_basin_mm``).
     """
     hops = []
+    basin = basin_radius_mm(problem.options.guards, basin_mm)
     while True:
-        check, better = _check(problem, pyramid, outcome, model, first, px_mm)
+        check, better = _check(problem, pyramid, outcome, model, first, px_mm, basin)
         if better is None or len(hops) >= problem.options.guards.verify_max_hops:
             break
         moved, how, rel = better
@@ -85,18 +92,31 @@ def restart_check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first
     return outcome, check
 
 
-def _check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, px_mm):
+def basin_radius_mm(guards, basin_mm=None) -> float:
+    """How far (mm) from the answer an end within the cost gate is still the same answer.
+
+    ``basin_mm`` (None: the ``verify_basin_mm`` option), never below
+    ``verify_max_spread_mm`` (the point-optimum test, which the restarts always had).
+    """
+    basin = guards.verify_basin_mm if basin_mm is None else basin_mm
+    return float(max(basin, guards.verify_max_spread_mm))
+
+
+def _check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, px_mm, basin):
     """Restarts around the answer and a second metric from it, and a better end if any.
 
     ``outcome``: the pyramid's :class:`LevelsOutcome`, whose matrix is the answer; the
     restarts re-run the levels from index ``first`` on (see :func:`_restarts`), the second
     metric (MI, or LC2 when the metric is MI) the last two levels from the answer itself.
     Distances are medians over a 5 × 5 grid of the ultrasound region, mm at the isocentre.
-    Sets ``unverified`` (the reason) when a restart ends more than ``verify_max_spread_mm``
-    away at a cost within ``search_min_margin`` of the answer's, or when the second metric
-    moves the answer more than ``verify_max_metric_drift_mm``. The second value is
-    ``None``, or the best distinct end that beat the answer by more than :data:`HOP_GAIN`
-    with where it came from and its relative cost.
+    A restart ending within ``verify_max_spread_mm`` came back; one ending within
+    ``basin`` (mm) at a cost within ``search_min_margin`` of the answer's is the same
+    answer in a flat basin: both set ``spread_mm`` (the answer's precision). Sets
+    ``unverified`` (the reason) when a restart ends farther than ``basin`` at a cost within
+    the margin, or when the second metric moves the answer more than
+    ``verify_max_metric_drift_mm`` (or ``basin``, where wider than the point-optimum
+    test). The second value is ``None``, or the best end beyond ``basin`` that beat the
+    answer by more than :data:`HOP_GAIN`, with where it came from and its relative cost.
     """
     opts = problem.options
     guards, quiet = opts.guards, dataclasses.replace(problem, trace=[], progress=None)
@@ -121,21 +141,45 @@ def _check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, 
     if guards.verify_mirror_margin > 0:
         mirrored = _mirror_run(quiet, pyramid, outcome, model, first, distance_mm)
         mirror = {k: mirrored[k] for k in mirror}
-    back = [d for d in distances if d <= guards.verify_max_spread_mm]
+    margin = opts.grid.search_min_margin
     out = {
         "restarts": len(distances),
         "shift_mm": float(guards.verify_shift_mm),
         "rotation_deg": float(guards.verify_rotation_deg),
         "distances_mm": distances,
         "relative_costs": rel,
-        "spread_mm": max(back, default=0.0),
+        **_basin(distances, rel, guards, margin, basin),
         "second_metric": other.value,
         "second_metric_drift_mm": drift,
         **mirror,
     }
     out["predicted_tre_mm"] = predicted_tre_mm(out)
-    out.update(_verdict(out, guards, opts.grid.search_min_margin, other))
-    return out, _better(runs, mirrored, guards.verify_max_spread_mm)
+    out.update(_verdict(out, guards, margin, other))
+    return out, _better(runs, mirrored, basin)
+
+
+def _basin(distances, rel, guards, margin: float, basin: float) -> dict:
+    """``spread_mm`` (the farthest same-answer end), ``basin_mm``, the second metric's limit.
+
+    An end within ``verify_max_spread_mm`` came back whatever its cost; one within
+    ``basin`` came back if its cost is within ``margin`` of the answer's (a worse end there
+    stopped on the basin's slope and says nothing of the answer's precision).
+    """
+    back = [
+        d
+        for d, c in zip(distances, rel, strict=True)
+        if d <= guards.verify_max_spread_mm or (d <= basin and c < margin)
+    ]
+    # The second metric's end is one more end: within a basin wider than the point-optimum
+    # test it is the same answer too (the intensity route's check keeps its own limit).
+    drift_limit = guards.verify_max_metric_drift_mm
+    if basin > guards.verify_max_spread_mm:
+        drift_limit = max(drift_limit, basin)
+    return {
+        "spread_mm": max(back, default=0.0),
+        "basin_mm": basin,
+        "second_metric_limit_mm": float(drift_limit),
+    }
 
 
 def _better(runs: list, mirrored: dict | None, limit_mm: float):
@@ -157,7 +201,7 @@ def _better(runs: list, mirrored: dict | None, limit_mm: float):
 
 def _verdict(out: dict, guards, margin: float, other: Metric) -> dict:
     """``{"unverified": reason}`` when the checks' figures refuse the answer, else ``{}``."""
-    limit = guards.verify_max_spread_mm
+    limit = out["basin_mm"]
     rel, drift = out["relative_costs"], out["second_metric_drift_mm"]
     rivals = [
         (d, c) for d, c in zip(out["distances_mm"], rel, strict=True) if d > limit and c < margin
@@ -168,7 +212,7 @@ def _verdict(out: dict, guards, margin: float, other: Metric) -> dict:
             "unverified": f"unverified: a restart {guards.verify_shift_mm:g} mm / "
             f"{guards.verify_rotation_deg:g} deg from the answer ends {d:.1f} mm from it at "
             f"a cost {100 * c:+.1f} % of the answer's (a distinct optimum within "
-            f"{100 * margin:.0f} %)"
+            f"{100 * margin:.0f} %, beyond the {limit:g} mm basin)"
         }
     mirrored = out["mirrored_relative_cost"]
     if mirrored is not None and mirrored < guards.verify_mirror_margin:
@@ -177,10 +221,10 @@ def _verdict(out: dict, guards, margin: float, other: Metric) -> dict:
             f"{100 * mirrored:+.0f} % worse (< {100 * guards.verify_mirror_margin:.0f} %): "
             "the images do not single the answer out"
         }
-    if drift > guards.verify_max_metric_drift_mm:
+    if drift > out["second_metric_limit_mm"]:
         return {
             "unverified": f"unverified: {other.value} moves the answer by {drift:.2f} mm (> "
-            f"{guards.verify_max_metric_drift_mm:g} mm): the two metrics disagree"
+            f"{out['second_metric_limit_mm']:g} mm): the two metrics disagree"
         }
     return {}
 
@@ -284,7 +328,10 @@ def intensity_route_check(
             "unverified": "unverified: too few matched structures to check each other, and "
             "the images alone, run from their answer, leave the field",
         }
-    outcome, check = restart_check(quiet, pyramid, outcome, model, first, px_mm)
+    # The point-optimum test, as this check was calibrated with (its ends must meet
+    # ``limit_mm`` too): matched structures too few to check each other get no basin.
+    strict = problem.options.guards.verify_max_spread_mm
+    outcome, check = restart_check(quiet, pyramid, outcome, model, first, px_mm, strict)
     moved = np.linalg.norm(Transform(outcome.matrix).apply(grid) - base, axis=1)
     distance = float(np.median(moved)) * px_mm
     keys = ("spread_mm", "second_metric_drift_mm", "mirrored_relative_cost", "distances_mm")

@@ -32,6 +32,7 @@ FLAT_NAMES = [
     "verify_shift_mm",
     "verify_rotation_deg",
     "verify_max_spread_mm",
+    "verify_basin_mm",
     "verify_max_metric_drift_mm",
     "verify_max_hops",
     "search_structures",

@@ -216,3 +216,35 @@ def test_without_the_search_intensity_alone_is_still_verified(pair):
         assert result.quality.verdict == "refused"
         assert any(r.startswith(UNVERIFIED) for r in result.quality.reasons)
     assert "a better optimum lay" in " ".join(result.quality.reasons)
+
+
+def test_restarts_ending_beyond_the_basin_alone_refuse_a_wrong_answer(pair):
+    # Ends within verify_basin_mm are the same answer; this wrong answer's restarts end
+    # farther away at a cost within the margin, and that alone must still refuse it (the
+    # mirror, the second metric and hops are switched off; the search's margin, which is
+    # also the restarts' cost gate, and the scale pass this answer: see the first test).
+    fixed, us, p, true = pair
+    flip, flip_true, near = mirrored_ultrasound(us, true)
+    ys, xs = np.nonzero(flip.mask)
+    iso = fixed.xray.isocenter_spacing_mm[0]
+    start = _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+    others_off = dict(
+        accept_unverified=True,
+        verify_max_hops=0,
+        verify_mirror_margin=0.0,
+        verify_max_metric_drift_mm=1e3,
+        max_predicted_tre_mm=None,
+        max_depth_slope=None,
+    )
+    result = _register(fixed, flip, p, start, **others_off)
+    assert _tre_mm(result.transform.matrix, flip_true, flip.mask, fixed) >= 2.0
+    v = result.quality.verification
+    rivals = [
+        d
+        for d, c in zip(v["distances_mm"], v["relative_costs"], strict=True)
+        if d > v["basin_mm"] and c < RegistrationOptions().grid.search_min_margin
+    ]
+    assert v["basin_mm"] == RegistrationOptions().guards.verify_basin_mm
+    assert rivals and min(rivals) >= 3.0
+    assert result.quality.verdict == "refused"
+    assert [r for r in result.quality.reasons if "a restart" in r] == result.quality.reasons
