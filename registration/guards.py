@@ -271,7 +271,10 @@ def refusal_reasons(
             f"the evidence does not pin the answer down ({why})"
         )
     span = quality.landmark_hull_fraction_of_field
-    if clicked and span is not None and span < MIN_CLICK_SPAN:
+    # Two points fix a similarity and span no area: their extrapolation is the predicted
+    # TRE's to judge (the ceiling above); the area tells only a model with more freedom.
+    area_model = quality.model_used not in ("rigid", "similarity")
+    if clicked and area_model and span is not None and span < MIN_CLICK_SPAN:
         reasons.append(
             f"the landmarks span {100 * span:.1f} % of the ultrasound field (< "
             f"{100 * MIN_CLICK_SPAN:g} %): the fit extrapolates from them to the rest, where "

@@ -67,6 +67,19 @@ def test_clicks_spread_over_the_field_are_accepted():
     assert result.quality.landmark_hull_fraction_of_field > MIN_CLICK_SPAN
 
 
+def test_two_clicks_are_not_refused_for_spanning_no_area():
+    """Two points always span no area; the reason given is what can catch their mis-click."""
+    moving = np.array([[80.0, 70.0], [320.0, 290.0]])
+    fixed = np.c_[moving, np.ones(2)] @ H_TRUE.T
+    clicks = Landmarks(moving, fixed[:, :2] / fixed[:, 2:], ("a", "b"))
+    marked = _register(clicks, accept_unverified=True)
+    assert marked.quality.model_used == "similarity"
+    assert marked.quality.landmark_hull_fraction_of_field == 0.0
+    assert marked.quality.verdict == "refused"
+    assert not [r for r in marked.quality.reasons if "the landmarks span" in r]
+    assert [r for r in marked.quality.reasons if "fit the similarity model exactly" in r]
+
+
 def test_an_answer_predicted_wider_than_the_ceiling_is_refused():
     clicks = _spread_clicks(np.random.default_rng(4), noise_px=2.0)
     predicted = _register(clicks).quality.predicted_tre_mm
