@@ -1,0 +1,81 @@
+"""Tracking that small updates cannot walk away: a fluoroscopy that creeps every frame."""
+
+import numpy as np
+import pytest
+
+from hybridfuse.registration.tracking import (
+    TrackingChecks,
+    _inner_box,
+    _spectrum,
+    image_shift_px,
+    track_sequence,
+)
+from hybridfuse.testdata.phantom.clip import moving_probe_clip
+from tests.registration.test_tracking import _tre_mm
+
+#: TRE (mm) at which an accepted frame counts as wrong (#15).
+WRONG_MM = 2.0
+#: 2.3 mm a frame, up and to the right on the detector (the round-11 attack's size).
+DRIFT_MM = (2.3 * np.cos(np.radians(300)), 2.3 * np.sin(np.radians(300)))
+
+
+@pytest.fixture(scope="module")
+def drifting():
+    # The probe slides and turns as in the smooth clip; fluoroscopy frame k is shifted a
+    # further 2.3 mm, so frame k's truth is 2.3 k mm from the still clip's.
+    return moving_probe_clip(seed=3, n_frames=12, fluoro_drift_mm=DRIFT_MM)
+
+
+#: Frames tracked: by frame 7 the tracker without the drift checks is over 2 mm off.
+FRAMES = 8
+
+
+def _track(clip, checks=None):
+    n = FRAMES
+    results, _ = track_sequence(
+        clip.fixed_frames,
+        clip.moving_frames,
+        [(k, k) for k in range(n)],
+        clip.truths[0],
+        fixed_mask=clip.fixed_mask,
+        moving_mask=clip.moving_mask,
+        fixed_spacing_mm=clip.fixed_mm_per_px,
+        checks=checks,
+    )
+    return results, [_tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(results)]
+
+
+def test_without_the_drift_checks_small_updates_walk_away(drifting):
+    # What the clip is for: every frame passes the per-frame checks (similarity near the
+    # level, updates under 3 mm) while the answer ends millimetres off.
+    unbounded = TrackingChecks(max_travel_mm=np.inf, max_fluoro_shift_mm=np.inf)
+    results, tre = _track(drifting, unbounded)
+    wrong = [k for k, r in enumerate(results) if r.quality.verdict == "accepted" and tre[k] >= 2]
+    assert wrong, [round(t, 2) for t in tre]
+
+
+def test_no_drifted_frame_is_accepted_wrong(drifting):
+    results, tre = _track(drifting)
+    seen = [(r.quality.verdict, r.quality.verification["tracking"]["route"]) for r in results]
+    wrong = [
+        (k, round(tre[k], 2))
+        for k, (v, _) in enumerate(seen)
+        if v == "accepted" and tre[k] >= WRONG_MM
+    ]
+    assert not wrong, (wrong, seen)
+    # The moving fluoroscopy forces checks, and the clip is not simply refused.
+    assert any(route == "checked" for _, route in seen), seen
+    assert sum(v == "accepted" for v, _ in seen) >= 5, seen
+    for r, t in zip(results, tre, strict=True):
+        if r.quality.verdict == "accepted":  # every accepted frame carries its bound
+            assert r.quality.predicted_tre_mm is not None and t <= r.quality.predicted_tre_mm + 0.5
+
+
+def test_the_fluoroscopy_shift_is_measured_in_the_field(drifting):
+    box = _inner_box(drifting.fixed_mask, drifting.fixed_frames[0].shape)
+    ref = _spectrum(drifting.fixed_frames[0], box)
+    expected = np.asarray(DRIFT_MM) / drifting.fixed_mm_per_px
+    for k in (1, 3):
+        shift = image_shift_px(ref, _spectrum(drifting.fixed_frames[k], box))
+        # within a millimetre (about 3.6 px) of the true shift; the threshold is 3 mm
+        assert np.hypot(*(shift - k * expected)) < 3.6, (k, shift, k * expected)
