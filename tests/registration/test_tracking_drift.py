@@ -79,3 +79,30 @@ def test_the_fluoroscopy_shift_is_measured_in_the_field(drifting):
         shift = image_shift_px(ref, _spectrum(drifting.fixed_frames[k], box))
         # within a millimetre (about 3.6 px) of the true shift; the threshold is 3 mm
         assert np.hypot(*(shift - k * expected)) < 3.6, (k, shift, k * expected)
+
+
+def _anchor_reasons(predicted_tre_mm, shift_px):
+    """Why a verified re-registration ``shift_px`` from the last accepted frame may not
+    anchor tracking (None: it may)."""
+    from types import SimpleNamespace
+
+    from hybridfuse.registration import RegistrationOptions
+    from hybridfuse.registration.tracking import _Tracker
+
+    frame = np.zeros((64, 64), np.float32)
+    setup = (RegistrationOptions(), RegistrationOptions(), TrackingChecks())
+    tracker = _Tracker(([frame], [frame]), {"moving_mask": None}, setup, (None, 0.5), np.eye(3))
+    moved = np.eye(3)
+    moved[0, 2] = shift_px
+    quality = SimpleNamespace(predicted_tre_mm=predicted_tre_mm)
+    res = SimpleNamespace(transform=SimpleNamespace(matrix=moved), quality=quality)
+    return tracker._unfit_anchor(res, 0)
+
+
+def test_a_re_registration_anchors_tracking_only_if_tight_and_near():
+    assert _anchor_reasons(1.2, 20.0) is None  # 10 mm away, bound 1.2 mm: anchors
+    # Every later tracked frame builds on it: a loose bound refuses it ...
+    assert "predicted TRE 2.7 mm" in _anchor_reasons(2.7, 0.0)[0]
+    # ... and so does an answer beyond the 30 mm searched around the last accepted frame
+    # (a drifting clip was re-acquired 51 mm off at a predicted 1.2 mm).
+    assert "51 mm" in _anchor_reasons(1.2, 102.0)[0]
