@@ -23,6 +23,7 @@ TRE that grows with that travel.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -539,14 +540,19 @@ _SHIFT_BLOCK = 4
 
 
 def _spectrum(frame, box) -> np.ndarray:
-    """The Hann-windowed, block-averaged ``box`` of ``frame``'s Fourier transform."""
+    """The Fourier transform of ``frame``'s ``box``, block-summed and Hann-windowed."""
     y0, y1, x0, x1 = box
     b = _SHIFT_BLOCK
     h, w = (y1 - y0) // b, (x1 - x0) // b // 2 * 2  # even: rfft2's inverse needs the width
     crop = np.asarray(frame[y0 : y0 + h * b, x0 : x0 + w * b], np.float32)
-    small = crop.reshape(h, b, w, b).mean(axis=(1, 3))
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    return np.fft.rfft2((small - small.mean()) * window)
+    small = crop.reshape(h, b, w * b).sum(axis=1).reshape(h, w, b).sum(axis=2)  # block sums
+    return np.fft.rfft2((small - small.mean()) * _hann(h, w))
+
+
+@functools.lru_cache(maxsize=4)
+def _hann(h: int, w: int) -> np.ndarray:
+    """A 2D Hann window: the field's box edges weigh nothing, so they cannot correlate."""
+    return np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
 
 
 def image_shift_px(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
