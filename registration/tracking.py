@@ -81,7 +81,7 @@ class TrackingChecks:
     reacquire_translation_mm: float = 30.0
     check_every: int = 0
     max_travel_mm: float = 15.0
-    max_fluoro_shift_mm: float = 3.0
+    max_fluoro_shift_mm: float = 1.0
     tre_per_travel: float = 0.1
     max_anchor_tre_mm: float = 2.0
 
