@@ -135,7 +135,7 @@ def track_sequence(
         frame's plus its travel since (:class:`TrackingChecks`), a re-registered one its own.
     frames_per_second : pairs registered per second of wall time.
     """
-    _check_inputs(fixed_spacing_mm, moving_mask)
+    _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm)
     base = options or RegistrationOptions()
     frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
     start = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
@@ -155,8 +155,8 @@ def track_sequence(
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
 
 
-def _check_inputs(fixed_spacing_mm, moving_mask) -> None:
-    """Refuse a spacing or a mask that would silence the checks or crash in them.
+def _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm=None) -> None:
+    """Refuse a spacing, a mask or a bound that would silence the checks or crash in them.
 
     A negative spacing made every update negative (no frame was ever doubted); an empty
     ultrasound mask ended in numpy's "SVD did not converge" on the first refused frame.
@@ -169,6 +169,10 @@ def _check_inputs(fixed_spacing_mm, moving_mask) -> None:
         )
     if moving_mask is not None and not np.asarray(moving_mask, bool).any():
         raise IllPosedGeometryError("moving_mask selects no ultrasound pixel")
+    if initial_tre_mm is not None and not (np.isfinite(initial_tre_mm) and initial_tre_mm >= 0):
+        raise IllPosedGeometryError(
+            f"initial_tre_mm must be a non-negative number of mm, got {initial_tre_mm!r}"
+        )
 
 
 def _frame_options(base, update_model, levels, max_iterations, max_samples):

@@ -106,3 +106,12 @@ def test_a_re_registration_anchors_tracking_only_if_tight_and_near():
     # ... and so does an answer beyond the 30 mm searched around the last accepted frame
     # (a drifting clip was re-acquired 51 mm off at a predicted 1.2 mm).
     assert "51 mm" in _anchor_reasons(1.2, 102.0)[0]
+
+
+def test_a_meaningless_initial_bound_is_refused_up_front():
+    from hybridfuse.registration.errors import IllPosedGeometryError
+
+    frame = np.zeros((8, 8), np.float32)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(IllPosedGeometryError, match="initial_tre_mm"):
+            track_sequence([frame], [frame], [(0, 0)], np.eye(3), initial_tre_mm=bad)
