@@ -30,11 +30,17 @@ each clip also counts frames accepted right (TRE < 2 mm), refused and accepted w
 second table (``--events``, on by default) tracks clips in which the tracker loses the
 probe: **jump** (from frame ``n/2`` on the probe is 20 mm further back along its array and
 turned 15° more), **off skin** (frames ``n/2`` and ``n/2 + 1`` show a probe lifted off the
-skin) and **foreign** (frame ``n/2`` is the next seed's clip's frame ``n/2``: a cut to
-another clip), each with the tracker's checks and without them (*no checks*: the tracker
-before the verdicts, which reported every frame as right). An accepted off-skin or foreign
-frame counts as wrong whatever its TRE: no transform is right for it. Speed there is one
-run's pairs per CPU-second, re-acquisitions included.
+skin), **foreign** (frame ``n/2`` is the next seed's clip's frame ``n/2``: a cut to
+another clip) and **drift** (fluoroscopy frame k shifted a further 2.3 mm each frame, up
+and right, its truth with it: small updates that each pass the per-frame checks), each
+with the tracker's checks and without them (*no checks*: the tracker before the verdicts,
+which reported every frame as right, and without the drift checks). An accepted off-skin
+or foreign frame counts as wrong whatever its TRE: no transform is right for it. Speed
+there is one run's pairs per CPU-second, re-acquisitions included.
+
+Every accepted frame carries ``quality.predicted_tre_mm``; the last line counts the
+accepted frames tracked with checks (all clips) whose true TRE is at or below it, with the
+median predicted and true TRE.
 """
 
 from __future__ import annotations
@@ -59,7 +65,17 @@ DEFAULT_SEEDS = (3, *REPORT_SEEDS)
 #: An accepted frame this far from the truth or further is wrong (mm, #15).
 WRONG_MM = 2.0
 #: A tracker that judges nothing: every frame accepted, nothing re-registered.
-NO_CHECKS = TrackingChecks(level_fraction=0.0, max_update_mm=float("inf"), reacquire=False)
+NO_CHECKS = TrackingChecks(
+    level_fraction=0.0,
+    max_update_mm=float("inf"),
+    reacquire=False,
+    max_travel_mm=float("inf"),
+    max_fluoro_shift_mm=float("inf"),
+)
+#: The drift clip's fluoroscopy step (x, y mm at the isocentre): 2.3 mm at 300 degrees.
+DRIFT_MM = (2.3 * np.cos(np.radians(300.0)), 2.3 * np.sin(np.radians(300.0)))
+#: (true TRE, predicted TRE) of every accepted frame tracked with checks.
+COVERAGE: list[tuple[float, float]] = []
 
 
 def tre_mm(clip, h: np.ndarray, k: int) -> float:
@@ -92,21 +108,24 @@ def timed_tracking(clip, repeats: int, checks=None, options=None):
     return results, best_wall, best_cpu
 
 
-def verdict_counts(clip, results, unregistrable=()) -> tuple[int, int, int, int]:
+def verdict_counts(clip, results, unregistrable=(), record=False) -> tuple[int, int, int, int]:
     """Frames accepted right, refused and accepted wrong, and how many were re-acquired.
 
     ``unregistrable``: frames no transform is right for (a probe off the skin, another
-    clip's frame); accepting one is wrong whatever its TRE.
+    clip's frame); accepting one is wrong whatever its TRE. ``record``: add the accepted
+    frames' (TRE, predicted TRE) to :data:`COVERAGE`.
     """
     right = refused = wrong = again = 0
     for k, r in enumerate(results):
         again += r.quality.verification["tracking"]["route"] in ("re-acquired", "checked")
         if r.quality.verdict != "accepted":
             refused += 1
-        elif k not in unregistrable and tre_mm(clip, r.transform.matrix, k) < WRONG_MM:
-            right += 1
-        else:
-            wrong += 1
+            continue
+        tre = float("inf") if k in unregistrable else tre_mm(clip, r.transform.matrix, k)
+        right += tre < WRONG_MM
+        wrong += tre >= WRONG_MM
+        if record:
+            COVERAGE.append((tre, r.quality.predicted_tre_mm))
     return right, refused, wrong, again
 
 
@@ -121,7 +140,13 @@ def event_clips(seed: int, frames: int, foreign_frame: np.ndarray):
     moving = list(smooth.moving_frames)
     moving[mid] = foreign_frame
     cut = dataclasses.replace(smooth, moving_frames=moving)
-    return {"jump": (jump, ()), "off skin": (off, (mid, mid + 1)), "foreign": (cut, (mid,))}
+    drift = moving_probe_clip(**common, fluoro_drift_mm=DRIFT_MM)
+    return {
+        "jump": (jump, ()),
+        "off skin": (off, (mid, mid + 1)),
+        "foreign": (cut, (mid,)),
+        "drift": (drift, ()),
+    }
 
 
 def independent_tre(clip, every: int) -> list[float]:
@@ -169,7 +194,8 @@ def event_rows(seed: int, role: str, frames: int, foreign_frame: np.ndarray, opt
     for name, (clip, unregistrable) in event_clips(seed, frames, foreign_frame).items():
         for label, checks in (("checks", None), ("no checks", NO_CHECKS)):
             results, _, cpu = timed_tracking(clip, 1, checks, options)
-            right, refused, wrong, again = verdict_counts(clip, results, unregistrable)
+            counts = verdict_counts(clip, results, unregistrable, record=checks is None)
+            right, refused, wrong, again = counts
             print(
                 f"| {seed} | {role} | {name} | {label} | {right} / {refused} / {wrong} | "
                 f"{again} | {cpu:.1f} |",
@@ -212,6 +238,20 @@ def main(argv=None) -> None:
                 other = moving_probe_clip(seed=seed + 1, n_frames=args.frames)
             foreign = other.moving_frames[args.frames // 2]
             event_rows(seed, _role(seed), args.frames, foreign, args.options)
+    print_coverage()
+
+
+def print_coverage() -> None:
+    """How often the accepted frames' true TRE lies below their predicted TRE."""
+    pairs = [(t, p) for t, p in COVERAGE if p is not None and np.isfinite(t)]
+    if not pairs:
+        return
+    tre, pred = np.array(pairs).T
+    print(
+        f"\npredicted_tre_mm: true TRE below it in {int((tre <= pred).sum())} of {len(pairs)} "
+        f"accepted frames ({len(COVERAGE) - len(pairs)} without one or unregistrable); "
+        f"median predicted {np.median(pred):.2f} mm, true {np.median(tre):.2f} mm"
+    )
 
 
 def _role(seed: int) -> str:
@@ -225,7 +265,7 @@ def smooth_rows(seed: int, clip, args) -> None:
     tre = [tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(results)]
     still = [tre_mm(clip, clip.truths[0], k) for k in range(len(results))]
     indep = independent_tre(clip, args.independent_every) if args.independent_every else []
-    counts = verdict_counts(clip, results)
+    counts = verdict_counts(clip, results, record=True)
     print(_row(seed, role, wall, cpu, tre, still, indep, counts), flush=True)
     if args.threaded_blas:
         with threaded_blas():

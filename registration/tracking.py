@@ -12,10 +12,18 @@ running level and the size of its update from the predicted start. A doubtful fr
 registered again on its own (global search around the last accepted transform, verified
 as :func:`register` verifies); it is accepted only if that re-acquisition is, and until
 one is, every frame is refused and no refused transform seeds the next frame.
+
+Small updates that each pass those checks can still carry the answer away from the truth
+(a fluoroscopy that drifts a little every frame was followed 3.4 mm off), and nothing in
+one frame shows it. So the same verified registration is forced once the answer has
+travelled ``max_travel_mm`` from the last verified frame or the fluoroscopy's content has
+moved ``max_fluoro_shift_mm`` from that frame's; every accepted frame carries a predicted
+TRE that grows with that travel.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -30,8 +38,9 @@ from .metrics import Metric
 from .preprocess import mask_extent
 from .search import DEFAULT_PIXEL_MM
 from .transforms import Transform, TransformModel
+from .verify import PREDICTED_TRE_FLOOR_MM
 
-__all__ = ["TrackingChecks", "predict", "track_sequence"]
+__all__ = ["TrackingChecks", "image_shift_px", "predict", "track_sequence"]
 
 _REACQUISITION_REFUSED = (
     "registered on its own (a global search around the last accepted transform), the "
@@ -53,6 +62,16 @@ class TrackingChecks:
     transform, verified); without it, every frame from the first doubtful one is refused.
     ``check_every``: also re-register every K-th accepted frame that way and continue from
     the verified answer (0: only doubtful frames; each check costs a registration).
+
+    Tracked error accumulates with the distance the answer travels from the last verified
+    frame (the first pair's transform, a re-acquired or checked one), so that check is also
+    forced when a tracked answer lies more than ``max_travel_mm`` from it (median over the
+    field, mm at the isocentre), or when the fluoroscopy's content has shifted more than
+    ``max_fluoro_shift_mm`` from that frame's (the tracker assumes a still X-ray; phase
+    correlation). ``tre_per_travel``: the predicted TRE of a tracked frame is the
+    verified frame's (at least the intensity floor) plus this many mm per mm of travel.
+    ``max_anchor_tre_mm``: a re-registered frame predicted looser than this is refused
+    (every tracked frame after it would build on it).
     """
 
     level_fraction: float = 0.8
@@ -61,6 +80,10 @@ class TrackingChecks:
     reacquire: bool = True
     reacquire_translation_mm: float = 30.0
     check_every: int = 0
+    max_travel_mm: float = 15.0
+    max_fluoro_shift_mm: float = 1.0
+    tre_per_travel: float = 0.1
+    max_anchor_tre_mm: float = 2.0
 
 
 def track_sequence(
@@ -79,6 +102,7 @@ def track_sequence(
     checks: TrackingChecks | None = None,
     expected_scale=None,
     fixed_spacing_mm: float | None = None,
+    initial_tre_mm: float | None = None,
     progress=None,
 ) -> tuple[list[RegistrationResult], float]:
     """Register ``moving_frames[j]`` onto ``fixed_frames[i]`` for each (i, j) in ``pairs``.
@@ -98,16 +122,20 @@ def track_sequence(
     expected_scale, fixed_spacing_mm : as for :func:`register`; used by re-acquisition
         (without a scale, the first pair's at the field's centre is taken) and, the
         spacing, to express updates in mm (without it a pixel counts as 0.3 mm).
+    initial_tre_mm : the predicted TRE of ``initial`` (its registration's
+        ``quality.predicted_tre_mm``); without it, the intensity floor (1.2 mm).
 
     Returns
     -------
     results : one RegistrationResult per pair; ``quality.verdict`` accepted or refused
         with ``quality.reasons``, ``quality.verification["tracking"]`` the evidence (the
         route: ``tracked``, ``re-acquired``, ``checked`` or ``refused``). A refused frame
-        whose registration produced nothing carries the last accepted transform.
+        whose registration produced nothing carries the last accepted transform. Every
+        accepted frame has ``quality.predicted_tre_mm``: a tracked one the last verified
+        frame's plus its travel since (:class:`TrackingChecks`), a re-registered one its own.
     frames_per_second : pairs registered per second of wall time.
     """
-    _check_inputs(fixed_spacing_mm, moving_mask)
+    _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm)
     base = options or RegistrationOptions()
     frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
     start = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
@@ -115,6 +143,7 @@ def track_sequence(
     setup = (base, frame_opts, checks or TrackingChecks())
     geometry = (expected_scale, fixed_spacing_mm)
     tracker = _Tracker((fixed_frames, moving_frames), masks, setup, geometry, start)
+    tracker.anchor_tre = PREDICTED_TRE_FLOOR_MM if initial_tre_mm is None else initial_tre_mm
     results = []
     t0 = time.perf_counter()
     with one_blas_thread():  # the optimiser's tiny BLAS calls: threads only cost (_blas)
@@ -126,8 +155,8 @@ def track_sequence(
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
 
 
-def _check_inputs(fixed_spacing_mm, moving_mask) -> None:
-    """Refuse a spacing or a mask that would silence the checks or crash in them.
+def _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm=None) -> None:
+    """Refuse a spacing, a mask or a bound that would silence the checks or crash in them.
 
     A negative spacing made every update negative (no frame was ever doubted); an empty
     ultrasound mask ended in numpy's "SVD did not converge" on the first refused frame.
@@ -140,6 +169,10 @@ def _check_inputs(fixed_spacing_mm, moving_mask) -> None:
         )
     if moving_mask is not None and not np.asarray(moving_mask, bool).any():
         raise IllPosedGeometryError("moving_mask selects no ultrasound pixel")
+    if initial_tre_mm is not None and not (np.isfinite(initial_tre_mm) and initial_tre_mm >= 0):
+        raise IllPosedGeometryError(
+            f"initial_tre_mm must be a non-negative number of mm, got {initial_tre_mm!r}"
+        )
 
 
 def _frame_options(base, update_model, levels, max_iterations, max_samples):
@@ -196,12 +229,19 @@ class _Tracker:
         self.lost_at = None  # the frame from which the probe is lost, until re-acquired
         self.accepted_since_check = 0
         self.grid = None
+        # The last verified frame: its transform, predicted TRE and fluoroscopy's spectrum.
+        self.anchor, self.anchor_tre = start, PREDICTED_TRE_FLOOR_MM
+        self.anchor_fixed = self.anchor_spectrum = None
+        self.fluoro_box = None
 
     def step(self, k: int, i: int, j: int) -> RegistrationResult:
         """Frame ``k`` (fixed ``i``, moving ``j``): tracked, re-acquired or refused."""
         if self.lost_at is not None:
             why = f"the probe was lost at frame {self.lost_at} and not re-acquired since"
             return self._recover(k, i, j, [why], None)
+        moved = self._fluoro_moved(i)
+        if moved:
+            return self._recover(k, i, j, moved, None, periodic=True)
         start = self.current if self.previous is None else predict(self.previous, self.current)
         res, evidence, doubts = self._tracked(i, j, start)
         if doubts:
@@ -209,8 +249,34 @@ class _Tracker:
         every = self.checks.check_every
         if every and self.accepted_since_check + 1 >= every:
             return self._recover(k, i, j, [], res, periodic=True)
+        if evidence["travel_mm"] > self.checks.max_travel_mm:
+            why = (
+                f"it lies {evidence['travel_mm']:.1f} mm from the last verified frame (more "
+                f"than {self.checks.max_travel_mm:g} mm): tracked error grows with travel"
+            )
+            return self._recover(k, i, j, [why], res, periodic=True)
         self._accept(res, evidence)
-        return _judged(res, self.base, "accepted", [], evidence)
+        predicted = self.anchor_tre + self.checks.tre_per_travel * evidence["travel_mm"]
+        return _judged(res, self.base, "accepted", [], evidence, predicted)
+
+    def _fluoro_moved(self, i) -> list[str]:
+        """Why fluoroscopy frame ``i`` counts as moved from the last verified frame's (or [])."""
+        if self.anchor_fixed is None:  # the first pair: the caller's transform is verified
+            self.anchor_fixed = i
+        if i == self.anchor_fixed or not np.isfinite(self.checks.max_fluoro_shift_mm):
+            return []
+        if self.fluoro_box is None:
+            self.fluoro_box = _inner_box(self.masks["fixed_mask"], np.shape(self.fixed_frames[i]))
+        if self.anchor_spectrum is None:
+            self.anchor_spectrum = _spectrum(self.fixed_frames[self.anchor_fixed], self.fluoro_box)
+        frame = _spectrum(self.fixed_frames[i], self.fluoro_box)
+        shift_mm = float(np.hypot(*image_shift_px(self.anchor_spectrum, frame))) * self.px_mm
+        if shift_mm <= self.checks.max_fluoro_shift_mm:
+            return []
+        return [
+            f"the fluoroscopy's content moved {shift_mm:.1f} mm since the last verified frame "
+            f"(more than {self.checks.max_fluoro_shift_mm:g} mm): the tracker assumes it still"
+        ]
 
     def _tracked(self, i, j, start):
         """The warm-started registration of one pair, its evidence and any doubts."""
@@ -252,16 +318,24 @@ class _Tracker:
     def _evidence(self, res, start, similarity, frame) -> dict:
         """The frame's similarity, the running level and the update from its start."""
         level = float(np.median(self.levels)) if self.levels else None
-        if self.grid is None:  # from the mask, or the whole first frame without one
-            self.grid = _field_grid(self._moving_mask(frame))
-        grid = self.grid
-        moved = Transform(res.transform.matrix).apply(grid) - Transform(start).apply(grid)
+        self._field_grid_for(frame)
         return {
             "route": "tracked",
             "similarity": similarity,
             "level": level,
-            "update_mm": float(np.median(np.linalg.norm(moved, axis=1)) * self.px_mm),
+            "update_mm": self._distance_mm(res.transform.matrix, start),
+            "travel_mm": self._distance_mm(res.transform.matrix, self.anchor),
         }
+
+    def _field_grid_for(self, frame) -> None:
+        """The grid distances are taken on: the mask's, or the first frame's whole box."""
+        if self.grid is None:
+            self.grid = _field_grid(self._moving_mask(frame))
+
+    def _distance_mm(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Median distance between two transforms over the field's grid (mm, isocentre)."""
+        moved = Transform(a).apply(self.grid) - Transform(b).apply(self.grid)
+        return float(np.median(np.linalg.norm(moved, axis=1)) * self.px_mm)
 
     def _doubts(self, evidence: dict) -> list[str]:
         """Why the cheap evidence doubts a tracked frame (empty: it does not)."""
@@ -294,11 +368,11 @@ class _Tracker:
         if res is not None and refusal is None:
             evidence = {"route": route, "doubts": doubts, **self._relevel(i, j, res)}
             self._restart_from(res.transform.matrix)
-            self.accepted_since_check = 0
+            self._anchor_at(i, res)
             return _judged(res, self.base, "accepted", [], evidence)
         if not self.checks.reacquire:
             refusal = ["re-acquisition is off"]
-        reasons = (["the periodic check refused it"] if periodic else doubts) + refusal
+        reasons = (doubts or ["the periodic check refused it"]) + refusal
         self.lost_at = k if self.lost_at is None else self.lost_at
         self.previous = None  # only a re-acquisition, never a refused frame, starts the next
         shown = res or tracked or self._placeholder(i, j)
@@ -322,7 +396,31 @@ class _Tracker:
             return None, [f"re-acquisition failed: {exc}"]
         if res.quality.verdict != "accepted":  # accept_unverified: written, not trusted
             return res, [_REACQUISITION_REFUSED]
-        return res, None
+        return res, self._unfit_anchor(res, j)
+
+    def _unfit_anchor(self, res, j) -> list[str] | None:
+        """Why a verified re-registration may not anchor the frames after it (or None).
+
+        Every tracked frame after it builds on it, so its bound must be tight; and an answer
+        further from the last accepted transform than the range searched around it is a
+        jump no hand makes between two frames (a drifting clip re-acquired 51 mm off at a
+        predicted 1.2 mm).
+        """
+        c = self.checks
+        predicted = res.quality.predicted_tre_mm
+        if predicted is not None and predicted > c.max_anchor_tre_mm:
+            return [
+                f"registered on its own, its predicted TRE {predicted:.1f} mm is above "
+                f"{c.max_anchor_tre_mm:g} mm: too loose to track on from"
+            ]
+        self._field_grid_for(self.moving_frames[j])
+        jump = self._distance_mm(res.transform.matrix, self.current)
+        if jump > c.reacquire_translation_mm:
+            return [
+                f"registered on its own, it lies {jump:.0f} mm from the last accepted frame, "
+                f"beyond the {c.reacquire_translation_mm:g} mm searched around it"
+            ]
+        return None
 
     def _expected_scale(self, j):
         """The calibration's scale, or without one the first pair's at the field's centre.
@@ -343,6 +441,15 @@ class _Tracker:
         except np.linalg.LinAlgError:  # the start maps the centre to infinity
             return None
         return scale if np.isfinite(scale) and scale > 0 else None
+
+    def _anchor_at(self, i, res) -> None:
+        """Make the verified ``res`` (fluoroscopy frame ``i``) the frame travel counts from."""
+        self.accepted_since_check = 0
+        self.anchor = res.transform.matrix
+        predicted = res.quality.predicted_tre_mm
+        self.anchor_tre = PREDICTED_TRE_FLOOR_MM if predicted is None else float(predicted)
+        if i != self.anchor_fixed:
+            self.anchor_fixed, self.anchor_spectrum = i, None
 
     def _restart_from(self, matrix: np.ndarray) -> None:
         """Continue from a re-acquired ``matrix`` with the hand's last motion, if known.
@@ -393,8 +500,11 @@ class _Tracker:
         )
 
 
-def _judged(res, base, verdict, reasons, evidence) -> RegistrationResult:
-    """``res`` in the options' model with the verdict, its reasons and the evidence."""
+def _judged(res, base, verdict, reasons, evidence, predicted=None) -> RegistrationResult:
+    """``res`` in the options' model with the verdict, its reasons and the evidence.
+
+    ``predicted``: a tracked frame's predicted TRE (a re-registered frame keeps its own).
+    """
     res.transform = Transform(res.transform.matrix, base.model)
     res.model = TransformModel(base.model).value
     verification = {**(res.quality.verification or {}), "tracking": evidence}
@@ -403,6 +513,8 @@ def _judged(res, base, verdict, reasons, evidence) -> RegistrationResult:
     else:
         reasons = []
     res.quality = res.quality.replace(verdict=verdict, reasons=reasons, verification=verification)
+    if predicted is not None:
+        res.quality = res.quality.replace(predicted_tre_mm=float(predicted))
     return res
 
 
@@ -411,3 +523,65 @@ def _field_grid(moving_mask) -> np.ndarray:
     x0, x1, y0, y1 = mask_extent(np.asarray(moving_mask, bool))[:4]
     gx, gy = np.meshgrid(np.linspace(x0, x1, 5), np.linspace(y0, y1, 5))
     return np.column_stack([gx.ravel(), gy.ravel()])
+
+
+def _inner_box(fixed_mask, shape) -> tuple[int, int, int, int]:
+    """The fluoroscopy field's box (rows y0:y1, columns x0:x1) less a fifth at each side.
+
+    The collimator's edge is the same in every frame: inside it, only anatomy moves.
+    """
+    mask = np.ones(shape, bool) if fixed_mask is None else np.asarray(fixed_mask, bool)
+    if not mask.any():
+        mask = np.ones(shape, bool)
+    x0, x1, y0, y1 = (int(v) for v in mask_extent(mask)[:4])
+    my, mx = (y1 - y0 + 1) // 5, (x1 - x0 + 1) // 5
+    return y0 + my, y1 + 1 - my, x0 + mx, x1 + 1 - mx
+
+
+#: Block size (fluoroscopy px) the shift is measured at: 4 px is about 1 mm at the
+#: isocentre, and the check's threshold is 3 mm.
+_SHIFT_BLOCK = 4
+
+
+def _spectrum(frame, box) -> np.ndarray:
+    """The Fourier transform of ``frame``'s ``box``, block-summed and Hann-windowed."""
+    y0, y1, x0, x1 = box
+    b = _SHIFT_BLOCK
+    h, w = (y1 - y0) // b, (x1 - x0) // b // 2 * 2  # even: rfft2's inverse needs the width
+    crop = np.asarray(frame[y0 : y0 + h * b, x0 : x0 + w * b], np.float32)
+    small = crop.reshape(h, b, w * b).sum(axis=1).reshape(h, w, b).sum(axis=2)  # block sums
+    return np.fft.rfft2((small - small.mean()) * _hann(h, w))
+
+
+@functools.lru_cache(maxsize=4)
+def _hann(h: int, w: int) -> np.ndarray:
+    """A 2D Hann window: the field's box edges weigh nothing, so they cannot correlate."""
+    return np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+
+
+def image_shift_px(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(dx, dy) fluoroscopy px by which ``other``'s content lies shifted from ``reference``'s.
+
+    Phase correlation of two :func:`_spectrum` outputs, the peak refined by a parabola on
+    each axis; sub-block accurate, which is all a millimetre threshold needs.
+    """
+    cross = other * np.conj(reference)
+    corr = np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-12), s=_shape(reference))
+    iy, ix = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    dy = _peak(corr[:, ix], iy)
+    dx = _peak(corr[iy, :], ix)
+    return np.array([dx, dy]) * _SHIFT_BLOCK
+
+
+def _shape(spectrum: np.ndarray) -> tuple[int, int]:
+    """The real image shape behind an ``rfft2`` spectrum of an even width."""
+    return spectrum.shape[0], 2 * (spectrum.shape[1] - 1)
+
+
+def _peak(line: np.ndarray, i: int) -> float:
+    """The sub-sample peak near ``i`` of a circular correlation ``line``, as a signed lag."""
+    n = len(line)
+    left, centre, right = line[(i - 1) % n], line[i], line[(i + 1) % n]
+    curvature = left - 2.0 * centre + right
+    lag = i + (0.5 * (left - right) / curvature if curvature < 0 else 0.0)
+    return lag - n if lag > n / 2 else lag

@@ -98,6 +98,7 @@ def moving_probe_clip(
     jump_mm: float = 0.0,
     jump_deg: float = 0.0,
     off_skin: tuple[int, ...] = (),
+    fluoro_drift_mm: tuple[float, float] = (0.0, 0.0),
 ) -> MovingProbeClip:
     """A clip of ``n_frames`` pairs over which the probe slides and turns (same seed, same clip).
 
@@ -105,7 +106,10 @@ def moving_probe_clip(
     is ``jump_mm`` further along its array and turned ``jump_deg`` more (a jump between
     two frames, beyond any tracker's capture range); the frames in ``off_skin`` show what
     a probe lifted off the skin shows (no echoes, only the scanner's noise), their truth
-    the pose the probe would have had. Without these, the clip is what it always was.
+    the pose the probe would have had. ``fluoro_drift_mm`` (x, y; mm at the isocentre):
+    fluoroscopy frame k is shifted k times that on the detector, collimator and all (a
+    patient or C-arm creeping), and its truth with it. Without these, the clip is what it
+    always was.
 
     The needle rests at its target; each fluoroscopy frame is a new exposure (its own
     quantum noise) of the same lateral view. The ultrasound is one B-mode panorama of the
@@ -130,16 +134,27 @@ def moving_probe_clip(
     moving = _ultrasound_frames(lay, poses, (sample, compress), off_skin, rng)
     moving_mask = np.zeros((lay.rows, lay.cols), bool)
     moving_mask[lay.y0 : lay.y1 + 1, lay.x0 : lay.x1 + 1] = True
+    mm_per_px = float(geom.detector_spacing_mm[0] * geom.sod_mm / geom.sid_mm)
+    truths = [plane_homography(geom, image_plane(lay, plane, pose)) for pose in poses]
+    if any(fluoro_drift_mm):
+        fixed, truths = _drifted(fixed, truths, np.asarray(fluoro_drift_mm, float) / mm_per_px)
     return MovingProbeClip(
-        fixed,
-        moving,
-        exposed,
-        moving_mask,
-        [plane_homography(geom, image_plane(lay, plane, pose)) for pose in poses],
-        poses,
-        float(geom.detector_spacing_mm[0] * geom.sod_mm / geom.sid_mm),
-        float(lay.spacing_mm),
+        fixed, moving, exposed, moving_mask, truths, poses, mm_per_px, float(lay.spacing_mm)
     )
+
+
+def _drifted(frames, truths, step_px):
+    """Frame k shifted by k × ``step_px`` (x, y), its truth moved with it."""
+    from scipy.ndimage import shift
+
+    out_frames, out_truths = [], []
+    for k, (frame, truth) in enumerate(zip(frames, truths, strict=True)):
+        dx, dy = k * step_px
+        out_frames.append(shift(frame, (dy, dx), order=1, mode="nearest").astype(np.float32))
+        move = np.eye(3)
+        move[:2, 2] = (dx, dy)
+        out_truths.append(move @ truth)
+    return out_frames, out_truths
 
 
 def _ultrasound_frames(lay, poses, panorama, off_skin, rng) -> list[np.ndarray]:

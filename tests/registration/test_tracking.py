@@ -52,7 +52,13 @@ def _track(clip):
     # re-registers good frames would fail here.
     routes = [(r.quality.verdict, r.quality.verification["tracking"]["route"]) for r in results]
     assert routes == [("accepted", "tracked")] * n, routes
-    return [_tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(results)], fps
+    tre = [_tre_mm(clip, r.transform.matrix, k) for k, r in enumerate(results)]
+    # Each tracked frame's predicted TRE bounds its true TRE, and grows along the clip
+    # (the answer travels from the first frame) without becoming useless.
+    predicted = [r.quality.predicted_tre_mm for r in results]
+    assert all(t <= p for t, p in zip(tre, predicted, strict=True)), (tre, predicted)
+    assert predicted[-1] > predicted[0] and max(predicted) < 3.0, predicted
+    return tre, fps
 
 
 def test_the_clip_really_moves(moving_clip):
