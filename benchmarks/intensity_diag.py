@@ -108,6 +108,19 @@ def _monotone(line, i0, step):
     return n * step
 
 
+def lc2_scores(ctx, hs, step=1):
+    """LC2 of each search candidate, in place of the search's Mattes MI (``--search-score``)."""
+    from hybridfuse.registration.metrics import Metric, metric_cost
+
+    dh = np.zeros((1, 3, 3))
+    out = np.full(len(hs), np.inf)
+    for i, h in enumerate(hs):
+        cost, _, count = metric_cost(Metric.LC2, ctx, h, dh)
+        if count >= 0.25 * len(ctx.xs) and np.isfinite(cost):  # the optimiser's overlap rule
+            out[i] = cost
+    return out
+
+
 def run_from(f, fm, m, mm, exp, iso, sod, h, truth, **values):
     """The registration from ``h`` with option ``values``: (TRE mm, verdict, reasons)."""
     from hybridfuse.registration import register
@@ -198,10 +211,15 @@ def main() -> None:
     ap.add_argument("--register", action="store_true")
     ap.add_argument("--values", default="", help="option values (JSON, flat names)")
     ap.add_argument("--png", default="")
+    ap.add_argument("--search-score", default="mi", choices=("mi", "lc2"))
     ap.add_argument("--flip", action="store_true", help="invert dense-bright fluoroscopy")
     ap.add_argument("--erode", type=int, default=0, help="fixed mask erosion (px)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    if args.search_score == "lc2":  # an experiment: the search scores its grid by LC2
+        import hybridfuse.registration.search as search
+
+        search.batch_mi_cost = lc2_scores
     cases = sorted(p for p in Path(args.cases).iterdir() if (p / "truth.json").is_file())
     if args.only:
         cases = [c for c in cases if c.name in args.only.split(",")]
