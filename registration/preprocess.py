@@ -128,6 +128,7 @@ def _smooth_coarse(block_mean: np.ndarray, sigma: float, factor: int) -> np.ndar
 
 _WEIGHTS: dict = {}  # mask-derived arrays (weights, erosions), oldest first
 _CACHE_ENTRIES = 64
+_POLARITY: dict = {}  # each fluoroscopy image's polarity (registration.polarity), by content
 _WEIGHTS_LOCK = threading.Lock()  # dask may run several registrations in one process
 
 
@@ -257,7 +258,15 @@ def _dense_bright(fixed: np.ndarray, fixed_mask) -> bool:
     fixed = np.ascontiguousarray(fixed)
     mask = np.ones(fixed.shape, bool) if fixed_mask is None else np.asarray(fixed_mask, bool)
     key = (*_mask_key(mask, "polarity"), _image_digest(fixed))
-    return bool(_cached(key, lambda: np.array(dense_is_bright(fixed, mask)))[()])
+    with _WEIGHTS_LOCK:
+        hit = _POLARITY.get(key)
+    if hit is None:
+        hit = dense_is_bright(fixed, mask)
+        with _WEIGHTS_LOCK:
+            while len(_POLARITY) >= _CACHE_ENTRIES:
+                _POLARITY.pop(next(iter(_POLARITY)))
+            _POLARITY[key] = hit
+    return hit
 
 
 def _image_digest(img: np.ndarray) -> bytes:
