@@ -41,24 +41,24 @@ def noise_polarity(img: np.ndarray, mask: np.ndarray | None = None) -> float | N
     smoothing, over a 6 px Gaussian window. None when the field is too small or either
     part is noise-free (a synthetic or heavily quantised image): nothing to read.
     """
-    from .preprocess import eroded, masked_smooth
+    from scipy.ndimage import binary_erosion
 
     img = np.asarray(img, dtype=np.float64)
     mask = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
     if not mask.any():
         return None
-    inner = eroded(mask, _EDGE_PX)
+    # Not the preprocessing's cached filters: a tracked clip's windows would fill its cache.
+    inner = binary_erosion(mask, np.ones((3, 3), bool), _EDGE_PX)
     # Display clipping flattens the noise at either end of the window: leave out pixels
     # near a clipped (extreme) value.
     vals = img[mask]
     clipped = mask & ((img <= vals.min()) | (img >= vals.max()))
-    inner = inner & ~(masked_smooth(clipped.astype(float), mask, 3.0) > 1e-3)
+    inner = inner & ~(_smooth(clipped.astype(float), mask, 3.0) > 1e-3)
     if inner.sum() < 400:
         return None
-    level = masked_smooth(img, mask, 3.0)[inner]
-    residual = img - masked_smooth(img, mask, 1.0)
-    # Box-filtered in single precision: clip the rounding below zero.
-    noise = np.sqrt(np.clip(masked_smooth(residual**2, mask, 6.0), 0.0, None))[inner]
+    level = _smooth(img, mask, 3.0)[inner]
+    residual = img - _smooth(img, mask, 1.0)
+    noise = np.sqrt(np.clip(_smooth(residual**2, mask, 6.0), 0.0, None))[inner]
     lo, hi = np.percentile(level, [30, 70])
     if not hi > lo:
         return None
@@ -66,6 +66,15 @@ def noise_polarity(img: np.ndarray, mask: np.ndarray | None = None) -> float | N
     if not (dark > 0 and bright > 0):
         return None
     return float(np.log(bright / dark))
+
+
+def _smooth(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of ``img`` over ``mask`` only (normalised convolution)."""
+    from scipy.ndimage import gaussian_filter
+
+    num = gaussian_filter(np.where(mask, img, 0.0), sigma, mode="nearest", truncate=3.0)
+    den = gaussian_filter(mask.astype(np.float64), sigma, mode="nearest", truncate=3.0)
+    return np.divide(num, den, out=np.zeros_like(num), where=mask & (den > 1e-6))
 
 
 def dense_is_bright(img: np.ndarray, mask: np.ndarray | None = None) -> bool:
