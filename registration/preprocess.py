@@ -9,7 +9,9 @@ are compact, high-contrast structures: the needle, the beads and bone cortices.
 mode            what it does
 ==============  ========================================================================
 ``none``        raw intensities (masked smoothing by the pyramid only)
-``structures``  fluoroscopy: dark-structure top-hat ``max(0, G_bg * F - F)``;
+``structures``  fluoroscopy: dark-structure top-hat ``max(0, G_bg * F - F)`` (the
+                bright one where the image shows dense matter bright,
+                :mod:`registration.polarity`);
                 ultrasound: speckle smoothing, then bright-structure top-hat
                 ``max(0, U_s - G_bg * U_s)``, weighed down where the echo casts an
                 acoustic shadow (see below); background scales are matched
@@ -126,6 +128,7 @@ def _smooth_coarse(block_mean: np.ndarray, sigma: float, factor: int) -> np.ndar
 
 _WEIGHTS: dict = {}  # mask-derived arrays (weights, erosions), oldest first
 _CACHE_ENTRIES = 64
+_POLARITY: dict = {}  # each fluoroscopy image's polarity (registration.polarity), by content
 _WEIGHTS_LOCK = threading.Lock()  # dask may run several registrations in one process
 
 
@@ -230,7 +233,10 @@ def preprocess_pair(
     bg_m = background_px / max(scale, 1e-6)
     if mode is Preprocess.STRUCTURES:
         f_s = masked_smooth(fixed, fixed_mask, 0.7)
-        f_feat = np.clip(masked_smooth(fixed, fixed_mask, background_px) - f_s, 0.0, None)
+        f_feat = masked_smooth(fixed, fixed_mask, background_px) - f_s
+        if _dense_bright(fixed, fixed_mask):  # the radiograph look: dense matter is bright
+            f_feat = -f_feat
+        f_feat = np.clip(f_feat, 0.0, None)
         m_s = masked_smooth(moving, moving_mask, 0.7 / max(scale, 1e-6))
         m_bg = masked_smooth(moving, moving_mask, bg_m)
         m_feat = np.clip(m_s - m_bg, 0.0, None)
@@ -243,6 +249,30 @@ def preprocess_pair(
     f_feat = np.hypot(*np.gradient(f_s))
     m_feat = np.hypot(*np.gradient(m_s))
     return np.where(fixed_mask, f_feat, 0.0), np.where(moving_mask, m_feat, 0.0)
+
+
+def _dense_bright(fixed: np.ndarray, fixed_mask) -> bool:
+    """:func:`registration.polarity.dense_is_bright`, once per image (a clip's frames repeat)."""
+    from .polarity import dense_is_bright
+
+    fixed = np.ascontiguousarray(fixed)
+    mask = np.ones(fixed.shape, bool) if fixed_mask is None else np.asarray(fixed_mask, bool)
+    key = (*_mask_key(mask, "polarity"), _image_digest(fixed))
+    with _WEIGHTS_LOCK:
+        hit = _POLARITY.get(key)
+    if hit is None:
+        hit = dense_is_bright(fixed, mask)
+        with _WEIGHTS_LOCK:
+            while len(_POLARITY) >= _CACHE_ENTRIES:
+                _POLARITY.pop(next(iter(_POLARITY)))
+            _POLARITY[key] = hit
+    return hit
+
+
+def _image_digest(img: np.ndarray) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(img.tobytes(), digest_size=16).digest()
 
 
 def shadow_weight(
