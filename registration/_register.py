@@ -364,7 +364,14 @@ def _refine(problem: LevelProblem, images, start: Start, ext, steps, px_mm: floa
     scale = quantised_scale(float(np.mean(centre_scales)))
     shadow = None if opts.shadow_px is None else tuple(opts.shadow_px)
     f_feat, m_feat = preprocess_pair(
-        fixed, fmask, moving, mmask, Preprocess(opts.preprocess), scale=scale, shadow_px=shadow
+        fixed,
+        fmask,
+        moving,
+        mmask,
+        Preprocess(opts.preprocess),
+        scale=scale,
+        shadow_px=shadow,
+        fluoro_dense=opts.fluoro_dense,
     )
     pyramid = Pyramid(f_feat, fmask, m_feat, mmask, scale, opts)
     current, searched, info, window = start.matrix, [], None, None

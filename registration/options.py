@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from hybridfuse._options import build, flat, group, option, specs
 
+from .preprocess import FLUORO_DENSE
+
 __all__ = [
     "GuardOptions",
     "LandmarkOptions",
@@ -402,6 +404,15 @@ class RegistrationOptions:
         "How both images are turned into comparable features before matching; structures "
         "keeps needles and beads and drops echoes behind which the beam is shadowed.",
         choices=("none", "structures", "gradient"),
+    )
+    fluoro_dense: str = option(
+        "dark",
+        "structures preprocessing: how the fluoroscopy shows dense matter (needle, beads, "
+        "bone): dark (fluoroscopy's convention, after the header's MONOCHROME1/2), bright "
+        "(the radiograph look), or auto (read from the quantum noise, which is larger "
+        "behind dense matter; unreliable on processed clinical images).",
+        choices=FLUORO_DENSE,
+        advanced=True,
     )
     n_bins: int = option(
         32,

@@ -10,8 +10,8 @@ mode            what it does
 ==============  ========================================================================
 ``none``        raw intensities (masked smoothing by the pyramid only)
 ``structures``  fluoroscopy: dark-structure top-hat ``max(0, G_bg * F - F)`` (the
-                bright one where the image shows dense matter bright,
-                :mod:`registration.polarity`);
+                bright one with ``fluoro_dense`` "bright", or "auto" where the noise
+                reads dense-bright, :mod:`registration.polarity`);
                 ultrasound: speckle smoothing, then bright-structure top-hat
                 ``max(0, U_s - G_bg * U_s)``, weighed down where the echo casts an
                 acoustic shadow (see below); background scales are matched
@@ -126,6 +126,8 @@ def _smooth_coarse(block_mean: np.ndarray, sigma: float, factor: int) -> np.ndar
     return gaussian_filter(block_mean, rest, mode="nearest", truncate=3.0)
 
 
+#: How a fluoroscopy may show dense matter (the ``fluoro_dense`` option's choices).
+FLUORO_DENSE = ("dark", "bright", "auto")
 _WEIGHTS: dict = {}  # mask-derived arrays (weights, erosions), oldest first
 _CACHE_ENTRIES = 64
 _POLARITY: dict = {}  # each fluoroscopy image's polarity (registration.polarity), by content
@@ -213,6 +215,7 @@ def preprocess_pair(
     scale: float = 1.0,
     background_px: float = 6.0,
     shadow_px: tuple[float, float] | None = (2.0, 10.0),
+    fluoro_dense: str = "dark",
 ):
     """Feature images (fixed, moving) for the metric.
 
@@ -226,15 +229,23 @@ def preprocess_pair(
     shadow_px : (float, float) or None
         ``structures`` only: the depth window below an ultrasound echo, in fixed pixels,
         whose darkness marks a bone surface (module notes); ``None`` keeps every echo.
+    fluoro_dense : {"dark", "bright", "auto"}
+        ``structures`` only: how the fixed image shows dense matter; ``auto`` reads it
+        from the quantum noise (:mod:`registration.polarity`).
     """
     mode = Preprocess(mode)
+    if fluoro_dense not in FLUORO_DENSE:
+        raise ValueError(f"fluoro_dense {fluoro_dense!r}: one of {', '.join(FLUORO_DENSE)}")
     if mode is Preprocess.NONE:
         return fixed, moving
     bg_m = background_px / max(scale, 1e-6)
     if mode is Preprocess.STRUCTURES:
         f_s = masked_smooth(fixed, fixed_mask, 0.7)
         f_feat = masked_smooth(fixed, fixed_mask, background_px) - f_s
-        if _dense_bright(fixed, fixed_mask):  # the radiograph look: dense matter is bright
+        bright = fluoro_dense == "bright"
+        if fluoro_dense == "auto":
+            bright = _dense_bright(fixed, fixed_mask)
+        if bright:  # the radiograph look: dense matter is bright
             f_feat = -f_feat
         f_feat = np.clip(f_feat, 0.0, None)
         m_s = masked_smooth(moving, moving_mask, 0.7 / max(scale, 1e-6))

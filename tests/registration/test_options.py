@@ -20,6 +20,7 @@ from hybridfuse.registration import (
     TransformModel,
     register,
 )
+from hybridfuse.registration.preprocess import FLUORO_DENSE
 
 #: The flat names before the options were grouped: transform.json keys, TOML keys, flags.
 FLAT_NAMES = [
@@ -44,6 +45,7 @@ FLAT_NAMES = [
     "fine_levels",
     "n_bins",
     "preprocess",
+    "fluoro_dense",
     "landmark_sigma_px",
     "landmark_weight",
     "reject_threshold_px",
@@ -105,8 +107,10 @@ def test_the_choice_options_offer_exactly_what_the_library_accepts():
         "model",
         "metric",
         "preprocess",
+        "fluoro_dense",
         "coarse_model",
     ]
+    assert by["fluoro_dense"].choices == FLUORO_DENSE
 
 
 def test_with_values_sets_a_grouped_option_by_its_flat_name_and_checks_it():

@@ -42,7 +42,7 @@ def test_structures_keep_the_bead_in_either_polarity():
     mask = np.ones(dark.shape, bool)
     moving, mmask = np.zeros((50, 50)), np.ones((50, 50), bool)
     for img in (dark, dark.max() - dark):
-        feat, _ = preprocess_pair(img, mask, moving, mmask, "structures")
+        feat, _ = preprocess_pair(img, mask, moving, mmask, "structures", fluoro_dense="auto")
         x, y = BEAD_XY
         bead = feat[y - 2 : y + 3, x - 2 : x + 3].max()
         assert bead > 5 * np.percentile(feat, 99)
@@ -53,3 +53,17 @@ def test_a_noise_free_image_is_not_read_as_dense_bright():
     ramp = xx + 0.5 * yy.astype(float)
     assert not dense_is_bright(ramp)
     assert not dense_is_bright(ramp.max() - ramp)
+
+
+def test_the_header_convention_is_the_default():
+    """Without ``auto`` the dense-bright image keeps the dark top-hat: the bead is lost."""
+    bright = _projection(3)
+    bright = bright.max() - bright
+    mask = np.ones(bright.shape, bool)
+    moving, mmask = np.zeros((50, 50)), np.ones((50, 50), bool)
+    kept = {}
+    for dense in ("dark", "bright"):
+        feat, _ = preprocess_pair(bright, mask, moving, mmask, "structures", fluoro_dense=dense)
+        x, y = BEAD_XY
+        kept[dense] = feat[y - 2 : y + 3, x - 2 : x + 3].max() > 5 * np.percentile(feat, 99)
+    assert kept == {"dark": False, "bright": True}
