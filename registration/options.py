@@ -410,7 +410,8 @@ class RegistrationOptions:
         "structures preprocessing: how the fluoroscopy shows dense matter (needle, beads, "
         "bone): dark (fluoroscopy's convention, after the header's MONOCHROME1/2), bright "
         "(the radiograph look), or auto (read from the quantum noise, which is larger "
-        "behind dense matter; unreliable on processed clinical images).",
+        "behind dense matter; unreliable on processed clinical images). It sets the "
+        "metric's features; bead and needle detection still look for dark structures.",
         choices=FLUORO_DENSE,
         advanced=True,
     )
