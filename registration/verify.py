@@ -155,20 +155,23 @@ def _check(problem: LevelProblem, pyramid: Pyramid, outcome, model, first: int, 
     }
     out["predicted_tre_mm"] = predicted_tre_mm(out)
     out.update(_verdict(out, guards, margin, other))
-    return out, _better(runs, mirrored, basin)
+    # A clearly better end hops wherever it lies beyond the point-optimum test: a basin
+    # whose cost still falls that much is not flat, and the answer is not its bottom.
+    return out, _better(runs, mirrored, guards.verify_max_spread_mm)
 
 
 def _basin(distances, rel, guards, margin: float, basin: float) -> dict:
     """``spread_mm`` (the farthest same-answer end), ``basin_mm``, the second metric's limit.
 
     An end within ``verify_max_spread_mm`` came back whatever its cost; one within
-    ``basin`` came back if its cost is within ``margin`` of the answer's (a worse end there
-    stopped on the basin's slope and says nothing of the answer's precision).
+    ``basin`` came back if its cost is within ``margin`` of the answer's and not better by
+    more than :data:`HOP_GAIN` (a much worse end stopped on the basin's slope and says
+    nothing of the answer's precision; a clearly better one is a hop).
     """
     back = [
         d
         for d, c in zip(distances, rel, strict=True)
-        if d <= guards.verify_max_spread_mm or (d <= basin and c < margin)
+        if d <= guards.verify_max_spread_mm or (d <= basin and -HOP_GAIN <= c < margin)
     ]
     # The second metric's end is one more end: within a basin wider than the point-optimum
     # test it is the same answer too (the intensity route's check keeps its own limit).

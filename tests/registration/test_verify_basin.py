@@ -64,3 +64,38 @@ def test_the_basin_keeps_an_end_and_the_metric_bias_within_a_right_answers_tre()
     assert basin == pytest.approx(
         np.sqrt(AGREEMENT_MAX_MM**2 - PREDICTED_TRE_FLOOR_MM**2), abs=0.05
     )
+
+
+def _judged(d_mm: float, rel_cost: float):
+    """The basin's figures, verdict and hop for one restart end (the others came back)."""
+    from hybridfuse.registration.metrics import Metric
+    from hybridfuse.registration.verify import _basin, _better, _verdict
+
+    opts = RegistrationOptions()
+    guards, margin = opts.guards, opts.grid.search_min_margin
+    basin = basin_radius_mm(guards)
+    distances, rel = [0.1, d_mm], [0.0, rel_cost]
+    out = {"distances_mm": distances, "relative_costs": rel, "second_metric_drift_mm": 0.2}
+    out.update(_basin(distances, rel, guards, margin, basin), mirrored_relative_cost=0.6)
+    runs = [
+        {"outcome": object(), "distance_mm": d, "relative_cost": c}
+        for d, c in zip(distances, rel, strict=True)
+    ]
+    hop = _better(runs, None, guards.verify_max_spread_mm)
+    return out["spread_mm"], _verdict(out, guards, margin, Metric.MI), hop
+
+
+@pytest.mark.parametrize(
+    ("d_mm", "rel_cost", "spread", "refused", "hops"),
+    [
+        (1.3, 0.05, 1.3, False, False),  # near and a little worse: the same answer
+        (1.3, 0.20, 0.1, False, False),  # much worse: on the slope, says nothing
+        (1.8, 0.05, 0.1, True, False),  # beyond the basin within the gate: a rival
+        (1.3, -0.10, 0.1, False, True),  # clearly better: a hop (refused), not the same
+    ],
+)
+def test_what_a_restart_end_means_by_distance_and_cost(d_mm, rel_cost, spread, refused, hops):
+    got_spread, verdict, hop = _judged(d_mm, rel_cost)
+    assert got_spread == pytest.approx(spread)
+    assert bool(verdict) == refused
+    assert (hop is not None) == hops
