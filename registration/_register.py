@@ -457,7 +457,9 @@ def _assess(final: Transform, start: Start, mmask, expected, problem, evidence):
             final = kept
             quality = measure(final, start.landmarks, start.fit, mmask, expected, opts)
     quality = quality.replace(**changes)
-    clicked = start.landmarks is not None and not _automatic(start)
+    clicked = 0
+    if start.landmarks is not None and not _automatic(start):
+        clicked = len(start.landmarks.moving_xy)
     reasons = refusal_reasons(
         quality, opts, problem.scale_prior, problem.metric is not None, clicked=clicked
     )

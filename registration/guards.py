@@ -228,12 +228,13 @@ def refusal_reasons(
     scale_prior,
     with_metric: bool,
     *,
-    clicked: bool = False,
+    clicked: int = 0,
 ) -> list[str]:
     """Why ``quality`` refuses its result (an empty list: it is accepted).
 
     The plane seen edge-on, the scale off the calibration, a predicted TRE over
-    ``max_predicted_tre_mm``, clicked landmarks (``clicked``) spanning less than
+    ``max_predicted_tre_mm``, three or more clicked landmarks (``clicked``: how many)
+    spanning less than
     :data:`MIN_CLICK_SPAN` of the field, an ambiguous search,
     restarts that do not come back to the answer, clicks too few to check each other.
 
@@ -271,10 +272,9 @@ def refusal_reasons(
             f"the evidence does not pin the answer down ({why})"
         )
     span = quality.landmark_hull_fraction_of_field
-    # Two points fix a similarity and span no area: their extrapolation is the predicted
-    # TRE's to judge (the ceiling above); the area tells only a model with more freedom.
-    area_model = quality.model_used not in ("rigid", "similarity")
-    if clicked and area_model and span is not None and span < MIN_CLICK_SPAN:
+    # Two points span no area whatever their distance: their extrapolation is the predicted
+    # TRE's to judge (the ceiling above) and the exact fit's refusal says what would help.
+    if clicked >= 3 and span is not None and span < MIN_CLICK_SPAN:
         reasons.append(
             f"the landmarks span {100 * span:.1f} % of the ultrasound field (< "
             f"{100 * MIN_CLICK_SPAN:g} %): the fit extrapolates from them to the rest, where "

@@ -80,6 +80,16 @@ def test_two_clicks_are_not_refused_for_spanning_no_area():
     assert [r for r in marked.quality.reasons if "fit the similarity model exactly" in r]
 
 
+def test_bunched_clicks_are_refused_under_a_similarity_too():
+    marked = _register(
+        _bunched_clicks(np.random.default_rng(3), noise_px=0.5),
+        accept_unverified=True,
+        model="similarity",
+    )
+    assert marked.quality.model_used == "similarity"
+    assert [r for r in marked.quality.reasons if "the landmarks span" in r]
+
+
 def test_an_answer_predicted_wider_than_the_ceiling_is_refused():
     clicks = _spread_clicks(np.random.default_rng(4), noise_px=2.0)
     predicted = _register(clicks).quality.predicted_tre_mm
