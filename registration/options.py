@@ -317,20 +317,23 @@ class GuardOptions:
     )
     verify_basin_mm: float = option(
         1.6,
-        "Intensity-only: a verification restart (or the second metric) that ends within "
-        "this (median mm over the ultrasound field) of the answer, at a cost within "
-        "search_min_margin of it, is the same answer in a flat basin: it widens "
-        "predicted_tre_mm instead of refusing; farther ends within the margin refuse. "
-        "1.6 = sqrt(2^2 - 1.2^2): such an end, with the metric's own 1.2 mm bias, stays "
-        "within the 2 mm a right answer must meet. At most verify_max_spread_mm: the "
-        "point-optimum test.",
+        "Intensity-only: a verification restart that ends within this (median mm over the "
+        "ultrasound field) of the answer, at a cost within search_min_margin of it and not "
+        "more than 1 % better, is the same answer in a flat basin: it widens "
+        "predicted_tre_mm instead of refusing; farther ends within the margin refuse, and "
+        "clearly better ends hop. The second metric may move the answer this far too. "
+        "1.6 = sqrt(2^2 - 1.2^2): such an end and the metric's own 1.2 mm bias, if "
+        "independent, stay within the 2 mm a right answer must meet. At least "
+        "verify_max_spread_mm (the point-optimum test).",
         minimum=0.0,
         advanced=True,
     )
     verify_max_metric_drift_mm: float = option(
         0.85,
         "Refuse an intensity-only answer that a second metric (MI; LC2 when the metric is "
-        "MI), run from it at the two finest levels, moves by more than this (median mm).",
+        "MI), run from it at the two finest levels, moves by more than this or "
+        "verify_basin_mm, whichever is larger (median mm); the few-structures route uses "
+        "this alone.",
         minimum=0.0,
         advanced=True,
     )
