@@ -223,8 +223,8 @@ def check_landmarks(
         raise InputError(
             f"{where}: {n} landmark pair{'s' if n != 1 else ''}; too few for the "
             f"{model.value} model or any simpler one it falls back to (minimum pairs per "
-            f"model: {minimums}); give more pairs, or leave --landmarks out to register "
-            "from the images alone (--init auto)"
+            f"model: {minimums}); give more pairs, or none to register from the images "
+            "alone (automatic start)"
         )
     _check_repeated_pairs(landmarks, where)
     for label, pts, shape in (

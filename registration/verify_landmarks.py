@@ -135,7 +135,7 @@ def landmark_check(
 def _doubt(out: dict, model: TransformModel, dof: int, auto: bool, images) -> dict:
     """``unverified`` (a reason to refuse) or ``unchecked`` (a caveat), or nothing."""
     n = out["pairs"]
-    drifts = None if images is None else images["intensity_only_drift_mm"]
+    drifts = None if images is None else images.get("intensity_only_drift_mm")
     if dof < MIN_DOF_FOR_TEST and images is not None and not images["intensity_agrees"]:
         metric, drift = max(drifts.items(), key=lambda kv: kv[1])
         why = f"{metric} alone moves it {drift:.1f} mm (> {images['agreement_limit_mm']:.1f} mm)"
