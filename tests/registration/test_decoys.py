@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from hybridfuse.fusion import read_image
-from hybridfuse.registration.correspond import AmbiguousMatchError, match_near
+from hybridfuse.registration import evidence
+from hybridfuse.registration.correspond import AmbiguousMatchError, NoFeaturesError, match_near
 from hybridfuse.registration.evidence import detect_structures, landmarks_near
 from hybridfuse.registration.preprocess import mask_extent
 from hybridfuse.testdata.phantom.family import family_case
@@ -123,11 +124,19 @@ def painted(tmp_path_factory):
     painted_at = np.round(_apply(start, us)).astype(int)
     for (x, y), (px, py) in zip(np.round(shadows).astype(int), painted_at, strict=True):
         pixels[py - 5 : py + 6, px - 5 : px + 6] = fixed.array[0][y - 5 : y + 6, x - 5 : x + 6]
-    return dataclasses.replace(fixed, array=pixels[None]), moving, truth, start
+    return dataclasses.replace(fixed, array=pixels[None]), moving, start, shadows, painted_at
 
 
-def test_painted_decoys_on_a_family_case_are_not_matched(painted):
-    fixed, moving, truth, start = painted
+def _detected_at(blobs, xy_px, within_px: float = 2.0) -> np.ndarray:
+    """Whether a detected blob lies within ``within_px`` of each of ``xy_px``."""
+    if len(blobs) == 0:
+        return np.zeros(len(xy_px), bool)
+    d = np.linalg.norm(blobs.xy[None, :, :] - np.asarray(xy_px, float)[:, None, :], axis=2)
+    return d.min(axis=1) < within_px
+
+
+def test_painted_decoys_on_a_family_case_are_not_matched(painted, monkeypatch):
+    fixed, moving, start, shadows, painted_at = painted
     s = detect_structures(
         fixed.gray(0),
         moving.gray(0),
@@ -136,10 +145,27 @@ def test_painted_decoys_on_a_family_case_are_not_matched(painted):
         fixed_mask=fixed.mask,
         moving_mask=moving.mask,
     )
+    # The copies and the real shadows are all there to match: a detector that found
+    # neither would make the refusal below pass for nothing.
+    assert _detected_at(s.fixed_beads, painted_at).all()
+    assert _detected_at(s.fixed_beads, shadows).all()
+    assert len(s.moving_beads) >= len(shadows)
+    refusals = []
+
+    def recording(*args, **kwargs):
+        try:
+            return match_near(*args, **kwargs)
+        except (AmbiguousMatchError, NoFeaturesError) as err:
+            refusals.append(str(err))
+            raise
+
+    monkeypatch.setattr(evidence, "match_near", recording)
     x0, x1, y0, y1, cx, cy = mask_extent(moving.mask)[:6]
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
     got = landmarks_near(
         s, start, centre_px=(cx, cy), extent_px=corners, shift_mm=20.0, turn_deg=20.0
     )
-    # Before: the five copies were matched, landmarks 22 mm from their true partners.
+    # Before: the five copies were matched, landmarks 22 mm from their true partners. Now
+    # nothing is matched, and for the copy: not too few items, nor a rival in range.
     assert got is None
+    assert len(refusals) == 1 and "same pattern" in refusals[0], refusals
