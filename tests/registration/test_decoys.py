@@ -107,6 +107,21 @@ def test_an_imprecise_copy_is_refused_though_no_two_point_seed_finds_it():
         _near(fixed, start)
 
 
+#: The real shadows, each up to 2 mm off where the similarity puts its bead.
+BLURRED_MM = np.array([[-1.37, -0.55], [-0.48, 1.99], [-1.6, 0.56], [0.94, 0.38]])
+
+
+def test_a_copy_of_fewer_items_does_not_refuse_though_as_well_supported():
+    # The four real shadows agree loosely (consensus, one per item, 3.06); three beads
+    # copied exactly 28 mm off score 3.0, within the margin of it, but bring on three
+    # items, not four: a copy must repeat all that the match brings on.
+    copy = _similarity(0.0, (28.0, 0.0)) @ TRUE
+    fixed = np.vstack([_apply(TRUE, BEADS_MM) + BLURRED_MM, _apply(copy, BEADS_MM[:3])])
+    m = _near(fixed, TRUE)
+    assert sorted(m.moving_index) == [0, 1, 2, 3]
+    assert list(m.fixed_index[np.argsort(m.moving_index)]) == [0, 1, 2, 3]
+
+
 @pytest.fixture(scope="module")
 def painted(tmp_path_factory):
     """Seed 5 at 320 px, its five bead shadows copied where a start 22 mm off puts them."""
