@@ -122,6 +122,21 @@ def test_a_copy_of_fewer_items_does_not_refuse_though_as_well_supported():
     assert list(m.fixed_index[np.argsort(m.moving_index)]) == [0, 1, 2, 3]
 
 
+#: A copy painted a little off its pattern (up to 0.6 mm a bead).
+NUDGED_MM = np.array([[0.2, -0.34], [0.61, 0.54], [-0.21, -0.02], [-0.4, 0.59]])
+
+
+def test_a_copy_whose_refit_lies_beyond_twice_the_range_does_not_refuse():
+    # Copied 40.45 mm off (twice the 20 mm range is 40): a two-point seed of the nudged
+    # copy falls inside 40 mm and scores 3.9 of 4, but its refit, the copy's placement,
+    # lies outside. Judged on the seed's placement, it refused the match at the start.
+    copy = _similarity(0.0, (-21.88, -34.02)) @ TRUE
+    fixed = np.vstack([_apply(TRUE, BEADS_MM), _apply(copy, BEADS_MM) + NUDGED_MM])
+    m = _near(fixed, TRUE)
+    assert list(m.fixed_index[np.argsort(m.moving_index)]) == [0, 1, 2, 3]
+    assert m.residual_mm.max() < 1e-6
+
+
 @pytest.fixture(scope="module")
 def painted(tmp_path_factory):
     """Seed 5 at 320 px, its five bead shadows copied where a start 22 mm off puts them."""
