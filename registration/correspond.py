@@ -68,6 +68,8 @@ MIN_SCORE = 1.5
 #: cases (45-160 mm away or turned 35-260 degrees from 20 mm / 20 degree ranges); within
 #: twice the range, in 2 (docs/registration-method.md, *A pattern and its copy*).
 NEIGHBOURHOOD = 2.0
+#: Leading hypotheses (by their two-point score) refitted when looking for a rival.
+RIVALS_REFITTED = 64
 #: Point pairs closer than this (mm) give too unsteady an angle to seed a hypothesis.
 MIN_BASE_MM = 3.0
 #: Most angle (degrees) between the mapped ultrasound needle and the fluoroscopy's.
@@ -281,6 +283,12 @@ def _same_pattern_elsewhere(sets: _Sets, tol: float, best, probe, near: _Near, m
     too, each item counted as one whatever its strength (a painted blob can be made as
     strong as wanted): one bringing on as many items at a consensus within ``margin``, at
     a different pose, makes the match ambiguous.
+
+    Every one of the :data:`RIVALS_REFITTED` leading hypotheses is refitted and judged on
+    what decides: the refitted placement (still in the neighbourhood) and the better of its
+    seed's and its refit's consensus. A two-point seed of an imprecise copy can score well
+    below what the copy's least-squares fit brings on, so the seed's score alone stops
+    nothing.
     """
     plain = replace(sets, w_mov=np.ones(len(sets.mov)), w_fix=np.ones(len(sets.fix)))
     matrix, origin = best
@@ -288,10 +296,10 @@ def _same_pattern_elsewhere(sets: _Sets, tol: float, best, probe, near: _Near, m
     wide = replace(near, shift=NEIGHBOURHOOD * near.shift, turn=NEIGHBOURHOOD * near.turn)
     placed = _apply(matrix, probe)
     hyps = [h for h in _hypotheses(plain, tol) if wide.allows(h[2])]
-    for seed_score, _n, h, seed_origin in sorted(hyps, key=lambda h: -h[0])[:64]:
-        if seed_score < score - margin:
-            break
+    for seed_score, _n, h, seed_origin in sorted(hyps, key=lambda h: -h[0])[:RIVALS_REFITTED]:
         refit, _, at = _refit(plain, h, seed_origin)
+        if not wide.allows(refit):
+            continue
         moved = float(np.max(np.linalg.norm(_apply(refit, probe) - placed, axis=1)))
         other, m = _score(refit, plain, at)
         if moved > SAME_POSE_MM and m >= n and max(other, seed_score) >= score - margin:
@@ -405,7 +413,7 @@ def _needle_seeds(lm: Line | None, lf: Line | None) -> list:
     return out
 
 
-def _rival_score(hyps, matrix, probe, sets: _Sets, top: int = 64) -> float:
+def _rival_score(hyps, matrix, probe, sets: _Sets, top: int = RIVALS_REFITTED) -> float:
     """Best refitted score among the leading hypotheses that place ``probe`` elsewhere.
 
     Each is refitted first: a two-point hypothesis of the right pose from a short base

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from hybridfuse.fusion import read_image
-from hybridfuse.registration.correspond import AmbiguousMatchError, match_near
+from hybridfuse.registration import evidence
+from hybridfuse.registration.correspond import AmbiguousMatchError, NoFeaturesError, match_near
 from hybridfuse.registration.evidence import detect_structures, landmarks_near
 from hybridfuse.registration.preprocess import mask_extent
 from hybridfuse.testdata.phantom.family import family_case
@@ -91,6 +92,51 @@ def test_a_nearby_partial_copy_does_not_refuse():
     assert len(m.moving_index) == 4 and m.residual_mm.max() < 1e-6
 
 
+#: An imprecise copy: each bead painted up to 1.4 mm off its place in the pattern.
+SLOPPY_MM = np.array([[0.19, -0.63], [-0.38, -1.09], [-1.28, 0.63], [0.58, 1.29]])
+
+
+def test_an_imprecise_copy_is_refused_though_no_two_point_seed_finds_it():
+    # Counted one per item, the match at the start scores 4.0; every two-point seed of the
+    # copy 28 mm off scores 3.24 or less (below 4.0 - 0.5), its least-squares refit 3.66
+    # with all four items: as well supported. Judging the seed alone missed it.
+    start = TRUE
+    copy = _apply(_similarity(0.0, (28.0, 0.0)) @ TRUE, BEADS_MM) + SLOPPY_MM
+    fixed = np.vstack([_apply(TRUE, BEADS_MM), copy])
+    with pytest.raises(AmbiguousMatchError, match="same pattern"):
+        _near(fixed, start)
+
+
+#: The real shadows, each up to 2 mm off where the similarity puts its bead.
+BLURRED_MM = np.array([[-1.37, -0.55], [-0.48, 1.99], [-1.6, 0.56], [0.94, 0.38]])
+
+
+def test_a_copy_of_fewer_items_does_not_refuse_though_as_well_supported():
+    # The four real shadows agree loosely (consensus, one per item, 3.06); three beads
+    # copied exactly 28 mm off score 3.0, within the margin of it, but bring on three
+    # items, not four: a copy must repeat all that the match brings on.
+    copy = _similarity(0.0, (28.0, 0.0)) @ TRUE
+    fixed = np.vstack([_apply(TRUE, BEADS_MM) + BLURRED_MM, _apply(copy, BEADS_MM[:3])])
+    m = _near(fixed, TRUE)
+    assert sorted(m.moving_index) == [0, 1, 2, 3]
+    assert list(m.fixed_index[np.argsort(m.moving_index)]) == [0, 1, 2, 3]
+
+
+#: A copy painted a little off its pattern (up to 0.6 mm a bead).
+NUDGED_MM = np.array([[0.2, -0.34], [0.61, 0.54], [-0.21, -0.02], [-0.4, 0.59]])
+
+
+def test_a_copy_whose_refit_lies_beyond_twice_the_range_does_not_refuse():
+    # Copied 40.45 mm off (twice the 20 mm range is 40): a two-point seed of the nudged
+    # copy falls inside 40 mm and scores 3.9 of 4, but its refit, the copy's placement,
+    # lies outside. Judged on the seed's placement, it refused the match at the start.
+    copy = _similarity(0.0, (-21.88, -34.02)) @ TRUE
+    fixed = np.vstack([_apply(TRUE, BEADS_MM), _apply(copy, BEADS_MM) + NUDGED_MM])
+    m = _near(fixed, TRUE)
+    assert list(m.fixed_index[np.argsort(m.moving_index)]) == [0, 1, 2, 3]
+    assert m.residual_mm.max() < 1e-6
+
+
 @pytest.fixture(scope="module")
 def painted(tmp_path_factory):
     """Seed 5 at 320 px, its five bead shadows copied where a start 22 mm off puts them."""
@@ -108,11 +154,19 @@ def painted(tmp_path_factory):
     painted_at = np.round(_apply(start, us)).astype(int)
     for (x, y), (px, py) in zip(np.round(shadows).astype(int), painted_at, strict=True):
         pixels[py - 5 : py + 6, px - 5 : px + 6] = fixed.array[0][y - 5 : y + 6, x - 5 : x + 6]
-    return dataclasses.replace(fixed, array=pixels[None]), moving, truth, start
+    return dataclasses.replace(fixed, array=pixels[None]), moving, start, shadows, painted_at
 
 
-def test_painted_decoys_on_a_family_case_are_not_matched(painted):
-    fixed, moving, truth, start = painted
+def _detected_at(blobs, xy_px, within_px: float = 2.0) -> np.ndarray:
+    """Whether a detected blob lies within ``within_px`` of each of ``xy_px``."""
+    if len(blobs) == 0:
+        return np.zeros(len(xy_px), bool)
+    d = np.linalg.norm(blobs.xy[None, :, :] - np.asarray(xy_px, float)[:, None, :], axis=2)
+    return d.min(axis=1) < within_px
+
+
+def test_painted_decoys_on_a_family_case_are_not_matched(painted, monkeypatch):
+    fixed, moving, start, shadows, painted_at = painted
     s = detect_structures(
         fixed.gray(0),
         moving.gray(0),
@@ -121,10 +175,27 @@ def test_painted_decoys_on_a_family_case_are_not_matched(painted):
         fixed_mask=fixed.mask,
         moving_mask=moving.mask,
     )
+    # The copies and the real shadows are all there to match: a detector that found
+    # neither would make the refusal below pass for nothing.
+    assert _detected_at(s.fixed_beads, painted_at).all()
+    assert _detected_at(s.fixed_beads, shadows).all()
+    assert len(s.moving_beads) >= len(shadows)
+    refusals = []
+
+    def recording(*args, **kwargs):
+        try:
+            return match_near(*args, **kwargs)
+        except (AmbiguousMatchError, NoFeaturesError) as err:
+            refusals.append(str(err))
+            raise
+
+    monkeypatch.setattr(evidence, "match_near", recording)
     x0, x1, y0, y1, cx, cy = mask_extent(moving.mask)[:6]
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
     got = landmarks_near(
         s, start, centre_px=(cx, cy), extent_px=corners, shift_mm=20.0, turn_deg=20.0
     )
-    # Before: the five copies were matched, landmarks 22 mm from their true partners.
+    # Before: the five copies were matched, landmarks 22 mm from their true partners. Now
+    # nothing is matched, and for the copy: not too few items, nor a rival in range.
     assert got is None
+    assert len(refusals) == 1 and "same pattern" in refusals[0], refusals
