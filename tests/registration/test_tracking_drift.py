@@ -26,6 +26,17 @@ def drifting():
     return moving_probe_clip(seed=3, n_frames=12, fluoro_drift_mm=DRIFT_MM)
 
 
+def test_the_drift_moves_the_anatomy_inside_a_fixed_collimator(drifting):
+    # The collimator is fixed to the detector, and the tracker's shift check reads only
+    # inside fixed_mask: the drifted clip shifted the whole frame, so by frame 7 the mask
+    # was 16 mm off the collimator's edge.
+    outside = ~drifting.fixed_mask
+    for k, frame in enumerate(drifting.fixed_frames):
+        assert np.array_equal(frame[outside], drifting.fixed_frames[0][outside]), k
+        assert np.ptp(frame[outside]) == 0, k  # the collimator's shadow, nothing else
+        assert frame[drifting.fixed_mask].std() > 10 * np.ptp(frame[outside]) + 1, k
+
+
 #: Frames tracked: by frame 7 the tracker without the drift checks is over 2 mm off.
 FRAMES = 8
 
