@@ -539,7 +539,8 @@ def _inner_box(fixed_mask, shape) -> tuple[int, int, int, int]:
 
 
 #: Block size (fluoroscopy px) the shift is measured at: 4 px is about 1 mm at the
-#: isocentre, and the check's threshold is 3 mm.
+#: isocentre; the default threshold (``max_fluoro_shift_mm``) is 1 mm, and the
+#: parabola-refined peak measures a shift to a fraction of a block.
 _SHIFT_BLOCK = 4
 
 

@@ -86,10 +86,12 @@ def test_the_fluoroscopy_shift_is_measured_in_the_field(drifting):
     box = _inner_box(drifting.fixed_mask, drifting.fixed_frames[0].shape)
     ref = _spectrum(drifting.fixed_frames[0], box)
     expected = np.asarray(DRIFT_MM) / drifting.fixed_mm_per_px
-    for k in (1, 3):
+    for k in range(1, FRAMES):
         shift = image_shift_px(ref, _spectrum(drifting.fixed_frames[k], box))
-        # within a millimetre (about 3.6 px) of the true shift; the threshold is 3 mm
-        assert np.hypot(*(shift - k * expected)) < 3.6, (k, shift, k * expected)
+        # Within 0.3 mm of the true shift (measured: 0.08 to 0.19 mm over these frames,
+        # 2.3 to 16 mm of drift), well under the default 1 mm threshold.
+        error_mm = np.hypot(*(shift - k * expected)) * drifting.fixed_mm_per_px
+        assert error_mm < 0.3, (k, shift, k * expected)
 
 
 def _anchor_reasons(predicted_tre_mm, shift_px):
