@@ -146,8 +146,7 @@ def moving_probe_clip(
 
 
 def _drifted(frames, truths, step_px, exposed):
-    """Frame k's anatomy shifted by k × ``step_px`` (x, y) inside the fixed ``exposed``
-    field, its truth moved with it.
+    """Frame k's anatomy shifted k × ``step_px`` (x, y) in ``exposed``, its truth with it.
 
     The collimator is fixed to the detector: only what lies inside it moves. The anatomy
     shifted in across the field's edge is the field's own, extended outward (nearest
