@@ -138,14 +138,15 @@ def track_sequence(
     pairs, checks = list(pairs), checks or TrackingChecks()
     _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm, checks)
     _check_fluoroscopy(fixed_frames, fixed_mask, pairs, checks)
-    base = options or RegistrationOptions()
-    frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
-    start = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
     masks = dict(fixed_mask=fixed_mask, moving_mask=moving_mask)
-    setup = (base, frame_opts, checks)
-    geometry = (expected_scale, fixed_spacing_mm)
-    tracker = _Tracker((fixed_frames, moving_frames), masks, setup, geometry, start)
-    tracker.anchor_tre = PREDICTED_TRE_FLOOR_MM if initial_tre_mm is None else initial_tre_mm
+    setup = (options, update_model, levels, max_iterations, max_samples, checks)
+    geometry, start = (expected_scale, fixed_spacing_mm), (initial, initial_tre_mm)
+    tracker = _start_tracker((fixed_frames, moving_frames), masks, setup, geometry, start)
+    return _run(tracker, pairs, progress)
+
+
+def _run(tracker, pairs, progress) -> tuple[list[RegistrationResult], float]:
+    """Every pair through ``tracker``, in order: the results and the pairs per second."""
     results = []
     t0 = time.perf_counter()
     with one_blas_thread():  # the optimiser's tiny BLAS calls: threads only cost (_blas)
@@ -155,6 +156,18 @@ def track_sequence(
                 progress(k + 1, len(pairs))
     elapsed = time.perf_counter() - t0
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
+
+
+def _start_tracker(frames, masks, setup, geometry, start) -> _Tracker:
+    """The tracker at the first pair: its options, the caller's transform and its bound."""
+    options, update_model, levels, max_iterations, max_samples, checks = setup
+    base = options or RegistrationOptions()
+    frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
+    initial, initial_tre_mm = start
+    matrix = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    tracker = _Tracker(frames, masks, (base, frame_opts, checks), geometry, matrix)
+    tracker.anchor_tre = PREDICTED_TRE_FLOOR_MM if initial_tre_mm is None else initial_tre_mm
+    return tracker
 
 
 def _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm=None, checks=None) -> None:
