@@ -28,15 +28,16 @@ that limit is worth on this machine.
 Every tracked frame carries a verdict (:class:`registration.tracking.TrackingChecks`), so
 each clip also counts frames accepted right (TRE < 2 mm), refused and accepted wrong. A
 second table (``--events``, on by default) tracks clips in which the tracker loses the
-probe: **jump** (from frame ``n/2`` on the probe is 20 mm further back along its array and
-turned 15° more), **off skin** (frames ``n/2`` and ``n/2 + 1`` show a probe lifted off the
-skin), **foreign** (frame ``n/2`` is the next seed's clip's frame ``n/2``: a cut to
-another clip) and **drift** (fluoroscopy frame k shifted a further 2.3 mm each frame, up
-and right, its truth with it: small updates that each pass the per-frame checks), each
-with the tracker's checks and without them (*no checks*: the tracker before the verdicts,
-which reported every frame as right, and without the drift checks). An accepted off-skin
-or foreign frame counts as wrong whatever its TRE: no transform is right for it. Speed
-there is one run's pairs per CPU-second, re-acquisitions included.
+probe: **jump** (from frame ``n/2`` on the probe is 20 mm further back along its array
+and turned 15° more), **off skin** (frames ``n/2`` and ``n/2 + 1`` show a probe lifted
+off the skin), **foreign** (frame ``n/2`` is the next seed's clip's frame ``n/2``: a cut
+to another clip) and **drift** (fluoroscopy frame k's anatomy shifted a further 2.3 mm
+each frame, up and right, inside the fixed collimator, its truth with it: small updates
+that each pass the per-frame checks), each with the tracker's checks and without them
+(*no checks*: the tracker before the verdicts, which reported every frame as right, and
+without the drift checks). An accepted off-skin or foreign frame counts as wrong whatever
+its TRE: no transform is right for it. Speed there is one run's pairs per CPU-second,
+re-acquisitions included.
 
 Every accepted frame carries ``quality.predicted_tre_mm``; the last line counts the
 accepted frames tracked with checks (all clips) whose true TRE is at or below it, with the

@@ -135,15 +135,18 @@ def track_sequence(
         frame's plus its travel since (:class:`TrackingChecks`), a re-registered one its own.
     frames_per_second : pairs registered per second of wall time.
     """
-    _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm)
-    base = options or RegistrationOptions()
-    frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
-    start = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    pairs, checks = list(pairs), checks or TrackingChecks()
+    _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm, checks)
+    _check_fluoroscopy(fixed_frames, fixed_mask, pairs, checks)
     masks = dict(fixed_mask=fixed_mask, moving_mask=moving_mask)
-    setup = (base, frame_opts, checks or TrackingChecks())
-    geometry = (expected_scale, fixed_spacing_mm)
-    tracker = _Tracker((fixed_frames, moving_frames), masks, setup, geometry, start)
-    tracker.anchor_tre = PREDICTED_TRE_FLOOR_MM if initial_tre_mm is None else initial_tre_mm
+    setup = (options, update_model, levels, max_iterations, max_samples, checks)
+    geometry, start = (expected_scale, fixed_spacing_mm), (initial, initial_tre_mm)
+    tracker = _start_tracker((fixed_frames, moving_frames), masks, setup, geometry, start)
+    return _run(tracker, pairs, progress)
+
+
+def _run(tracker, pairs, progress) -> tuple[list[RegistrationResult], float]:
+    """Every pair through ``tracker``, in order: the results and the pairs per second."""
     results = []
     t0 = time.perf_counter()
     with one_blas_thread():  # the optimiser's tiny BLAS calls: threads only cost (_blas)
@@ -155,23 +158,93 @@ def track_sequence(
     return results, (len(pairs) / elapsed if elapsed > 0 else float("inf"))
 
 
-def _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm=None) -> None:
+def _start_tracker(frames, masks, setup, geometry, start) -> _Tracker:
+    """The tracker at the first pair: its options, the caller's transform and its bound."""
+    options, update_model, levels, max_iterations, max_samples, checks = setup
+    base = options or RegistrationOptions()
+    frame_opts = _frame_options(base, update_model, levels, max_iterations, max_samples)
+    initial, initial_tre_mm = start
+    matrix = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    tracker = _Tracker(frames, masks, (base, frame_opts, checks), geometry, matrix)
+    tracker.anchor_tre = PREDICTED_TRE_FLOOR_MM if initial_tre_mm is None else initial_tre_mm
+    return tracker
+
+
+def _check_inputs(fixed_spacing_mm, moving_mask, initial_tre_mm=None, checks=None) -> None:
     """Refuse a spacing, a mask or a bound that would silence the checks or crash in them.
 
     A negative spacing made every update negative (no frame was ever doubted); an empty
-    ultrasound mask ended in numpy's "SVD did not converge" on the first refused frame.
+    ultrasound mask ended in numpy's "SVD did not converge" on the first refused frame; a
+    NaN bound compares false, so it turned its check off.
     """
-    if fixed_spacing_mm is not None and not (
-        np.isfinite(fixed_spacing_mm) and fixed_spacing_mm > 0
-    ):
+    spacing_ok = _at_least(fixed_spacing_mm, 0, finite=True, strict=True)
+    if fixed_spacing_mm is not None and not spacing_ok:
         raise IllPosedGeometryError(
             f"fixed_spacing_mm must be a positive number of mm, got {fixed_spacing_mm!r}"
         )
     if moving_mask is not None and not np.asarray(moving_mask, bool).any():
         raise IllPosedGeometryError("moving_mask selects no ultrasound pixel")
-    if initial_tre_mm is not None and not (np.isfinite(initial_tre_mm) and initial_tre_mm >= 0):
+    if initial_tre_mm is not None and not _at_least(initial_tre_mm, 0, finite=True):
         raise IllPosedGeometryError(
             f"initial_tre_mm must be a non-negative number of mm, got {initial_tre_mm!r}"
+        )
+    for name in ("max_travel_mm", "max_fluoro_shift_mm"):
+        value = getattr(checks or TrackingChecks(), name)
+        if not _at_least(value, 0):  # inf turns the check off; NaN would, unseen
+            raise IllPosedGeometryError(
+                f"TrackingChecks.{name} must be a non-negative number of mm (inf: no "
+                f"check), got {value!r}"
+            )
+
+
+def _at_least(value, low, *, finite=False, strict=False) -> bool:
+    """Whether ``value`` is a real number (not NaN; finite if asked) at least ``low``."""
+    if isinstance(value, bool | str | bytes):
+        return False
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    if np.isnan(v) or (finite and not np.isfinite(v)):
+        return False
+    return v > low if strict else v >= low
+
+
+#: Fewest shift blocks (:data:`_SHIFT_BLOCK`) along each side of the fluoroscopy field's
+#: inner box that phase correlation is measured on.
+_MIN_SHIFT_BLOCKS = 8
+
+
+def _check_fluoroscopy(fixed_frames, fixed_mask, pairs, checks) -> None:
+    """Refuse fluoroscopy frames of different shapes, or a field too small for the shift.
+
+    Frames of different shapes ended in numpy's broadcast error, and a field under about
+    10 px wide in "Invalid number of FFT data points (0)", from inside the tracking. The
+    shift is measured only between different fluoroscopy frames, and only with a finite
+    ``max_fluoro_shift_mm``; a field too small to measure it is refused rather than left
+    unchecked (inf turns the check off, on purpose).
+    """
+    used = list(dict.fromkeys(i for i, _ in pairs))
+    shapes = {np.shape(fixed_frames[i]) for i in used}
+    if len(shapes) > 1:
+        raise IllPosedGeometryError(
+            f"the fluoroscopy frames differ in shape ({', '.join(map(str, sorted(shapes)))}): "
+            "tracking needs one detector size"
+        )
+    if len(used) < 2 or not np.isfinite(checks.max_fluoro_shift_mm):
+        return
+    shape = shapes.pop()
+    if fixed_mask is not None and np.shape(fixed_mask) != shape:
+        raise IllPosedGeometryError(
+            f"fixed_mask is {np.shape(fixed_mask)}, the fluoroscopy frames {shape}"
+        )
+    y0, y1, x0, x1 = _inner_box(fixed_mask, shape)
+    blocks = min((y1 - y0) // _SHIFT_BLOCK, (x1 - x0) // _SHIFT_BLOCK)
+    if blocks < _MIN_SHIFT_BLOCKS:
+        raise IllPosedGeometryError(
+            f"the fluoroscopy field is too small to measure its shift ({x1 - x0} × {y1 - y0} "
+            f"px inside; at least {_MIN_SHIFT_BLOCKS * _SHIFT_BLOCK} needed): widen fixed_mask "
+            "or set TrackingChecks.max_fluoro_shift_mm=inf"
         )
 
 
@@ -539,7 +612,8 @@ def _inner_box(fixed_mask, shape) -> tuple[int, int, int, int]:
 
 
 #: Block size (fluoroscopy px) the shift is measured at: 4 px is about 1 mm at the
-#: isocentre, and the check's threshold is 3 mm.
+#: isocentre; the default threshold (``max_fluoro_shift_mm``) is 1 mm, and the
+#: parabola-refined peak measures a shift to a fraction of a block.
 _SHIFT_BLOCK = 4
 
 

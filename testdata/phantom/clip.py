@@ -107,9 +107,10 @@ def moving_probe_clip(
     two frames, beyond any tracker's capture range); the frames in ``off_skin`` show what
     a probe lifted off the skin shows (no echoes, only the scanner's noise), their truth
     the pose the probe would have had. ``fluoro_drift_mm`` (x, y; mm at the isocentre):
-    fluoroscopy frame k is shifted k times that on the detector, collimator and all (a
-    patient or C-arm creeping), and its truth with it. Without these, the clip is what it
-    always was.
+    the anatomy in fluoroscopy frame k is shifted k times that on the detector (a patient
+    creeping on the table), and its truth with it; the collimator, fixed to the detector,
+    stays where it is, so ``fixed_mask`` fits every frame. Without these, the clip is what
+    it always was.
 
     The needle rests at its target; each fluoroscopy frame is a new exposure (its own
     quantum noise) of the same lateral view. The ultrasound is one B-mode panorama of the
@@ -137,20 +138,28 @@ def moving_probe_clip(
     mm_per_px = float(geom.detector_spacing_mm[0] * geom.sod_mm / geom.sid_mm)
     truths = [plane_homography(geom, image_plane(lay, plane, pose)) for pose in poses]
     if any(fluoro_drift_mm):
-        fixed, truths = _drifted(fixed, truths, np.asarray(fluoro_drift_mm, float) / mm_per_px)
+        step_px = np.asarray(fluoro_drift_mm, float) / mm_per_px
+        fixed, truths = _drifted(fixed, truths, step_px, exposed)
     return MovingProbeClip(
         fixed, moving, exposed, moving_mask, truths, poses, mm_per_px, float(lay.spacing_mm)
     )
 
 
-def _drifted(frames, truths, step_px):
-    """Frame k shifted by k × ``step_px`` (x, y), its truth moved with it."""
-    from scipy.ndimage import shift
+def _drifted(frames, truths, step_px, exposed):
+    """Frame k's anatomy shifted k × ``step_px`` (x, y) in ``exposed``, its truth with it.
 
+    The collimator is fixed to the detector: only what lies inside it moves. The anatomy
+    shifted in across the field's edge is the field's own, extended outward (nearest
+    exposed pixel), not the collimator's dark.
+    """
+    from scipy.ndimage import distance_transform_edt, shift
+
+    _, (iy, ix) = distance_transform_edt(~exposed, return_indices=True)
     out_frames, out_truths = [], []
     for k, (frame, truth) in enumerate(zip(frames, truths, strict=True)):
         dx, dy = k * step_px
-        out_frames.append(shift(frame, (dy, dx), order=1, mode="nearest").astype(np.float32))
+        anatomy = shift(frame[iy, ix], (dy, dx), order=1, mode="nearest")
+        out_frames.append(np.where(exposed, anatomy, frame).astype(np.float32))
         move = np.eye(3)
         move[:2, 2] = (dx, dy)
         out_truths.append(move @ truth)
