@@ -141,16 +141,18 @@ def _mask_key(mask: np.ndarray, *extra) -> tuple:
     return (mask.shape, *extra, digest)
 
 
-def _cached(key, compute):
+def _cached(key, compute, store: dict | None = None):
+    store = _WEIGHTS if store is None else store
     with _WEIGHTS_LOCK:
-        hit = _WEIGHTS.get(key)
+        hit = store.get(key)
     if hit is None:
         hit = compute()
-        hit.setflags(write=False)
+        if isinstance(hit, np.ndarray):
+            hit.setflags(write=False)
         with _WEIGHTS_LOCK:
-            while len(_WEIGHTS) >= _CACHE_ENTRIES:
-                _WEIGHTS.pop(next(iter(_WEIGHTS)))
-            _WEIGHTS[key] = hit
+            while len(store) >= _CACHE_ENTRIES:
+                store.pop(next(iter(store)))
+            store[key] = hit
     return hit
 
 
@@ -269,15 +271,7 @@ def _dense_bright(fixed: np.ndarray, fixed_mask) -> bool:
     fixed = np.ascontiguousarray(fixed)
     mask = np.ones(fixed.shape, bool) if fixed_mask is None else np.asarray(fixed_mask, bool)
     key = (*_mask_key(mask, "polarity"), _image_digest(fixed))
-    with _WEIGHTS_LOCK:
-        hit = _POLARITY.get(key)
-    if hit is None:
-        hit = dense_is_bright(fixed, mask)
-        with _WEIGHTS_LOCK:
-            while len(_POLARITY) >= _CACHE_ENTRIES:
-                _POLARITY.pop(next(iter(_POLARITY)))
-            _POLARITY[key] = hit
-    return hit
+    return _cached(key, lambda: dense_is_bright(fixed, mask), _POLARITY)
 
 
 def _image_digest(img: np.ndarray) -> bytes:

@@ -87,14 +87,20 @@ def test_a_wrong_answer_the_old_guards_let_through_is_refused(pair):
     assert exc.value.result is result
 
 
-def test_a_restart_that_ends_better_replaces_the_answer(pair):
-    # The start of the test above: a restart ends 3.4 mm away at a cost 14 % better. The
-    # answer reported must be the best optimum the checks found, its hop in the evidence.
-    fixed, us, p, true = pair
+def _mirrored_wrong_start(pair):
+    """The ultrasound mirrored, its truth, and a start near the unmirrored truth (6°, 7 mm)."""
+    fixed, us, _, true = pair
     flip, flip_true, near = mirrored_ultrasound(us, true)
     ys, xs = np.nonzero(flip.mask)
     iso = fixed.xray.isocenter_spacing_mm[0]
-    start = _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+    return flip, flip_true, _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+
+
+def test_a_restart_that_ends_better_replaces_the_answer(pair):
+    # The start of the test above: a restart ends 3.4 mm away at a cost 14 % better. The
+    # answer reported must be the best optimum the checks found, its hop in the evidence.
+    fixed, p = pair[0], pair[2]
+    flip, flip_true, start = _mirrored_wrong_start(pair)
     stuck = _register(fixed, flip, p, start, accept_unverified=True, verify_max_hops=0)
     hopped = _register(fixed, flip, p, start, accept_unverified=True)
     v = hopped.quality.verification
@@ -175,11 +181,8 @@ def test_accept_unverified_writes_the_result_marked_refused(pair, tmp_path):
 def test_the_mirror_check_alone_refuses_a_wrong_answer(pair):
     # The other checks are switched off (restart rivals, the second metric, the search's
     # margin), so only the mirrored placement stands between this answer and acceptance.
-    fixed, us, p, true = pair
-    flip, flip_true, near = mirrored_ultrasound(us, true)
-    ys, xs = np.nonzero(flip.mask)
-    iso = fixed.xray.isocenter_spacing_mm[0]
-    start = _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+    fixed, p = pair[0], pair[2]
+    flip, flip_true, start = _mirrored_wrong_start(pair)
     others_off = dict(
         accept_unverified=True,
         verify_max_spread_mm=1e3,
@@ -202,11 +205,11 @@ def test_without_the_search_intensity_alone_is_still_verified(pair):
     # accepted. The first is caught by a restart rival, the second by its hop: the
     # restarts found a better optimum 16 mm from where the optimiser stopped.
     fixed, us, p, true = pair
-    flip, flip_true, near = mirrored_ultrasound(us, true)
+    flip, flip_true, start = _mirrored_wrong_start(pair)
     ys, xs = np.nonzero(flip.mask)
     iso = fixed.xray.isocenter_spacing_mm[0]
     cases = [
-        (flip, flip_true, _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)),
+        (flip, flip_true, start),
         (us, true, _rotated_shifted(true, (xs.mean(), ys.mean()), 8.0, (8.0, -6.0), iso)),
     ]
     for moving, truth, start in cases:
@@ -223,11 +226,8 @@ def test_restarts_ending_beyond_the_basin_alone_refuse_a_wrong_answer(pair):
     # farther away at a cost within the margin, and that alone must still refuse it (the
     # mirror, the second metric and hops are switched off; the search's margin, which is
     # also the restarts' cost gate, and the scale pass this answer: see the first test).
-    fixed, us, p, true = pair
-    flip, flip_true, near = mirrored_ultrasound(us, true)
-    ys, xs = np.nonzero(flip.mask)
-    iso = fixed.xray.isocenter_spacing_mm[0]
-    start = _rotated_shifted(near, (xs.mean(), ys.mean()), 6.0, (5.0, -5.0), iso)
+    fixed, p = pair[0], pair[2]
+    flip, flip_true, start = _mirrored_wrong_start(pair)
     others_off = dict(
         accept_unverified=True,
         verify_max_hops=0,
