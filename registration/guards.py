@@ -240,6 +240,22 @@ def refusal_reasons(
 
     ``scale_prior = (expected_min, expected_max, tolerance)`` applies with a metric only.
     """
+    reasons = _geometry_reasons(quality, opts, scale_prior, with_metric)
+    reasons += _evidence_reasons(quality, opts, clicked)
+    search = quality.search or {}
+    if search.get("ambiguous"):
+        reasons.append(search["ambiguous"])
+    check = quality.verification or {}
+    if check.get("unverified"):
+        reasons.append(check["unverified"])
+    few_clicks = (quality.model_selection or {}).get("unchecked_clicks")
+    if few_clicks:  # registration.start.few_clicks_reason
+        reasons.append(few_clicks)
+    return reasons
+
+
+def _geometry_reasons(quality: Quality, opts, scale_prior, with_metric: bool) -> list[str]:
+    """The plane seen edge-on; a scale off the calibration (with a metric only)."""
     reasons = []
     if quality.edge_on:
         if quality.scale_ratio_min is not None:
@@ -258,6 +274,12 @@ def refusal_reasons(
             f"and magnification predict (±{100 * scale_prior[2]:.0f} % allowed): a wrong "
             "match"
         )
+    return reasons
+
+
+def _evidence_reasons(quality: Quality, opts, clicked: int) -> list[str]:
+    """A predicted TRE over the ceiling; three or more clicks spanning too little."""
+    reasons = []
     ceiling = opts.guards.max_predicted_tre_mm
     predicted = quality.predicted_tre_mm
     if ceiling is not None and predicted is not None and predicted > ceiling:
@@ -281,15 +303,6 @@ def refusal_reasons(
             "a fraction of a pixel of click noise grows to millimetres; click points spread "
             "over the field"
         )
-    search = quality.search or {}
-    if search.get("ambiguous"):
-        reasons.append(search["ambiguous"])
-    check = quality.verification or {}
-    if check.get("unverified"):
-        reasons.append(check["unverified"])
-    few_clicks = (quality.model_selection or {}).get("unchecked_clicks")
-    if few_clicks:  # registration.start.few_clicks_reason
-        reasons.append(few_clicks)
     return reasons
 
 

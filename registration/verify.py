@@ -345,30 +345,33 @@ def intensity_route_check(
         "verified": "unverified" not in check,
         "scale_ratio_to_calibration": None,
     }
-    out = {"intensity_route": figures}
-    off_scale = False
+    ratio = None
     if scale_prior is not None:
         ratio = scale_ratio(centre_scale(outcome.matrix, problem.center), scale_prior[:2])
         figures["scale_ratio_to_calibration"] = ratio
-        off_scale = abs(ratio - 1.0) > scale_prior[2]
-    if "unverified" in check:
-        why = check["unverified"].removeprefix(UNVERIFIED).strip()
+    out = {"intensity_route": figures}
+    why = _route_doubt(check, distance, limit_mm, ratio, scale_prior)
+    if why:
         out["unverified"] = (
             f"{UNVERIFIED} too few matched structures to check each other, and the images "
-            f"alone, run from their answer, do not confirm it: {why}"
-        )
-    elif distance > limit_mm:
-        out["unverified"] = (
-            f"{UNVERIFIED} too few matched structures to check each other, and the images "
-            f"alone end {distance:.1f} mm from their answer (> {limit_mm:.1f} mm)"
-        )
-    elif off_scale:
-        out["unverified"] = (
-            f"{UNVERIFIED} too few matched structures to check each other, and the images "
-            f"alone end at a magnification {100 * (ratio - 1):+.1f} % off the calibration's "
-            f"(±{100 * scale_prior[2]:.0f} % allowed)"
+            f"alone{why}"
         )
     return out
+
+
+def _route_doubt(check: dict, distance: float, limit_mm: float, ratio, scale_prior) -> str:
+    """Why the intensity route does not confirm the matched answer ('' when it does)."""
+    if "unverified" in check:
+        why = check["unverified"].removeprefix(UNVERIFIED).strip()
+        return f", run from their answer, do not confirm it: {why}"
+    if distance > limit_mm:
+        return f" end {distance:.1f} mm from their answer (> {limit_mm:.1f} mm)"
+    if ratio is not None and abs(ratio - 1.0) > scale_prior[2]:
+        return (
+            f" end at a magnification {100 * (ratio - 1):+.1f} % off the calibration's "
+            f"(±{100 * scale_prior[2]:.0f} % allowed)"
+        )
+    return ""
 
 
 def _mirror_run(quiet, pyramid, outcome, model, first, distance_mm) -> dict:
