@@ -342,7 +342,8 @@ def _gaussian(img: np.ndarray, sigma: float) -> np.ndarray:
     """``gaussian_filter(img, sigma, mode="nearest", truncate=3.0)``, bit for bit.
 
     A 2D float64 image goes through :func:`registration._blur_kernels.gaussian_nearest`
-    (the same sums, a quarter of SciPy's time on a tracked frame); anything else to SciPy.
+    (the same sums, about a quarter of SciPy's time on a tracked frame's images); anything
+    else to SciPy.
     """
     if img.ndim == 2 and img.dtype == np.float64 and img.size and sigma > 1e-15:
         return gaussian_nearest(img, float(sigma))
