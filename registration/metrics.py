@@ -142,9 +142,8 @@ class MetricContext:
             raise RegistrationError("moving_mask shape differs from the moving image")
         if stride < 1 or patch_samples < 2:
             raise RegistrationError("stride must be >= 1 and patch_samples >= 2")
-        sub = np.zeros(moving.shape, bool)
-        sub[::stride, ::stride] = True
-        yy, xx = np.nonzero(mmask & sub)
+        yy, xx = np.nonzero(mmask[::stride, ::stride])  # the grid's samples, row by row
+        yy, xx = yy * stride, xx * stride
         cols = (moving.shape[1] + stride - 1) // stride // patch_samples + 1
         patch = (yy // stride // patch_samples) * cols + (xx // stride // patch_samples)
         ctx = cls(

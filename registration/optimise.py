@@ -74,12 +74,7 @@ def _level_context(pyr: Pyramid, factor: int) -> MetricContext:
         f_lvl = masked_smooth(pyr.fixed, fmask, 0.5 * factor)
     m_lvl = masked_smooth(pyr.moving, mmask, 0.5 * factor / max(scale, 1e-6))
     stride = max(1, int(round(factor / max(scale, 1e-6) / 2)))
-    while True:
-        sub = np.zeros_like(mmask)
-        sub[::stride, ::stride] = True
-        sel = mmask & sub
-        if sel.sum() <= opts.pyramid.max_samples:
-            break
+    while np.count_nonzero(mmask[::stride, ::stride]) > opts.pyramid.max_samples:
         stride += 1
     return MetricContext.from_images(
         f_lvl,
