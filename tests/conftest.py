@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 from pathlib import Path
@@ -33,13 +34,30 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def synthetic_case(tmp_path_factory) -> tuple[Path, dict]:
-    """A lumbar MBB case (seed 7) written once per test session."""
+def generated_case(tmp_path_factory):
+    """``get(seed, procedure)``: a synthetic case's folder and truth, each written once per session.
+
+    Generating a case takes seconds, and several test files use the same ones. The folder
+    is shared, so a test only reads it (copy it to change it); the truth is a fresh copy.
+    """
     from hybridfuse.testdata.phantom import generate_procedure
 
-    out = tmp_path_factory.mktemp("synth") / "case"
-    truth = generate_procedure(out, seed=7, procedure="lumbar-mbb")
-    return out, truth
+    made: dict[tuple[int, str], tuple[Path, dict]] = {}
+
+    def get(seed: int, procedure: str) -> tuple[Path, dict]:
+        if (seed, procedure) not in made:
+            out = tmp_path_factory.mktemp(f"gen-{procedure}-{seed}") / "case"
+            made[seed, procedure] = out, generate_procedure(out, seed=seed, procedure=procedure)
+        out, truth = made[seed, procedure]
+        return out, copy.deepcopy(truth)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def synthetic_case(generated_case) -> tuple[Path, dict]:
+    """A lumbar MBB case (seed 7) written once per test session."""
+    return generated_case(7, "lumbar-mbb")
 
 
 def _manifest(kind: str) -> list[dict]:
