@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -22,11 +23,18 @@ def test_version(runner):
     assert "hybridfuse" in result.output
 
 
-def test_synth_writes_a_case_and_refuses_to_overwrite(runner, tmp_path):
-    out = tmp_path / "case"
-    result = runner.invoke(
+@pytest.fixture(scope="module")
+def synth_out(tmp_path_factory):
+    """A case the synth command wrote (once for this module), and its result."""
+    out = tmp_path_factory.mktemp("synth") / "case"
+    result = CliRunner().invoke(
         cli, ["-q", "synth", "--out", str(out), "--seed", "4", "--procedure", "si-joint", "--json"]
     )
+    return out, result
+
+
+def test_synth_writes_a_case_and_refuses_to_overwrite(runner, synth_out):
+    out, result = synth_out
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["procedure"] == "si-joint"
@@ -35,7 +43,7 @@ def test_synth_writes_a_case_and_refuses_to_overwrite(runner, tmp_path):
     again = runner.invoke(cli, ["synth", "--out", str(out)])
     assert again.exit_code == 2
     assert "exists; pass --overwrite" in again.output
-    assert not list(tmp_path.glob(".case.partial-*"))
+    assert not list(out.parent.glob(".case.partial-*"))
 
 
 def test_info_describes_images_and_dose_reports(runner, synthetic_case):
@@ -233,11 +241,12 @@ def test_uid_map_written_only_when_asked(runner, tmp_path):
     assert not (tmp_path / "p" / "uid_map.csv").exists()
 
 
-def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path):
+def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path, synth_out):
     from hybridfuse.testdata import sample_case
 
     synth = tmp_path / "S"
-    assert runner.invoke(cli, ["-q", "synth", "--out", str(synth), "--seed", "4"]).exit_code == 0
+    assert synth_out[1].exit_code == 0
+    shutil.copytree(synth_out[0], synth)  # what synth wrote, marker and all
     before = sorted(p.name for p in synth.iterdir())
     r = runner.invoke(cli, ["run", str(sample_case()), "--out", str(synth), "--overwrite"])
     assert r.exit_code == 2 and "holds hybridfuse synth data" in r.output
