@@ -55,6 +55,22 @@ def generated_case(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def synth_si_joint(tmp_path_factory):
+    """``hybridfuse synth --seed 11 --procedure si-joint --json``: its folder and result.
+
+    Run once per session: the synth command's tests read its result, the SI-joint
+    registration tests its case.
+    """
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    out = tmp_path_factory.mktemp("synth") / "case"
+    args = ["-q", "synth", "--out", str(out), "--seed", "11", "--procedure", "si-joint", "--json"]
+    return out, CliRunner().invoke(cli, args)
+
+
+@pytest.fixture(scope="session")
 def synthetic_case(generated_case) -> tuple[Path, dict]:
     """A lumbar MBB case (seed 7) written once per test session."""
     return generated_case(7, "lumbar-mbb")

@@ -23,18 +23,8 @@ def test_version(runner):
     assert "hybridfuse" in result.output
 
 
-@pytest.fixture(scope="module")
-def synth_out(tmp_path_factory):
-    """A case the synth command wrote (once for this module), and its result."""
-    out = tmp_path_factory.mktemp("synth") / "case"
-    result = CliRunner().invoke(
-        cli, ["-q", "synth", "--out", str(out), "--seed", "4", "--procedure", "si-joint", "--json"]
-    )
-    return out, result
-
-
-def test_synth_writes_a_case_and_refuses_to_overwrite(runner, synth_out):
-    out, result = synth_out
+def test_synth_writes_a_case_and_refuses_to_overwrite(runner, synth_si_joint):
+    out, result = synth_si_joint  # shared with the SI-joint registration tests
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["procedure"] == "si-joint"
@@ -241,12 +231,12 @@ def test_uid_map_written_only_when_asked(runner, tmp_path):
     assert not (tmp_path / "p" / "uid_map.csv").exists()
 
 
-def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path, synth_out):
+def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path, synth_si_joint):
     from hybridfuse.testdata import sample_case
 
     synth = tmp_path / "S"
-    assert synth_out[1].exit_code == 0
-    shutil.copytree(synth_out[0], synth)  # what synth wrote, marker and all
+    assert synth_si_joint[1].exit_code == 0
+    shutil.copytree(synth_si_joint[0], synth)  # what synth wrote, marker and all
     before = sorted(p.name for p in synth.iterdir())
     r = runner.invoke(cli, ["run", str(sample_case()), "--out", str(synth), "--overwrite"])
     assert r.exit_code == 2 and "holds hybridfuse synth data" in r.output
