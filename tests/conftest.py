@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import os
 from pathlib import Path
 
@@ -74,6 +75,21 @@ def synth_si_joint(tmp_path_factory):
 def synthetic_case(generated_case) -> tuple[Path, dict]:
     """A lumbar MBB case (seed 7) written once per test session."""
     return generated_case(7, "lumbar-mbb")
+
+
+@functools.cache
+def _built_dose_report(path: Path) -> dict:
+    from hybridfuse.dose.report import build_dose_report
+
+    return build_dose_report(path)
+
+
+def dose_report_of(path: Path) -> dict:
+    """``build_dose_report(path)`` with its defaults, built once per session (a copy each call).
+
+    Several test files read the same real dose reports; Canon's rotational one takes ~2 s.
+    """
+    return copy.deepcopy(_built_dose_report(Path(path)))
 
 
 def _manifest(kind: str) -> list[dict]:
