@@ -56,6 +56,25 @@ def generated_case(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def family_case_of(tmp_path_factory):
+    """``get(seed, max_detector_px)``: a phantom-family case's folder, written once per session.
+
+    Shared: a test only reads it. Several tests use the same seeds.
+    """
+    from hybridfuse.testdata.phantom.family import family_case
+
+    made: dict[tuple[int, int | None], Path] = {}
+
+    def get(seed: int, max_detector_px: int | None) -> Path:
+        if (seed, max_detector_px) not in made:
+            out = tmp_path_factory.mktemp(f"family-{seed}") / f"case{seed}"
+            made[seed, max_detector_px] = family_case(seed, out, max_detector_px=max_detector_px)
+        return made[seed, max_detector_px]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def synth_si_joint(tmp_path_factory):
     """``hybridfuse synth --seed 11 --procedure si-joint --json``: its folder and result.
 
