@@ -124,7 +124,8 @@ def moving_probe_clip(
     phantom, plane, meta = build_phantom(preset, rng)
     tip = phantom.needle.tip_at(meta["needle_insertion_length_mm"])  # at the target
     geom = _carm("lateral", float(np.round(rng.uniform(720.0, 780.0), 1)), rng)
-    fixed, exposed = _fluoro_frames(geom, phantom, tip, preset, n_frames, rng)
+    integrals = _lateral_integrals((seed, procedure), geom, phantom, tip)
+    fixed, exposed = _fluoro_frames(integrals, preset, n_frames, rng)
     lay = preset.layout
     poses = [_pose(k / max(n_frames - 1, 1), slide_mm, turn_deg) for k in range(n_frames)]
     if jump_at is not None:
@@ -198,19 +199,37 @@ def _in_plane_mm(lay, pose: ProbePose) -> np.ndarray:
     )
 
 
-def _fluoro_frames(geom, phantom, tip, preset, n_frames, rng):
+#: (seed, procedure) -> the lateral view's line integrals (read-only), newest last.
+_TRACED: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _lateral_integrals(key, geom, phantom, tip) -> np.ndarray:
+    """∫mu dl of the clip's lateral view, traced once per process for each ``key``.
+
+    The view follows from the seed and procedure alone, and tracing draws no random
+    numbers; it is most of a clip's X-ray time: several clips of one seed (tests, the
+    tracking benchmark) share it.
+    """
+    if key not in _TRACED:
+        integrals = FluoroRenderer(geom, phantom).line_integrals(tip)
+        integrals.setflags(write=False)
+        _TRACED[key] = integrals
+        while len(_TRACED) > 4:  # a few seeds' worth (8 MB each)
+            del _TRACED[next(iter(_TRACED))]
+    return _TRACED[key]
+
+
+def _fluoro_frames(integrals, preset, n_frames, rng):
     """``n_frames`` exposures of one lateral view (MONOCHROME2 sense) and the exposed field."""
     collimator = Collimator((DETECTOR_SHAPE[1] // 2, DETECTOR_SHAPE[0] // 2), COLLIMATOR_RADIUS_PX)
     exposed = collimator.mask(DETECTOR_SHAPE)
-    xray = FluoroRenderer(geom, phantom)
-    integrals = xray.line_integrals(tip)
     inside = integrals[exposed & (integrals > 1.0)]
     window = (float(np.percentile(inside, 1.0)) - 0.2, float(np.percentile(inside, 99.5)) + 0.8)
     photons = preset.photons_lateral
     frames = []
     for _ in range(n_frames):
-        shown = xray.display(
-            xray.expose(integrals, photons, exposed, rng), photons, window, exposed
+        shown = FluoroRenderer.display(
+            FluoroRenderer.expose(integrals, photons, exposed, rng), photons, window, exposed
         )
         frames.append(255.0 - shown.astype(np.float32))  # MONOCHROME1 read as MONOCHROME2
     return frames, exposed

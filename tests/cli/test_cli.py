@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -22,11 +23,8 @@ def test_version(runner):
     assert "hybridfuse" in result.output
 
 
-def test_synth_writes_a_case_and_refuses_to_overwrite(runner, tmp_path):
-    out = tmp_path / "case"
-    result = runner.invoke(
-        cli, ["-q", "synth", "--out", str(out), "--seed", "4", "--procedure", "si-joint", "--json"]
-    )
+def test_synth_writes_a_case_and_refuses_to_overwrite(runner, synth_si_joint):
+    out, result = synth_si_joint  # shared with the SI-joint registration tests
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["procedure"] == "si-joint"
@@ -35,7 +33,7 @@ def test_synth_writes_a_case_and_refuses_to_overwrite(runner, tmp_path):
     again = runner.invoke(cli, ["synth", "--out", str(out)])
     assert again.exit_code == 2
     assert "exists; pass --overwrite" in again.output
-    assert not list(tmp_path.glob(".case.partial-*"))
+    assert not list(out.parent.glob(".case.partial-*"))
 
 
 def test_info_describes_images_and_dose_reports(runner, synthetic_case):
@@ -233,11 +231,12 @@ def test_uid_map_written_only_when_asked(runner, tmp_path):
     assert not (tmp_path / "p" / "uid_map.csv").exists()
 
 
-def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path):
+def test_run_overwrite_never_replaces_a_synthetic_case(runner, tmp_path, synth_si_joint):
     from hybridfuse.testdata import sample_case
 
     synth = tmp_path / "S"
-    assert runner.invoke(cli, ["-q", "synth", "--out", str(synth), "--seed", "4"]).exit_code == 0
+    assert synth_si_joint[1].exit_code == 0
+    shutil.copytree(synth_si_joint[0], synth)  # what synth wrote, marker and all
     before = sorted(p.name for p in synth.iterdir())
     r = runner.invoke(cli, ["run", str(sample_case()), "--out", str(synth), "--overwrite"])
     assert r.exit_code == 2 and "holds hybridfuse synth data" in r.output

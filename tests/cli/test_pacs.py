@@ -81,12 +81,9 @@ def _orthanc(folder: Path, *, check_called_aet: bool = False, max_storage_mb: in
             time.sleep(0.1)
         yield dicom_port, move_port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        # Killed, not stopped: its storage is thrown away, and a clean stop took ~4 s.
+        proc.kill()
+        proc.wait()
         log.close()
 
 

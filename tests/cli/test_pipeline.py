@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,16 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from hybridfuse.cli.main import cli
-from hybridfuse.testdata.phantom import generate_procedure
 
 CONFIG = '[registration]\nmetric = "none"\n[fusion]\nvideo = "gif"\ndicom = false\n'
 
 
 @pytest.fixture(scope="session")
-def cases(tmp_path_factory):
+def cases(tmp_path_factory, generated_case):
     root = tmp_path_factory.mktemp("cases")
     for seed, proc in ((21, "lumbar-mbb"), (22, "cervical-mbb"), (23, "lumbar-facet")):
-        generate_procedure(root / f"case{seed}", seed=seed, procedure=proc)
+        shutil.copytree(generated_case(seed, proc)[0], root / f"case{seed}")
     return root
 
 

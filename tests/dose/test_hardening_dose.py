@@ -8,7 +8,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -365,17 +364,22 @@ def test_concurrent_first_ingests_never_race(synthetic_case, tmp_path):
         ds.save_as(files[-1])
     db = tmp_path / "fresh.sqlite"
     env = {**os.environ, KEY_ENV: str(tmp_path / "k.key")}
-    # Each process builds its report, then all open the fresh registry at the same instant.
+    # Each process builds its report, then all open the fresh registry at the same instant:
+    # 0.3 s after the last one said it was ready (a fixed start 8 s ahead mostly waited).
+    ready = tmp_path / "ready"
+    ready.mkdir()
     code = (
-        "import sys, time; from hybridfuse.dose.report import build_dose_report; "
+        "import pathlib, sys, time; from hybridfuse.dose.report import build_dose_report; "
         "from hybridfuse.dose.registry import Registry; rep = build_dose_report(sys.argv[1]); "
-        "time.sleep(max(0.0, float(sys.argv[3]) - time.time())); reg = Registry(sys.argv[2]); "
+        "d = pathlib.Path(sys.argv[3]); (d / sys.argv[4]).touch(); t = time.time() + 100\n"
+        "while len(marks := list(d.iterdir())) < 4 and time.time() < t: time.sleep(0.01)\n"
+        "at = max(p.stat().st_mtime for p in marks) + 0.3\n"
+        "time.sleep(max(0.0, at - time.time())); reg = Registry(sys.argv[2]); "
         "print(reg.ingest(rep, rep['_events'], rep['_patient_id'])['status'])"
     )
-    at = str(time.time() + 8.0)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(f), str(db), at],
+            [sys.executable, "-c", code, str(f), str(db), str(ready), f.name],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 
 from hybridfuse.cli.main import cli
 from hybridfuse.dose.report import build_dose_report, write_dose_outputs
-from tests.conftest import REALDATA, realdata_rows
+from tests.conftest import REALDATA, dose_report_of, realdata_rows
 
 
 @pytest.mark.parametrize("row", realdata_rows("rdsr"))
 def test_delivered_equals_the_units_totals_and_checks_are_flagged(row, tmp_path):
-    rep = build_dose_report(REALDATA / "rdsr" / row["filename"])
+    rep = dose_report_of(REALDATA / "rdsr" / row["filename"])
     d = rep["delivered"]
     assert d["dap_total_gy_cm2"] == pytest.approx(float(row["dap_total_Gym2"]) * 1e4, rel=1e-9)
     assert d["ka_r_total_mgy"] == pytest.approx(float(row["rp_dose_total_Gy"]) * 1e3, rel=1e-9)

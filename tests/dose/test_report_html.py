@@ -16,7 +16,7 @@ from hybridfuse.dose.report import build_dose_report, write_dose_outputs
 from hybridfuse.dose.saved import DAP_METER_TOLERANCE
 from hybridfuse.dose.timeline import event_bars, non_additive_types
 from hybridfuse.testdata import sample_case
-from tests.conftest import REALDATA
+from tests.conftest import REALDATA, dose_report_of
 
 CANON = REALDATA / "rdsr" / "openrem__RF-RDSR-Canon-Alphenix-rotational.dcm"
 PHILIPS = REALDATA / "rdsr" / "pyskindose__philips_allura_clarity_u601.dcm"
@@ -76,7 +76,7 @@ def test_number_formats_to_its_precision():
 
 @needs_realdata
 def test_huge_reconciliation_differences_read_as_ratios(tmp_path):
-    write_dose_outputs(build_dose_report(CANON), tmp_path)
+    write_dose_outputs(dose_report_of(CANON), tmp_path)
     text = (tmp_path / "report.html").read_text(encoding="utf-8")
     recon = text.split('<section id="reconciliation"')[1].split("</section>")[0]
     assert "event sum 96 × the total" in recon
@@ -88,7 +88,7 @@ def test_huge_reconciliation_differences_read_as_ratios(tmp_path):
 @needs_realdata
 def test_events_csv_carries_no_conversion_noise(tmp_path):
     for path in (CANON, PHILIPS):
-        write_dose_outputs(build_dose_report(path), tmp_path / path.stem)
+        write_dose_outputs(dose_report_of(path), tmp_path / path.stem)
         with open(tmp_path / path.stem / "events.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 for key in ("dap_gy_cm2", "dose_rp_mgy", "field_area_cm2"):
@@ -98,7 +98,7 @@ def test_events_csv_carries_no_conversion_noise(tmp_path):
 
 @needs_realdata
 def test_timeline_widths_are_beam_on_where_durations_are_not_additive():
-    rep = build_dose_report(CANON)
+    rep = dose_report_of(CANON)
     kinds = non_additive_types(rep["reconciliation"])
     assert "fluoroscopy" in kinds
     rec = read_rdsr(CANON)
@@ -109,7 +109,7 @@ def test_timeline_widths_are_beam_on_where_durations_are_not_additive():
     assert max(widths) < 20 < max(durations)
     first = sorted((e for e in rec.events if e.event_type == "fluoroscopy"), key=lambda e: e.start)
     assert widths[0] == pytest.approx(first[0].number_of_pulses / first[0].pulse_rate_per_s)
-    assert not non_additive_types(build_dose_report(PHILIPS)["reconciliation"])
+    assert not non_additive_types(dose_report_of(PHILIPS)["reconciliation"])
 
 
 def test_images_write_the_same_report_and_refuse_ultrasound(tmp_path):

@@ -14,16 +14,14 @@ from hybridfuse.dose.saved import (
     saved_counterfactual,
 )
 from hybridfuse.testdata import sample_case
-from hybridfuse.testdata.phantom import generate_procedure, load_truth
+from hybridfuse.testdata.phantom import load_truth
 
 FIGURES = ("fluoro_time_s", "pulses", "dap_gy_cm2", "ka_r_mgy")
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cerv") / "case"
-    generate_procedure(folder, seed=5, procedure="cervical-mbb")
-    return [sample_case(), folder]
+def cases(generated_case):
+    return [sample_case(), generated_case(5, "cervical-mbb")[0]]
 
 
 def test_point_within_5_percent_when_assumptions_match(cases):

@@ -68,18 +68,43 @@ def _deflate_bomb(path, rows, cols, frames):
     body.is_little_endian, body.is_implicit_VR = True, False
     write_dataset(body, ds)
     n = rows * cols * frames
-    comp = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    comp = _fresh_deflate()
     meta = DicomBytesIO()
     write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
     with open(path, "wb") as fh:
         fh.write(b"\0" * 128 + b"DICM" + meta.getvalue())
         fh.write(comp.compress(body.getvalue()))
         fh.write(comp.compress(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, n)))
-        block = bytes(1 << 22)
-        for start in range(0, n, len(block)):
-            fh.write(comp.compress(block[: min(len(block), n - start)]))
-        fh.write(comp.flush())
+        fh.write(comp.flush(zlib.Z_FULL_FLUSH))
+        block = 1 << 22
+        full, rest = divmod(n, block)
+        fh.write(_deflated_zeros(block) * full + (_deflated_zeros(rest) if rest else b""))
+        fh.write(_fresh_deflate().flush())  # the final (empty) block
     return path
+
+
+def _fresh_deflate():
+    return zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+
+
+def _deflated_zeros(n):
+    """Raw deflate blocks of ``n`` zero bytes that may follow any byte-aligned block.
+
+    A full flush starts afresh, so the blocks of a run of zeros are the same bytes every
+    time: repeating them builds a 2 GiB bomb without compressing 2 GiB (seconds).
+    """
+    comp = _fresh_deflate()
+    return comp.compress(bytes(n)) + comp.flush(zlib.Z_FULL_FLUSH)
+
+
+def test_the_bomb_inflates_to_exactly_its_zeros(tmp_path):
+    # The bomb is built from repeated blocks: it must still be one valid deflate stream
+    # holding the data set and exactly rows * cols * frames zeros (here 3 blocks and a bit).
+    path = _deflate_bomb(tmp_path / "b.dcm", rows=1024, cols=1025, frames=13)
+    with pydicom.dcmread(path) as ds:
+        assert ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+        assert ds.Rows == 1024 and ds.Columns == 1025 and ds.NumberOfFrames == 13
+        assert ds.PixelData == bytes(1024 * 1025 * 13)
 
 
 def _jpeg_cine(path, frames=8, rows=48, cols=64):

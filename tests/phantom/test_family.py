@@ -30,14 +30,13 @@ def _first_seed(**want) -> int:
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory):
+def cases(family_case_of):
     """A linear MONOCHROME1 case and a curvilinear MONOCHROME2 one, mirrored or not."""
-    root = tmp_path_factory.mktemp("family")
     seeds = {
         _first_seed(probe="linear", photometric="MONOCHROME1", mirrored=True),
         _first_seed(probe="curvilinear", photometric="MONOCHROME2", mirrored=False),
     }
-    return [family_case(s, root / str(s), max_detector_px=MAX_PX) for s in sorted(seeds)]
+    return [family_case_of(s, MAX_PX) for s in sorted(seeds)]
 
 
 def _truth(case):

@@ -11,7 +11,6 @@ from hybridfuse.registration.initial import AUTO_SOURCE_TO_CONFIRM
 from hybridfuse.registration.needle import detect_needle
 from hybridfuse.registration.options import RegistrationOptions
 from hybridfuse.registration.start import Landmarks
-from hybridfuse.testdata.phantom.family import family_case
 
 #: Tuning seeds (320-px fluoroscopy): three beads match and nothing else (no needle in the
 #: ultrasound); the beads of another, paired wrongly, still satisfy the older image check;
@@ -21,8 +20,8 @@ SEED_WRONG_PAIRING = 0
 SEED_BONE_FIRST = 4
 
 
-def _case(tmp_path_factory, seed: int):
-    case = family_case(seed, tmp_path_factory.mktemp(f"few{seed}") / "case", max_detector_px=320)
+def _case(family_case_of, seed: int):
+    case = family_case_of(seed, 320)  # written once per session
     truth = json.loads((case / "truth.json").read_text())
     return read_image(case / "fluoro.dcm"), read_image(case / "us.dcm"), truth
 
@@ -38,9 +37,9 @@ def _opts() -> RegistrationOptions:
     return RegistrationOptions().with_values(accept_unverified=True)
 
 
-def test_three_matched_beads_confirmed_by_the_images_are_accepted_and_right(tmp_path_factory):
+def test_three_matched_beads_confirmed_by_the_images_are_accepted_and_right(family_case_of):
     # Refused before as "fewer than the 5 structures that leave something to check".
-    fixed, moving, truth = _case(tmp_path_factory, SEED_THREE_BEADS)
+    fixed, moving, truth = _case(family_case_of, SEED_THREE_BEADS)
     result = register_images(fixed, moving, options=_opts())
     assert list(result.landmark_fit.names) == ["auto_bead0", "auto_bead1", "auto_bead2"]
     route = result.quality.verification["intensity_route"]
@@ -49,8 +48,8 @@ def test_three_matched_beads_confirmed_by_the_images_are_accepted_and_right(tmp_
     assert _tre_mm(result.transform.matrix, truth) < 2.0
 
 
-def test_a_wrong_three_bead_match_the_images_alone_let_pass_is_refused(tmp_path_factory):
-    fixed, moving, truth = _case(tmp_path_factory, SEED_WRONG_PAIRING)
+def test_a_wrong_three_bead_match_the_images_alone_let_pass_is_refused(family_case_of):
+    fixed, moving, truth = _case(family_case_of, SEED_WRONG_PAIRING)
     beads = [r for r in truth["landmarks_exact"] if r["name"].startswith("bead")]
     assert len(beads) == 3
     moving_xy = np.array([b["moving_xy"] for b in beads])
@@ -66,8 +65,8 @@ def test_a_wrong_three_bead_match_the_images_alone_let_pass_is_refused(tmp_path_
     assert any("the images alone, run from their answer" in r for r in result.quality.reasons)
 
 
-def test_the_ultrasound_needle_is_found_behind_a_straighter_bone_surface(tmp_path_factory):
-    _, moving, truth = _case(tmp_path_factory, SEED_BONE_FIRST)
+def test_the_ultrasound_needle_is_found_behind_a_straighter_bone_surface(family_case_of):
+    _, moving, truth = _case(family_case_of, SEED_BONE_FIRST)
     tip = next(r for r in truth["landmarks_exact"] if r["name"] == "needle_tip")["moving_xy"]
     area = moving.imaged_area
     found = detect_needle(
@@ -83,8 +82,8 @@ def test_the_ultrasound_needle_is_found_behind_a_straighter_bone_surface(tmp_pat
 
 
 @pytest.mark.parametrize("metric", ["lc2", "none"])
-def test_few_matches_no_image_check_can_confirm_are_refused(tmp_path_factory, metric):
-    fixed, moving, truth = _case(tmp_path_factory, SEED_THREE_BEADS)
+def test_few_matches_no_image_check_can_confirm_are_refused(family_case_of, metric):
+    fixed, moving, truth = _case(family_case_of, SEED_THREE_BEADS)
     beads = [r for r in truth["landmarks_exact"] if r["name"].startswith("bead")][:3]
     right = Landmarks(
         np.array([b["moving_xy"] for b in beads]),

@@ -427,12 +427,12 @@ def test_anisotropic_ultrasound_pixels_keep_their_two_scales(case):
 
 
 @pytest.fixture(scope="module")
-def si_case(tmp_path_factory):
-    from hybridfuse.testdata.phantom import generate_procedure
+def si_case(synth_si_joint):
+    from hybridfuse.testdata.phantom import load_truth
 
-    folder = tmp_path_factory.mktemp("si") / "case"
-    truth = generate_procedure(folder, seed=11, procedure="si-joint")
-    return folder, truth
+    folder, result = synth_si_joint  # what `hybridfuse synth --seed 11` wrote
+    assert result.exit_code == 0, result.output
+    return folder, load_truth(folder)
 
 
 def test_si_joint_pairs_register_once_shadowed_bone_echoes_drop_out(si_case):
