@@ -160,6 +160,7 @@ def register(
     structures = near = result = declined = None
     if landmarks is None and opts.runs_search(False):  # a start to search around
         masks = (fixed_mask, moving_mask)
+        _check_given_start(initial, moving_mask, moving.shape)
         structures, near = near_start(
             fixed, moving, masks, initial, opts, expected_scale, fixed_spacing_mm
         )
@@ -173,6 +174,17 @@ def register(
     result = with_perspective(result, field, geometry, opts)
     raise_if_refused(result, opts)
     return result
+
+
+def _check_given_start(initial, moving_mask, shape) -> None:
+    """:func:`check_start` on a given start before the structures' image work (1-2 s)."""
+    if initial is None:
+        return
+    h = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
+    mask = np.ones(shape, bool) if moving_mask is None else np.asarray(moving_mask, bool)
+    ext = mask_extent(mask)
+    if h.shape == (3, 3) and np.all(np.isfinite(h)) and ext[6] > 0:
+        check_start(h, ext, from_landmarks=False)
 
 
 def _register_once(fixed, moving, landmarks, args) -> RegistrationResult:

@@ -532,8 +532,16 @@ def test_a_transform_json_over_the_size_cap_is_refused(tmp_path, monkeypatch):
         ([[1, 0, 0], [0, 1, 0], [0.01, 0, -2]], "puts its horizon across the ultrasound field"),
     ],
 )
-def test_an_implausible_start_is_refused_before_any_image_work(case, tmp_path, matrix, match):
+def test_an_implausible_start_is_refused_before_any_image_work(
+    case, tmp_path, monkeypatch, matrix, match
+):
     # A start of scale 1e-9 made the smoothing run for more than five minutes.
+    import hybridfuse.registration.evidence as evidence
+
+    def no_image_work(*args, **kwargs):
+        raise AssertionError("structures were detected before the start was checked")
+
+    monkeypatch.setattr(evidence, "detect_structures", no_image_work)
     start = tmp_path / "start.json"
     start.write_text(
         json.dumps({"schema": "hybridfuse.transform/1", "moving_to_fixed_pixel": matrix})
