@@ -269,7 +269,8 @@ def _finished(exc, cands, kept, winner, why, opts):
     }
     changes = {"verification": {**(q.verification or {}), "placements": record}}
     if why is not None:
-        reason = f"unverified: {why}"
+        tried = str(exc).split("; give ")[0]
+        reason = f"unverified: {why} (tried because {tried})"
         reasons = q.reasons if q.verdict == "refused" else []
         changes.update(
             verdict="refused",
