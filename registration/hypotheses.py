@@ -89,19 +89,24 @@ def _relative(cost: float, ref: float) -> float:
 
 
 def list_candidates(structures: Structures, moving_mask) -> list[Candidate]:
-    """The distinct placements of the detected structures, as pixel starts, best first."""
+    """The distinct placements of the detected structures, as pixel starts, best first.
+
+    Those of three or more agreeing items where there are any, else those of two.
+    """
     s = structures
     line_m, line_f = s.lines()
     extent = None if moving_mask is None else corners(moving_mask) * s.moving_mm
-    found = placements(
-        s.moving_beads.xy * s.moving_mm,
-        s.fixed_beads.xy * s.fixed_mm,
+    args = dict(
         moving_weight=unit_weights(s.moving_beads.strength),
         fixed_weight=unit_weights(s.fixed_beads.strength),
         moving_line=line_m,
         fixed_line=line_f,
         extent_mm=extent,
     )
+    beads = (s.moving_beads.xy * s.moving_mm, s.fixed_beads.xy * s.fixed_mm)
+    # Where three items agree somewhere (a two-way match), two-item placements are the
+    # chance agreements any pair of beads at the right distance makes: leave them out.
+    found = placements(*beads, min_items=3, **args) or placements(*beads, min_items=2, **args)
     to_px = np.diag([1.0 / s.fixed_mm[0], 1.0 / s.fixed_mm[1], 1.0])
     from_px = np.diag([s.moving_mm[0], s.moving_mm[1], 1.0])
     return [Candidate(to_px @ p.matrix @ from_px, p.score, p.items) for p in found]
@@ -241,9 +246,10 @@ def _verdict(kept, dropped, bench: _Bench, opts) -> tuple[Candidate | None, str 
         if c is winner or c.distance_mm <= basin or (rel > margin and not c.accepted):
             continue
         both = "both end verified" if c.accepted else "end"
+        side = "better" if rel < 0 else "worse"
         return winner, (
-            f"2 of {n} placements of the structures {both} {c.distance_mm:.1f} mm apart at "
-            f"costs {abs(rel):.0%} apart (the ambiguity gate is {margin:.0%})"
+            f"2 of {n} placements of the structures {both} {c.distance_mm:.1f} mm apart, "
+            f"the other at a cost {abs(rel):.0%} {side} (the ambiguity gate is {margin:.0%})"
         )
     for c in dropped:
         if c.screen_cost <= winner.screen_cost or (

@@ -113,7 +113,7 @@ def test_a_refused_end_elsewhere_at_a_cost_within_the_gate_refuses():
     rival = _cand((14, 0), "refused", -0.49)
     winner, why = _verdict([right, rival])
     assert winner is right
-    assert "2 of 2 placements" in why and "14.0 mm apart" in why and "2% apart" in why
+    assert "2 of 2 placements" in why and "14.0 mm apart" in why and "a cost 2% worse" in why
 
 
 def test_two_answers_accepted_apart_refuse_whatever_their_costs():
