@@ -1,5 +1,6 @@
 """Placements the images judge: the candidates the beads allow, and the judgement's rule."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -145,3 +146,35 @@ def test_no_accepted_answer_refuses_with_the_best_end():
     a, b = _cand((0, 0), "refused", -0.5), _cand((9, 0), "refused", -0.2)
     winner, why = _verdict([a, b])
     assert winner is a and "none of the 2 placements" in why
+
+
+# End to end on a family case (tuning seed, 320-px fluoroscopy) whose beads match two ways.
+SEED_TWO_WAYS = 78
+
+
+def test_two_verified_placements_of_a_two_way_match_are_refused_naming_them(tmp_path):
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import register_images
+    from hybridfuse.testdata.phantom.family import family_case
+
+    case = family_case(SEED_TWO_WAYS, tmp_path / "case", max_detector_px=320)
+    truth = json.loads((case / "truth.json").read_text())
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    opts = RegistrationOptions().with_values(accept_unverified=True, auto_placements=2)
+    result = register_images(fixed, moving, options=opts)
+    record = result.quality.verification["placements"]
+    assert "match in two different ways" in record["why_tried"]
+    verified = [c for c in record["candidates"] if c["verified"]]
+    assert [c["verdict"] for c in verified] == ["accepted", "accepted"]
+    # The images prefer the right placement (its end costs least), but the other also ends
+    # verified, 49 mm away at a cost only 14 % worse: not singled out, so refused.
+    assert _tre_mm(result.transform.matrix, truth) < 2.0
+    assert result.quality.verdict == "refused"
+    assert any("both end verified" in r for r in result.quality.reasons)
+
+
+def _tre_mm(h, truth) -> float:
+    grid = np.asarray(truth["grid_moving"], float)
+    est = np.c_[grid, np.ones(len(grid))] @ np.asarray(h, float).T
+    d = np.linalg.norm(est[:, :2] / est[:, 2:] - np.asarray(truth["grid_fixed"], float), axis=1)
+    return float(np.median(d) * truth["mm_per_fixed_pixel_at_isocenter"])
