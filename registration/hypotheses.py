@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspond import placements
+from .correspond import MAX_PLACEMENTS, placements
 from .errors import ConvergenceError, RegistrationError
 from .evidence import Structures, unit_weights
 from .guards import raise_if_refused, scale_range
@@ -203,6 +203,11 @@ def judge_placements(
     cands = list_candidates(structures, masks[1])
     if not cands:
         raise exc
+    if len(cands) >= MAX_PLACEMENTS:  # the list is cut: placements past it go unseen
+        raise type(exc)(
+            f"{exc}; the structures allow {len(cands)} or more placements, too many for "
+            "the images to judge"
+        )
     bench = _Bench(fixed, moving, masks, opts, expected, px_mm)
     kept, dropped = _screened(cands, bench, opts.grid.auto_placements)
     trial = opts.with_values(accept_unverified=True)
