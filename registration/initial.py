@@ -254,7 +254,11 @@ def auto_start(
 
 
 def match_structures(found: Structures, moving_mask: np.ndarray | None) -> AutoStart:
-    """:func:`auto_start` on structures already detected (same refusals)."""
+    """:func:`auto_start` on structures already detected (same refusals).
+
+    A refusal by the matcher carries ``structures`` (the detections), from which
+    :func:`registration.hypotheses.judge_placements` lists the placements to judge.
+    """
     mb, fb, mn, fn = found.moving_beads, found.fixed_beads, found.moving_needle, found.fixed_needle
     to_mm_m, to_mm_f = found.moving_mm, found.fixed_mm
     line_m, line_f = found.lines()
