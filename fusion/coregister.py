@@ -22,7 +22,8 @@ from hybridfuse.registration import (
     Transform,
     register,
 )
-from hybridfuse.registration.errors import LandmarkInputError
+from hybridfuse.registration.errors import LandmarkInputError, RegistrationError
+from hybridfuse.registration.hypotheses import judge_placements
 from hybridfuse.registration.initial import (
     MIN_CHECKED_ITEMS,
     auto_start,
@@ -372,7 +373,20 @@ def register_images(
     start = initial
     auto = start is None and landmarks is None and init == "auto"
     if auto:
-        found, options = _auto_landmarks(fixed, moving, f, m, options)
+        try:
+            found, options = _auto_landmarks(fixed, moving, f, m, options)
+        except RegistrationError as exc:  # two placements, or two items: the images judge
+            return judge_placements(
+                exc, f, m, (fixed.mask, moving.mask),
+                lambda start, opts, prog: register(
+                    f, m, fixed_mask=fixed.mask, moving_mask=moving.mask, initial=start,
+                    options=opts, expected_scale=expected_scale_xy(fixed, moving),
+                    fixed_spacing_mm=iso_mm, progress=prog,
+                    source_object_mm=fixed.xray.sod_mm if fixed.xray else None,
+                ),
+                options=options, expected_scale=expected_scale_xy(fixed, moving),
+                px_mm=iso_mm, progress=progress,
+            )  # fmt: skip
         landmarks = found.landmarks
     if start is None and landmarks is None:
         if init == "geometry":

@@ -36,8 +36,10 @@ __all__ = [
     "Correspondence",
     "Line",
     "NoFeaturesError",
+    "Placement",
     "match_near",
     "match_points",
+    "placements",
 ]
 
 #: Scale (fixed mm at the isocentre per ultrasound mm) allowed around 1.
@@ -70,6 +72,9 @@ MIN_SCORE = 1.5
 NEIGHBOURHOOD = 2.0
 #: Leading hypotheses (by their two-point score) refitted when looking for a rival.
 RIVALS_REFITTED = 64
+#: Most distinct placements :func:`placements` lists (the leading ones by consensus). Two
+#: beads against a dozen fluoroscopy blobs allowed 4-50 on tuning seeds 0-84.
+MAX_PLACEMENTS = 96
 #: Point pairs closer than this (mm) give too unsteady an angle to seed a hypothesis.
 MIN_BASE_MM = 3.0
 #: Most angle (degrees) between the mapped ultrasound needle and the fluoroscopy's.
@@ -216,6 +221,68 @@ def match_points(
             "give landmarks or a starting transform"
         )
     return _correspondence(matrix, sets, inl, score, rival, origin)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One way the structures agree: the similarity (moving mm → fixed mm), its support.
+
+    ``score`` is the MSAC consensus (about one per agreeing bead), ``items`` the agreeing
+    structures (beads; the needle counts as one).
+    """
+
+    matrix: np.ndarray
+    score: float
+    items: int
+
+
+def placements(
+    moving_mm: np.ndarray,
+    fixed_mm: np.ndarray,
+    *,
+    moving_weight: np.ndarray | None = None,
+    fixed_weight: np.ndarray | None = None,
+    moving_line: Line | None = None,
+    fixed_line: Line | None = None,
+    scale_tolerance: float = SCALE_TOLERANCE,
+    extent_mm: np.ndarray | None = None,
+    min_items: int = 2,
+    limit: int | None = None,
+) -> list[Placement]:
+    """The distinct placements that bring ``min_items`` structures on, best first.
+
+    Where :func:`match_points` refuses (two placements nearly tie, or only two items
+    agree, which any similarity at the right scale does), these are the candidates the
+    images may judge between (:mod:`registration.hypotheses`). Distinct: each places the
+    ultrasound region (``extent_mm``; without it the moving points) more than
+    ``SAME_POSE_MM`` from every better one; each hypothesis is refitted to its items first.
+    At most ``limit`` (default :data:`MAX_PLACEMENTS`); an empty list when a side has fewer
+    than ``min_items`` items.
+    """
+    points = (moving_mm, fixed_mm, moving_weight, fixed_weight)
+    try:
+        sets = _checked_sets(points, (moving_line, fixed_line), min_items, INLIER_MM)
+    except NoFeaturesError:
+        return []
+    probe = sets.mov if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
+    if len(probe) == 0:
+        probe = np.array([sets.line_mov.tip, sets.line_mov.tail])
+    found: list[Placement] = []
+    placed: list[np.ndarray] = []
+    hyps = [h for h in _hypotheses(sets, scale_tolerance) if h[1] >= min_items]
+    for seed_score, n, h, origin in sorted(hyps, key=lambda h: -h[0]):
+        refit, _, at = _refit(sets, h, origin)
+        score, m = _score(refit, sets, at)
+        if m < n:  # the refit lost an item: keep the two-point similarity
+            refit, score, m = h, seed_score, n
+        where = _apply(refit, probe)
+        if any(np.max(np.linalg.norm(where - p, axis=1)) <= SAME_POSE_MM for p in placed):
+            continue
+        found.append(Placement(refit, max(score, seed_score), m))
+        placed.append(where)
+        if len(found) >= (MAX_PLACEMENTS if limit is None else limit):
+            break
+    return sorted(found, key=lambda p: -p.score)
 
 
 def match_near(

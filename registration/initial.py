@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspond import AmbiguousMatchError, Correspondence, match_points
+from .correspond import AmbiguousMatchError, Correspondence, NoFeaturesError, match_points
 from .errors import RegistrationError
 from .evidence import Structures, detect_structures, matched_landmarks, unit_weights
 from .features import Blobs
@@ -38,6 +38,7 @@ __all__ = [
     "AutoStart",
     "MomentsStart",
     "auto_start",
+    "corners",
     "match_structures",
     "moments_start",
     "wide_search_options",
@@ -253,19 +254,29 @@ def auto_start(
 
 
 def match_structures(found: Structures, moving_mask: np.ndarray | None) -> AutoStart:
-    """:func:`auto_start` on structures already detected (same refusals)."""
+    """:func:`auto_start` on structures already detected (same refusals).
+
+    A refusal by the matcher carries ``structures`` (the detections), from which
+    :func:`registration.hypotheses.judge_placements` lists the placements to judge.
+    """
     mb, fb, mn, fn = found.moving_beads, found.fixed_beads, found.moving_needle, found.fixed_needle
     to_mm_m, to_mm_f = found.moving_mm, found.fixed_mm
     line_m, line_f = found.lines()
-    match = match_points(
-        mb.xy * to_mm_m,
-        fb.xy * to_mm_f,
-        moving_weight=unit_weights(mb.strength),
-        fixed_weight=unit_weights(fb.strength),
-        moving_line=line_m,
-        fixed_line=line_f,
-        extent_mm=None if moving_mask is None else _corners(moving_mask) * to_mm_m,
-    )
+    try:
+        match = match_points(
+            mb.xy * to_mm_m,
+            fb.xy * to_mm_f,
+            moving_weight=unit_weights(mb.strength),
+            fixed_weight=unit_weights(fb.strength),
+            moving_line=line_m,
+            fixed_line=line_f,
+            extent_mm=None if moving_mask is None else corners(moving_mask) * to_mm_m,
+        )
+    except (NoFeaturesError, AmbiguousMatchError) as exc:
+        # Too few items, or two placements: the images may still judge between the
+        # placements the structures allow (registration.hypotheses), which need them.
+        exc.structures = found
+        raise
     _check_area(match, fb, fn, to_mm_f)
     source = AUTO_SOURCE if match.items >= CHECKED_ITEMS else AUTO_SOURCE_TO_CONFIRM
     landmarks = matched_landmarks(match, found, source)
@@ -319,7 +330,7 @@ def _check_spread(moving_mm: np.ndarray) -> None:
         )
 
 
-def _corners(mask: np.ndarray) -> np.ndarray:
+def corners(mask: np.ndarray) -> np.ndarray:
     """Corners (x, y) of the mask's bounding box."""
     x0, x1, y0, y1 = mask_extent(np.asarray(mask, bool))[:4]
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)

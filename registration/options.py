@@ -200,6 +200,15 @@ class SearchOptions:
         minimum=0.0,
         advanced=True,
     )
+    auto_placements: int = option(
+        4,
+        "Automatic start (--init auto) where the beads match two ways or only two items "
+        "agree: how many of their placements (best after a short coarse-level screen) the "
+        "start route runs from with its verification; an answer is accepted only when the "
+        "images single one out; 0: refuse such cases as before.",
+        minimum=0,
+        advanced=True,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,295 @@
+"""Placements the images judge: the automatic start where the beads leave a few.
+
+The consensus over beads and needle (:func:`registration.correspond.match_points`)
+refuses when two placements nearly tie, and when only two items agree (two beads, or one
+bead and the needle): two points fix a similarity at the calibrated scale, so every
+ordered pair in either handedness is a placement. :func:`judge_placements` lists the
+distinct placements (:func:`registration.correspond.placements`), screens them by a short
+intensity optimisation at the two coarsest pyramid levels, runs the start route
+(``register(initial=...)``, with its verification) from the best few, and accepts only
+an answer the images single out: one answer accepted, and every other candidate ending
+at the same answer (within ``verify_basin_mm``) or at a cost worse by more than
+``search_min_margin`` (the verification's ambiguity gate). Costs are compared at one
+standard: the two finest levels re-run from each end on the whole images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .correspond import MAX_PLACEMENTS, placements
+from .errors import ConvergenceError, RegistrationError
+from .evidence import Structures, unit_weights
+from .guards import raise_if_refused, scale_range
+from .initial import corners
+from .metrics import Metric
+from .optimise import LevelProblem, Pyramid, run_levels
+from .options import RegistrationOptions
+from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
+from .transforms import Transform, TransformModel
+
+__all__ = ["CANDIDATE_LEVEL", "SCREEN_MARGIN", "Candidate", "judge_placements", "list_candidates"]
+
+#: ``progress(CANDIDATE_LEVEL, k, n)`` says the start route runs from candidate k of n.
+CANDIDATE_LEVEL = -2
+#: Pyramid factors and iteration caps of the screen: the coarse levels' wide basins.
+SCREEN_LEVELS = (16, 8)
+SCREEN_ITERATIONS = (30, 30)
+#: A placement the screen dropped whose screened cost is within this (relative) of the
+#: winner's screened cost refuses the answer: it was not seen at the fine levels.
+SCREEN_MARGIN = 0.12
+
+
+@dataclass
+class Candidate:
+    """One placement and what became of it (costs: lower is better)."""
+
+    matrix: np.ndarray  # the start, moving px -> fixed px
+    score: float
+    items: int
+    screen_cost: float = np.inf
+    result: object | None = None
+    error: str | None = None
+    end_cost: float = np.inf
+    distance_mm: float | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the start route from this placement ended accepted."""
+        return self.result is not None and self.result.quality.verdict == "accepted"
+
+    def to_dict(self, winner: Candidate | None) -> dict:
+        """What ``quality.verification["placements"]`` records of this candidate."""
+        rel = None
+        if winner is not None and np.isfinite(self.end_cost) and np.isfinite(winner.end_cost):
+            rel = round(_relative(self.end_cost, winner.end_cost), 4)
+        return {
+            "consensus": round(self.score, 3),
+            "items": self.items,
+            "screen_cost": _rounded(self.screen_cost),
+            "verified": self.result is not None or self.error is not None,
+            "verdict": None if self.result is None else self.result.quality.verdict,
+            "error": self.error,
+            "end_cost": _rounded(self.end_cost),
+            "relative_to_accepted": rel,
+            "distance_from_accepted_mm": _rounded(self.distance_mm),
+        }
+
+
+def _rounded(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 5)
+
+
+def _relative(cost: float, ref: float) -> float:
+    return (cost - ref) / max(abs(ref), 1e-12)
+
+
+def list_candidates(structures: Structures, moving_mask) -> list[Candidate]:
+    """The distinct placements of the detected structures, as pixel starts, best first.
+
+    Those of three or more agreeing items where there are any, else those of two.
+    """
+    s = structures
+    line_m, line_f = s.lines()
+    extent = None if moving_mask is None else corners(moving_mask) * s.moving_mm
+    args = dict(
+        moving_weight=unit_weights(s.moving_beads.strength),
+        fixed_weight=unit_weights(s.fixed_beads.strength),
+        moving_line=line_m,
+        fixed_line=line_f,
+        extent_mm=extent,
+    )
+    beads = (s.moving_beads.xy * s.moving_mm, s.fixed_beads.xy * s.fixed_mm)
+    # Where three items agree somewhere (a two-way match), two-item placements are the
+    # chance agreements any pair of beads at the right distance makes: leave them out.
+    found = placements(*beads, min_items=3, **args) or placements(*beads, min_items=2, **args)
+    to_px = np.diag([1.0 / s.fixed_mm[0], 1.0 / s.fixed_mm[1], 1.0])
+    from_px = np.diag([s.moving_mm[0], s.moving_mm[1], 1.0])
+    return [Candidate(to_px @ p.matrix @ from_px, p.score, p.items) for p in found]
+
+
+class _Bench:
+    """One preprocessing of the whole pair: the screen and the common cost standard."""
+
+    def __init__(self, fixed, moving, masks, opts: RegistrationOptions, expected, px_mm):
+        fmask = np.ones(fixed.shape, bool) if masks[0] is None else np.asarray(masks[0], bool)
+        mmask = np.ones(moving.shape, bool) if masks[1] is None else np.asarray(masks[1], bool)
+        ext = mask_extent(mmask)
+        scale = quantised_scale(float(np.mean(expected)))
+        shadow = None if opts.shadow_px is None else tuple(opts.shadow_px)
+        feats = preprocess_pair(
+            np.asarray(fixed, float), fmask, np.asarray(moving, float), mmask,
+            Preprocess(opts.preprocess), scale=scale, shadow_px=shadow,
+            fluoro_dense=opts.fluoro_dense,
+        )  # fmt: skip
+        self.pyramid = Pyramid(feats[0], fmask, feats[1], mmask, scale, opts)
+        half = float(max(ext[1] - ext[0], ext[3] - ext[2], 2.0)) / 2.0
+        prior = None
+        if opts.guards.scale_tolerance is not None:
+            prior = (*expected, float(opts.guards.scale_tolerance))
+        self.problem = LevelProblem(
+            Metric(opts.metric), opts, (float(ext[4]), float(ext[5])), half, scale_prior=prior
+        )
+        screen = opts.with_values(
+            levels=SCREEN_LEVELS, max_iterations=SCREEN_ITERATIONS, fine_levels=0
+        )
+        self.screen_problem = dataclasses.replace(self.problem, options=screen, trace=[])
+        self.model = TransformModel(opts.model)
+        x0, x1, y0, y1 = ext[:4]
+        gx, gy = np.meshgrid(np.linspace(x0, x1, 5), np.linspace(y0, y1, 5))
+        self.grid = np.column_stack([gx.ravel(), gy.ravel()])
+        self.px_mm = float(px_mm)
+
+    def screen(self, matrix: np.ndarray) -> float:
+        """Cost after the coarse levels from ``matrix`` (inf when it leaves the field)."""
+        self.screen_problem.trace.clear()
+        try:
+            return float(run_levels(self.screen_problem, self.pyramid, matrix, self.model).value)
+        except ConvergenceError:
+            return np.inf
+
+    def standard_cost(self, matrix: np.ndarray) -> float:
+        """Cost after the two finest levels re-run from ``matrix`` on the whole images."""
+        first = max(len(self.problem.options.pyramid.levels) - 2, 0)
+        self.problem.trace.clear()
+        try:
+            out = run_levels(self.problem, self.pyramid, matrix, self.model, first=first)
+        except ConvergenceError:
+            return np.inf
+        return float(out.value)
+
+    def distance_mm(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Median distance (mm at the isocentre) between two maps over the region."""
+        d = np.linalg.norm(Transform(a).apply(self.grid) - Transform(b).apply(self.grid), axis=1)
+        return float(np.median(d)) * self.px_mm
+
+
+def judge_placements(
+    exc: RegistrationError,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    masks: tuple,
+    run: Callable,
+    *,
+    options: RegistrationOptions | None,
+    expected_scale,
+    px_mm: float | None,
+    progress=None,
+):
+    """The answer the images single out among the placements the structures allow.
+
+    ``exc``: the automatic start's refusal, carrying the detected ``structures``
+    (:func:`registration.initial.match_structures`); re-raised where nothing applies (no
+    structures, ``auto_placements`` 0, no metric or calibration, no placement).
+    ``run(start, options, progress)``: the start route, ``register(initial=start)``.
+
+    Raises
+    ------
+    RegistrationError
+        ``exc``, a refusal naming the candidates and why (accept_unverified off), or the
+        refusal of every candidate's run.
+    """
+    opts = options or RegistrationOptions()
+    structures = getattr(exc, "structures", None)
+    expected = scale_range(expected_scale)
+    if structures is None or opts.grid.auto_placements == 0 or opts.metric is None:
+        raise exc
+    if expected is None or not px_mm:
+        raise exc
+    cands = list_candidates(structures, masks[1])
+    if not cands:
+        raise exc
+    if len(cands) >= MAX_PLACEMENTS:  # the list is cut: placements past it go unseen
+        raise type(exc)(
+            f"{exc}; the structures allow {len(cands)} or more placements, too many for "
+            "the images to judge"
+        )
+    bench = _Bench(fixed, moving, masks, opts, expected, px_mm)
+    kept, dropped = _screened(cands, bench, opts.grid.auto_placements)
+    trial = opts.with_values(accept_unverified=True)
+    for k, cand in enumerate(kept):
+        if progress is not None:
+            progress(CANDIDATE_LEVEL, k + 1, len(kept))
+        try:
+            cand.result = run(cand.matrix, trial, progress)
+        except RegistrationError as err:
+            cand.error = str(err)[:200]
+            continue
+        cand.end_cost = bench.standard_cost(cand.result.transform.matrix)
+    winner, why = _verdict(kept, dropped, bench, opts)
+    return _finished(exc, cands, kept, winner, why, opts)
+
+
+def _screened(cands: list[Candidate], bench: _Bench, keep: int):
+    """(kept, dropped): the ``keep`` placements with the best coarse cost, and the rest."""
+    if len(cands) <= keep:
+        return cands, []
+    for cand in cands:
+        cand.screen_cost = bench.screen(cand.matrix)
+    order = sorted(cands, key=lambda c: c.screen_cost)
+    return order[:keep], order[keep:]
+
+
+def _verdict(kept, dropped, bench: _Bench, opts) -> tuple[Candidate | None, str | None]:
+    """The winner and None, or the best end and why the images do not single it out."""
+    ended = [c for c in kept if c.result is not None and np.isfinite(c.end_cost)]
+    accepted = [c for c in ended if c.accepted]
+    n = len(kept)
+    if not accepted:
+        best = min(ended, key=lambda c: c.end_cost, default=None)
+        return best, f"none of the {n} placements of the structures ends verified"
+    winner = min(accepted, key=lambda c: c.end_cost)
+    basin, margin = opts.guards.verify_basin_mm, opts.grid.search_min_margin
+    for c in ended:
+        c.distance_mm = bench.distance_mm(c.result.transform.matrix, winner.result.transform.matrix)
+    for c in ended:
+        rel = _relative(c.end_cost, winner.end_cost)
+        if c is winner or c.distance_mm <= basin or (rel > margin and not c.accepted):
+            continue
+        both = "both end verified" if c.accepted else "end"
+        side = "better" if rel < 0 else "worse"
+        return winner, (
+            f"2 of {n} placements of the structures {both} {c.distance_mm:.1f} mm apart, "
+            f"the other at a cost {abs(rel):.0%} {side} (the ambiguity gate is {margin:.0%})"
+        )
+    for c in dropped:
+        if c.screen_cost <= winner.screen_cost or (
+            _relative(c.screen_cost, winner.screen_cost) <= SCREEN_MARGIN
+        ):
+            return winner, (
+                f"a placement the coarse screen left out (of {len(kept) + len(dropped)}) "
+                f"scored within {SCREEN_MARGIN:.0%} of the accepted one's there"
+            )
+    return winner, None
+
+
+def _finished(exc, cands, kept, winner, why, opts):
+    """The winner's result with the placements recorded, refused with ``why`` if given."""
+    if winner is None:
+        raise type(exc)(f"{exc}; the images do not single out a placement either: {why}")
+    q = winner.result.quality
+    record = {
+        "placements": len(cands),
+        "verified": len(kept),
+        "why_tried": str(exc)[:200],
+        "candidates": [c.to_dict(winner) for c in cands],
+    }
+    changes = {"verification": {**(q.verification or {}), "placements": record}}
+    if why is not None:
+        tried = str(exc).split("; give ")[0]
+        reason = f"unverified: {why} (tried because {tried})"
+        reasons = q.reasons if q.verdict == "refused" else []
+        changes.update(
+            verdict="refused",
+            reasons=[*reasons, reason],
+            accepted_unverified=True if opts.guards.accept_unverified else None,
+        )
+    result = winner.result
+    result.quality = q.replace(**changes)
+    result.options = opts.to_dict()
+    raise_if_refused(result, opts)
+    return result

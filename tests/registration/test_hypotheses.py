@@ -1,0 +1,180 @@
+"""Placements the images judge: the candidates the beads allow, and the judgement's rule."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hybridfuse.registration import hypotheses
+from hybridfuse.registration.correspond import (
+    SAME_POSE_MM,
+    AmbiguousMatchError,
+    NoFeaturesError,
+    match_points,
+    placements,
+)
+from hybridfuse.registration.hypotheses import SCREEN_MARGIN, Candidate
+from hybridfuse.registration.options import RegistrationOptions
+
+#: Ultrasound region's corners (mm), over which placements must differ.
+EXTENT = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 50.0], [0.0, 50.0]])
+
+
+def _similarity(angle_deg: float, shift, mirror: bool = False) -> np.ndarray:
+    a = np.radians(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    if mirror:
+        rot = rot @ np.diag([-1.0, 1.0])
+    out = np.eye(3)
+    out[:2, :2], out[:2, 2] = rot, shift
+    return out
+
+
+def _apply(h, pts):
+    return pts @ h[:2, :2].T + h[:2, 2]
+
+
+def _far(h, truth) -> float:
+    return float(np.max(np.linalg.norm(_apply(h, EXTENT) - _apply(truth, EXTENT), axis=1)))
+
+
+def test_two_beads_list_every_placement_the_calibrated_scale_allows():
+    truth = _similarity(30.0, (100.0, 80.0))
+    moving = np.array([[10.0, 12.0], [28.0, 35.0]])
+    # Two fluoroscopy beads are the ultrasound's; a third lies 25 mm from the first.
+    fixed = np.vstack([_apply(truth, moving), _apply(truth, moving[:1]) + (25.0, 0.0)])
+    with pytest.raises(NoFeaturesError):  # unchanged for callers that do not ask
+        match_points(moving, fixed, extent_mm=EXTENT)
+    found = placements(moving, fixed, extent_mm=EXTENT)
+    # Each ordered pair of the two fixed beads at the moving pair's distance (29.2 mm:
+    # only beads 0 and 1), in both handednesses.
+    assert len(found) == 4
+    assert all(p.items == 2 for p in found)
+    assert min(_far(p.matrix, truth) for p in found) < 1e-6
+    _assert_distinct(found)
+
+
+def _assert_distinct(found):
+    for i, p in enumerate(found):
+        for q in found[i + 1 :]:
+            assert _far(p.matrix, q.matrix) > SAME_POSE_MM
+
+
+def test_a_two_way_match_lists_both_placements_and_still_refuses_for_match_points():
+    truth = _similarity(-20.0, (60.0, 40.0))
+    # Three beads in a line: their mirror image fits as well.
+    moving = np.array([[20.0, 5.0], [20.0, 20.0], [20.0, 41.0]])
+    fixed = _apply(truth, moving)
+    with pytest.raises(AmbiguousMatchError):
+        match_points(moving, fixed, extent_mm=EXTENT)
+    found = placements(moving, fixed, extent_mm=EXTENT)
+    assert len(found) >= 2 and found[0].items == found[1].items == 3
+    assert min(_far(p.matrix, truth) for p in found[:2]) < 1e-6
+    assert {np.linalg.det(p.matrix[:2, :2]) > 0 for p in found[:2]} == {True, False}
+    _assert_distinct(found)  # the three pairs of the line seed the same pose three times
+
+
+def test_one_side_with_fewer_than_two_items_lists_none():
+    assert placements(np.array([[0.0, 0.0]]), np.array([[1.0, 1.0], [5.0, 9.0]])) == []
+
+
+# The judgement on stand-in runs: where each candidate's start route ended (a shift, px),
+# its verdict and its cost at the common standard.
+
+
+class _Bench:
+    def distance_mm(self, a, b):
+        return float(np.linalg.norm(a[:2, 2] - b[:2, 2]))
+
+
+def _cand(shift, verdict, end_cost, screen_cost=np.inf) -> Candidate:
+    h = np.eye(3)
+    h[:2, 2] = shift
+    result = SimpleNamespace(
+        quality=SimpleNamespace(verdict=verdict), transform=SimpleNamespace(matrix=h)
+    )
+    return Candidate(h, 2.0, 2, screen_cost=screen_cost, result=result, end_cost=end_cost)
+
+
+def _verdict(kept, dropped=()):
+    return hypotheses._verdict(list(kept), list(dropped), _Bench(), RegistrationOptions())
+
+
+def test_one_accepted_answer_and_the_others_clearly_worse_is_accepted():
+    right = _cand((0, 0), "accepted", -0.50)
+    others = [_cand((30, 0), "refused", -0.40), _cand((0.5, 0), "refused", -0.49)]
+    winner, why = _verdict([others[0], right, others[1]])
+    assert winner is right and why is None
+
+
+def test_a_refused_end_elsewhere_at_a_cost_within_the_gate_refuses():
+    # The verification of one run says nothing of another optimum the images hold.
+    right = _cand((0, 0), "accepted", -0.50)
+    rival = _cand((14, 0), "refused", -0.49)
+    winner, why = _verdict([right, rival])
+    assert winner is right
+    assert "2 of 2 placements" in why and "14.0 mm apart" in why and "a cost 2% worse" in why
+
+
+def test_two_answers_accepted_apart_refuse_whatever_their_costs():
+    right = _cand((0, 0), "accepted", -0.50)
+    other = _cand((36, 0), "accepted", -0.30)
+    winner, why = _verdict([right, other])
+    assert winner is right and "both end verified 36.0 mm apart" in why
+
+
+def test_the_lower_cost_accepted_answer_is_the_one_judged_against():
+    worse = _cand((40, 0), "accepted", -0.30)
+    best = _cand((0, 0), "accepted", -0.50)
+    same = _cand((0.8, 0), "accepted", -0.49)  # the same answer from another placement
+    assert _verdict([worse]) == (worse, None)
+    winner, why = _verdict([best, same])
+    assert winner is best and why is None
+
+
+def test_a_placement_the_screen_dropped_that_scored_close_refuses():
+    right = _cand((0, 0), "accepted", -0.50, screen_cost=-0.40)
+    far = _cand((30, 0), "refused", -0.30, screen_cost=-0.30)
+    close = _cand((20, 0), "refused", np.inf, screen_cost=-0.40 * (1 - SCREEN_MARGIN / 2))
+    assert _verdict([right, far], [_cand((25, 0), "refused", np.inf, -0.1)])[1] is None
+    why = _verdict([right, far], [close])[1]
+    assert "coarse screen left out" in why
+
+
+def test_no_accepted_answer_refuses_with_the_best_end():
+    a, b = _cand((0, 0), "refused", -0.5), _cand((9, 0), "refused", -0.2)
+    winner, why = _verdict([a, b])
+    assert winner is a and "none of the 2 placements" in why
+
+
+# End to end on a family case (tuning seed, 320-px fluoroscopy) whose beads match two ways.
+SEED_TWO_WAYS = 78
+
+
+def test_two_verified_placements_of_a_two_way_match_are_refused_naming_them(tmp_path):
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import register_images
+    from hybridfuse.testdata.phantom.family import family_case
+
+    case = family_case(SEED_TWO_WAYS, tmp_path / "case", max_detector_px=320)
+    truth = json.loads((case / "truth.json").read_text())
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    opts = RegistrationOptions().with_values(accept_unverified=True, auto_placements=2)
+    result = register_images(fixed, moving, options=opts)
+    record = result.quality.verification["placements"]
+    assert "match in two different ways" in record["why_tried"]
+    verified = [c for c in record["candidates"] if c["verified"]]
+    assert [c["verdict"] for c in verified] == ["accepted", "accepted"]
+    # The images prefer the right placement (its end costs least), but the other also ends
+    # verified, 49 mm away at a cost only 14 % worse: not singled out, so refused.
+    assert _tre_mm(result.transform.matrix, truth) < 2.0
+    assert result.quality.verdict == "refused"
+    assert any("both end verified" in r for r in result.quality.reasons)
+
+
+def _tre_mm(h, truth) -> float:
+    grid = np.asarray(truth["grid_moving"], float)
+    est = np.c_[grid, np.ones(len(grid))] @ np.asarray(h, float).T
+    d = np.linalg.norm(est[:, :2] / est[:, 2:] - np.asarray(truth["grid_fixed"], float), axis=1)
+    return float(np.median(d) * truth["mm_per_fixed_pixel_at_isocenter"])
