@@ -11,6 +11,7 @@ import click
 from hybridfuse._safeio import json_safe
 from hybridfuse.fusion.pair import PairOptions
 from hybridfuse.registration import RegistrationOptions
+from hybridfuse.registration.hypotheses import CANDIDATE_LEVEL
 
 from .options import (
     config_option,
@@ -163,7 +164,9 @@ def register(
     def progress(level, iteration, cost):
         if quiet:
             return
-        if level < 0:  # the global search reports once: how many candidates it scored
+        if level == CANDIDATE_LEVEL:  # the automatic start's placements, one by one
+            click.echo(f"  placement {iteration} of {int(cost)}: the start route from it", err=True)
+        elif level < 0:  # the global search reports once: how many candidates it scored
             click.echo(f"  search: {iteration} candidates, best cost {cost:.5f}", err=True)
         elif iteration % 10 == 0:
             click.echo(f"  level {level}: iteration {iteration}, cost {cost:.5f}", err=True)

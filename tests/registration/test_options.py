@@ -24,6 +24,7 @@ from hybridfuse.registration.preprocess import FLUORO_DENSE
 
 #: The flat names before the options were grouped: transform.json keys, TOML keys, flags.
 FLAT_NAMES = [
+    "auto_placements",
     "intensity_sigma_px",
     "accept_unverified",
     "max_predicted_tre_mm",
