@@ -44,10 +44,16 @@ def probe_face(moving: Image) -> Face | None:
 
 
 def _dense_bright(f: np.ndarray, mask, opts: RegistrationOptions) -> bool:
-    if opts.fluoro_dense == "auto":
-        from hybridfuse.registration.polarity import dense_is_bright
+    """Whether dense matter shows bright: the quantum noise where it says so clearly.
 
-        return dense_is_bright(f, mask)
+    A wrong polarity turns the probe's band into air beside it, so the noise decides
+    whenever it is clear, either way; otherwise the option ``fluoro_dense`` does.
+    """
+    from hybridfuse.registration.polarity import DENSE_BRIGHT_MIN_LOG_RATIO, noise_polarity
+
+    ratio = noise_polarity(f, mask)
+    if ratio is not None and abs(ratio) >= DENSE_BRIGHT_MIN_LOG_RATIO:
+        return ratio > 0
     return opts.fluoro_dense == "bright"
 
 

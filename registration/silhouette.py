@@ -23,19 +23,20 @@ __all__ = ["Face", "Silhouette", "detect_silhouette", "placements"]
 
 #: Working pixel of the search (mm at the isocentre): fine enough for a 2-6 mm stack.
 WORK_MM = 0.9
-#: Angle step of the search (degrees); the best poses are refined to a quarter of it.
+#: Angle step of the search (degrees).
 ANGLE_STEP_DEG = 4.0
-#: Half thickness of the bar's core (mm): thinner than any element stack.
-CORE_HALF_MM = 0.9
-#: Zones beside the bar: a gap, then this depth (mm).
+#: The band just behind the face (mm from the skin line, away from the body) where the
+#: probe is denser than the air beside it: lens and element stack, or the housing.
+BAND_MM = (1.0, 4.0)
+#: The skin beyond the face's ends: from this depth (mm), this deep.
 GAP_MM, ZONE_MM = 1.5, 6.0
-#: Least density step of the bar over its ends, the housing behind it and of the body over
-#: the housing, as a fraction of the field's 1-99 % density range.
+#: Least density step of the band over the air beyond the face's ends, and of the skin
+#: beyond the ends over that air, as a fraction of the field's 1-99 % density range.
 MIN_CONTRAST = 0.10
-#: Measured face width over the calibrated one: a plane tilted 35 degrees about an axis
-#: across the face shortens it to 0.82; the plane off the isocentre changes it by a few %.
-WIDTH_RATIO = (0.78, 1.12)
-#: Largest spread (10-90 %) of the density along the bar, relative to its contrast.
+#: Measured width over the calibrated face width: a plane tilted 35 degrees about an axis
+#: across the face shortens it to 0.82; a housing wider than the face lengthens it.
+WIDTH_RATIO = (0.78, 1.3)
+#: Largest spread (10-90 %) of the density along the band, relative to its contrast.
 MAX_UNEVEN = 0.6
 #: A second bar that passes every check and is not the first: no answer (ambiguous). Poses
 #: closer (mm, or half the face) and less turned (degrees) than this are one bar.
@@ -93,28 +94,27 @@ def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
 
 
 def _zones(face_px: float, radius_px: float | None, theta: float, px_mm: float) -> list:
-    """Kernels (bar, left end, right end, behind, body) as (dy, dx, weight) arrays."""
+    """Mean kernels (band, left end, right end, left skin, right skin) at angle ``theta``.
+
+    In the face's frame u runs along it and w towards the body, w = 0 on the skin line
+    (the face's arc, continued level beyond its ends).
+    """
     half = face_px / 2
-    reach = int(np.ceil(half * 1.2 + (GAP_MM + 2 * ZONE_MM) / px_mm)) + 2
+    reach = int(np.ceil(half * WIDTH_RATIO[1] + (GAP_MM + ZONE_MM) / px_mm)) + 2
     yy, xx = np.mgrid[-reach : reach + 1, -reach : reach + 1].astype(float)
     c, s = np.cos(theta), np.sin(theta)
-    u = c * xx + s * yy  # along the face
-    v = -s * xx + c * yy  # towards the body
-    if radius_px is None:
-        arc = np.zeros_like(u)
-    else:
-        arc = np.sqrt(np.maximum(radius_px**2 - np.minimum(u * u, half * half), 0)) - radius_px
-    w = v - arc
-    core, gap, zone = CORE_HALF_MM / px_mm, GAP_MM / px_mm, ZONE_MM / px_mm
-    inner = np.abs(u) <= 0.8 * half
-    end_lo, end_hi = half * WIDTH_RATIO[1] + gap, half * WIDTH_RATIO[1] + gap + zone
-    zones = [
-        inner & (np.abs(w) <= core),
-        (u <= -end_lo) & (u >= -end_hi) & (np.abs(w) <= core),
-        (u >= end_lo) & (u <= end_hi) & (np.abs(w) <= core),
-        inner & (w <= -core - gap) & (w >= -core - gap - zone),
-        inner & (w >= core + gap + zone) & (w <= core + gap + 2 * zone),
-    ]
+    u = c * xx + s * yy
+    w = -s * xx + c * yy
+    if radius_px is not None:
+        uu = np.minimum(u * u, half * half)
+        w = w - (np.sqrt(np.maximum(radius_px**2 - uu, 0)) - radius_px)
+    band = (w >= -BAND_MM[1] / px_mm) & (w <= -BAND_MM[0] / px_mm)
+    skin = (w >= GAP_MM / px_mm) & (w <= (GAP_MM + ZONE_MM) / px_mm)
+    out_lo = half * WIDTH_RATIO[1] + GAP_MM / px_mm
+    out_hi = out_lo + ZONE_MM / px_mm
+    left, right = (u <= -out_lo) & (u >= -out_hi), (u >= out_lo) & (u <= out_hi)
+    zones = [band & (np.abs(u) <= 0.8 * half), band & left, band & right, skin & left]
+    zones.append(skin & right)
     return [z / max(z.sum(), 1) for z in zones]
 
 
@@ -130,8 +130,9 @@ def _correlate(fa: np.ndarray, kernel: np.ndarray, shape, out_shape) -> np.ndarr
 def _search(dens: np.ndarray, valid: np.ndarray, face_px, radius_px, px_mm) -> list:
     """Poses (score, theta, x, y) scoring above :data:`MIN_CONTRAST`, in working pixels.
 
-    The score is the weakest of four steps: the bar over each end, over the housing
-    behind it, and the body over the housing. A zone leaving the field scores nothing.
+    The score is the weakest of four steps: the band behind the face over the air beyond
+    each end, and the skin beyond each end over that air. A zone leaving the field scores
+    nothing.
     """
     from scipy.fft import next_fast_len, rfft2
 
@@ -144,10 +145,10 @@ def _search(dens: np.ndarray, valid: np.ndarray, face_px, radius_px, px_mm) -> l
             fa = rfft2(np.pad(dens, h).astype(np.float32), s=shape)
             invalid = np.pad((~valid).astype(np.float32), h, constant_values=1.0)
             fv = rfft2(invalid, s=shape)
-        bar, left, right, behind, body = (_correlate(fa, z, shape, dens.shape) for z in zones)
+        bar, left, right, skin_l, skin_r = (_correlate(fa, z, shape, dens.shape) for z in zones)
         union = sum((z > 0).astype(float) for z in zones)
         cut = _correlate(fv, union, shape, dens.shape) > 0.5
-        score = np.minimum.reduce([bar - left, bar - right, bar - behind, body - behind])
+        score = np.minimum.reduce([bar - left, bar - right, skin_l - left, skin_r - right])
         score[cut] = -np.inf
         for i in np.argsort(score, axis=None)[-3:]:
             y, x = divmod(int(i), score.shape[1])
@@ -186,25 +187,55 @@ def _first_below(values: np.ndarray, level: float) -> int | None:
     return int(hit[0]) if len(hit) else None
 
 
-def _measure(dens: np.ndarray, pose: _Pose, px_mm: float) -> tuple | None:
-    """(pose recentred, width px, contrast, body offset px) if the bar passes, else None.
+def _steps(dens: np.ndarray, pose: _Pose, px_mm: float, u: np.ndarray):
+    """Density along the band and along the skin, sampled at offsets ``u`` along the face."""
+    ws = np.linspace(-BAND_MM[1], -BAND_MM[0], 4) / px_mm
+    along = np.mean([pose.sample(dens, u, np.full_like(u, w)) for w in ws], axis=0)
+    skin_w = np.linspace(GAP_MM, GAP_MM + ZONE_MM, 5) / px_mm
+    skin = np.mean([pose.sample(dens, u, np.full_like(u, w)) for w in skin_w], axis=0)
+    return along, skin
 
-    The ends are where the density along the bar falls halfway to the level beyond them;
-    the width they give must match the calibration (:data:`WIDTH_RATIO`) and the bar be
-    even (:data:`MAX_UNEVEN`).
+
+def _refine(dens: np.ndarray, pose: _Pose, px_mm: float) -> _Pose:
+    """The pose turned and moved across the face to where the band stands out most.
+
+    Within half the search's angle step and 2 mm: the band, 3 mm wide, leaves a 50 mm
+    stack 2 degrees off at its ends and reads as uneven there.
+    """
+    out_lo = pose.half_px * WIDTH_RATIO[1] + GAP_MM / px_mm
+    u = np.concatenate([np.linspace(-0.8, 0.8, 33) * pose.half_px, [-out_lo - 1, out_lo + 1]])
+    best, best_pose = -np.inf, pose
+    for dt in np.radians(np.arange(-ANGLE_STEP_DEG / 2, ANGLE_STEP_DEG / 2 + 0.1, 0.5)):
+        for dw in np.arange(-2.0, 2.01, 0.5) / px_mm:
+            th = pose.theta + dt
+            x, y = pose.x - np.sin(th) * dw, pose.y + np.cos(th) * dw
+            trial = _Pose(x, y, th, pose.half_px, pose.radius_px)
+            along, _ = _steps(dens, trial, px_mm, u)
+            score = np.median(along[:-2]) - np.max(along[-2:])
+            if score > best:
+                best, best_pose = score, trial
+    return best_pose
+
+
+def _measure(dens: np.ndarray, pose: _Pose, px_mm: float) -> tuple | None:
+    """(pose recentred, width px, contrast) if the band passes, else None.
+
+    The ends are where the density along the band falls halfway to the level beyond
+    them; the width they give must match the calibration (:data:`WIDTH_RATIO`), the band
+    be even (:data:`MAX_UNEVEN`) and the skin beyond both ends denser than the air there.
     """
     step = 0.5
-    reach = pose.half_px * WIDTH_RATIO[1] + (GAP_MM + ZONE_MM) / px_mm
-    u = np.arange(-reach, reach + step, step)
-    core = CORE_HALF_MM / px_mm
-    along = np.nanmean([pose.sample(dens, u, np.full_like(u, w)) for w in (-core, 0, core)], 0)
-    if not np.all(np.isfinite(along)):
+    out_lo = pose.half_px * WIDTH_RATIO[1] + GAP_MM / px_mm
+    u = np.arange(-out_lo - ZONE_MM / px_mm, out_lo + ZONE_MM / px_mm + step, step)
+    along, skin = _steps(dens, pose, px_mm, u)
+    if not (np.all(np.isfinite(along)) and np.all(np.isfinite(skin))):
         return None
     inner = np.abs(u) <= 0.8 * pose.half_px
-    end_lo = pose.half_px * WIDTH_RATIO[1] + GAP_MM / px_mm
     bar = float(np.median(along[inner]))
-    ends = [float(np.median(along[sel])) for sel in (u <= -end_lo, u >= end_lo)]
-    contrast = bar - max(ends)
+    sides = (u <= -out_lo, u >= out_lo)
+    ends = [float(np.median(along[sel])) for sel in sides]
+    skins = [float(np.median(skin[sel])) for sel in sides]
+    contrast = min(bar - max(ends), skins[0] - ends[0], skins[1] - ends[1])
     if contrast < MIN_CONTRAST:
         return None
     mid = len(u) // 2
@@ -214,28 +245,16 @@ def _measure(dens: np.ndarray, pose: _Pose, px_mm: float) -> tuple | None:
         return None
     lo_u, hi_u = u[mid - left], u[mid + right]
     width = float(hi_u - lo_u)
-    ratio = width / (2 * pose.half_px)
-    if not WIDTH_RATIO[0] <= ratio <= WIDTH_RATIO[1]:
+    if not WIDTH_RATIO[0] <= width / (2 * pose.half_px) <= WIDTH_RATIO[1]:
         return None
     body = (u > lo_u + 0.1 * width) & (u < hi_u - 0.1 * width)
     spread = np.percentile(along[body], 90) - np.percentile(along[body], 10)
-    if spread > MAX_UNEVEN * contrast:
+    if spread > MAX_UNEVEN * (bar - max(ends)):
         return None
     shift = (lo_u + hi_u) / 2
     c, s = np.cos(pose.theta), np.sin(pose.theta)
-    moved = _Pose(pose.x + c * shift, pose.y + s * shift, pose.theta, width / 2, pose.radius_px)
-    return moved, width, contrast, _body_edge(dens, moved, px_mm)
-
-
-def _body_edge(dens: np.ndarray, pose: _Pose, px_mm: float) -> float:
-    """Offset (working px) from the bar's core to its body-side edge, the face."""
-    w = np.arange(0.0, (GAP_MM + ZONE_MM) / px_mm, 0.25)
-    u = np.linspace(-0.6 * pose.half_px, 0.6 * pose.half_px, 15)
-    cross = np.nanmean([pose.sample(dens, u, np.full_like(u, wi)) for wi in w], axis=1)
-    behind = np.nanmean(pose.sample(dens, u, np.full_like(u, -(CORE_HALF_MM + GAP_MM) / px_mm)))
-    edge = _first_below(cross, (cross[0] + behind) / 2)
-    # A body as dense as the stack hides the edge: the core's own half width stands in.
-    return float(w[edge]) if edge is not None else CORE_HALF_MM / px_mm
+    moved = _Pose(pose.x + c * shift, pose.y + s * shift, pose.theta, pose.half_px, pose.radius_px)
+    return moved, width, contrast
 
 
 def _near(a: _Pose, b: _Pose, px_mm: float) -> bool:
@@ -288,7 +307,7 @@ def detect_silhouette(
         if any(_near(pose, t, px_mm) for t in tried):
             continue
         tried.append(pose)
-        found = _measure(dens, pose, px_mm)
+        found = _measure(dens, _refine(dens, pose, px_mm), px_mm)
         # Poses along one bar recentre onto its middle: the same bar, not a second one.
         if found is not None and not any(_same(found[0], p[0], px_mm) for p in passed):
             passed.append(found)
@@ -301,10 +320,10 @@ def detect_silhouette(
 
 def _to_fixed(found: tuple, k: int, px_mm: float, face: Face) -> Silhouette:
     """The measured bar as the face in fixed pixels."""
-    pose, width, contrast, edge = found
+    pose, width, contrast = found
     axis = np.array([np.cos(pose.theta), np.sin(pose.theta)])
     body = np.array([-axis[1], axis[0]])
-    mid = np.array([pose.x, pose.y]) + edge * body
+    mid = np.array([pose.x, pose.y])
     sag = 0.0
     if pose.radius_px is not None:
         sag = pose.radius_px - np.sqrt(max(pose.radius_px**2 - pose.half_px**2, 0.0))
@@ -333,7 +352,8 @@ def placements(sil: Silhouette, face: Face, iso_mm: float) -> list[np.ndarray]:
     row_mm, col_mm = face.spacing_mm
     out = []
     for flip in (1.0, -1.0):
-        a = sil.axis_xy if np.cross(sil.axis_xy, sil.body_xy) > 0 else -sil.axis_xy
+        ax, bd = sil.axis_xy, sil.body_xy
+        a = ax if ax[0] * bd[1] - ax[1] * bd[0] > 0 else -ax
         lin = np.column_stack([flip * a, sil.body_xy]) @ np.diag([col_mm, row_mm]) / iso_mm
         h = np.eye(3)
         h[:2, :2] = lin

@@ -116,9 +116,7 @@ def probe_line_integrals(
                 normal,
             ]
         )
-        seg_half = np.array(
-            [np.linalg.norm(b - a) / 2, h.stack_mm / 2, h.stack_thickness_mm / 2]
-        )
+        seg_half = np.array([np.linalg.norm(b - a) / 2, h.stack_mm / 2, h.stack_thickness_mm / 2])
         centre = plane.to_world(mid[None])[0]
         total += (h.mu_stack - h.mu_housing) * _chord_box(origin, dirs, centre, seg_axes, seg_half)
         if sector is not None:  # housing between the arc and the box's bottom edge
