@@ -140,7 +140,7 @@ def _search(dens: np.ndarray, valid: np.ndarray, face_px, radius_px, px_mm) -> l
     for theta in np.radians(np.arange(0.0, 360.0, ANGLE_STEP_DEG)):
         zones = _zones(face_px, radius_px, theta, px_mm)
         h = zones[0].shape[0] // 2
-        shape = tuple(next_fast_len(n + 4 * h, real=True) for n in dens.shape)
+        shape = tuple(next_fast_len(n + 2 * h, real=True) for n in dens.shape)
         if fa is None:  # the same kernel size at every angle: transform the image once
             fa = rfft2(np.pad(dens, h).astype(np.float32), s=shape)
             invalid = np.pad((~valid).astype(np.float32), h, constant_values=1.0)
