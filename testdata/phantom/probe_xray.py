@@ -125,3 +125,45 @@ def probe_line_integrals(
             fill_half = np.array([abs(b[0] - a[0]) / 2, depth / 2, h.thickness_mm / 2])
             total += h.mu_housing * _chord_box(origin, dirs, fill, axes, fill_half)
     return total.reshape(rows, cols)
+
+
+def fluoroscopy_with_probe(seed: int, *, max_detector_px: int = 320, probe: bool = True) -> dict:
+    """One family seed's fluoroscopy alone (no files, no ultrasound), for fast tests.
+
+    Returns the image in MONOCHROME2 sense (as the reader gives it), the exposed field,
+    the isocentre mm per pixel, the transducer face (width, arc radius, moving pixel of
+    its middle, ultrasound spacing), the true moving-to-fixed homography and, with the
+    probe, the face in fixed pixels.
+    """
+    from hybridfuse.registration.geometry import plane_homography
+
+    from . import family as fam
+    from .ultrasound import ProbePose, image_plane
+
+    p = fam.draw_params(seed, max_detector_px=max_detector_px)
+    plane = fam._probe_plane(p)
+    phantom, tip, _ = fam.build_phantom(p, plane)
+    geom = fam.carm_geometry(p)
+    exposed = fam._collimator(p).mask(tuple(p["detector_shape"]))
+    extra = record = None
+    if probe:
+        extra, record = fam._probe_xray(p, plane, geom)
+    stored = fam.render_fluoro(p, phantom, geom, tip, exposed, extra).astype(float)
+    if p["photometric"] == "MONOCHROME1":
+        stored = (2 ** p["fluoro_bits_stored"] - 1) - stored
+    lay = fam._layout(p)
+    sec = fam._sector(p)
+    width, _ = fam._region_mm(p)
+    ref_x, ref_y = lay.reference_px
+    return {
+        "params": p,
+        "image": stored,
+        "mask": exposed,
+        "iso_mm": p["detector_spacing_mm"] * p["sod_mm"] / p["sid_mm"],
+        "face_width_mm": width if sec is None else 2 * face_points_mm(sec, width)[1, 0],
+        "face_radius_mm": None if sec is None else sec.radius_mm,
+        "face_centre_xy": (ref_x, ref_y + fam._face_mm(p) / p["us_spacing_mm"]),
+        "us_spacing_mm": (p["us_spacing_mm"], p["us_spacing_mm"]),
+        "moving_to_fixed": plane_homography(geom, image_plane(lay, plane, ProbePose())),
+        "probe": record,
+    }
