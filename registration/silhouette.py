@@ -1,16 +1,16 @@
 """The ultrasound probe's silhouette in the fluoroscopy: where the transducer face lies.
 
 A probe on the skin shows in the X-ray as its housing and, just behind the face, the dense
-stack of piezo elements and backing: a bar as long as the face (straight for a linear
-probe, an arc about the apex for a curvilinear one), denser than the air beyond its ends
-and than the housing behind it, with the body on its other side. The face is the
-ultrasound image's top edge, and its width is known from the calibration, so a bar of that
-width at the calibrated magnification fixes where the image's top edge lies, its
-direction and the side the image extends to (the body's). What it leaves open, the
-handedness (the probe marker's side), :func:`placements` returns both of. The detector
-returns None rather than a guess: a bar of the wrong length, uneven, cut by the field's
-edge, not on the body's edge, or matched twice elsewhere. See docs/registration-method.md,
-"The probe's silhouette".
+stack of piezo elements and backing. The face is the ultrasound image's top edge: straight
+for a linear probe, an arc about the apex for a curvilinear one, its width known from the
+calibration. The detector looks, at the calibrated magnification, for a face of that
+shape and width standing on the body's skin line: a band just behind the face denser than
+the air beyond its ends, and the skin continuing beyond both ends. Found, it fixes where
+the image's top edge lies, its direction and the side the image extends to (the body's);
+the handedness (the probe marker's side) it leaves open, and :func:`placements` returns
+both. It returns None rather than a guess: a band of the wrong width or uneven, cut by the
+field's edge, or a second candidate elsewhere. See docs/registration-method.md, "The
+probe's silhouette".
 """
 
 from __future__ import annotations

@@ -99,3 +99,33 @@ def test_uniform_field_finds_nothing():
     img = np.random.default_rng(0).normal(100.0, 2.0, (200, 200))
     face = Face(40.0, None, (100.0, 10.0), (0.2, 0.2))
     assert detect_silhouette(img, None, 0.5, face) is None
+
+
+#: A full-size case whose beads (one bead and the needle) give no accepted answer.
+ROUTE_SEED = 4
+
+
+@pytest.mark.slow
+def test_automatic_route_takes_the_silhouette(tmp_path):
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import read_truth_json, register_images, truth_tre
+    from hybridfuse.fusion.errors import InputError
+    from hybridfuse.registration import RegistrationOptions
+    from hybridfuse.registration.errors import RegistrationError
+    from hybridfuse.testdata.phantom.family import family_case
+
+    case = family_case(ROUTE_SEED, tmp_path / "case", probe_in_fluoro=True)
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    truth = read_truth_json(case / "truth.json")
+    off = RegistrationOptions().with_values(probe_silhouette="off", accept_unverified=True)
+    try:  # the beads alone: refused, or no answer at all
+        assert register_images(fixed, moving, options=off).quality.verdict == "refused"
+    except (RegistrationError, InputError):
+        pass
+    result = register_images(fixed, moving)
+    assert result.quality.verdict == "accepted"
+    record = result.quality.verification["probe_silhouette"]
+    assert record["placement"] == "mirrored" and record["width_mm"] > 40
+    tre = truth_tre(result.transform, truth, fixed, moving, str(case / "fluoro.dcm"), 0, 0)
+    assert tre["median_mm"] < 2.0
+    assert result.options["probe_silhouette"] == "auto"
