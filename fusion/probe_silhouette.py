@@ -13,7 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from hybridfuse.registration import RegistrationOptions
-from hybridfuse.registration.errors import RegistrationError, UnverifiedResultError
+from hybridfuse.registration.errors import (
+    IllPosedGeometryError,
+    RegistrationError,
+    UnverifiedResultError,
+)
 from hybridfuse.registration.silhouette import Face, detect_silhouette, placements
 
 from ._image import Image
@@ -78,6 +82,8 @@ def register_or_silhouette(run, fixed: Image, moving: Image, options, **kw):
     first, error = _attempt(run, fixed=fixed, moving=moving, options=off, **kw)
     if first is not None and first.quality.verdict == "accepted":
         return _restore(first, opts)
+    if isinstance(error, IllPosedGeometryError):
+        raise error  # an edge-on plane stays refused, whatever the silhouette says
     found = _silhouette(run, fixed, moving, opts, off, kw)
     if found is not None:
         return found

@@ -447,6 +447,7 @@ class RegistrationOptions:
         "and register from its placements, accepting one only if it verifies and beats the "
         "other handedness (off: beads only).",
         choices=("auto", "off"),
+        advanced=True,
     )
     pyramid: PyramidOptions = group(PyramidOptions)
     grid: SearchOptions = group(SearchOptions)

@@ -33,6 +33,10 @@ GAP_MM, ZONE_MM = 1.5, 10.0
 #: Least density step of the band over the air beyond the face's ends, and of the skin
 #: beyond the ends over that air, as a fraction of the field's 1-99 % density range.
 MIN_CONTRAST = 0.10
+#: The probe stands in air: beyond its ends, just behind the skin line, the density is at
+#: most this (fraction of the field's 1-99 % range). Bone and soft-tissue edges inside the
+#: body do not have air beside them.
+AIR_MAX = 0.2
 #: Measured width over the calibrated face width. A housing wider than the face lengthens
 #: it; a plane tilted about an axis across the face shortens it (to 0.87 at 30 degrees). The
 #: lower end keeps out the body's own skin line under an arc template, which the tuning
@@ -225,7 +229,8 @@ def _measure(dens: np.ndarray, pose: _Pose, px_mm: float) -> tuple | None:
 
     The ends are where the density along the band falls halfway to the level beyond
     them; the width they give must match the calibration (:data:`WIDTH_RATIO`), the band
-    be even (:data:`MAX_UNEVEN`) and the skin beyond both ends denser than the air there.
+    be even (:data:`MAX_UNEVEN`), the skin beyond both ends denser than the air there, and
+    that air near the field's least density (:data:`AIR_MAX`).
     """
     step = 0.5
     out_lo = pose.half_px * WIDTH_RATIO[1] + GAP_MM / px_mm
@@ -239,7 +244,7 @@ def _measure(dens: np.ndarray, pose: _Pose, px_mm: float) -> tuple | None:
     ends = [float(np.median(along[sel])) for sel in sides]
     skins = [float(np.median(skin[sel])) for sel in sides]
     contrast = min(bar - max(ends), skins[0] - ends[0], skins[1] - ends[1])
-    if contrast < MIN_CONTRAST:
+    if contrast < MIN_CONTRAST or max(ends) > AIR_MAX:
         return None
     mid = len(u) // 2
     right = _first_below(along[mid:], (bar + ends[1]) / 2)
