@@ -101,8 +101,9 @@ def test_uniform_field_finds_nothing():
     assert detect_silhouette(img, None, 0.5, face) is None
 
 
-#: A full-size case whose beads (one bead and the needle) give no accepted answer.
-ROUTE_SEED = 4
+#: A full-size case whose beads give no answer (measured: the silhouette's placement is
+#: accepted 0.73 mm from the truth; off, the beads' route refuses).
+ROUTE_SEED = 9
 
 
 @pytest.mark.slow
@@ -125,7 +126,9 @@ def test_automatic_route_takes_the_silhouette(tmp_path):
     result = register_images(fixed, moving)
     assert result.quality.verdict == "accepted"
     record = result.quality.verification["probe_silhouette"]
-    assert record["placement"] == "mirrored" and record["width_mm"] > 40
+    flipped = np.linalg.det(truth["h"][:2, :2]) < 0
+    assert record["placement"] == ("mirrored" if flipped else "proper")
+    assert abs(record["width_mm"] / record["expected_width_mm"] - 1) < 0.1
     tre = truth_tre(result.transform, truth, fixed, moving, str(case / "fluoro.dcm"), 0, 0)
     assert tre["median_mm"] < 2.0
     assert result.options["probe_silhouette"] == "auto"
