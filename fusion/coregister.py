@@ -365,6 +365,19 @@ def register_images(
     plane is seen edge-on, where it can match confidently and wrongly, so the caller
     must confirm with ``plane_faces_detector=True`` that the plane faces the detector.
     """
+    if initial is None and landmarks is None and init == "auto" and _silhouette_on(options):
+        from .probe_silhouette import register_or_silhouette
+
+        return register_or_silhouette(
+            register_images,
+            fixed,
+            moving,
+            options,
+            fixed_frame=fixed_frame,
+            moving_frame=moving_frame,
+            progress=progress,
+            plane_faces_detector=plane_faces_detector,
+        )
     f = fixed.gray(fixed_frame)
     m = moving.gray(moving_frame)
     if landmarks is not None:
@@ -461,6 +474,10 @@ def register_images(
         result.quality = result.quality.replace(verification=verification)
         _refuse_unchecked_match(result, found.match.items, options)
     return result
+
+
+def _silhouette_on(options) -> bool:
+    return (options or RegistrationOptions()).probe_silhouette == "auto"
 
 
 def _refuse_unchecked_match(result, matched: int, options) -> None:

@@ -449,6 +449,15 @@ class RegistrationOptions:
         minimum=0.0,
         advanced=True,
     )
+    probe_silhouette: str = option(
+        "auto",
+        "Automatic start (--init auto) where the beads give no accepted answer: look for "
+        "the probe itself in the fluoroscopy (its transducer face at the calibrated width) "
+        "and register from its placements, accepting one only if it verifies and beats the "
+        "other handedness (off: beads only).",
+        choices=("auto", "off"),
+        advanced=True,
+    )
     pyramid: PyramidOptions = group(PyramidOptions)
     grid: SearchOptions = group(SearchOptions)
     landmarks: LandmarkOptions = group(LandmarkOptions)

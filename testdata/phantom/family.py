@@ -466,13 +466,21 @@ def _collimator(p: dict):
     )
 
 
-def render_fluoro(p: dict, phantom: Phantom, geom: ConeBeamGeometry, tip, exposed) -> np.ndarray:
-    """The stored fluoroscopy: log attenuation, windowed, in the case's bits and photometry."""
+def render_fluoro(
+    p: dict, phantom: Phantom, geom: ConeBeamGeometry, tip, exposed, extra=None
+) -> np.ndarray:
+    """The stored fluoroscopy: log attenuation, windowed, in the case's bits and photometry.
+
+    ``extra`` (rows, cols) is more attenuation (the probe) that the window does not see.
+    """
     rng = _rng(p["seed"], 4)
     renderer = FluoroRenderer(geom, phantom)
     static = renderer.line_integrals(None)
     photons = p["photons_per_pixel"]
-    counts = renderer.expose(renderer.line_integrals(tip), photons, exposed, rng)
+    integrals = renderer.line_integrals(tip)
+    if extra is not None:
+        integrals = integrals + extra
+    counts = renderer.expose(integrals, photons, exposed, rng)
     # Automatic brightness: the window sits on the body, air beside it saturates.
     inside = static[exposed & (static > 1.0)]
     inside = inside if inside.size > 0.1 * exposed.sum() else static[exposed]
@@ -564,6 +572,7 @@ def family_case(
     edge_on: bool = False,
     max_detector_px: int | None = None,
     overwrite: bool = False,
+    probe_in_fluoro: bool = False,
 ) -> Path:
     """Write one family case (fluoro.dcm, us.dcm, landmarks.csv, truth.json) into ``out_dir``.
 
@@ -582,6 +591,9 @@ def family_case(
         Cap on the detector's columns (small cases for tests).
     overwrite : bool
         Replace an existing ``out_dir`` this project wrote.
+    probe_in_fluoro : bool
+        Draw the probe (housing and element stack) in the fluoroscopy, from a random
+        stream of its own: without it every seed's files are unchanged.
 
     Returns
     -------
@@ -595,8 +607,12 @@ def family_case(
     exposed = _collimator(p).mask(tuple(p["detector_shape"]))
     iplane = image_plane(_layout(p), plane, ProbePose())
     screen = render_ultrasound(p, phantom, plane, tip)
-    fluoro = render_fluoro(p, phantom, geom, tip, exposed)
+    probe = _probe_xray(p, plane, geom) if probe_in_fluoro else None
+    fluoro = render_fluoro(p, phantom, geom, tip, exposed, None if probe is None else probe[0])
     truth = _truth(p, geom, iplane, phantom)
+    if probe is not None:
+        truth["probe_in_fluoro"] = True
+        truth["probe_xray"] = probe[1]
     truth["needle_mm"] = needle_meta if p["needle"] != "none" else None
     rows = _landmarks(p, geom, iplane, phantom, tip, exposed)
     truth["landmarks_exact"] = rows
@@ -607,6 +623,18 @@ def family_case(
         (tmp / "landmarks.csv").write_text(_landmarks_csv(rows, seed))
         (tmp / "truth.json").write_text(json.dumps(truth, indent=1))
     return out_dir
+
+
+def _probe_xray(p: dict, plane: ProbePlane, geom: ConeBeamGeometry):
+    """The probe's line integrals and its truth record (sizes, face ends in fixed pixels)."""
+    from .probe_xray import draw_housing, face_points_mm, probe_line_integrals
+
+    housing = draw_housing(p["seed"])
+    width, _ = _region_mm(p)
+    integrals = probe_line_integrals(geom, plane, _sector(p), width, housing)
+    face = plane.to_world(face_points_mm(_sector(p), width, 9))
+    record = {"housing": housing.to_dict(), "face_fixed_px": geom.project(face).tolist()}
+    return integrals, record
 
 
 def _write_dicoms(out: Path, p: dict, screen: np.ndarray, fluoro: np.ndarray) -> None:
