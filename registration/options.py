@@ -450,11 +450,12 @@ class RegistrationOptions:
         advanced=True,
     )
     probe_silhouette: str = option(
-        "auto",
-        "Automatic start (--init auto) where the beads give no accepted answer: look for "
-        "the probe itself in the fluoroscopy (its transducer face at the calibrated width) "
-        "and register from its placements, accepting one only if it verifies and beats the "
-        "other handedness (off: beads only).",
+        "off",
+        "Automatic start (--init auto) where the beads give no accepted answer: auto looks "
+        "for the probe itself in the fluoroscopy (its transducer face at the calibrated "
+        "width) and registers from its placements, accepting one only if it verifies and "
+        "beats the other handedness. Opt-in: it fires on bone edges where no field mask "
+        "bounds the image.",
         choices=("auto", "off"),
         advanced=True,
     )

@@ -24,6 +24,7 @@ from hybridfuse.registration.preprocess import FLUORO_DENSE
 
 #: The flat names before the options were grouped: transform.json keys, TOML keys, flags.
 FLAT_NAMES = [
+    "probe_silhouette",
     "auto_placements",
     "intensity_sigma_px",
     "accept_unverified",
@@ -109,6 +110,7 @@ def test_the_choice_options_offer_exactly_what_the_library_accepts():
         "metric",
         "preprocess",
         "fluoro_dense",
+        "probe_silhouette",
         "coarse_model",
     ]
     assert by["fluoro_dense"].choices == FLUORO_DENSE

@@ -123,7 +123,8 @@ def test_automatic_route_takes_the_silhouette(tmp_path):
         assert register_images(fixed, moving, options=off).quality.verdict == "refused"
     except (RegistrationError, InputError):
         pass
-    result = register_images(fixed, moving)
+    on = RegistrationOptions().with_values(probe_silhouette="auto")
+    result = register_images(fixed, moving, options=on)
     assert result.quality.verdict == "accepted"
     record = result.quality.verification["probe_silhouette"]
     flipped = np.linalg.det(truth["h"][:2, :2]) < 0
