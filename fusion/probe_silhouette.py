@@ -84,7 +84,13 @@ def register_or_silhouette(run, fixed: Image, moving: Image, options, **kw):
         return _restore(first, opts)
     if isinstance(error, IllPosedGeometryError):
         raise error  # an edge-on plane stays refused, whatever the silhouette says
-    found = _silhouette(run, fixed, moving, opts, off, kw)
+    # Where the beads' placements were judged and none was singled out, the images hold
+    # rival answers: a silhouette placement must not pick one of them unchecked.
+    judged = first is not None and "placements" in (first.quality.verification or {})
+    if not judged and "single out a placement" not in str(error or ""):
+        found = _silhouette(run, fixed, moving, opts, off, kw)
+    else:
+        found = None
     if found is not None:
         return found
     if error is not None:
@@ -131,8 +137,8 @@ def _silhouette(run, fixed: Image, moving: Image, opts, off, kw):
 def _winner(tries: list, moving: Image, iso_mm: float, gate: float):
     """(index, margin) of the accepted placement that beats the other, or None.
 
-    ``margin`` is the other's relative cost excess (None: it ended at the same answer or
-    gave no result).
+    ``margin`` is the other's relative cost excess (None: it ended at the same answer).
+    An other placement that gave no result is not ruled out: None.
     """
     ok = [i for i, r in enumerate(tries) if r is not None and r.quality.verdict == "accepted"]
     if not ok:
@@ -140,7 +146,7 @@ def _winner(tries: list, moving: Image, iso_mm: float, gate: float):
     i = min(ok, key=lambda k: tries[k].metric_value)
     other = tries[1 - i]
     if other is None:
-        return i, None
+        return None
     if _apart_mm(tries[i], other, moving, iso_mm) < SAME_ANSWER_MM:
         return i, None
     if len(ok) == 2:

@@ -72,8 +72,8 @@ MIN_SCORE = 1.5
 NEIGHBOURHOOD = 2.0
 #: Leading hypotheses (by their two-point score) refitted when looking for a rival.
 RIVALS_REFITTED = 64
-#: Most distinct placements :func:`placements` lists (the leading ones by consensus). Two
-#: beads against a dozen fluoroscopy blobs allowed 4-50 on tuning seeds 0-84.
+#: Most distinct placements :func:`placements` lists (the leading ones by consensus); twice
+#: the most the tuning seeds allowed (docs/registration-method.md).
 MAX_PLACEMENTS = 96
 #: Point pairs closer than this (mm) give too unsteady an angle to seed a hypothesis.
 MIN_BASE_MM = 3.0

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspond import MAX_PLACEMENTS, placements
+from .correspond import AMBIGUITY_MARGIN, MAX_PLACEMENTS, SAME_POSE_MM, placements
 from .errors import ConvergenceError, RegistrationError
 from .evidence import Structures, unit_weights
 from .guards import raise_if_refused, scale_range
-from .initial import corners
+from .initial import MIN_CHECKED_ITEMS, corners
 from .metrics import Metric
 from .optimise import LevelProblem, Pyramid, run_levels
 from .options import RegistrationOptions
@@ -104,12 +104,38 @@ def list_candidates(structures: Structures, moving_mask) -> list[Candidate]:
         extent_mm=extent,
     )
     beads = (s.moving_beads.xy * s.moving_mm, s.fixed_beads.xy * s.fixed_mm)
-    # Where three items agree somewhere (a two-way match), two-item placements are the
-    # chance agreements any pair of beads at the right distance makes: leave them out.
-    found = placements(*beads, min_items=3, **args) or placements(*beads, min_items=2, **args)
+    three = placements(*beads, min_items=3, **args)
+    pairs = placements(*beads, min_items=2, **args)
+    found = judged(three, pairs, extent if extent is not None else beads[0])
     to_px = np.diag([1.0 / s.fixed_mm[0], 1.0 / s.fixed_mm[1], 1.0])
     from_px = np.diag([s.moving_mm[0], s.moving_mm[1], 1.0])
     return [Candidate(to_px @ p.matrix @ from_px, p.score, p.items) for p in found]
+
+
+def judged(three: list, pairs: list, probe_mm: np.ndarray) -> list:
+    """The placements to judge: of three or more items where any exist, else of two.
+
+    Where three items agree somewhere (a two-way match), two-item placements are the
+    chance agreements any pair of beads at the right distance makes and are left out,
+    except those scoring within ``AMBIGUITY_MARGIN`` of the best: the rival that made the
+    match ambiguous may be one, and the images must rule it out too.
+    """
+    if not three:
+        return pairs
+    found = list(three)
+    if pairs:
+        best = max(pairs[0].score, three[0].score)
+        near = [p for p in pairs if p.score >= best - AMBIGUITY_MARGIN]
+        found += [p for p in near if not any(_same_pose(p, q, probe_mm) for q in found)]
+    return sorted(found, key=lambda p: -p.score)
+
+
+def _same_pose(a, b, probe_mm: np.ndarray) -> bool:
+    """Whether two placements (mm to mm) put ``probe_mm`` within ``SAME_POSE_MM``."""
+    pts = np.column_stack([probe_mm, np.ones(len(probe_mm))])
+    wa, wb = pts @ a.matrix.T, pts @ b.matrix.T
+    d = np.linalg.norm(wa[:, :2] / wa[:, 2:] - wb[:, :2] / wb[:, 2:], axis=1)
+    return bool(np.max(d) <= SAME_POSE_MM)
 
 
 class _Bench:
@@ -243,6 +269,15 @@ def _verdict(kept, dropped, bench: _Bench, opts) -> tuple[Candidate | None, str 
         best = min(ended, key=lambda c: c.end_cost, default=None)
         return best, f"none of the {n} placements of the structures ends verified"
     winner = min(accepted, key=lambda c: c.end_cost)
+    if len(ended) < n:  # a run that did not end cannot be ruled out
+        return winner, (
+            f"{n - len(ended)} of the {n} placements of the structures did not end (their "
+            "run failed or left the field), so nothing rules them out"
+        )
+    if n == 1 and winner.items < MIN_CHECKED_ITEMS:
+        return winner, (
+            f"one placement of {winner.items} structures, and nothing to check it against"
+        )
     basin, margin = opts.guards.verify_basin_mm, opts.grid.search_min_margin
     for c in ended:
         c.distance_mm = bench.distance_mm(c.result.transform.matrix, winner.result.transform.matrix)

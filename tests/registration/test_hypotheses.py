@@ -88,13 +88,13 @@ class _Bench:
         return float(np.linalg.norm(a[:2, 2] - b[:2, 2]))
 
 
-def _cand(shift, verdict, end_cost, screen_cost=np.inf) -> Candidate:
+def _cand(shift, verdict, end_cost, screen_cost=np.inf, items=3) -> Candidate:
     h = np.eye(3)
     h[:2, 2] = shift
     result = SimpleNamespace(
         quality=SimpleNamespace(verdict=verdict), transform=SimpleNamespace(matrix=h)
     )
-    return Candidate(h, 2.0, 2, screen_cost=screen_cost, result=result, end_cost=end_cost)
+    return Candidate(h, 2.0, items, screen_cost=screen_cost, result=result, end_cost=end_cost)
 
 
 def _verdict(kept, dropped=()):
@@ -128,7 +128,7 @@ def test_the_lower_cost_accepted_answer_is_the_one_judged_against():
     worse = _cand((40, 0), "accepted", -0.30)
     best = _cand((0, 0), "accepted", -0.50)
     same = _cand((0.8, 0), "accepted", -0.49)  # the same answer from another placement
-    assert _verdict([worse]) == (worse, None)
+    assert _verdict([worse]) == (worse, None)  # three items: the start route checked them
     winner, why = _verdict([best, same])
     assert winner is best and why is None
 
@@ -178,3 +178,32 @@ def _tre_mm(h, truth) -> float:
     est = np.c_[grid, np.ones(len(grid))] @ np.asarray(h, float).T
     d = np.linalg.norm(est[:, :2] / est[:, 2:] - np.asarray(truth["grid_fixed"], float), axis=1)
     return float(np.median(d) * truth["mm_per_fixed_pixel_at_isocenter"])
+
+
+def test_a_lone_placement_of_two_items_has_nothing_to_check_it_and_refuses():
+    lone = _cand((0, 0), "accepted", -0.5, items=2)
+    winner, why = _verdict([lone])
+    assert winner is lone and "one placement of 2 structures" in why
+
+
+@pytest.mark.parametrize("how", ["error", "no standard cost"])
+def test_a_rival_whose_run_did_not_end_refuses(how):
+    # A rival that failed or left the field at the common standard is not ruled out.
+    right = _cand((0, 0), "accepted", -0.50)
+    rival = _cand((40, 0), "accepted", np.inf)
+    if how == "error":
+        rival.result, rival.error = None, "left the field"
+    winner, why = _verdict([right, rival])
+    assert winner is right and "1 of the 2 placements of the structures did not end" in why
+
+
+def test_a_two_item_placement_scoring_near_the_best_is_judged_beside_the_three_item_ones():
+    from hybridfuse.registration.correspond import Placement
+
+    three = [Placement(_similarity(0.0, (0.0, 0.0)), 2.1, 3)]
+    rival = Placement(_similarity(0.0, (30.0, 0.0)), 1.9, 2)  # the runner-up, elsewhere
+    same = Placement(_similarity(0.0, (0.5, 0.0)), 2.0, 2)  # the three-item pose again
+    weak = Placement(_similarity(0.0, (60.0, 0.0)), 1.0, 2)  # a chance pair
+    found = hypotheses.judged(three, [same, rival, weak], EXTENT)
+    assert found == [three[0], rival]
+    assert hypotheses.judged([], [same, rival, weak], EXTENT) == [same, rival, weak]
