@@ -389,66 +389,10 @@ def register_images(
         try:
             found, options = _auto_landmarks(fixed, moving, f, m, options)
         except RegistrationError as exc:  # two placements, or two items: the images judge
-            return judge_placements(
-                exc, f, m, (fixed.mask, moving.mask),
-                lambda start, opts, prog: register(
-                    f, m, fixed_mask=fixed.mask, moving_mask=moving.mask, initial=start,
-                    options=opts, expected_scale=expected_scale_xy(fixed, moving),
-                    fixed_spacing_mm=iso_mm, progress=prog,
-                    source_object_mm=fixed.xray.sod_mm if fixed.xray else None,
-                ),
-                options=options, expected_scale=expected_scale_xy(fixed, moving),
-                px_mm=iso_mm, progress=progress,
-            )  # fmt: skip
+            return _judged_placements(exc, fixed, moving, (f, m), options, progress)
         landmarks = found.landmarks
     if start is None and landmarks is None:
-        if init == "geometry":
-            # Geometry fixes the scale but not where the probe lies in the field; a search
-            # over the whole field finds confident wrong matches on phantom data, so an
-            # intensity-only registration needs a start near the answer.
-            raise InputError(
-                "intensity-only registration needs a starting transform within about 20 mm "
-                "and 20 degrees (--init-transform transform.json, e.g. from a landmark "
-                "registration or the previous frame) or landmarks (--landmarks); the "
-                "geometry alone gives only the scale"
-            )
-        elif init == "moments":
-            if not plane_faces_detector:
-                raise InputError(
-                    "--init moments cannot tell an ultrasound plane seen edge-on from one "
-                    "facing the detector (on phantom runs with the plane edge-on it matched "
-                    "confidently and wrongly in 32 of 112 pairs): confirm the plane faces "
-                    "the detector with --plane-faces-detector, or give landmarks"
-                )
-            scale_xy = expected_scale_xy(fixed, moving)
-            if scale_xy is None or iso_mm is None:
-                raise InputError(
-                    "--init moments needs the ultrasound calibration (pixel spacing) and the "
-                    "fluoroscopy's imager spacing and distances (SID, SOD) for the scale"
-                )
-            opts = options or RegistrationOptions()
-            if opts.metric is None:
-                raise InputError(
-                    "--init moments is refined by an intensity search: it needs a metric "
-                    "(--metric none registers by landmarks only; give --landmarks)"
-                )
-            moments = moments_start(
-                f,
-                m,
-                scale_xy,
-                fixed_mask=fixed.mask,
-                moving_mask=moving.mask,
-                preprocess=opts.preprocess,
-                shadow_px=None if opts.shadow_px is None else tuple(opts.shadow_px),
-            )
-            start = moments.matrix
-            options = wide_search_options(opts, moments.reach_px * iso_mm)
-        elif init == "identity":
-            start = np.eye(3)
-        elif init == "landmarks":
-            raise InputError("--init landmarks needs --landmarks")
-        else:
-            raise InputError(f"unknown initialisation {init!r}")
+        start, options = _init_start(init, fixed, moving, f, m, options, plane_faces_detector)
     try:
         result = register(
             f,
@@ -467,13 +411,103 @@ def register_images(
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
         raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc
     if auto:
-        beads = bead_reprojection(
-            result.transform, found.moving_beads.xy, found.fixed_beads.xy, fixed.mask, iso_mm
-        )
-        verification = {**(result.quality.verification or {}), "beads": beads}
-        result.quality = result.quality.replace(verification=verification)
-        _refuse_unchecked_match(result, found.match.items, options)
+        _with_beads(result, found, fixed.mask, iso_mm, options)
     return result
+
+
+def _with_beads(result, found, fixed_mask, iso_mm, options) -> None:
+    """Record the beads' reprojection; refuse a match of too few items to check."""
+    beads = bead_reprojection(
+        result.transform, found.moving_beads.xy, found.fixed_beads.xy, fixed_mask, iso_mm
+    )
+    verification = {**(result.quality.verification or {}), "beads": beads}
+    result.quality = result.quality.replace(verification=verification)
+    _refuse_unchecked_match(result, found.match.items, options)
+
+
+def _init_start(init: str, fixed: Image, moving: Image, f, m, options, plane_faces_detector):
+    """(start, options) of a non-automatic ``init`` without landmarks or a start."""
+    _, iso_mm = expected_scale(fixed, moving)
+    if init == "geometry":
+        # Geometry fixes the scale but not where the probe lies in the field; a search
+        # over the whole field finds confident wrong matches on phantom data, so an
+        # intensity-only registration needs a start near the answer.
+        raise InputError(
+            "intensity-only registration needs a starting transform within about 20 mm "
+            "and 20 degrees (--init-transform transform.json, e.g. from a landmark "
+            "registration or the previous frame) or landmarks (--landmarks); the "
+            "geometry alone gives only the scale"
+        )
+    elif init == "moments":
+        if not plane_faces_detector:
+            raise InputError(
+                "--init moments cannot tell an ultrasound plane seen edge-on from one "
+                "facing the detector (on phantom runs with the plane edge-on it matched "
+                "confidently and wrongly in 32 of 112 pairs): confirm the plane faces "
+                "the detector with --plane-faces-detector, or give landmarks"
+            )
+        scale_xy = expected_scale_xy(fixed, moving)
+        if scale_xy is None or iso_mm is None:
+            raise InputError(
+                "--init moments needs the ultrasound calibration (pixel spacing) and the "
+                "fluoroscopy's imager spacing and distances (SID, SOD) for the scale"
+            )
+        opts = options or RegistrationOptions()
+        if opts.metric is None:
+            raise InputError(
+                "--init moments is refined by an intensity search: it needs a metric "
+                "(--metric none registers by landmarks only; give --landmarks)"
+            )
+        moments = moments_start(
+            f,
+            m,
+            scale_xy,
+            fixed_mask=fixed.mask,
+            moving_mask=moving.mask,
+            preprocess=opts.preprocess,
+            shadow_px=None if opts.shadow_px is None else tuple(opts.shadow_px),
+        )
+        return moments.matrix, wide_search_options(opts, moments.reach_px * iso_mm)
+    elif init == "identity":
+        return np.eye(3), options
+    elif init == "landmarks":
+        raise InputError("--init landmarks needs --landmarks")
+    else:
+        raise InputError(f"unknown initialisation {init!r}")
+
+
+def _judged_placements(exc, fixed: Image, moving: Image, frames, options, progress):
+    """:func:`registration.hypotheses.judge_placements` with the start route on the pair."""
+    f, m = frames
+    _, iso_mm = expected_scale(fixed, moving)
+    scale_xy = expected_scale_xy(fixed, moving)
+
+    def run(start, opts, prog):
+        return register(
+            f,
+            m,
+            fixed_mask=fixed.mask,
+            moving_mask=moving.mask,
+            initial=start,
+            options=opts,
+            expected_scale=scale_xy,
+            fixed_spacing_mm=iso_mm,
+            progress=prog,
+            source_object_mm=fixed.xray.sod_mm if fixed.xray else None,
+        )
+
+    masks = (fixed.mask, moving.mask)
+    return judge_placements(
+        exc,
+        f,
+        m,
+        masks,
+        run,
+        options=options,
+        expected_scale=scale_xy,
+        px_mm=iso_mm,
+        progress=progress,
+    )
 
 
 def _silhouette_on(options) -> bool:

@@ -23,13 +23,16 @@ def test_version(runner):
     assert "hybridfuse" in result.output
 
 
-def test_synth_writes_a_case_and_refuses_to_overwrite(runner, synth_si_joint):
-    out, result = synth_si_joint  # shared with the SI-joint registration tests
+def test_synth_writes_a_case_and_refuses_to_overwrite(runner, synth_si_joint, tmp_path):
+    shared, result = synth_si_joint  # shared with the SI-joint registration tests
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["procedure"] == "si-joint"
     assert {"rdsr.dcm", "truth.json", "us_clip.dcm"} <= set(summary["files"])
     assert summary["well_posed_pairs"] == 4
+    # On a copy: a broken guard must not overwrite the case other tests read.
+    out = tmp_path / shared.name
+    shutil.copytree(shared, out)
     again = runner.invoke(cli, ["synth", "--out", str(out)])
     assert again.exit_code == 2
     assert "exists; pass --overwrite" in again.output
