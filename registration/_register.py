@@ -125,7 +125,9 @@ def register(
     progress : callable, optional
         ``progress(level, iteration, cost)`` after each optimiser iteration of the
         pyramid; once after the global search as ``progress(-1, n_candidates, cost)``
-        with the number of grid candidates scored and the chosen match's cost.
+        with the number of grid candidates scored and the chosen match's cost. (The
+        automatic start's placements announce each run as ``progress(-2, k, n)``:
+        :data:`registration.hypotheses.CANDIDATE_LEVEL`.)
     source_object_mm : float, optional
         X-ray source to isocentre (SOD, mm), for the plane's distance in the perspective
         check (:mod:`registration.plausible`); a short default without it.

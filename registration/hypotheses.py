@@ -71,7 +71,7 @@ class Candidate:
             "consensus": round(self.score, 3),
             "items": self.items,
             "screen_cost": _rounded(self.screen_cost),
-            "verified": self.result is not None or self.error is not None,
+            "run": self.result is not None or self.error is not None,
             "verdict": None if self.result is None else self.result.quality.verdict,
             "error": self.error,
             "end_cost": _rounded(self.end_cost),
@@ -309,7 +309,7 @@ def _finished(exc, cands, kept, winner, why, opts):
     q = winner.result.quality
     record = {
         "placements": len(cands),
-        "verified": len(kept),
+        "run": len(kept),
         "why_tried": str(exc)[:200],
         "candidates": [c.to_dict(winner) for c in cands],
     }
