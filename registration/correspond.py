@@ -164,6 +164,17 @@ class _Sets:
     inlier_mm: float
 
 
+def _region_probe(sets: _Sets, points: np.ndarray, extent_mm) -> np.ndarray:
+    """Where two placements are compared: the region's corners, else ``points``.
+
+    Without either (no bead matched), the ultrasound needle's ends.
+    """
+    probe = points if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
+    if len(probe) == 0:
+        probe = np.array([sets.line_mov.tip, sets.line_mov.tail])
+    return probe
+
+
 def match_points(
     moving_mm: np.ndarray,
     fixed_mm: np.ndarray,
@@ -211,9 +222,7 @@ def match_points(
     matrix, inl, origin = _refit(sets, best[2], best[3])
     score = max(best[0], _score(matrix, sets, origin)[0])
     # Compared over the whole region: beads in a line place the same under a mirroring.
-    probe = mov[inl] if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
-    if len(probe) == 0:
-        probe = np.array([sets.line_mov.tip, sets.line_mov.tail])
+    probe = _region_probe(sets, mov[inl], extent_mm)
     rival = _rival_score(hyps, matrix, probe, sets)
     if score - rival < ambiguity_margin:
         raise AmbiguousMatchError(
@@ -264,9 +273,7 @@ def placements(
         sets = _checked_sets(points, (moving_line, fixed_line), min_items, INLIER_MM)
     except NoFeaturesError:
         return []
-    probe = sets.mov if extent_mm is None else np.asarray(extent_mm, float).reshape(-1, 2)
-    if len(probe) == 0:
-        probe = np.array([sets.line_mov.tip, sets.line_mov.tail])
+    probe = _region_probe(sets, sets.mov, extent_mm)
     found: list[Placement] = []
     placed: list[np.ndarray] = []
     hyps = [h for h in _hypotheses(sets, scale_tolerance) if h[1] >= min_items]
