@@ -1,11 +1,13 @@
 """The automatic start from the probe's silhouette, where the beads give no accepted answer.
 
-:func:`registration.silhouette.detect_silhouette` finds the transducer face in the
-fluoroscopy; its two placements (one per handedness) each go through the ordinary start
-route (``register_images(initial=...)``, every check included). One is accepted only if
-it verifies and clearly beats the other: the other ends at the same answer, or its refined
-cost is worse by more than the ambiguity gate (``search_min_margin``). Otherwise the beads'
-outcome stands as it was. See docs/registration-method.md, "The probe's silhouette".
+:func:`registration.silhouette.detect_silhouette` finds the transducer face inside the
+fluoroscopy's exposed field (:func:`registration.exposed_field.exposed_field`); its two
+placements (one per handedness) each go through the ordinary start route
+(``register_images(initial=...)``, every check included). They and the beads' own refused
+answer are judged as the beads' placements are (:mod:`registration.hypotheses`): costed
+at one standard, one accepted, every other ending in its basin or worse by more than the
+ambiguity gate. Otherwise the beads' outcome stands, with the silhouette's reason added.
+See docs/registration-method.md, "The probe's silhouette".
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from hybridfuse.registration.errors import (
     RegistrationError,
     UnverifiedResultError,
 )
+from hybridfuse.registration.exposed_field import exposed_field
+from hybridfuse.registration.guards import scale_range
+from hybridfuse.registration.hypotheses import Candidate, _Bench, _verdict
 from hybridfuse.registration.silhouette import Face, detect_silhouette, placements
 
 from ._image import Image
 
-__all__ = ["probe_face", "register_or_silhouette"]
+__all__ = ["find_silhouette", "judge", "probe_face", "register_or_silhouette"]
 
-#: Two placements ending within this (median over the region, mm) reached one answer.
-SAME_ANSWER_MM = 2.0
+#: Items a silhouette placement counts (the face's two ends), as the beads' placements do.
+SILHOUETTE_ITEMS = 2
 
 
 def probe_face(moving: Image) -> Face | None:
@@ -87,14 +92,18 @@ def register_or_silhouette(run, fixed: Image, moving: Image, options, **kw):
     # Where the beads' placements were judged and none was singled out, the images hold
     # rival answers: a silhouette placement must not pick one of them unchecked.
     judged = first is not None and "placements" in (first.quality.verification or {})
+    found = why = None
     if not judged and "single out a placement" not in str(error or ""):
-        found = _silhouette(run, fixed, moving, opts, off, kw)
-    else:
-        found = None
+        found, why = _silhouette(run, fixed, moving, opts, first, kw)
     if found is not None:
         return found
+    note = None if why is None else f"the probe's silhouette was found, but {why}"
     if error is not None:
+        if note is not None:  # the beads' refusal, and why the silhouette did not answer
+            error.args = (f"{error}; {note}",)
         raise error
+    if note is not None:
+        first.quality = first.quality.replace(reasons=[*first.quality.reasons, note])
     return _restore(first, opts)
 
 
@@ -103,64 +112,91 @@ def _restore(result, opts: RegistrationOptions):
     return result
 
 
-def _silhouette(run, fixed: Image, moving: Image, opts, off, kw):
-    """The accepted result of a silhouette placement that beats the other, or None."""
+def find_silhouette(fixed: Image, moving: Image, opts: RegistrationOptions, frame: int = 0):
+    """(silhouette, face, iso mm) of the probe in the fluoroscopy's exposed field, or None.
+
+    Only inside the field read from the shutter attributes and the pixels
+    (:func:`registration.exposed_field.exposed_field`); none where no field is known.
+    """
     iso = fixed.xray.isocenter_spacing_mm if fixed.xray else None
     face = probe_face(moving)
     if iso is None or face is None:
         return None
-    f = fixed.gray(kw.get("fixed_frame", 0))
+    f = fixed.gray(frame)
+    field = exposed_field(f, fixed.mask)
+    if field is None:
+        return None  # no field known: its edge against the body reads as a face
     iso_mm = float(np.mean(iso))
-    dense = _dense_bright(f, fixed.mask, opts)
-    sil = detect_silhouette(f, fixed.mask, iso_mm, face, dense_bright=dense)
-    if sil is None:
-        return None
-    tries = [
-        _attempt(run, fixed=fixed, moving=moving, options=off, initial=h, **kw)[0]
-        for h in placements(sil, face, iso_mm)
+    dense = _dense_bright(f, field, opts)
+    sil = detect_silhouette(f, field, iso_mm, face, dense_bright=dense)
+    return None if sil is None else (sil, face, iso_mm)
+
+
+def _silhouette(run, fixed: Image, moving: Image, opts, first, kw):
+    """(result, None) of the silhouette placement the images single out, else (None, why).
+
+    ``why`` is None where no silhouette was found.
+
+    Both handedness placements run through the start route; they and the beads' own
+    answer (``first``, refused, if any) are judged as the beads' placements are
+    (:mod:`registration.hypotheses`): at one cost standard, one accepted, every other
+    in its basin or worse by more than the ambiguity gate.
+    """
+    from .coregister import expected_scale, expected_scale_xy
+
+    found = find_silhouette(fixed, moving, opts, kw.get("fixed_frame", 0))
+    expected = scale_range(expected_scale_xy(fixed, moving))
+    if found is None or expected is None or opts.metric is None:
+        return None, None
+    sil, face, iso_mm = found
+    frames = (fixed.gray(kw.get("fixed_frame", 0)), moving.gray(kw.get("moving_frame", 0)))
+    bench = _Bench(
+        *frames, (fixed.mask, moving.mask), opts, expected, expected_scale(fixed, moving)[1]
+    )
+    trial = opts.with_values(probe_silhouette="off", accept_unverified=True)
+    cands = [Candidate(h, sil.contrast, SILHOUETTE_ITEMS) for h in placements(sil, face, iso_mm)]
+    for cand in cands:
+        cand.result, err = _attempt(
+            run, fixed=fixed, moving=moving, options=trial, initial=cand.matrix, **kw
+        )
+        if cand.result is None:
+            cand.error = str(err)[:200]
+    rivals = [] if first is None else [Candidate(first.transform.matrix, 0.0, 0, result=first)]
+    winner, why = judge(cands, rivals, bench, opts)
+    return (None, why) if winner is None else (_record(winner, cands, rivals, sil, opts), None)
+
+
+def judge(cands: list[Candidate], rivals: list[Candidate], bench, opts: RegistrationOptions):
+    """(winner, None): the silhouette candidate the images single out; else (None, why).
+
+    Every run that ended is costed at ``bench``'s standard (:class:`hypotheses._Bench`);
+    :func:`hypotheses._verdict` then asks for one accepted answer with every other in its
+    basin or worse by more than the ambiguity gate. A rival (the beads' answer) can refuse
+    the silhouette's answer but is never taken here.
+    """
+    for cand in cands + rivals:
+        if cand.result is not None:
+            cand.end_cost = bench.standard_cost(cand.result.transform.matrix)
+    winner, why = _verdict(cands + rivals, [], bench, opts)
+    if winner is None or why is not None:
+        return None, why or "no placement ended"
+    if not any(winner is c for c in cands):
+        return None, "the beads' answer is the one the images single out"
+    return winner, None
+
+
+def _record(winner, cands, rivals, sil, opts: RegistrationOptions):
+    """The winner's result, the silhouette and every judged placement recorded."""
+    names = ["proper", "mirrored"] + ["beads"] * len(rivals)
+    judged = [
+        {"placement": n, **c.to_dict(winner)} for n, c in zip(names, cands + rivals, strict=True)
     ]
-    best = _winner(tries, moving, iso_mm, opts.grid.search_min_margin)
-    if best is None:
-        return None
-    which, margin = best
-    result = tries[which]
     record = {
         **sil.to_dict(),
-        "placement": ("proper", "mirrored")[which],
-        "other_placement_margin": margin,
+        "placement": names[next(k for k, c in enumerate(cands) if c is winner)],
+        "judged": judged,
     }
+    result = winner.result
     verification = {**(result.quality.verification or {}), "probe_silhouette": record}
     result.quality = result.quality.replace(verification=verification)
     return _restore(result, opts)
-
-
-def _winner(tries: list, moving: Image, iso_mm: float, gate: float):
-    """(index, margin) of the accepted placement that beats the other, or None.
-
-    ``margin`` is the other's relative cost excess (None: it ended at the same answer).
-    An other placement that gave no result is not ruled out: None.
-    """
-    ok = [i for i, r in enumerate(tries) if r is not None and r.quality.verdict == "accepted"]
-    if not ok:
-        return None
-    i = min(ok, key=lambda k: tries[k].metric_value)
-    other = tries[1 - i]
-    if other is None:
-        return None
-    if _apart_mm(tries[i], other, moving, iso_mm) < SAME_ANSWER_MM:
-        return i, None
-    if len(ok) == 2:
-        return None  # two different accepted answers: the handedness is not decided
-    a, b = tries[i].metric_value, other.metric_value
-    margin = (b - a) / max(abs(a), 1e-12)
-    return (i, float(margin)) if margin > gate else None
-
-
-def _apart_mm(r1, r2, moving: Image, iso_mm: float) -> float:
-    """Median distance (mm at the isocentre) of the two maps over the ultrasound region."""
-    mask = moving.mask if moving.mask is not None else np.ones(moving.shape[:2], bool)
-    ys, xs = np.nonzero(mask)
-    gx, gy = np.meshgrid(np.linspace(xs.min(), xs.max(), 8), np.linspace(ys.min(), ys.max(), 8))
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
-    d = r1.transform.apply(grid) - r2.transform.apply(grid)
-    return float(np.median(np.linalg.norm(d, axis=1)) * iso_mm)

@@ -286,8 +286,13 @@ def detect_silhouette(
     *,
     dense_bright: bool = False,
     max_candidates: int = 12,
+    convex_faces: bool = False,
 ) -> Silhouette | None:
     """The probe face in the fluoroscopy ``img``, or None when none (or two) are found.
+
+    A curvilinear probe's face is looked for only with ``convex_faces``: its arc's band
+    dips into the body, and the body's straight skin line against air passes every check
+    of an arc (docs/registration-method.md, "The probe's silhouette").
 
     Parameters
     ----------
@@ -299,9 +304,13 @@ def detect_silhouette(
         Fluoroscopy mm per pixel at the isocentre (the calibrated magnification).
     face : Face
         The transducer face from the ultrasound calibration.
+    convex_faces : bool
+        Whether to look for an arc face (curvilinear probe); otherwise None for one.
     """
     mask = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
     if mask.sum() < 100 or not face.width_mm > 0 or not iso_mm > 0:
+        return None
+    if face.radius_mm is not None and not convex_faces:
         return None
     k = max(1, int(round(WORK_MM / iso_mm)))
     px_mm = iso_mm * k

@@ -133,14 +133,3 @@ def test_automatic_route_takes_the_silhouette(tmp_path):
     tre = truth_tre(result.transform, truth, fixed, moving, str(case / "fluoro.dcm"), 0, 0)
     assert tre["median_mm"] < 2.0
     assert result.options["probe_silhouette"] == "auto"
-
-
-def test_a_placement_whose_other_handedness_gave_no_result_is_not_taken():
-    from types import SimpleNamespace
-
-    from hybridfuse.fusion.probe_silhouette import _winner
-
-    accepted = SimpleNamespace(quality=SimpleNamespace(verdict="accepted"), metric_value=-0.5)
-    # The other run failed: nothing rules it out, so the silhouette gives no answer.
-    assert _winner([accepted, None], None, 0.3, 0.12) is None
-    assert _winner([None, None], None, 0.3, 0.12) is None
