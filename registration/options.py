@@ -450,12 +450,12 @@ class RegistrationOptions:
         advanced=True,
     )
     probe_silhouette: str = option(
-        "off",
+        "auto",
         "Automatic start (--init auto) where the beads give no accepted answer: auto looks "
-        "for the probe itself in the fluoroscopy (its transducer face at the calibrated "
-        "width) and registers from its placements, accepting one only if it verifies and "
-        "beats the other handedness. Opt-in: it fires on bone edges where no field mask "
-        "bounds the image.",
+        "for the probe itself inside the fluoroscopy's exposed field (a linear probe's "
+        "transducer face at the calibrated width) and registers from both handedness "
+        "placements, accepting one only if the images single it out among them and the "
+        "beads' answer.",
         choices=("auto", "off"),
         advanced=True,
     )
