@@ -77,6 +77,9 @@ COPY_SPARED_ITEMS = 1
 #: Least items a copy that leaves some off must still bring on: three items match a few
 #: of a dozen fluoroscopy blobs somewhere near the start too often to count as a repeat.
 MIN_COPY_ITEMS = 4
+#: Blobs a separate copy may share with the match it repeats: painted beside the real
+#: shadows, a copy can take one of them over (tuning seed 5 at 320 px, 15 mm off).
+COPY_SHARED_BLOBS = 1
 #: Leading hypotheses (by their two-point score) refitted when looking for a rival.
 RIVALS_REFITTED = 64
 #: Most distinct placements :func:`placements` lists (the leading ones by consensus); twice
@@ -375,26 +378,52 @@ def _same_pattern_elsewhere(sets: _Sets, tol: float, best, probe, near: _Near, m
     nothing.
     """
     plain = replace(sets, w_mov=np.ones(len(sets.mov)), w_fix=np.ones(len(sets.fix)))
-    matrix, origin = best
-    score, n = _score(matrix, plain, origin)
-    need, weakest = _items_to_repeat(n), np.sort(_closeness(matrix, plain, origin))
+    match = _Held(plain, *best)
     wide = replace(near, shift=NEIGHBOURHOOD * near.shift, turn=NEIGHBOURHOOD * near.turn)
-    placed = _apply(matrix, probe)
+    placed = _apply(best[0], probe)
     hyps = [h for h in _hypotheses(plain, tol) if wide.allows(h[2])]
     for seed_score, _n, h, seed_origin in sorted(hyps, key=lambda h: -h[0])[:RIVALS_REFITTED]:
         refit, _, at = _refit(plain, h, seed_origin)
         if not wide.allows(refit):
             continue
         moved = float(np.max(np.linalg.norm(_apply(refit, probe) - placed, axis=1)))
-        other, m = _score(refit, plain, at)
-        # A copy that leaves an item off is judged against the match without its weakest.
-        bar = score - float(np.sum(weakest[: max(n - m, 0)])) - margin
-        if moved > SAME_POSE_MM and m >= need and max(other, seed_score) >= bar:
+        rival = _Held(plain, refit, at, seed_score)
+        if moved > SAME_POSE_MM and match.repeated_by(rival, margin):
             raise AmbiguousMatchError(
-                f"the {n} items matched near the start (consensus {score:.2f}) match as "
-                f"well {moved:.0f} mm away ({m} items, {max(other, seed_score):.2f}): the "
-                "same pattern repeats just beyond the start's range; ambiguous"
+                f"the {match.n} items matched near the start (consensus {match.score:.2f}) "
+                f"match as well {moved:.0f} mm away ({rival.n} items, {rival.score:.2f}"
+                f"{', on other blobs' if match.apart_from(rival) else ''}): the same pattern "
+                "repeats just beyond the start's range; ambiguous"
             )
+
+
+class _Held:
+    """A placement's items counted one each: consensus, count, shares, blobs brought on."""
+
+    def __init__(self, plain: _Sets, matrix, origin, seed_score: float = 0.0):
+        self.score, self.n = _score(matrix, plain, origin)
+        # A rival is judged on the better of its two-point seed's and its refit's consensus.
+        self.score = max(self.score, seed_score)
+        self.shares = np.sort(_closeness(matrix, plain, origin))
+        d, idx = _nearest(matrix, plain.mov, plain.fix)
+        self.blobs = set(idx[_one_to_one(d, idx, _tolerance(plain, plain.mov, origin))].tolist())
+
+    def apart_from(self, rival: _Held) -> bool:
+        """Whether ``rival`` brings all our items on, on blobs all but one of them others."""
+        shared = len(self.blobs & rival.blobs)
+        return rival.n >= self.n >= MIN_COPY_ITEMS and shared <= COPY_SHARED_BLOBS
+
+    def repeated_by(self, rival: _Held, margin: float) -> bool:
+        """Whether ``rival`` (elsewhere) repeats this match, as the docstring above says."""
+        if self.apart_from(rival):  # a separate copy: its precision is the painter's
+            return rival.score >= MIN_SCORE
+        if rival.n < _items_to_repeat(self.n):
+            return False
+        # A copy that leaves an item off is judged against the match without its weakest.
+        return (
+            rival.score
+            >= self.score - float(np.sum(self.shares[: max(self.n - rival.n, 0)])) - margin
+        )
 
 
 def _items_to_repeat(n: int) -> int:

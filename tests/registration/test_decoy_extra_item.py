@@ -32,7 +32,7 @@ def _apply(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
 #: Five beads and, last, one more ultrasound detection (a speckle spot or a sixth bead
 #: whose shadow is not seen).
 MOVING_MM = np.array([[10.0, 12.0], [24.0, 15.0], [16.0, 30.0], [30.0, 34.0], [8.0, 36.0]])
-EXTRA_MM = np.array([[34.0, 4.0]])
+EXTRA_MM = np.array([[2.0, 2.0]])
 TRUE = _similarity(30.0, (40.0, 5.0))
 CORNERS_MM = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 40.0], [0.0, 40.0]])
 #: The start, 16 mm off the truth: the copy is painted where it puts the beads.
@@ -56,8 +56,9 @@ def _fixed(copy: bool) -> tuple[np.ndarray, np.ndarray]:
     """The real shadows, a lone blob where the start puts the extra detection, the copy."""
     real = _apply(TRUE, MOVING_MM)
     lone = _apply(START, EXTRA_MM)
-    # The truth puts the extra detection nowhere near the lone blob (no item there).
+    # The truth puts the extra detection nowhere near a blob: it brings on five items.
     assert np.linalg.norm(_apply(TRUE, EXTRA_MM) - lone) > 10.0
+    assert np.linalg.norm(_apply(TRUE, EXTRA_MM) - _apply(START, MOVING_MM), axis=1).min() > 10.0
     parts, weight = [real, lone], [np.full(5, 0.3), np.ones(1)]
     if copy:
         parts.append(_apply(START, MOVING_MM))
@@ -79,6 +80,33 @@ def test_without_the_copy_the_truth_still_matches_from_the_same_start():
     m = _near(fixed, START)
     pairs = dict(zip(m.moving_index.tolist(), m.fixed_index.tolist(), strict=True))
     assert all(pairs[k] == k for k in range(5)) and 5 not in pairs
+
+
+#: The real shadows' detected centres, each 1.3-1.8 mm off where the truth puts its bead
+#: (a copy painted beside them shifts them; tuning seed 5 at 320 px, 15 mm off).
+SHIFTED_MM = np.array([[1.3, -0.9], [-1.1, 1.2], [-1.5, -0.6], [0.9, 1.5], [1.6, 0.5]])
+
+
+def test_a_precise_copy_on_other_blobs_is_refused_though_the_truth_agrees_loosely():
+    # The copy brings all five beads on exactly (5.0); the real shadows agree loosely,
+    # more than the margin below it. On blobs of its own, a copy's precision is the
+    # painter's choice: it repeats the match whatever its consensus.
+    copy = _apply(START, MOVING_MM[:5])
+    fixed = np.vstack([_apply(TRUE, MOVING_MM) + SHIFTED_MM, copy])
+    weight = np.r_[np.full(5, 0.3), np.ones(5)]
+    with pytest.raises(AmbiguousMatchError, match="on other blobs.*same pattern") as err:
+        match_near(
+            MOVING_MM,
+            fixed,
+            START,
+            centre_mm=CORNERS_MM.mean(axis=0),
+            shift_mm=20.0,
+            turn_deg=20.0,
+            fixed_weight=weight,
+            extent_mm=CORNERS_MM,
+        )
+    rival = float(str(err.value).split("items, ")[1].split(",")[0])
+    assert rival < 5.0 - 0.5  # beyond the margin: the consensus alone let the copy through
 
 
 def test_a_right_match_of_five_is_not_refused_by_a_chance_three():
