@@ -9,11 +9,19 @@ match when it brings on all its items but one (``COPY_SPARED_ITEMS``), at least
 ``MIN_COPY_ITEMS``, at a consensus within the margin of the match's without its weakest.
 """
 
+import csv
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
-from hybridfuse.registration import correspond
-from hybridfuse.registration.correspond import AmbiguousMatchError, match_near
+from hybridfuse.fusion import read_image
+from hybridfuse.registration import correspond, evidence
+from hybridfuse.registration.correspond import AmbiguousMatchError, NoFeaturesError, match_near
+from hybridfuse.registration.evidence import detect_structures, landmarks_near
+from hybridfuse.registration.preprocess import mask_extent
+from hybridfuse.testdata.phantom.family import family_case
 
 
 def _similarity(deg: float, shift=(0.0, 0.0)) -> np.ndarray:
@@ -124,3 +132,63 @@ def test_a_match_of_four_still_needs_a_copy_of_four():
     assert correspond._items_to_repeat(4) == 4
     assert correspond._items_to_repeat(5) == 4
     assert correspond._items_to_repeat(6) == 5
+
+
+@pytest.fixture(scope="module")
+def painted_15mm(tmp_path_factory):
+    """Tuning seed 5 at 320 px, its five bead shadows copied where a start 15 mm off puts
+    them (along +x): the copies sit beside the real shadows and shift their centres."""
+    case = family_case(5, tmp_path_factory.mktemp("copy15") / "case", max_detector_px=320)
+    truth = json.loads((case / "truth.json").read_text())
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    true = np.asarray(truth["moving_to_fixed_pixel"], float)
+    start = _similarity(0.0, (15.0 / truth["mm_per_fixed_pixel_at_isocenter"], 0.0)) @ true
+    with open(case / "landmarks.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["name"].startswith("bead")]
+    us = np.array([[float(r["moving_x"]), float(r["moving_y"])] for r in rows])
+    shadows = np.array([[float(r["fixed_x"]), float(r["fixed_y"])] for r in rows])
+    pixels = fixed.array[0].copy()
+    painted_at = np.round(_apply(start, us)).astype(int)
+    for (x, y), (px, py) in zip(np.round(shadows).astype(int), painted_at, strict=True):
+        pixels[py - 5 : py + 6, px - 5 : px + 6] = fixed.array[0][y - 5 : y + 6, x - 5 : x + 6]
+    return dataclasses.replace(fixed, array=pixels[None]), moving, start, shadows, painted_at
+
+
+def _detected(blobs_xy: np.ndarray, xy_px) -> np.ndarray:
+    """Whether a detected blob lies within 2 px of each of ``xy_px``."""
+    d = np.linalg.norm(blobs_xy[None] - np.asarray(xy_px, float)[:, None], axis=2)
+    return d.min(axis=1) < 2.0
+
+
+def test_copies_beside_the_real_shadows_of_a_family_case_are_not_matched(painted_15mm, monkeypatch):
+    fixed, moving, start, shadows, painted_at = painted_15mm
+    s = detect_structures(
+        fixed.gray(0),
+        moving.gray(0),
+        fixed_spacing_mm=fixed.xray.isocenter_spacing_mm,
+        moving_spacing_mm=moving.pixel_spacing_mm,
+        fixed_mask=fixed.mask,
+        moving_mask=moving.mask,
+    )
+    # The five copies are detected, and four of the real shadows (the fifth lies where a
+    # copy was painted over it): the refusal is not for want of either pattern.
+    found = [_detected(s.fixed_beads.xy, xy) for xy in (painted_at, shadows)]
+    assert found[0].all() and found[1].sum() == 4, found
+    refusals = []
+
+    def recording(*args, **kwargs):
+        try:
+            return match_near(*args, **kwargs)
+        except (AmbiguousMatchError, NoFeaturesError) as err:
+            refusals.append(str(err))
+            raise
+
+    monkeypatch.setattr(evidence, "match_near", recording)
+    x0, x1, y0, y1, cx, cy = mask_extent(moving.mask)[:6]
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+    got = landmarks_near(
+        s, start, centre_px=(cx, cy), extent_px=corners, shift_mm=20.0, turn_deg=20.0
+    )
+    # Before: the five copies were matched, each pair 15 mm from its true partner.
+    assert got is None
+    assert len(refusals) == 1 and "on other blobs" in refusals[0], refusals
