@@ -369,7 +369,10 @@ def _same_pattern_elsewhere(sets: _Sets, tol: float, best, probe, near: _Near, m
     a different pose, makes the match ambiguous. As many, or one fewer where that leaves
     four (:func:`_items_to_repeat`), judged then against the match's consensus without its
     weakest item: one extra ultrasound detection landing on a blob at the copy gave a copy
-    of report seed 1120's five beads six items against the truth's five.
+    of report seed 1120's five beads six items against the truth's five. A separate copy
+    (:meth:`_Held.apart_from`) repeats the match at any consensus of :data:`MIN_SCORE`:
+    painted beside the real shadows it shifts their detected centres, and its own
+    precision is the painter's choice, so the consensus cannot rank it against the truth.
 
     Every one of the :data:`RIVALS_REFITTED` leading hypotheses is refitted and judged on
     what decides: the refitted placement (still in the neighbourhood) and the better of its
@@ -404,12 +407,15 @@ class _Held:
         self.score, self.n = _score(matrix, plain, origin)
         # A rival is judged on the better of its two-point seed's and its refit's consensus.
         self.score = max(self.score, seed_score)
-        self.shares = np.sort(_closeness(matrix, plain, origin))
-        d, idx = _nearest(matrix, plain.mov, plain.fix)
-        self.blobs = set(idx[_one_to_one(d, idx, _tolerance(plain, plain.mov, origin))].tolist())
+        shares, blobs = _agreeing(matrix, plain, origin)
+        self.shares, self.blobs = np.sort(shares), set(blobs.tolist())
 
     def apart_from(self, rival: _Held) -> bool:
-        """Whether ``rival`` brings all our items on, on blobs all but one of them others."""
+        """Whether ``rival`` is a separate copy of this match, on blobs of its own.
+
+        All our items (at least :data:`MIN_COPY_ITEMS`), on blobs all but
+        :data:`COPY_SHARED_BLOBS` of them others than ours.
+        """
         shared = len(self.blobs & rival.blobs)
         return rival.n >= self.n >= MIN_COPY_ITEMS and shared <= COPY_SHARED_BLOBS
 
@@ -594,7 +600,7 @@ def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
 
     A bead adds both weights × (1 − (d/tol)²); a needle item adds 1 − (d/tol)².
     """
-    shares = _closeness(matrix, sets, origin)
+    shares, _ = _agreeing(matrix, sets, origin)
     score, n = float(np.sum(shares)), len(shares)
     line, tip, _ = _needle_agreement(matrix, sets, origin)
     # The tip adds to the score, not to the count: line and tip are one structure, and a
@@ -605,13 +611,16 @@ def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
     return score, n + int(line is not None)
 
 
-def _closeness(matrix, sets: _Sets, origin: np.ndarray) -> np.ndarray:
-    """Each agreeing bead's share of :func:`_score`: both weights × its closeness."""
+def _agreeing(matrix, sets: _Sets, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each agreeing bead's share of :func:`_score` and the fixed blob it lands on.
+
+    A share is both weights × the bead's closeness.
+    """
     d, idx = _nearest(matrix, sets.mov, sets.fix)
     tol = _tolerance(sets, sets.mov, origin)
     inl = _one_to_one(d, idx, tol)
     pair_w = sets.w_mov[inl] * sets.w_fix[idx[inl]]
-    return pair_w * (1.0 - (d[inl] / tol[inl]) ** 2)
+    return pair_w * (1.0 - (d[inl] / tol[inl]) ** 2), idx[inl]
 
 
 def _needle_agreement(matrix, sets: _Sets, origin: np.ndarray):
