@@ -70,6 +70,16 @@ MIN_SCORE = 1.5
 #: cases (45-160 mm away or turned 35-260 degrees from 20 mm / 20 degree ranges); within
 #: twice the range, in 2 (docs/registration-method.md, *A pattern and its copy*).
 NEIGHBOURHOOD = 2.0
+#: Items of a match near a start a copy elsewhere may leave off and still repeat it: one
+#: extra ultrasound detection landing on a fluoroscopy blob, or one real shadow crowded
+#: out of the strongest blobs, lets a copy bring on one item more than the truth.
+COPY_SPARED_ITEMS = 1
+#: Least items a copy that leaves some off must still bring on: three items match a few
+#: of a dozen fluoroscopy blobs somewhere near the start too often to count as a repeat.
+MIN_COPY_ITEMS = 4
+#: Blobs a separate copy may share with the match it repeats: painted beside the real
+#: shadows, a copy can take one of them over (tuning seed 5 at 320 px, 15 mm off).
+COPY_SHARED_BLOBS = 1
 #: Leading hypotheses (by their two-point score) refitted when looking for a rival.
 RIVALS_REFITTED = 64
 #: Most distinct placements :func:`placements` lists (the leading ones by consensus); twice
@@ -356,7 +366,13 @@ def _same_pattern_elsewhere(sets: _Sets, tol: float, best, probe, near: _Near, m
     weaker. So placements within :data:`NEIGHBOURHOOD` times the start's range compete
     too, each item counted as one whatever its strength (a painted blob can be made as
     strong as wanted): one bringing on as many items at a consensus within ``margin``, at
-    a different pose, makes the match ambiguous.
+    a different pose, makes the match ambiguous. As many, or one fewer where that leaves
+    four (:func:`_items_to_repeat`), judged then against the match's consensus without its
+    weakest item: one extra ultrasound detection landing on a blob at the copy gave a copy
+    of report seed 1120's five beads six items against the truth's five. A separate copy
+    (:meth:`_Held.apart_from`) repeats the match at any consensus of :data:`MIN_SCORE`:
+    painted beside the real shadows it shifts their detected centres, and its own
+    precision is the painter's choice, so the consensus cannot rank it against the truth.
 
     Every one of the :data:`RIVALS_REFITTED` leading hypotheses is refitted and judged on
     what decides: the refitted placement (still in the neighbourhood) and the better of its
@@ -365,23 +381,64 @@ def _same_pattern_elsewhere(sets: _Sets, tol: float, best, probe, near: _Near, m
     nothing.
     """
     plain = replace(sets, w_mov=np.ones(len(sets.mov)), w_fix=np.ones(len(sets.fix)))
-    matrix, origin = best
-    score, n = _score(matrix, plain, origin)
+    match = _Held(plain, *best)
     wide = replace(near, shift=NEIGHBOURHOOD * near.shift, turn=NEIGHBOURHOOD * near.turn)
-    placed = _apply(matrix, probe)
+    placed = _apply(best[0], probe)
     hyps = [h for h in _hypotheses(plain, tol) if wide.allows(h[2])]
     for seed_score, _n, h, seed_origin in sorted(hyps, key=lambda h: -h[0])[:RIVALS_REFITTED]:
         refit, _, at = _refit(plain, h, seed_origin)
         if not wide.allows(refit):
             continue
         moved = float(np.max(np.linalg.norm(_apply(refit, probe) - placed, axis=1)))
-        other, m = _score(refit, plain, at)
-        if moved > SAME_POSE_MM and m >= n and max(other, seed_score) >= score - margin:
+        rival = _Held(plain, refit, at, seed_score)
+        if moved > SAME_POSE_MM and match.repeated_by(rival, margin):
             raise AmbiguousMatchError(
-                f"the {n} items matched near the start (consensus {score:.2f}) match as "
-                f"well {moved:.0f} mm away ({m} items, {max(other, seed_score):.2f}): the "
-                "same pattern repeats just beyond the start's range; ambiguous"
+                f"the {match.n} items matched near the start (consensus {match.score:.2f}) "
+                f"match as well {moved:.0f} mm away ({rival.n} items, {rival.score:.2f}"
+                f"{', on other blobs' if match.apart_from(rival) else ''}): the same pattern "
+                "repeats just beyond the start's range; ambiguous"
             )
+
+
+class _Held:
+    """A placement's items counted one each: consensus, count, shares, blobs brought on."""
+
+    def __init__(self, plain: _Sets, matrix, origin, seed_score: float = 0.0):
+        self.score, self.n = _score(matrix, plain, origin)
+        # A rival is judged on the better of its two-point seed's and its refit's consensus.
+        self.score = max(self.score, seed_score)
+        shares, blobs = _agreeing(matrix, plain, origin)
+        self.shares, self.blobs = np.sort(shares), set(blobs.tolist())
+
+    def apart_from(self, rival: _Held) -> bool:
+        """Whether ``rival`` is a separate copy of this match, on blobs of its own.
+
+        All our items (at least :data:`MIN_COPY_ITEMS`), on blobs all but
+        :data:`COPY_SHARED_BLOBS` of them others than ours.
+        """
+        shared = len(self.blobs & rival.blobs)
+        return rival.n >= self.n >= MIN_COPY_ITEMS and shared <= COPY_SHARED_BLOBS
+
+    def repeated_by(self, rival: _Held, margin: float) -> bool:
+        """Whether ``rival`` (elsewhere) repeats this match, as the docstring above says."""
+        if self.apart_from(rival):  # a separate copy: its precision is the painter's
+            return rival.score >= MIN_SCORE
+        if rival.n < _items_to_repeat(self.n):
+            return False
+        # A copy that leaves an item off is judged against the match without its weakest.
+        return (
+            rival.score
+            >= self.score - float(np.sum(self.shares[: max(self.n - rival.n, 0)])) - margin
+        )
+
+
+def _items_to_repeat(n: int) -> int:
+    """Items a rival must bring on to repeat a match of ``n`` items.
+
+    All of them, or all but :data:`COPY_SPARED_ITEMS` where that still leaves
+    :data:`MIN_COPY_ITEMS`: a copy may miss the match's one chance item, three do not repeat.
+    """
+    return n if n <= MIN_COPY_ITEMS else max(n - COPY_SPARED_ITEMS, MIN_COPY_ITEMS)
 
 
 @dataclass(frozen=True)
@@ -543,12 +600,8 @@ def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
 
     A bead adds both weights × (1 − (d/tol)²); a needle item adds 1 − (d/tol)².
     """
-    d, idx = _nearest(matrix, sets.mov, sets.fix)
-    tol = _tolerance(sets, sets.mov, origin)
-    inl = _one_to_one(d, idx, tol)
-    pair_w = sets.w_mov[inl] * sets.w_fix[idx[inl]]
-    score = float(np.sum(pair_w * (1.0 - (d[inl] / tol[inl]) ** 2)))
-    n = int(inl.sum())
+    shares, _ = _agreeing(matrix, sets, origin)
+    score, n = float(np.sum(shares)), len(shares)
     line, tip, _ = _needle_agreement(matrix, sets, origin)
     # The tip adds to the score, not to the count: line and tip are one structure, and a
     # bead and a needle alone fit a plane seen edge-on (everything on one line).
@@ -556,6 +609,18 @@ def _score(matrix, sets: _Sets, origin: np.ndarray) -> tuple[float, int]:
         if closeness is not None:
             score += closeness
     return score, n + int(line is not None)
+
+
+def _agreeing(matrix, sets: _Sets, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each agreeing bead's share of :func:`_score` and the fixed blob it lands on.
+
+    A share is both weights × the bead's closeness.
+    """
+    d, idx = _nearest(matrix, sets.mov, sets.fix)
+    tol = _tolerance(sets, sets.mov, origin)
+    inl = _one_to_one(d, idx, tol)
+    pair_w = sets.w_mov[inl] * sets.w_fix[idx[inl]]
+    return pair_w * (1.0 - (d[inl] / tol[inl]) ** 2), idx[inl]
 
 
 def _needle_agreement(matrix, sets: _Sets, origin: np.ndarray):
