@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -53,8 +52,8 @@ __all__ = [
 #: folder only when it holds this file (a regular file, not a link).
 OWNER_MARK = ".hybridfuse-output"
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+#: A new file, never through a link planted under its name.
+_EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
 class UnsafeOutputError(ValueError):
@@ -89,14 +88,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
+    # Named before it exists, so a signal arriving just after the file is made still
+    # finds it to remove (as :func:`atomic_directory`).
+    tmp = path.parent / f".{path.name}.partial-{_tag()}"
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.partial-{_tag()}-", dir=path.parent)
-    except OSError as exc:
-        raise _os_error(exc, path) from exc
-    tmp = Path(name)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        os.close(fd)
+        _new_file(tmp)
         yield tmp
         if path.is_symlink() or path.is_dir():
             raise UnsafeOutputError(f"{path}: is a link or a folder; not replaced")
@@ -107,6 +103,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _new_file(path: Path) -> None:
+    """Create ``path`` empty, exclusively, never through a link (the umask applies)."""
+    os.close(os.open(path, _EXCLUSIVE, 0o666))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -205,15 +206,16 @@ def atomic_directory(
     """
     out_dir = Path(out_dir)
     check_out_target(out_dir, overwrite, kind)
+    # Named before it exists, so a signal arriving just after the folder is made (a
+    # SIGTERM as soon as it appears) still finds it to remove; the tag's 64 random bits
+    # keep the name from being anyone else's.
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{_tag()}"
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{_tag()}-", dir=out_dir.parent)
-        )
-        tmp.chmod(0o777 & ~_UMASK)
-    except OSError as exc:
-        raise _os_error(exc, out_dir) from exc
-    try:
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(tmp, 0o777)  # the umask applies, as to any folder the user makes
+        except OSError as exc:
+            raise _os_error(exc, out_dir) from exc
         write_owner_mark(tmp, kind)
         yield tmp  # an OSError of the work itself is the work's, not the output's
         check_out_target(out_dir, overwrite, kind)  # it may have changed while we worked

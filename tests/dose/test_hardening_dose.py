@@ -182,7 +182,7 @@ def test_read_only_out_is_bad_input(synthetic_case, tmp_path, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system")
 
     user_key()  # the key lives elsewhere; only --out is read-only
-    monkeypatch.setattr(safeio.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(safeio, "_new_file", read_only)
     r = _dose("report", "--rdsr", case / "rdsr.dcm", "--out", tmp_path / "ro")
     assert r.exit_code == 2 and "read-only file system" in r.output
     assert len(r.output.strip().splitlines()) == 1
