@@ -106,16 +106,21 @@ def detect_needle(
     if img.ndim != 2 or min(img.shape) < 5 or valid.sum() < 25:
         return None
     spacing = np.asarray(spacing_mm, float)
-    pts_px, snr, along = _ridge_pixels(img, valid, spacing, bright)
+    # The mask filled and lightly smoothed once for the ridges, the edges and the ends.
+    filled = np.where(valid, img, np.median(img[valid]))
+    light = None
+    pts_px, snr, along = _ridge_pixels(filled, valid, spacing, bright)
     if bright:  # a thin shaft is a ridge, a thick band only an edge: either counts
-        more = _top_edge_pixels(img, valid, spacing, beam_apex_xy)
+        light = _light_smooth(filled, spacing)
+        more = _top_edge_pixels(light, valid, spacing, beam_apex_xy)
         mine = (pts_px, snr, along)
         pts_px, snr, along = (np.concatenate(p) for p in zip(mine, more, strict=True))
     if len(pts_px) < 10:
         return None
     mm = np.array([spacing[1], spacing[0]])
     rng = np.random.default_rng(seed)
-    smooth = _signed_smooth(img, valid, spacing, bright)
+    light = _light_smooth(filled, spacing) if light is None else light
+    smooth = (1.0 if bright else -1.0) * light  # the needle's sign made bright
     for _ in range(1 + (MAX_BONE_SKIPS if bright else 0)):
         found = _ransac_segment(pts_px * mm, snr, along, rng)
         if found is None:
@@ -146,13 +151,12 @@ def _distance_to_segment(pts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     return np.linalg.norm(pts - (a + t[:, None] * ab), axis=1)
 
 
-def _signed_smooth(img, valid, spacing, bright) -> np.ndarray:
-    """The image lightly smoothed, the needle's sign made bright, the mask filled."""
+def _light_smooth(filled, spacing) -> np.ndarray:
+    """The filled image smoothed at half the shaft's width."""
     from scipy.ndimage import gaussian_filter
 
-    filled = np.where(valid, img, np.median(img[valid]))
     # Lighter than the ridge's smoothing: the end is blurred no more than it must be.
-    return (1.0 if bright else -1.0) * gaussian_filter(filled, 0.5 * SHAFT_SIGMA_MM / spacing)
+    return gaussian_filter(filled, 0.5 * SHAFT_SIGMA_MM / spacing)
 
 
 def _onto_echo(smooth, a_mm, b_mm, mm, apex, reach_mm: float = 1.0, step_mm: float = 0.05):
@@ -203,23 +207,23 @@ def _extend(smooth, end_mm, other_mm, mm, reach_mm: float = 5.0, step_mm: float 
     return pts[k]
 
 
-def _top_edge_pixels(img, valid, spacing, apex):
+def _top_edge_pixels(light, valid, spacing, apex):
     """Ultrasound: (x, y) pixels on a strong echo's near edge, strength and direction (mm).
 
     The needle's echo is its near surface followed by reverberations, often one bright
     band thicker than the shaft: its edge facing the probe (the image brightening along
-    the beam) is the line looked for, whatever the band's thickness.
+    the beam) is the line looked for, whatever the band's thickness. ``light``: the
+    filled image, :func:`_light_smooth`.
     """
-    from scipy.ndimage import binary_erosion, gaussian_filter
+    from scipy.ndimage import binary_erosion
 
     sigma = 0.5 * SHAFT_SIGMA_MM / spacing
-    filled = np.where(valid, img, np.median(img[valid]))
-    gy, gx = np.gradient(gaussian_filter(filled, sigma))
+    gy, gx = np.gradient(light)
     gx, gy = gx / spacing[1], gy / spacing[0]  # per mm
     if apex is None:
-        bx, by = np.zeros(img.shape), np.ones(img.shape)
+        bx, by = np.zeros(light.shape), np.ones(light.shape)
     else:
-        yy, xx = np.indices(img.shape, dtype=float)
+        yy, xx = np.indices(light.shape, dtype=float)
         bx, by = xx - apex[0], yy - apex[1]
         n = np.maximum(np.hypot(bx, by), 1e-9)
         bx, by = bx / n, by / n
@@ -228,10 +232,12 @@ def _top_edge_pixels(img, valid, spacing, apex):
     inner = binary_erosion(valid, iterations=max(1, int(np.ceil(4 * sigma.max()))))
     if not inner.any():
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
-    noise = 1.4826 * np.median(np.abs(mag[inner] - np.median(mag[inner])))
+    vals = mag[inner]
+    centre = np.median(vals)
+    noise = 1.4826 * np.median(np.abs(vals - centre))
     if not noise > 0:
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
-    snr = (mag - np.median(mag[inner])) / noise
+    snr = (mag - centre) / noise
     rows, cols = np.nonzero(inner & facing & (snr >= MIN_EDGE_SNR))
     if len(rows) > 6000:
         keep = np.argsort(-snr[rows, cols])[:6000]
@@ -241,12 +247,14 @@ def _top_edge_pixels(img, valid, spacing, apex):
     return np.column_stack([cols, rows]).astype(float), snr[rows, cols], along
 
 
-def _ridge_pixels(img, valid, spacing, bright):
-    """(x, y) pixels on a ridge, their strength (SNR) and unit direction along it (mm)."""
+def _ridge_pixels(filled, valid, spacing, bright):
+    """(x, y) pixels on a ridge, their strength (SNR) and unit direction along it (mm).
+
+    ``filled``: the image with the median outside ``valid``.
+    """
     from scipy.ndimage import binary_erosion, gaussian_filter
 
     sigma = SHAFT_SIGMA_MM / spacing
-    filled = np.where(valid, img, np.median(img[valid]))
     smooth = gaussian_filter(filled, sigma)
     sign = -1.0 if bright else 1.0
     gy, gx = np.gradient(smooth)
