@@ -7,8 +7,8 @@ Run from the repository root:
 Each trial runs the CLI in this process exactly as ``benchmarks.family`` builds its
 command line (the same perturbed start per case), after one untimed warm-up trial so that
 imports and Numba's first dispatch are not counted (a fresh process pays them once more:
-``--cold`` times the first trial instead). Prints per-trial wall time, the answer's
-outcome and TRE, and the cumulative-time table of the named stages.
+``--cold`` times the first trial instead). Prints per-trial wall and CPU time (all
+threads), the answer's outcome and TRE, and the cumulative-time table of the named stages.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ STAGES = (
 )
 
 
-def trial(case: Path, mode: str, external: bool = False) -> tuple[float, dict | None, int]:
-    """One in-process ``register``: (seconds, transform record or None, exit code)."""
+def trial(case: Path, mode: str, external: bool = False) -> tuple[float, float, dict | None, int]:
+    """One in-process ``register``: (wall s, CPU s, transform record or None, exit code)."""
     from benchmarks.family import mode_args
     from hybridfuse.cli.main import cli
 
@@ -59,7 +59,7 @@ def trial(case: Path, mode: str, external: bool = False) -> tuple[float, dict | 
         ]
         cmd += ["--out", str(work / "out"), "--accept-unverified", *args]
         cmd += ["--allow-mismatch"] if external else []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             cli.main(cmd, prog_name="hybridfuse", standalone_mode=False)
             rc = 0
@@ -67,10 +67,10 @@ def trial(case: Path, mode: str, external: bool = False) -> tuple[float, dict | 
             rc = int(exc.code or 0)
         except Exception:  # noqa: BLE001  (a refusal raised as a click exception)
             rc = 1
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         out = work / "out" / "transform.json"
         record = json.loads(out.read_text()) if out.is_file() else None
-    return seconds, record, rc
+    return seconds, cpu, record, rc
 
 
 def describe(record: dict | None, case: Path) -> str:
@@ -119,11 +119,14 @@ def main() -> None:
         for case in cases:
             if not a.no_profile:
                 prof.enable()
-            seconds, record, rc = trial(case, mode, a.external)
+            seconds, cpu, record, rc = trial(case, mode, a.external)
             if not a.no_profile:
                 prof.disable()
             n += 1
-            print(f"{case.name} {mode}: {seconds:.2f} s rc={rc} {describe(record, case)}")
+            print(
+                f"{case.name} {mode}: {seconds:.2f} s wall, {cpu:.2f} s CPU, rc={rc} "
+                f"{describe(record, case)}"
+            )
     if a.no_profile:
         return
     if a.prof:
