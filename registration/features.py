@@ -184,7 +184,7 @@ def _hessian(smooth: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndar
     """Scale-normalised second derivatives (d_yy, d_xy, d_xx) of a smoothed image."""
     gy, gx = np.gradient(smooth)
     dyy, dyx = np.gradient(gy)
-    _, dxx = np.gradient(gx)
+    dxx = np.gradient(gx, axis=1)  # its d/dy would be dyx again
     s2 = float(sigma[0] * sigma[1])
     return dyy * s2, dyx * s2, dxx * s2
 

@@ -106,16 +106,21 @@ def detect_needle(
     if img.ndim != 2 or min(img.shape) < 5 or valid.sum() < 25:
         return None
     spacing = np.asarray(spacing_mm, float)
-    pts_px, snr, along = _ridge_pixels(img, valid, spacing, bright)
+    # The mask filled and lightly smoothed once for the ridges, the edges and the ends.
+    filled = np.where(valid, img, np.median(img[valid]))
+    light = None
+    pts_px, snr, along = _ridge_pixels(filled, valid, spacing, bright)
     if bright:  # a thin shaft is a ridge, a thick band only an edge: either counts
-        more = _top_edge_pixels(img, valid, spacing, beam_apex_xy)
+        light = _light_smooth(filled, spacing)
+        more = _top_edge_pixels(light, valid, spacing, beam_apex_xy)
         mine = (pts_px, snr, along)
         pts_px, snr, along = (np.concatenate(p) for p in zip(mine, more, strict=True))
     if len(pts_px) < 10:
         return None
     mm = np.array([spacing[1], spacing[0]])
     rng = np.random.default_rng(seed)
-    smooth = _signed_smooth(img, valid, spacing, bright)
+    light = _light_smooth(filled, spacing) if light is None else light
+    smooth = (1.0 if bright else -1.0) * light  # the needle's sign made bright
     for _ in range(1 + (MAX_BONE_SKIPS if bright else 0)):
         found = _ransac_segment(pts_px * mm, snr, along, rng)
         if found is None:
@@ -146,13 +151,12 @@ def _distance_to_segment(pts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     return np.linalg.norm(pts - (a + t[:, None] * ab), axis=1)
 
 
-def _signed_smooth(img, valid, spacing, bright) -> np.ndarray:
-    """The image lightly smoothed, the needle's sign made bright, the mask filled."""
+def _light_smooth(filled, spacing) -> np.ndarray:
+    """The filled image smoothed at half the shaft's width."""
     from scipy.ndimage import gaussian_filter
 
-    filled = np.where(valid, img, np.median(img[valid]))
     # Lighter than the ridge's smoothing: the end is blurred no more than it must be.
-    return (1.0 if bright else -1.0) * gaussian_filter(filled, 0.5 * SHAFT_SIGMA_MM / spacing)
+    return gaussian_filter(filled, 0.5 * SHAFT_SIGMA_MM / spacing)
 
 
 def _onto_echo(smooth, a_mm, b_mm, mm, apex, reach_mm: float = 1.0, step_mm: float = 0.05):
@@ -203,23 +207,23 @@ def _extend(smooth, end_mm, other_mm, mm, reach_mm: float = 5.0, step_mm: float 
     return pts[k]
 
 
-def _top_edge_pixels(img, valid, spacing, apex):
+def _top_edge_pixels(light, valid, spacing, apex):
     """Ultrasound: (x, y) pixels on a strong echo's near edge, strength and direction (mm).
 
     The needle's echo is its near surface followed by reverberations, often one bright
     band thicker than the shaft: its edge facing the probe (the image brightening along
-    the beam) is the line looked for, whatever the band's thickness.
+    the beam) is the line looked for, whatever the band's thickness. ``light``: the
+    filled image, :func:`_light_smooth`.
     """
-    from scipy.ndimage import binary_erosion, gaussian_filter
+    from scipy.ndimage import binary_erosion
 
     sigma = 0.5 * SHAFT_SIGMA_MM / spacing
-    filled = np.where(valid, img, np.median(img[valid]))
-    gy, gx = np.gradient(gaussian_filter(filled, sigma))
+    gy, gx = np.gradient(light)
     gx, gy = gx / spacing[1], gy / spacing[0]  # per mm
     if apex is None:
-        bx, by = np.zeros(img.shape), np.ones(img.shape)
+        bx, by = np.zeros(light.shape), np.ones(light.shape)
     else:
-        yy, xx = np.indices(img.shape, dtype=float)
+        yy, xx = np.indices(light.shape, dtype=float)
         bx, by = xx - apex[0], yy - apex[1]
         n = np.maximum(np.hypot(bx, by), 1e-9)
         bx, by = bx / n, by / n
@@ -228,10 +232,12 @@ def _top_edge_pixels(img, valid, spacing, apex):
     inner = binary_erosion(valid, iterations=max(1, int(np.ceil(4 * sigma.max()))))
     if not inner.any():
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
-    noise = 1.4826 * np.median(np.abs(mag[inner] - np.median(mag[inner])))
+    vals = mag[inner]
+    centre = np.median(vals)
+    noise = 1.4826 * np.median(np.abs(vals - centre))
     if not noise > 0:
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
-    snr = (mag - np.median(mag[inner])) / noise
+    snr = (mag - centre) / noise
     rows, cols = np.nonzero(inner & facing & (snr >= MIN_EDGE_SNR))
     if len(rows) > 6000:
         keep = np.argsort(-snr[rows, cols])[:6000]
@@ -241,17 +247,19 @@ def _top_edge_pixels(img, valid, spacing, apex):
     return np.column_stack([cols, rows]).astype(float), snr[rows, cols], along
 
 
-def _ridge_pixels(img, valid, spacing, bright):
-    """(x, y) pixels on a ridge, their strength (SNR) and unit direction along it (mm)."""
+def _ridge_pixels(filled, valid, spacing, bright):
+    """(x, y) pixels on a ridge, their strength (SNR) and unit direction along it (mm).
+
+    ``filled``: the image with the median outside ``valid``.
+    """
     from scipy.ndimage import binary_erosion, gaussian_filter
 
     sigma = SHAFT_SIGMA_MM / spacing
-    filled = np.where(valid, img, np.median(img[valid]))
     smooth = gaussian_filter(filled, sigma)
     sign = -1.0 if bright else 1.0
     gy, gx = np.gradient(smooth)
     dyy, dyx = np.gradient(gy)
-    _, dxx = np.gradient(gx)
+    dxx = np.gradient(gx, axis=1)  # its d/dy would be dyx again
     s2 = float(sigma[0] * sigma[1])
     a, b, d = sign * dxx * s2, sign * dyx * s2, sign * dyy * s2
     half_tr = 0.5 * (a + d)
@@ -304,27 +312,49 @@ def _both_sides(signed, rows, cols, a, b, big, reach_px) -> np.ndarray:
 
 def _ransac_segment(pts, snr, along, rng):
     """(end, end, strength) in mm of the best-supported straight gap-free stretch."""
-    n = len(pts)
     p = snr / snr.sum()
+    # Drawn through one cumulative sum instead of ``rng.choice(len(pts), 2, replace=False, p=p)``,
+    # which rebuilt and checked it on every draw: the same pairs (:func:`_pair`).
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
     # No stretch can have more support than its points' capped strengths summed: a line
     # whose points cannot beat the best so far is not measured (the same answer, faster).
     capped = np.clip(snr, 0.0, SNR_CAP)
+    cos_tol = np.cos(np.radians(15.0))
     best = None
     for _ in range(RANSAC_TRIALS):
-        i, j = rng.choice(n, 2, replace=False, p=p)
+        i, j = _pair(rng, cdf, p)
         d = pts[j] - pts[i]
         length = float(np.hypot(*d))
         if length < 2.0:
             continue
         u = d / length
         on = np.abs((pts - pts[i]) @ np.array([-u[1], u[0]])) < LINE_TOL_MM
-        on &= np.abs(along @ u) > np.cos(np.radians(15.0))
+        on &= np.abs(along @ u) > cos_tol
         if best is not None and capped[on].sum() * (1 + 1e-9) <= best[2]:
             continue
         seg = _longest_run(pts[on], snr[on], pts[i], u)
         if seg is not None and (best is None or seg[2] > best[2]):
             best = seg
     return best
+
+
+def _pair(rng, cdf: np.ndarray, p: np.ndarray) -> tuple[int, int]:
+    """Two different indices drawn with probabilities ``p``, as ``rng.choice`` draws them.
+
+    NumPy's ``Generator.choice(n, 2, replace=False, p=p)`` draws two uniforms, looks both
+    up in the normalised cumulative sum and, when they fall on the same index, zeroes it
+    and draws the second again; this does the same with ``cdf`` computed once (tested
+    draw for draw against ``rng.choice``).
+    """
+    i, j = cdf.searchsorted(rng.random(2), side="right")
+    if i != j:
+        return int(i), int(j)
+    q = p.copy()
+    q[i] = 0.0
+    rest = np.cumsum(q)
+    rest /= rest[-1]
+    return int(i), int(rest.searchsorted(rng.random(1), side="right")[0])
 
 
 def _longest_run(pts, snr, origin, u):
@@ -336,12 +366,13 @@ def _longest_run(pts, snr, origin, u):
     s, pts, snr = s[order], pts[order], snr[order]
     breaks = np.flatnonzero(np.diff(s) > MAX_GAP_MM)
     starts, ends = np.r_[0, breaks + 1], np.r_[breaks + 1, len(s)]
-    k = int(np.argmax([_support(s[a:b], snr[a:b]) for a, b in zip(starts, ends, strict=True)]))
+    k = _best_run(s, snr, starts, ends)
     a, b = starts[k], ends[k]
     length = s[b - 1] - s[a]
     if length < MIN_LENGTH_MM:
         return None
-    cover = len(np.unique(np.floor((s[a:b] - s[a]) / 0.5))) * 0.5 / length
+    bins = np.floor((s[a:b] - s[a]) / 0.5)  # sorted: distinct bins are where it steps
+    cover = (1 + np.count_nonzero(np.diff(bins))) * 0.5 / length
     if cover < MIN_COVER:
         return None
     # Refit the line to the stretch (principal axis) and take its ends on it.
@@ -353,15 +384,36 @@ def _longest_run(pts, snr, origin, u):
     return c + t.min() * v, c + t.max() * v, _support(s[a:b], snr[a:b])
 
 
+def _best_run(s, snr, starts, ends) -> int:
+    """Index of the run with the most :func:`_support` (the first of equals).
+
+    A run whose capped strengths sum below the best so far cannot beat it (its support
+    is a sum of some of them) and is not measured.
+    """
+    if len(starts) == 1:
+        return 0
+    capped = np.minimum(snr, SNR_CAP)
+    k, best = 0, -np.inf
+    for m, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        if capped[a:b].sum() * (1 + 1e-9) <= best:
+            continue
+        v = _support(s[a:b], snr[a:b])
+        if v > best:
+            k, best = m, v
+    return k
+
+
 def _support(s: np.ndarray, snr: np.ndarray) -> float:
     """Length-like support: per 0.5 mm bin along the line its best strength, capped.
 
     Capped so that a short high-contrast edge (a bone's cortex) does not outweigh a long
-    faint needle: straightness over length is what sets a needle apart.
+    faint needle: straightness over length is what sets a needle apart. ``s`` ascending.
     """
     bins = np.floor((s - s.min()) / 0.5).astype(int)
-    best = np.zeros(bins.max() + 1)
-    np.maximum.at(best, bins, np.minimum(snr, SNR_CAP))
+    best = np.zeros(bins[-1] + 1)
+    # Sorted bins: each bin's maximum by one reduction over its stretch.
+    first = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    best[bins[first]] = np.maximum(np.maximum.reduceat(np.minimum(snr, SNR_CAP), first), 0.0)
     return float(best.sum())
 
 
@@ -384,17 +436,7 @@ def _shadowed(img, valid, a, b, spacing, apex) -> bool:
 
 def _orient(a, b, strength, valid, spacing, bright, apex) -> Needle:
     """The needle with its tip at the end away from the border (or the deeper end)."""
-    from scipy.ndimage import distance_transform_edt
-
-    border_mm = distance_transform_edt(valid, sampling=spacing)
-
-    def depth(p):
-        x, y = (
-            int(np.clip(round(p[0]), 0, valid.shape[1] - 1)),
-            int(np.clip(round(p[1]), 0, valid.shape[0] - 1)),
-        )
-        return float(border_mm[y, x])
-
+    depth = _border_distance_mm(valid, spacing)
     near_a, near_b = depth(a) < BORDER_MM, depth(b) < BORDER_MM
     if near_a != near_b:
         tip, tail = (b, a) if near_a else (a, b)
@@ -405,3 +447,31 @@ def _orient(a, b, strength, valid, spacing, bright, apex) -> Needle:
         tip, tail = (b, a) if far_b else (a, b)
         return Needle(tip, tail, strength, not (near_a and near_b))
     return Needle(a, b, strength, False)
+
+
+def _border_distance_mm(valid: np.ndarray, spacing):
+    """depth(p): distance (mm) from pixel p (x, y) to the nearest invalid pixel.
+
+    ``distance_transform_edt(valid, sampling=spacing)`` read at two pixels: measured
+    from those two alone instead of over the whole frame (tenths of a second for a large
+    fluoroscopy); the transform itself where every pixel is valid (it then has no zero to
+    measure from and returns its own figures).
+    """
+    rows, cols = np.nonzero(~valid)
+    if not len(rows):
+        from scipy.ndimage import distance_transform_edt
+
+        edt = distance_transform_edt(valid, sampling=spacing)
+    shape = valid.shape
+
+    def depth(p) -> float:
+        x = int(np.clip(round(p[0]), 0, shape[1] - 1))
+        y = int(np.clip(round(p[1]), 0, shape[0] - 1))
+        if not len(rows):
+            return float(edt[y, x])
+        if not valid[y, x]:
+            return 0.0
+        d2 = ((rows - y) * spacing[0]) ** 2 + ((cols - x) * spacing[1]) ** 2
+        return float(np.sqrt(d2.min()))
+
+    return depth
