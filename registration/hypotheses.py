@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._register import AGREEMENT_MAX_MM
 from .correspond import AMBIGUITY_MARGIN, MAX_PLACEMENTS, SAME_POSE_MM, placements
 from .errors import ConvergenceError, RegistrationError
 from .evidence import Structures, unit_weights
@@ -31,7 +32,6 @@ from .optimise import LevelProblem, Pyramid, run_levels
 from .options import RegistrationOptions
 from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
 from .transforms import Transform, TransformModel
-from .verify import basin_radius_mm
 
 __all__ = [
     "CANDIDATE_LEVEL",
@@ -364,6 +364,10 @@ JUDGED_MATCH_RULE = (
 #: each screen costs about 0.04 s on the family's tuning cases), and most run in full.
 FEW_MATCH_MAX_PLACEMENTS = 400
 FEW_MATCH_MAX_RUNS = 12
+#: How far (mm) from the intensity route's end its restarts within the cost gate may end
+#: for a match the images single out: ``AGREEMENT_MAX_MM`` of ``register``, the TRE
+#: within which two answers are both right.
+FLAT_BASIN_MM = AGREEMENT_MAX_MM
 
 
 def judge_few_match(result, structures, fixed, moving, masks, *, items, options, expected_scale,
@@ -371,9 +375,9 @@ def judge_few_match(result, structures, fixed, moving, masks, *, items, options,
     """A 3-4 item match accepted where the images single it out among its rivals.
 
     ``result``: ``register`` run from the match (refused results returned, not raised).
-    Judged only when its one refusal is the intensity route's restarts ending beyond the
-    basin within the cost gate, every other local check of that route holding
-    (:func:`_local_doubt`): the images' optimum near the answer is flat, not elsewhere.
+    Judged only when its one refusal is the intensity route's and that route's checks,
+    eased to a flat basin, hold (:func:`_local_doubt`): the images' optimum near the
+    answer may be flat; whether another lies elsewhere, the rivals say.
     Then the placements its structures allow (:func:`list_candidates`, ``every``) are
     run at one cost standard (:class:`_Bench`) and :data:`JUDGED_MATCH_RULE` decides;
     otherwise the reason names the rival. Returns ``result``, its quality replaced when
@@ -407,33 +411,29 @@ def judge_few_match(result, structures, fixed, moving, masks, *, items, options,
 
 
 def _local_doubt(route: dict, opts) -> str | None:
-    """Why the intensity route doubts the answer as any intensity-only answer (None: not).
+    """Why the intensity route doubts the answer even within a flat basin (None: it does not).
 
-    The route holds the matched answer to the point-optimum test (``verify_max_spread_mm``);
-    here its restarts are judged as every intensity-only answer's are: an end within the
-    cost gate must lie within the flat basin (:func:`registration.verify.basin_radius_mm`),
-    the second metric within the basin's drift limit. The route's limit, the calibration's
-    scale, no better optimum (hops) and the mirror clearly worse still hold.
+    Kept from the route: its end (after any hop) within its limit of the matched answer,
+    the calibration's scale, the mirror image clearly worse. Eased: its restarts within
+    the cost gate and the second metric may end anywhere within :data:`FLAT_BASIN_MM` of
+    its end (the point-optimum test asks 1 mm): flat, but not elsewhere.
     """
-    g, margin, limit = opts.guards, opts.grid.search_min_margin, route["limit_mm"]
-    basin = basin_radius_mm(g)
-    if route.get("distance_mm") is None or route["distance_mm"] > limit:
+    g, margin = opts.guards, opts.grid.search_min_margin
+    if route.get("distance_mm") is None or route["distance_mm"] > route["limit_mm"]:
         return "the route ends beyond its limit"
     ratio, tol = route.get("scale_ratio_to_calibration"), g.scale_tolerance
     if ratio is not None and tol is not None and abs(ratio - 1.0) > tol:
         return "the route's magnification is off the calibration"
-    if route.get("hops"):
-        return "the route found a better optimum elsewhere"
     mirrored = route.get("mirrored_relative_cost")
     if mirrored is not None and mirrored < g.verify_mirror_margin:
         return "the mirror image is not clearly worse"
-    if not route["second_metric_drift_mm"] <= max(g.verify_max_metric_drift_mm, basin):
+    if not route["second_metric_drift_mm"] <= FLAT_BASIN_MM:
         return "the second metric moves the answer"
     costs = route.get("relative_costs") or []
     if len(costs) != len(route["distances_mm"]):
         return "the restarts' costs are not known"
     ends = zip(route["distances_mm"], costs, strict=True)
-    if any(c < margin and not d <= basin for d, c in ends):
+    if any(c < margin and not d <= FLAT_BASIN_MM for d, c in ends):
         return "a restart within the cost gate ends beyond the basin"
     return None
 
