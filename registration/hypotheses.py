@@ -357,13 +357,15 @@ def _finished(exc, cands, kept, winner, why, opts):
 JUDGED_MATCH_KEY = "judged_match"
 JUDGED_MATCH_RULE = (
     "every placement of the structures whose coarse screen scores within SCREEN_MARGIN of "
-    "the match's answer, run by the images from its own start, ends within verify_basin_mm "
+    "the match's answer, run by the images from its own start, ends within FLAT_BASIN_MM "
     "of that answer or at a cost worse by more than search_min_margin"
 )
 #: Placements listed for a few-item match's judgement (its two-item placements are many;
 #: each screen costs about 0.04 s on the family's tuning cases), and most run in full.
 FEW_MATCH_MAX_PLACEMENTS = 400
 FEW_MATCH_MAX_RUNS = 12
+#: Placements not run that the record lists (the best screened): the rest are counted.
+RECORDED_UNRUN = 4
 #: How far (mm) from the intensity route's end its restarts within the cost gate may end
 #: for a match the images single out: ``AGREEMENT_MAX_MM`` of ``register``, the TRE
 #: within which two answers are both right.
@@ -442,7 +444,8 @@ def _rivals(cands: list[Candidate], answer, bench: _Bench, opts, progress):
     """(record, None) when the images single ``answer`` out among ``cands``, else why not.
 
     Every placement is screened; those whose screened cost is within ``SCREEN_MARGIN`` of
-    the answer's own (or better) run every level, at most :data:`FEW_MATCH_MAX_RUNS`.
+    the answer's own (or better) run every level, the best :data:`FEW_MATCH_MAX_RUNS` of
+    them (more than that refuses unless one of those run already does).
     """
     own = Candidate(answer, np.nan, 0)
     own.screen_cost, own.end_cost = bench.screen(answer), bench.standard_cost(answer)
@@ -460,21 +463,23 @@ def _rivals(cands: list[Candidate], answer, bench: _Bench, opts, progress):
         c.screen_cost = bench.screen(c.matrix)
     order = sorted(cands, key=lambda c: c.screen_cost)
     close = [c for c in order if _relative(c.screen_cost, own.screen_cost) <= SCREEN_MARGIN]
-    record["candidates"] = [_rival_dict(c, own, False) for c in order]
-    if len(close) > FEW_MATCH_MAX_RUNS:
-        return record, (
+    for k, c in enumerate(close[:FEW_MATCH_MAX_RUNS]):  # the best screened first
+        if progress is not None:
+            progress(CANDIDATE_LEVEL, k + 1, min(len(close), FEW_MATCH_MAX_RUNS))
+        end, c.end_cost = bench.end(c.matrix)
+        c.distance_mm = None if end is None else bench.distance_mm(end, answer)
+    ran = close[:FEW_MATCH_MAX_RUNS]
+    record["run"] = len(ran)
+    ids = {id(c) for c in ran}  # by identity: a Candidate's arrays do not compare
+    rest = [_rival_dict(c, own, False) for c in order if id(c) not in ids]
+    record["candidates"] = [_rival_dict(c, own, True) for c in ran] + rest[:RECORDED_UNRUN]
+    why = _rival_verdict(ran, len(cands), own, opts)
+    if why is None and len(close) > len(ran):
+        why = (
             f"include {len(close)} that score within {SCREEN_MARGIN:.0%} of its answer at "
             f"the coarse screen, more than the {FEW_MATCH_MAX_RUNS} the images may judge"
         )
-    for k, c in enumerate(close):
-        if progress is not None:
-            progress(CANDIDATE_LEVEL, k + 1, len(close))
-        end, c.end_cost = bench.end(c.matrix)
-        c.distance_mm = None if end is None else bench.distance_mm(end, answer)
-    record["run"] = len(close)
-    ran = {id(c) for c in close}  # by identity: a Candidate's arrays do not compare
-    record["candidates"] = [_rival_dict(c, own, id(c) in ran) for c in order]
-    return record, _rival_verdict(close, len(cands), own, opts)
+    return record, why
 
 
 def _rival_dict(c: Candidate, own: Candidate, run: bool) -> dict:
@@ -495,7 +500,8 @@ def _rival_dict(c: Candidate, own: Candidate, run: bool) -> dict:
 
 def _rival_verdict(run: list[Candidate], listed: int, own: Candidate, opts) -> str | None:
     """None when :data:`JUDGED_MATCH_RULE` holds for the placements ``run``, else why not."""
-    basin, margin = opts.guards.verify_basin_mm, opts.grid.search_min_margin
+    # The same answer: an end within the flat basin the route's checks were eased to.
+    basin, margin = max(opts.guards.verify_basin_mm, FLAT_BASIN_MM), opts.grid.search_min_margin
     if listed < 2:
         return "are too few to compare it with"
     for c in run:
