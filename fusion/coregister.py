@@ -22,8 +22,12 @@ from hybridfuse.registration import (
     Transform,
     register,
 )
-from hybridfuse.registration.errors import LandmarkInputError, RegistrationError
-from hybridfuse.registration.hypotheses import judge_placements
+from hybridfuse.registration.errors import (
+    LandmarkInputError,
+    RegistrationError,
+    UnverifiedResultError,
+)
+from hybridfuse.registration.hypotheses import judge_few_match, judge_placements
 from hybridfuse.registration.initial import (
     MIN_CHECKED_ITEMS,
     auto_start,
@@ -410,8 +414,13 @@ def register_images(
     except LandmarkInputError as exc:
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
         raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc
+    except UnverifiedResultError as exc:  # a few-item match may be judged among its rivals
+        if not auto or exc.result is None:
+            raise
+        result = exc.result
     if auto:
         _with_beads(result, found, fixed.mask, iso_mm, options)
+        _judged_few(result, found, fixed, moving, (f, m), options, progress)
     return result
 
 
@@ -423,6 +432,28 @@ def _with_beads(result, found, fixed_mask, iso_mm, options) -> None:
     verification = {**(result.quality.verification or {}), "beads": beads}
     result.quality = result.quality.replace(verification=verification)
     _refuse_unchecked_match(result, found.match.items, options)
+
+
+def _judged_few(result, found, fixed: Image, moving: Image, frames, options, progress) -> None:
+    """Judge a refused 3-4 item match among its structures' other placements, then refuse.
+
+    :func:`registration.hypotheses.judge_few_match`; ``result`` may come back accepted.
+    """
+    from hybridfuse.registration.guards import raise_if_refused
+
+    _, iso_mm = expected_scale(fixed, moving)
+    judge_few_match(
+        result,
+        found.structures,
+        *frames,
+        (fixed.mask, moving.mask),
+        items=found.match.items,
+        options=options,
+        expected_scale=expected_scale_xy(fixed, moving),
+        px_mm=iso_mm,
+        progress=progress,
+    )
+    raise_if_refused(result, options or RegistrationOptions())
 
 
 def _init_start(init: str, fixed: Image, moving: Image, f, m, options, plane_faces_detector):

@@ -21,18 +21,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._register import AGREEMENT_MAX_MM
 from .correspond import AMBIGUITY_MARGIN, MAX_PLACEMENTS, SAME_POSE_MM, placements
 from .errors import ConvergenceError, RegistrationError
 from .evidence import Structures, unit_weights
 from .guards import raise_if_refused, scale_range
-from .initial import MIN_CHECKED_ITEMS, corners
+from .initial import CHECKED_ITEMS, MIN_CHECKED_ITEMS, corners
 from .metrics import Metric
 from .optimise import LevelProblem, Pyramid, run_levels
 from .options import RegistrationOptions
 from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
 from .transforms import Transform, TransformModel
 
-__all__ = ["CANDIDATE_LEVEL", "SCREEN_MARGIN", "Candidate", "judge_placements", "list_candidates"]
+__all__ = [
+    "CANDIDATE_LEVEL",
+    "SCREEN_MARGIN",
+    "Candidate",
+    "judge_few_match",
+    "judge_placements",
+    "list_candidates",
+]
 
 #: ``progress(CANDIDATE_LEVEL, k, n)`` says the start route runs from candidate k of n.
 CANDIDATE_LEVEL = -2
@@ -88,10 +96,11 @@ def _relative(cost: float, ref: float) -> float:
     return (cost - ref) / max(abs(ref), 1e-12)
 
 
-def list_candidates(structures: Structures, moving_mask) -> list[Candidate]:
+def list_candidates(structures: Structures, moving_mask, every: bool = False) -> list[Candidate]:
     """The distinct placements of the detected structures, as pixel starts, best first.
 
-    Those of three or more agreeing items where there are any, else those of two.
+    Those of three or more agreeing items where there are any, else those of two;
+    ``every``: all those of two or more (the rivals of a few-item match).
     """
     s = structures
     line_m, line_f = s.lines()
@@ -104,9 +113,14 @@ def list_candidates(structures: Structures, moving_mask) -> list[Candidate]:
         extent_mm=extent,
     )
     beads = (s.moving_beads.xy * s.moving_mm, s.fixed_beads.xy * s.fixed_mm)
-    three = placements(*beads, min_items=3, **args)
-    pairs = placements(*beads, min_items=2, **args)
-    found = judged(three, pairs, extent if extent is not None else beads[0])
+    pairs = placements(
+        *beads, min_items=2, limit=FEW_MATCH_MAX_PLACEMENTS if every else None, **args
+    )
+    if every:
+        found = pairs
+    else:
+        three = placements(*beads, min_items=3, **args)
+        found = judged(three, pairs, extent if extent is not None else beads[0])
     to_px = np.diag([1.0 / s.fixed_mm[0], 1.0 / s.fixed_mm[1], 1.0])
     from_px = np.diag([s.moving_mm[0], s.moving_mm[1], 1.0])
     return [Candidate(to_px @ p.matrix @ from_px, p.score, p.items) for p in found]
@@ -187,6 +201,15 @@ class _Bench:
         except ConvergenceError:
             return np.inf
         return float(out.value)
+
+    def end(self, matrix: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """(end, its standard cost) after every level from ``matrix``; (None, inf) off-field."""
+        self.problem.trace.clear()
+        try:
+            out = run_levels(self.problem, self.pyramid, matrix, self.model)
+        except ConvergenceError:
+            return None, np.inf
+        return out.matrix, self.standard_cost(out.matrix)
 
     def distance_mm(self, a: np.ndarray, b: np.ndarray) -> float:
         """Median distance (mm at the isocentre) between two maps over the region."""
@@ -328,3 +351,170 @@ def _finished(exc, cands, kept, winner, why, opts):
     result.options = opts.to_dict()
     raise_if_refused(result, opts)
     return result
+
+
+#: ``quality.verification`` key recording how a few-item match fared among its rivals.
+JUDGED_MATCH_KEY = "judged_match"
+JUDGED_MATCH_RULE = (
+    "every placement of the structures whose coarse screen scores within SCREEN_MARGIN of "
+    "the match's answer, run by the images from its own start, ends within FLAT_BASIN_MM "
+    "of that answer or at a cost worse by more than search_min_margin"
+)
+#: Placements listed for a few-item match's judgement (its two-item placements are many;
+#: each screen costs about 0.04 s on the family's tuning cases), and most run in full.
+FEW_MATCH_MAX_PLACEMENTS = 400
+FEW_MATCH_MAX_RUNS = 12
+#: Placements not run that the record lists (the best screened): the rest are counted.
+RECORDED_UNRUN = 4
+#: How far (mm) from the intensity route's end its restarts within the cost gate may end
+#: for a match the images single out: ``AGREEMENT_MAX_MM`` of ``register``, the TRE
+#: within which two answers are both right.
+FLAT_BASIN_MM = AGREEMENT_MAX_MM
+
+
+def judge_few_match(result, structures, fixed, moving, masks, *, items, options, expected_scale,
+                    px_mm, progress=None):  # fmt: skip
+    """A 3-4 item match accepted where the images single it out among its rivals.
+
+    ``result``: ``register`` run from the match (refused results returned, not raised).
+    Judged only when its one refusal is the intensity route's and that route's checks,
+    eased to a flat basin, hold (:func:`_local_doubt`): the images' optimum near the
+    answer may be flat; whether another lies elsewhere, the rivals say.
+    Then the placements its structures allow (:func:`list_candidates`, ``every``) are
+    run at one cost standard (:class:`_Bench`) and :data:`JUDGED_MATCH_RULE` decides;
+    otherwise the reason names the rival. Returns ``result``, its quality replaced when
+    judged (``quality.verification["judged_match"]``).
+    """
+    opts = options or RegistrationOptions()
+    q = result.quality
+    check = q.verification or {}
+    route, expected = check.get("intensity_route"), scale_range(expected_scale)
+    if items >= CHECKED_ITEMS or q.verdict == "accepted" or structures is None:
+        return result
+    if route is None or expected is None or not px_mm or opts.metric is None:
+        return result
+    if q.reasons != [check.get("unverified")] or _local_doubt(route, opts):
+        return result
+    cands = list_candidates(structures, masks[1], every=True)
+    bench = _Bench(fixed, moving, masks, opts, expected, px_mm)
+    answer = result.transform.matrix
+    record, why = _rivals(cands, answer, bench, opts, progress)
+    record |= {"rule": JUDGED_MATCH_RULE, "route_waived": check.get("unverified")}
+    check = {k: v for k, v in check.items() if k != "unverified" or why is not None}
+    check[JUDGED_MATCH_KEY] = record | {"singled_out": why is None}
+    if why is None:
+        result.quality = q.replace(
+            verdict="accepted", reasons=[], accepted_unverified=None, verification=check
+        )
+    else:
+        reason = f"unverified: the other placements of the {items} matched structures {why}"
+        result.quality = q.replace(reasons=[*q.reasons, reason], verification=check)
+    return result
+
+
+def _local_doubt(route: dict, opts) -> str | None:
+    """Why the intensity route doubts the answer even within a flat basin (None: it does not).
+
+    Kept from the route: its end (after any hop) within its limit of the matched answer,
+    the calibration's scale, the mirror image clearly worse. Eased: its restarts within
+    the cost gate and the second metric may end anywhere within :data:`FLAT_BASIN_MM` of
+    its end (the point-optimum test asks 1 mm): flat, but not elsewhere.
+    """
+    g, margin = opts.guards, opts.grid.search_min_margin
+    if route.get("distance_mm") is None or route["distance_mm"] > route["limit_mm"]:
+        return "the route ends beyond its limit"
+    ratio, tol = route.get("scale_ratio_to_calibration"), g.scale_tolerance
+    if ratio is not None and tol is not None and abs(ratio - 1.0) > tol:
+        return "the route's magnification is off the calibration"
+    mirrored = route.get("mirrored_relative_cost")
+    if mirrored is not None and mirrored < g.verify_mirror_margin:
+        return "the mirror image is not clearly worse"
+    if not route["second_metric_drift_mm"] <= FLAT_BASIN_MM:
+        return "the second metric moves the answer"
+    costs = route.get("relative_costs") or []
+    if len(costs) != len(route["distances_mm"]):
+        return "the restarts' costs are not known"
+    ends = zip(route["distances_mm"], costs, strict=True)
+    if any(c < margin and not d <= FLAT_BASIN_MM for d, c in ends):
+        return "a restart within the cost gate ends beyond the basin"
+    return None
+
+
+def _rivals(cands: list[Candidate], answer, bench: _Bench, opts, progress):
+    """(record, None) when the images single ``answer`` out among ``cands``, else why not.
+
+    Every placement is screened; those whose screened cost is within ``SCREEN_MARGIN`` of
+    the answer's own (or better) run every level, the best :data:`FEW_MATCH_MAX_RUNS` of
+    them (more than that refuses unless one of those run already does).
+    """
+    own = Candidate(answer, np.nan, 0)
+    own.screen_cost, own.end_cost = bench.screen(answer), bench.standard_cost(answer)
+    record = {
+        "placements": len(cands),
+        "answer_screen_cost": _rounded(own.screen_cost),
+        "answer_cost": _rounded(own.end_cost),
+        "run": 0,
+    }
+    if len(cands) >= FEW_MATCH_MAX_PLACEMENTS:
+        return record, f"are {len(cands)} or more, too many for the images to judge"
+    if not np.isfinite(own.screen_cost) or not np.isfinite(own.end_cost):
+        return record, "cannot be compared with it: its answer leaves the field when re-run"
+    for c in cands:
+        c.screen_cost = bench.screen(c.matrix)
+    order = sorted(cands, key=lambda c: c.screen_cost)
+    close = [c for c in order if _relative(c.screen_cost, own.screen_cost) <= SCREEN_MARGIN]
+    for k, c in enumerate(close[:FEW_MATCH_MAX_RUNS]):  # the best screened first
+        if progress is not None:
+            progress(CANDIDATE_LEVEL, k + 1, min(len(close), FEW_MATCH_MAX_RUNS))
+        end, c.end_cost = bench.end(c.matrix)
+        c.distance_mm = None if end is None else bench.distance_mm(end, answer)
+    ran = close[:FEW_MATCH_MAX_RUNS]
+    record["run"] = len(ran)
+    ids = {id(c) for c in ran}  # by identity: a Candidate's arrays do not compare
+    rest = [_rival_dict(c, own, False) for c in order if id(c) not in ids]
+    record["candidates"] = [_rival_dict(c, own, True) for c in ran] + rest[:RECORDED_UNRUN]
+    why = _rival_verdict(ran, len(cands), own, opts)
+    if why is None and len(close) > len(ran):
+        why = (
+            f"include {len(close)} that score within {SCREEN_MARGIN:.0%} of its answer at "
+            f"the coarse screen, more than the {FEW_MATCH_MAX_RUNS} the images may judge"
+        )
+    return record, why
+
+
+def _rival_dict(c: Candidate, own: Candidate, run: bool) -> dict:
+    """What ``judged_match["candidates"]`` records of one placement."""
+    rel = None
+    if np.isfinite(c.end_cost) and np.isfinite(own.end_cost):
+        rel = round(_relative(c.end_cost, own.end_cost), 4)
+    return {
+        "consensus": round(c.score, 3),
+        "items": c.items,
+        "screen_cost": _rounded(c.screen_cost),
+        "run": run,
+        "end_cost": _rounded(c.end_cost),
+        "relative_to_answer": rel,
+        "distance_from_answer_mm": _rounded(c.distance_mm),
+    }
+
+
+def _rival_verdict(run: list[Candidate], listed: int, own: Candidate, opts) -> str | None:
+    """None when :data:`JUDGED_MATCH_RULE` holds for the placements ``run``, else why not."""
+    # The same answer: an end within the flat basin the route's checks were eased to.
+    basin, margin = max(opts.guards.verify_basin_mm, FLAT_BASIN_MM), opts.grid.search_min_margin
+    if listed < 2:
+        return "are too few to compare it with"
+    for c in run:
+        if c.distance_mm is None:
+            return (
+                f"include one ({c.items} items) scoring close at the coarse screen whose run "
+                "left the field, so nothing rules it out"
+            )
+        rel = _relative(c.end_cost, own.end_cost)
+        if c.distance_mm > basin and rel <= margin:
+            side = "better" if rel < 0 else "worse"
+            return (
+                f"include one ({c.items} items) ending {c.distance_mm:.1f} mm from its answer "
+                f"at a cost {abs(rel):.0%} {side} (the ambiguity gate is {margin:.0%})"
+            )
+    return None

@@ -185,6 +185,9 @@ class AutoStart:
     match: Correspondence
     moving_needle: Needle | None = None
     fixed_needle: Needle | None = None
+    #: The detections matched, whose other placements may judge a few-item match
+    #: (:func:`registration.hypotheses.judge_few_match`).
+    structures: Structures | None = None
 
     def to_dict(self) -> dict:
         """The figures ``transform.json`` records about the automatic start."""
@@ -281,7 +284,7 @@ def match_structures(found: Structures, moving_mask: np.ndarray | None) -> AutoS
     source = AUTO_SOURCE if match.items >= CHECKED_ITEMS else AUTO_SOURCE_TO_CONFIRM
     landmarks = matched_landmarks(match, found, source)
     _check_spread(landmarks.moving_xy * to_mm_m)
-    return AutoStart(landmarks, mb, fb, match, mn, fn)
+    return AutoStart(landmarks, mb, fb, match, mn, fn, found)
 
 
 def _check_area(match: Correspondence, fb: Blobs, fn: Needle | None, to_mm_f) -> None:

@@ -337,7 +337,8 @@ def intensity_route_check(
     outcome, check = restart_check(quiet, pyramid, outcome, model, first, px_mm, strict)
     moved = np.linalg.norm(Transform(outcome.matrix).apply(grid) - base, axis=1)
     distance = float(np.median(moved)) * px_mm
-    keys = ("spread_mm", "second_metric_drift_mm", "mirrored_relative_cost", "distances_mm")
+    keys = ("spread_mm", "second_metric_drift_mm", "mirrored_relative_cost", "distances_mm",
+            "relative_costs")  # fmt: skip
     figures = {k: check[k] for k in keys} | {
         "distance_mm": distance,
         "limit_mm": float(limit_mm),
