@@ -8,6 +8,10 @@ overlays, pipeline), ``hybridfuse.dose`` (dose records and estimates), ``hybridf
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._cpu_paths import pin_cpu_paths
+
+pin_cpu_paths()  # before anything of ours imports NumPy: the same numbers on every CPU
+
 try:
     __version__ = version("hybridfuse")
 except PackageNotFoundError:  # a source tree that was never installed

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hybridfuse  # noqa: F401  (first: it chooses the CPU code paths before NumPy loads)
+
+# isort: split
 import copy
 import csv
 import functools
