@@ -8,8 +8,10 @@ gave different verdicts on an AVX-512 CPU (docs/registration-method.md, *The sam
 on every CPU*). Where the CPU has AVX2 and FMA, OpenBLAS's ``Haswell`` kernels and, with
 NumPy 2.4 or newer (whose names these are), NumPy's loops up to AVX2 are chosen; a
 variable the caller set is kept; elsewhere nothing changes. It takes effect only before
-NumPy is first imported: the command line, dask workers, the tests and the benchmarks
-import ``hybridfuse`` first; a program that imported NumPy earlier keeps what it got.
+NumPy is first imported: the command line (and the local processes it starts, which
+inherit the variables), the tests and the benchmarks import ``hybridfuse`` first; a
+program that imported NumPy earlier, or a remote dask worker whose environment does not
+set them, keeps what it got.
 """
 
 from __future__ import annotations
