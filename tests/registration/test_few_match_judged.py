@@ -109,12 +109,18 @@ def _tre_mm(h: np.ndarray, truth: dict) -> float:
     return float(np.median(d) * truth["mm_per_fixed_pixel_at_isocenter"])
 
 
-def test_a_few_item_match_the_images_single_out_is_accepted_and_right(family_case_of):
+# Without --accept-unverified (the default) register refuses by raising, and the hook
+# must take the refused result from the error; with it, the result comes back refused.
+@pytest.mark.parametrize("accept_unverified", [False, True])
+def test_a_few_item_match_the_images_single_out_is_accepted_and_right(
+    family_case_of, accept_unverified
+):
     from hybridfuse.fusion.coregister import register_images
 
     fixed, moving, truth = _case(family_case_of, SEED_SINGLED_OUT)
-    opts = RegistrationOptions().with_values(accept_unverified=True)
+    opts = RegistrationOptions().with_values(accept_unverified=accept_unverified)
     result = register_images(fixed, moving, options=opts)
+    assert result.quality.accepted_unverified is None
     record = result.quality.verification["judged_match"]
     assert record["singled_out"] and record["run"] >= 1 and record["placements"] > 10
     assert "too few matched structures" in record["route_waived"]
