@@ -163,3 +163,46 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     a = np.c_[src, np.ones(len(src))]
     sol = np.linalg.lstsq(a, dst, rcond=None)[0]
     return np.vstack([sol.T, [0.0, 0.0, 1.0]])
+
+
+def _refused(reasons: list[str]):
+    from types import SimpleNamespace
+
+    from hybridfuse.registration.guards import Quality
+
+    route_reason = "unverified: too few matched structures to check each other, and ..."
+    quality = Quality(
+        verdict="refused",
+        reasons=[route_reason, *reasons],
+        local_scale_min=1.0,
+        local_scale_max=1.0,
+        edge_on=False,
+        verification={"intensity_route": _route(), "unverified": route_reason},
+    )
+    return SimpleNamespace(quality=quality, transform=SimpleNamespace(matrix=np.eye(3)))
+
+
+@pytest.mark.parametrize(
+    "other, items",
+    [
+        (None, 3),  # the route's refusal alone, 3-4 items: judged (the stubs single it out)
+        ("unverified: none of the 5 detected ultrasound beads ... lands within 1.5 mm", 3),
+        ("the predicted TRE is 12.0 mm (> max_predicted_tre_mm 10)", 4),
+        (None, 5),  # five items are checked by the consensus: never judged here
+    ],
+)
+def test_only_the_intensity_routes_refusal_of_a_few_item_match_is_judged(monkeypatch, other, items):
+    # The rivals stubbed to single the answer out: whatever else refused it must stand.
+    monkeypatch.setattr(hypotheses, "list_candidates", lambda *a, **k: [])
+    monkeypatch.setattr(hypotheses, "_Bench", lambda *a, **k: None)
+    monkeypatch.setattr(hypotheses, "_rivals", lambda *a, **k: ({}, None))
+    result = _refused([] if other is None else [other])
+    before = result.quality
+    hypotheses.judge_few_match(
+        result, object(), None, None, (None, None), items=items,
+        options=RegistrationOptions(), expected_scale=(1.0, 1.0), px_mm=0.3,
+    )  # fmt: skip
+    if other is None and items < 5:
+        assert result.quality.verdict == "accepted"
+    else:
+        assert result.quality is before
