@@ -79,6 +79,7 @@ def _route(**changes) -> dict:
         ({"mirrored_relative_cost": 0.2}, "mirror"),
         ({"scale_ratio_to_calibration": 1.09}, "magnification"),
         ({"second_metric_drift_mm": FLAT_BASIN_MM + 0.1}, "second metric"),
+        ({"relative_costs": [0.097, -0.017, -0.016]}, "not known"),
     ],
 )
 def test_the_local_checks_kept_and_eased(changes, doubt):
@@ -206,3 +207,64 @@ def test_only_the_intensity_routes_refusal_of_a_few_item_match_is_judged(monkeyp
         assert result.quality.verdict == "accepted"
     else:
         assert result.quality is before
+
+
+class _StubBench:
+    """Runs keyed by a start's x translation: screened cost, and where (x) and at what cost
+    its full run ends; the answer is at x = 0 (screened -0.70, standard cost -0.50)."""
+
+    def __init__(self, runs: dict):
+        self.runs = {0.0: (-0.70, 0.0, -0.50), **runs}
+
+    def screen(self, m):
+        return self.runs[float(m[0, 2])][0]
+
+    def standard_cost(self, m):
+        return self.runs[float(m[0, 2])][2]
+
+    def end(self, m):
+        _, x, cost = self.runs[float(m[0, 2])]
+        return _at(x), cost
+
+    def distance_mm(self, a, b):
+        return abs(float(a[0, 2] - b[0, 2]))
+
+
+def _at(x: float) -> np.ndarray:
+    m = np.eye(3)
+    m[0, 2] = x
+    return m
+
+
+def _rivals_why(runs: dict, n_cands=None):
+    xs = list(runs) if n_cands is None else [float(k) for k in range(1, n_cands + 1)]
+    cands = [Candidate(_at(x), 1.0, 2) for x in xs]
+    bench = _StubBench(runs or {x: (-0.30, x, -0.20) for x in xs})
+    return hypotheses._rivals(cands, _at(0.0), bench, RegistrationOptions(), None)
+
+
+def test_rivals_stub_a_clear_field_singles_the_answer_out():
+    record, why = _rivals_why({5.0: (-0.69, 0.5, -0.50), 40.0: (-0.40, 40.0, -0.30)})
+    assert why is None and record["run"] == 1
+
+
+def test_rivals_more_screening_close_than_may_run_refuse():
+    # Every close placement ends in the answer's basin, but more of them than are run.
+    n = hypotheses.FEW_MATCH_MAX_RUNS + 1
+    runs = {float(k): (-0.69, 0.5, -0.50) for k in range(1, n + 1)}
+    record, why = _rivals_why(runs)
+    assert record["run"] == hypotheses.FEW_MATCH_MAX_RUNS
+    assert why is not None and f"include {n} that score within" in why
+
+
+def test_rivals_too_many_placements_refuse():
+    record, why = _rivals_why({}, n_cands=hypotheses.FEW_MATCH_MAX_PLACEMENTS)
+    assert why is not None and "too many for the images to judge" in why and record["run"] == 0
+
+
+def test_rivals_an_answer_leaving_the_field_at_the_standard_refuses():
+    bench = _StubBench({5.0: (-0.40, 5.0, -0.30)})
+    bench.runs[0.0] = (-0.70, 0.0, np.inf)
+    cands = [Candidate(_at(5.0), 1.0, 2), Candidate(_at(0.0), 1.0, 3)]
+    _, why = hypotheses._rivals(cands, _at(0.0), bench, RegistrationOptions(), None)
+    assert why is not None and "leaves the field" in why
