@@ -162,3 +162,16 @@ def test_a_few_item_match_beaten_by_its_rivals_is_not_handed_to_the_silhouette(
     with pytest.raises(UnverifiedResultError):
         probe_silhouette.register_or_silhouette(run, None, None, OPTS)
     assert len(tried) == (0 if singled_out is False else 1)
+
+
+def test_no_silhouette_is_looked_for_where_no_field_is_known(tmp_path, monkeypatch):
+    """The probe is drawn and found; with neither shutter attributes nor a constant
+    border to give the field, the field's edge could read as a face: none is looked for."""
+    from hybridfuse.fusion import probe_silhouette, read_image
+    from hybridfuse.testdata.phantom.family import family_case
+
+    case = family_case(9, tmp_path / "case", probe_in_fluoro=True, max_detector_px=320)
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    assert probe_silhouette.find_silhouette(fixed, moving, OPTS) is not None
+    monkeypatch.setattr(probe_silhouette, "exposed_field", lambda img, mask: None)
+    assert probe_silhouette.find_silhouette(fixed, moving, OPTS) is None
