@@ -89,9 +89,12 @@ def register_or_silhouette(run, fixed: Image, moving: Image, options, **kw):
         return _restore(first, opts)
     if isinstance(error, IllPosedGeometryError):
         raise error  # an edge-on plane stays refused, whatever the silhouette says
-    # Where the beads' placements were judged and none was singled out, the images hold
-    # rival answers: a silhouette placement must not pick one of them unchecked.
-    judged = first is not None and "placements" in (first.quality.verification or {})
+    # Where the beads' placements were judged and none was singled out, or a few-item
+    # match lost to its rivals, the images hold rival answers: a silhouette placement
+    # must not pick one of them unchecked (its judgement sees only the beads' answer).
+    check = {} if first is None else first.quality.verification or {}
+    beaten = (check.get("judged_match") or {}).get("singled_out") is False
+    judged = "placements" in check or beaten
     found = why = None
     if not judged and "single out a placement" not in str(error or ""):
         found, why = _silhouette(run, fixed, moving, opts, first, kw)

@@ -98,16 +98,28 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             raise UnsafeOutputError(f"{path}: is a link or a folder; not replaced")
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _os_error(exc, path) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
 
 
 def _new_file(path: Path) -> None:
     """Create ``path`` empty, exclusively, never through a link (the umask applies)."""
     os.close(os.open(path, _EXCLUSIVE, 0o666))
+
+
+def _discard(tmp: Path) -> None:
+    """Remove ``tmp`` if it is there, keeping the error that got us here.
+
+    Where it could not be made (a file for a folder, a name too long) removing it fails
+    the same way; :func:`clean_stale` takes what a failed removal leaves.
+    """
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -54,6 +54,17 @@ def test_atomic_file_leaves_nothing_on_failure(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["under_a_file", "name_too_long"])
+def test_atomic_file_that_cannot_be_made_is_an_output_error(tmp_path, where):
+    # The temporary file is never made here, so removing it fails as its making did:
+    # that second error must not replace the output error (exit 2, one line).
+    (tmp_path / "f").write_text("x")
+    path = tmp_path / "f" / "a.json" if where == "under_a_file" else tmp_path / ("n" * 240)
+    with pytest.raises(UnsafeOutputError, match="cannot write"):
+        write_text(path, "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
 def test_overwrite_replaces_only_owned_folders(tmp_path):
     foreign = tmp_path / "photos"
     foreign.mkdir()

@@ -79,6 +79,7 @@ def _route(**changes) -> dict:
         ({"mirrored_relative_cost": 0.2}, "mirror"),
         ({"scale_ratio_to_calibration": 1.09}, "magnification"),
         ({"second_metric_drift_mm": FLAT_BASIN_MM + 0.1}, "second metric"),
+        ({"relative_costs": [0.097, -0.017, -0.016]}, "not known"),
     ],
 )
 def test_the_local_checks_kept_and_eased(changes, doubt):
@@ -109,12 +110,18 @@ def _tre_mm(h: np.ndarray, truth: dict) -> float:
     return float(np.median(d) * truth["mm_per_fixed_pixel_at_isocenter"])
 
 
-def test_a_few_item_match_the_images_single_out_is_accepted_and_right(family_case_of):
+# Without --accept-unverified (the default) register refuses by raising, and the hook
+# must take the refused result from the error; with it, the result comes back refused.
+@pytest.mark.parametrize("accept_unverified", [False, True])
+def test_a_few_item_match_the_images_single_out_is_accepted_and_right(
+    family_case_of, accept_unverified
+):
     from hybridfuse.fusion.coregister import register_images
 
     fixed, moving, truth = _case(family_case_of, SEED_SINGLED_OUT)
-    opts = RegistrationOptions().with_values(accept_unverified=True)
+    opts = RegistrationOptions().with_values(accept_unverified=accept_unverified)
     result = register_images(fixed, moving, options=opts)
+    assert result.quality.accepted_unverified is None
     record = result.quality.verification["judged_match"]
     assert record["singled_out"] and record["run"] >= 1 and record["placements"] > 10
     assert "too few matched structures" in record["route_waived"]
@@ -157,3 +164,169 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     a = np.c_[src, np.ones(len(src))]
     sol = np.linalg.lstsq(a, dst, rcond=None)[0]
     return np.vstack([sol.T, [0.0, 0.0, 1.0]])
+
+
+def _refused(reasons: list[str]):
+    from types import SimpleNamespace
+
+    from hybridfuse.registration.guards import Quality
+
+    route_reason = "unverified: too few matched structures to check each other, and ..."
+    quality = Quality(
+        verdict="refused",
+        reasons=[route_reason, *reasons],
+        local_scale_min=1.0,
+        local_scale_max=1.0,
+        edge_on=False,
+        verification={"intensity_route": _route(), "unverified": route_reason},
+    )
+    return SimpleNamespace(quality=quality, transform=SimpleNamespace(matrix=np.eye(3)))
+
+
+@pytest.mark.parametrize(
+    "other, items",
+    [
+        (None, 3),  # the route's refusal alone, 3-4 items: judged (the stubs single it out)
+        ("unverified: none of the 5 detected ultrasound beads ... lands within 1.5 mm", 3),
+        ("the predicted TRE is 12.0 mm (> max_predicted_tre_mm 10)", 4),
+        (None, 5),  # five items are checked by the consensus: never judged here
+    ],
+)
+def test_only_the_intensity_routes_refusal_of_a_few_item_match_is_judged(monkeypatch, other, items):
+    # The rivals stubbed to single the answer out: whatever else refused it must stand.
+    monkeypatch.setattr(hypotheses, "list_candidates", lambda *a, **k: [])
+    monkeypatch.setattr(hypotheses, "_Bench", lambda *a, **k: None)
+    monkeypatch.setattr(hypotheses, "_rivals", lambda *a, **k: ({}, None))
+    result = _refused([] if other is None else [other])
+    before = result.quality
+    hypotheses.judge_few_match(
+        result, object(), None, None, (None, None), items=items,
+        options=RegistrationOptions(), expected_scale=(1.0, 1.0), px_mm=0.3,
+    )  # fmt: skip
+    if other is None and items < 5:
+        assert result.quality.verdict == "accepted"
+    else:
+        assert result.quality is before
+
+
+class _StubBench:
+    """Runs keyed by a start's x translation: screened cost, and where (x) and at what cost
+    its full run ends; the answer is at x = 0 (screened -0.70, standard cost -0.50)."""
+
+    def __init__(self, runs: dict):
+        self.runs = {0.0: (-0.70, 0.0, -0.50), **runs}
+
+    def screen(self, m):
+        return self.runs[float(m[0, 2])][0]
+
+    def standard_cost(self, m):
+        return self.runs[float(m[0, 2])][2]
+
+    def end(self, m):
+        _, x, cost = self.runs[float(m[0, 2])]
+        return _at(x), cost
+
+    def distance_mm(self, a, b):
+        return abs(float(a[0, 2] - b[0, 2]))
+
+
+def _at(x: float) -> np.ndarray:
+    m = np.eye(3)
+    m[0, 2] = x
+    return m
+
+
+def _rivals_why(runs: dict, n_cands=None):
+    xs = list(runs) if n_cands is None else [float(k) for k in range(1, n_cands + 1)]
+    cands = [Candidate(_at(x), 1.0, 2) for x in xs]
+    bench = _StubBench(runs or {x: (-0.30, x, -0.20) for x in xs})
+    return hypotheses._rivals(cands, _at(0.0), bench, RegistrationOptions(), None)
+
+
+def test_rivals_stub_a_clear_field_singles_the_answer_out():
+    record, why = _rivals_why({5.0: (-0.69, 0.5, -0.50), 40.0: (-0.40, 40.0, -0.30)})
+    assert why is None and record["run"] == 1
+
+
+def test_rivals_more_screening_close_than_may_run_refuse():
+    # Every close placement ends in the answer's basin, but more of them than are run.
+    n = hypotheses.FEW_MATCH_MAX_RUNS + 1
+    runs = {float(k): (-0.69, 0.5, -0.50) for k in range(1, n + 1)}
+    record, why = _rivals_why(runs)
+    assert record["run"] == hypotheses.FEW_MATCH_MAX_RUNS
+    assert why is not None and f"include {n} that score within" in why
+
+
+def test_rivals_too_many_placements_refuse():
+    record, why = _rivals_why({}, n_cands=hypotheses.FEW_MATCH_MAX_PLACEMENTS)
+    assert why is not None and "too many for the images to judge" in why and record["run"] == 0
+
+
+def test_rivals_an_answer_leaving_the_field_at_the_standard_refuses():
+    bench = _StubBench({5.0: (-0.40, 5.0, -0.30)})
+    bench.runs[0.0] = (-0.70, 0.0, np.inf)
+    cands = [Candidate(_at(5.0), 1.0, 2), Candidate(_at(0.0), 1.0, 3)]
+    _, why = hypotheses._rivals(cands, _at(0.0), bench, RegistrationOptions(), None)
+    assert why is not None and "leaves the field" in why
+
+
+def _shifted_match(family_case_of, seed: int, shift_mm: float, angle_deg: float):
+    """The automatic 3-4 item match with its fluoroscopy side shifted: (result, TRE mm, args).
+
+    A wrong answer a few millimetres off, as a detection bias common to the matched
+    fluoroscopy beads would give; ``register`` run from it (refused results returned)."""
+    import dataclasses
+
+    from hybridfuse.fusion.coregister import _auto_landmarks, expected_scale, expected_scale_xy
+    from hybridfuse.registration import register
+
+    fixed, moving, truth = _case(family_case_of, seed)
+    f, m = fixed.gray(0), moving.gray(0)
+    found, opts = _auto_landmarks(fixed, moving, f, m, None)
+    opts = opts.with_values(accept_unverified=True)
+    _, iso = expected_scale(fixed, moving)
+    a = np.radians(angle_deg)
+    lm = found.landmarks
+    shifted = dataclasses.replace(
+        lm, fixed_xy=lm.fixed_xy + np.array([np.cos(a), np.sin(a)]) * shift_mm / iso
+    )
+    scale = expected_scale_xy(fixed, moving)
+    result = register(
+        f, m, fixed_mask=fixed.mask, moving_mask=moving.mask, landmarks=shifted, options=opts,
+        expected_scale=scale, fixed_spacing_mm=iso, source_object_mm=fixed.xray.sod_mm,
+    )  # fmt: skip
+    judged = dict(
+        structures=found.structures, fixed=f, moving=m, masks=(fixed.mask, moving.mask),
+        items=found.match.items, options=opts, expected_scale=scale, px_mm=iso,
+    )  # fmt: skip
+    return result, _tre_mm(result.transform.matrix, truth), judged
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review wt9: the judgement accepts a match 2.16 mm off (seed 68, 320 px, its "
+    "fluoroscopy beads shifted 2.2 mm): the match's own placement ends 1.9-2.0 mm from it, "
+    "inside FLAT_BASIN_MM = 2 mm",
+)
+@pytest.mark.parametrize("angle_deg", [180.0, 270.0])
+def test_a_match_shifted_over_2_mm_is_not_accepted_by_the_judgement(family_case_of, angle_deg):
+    result, tre, judged = _shifted_match(family_case_of, SEED_SINGLED_OUT, 2.2, angle_deg)
+    assert tre >= 2.0 and result.quality.verdict == "refused"  # the premise
+    j = judged
+    hypotheses.judge_few_match(
+        result, j["structures"], j["fixed"], j["moving"], j["masks"], items=j["items"],
+        options=j["options"], expected_scale=j["expected_scale"], px_mm=j["px_mm"],
+    )  # fmt: skip
+    assert result.quality.verdict == "refused", (tre, result.quality.verification["judged_match"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review wt9, before this change (session 11's route): a match 2.46 mm off is "
+    "accepted by the intensity route alone (seed 68, 320 px, fluoroscopy beads shifted "
+    "2.5 mm)",
+)
+def test_a_match_shifted_over_2_mm_is_not_accepted_by_the_intensity_route(family_case_of):
+    result, tre, _ = _shifted_match(family_case_of, SEED_SINGLED_OUT, 2.5, 270.0)
+    assert tre >= 2.0
+    assert result.quality.verdict == "refused", (tre, result.quality.verification)

@@ -130,3 +130,48 @@ def test_a_handedness_whose_run_failed_is_not_ruled_out():
         [_cand(0.0, "refused"), _cand(40.0, "refused")], [], _Bench({0.0: 1.0, 40.0: 1.2}), OPTS
     )
     assert winner is None and "ends verified" in why
+
+
+@pytest.mark.parametrize("singled_out", [False, None])
+def test_a_few_item_match_beaten_by_its_rivals_is_not_handed_to_the_silhouette(
+    monkeypatch, singled_out
+):
+    """As where the beads' placements were judged: a rival the few-item judgement found
+    holds an answer that the silhouette's judgement (the beads' answer its only rival)
+    would not see. A refusal of another kind still lets the silhouette try."""
+    from hybridfuse.fusion import probe_silhouette
+    from hybridfuse.registration.errors import UnverifiedResultError
+    from hybridfuse.registration.guards import Quality
+
+    tried = []
+    monkeypatch.setattr(probe_silhouette, "_silhouette", lambda *a: tried.append(a) or (None, None))
+    verification = {} if singled_out is None else {"judged_match": {"singled_out": False}}
+    quality = Quality(
+        verdict="refused",
+        reasons=["unverified: a rival"],
+        local_scale_min=1.0,
+        local_scale_max=1.0,
+        edge_on=False,
+        verification=verification,
+    )
+    refused = SimpleNamespace(quality=quality, transform=Transform(np.eye(3)), options={})
+
+    def run(**kw):
+        raise UnverifiedResultError("refused: a rival", refused)
+
+    with pytest.raises(UnverifiedResultError):
+        probe_silhouette.register_or_silhouette(run, None, None, OPTS)
+    assert len(tried) == (0 if singled_out is False else 1)
+
+
+def test_no_silhouette_is_looked_for_where_no_field_is_known(tmp_path, monkeypatch):
+    """The probe is drawn and found; with neither shutter attributes nor a constant
+    border to give the field, the field's edge could read as a face: none is looked for."""
+    from hybridfuse.fusion import probe_silhouette, read_image
+    from hybridfuse.testdata.phantom.family import family_case
+
+    case = family_case(9, tmp_path / "case", probe_in_fluoro=True, max_detector_px=320)
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    assert probe_silhouette.find_silhouette(fixed, moving, OPTS) is not None
+    monkeypatch.setattr(probe_silhouette, "exposed_field", lambda img, mask: None)
+    assert probe_silhouette.find_silhouette(fixed, moving, OPTS) is None
