@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._register import AGREEMENT_MAX_MM
 from .correspond import AMBIGUITY_MARGIN, MAX_PLACEMENTS, SAME_POSE_MM, placements
 from .errors import ConvergenceError, RegistrationError
 from .evidence import Structures, unit_weights
@@ -32,6 +31,7 @@ from .optimise import LevelProblem, Pyramid, run_levels
 from .options import RegistrationOptions
 from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
 from .transforms import Transform, TransformModel
+from .verify import HOP_GAIN
 
 __all__ = [
     "CANDIDATE_LEVEL",
@@ -357,8 +357,9 @@ def _finished(exc, cands, kept, winner, why, opts):
 JUDGED_MATCH_KEY = "judged_match"
 JUDGED_MATCH_RULE = (
     "every placement of the structures whose coarse screen scores within SCREEN_MARGIN of "
-    "the match's answer, run by the images from its own start, ends within FLAT_BASIN_MM "
-    "of that answer or at a cost worse by more than search_min_margin"
+    "the match's answer, run by the images from its own start, ends within "
+    "verify_max_spread_mm of that answer, within verify_basin_mm at a cost not better by more "
+    "than HOP_GAIN, or at a cost worse by more than search_min_margin"
 )
 #: Placements listed for a few-item match's judgement (its two-item placements are many;
 #: each screen costs about 0.04 s on the family's tuning cases), and most run in full.
@@ -366,10 +367,6 @@ FEW_MATCH_MAX_PLACEMENTS = 400
 FEW_MATCH_MAX_RUNS = 12
 #: Placements not run that the record lists (the best screened): the rest are counted.
 RECORDED_UNRUN = 4
-#: How far (mm) from the intensity route's end its restarts within the cost gate may end
-#: for a match the images single out: ``AGREEMENT_MAX_MM`` of ``register``, the TRE
-#: within which two answers are both right.
-FLAT_BASIN_MM = AGREEMENT_MAX_MM
 
 
 def judge_few_match(result, structures, fixed, moving, masks, *, items, options, expected_scale,
@@ -417,7 +414,7 @@ def _local_doubt(route: dict, opts) -> str | None:
 
     Kept from the route: its end (after any hop) within its limit of the matched answer,
     the calibration's scale, the mirror image clearly worse. Eased: its restarts within
-    the cost gate and the second metric may end anywhere within :data:`FLAT_BASIN_MM` of
+    the cost gate and the second metric may end anywhere within ``verify_basin_mm`` of
     its end (the point-optimum test asks 1 mm): flat, but not elsewhere.
     """
     g, margin = opts.guards, opts.grid.search_min_margin
@@ -429,14 +426,17 @@ def _local_doubt(route: dict, opts) -> str | None:
     mirrored = route.get("mirrored_relative_cost")
     if mirrored is not None and mirrored < g.verify_mirror_margin:
         return "the mirror image is not clearly worse"
-    if not route["second_metric_drift_mm"] <= FLAT_BASIN_MM:
+    if not route["second_metric_drift_mm"] <= g.verify_basin_mm:
         return "the second metric moves the answer"
     costs = route.get("relative_costs") or []
     if len(costs) != len(route["distances_mm"]):
         return "the restarts' costs are not known"
-    ends = zip(route["distances_mm"], costs, strict=True)
-    if any(c < margin and not d <= FLAT_BASIN_MM for d, c in ends):
+    ends = list(zip(route["distances_mm"], costs, strict=True))
+    if any(c < margin and not d <= g.verify_basin_mm for d, c in ends):
         return "a restart within the cost gate ends beyond the basin"
+    # Flat means no lower: a clearly better end is a slope, the answer not its bottom.
+    if any(c < -HOP_GAIN and not d <= g.verify_max_spread_mm for d, c in ends):
+        return "a restart ends clearly better away from the answer"
     return None
 
 
@@ -500,8 +500,10 @@ def _rival_dict(c: Candidate, own: Candidate, run: bool) -> dict:
 
 def _rival_verdict(run: list[Candidate], listed: int, own: Candidate, opts) -> str | None:
     """None when :data:`JUDGED_MATCH_RULE` holds for the placements ``run``, else why not."""
-    # The same answer: an end within the flat basin the route's checks were eased to.
-    basin, margin = max(opts.guards.verify_basin_mm, FLAT_BASIN_MM), opts.grid.search_min_margin
+    # The same answer: an end at the same point, or within the flat basin the route's checks
+    # were eased to and not clearly lower (lower is a slope: the answer is not its bottom).
+    basin, margin = opts.guards.verify_basin_mm, opts.grid.search_min_margin
+    point = opts.guards.verify_max_spread_mm
     if listed < 2:
         return "are too few to compare it with"
     for c in run:
@@ -511,6 +513,11 @@ def _rival_verdict(run: list[Candidate], listed: int, own: Candidate, opts) -> s
                 "left the field, so nothing rules it out"
             )
         rel = _relative(c.end_cost, own.end_cost)
+        if point < c.distance_mm <= basin and rel < -HOP_GAIN:
+            return (
+                f"include one ({c.items} items) ending {c.distance_mm:.1f} mm from its answer "
+                f"at a cost {abs(rel):.0%} better: the images' optimum is not at the answer"
+            )
         if c.distance_mm > basin and rel <= margin:
             side = "better" if rel < 0 else "worse"
             return (

@@ -320,8 +320,9 @@ class GuardOptions:
         "of the answer came back, whatever its cost; one farther away at a cost within "
         "search_min_margin is the same answer up to verify_basin_mm (it widens "
         "predicted_tre_mm) and a distinct optimum beyond it, which refuses; the intensity "
-        "route of few matched structures keeps this as its limit, eased to 2 mm where the "
-        "match is then judged among its structures' other placements (judge_few_match).",
+        "route of few matched structures keeps this as its limit, eased to verify_basin_mm "
+        "where the match is then judged among its structures' other placements "
+        "(judge_few_match).",
         minimum=0.0,
         advanced=True,
     )
@@ -343,8 +344,8 @@ class GuardOptions:
         "Refuse an intensity-only answer that a second metric (MI; LC2 when the metric is "
         "MI), run from it at the two finest levels, moves by more than this or "
         "verify_basin_mm, whichever is larger (median mm); the few-structures route uses "
-        "this alone, eased to 2 mm where the match is then judged among its structures' "
-        "other placements (judge_few_match).",
+        "this alone, eased to verify_basin_mm where the match is then judged among its "
+        "structures' other placements (judge_few_match).",
         minimum=0.0,
         advanced=True,
     )
