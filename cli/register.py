@@ -11,7 +11,7 @@ import click
 from hybridfuse._safeio import json_safe
 from hybridfuse.fusion.pair import PairOptions
 from hybridfuse.registration import RegistrationOptions
-from hybridfuse.registration.hypotheses import CANDIDATE_LEVEL
+from hybridfuse.registration.hypotheses import CANDIDATE_LEVEL, RIVAL_LEVEL
 
 from .options import (
     config_option,
@@ -166,6 +166,9 @@ def register(
             return
         if level == CANDIDATE_LEVEL:  # the automatic start's placements, one by one
             click.echo(f"  placement {iteration} of {int(cost)}: the start route from it", err=True)
+        elif level == RIVAL_LEVEL:  # a few-item match judged among its rivals
+            n = int(cost)
+            click.echo(f"  rival placement {iteration} of {n}: run to judge the match", err=True)
         elif level < 0:  # the global search reports once: how many candidates it scored
             click.echo(f"  search: {iteration} candidates, best cost {cost:.5f}", err=True)
         elif iteration % 10 == 0:

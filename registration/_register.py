@@ -127,7 +127,8 @@ def register(
         pyramid; once after the global search as ``progress(-1, n_candidates, cost)``
         with the number of grid candidates scored and the chosen match's cost. (The
         automatic start's placements announce each run as ``progress(-2, k, n)``:
-        :data:`registration.hypotheses.CANDIDATE_LEVEL`.)
+        :data:`registration.hypotheses.CANDIDATE_LEVEL`; a few-item match's rivals as
+        ``progress(-3, k, n)``: ``RIVAL_LEVEL``.)
     source_object_mm : float, optional
         X-ray source to isocentre (SOD, mm), for the plane's distance in the perspective
         check (:mod:`registration.plausible`); a short default without it.

@@ -35,6 +35,7 @@ from .verify import HOP_GAIN
 
 __all__ = [
     "CANDIDATE_LEVEL",
+    "RIVAL_LEVEL",
     "SCREEN_MARGIN",
     "Candidate",
     "judge_few_match",
@@ -44,6 +45,8 @@ __all__ = [
 
 #: ``progress(CANDIDATE_LEVEL, k, n)`` says the start route runs from candidate k of n.
 CANDIDATE_LEVEL = -2
+#: ``progress(RIVAL_LEVEL, k, n)`` says rival placement k of n of a few-item match runs.
+RIVAL_LEVEL = -3
 #: Pyramid factors and iteration caps of the screen: the coarse levels' wide basins.
 SCREEN_LEVELS = (16, 8)
 SCREEN_ITERATIONS = (30, 30)
@@ -465,7 +468,7 @@ def _rivals(cands: list[Candidate], answer, bench: _Bench, opts, progress):
     close = [c for c in order if _relative(c.screen_cost, own.screen_cost) <= SCREEN_MARGIN]
     for k, c in enumerate(close[:FEW_MATCH_MAX_RUNS]):  # the best screened first
         if progress is not None:
-            progress(CANDIDATE_LEVEL, k + 1, min(len(close), FEW_MATCH_MAX_RUNS))
+            progress(RIVAL_LEVEL, k + 1, min(len(close), FEW_MATCH_MAX_RUNS))
         end, c.end_cost = bench.end(c.matrix)
         c.distance_mm = None if end is None else bench.distance_mm(end, answer)
     ran = close[:FEW_MATCH_MAX_RUNS]

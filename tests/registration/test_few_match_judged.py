@@ -252,16 +252,21 @@ def _at(x: float) -> np.ndarray:
     return m
 
 
-def _rivals_why(runs: dict, n_cands=None):
+def _rivals_why(runs: dict, n_cands=None, progress=None):
     xs = list(runs) if n_cands is None else [float(k) for k in range(1, n_cands + 1)]
     cands = [Candidate(_at(x), 1.0, 2) for x in xs]
     bench = _StubBench(runs or {x: (-0.30, x, -0.20) for x in xs})
-    return hypotheses._rivals(cands, _at(0.0), bench, RegistrationOptions(), None)
+    return hypotheses._rivals(cands, _at(0.0), bench, RegistrationOptions(), progress)
 
 
 def test_rivals_stub_a_clear_field_singles_the_answer_out():
-    record, why = _rivals_why({5.0: (-0.69, 0.5, -0.50), 40.0: (-0.40, 40.0, -0.30)})
+    said = []
+    record, why = _rivals_why(
+        {5.0: (-0.69, 0.5, -0.50), 40.0: (-0.40, 40.0, -0.30)},
+        progress=lambda *a: said.append(a),
+    )
     assert why is None and record["run"] == 1
+    assert said == [(hypotheses.RIVAL_LEVEL, 1, 1)]  # not announced as the start route's
 
 
 def test_rivals_more_screening_close_than_may_run_refuse():
