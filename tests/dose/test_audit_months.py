@@ -69,7 +69,18 @@ def test_without_phi_months_are_relative_across_patients_and_nothing_identifies(
     db = tmp_path / "r.sqlite"
     _ingest(db, reports)
     raw = db.read_bytes()
-    assert not any(s.encode() in raw for s in ("ACC-1", "ACC-2", "2026-01", "2026-04"))
+    assert not any(s.encode() in raw for s in ("ACC-1", "ACC-2", "ACC-3"))
+    # Dates are stored shifted back by each patient's keyed offset of 1-3653 days, so a
+    # stored date may fall in any month, a real one included (the raw bytes cannot be
+    # searched for months): each is its real date moved by its patient's own offset.
+    reg = Registry(db, create=False)
+    stored = dict(reg.db.execute("SELECT id, start FROM procedures"))
+    shifts = [reg.date_shift(f"PAT{i}") for i in (1, 2, 3)]
+    reg.db.close()
+    assert all(s >= dt.timedelta(days=1) for s in shifts)
+    for i, (days, shift) in enumerate(zip((0, 31, 90), shifts, strict=True), start=1):
+        start = dt.datetime.fromisoformat(stored[i])
+        assert (start + shift).date() == dt.date(2026, 1, 15) + dt.timedelta(days=days)
     res = _audit(db, tmp_path / "a")
     assert res.exit_code == 0, res.output
     audit = json.loads((tmp_path / "a" / "audit.json").read_text())
