@@ -510,10 +510,10 @@ def _rival_verdict(run: list[Candidate], listed: int, own: Candidate, opts) -> s
     if listed < 2:
         return "are too few to compare it with"
     for c in run:
-        if c.distance_mm is None:
+        if c.distance_mm is None or not np.isfinite(c.end_cost):
             return (
                 f"include one ({c.items} items) scoring close at the coarse screen whose run "
-                "left the field, so nothing rules it out"
+                "left the field or could not be costed, so nothing rules it out"
             )
         rel = _relative(c.end_cost, own.end_cost)
         if point < c.distance_mm <= basin and rel < -HOP_GAIN:

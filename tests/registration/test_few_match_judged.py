@@ -57,6 +57,8 @@ def test_a_rival_ending_elsewhere_within_the_gate_refuses_naming_it():
 
 def test_a_close_rival_whose_run_left_the_field_is_not_ruled_out():
     assert "left the field" in _why([_run(None, np.inf)])
+    # Ended in the field but not costed at the standard: not "clearly worse" either.
+    assert "could not be costed" in _why([_run(30.0, np.inf)])
 
 
 def test_a_match_with_nothing_else_placed_has_nothing_to_be_judged_against():
