@@ -364,6 +364,12 @@ JUDGED_MATCH_RULE = (
     "verify_max_spread_mm of that answer, within verify_basin_mm at a cost not better by more "
     "than HOP_GAIN, or at a cost worse by more than search_min_margin"
 )
+CONFIRMED_MATCH_RULE = (
+    "a match the intensity route confirmed is refused where a placement of its structures "
+    "whose coarse screen scores within SCREEN_MARGIN of it, run by the images from its own "
+    "start, ends beyond verify_basin_mm from it at a lower cost, or where its structures "
+    "allow FEW_MATCH_MAX_PLACEMENTS placements or more"
+)
 #: Placements listed for a few-item match's judgement (its two-item placements are many;
 #: each screen costs about 0.04 s on the family's tuning cases), and most run in full.
 FEW_MATCH_MAX_PLACEMENTS = 400
@@ -389,16 +395,22 @@ def judge_few_match(result, structures, fixed, moving, masks, *, items, options,
     q = result.quality
     check = q.verification or {}
     route, expected = check.get("intensity_route"), scale_range(expected_scale)
-    if items >= CHECKED_ITEMS or q.verdict == "accepted" or structures is None:
+    if items >= CHECKED_ITEMS or structures is None or route is None:
         return result
-    if route is None or expected is None or not px_mm or opts.metric is None:
+    if expected is None or not px_mm or opts.metric is None:
         return result
+    judge = (structures, masks[1], _Bench(fixed, moving, masks, opts, expected, px_mm), opts)
+    if q.verdict == "accepted":
+        return _confirmed_match(result, judge, items, progress)
     if q.reasons != [check.get("unverified")] or _local_doubt(route, opts):
         return result
-    cands = list_candidates(structures, masks[1], every=True)
-    bench = _Bench(fixed, moving, masks, opts, expected, px_mm)
-    answer = result.transform.matrix
-    record, why = _rivals(cands, answer, bench, opts, progress)
+    record, why = _rivals(
+        list_candidates(structures, masks[1], every=True),
+        result.transform.matrix,
+        judge[2],
+        opts,
+        progress,
+    )
     record |= {"rule": JUDGED_MATCH_RULE, "route_waived": check.get("unverified")}
     check = {k: v for k, v in check.items() if k != "unverified" or why is not None}
     check[JUDGED_MATCH_KEY] = record | {"singled_out": why is None}
@@ -410,6 +422,53 @@ def judge_few_match(result, structures, fixed, moving, masks, *, items, options,
         reason = f"unverified: the other placements of the {items} matched structures {why}"
         result.quality = q.replace(reasons=[*q.reasons, reason], verification=check)
     return result
+
+
+def _confirmed_match(result, judge, items: int, progress):
+    """A 3-4 item match the intensity route confirmed, refused where a rival beats it.
+
+    The route checks the answer locally only: a placement of the same structures that
+    runs to an end elsewhere (beyond ``verify_basin_mm``) at a lower cost than the answer's
+    shows the images preferring another place, and too many placements to run cannot be
+    ruled out (:data:`CONFIRMED_MATCH_RULE`). Only then is it refused; a close-but-worse
+    placement does not refuse it.
+    """
+    structures, moving_mask, bench, opts = judge
+    q = result.quality
+    cands = list_candidates(structures, moving_mask, every=True)
+    record, _ = _rivals(cands, result.transform.matrix, bench, opts, progress)
+    record |= {"rule": CONFIRMED_MATCH_RULE, "confirmed_by_route": True}
+    beaten = _beating(record, opts.guards.verify_basin_mm)
+    why = None
+    if record["placements"] >= FEW_MATCH_MAX_PLACEMENTS:  # none run: nothing rules them out
+        why = f"are {record['placements']} or more, too many for the images to judge"
+    elif beaten is not None:
+        why = (
+            f"include one ({beaten['items']} items) ending "
+            f"{beaten['distance_from_answer_mm']:.1f} mm from its answer at a cost "
+            f"{-beaten['relative_to_answer']:.0%} better"
+        )
+    check = {**(q.verification or {}), JUDGED_MATCH_KEY: record | {"singled_out": why is None}}
+    if why is None:
+        result.quality = q.replace(verification=check)
+        return result
+    reason = f"unverified: the other placements of the {items} matched structures {why}"
+    result.quality = q.replace(
+        verdict="refused",
+        reasons=[*q.reasons, reason],
+        accepted_unverified=True if opts.guards.accept_unverified else None,
+        verification=check,
+    )
+    return result
+
+
+def _beating(record: dict, basin_mm: float) -> dict | None:
+    """The first placement run that ended beyond ``basin_mm`` of the answer at a lower cost."""
+    for c in record.get("candidates", []):
+        d, rel = c["distance_from_answer_mm"], c["relative_to_answer"]
+        if c["run"] and d is not None and d > basin_mm and rel is not None and rel < 0:
+            return c
+    return None
 
 
 def _local_doubt(route: dict, opts) -> str | None:

@@ -350,3 +350,65 @@ def test_a_match_shifted_over_2_mm_is_not_accepted_by_the_intensity_route(family
     result, tre, _ = _shifted_match(family_case_of, SEED_SINGLED_OUT, 2.5, 270.0)
     assert tre >= 2.0
     assert result.quality.verdict == "refused", (tre, result.quality.verification)
+
+
+def _accepted():
+    from types import SimpleNamespace
+
+    from hybridfuse.registration.guards import Quality
+
+    quality = Quality(
+        verdict="accepted",
+        local_scale_min=1.0,
+        local_scale_max=1.0,
+        edge_on=False,
+        verification={"intensity_route": _route()},
+    )
+    return SimpleNamespace(quality=quality, transform=SimpleNamespace(matrix=_at(0.0)))
+
+
+def _judge_confirmed(monkeypatch, runs: dict, **opts):
+    """A route-confirmed 3-item match judged among stub placements (``_StubBench``)."""
+    monkeypatch.setattr(
+        hypotheses, "list_candidates", lambda *a, **k: [Candidate(_at(x), 1.0, 2) for x in runs]
+    )
+    monkeypatch.setattr(hypotheses, "_Bench", lambda *a, **k: _StubBench(runs))
+    result = _accepted()
+    hypotheses.judge_few_match(
+        result, object(), None, None, (None, None), items=3,
+        options=RegistrationOptions().with_values(**opts), expected_scale=(1.0, 1.0), px_mm=0.3,
+    )  # fmt: skip
+    return result.quality
+
+
+def test_a_confirmed_match_beaten_far_away_is_refused(monkeypatch):
+    # Attack (session 15): shadow-on-shadow matches the route accepted 15-88 mm off, while
+    # a placement of the same structures ran to a lower end elsewhere.
+    q = _judge_confirmed(monkeypatch, {30.0: (-0.69, 30.0, -0.52)})
+    assert q.verdict == "refused" and q.accepted_unverified is None
+    assert "ending 30.0 mm from its answer at a cost 4% better" in q.reasons[-1]
+    assert q.verification["judged_match"]["confirmed_by_route"] is True
+    q = _judge_confirmed(monkeypatch, {30.0: (-0.69, 30.0, -0.52)}, accept_unverified=True)
+    assert q.verdict == "refused" and q.accepted_unverified is True
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        {30.0: (-0.69, 30.0, -0.45)},  # ends far away but worse
+        {1.2: (-0.69, 1.2, -0.60)},  # lower, but within the basin: the route's own concern
+        {30.0: (-0.20, 30.0, -0.90)},  # lower, but screened far worse: not run
+    ],
+)
+def test_a_confirmed_match_not_beaten_stays_accepted(monkeypatch, runs):
+    q = _judge_confirmed(monkeypatch, runs)
+    assert q.verdict == "accepted" and q.reasons == []
+    assert q.verification["judged_match"]["singled_out"] is True
+
+
+def test_a_confirmed_match_among_too_many_placements_is_refused(monkeypatch):
+    # Attack (session 15): 7 of the 21 wrong 3-4 item matches lay in scenes of 400 or
+    # more placements, where none is run; the nine tuning seeds' matches have 33-217.
+    n = hypotheses.FEW_MATCH_MAX_PLACEMENTS
+    q = _judge_confirmed(monkeypatch, {float(x): (-0.2, float(x), -0.2) for x in range(1, n + 1)})
+    assert q.verdict == "refused" and f"are {n} or more" in q.reasons[-1]
