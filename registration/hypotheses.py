@@ -367,8 +367,8 @@ JUDGED_MATCH_RULE = (
 CONFIRMED_MATCH_RULE = (
     "a match the intensity route confirmed is refused where a placement of its structures "
     "whose coarse screen scores within SCREEN_MARGIN of it, run by the images from its own "
-    "start, ends beyond verify_basin_mm from it at a lower cost, or where its structures "
-    "allow FEW_MATCH_MAX_PLACEMENTS placements or more"
+    "start, ends beyond verify_basin_mm from it at a cost lower by more than HOP_GAIN, or "
+    "where its structures allow FEW_MATCH_MAX_PLACEMENTS placements or more"
 )
 #: Placements listed for a few-item match's judgement (its two-item placements are many;
 #: each screen costs about 0.04 s on the family's tuning cases), and most run in full.
@@ -463,10 +463,14 @@ def _confirmed_match(result, judge, items: int, progress):
 
 
 def _beating(record: dict, basin_mm: float) -> dict | None:
-    """The first placement run that ended beyond ``basin_mm`` of the answer at a lower cost."""
+    """The first placement run that ended beyond ``basin_mm`` of the answer clearly lower.
+
+    Clearly: by more than :data:`verify.HOP_GAIN`, as a restart must to hop; an end as low
+    elsewhere is the ambiguity the matched structures themselves resolve.
+    """
     for c in record.get("candidates", []):
         d, rel = c["distance_from_answer_mm"], c["relative_to_answer"]
-        if c["run"] and d is not None and d > basin_mm and rel is not None and rel < 0:
+        if c["run"] and d is not None and d > basin_mm and rel is not None and rel < -HOP_GAIN:
             return c
     return None
 

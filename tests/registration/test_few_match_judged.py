@@ -396,6 +396,7 @@ def test_a_confirmed_match_beaten_far_away_is_refused(monkeypatch):
     "runs",
     [
         {30.0: (-0.69, 30.0, -0.45)},  # ends far away but worse
+        {30.0: (-0.69, 30.0, -0.502)},  # far away and as low: the structures decide
         {1.2: (-0.69, 1.2, -0.60)},  # lower, but within the basin: the route's own concern
         {30.0: (-0.20, 30.0, -0.90)},  # lower, but screened far worse: not run
     ],
