@@ -380,10 +380,12 @@ RECORDED_UNRUN = 4
 
 def judge_few_match(result, structures, fixed, moving, masks, *, items, options, expected_scale,
                     px_mm, progress=None):  # fmt: skip
-    """A 3-4 item match accepted where the images single it out among its rivals.
+    """A 3-4 item match judged among the other placements its structures allow.
 
     ``result``: ``register`` run from the match (refused results returned, not raised).
-    Judged only when its one refusal is the intensity route's and that route's checks,
+    One the intensity route confirmed is refused where a rival clearly beats it
+    (:func:`_confirmed_match`). A refused one is judged only when its one refusal is the
+    intensity route's and that route's checks,
     eased to a flat basin, hold (:func:`_local_doubt`): the images' optimum near the
     answer may be flat; whether another lies elsewhere, the rivals say.
     Then the placements its structures allow (:func:`list_candidates`, ``every``) are
