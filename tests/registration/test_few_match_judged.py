@@ -1,13 +1,12 @@
 """A 3-4 item automatic match the images single out among the placements its items allow."""
 
-import json
-
 import numpy as np
 import pytest
 
 from hybridfuse.registration import hypotheses
 from hybridfuse.registration.hypotheses import Candidate
 from hybridfuse.registration.options import RegistrationOptions
+from tests.registration.test_few_structures import _case, _tre_mm
 
 # The rule on stand-in runs: where each placement's run ended (mm from the match's answer)
 # and its cost at the common standard (lower is better; the answer's is -0.50).
@@ -111,21 +110,6 @@ def test_the_local_checks_kept_and_eased(changes, doubt):
 SEED_SINGLED_OUT = 68
 #: Three beads; the test pairs each with another's shadow (a wrong match, far off).
 SEED_WRONG_PAIRING = 0
-
-
-def _case(family_case_of, seed: int):
-    from hybridfuse.fusion import read_image
-
-    case = family_case_of(seed, 320)
-    truth = json.loads((case / "truth.json").read_text())
-    return read_image(case / "fluoro.dcm"), read_image(case / "us.dcm"), truth
-
-
-def _tre_mm(h: np.ndarray, truth: dict) -> float:
-    grid = np.asarray(truth["grid_moving"], float)
-    est = np.c_[grid, np.ones(len(grid))] @ np.asarray(h, float).T
-    d = np.linalg.norm(est[:, :2] / est[:, 2:] - np.asarray(truth["grid_fixed"], float), axis=1)
-    return float(np.median(d) * truth["mm_per_fixed_pixel_at_isocenter"])
 
 
 # Without --accept-unverified (the default) register refuses by raising, and the hook
