@@ -368,7 +368,8 @@ CONFIRMED_MATCH_RULE = (
     "a match the intensity route confirmed is refused where a placement of its structures "
     "whose coarse screen scores within SCREEN_MARGIN of it, run by the images from its own "
     "start, ends beyond verify_basin_mm from it at a cost lower by more than HOP_GAIN, or "
-    "where its structures allow FEW_MATCH_MAX_PLACEMENTS placements or more"
+    "where they cannot all be judged: FEW_MATCH_MAX_PLACEMENTS placements or more, more "
+    "than FEW_MATCH_MAX_RUNS screening close, or the answer leaving the field when re-run"
 )
 #: Placements listed for a few-item match's judgement (its two-item placements are many;
 #: each screen costs about 0.04 s on the family's tuning cases), and most run in full.
@@ -431,25 +432,16 @@ def _confirmed_match(result, judge, items: int, progress):
 
     The route checks the answer locally only: a placement of the same structures that
     runs to an end elsewhere (beyond ``verify_basin_mm``) at a lower cost than the answer's
-    shows the images preferring another place, and too many placements to run cannot be
-    ruled out (:data:`CONFIRMED_MATCH_RULE`). Only then is it refused; a close-but-worse
-    placement does not refuse it.
+    shows the images preferring another place, and placements that cannot all be run are
+    not ruled out (:data:`CONFIRMED_MATCH_RULE`, :func:`_unjudged`). Only then is it
+    refused; a close-but-worse placement does not refuse it.
     """
     structures, moving_mask, bench, opts = judge
     q = result.quality
     cands = list_candidates(structures, moving_mask, every=True)
     record, _ = _rivals(cands, result.transform.matrix, bench, opts, progress)
     record |= {"rule": CONFIRMED_MATCH_RULE, "confirmed_by_route": True}
-    beaten = _beating(record, opts.guards.verify_basin_mm)
-    why = None
-    if record["placements"] >= FEW_MATCH_MAX_PLACEMENTS:  # none run: nothing rules them out
-        why = f"are {record['placements']} or more, too many for the images to judge"
-    elif beaten is not None:
-        why = (
-            f"include one ({beaten['items']} items) ending "
-            f"{beaten['distance_from_answer_mm']:.1f} mm from its answer at a cost "
-            f"{-beaten['relative_to_answer']:.0%} better"
-        )
+    why = _unjudged(record) or _beaten_why(_beating(record, opts.guards.verify_basin_mm))
     check = {**(q.verification or {}), JUDGED_MATCH_KEY: record | {"singled_out": why is None}}
     if why is None:
         result.quality = q.replace(verification=check)
@@ -462,6 +454,29 @@ def _confirmed_match(result, judge, items: int, progress):
         verification=check,
     )
     return result
+
+
+def _unjudged(record: dict) -> str | None:
+    """Why the placements could not all be judged against the answer (None: they were)."""
+    if record["placements"] >= FEW_MATCH_MAX_PLACEMENTS:  # none run: nothing rules them out
+        return f"are {record['placements']} or more, too many for the images to judge"
+    if record["answer_cost"] is None or record["answer_screen_cost"] is None:
+        return "cannot be compared with it: its answer leaves the field when re-run"
+    if record.get("close", 0) > record["run"]:
+        return (
+            f"include {record['close']} that score within {SCREEN_MARGIN:.0%} of its answer "
+            f"at the coarse screen, more than the {FEW_MATCH_MAX_RUNS} the images may judge"
+        )
+    return None
+
+
+def _beaten_why(beaten: dict | None) -> str | None:
+    if beaten is None:
+        return None
+    return (
+        f"include one ({beaten['items']} items) ending {beaten['distance_from_answer_mm']:.1f}"
+        f" mm from its answer at a cost {-beaten['relative_to_answer']:.0%} better"
+    )
 
 
 def _beating(record: dict, basin_mm: float) -> dict | None:
@@ -531,6 +546,7 @@ def _rivals(cands: list[Candidate], answer, bench: _Bench, opts, progress):
         c.screen_cost = bench.screen(c.matrix)
     order = sorted(cands, key=lambda c: c.screen_cost)
     close = [c for c in order if _relative(c.screen_cost, own.screen_cost) <= SCREEN_MARGIN]
+    record["close"] = len(close)
     for k, c in enumerate(close[:FEW_MATCH_MAX_RUNS]):  # the best screened first
         if progress is not None:
             progress(RIVAL_LEVEL, k + 1, min(len(close), FEW_MATCH_MAX_RUNS))
@@ -575,7 +591,7 @@ def _rival_verdict(run: list[Candidate], listed: int, own: Candidate, opts) -> s
     if listed < 2:
         return "are too few to compare it with"
     for c in run:
-        if c.distance_mm is None or not np.isfinite(c.end_cost):
+        if c.distance_mm is None or not np.isfinite(c.distance_mm) or not np.isfinite(c.end_cost):
             return (
                 f"include one ({c.items} items) scoring close at the coarse screen whose run "
                 "left the field or could not be costed, so nothing rules it out"

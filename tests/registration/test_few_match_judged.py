@@ -353,8 +353,9 @@ def _accepted():
 
 def _judge_confirmed(monkeypatch, runs: dict, **opts):
     """A route-confirmed 3-item match judged among stub placements (``_StubBench``)."""
+    placed = [x for x in runs if x != 0.0]  # x = 0: the answer itself, when given
     monkeypatch.setattr(
-        hypotheses, "list_candidates", lambda *a, **k: [Candidate(_at(x), 1.0, 2) for x in runs]
+        hypotheses, "list_candidates", lambda *a, **k: [Candidate(_at(x), 1.0, 2) for x in placed]
     )
     monkeypatch.setattr(hypotheses, "_Bench", lambda *a, **k: _StubBench(runs))
     result = _accepted()
@@ -397,3 +398,22 @@ def test_a_confirmed_match_among_too_many_placements_is_refused(monkeypatch):
     n = hypotheses.FEW_MATCH_MAX_PLACEMENTS
     q = _judge_confirmed(monkeypatch, {float(x): (-0.2, float(x), -0.2) for x in range(1, n + 1)})
     assert q.verdict == "refused" and f"are {n} or more" in q.reasons[-1]
+
+
+@pytest.mark.parametrize(
+    "runs, why",
+    [
+        # 13 screen close, 12 run (all the same answer): the 13th is not ruled out.
+        ({float(x): (-0.69, 0.5, -0.50) for x in range(1, 14)}, "more than the 12"),
+        # The answer itself leaves the field at the common standard: nothing is compared.
+        ({0.0: (-0.70, 0.0, np.inf), 30.0: (-0.69, 30.0, -0.40)}, "leaves the field"),
+    ],
+)
+def test_a_confirmed_match_whose_rivals_cannot_all_be_judged_is_refused(monkeypatch, runs, why):
+    # Review (session 15): these were recorded as singled out with the cap unstated.
+    q = _judge_confirmed(monkeypatch, runs)
+    assert q.verdict == "refused" and why in q.reasons[-1]
+
+
+def test_a_rival_at_an_unmeasured_distance_is_not_ruled_out():
+    assert "left the field" in _why([_run(np.nan, -0.40)])
