@@ -15,11 +15,20 @@ from hybridfuse import _cpu_paths
 from hybridfuse.registration._blas import _loaded_openblas_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-PINNABLE = platform.machine().lower() in {"x86_64", "amd64"} and {"avx2", "fma"} <= (
-    _cpu_paths._cpu_flags()
+PINNABLE = (
+    platform.machine().lower() in {"x86_64", "amd64"}
+    and {"avx2", "fma"} <= _cpu_paths._cpu_flags()
+    and _cpu_paths._numpy_names_known()
+)
+_VARS = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")
+#: The caller chose the paths for this test run (its own values or the opt-out).
+CALLERS = _cpu_paths.OPT_OUT in os.environ or any(
+    k in os.environ and k not in _cpu_paths.PINNED for k in _VARS
 )
 needs_pin = pytest.mark.skipif(
-    not PINNABLE, reason="the code paths are chosen only on x86-64 CPUs with AVX2 and FMA"
+    not PINNABLE or CALLERS,
+    reason="the paths are chosen only on x86-64 Linux CPUs with AVX2 and FMA, with the NumPy "
+    "releases checked, where the caller has not chosen them",
 )
 
 #: The corename getter under the names plain and SciPy-bundled OpenBLAS builds give it.
@@ -71,16 +80,29 @@ def _fresh(env: dict) -> list[str]:
 @needs_pin
 def test_the_test_process_runs_the_avx2_paths():
     names = corenames()
-    assert len(names) >= 2 and set(names) == {_cpu_paths.BLAS_KERNEL.lower()}, names
+    assert names and set(names) == {_cpu_paths.BLAS_KERNEL.lower()}, names
     assert not numpy_avx512_loops()
 
 
 @needs_pin
 def test_importing_hybridfuse_first_chooses_them_in_a_fresh_process():
-    unset = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")
-    *names, loops = _fresh({k: v for k, v in os.environ.items() if k not in unset})
+    *names, loops = _fresh({k: v for k, v in os.environ.items() if k not in _VARS})
     assert names and set(names) == {_cpu_paths.BLAS_KERNEL.lower()}
     assert loops == "False"
+
+
+@needs_pin
+def test_the_opt_out_keeps_the_cpus_own_paths():
+    env = {k: v for k, v in os.environ.items() if k not in _VARS}
+    code = f"import hybridfuse, os; print([os.environ.get(k) for k in {_VARS!r}])"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, _cpu_paths.OPT_OUT: "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[None, None]"
 
 
 @needs_pin
@@ -90,12 +112,11 @@ def test_a_callers_own_kernel_is_kept():
 
 
 def test_nothing_is_forced_on_a_cpu_without_avx2(monkeypatch):
-    for name in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(_cpu_paths, "_numpy_loaded", lambda: False)
     monkeypatch.setattr(_cpu_paths.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(_cpu_paths, "_cpu_flags", lambda: {"sse2", "fma"})
-    assert _cpu_paths.pin_cpu_paths() == {}
-    assert "OPENBLAS_CORETYPE" not in os.environ
+    env = {}  # never os.environ: the test session's own must not change
+    assert _cpu_paths.pin_cpu_paths(env) == {} and env == {}
     monkeypatch.setattr(_cpu_paths, "_cpu_flags", lambda: {"avx2", "fma"})
-    assert _cpu_paths.pin_cpu_paths()["OPENBLAS_CORETYPE"] == _cpu_paths.BLAS_KERNEL
+    assert _cpu_paths.pin_cpu_paths(env)["OPENBLAS_CORETYPE"] == _cpu_paths.BLAS_KERNEL
+    assert _cpu_paths.pin_cpu_paths({_cpu_paths.OPT_OUT: "1"}) == {}
