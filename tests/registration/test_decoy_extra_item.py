@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from hybridfuse.fusion import read_image
-from hybridfuse.registration import correspond, evidence
-from hybridfuse.registration.correspond import AmbiguousMatchError, NoFeaturesError, match_near
-from hybridfuse.registration.evidence import detect_structures, landmarks_near
-from hybridfuse.registration.preprocess import mask_extent
+from hybridfuse.registration import correspond
+from hybridfuse.registration.correspond import AmbiguousMatchError, match_near
+from hybridfuse.registration.evidence import detect_structures
 from hybridfuse.testdata.phantom.family import family_case
+from tests.registration.test_decoys import landmarks_near_recorded
 
 
 def _similarity(deg: float, shift=(0.0, 0.0)) -> np.ndarray:
@@ -174,21 +174,7 @@ def test_copies_beside_the_real_shadows_of_a_family_case_are_not_matched(painted
     # copy was painted over it): the refusal is not for want of either pattern.
     found = [_detected(s.fixed_beads.xy, xy) for xy in (painted_at, shadows)]
     assert found[0].all() and found[1].sum() == 4, found
-    refusals = []
-
-    def recording(*args, **kwargs):
-        try:
-            return match_near(*args, **kwargs)
-        except (AmbiguousMatchError, NoFeaturesError) as err:
-            refusals.append(str(err))
-            raise
-
-    monkeypatch.setattr(evidence, "match_near", recording)
-    x0, x1, y0, y1, cx, cy = mask_extent(moving.mask)[:6]
-    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
-    got = landmarks_near(
-        s, start, centre_px=(cx, cy), extent_px=corners, shift_mm=20.0, turn_deg=20.0
-    )
+    got, refusals = landmarks_near_recorded(monkeypatch, s, start, moving.mask)
     # Before: the five copies were matched, each pair 15 mm from its true partner.
     assert got is None
     assert len(refusals) == 1 and "on other blobs" in refusals[0], refusals

@@ -165,6 +165,26 @@ def _detected_at(blobs, xy_px, within_px: float = 2.0) -> np.ndarray:
     return d.min(axis=1) < within_px
 
 
+def landmarks_near_recorded(monkeypatch, structures, start, moving_mask):
+    """``landmarks_near`` over the ultrasound region (20 mm, 20 deg), and the matcher's refusals."""
+    refusals = []
+
+    def recording(*args, **kwargs):
+        try:
+            return match_near(*args, **kwargs)
+        except (AmbiguousMatchError, NoFeaturesError) as err:
+            refusals.append(str(err))
+            raise
+
+    monkeypatch.setattr(evidence, "match_near", recording)
+    x0, x1, y0, y1, cx, cy = mask_extent(moving_mask)[:6]
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+    got = landmarks_near(
+        structures, start, centre_px=(cx, cy), extent_px=corners, shift_mm=20.0, turn_deg=20.0
+    )
+    return got, refusals
+
+
 def test_painted_decoys_on_a_family_case_are_not_matched(painted, monkeypatch):
     fixed, moving, start, shadows, painted_at = painted
     s = detect_structures(
@@ -180,21 +200,7 @@ def test_painted_decoys_on_a_family_case_are_not_matched(painted, monkeypatch):
     assert _detected_at(s.fixed_beads, painted_at).all()
     assert _detected_at(s.fixed_beads, shadows).all()
     assert len(s.moving_beads) >= len(shadows)
-    refusals = []
-
-    def recording(*args, **kwargs):
-        try:
-            return match_near(*args, **kwargs)
-        except (AmbiguousMatchError, NoFeaturesError) as err:
-            refusals.append(str(err))
-            raise
-
-    monkeypatch.setattr(evidence, "match_near", recording)
-    x0, x1, y0, y1, cx, cy = mask_extent(moving.mask)[:6]
-    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
-    got = landmarks_near(
-        s, start, centre_px=(cx, cy), extent_px=corners, shift_mm=20.0, turn_deg=20.0
-    )
+    got, refusals = landmarks_near_recorded(monkeypatch, s, start, moving.mask)
     # Before: the five copies were matched, landmarks 22 mm from their true partners. Now
     # nothing is matched, and for the copy: not too few items, nor a rival in range.
     assert got is None
