@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 import unicodedata
 from pathlib import Path
 
@@ -368,20 +369,35 @@ def register_images(
     (:mod:`registration.initial`). Nothing in the images tells it that the ultrasound
     plane is seen edge-on, where it can match confidently and wrongly, so the caller
     must confirm with ``plane_faces_detector=True`` that the plane faces the detector.
+    The result's ``wall_time_s`` covers all of it: detection, matching, optimisation,
+    verification and any judgement among rivals.
     """
-    if initial is None and landmarks is None and init == "auto" and _silhouette_on(options):
-        from .probe_silhouette import register_or_silhouette
+    t_start = time.perf_counter()
+    args = dict(fixed_frame=fixed_frame, moving_frame=moving_frame, progress=progress)
+    try:
+        if initial is None and landmarks is None and init == "auto" and _silhouette_on(options):
+            from .probe_silhouette import register_or_silhouette
 
-        return register_or_silhouette(
-            register_images,
-            fixed,
-            moving,
-            options,
-            fixed_frame=fixed_frame,
-            moving_frame=moving_frame,
-            progress=progress,
-            plane_faces_detector=plane_faces_detector,
-        )
+            result = register_or_silhouette(
+                register_images, fixed, moving, options, **args,
+                plane_faces_detector=plane_faces_detector,
+            )  # fmt: skip
+        else:
+            result = _register_frames(
+                fixed, moving, **args, landmarks=landmarks, init=init, options=options,
+                initial=initial, plane_faces_detector=plane_faces_detector,
+            )  # fmt: skip
+    except UnverifiedResultError as exc:
+        if exc.result is not None:
+            exc.result.wall_time_s = time.perf_counter() - t_start
+        raise
+    result.wall_time_s = time.perf_counter() - t_start
+    return result
+
+
+def _register_frames(fixed: Image, moving: Image, *, fixed_frame, moving_frame, landmarks,
+                     init, options, initial, progress, plane_faces_detector):  # fmt: skip
+    """:func:`register_images` without the silhouette route and the overall timing."""
     f = fixed.gray(fixed_frame)
     m = moving.gray(moving_frame)
     if landmarks is not None:
@@ -399,18 +415,11 @@ def register_images(
         start, options = _init_start(init, fixed, moving, f, m, options, plane_faces_detector)
     try:
         result = register(
-            f,
-            m,
-            fixed_mask=fixed.mask,
-            moving_mask=moving.mask,
-            landmarks=landmarks,
-            initial=start,
-            options=options,
-            expected_scale=expected_scale_xy(fixed, moving),
-            fixed_spacing_mm=iso_mm,
+            f, m, fixed_mask=fixed.mask, moving_mask=moving.mask, landmarks=landmarks,
+            initial=start, options=options, expected_scale=expected_scale_xy(fixed, moving),
+            fixed_spacing_mm=iso_mm, progress=progress,
             source_object_mm=fixed.xray.sod_mm if fixed.xray else None,
-            progress=progress,
-        )
+        )  # fmt: skip
     except LandmarkInputError as exc:
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
         raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc

@@ -75,19 +75,29 @@ class Candidate:
 
     def to_dict(self, winner: Candidate | None) -> dict:
         """What ``quality.verification["placements"]`` records of this candidate."""
+        run = self.result is not None or self.error is not None
+        return {
+            **self.record(winner, run=run, against="accepted"),
+            "verdict": None if self.result is None else self.result.quality.verdict,
+            "error": self.error,
+        }
+
+    def record(self, ref: Candidate | None, *, run: bool, against: str) -> dict:
+        """Its consensus, costs, and where it ended against ``ref`` (``..._{against}`` keys).
+
+        One shape for the placements route's and the few-item judgement's records.
+        """
         rel = None
-        if winner is not None and np.isfinite(self.end_cost) and np.isfinite(winner.end_cost):
-            rel = round(_relative(self.end_cost, winner.end_cost), 4)
+        if ref is not None and np.isfinite(self.end_cost) and np.isfinite(ref.end_cost):
+            rel = round(_relative(self.end_cost, ref.end_cost), 4)
         return {
             "consensus": round(self.score, 3),
             "items": self.items,
             "screen_cost": _rounded(self.screen_cost),
-            "run": self.result is not None or self.error is not None,
-            "verdict": None if self.result is None else self.result.quality.verdict,
-            "error": self.error,
+            "run": run,
             "end_cost": _rounded(self.end_cost),
-            "relative_to_accepted": rel,
-            "distance_from_accepted_mm": _rounded(self.distance_mm),
+            f"relative_to_{against}": rel,
+            f"distance_from_{against}_mm": _rounded(self.distance_mm),
         }
 
 
@@ -555,8 +565,9 @@ def _rivals(cands: list[Candidate], answer, bench: _Bench, opts, progress):
     ran = close[:FEW_MATCH_MAX_RUNS]
     record["run"] = len(ran)
     ids = {id(c) for c in ran}  # by identity: a Candidate's arrays do not compare
-    rest = [_rival_dict(c, own, False) for c in order if id(c) not in ids]
-    record["candidates"] = [_rival_dict(c, own, True) for c in ran] + rest[:RECORDED_UNRUN]
+    rest = [c.record(own, run=False, against="answer") for c in order if id(c) not in ids]
+    ran_records = [c.record(own, run=True, against="answer") for c in ran]
+    record["candidates"] = ran_records + rest[:RECORDED_UNRUN]
     why = _rival_verdict(ran, len(cands), own, opts)
     if why is None and len(close) > len(ran):
         why = (
@@ -564,22 +575,6 @@ def _rivals(cands: list[Candidate], answer, bench: _Bench, opts, progress):
             f"the coarse screen, more than the {FEW_MATCH_MAX_RUNS} the images may judge"
         )
     return record, why
-
-
-def _rival_dict(c: Candidate, own: Candidate, run: bool) -> dict:
-    """What ``judged_match["candidates"]`` records of one placement."""
-    rel = None
-    if np.isfinite(c.end_cost) and np.isfinite(own.end_cost):
-        rel = round(_relative(c.end_cost, own.end_cost), 4)
-    return {
-        "consensus": round(c.score, 3),
-        "items": c.items,
-        "screen_cost": _rounded(c.screen_cost),
-        "run": run,
-        "end_cost": _rounded(c.end_cost),
-        "relative_to_answer": rel,
-        "distance_from_answer_mm": _rounded(c.distance_mm),
-    }
 
 
 def _rival_verdict(run: list[Candidate], listed: int, own: Candidate, opts) -> str | None:
