@@ -74,7 +74,12 @@ def dose() -> None:
     help="Registry whose fluoroscopy-only procedures of this type give the baseline.",
 )
 @definition_options(DoseOptions, only=("corrections", "force"))
-@click.option("--include-phi", is_flag=True, help="Keep patient name, ID and birth date.")
+@click.option(
+    "--include-phi",
+    is_flag=True,
+    help="Keep patient name, ID and birth date, and name input files by file name and path "
+    "(otherwise by role and sha256).",
+)
 @overwrite_option
 @json_option
 def report(
@@ -288,7 +293,7 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     "--include-phi",
     is_flag=True,
     help="Also keep each study's accession number, study date and calendar month "
-    "(patient data), for 'dose audit --include-phi'.",
+    "(patient data), for 'dose audit --include-phi', and the input files' names.",
 )
 @json_option
 def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
