@@ -145,3 +145,22 @@ def test_a_dose_json_written_with_phi_is_stored_without_names_unless_asked(named
             _label(named["clip"], "clip 1") + ": first frame"
         )
         assert record["flags"][-1].startswith(_label(named["corrections"], "corrections"))
+
+
+def test_a_dose_json_from_an_earlier_version_is_stored_by_label(named, tmp_path):
+    """Earlier dose.json files name inputs by ``file`` only: stored by a label from the sha256."""
+    out, reg = tmp_path / "out", tmp_path / "reg"
+    _dose("report", "--rdsr", named["rdsr"], "--out", out)
+    dose = json.loads((out / "dose.json").read_text(encoding="utf-8"))
+    first = dose["inputs"][0]
+    first["file"] = first.pop("input") and f"{NAME}.dcm"  # as written before labels
+    dose["flags"].append(f"{NAME}.dcm: a flag naming the file")
+    (out / "dose.json").write_text(json.dumps(dose), encoding="utf-8")
+    shutil.copy(named["rdsr"], out)  # found beside it by its recorded name
+    reg.mkdir()
+    _dose("ingest", out / "dose.json", "--db", reg / "r.sqlite")
+    assert not [w for w in PHI if w in _written(reg)]
+    con = sqlite3.connect(reg / "r.sqlite")
+    [(source, month)] = con.execute("SELECT source_path, month_relative FROM procedures").fetchall()
+    con.close()
+    assert source == _label(named["rdsr"], "input 1") and month is not None
