@@ -74,7 +74,12 @@ def dose() -> None:
     help="Registry whose fluoroscopy-only procedures of this type give the baseline.",
 )
 @definition_options(DoseOptions, only=("corrections", "force"))
-@click.option("--include-phi", is_flag=True, help="Keep patient name, ID and birth date.")
+@click.option(
+    "--include-phi",
+    is_flag=True,
+    help="Keep patient name, ID and birth date, and name input files by file name and path "
+    "(otherwise by role and sha256).",
+)
 @overwrite_option
 @json_option
 def report(
@@ -288,7 +293,7 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     "--include-phi",
     is_flag=True,
     help="Also keep each study's accession number, study date and calendar month "
-    "(patient data), for 'dose audit --include-phi'.",
+    "(patient data), for 'dose audit --include-phi', and the input files' names.",
 )
 @json_option
 def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
@@ -309,7 +314,9 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
     try:
         for path in files:
             try:
-                rep, events, pid = _report_for_ingest(path, procedure, region, guidance)
+                rep, events, pid = _report_for_ingest(
+                    path, procedure, region, guidance, include_phi
+                )
                 phi = (rep.get("_study_ids") or {}) if include_phi else None
                 res = reg.ingest(rep, events, patient_id=pid, phi=phi)
                 if "_study_ids" not in rep:  # a dose.json whose RDSR was not found
@@ -337,12 +344,13 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
 MAX_DOSE_JSON_BYTES = 64 << 20
 
 
-def _report_for_ingest(path: Path, procedure, region, guidance):
+def _report_for_ingest(path: Path, procedure, region, guidance, include_phi: bool):
     from hybridfuse.dose.report import build_dose_report
 
     if path.suffix.lower() == ".json":
         return _dose_json_for_ingest(path)
-    rep = build_dose_report(path, procedure=procedure, region=region)
+    # With --include-phi the registry keeps the file's name (never its path).
+    rep = build_dose_report(path, include_phi=include_phi, procedure=procedure, region=region)
     _study_ids(rep, path)
     rep["_source"] = str(path)
     if guidance == "us":
@@ -366,9 +374,10 @@ def _no_constant(name):
 def _dose_json_for_ingest(path: Path):
     """A dose.json, validated field by field; its RDSR's events when the RDSR is found.
 
-    The RDSR is looked for at the recorded path (reports written with --include-phi) and
-    beside the dose.json under its recorded file name; it is used only when its sha256
-    matches the one recorded.
+    The RDSR is looked for at the recorded path and beside the dose.json under its
+    recorded file name (a report written with --include-phi, or by an earlier
+    hybridfuse), else among the files beside the dose.json (:func:`_beside`); it is used
+    only when its sha256 matches the one recorded.
     """
     from hybridfuse._safeio import sha256_file
     from hybridfuse.dose import DoseInputError, read_rdsr
@@ -391,7 +400,7 @@ def _dose_json_for_ingest(path: Path):
     if first.get("file"):
         candidates.append(path.parent / Path(first["file"]).name)
     rec = None
-    for rdsr in candidates:
+    for rdsr in [*candidates, *_beside(path, candidates)]:
         if rdsr.is_file() and sha256_file(rdsr) == first["sha256"]:
             rec = read_rdsr(rdsr)
             break
@@ -400,6 +409,31 @@ def _dose_json_for_ingest(path: Path):
     if rec:
         _study_ids(rep, Path(rec.path))
     return rep, (rec.events if rec else []), (rec.patient.get("id") if rec else None)
+
+
+#: At most this many files beside a dose.json are hashed in search of its RDSR.
+MAX_BESIDE_FILES = 64
+
+
+def _beside(dose_json: Path, tried: list[Path]):
+    """Files beside a dose.json that may be its RDSR, by name, lazily (hashed by the caller).
+
+    A dose.json written without --include-phi names its RDSR by sha256 only; the files
+    beside it (the outputs, an RDSR copied there) are few. Bounded in count and size.
+    """
+    from hybridfuse.dose.rdsr import MAX_SR_BYTES
+
+    try:
+        entries = sorted(dose_json.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries[:MAX_BESIDE_FILES]:
+        try:
+            small = entry.is_file() and entry.stat().st_size <= MAX_SR_BYTES
+        except OSError:
+            continue
+        if small and entry != dose_json and entry not in tried:
+            yield entry
 
 
 @dose.command("audit")

@@ -125,15 +125,18 @@ def apply_corrections(report: dict, corrections: list[UnitCorrection], path) -> 
     Recorded figures elsewhere in the report are left as recorded; a unit without an
     entry in the file is flagged and nothing is corrected.
     """
+    from .inputs import input_record, shown_name
+
     device = report["device"]
     unit = _match(corrections, device)
-    name = Path(path).name
+    # Named like every input: its label, its file name only with --include-phi.
+    rec = input_record(path, role="corrections", include_phi=bool(report.get("_include_phi")))
     if unit is None:
         report["flags"].append(
-            f"corrections {name}: no [[unit]] for this X-ray unit (manufacturer and model as "
-            "recorded): figures are uncorrected"
+            f"{shown_name(rec)}: no [[unit]] for this X-ray unit in the corrections file "
+            "(manufacturer and model as recorded): figures are uncorrected"
         )
-        return {"file": name, "applied": False}
+        return {**rec, "applied": False}
     figures = {k: _row(report["delivered"].get(k), unit.dap_calibration, None) for k in _DELIVERED}
     for k in ("dap_total_gy_cm2", "ka_r_total_mgy"):
         figures[k] = _row(report["delivered"].get(k), unit.dap_calibration, unit.table_transmission)
@@ -142,7 +145,7 @@ def apply_corrections(report: dict, corrections: list[UnitCorrection], path) -> 
         for q in ("dap_gy_cm2", "ka_r_mgy"):
             figures[f"saved_{q}"] = _row(cf["point"].get(q), unit.dap_calibration, None)
     return {
-        "file": name,
+        **rec,
         "applied": True,
         "source": unit.source,
         "dap_calibration_factor": unit.dap_calibration,

@@ -15,6 +15,7 @@ import re
 
 from hybridfuse._safeio import html_text
 
+from .inputs import shown_name
 from .labels import LABELS, label, number, quantity, relative
 from .methods import methods_html
 from .timeline import non_additive_types, timeline_png
@@ -103,7 +104,7 @@ def _difference(r: dict, unit: str) -> str:
 def _per_image_html(images: list[dict]) -> str:
     rows = [
         (
-            html_text(im["file"]),
+            html_text(im.get("file") or im.get("input")),
             html_text(number(im.get("dap_gy_cm2"))),
             html_text(number(im.get("entrance_dose_mgy"))),
             html_text(number(im.get("kvp_kv"))),
@@ -199,7 +200,7 @@ def _corrections_html(report: dict) -> str:
     if not c:
         return ""
     if not c["applied"]:
-        body = f"<p>{html_text(c['file'])}: no entry for this unit; nothing corrected.</p>"
+        body = f"<p>{html_text(shown_name(c))}: no entry for this unit; nothing corrected.</p>"
     else:
         rows = []
         for key, r in c["figures"].items():
@@ -217,7 +218,7 @@ def _corrections_html(report: dict) -> str:
             )
         tt = c["table_transmission"]
         body = (
-            f"<p>From {html_text(c['file'])}: DAP-meter calibration factor "
+            f"<p>From {html_text(shown_name(c))}: DAP-meter calibration factor "
             f"{html_text(number(c['dap_calibration_factor']))}"
             + (
                 f", table transmission {html_text(number(tt[0]))} to {html_text(number(tt[1]))}"

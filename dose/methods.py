@@ -83,6 +83,15 @@ def assumption_rows(report: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _input_html(record: dict) -> str:
+    """An input: its path or name (kept with --include-phi) and sha256, else its label."""
+    name = record.get("path") or record.get("file")
+    if not name:  # the label carries the sha256's first digits itself
+        return f"<b>{html_text(record.get('input'))}</b>"
+    sha = str(record.get("sha256", ""))[:16]
+    return f"<b>{html_text(name)}</b> (sha256 {html_text(sha)}…)"
+
+
 def _inputs(report: dict) -> str:
     items = []
     for i in report["inputs"]:
@@ -92,10 +101,7 @@ def _inputs(report: dict) -> str:
             if i.get("template") is not None or "Dose" in str(i.get("sop_class", ""))
             else "image dose attributes: Image and Fluoroscopy Area Dose Product (0018,115E)"
         )
-        items.append(
-            f"<li><b>{html_text(i.get('path') or i.get('file'))}</b> (sha256 "
-            f"{html_text(str(i.get('sha256', ''))[:16])}…): {html_text(what)}</li>"
-        )
+        items.append(f"<li>{_input_html(i)}: {html_text(what)}</li>")
     cf = (report.get("saved") or {}).get("counterfactual") or {}
     for iv in cf.get("us_guided_intervals_s", []):
         src = iv["source"]

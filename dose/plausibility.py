@@ -41,7 +41,13 @@ def irradiation_span_s(record: DoseRecord, t0: _dt.datetime) -> float:
 
 
 def _name(iv) -> str:
+    """How a written flag names the interval: a clip by its label (or name with PHI)."""
     return "--us-interval" if iv.source == "given" else iv.source.split(":")[0]
+
+
+def _said(iv) -> str:
+    """How an error on the user's terminal names the interval: a clip by its path."""
+    return getattr(iv, "path", None) or _name(iv)
 
 
 def _impossible(iv, span: float) -> str | None:
@@ -106,8 +112,8 @@ def _check_overlaps(intervals) -> None:
     for prev, cur in zip(ordered, ordered[1:], strict=False):
         if cur.start_s < prev.end_s or (cur.start_s, cur.end_s) == (prev.start_s, prev.end_s):
             raise DoseInputError(
-                f"{_name(cur)}: ultrasound interval {cur.start_s:g}-{cur.end_s:g} s overlaps "
-                f"{prev.start_s:g}-{prev.end_s:g} s ({_name(prev)}); the same time would be "
+                f"{_said(cur)}: ultrasound interval {cur.start_s:g}-{cur.end_s:g} s overlaps "
+                f"{prev.start_s:g}-{prev.end_s:g} s ({_said(prev)}); the same time would be "
                 "counted twice"
             )
 
@@ -137,7 +143,7 @@ def check_timing(
     for iv in known:
         why = _impossible(iv, span)
         if why and not force:
-            raise DoseInputError(f"{_name(iv)}: {why}; --force computes it anyway (flagged)")
+            raise DoseInputError(f"{_said(iv)}: {why}; --force computes it anyway (flagged)")
         if why:
             flags.append(f"{_name(iv)}: {why}; computed anyway (--force)")
         flags += _outside(iv, span)

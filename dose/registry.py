@@ -10,7 +10,8 @@ De-identification: patients, studies and UIDs appear only as keyed pseudonyms
 a keyed per-patient offset of 1-3653 whole days (DICOM PS3.15 Basic Application
 Confidentiality Profile with the Retain Longitudinal Temporal Information with Modified
 Dates Option: intervals within a patient are kept, calendar dates are not); input files
-are recorded by name only.
+are named by their label (role and sha256, :mod:`.inputs`), by file name only when
+ingested with ``--include-phi``.
 
 A registry is recognised by its SQLite application_id and a signature row in ``meta``;
 any other database is refused unmodified. Creation and ingestion run in ``BEGIN
@@ -400,9 +401,9 @@ class Registry:
                 d.get("fluoro_time_s"),
                 d.get("n_events"),
                 (cf.get("point") or {}).get("dap_gy_cm2") if cf else None,
-                inp.get("file") or Path(str(inp.get("path", ""))).name or None,
+                _source_name(inp, keep_name=phi is not None),
                 now,
-                _stored_record(report, self.uid),
+                _stored_record(report, self.uid, keep_names=phi is not None),
                 *(when[c] for c, _ in ADDED_COLUMNS),
             ),
         )
@@ -526,25 +527,34 @@ def _finite_or_none(v):
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-def _stored_record(report: dict, pseudonym) -> str:
-    """The dose.json kept in the registry: no patient block, no paths, UIDs pseudonymised."""
+def _source_name(inp: dict, *, keep_name: bool) -> str:
+    """The ``source_path`` column: the input's label; its file name only with PHI kept."""
+    from .inputs import input_label
+
+    name = inp.get("file") or Path(str(inp.get("path") or "")).name
+    if keep_name and name:
+        return name
+    return inp.get("input") or input_label(inp["sha256"], "input", 1)
+
+
+def _stored_record(report: dict, pseudonym, *, keep_names: bool = False) -> str:
+    """The dose.json kept in the registry: no patient block, no paths, UIDs pseudonymised.
+
+    Input files by their labels, file names only with ``keep_names`` (``--include-phi``):
+    a dose.json written with --include-phi names them in its flags too.
+    """
+    from .inputs import drop_names, drop_paths
     from .report import finite_json
 
     record = {k: v for k, v in report.items() if not k.startswith("_") and k != "patient"}
+    record = drop_paths(record) if keep_names else drop_names(record)
     record["inputs"] = [
         {
-            **{k: v for k, v in i.items() if k not in ("path", "sop_instance_uid")},
+            **{k: v for k, v in i.items() if k != "sop_instance_uid"},
             "sop_instance_uid": pseudonym(i.get("sop_instance_uid")),
         }
         for i in record.get("inputs") or []
     ]
-    delivered = dict(record.get("delivered") or {})
-    if isinstance(delivered.get("per_image"), list):
-        delivered["per_image"] = [
-            {**im, "file": Path(str(im.get("file", ""))).name} if isinstance(im, dict) else im
-            for im in delivered["per_image"]
-        ]
-        record["delivered"] = delivered
     return finite_json(record, indent=None)
 
 
@@ -585,7 +595,7 @@ def validate_report(report: dict, source="report") -> None:
         "must be 64 lower-case hex digits",
         sha,
     )
-    for key in ("file", "path", "sop_instance_uid"):
+    for key in ("input", "file", "path", "sop_instance_uid"):
         v = first.get(key)
         _need(v is None or isinstance(v, str), source, f"inputs[0].{key}", "must be text", v)
     for key in ("procedure", "region"):

@@ -17,8 +17,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from hybridfuse import __version__
-from hybridfuse._safeio import UnsafeOutputError, atomic_file, csv_cell, file_record
+from hybridfuse._safeio import UnsafeOutputError, atomic_file, csv_cell
 
+from .inputs import input_record, shown_name
 from .rdsr import DoseRecord, read_rdsr
 
 __all__ = [
@@ -313,7 +314,7 @@ def build_dose_report(
         "flags": flags,
         "inputs": [
             {
-                **file_record(path, include_phi=include_phi),
+                **input_record(path, role="RDSR", include_phi=include_phi),
                 "sop_instance_uid": rec.sop_instance_uid,
                 "sop_class": rec.sop_class_name,
                 "template": rec.template,
@@ -327,7 +328,9 @@ def build_dose_report(
     intervals = [Interval(float(a), float(b)) for a, b in us_intervals]
     starts = [e.start for e in rec.events if e.start is not None]
     if us_clips and starts:
-        intervals += ultrasound_intervals_from_clips(list(us_clips), min(starts), rec)
+        intervals += ultrasound_intervals_from_clips(
+            list(us_clips), min(starts), rec, include_phi=include_phi
+        )
     timing_flags = []
     if us_clips and not starts:  # a clip cannot be placed on a timeline the record lacks
         flags.append(
@@ -345,6 +348,9 @@ def build_dose_report(
             seed=seed,
         )
         saved["counterfactual"]["flags"][:0] = timing_flags
+        clips = [i.clip for i in intervals if i.clip is not None]
+        if clips:  # how the intervals' sources and flags name them
+            saved["counterfactual"]["clips"] = clips
         flags.extend(saved["counterfactual"]["flags"])
     if procedure:
         saved["baseline"] = saved_against_baseline(
@@ -535,7 +541,7 @@ def build_image_dose_report(
 
     inputs, per_image, flags = [], [], []
     seen: dict[str, Path] = {}
-    for p in image_paths:
+    for n, p in enumerate(image_paths, 1):
         path = Path(p)
         ds = read_header(path)
         check_xray_image(ds, path)
@@ -546,20 +552,23 @@ def build_image_dose_report(
             if key:
                 seen[key] = path
         tags = read_image_dose_tags(ds)
+        rec = input_record(path, role="image", position=n, include_phi=include_phi)
         for text in dict(tags.sources).values():
             if text.endswith("treated as unknown"):
-                flags.append(f"{path.name}: {text}")
-        per_image.append({"file": str(path) if include_phi else path.name, **tags.to_dict()})
+                flags.append(f"{shown_name(rec)}: {text}")
+        # The full path with include_phi, as this table always kept it.
+        named = {"file": str(path)} if include_phi else {}
+        per_image.append({"input": rec["input"], **named, **tags.to_dict()})
         inputs.append(
             {
-                **file_record(path, include_phi=include_phi),
+                **rec,
                 "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
                 "sop_class": str(ds.get("SOPClassUID", "")),
             }
         )
         if not tags.has_dose:
             flags.append(
-                f"{path.name}: no ImageAndFluoroscopyAreaDoseProduct or "
+                f"{shown_name(rec)}: no ImageAndFluoroscopyAreaDoseProduct or "
                 "EntranceDoseInmGy: its dose is unknown"
             )
     daps = [im["dap_gy_cm2"] for im in per_image]

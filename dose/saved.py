@@ -84,6 +84,18 @@ class Interval:
     span_known: bool = True
     #: Plausibility flags found while reading the clip (another patient, study or day).
     notes: tuple[str, ...] = ()
+    #: The clip's input record (:func:`.inputs.input_record`); None for a given interval.
+    clip: dict | None = None
+    #: The clip as given, for errors on the user's terminal only (never written).
+    path: str | None = None
+
+    def said(self) -> str:
+        """The source as an error says it: naming the clip's path, not its label."""
+        from .inputs import shown_name
+
+        if self.clip is None or self.path is None:
+            return self.source
+        return self.path + self.source.removeprefix(shown_name(self.clip))
 
     @property
     def span_s(self) -> float:
@@ -133,22 +145,26 @@ def ultrasound_intervals_from_clips(
     paths,
     t0: _dt.datetime,
     record: DoseRecord,
+    *,
+    include_phi: bool = False,
 ) -> list[Interval]:
     """Ultrasound-guided intervals from the acquisition times of US cine files.
 
     Each runs from the first frame to the last, cut where the first fluoroscopy event
     after the clip's start begins (guidance is then handed back to fluoroscopy).
     Tolerance: one frame interval (at least 1 s). A clip from another patient, study or
-    calendar day than the RDSR carries a note (:attr:`Interval.notes`).
+    calendar day than the RDSR carries a note (:attr:`Interval.notes`). Sources and notes
+    name a clip by its label (:mod:`.inputs`), by its file name only with ``include_phi``.
     """
     from .image_tags import read_header
+    from .inputs import input_record, shown_name
 
     out = []
     fluoro_starts = sorted(
         _t(e, t0) for e in record.events if e.event_type == "fluoroscopy" and e.start is not None
     )
     seen: dict[str, object] = {}
-    for path in paths:
+    for n, path in enumerate(paths, 1):
         real = os.path.realpath(path)
         if real in seen:
             raise DoseInputError(f"{path}: given twice as --us (as {seen[real]}); give it once")
@@ -166,14 +182,16 @@ def ultrasound_intervals_from_clips(
         if start is None:
             raise DoseInputError(f"{path}: no acquisition date/time; give --us-interval")
         offset_s = (start - t0).total_seconds()
-        iv = _clip_interval(ds, _frame_count(ds, path), path, offset_s, fluoro_starts)
-        out.append(replace(iv, notes=_identity_notes(ds, path, record, start, t0)))
+        clip = input_record(path, role="clip", position=n, include_phi=include_phi)
+        name = shown_name(clip)
+        iv = _clip_interval(ds, _frame_count(ds, path), path, offset_s, fluoro_starts, name)
+        notes = _identity_notes(ds, name, record, start, t0)
+        out.append(replace(iv, notes=notes, clip=clip, path=str(path)))
     return out
 
 
-def _identity_notes(ds, path, record: DoseRecord, start, t0) -> tuple[str, ...]:
+def _identity_notes(ds, name: str, record: DoseRecord, start, t0) -> tuple[str, ...]:
     """Flags for a clip that may not belong to the RDSR's procedure (no identifiers written)."""
-    name = Path(path).name
     notes = []
     clip_pid = str(ds.get("PatientID", "") or "").strip()
     rdsr_pid = str((getattr(record, "patient", None) or {}).get("id") or "").strip()
@@ -213,8 +231,11 @@ def _frame_count(ds, path) -> int:
     return int(n)
 
 
-def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts) -> Interval:
-    """One clip's interval: first frame to last, or to the first fluoroscopy in between."""
+def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts, name: str) -> Interval:
+    """One clip's interval: first frame to last, or to the first fluoroscopy in between.
+
+    ``name`` is how the written source names the clip; errors name ``path``.
+    """
     timing = dicom.frame_times(ds, n)
     if timing.implausible:
         raise DoseInputError(f"{path}: {timing.implausible}")
@@ -225,7 +246,7 @@ def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts) -> Interval
             begin,
             begin,
             1.0,
-            f"{Path(path).name}: {n} frames without frame timing (no FrameTimeVector, "
+            f"{name}: {n} frames without frame timing (no FrameTimeVector, "
             "per-frame FrameAcquisitionDateTime, FrameTime or CineRate): its "
             "ultrasound-guided interval is unknown and not counted; give --us-interval",
             span_known=False,
@@ -239,7 +260,7 @@ def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts) -> Interval
         begin,
         end,
         max(step, 1.0),
-        f"{Path(path).name}: first frame to last frame"
+        f"{name}: first frame to last frame"
         + (f" (cut at the fluoroscopy event starting at {end:.1f} s)" if later else "")
         + "; the needle advance is taken to fill 50-100 % of that span "
         "(uniform; the clip also holds scanning before insertion and "
@@ -335,11 +356,12 @@ def saved_counterfactual(
     fluoro = [e for e in record.events if e.event_type == "fluoroscopy" and e.start is not None]
     if not fluoro:
         raise DoseInputError("no timed fluoroscopy events: the counterfactual needs them")
-    unknown = [i.source for i in us_intervals if not i.span_known]
+    unknown = [i for i in us_intervals if not i.span_known]
     us_intervals = [i for i in us_intervals if i.span_known]
     if not us_intervals:
         raise DoseInputError(
-            "; ".join(unknown) or "no ultrasound-guided interval: give --us CLIP or --us-interval"
+            "; ".join(i.said() for i in unknown)
+            or "no ultrasound-guided interval: give --us CLIP or --us-interval"
         )
     t0 = min(e.start for e in record.events if e.start is not None)
     assumptions = [
@@ -351,7 +373,7 @@ def saved_counterfactual(
         f"DAP-meter tolerance ±{100 * DAP_METER_TOLERANCE:.0f} % (uniform), applied to "
         "DAP and Dose (RP).",
     ]
-    flags: list[str] = list(unknown)
+    flags: list[str] = [i.source for i in unknown]
     phases = _select_phases(fluoro, t0, us_intervals, guided_phase, min_taps, max_gap_s)
     assumptions.append(_phase_assumption(guided_phase, min_taps, max_gap_s, bool(phases)))
     if phases:

@@ -54,7 +54,10 @@ def event_bars(
 
 def _interval_label(iv: dict) -> str:
     source = iv.get("source", "")
-    return "ultrasound, given" if source == "given" else f"ultrasound, clip {source.split(':')[0]}"
+    if source == "given":
+        return "ultrasound, given"
+    name = source.split(":")[0]  # a file name (--include-phi) or a label "clip N (sha256 …)"
+    return f"ultrasound, {name}" if name.startswith("clip ") else f"ultrasound, clip {name}"
 
 
 def _draw_intervals(ax, us_intervals) -> None:

@@ -578,7 +578,12 @@ def run_case(
                 force=config.dose.force,
             )
         else:
-            dose = build_image_dose_report(spec.fluoro, procedure=procedure, region=region)
+            dose = build_image_dose_report(
+                spec.fluoro,
+                include_phi=config.fusion.include_phi,
+                procedure=procedure,
+                region=region,
+            )
         if corrections is not None:
             from hybridfuse.dose.corrections import apply_corrections
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -59,8 +60,10 @@ def test_a_unit_without_an_entry_is_flagged_and_left_uncorrected(tmp_path):
     res = _run(tmp_path, GOOD.split('[[unit]]\nmanufacturer = "HybridFuse"')[0])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
-    assert rep["corrections"] == {"file": "corr.toml", "applied": False}
-    assert any("no [[unit]] for this X-ray unit" in f for f in rep["flags"])
+    sha = hashlib.sha256((tmp_path / "corr.toml").read_bytes()).hexdigest()
+    label = f"corrections (sha256 {sha[:12]})"
+    assert rep["corrections"] == {"input": label, "sha256": sha, "applied": False}
+    assert f"{label}: no [[unit]] for this X-ray unit" in " ".join(rep["flags"])
 
 
 @pytest.mark.parametrize(

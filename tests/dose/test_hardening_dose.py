@@ -530,7 +530,9 @@ def test_report_has_no_dates_paths_or_uids_without_phi(synthetic_case, tmp_path)
     rows = list(csv.DictReader(texts["events.csv"].splitlines()))
     assert "start_datetime" not in rows[0] and rows[0]["time_from_first_event_s"] == "0.0"
     assert all(r["event_uid"].startswith("event-") for r in rows)
-    assert '"file": "rdsr.dcm"' in texts["dose.json"]
+    sha = hashlib.sha256(rdsr.read_bytes()).hexdigest()
+    assert f'"input": "RDSR (sha256 {sha[:12]})"' in texts["dose.json"]
+    assert all("rdsr.dcm" not in text for text in texts.values())  # by sha256, not name
     phi = tmp_path / "phi"
     assert _dose("report", "--rdsr", rdsr, "--out", phi, "--include-phi").exit_code == 0
     assert "Doe_John" in (phi / "dose.json").read_text()

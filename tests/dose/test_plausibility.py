@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pydicom
@@ -25,6 +26,11 @@ def case():
 
 def _report(case, **kw):
     return build_dose_report(case / "rdsr.dcm", **kw)
+
+
+def _label(clip, n=1):
+    """How a written flag names the n-th --us clip (its file name only with --include-phi)."""
+    return f"clip {n} (sha256 {hashlib.sha256(clip.read_bytes()).hexdigest()[:12]})"
 
 
 def _clip(case, tmp_path, name="clip.dcm", **changes):
@@ -92,16 +98,16 @@ def test_a_clip_on_another_day_is_refused_then_flagged_when_forced(case, tmp_pat
         ContentDate="20260116",
     )
     with pytest.raises(DoseInputError, match="clip.dcm: .*entirely outside"):
-        _report(case, us_clips=[clip])
+        _report(case, us_clips=[clip])  # an error on the terminal names the file
     rep = _report(case, us_clips=[clip], force=True)
-    assert any("clip.dcm: acquired 1 calendar day(s) after" in f for f in rep["flags"])
+    assert any(f"{_label(clip)}: acquired 1 calendar day(s) after" in f for f in rep["flags"])
 
 
 def test_a_one_frame_clip_is_flagged(case, tmp_path):
     clip = _clip(case, tmp_path, NumberOfFrames=1, FrameTimeVector=[0.0])
     rep = _report(case, us_clips=[clip])
     assert rep["saved"]["counterfactual"]["point"]["fluoro_time_s"] == 0
-    assert any("clip.dcm: ultrasound interval of 0 s" in f for f in rep["flags"])
+    assert any(f"{_label(clip)}: ultrasound interval of 0 s" in f for f in rep["flags"])
 
 
 def test_a_clip_of_another_patient_or_study_is_flagged_without_its_identifiers(case, tmp_path):

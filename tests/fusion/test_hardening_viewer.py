@@ -178,7 +178,7 @@ _SAMPLE = Path(__file__).resolve().parents[2] / "testdata" / "sample" / "lumbar-
 #: Free-text fields of dose.json: names, sources, notes, flags (never looked up as keys).
 _TEXT_KEYS = {
     "schema", "software_version", "manufacturer", "model", "procedure", "region",
-    "reference_point", "plane", "file", "path", "sop_instance_uid", "note", "source",
+    "reference_point", "plane", "input", "file", "path", "sop_instance_uid", "note", "source",
     "reason", "interval_note",
 }  # fmt: skip
 
