@@ -280,10 +280,15 @@ def match_structures(found: Structures, moving_mask: np.ndarray | None) -> AutoS
         # placements the structures allow (registration.hypotheses), which need them.
         exc.structures = found
         raise
-    _check_area(match, fb, fn, to_mm_f)
     source = AUTO_SOURCE if match.items >= CHECKED_ITEMS else AUTO_SOURCE_TO_CONFIRM
     landmarks = matched_landmarks(match, found, source)
-    _check_spread(landmarks.moving_xy * to_mm_m)
+    try:
+        _check_area(match, fb, fn, to_mm_f)
+        _check_spread(landmarks.moving_xy * to_mm_m)
+    except AmbiguousMatchError as exc:
+        # Points along a line leave the map across it (and its side) to the images.
+        exc.structures = found
+        raise
     return AutoStart(landmarks, mb, fb, match, mn, fn, found)
 
 
@@ -294,6 +299,8 @@ def _check_area(match: Correspondence, fb: Blobs, fn: Needle | None, to_mm_f) ->
     few of them can then be matched to ultrasound structures spread over the plane. The
     matched beads alone spanning an area also pass: a needle's far end, tens of mm from a
     compact group of beads, stretches the whole set into a line it does not lie on.
+    The refusal carries the structures: the images may still judge the placements
+    (:func:`registration.hypotheses.judge_placements`), whose runs refuse an edge-on map.
     """
     beads = fb.xy[match.fixed_index] * to_mm_f
     pts = [beads]
@@ -320,7 +327,8 @@ def _check_spread(moving_mm: np.ndarray) -> None:
     """Refuse matched landmarks nearly in a line: their map extrapolates badly.
 
     Any number of them: five beads in a row matched (the needle's line agreeing, its tip
-    not) made a map that collapsed the plane, refused as if seen edge-on (exit 2).
+    not) made a map that collapsed the plane, refused as if seen edge-on (exit 2). As
+    for :func:`_check_area`, the images may still judge the placements.
     """
     if len(moving_mm) < 3:  # two give a similarity
         return

@@ -118,8 +118,10 @@ def test_matched_beads_in_a_row_are_refused_as_a_match_not_as_an_edge_on_plane(
     monkeypatch.setattr(family, "_beads", _beads_in_a_row)
     case = family.family_case(1002, tmp_path / "case", max_detector_px=512)
     fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
-    with pytest.raises(AmbiguousMatchError, match="5 matched points .* lie nearly in a line"):
+    # Session 16: the placements such a line allows go to the images, which refuse here.
+    with pytest.raises(RegistrationError, match="5 matched points .* lie nearly in a line") as e:
         register_images(fixed, moving)
+    assert "edge-on" not in str(e.value)
     assert issubclass(AmbiguousMatchError, RegistrationError)  # exit 1, not 2
 
 

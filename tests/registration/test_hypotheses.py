@@ -173,6 +173,28 @@ def test_two_verified_placements_of_a_two_way_match_are_refused_naming_them(tmp_
     assert any("both end verified" in r for r in result.quality.reasons)
 
 
+#: Tuning seeds (320 px) whose matched structures lie nearly in a line: in the
+#: ultrasound (4 points, spread ratio 0.23), in the fluoroscopy (4 structures, 0.24).
+SEEDS_IN_A_LINE = {24: "lie nearly in a line", 57: "lie along a line in the fluoroscopy"}
+
+
+@pytest.mark.parametrize("seed", sorted(SEEDS_IN_A_LINE))
+def test_structures_along_a_line_are_judged_among_their_placements(family_case_of, seed):
+    # Session 16: refused before whatever the images said ("lie along a line"); the line
+    # fixes the map along it, the images the rest, as for a two-way match.
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import register_images
+
+    case = family_case_of(seed, 320)
+    truth = json.loads((case / "truth.json").read_text())
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    result = register_images(fixed, moving)
+    record = result.quality.verification["placements"]
+    assert SEEDS_IN_A_LINE[seed] in record["why_tried"]
+    assert result.quality.verdict == "accepted", result.quality.reasons
+    assert _tre_mm(result.transform.matrix, truth) < 2.0
+
+
 def _tre_mm(h, truth) -> float:
     grid = np.asarray(truth["grid_moving"], float)
     est = np.c_[grid, np.ones(len(grid))] @ np.asarray(h, float).T
