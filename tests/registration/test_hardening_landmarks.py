@@ -483,7 +483,7 @@ def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
     known = {fixed.source_path: "f" * 64}
     rec = transform_record(result, fixed, moving, fixed_frame=0, moving_frame=6, sha256=known)
     assert rec["fixed"] == {
-        "file": "fluoro_run02_confirm_lateral.dcm",
+        "input": "fluoroscopy (sha256 ffffffffffff)",
         "sha256": "f" * 64,
         "frame": 0,
     }
@@ -491,6 +491,7 @@ def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
     assert "path" not in rec["moving"] and "sop_instance_uid" not in rec["moving"]
     phi = transform_record(result, fixed, moving, fixed_frame=0, moving_frame=6, include_phi=True)
     assert phi["moving"]["path"] == moving.source_path
+    assert phi["moving"]["file"] == "us_clip.dcm"
 
 
 def test_many_rejected_names_are_summed_up_on_the_terminal(case, tmp_path):
