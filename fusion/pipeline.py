@@ -541,10 +541,10 @@ def run_case(
                     "case folder, or the manifest's landmarks column for batch"
                 )
             error = FusionError if refused else InputError  # exit 1 as register, else 2
-            why = "; ".join(f"{n[0]}: {why}" for n, why in skipped)  # names for the terminal
+            tried = "; ".join(f"{n[0]}: {why}" for n, why in skipped)  # names for the terminal
             raise error(
                 f"case {spec.case_id}: no fluoroscopy run could be registered "
-                f"({why or 'none overlaps the ultrasound'}){hint}"
+                f"({tried or 'none overlaps the ultrasound'}){hint}"
             )
         fl, fi, uj, result, landmarks, fl_name = reg
         pair_record = next(b for f, b in zip(fluoro, belonging, strict=True) if f is fl)
