@@ -131,6 +131,31 @@ def test_run_names_its_inputs_and_case_by_sha256_unless_asked(named, tmp_path, p
         assert _leaks(out) == []  # summary, index, transform, fusion, dose
 
 
+@pytest.mark.parametrize("phi", [False, True])
+def test_a_run_not_used_is_named_by_its_label_unless_asked(named, tmp_path, monkeypatch, phi):
+    """summary.json's runs_not_used names a run by label; the terminal by its file."""
+    import hybridfuse.fusion.coregister as coregister
+
+    first = named["folder"] / f"{NAME}_run01.dcm"  # tried first; no clip frame within 0.5 s
+    shutil.copy(sample_case() / "fluoro_run01_scout_lateral.dcm", first)
+    out = tmp_path / "out"
+    _invoke("run", named["folder"], "--out", out, *FAST, *(["--include-phi"] if phi else []))
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    [not_used] = summary["registration"]["runs_not_used"]
+    shown = first.name if phi else _label(first, "fluoroscopy 1")
+    assert not_used == f"{shown}: no ultrasound frame within 0.5 s"
+    assert phi or _leaks(out) == []
+    monkeypatch.setattr(coregister, "register_images", _refuse)
+    res = CliRunner().invoke(cli, ["run", str(named["folder"]), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and f"{named['fluoro'].name}: no start found" in res.output
+
+
+def _refuse(*args, **kw):
+    from hybridfuse.registration import RegistrationError
+
+    raise RegistrationError("no start found")
+
+
 def _manifest(path, named, case_id="c1"):
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
