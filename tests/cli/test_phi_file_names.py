@@ -126,7 +126,8 @@ def test_run_names_its_inputs_and_case_by_sha256_unless_asked(named, tmp_path, p
         assert summary["registration"]["fluoroscopy"] == named["fluoro"].name
         assert summary["inputs"][0]["path"] == str(named["fluoro"])
     else:
-        assert summary["case_id"].startswith("CASE-")
+        fused = json.loads((out / "fusion" / "fuse.json").read_text(encoding="utf-8"))
+        assert summary["case_id"] == fused["case"]  # the study's pseudonym, CASE-<10 hex>
         assert summary["registration"]["fluoroscopy"] == run and run in index
         assert _leaks(out) == []  # summary, index, transform, fusion, dose
 
