@@ -78,8 +78,8 @@ from .options import (
 @click.option(
     "--include-phi",
     is_flag=True,
-    help="Record the input files' full paths and SOP Instance UIDs in transform.json "
-    "(otherwise file names and sha256 only).",
+    help="Record the input files' names, full paths and SOP Instance UIDs in transform.json "
+    "(otherwise by role and sha256 only).",
 )
 @config_option("its [registration] and [pair] tables ([fusion], [dose] checked, not used)")
 @definition_options(RegistrationOptions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -58,13 +59,20 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
 
     OUT may not be CASE or contain it; --overwrite replaces only a folder hybridfuse wrote.
     """
-    from hybridfuse.fusion.pipeline import case_from_folder, check_out, run_case
+    from hybridfuse.fusion.pipeline import (
+        anonymous_case_id,
+        case_from_folder,
+        check_out,
+        run_case,
+    )
 
     check_out(out_dir, [case], overwrite=overwrite)  # before any work
     report_stale(out_dir)
     config = _config(config_path, opts)
     check_pseudonym_key(config.fusion.include_phi)
     spec = case_from_folder(case)
+    if not config.fusion.include_phi:  # the folder may be named after the patient
+        spec = dataclasses.replace(spec, case_id=anonymous_case_id(spec))
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
     summary = run_case(
         spec,

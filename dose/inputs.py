@@ -14,18 +14,10 @@ import os
 import re
 from pathlib import Path
 
-from hybridfuse._safeio import file_record
+# The label is the whole project's (fusion outputs name their inputs the same way).
+from hybridfuse._safeio import HASH_DIGITS, file_record, input_label
 
 __all__ = ["HASH_DIGITS", "drop_names", "drop_paths", "input_label", "input_record", "shown_name"]
-
-#: Hex digits of the sha256 in a label: 48 bits, so two inputs of one report never share one.
-HASH_DIGITS = 12
-
-
-def input_label(sha256: str, role: str, position: int | None = None) -> str:
-    """``role [position] (sha256 <12 hex>)``: an input named without its file name."""
-    where = role if position is None else f"{role} {position}"
-    return f"{where} (sha256 {sha256[:HASH_DIGITS]})"
 
 
 def input_record(
@@ -37,11 +29,7 @@ def input_record(
     sha256: str | None = None,
 ) -> dict:
     """``input`` (its label) and ``sha256``; ``file`` and ``path`` only with ``include_phi``."""
-    rec = file_record(path, include_phi=include_phi, sha256=sha256)
-    out = {"input": input_label(rec["sha256"], role, position), "sha256": rec["sha256"]}
-    if include_phi:
-        out.update(file=rec["file"], path=rec["path"])
-    return out
+    return file_record(path, include_phi=include_phi, sha256=sha256, role=role, position=position)
 
 
 def shown_name(record: dict) -> str:

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -315,7 +316,7 @@ def build_dose_report(
         "inputs": [
             {
                 **input_record(path, role="RDSR", include_phi=include_phi),
-                "sop_instance_uid": rec.sop_instance_uid,
+                "sop_instance_uid": shown_uid(rec.sop_instance_uid, "sop", include_phi),
                 "sop_class": rec.sop_class_name,
                 "template": rec.template,
                 "non_standard": rec.non_standard,
@@ -363,6 +364,8 @@ def build_dose_report(
     report["effective_dose"] = _effective_dose(delivered, saved, region, coefficients)
     if include_phi:
         report["patient"] = rec.patient
+    else:  # the reader's flags name an event by its UID
+        report["flags"] = _flags_without_uids(flags, rec)
     # Private keys (leading underscore) are never written: events for events.csv, and
     # identifiers the registry hashes into a pseudonym.
     report["_events"] = rec.events
@@ -374,16 +377,40 @@ def build_dose_report(
     return report
 
 
+def shown_uid(uid: str | None, kind: str, include_phi: bool) -> str | None:
+    """A UID as written: itself with ``include_phi``, else its keyed pseudonym.
+
+    ``kind-<16 hex>`` (:mod:`.pseudonym`), the same every time for one key: events.csv's
+    ``event-...`` and a flag naming that event agree, as do two reports of one SR.
+    """
+    if uid is None or include_phi:
+        return uid
+    from .pseudonym import pseudonym
+
+    return f"{kind}-{pseudonym(uid)}"
+
+
+def _flags_without_uids(flags: list[str], rec) -> list[str]:
+    """``flags`` naming each event and the SR by pseudonym (:func:`shown_uid`), not UID."""
+    names = {e.uid: shown_uid(e.uid, "event", False) for e in rec.events if e.uid}
+    if rec.sop_instance_uid:
+        names[rec.sop_instance_uid] = shown_uid(rec.sop_instance_uid, "sop", False)
+    if not names:
+        return flags
+    # Longest first, and whole UIDs only: 1.2.3 is not the start of 1.2.34.
+    alternatives = "|".join(re.escape(u) for u in sorted(names, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.])({alternatives})(?![\w]|\.\w)")
+    return [pattern.sub(lambda m: names[m.group(1)], f) for f in flags]
+
+
 def _event_value(ev, attr, first, include_phi):
     if attr is None:
         if ev.start is None or first is None:
             return None
         return (ev.start - first).total_seconds()
     value = getattr(ev, attr)
-    if attr == "uid" and value is not None and not include_phi:
-        from .pseudonym import pseudonym
-
-        return "event-" + pseudonym(value)
+    if attr == "uid":
+        return shown_uid(value, "event", include_phi)
     if isinstance(value, list):
         return ";".join(value)
     if hasattr(value, "isoformat"):
@@ -562,7 +589,9 @@ def build_image_dose_report(
         inputs.append(
             {
                 **rec,
-                "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
+                "sop_instance_uid": shown_uid(
+                    str(ds.get("SOPInstanceUID", "")) or None, "sop", include_phi
+                ),
                 "sop_class": str(ds.get("SOPClassUID", "")),
             }
         )

@@ -13,6 +13,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybridfuse._safeio import file_record
 from hybridfuse.dicom import acquisition_start
 
 from ._image import Image
@@ -37,8 +38,10 @@ class MismatchError(InputError):
 class BelongingCheck:
     """Each check's outcome: ``"same"``/``"within"``, ``"differs"`` or ``"not checked: <why>"``."""
 
-    fixed_file: str
-    moving_file: str
+    fixed: str
+    moving: str
+    fixed_file: str | None = None
+    moving_file: str | None = None
     checks: dict = field(default_factory=dict)
     acquisition_gap_s: float | None = None
     max_acquisition_gap_s: float = 3600.0
@@ -50,10 +53,16 @@ class BelongingCheck:
         return [k for k, v in self.checks.items() if v == "differs"]
 
     def to_dict(self) -> dict:
-        """JSON-ready record; ``overridden`` names the failed checks that were allowed."""
+        """JSON-ready record; ``overridden`` names the failed checks that were allowed.
+
+        ``fixed``/``moving`` are the inputs' labels; ``fixed_file``/``moving_file`` (their
+        file names) only when kept (``include_phi``).
+        """
+        named = {"fixed_file": self.fixed_file, "moving_file": self.moving_file}
         return {
-            "fixed_file": self.fixed_file,
-            "moving_file": self.moving_file,
+            "fixed": self.fixed,
+            "moving": self.moving,
+            **{k: v for k, v in named.items() if v is not None},
             "checks": dict(self.checks),
             "acquisition_gap_s": self.acquisition_gap_s,
             "max_acquisition_gap_s": self.max_acquisition_gap_s,
@@ -132,6 +141,13 @@ def _identity_check(fixed_ds, moving_ds, keyword: str) -> tuple[str, str, str]:
     return ("same" if a == b else "differs"), a, b
 
 
+def _label(img: Image, role: str) -> str:
+    """``role (sha256 ...)`` of an image's file; the role alone for one read from memory."""
+    if not img.source_path or not Path(img.source_path).is_file():
+        return role
+    return file_record(img.source_path, role=role)["input"]
+
+
 def _span(seconds: float) -> str:
     for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -140,19 +156,29 @@ def _span(seconds: float) -> str:
 
 
 def check_belonging(
-    fixed: Image, moving: Image, options: PairOptions | None = None, *, include_phi: bool = False
+    fixed: Image,
+    moving: Image,
+    options: PairOptions | None = None,
+    *,
+    include_phi: bool = False,
+    labels: tuple[str, str] | None = None,
 ) -> BelongingCheck:
     """Check that ``fixed`` and ``moving`` are of one patient, one study and one time.
 
-    Returns the record of every check; raises :class:`MismatchError` (one line naming both
-    files and what differs; the values themselves only with ``include_phi``) when any
-    check fails and ``options.allow_mismatch`` is off.
+    Returns the record of every check, naming the inputs by ``labels`` (fixed, moving;
+    :func:`hybridfuse._safeio.input_label`, computed when not given) and by file name
+    only with ``include_phi``. Raises :class:`MismatchError` (one line naming both
+    files, for the user's terminal, and what differs; the values themselves only with
+    ``include_phi``) when any check fails and ``options.allow_mismatch`` is off.
     """
     options = options or PairOptions()
     fixed_ds, moving_ds = _header(fixed), _header(moving)
+    labels = labels or (_label(fixed, "fluoroscopy"), _label(moving, "ultrasound"))
     record = BelongingCheck(
-        fixed_file=Path(fixed.source_path or "fixed").name,
-        moving_file=Path(moving.source_path or "moving").name,
+        fixed=labels[0],
+        moving=labels[1],
+        fixed_file=Path(fixed.source_path).name if include_phi and fixed.source_path else None,
+        moving_file=Path(moving.source_path).name if include_phi and moving.source_path else None,
         max_acquisition_gap_s=options.max_acquisition_gap_s,
         allow_mismatch=options.allow_mismatch,
     )

@@ -705,8 +705,9 @@ def transform_record(
 ) -> dict:
     """The ``transform.json`` content for a registration result.
 
-    Input images are recorded by file name and sha256; their folders (often named after
-    the patient) and SOP Instance UIDs only with ``include_phi``. ``sha256`` maps a
+    Input images are recorded by label and sha256 (``fluoroscopy (sha256 <12 hex>)``);
+    their file names, paths (files and folders are often named after the patient) and
+    SOP Instance UIDs only with ``include_phi``. ``sha256`` maps a
     source path to its digest when the caller has it already (saves reading it again).
     ``belonging`` is the belonging-together record (:mod:`fusion.belonging`), which says
     which checks an ``--allow-mismatch`` overrode.
@@ -747,19 +748,19 @@ def transform_record(
         },
         "quality": result.quality.to_dict(),
         "tre": tre,
-        "fixed": _input_record(fixed, fixed_frame, include_phi, sha256),
-        "moving": _input_record(moving, moving_frame, include_phi, sha256),
+        "fixed": _input_record(fixed, "fluoroscopy", fixed_frame, include_phi, sha256),
+        "moving": _input_record(moving, "ultrasound", moving_frame, include_phi, sha256),
         "options": result.options,
         "belonging": belonging,
     }
 
 
-def _input_record(img: Image, frame: int, include_phi: bool, known: dict | None) -> dict:
-    """File name and sha256 of an input image (path and SOP Instance UID with PHI)."""
+def _input_record(img: Image, role: str, frame: int, include_phi: bool, known: dict | None) -> dict:
+    """Label and sha256 of an input image (name, path and SOP Instance UID with PHI)."""
     rec = {}
     if img.source_path:
         digest = (known or {}).get(img.source_path)
-        rec = file_record(img.source_path, include_phi=include_phi, sha256=digest)
+        rec = file_record(img.source_path, include_phi=include_phi, sha256=digest, role=role)
     rec["frame"] = frame
     if include_phi:
         rec["sop_instance_uid"] = img.uids.get("sop_instance")

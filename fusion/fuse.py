@@ -338,13 +338,15 @@ def _frame_rate(times: list[float]) -> float:
 
 
 def _input_records(fixed, moving, transform_source, include_phi) -> dict:
-    """Input files as name + sha256 (full paths only with ``include_phi``)."""
+    """Input files by label and sha256 (names and paths only with ``include_phi``)."""
     out = {}
-    for key, path in (("fixed", fixed.source_path), ("moving", moving.source_path)):
+    for key, role, path in (
+        ("fixed", "fluoroscopy", fixed.source_path),
+        ("moving", "ultrasound", moving.source_path),
+        ("transform", "transform", transform_source),
+    ):
         if path and Path(path).is_file():
-            out[key] = file_record(path, include_phi=include_phi)
-    if transform_source and Path(transform_source).is_file():
-        out["transform"] = file_record(transform_source, include_phi=include_phi)
+            out[key] = file_record(path, include_phi=include_phi, role=role)
     return out
 
 

@@ -43,8 +43,9 @@ class FusionOptions:
     )
     include_phi: bool = option(
         False,
-        "Keep patient name and ID in the DICOM outputs and record the inputs' full paths "
-        "(otherwise de-identified, inputs by file name and sha256).",
+        "Keep patient name and ID in the DICOM outputs, record the inputs' file names and "
+        "full paths and UIDs, and name a run's case by its folder (otherwise de-identified, "
+        "inputs by role and sha256).",
     )
     uid_map: bool = option(
         False,

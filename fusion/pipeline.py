@@ -29,6 +29,7 @@ from hybridfuse._safeio import (
     check_out_target,
     file_record,
     html_text,
+    recorded_name,
     sha256_file,
 )
 from hybridfuse.dose.options import DoseOptions
@@ -41,6 +42,7 @@ from .pair import PairOptions
 __all__ = [
     "CaseSpec",
     "RunConfig",
+    "anonymous_case_id",
     "case_from_folder",
     "check_out",
     "claim_out",
@@ -253,6 +255,21 @@ def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = Non
     return h.hexdigest()
 
 
+def input_records(spec: CaseSpec, file_hashes: dict, *, include_phi: bool) -> dict:
+    """Each input file's record (path -> :func:`hybridfuse._safeio.file_record`).
+
+    Labelled by its role in the case: ``fluoroscopy 2 (sha256 <12 hex>)``, ``RDSR (...)``.
+    """
+    roles = [("fluoroscopy", n, p) for n, p in enumerate(spec.fluoro, 1)]
+    roles += [("ultrasound", n, p) for n, p in enumerate(spec.ultrasound, 1)]
+    single = (("RDSR", spec.rdsr), ("landmarks", spec.landmarks), ("truth", spec.truth))
+    roles += [(role, None, p) for role, p in single if p]
+    return {
+        p: file_record(p, include_phi=include_phi, sha256=file_hashes[p], role=role, position=n)
+        for role, n, p in roles
+    }
+
+
 def dose_files(config: RunConfig) -> list[str]:
     """Files the dose options name (the corrections): an output folder may not hold them."""
     return [config.dose.corrections] if config.dose.corrections else []
@@ -319,6 +336,28 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
         truth=str(folder / "truth.json") if (folder / "truth.json").is_file() else None,
         landmark_dir=str(folder / "landmarks") if (folder / "landmarks").is_dir() else None,
     )
+
+
+def anonymous_case_id(spec: CaseSpec) -> str:
+    """What ``run`` calls a case without ``--include-phi``: not its folder's name.
+
+    A folder named after the patient (``SMITH_JOHN_20261130``) would otherwise name the
+    case in summary.json and index.html. The keyed pseudonym of its study
+    (``CASE-<10 hex>``, as ``fuse.json``'s ``case`` and the fused DICOM's label): stable
+    for one key, unlinkable without it.
+    """
+    import pydicom
+
+    from .dicom_out import case_pseudonym
+
+    study = None
+    for p in [*spec.fluoro, *spec.ultrasound][:1]:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            study = str(ds.get("StudyInstanceUID", "")) or None
+        except Exception:  # an unreadable file is refused, naming it, when the case runs
+            study = None
+    return case_pseudonym(study)
 
 
 def _check_inputs(spec: CaseSpec) -> None:
@@ -416,8 +455,9 @@ def run_case(
 
     ``out_dir`` is checked before any work: it may not be a link or a file, equal or
     contain an input, or (even with ``overwrite``) be a non-empty folder hybridfuse did
-    not write. Input files are recorded by name and sha256 (paths only with
-    ``config.fusion.include_phi``): folder names often carry a patient's name.
+    not write. Input files are recorded by label and sha256 (``fluoroscopy 2 (sha256
+    <12 hex>)``), their names and paths only with ``config.fusion.include_phi``: file and
+    folder names often carry a patient's name.
     """
     from hybridfuse.dose.report import (
         build_dose_report,
@@ -453,21 +493,24 @@ def run_case(
     truth = read_truth_json(spec.truth) if spec.truth else None
     file_hashes = {p: _hash_input(spec, p) for p in spec.files()}  # read each input once
     digest = input_hash(spec, config, file_hashes)
+    records = input_records(spec, file_hashes, include_phi=config.fusion.include_phi)
     timings: dict[str, float] = {}
     with claim_out(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
         say("reading images")
-        fluoro, us, belonging = _read_pair(spec, config)
+        fluoro, us, belonging = _read_pair(spec, config, records)
         timings["io_s"] = time.perf_counter() - t
 
         say("registering")
         t = time.perf_counter()
         reg, skipped, refused, without_landmarks = None, [], False, False
-        for fl in fluoro:
+        # (file name for the terminal, the name recorded for summary.json) of each run.
+        names = [(Path(p).name, recorded_name(records[p])) for p in spec.fluoro]
+        for fl, name in zip(fluoro, names, strict=True):
             pairs, how = pair_frames(fl, us, list(range(fl.n_frames)))
             close = [p for p in pairs if p[2] is None or abs(p[2]) <= 0.5]
             if not close:
-                skipped.append(f"{Path(fl.source_path).name}: no ultrasound frame within 0.5 s")
+                skipped.append((name, "no ultrasound frame within 0.5 s"))
                 continue
             fi, uj, _ = close[0]
             landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
@@ -484,11 +527,11 @@ def run_case(
                 )
             except RegistrationError as exc:
                 # Ill-posed geometry, or no automatic start without landmarks: try the next run.
-                skipped.append(f"{Path(fl.source_path).name}: {exc}")
+                skipped.append((name, str(exc)))
                 refused |= not isinstance(exc, ValueError)  # the work failed, not the input
                 without_landmarks |= landmarks is None
                 continue
-            reg = (fl, fi, uj, result, landmarks)
+            reg = (fl, fi, uj, result, landmarks, name[1])
             break
         if reg is None:
             hint = ""
@@ -498,11 +541,12 @@ def run_case(
                     "case folder, or the manifest's landmarks column for batch"
                 )
             error = FusionError if refused else InputError  # exit 1 as register, else 2
+            tried = "; ".join(f"{n[0]}: {why}" for n, why in skipped)  # names for the terminal
             raise error(
                 f"case {spec.case_id}: no fluoroscopy run could be registered "
-                f"({'; '.join(skipped) or 'none overlaps the ultrasound'}){hint}"
+                f"({tried or 'none overlaps the ultrasound'}){hint}"
             )
-        fl, fi, uj, result, landmarks = reg
+        fl, fi, uj, result, landmarks, fl_name = reg
         pair_record = next(b for f, b in zip(fluoro, belonging, strict=True) if f is fl)
         tre = None
         if truth is not None:
@@ -599,12 +643,10 @@ def run_case(
             "software_version": __version__,
             "input_hash": digest,
             "config": config.to_dict(),
-            "inputs": [
-                file_record(p, include_phi=config.fusion.include_phi, sha256=h)
-                for p, h in file_hashes.items()
-            ],
+            "inputs": list(records.values()),
             "registration": {
-                "fluoro_file": Path(fl.source_path).name,
+                # The run's label, or its file name when kept (as ``inputs`` has it).
+                "fluoroscopy": fl_name,
                 "fixed_frame": fi,
                 "moving_frame": uj,
                 "model": result.model,
@@ -613,7 +655,7 @@ def run_case(
                 "landmark_fre_px": result.landmark_fit.fre_px if result.landmark_fit else None,
                 "quality": result.quality.to_dict(),
                 "tre": tre,
-                "runs_not_used": skipped,
+                "runs_not_used": [f"{n[1]}: {why}" for n, why in skipped],
             },
             "fusion": {
                 "frames": len(fusion["pairs"]),
@@ -638,8 +680,10 @@ def run_case(
     return summary
 
 
-def _read_pair(spec: CaseSpec, config: RunConfig) -> tuple[list, object, list[dict]]:
+def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, object, list]:
     """The fluoroscopy runs and the ultrasound (spacing given by hand applied), checked.
+
+    ``records`` (:func:`input_records`) give the labels the belonging records name them by.
 
     Every run is checked against the ultrasound, not only the one registered: the dose
     report counts them all, so a run of another patient would be counted as this one's.
@@ -655,7 +699,13 @@ def _read_pair(spec: CaseSpec, config: RunConfig) -> tuple[list, object, list[di
     ]
     us = with_given_spacing(read_image(spec.ultrasound[0]), pair.moving_spacing_mm, fixed=False)
     include_phi = config.fusion.include_phi
-    belonging = [check_belonging(f, us, pair, include_phi=include_phi).to_dict() for f in fluoro]
+    us_label = records[spec.ultrasound[0]]["input"]
+    belonging = [
+        check_belonging(
+            f, us, pair, include_phi=include_phi, labels=(records[p]["input"], us_label)
+        ).to_dict()
+        for f, p in zip(fluoro, spec.fluoro, strict=True)
+    ]
     return fluoro, us, belonging
 
 
@@ -707,7 +757,7 @@ td{{padding:.1em .6em}}</style></head><body>
 <a href="dose/report.html">the dose report</a> ·
 <a href="registration/transform.json">the registration (transform.json)</a> ·
 <a href="summary.json">summary.json</a></p>
-<h2>Registration</h2><p>{html_text(r["fluoro_file"])} frame {r["fixed_frame"]} ↔ ultrasound
+<h2>Registration</h2><p>{html_text(r["fluoroscopy"])} frame {r["fixed_frame"]} ↔ ultrasound
 frame {r["moving_frame"]}; {html_text(str(r["model"]))} / {html_text(str(r["metric"]))};
 {html_text(tre_txt)}.</p>
 <h2>Dose</h2><p>Delivered DAP {

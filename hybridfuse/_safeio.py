@@ -5,8 +5,8 @@ exclusively (never predictable, never written through a link) and renamed into p
 complete; a folder is replaced only when a marker says this project wrote it. Data that
 reaches HTML, CSV or a terminal is escaped here too, so escaping is by construction.
 
-It lives in :mod:`dose` because dose is the lowest package both :mod:`dose` and
-:mod:`fusion` import; it imports nothing of the project.
+Both :mod:`dose` and :mod:`fusion` import it (never each other for it); it imports
+nothing of the project.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ __all__ = [
     "clean_stale",
     "csv_cell",
     "file_record",
+    "input_label",
+    "recorded_name",
     "is_owned",
     "json_safe",
     "owner_kind",
@@ -405,13 +407,48 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def file_record(path: str | os.PathLike, *, include_phi: bool = False, sha256: str | None = None):
-    """How an input file is recorded in outputs: its name and sha256.
+#: Hex digits of the sha256 in an input's label: 48 bits, so two inputs of one output
+#: never share one.
+HASH_DIGITS = 12
 
-    The full path only with ``include_phi``: folder names often carry a patient's name.
+
+def input_label(sha256: str, role: str, position: int | None = None) -> str:
+    """``role [position] (sha256 <12 hex>)``: an input named without its file name."""
+    where = role if position is None else f"{role} {position}"
+    return f"{where} (sha256 {sha256[:HASH_DIGITS]})"
+
+
+def file_record(
+    path: str | os.PathLike,
+    *,
+    include_phi: bool = False,
+    sha256: str | None = None,
+    role: str | None = None,
+    position: int | None = None,
+) -> dict:
+    """How every output records an input file: by content, its name only when asked.
+
+    ``input`` (its label, given a ``role``) and ``sha256``; ``file`` (the name) and
+    ``path`` only with ``include_phi``.
+
+    Sites name files and folders after the patient (``SMITH_JOHN_20261130.dcm``), so
+    without ``include_phi`` an input is known by its content alone: whoever holds the
+    file finds it by hashing.
     """
     path = Path(path)
-    rec = {"file": path.name, "sha256": sha256 or sha256_file(path)}
+    digest = sha256 or sha256_file(path)
+    rec = {} if role is None else {"input": input_label(digest, role, position)}
+    rec["sha256"] = digest
     if include_phi:
-        rec["path"] = str(path)
+        rec.update(file=path.name, path=str(path))
     return rec
+
+
+def recorded_name(record: dict, fallback: str = "input") -> str:
+    """What a message calls a recorded input: its file name when kept, else its label.
+
+    Also reads records from before labels (``file`` and ``sha256`` only).
+    """
+    if not isinstance(record, dict):
+        return fallback
+    return str(record.get("file") or record.get("input") or fallback)

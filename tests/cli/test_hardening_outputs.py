@@ -301,16 +301,16 @@ def test_sigterm_of_run_leaves_nothing_and_the_rerun_proceeds(sandbox):
 
 
 @pytest.mark.slow
-def test_summary_and_index_record_inputs_by_name_and_hash(sandbox):
+def test_summary_and_index_record_inputs_by_label_and_hash(sandbox):
     phi = sandbox / "inputs" / "Doe^Jane"
     shutil.copytree(sandbox / "inputs" / "B", phi)
     config = str(sandbox / "fast.toml")
     r = CliRunner().invoke(cli, ["run", str(phi), "--out", str(sandbox / "o"), "--config", config])
     assert r.exit_code == 0, r.output
     summary = json.loads((sandbox / "o" / "summary.json").read_text())
-    names = {i["file"] for i in summary["inputs"]}
-    assert "us_clip.dcm" in names and all(len(i["sha256"]) == 64 for i in summary["inputs"])
-    assert not any("path" in i for i in summary["inputs"])
+    labels = {i["input"].split(" (")[0] for i in summary["inputs"]}
+    assert "ultrasound 1" in labels and all(len(i["sha256"]) == 64 for i in summary["inputs"])
+    assert not any("path" in i or "file" in i for i in summary["inputs"])
     for f in ("summary.json", "index.html"):
         assert str(sandbox) not in (sandbox / "o" / f).read_text(), f
     r = CliRunner().invoke(
@@ -319,6 +319,7 @@ def test_summary_and_index_record_inputs_by_name_and_hash(sandbox):
     assert r.exit_code == 0, r.output
     summary = json.loads((sandbox / "p" / "summary.json").read_text())
     assert all(i["path"].startswith(str(phi)) for i in summary["inputs"])
+    assert "us_clip.dcm" in {i["file"] for i in summary["inputs"]}
 
 
 def test_index_html_escapes_every_string():
@@ -330,7 +331,7 @@ def test_index_html_escapes_every_string():
             "case_id": evil,
             "software_version": evil,
             "registration": {
-                "fluoro_file": evil,
+                "fluoroscopy": evil,
                 "fixed_frame": 0,
                 "moving_frame": 1,
                 "model": evil,

@@ -422,7 +422,7 @@ def test_cli_fuse_exits_2_on_an_implausible_transform(fused, tmp_path):
 # --- outputs ----------------------------------------------------------------------------
 
 
-def test_fuse_json_records_inputs_by_name_and_sha256(fused, tmp_path):
+def test_fuse_json_records_inputs_by_label_and_sha256(fused, tmp_path):
     _, _, _, pair, fixed, moving = fused
     tr = Transform(np.asarray(pair["moving_to_fixed_pixel"]))
     for phi in (False, True):
@@ -431,10 +431,11 @@ def test_fuse_json_records_inputs_by_name_and_sha256(fused, tmp_path):
                     include_phi=phi)  # fmt: skip
         text = (out / "fuse.json").read_text()
         rec = json.loads(text)["inputs"]
-        assert rec["fixed"]["file"] == Path(fixed.source_path).name
+        assert rec["fixed"]["input"] == f"fluoroscopy (sha256 {rec['fixed']['sha256'][:12]})"
         assert re.fullmatch("[0-9a-f]{64}", rec["moving"]["sha256"])
         folder = str(Path(fixed.source_path).parent)
         assert (folder in text) is phi
+        assert (Path(fixed.source_path).name in text) is phi
 
 
 def test_out_may_not_contain_an_input(fused, tmp_path):

@@ -383,14 +383,16 @@ def test_inconsistent_landmarks_exit_2(case, tmp_path):
     assert "inconsistent landmarks" in result.output and str(path) in result.output
 
 
-def test_transform_json_holds_file_names_and_digests_not_paths(case, tmp_path):
+def test_transform_json_holds_labels_and_digests_not_names(case, tmp_path):
     lm = str(case / "landmarks" / "run02_confirm_lateral_f00_us06.csv")
     result = _register(case, tmp_path / "a", "--landmarks", lm)
     assert result.exit_code == 0, result.output
     text = (tmp_path / "a" / "transform.json").read_text()
     record = json.loads(text)
     assert str(case) not in text and "sop_instance_uid" not in text
-    assert record["fixed"]["file"] == "fluoro_run02_confirm_lateral.dcm"
+    sha = record["fixed"]["sha256"]
+    assert record["fixed"]["input"] == f"fluoroscopy (sha256 {sha[:12]})"
+    assert "fluoro_run02" not in text and "us_clip" not in text
     assert len(record["moving"]["sha256"]) == 64 and record["moving"]["frame"] == 6
     assert record["landmarks"]["loo_tre_pairs"] == 5
     assert record["landmarks"]["loo_tre_sampled"] is False
@@ -398,6 +400,7 @@ def test_transform_json_holds_file_names_and_digests_not_paths(case, tmp_path):
     result = _register(case, tmp_path / "b", "--landmarks", lm, "--include-phi")
     record = json.loads((tmp_path / "b" / "transform.json").read_text())
     assert record["fixed"]["path"] == str(case / "fluoro_run02_confirm_lateral.dcm")
+    assert record["fixed"]["file"] == "fluoro_run02_confirm_lateral.dcm"
     assert record["fixed"]["sop_instance_uid"]
     # A written transform reads back as the start of the next registration.
     assert read_transform_json(tmp_path / "a" / "transform.json").model.value == record["model"]
@@ -480,7 +483,7 @@ def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
     known = {fixed.source_path: "f" * 64}
     rec = transform_record(result, fixed, moving, fixed_frame=0, moving_frame=6, sha256=known)
     assert rec["fixed"] == {
-        "file": "fluoro_run02_confirm_lateral.dcm",
+        "input": "fluoroscopy (sha256 ffffffffffff)",
         "sha256": "f" * 64,
         "frame": 0,
     }
@@ -488,6 +491,7 @@ def test_transform_record_takes_known_digests_and_paths_only_with_phi(case):
     assert "path" not in rec["moving"] and "sop_instance_uid" not in rec["moving"]
     phi = transform_record(result, fixed, moving, fixed_frame=0, moving_frame=6, include_phi=True)
     assert phi["moving"]["path"] == moving.source_path
+    assert phi["moving"]["file"] == "us_clip.dcm"
 
 
 def test_many_rejected_names_are_summed_up_on_the_terminal(case, tmp_path):
