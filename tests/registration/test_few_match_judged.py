@@ -312,10 +312,14 @@ def _shifted_match(family_case_of, seed: int, shift_mm: float, angle_deg: float)
 # Review wt9: the judgement accepted these 2.16 mm off while the rule counted an end within
 # 2 mm as the same answer at any cost (the match's own placement ended 1.9-2.0 mm
 # from it, much lower).
-@pytest.mark.parametrize("angle_deg", [180.0, 270.0])
-def test_a_match_shifted_over_2_mm_is_not_accepted_by_the_judgement(family_case_of, angle_deg):
-    result, tre, judged = _shifted_match(family_case_of, SEED_SINGLED_OUT, 2.2, angle_deg)
-    assert tre >= 2.0 and result.quality.verdict == "refused"  # the premise
+# (2.5, 270): the intensity route's own wrong acceptance (the xfail below); the
+# judgement, which the pipeline runs after it, refuses it.
+@pytest.mark.parametrize("shift_mm, angle_deg", [(2.2, 180.0), (2.2, 270.0), (2.5, 270.0)])
+def test_a_match_shifted_over_2_mm_is_not_accepted_by_the_judgement(
+    family_case_of, shift_mm, angle_deg
+):
+    result, tre, judged = _shifted_match(family_case_of, SEED_SINGLED_OUT, shift_mm, angle_deg)
+    assert tre >= 2.0  # the premise; the route itself accepts (2.5, 270) (xfail below)
     j = judged
     hypotheses.judge_few_match(
         result, j["structures"], j["fixed"], j["moving"], j["masks"], items=j["items"],
