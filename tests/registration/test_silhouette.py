@@ -101,14 +101,16 @@ def test_uniform_field_finds_nothing():
     assert detect_silhouette(img, None, 0.5, face) is None
 
 
-#: A full-size case whose beads give no answer (measured: the silhouette's placement is
-#: accepted 0.73 mm from the truth; off, the beads' route refuses).
+#: A full-size case whose beads give no answer without their placements judged (measured:
+#: the silhouette's placement is accepted 0.73 mm from the truth; off, the beads' route
+#: refuses). Since session 16 the beads' three points along a line are judged among their
+#: placements and answer themselves (0.76 mm), so the test turns that judgement off.
 ROUTE_SEED = 9
 
 
 @pytest.mark.slow
-def test_automatic_route_takes_the_silhouette(tmp_path):
-    from hybridfuse.fusion import read_image
+def test_automatic_route_takes_the_silhouette(tmp_path, monkeypatch):
+    from hybridfuse.fusion import coregister, read_image
     from hybridfuse.fusion.coregister import read_truth_json, register_images, truth_tre
     from hybridfuse.fusion.errors import InputError
     from hybridfuse.registration import RegistrationOptions
@@ -118,6 +120,11 @@ def test_automatic_route_takes_the_silhouette(tmp_path):
     case = family_case(ROUTE_SEED, tmp_path / "case", probe_in_fluoro=True)
     fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
     truth = read_truth_json(case / "truth.json")
+
+    def beads_not_judged(exc, *args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(coregister, "_judged_placements", beads_not_judged)
     off = RegistrationOptions().with_values(probe_silhouette="off", accept_unverified=True)
     try:  # the beads alone: refused, or no answer at all
         assert register_images(fixed, moving, options=off).quality.verdict == "refused"
