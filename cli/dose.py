@@ -401,7 +401,11 @@ def _dose_json_for_ingest(path: Path):
         candidates.append(path.parent / Path(first["file"]).name)
     rec = None
     for rdsr in [*candidates, *_beside(path, candidates)]:
-        if rdsr.is_file() and sha256_file(rdsr) == first["sha256"]:
+        try:
+            same = rdsr.is_file() and sha256_file(rdsr) == first["sha256"]
+        except OSError:  # unreadable, or gone since listed: not this dose.json's RDSR
+            continue
+        if same:
             rec = read_rdsr(rdsr)
             break
     rep["_study_uid"] = rec.study_instance_uid if rec else None
