@@ -64,3 +64,27 @@ def test_a_clip_named_in_an_old_dose_json_is_relabelled_in_the_registry(tmp_path
         [(stored,)] = db.execute("SELECT dose_json FROM procedures").fetchall()
     assert NAME not in stored
     assert "clip 1: first frame to last frame" in stored
+
+
+def test_a_flag_naming_an_event_by_uid_is_pseudonymised_in_the_registry(tmp_path):
+    """A dose.json written with --include-phi (or before session 16) names an event by
+    its UID in a flag; the registry stores event UIDs only as keyed pseudonyms."""
+    from tests.dose.test_phi_uids import _twice_recorded_dap
+
+    event_uid, _ = _twice_recorded_dap(tmp_path / "sr.dcm")
+    out = tmp_path / "out"
+    res = _invoke("dose", "report", "--rdsr", tmp_path / "sr.dcm", "--out", out, "--include-phi")
+    assert res.exit_code == 0, res.output
+    flags = json.loads((out / "dose.json").read_text(encoding="utf-8"))["flags"]
+    assert f"event {event_uid}: dap_gy_cm2 recorded 2 times; first kept" in flags
+    db = tmp_path / "r.db"
+    res = _invoke("dose", "ingest", out / "dose.json", "--db", db)
+    assert res.exit_code == 0, res.output
+    with sqlite3.connect(db) as conn:
+        [(stored,)] = conn.execute("SELECT dose_json FROM procedures").fetchall()
+        events = {uid for (uid,) in conn.execute("SELECT event_uid FROM events")}
+    assert event_uid not in stored
+    # Named as the registry's events table names it (its RDSR was found at its path).
+    flags = json.loads(stored)["flags"]
+    [named] = [f.split(":")[0] for f in flags if "recorded 2 times" in f]
+    assert named.removeprefix("event ") in events
