@@ -88,3 +88,22 @@ def test_a_flag_naming_an_event_by_uid_is_pseudonymised_in_the_registry(tmp_path
     flags = json.loads(stored)["flags"]
     [named] = [f.split(":")[0] for f in flags if "recorded 2 times" in f]
     assert named.removeprefix("event ") in events
+
+
+def test_ingesting_an_rdsr_needs_no_user_key(tmp_path, monkeypatch):
+    """The registry pseudonymises with its own secret: an RDSR ingests where the user's
+    pseudonym key cannot be read, and what it stores names no UID and no file."""
+    from tests.dose.test_phi_uids import _twice_recorded_dap
+
+    rdsr = tmp_path / f"{NAME}.dcm"
+    event_uid, sop_uid = _twice_recorded_dap(rdsr)
+    monkeypatch.setenv("HYBRIDFUSE_PSEUDONYM_KEY_FILE", str(tmp_path))  # a folder: unusable
+    db = tmp_path / "r.db"
+    res = _invoke("dose", "ingest", rdsr, "--db", db, "--json")
+    assert res.exit_code == 0, res.output
+    with sqlite3.connect(db) as conn:
+        [(stored, sop, source)] = conn.execute(
+            "SELECT dose_json, sop_instance_uid, source_path FROM procedures"
+        ).fetchall()
+    assert event_uid not in stored and sop_uid not in stored and NAME not in stored + source
+    assert json.loads(stored)["inputs"][0]["sop_instance_uid"] == sop  # one pseudonym
