@@ -562,7 +562,8 @@ def _stored_record(report: dict, pseudonym, *, keep_names: bool = False) -> str:
 
 
 #: How an RDSR's flag names an irradiation event (:mod:`.rdsr`): ``event <UID>: ...``.
-_EVENT_FLAG = re.compile(r"^event ([0-9][0-9.]*[0-9]):")
+#: Any text for the UID (an SR may hold a malformed one); not a pseudonym ``event-…``.
+_EVENT_FLAG = re.compile(r"^event (?!event-)(.+?)(?=: \w+ recorded \d+ times; first kept$)")
 
 
 def _event_named(flag, pseudonym):
@@ -572,7 +573,7 @@ def _event_named(flag, pseudonym):
     """
     if not isinstance(flag, str):
         return flag
-    return _EVENT_FLAG.sub(lambda m: f"event {pseudonym(m.group(1))}:", flag)
+    return _EVENT_FLAG.sub(lambda m: f"event {pseudonym(m.group(1))}", flag)
 
 
 #: Numbers of a dose record that are physical amounts (finite, >= 0, or null).
