@@ -314,9 +314,7 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
     try:
         for path in files:
             try:
-                rep, events, pid = _report_for_ingest(
-                    path, procedure, region, guidance, include_phi
-                )
+                rep, events, pid = _report_for_ingest(path, procedure, region, guidance)
                 phi = (rep.get("_study_ids") or {}) if include_phi else None
                 res = reg.ingest(rep, events, patient_id=pid, phi=phi)
                 if "_study_ids" not in rep:  # a dose.json whose RDSR was not found
@@ -344,13 +342,15 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
 MAX_DOSE_JSON_BYTES = 64 << 20
 
 
-def _report_for_ingest(path: Path, procedure, region, guidance, include_phi: bool):
+def _report_for_ingest(path: Path, procedure, region, guidance):
     from hybridfuse.dose.report import build_dose_report
 
     if path.suffix.lower() == ".json":
         return _dose_json_for_ingest(path)
-    # With --include-phi the registry keeps the file's name (never its path).
-    rep = build_dose_report(path, include_phi=include_phi, procedure=procedure, region=region)
+    # The report as recorded: the registry pseudonymises its UIDs with the registry's own
+    # secret (not the user's key, which a registry host may not have) and names the file
+    # by its label, by its name (never its path) only with --include-phi (_stored_record).
+    rep = build_dose_report(path, include_phi=True, procedure=procedure, region=region)
     _study_ids(rep, path)
     rep["_source"] = str(path)
     if guidance == "us":
@@ -401,7 +401,11 @@ def _dose_json_for_ingest(path: Path):
         candidates.append(path.parent / Path(first["file"]).name)
     rec = None
     for rdsr in [*candidates, *_beside(path, candidates)]:
-        if rdsr.is_file() and sha256_file(rdsr) == first["sha256"]:
+        try:
+            same = rdsr.is_file() and sha256_file(rdsr) == first["sha256"]
+        except OSError:  # unreadable, or gone since listed: not this dose.json's RDSR
+            continue
+        if same:
             rec = read_rdsr(rdsr)
             break
     rep["_study_uid"] = rec.study_instance_uid if rec else None

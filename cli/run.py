@@ -239,7 +239,9 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     else:
         for r in failed:
             click.echo(
-                terminal_text(f"hybridfuse: case {r['case_id']} failed: {r['message']}"),
+                terminal_text(
+                    f"hybridfuse: case {r['case_id']} failed: {r.get('said') or r['message']}"
+                ),
                 err=True,
             )
         click.echo(

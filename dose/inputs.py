@@ -90,12 +90,28 @@ def drop_names(record: dict) -> dict:
             if isinstance(value, str) and value:
                 names[value] = names[Path(value).name] = label
         item["input"] = label
+    names.update({n: label for n, label in _old_clip_names(record).items() if n not in names})
     if not names:
         return record
     # Longest first, so a full path is replaced before the name it ends with.
     alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
     pattern = re.compile(rf"(?<!\S)({alternatives})(?=:)")
     return _replace_texts(record, lambda s: pattern.sub(lambda m: names[m.group(1)], s))
+
+
+def _old_clip_names(record: dict) -> dict[str, str]:
+    """Clip file names a dose.json from before labels gives only in its intervals' sources.
+
+    It had no ``clips`` list: an interval's source (``NAME: first frame to last ...``) is
+    the only record of the clip's name, which its flags repeat. ``clip N`` in order.
+    """
+    cf = (record.get("saved") or {}).get("counterfactual") or {}
+    if not isinstance(cf, dict) or isinstance(cf.get("clips"), list):
+        return {}
+    ivs = cf.get("us_guided_intervals_s")
+    sources = [iv.get("source") for iv in ivs or [] if isinstance(iv, dict)]
+    found = [s.split(": ")[0] for s in sources if isinstance(s, str) and ": " in s]
+    return {name: f"clip {n}" for n, name in enumerate(dict.fromkeys(found), 1)}
 
 
 def _replace_texts(value, fix):

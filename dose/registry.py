@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import math
 import os
+import re
 import secrets
 import sqlite3
 from pathlib import Path
@@ -548,6 +549,8 @@ def _stored_record(report: dict, pseudonym, *, keep_names: bool = False) -> str:
 
     record = {k: v for k, v in report.items() if not k.startswith("_") and k != "patient"}
     record = drop_paths(record) if keep_names else drop_names(record)
+    if isinstance(record.get("flags"), list):
+        record["flags"] = [_event_named(f, pseudonym) for f in record["flags"]]
     record["inputs"] = [
         {
             **{k: v for k, v in i.items() if k != "sop_instance_uid"},
@@ -556,6 +559,21 @@ def _stored_record(report: dict, pseudonym, *, keep_names: bool = False) -> str:
         for i in record.get("inputs") or []
     ]
     return finite_json(record, indent=None)
+
+
+#: How an RDSR's flag names an irradiation event (:mod:`.rdsr`): ``event <UID>: ...``.
+#: Any text for the UID (an SR may hold a malformed one); not a pseudonym ``event-…``.
+_EVENT_FLAG = re.compile(r"^event (?!event-)(.+?)(?=: \w+ recorded \d+ times; first kept$)")
+
+
+def _event_named(flag, pseudonym):
+    """``flag`` naming its event by pseudonym, as the events table does.
+
+    A dose.json written with --include-phi, or before session 16, names it by its UID.
+    """
+    if not isinstance(flag, str):
+        return flag
+    return _EVENT_FLAG.sub(lambda m: f"event {pseudonym(m.group(1))}", flag)
 
 
 #: Numbers of a dose record that are physical amounts (finite, >= 0, or null).

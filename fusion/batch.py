@@ -260,7 +260,27 @@ def _run_one(spec_dict: dict, out_root: str, config_dict: dict) -> dict:
         summary = run_case(spec, Path(out_root) / spec.case_id, config, overwrite=True)
         return _row(spec.case_id, "ok", time.perf_counter() - t0, summary)
     except Exception as exc:  # one bad case never stops the batch
-        return _row(spec.case_id, "failed", time.perf_counter() - t0, None, _one_line(exc))
+        said = _one_line(exc)  # the terminal's, naming files as given
+        # batch_summary.csv is written: no file names there without --include-phi.
+        message = said if config.fusion.include_phi else _without_file_names(said, spec)
+        row = _row(spec.case_id, "failed", time.perf_counter() - t0, None, message)
+        return {**row, "said": said}
+
+
+def _without_file_names(message: str, spec: CaseSpec) -> str:
+    """``message`` naming each input by its role (``fluoroscopy 2``), not its path or name.
+
+    Errors name files as given, for the terminal; files are often named after the patient.
+    """
+    roles = [(f"fluoroscopy {n}", p) for n, p in enumerate(spec.fluoro, 1)]
+    roles += [(f"ultrasound {n}", p) for n, p in enumerate(spec.ultrasound, 1)]
+    roles += [(r, p) for r, p in (("RDSR", spec.rdsr), ("landmarks", spec.landmarks)) if p]
+    roles += [("truth", spec.truth)] if spec.truth else []
+    names = {str(p): role for role, p in roles}
+    names.update({Path(p).name: role for role, p in roles if Path(p).name not in names})
+    for name in sorted(names, key=len, reverse=True):  # a path before the name it ends with
+        message = message.replace(name, names[name])
+    return message
 
 
 def _csv_text(rows: Iterable[dict], header: bool) -> str:
