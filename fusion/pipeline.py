@@ -350,13 +350,13 @@ def anonymous_case_id(spec: CaseSpec) -> str:
 
     from .dicom_out import case_pseudonym
 
+    first = next(iter([*spec.fluoro, *spec.ultrasound]), None)
     study = None
-    for p in [*spec.fluoro, *spec.ultrasound][:1]:
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-            study = str(ds.get("StudyInstanceUID", "")) or None
-        except Exception:  # an unreadable file is refused, naming it, when the case runs
-            study = None
+    try:
+        ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        study = str(ds.get("StudyInstanceUID", "")) or None
+    except Exception:  # no file, or an unreadable one: refused, naming it, when the case runs
+        pass
     return case_pseudonym(study)
 
 
