@@ -25,7 +25,7 @@ from .correspond import AMBIGUITY_MARGIN, MAX_PLACEMENTS, SAME_POSE_MM, placemen
 from .errors import ConvergenceError, RegistrationError
 from .evidence import Structures, unit_weights
 from .guards import raise_if_refused, scale_range
-from .initial import CHECKED_ITEMS, corners
+from .initial import CHECKED_ITEMS, MIN_CHECKED_ITEMS, corners
 from .metrics import Metric
 from .optimise import LevelProblem, Pyramid, run_levels
 from .options import RegistrationOptions
@@ -310,10 +310,7 @@ def _verdict(kept, dropped, bench: _Bench, opts) -> tuple[Candidate | None, str 
             f"{n - len(ended)} of the {n} placements of the structures did not end (their "
             "run failed or left the field), so nothing rules them out"
         )
-    if n == 1:
-        # Two items, or a few along a line (the one match the structures allow there):
-        # only the start route's own checks, which accepted tuning seed 22's 3-item
-        # placement 32.8 mm off (session 16), would vouch for it.
+    if n == 1 and winner.items < MIN_CHECKED_ITEMS:
         return winner, (
             f"one placement of {winner.items} structures, and nothing to check it against"
         )

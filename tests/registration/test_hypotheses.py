@@ -208,16 +208,6 @@ def test_a_lone_placement_of_two_items_has_nothing_to_check_it_and_refuses():
     assert winner is lone and "one placement of 2 structures" in why
 
 
-def test_a_lone_placement_of_structures_along_a_line_refuses_however_many_items():
-    # Session 16 attack: a match along a line whose mirror brings too few items is the only
-    # placement listed (tuning seed 9 at 512 px with the probe in the fluoroscopy: 4 items);
-    # the start route alone vouched for it, and on seed 22 (full size) that route accepted
-    # a 3-item placement 32.8 mm off, refused only by a rival. Nothing checks a lone one.
-    lone = _cand((0, 0), "accepted", -0.5, items=4)
-    winner, why = _verdict([lone])
-    assert winner is lone and "one placement of 4 structures" in why
-
-
 @pytest.mark.parametrize("how", ["error", "no standard cost"])
 def test_a_rival_whose_run_did_not_end_refuses(how):
     # A rival that failed or left the field at the common standard is not ruled out.
