@@ -283,7 +283,24 @@ def judge_placements(
             continue
         cand.end_cost = bench.standard_cost(cand.result.transform.matrix)
     winner, why = _verdict(kept, dropped, bench, opts)
+    if why is None and len(kept) == 1:
+        why = _lone_beaten(structures, masks[1], winner, bench, opts, progress)
     return _finished(exc, cands, kept, winner, why, opts)
+
+
+def _lone_beaten(structures, moving_mask, winner: Candidate, bench: _Bench, opts, progress):
+    """Why a lone placement's accepted answer is not singled out (None: it is).
+
+    Structures along a line whose mirror brings too few items leave one placement of
+    three or more: nothing but the start route's own checks vouched for it, and those
+    accepted tuning seed 22's (full size) 3-item placement 32.8 mm off where a rival ended
+    152 % lower. So it is judged as a confirmed few-item match is: against every placement
+    of two or more items (:func:`_confirmed_match`'s rule).
+    """
+    cands = list_candidates(structures, moving_mask, every=True)
+    record, _ = _rivals(cands, winner.result.transform.matrix, bench, opts, progress)
+    why = _unjudged(record) or _beaten_why(_beating(record, opts.guards.verify_basin_mm))
+    return None if why is None else f"the other placements of its {winner.items} structures {why}"
 
 
 def _screened(cands: list[Candidate], bench: _Bench, keep: int):

@@ -195,6 +195,42 @@ def test_structures_along_a_line_are_judged_among_their_placements(family_case_o
     assert _tre_mm(result.transform.matrix, truth) < 2.0
 
 
+def test_a_lone_placement_along_a_line_is_judged_among_every_placement(family_case_of, monkeypatch):
+    # Session 16 attack: structures along a line whose mirror brings too few items leave one
+    # placement of 3+, which only the start route's checks vouched for. Tuning seed 22 (full
+    # size) with its matched 4-item placement left out of the list: the 3-item one is accepted
+    # 32.8 mm off by those checks alone; every placement of 2+ items shows one far lower.
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import register_images
+    from hybridfuse.registration import RegistrationError
+
+    listed = hypotheses.list_candidates
+
+    def three_item_only(structures, mask, every=False):
+        cands = listed(structures, mask, every)
+        return cands if every else [c for c in cands if c.items == 3][:1]
+
+    monkeypatch.setattr(hypotheses, "list_candidates", three_item_only)
+    case = family_case_of(22, None)
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    with pytest.raises(RegistrationError, match="other placements of its 3 structures include"):
+        register_images(fixed, moving)
+
+
+def test_a_lone_right_placement_along_a_line_stays_accepted(family_case_of):
+    # Tuning seed 54 (full size): its 3 structures along a line allow one placement.
+    from hybridfuse.fusion import read_image
+    from hybridfuse.fusion.coregister import register_images
+
+    case = family_case_of(54, None)
+    truth = json.loads((case / "truth.json").read_text())
+    fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    result = register_images(fixed, moving)
+    assert result.quality.verification["placements"]["run"] == 1
+    assert result.quality.verdict == "accepted", result.quality.reasons
+    assert _tre_mm(result.transform.matrix, truth) < 2.0
+
+
 def _tre_mm(h, truth) -> float:
     grid = np.asarray(truth["grid_moving"], float)
     est = np.c_[grid, np.ones(len(grid))] @ np.asarray(h, float).T
