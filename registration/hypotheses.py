@@ -292,10 +292,9 @@ def _lone_beaten(structures, moving_mask, winner: Candidate, bench: _Bench, opts
     """Why a lone placement's accepted answer is not singled out (None: it is).
 
     Structures along a line whose mirror brings too few items leave one placement of
-    three or more: nothing but the start route's own checks vouched for it, and those
-    accepted tuning seed 22's (full size) 3-item placement 32.8 mm off where a rival ended
-    152 % lower. So it is judged as a confirmed few-item match is: against every placement
-    of two or more items (:func:`_confirmed_match`'s rule).
+    three or more, and the start route's own checks alone can accept a wrong placement
+    (docs/registration-method.md). So it is judged as a confirmed few-item match is:
+    against every placement of two or more items (:func:`_confirmed_match`'s rule).
     """
     cands = list_candidates(structures, moving_mask, every=True)
     record, _ = _rivals(cands, winner.result.transform.matrix, bench, opts, progress)
