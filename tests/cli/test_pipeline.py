@@ -79,9 +79,12 @@ def test_batch_reports_bad_cases_and_resumes(cases, tmp_path):
         summary = json.loads((out / c / "summary.json").read_text())
         assert all((out / c / o).is_file() for o in summary["outputs"])
         assert summary["config"]["registration"]["metric"] is None  # the TOML file was used
-    assert (
-        rows["broken"]["status"] == "failed" and "corrupt_fluoro.dcm" in rows["broken"]["message"]
-    )
+    # The CSV names the input by role (no file names without --include-phi), the
+    # terminal by the path the user gave.
+    broken = rows["broken"]
+    assert broken["status"] == "failed" and "fluoroscopy 1: truncated" in broken["message"]
+    assert "corrupt_fluoro.dcm" not in broken["message"]
+    assert "corrupt_fluoro.dcm" in first.output
     assert rows["missing"]["status"] == "failed" and "no such file" in rows["missing"]["message"]
     assert any("duplicate case_id" in r["message"] for r in rows.values())
     assert len(rows) == 6
