@@ -15,9 +15,9 @@ import re
 from pathlib import Path
 
 # The label is the whole project's (fusion outputs name their inputs the same way).
-from hybridfuse._safeio import HASH_DIGITS, file_record, input_label
+from hybridfuse._safeio import file_record, input_label, recorded_name
 
-__all__ = ["HASH_DIGITS", "drop_names", "drop_paths", "input_label", "input_record", "shown_name"]
+__all__ = ["drop_names", "drop_paths", "input_label", "input_record", "shown_name"]
 
 
 def input_record(
@@ -32,9 +32,8 @@ def input_record(
     return file_record(path, include_phi=include_phi, sha256=sha256, role=role, position=position)
 
 
-def shown_name(record: dict) -> str:
-    """What flags and tables call an input: its file name when kept, else its label."""
-    return record.get("file") or record["input"]
+#: What flags and tables call an input: its file name when kept, else its label.
+shown_name = recorded_name
 
 
 def _label_of(item, role: str, position: int | None = None) -> str:
