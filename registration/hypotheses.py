@@ -296,10 +296,21 @@ def _lone_beaten(structures, moving_mask, winner: Candidate, bench: _Bench, opts
     (docs/registration-method.md). So it is judged as a confirmed few-item match is:
     against every placement of two or more items (:func:`_confirmed_match`'s rule).
     """
-    cands = list_candidates(structures, moving_mask, every=True)
-    record, _ = _rivals(cands, winner.result.transform.matrix, bench, opts, progress)
-    why = _unjudged(record) or _beaten_why(_beating(record, opts.guards.verify_basin_mm))
+    answer = winner.result.transform.matrix
+    _, why = _beaten(structures, moving_mask, answer, bench, opts, progress)
     return None if why is None else f"the other placements of its {winner.items} structures {why}"
+
+
+def _beaten(structures, moving_mask, answer, bench: _Bench, opts, progress):
+    """(record, why) of an accepted ``answer`` against every placement of two or more items.
+
+    :data:`CONFIRMED_MATCH_RULE`: refused where one ends beyond ``verify_basin_mm`` clearly
+    lower, or where they cannot all be judged (:func:`_unjudged`); ``why`` None otherwise.
+    """
+    cands = list_candidates(structures, moving_mask, every=True)
+    record, _ = _rivals(cands, answer, bench, opts, progress)
+    why = _unjudged(record) or _beaten_why(_beating(record, opts.guards.verify_basin_mm))
+    return record, why
 
 
 def _screened(cands: list[Candidate], bench: _Bench, keep: int):
@@ -464,10 +475,8 @@ def _confirmed_match(result, judge, items: int, progress):
     """
     structures, moving_mask, bench, opts = judge
     q = result.quality
-    cands = list_candidates(structures, moving_mask, every=True)
-    record, _ = _rivals(cands, result.transform.matrix, bench, opts, progress)
+    record, why = _beaten(structures, moving_mask, result.transform.matrix, bench, opts, progress)
     record |= {"rule": CONFIRMED_MATCH_RULE, "confirmed_by_route": True}
-    why = _unjudged(record) or _beaten_why(_beating(record, opts.guards.verify_basin_mm))
     check = {**(q.verification or {}), JUDGED_MATCH_KEY: record | {"singled_out": why is None}}
     if why is None:
         result.quality = q.replace(verification=check)
