@@ -12,7 +12,10 @@ with ``--accept-unverified`` so that a refused answer is still written and its T
 - ``landmarks``: ``--landmarks landmarks.csv`` (the case's clicks, 0.5 px noise);
 - ``coarse``: the same ultrasound points, their fluoroscopy side at the truth plus 3 px
   (standard deviation, each coordinate) of noise, as a hurried click;
-- ``lmonly``: ``--landmarks landmarks.csv --metric none`` (landmarks alone).
+- ``lmonly``: ``--landmarks landmarks.csv --metric none --snap-to-beads-mm none``
+  (landmarks alone: the clicks as placed, no image used).
+
+``--extra "ARGS"`` adds register options to every run (a variant against the defaults).
 
 TRE as the validation family's README defines it: the median over ``grid_moving`` of the
 distance between the estimated and the true fluoroscopy position, times
@@ -34,6 +37,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -118,6 +122,10 @@ def coarse_csv(case: Path, truth: dict, rng: np.random.Generator, out: Path) -> 
     return len(rows)
 
 
+#: Environment variable carrying ``--extra`` to the worker processes.
+EXTRA_ENV = "HF_FAMILY_EXTRA"
+
+
 def mode_args(mode: str, case: Path, truth: dict, work: Path, seed: int) -> list[str] | None:
     """The ``register`` options of a mode, or None where the case cannot run it."""
     rng = np.random.default_rng([seed, MODES.index(mode)])
@@ -134,7 +142,7 @@ def mode_args(mode: str, case: Path, truth: dict, work: Path, seed: int) -> list
     if mode == "coarse":
         coarse_csv(case, truth, rng, work / "coarse.csv")
         return ["--landmarks", str(work / "coarse.csv")]
-    extra = ["--metric", "none"] if mode == "lmonly" else []
+    extra = ["--metric", "none", "--snap-to-beads-mm", "none"] if mode == "lmonly" else []
     return ["--landmarks", str(case / "landmarks.csv"), *extra]
 
 
@@ -155,6 +163,7 @@ def register_once(
         cmd = [*CLI, "register", "--fixed", str(case / "fluoro.dcm")]
         cmd += ["--moving", str(case / "us.dcm"), "--out", str(work / "out")]
         cmd += ["--accept-unverified", *args, *(["--allow-mismatch"] if external else [])]
+        cmd += shlex.split(os.environ.get(EXTRA_ENV, ""))
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
         seconds = time.perf_counter() - t0
@@ -348,13 +357,17 @@ def main() -> None:
         action="store_true",
         help="with --from-json: intensity-only predicted TREs from the rows' figures, as now",
     )
+    ap.add_argument("--extra", default="", help="register options added to every run")
     ap.add_argument("--by", default="", help=f"break down by drawn parameters: {','.join(BY_KEYS)}")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    os.environ[EXTRA_ENV] = args.extra  # read by every worker process
     print_header()
+    if args.extra:
+        print(f"- every run adds: {args.extra}")
     if args.from_json:
         rows = [row for path in args.from_json for row in json.loads(path.read_text())]
         if args.repredict:

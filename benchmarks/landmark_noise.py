@@ -8,7 +8,9 @@ case (procedure by seed, as ``hybridfuse synth``) of which the first two lateral
 used; each phantom-a case is one pair. Their true landmarks get N(0, s^2) per coordinate
 added on the fixed side (s: ``--noise``, px), ``--draws`` times each, and are registered
 by landmarks only, with LC2 and the landmark term in its cost (the method before
-2026-12-01), and with LC2 fused with the landmark fit (the default). The row "LC2 alone
+2026-12-01), with LC2 fused with the landmark fit, and both again with the fluoroscopy
+clicks moved onto their beads first (``snap_to_beads_mm``, as ``hybridfuse register`` does
+by default). The row "LC2 alone
 from the truth" (once per pair) measures where the metric's own optimum lies: the
 intensity pyramid's finest levels started at the true transform. TRE: median over a
 grid of the ultrasound field (12 x 12; phantom-a: its truth's grid), mm at the isocentre.
@@ -32,9 +34,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "validation" / "phantom-a"
 VARIANTS = {
-    "landmarks only": {"metric": None},
-    "LC2, landmark term in the cost (before)": {"intensity_sigma_px": None},
-    "LC2 fused with the landmark fit (default)": {},
+    "landmarks only": {"metric": None, "snap_to_beads_mm": None},
+    "LC2, landmark term in the cost (before)": {
+        "intensity_sigma_px": None,
+        "snap_to_beads_mm": None,
+    },
+    "LC2 fused with the landmark fit (before clicks on beads)": {"snap_to_beads_mm": None},
+    "landmarks on beads only": {"metric": None},
+    "LC2 fused, clicks on beads (default)": {},
 }
 #: The intensity-only refinement from the true transform (no search, no verification).
 FROM_TRUTH = "LC2 alone from the truth"
@@ -141,8 +148,19 @@ def pair_rows(pair: Pair, noises, draws: int, truth_values: dict) -> list[tuple]
             clicks = Landmarks(lm.moving_xy, shifted, lm.names)
             for name, values in VARIANTS.items():
                 opts = RegistrationOptions().with_values(**values)
-                rows.append((noise, name, tre(landmarks=clicks, options=opts)))
+                on_beads = _on_beads(clicks, pair, opts.landmarks.snap_to_beads_mm)
+                rows.append((noise, name, tre(landmarks=on_beads, options=opts)))
     return rows
+
+
+def _on_beads(clicks, pair: Pair, within_mm: float | None):
+    """The clicks moved onto their beads as ``hybridfuse register`` moves them (None: as placed)."""
+    from hybridfuse.registration.clicks import snap_to_beads
+
+    if within_mm is None:
+        return clicks
+    f, _, fmask, _ = pair.images
+    return snap_to_beads(clicks, f, fmask, (pair.iso, pair.iso), within_mm)[0]
 
 
 def register_pair(f, m, fmask, mmask, **kwargs):

@@ -23,6 +23,7 @@ from hybridfuse.registration import (
     Transform,
     register,
 )
+from hybridfuse.registration.clicks import snap_to_beads
 from hybridfuse.registration.errors import (
     LandmarkInputError,
     RegistrationError,
@@ -35,7 +36,12 @@ from hybridfuse.registration.initial import (
     moments_start,
     wide_search_options,
 )
-from hybridfuse.registration.landmarks import AUTO_PREFIX, MAX_COORDINATE_PX, MIN_POINTS
+from hybridfuse.registration.landmarks import (
+    AUTO_PREFIX,
+    MAX_COORDINATE_PX,
+    MIN_POINTS,
+    is_automatic,
+)
 from hybridfuse.registration.start import supported_model
 from hybridfuse.registration.transforms import TransformModel
 from hybridfuse.registration.verify_landmarks import bead_reprojection
@@ -400,8 +406,10 @@ def _register_frames(fixed: Image, moving: Image, *, fixed_frame, moving_frame, 
     """:func:`register_images` without the silhouette route and the overall timing."""
     f = fixed.gray(fixed_frame)
     m = moving.gray(moving_frame)
+    on_beads = None
     if landmarks is not None:
         check_landmarks(landmarks, (options or RegistrationOptions()).model, f.shape, m.shape)
+        landmarks, on_beads = _clicks_on_beads(landmarks, fixed, f, options)
     _, iso_mm = expected_scale(fixed, moving)
     start = initial
     auto = start is None and landmarks is None and init == "auto"
@@ -424,13 +432,26 @@ def _register_frames(fixed: Image, moving: Image, *, fixed_frame, moving_frame, 
         # Degenerate or mutually inconsistent pairs: the file is at fault (exit 2).
         raise InputError(f"{landmarks.source or 'landmarks'}: {exc}") from exc
     except UnverifiedResultError as exc:  # a few-item match may be judged among its rivals
+        if on_beads is not None and exc.result is not None:
+            exc.result.quality = exc.result.quality.replace(clicks_on_beads=on_beads)
         if not auto or exc.result is None:
             raise
         result = exc.result
+    if on_beads is not None:
+        result.quality = result.quality.replace(clicks_on_beads=on_beads)
     if auto:
         _with_beads(result, found, fixed.mask, iso_mm, options)
         _judged_few(result, found, fixed, moving, (f, m), options, progress)
     return result
+
+
+def _clicks_on_beads(landmarks: Landmarks, fixed: Image, f, options):
+    """Landmarks with fluoroscopy clicks on a bead at its centre, and the record (or None)."""
+    within = (options or RegistrationOptions()).landmarks.snap_to_beads_mm
+    spacing = fixed.xray.isocenter_spacing_mm if fixed.xray else None
+    if within is None or spacing is None or is_automatic(landmarks.names):
+        return landmarks, None
+    return snap_to_beads(landmarks, f, fixed.mask, spacing, within)
 
 
 def _with_beads(result, found, fixed_mask, iso_mm, options) -> None:

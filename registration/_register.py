@@ -17,6 +17,7 @@ landmark-only result is kept and the result says so.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,11 +228,10 @@ def _register_cropped(fixed, moving, crop, args) -> RegistrationResult:
         h0 = initial.matrix if isinstance(initial, Transform) else np.asarray(initial, float)
         args["initial"] = into(h0)
     if landmarks is not None:
-        args["landmarks"] = Landmarks(
-            np.asarray(landmarks.moving_xy, float) - (mx0, my0),
-            np.asarray(landmarks.fixed_xy, float) - (fx0, fy0),
-            landmarks.names,
-            landmarks.weights,
+        args["landmarks"] = dataclasses.replace(
+            landmarks,
+            moving_xy=np.asarray(landmarks.moving_xy, float) - (mx0, my0),
+            fixed_xy=np.asarray(landmarks.fixed_xy, float) - (fx0, fy0),
         )
     if args["fixed_mask"] is not None:
         args["fixed_mask"] = np.asarray(args["fixed_mask"], bool)[fy0:fy1, fx0:fx1]

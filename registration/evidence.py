@@ -45,6 +45,7 @@ __all__ = [
     "landmarks_near",
     "matched_landmarks",
     "near_route",
+    "needle_zone",
     "start_mm",
     "unit_weights",
 ]
@@ -109,7 +110,7 @@ def detect_structures(
         fixed_spacing_mm,
         bright=False,
         radius_mm=bead_radius_mm,
-        exclude=_shaft(fn, fixed_spacing_mm),
+        exclude=needle_zone(fn, fixed_spacing_mm),
     )
     mb = detect_beads(
         moving,
@@ -119,7 +120,7 @@ def detect_structures(
         near_wall=True,
         radius_mm=bead_radius_mm or _typical_radius(fb),
         beam_apex_xy=apex,
-        exclude=_shaft(mn, moving_spacing_mm),
+        exclude=needle_zone(mn, moving_spacing_mm),
     )
     to_mm_f = np.array(fixed_spacing_mm[::-1], float)  # (col, row) = (x, y)
     to_mm_m = np.array(moving_spacing_mm[::-1], float)
@@ -276,7 +277,7 @@ def _inside(mapped: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return ok
 
 
-def _shaft(needle: Needle | None, spacing_mm) -> list:
+def needle_zone(needle: Needle | None, spacing_mm) -> list:
     """The needle's segment as an exclusion zone for beads (2 mm around it), or none."""
     if needle is None:
         return []

@@ -44,7 +44,8 @@ class Quality:
     ``scale_ratio_to_calibration``; without: ``anisotropy``. ``edge_on``: the edge-on
     test's verdict. With landmarks: ``landmark_fre_px``, ``landmark_loo_tre_px`` (median
     leave-one-out, present but ``None`` when none could be computed),
-    ``landmarks_rejected``, coverage of the field, and with an intensity metric
+    ``landmarks_rejected``, coverage of the field, ``clicks_on_beads`` (fluoroscopy clicks
+    moved to a detected bead's centre, :mod:`registration.clicks`), and with an intensity metric
     ``landmark_shift_by_intensity_px`` and ``intensity_refinement`` (accepted or why
     rejected). ``model_selection`` and ``search`` summarise those steps when they ran;
     ``crop_fixed_px_x0_y0_x1_y1`` is the fluoroscopy crop computed on.
@@ -73,6 +74,7 @@ class Quality:
     landmarks_rejected: list | None = None
     landmark_hull_fraction_of_field: float | None = None
     landmark_farthest_field_px: float | None = None
+    clicks_on_beads: dict | None = None
     model_used: str | None = None
     scale_ratio_to_calibration: float | None = None
     model_selection: dict | None = None

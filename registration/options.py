@@ -244,6 +244,14 @@ class LandmarkOptions:
         maximum=1e4,  # as landmark_sigma_px: its square is taken
         advanced=True,
     )
+    snap_to_beads_mm: float | None = option(
+        2.0,
+        "A clicked fluoroscopy point with exactly one detected bead within this distance "
+        "(mm at the isocentre) moves to the bead's centre, which the image gives far more "
+        "precisely than a click; none: clicks are used as placed.",
+        minimum=0.01,
+        maximum=50.0,
+    )
     reject_threshold_px: float = option(
         6.0,
         "A landmark pair whose residual exceeds this (fluoroscopy pixels) is rejected as "

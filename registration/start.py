@@ -53,6 +53,10 @@ class Landmarks:
     #: Where the pairs came from (a CSV file) and the line of each, for error messages.
     source: str | None = None
     lines: tuple[int, ...] = ()
+    #: The weights as given, where ``weights`` also carry each pair's measured noise
+    #: (:mod:`registration.clicks`): they decide which pairs count as checks
+    #: (:func:`few_clicks_reason`); None: ``weights`` do.
+    given_weights: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ def find_start(
         sigma, note["landmark_sigma_dof"] = estimate_sigma(fit)
     note["landmark_sigma_px"] = sigma
     keep = fit.inliers
-    kept_w = None if landmarks.weights is None else np.asarray(landmarks.weights, float)[keep]
+    counted_w = landmarks.weights if landmarks.given_weights is None else landmarks.given_weights
+    kept_w = None if counted_w is None else np.asarray(counted_w, float)[keep]
     few = few_clicks_reason(int(keep.sum()), model, landmarks.names, kept_w)
     if few:
         note["unchecked_clicks"] = few

@@ -1,0 +1,128 @@
+"""Clicked fluoroscopy points moved onto the centre of the bead each was placed on.
+
+A bead's disc in the fluoroscopy is located to a few hundredths of a pixel by its
+Laplacian-of-Gaussian peak (:func:`registration.features.detect_beads`), far more
+precisely than a hand places a click (0.5-3 px), so a click that sits on exactly one
+detected bead takes the bead's centre. The ultrasound side stays as clicked: an echo's
+centre is found only to about 0.4 mm, worse than a click there. The moves must make the
+pairs agree better, or the clicks stay as placed. A click left where it
+was (a needle tip, a bone edge) keeps the hand's noise, which the moves measure, and is
+weighed by it; it still counts as a check on the others, at that noise
+(docs/registration-method.md, *Clicks on beads*).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .errors import LandmarkInputError
+from .evidence import needle_zone
+from .features import detect_beads
+from .landmarks import MIN_POINTS, SIGMA_PRIOR_DOF, SIGMA_PRIOR_PX, SIGMA_RANGE_PX, fit_model
+from .needle import detect_needle
+from .start import Landmarks
+from .transforms import TransformModel
+
+__all__ = ["snap_to_beads"]
+
+#: Most fluoroscopy beads looked at: every bead a user may click, not the matcher's few.
+MAX_BEADS = 64
+
+
+def snap_to_beads(
+    landmarks: Landmarks,
+    fixed: np.ndarray,
+    fixed_mask: np.ndarray | None,
+    spacing_mm: tuple[float, float],
+    within_mm: float,
+) -> tuple[Landmarks, dict]:
+    """``landmarks`` with each fluoroscopy click on one bead moved to its centre.
+
+    A click moves when exactly one detected bead lies within ``within_mm`` (at the
+    isocentre; ``spacing_mm`` is the fluoroscopy's (row, column) spacing there) and no
+    other click claims the same bead: where two beads, or two clicks, compete, the click
+    is left as the user placed it. Beads are not looked for near the needle, whose tip
+    answers like a bead. The moves are kept only where the pairs fit one affine map at
+    least as well on the beads as as placed (4 pairs or more): a detection pulled off its
+    bead by an edge or a neighbour is not trusted over the hand. Returns the landmarks
+    (weights: :func:`_weights`) and the record of what moved.
+    """
+    fixed_xy = np.asarray(landmarks.fixed_xy, float)
+    needle = detect_needle(fixed, fixed_mask, spacing_mm, bright=False)
+    beads = detect_beads(
+        fixed, fixed_mask, spacing_mm, bright=False, max_blobs=MAX_BEADS,
+        exclude=needle_zone(needle, spacing_mm),
+    )  # fmt: skip
+    to_mm = np.asarray(spacing_mm, float)[::-1]  # (x, y) = (column, row)
+    target = np.full(len(fixed_xy), -1)
+    if len(beads):
+        d = np.linalg.norm((fixed_xy[:, None, :] - beads.xy[None]) * to_mm, axis=2)
+        near = d <= within_mm
+        one = near.sum(axis=1) == 1
+        target[one] = np.argmax(near[one], axis=1)
+        claimed = np.bincount(target[target >= 0], minlength=len(beads))
+        target[(target >= 0) & (claimed[np.maximum(target, 0)] > 1)] = -1
+    moved = target >= 0
+    new_xy = fixed_xy.copy()
+    new_xy[moved] = beads.xy[target[moved]]
+    record = {"within_mm": float(within_mm), "beads_detected": len(beads), "of": len(fixed_xy)}
+    before, after = _scatter(landmarks.moving_xy, fixed_xy), _scatter(landmarks.moving_xy, new_xy)
+    record["scatter_px_as_placed"] = None if before is None else round(before, 3)
+    record["scatter_px_on_beads"] = None if after is None else round(after, 3)
+    if moved.any() and (after is None or after > before):
+        # The beads' centres do not fit one map better than the clicks: a detection pulled
+        # by an edge or a neighbour, or nothing to tell; the clicks stay as placed.
+        record["declined"] = (
+            "too few pairs to compare" if after is None else "the pairs fit worse on the beads"
+        )
+        moved[:] = False
+        new_xy = fixed_xy.copy()
+    shift_px = np.linalg.norm(new_xy - fixed_xy, axis=1)
+    weights, hand_px = _weights(landmarks.weights, moved, shift_px)
+    record["moved"] = int(moved.sum())
+    record["median_shift_px"] = round(float(np.median(shift_px[moved])), 3) if moved.any() else None
+    record["click_sigma_px"] = None if hand_px is None else round(hand_px, 3)
+    if not moved.any():
+        return landmarks, record
+    given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))
+    out = dataclasses.replace(landmarks, fixed_xy=new_xy, weights=weights, given_weights=given)
+    return out, record
+
+
+def _scatter(moving_xy, fixed_xy) -> float | None:
+    """RMS residual (px) of an affine fit to the pairs, or None where it fits them exactly.
+
+    Affine whatever the model: it leaves the most coordinates over for the comparison,
+    and across an ultrasound field it differs from the homography by about 1 %.
+    """
+    if len(fixed_xy) <= MIN_POINTS[TransformModel.AFFINE]:
+        return None
+    try:
+        h = fit_model(TransformModel.AFFINE, moving_xy, fixed_xy)
+    except LandmarkInputError:  # the points fix no affine map (in a line)
+        return None
+    mapped = np.c_[np.asarray(moving_xy, float), np.ones(len(fixed_xy))] @ h.T
+    resid = mapped[:, :2] / mapped[:, 2:] - fixed_xy
+    return float(np.sqrt(np.mean(np.sum(resid**2, axis=1))))
+
+
+def _weights(given, moved: np.ndarray, shift_px: np.ndarray):
+    """Pair weights with the clicks left in place down-weighted, and the hand's noise (px).
+
+    Where some clicks moved and some did not, the moves measure how precisely this hand
+    clicks (per coordinate, pooled with the landmark fit's prior); a click left in place
+    carries that noise on top of the floor a moved pair is assumed to keep
+    (:data:`registration.landmarks.SIGMA_RANGE_PX`), and is weighed by the ratio of the
+    variances. Otherwise the weights stay as given.
+    """
+    if moved.all() or not moved.any():
+        return given, None
+    n = int(moved.sum())
+    hand2 = SIGMA_PRIOR_DOF * SIGMA_PRIOR_PX**2 + float(np.sum(shift_px[moved] ** 2))
+    hand2 /= SIGMA_PRIOR_DOF + 2 * n
+    floor2 = SIGMA_RANGE_PX[0] ** 2
+    w = np.ones(len(moved)) if given is None else np.asarray(given, float).copy()
+    w[~moved] *= floor2 / (floor2 + hand2)
+    return w, float(np.sqrt(hand2))
