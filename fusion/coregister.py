@@ -447,11 +447,12 @@ def _register_frames(fixed: Image, moving: Image, *, fixed_frame, moving_frame, 
 
 def _clicks_on_beads(landmarks: Landmarks, fixed: Image, f, options):
     """Landmarks with fluoroscopy clicks on a bead at its centre, and the record (or None)."""
-    within = (options or RegistrationOptions()).landmarks.snap_to_beads_mm
+    lm_opts = (options or RegistrationOptions()).landmarks
+    within = lm_opts.snap_to_beads_mm
     spacing = fixed.xray.isocenter_spacing_mm if fixed.xray else None
     if within is None or spacing is None or is_automatic(landmarks.names):
         return landmarks, None
-    return snap_to_beads(landmarks, f, fixed.mask, spacing, within)
+    return snap_to_beads(landmarks, f, fixed.mask, spacing, within, lm_opts.reject_threshold_px)
 
 
 def _with_beads(result, found, fixed_mask, iso_mm, options) -> None:

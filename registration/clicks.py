@@ -20,7 +20,14 @@ import numpy as np
 from .errors import LandmarkInputError
 from .evidence import needle_zone
 from .features import detect_beads
-from .landmarks import MIN_POINTS, SIGMA_PRIOR_DOF, SIGMA_PRIOR_PX, SIGMA_RANGE_PX, fit_model
+from .landmarks import (
+    MIN_POINTS,
+    SIGMA_PRIOR_DOF,
+    SIGMA_PRIOR_PX,
+    SIGMA_RANGE_PX,
+    fit_landmarks,
+    fit_model,
+)
 from .needle import detect_needle
 from .start import Landmarks
 from .transforms import TransformModel
@@ -37,6 +44,7 @@ def snap_to_beads(
     fixed_mask: np.ndarray | None,
     spacing_mm: tuple[float, float],
     within_mm: float,
+    reject_px: float | None = 6.0,
 ) -> tuple[Landmarks, dict]:
     """``landmarks`` with each fluoroscopy click on one bead moved to its centre.
 
@@ -45,9 +53,10 @@ def snap_to_beads(
     other click claims the same bead: where two beads, or two clicks, compete, the click
     is left as the user placed it. Beads are not looked for near the needle, whose tip
     answers like a bead. The moves are kept only where the pairs fit one affine map at
-    least as well on the beads as as placed (4 pairs or more): a detection pulled off its
-    bead by an edge or a neighbour is not trusted over the hand. Returns the landmarks
-    (weights: :func:`_weights`) and the record of what moved.
+    least as well on the beads as where placed (4 pairs or more; compared over the pairs
+    that fit keeps, ``reject_px`` being the landmark rejection threshold): a detection
+    pulled off its bead by an edge or a neighbour is not trusted over the hand. Returns
+    the landmarks (weights: :func:`_weights`) and the record of what moved.
     """
     fixed_xy = np.asarray(landmarks.fixed_xy, float)
     needle = detect_needle(fixed, fixed_mask, spacing_mm, bright=False)
@@ -68,7 +77,9 @@ def snap_to_beads(
     new_xy = fixed_xy.copy()
     new_xy[moved] = beads.xy[target[moved]]
     record = {"within_mm": float(within_mm), "beads_detected": len(beads), "of": len(fixed_xy)}
-    before, after = _scatter(landmarks.moving_xy, fixed_xy), _scatter(landmarks.moving_xy, new_xy)
+    agree = _agreeing(landmarks.moving_xy, fixed_xy, reject_px)
+    src = np.asarray(landmarks.moving_xy, float)[agree]
+    before, after = _scatter(src, fixed_xy[agree]), _scatter(src, new_xy[agree])
     record["scatter_px_as_placed"] = None if before is None else round(before, 3)
     record["scatter_px_on_beads"] = None if after is None else round(after, 3)
     if moved.any() and (after is None or after > before):
@@ -89,6 +100,22 @@ def snap_to_beads(
     given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))
     out = dataclasses.replace(landmarks, fixed_xy=new_xy, weights=weights, given_weights=given)
     return out, record
+
+
+def _agreeing(moving_xy, fixed_xy, reject_px: float | None) -> np.ndarray:
+    """The pairs an affine fit keeps as placed (all where none is rejected or none can be).
+
+    The scatter is compared over them: a few wild pairs would swamp the RMS, and moves
+    that pull right clicks off their points would go unseen.
+    """
+    every = np.ones(len(fixed_xy), bool)
+    if len(fixed_xy) <= MIN_POINTS[TransformModel.AFFINE]:
+        return every
+    try:
+        fit = fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
+    except LandmarkInputError:  # no consensus, or points that fix no map
+        return every
+    return np.asarray(fit.inliers, bool)
 
 
 def _scatter(moving_xy, fixed_xy) -> float | None:

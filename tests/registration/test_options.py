@@ -24,6 +24,7 @@ from hybridfuse.registration.preprocess import FLUORO_DENSE
 
 #: The flat names before the options were grouped: transform.json keys, TOML keys, flags.
 FLAT_NAMES = [
+    "snap_to_beads_mm",
     "probe_silhouette",
     "auto_placements",
     "intensity_sigma_px",
@@ -86,6 +87,7 @@ EVERYDAY = {
     "scale_tolerance",
     "landmark_sigma_px",
     "reject_threshold_px",
+    "snap_to_beads_mm",
     "accept_unverified",
 }
 
