@@ -64,37 +64,21 @@ def snap_to_beads(
         fixed, fixed_mask, spacing_mm, bright=False, max_blobs=MAX_BEADS,
         exclude=needle_zone(needle, spacing_mm),
     )  # fmt: skip
-    to_mm = np.asarray(spacing_mm, float)[::-1]  # (x, y) = (column, row)
-    target = np.full(len(fixed_xy), -1)
-    if len(beads):
-        d = np.linalg.norm((fixed_xy[:, None, :] - beads.xy[None]) * to_mm, axis=2)
-        near = d <= within_mm
-        one = near.sum(axis=1) == 1
-        target[one] = np.argmax(near[one], axis=1)
-        claimed = np.bincount(target[target >= 0], minlength=len(beads))
-        target[(target >= 0) & (claimed[np.maximum(target, 0)] > 1)] = -1
+    target = _targets(fixed_xy, beads.xy, np.asarray(spacing_mm, float)[::-1], within_mm)
     moved = target >= 0
     new_xy = fixed_xy.copy()
     new_xy[moved] = beads.xy[target[moved]]
-    record = {"within_mm": float(within_mm), "beads_detected": len(beads), "of": len(fixed_xy)}
-    agree = _agreeing(landmarks.moving_xy, fixed_xy, reject_px)
-    src = np.asarray(landmarks.moving_xy, float)[agree]
-    before, after = _scatter(src, fixed_xy[agree]), _scatter(src, new_xy[agree])
-    record["scatter_px_as_placed"] = None if before is None else round(before, 3)
-    record["scatter_px_on_beads"] = None if after is None else round(after, 3)
-    if moved.any() and (after is None or after > before):
-        # The beads' centres do not fit one map better than the clicks: a detection pulled
-        # by an edge or a neighbour, or nothing to tell; the clicks stay as placed.
-        record["declined"] = (
-            "too few pairs to compare" if after is None else "the pairs fit worse on the beads"
-        )
-        moved[:] = False
-        new_xy = fixed_xy.copy()
     shift_px = np.linalg.norm(new_xy - fixed_xy, axis=1)
     weights, hand_px = _weights(landmarks.weights, moved, shift_px)
+    record = {"within_mm": float(within_mm), "beads_detected": len(beads), "of": len(fixed_xy)}
+    if moved.any():
+        why = _declined(landmarks.moving_xy, fixed_xy, new_xy, weights, reject_px, record)
+        if why:
+            record["declined"] = why
+            moved[:] = False
     record["moved"] = int(moved.sum())
     record["median_shift_px"] = round(float(np.median(shift_px[moved])), 3) if moved.any() else None
-    record["click_sigma_px"] = None if hand_px is None else round(hand_px, 3)
+    record["click_sigma_px"] = None if hand_px is None or not moved.any() else round(hand_px, 3)
     if not moved.any():
         return landmarks, record
     given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))
@@ -102,19 +86,57 @@ def snap_to_beads(
     return out, record
 
 
-def _agreeing(moving_xy, fixed_xy, reject_px: float | None) -> np.ndarray:
-    """The pairs an affine fit keeps as placed (all where none is rejected or none can be).
+def _targets(fixed_xy, beads_xy, to_mm, within_mm: float) -> np.ndarray:
+    """Per click, the one bead within ``within_mm`` that no other click claims, or -1."""
+    target = np.full(len(fixed_xy), -1)
+    if len(beads_xy):
+        d = np.linalg.norm((fixed_xy[:, None, :] - beads_xy[None]) * to_mm, axis=2)
+        near = d <= within_mm
+        one = near.sum(axis=1) == 1
+        target[one] = np.argmax(near[one], axis=1)
+        claimed = np.bincount(target[target >= 0], minlength=len(beads_xy))
+        target[(target >= 0) & (claimed[np.maximum(target, 0)] > 1)] = -1
+    return target
+
+
+def _declined(moving_xy, fixed_xy, new_xy, weights, reject_px, record: dict) -> str | None:
+    """Why the moves are not kept, or None; the scatters go into ``record``.
+
+    The beads' centres must fit one map no worse than the clicks (a detection pulled by an
+    edge or a neighbour does not), and no pair the fit keeps as placed may be rejected
+    once the moved pairs, now precise, set the fit (a coarse click 2 sigma off would be).
+    """
+    agree = _agreeing(moving_xy, fixed_xy, reject_px)
+    if agree is None:
+        agree = np.ones(len(fixed_xy), bool)
+    src = np.asarray(moving_xy, float)[agree]
+    before, after = _scatter(src, fixed_xy[agree]), _scatter(src, new_xy[agree])
+    record["scatter_px_as_placed"] = None if before is None else round(before, 3)
+    record["scatter_px_on_beads"] = None if after is None else round(after, 3)
+    if after is None:
+        return "too few pairs to compare"
+    if after > before:
+        return "the pairs fit worse on the beads"
+    kept = _agreeing(moving_xy, new_xy, reject_px, weights)
+    if kept is None or np.any(agree & ~kept):
+        return "a click kept as placed would be rejected against the beads"
+    return None
+
+
+def _agreeing(moving_xy, fixed_xy, reject_px: float | None, weights=None) -> np.ndarray | None:
+    """The pairs an affine fit keeps (all with 3 pairs or fewer), None where none agree.
 
     The scatter is compared over them: a few wild pairs would swamp the RMS, and moves
     that pull right clicks off their points would go unseen.
     """
-    every = np.ones(len(fixed_xy), bool)
     if len(fixed_xy) <= MIN_POINTS[TransformModel.AFFINE]:
-        return every
+        return np.ones(len(fixed_xy), bool)
     try:
-        fit = fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
+        fit = fit_landmarks(
+            moving_xy, fixed_xy, "affine", weights=weights, reject_threshold_px=reject_px
+        )
     except LandmarkInputError:  # no consensus, or points that fix no map
-        return every
+        return None
     return np.asarray(fit.inliers, bool)
 
 

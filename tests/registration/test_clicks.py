@@ -71,6 +71,21 @@ def test_moves_that_make_the_pairs_agree_worse_are_declined():
     assert out is three and record["declined"] == "too few pairs to compare"
 
 
+@pytest.mark.parametrize(("off_px", "moved"), [(5.0, 4), (8.0, 0)])
+def test_moves_that_would_get_a_kept_click_rejected_are_declined(off_px, moved):
+    # Four clicks on beads and one 5 or 8 px off a plain point: as placed the fit absorbs
+    # it, but once the beads' precise centres set the fit, 8 px is past the 6 px rejection
+    # and five clicks would leave four, an exact projective fit (exit 2).
+    true = np.vstack([CENTRES[:4], [[200.0, 200.0]]])
+    clicks = true + np.random.default_rng(4).normal(0, 1.0, true.shape)
+    clicks[4] = true[4] + [off_px, 0.0]
+    out, record = snap_to_beads(_clicks(true, clicks), _image(CENTRES), None, SPACING_MM, 2.0)
+    assert record["moved"] == moved, record
+    if not moved:
+        assert record["declined"] == "a click kept as placed would be rejected against the beads"
+        np.testing.assert_array_equal(out.fixed_xy, clicks)
+
+
 def test_a_click_between_two_beads_stays_where_it_was_placed():
     pair = np.array([[100.0, 100.0], [112.0, 100.0]])  # two beads 3 mm apart
     centres = np.vstack([pair, CENTRES[[0, 3, 4]]])
