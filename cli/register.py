@@ -251,6 +251,9 @@ def register(
         click.echo(
             f"  landmark FRE {result.landmark_fit.fre_px:.2f} px, rejected {rejected or 'none'}"
         )
+    on_beads = result.quality.clicks_on_beads
+    if on_beads:
+        click.echo(f"  {clicks_on_beads_text(on_beads)}")
     fallback = (result.quality.model_selection or {}).get("fallback")
     if fallback:
         click.echo(f"hybridfuse: note: {fallback}", err=True)
@@ -259,6 +262,17 @@ def register(
             f"  TRE vs truth: median {tre['median_mm']:.3f} mm, p95 {tre['p95_mm']:.3f} mm,"
             f" max {tre['max_mm']:.3f} mm (isocentre plane)"
         )
+
+
+def clicks_on_beads_text(record: dict) -> str:
+    """One line on the fluoroscopy clicks moved onto beads (``quality.clicks_on_beads``)."""
+    if record.get("moved"):
+        return (
+            f"clicks on beads: {record['moved']} of {record['of']} moved to a bead's centre "
+            f"(median {record['median_shift_px']:.2f} px)"
+        )
+    why = record.get("declined") or f"no single bead within {record['within_mm']:g} mm"
+    return f"clicks on beads: none moved ({why})"
 
 
 def _ignored_start_note(path: Path, start, result, moving, fixed) -> str:

@@ -197,3 +197,29 @@ def test_coarse_clicks_on_a_family_case_end_within_half_a_millimetre(family_case
         as_placed = register_images(*pair, landmarks=lm, options=opts)
         assert as_placed.quality.clicks_on_beads is None
         assert _tre_mm(as_placed.transform.matrix, truth) > 0.4
+
+
+def test_register_says_how_many_clicks_moved_and_records_it(family_case_of, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from hybridfuse.cli.main import cli
+
+    case = family_case_of(61, 512)
+    truth = json.loads((case / "truth.json").read_text())
+    rng = np.random.default_rng(0)
+    rows = ["name,moving_x,moving_y,fixed_x,fixed_y"]
+    for r in truth["landmarks_exact"]:
+        (mx, my), (fx, fy) = r["moving_xy"], np.asarray(r["fixed_xy"]) + rng.normal(0, 1.0, 2)
+        rows.append(f"{r['name']},{mx},{my},{fx},{fy}")
+    (tmp_path / "lm.csv").write_text("\n".join(rows) + "\n")
+    args = ["register", "--fixed", str(case / "fluoro.dcm"), "--moving", str(case / "us.dcm")]
+    args += ["--landmarks", str(tmp_path / "lm.csv"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "clicks on beads: 5 of 5 moved to a bead's centre" in result.output
+    record = json.loads((tmp_path / "out" / "transform.json").read_text())
+    assert record["quality"]["clicks_on_beads"]["moved"] == 5
+    off = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "off"), "--snap-to-beads-mm", "none"])
+    assert off.exit_code == 0 and "clicks on beads" not in off.output
