@@ -72,7 +72,7 @@ def snap_to_beads(
     weights, hand_px = _weights(landmarks.weights, moved, shift_px)
     record = {"within_mm": float(within_mm), "beads_detected": len(beads), "of": len(fixed_xy)}
     if moved.any():
-        why = _declined(landmarks.moving_xy, fixed_xy, new_xy, weights, reject_px, record)
+        why = _declined(landmarks.moving_xy, fixed_xy, new_xy, reject_px, record)
         if why:
             record["declined"] = why
             moved[:] = False
@@ -99,12 +99,11 @@ def _targets(fixed_xy, beads_xy, to_mm, within_mm: float) -> np.ndarray:
     return target
 
 
-def _declined(moving_xy, fixed_xy, new_xy, weights, reject_px, record: dict) -> str | None:
+def _declined(moving_xy, fixed_xy, new_xy, reject_px, record: dict) -> str | None:
     """Why the moves are not kept, or None; the scatters go into ``record``.
 
-    The beads' centres must fit one map no worse than the clicks (a detection pulled by an
-    edge or a neighbour does not), and no pair the fit keeps as placed may be rejected
-    once the moved pairs, now precise, set the fit (a coarse click 2 sigma off would be).
+    The beads' centres must fit one map no worse than the clicks: a detection pulled by an
+    edge or a neighbour does not.
     """
     agree = _agreeing(moving_xy, fixed_xy, reject_px)
     if agree is None:
@@ -117,13 +116,10 @@ def _declined(moving_xy, fixed_xy, new_xy, weights, reject_px, record: dict) -> 
         return "too few pairs to compare"
     if after > before:
         return "the pairs fit worse on the beads"
-    kept = _agreeing(moving_xy, new_xy, reject_px, weights)
-    if kept is None or np.any(agree & ~kept):
-        return "a click kept as placed would be rejected against the beads"
     return None
 
 
-def _agreeing(moving_xy, fixed_xy, reject_px: float | None, weights=None) -> np.ndarray | None:
+def _agreeing(moving_xy, fixed_xy, reject_px: float | None) -> np.ndarray | None:
     """The pairs an affine fit keeps (all with 3 pairs or fewer), None where none agree.
 
     The scatter is compared over them: a few wild pairs would swamp the RMS, and moves
@@ -132,9 +128,7 @@ def _agreeing(moving_xy, fixed_xy, reject_px: float | None, weights=None) -> np.
     if len(fixed_xy) <= MIN_POINTS[TransformModel.AFFINE]:
         return np.ones(len(fixed_xy), bool)
     try:
-        fit = fit_landmarks(
-            moving_xy, fixed_xy, "affine", weights=weights, reject_threshold_px=reject_px
-        )
+        fit = fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
     except LandmarkInputError:  # no consensus, or points that fix no map
         return None
     return np.asarray(fit.inliers, bool)
