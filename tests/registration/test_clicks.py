@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from hybridfuse.registration.clicks import snap_to_beads
+from hybridfuse.registration.features import detect_beads
 from hybridfuse.registration.start import Landmarks
 
 SPACING_MM = (0.25, 0.25)  # row, column at the isocentre
 RADIUS_PX = 4.0  # 1 mm beads
+FAINT = 0.15  # a blob of 0.06 contrast (beads: 0.4) on noise of 0.02
 
 
 def _image(centres, size=256, seed=0, line=None):
@@ -85,6 +87,43 @@ def test_a_click_far_off_the_precise_beads_is_rejected_not_kept_by_declining():
     placed = fit_landmarks(true * 0.5, clicks, "affine", reject_threshold_px=6.0)
     moved = fit_landmarks(out.moving_xy, out.fixed_xy, "affine", weights=out.weights)
     assert placed.inliers.all() and moved.inliers.tolist() == [True] * 4 + [False]
+
+
+def test_clicks_placed_on_one_line_stay_and_are_left_to_the_fit_to_refuse():
+    # The fluoroscopy clicks lie on one row (two on beads, two away from any), the
+    # ultrasound ones do not: as placed they fix no affine map, on the beads they would.
+    # Nothing to compare: the clicks stay, and the landmark fit refuses them as an input
+    # error (this raised TypeError comparing the scatter on the beads with None).
+    fixed = np.array([[60.0, 70.0], [180.0, 70.0], [20.0, 70.0], [240.0, 70.0]])
+    lm = Landmarks(
+        moving_xy=np.array([[30, 35], [90, 32], [10, 100], [120, 110.0]]), fixed_xy=fixed
+    )
+    out, record = snap_to_beads(lm, _image(CENTRES), None, SPACING_MM, 2.0)
+    assert out is lm
+    assert record["scatter_px_as_placed"] is None and record["scatter_px_on_beads"] is not None
+    assert record["moved"] == 0 and record["declined"] == "too few pairs to compare"
+
+
+def test_a_click_beside_a_faint_blob_stays_though_the_bead_moves_drop_the_scatter():
+    # Eight beads clicked by a coarse hand (3 px) and an anatomical point clicked where it
+    # is, a faint dark blob (bone texture, noise) 1.25 mm beside it. Moving all nine
+    # lowers the scatter as a whole (the beads' moves outweigh the wrong one), so the
+    # guard kept the anatomical click on the blob, 5 px off: only blobs as strong as
+    # beads take clicks.
+    beads = np.array([[40.3, 50.7], [120.6, 44.2], [200.45, 60.9], [50.8, 130.1],
+                      [210.2, 140.55], [45.1, 215.3], [125.7, 210.8], [205.9, 220.2]])  # fmt: skip
+    anatomy = np.array([128.0, 128.0])
+    truth = np.vstack([beads, anatomy])
+    clicks = np.vstack([beads + np.random.default_rng(0).normal(0, 3.0, beads.shape), anatomy])
+    blob = _image([anatomy + [5.0, 0.0]], seed=1) - _image([], seed=1)  # its disc alone
+    image = _image(beads) + FAINT * blob
+    out, record = snap_to_beads(_clicks(truth, clicks), image, None, SPACING_MM, 2.0)
+    err = np.linalg.norm(out.fixed_xy - truth, axis=1)
+    assert record["moved"] == 8, record
+    assert err[-1] == 0.0 and err[:-1].max() < 0.15, err
+    # The blob is one the detector finds, one a click would otherwise move onto.
+    found = detect_beads(image, None, SPACING_MM, bright=False, max_blobs=64)
+    assert np.linalg.norm(found.xy - (anatomy + [5.0, 0.0]), axis=1).min() < 0.5
 
 
 def test_a_click_between_two_beads_stays_where_it_was_placed():
