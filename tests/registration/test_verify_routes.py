@@ -66,8 +66,9 @@ def test_a_wrong_pair_the_rejection_keeps_is_refused(pair):
     fixed, us, _, true = pair
     moving, fixed_xy = _clicks(us.mask, true, np.random.default_rng(5), 8, 0.5)
     fixed_xy[3] += (36.0, -28.0)  # one pair clicked on the wrong structure
-    # A lenient rejection threshold keeps it: the fit absorbs it and is wrong.
-    values = dict(metric=None, model="affine", reject_threshold_px=60.0)
+    # A lenient rejection threshold keeps it: the fit absorbs it and is wrong. The clicks
+    # stay as placed: one lies 1 mm beside a bead and would move onto it.
+    values = dict(metric=None, model="affine", reject_threshold_px=60.0, snap_to_beads_mm=None)
     result = _register(pair, moving, fixed_xy, accept_unverified=True, **values)
     assert _tre_mm(result.transform.matrix, true, us.mask, fixed) >= 2.0
     q = result.quality
