@@ -30,7 +30,7 @@ from .landmarks import (
 )
 from .needle import detect_needle
 from .start import Landmarks
-from .transforms import TransformModel
+from .transforms import Transform, TransformModel
 
 __all__ = ["snap_to_beads"]
 
@@ -152,8 +152,7 @@ def _scatter(moving_xy, fixed_xy) -> float | None:
         h = fit_model(TransformModel.AFFINE, moving_xy, fixed_xy)
     except LandmarkInputError:  # the points fix no affine map (in a line)
         return None
-    mapped = np.c_[np.asarray(moving_xy, float), np.ones(len(fixed_xy))] @ h.T
-    resid = mapped[:, :2] / mapped[:, 2:] - fixed_xy
+    resid = Transform(h).apply(np.asarray(moving_xy, float)) - fixed_xy
     return float(np.sqrt(np.mean(np.sum(resid**2, axis=1))))
 
 
