@@ -1,0 +1,31 @@
+"""The mis-click files of benchmarks/misclick_files.py: one wrong click each, of each kind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from benchmarks.misclick_files import BLOB_MM, TIP_PX, wrong_sets
+
+
+def test_each_file_moves_one_click_by_the_stated_amount(family_case_of):
+    case = family_case_of(12, 512)  # four beads and a needle tip
+    truth = json.loads((case / "truth.json").read_text())
+    mm = truth["mm_per_fixed_pixel_at_isocenter"]
+    rows, sets = wrong_sets(case, 12)
+    placed = {i: np.array([float(r[3]), float(r[4])]) for i, r in enumerate(rows) if i}
+    kinds = {"blob": 0, "bead": 0, "tip": 0}
+    for label, index, xy in sets:
+        off = np.linalg.norm(xy - placed[index])
+        if "blob" in label:
+            kinds["blob"] += 1
+            assert BLOB_MM[0] < off * mm < BLOB_MM[1], (label, off * mm)
+        elif label.startswith("needle"):
+            kinds["tip"] += 1
+            assert TIP_PX[0] <= off <= TIP_PX[1], (label, off)
+        else:  # on another bead's click, 0.5 px from it
+            kinds["bead"] += 1
+            other = rows.index(next(r for r in rows if r[0] == label.split(" on ")[1]))
+            assert np.linalg.norm(xy - placed[other]) < 2.5 and off * mm > 2.0, label
+    assert kinds["bead"] == 4 and kinds["tip"] == 1 and kinds["blob"] >= 2, kinds
