@@ -305,6 +305,7 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
     conflict is reported. One bad file does not stop the others; exit 2 if any file
     could not be ingested.
     """
+    from hybridfuse._safeio import one_line
     from hybridfuse.dose.registry import Registry
 
     from .errors import exit_code_for
@@ -321,7 +322,7 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
                     res["status"] += " (its RDSR not found: no month, accession number or date)"
             except Exception as exc:
                 worst = max(worst, exit_code_for(exc) or 2)
-                message = str(exc).splitlines()[0]
+                message = one_line(exc)
                 if message.startswith(str(path)):
                     message = message[len(str(path)) :].lstrip(": ")
                 res = {"status": "error", "error": message}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hybridfuse._safeio import terminal_text
+from hybridfuse._safeio import one_line, terminal_text
 
 from .errors import EXIT_BAD_INPUT, EXIT_OK
 from .options import (
@@ -233,7 +233,7 @@ def info(
         except Exception as exc:
             code = exit_code_for(exc)
             worst = max(worst, code if code else EXIT_BAD_INPUT)
-            message = str(exc).splitlines()[0]
+            message = one_line(exc)
             if not message.startswith(str(path)):
                 message = f"{path}: {message}"
             results.append({"file": str(path), "error": message})

@@ -11,7 +11,7 @@ import traceback
 import click
 
 from hybridfuse import __version__
-from hybridfuse._safeio import terminal_text
+from hybridfuse._safeio import one_line, terminal_text
 
 from .errors import exit_code_for, is_library_error
 
@@ -70,8 +70,7 @@ class HybridFuseGroup(click.Group):
             verbose = (ctx.obj or {}).get("verbosity", 0) > 0
             if verbose:
                 traceback.print_exc(file=sys.stderr)
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            msg = terminal_text(msg)
+            msg = one_line(exc) or type(exc).__name__
             known = exit_code_for(exc)
             if isinstance(exc, MemoryError):  # a limit we did not foresee, not a bug to hide
                 msg = f"not enough memory for this input ({msg}); see docs/hardening.md"

@@ -37,6 +37,11 @@ def config_options(func):
     return config_option("[registration], [fusion], [dose] and [pair] tables")(func)
 
 
+def _given(path) -> list:
+    """``[path]`` when an optional input file was given, else ``[]``."""
+    return [path] if path else []
+
+
 def _config(config_path, options: dict):
     """The run configuration: the definitions, the TOML file (if any), the options given."""
     from hybridfuse.fusion.pipeline import GROUPS, dose_corrections
@@ -66,7 +71,8 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
         run_case,
     )
 
-    check_out(out_dir, [case], overwrite=overwrite)  # before any work
+    # the --config file too: an --overwrite would delete it with the old folder
+    check_out(out_dir, [case, *_given(config_path)], overwrite=overwrite)  # before any work
     report_stale(out_dir)
     config = _config(config_path, opts)
     check_pseudonym_key(config.fusion.include_phi)
@@ -192,7 +198,7 @@ def batch(ctx, manifest, out_dir, workers, scheduler, retries, config_path, as_j
     from hybridfuse.fusion.batch import check_out_root, read_manifest, run_batch
     from hybridfuse.fusion.pipeline import dose_files
 
-    check_out_root(out_dir, [manifest])  # before discovery, which can take a while
+    check_out_root(out_dir, [manifest, *_given(config_path)])  # before discovery
     if scheduler:
         from hybridfuse.fusion.batch import check_scheduler_address
 

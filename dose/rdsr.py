@@ -430,6 +430,7 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
 
     planes: dict[str, PlaneTotals] = {}
     events: list[IrradiationEvent] = []
+    n_event_items, seen_uids = 0, set()
     for item in _dose_containers(ds) if lenient else _children(ds):
         code = _concept(item)
         if _is(code, ACCUMULATED):
@@ -441,7 +442,18 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
                 continue
             planes[plane] = _read_totals(item, plane, flags, units)
         elif _is(code, EVENT):
-            events.append(_read_event(item, flags, units))
+            event = _read_event(item, flags, units)
+            n_event_items += 1
+            if event.uid is not None and event.uid in seen_uids:
+                # a report re-sent or merged: the same event summed twice inflates the
+                # event sums and the dose saved (its UID is not named: it is an identifier)
+                flags.append(
+                    f"irradiation event {n_event_items} repeats an earlier event's UID "
+                    "(0008,3010): recorded twice; the repeat is ignored"
+                )
+                continue
+            seen_uids.add(event.uid)
+            events.append(event)
     if not planes and not events:
         raise DoseInputError(
             f"{path}: X-Ray Radiation Dose Report without accumulated dose data (113702) or "

@@ -45,6 +45,7 @@ from hybridfuse._safeio import (
     clean_stale,
     csv_cell,
     is_owned,
+    one_line,
     write_owner_mark,
     write_text,
 )
@@ -87,7 +88,7 @@ def _problem(case_id: str, message: str, position: int) -> dict:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = one_line(exc)
     return text or type(exc).__name__
 
 

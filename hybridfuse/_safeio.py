@@ -46,6 +46,7 @@ __all__ = [
     "script_json",
     "sha256_file",
     "terminal_text",
+    "one_line",
     "write_bytes",
     "write_text",
 ]
@@ -381,6 +382,15 @@ def terminal_text(text: str, *, keep_newlines: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line, control characters escaped.
+
+    Not cut at the first newline: messages start with the file's name, and a name may
+    hold a newline (the reason after it was lost).
+    """
+    return terminal_text(str(exc).strip())
 
 
 def json_safe(value):

@@ -1,0 +1,84 @@
+"""Hostile inputs, round 18: each test is a defect found by the helper wt18-hostile."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pydicom
+from click.testing import CliRunner
+
+from hybridfuse.cli.main import cli
+from hybridfuse.dose.rdsr import read_rdsr
+from hybridfuse.testdata import sample_case
+
+MARK = '{"written_by": "hybridfuse"}\n'
+
+
+def _marked_out_with_config(tmp_path, text):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".hybridfuse-output").write_text(MARK)
+    cfg = out / "my-settings.toml"
+    cfg.write_text(text)
+    return out, cfg
+
+
+def test_run_refuses_a_config_inside_the_out_folder_it_would_replace(tmp_path):
+    # `run --overwrite` replaced the marked folder and deleted the user's --config with it.
+    out, cfg = _marked_out_with_config(tmp_path, '[fusion]\nvideo = "none"\n')
+    args = ["-q", "run", str(sample_case()), "--out", str(out), "--overwrite"]
+    r = CliRunner().invoke(cli, [*args, "--config", str(cfg)])
+    assert r.exit_code == 2, r.output
+    assert "contains the input" in r.output
+    assert cfg.read_text() == '[fusion]\nvideo = "none"\n'
+
+
+def test_batch_refuses_a_config_inside_the_out_folder(tmp_path):
+    out = tmp_path / "bout"
+    out.mkdir()
+    cfg = out / "settings.toml"
+    cfg.write_text('[fusion]\nvideo = "none"\n')
+    manifest = tmp_path / "cases"
+    manifest.mkdir()
+    r = CliRunner().invoke(
+        cli, ["-q", "batch", str(manifest), "--out", str(out), "--config", str(cfg)]
+    )
+    assert r.exit_code == 2, r.output
+    assert "contains the input" in r.output
+
+
+def _cn(item):
+    seq = item.get("ConceptNameCodeSequence")
+    return seq[0].CodeMeaning if seq else ""
+
+
+def test_a_repeated_irradiation_event_is_counted_once(tmp_path):
+    # The same event (same Irradiation Event UID) twice was summed twice: the dose saved
+    # by ultrasound went from 0.442 to 0.740 Gy.cm2 with only a totals-mismatch flag.
+    ds = pydicom.dcmread(sample_case() / "rdsr.dcm")
+    events = [it for it in ds.ContentSequence if _cn(it) == "Irradiation Event X-Ray Data"]
+    ds.ContentSequence.append(copy.deepcopy(events[1]))
+    path = tmp_path / "dup.dcm"
+    ds.save_as(path)
+    rec = read_rdsr(path)
+    assert len(rec.events) == len(events)
+    assert any("recorded twice" in f or "repeat" in f for f in rec.flags), rec.flags
+    assert json.dumps(rec.flags)  # flags stay plain strings
+
+
+def test_a_newline_in_a_file_name_does_not_cut_the_reason_off(tmp_path):
+    # The one-line error kept the text before the first newline: for "nl\nname.dcm" it
+    # said "hybridfuse: error: nl\x0aname.dcm: nl", the reason lost.
+    bad = tmp_path / "nl\nname.dcm"
+    bad.write_bytes(b"")
+    r = CliRunner().invoke(cli, ["info", str(bad)])
+    assert r.exit_code == 2
+    assert "not a DICOM file" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    lm = sample_case() / "landmarks" / "run02_confirm_lateral_f00_us06.csv"
+    args = ["register", "--fixed", str(bad), "--moving", str(sample_case() / "us_clip.dcm")]
+    r = CliRunner().invoke(cli, [*args, "--landmarks", str(lm), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert "not a DICOM file" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
