@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybridfuse._safeio import settings_file_problem
+
 from .errors import DoseInputError
 
 __all__ = ["UnitCorrection", "load_corrections", "apply_corrections"]
@@ -79,6 +81,9 @@ def load_corrections(path: str | os.PathLike) -> list[UnitCorrection]:
     import tomllib
 
     path = Path(path)
+    problem = settings_file_problem(path)
+    if problem:
+        raise DoseInputError(f"{path}: {problem}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -136,8 +136,13 @@ def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
 
 def read_csv_rows(path: Path, what: str) -> list[dict]:
     """The rows of a user's CSV table; unreadable or non-UTF-8 is one line naming ``path``."""
+    from hybridfuse._safeio import settings_file_problem
+
     from .errors import DoseInputError
 
+    problem = settings_file_problem(Path(path))
+    if problem:
+        raise DoseInputError(f"{path}: {problem}")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))

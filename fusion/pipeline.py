@@ -30,6 +30,7 @@ from hybridfuse._safeio import (
     file_record,
     html_text,
     recorded_name,
+    settings_file_problem,
     sha256_file,
 )
 from hybridfuse.dose.options import DoseOptions
@@ -209,6 +210,9 @@ def read_toml_tables(path: str | os.PathLike) -> dict[str, dict]:
 
     path = Path(path)
     try:
+        problem = settings_file_problem(path)
+        if problem:
+            raise InputError(f"{path}: {problem}")
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # editors may add a BOM
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a readable TOML configuration (not UTF-8)") from exc

@@ -47,6 +47,7 @@ __all__ = [
     "sha256_file",
     "terminal_text",
     "one_line",
+    "settings_file_problem",
     "write_bytes",
     "write_text",
 ]
@@ -382,6 +383,22 @@ def terminal_text(text: str, *, keep_newlines: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+MAX_SETTINGS_FILE_BYTES = 16 * 2**20
+
+
+def settings_file_problem(path: Path, limit: int = MAX_SETTINGS_FILE_BYTES) -> str | None:
+    """Why a small user file (a TOML or CSV of settings) cannot be read, or None.
+
+    Checked before reading: a FIFO blocked forever and ``/dev/zero`` filled the memory.
+    """
+    if not path.is_file():
+        return "not a regular file" if path.exists() else "no such file"
+    size = path.stat().st_size
+    if size > limit:
+        return f"{size / 2**20:.0f} MiB; a settings file may hold at most {limit // 2**20} MiB"
+    return None
 
 
 def one_line(exc: BaseException) -> str:

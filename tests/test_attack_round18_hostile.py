@@ -82,3 +82,44 @@ def test_a_newline_in_a_file_name_does_not_cut_the_reason_off(tmp_path):
     assert r.exit_code == 2
     assert "not a DICOM file" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def _fifo(tmp_path):
+    import os
+
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def test_a_config_corrections_or_coefficients_that_is_not_a_regular_file_is_refused(tmp_path):
+    # --config, --corrections and --coefficients read a FIFO forever (the command hung)
+    # and /dev/zero until the memory was gone (killed); other inputs refuse both.
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("a settings file read blocked")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)  # a hang fails the test instead of the suite
+    try:
+        case = sample_case()
+        lm = case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"
+        reg = ["register", "--fixed", str(case / "fluoro_run02_confirm_lateral.dcm")]
+        reg += ["--moving", str(case / "us_clip.dcm"), "--landmarks", str(lm)]
+        dose = ["dose", "report", "--rdsr", str(case / "rdsr.dcm")]
+        for bad in (_fifo(tmp_path), "/dev/zero"):
+            for i, args in enumerate(
+                [
+                    [*reg, "--config", str(bad)],
+                    ["run", str(case), "--config", str(bad)],
+                    [*dose, "--corrections", str(bad)],
+                    [*dose, "--coefficients", str(bad)],
+                ]
+            ):
+                r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / f"o{i}")])
+                assert r.exit_code == 2, (args, r.output)
+                assert "not a regular file" in r.output, (args, r.output)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
