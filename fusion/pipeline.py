@@ -251,7 +251,8 @@ def input_hash(spec: CaseSpec, config: RunConfig, file_hashes: dict | None = Non
         h.update((file_hashes[path] if file_hashes else sha256_file(path)).encode())
     if spec.landmark_dir and Path(spec.landmark_dir).is_dir():
         for p in sorted(Path(spec.landmark_dir).glob("*.csv")):
-            h.update(sha256_file(p).encode())
+            if p.is_file():  # a FIFO would block; _check_inputs refuses it
+                h.update(sha256_file(p).encode())
     h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
     if config.dose.corrections:  # its content, not only its name, decides the outputs
         h.update(sha256_file(config.dose.corrections).encode())
@@ -376,6 +377,10 @@ def _check_inputs(spec: CaseSpec) -> None:
             if "\0" not in p and os.path.exists(p):  # a FIFO, a device, ...
                 raise InputError(f"case {spec.case_id}: {p}: not a regular file")
             raise InputError(f"case {spec.case_id}: {p}: no such file")
+    if spec.landmark_dir and Path(spec.landmark_dir).is_dir():
+        for p in sorted(Path(spec.landmark_dir).glob("*.csv")):
+            if not p.is_file():  # a FIFO here hung the run (hashing it never ended)
+                raise InputError(f"case {spec.case_id}: {p}: not a regular file")
 
 
 def check_out(out_dir: str | os.PathLike, inputs, *, overwrite: bool) -> None:

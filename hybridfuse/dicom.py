@@ -245,8 +245,11 @@ def _from_vector(ds, n, notes, bad):
     if "FrameTimeVector" not in ds:
         return None
     values = [parse_number(v) for v in as_list(ds.FrameTimeVector)]
-    if len(values) != n or any(v is None for v in values):
+    if len(values) != n:
         notes.append(f"FrameTimeVector has {len(values)} entries for {n} frames; ignored")
+        return None
+    if any(v is None for v in values):  # NaN, text: the count was right, the values not
+        notes.append("FrameTimeVector (0018,1065) holds a value that is not a number; ignored")
         return None
     wrong = [v for v in values if not 0 <= v <= MAX_FRAME_TIME_MS]
     if wrong:

@@ -123,3 +123,41 @@ def test_a_config_corrections_or_coefficients_that_is_not_a_regular_file_is_refu
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_a_fifo_among_a_cases_landmarks_is_refused_not_waited_on(tmp_path):
+    import os
+    import shutil
+    import signal
+
+    case = tmp_path / "case"
+    shutil.copytree(sample_case(), case)
+    os.mkfifo(case / "landmarks" / "zz.csv")
+
+    def hung(*_):
+        raise TimeoutError("the run blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        r = CliRunner().invoke(cli, ["-q", "run", str(case), "--out", str(tmp_path / "o")])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert r.exit_code == 2, r.output
+    assert "not a regular file" in r.output
+
+
+def test_a_frame_time_vector_of_nan_says_so_not_that_its_count_is_wrong():
+    # "FrameTimeVector has 4 entries for 4 frames; ignored" for a vector of NaN.
+    import warnings
+
+    from hybridfuse.dicom import frame_times
+
+    ds = pydicom.Dataset()
+    with warnings.catch_warnings():  # pydicom warns of the invalid DS, as a file would
+        warnings.simplefilter("ignore")
+        ds.FrameTimeVector = ["NaN"] * 4
+    notes = " ".join(frame_times(ds, 4).notes)
+    assert "not a number" in notes, notes
+    assert "4 entries for 4 frames" not in notes
