@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -100,6 +101,21 @@ def fuse(
     fixed = fixed.require_min_size()
     moving = with_given_spacing(read_image(moving_path), pair.moving_spacing_mm, fixed=False)
     belonging = check_belonging(fixed, moving, pair, include_phi=fo.include_phi)
+    other = _registered_on_other_files(transform_path, fixed_path, moving_path)
+    if other and not pair.allow_mismatch:
+        raise InputError(
+            f"{transform_path}: registered on another {' and '.join(other)} file than the "
+            "one given (sha256 differs): its overlay would be placed wrongly; register "
+            "these files, or pass --allow-mismatch to fuse anyway"
+        )
+    if other:
+        click.echo(
+            f"hybridfuse: warning: {transform_path}: registered on another "
+            f"{' and '.join(other)} file; fused anyway (--allow-mismatch)",
+            err=True,
+        )
+    belonging_record = belonging.to_dict()
+    belonging_record["transform_registered_on_other"] = other
     for (side, img), k in zip((("fixed", fixed), ("moving", moving)), registered_on, strict=True):
         if k >= img.n_frames:
             raise InputError(
@@ -109,11 +125,15 @@ def fuse(
     if frame_list is not None:
         frame_list = check_frames(frame_list, fixed.n_frames, "fluoroscopy")  # before output
     quiet = ctx.obj.get("verbosity", 0) < 0 or as_json
-    with click.progressbar(
-        length=fixed.n_frames if frame_list is None else len(frame_list),
-        label="fusing",
-        file=sys.stderr,
-        show_eta=True,
+    with (
+        contextlib.nullcontext()  # -q: errors only (the bar's label was printed)
+        if quiet
+        else click.progressbar(
+            length=fixed.n_frames if frame_list is None else len(frame_list),
+            label="fusing",
+            file=sys.stderr,
+            show_eta=True,
+        )
     ) as bar:
 
         def progress(done, total):
@@ -139,7 +159,7 @@ def fuse(
             transform_frames=registered_on,
             progress=progress,
             transform_source=transform_path,
-            belonging=belonging.to_dict(),
+            belonging=belonging_record,
         )
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -150,6 +170,31 @@ def fuse(
         f"time matching: {summary['time_matching']})"
     )
     click.echo(f"  open {out_dir / 'viewer.html'} in a browser first")
+
+
+def _registered_on_other_files(transform_path, fixed_path, moving_path) -> list[str]:
+    """The sides whose file is not the one the transform was registered on.
+
+    By the sha256 ``transform.json`` records (a side without one, as in a hand-written
+    transform, is not checked). A transform registered on the lateral run was fused
+    onto the AP run without a word.
+    """
+    from hybridfuse._safeio import sha256_file
+
+    try:
+        data = json.loads(Path(transform_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # read_transform_json has read it already
+        return []
+    other = []
+    for side, name, path in (
+        ("fixed", "fluoroscopy", fixed_path),
+        ("moving", "ultrasound", moving_path),
+    ):
+        entry = data.get(side) if isinstance(data, dict) else None
+        recorded = entry.get("sha256") if isinstance(entry, dict) else None
+        if isinstance(recorded, str) and recorded != sha256_file(path):
+            other.append(name)
+    return other
 
 
 def _check_verdict(transform_path, accept_unverified: bool) -> None:

@@ -161,3 +161,32 @@ def test_a_frame_time_vector_of_nan_says_so_not_that_its_count_is_wrong():
     notes = " ".join(frame_times(ds, 4).notes)
     assert "not a number" in notes, notes
     assert "4 entries for 4 frames" not in notes
+
+
+def test_fuse_refuses_a_transform_registered_on_another_fluoroscopy_file(tmp_path):
+    # A transform registered on the lateral run was fused onto the AP run: exit 0, no
+    # word, the overlay placed by the wrong view's geometry.
+    case = sample_case()
+    lm = case / "landmarks" / "run02_confirm_lateral_f00_us06.csv"
+    us = ["--moving", str(case / "us_clip.dcm")]
+    r = CliRunner().invoke(
+        cli,
+        ["-q", "register", "--fixed", str(case / "fluoro_run02_confirm_lateral.dcm"), *us]
+        + ["--moving-frame", "6", "--landmarks", str(lm), "--out", str(tmp_path / "reg")],
+    )
+    assert r.exit_code == 0, r.output
+    fuse = ["-q", "fuse", *us, "--transform", str(tmp_path / "reg" / "transform.json")]
+    fuse += ["--video", "none", "--no-dicom"]
+    ap = ["--fixed", str(case / "fluoro_run03_confirm_ap.dcm")]
+    r = CliRunner().invoke(cli, [*fuse, *ap, "--out", str(tmp_path / "f1")])
+    assert r.exit_code == 2, r.output
+    assert "registered on another fluoroscopy file" in r.output
+    assert not (tmp_path / "f1").exists()
+    r = CliRunner().invoke(cli, [*fuse, *ap, "--out", str(tmp_path / "f2"), "--allow-mismatch"])
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "f2" / "fuse.json").read_text())
+    assert record["belonging"]["transform_registered_on_other"] == ["fluoroscopy"]
+    lateral = ["--fixed", str(case / "fluoro_run02_confirm_lateral.dcm")]
+    r = CliRunner().invoke(cli, [*fuse, *lateral, "--out", str(tmp_path / "f3")])
+    assert r.exit_code == 0, r.output
+    assert "fusing" not in r.output, r.output  # -q: not even the progress bar's label
