@@ -471,6 +471,13 @@ def _read_rdsr(path: str | os.PathLike) -> DoseRecord:
         flags=flags,
         units_seen=units,
     )
+    starts = [e.start for e in events if e.start is not None]
+    if starts and max(starts) - min(starts) > _dt.timedelta(hours=24):
+        # one event dated decades off moved the guided phase and the dose saved unflagged
+        flags.append(
+            f"irradiation event times span {(max(starts) - min(starts)).days} day(s), "
+            "more than one procedure: check the event dates (DateTime Started, 111526)"
+        )
     unknown = [e for e in events if e.event_type == "unknown"]
     if unknown:
         flags.append(f"{len(unknown)} event(s) of unrecognised type (113721)")
@@ -629,6 +636,11 @@ def _read_event(item, flags, units) -> IrradiationEvent:
                 ev.uid = str(child.get("UID", "")) or None
             elif code[0] == "111526":
                 ev.start = parse_datetime(child.get("DateTime"))
+                if ev.start is None and str(child.get("DateTime", "")).strip():
+                    flags.append(  # the event was left out of the timeline without a word
+                        "an irradiation event's DateTime Started (111526) is not a date and "
+                        "time; that event has no time"
+                    )
             elif code[0] == "113721":
                 value = _coded_value(child)
                 if value:
