@@ -64,6 +64,10 @@ class HybridFuseGroup(click.Group):
         """Run the command; print a library error on one line and exit with its code."""
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # one line too, not click's four (Usage/Try/Error)
+            msg = terminal_text(exc.format_message())
+            click.echo(f"hybridfuse: error: {msg} (see --help)", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # every library error ends here, once

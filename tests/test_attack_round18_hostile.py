@@ -190,3 +190,40 @@ def test_fuse_refuses_a_transform_registered_on_another_fluoroscopy_file(tmp_pat
     r = CliRunner().invoke(cli, [*fuse, *lateral, "--out", str(tmp_path / "f3")])
     assert r.exit_code == 0, r.output
     assert "fusing" not in r.output, r.output  # -q: not even the progress bar's label
+
+
+def _event_datetime_items(ds):
+    events = [it for it in ds.ContentSequence if _cn(it) == "Irradiation Event X-Ray Data"]
+    return [c for e in events for c in e.ContentSequence if _cn(c) == "DateTime Started"]
+
+
+def test_an_unreadable_or_far_off_event_time_is_flagged(tmp_path):
+    # One event's DateTime Started unreadable, or dated 2099 in a 2026 procedure, changed
+    # the guided phase and the dose saved with no flag naming it.
+    import warnings
+
+    for value, expected in (("2026999999", "not a date and time"), ("20990101000000", "span")):
+        ds = pydicom.dcmread(sample_case() / "rdsr.dcm")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _event_datetime_items(ds)[3].DateTime = value
+        path = tmp_path / "t.dcm"
+        ds.save_as(path)
+        flags = read_rdsr(path).flags
+        assert any(expected in f for f in flags), (value, flags)
+    assert not read_rdsr(sample_case() / "rdsr.dcm").flags
+
+
+def test_a_usage_error_is_one_line_too(tmp_path):
+    # click printed four lines (Usage, Try, blank, Error) for bad input such as an
+    # existing synth --out or a registry that does not exist.
+    (tmp_path / "d").mkdir()
+    for args in (
+        ["synth", "--out", str(tmp_path / "d")],
+        ["dose", "audit", "--db", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "a")],
+        ["register", "--fixed", "x.dcm"],
+    ):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hybridfuse: error: "), r.output
