@@ -107,7 +107,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
         # utf-8-sig: Excel writes a byte-order mark before the header.
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            rows = list(reader)
+            # the file's line (blank lines are skipped, not counted away)
+            rows = [(reader.line_num, row) for row in reader]
             header = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable manifest ({exc})") from exc
@@ -131,7 +132,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[CaseSpec], list[dict]]:
 
     ids = _CaseIds()
     specs, problems = [], []
-    for i, row in enumerate(rows, start=2):
+    for i, row in rows:
         cid = row.get("case_id")
         cid = cid.strip() if isinstance(cid, str) else ""
         why = ids.problem(cid)

@@ -227,3 +227,13 @@ def test_a_usage_error_is_one_line_too(tmp_path):
         assert r.exit_code == 2, r.output
         lines = r.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("hybridfuse: error: "), r.output
+
+
+def test_a_manifest_problem_names_the_files_line_despite_blank_lines(tmp_path):
+    # With blank lines the repeated case on line 5 was reported as "m.csv:3".
+    from hybridfuse.fusion.batch import read_manifest
+
+    m = tmp_path / "m.csv"
+    m.write_text("case_id,fluoro,ultrasound\n\na,f.dcm,u.dcm\n\na,f.dcm,u.dcm\n")
+    _, problems = read_manifest(m)
+    assert [p["message"].split(": ")[0] for p in problems] == [f"{m}:5"]
