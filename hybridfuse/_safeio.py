@@ -158,10 +158,47 @@ def owner_kind(folder: str | os.PathLike) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def write_owner_mark(folder: str | os.PathLike, kind: str | None = None) -> None:
-    """Mark ``folder`` as written by this project; ``kind`` keeps other commands off it."""
+def write_owner_mark(
+    folder: str | os.PathLike, kind: str | None = None, files: list[str] | None = None
+) -> None:
+    """Mark ``folder`` as written by this project; ``kind`` keeps other commands off it.
+
+    ``files``: what it wrote there (:func:`_entries`), so that ``--overwrite`` can tell a
+    file a user added later, which it must not delete (:func:`foreign_entries`).
+    """
     mark = {"written_by": "hybridfuse", **({"kind": kind} if kind else {})}
+    if files is not None:
+        mark["files"] = files
     write_text(Path(folder) / OWNER_MARK, json.dumps(mark) + "\n")
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every file, folder and link under ``folder``, relative and '/'-separated.
+
+    The marker is left out; links are listed, never followed.
+    """
+    out = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        out += [(rel / name).as_posix() for name in dirs + files]
+    return sorted(set(out) - {OWNER_MARK})
+
+
+def foreign_entries(folder: str | os.PathLike) -> list[str]:
+    """What lies in an owned ``folder`` that hybridfuse did not write there.
+
+    Empty for a marker that lists nothing (written before the list existed): those
+    folders are replaced as before.
+    """
+    folder = Path(folder)
+    try:
+        data = json.loads((folder / OWNER_MARK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    written = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(written, list):
+        return []
+    return sorted(set(_entries(folder)) - set(written))
 
 
 def _remove_tree(path: Path) -> None:
@@ -197,6 +234,13 @@ def check_out_target(out_dir: Path, overwrite: bool, kind: str | None = None) ->
             raise UnsafeOutputError(
                 f"{out_dir}: not an output folder of hybridfuse (no {OWNER_MARK}); "
                 "--overwrite replaces only those"
+            )
+        foreign = foreign_entries(out_dir)
+        if foreign:  # a clinician's notes beside the overlays were deleted with the folder
+            raise UnsafeOutputError(
+                f"{out_dir}: holds {len(foreign)} file(s) hybridfuse did not write "
+                f"({terminal_text(foreign[0])}{', ...' if len(foreign) > 1 else ''}), which "
+                "--overwrite would delete; move them out or choose another folder"
             )
         marked = owner_kind(out_dir)
         if marked is not None and marked != kind:
@@ -234,6 +278,7 @@ def atomic_directory(
             raise _os_error(exc, out_dir) from exc
         write_owner_mark(tmp, kind)
         yield tmp  # an OSError of the work itself is the work's, not the output's
+        write_owner_mark(tmp, kind, _entries(tmp))
         check_out_target(out_dir, overwrite, kind)  # it may have changed while we worked
         _move_into_place(tmp, out_dir)
     except BaseException:

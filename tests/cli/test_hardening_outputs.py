@@ -462,3 +462,24 @@ def test_run_never_touches_anything_outside_out(tmp_path_factory, where, overwri
     assert r.exit_code == (0 if OUTS[where] else 2), r.output
     if OUTS[where]:
         assert (out / OWNER_MARK).is_file() and (out / "summary.json").is_file()
+
+
+def test_overwrite_keeps_files_a_user_put_into_an_output_folder(tmp_path):
+    # A clinician's notes saved beside the overlays were deleted, without a word, with the
+    # folder --overwrite replaced: the marker now lists what hybridfuse wrote there.
+    out = tmp_path / "case"
+    assert CliRunner().invoke(cli, ["synth", "--out", str(out)]).exit_code == 0
+    (out / "landmarks" / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"])
+    assert r.exit_code == 2, r.output
+    one_clean_line(r.output)
+    assert "landmarks/notes.txt" in r.output
+    assert (out / "landmarks" / "notes.txt").read_text() == "mine"
+    # Without the stranger it is replaced; so is a folder whose marker lists nothing
+    # (written before the list existed).
+    (out / "landmarks" / "notes.txt").unlink()
+    assert CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"]).exit_code == 0
+    (out / OWNER_MARK).write_text(json.dumps({"written_by": "hybridfuse", "kind": "synth"}))
+    (out / "old.txt").write_text("from before")
+    assert CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"]).exit_code == 0
+    assert not (out / "old.txt").exists()
