@@ -138,6 +138,8 @@ def _identity_check(fixed_ds, moving_ds, keyword: str) -> tuple[str, str, str]:
     if not a or not b:
         side = "both" if not a and not b else ("fixed" if not a else "moving")
         return f"not checked: missing in {side}", a, b
+    if keyword == "PatientName":  # one unit writes upper case, another as typed
+        return ("same" if a.casefold() == b.casefold() else "differs"), a, b
     return ("same" if a == b else "differs"), a, b
 
 

@@ -55,6 +55,15 @@ def test_the_sample_pair_belongs_together(fixed):
     assert record["overridden"] == [] and record["allow_mismatch"] is False
 
 
+def test_a_name_written_in_other_case_is_the_same_name(fixed, tmp_path):
+    # Units differ in case ("Phantom^Synthetic" against "PHANTOM^SYNTHETIC"); refusing
+    # them trained users to pass --allow-mismatch, which turns every check off.
+    name = str(pydicom.dcmread(sample_case() / "us_clip.dcm").PatientName)
+    moving = read_image(_moving(tmp_path, PatientName=name.swapcase()), decode=False)
+    assert name.swapcase() != name
+    assert check_belonging(fixed, moving).to_dict()["checks"]["patient_name"] == "same"
+
+
 @pytest.mark.parametrize(
     ("keyword", "value", "said"),
     [
