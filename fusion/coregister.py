@@ -130,9 +130,15 @@ def _landmark_rows(path: Path, reader: csv.DictReader) -> list[tuple]:
         reader.fieldnames = fields
         missing = [c for c in _LANDMARK_COLUMNS if c not in fields]
         if missing:
+            # A spreadsheet in a decimal-comma locale saves with ';' (or a tab) between
+            # columns: one column then, and the names alone would not say why.
+            sep = next((c for c in ";\t" if len(fields) == 1 and c in (fields[0] or "")), None)
+            hint = (
+                f" (the columns seem separated by {sep!r}: save as comma-separated)" if sep else ""
+            )
             raise InputError(
                 f"{path}: missing column(s) {', '.join(missing)}; expected "
-                "name,moving_x,moving_y,fixed_x,fixed_y[,weight]"
+                f"name,moving_x,moving_y,fixed_x,fixed_y[,weight]{hint}"
             )
         has_weight = "weight" in fields
         rows, seen = [], {}

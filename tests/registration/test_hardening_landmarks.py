@@ -193,6 +193,7 @@ GOOD = "a,10,10,20,20\nb,100,10,70,20\nc,10,100,20,60\nd,100,100,80,70\n"
         ('"a\nb",1,2,3,4\n', HEADER, "line 3: landmark name 'a\\nb' holds control characters"),
         ("a\x1b[2J,1,2,3,4\n", HEADER, "line 2: landmark name 'a\\x1b[2J' holds control"),
         ("a,1,2,3,4\n", "name,mx,my,fixed_x,fixed_y", "missing column(s) moving_x, moving_y"),
+        ("a;1,5;2;3;4\n", HEADER.replace(",", ";"), "seem separated by ';': save as comma"),
         ("", HEADER, "no landmark rows"),
     ],
 )
