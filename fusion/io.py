@@ -1345,6 +1345,7 @@ def _choose_region(regions, requested, path, notes, layout) -> int | None:
     if not calibrated:
         return None
     _check_region_deltas(regions[calibrated[0]], calibrated[0], path)
+    _check_no_rival(regions, calibrated, path)
     if len(calibrated) > 1:
         notes.append(
             f"{len(calibrated)} calibrated 2D ultrasound regions {calibrated}; using region "
@@ -1361,6 +1362,33 @@ def _choose_region(regions, requested, path, notes, layout) -> int | None:
             f"{reg.delta_y_mm:.4f} mm (y)"
         )
     return calibrated[0]
+
+
+def _check_no_rival(regions, calibrated: list[int], path) -> None:
+    """Refuse a first region that overlaps another calibrated one of other pixel sizes.
+
+    Which calibration holds for the pixels both cover is then unknown, and taking the
+    first made every millimetre of the answer 2x off without a word (hostile-input sweep).
+    Side-by-side views (dual mode) do not overlap; --us-region chooses explicitly.
+    """
+    first = regions[calibrated[0]]
+    for i in calibrated[1:]:
+        other = regions[i]
+        overlap = (
+            first.x0 <= other.x1
+            and other.x0 <= first.x1
+            and first.y0 <= other.y1
+            and other.y0 <= first.y1
+        )
+        same = np.allclose(
+            [first.delta_x_mm, first.delta_y_mm], [other.delta_x_mm, other.delta_y_mm], rtol=1e-3
+        )
+        if overlap and not same:
+            raise InputError(
+                f"{path}: ultrasound regions {calibrated[0]} and {i} overlap but give other "
+                f"pixel sizes ({first.delta_x_mm:.4g} against {other.delta_x_mm:.4g} mm): "
+                "which calibration holds is unknown; choose one with --us-region"
+            )
 
 
 def _region_inside(region: UltrasoundRegion, layout: _Layout) -> bool:

@@ -6,6 +6,7 @@ reader did with it (issue #13) and what must happen instead.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -527,6 +528,25 @@ def test_ultrasound_region_outside_the_image_is_not_used(tmp_path):
     reversed_ = _us_with_region(tmp_path / "rev.dcm", 9, 0, 2, 7)
     assert read_image(reversed_).us_region_index is None
     assert read_image(_us_with_region(tmp_path / "ok.dcm", 2, 0, 9, 7)).us_region_index == 0
+
+
+def test_overlapping_regions_of_other_pixel_sizes_are_refused(tmp_path):
+    # A copy of the region at 0.3 mm per pixel put first: its calibration was taken
+    # without a word and every millimetre of the answer was 2x off (hostile-input sweep).
+    path = _us_with_region(tmp_path / "us.dcm", 0, 0, 9, 7)
+    ds = pydicom.dcmread(path)
+    rival = copy.deepcopy(ds.SequenceOfUltrasoundRegions[0])
+    rival.PhysicalDeltaX = rival.PhysicalDeltaY = 0.03
+    ds.SequenceOfUltrasoundRegions.insert(0, rival)
+    ds.save_as(path)
+    with pytest.raises(InputError, match=r"us\.dcm: ultrasound regions 0 and 1 overlap"):
+        read_image(path)
+    assert read_image(path, us_region=1).pixel_spacing_mm == pytest.approx((0.2, 0.2))
+    # Overlapping at one calibration: the first is used, as before.
+    ds.SequenceOfUltrasoundRegions[1].PhysicalDeltaX = 0.03
+    ds.SequenceOfUltrasoundRegions[1].PhysicalDeltaY = 0.03
+    ds.save_as(path)
+    assert read_image(path).us_region_index == 0
 
 
 def test_spacing_by_hand_or_from_a_plain_header_is_checked(tmp_path):
