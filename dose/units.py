@@ -120,7 +120,9 @@ def convert(value: float, unit_code: str, kind: str) -> float:
 #: Largest plausible value of a dose quantity in its canonical unit. A value beyond it (or
 #: below 0) is a corrupt record: read as unknown and flagged, refused by ``dose ingest``.
 #: DAP 1e4 Gy·cm² is ~100 times the largest interventional procedures; Ka,r 1e6 mGy
-#: (1,000 Gy) is far beyond any survivable skin dose; 1e6 s is 11.6 days of beam time.
+#: (1,000 Gy) is far beyond any survivable skin dose; 1e6 s is 11.6 days of beam time;
+#: medical X-ray tubes run at 20-150 kV, so 300 kV is past any of them (a kVp of 5000 was
+#: read as real; hostile-input sweep).
 #: The delivered totals of a dose record (``dose.json``'s ``delivered``), in report order.
 DELIVERED_KEYS = (
     "dap_total_gy_cm2",
@@ -140,7 +142,7 @@ PLAUSIBLE_MAX: dict[str, float] = {
     "short_time": 1e9,
     "length": 1e5,
     "area": 1e5,
-    "voltage": 1e4,
+    "voltage": 300.0,
     "current": 1e5,
     "charge": 1e7,
     "rate": 1e5,

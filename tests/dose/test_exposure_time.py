@@ -61,3 +61,21 @@ def test_both_codes_are_read_and_the_current_one_wins(rdsr_with_exposure_times):
     assert [e.exposure_time_ms for e in events[:3]] == [12.5, 7.25, 30.0]
     assert all(e.exposure_time_ms is None for e in events[3:])
     assert "exposure_time_ms" not in events[1].multi_valued  # not two readings of one value
+
+
+def test_a_tube_voltage_past_any_x_ray_tube_is_unknown_and_flagged(tmp_path):
+    # A kVp of 5000 was read as real (the bound was 10,000 kV); tubes run at 20-150 kV.
+    ds = pydicom.dcmread(sample_case() / "rdsr.dcm")
+    first = _events(ds)[0]
+    kvp = next(
+        c
+        for c in first.ContentSequence
+        if c.get("ConceptNameCodeSequence") and c.ConceptNameCodeSequence[0].CodeValue == "113733"
+    )
+    right = float(kvp.MeasuredValueSequence[0].NumericValue)
+    kvp.MeasuredValueSequence[0].NumericValue = "5000"
+    ds.save_as(tmp_path / "rdsr.dcm")
+    record = read_rdsr(tmp_path / "rdsr.dcm")
+    assert record.events[0].kvp_kv is None
+    assert any("5000 kV exceeds the plausible 300" in f for f in record.flags), record.flags
+    assert read_rdsr(sample_case() / "rdsr.dcm").events[0].kvp_kv == right
