@@ -1,22 +1,29 @@
-"""Landmark files with one wrong click, on the phantom family's images (issue #15).
+"""Landmark files with wrong clicks, on the phantom family's images (issue #15).
 
 ``benchmarks.misclick_power`` simulates click sets without images; this one runs the
 product on the family's images, where clicks on beads (registration/clicks.py) and the
-intensity term take part. For each case with 5 clicks or more it writes files that are
-the case's own clicks (``landmarks.csv``, 0.5 px noise) with ONE of them wrong:
-- a bead's fluoroscopy click put on a faint blob 3-9 mm away (the bead detector's blobs
-  down to strength 6; at most two per bead), as where the hand lands on the wrong spot;
-- a bead's fluoroscopy click put on the next bead (plus 0.5 px), a swapped pairing;
-- the needle tip's fluoroscopy click moved 6-20 px in a random direction.
+intensity term take part. For each case with 5 clicks or more it writes files made from
+the case's own clicks (``landmarks.csv``, 0.5 px noise), by kind (``--kinds``):
+- ``one``: ONE click wrong. A bead's fluoroscopy click put on a faint blob 3-9 mm away
+  (the bead detector's blobs down to strength 6; at most two per bead), as where the hand
+  lands on the wrong spot; a bead's fluoroscopy click put on the next bead (plus 0.5 px),
+  a swapped pairing; the needle tip's fluoroscopy click moved 6-20 px in a random
+  direction.
+- ``all``: EVERY fluoroscopy click off the same way, which the pairs cannot see (they
+  still agree with each other): shifted 5 and 10 px in a random direction, scaled by 0.95
+  and 0.9 about their centroid (clicks read off a shifted or resized display).
+- ``honest``: the clicks as they are (what the images say of right clicks).
 
 Each file runs through ``hybridfuse register --landmarks FILE --accept-unverified`` in a
 fresh process (plus ``--extra``), as ``benchmarks.family`` runs its modes, and is judged
 the same way: right (accepted, TRE < 2 mm), refused, wrong (accepted, TRE >= 2 mm); a wrong
 answer whose TRE also exceeds its ``predicted_tre_mm`` is counted apart (beyond bound).
+Per kind it also prints how far the images alone moved the answers
+(``verification.intensity_only_drift_mm``, the larger of LC2's and MI's).
 
 Run from the repository root:
-    python -m benchmarks.misclick_files --set tuning --n 85 --cache DIR [--extra "ARGS"]
-        [--json OUT]
+    python -m benchmarks.misclick_files --set tuning --n 85 --cache DIR
+        [--kinds one,all,honest] [--extra "ARGS"] [--json OUT]
 """
 
 from __future__ import annotations
@@ -37,10 +44,13 @@ from benchmarks.family import CLI, RIGHT_MM, family_cases, median_tre_mm
 MIN_CLICKS = 5
 BLOB_MM = (3.0, 9.0)
 TIP_PX = (6.0, 20.0)
+SHIFT_PX = (5.0, 10.0)
+SCALE = (0.95, 0.9)
+KINDS = ("one", "all", "honest")
 
 
 def wrong_sets(case: Path, seed: int) -> tuple[list[str], list[tuple[str, int, np.ndarray]]]:
-    """The CSV header and rows, and each (label, row index, wrong fluoroscopy xy)."""
+    """The CSV header and rows, and each (label, row index, wrong fluoroscopy xy): kind one."""
     import hybridfuse  # noqa: F401  (before the detector's NumPy work)
     from hybridfuse.fusion.io import read_image
     from hybridfuse.registration.features import detect_beads
@@ -75,11 +85,31 @@ def wrong_sets(case: Path, seed: int) -> tuple[list[str], list[tuple[str, int, n
     return rows, sets
 
 
-def run_set(case: Path, rows: list[list[str]], index: int, xy, extra: list[str]) -> dict:
-    """One register process on the case's clicks with row ``index`` put at ``xy``."""
+def with_fixed(rows: list[list[str]], index, xy) -> list[list[str]]:
+    """``rows`` with the fluoroscopy click of row(s) ``index`` put at ``xy``."""
+    out = [list(r) for r in rows]
+    for i, (x, y) in zip(np.atleast_1d(index), np.reshape(xy, (-1, 2)), strict=True):
+        out[i][3], out[i][4] = f"{x:.2f}", f"{y:.2f}"
+    return out
+
+
+def systematic_sets(rows: list[list[str]], seed: int) -> list[tuple[str, list[list[str]]]]:
+    """Every fluoroscopy click shifted or scaled alike (kind all), and the clicks as given."""
+    fixed = np.array([[float(r[3]), float(r[4])] for r in rows[1:]])
+    index = np.arange(1, len(rows))
+    angle = np.random.default_rng([seed, 1]).uniform(0, 2 * np.pi)
+    way = np.array([np.cos(angle), np.sin(angle)])
+    centre = fixed.mean(axis=0)
+    sets = [(f"all shifted {d:g} px", with_fixed(rows, index, fixed + d * way)) for d in SHIFT_PX]
+    sets += [
+        (f"all scaled {k:g}", with_fixed(rows, index, centre + k * (fixed - centre))) for k in SCALE
+    ]
+    return sets
+
+
+def run_set(case: Path, wrong: list[list[str]], extra: list[str]) -> dict:
+    """One register process on the clicks ``wrong`` (CSV rows, header first)."""
     truth = json.loads((case / "truth.json").read_text())
-    wrong = [list(r) for r in rows]
-    wrong[index][3], wrong[index][4] = f"{xy[0]:.2f}", f"{xy[1]:.2f}"
     with tempfile.TemporaryDirectory(prefix="hf-misclick-") as tmp:
         work = Path(tmp)
         (work / "clicks.csv").write_text("\n".join(",".join(r) for r in wrong) + "\n")
@@ -94,6 +124,7 @@ def run_set(case: Path, rows: list[list[str]], index: int, xy, extra: list[str])
     quality = record.get("quality") or {}
     tre = median_tre_mm(np.asarray(record["moving_to_fixed_pixel"], float), truth)
     predicted = quality.get("predicted_tre_mm")
+    drift = (quality.get("verification") or {}).get("intensity_only_drift_mm") or {}
     outcome = "refused"
     if quality.get("verdict") == "accepted":
         outcome = "right" if tre < RIGHT_MM else "wrong"
@@ -102,6 +133,9 @@ def run_set(case: Path, rows: list[list[str]], index: int, xy, extra: list[str])
         "tre_mm": round(tre, 3),
         "predicted_tre_mm": None if predicted is None else round(predicted, 3),
         "moved": (quality.get("clicks_on_beads") or {}).get("moved"),
+        "drift_mm": max(drift.values()) if drift else None,
+        "drift_by_metric_mm": drift or None,
+        "why": "; ".join(quality.get("reasons") or [])[:160],
     }
 
 
@@ -110,9 +144,11 @@ def main() -> None:
     ap.add_argument("--set", choices=["tuning", "report"], required=True)
     ap.add_argument("--n", type=int, default=85)
     ap.add_argument("--cache", type=Path, required=True, help="folder of generated cases")
+    ap.add_argument("--kinds", default="one", help=f"comma-separated, of {','.join(KINDS)}")
     ap.add_argument("--extra", default="", help="register options added to every run")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    kinds = args.kinds.split(",")
     print_header()
     extra = shlex.split(args.extra)
     results = []
@@ -120,24 +156,35 @@ def main() -> None:
         make()
         if sum(1 for _ in open(folder / "landmarks.csv", encoding="utf-8")) - 1 < MIN_CLICKS:
             continue
-        rows, sets = wrong_sets(folder, int(name.rsplit("-", 1)[1]))
-        for label, index, xy in sets:
-            results.append({"case": name, "set": label, **run_set(folder, rows, index, xy, extra)})
-    report(results)
+        seed = int(name.rsplit("-", 1)[1])
+        rows, ones = wrong_sets(folder, seed)
+        sets = [("one", label, with_fixed(rows, i, xy)) for label, i, xy in ones]
+        sets += [("all", label, wrong) for label, wrong in systematic_sets(rows, seed)]
+        sets += [("honest", "as clicked", rows)]
+        for kind, label, wrong in sets:
+            if kind in kinds:
+                row = {"case": name, "kind": kind, "set": label}
+                results.append({**row, **run_set(folder, wrong, extra)})
+    for kind in kinds:
+        report([r for r in results if r["kind"] == kind], kind)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
 
-def report(results: list[dict]) -> None:
-    """Counts, and each wrong answer with its TRE against its bound."""
+def report(results: list[dict], kind: str) -> None:
+    """Counts, the images' drift, and each wrong answer with its TRE against its bound."""
     count = {k: sum(r["outcome"] == k for r in results) for k in ("right", "refused", "wrong")}
     wrong = [r for r in results if r["outcome"] == "wrong"]
     beyond = [r for r in wrong if r["tre_mm"] > (r["predicted_tre_mm"] or 0.0)]
     cases = len({r["case"] for r in results})
-    print(f"\n{len(results)} files with one wrong click, {cases} cases: right / refused / wrong")
-    print(
-        f"{count['right']} / {count['refused']} / {count['wrong']} ({len(beyond)} beyond bound)\n"
-    )
+    print(f"\nkind {kind}: {len(results)} files, {cases} cases: right / refused / wrong")
+    print(f"{count['right']} / {count['refused']} / {count['wrong']} ({len(beyond)} beyond bound)")
+    drift = [r["drift_mm"] for r in results if r.get("drift_mm") is not None]
+    if drift:
+        q = np.percentile(drift, [50, 90, 100])
+        print(
+            f"images alone moved the answers: median {q[0]:.2f}, p90 {q[1]:.2f}, max {q[2]:.2f} mm"
+        )
     for r in wrong:
         print(f"- {r['case']}, {r['set']}: TRE {r['tre_mm']} mm, predicted {r['predicted_tre_mm']}")
 

@@ -264,7 +264,13 @@ def _restarts(quiet, pyramid, outcome, model, first, px_mm, distance_mm) -> list
 
 
 def intensity_agreement(
-    problem: LevelProblem, pyramid: Pyramid, answer, model, px_mm: float, limit_mm: float
+    problem: LevelProblem,
+    pyramid: Pyramid,
+    answer,
+    model,
+    px_mm: float,
+    limit_mm: float,
+    both_limit_mm: float | None = None,
 ) -> dict:
     """Whether the images alone leave a landmark answer where it is: two metrics.
 
@@ -272,9 +278,11 @@ def intensity_agreement(
     LC2 and MI (the two metrics the limits were calibrated with, whatever metric the
     registration used: a metric that fails on these images must not refuse landmarks)
     each run the three finest levels without the landmark term from the answer; either
-    moving it more than ``limit_mm`` refuses it. Staying is not proof: a wrong placement
-    can sit in a fine level's local optimum (a 32 mm wrong three-bead match moved 1.1 mm),
-    so this refuses gross disagreement and confirms nothing.
+    moving it more than ``limit_mm`` refuses it, and so do both moving it more than
+    ``both_limit_mm``: clicks all off the same way agree with each other, and only two
+    independent metrics that both place the answer elsewhere can tell. Staying is not
+    proof: a wrong placement can sit in a fine level's local optimum (a 32 mm wrong
+    three-bead match moved 1.1 mm), so this refuses disagreement and confirms nothing.
     """
     quiet = dataclasses.replace(
         problem, landmarks=None, landmark_weights=None, trace=[], progress=None
@@ -294,6 +302,9 @@ def intensity_agreement(
         drift[metric.value] = float(d) * px_mm
     agrees = max(drift.values()) <= limit_mm
     result = {"intensity_only_drift_mm": drift, "agreement_limit_mm": float(limit_mm)}
+    if both_limit_mm is not None:
+        agrees = agrees and min(drift.values()) <= both_limit_mm
+        result["agreement_both_limit_mm"] = float(both_limit_mm)
     result["intensity_agrees"] = bool(agrees)
     return result
 

@@ -171,6 +171,14 @@ def _doubt(out: dict, model: TransformModel, dof: int, auto: bool, images) -> di
         }
     if images is not None and not images["intensity_agrees"]:
         metric, drift = max(drifts.items(), key=lambda kv: kv[1])
+        if drift <= images["agreement_limit_mm"]:  # each moved it past the two-metric limit
+            moved = " and ".join(f"{m} {d:.1f} mm" for m, d in sorted(drifts.items()))
+            return {
+                "unverified": f"unverified: the images alone move the landmark answer ({moved}, "
+                f"each > {images['agreement_both_limit_mm']:.1f} mm): the pairs agree with "
+                "each other but not with the images (clicks all off the same way: read off a "
+                "shifted or resized display?)"
+            }
         return {
             "unverified": f"unverified: {metric} alone moves the landmark answer {drift:.1f} "
             f"mm (> {images['agreement_limit_mm']:.1f} mm): the pairs agree with each other "

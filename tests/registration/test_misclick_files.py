@@ -29,3 +29,21 @@ def test_each_file_moves_one_click_by_the_stated_amount(family_case_of):
             other = rows.index(next(r for r in rows if r[0] == label.split(" on ")[1]))
             assert np.linalg.norm(xy - placed[other]) < 2.5 and off * mm > 2.0, label
     assert kinds["bead"] == 4 and kinds["tip"] == 1 and kinds["blob"] >= 2, kinds
+
+
+def test_the_files_off_the_same_way_move_every_click_alike(family_case_of):
+    from benchmarks.misclick_files import SCALE, SHIFT_PX, systematic_sets
+
+    case = family_case_of(12, 512)
+    rows, _ = wrong_sets(case, 12)
+    placed = np.array([[float(r[3]), float(r[4])] for r in rows[1:]])
+    sets = systematic_sets(rows, 12)
+    assert len(sets) == len(SHIFT_PX) + len(SCALE)
+    for label, wrong in sets:
+        moved = np.array([[float(r[3]), float(r[4])] for r in wrong[1:]]) - placed
+        np.testing.assert_array_equal([r[:3] for r in wrong], [r[:3] for r in rows])
+        if "shifted" in label:  # one vector for every click, of the stated length
+            assert np.ptp(moved, axis=0).max() < 0.02
+            assert abs(np.linalg.norm(moved[0]) - float(label.split()[2])) < 0.02
+        else:  # about the centroid, which stays
+            assert np.abs(moved.mean(axis=0)).max() < 0.02 and np.abs(moved).max() > 1.0
