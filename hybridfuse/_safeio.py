@@ -198,7 +198,14 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
     written = data.get("files") if isinstance(data, dict) else None
     if not isinstance(written, list):
         return []
-    return sorted(set(_entries(folder)) - set(written))
+    others = set(_entries(folder)) - set(written)
+    # Our own temporaries left by a killed run (or planted under their old names) are
+    # debris the replacement removes, links included and never followed.
+    return sorted(e for e in others if not any(_TEMPORARY.match(c) for c in e.split("/")))
+
+
+#: Names of this module's temporaries, current (``.NAME.partial-hybridfuse-…``) and older.
+_TEMPORARY = re.compile(r"^\..+\.(?:partial|old)(?:-.*)?$")
 
 
 def _remove_tree(path: Path) -> None:

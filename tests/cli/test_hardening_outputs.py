@@ -478,7 +478,9 @@ def test_overwrite_keeps_files_a_user_put_into_an_output_folder(tmp_path):
     # Without the stranger it is replaced; so is a folder whose marker lists nothing
     # (written before the list existed).
     (out / "landmarks" / "notes.txt").unlink()
+    (out / ".truth.json.partial").write_text("a killed run's temporary")  # our debris
     assert CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"]).exit_code == 0
+    assert not (out / ".truth.json.partial").exists()
     (out / OWNER_MARK).write_text(json.dumps({"written_by": "hybridfuse", "kind": "synth"}))
     (out / "old.txt").write_text("from before")
     assert CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"]).exit_code == 0
