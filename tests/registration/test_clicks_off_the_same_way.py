@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from hybridfuse.fusion.coregister import read_landmarks_csv, register_images
 from hybridfuse.fusion.io import read_image
 from hybridfuse.registration.options import RegistrationOptions
-
-
-def _tre_mm(h, truth) -> float:
-    grid = np.asarray(truth["grid_moving"], float)
-    est = np.c_[grid, np.ones(len(grid))] @ np.asarray(h, float).T
-    d = np.linalg.norm(est[:, :2] / est[:, 2:] - np.asarray(truth["grid_fixed"], float), axis=1)
-    return float(np.median(d) * truth["mm_per_fixed_pixel_at_isocenter"])
+from tests.registration.test_clicks import _tre_mm
 
 
 def test_clicks_shifted_alike_are_refused_and_right_ones_kept(family_case_of):
