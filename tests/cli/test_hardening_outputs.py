@@ -465,23 +465,25 @@ def test_run_never_touches_anything_outside_out(tmp_path_factory, where, overwri
 
 
 def test_overwrite_keeps_files_a_user_put_into_an_output_folder(tmp_path):
-    # A clinician's notes saved beside the overlays were deleted, without a word, with the
+    # A clinician's notes saved beside the outputs were deleted, without a word, with the
     # folder --overwrite replaced: the marker now lists what hybridfuse wrote there.
-    out = tmp_path / "case"
-    assert CliRunner().invoke(cli, ["synth", "--out", str(out)]).exit_code == 0
-    (out / "landmarks" / "notes.txt").write_text("mine")
-    r = CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"])
+    out = tmp_path / "dose"
+    report = ["dose", "report", "--rdsr", str(sample_case() / "rdsr.dcm"), "--out", str(out)]
+    assert CliRunner().invoke(cli, report).exit_code == 0
+    (out / "mine").mkdir()
+    (out / "mine" / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(cli, [*report, "--overwrite"])
     assert r.exit_code == 2, r.output
     one_clean_line(r.output)
-    assert "landmarks/notes.txt" in r.output
-    assert (out / "landmarks" / "notes.txt").read_text() == "mine"
-    # Without the stranger it is replaced; so is a folder whose marker lists nothing
-    # (written before the list existed).
-    (out / "landmarks" / "notes.txt").unlink()
-    (out / ".truth.json.partial").write_text("a killed run's temporary")  # our debris
-    assert CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"]).exit_code == 0
-    assert not (out / ".truth.json.partial").exists()
-    (out / OWNER_MARK).write_text(json.dumps({"written_by": "hybridfuse", "kind": "synth"}))
+    assert "holds 2 file(s) hybridfuse did not write (mine, ...)" in r.output
+    assert (out / "mine" / "notes.txt").read_text() == "mine"
+    # Without the stranger it is replaced, a killed run's temporaries with it; so is a
+    # folder whose marker lists nothing (written before the list existed).
+    shutil.rmtree(out / "mine")
+    (out / ".dose.json.partial").write_text("a killed run's temporary")  # our debris
+    assert CliRunner().invoke(cli, [*report, "--overwrite"]).exit_code == 0
+    assert not (out / ".dose.json.partial").exists()
+    (out / OWNER_MARK).write_text(json.dumps({"written_by": "hybridfuse"}))
     (out / "old.txt").write_text("from before")
-    assert CliRunner().invoke(cli, ["synth", "--out", str(out), "--overwrite"]).exit_code == 0
+    assert CliRunner().invoke(cli, [*report, "--overwrite"]).exit_code == 0
     assert not (out / "old.txt").exists()
