@@ -148,13 +148,18 @@ def is_owned(folder: str | os.PathLike) -> bool:
     return mark.is_file() and not mark.is_symlink()
 
 
-def owner_kind(folder: str | os.PathLike) -> str | None:
-    """What the marker says the folder holds (``"synth"`` for generated input data)."""
+def _mark(folder: str | os.PathLike) -> dict:
+    """The owner marker's content ({} where it is missing or unreadable)."""
     try:
         data = json.loads((Path(folder) / OWNER_MARK).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    kind = data.get("kind") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def owner_kind(folder: str | os.PathLike) -> str | None:
+    """What the marker says the folder holds (``"synth"`` for generated input data)."""
+    kind = _mark(folder).get("kind")
     return kind if isinstance(kind, str) else None
 
 
@@ -191,11 +196,7 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
     folders are replaced as before.
     """
     folder = Path(folder)
-    try:
-        data = json.loads((folder / OWNER_MARK).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    written = data.get("files") if isinstance(data, dict) else None
+    written = _mark(folder).get("files")
     if not isinstance(written, list):
         return []
     others = set(_entries(folder)) - set(written)
