@@ -20,6 +20,7 @@ from pathlib import Path
 from hybridfuse import __version__
 from hybridfuse._safeio import UnsafeOutputError, atomic_file, csv_cell
 
+from .descriptors import clean_record
 from .inputs import input_record, shown_name
 from .rdsr import DoseRecord, read_rdsr
 
@@ -83,6 +84,26 @@ def _event_sum(events, attr, kind, plane=None):
     return (sum(known) if known else None), len(known), len(values)
 
 
+def _plane_totals(rec: DoseRecord, acc_attr, ev_attr, kind) -> list[tuple]:
+    """(value, taken from the events) per plane: the accumulated total, or the events' sum.
+
+    The events' sum replaces a total that reads 0 while every event records a dose.
+
+    A zero total beside events with dose is a field the unit left unfilled, not a beam
+    that never ran; :func:`_reconcile` flags it.
+    """
+    out = []
+    for plane, totals in rec.planes.items():
+        total = getattr(totals, acc_attr)
+        if total == 0:
+            summed, n_known, n_all = _event_sum(rec.events, ev_attr, kind, plane)
+            if summed and n_known == n_all:
+                out.append((float(summed), True))
+                continue
+        out.append((total, False))
+    return out
+
+
 def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
     rows = []
     for plane, totals in rec.planes.items():
@@ -117,7 +138,12 @@ def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
                 if rel is None:
                     flags.append(
                         f"plane {plane}: {field} event sum {summed:.6g} but the accumulated "
-                        "total is 0; the accumulated total is reported"
+                        "total is 0 (a field the unit left unfilled?); "
+                        + (
+                            "the event sum is reported"
+                            if n_known == n_all
+                            else f"only {n_known} of {n_all} events record it, so the 0 is reported"
+                        )
                     )
                 elif abs(rel) > RECONCILE_TOLERANCE:
                     what = (
@@ -271,13 +297,20 @@ def build_dose_report(
     path = Path(rdsr_path)
     rec = read_rdsr(path)
     flags = list(rec.flags)
+    if not include_phi:
+        rec = clean_record(rec, flags)
     delivered: dict = {}
     sources: dict = {}
     for field, acc_attr, ev_attr, kind in _QUANTITIES:
-        acc = [getattr(p, acc_attr) for p in rec.planes.values()]
-        if acc and all(v is not None for v in acc):
-            delivered[field] = float(sum(acc))
+        acc = _plane_totals(rec, acc_attr, ev_attr, kind)
+        if acc and all(v is not None for v, _ in acc):
+            delivered[field] = float(sum(v for v, _ in acc))
             sources[field] = "accumulated totals, summed over planes"
+            if any(from_events for _, from_events in acc):
+                sources[field] = (
+                    "accumulated totals, summed over planes; the sum of the events where a "
+                    "plane's total reads 0 but its events do not"
+                )
             continue
         summed, n_known, n_all = _event_sum(rec.events, ev_attr, kind)
         if summed is not None and n_known == n_all:

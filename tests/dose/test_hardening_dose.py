@@ -88,21 +88,9 @@ def _dose(*args):
 
 def _rdsr_with_protocol(case, tmp_path, text):
     """The synthetic RDSR with every event's protocol name replaced by ``text``."""
-    import pydicom
+    from tests.dose.rdsr_edit import set_protocol
 
-    from hybridfuse.dose.rdsr import _walk
-
-    ds = pydicom.dcmread(case / "rdsr.dcm")
-    for item in _walk(ds):
-        seq = item.get("ConceptNameCodeSequence")
-        if seq and seq[0].CodeValue == "125203":
-            if "TextValue" in item:
-                item.TextValue = text
-            else:
-                item.ConceptCodeSequence[0].CodeMeaning = text
-    path = tmp_path / "proto.dcm"
-    ds.save_as(path)
-    return path
+    return set_protocol(case / "rdsr.dcm", tmp_path / "proto.dcm", text)
 
 
 # --- item 1: outputs written exclusively, together, or not at all -------------------------------
