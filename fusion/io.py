@@ -907,7 +907,12 @@ def _transfer_syntax(ds, path: Path):
 
 
 def _check_native_length(ds, path: Path) -> None:
-    """Uncompressed pixel data must hold at least what Rows x Columns x frames declare."""
+    """Uncompressed pixel data must hold what Rows x Columns x frames declare.
+
+    Less is a truncated file. More, by as much as one size declared one short leaves (a
+    column short shears every row, a frame short drops one), is refused too; a shorter
+    trailing pad is tolerated, as pydicom does.
+    """
     from pydicom.pixels.utils import get_expected_length
 
     tsyntax = _transfer_syntax(ds, path)
@@ -921,6 +926,14 @@ def _check_native_length(ds, path: Path) -> None:
         raise CorruptFileError(
             f"{path}: truncated pixel data: Pixel Data (7FE0,0010) holds {held}, less than "
             f"the {expected} bytes its Rows, Columns, NumberOfFrames and BitsAllocated declare"
+        )
+    # A size declared one short leaves at least min(Rows, Columns) bytes over.
+    if length - expected >= max(2, min(int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))):
+        raise CorruptFileError(
+            f"{path}: Pixel Data (7FE0,0010) holds {length} bytes, {length - expected} more "
+            f"than the {expected} its Rows, Columns, NumberOfFrames, SamplesPerPixel and "
+            "BitsAllocated declare: one of them is wrong, and the image would be read "
+            "sheared or short of frames"
         )
 
 

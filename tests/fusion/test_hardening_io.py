@@ -262,6 +262,25 @@ def test_uncompressed_pixel_data_shorter_than_declared_is_refused(tmp_path):
         read_image(path, decode=False)
 
 
+@pytest.mark.parametrize(
+    "name, size, refused",
+    [
+        ("pad", 81, False),  # one byte of padding, as an odd length needs
+        ("tail", 86, False),  # 6 trailing bytes: fewer than a size one short leaves
+        ("column", 88, True),  # Columns declared one short of the stored rows' 11
+        ("frame", 160, True),  # a second frame NumberOfFrames does not declare
+    ],
+)
+def test_uncompressed_pixel_data_longer_than_declared_is_refused(tmp_path, name, size, refused):
+    # Sweep of session 18: a file whose Columns is one short was read sheared, silently.
+    path = _declare(tmp_path / f"{name}.dcm", pixel_bytes=b"\1" * size, rows=8, cols=10)
+    if not refused:
+        assert read_image(path).array.shape[-2:] == (8, 10)
+        return
+    with pytest.raises(CorruptFileError, match=rf"{name}\.dcm: Pixel Data .* holds {size} bytes"):
+        read_image(path, decode=False)
+
+
 # --- reading headers never decodes --------------------------------------------------------
 
 
