@@ -330,8 +330,10 @@ def ingest(files, db_path, procedure, region, guidance, include_phi, as_json):
             results.append(res)
             if not as_json:
                 extra = f" ({res['conflict']})" if res.get("conflict") else ""
-                line = res.get("error") or f"{res['status']}{extra}"
-                _echo(f"{path}: {line}", err=res["status"] == "error")
+                if res["status"] == "error":  # as `info` and the top-level errors say it
+                    _echo(f"hybridfuse: error: {path}: {res['error']}", err=True)
+                else:
+                    _echo(f"{path}: {res['status']}{extra}")
     finally:
         reg.close()
     if as_json:

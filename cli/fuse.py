@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from hybridfuse._safeio import terminal_text
+from hybridfuse._safeio import input_label, sha256_file, terminal_text
 from hybridfuse.fusion.options import FusionOptions
 from hybridfuse.fusion.pair import PairOptions
 from hybridfuse.registration import RegistrationOptions
@@ -100,8 +101,14 @@ def fuse(
     fixed = with_given_spacing(read_image(fixed_path), pair.fixed_spacing_mm, fixed=True)
     fixed = fixed.require_min_size()
     moving = with_given_spacing(read_image(moving_path), pair.moving_spacing_mm, fixed=False)
-    belonging = check_belonging(fixed, moving, pair, include_phi=fo.include_phi)
-    other = _registered_on_other_files(transform_path, fixed_path, moving_path)
+    # Each input hashed once: for the belonging labels, the transform's record, fuse.json.
+    hashes = {os.path.realpath(p): sha256_file(p) for p in (fixed_path, moving_path)}
+    labels = tuple(
+        input_label(hashes[os.path.realpath(p)], role)
+        for p, role in ((fixed_path, "fluoroscopy"), (moving_path, "ultrasound"))
+    )
+    belonging = check_belonging(fixed, moving, pair, include_phi=fo.include_phi, labels=labels)
+    other = _registered_on_other_files(transform_path, hashes, fixed_path, moving_path)
     if other and not pair.allow_mismatch:
         raise InputError(
             f"{transform_path}: registered on another {' and '.join(other)} file than the "
@@ -160,6 +167,7 @@ def fuse(
             progress=progress,
             transform_source=transform_path,
             belonging=belonging_record,
+            file_hashes=hashes,
         )
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -172,15 +180,13 @@ def fuse(
     click.echo(f"  open {out_dir / 'viewer.html'} in a browser first")
 
 
-def _registered_on_other_files(transform_path, fixed_path, moving_path) -> list[str]:
+def _registered_on_other_files(transform_path, hashes, fixed_path, moving_path) -> list[str]:
     """The sides whose file is not the one the transform was registered on.
 
     By the sha256 ``transform.json`` records (a side without one, as in a hand-written
     transform, is not checked). A transform registered on the lateral run was fused
-    onto the AP run without a word.
+    onto the AP run without a word. ``hashes``: real path → sha256 of the inputs.
     """
-    from hybridfuse._safeio import sha256_file
-
     try:
         data = json.loads(Path(transform_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):  # read_transform_json has read it already
@@ -192,7 +198,9 @@ def _registered_on_other_files(transform_path, fixed_path, moving_path) -> list[
     ):
         entry = data.get(side) if isinstance(data, dict) else None
         recorded = entry.get("sha256") if isinstance(entry, dict) else None
-        if isinstance(recorded, str) and recorded != sha256_file(path):
+        if not isinstance(recorded, str):
+            continue
+        if recorded != hashes[os.path.realpath(path)]:
             other.append(name)
     return other
 

@@ -174,8 +174,12 @@ class _CaseIds:
             return str(exc)
         key = case_key(cid)
         if key in self.seen:
+            first = self.seen[key]
+            if first == cid:
+                return f"duplicate case_id {cid!r}: the manifest names it twice; not run twice"
             return (
-                f"duplicate case_id {cid!r} (the same folder as {self.seen[key]!r}); not run twice"
+                f"duplicate case_id {cid!r}: the same folder as {first!r} on a file system "
+                "that ignores case; not run twice"
             )
         self.seen[key] = cid
         return None

@@ -337,8 +337,12 @@ def _frame_rate(times: list[float]) -> float:
     return float(np.clip(1.0 / step, 1.0, 30.0)) if step > 0 else 4.0
 
 
-def _input_records(fixed, moving, transform_source, include_phi) -> dict:
-    """Input files by label and sha256 (names and paths only with ``include_phi``)."""
+def _input_records(fixed, moving, transform_source, include_phi, file_hashes=None) -> dict:
+    """Input files by label and sha256 (names and paths only with ``include_phi``).
+
+    ``file_hashes`` (real path → sha256) reuses digests the caller has already taken.
+    """
+    known = file_hashes or {}
     out = {}
     for key, role, path in (
         ("fixed", "fluoroscopy", fixed.source_path),
@@ -346,7 +350,8 @@ def _input_records(fixed, moving, transform_source, include_phi) -> dict:
         ("transform", "transform", transform_source),
     ):
         if path and Path(path).is_file():
-            out[key] = file_record(path, include_phi=include_phi, role=role)
+            digest = known.get(os.path.realpath(path))
+            out[key] = file_record(path, include_phi=include_phi, role=role, sha256=digest)
     return out
 
 
@@ -407,6 +412,7 @@ def fuse_images(
     uid_map: bool = False,
     belonging: dict | None = None,
     quality: dict | None = None,
+    file_hashes: dict | None = None,
 ) -> dict:
     """Write fused_NNN.png, a video, viewer.html, fused_sc.dcm and fuse.json to ``out_dir``.
 
@@ -417,7 +423,8 @@ def fuse_images(
     outputs), which re-identifies them: only when asked, never with ``include_phi``.
     ``belonging`` (the :mod:`fusion.belonging` record of the pair) is kept in fuse.json.
     ``quality`` (transform.json's, else read from ``transform_source``) feeds the viewer's
-    confidence banner. Returns the ``fuse.json`` record.
+    confidence banner. ``file_hashes`` (real path → sha256) spares hashing an input twice.
+    Returns the ``fuse.json`` record.
     """
     out_dir = Path(out_dir)
     sources = [p for p in (fixed.source_path, moving.source_path, transform_source) if p]
@@ -434,7 +441,7 @@ def fuse_images(
         str(transform_source or "the moving-to-fixed transform"),
     )
     pairs, how = pair_frames(fixed, moving, fixed_idx, transform_frames)
-    inputs = _input_records(fixed, moving, transform_source, include_phi)
+    inputs = _input_records(fixed, moving, transform_source, include_phi, file_hashes)
     opts = {"mode": mode, "opacity": opacity, "colormap": colormap, "order": order}
     t0 = time.perf_counter()
     from .pipeline import claim_out  # says so when a concurrent run took out_dir

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+from pathlib import Path
 
 import pydicom
 from click.testing import CliRunner
 
+from hybridfuse import _safeio
+from hybridfuse.cli import fuse as fuse_cli
 from hybridfuse.cli.main import cli
 from hybridfuse.dose.rdsr import read_rdsr
 from hybridfuse.testdata import sample_case
@@ -163,7 +167,7 @@ def test_a_frame_time_vector_of_nan_says_so_not_that_its_count_is_wrong():
     assert "4 entries for 4 frames" not in notes
 
 
-def test_fuse_refuses_a_transform_registered_on_another_fluoroscopy_file(tmp_path):
+def test_fuse_refuses_a_transform_registered_on_another_fluoroscopy_file(tmp_path, monkeypatch):
     # A transform registered on the lateral run was fused onto the AP run: exit 0, no
     # word, the overlay placed by the wrong view's geometry.
     case = sample_case()
@@ -187,9 +191,19 @@ def test_fuse_refuses_a_transform_registered_on_another_fluoroscopy_file(tmp_pat
     record = json.loads((tmp_path / "f2" / "fuse.json").read_text())
     assert record["belonging"]["transform_registered_on_other"] == ["fluoroscopy"]
     lateral = ["--fixed", str(case / "fluoro_run02_confirm_lateral.dcm")]
+    hashed = []
+    real_sha256 = _safeio.sha256_file
+    for module in (_safeio, fuse_cli):
+        monkeypatch.setattr(module, "sha256_file", lambda p: hashed.append(p) or real_sha256(p))
     r = CliRunner().invoke(cli, [*fuse, *lateral, "--out", str(tmp_path / "f3")])
     assert r.exit_code == 0, r.output
     assert "fusing" not in r.output, r.output  # -q: not even the progress bar's label
+    # Each input is hashed once: the check's digest is the one fuse.json records.
+    names = sorted(Path(p).name for p in hashed)
+    assert names == ["fluoro_run02_confirm_lateral.dcm", "transform.json", "us_clip.dcm"], names
+    record = json.loads((tmp_path / "f3" / "fuse.json").read_text())
+    fixed_bytes = (case / "fluoro_run02_confirm_lateral.dcm").read_bytes()
+    assert record["inputs"]["fixed"]["sha256"] == hashlib.sha256(fixed_bytes).hexdigest()
 
 
 def _event_datetime_items(ds):

@@ -173,6 +173,9 @@ def test_ingest_of_events_dated_year_1_is_bad_input_not_an_overflow(tmp_path):
     assert res.exit_code == 2, res.output
     assert "too early to be stored shifted" in res.output
     assert "out of range" not in res.output
+    # One line, as every other error is written (sweep of session 18: it lacked the prefix).
+    assert res.output.startswith(f"hybridfuse: error: {path}: "), res.output
+    assert len(res.output.splitlines()) == 1
     con = sqlite3.connect(db)
     assert con.execute("SELECT COUNT(*) FROM procedures").fetchone()[0] == 0
     con.close()

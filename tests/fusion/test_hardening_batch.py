@@ -71,7 +71,10 @@ def fake_run_case(spec, out_dir, config, *, overwrite=False, progress=None):
 
 
 def test_unsafe_and_repeated_case_ids_are_named_per_row(tmp_path, case):
-    ids = ["..", "good1", ".", "../../victim", str(tmp_path), "c1", "./c1", "C1", "a/b", "", "ok2"]
+    ids = [
+        *["..", "good1", ".", "../../victim", str(tmp_path), "c1", "./c1", "C1", "a/b", "", "ok2"],
+        "ok2",
+    ]
     specs, problems = read_manifest(_manifest(tmp_path / "m.csv", case, ids))
     assert [s.case_id for s in specs] == ["good1", "c1", "ok2"]
     messages = {p["case_id"]: p["message"] for p in problems}
@@ -79,7 +82,8 @@ def test_unsafe_and_repeated_case_ids_are_named_per_row(tmp_path, case):
         assert "is not a safe folder name" in messages[bad], bad
         assert "m.csv:" in messages[bad]
     dup = messages["C1 (line 9)"]
-    assert "duplicate case_id 'C1'" in dup and "'c1'" in dup
+    assert "duplicate case_id 'C1'" in dup and "'c1'" in dup and "ignores case" in dup
+    assert "the manifest names it twice" in messages["ok2 (line 13)"]
     assert "empty case_id" in messages["(line 11)"]
     assert all(len(m.splitlines()) == 1 for m in messages.values())
 
