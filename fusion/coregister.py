@@ -50,6 +50,9 @@ from ._image import Image
 from .errors import InputError
 
 __all__ = [
+    "MAX_REGISTER_BYTES",
+    "MAX_REGISTER_ENV",
+    "check_register_memory",
     "TRANSFORM_SCHEMA",
     "read_landmarks_csv",
     "check_landmarks",
@@ -359,6 +362,40 @@ def expected_scale_xy(fixed: Image, moving: Image) -> tuple[float, float] | None
     return float(col_mm / iso_col), float(row_mm / iso_row)
 
 
+#: Working memory a registration takes per pixel of the two frames: float copies, masks,
+#: the pyramid's smoothed images and gradients (136-148 bytes measured at 1024² to 4096²).
+REGISTER_BYTES_PER_PIXEL = 150
+#: Most working memory one registration may take; larger frames are refused before any
+#: work, not left to exhaust a batch worker's memory. Overridden by MAX_REGISTER_ENV.
+MAX_REGISTER_BYTES = 4 * 1024**3
+#: Environment variable that overrides :data:`MAX_REGISTER_BYTES` (a number of bytes).
+MAX_REGISTER_ENV = "HYBRIDFUSE_MAX_REGISTER_BYTES"
+
+
+def check_register_memory(fixed: Image, moving: Image) -> None:
+    """Refuse frames whose registration would take more than the working-memory limit.
+
+    A 6144² fluoroscopy frame took 5.7 GB: on a smaller machine, or several batch workers
+    at once, that ends in the kernel's out-of-memory kill, not in an error.
+    """
+    from hybridfuse._dicomread import env_bytes
+
+    try:
+        limit = env_bytes(MAX_REGISTER_ENV, MAX_REGISTER_BYTES)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    pixels = sum(img.shape[0] * img.shape[1] for img in (fixed, moving))
+    need = REGISTER_BYTES_PER_PIXEL * pixels
+    if need > limit:
+        rows, cols = fixed.shape
+        raise InputError(
+            f"{fixed.source_path or 'the fluoroscopy'}: frames of {rows} x {cols} "
+            f"(fluoroscopy) and {moving.shape[0]} x {moving.shape[1]} (ultrasound) pixels "
+            f"need about {need / 1024**3:.1f} GiB to register, above the "
+            f"{limit / 1024**3:.1f} GiB limit ({MAX_REGISTER_ENV} raises it)"
+        )
+
+
 def register_images(
     fixed: Image,
     moving: Image,
@@ -384,6 +421,7 @@ def register_images(
     The result's ``wall_time_s`` covers all of it: detection, matching, optimisation,
     verification and any judgement among rivals.
     """
+    check_register_memory(fixed, moving)
     t_start = time.perf_counter()
     args = dict(fixed_frame=fixed_frame, moving_frame=moving_frame, progress=progress)
     try:

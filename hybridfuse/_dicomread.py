@@ -19,6 +19,7 @@ import zlib
 __all__ = [
     "MAX_DECODED_BYTES",
     "MAX_DECODED_ENV",
+    "env_bytes",
     "max_decoded_bytes",
     "quiet_pydicom",
     "is_deflated",
@@ -44,15 +45,26 @@ def max_decoded_bytes() -> int:
     ValueError
         The environment variable is set but is not a positive number.
     """
-    text = os.environ.get(MAX_DECODED_ENV, "").strip()
+    return env_bytes(MAX_DECODED_ENV, MAX_DECODED_BYTES)
+
+
+def env_bytes(name: str, default: int) -> int:
+    """A number of bytes from environment variable ``name``, else ``default``.
+
+    Raises
+    ------
+    ValueError
+        The variable is set but is not a positive number.
+    """
+    text = os.environ.get(name, "").strip()
     if not text:
-        return int(MAX_DECODED_BYTES)
+        return int(default)
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not (value >= 1 and value != float("inf")):
-        raise ValueError(f"{MAX_DECODED_ENV}={text!r}: expected a positive number of bytes")
+        raise ValueError(f"{name}={text!r}: expected a positive number of bytes")
     return int(value)
 
 
