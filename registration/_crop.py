@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import RegistrationError
 from .landmarks import fit_model
+from .optimise import grain
 from .preprocess import mask_extent
 from .transforms import Transform
 
@@ -48,7 +49,7 @@ def crop_boxes(
     if not np.all(np.isfinite(mapped)):
         return None
     search = opts.grid
-    margin = 1.5 * max(opts.pyramid.levels) + 16.0
+    margin = 1.5 * max(opts.pyramid.levels) * grain(opts, fixed_spacing_mm) + 16.0
     if do_search and opts.metric:
         margin += search.search_translation_mm / (fixed_spacing_mm or 0.3)
         # Rotation and scale of the search move corners too.

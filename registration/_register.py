@@ -41,7 +41,7 @@ from .guards import (
 from .initial import AUTO_SOURCE_TO_CONFIRM
 from .landmarks import LandmarkFit, is_automatic
 from .metrics import Metric
-from .optimise import LevelProblem, LevelsOutcome, Pyramid, run_levels
+from .optimise import LevelProblem, LevelsOutcome, Pyramid, grain, run_levels
 from .options import RegistrationOptions
 from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
 from .search import DEFAULT_PIXEL_MM, global_search
@@ -389,8 +389,9 @@ def _refine(problem: LevelProblem, images, start: Start, ext, steps, px_mm: floa
         scale=scale,
         shadow_px=shadow,
         fluoro_dense=opts.fluoro_dense,
+        grain=grain(opts, px_mm),
     )
-    pyramid = Pyramid(f_feat, fmask, m_feat, mmask, scale, opts)
+    pyramid = Pyramid(f_feat, fmask, m_feat, mmask, scale, opts, grain(opts, px_mm))
     current, searched, info, window = start.matrix, [], None, None
     if do_search:
         found = global_search(problem, pyramid, current, px_mm)
@@ -398,7 +399,8 @@ def _refine(problem: LevelProblem, images, start: Start, ext, steps, px_mm: floa
         # The crop holds the whole search range; refining from the match needs only
         # where the ultrasound now maps, so the remaining levels smooth and sample a
         # smaller fluoroscopy window (the features were computed on the crop).
-        box = refine_box(current, ext, f_feat.shape, opts.pyramid.levels[len(searched) :])
+        remaining = [f * pyramid.grain for f in opts.pyramid.levels[len(searched) :]]
+        box = refine_box(current, ext, f_feat.shape, remaining)
         if box is not None:
             y0, y1, x0, x1 = box
             pyramid.crop_fixed(y0, y1, x0, x1)

@@ -27,7 +27,7 @@ from .evidence import Structures, unit_weights
 from .guards import raise_if_refused, scale_range
 from .initial import CHECKED_ITEMS, MIN_CHECKED_ITEMS, corners
 from .metrics import Metric
-from .optimise import LevelProblem, Pyramid, run_levels
+from .optimise import LevelProblem, Pyramid, grain, run_levels
 from .options import RegistrationOptions
 from .preprocess import Preprocess, mask_extent, preprocess_pair, quantised_scale
 from .transforms import Transform, TransformModel
@@ -177,9 +177,9 @@ class _Bench:
         feats = preprocess_pair(
             np.asarray(fixed, float), fmask, np.asarray(moving, float), mmask,
             Preprocess(opts.preprocess), scale=scale, shadow_px=shadow,
-            fluoro_dense=opts.fluoro_dense,
+            fluoro_dense=opts.fluoro_dense, grain=grain(opts, px_mm),
         )  # fmt: skip
-        self.pyramid = Pyramid(feats[0], fmask, feats[1], mmask, scale, opts)
+        self.pyramid = Pyramid(feats[0], fmask, feats[1], mmask, scale, opts, grain(opts, px_mm))
         half = float(max(ext[1] - ext[0], ext[3] - ext[2], 2.0)) / 2.0
         prior = None
         if opts.guards.scale_tolerance is not None:

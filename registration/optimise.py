@@ -23,7 +23,25 @@ from .options import RegistrationOptions
 from .preprocess import decimated_smooth, masked_smooth
 from .transforms import Parameterization, Transform, TransformModel
 
-__all__ = ["LevelProblem", "LevelsOutcome", "Pyramid", "optimise_level", "run_levels"]
+__all__ = [
+    "LevelProblem",
+    "LevelsOutcome",
+    "Pyramid",
+    "grain",
+    "optimise_level",
+    "run_levels",
+]
+
+
+def grain(opts: RegistrationOptions, px_mm: float | None) -> float:
+    """Fixed pixels per pixel of the scales the options give in pixels.
+
+    1, or more on a detector finer than ``pyramid.finest_pixel_mm`` at the isocentre.
+    """
+    finest = opts.pyramid.finest_pixel_mm
+    if not finest or not px_mm or not np.isfinite(px_mm) or px_mm >= finest:
+        return 1.0
+    return float(finest / px_mm)
 
 
 @dataclass
@@ -31,7 +49,8 @@ class Pyramid:
     """The metric context of each pyramid level of one image pair, built once per factor.
 
     ``fixed``/``moving`` are the preprocessed features; ``scale`` the start's fixed pixels
-    per moving pixel, which sets the moving image's smoothing and sample stride.
+    per moving pixel, which sets the moving image's smoothing and sample stride;
+    ``grain`` (:func:`grain`) the fixed pixels a level factor counts.
     """
 
     fixed: np.ndarray
@@ -40,6 +59,7 @@ class Pyramid:
     moving_mask: np.ndarray
     scale: float
     options: RegistrationOptions
+    grain: float = 1.0
     _levels: dict = field(default_factory=dict, repr=False)
 
     def level(self, factor: int) -> MetricContext:
@@ -64,7 +84,8 @@ def _level_context(pyr: Pyramid, factor: int) -> MetricContext:
     which the context's ``fixed_pixel_map`` maps onto.
     """
     opts, scale, fmask, mmask = pyr.options, pyr.scale, pyr.fixed_mask, pyr.moving_mask
-    d = max(1, factor // 4) if opts.pyramid.decimate_coarse_levels else 1
+    factor = factor * pyr.grain  # in the detector's own pixels
+    d = max(1, int(factor) // 4) if opts.pyramid.decimate_coarse_levels else 1
     pixel_map = None
     if d > 1:
         f_lvl, fmask = decimated_smooth(pyr.fixed, fmask, 0.5 * factor, d)

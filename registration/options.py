@@ -101,6 +101,15 @@ class PyramidOptions:
         minimum=0.0,
         advanced=True,
     )
+    finest_pixel_mm: float | None = option(
+        0.2,
+        "Smoothing factors, feature scales and shadow depths count fluoroscopy pixels no "
+        "finer than this (mm at the isocentre): on a finer detector they are scaled up, so "
+        "they cover the same millimetres as on the detectors they were chosen on; none: "
+        "the detector's own pixels.",
+        minimum=0.0,
+        advanced=True,
+    )
     decimate_coarse_levels: bool = option(
         True,
         "Keep the fluoroscopy of levels with factor 8 or more on a grid factor/4 times "

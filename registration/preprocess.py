@@ -218,6 +218,7 @@ def preprocess_pair(
     background_px: float = 6.0,
     shadow_px: tuple[float, float] | None = (2.0, 10.0),
     fluoro_dense: str = "dark",
+    grain: float = 1.0,
 ):
     """Feature images (fixed, moving) for the metric.
 
@@ -234,15 +235,21 @@ def preprocess_pair(
     fluoro_dense : {"dark", "bright", "auto"}
         ``structures`` only: how the fixed image shows dense matter; ``auto`` reads it
         from the quantum noise (:mod:`registration.polarity`).
+    grain : float
+        Fixed pixels per pixel of every scale above and of the fixed smoothing
+        (:func:`registration.optimise.grain`): the same millimetres on a finer detector.
     """
     mode = Preprocess(mode)
+    background_px = background_px * grain
+    if shadow_px is not None:
+        shadow_px = (shadow_px[0] * grain, shadow_px[1] * grain)
     if fluoro_dense not in FLUORO_DENSE:
         raise ValueError(f"fluoro_dense {fluoro_dense!r}: one of {', '.join(FLUORO_DENSE)}")
     if mode is Preprocess.NONE:
         return fixed, moving
     bg_m = background_px / max(scale, 1e-6)
     if mode is Preprocess.STRUCTURES:
-        f_s = masked_smooth(fixed, fixed_mask, 0.7)
+        f_s = masked_smooth(fixed, fixed_mask, 0.7 * grain)
         f_feat = masked_smooth(fixed, fixed_mask, background_px) - f_s
         bright = fluoro_dense == "bright"
         if fluoro_dense == "auto":
@@ -250,15 +257,15 @@ def preprocess_pair(
         if bright:  # the radiograph look: dense matter is bright
             f_feat = -f_feat
         f_feat = np.clip(f_feat, 0.0, None)
-        m_s = masked_smooth(moving, moving_mask, 0.7 / max(scale, 1e-6))
+        m_s = masked_smooth(moving, moving_mask, 0.7 * grain / max(scale, 1e-6))
         m_bg = masked_smooth(moving, moving_mask, bg_m)
         m_feat = np.clip(m_s - m_bg, 0.0, None)
         if shadow_px is not None:
             lo, hi = (max(1, int(round(d / max(scale, 1e-6)))) for d in shadow_px)
             m_feat = m_feat * shadow_weight(m_s, moving_mask, m_bg, lo, hi)
         return np.where(fixed_mask, f_feat, 0.0), np.where(moving_mask, m_feat, 0.0)
-    f_s = masked_smooth(fixed, fixed_mask, 1.0)
-    m_s = masked_smooth(moving, moving_mask, 1.0 / max(scale, 1e-6))
+    f_s = masked_smooth(fixed, fixed_mask, grain)
+    m_s = masked_smooth(moving, moving_mask, grain / max(scale, 1e-6))
     f_feat = np.hypot(*np.gradient(f_s))
     m_feat = np.hypot(*np.gradient(m_s))
     return np.where(fixed_mask, f_feat, 0.0), np.where(moving_mask, m_feat, 0.0)
