@@ -326,7 +326,7 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
         except (InputError, OSError):
             continue  # reported when the case runs: a listed file that cannot be read
         if hdr["is_sr"]:
-            rdsr.append(str(p))
+            rdsr.append((str(p), hdr))
         elif hdr["modality"] == "US":
             us.append(str(p))
         elif hdr["modality"] in ("XA", "RF"):
@@ -336,11 +336,51 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
         case_id=case_id or folder.resolve().name,
         fluoro=tuple(fluoro),
         ultrasound=tuple(us),
-        rdsr=rdsr[0] if rdsr else None,
+        rdsr=_dose_report(folder, rdsr),
         landmarks=str(csvs[0]) if len(csvs) == 1 else None,
         truth=str(folder / "truth.json") if (folder / "truth.json").is_file() else None,
         landmark_dir=str(folder / "landmarks") if (folder / "landmarks").is_dir() else None,
     )
+
+
+_RDSR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.67"  # X-Ray Radiation Dose SR
+_KEY_OBJECT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"  # Key Object Selection Document
+
+
+def _dose_report(folder: Path, found: list[tuple[str, dict]]) -> str | None:
+    """The case's dose report among its SR-family files (path and header of each).
+
+    An archive exports a study with its Key Object Selection ("key images") and the
+    scanner's measurement SRs: not dose reports, yet the first SR by name was taken and
+    the run failed on it. A dose report is one of the dose SR class or declaring TID 10001;
+    without one, an SR declaring no template (a vendor's summary, read leniently), else
+    any SR but a key object selection.
+    Two different dose reports are refused: reading one dropped the other's dose silently.
+    """
+    import pydicom
+
+    dose = [
+        p for p, h in found if h["sop_class_uid"] == _RDSR_SOP_CLASS or h["template"] == "10001"
+    ]
+    others = [(p, h) for p, h in found if h["sop_class_uid"] != _KEY_OBJECT_SOP_CLASS]
+    if not dose:  # an SR declaring another template (a measurement report) comes last
+        dose = [p for p, h in others if h["template"] is None] or [p for p, _ in others]
+    instances = {}
+    for p in dose:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            uid = str(ds.get("SOPInstanceUID", "")) or p
+        except Exception:  # noqa: BLE001 - read again (and reported) when the case runs
+            uid = p
+        instances.setdefault(uid, p)
+    if len(instances) > 1:
+        names = ", ".join(Path(p).name for p in instances.values())
+        raise InputError(
+            f"{folder}: {len(instances)} dose reports ({names}); a run reads one, so the "
+            "dose of the others would be missing: give the case as a manifest naming its "
+            "RDSR, or keep one in the folder"
+        )
+    return next(iter(instances.values()), None)
 
 
 def anonymous_case_id(spec: CaseSpec) -> str:

@@ -95,3 +95,68 @@ def test_enhanced_xa_geometry_in_functional_groups_is_read(tmp_path):
     assert img.xray.primary_angle_deg == 90.0
     assert_allclose(img.xray.isocenter_spacing_mm, (0.37 * 0.75, 0.37 * 0.75))
     assert img.mask is not None and not img.mask[0, 0] and img.mask[20, 20]
+
+
+def _sr_file(path, sop, root_code, template, study):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study
+    ds.Modality = "KO" if sop.endswith(".59") else "SR"
+    ds.ValueType = "CONTAINER"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = root_code, "DCM", "x"
+    ds.ConceptNameCodeSequence = Sequence([code])
+    item = Dataset()
+    item.MappingResource, item.TemplateIdentifier = "DCMR", template
+    ds.ContentTemplateSequence = Sequence([item])
+    ds.ContentSequence = Sequence([])
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_case_folder_takes_the_dose_report_not_a_key_object_or_measurement_sr(tmp_path):
+    # An archive exports a study with its Key Object Selection ("key images") and the
+    # scanner's measurement SR; sorting first, either was taken as the RDSR and the run
+    # failed ("... is not a structured report that can hold an X-ray dose report").
+    import shutil
+
+    from hybridfuse.fusion.pipeline import case_from_folder
+    from hybridfuse.testdata import sample_case
+
+    case = tmp_path / "case"
+    shutil.copytree(sample_case(), case)
+    _sr_file(case / "KO000001.dcm", "1.2.840.10008.5.1.4.1.1.88.59", "113000", "2010", "1.2")
+    _sr_file(case / "SR000001.dcm", "1.2.840.10008.5.1.4.1.1.88.33", "125100", "5100", "1.2")
+    assert case_from_folder(case).rdsr == str(case / "rdsr.dcm")
+
+
+def test_case_folder_with_two_dose_reports_is_refused_not_one_dropped(tmp_path):
+    # Two dose reports (two sessions of one study): reading the first by name dropped the
+    # other's dose without a word.
+    import shutil
+
+    import pydicom
+    import pytest
+    from pydicom.uid import generate_uid
+
+    from hybridfuse.fusion import InputError
+    from hybridfuse.fusion.pipeline import case_from_folder
+    from hybridfuse.testdata import sample_case
+
+    case = tmp_path / "case"
+    shutil.copytree(sample_case(), case)
+    second = pydicom.dcmread(case / "rdsr.dcm")
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    second.save_as(case / "RDSR2.dcm")
+    with pytest.raises(InputError, match="2 dose reports"):
+        case_from_folder(case)
+    # the same report twice (re-sent, one SOP Instance UID) is one report
+    shutil.copy(case / "rdsr.dcm", case / "RDSR2.dcm")
+    assert case_from_folder(case).rdsr in (str(case / "rdsr.dcm"), str(case / "RDSR2.dcm"))
