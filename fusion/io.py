@@ -73,6 +73,7 @@ IMAGE_SOP_CLASSES: dict[str, Modality] = {
 }
 
 _SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 _PLAIN_SUFFIXES = {
     ".png",
@@ -595,6 +596,13 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         raise NotAnImageError(
             f"{path}: {_uid_name(sop)} is a structured report, not an image "
             "(for dose reports use 'hybridfuse dose report')"
+        )
+    if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) == (
+        _DICOMDIR_SOP_CLASS
+    ):
+        raise NotAnImageError(
+            f"{path}: a DICOMDIR (Media Storage Directory), the index of a file set, not an "
+            "image: name the files it lists (PT*/ST*/SE*/...), or give 'run' its folder"
         )
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise NotAnImageError(

@@ -33,6 +33,7 @@ from hybridfuse._safeio import (
     settings_file_problem,
     sha256_file,
 )
+from hybridfuse.dicom import quiet_pydicom
 from hybridfuse.dose.options import DoseOptions
 from hybridfuse.registration import RegistrationError, RegistrationOptions
 
@@ -317,6 +318,8 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
         entries = sorted(folder.iterdir())
     except OSError as exc:
         raise InputError(f"{folder}: cannot list the folder ({exc.strerror})") from exc
+    listed = {p.resolve() for p in entries}
+    entries += [p for p in _file_set_members(folder) if p.resolve() not in listed]
     fluoro, us, rdsr = [], [], []
     for p in entries:
         try:
@@ -341,6 +344,47 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
         truth=str(folder / "truth.json") if (folder / "truth.json").is_file() else None,
         landmark_dir=str(folder / "landmarks") if (folder / "landmarks").is_dir() else None,
     )
+
+
+#: Most files a case folder's DICOMDIR may list (a case holds a handful; a whole
+#: archive export is not a case).
+MAX_FILE_SET_MEMBERS = 2000
+#: Largest DICOMDIR read (about 1 KiB a record).
+MAX_FILE_SET_INDEX_BYTES = 16 * 2**20
+
+
+def _file_set_members(folder: Path) -> list[Path]:
+    """The files a DICOMDIR in ``folder`` lists (media exports keep them in PT*/ST*/SE*/).
+
+    Only regular files inside ``folder`` are returned; a DICOMDIR that cannot be read, or
+    a reference that leaves the folder, adds nothing (the folder's own files still count).
+    """
+    from .io import _dcmread
+
+    index = folder / "DICOMDIR"
+    if not index.is_file() or index.stat().st_size > MAX_FILE_SET_INDEX_BYTES:
+        return []
+    try:
+        with quiet_pydicom():
+            ds = _dcmread(index, stop_before_pixels=True)
+        records = list(ds.get("DirectoryRecordSequence") or [])
+    except Exception:  # noqa: BLE001 - an unreadable index leaves the folder's own files
+        return []
+    root = folder.resolve()
+    members = []
+    for record in records[:MAX_FILE_SET_MEMBERS]:
+        parts = record.get("ReferencedFileID")
+        if not parts:
+            continue
+        parts = [parts] if isinstance(parts, str) else list(parts)
+        path = folder.joinpath(*(str(p) for p in parts))
+        try:
+            inside = path.resolve().is_relative_to(root) and path.is_file()
+        except OSError:
+            continue
+        if inside and not path.is_symlink():
+            members.append(path)
+    return members
 
 
 _RDSR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.67"  # X-Ray Radiation Dose SR

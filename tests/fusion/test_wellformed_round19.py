@@ -160,3 +160,44 @@ def test_case_folder_with_two_dose_reports_is_refused_not_one_dropped(tmp_path):
     # the same report twice (re-sent, one SOP Instance UID) is one report
     shutil.copy(case / "rdsr.dcm", case / "RDSR2.dcm")
     assert case_from_folder(case).rdsr in (str(case / "rdsr.dcm"), str(case / "RDSR2.dcm"))
+
+
+def _write_file_set(folder, files):
+    """A DICOMDIR file set of ``files`` as pydicom writes one (PT*/ST*/SE*/IM* names)."""
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    try:
+        for f in files:
+            fs.add(str(f))
+        fs.write(str(folder))
+    finally:
+        stage = getattr(fs, "_stage", {}).get("t")
+        if stage is not None:  # its temporary folder, else cleaned up with a warning
+            stage.cleanup()
+
+
+def test_case_folder_as_a_dicomdir_file_set_finds_its_files(tmp_path):
+    # Media exports (CD/USB) are DICOMDIR file sets: the files lie in PT*/ST*/SE*/ folders,
+    # named without a suffix. The run said "no fluoroscopy file".
+    from hybridfuse.fusion.pipeline import case_from_folder
+    from hybridfuse.testdata import sample_case
+
+    _write_file_set(
+        tmp_path / "case",
+        [sample_case() / n for n in ("fluoro_run03_confirm_ap.dcm", "us_clip.dcm", "rdsr.dcm")],
+    )
+    spec = case_from_folder(tmp_path / "case")
+    assert len(spec.fluoro) == 1 and len(spec.ultrasound) == 1 and spec.rdsr is not None
+    assert all(str(tmp_path / "case") in p for p in spec.files())
+
+
+def test_dicomdir_is_named_as_an_index_not_an_image_without_pixels(tmp_path):
+    import pytest
+
+    from hybridfuse.fusion import NotAnImageError
+    from hybridfuse.testdata import sample_case
+
+    _write_file_set(tmp_path / "set", [sample_case() / "rdsr.dcm"])
+    with pytest.raises(NotAnImageError, match="index of a file set"):
+        read_image(tmp_path / "set" / "DICOMDIR")
