@@ -151,7 +151,10 @@ def _dcmread(path: Path, stop_before_pixels: bool = False, defer_size: int | Non
     try:
         with _quiet_pydicom():
             return pydicom.dcmread(
-                path, stop_before_pixels=stop_before_pixels, defer_size=defer_size
+                path,
+                stop_before_pixels=stop_before_pixels,
+                defer_size=defer_size,
+                force=dicom.is_dicom_stream(path),
             )
     except InvalidDicomError as exc:
         raise NotAnImageError(

@@ -33,7 +33,7 @@ from hybridfuse._safeio import (
     settings_file_problem,
     sha256_file,
 )
-from hybridfuse.dicom import quiet_pydicom
+from hybridfuse.dicom import is_dicom_stream, quiet_pydicom
 from hybridfuse.dose.options import DoseOptions
 from hybridfuse.registration import RegistrationError, RegistrationOptions
 
@@ -323,7 +323,8 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
     fluoro, us, rdsr = [], [], []
     for p in entries:
         try:
-            if not p.is_file() or not (is_dicom_file(p) or p.suffix.lower() == ".dcm"):
+            dicom_like = is_dicom_file(p) or is_dicom_stream(p) or p.suffix.lower() == ".dcm"
+            if not p.is_file() or not dicom_like:
                 continue
             hdr = read_header(p)
         except (InputError, OSError):
@@ -442,7 +443,12 @@ def anonymous_case_id(spec: CaseSpec) -> str:
     first = next(iter([*spec.fluoro, *spec.ultrasound]), None)
     study = None
     try:
-        ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        ds = pydicom.dcmread(
+            first,
+            stop_before_pixels=True,
+            specific_tags=["StudyInstanceUID"],
+            force=is_dicom_stream(first),
+        )
         study = str(ds.get("StudyInstanceUID", "")) or None
     except Exception:  # no file, or an unreadable one: refused, naming it, when the case runs
         pass

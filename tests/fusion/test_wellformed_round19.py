@@ -201,3 +201,35 @@ def test_dicomdir_is_named_as_an_index_not_an_image_without_pixels(tmp_path):
     _write_file_set(tmp_path / "set", [sample_case() / "rdsr.dcm"])
     with pytest.raises(NotAnImageError, match="index of a file set"):
         read_image(tmp_path / "set" / "DICOMDIR")
+
+
+def _without_preamble(src, dest):
+    """The file as a DICOM stream: no 128-byte preamble and no 'DICM' (PS3.10 7.1)."""
+    data = src.read_bytes()
+    assert data[128:132] == b"DICM"
+    dest.write_bytes(data[132:])
+    return dest
+
+
+def test_dicom_stream_without_preamble_is_read(tmp_path):
+    # Written by some archives and toolkits; it was "not a DICOM file (no 'DICM' preamble
+    # and no recognisable DICOM elements)" although its first element is (0002,0000).
+    from hybridfuse.dose.image_tags import read_header
+    from hybridfuse.testdata import sample_case
+
+    path = make_dicom(tmp_path / "xa.dcm", rows=40, cols=40, ImagerPixelSpacing=[0.2, 0.2])
+    stream = _without_preamble(path, tmp_path / "stream.dcm")
+    assert_allclose(read_image(stream).array, read_image(path).array)
+    assert read_image(stream).pixel_spacing_mm == (0.2, 0.2)
+    rdsr = _without_preamble(sample_case() / "rdsr.dcm", tmp_path / "rdsr")
+    assert str(read_header(rdsr).SOPClassUID) == "1.2.840.10008.5.1.4.1.1.88.67"
+
+
+def test_a_text_file_is_still_not_dicom(tmp_path):
+    import pytest
+
+    from hybridfuse.fusion import NotAnImageError
+
+    (tmp_path / "notes.dcm").write_text("patient notes\n" * 20)
+    with pytest.raises(NotAnImageError, match="not a DICOM file"):
+        read_image(tmp_path / "notes.dcm")
