@@ -796,9 +796,10 @@ def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, 
         with_given_spacing(read_image(p), pair.fixed_spacing_mm, fixed=True).require_min_size()
         for p in spec.fluoro
     ]
-    us = with_given_spacing(read_image(spec.ultrasound[0]), pair.moving_spacing_mm, fixed=False)
+    us_path = _concurrent_ultrasound(spec.ultrasound, fluoro)
+    us = with_given_spacing(read_image(us_path), pair.moving_spacing_mm, fixed=False)
     include_phi = config.fusion.include_phi
-    us_label = records[spec.ultrasound[0]]["input"]
+    us_label = records[us_path]["input"]
     belonging = [
         check_belonging(
             f, us, pair, include_phi=include_phi, labels=(records[p]["input"], us_label)
@@ -806,6 +807,31 @@ def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, 
         for f, p in zip(fluoro, spec.fluoro, strict=True)
     ]
     return fluoro, us, belonging
+
+
+def _concurrent_ultrasound(paths, fluoro) -> str:
+    """The ultrasound file with a frame within 0.5 s of a fluoroscopy frame (first by name).
+
+    Scanners store each clip, or each frame, as its own file: the first file by name was
+    taken, and a case whose first clip preceded the fluoroscopy failed ("no ultrasound
+    frame within 0.5 s") while another file overlapped it. Headers only are read; without
+    such a file (or acquisition times) the first one is used, as before.
+    """
+    from .fuse import pair_frames
+    from .io import read_image
+
+    if len(paths) == 1:
+        return paths[0]
+    for path in paths:
+        try:
+            head = read_image(path, decode=False)
+        except FusionError:
+            continue  # read (and reported) if it is the one used
+        for fl in fluoro:
+            pairs, _ = pair_frames(fl, head, list(range(fl.n_frames)))
+            if any(dt is not None and abs(dt) <= 0.5 for *_, dt in pairs):
+                return path
+    return paths[0]
 
 
 def _truth_text(truth: dict, key: str) -> str | None:

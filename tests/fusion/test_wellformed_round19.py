@@ -233,3 +233,33 @@ def test_a_text_file_is_still_not_dicom(tmp_path):
     (tmp_path / "notes.dcm").write_text("patient notes\n" * 20)
     with pytest.raises(NotAnImageError, match="not a DICOM file"):
         read_image(tmp_path / "notes.dcm")
+
+
+def test_run_takes_the_ultrasound_clip_acquired_with_the_fluoroscopy(tmp_path):
+    # A scanner stores each clip (or each frame) as its own file; only the first file by
+    # name was used, so a case whose first clip was taken before the fluoroscopy failed
+    # with "no ultrasound frame within 0.5 s" while another clip overlapped it exactly.
+    import shutil
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from hybridfuse._safeio import sha256_file
+    from hybridfuse.fusion.pipeline import RunConfig, _read_pair, case_from_folder, input_records
+    from hybridfuse.testdata import sample_case
+
+    case = tmp_path / "case"
+    case.mkdir()
+    for name in ("fluoro_run03_confirm_ap.dcm", "rdsr.dcm"):
+        shutil.copy(sample_case() / name, case / name)
+    shutil.copy(sample_case() / "us_clip.dcm", case / "us_2.dcm")
+    early = pydicom.dcmread(sample_case() / "us_clip.dcm")
+    early.SOPInstanceUID = early.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    early.AcquisitionDateTime = "20260115083232"
+    early.AcquisitionTime = early.ContentTime = "083232"
+    early.save_as(case / "us_1.dcm")
+    spec = case_from_folder(case)
+    assert len(spec.ultrasound) == 2
+    records = input_records(spec, {p: sha256_file(p) for p in spec.files()}, include_phi=False)
+    _, us, _ = _read_pair(spec, RunConfig(), records)
+    assert us.source_path == str(case / "us_2.dcm")
