@@ -320,7 +320,7 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
         raise InputError(f"{folder}: cannot list the folder ({exc.strerror})") from exc
     listed = {p.resolve() for p in entries}
     entries += [p for p in _file_set_members(folder) if p.resolve() not in listed]
-    fluoro, us, rdsr = [], [], []
+    fluoro, us, rdsr, radiographs = [], [], [], []
     for p in entries:
         try:
             dicom_like = is_dicom_file(p) or is_dicom_stream(p) or p.suffix.lower() == ".dcm"
@@ -335,10 +335,13 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
             us.append(str(p))
         elif hdr["modality"] in ("XA", "RF"):
             fluoro.append(str(p))
+        elif hdr["modality"] in ("DX", "CR") and hdr["is_image"]:
+            radiographs.append(str(p))
     csvs = sorted(folder.glob("*.csv"))
     return CaseSpec(
         case_id=case_id or folder.resolve().name,
-        fluoro=tuple(fluoro),
+        # A C-arm may store its images as DX: taken when no XA/RF image is there.
+        fluoro=tuple(fluoro or radiographs),
         ultrasound=tuple(us),
         rdsr=_dose_report(folder, rdsr),
         landmarks=str(csvs[0]) if len(csvs) == 1 else None,

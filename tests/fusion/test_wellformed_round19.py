@@ -263,3 +263,27 @@ def test_run_takes_the_ultrasound_clip_acquired_with_the_fluoroscopy(tmp_path):
     records = input_records(spec, {p: sha256_file(p) for p in spec.files()}, include_phi=False)
     _, us, _ = _read_pair(spec, RunConfig(), records)
     assert us.source_path == str(case / "us_2.dcm")
+
+
+def test_case_folder_whose_c_arm_wrote_dx_images_finds_them(tmp_path):
+    # A mobile C-arm may store its saved images as Digital X-Ray (DX); register/fuse read
+    # them, but the case folder said "no fluoroscopy file".
+    import shutil
+
+    import pydicom
+
+    from hybridfuse.fusion.pipeline import case_from_folder
+    from hybridfuse.testdata import sample_case
+
+    case = tmp_path / "case"
+    case.mkdir()
+    shutil.copy(sample_case() / "us_clip.dcm", case / "us_clip.dcm")
+    ds = pydicom.dcmread(sample_case() / "fluoro_run03_confirm_ap.dcm")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.Modality = "DX"
+    ds.PixelData = ds.pixel_array[0].tobytes()  # DX is single-frame
+    for keyword in ("NumberOfFrames", "FrameIncrementPointer", "FrameTimeVector"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(case / "dx.dcm")
+    assert case_from_folder(case).fluoro == (str(case / "dx.dcm"),)
