@@ -1639,6 +1639,21 @@ def _plausible_px(*values) -> bool:
     return all(v is not None and abs(v) <= 1e6 for v in values)
 
 
+def _polygon_mask(vertices, shape) -> np.ndarray | None:
+    """Pixels inside a polygon of 1-based (row, column) vertex pairs, edges included."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    values = [parse_number(v) for v in as_list(vertices or [])]
+    if len(values) < 6 or len(values) % 2 or not _plausible_px(*values):
+        return None
+    rows, cols = shape
+    points = [(values[i + 1] - 1.0, values[i] - 1.0) for i in range(0, len(values), 2)]
+    canvas = PILImage.new("1", (cols, rows), 0)
+    ImageDraw.Draw(canvas).polygon(points, fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool)
+
+
 def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
     """Exposed field from shutter/collimator attributes (DICOM pixel positions are 1-based)."""
     rows, cols = shape
@@ -1677,7 +1692,12 @@ def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
             else:
                 notes.append(f"{prefix}Shape RECTANGULAR without four usable edges; ignored")
         if "POLYGONAL" in shapes:
-            notes.append(f"{prefix}Shape POLYGONAL not supported; ignored")
+            polygon = _polygon_mask(ds.get(f"VerticesOfThePolygonal{prefix}"), shape)
+            if polygon is not None:
+                mask &= polygon
+                sources.append(f"VerticesOfThePolygonal{prefix}")
+            else:
+                notes.append(f"{prefix}Shape POLYGONAL without usable vertices; ignored")
     if not sources:
         return None, "none: no shutter or collimator attributes"
     return mask, " + ".join(sources) + " (1-based in DICOM)"

@@ -287,3 +287,19 @@ def test_case_folder_whose_c_arm_wrote_dx_images_finds_them(tmp_path):
             delattr(ds, keyword)
     ds.save_as(case / "dx.dcm")
     assert case_from_folder(case).fluoro == (str(case / "dx.dcm"),)
+
+
+def test_polygonal_shutter_masks_the_field(tmp_path):
+    # ShutterShape POLYGONAL (vertices row\\column, 1-based, PS3.3 C.7.6.11) was ignored: the
+    # collimator blades entered registration and the fused window.
+    path = make_dicom(
+        tmp_path / "poly.dcm",
+        rows=40,
+        cols=40,
+        ShutterShape="POLYGONAL",
+        VerticesOfThePolygonalShutter=[11, 11, 11, 30, 30, 30, 30, 11],
+    )
+    img = read_image(path)
+    expected = np.zeros((40, 40), bool)
+    expected[10:30, 10:30] = True
+    assert img.mask is not None and (img.mask == expected).all()
