@@ -168,7 +168,12 @@ def read_header(path: str | os.PathLike):
                 f"limit ({dicom.MAX_DECODED_ENV})"
             )
         with dicom.quiet_pydicom():
-            return pydicom.dcmread(path, stop_before_pixels=True, defer_size=1 << 20)
+            return pydicom.dcmread(
+                path,
+                stop_before_pixels=True,
+                defer_size=1 << 20,
+                force=dicom.is_dicom_stream(path),
+            )
     except DoseInputError:
         raise
     except RecursionError as exc:

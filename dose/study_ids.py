@@ -22,7 +22,7 @@ def study_identifiers(path: str | os.PathLike) -> dict:
     import pydicom
 
     from hybridfuse._dicomread import quiet_pydicom
-    from hybridfuse.dicom import parse_datetime
+    from hybridfuse.dicom import is_dicom_stream, parse_datetime
 
     try:
         with quiet_pydicom():
@@ -30,6 +30,7 @@ def study_identifiers(path: str | os.PathLike) -> dict:
                 path,
                 stop_before_pixels=True,
                 specific_tags=["AccessionNumber", "StudyDate"],
+                force=is_dicom_stream(path),
             )
         accession = str(ds.get("AccessionNumber", "") or "").strip()
         date_text = str(ds.get("StudyDate", "") or "").strip()

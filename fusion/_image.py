@@ -151,6 +151,10 @@ class XRayGeometry:
         (0018,1510) / (0018,1511) *Positioner Primary/Secondary Angle*.
     collimator : CollimatorShape
         Shape of the collimator that bounds the exposed field.
+    calibrated_isocenter_spacing_mm : tuple of float or None
+        (0028,0030) *Pixel Spacing* with *Pixel Spacing Calibration Type* GEOMETRY: the
+        unit's own spacing at the isocentre, used when ImagerPixelSpacing/magnification
+        cannot give it.
     """
 
     sid_mm: float | None = None
@@ -160,6 +164,7 @@ class XRayGeometry:
     primary_angle_deg: float | None = None
     secondary_angle_deg: float | None = None
     collimator: CollimatorShape = CollimatorShape.NONE
+    calibrated_isocenter_spacing_mm: tuple[float, float] | None = None
 
     @property
     def magnification(self) -> float | None:
@@ -170,10 +175,13 @@ class XRayGeometry:
 
     @property
     def isocenter_spacing_mm(self) -> tuple[float, float] | None:
-        """Imager pixel spacing divided by the magnification (row, column), mm."""
+        """Imager pixel spacing divided by the magnification (row, column), mm.
+
+        Without them, the PixelSpacing the unit calibrated by geometry (isocentre).
+        """
         mag = self.magnification
         if self.imager_pixel_spacing_mm is None or not mag:
-            return None
+            return self.calibrated_isocenter_spacing_mm
         dy, dx = self.imager_pixel_spacing_mm
         return (dy / mag, dx / mag)
 

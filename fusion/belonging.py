@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybridfuse._safeio import file_record
-from hybridfuse.dicom import acquisition_start
+from hybridfuse.dicom import acquisition_start, is_dicom_stream
 
 from ._image import Image
 from .errors import InputError
@@ -81,7 +81,12 @@ def _header(image: Image):
         return None
     try:
         with quiet_pydicom():
-            return pydicom.dcmread(image.source_path, stop_before_pixels=True, defer_size=4096)
+            return pydicom.dcmread(
+                image.source_path,
+                stop_before_pixels=True,
+                defer_size=4096,
+                force=is_dicom_stream(image.source_path),
+            )
     except (OSError, ValueError, pydicom.errors.InvalidDicomError) as exc:
         raise InputError(
             f"{image.source_path}: cannot re-read the DICOM header ({type(exc).__name__})"

@@ -38,6 +38,7 @@ from hybridfuse._safeio import (
     json_safe,
     write_text,
 )
+from hybridfuse.dicom import is_dicom_stream
 from hybridfuse.registration import Transform
 from hybridfuse.registration.warp import warp_to_fixed
 
@@ -563,7 +564,9 @@ def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how, uid_map) -> 
     import pydicom
 
     headers = [
-        pydicom.dcmread(img.source_path, stop_before_pixels=True)
+        pydicom.dcmread(
+            img.source_path, stop_before_pixels=True, force=is_dicom_stream(img.source_path)
+        )
         if img.source_path and img.uids
         else None
         for img in (fixed, moving)

@@ -73,6 +73,7 @@ IMAGE_SOP_CLASSES: dict[str, Modality] = {
 }
 
 _SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 _PLAIN_SUFFIXES = {
     ".png",
@@ -150,7 +151,10 @@ def _dcmread(path: Path, stop_before_pixels: bool = False, defer_size: int | Non
     try:
         with _quiet_pydicom():
             return pydicom.dcmread(
-                path, stop_before_pixels=stop_before_pixels, defer_size=defer_size
+                path,
+                stop_before_pixels=stop_before_pixels,
+                defer_size=defer_size,
+                force=dicom.is_dicom_stream(path),
             )
     except InvalidDicomError as exc:
         raise NotAnImageError(
@@ -596,6 +600,13 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
             f"{path}: {_uid_name(sop)} is a structured report, not an image "
             "(for dose reports use 'hybridfuse dose report')"
         )
+    if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) == (
+        _DICOMDIR_SOP_CLASS
+    ):
+        raise NotAnImageError(
+            f"{path}: a DICOMDIR (Media Storage Directory), the index of a file set, not an "
+            "image: name the files it lists (PT*/ST*/SE*/...), or give 'run' its folder"
+        )
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise NotAnImageError(
             f"{path}: no Pixel Data (7FE0,0010) in this {_uid_name(sop) or 'DICOM'} object"
@@ -605,8 +616,10 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
             f"{path}: SOP class {_uid_name(sop)} ({sop}) is not supported; expected "
             "ultrasound, X-ray angiography/fluoroscopy, DX/CR or secondary capture"
         )
-    _refuse_nonfinite_geometry(ds, path)
     notes: list[str] = []
+    if sop in _ENHANCED_XRAY_SOP_CLASSES:
+        _lift_functional_groups(ds, notes)
+    _refuse_nonfinite_geometry(ds, path)
     modality = _modality(ds, sop, notes)
     shown = modality is Modality.US
     layout = _pixel_layout(ds, path, display=shown)
@@ -700,6 +713,64 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         notes=tuple(notes),
         pixels_decoded=decode,
     )
+
+
+_ENHANCED_XRAY_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA Image Storage
+    "1.2.840.10008.5.1.4.1.1.12.2.1",  # Enhanced XRF Image Storage
+}
+#: Where Enhanced XA/XRF (PS3.3 A.53) keep, in a functional group, what XA/RF keep at the
+#: top level: (functional group sequence, attribute in it, top-level attribute).
+_FUNCTIONAL_GROUP_ATTRS = (
+    ("FramePixelDataPropertiesSequence", "ImagerPixelSpacing", "ImagerPixelSpacing"),
+    ("XRayGeometrySequence", "DistanceSourceToDetector", "DistanceSourceToDetector"),
+    ("XRayGeometrySequence", "DistanceSourceToIsocenter", "DistanceSourceToPatient"),
+    ("PositionerPositionSequence", "PositionerPrimaryAngle", "PositionerPrimaryAngle"),
+    ("PositionerPositionSequence", "PositionerSecondaryAngle", "PositionerSecondaryAngle"),
+    ("PixelMeasuresSequence", "PixelSpacing", "PixelSpacing"),
+    *(
+        ("FrameDisplayShutterSequence", name, name)
+        for name in (
+            "ShutterShape",
+            "CenterOfCircularShutter",
+            "RadiusOfCircularShutter",
+            "ShutterLeftVerticalEdge",
+            "ShutterRightVerticalEdge",
+            "ShutterUpperHorizontalEdge",
+            "ShutterLowerHorizontalEdge",
+        )
+    ),
+)
+
+
+def _lift_functional_groups(ds, notes: list[str]) -> None:
+    """Copy an Enhanced XA/XRF's geometry from its functional groups to the top level.
+
+    The shared group's value is taken, else the per-frame one when every frame gives the
+    same (a value that changes over the run is left out, with a note); a top-level value
+    the file also carries is kept. Without this, spacing, distances, angles and shutters
+    written only where the IOD puts them were read as absent.
+    """
+
+    def value(group, seq_kw: str, attr: str):
+        items = group.get(seq_kw) if group is not None else None
+        return items[0].get(attr) if items else None
+
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    for seq_kw, attr, top in _FUNCTIONAL_GROUP_ATTRS:
+        if top in ds:
+            continue
+        found = value(shared, seq_kw, attr)
+        if found is None and per_frame:
+            values = [value(item, seq_kw, attr) for item in per_frame]
+            if values[0] is not None and all(v == values[0] for v in values):
+                found = values[0]
+            elif any(v is not None for v in values):
+                notes.append(f"{attr} varies over the frames' functional groups; not used")
+        if found is not None:
+            setattr(ds, top, found)
 
 
 def _imaged_area(pixels: np.ndarray, reg: UltrasoundRegion, index: int, decoded: bool):
@@ -996,10 +1067,23 @@ def _decode_pixels(
 
 def _iter_frames(ds, path: Path):
     """Frames as pydicom decodes them, from the file itself where it can read it (not deflated)."""
-    from pydicom.pixels import iter_pixels
+    from pydicom.pixels import iter_pixels, pixel_array
+    from pydicom.uid import UID
 
     from_file = is_dicom_file(path) and "PixelData" in ds and not dicom.is_deflated(path)
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    native = tsyntax is not None and not UID(str(tsyntax)).is_encapsulated
+    if native and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        # pydicom 3.0's frame iterator takes 3 bytes per pixel for native YBR_FULL_422
+        # (it holds 2): frames read sheared, then "insufficient pixel data". Its whole-array
+        # decoder sizes them right; the array is what the decode limit already allowed.
+        return _frames_of(pixel_array(ds))
     return iter_pixels(path if from_file else ds)
+
+
+def _frames_of(array: np.ndarray):
+    yield from array if array.ndim == 4 else array[None]
 
 
 def _display_plan(ds, path: Path, layout: _Layout, tsyntax):
@@ -1457,6 +1541,7 @@ def _xray_geometry(ds, path, notes) -> XRayGeometry:
         notes.append("ImagerPixelSpacing present but not two numbers; ignored")
     sid, sod, factor = _checked_distances(ds, path)
     return XRayGeometry(
+        calibrated_isocenter_spacing_mm=_geometry_calibrated_spacing(ds, imager),
         sid_mm=sid,
         sod_mm=sod,
         imager_pixel_spacing_mm=imager,
@@ -1465,6 +1550,27 @@ def _xray_geometry(ds, path, notes) -> XRayGeometry:
         secondary_angle_deg=parse_number(ds.get("PositionerSecondaryAngle")),
         collimator=collimator,
     )
+
+
+def _geometry_calibrated_spacing(ds, imager) -> tuple[float, float] | None:
+    """PixelSpacing calibrated by geometry (PS3.3 C.7.6.3.1.7: at the isocentre), if sane.
+
+    Within the X-ray spacing range and, next to ImagerPixelSpacing, smaller than it by a
+    C-arm's magnification (1..3); otherwise None (the spacing itself is checked, and a
+    disagreement noted, by :func:`_xray_spacing`).
+    """
+    cal = str(ds.get("PixelSpacingCalibrationType", "") or "").strip().upper()
+    pixel = _pair(ds.get("PixelSpacing")) if cal == "GEOMETRY" else None
+    if pixel is None:
+        return None
+    lo, hi = XRAY_SPACING_RANGE_MM
+    if not all(lo <= v <= hi for v in pixel):
+        return None
+    if imager is not None and not all(
+        1.0 / MAGNIFICATION_RANGE[1] <= p / i <= 1.0 for p, i in zip(pixel, imager, strict=True)
+    ):
+        return None
+    return pixel
 
 
 def _checked_distances(ds, path: Path) -> tuple[float | None, float | None, float | None]:
@@ -1533,6 +1639,21 @@ def _plausible_px(*values) -> bool:
     return all(v is not None and abs(v) <= 1e6 for v in values)
 
 
+def _polygon_mask(vertices, shape) -> np.ndarray | None:
+    """Pixels inside a polygon of 1-based (row, column) vertex pairs, edges included."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    values = [parse_number(v) for v in as_list(vertices or [])]
+    if len(values) < 6 or len(values) % 2 or not _plausible_px(*values):
+        return None
+    rows, cols = shape
+    points = [(values[i + 1] - 1.0, values[i] - 1.0) for i in range(0, len(values), 2)]
+    canvas = PILImage.new("1", (cols, rows), 0)
+    ImageDraw.Draw(canvas).polygon(points, fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool)
+
+
 def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
     """Exposed field from shutter/collimator attributes (DICOM pixel positions are 1-based)."""
     rows, cols = shape
@@ -1571,7 +1692,12 @@ def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
             else:
                 notes.append(f"{prefix}Shape RECTANGULAR without four usable edges; ignored")
         if "POLYGONAL" in shapes:
-            notes.append(f"{prefix}Shape POLYGONAL not supported; ignored")
+            polygon = _polygon_mask(ds.get(f"VerticesOfThePolygonal{prefix}"), shape)
+            if polygon is not None:
+                mask &= polygon
+                sources.append(f"VerticesOfThePolygonal{prefix}")
+            else:
+                notes.append(f"{prefix}Shape POLYGONAL without usable vertices; ignored")
     if not sources:
         return None, "none: no shutter or collimator attributes"
     return mask, " + ".join(sources) + " (1-based in DICOM)"

@@ -33,6 +33,7 @@ from hybridfuse._safeio import (
     settings_file_problem,
     sha256_file,
 )
+from hybridfuse.dicom import is_dicom_stream, quiet_pydicom
 from hybridfuse.dose.options import DoseOptions
 from hybridfuse.registration import RegistrationError, RegistrationOptions
 
@@ -317,30 +318,117 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
         entries = sorted(folder.iterdir())
     except OSError as exc:
         raise InputError(f"{folder}: cannot list the folder ({exc.strerror})") from exc
-    fluoro, us, rdsr = [], [], []
+    listed = {p.resolve() for p in entries}
+    entries += [p for p in _file_set_members(folder) if p.resolve() not in listed]
+    fluoro, us, rdsr, radiographs = [], [], [], []
     for p in entries:
         try:
-            if not p.is_file() or not (is_dicom_file(p) or p.suffix.lower() == ".dcm"):
+            dicom_like = is_dicom_file(p) or is_dicom_stream(p) or p.suffix.lower() == ".dcm"
+            if not p.is_file() or not dicom_like:
                 continue
             hdr = read_header(p)
         except (InputError, OSError):
             continue  # reported when the case runs: a listed file that cannot be read
         if hdr["is_sr"]:
-            rdsr.append(str(p))
+            rdsr.append((str(p), hdr))
         elif hdr["modality"] == "US":
             us.append(str(p))
         elif hdr["modality"] in ("XA", "RF"):
             fluoro.append(str(p))
+        elif hdr["modality"] in ("DX", "CR") and hdr["is_image"]:
+            radiographs.append(str(p))
     csvs = sorted(folder.glob("*.csv"))
     return CaseSpec(
         case_id=case_id or folder.resolve().name,
-        fluoro=tuple(fluoro),
+        # A C-arm may store its images as DX: taken when no XA/RF image is there.
+        fluoro=tuple(fluoro or radiographs),
         ultrasound=tuple(us),
-        rdsr=rdsr[0] if rdsr else None,
+        rdsr=_dose_report(folder, rdsr),
         landmarks=str(csvs[0]) if len(csvs) == 1 else None,
         truth=str(folder / "truth.json") if (folder / "truth.json").is_file() else None,
         landmark_dir=str(folder / "landmarks") if (folder / "landmarks").is_dir() else None,
     )
+
+
+#: Most files a case folder's DICOMDIR may list (a case holds a handful; a whole
+#: archive export is not a case).
+MAX_FILE_SET_MEMBERS = 2000
+#: Largest DICOMDIR read (about 1 KiB a record).
+MAX_FILE_SET_INDEX_BYTES = 16 * 2**20
+
+
+def _file_set_members(folder: Path) -> list[Path]:
+    """The files a DICOMDIR in ``folder`` lists (media exports keep them in PT*/ST*/SE*/).
+
+    Only regular files inside ``folder`` are returned; a DICOMDIR that cannot be read, or
+    a reference that leaves the folder, adds nothing (the folder's own files still count).
+    """
+    from .io import _dcmread
+
+    index = folder / "DICOMDIR"
+    if not index.is_file() or index.stat().st_size > MAX_FILE_SET_INDEX_BYTES:
+        return []
+    try:
+        with quiet_pydicom():
+            ds = _dcmread(index, stop_before_pixels=True)
+        records = list(ds.get("DirectoryRecordSequence") or [])
+    except Exception:  # noqa: BLE001 - an unreadable index leaves the folder's own files
+        return []
+    root = folder.resolve()
+    members = []
+    for record in records[:MAX_FILE_SET_MEMBERS]:
+        parts = record.get("ReferencedFileID")
+        if not parts:
+            continue
+        parts = [parts] if isinstance(parts, str) else list(parts)
+        path = folder.joinpath(*(str(p) for p in parts))
+        try:
+            inside = path.resolve().is_relative_to(root) and path.is_file()
+        except OSError:
+            continue
+        if inside and not path.is_symlink():
+            members.append(path)
+    return members
+
+
+_RDSR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.67"  # X-Ray Radiation Dose SR
+_KEY_OBJECT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"  # Key Object Selection Document
+
+
+def _dose_report(folder: Path, found: list[tuple[str, dict]]) -> str | None:
+    """The case's dose report among its SR-family files (path and header of each).
+
+    An archive exports a study with its Key Object Selection ("key images") and the
+    scanner's measurement SRs: not dose reports, yet the first SR by name was taken and
+    the run failed on it. A dose report is one of the dose SR class or declaring TID 10001;
+    without one, an SR declaring no template (a vendor's summary, read leniently), else
+    any SR but a key object selection.
+    Two different dose reports are refused: reading one dropped the other's dose silently.
+    """
+    import pydicom
+
+    dose = [
+        p for p, h in found if h["sop_class_uid"] == _RDSR_SOP_CLASS or h["template"] == "10001"
+    ]
+    others = [(p, h) for p, h in found if h["sop_class_uid"] != _KEY_OBJECT_SOP_CLASS]
+    if not dose:  # an SR declaring another template (a measurement report) comes last
+        dose = [p for p, h in others if h["template"] is None] or [p for p, _ in others]
+    instances = {}
+    for p in dose:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            uid = str(ds.get("SOPInstanceUID", "")) or p
+        except Exception:  # noqa: BLE001 - read again (and reported) when the case runs
+            uid = p
+        instances.setdefault(uid, p)
+    if len(instances) > 1:
+        names = ", ".join(Path(p).name for p in instances.values())
+        raise InputError(
+            f"{folder}: {len(instances)} dose reports ({names}); a run reads one, so the "
+            "dose of the others would be missing: give the case as a manifest naming its "
+            "RDSR, or keep one in the folder"
+        )
+    return next(iter(instances.values()), None)
 
 
 def anonymous_case_id(spec: CaseSpec) -> str:
@@ -358,7 +446,12 @@ def anonymous_case_id(spec: CaseSpec) -> str:
     first = next(iter([*spec.fluoro, *spec.ultrasound]), None)
     study = None
     try:
-        ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        ds = pydicom.dcmread(
+            first,
+            stop_before_pixels=True,
+            specific_tags=["StudyInstanceUID"],
+            force=is_dicom_stream(first),
+        )
         study = str(ds.get("StudyInstanceUID", "")) or None
     except Exception:  # no file, or an unreadable one: refused, naming it, when the case runs
         pass
@@ -706,9 +799,10 @@ def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, 
         with_given_spacing(read_image(p), pair.fixed_spacing_mm, fixed=True).require_min_size()
         for p in spec.fluoro
     ]
-    us = with_given_spacing(read_image(spec.ultrasound[0]), pair.moving_spacing_mm, fixed=False)
+    us_path = _concurrent_ultrasound(spec.ultrasound, fluoro)
+    us = with_given_spacing(read_image(us_path), pair.moving_spacing_mm, fixed=False)
     include_phi = config.fusion.include_phi
-    us_label = records[spec.ultrasound[0]]["input"]
+    us_label = records[us_path]["input"]
     belonging = [
         check_belonging(
             f, us, pair, include_phi=include_phi, labels=(records[p]["input"], us_label)
@@ -716,6 +810,31 @@ def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, 
         for f, p in zip(fluoro, spec.fluoro, strict=True)
     ]
     return fluoro, us, belonging
+
+
+def _concurrent_ultrasound(paths, fluoro) -> str:
+    """The ultrasound file with a frame within 0.5 s of a fluoroscopy frame (first by name).
+
+    Scanners store each clip, or each frame, as its own file: the first file by name was
+    taken, and a case whose first clip preceded the fluoroscopy failed ("no ultrasound
+    frame within 0.5 s") while another file overlapped it. Headers only are read; without
+    such a file (or acquisition times) the first one is used, as before.
+    """
+    from .fuse import pair_frames
+    from .io import read_image
+
+    if len(paths) == 1:
+        return paths[0]
+    for path in paths:
+        try:
+            head = read_image(path, decode=False)
+        except FusionError:
+            continue  # read (and reported) if it is the one used
+        for fl in fluoro:
+            pairs, _ = pair_frames(fl, head, list(range(fl.n_frames)))
+            if any(dt is not None and abs(dt) <= 0.5 for *_, dt in pairs):
+                return path
+    return paths[0]
 
 
 def _truth_text(truth: dict, key: str) -> str | None:

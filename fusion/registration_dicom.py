@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridfuse.dicom import is_dicom_stream
 from hybridfuse.registration import Transform, TransformModel
 
 from ._image import Image
@@ -82,7 +83,11 @@ def _source_header(fixed: Image, moving: Image):
     for image in (fixed, moving):
         if image.source_path and image.uids:
             try:
-                return pydicom.dcmread(image.source_path, stop_before_pixels=True)
+                return pydicom.dcmread(
+                    image.source_path,
+                    stop_before_pixels=True,
+                    force=is_dicom_stream(image.source_path),
+                )
             except (InvalidDicomError, OSError, ValueError) as exc:
                 raise InputError(
                     f"{image.source_path}: cannot re-read the DICOM header ({type(exc).__name__})"

@@ -24,6 +24,7 @@ __all__ = [
     "quiet_pydicom",
     "is_deflated",
     "is_dicom_file",
+    "is_dicom_stream",
     "deflated_size_exceeds",
 ]
 
@@ -109,6 +110,23 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
             return fh.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def is_dicom_stream(path: str | os.PathLike) -> bool:
+    """True for a DICOM stream without the Part 10 preamble (written by some archives).
+
+    Its first element must be File Meta Information, (0002,0000) or (0002,0001), in
+    explicit VR little endian, as PS3.10 7.1 writes the meta group: then pydicom reads it
+    with ``force``. Anything else (a data set with no meta group, text) is not taken.
+    """
+    if not os.path.isfile(path) or is_dicom_file(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return head[:4] in (b"\x02\x00\x00\x00", b"\x02\x00\x01\x00") and head[4:6] in (b"UL", b"OB")
 
 
 def is_deflated(path: str | os.PathLike) -> bool:

@@ -21,6 +21,7 @@ from hybridfuse._dicomread import (
     deflated_size_exceeds,
     is_deflated,
     is_dicom_file,
+    is_dicom_stream,
     max_decoded_bytes,
     quiet_pydicom,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "frame_times",
     "is_deflated",
     "is_dicom_file",
+    "is_dicom_stream",
     "max_decoded_bytes",
     "parse_code",
     "parse_datetime",
