@@ -77,6 +77,7 @@ FLAT_NAMES = [
     "cost_tolerance",
     "line_search_steps",
     "decimate_coarse_levels",
+    "finest_pixel_mm",
 ]
 
 EVERYDAY = {
