@@ -102,7 +102,7 @@ class PyramidOptions:
         advanced=True,
     )
     finest_pixel_mm: float | None = option(
-        0.2,
+        0.27,
         "Smoothing factors, feature scales and shadow depths count fluoroscopy pixels no "
         "finer than this (mm at the isocentre): on a finer detector they are scaled up, so "
         "they cover the same millimetres as on the detectors they were chosen on; none: "

@@ -1,11 +1,11 @@
 """On a finer detector the pixel scales of the registration cover the same millimetres.
 
 Smoothing factors, feature scales and shadow depths are given in fluoroscopy pixels and
-were chosen on detectors of 0.12-0.41 mm at the isocentre. The same scene on a grid 2x
-finer lost half the automatic route's right answers (docs/registration-method.md,
-*Finer detectors*). Here the same fluoroscopy on a grid 3x finer (pixel centres 3x + 1,
-so every original centre is a centre of the fine grid) must give the same features and
-pyramid levels at the original centres.
+were chosen on detectors of 0.12-0.41 mm at the isocentre (median 0.27). The same scene
+on a grid 2x finer lost half the automatic route's right answers
+(docs/registration-method.md, *Finer detectors (session 19)*). Here the same fluoroscopy
+on a grid 3x finer (pixel centres 3x + 1, so every original centre is a centre of the
+fine grid) must give the same features and pyramid levels at the original centres.
 """
 
 from __future__ import annotations
