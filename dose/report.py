@@ -87,7 +87,9 @@ def _event_sum(events, attr, kind, plane=None):
 def _plane_totals(rec: DoseRecord, acc_attr, ev_attr, kind) -> list[tuple]:
     """(value, taken from the events) per plane: the accumulated total, or the events' sum.
 
-    The events' sum replaces a total that reads 0 while every event records a dose.
+    The events' sum replaces a dose total (DAP, Ka,r) that reads 0 while every event
+    records it and they sum above 0; not a time, whose event durations are often not
+    additive.
 
     A zero total beside events with dose is a field the unit left unfilled, not a beam
     that never ran; :func:`_reconcile` flags it.
@@ -95,13 +97,22 @@ def _plane_totals(rec: DoseRecord, acc_attr, ev_attr, kind) -> list[tuple]:
     out = []
     for plane, totals in rec.planes.items():
         total = getattr(totals, acc_attr)
-        if total == 0:
+        if total == 0 and not acc_attr.endswith("time_s"):
             summed, n_known, n_all = _event_sum(rec.events, ev_attr, kind, plane)
             if summed and n_known == n_all:
                 out.append((float(summed), True))
                 continue
         out.append((total, False))
     return out
+
+
+def _zero_total_kept(field: str, n_known: int, n_all: int) -> str:
+    """What a flag says becomes of a total that reads 0 beside a non-zero event sum."""
+    if field.endswith("time_s"):
+        return "the 0 is reported (event durations are often not additive)"
+    if n_known < n_all:
+        return f"only {n_known} of {n_all} events record it, so the 0 is reported"
+    return "the event sum is reported"
 
 
 def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
@@ -139,11 +150,7 @@ def _reconcile(rec: DoseRecord, flags: list[str]) -> list[dict]:
                     flags.append(
                         f"plane {plane}: {field} event sum {summed:.6g} but the accumulated "
                         "total is 0 (a field the unit left unfilled?); "
-                        + (
-                            "the event sum is reported"
-                            if n_known == n_all
-                            else f"only {n_known} of {n_all} events record it, so the 0 is reported"
-                        )
+                        + _zero_total_kept(field, n_known, n_all)
                     )
                 elif abs(rel) > RECONCILE_TOLERANCE:
                     what = (
@@ -347,7 +354,8 @@ def build_dose_report(
         "saved": None,
         "assumptions": [
             "Delivered figures are the X-ray unit's accumulated totals (TID 10002) where "
-            "recorded; event sums are shown beside them and used only when totals are absent.",
+            "recorded; event sums are shown beside them and used only when totals are absent "
+            "or a dose total reads 0 while the events record dose.",
             "Dose (RP) is the air kerma at the unit's reference point, not a skin dose.",
         ],
         "flags": flags,

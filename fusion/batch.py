@@ -207,7 +207,9 @@ def _read_folder(path: Path) -> tuple[list[CaseSpec], list[dict]]:
         try:
             specs.append(case_from_folder(sub))
         except Exception as exc:  # one unreadable case folder never stops the others
-            problems.append(_problem(sub.name, f"{sub}: {_one_line(exc)}", len(specs)))
+            said = _one_line(exc)
+            said = said if said.startswith(f"{sub}:") else f"{sub}: {said}"
+            problems.append(_problem(sub.name, said, len(specs)))
     return specs, problems
 
 

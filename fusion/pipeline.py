@@ -401,8 +401,9 @@ def _dose_report(folder: Path, found: list[tuple[str, dict]]) -> str | None:
     An archive exports a study with its Key Object Selection ("key images") and the
     scanner's measurement SRs: not dose reports, yet the first SR by name was taken and
     the run failed on it. A dose report is one of the dose SR class or declaring TID 10001;
-    without one, an SR declaring no template (a vendor's summary, read leniently), else
-    any SR but a key object selection.
+    without one, an SR declaring no template (a vendor's summary, read leniently) but not a
+    key object selection; an SR declaring another template (a measurement report) never is,
+    so the dose then comes from the image tags.
     Two different dose reports are refused: reading one dropped the other's dose silently.
     """
     import pydicom
@@ -410,9 +411,12 @@ def _dose_report(folder: Path, found: list[tuple[str, dict]]) -> str | None:
     dose = [
         p for p, h in found if h["sop_class_uid"] == _RDSR_SOP_CLASS or h["template"] == "10001"
     ]
-    others = [(p, h) for p, h in found if h["sop_class_uid"] != _KEY_OBJECT_SOP_CLASS]
-    if not dose:  # an SR declaring another template (a measurement report) comes last
-        dose = [p for p, h in others if h["template"] is None] or [p for p, _ in others]
+    if not dose:
+        dose = [
+            p
+            for p, h in found
+            if h["template"] is None and h["sop_class_uid"] != _KEY_OBJECT_SOP_CLASS
+        ]
     instances = {}
     for p in dose:
         try:
@@ -421,12 +425,11 @@ def _dose_report(folder: Path, found: list[tuple[str, dict]]) -> str | None:
         except Exception:  # noqa: BLE001 - read again (and reported) when the case runs
             uid = p
         instances.setdefault(uid, p)
-    if len(instances) > 1:
-        names = ", ".join(Path(p).name for p in instances.values())
+    if len(instances) > 1:  # counted, not named: a batch's summary keeps this message
         raise InputError(
-            f"{folder}: {len(instances)} dose reports ({names}); a run reads one, so the "
-            "dose of the others would be missing: give the case as a manifest naming its "
-            "RDSR, or keep one in the folder"
+            f"{folder}: {len(instances)} different dose reports (SOP Instance UIDs differ); a "
+            "run reads one, so the dose of the others would be missing: give the case as a "
+            "manifest naming its RDSR, or keep one in the folder"
         )
     return next(iter(instances.values()), None)
 

@@ -71,9 +71,12 @@ def test_a_total_left_at_zero_reports_the_events_sum_and_says_so(synthetic_case,
     events_dap = sum(float(r["dap_gy_cm2"]) for r in rows)
     assert before["delivered"]["dap_total_gy_cm2"] == pytest.approx(events_dap, rel=0.05)
     rdsr = set_numbers(case / "rdsr.dcm", tmp_path / "zero.dcm", "113722", 0.0)  # DAP total
+    rdsr = set_numbers(rdsr, rdsr, "113730", 0.0)  # fluoroscopy time: durations not additive
     report, _ = _report(rdsr, tmp_path / "out")
     assert report["delivered"]["dap_total_gy_cm2"] == pytest.approx(events_dap, rel=1e-9)
     assert "sum of the events" in report["delivered"]["sources"]["dap_total_gy_cm2"]
     assert any("total is 0" in f and "event sum is reported" in f for f in report["flags"])
+    assert report["delivered"]["fluoro_time_s"] == 0.0
+    assert any("fluoro_time_s" in f and "not additive" in f for f in report["flags"])
     # The other quantities keep the unit's totals.
     assert report["delivered"]["ka_r_total_mgy"] == before["delivered"]["ka_r_total_mgy"]

@@ -135,6 +135,10 @@ def test_case_folder_takes_the_dose_report_not_a_key_object_or_measurement_sr(tm
     _sr_file(case / "KO000001.dcm", "1.2.840.10008.5.1.4.1.1.88.59", "113000", "2010", "1.2")
     _sr_file(case / "SR000001.dcm", "1.2.840.10008.5.1.4.1.1.88.33", "125100", "5100", "1.2")
     assert case_from_folder(case).rdsr == str(case / "rdsr.dcm")
+    # Without the dose report the measurement SR is still not taken for one (review of
+    # session 19: it was, and the run failed instead of reading the images' dose tags).
+    (case / "rdsr.dcm").unlink()
+    assert case_from_folder(case).rdsr is None
 
 
 def test_case_folder_with_two_dose_reports_is_refused_not_one_dropped(tmp_path):
@@ -155,8 +159,9 @@ def test_case_folder_with_two_dose_reports_is_refused_not_one_dropped(tmp_path):
     second = pydicom.dcmread(case / "rdsr.dcm")
     second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     second.save_as(case / "RDSR2.dcm")
-    with pytest.raises(InputError, match="2 dose reports"):
+    with pytest.raises(InputError, match="2 different dose reports") as caught:
         case_from_folder(case)
+    assert "RDSR2" not in str(caught.value)  # counted, not named (a batch row keeps it)
     # the same report twice (re-sent, one SOP Instance UID) is one report
     shutil.copy(case / "rdsr.dcm", case / "RDSR2.dcm")
     assert case_from_folder(case).rdsr in (str(case / "rdsr.dcm"), str(case / "RDSR2.dcm"))
