@@ -42,6 +42,7 @@ from hybridfuse.registration.landmarks import (
     MIN_POINTS,
     is_automatic,
 )
+from hybridfuse.registration.optimise import grain
 from hybridfuse.registration.start import supported_model
 from hybridfuse.registration.transforms import TransformModel
 from hybridfuse.registration.verify_landmarks import bead_reprojection
@@ -572,6 +573,7 @@ def _init_start(init: str, fixed: Image, moving: Image, f, m, options, plane_fac
             moving_mask=moving.mask,
             preprocess=opts.preprocess,
             shadow_px=None if opts.shadow_px is None else tuple(opts.shadow_px),
+            grain=grain(opts, iso_mm),
         )
         return moments.matrix, wide_search_options(opts, moments.reach_px * iso_mm)
     elif init == "identity":

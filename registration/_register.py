@@ -399,8 +399,8 @@ def _refine(problem: LevelProblem, images, start: Start, ext, steps, px_mm: floa
         # The crop holds the whole search range; refining from the match needs only
         # where the ultrasound now maps, so the remaining levels smooth and sample a
         # smaller fluoroscopy window (the features were computed on the crop).
-        remaining = [f * pyramid.grain for f in opts.pyramid.levels[len(searched) :]]
-        box = refine_box(current, ext, f_feat.shape, remaining)
+        remaining = opts.pyramid.levels[len(searched) :]
+        box = refine_box(current, ext, f_feat.shape, remaining, pyramid.grain)
         if box is not None:
             y0, y1, x0, x1 = box
             pyramid.crop_fixed(y0, y1, x0, x1)

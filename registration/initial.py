@@ -97,6 +97,7 @@ def moments_start(
     moving_mask: np.ndarray | None = None,
     preprocess: Preprocess | str = Preprocess.STRUCTURES,
     shadow_px: tuple[float, float] | None = (2.0, 10.0),
+    grain: float = 1.0,
 ) -> MomentsStart:
     """Line up the centroids of both feature images at the calibrated scale.
 
@@ -113,6 +114,9 @@ def moments_start(
         Feature images whose centroids are used (``none``: raw intensities).
     shadow_px : (float, float) or None
         As in :func:`registration.preprocess.preprocess_pair`.
+    grain : float
+        As in :func:`registration.preprocess.preprocess_pair`
+        (:func:`registration.optimise.grain`).
 
     Raises
     ------
@@ -135,6 +139,7 @@ def moments_start(
         Preprocess(preprocess),
         scale=0.5 * (sx + sy),
         shadow_px=shadow_px,
+        grain=grain,
     )
     cf = _centroid(f_feat, fmask, "fixed")
     cm = _centroid(m_feat, mmask, "moving")

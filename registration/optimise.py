@@ -79,9 +79,9 @@ class Pyramid:
 def _level_context(pyr: Pyramid, factor: int) -> MetricContext:
     """Smoothed images and a strided ultrasound sample grid for one pyramid level.
 
-    With ``decimate_coarse_levels`` the fluoroscopy of a level with factor 8 or more is
-    kept on a grid ``factor // 4`` times coarser (its sigma is then 2 coarse pixels),
-    which the context's ``fixed_pixel_map`` maps onto.
+    With ``decimate_coarse_levels`` the fluoroscopy of a level whose factor, times the
+    pyramid's grain, is 8 or more is kept on a grid ``factor // 4`` times coarser (its
+    sigma is then 2 coarse pixels), which the context's ``fixed_pixel_map`` maps onto.
     """
     opts, scale, fmask, mmask = pyr.options, pyr.scale, pyr.fixed_mask, pyr.moving_mask
     factor = factor * pyr.grain  # in the detector's own pixels

@@ -112,8 +112,9 @@ class PyramidOptions:
     )
     decimate_coarse_levels: bool = option(
         True,
-        "Keep the fluoroscopy of levels with factor 8 or more on a grid factor/4 times "
-        "coarser; it makes setting up those levels cheap without moving the result.",
+        "Keep the fluoroscopy of levels whose factor (in detector pixels, after "
+        "finest_pixel_mm) is 8 or more on a grid factor/4 times coarser; it makes setting up "
+        "those levels cheap without moving the result.",
         advanced=True,
     )
 

@@ -106,3 +106,56 @@ def _level_image(ctx, shape) -> np.ndarray:
     ref = sitk.Image(shape[1], shape[0], sitk.sitkFloat32)
     out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, 0.0)
     return sitk.GetArrayFromImage(out).astype(float)
+
+
+def test_every_route_builds_its_features_and_pyramid_at_the_grain(pair, monkeypatch):
+    # The review of session 19 found the moments start left out: each route is checked.
+    from hybridfuse.registration import _register, hypotheses
+    from hybridfuse.registration.errors import RegistrationError
+
+    fixed, moving, _ = pair
+    opts = RegistrationOptions()
+    px_mm = opts.pyramid.finest_pixel_mm / 2
+    seen = []
+    for module in (_register, hypotheses):
+        real = module.preprocess_pair
+        monkeypatch.setattr(
+            module,
+            "preprocess_pair",
+            lambda *a, _real=real, _m=module.__name__, **k: (
+                seen.append((_m, k.get("grain"))) or _real(*a, **k)
+            ),
+        )
+    start = np.array([[1.0, 0.0, 20.0], [0.0, 1.0, 20.0], [0.0, 0.0, 1.0]])
+    try:
+        _register.register(fixed, moving[:200, :200], initial=start, fixed_spacing_mm=px_mm)
+    except RegistrationError:
+        pass  # refused or not: the features were built
+    masks = (None, None)
+    bench = hypotheses._Bench(fixed, moving[:200, :200], masks, opts, (1.0, 1.0), px_mm)
+    assert bench.pyramid.grain == pytest.approx(2.0)
+    assert ("hybridfuse.registration._register", pytest.approx(2.0)) in seen
+    assert ("hybridfuse.registration.hypotheses", pytest.approx(2.0)) in seen
+
+
+def test_the_moments_start_builds_its_features_at_the_grain(monkeypatch):
+    from hybridfuse.fusion import coregister, read_image
+    from hybridfuse.testdata import sample_case
+
+    class Seen(Exception):
+        pass
+
+    def spy(*args, grain=1.0, **kw):
+        raise Seen(grain)
+
+    case = sample_case()
+    fixed = read_image(case / "fluoro_run02_confirm_lateral.dcm")
+    moving = read_image(case / "us_clip.dcm")
+    opts = RegistrationOptions().with_values(finest_pixel_mm=0.5)
+    monkeypatch.setattr(coregister, "moments_start", spy)
+    with pytest.raises(Seen) as seen:
+        coregister.register_images(
+            fixed, moving, moving_frame=6, init="moments", options=opts, plane_faces_detector=True
+        )
+    iso_mm = coregister.expected_scale(fixed, moving)[1]
+    assert seen.value.args[0] == pytest.approx(0.5 / iso_mm) and 0.5 / iso_mm > 1.5
