@@ -738,6 +738,7 @@ _FUNCTIONAL_GROUP_ATTRS = (
             "ShutterRightVerticalEdge",
             "ShutterUpperHorizontalEdge",
             "ShutterLowerHorizontalEdge",
+            "VerticesOfThePolygonalShutter",
         )
     ),
 )

@@ -319,7 +319,7 @@ def case_from_folder(folder: str | os.PathLike, case_id: str | None = None) -> C
     except OSError as exc:
         raise InputError(f"{folder}: cannot list the folder ({exc.strerror})") from exc
     listed = {p.resolve() for p in entries}
-    entries += [p for p in _file_set_members(folder) if p.resolve() not in listed]
+    entries += sorted(p for p in _file_set_members(folder) if p.resolve() not in listed)
     fluoro, us, rdsr, radiographs = [], [], [], []
     for p in entries:
         try:
@@ -613,9 +613,9 @@ def run_case(
         names = [(Path(p).name, recorded_name(records[p])) for p in spec.fluoro]
         for fl, name in zip(fluoro, names, strict=True):
             pairs, how = pair_frames(fl, us, list(range(fl.n_frames)))
-            close = [p for p in pairs if p[2] is None or abs(p[2]) <= 0.5]
+            close = [p for p in pairs if p[2] is None or abs(p[2]) <= PAIRING_LIMIT_S]
             if not close:
-                skipped.append((name, "no ultrasound frame within 0.5 s"))
+                skipped.append((name, f"no ultrasound frame within {PAIRING_LIMIT_S:g} s"))
                 continue
             fi, uj, _ = close[0]
             landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
@@ -815,6 +815,10 @@ def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, 
     return fluoro, us, belonging
 
 
+#: Most seconds between a fluoroscopy frame and the ultrasound frame registered to it.
+PAIRING_LIMIT_S = 0.5
+
+
 def _concurrent_ultrasound(paths, fluoro) -> str:
     """The ultrasound file with a frame within 0.5 s of a fluoroscopy frame (first by name).
 
@@ -835,7 +839,7 @@ def _concurrent_ultrasound(paths, fluoro) -> str:
             continue  # read (and reported) if it is the one used
         for fl in fluoro:
             pairs, _ = pair_frames(fl, head, list(range(fl.n_frames)))
-            if any(dt is not None and abs(dt) <= 0.5 for *_, dt in pairs):
+            if any(dt is not None and abs(dt) <= PAIRING_LIMIT_S for *_, dt in pairs):
                 return path
     return paths[0]
 

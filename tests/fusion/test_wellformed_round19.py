@@ -97,6 +97,40 @@ def test_enhanced_xa_geometry_in_functional_groups_is_read(tmp_path):
     assert img.mask is not None and not img.mask[0, 0] and img.mask[20, 20]
 
 
+def _frame_group(angle: float) -> Dataset:
+    group, position, props = Dataset(), Dataset(), Dataset()
+    position.PositionerPrimaryAngle = angle
+    group.PositionerPositionSequence = Sequence([position])
+    props.ImagerPixelSpacing = [0.3, 0.3]
+    group.FramePixelDataPropertiesSequence = Sequence([props])
+    return group
+
+
+def test_enhanced_xa_per_frame_groups_and_a_polygonal_shutter(tmp_path):
+    # Per-frame values every frame agrees on are read; one that varies is left out, said;
+    # a polygonal shutter in the shared group masks the field (review of session 19).
+    shared, shutter = Dataset(), Dataset()
+    shutter.ShutterShape = "POLYGONAL"
+    shutter.VerticesOfThePolygonalShutter = [11, 11, 11, 30, 20, 30, 20, 11]
+    shared.FrameDisplayShutterSequence = Sequence([shutter])
+    path = make_dicom(
+        tmp_path / "exa_frames.dcm",
+        sop=ENHANCED_XA_SOP,
+        rows=40,
+        cols=40,
+        frames=2,
+        SharedFunctionalGroupsSequence=Sequence([shared]),
+        PerFrameFunctionalGroupsSequence=Sequence([_frame_group(10.0), _frame_group(12.0)]),
+    )
+    img = read_image(path)
+    assert img.pixel_spacing_mm == (0.3, 0.3)
+    assert img.xray.primary_angle_deg is None
+    assert any("PositionerPrimaryAngle varies" in n for n in img.notes)
+    expected = np.zeros((40, 40), bool)
+    expected[10:20, 10:30] = True
+    assert img.mask is not None and (img.mask == expected).all()
+
+
 def _sr_file(path, sop, root_code, template, study):
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -302,9 +336,9 @@ def test_polygonal_shutter_masks_the_field(tmp_path):
         rows=40,
         cols=40,
         ShutterShape="POLYGONAL",
-        VerticesOfThePolygonalShutter=[11, 11, 11, 30, 30, 30, 30, 11],
+        VerticesOfThePolygonalShutter=[11, 11, 11, 30, 20, 30, 20, 11],  # rows 11-20
     )
     img = read_image(path)
     expected = np.zeros((40, 40), bool)
-    expected[10:30, 10:30] = True
+    expected[10:20, 10:30] = True  # not square: a row/column swap shows
     assert img.mask is not None and (img.mask == expected).all()
