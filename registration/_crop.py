@@ -49,7 +49,7 @@ def crop_boxes(
     if not np.all(np.isfinite(mapped)):
         return None
     search = opts.grid
-    margin = (1.5 * max(opts.pyramid.levels) + 16.0) * grain(opts, fixed_spacing_mm)
+    margin = 1.5 * max(opts.pyramid.levels) * grain(opts, fixed_spacing_mm) + 16.0
     if do_search and opts.metric:
         margin += search.search_translation_mm / (fixed_spacing_mm or 0.3)
         # Rotation and scale of the search move corners too.
@@ -75,9 +75,9 @@ def refine_box(h, ext, shape, factors, grain: float = 1.0) -> tuple[int, int, in
     """Fixed-image rows and columns (y0, y1, x0, x1) that refining ``h`` needs.
 
     The moving mask's box (``ext`` from :func:`mask_extent`) mapped by ``h``, plus room
-    for the coarsest remaining smoothing (3 sigma) and 24 px of movement, both in pixels
-    of ``grain`` detector pixels; None when that saves under a fifth of the image or the
-    box degenerates.
+    for the coarsest remaining smoothing (3 sigma, its factors counting ``grain`` detector
+    pixels) and 24 detector pixels of movement; None when that saves under a fifth of the
+    image or the box degenerates.
     """
     if not len(factors):
         return None
@@ -85,7 +85,7 @@ def refine_box(h, ext, shape, factors, grain: float = 1.0) -> tuple[int, int, in
     corners = Transform(h).apply(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
     if not np.all(np.isfinite(corners)):
         return None
-    box = mapped_box(corners, (1.5 * max(factors) + 24.0) * grain, shape)
+    box = mapped_box(corners, 1.5 * max(factors) * grain + 24.0, shape)
     if box is None or (box[1] - box[0]) * (box[3] - box[2]) > 0.8 * shape[0] * shape[1]:
         return None
     return box

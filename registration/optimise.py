@@ -193,10 +193,8 @@ def run_levels(problem: LevelProblem, pyramid: Pyramid, start, model, first: int
     if fuse and out.iterations:
         sigma = lm_opts.landmark_sigma_px
         box = (*problem.center, problem.half)
-        # The metric's own error is a matter of millimetres, like the scales it ran at.
-        intensity_sigma = lm_opts.intensity_sigma_px * pyramid.grain
         out.matrix = fuse_with_intensity(
-            start, out.matrix, landmarks, sigma, intensity_sigma, box, model
+            start, out.matrix, landmarks, sigma, lm_opts.intensity_sigma_px, box, model
         )
     return out
 

@@ -103,8 +103,7 @@ class PyramidOptions:
     )
     finest_pixel_mm: float | None = option(
         0.27,
-        "Smoothing factors, feature scales, shadow depths, crop margins and "
-        "intensity_sigma_px count fluoroscopy pixels no "
+        "Smoothing factors, feature scales and shadow depths count fluoroscopy pixels no "
         "finer than this (mm at the isocentre): on a finer detector they are scaled up, so "
         "they cover the same millimetres as on the detectors they were chosen on; none: "
         "the detector's own pixels.",

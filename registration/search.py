@@ -111,7 +111,7 @@ def _score_step(pyramid: Pyramid, opts: SearchOptions) -> int:
     """
     ctx = pyramid.level(opts.search_level)
     pixel_map = np.eye(3) if ctx.fixed_pixel_map is None else ctx.fixed_pixel_map
-    return max(1, int(opts.search_level * pyramid.grain * pixel_map[0, 0]) // 8)
+    return max(1, int(opts.search_level * pixel_map[0, 0]) // 8)
 
 
 def _keep_apart(hs, costs, center, opts: SearchOptions, px_mm: float) -> list[int]:
