@@ -20,6 +20,9 @@ from hybridfuse.testdata.phantom.family import family_case
 
 #: A tuning seed whose ``start`` answer (the family benchmark's start) is 0.80 mm from the
 #: truth, one restart ending 1.15 mm from it at a cost 1.7 % worse: refused before the basin.
+#: Its detector is 0.15 mm at the isocentre: the basin shows with the pixel scales in the
+#: detector's own pixels (``finest_pixel_mm`` none), as when it was chosen; with the default
+#: the restarts end apart and the answer is accepted 0.64 mm off (session 19).
 SEED_FLAT = 44
 
 
@@ -28,7 +31,7 @@ def test_a_right_answer_in_a_flat_basin_is_accepted_with_a_wider_bound(tmp_path)
     case = family_case(SEED_FLAT, tmp_path / "case")
     truth = json.loads((case / "truth.json").read_text())
     start = perturbed_start(truth, np.random.default_rng([SEED_FLAT, MODES.index("start")]))
-    opts = RegistrationOptions()
+    opts = RegistrationOptions().with_values(finest_pixel_mm=None)
     fixed, moving = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
     result = register_images(fixed, moving, initial=start, options=opts)
     q, v = result.quality, result.quality.verification
