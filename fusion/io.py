@@ -233,6 +233,7 @@ def _header_dict(ds) -> dict:
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return {
         "sop_class_uid": sop,
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
         "sop_class_name": _uid_name(sop),
         "modality": str(ds.get("Modality", "")) or None,
         "manufacturer": str(ds.get("Manufacturer", "")) or None,

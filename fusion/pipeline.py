@@ -406,25 +406,20 @@ def _dose_report(folder: Path, found: list[tuple[str, dict]]) -> str | None:
     so the dose then comes from the image tags.
     Two different dose reports are refused: reading one dropped the other's dose silently.
     """
-    import pydicom
-
     dose = [
-        p for p, h in found if h["sop_class_uid"] == _RDSR_SOP_CLASS or h["template"] == "10001"
+        (p, h)
+        for p, h in found
+        if h["sop_class_uid"] == _RDSR_SOP_CLASS or h["template"] == "10001"
     ]
     if not dose:
         dose = [
-            p
+            (p, h)
             for p, h in found
             if h["template"] is None and h["sop_class_uid"] != _KEY_OBJECT_SOP_CLASS
         ]
     instances = {}
-    for p in dose:
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-            uid = str(ds.get("SOPInstanceUID", "")) or p
-        except Exception:  # noqa: BLE001 - read again (and reported) when the case runs
-            uid = p
-        instances.setdefault(uid, p)
+    for p, h in dose:  # the same report sent twice is one report
+        instances.setdefault(h.get("sop_instance_uid") or p, p)
     if len(instances) > 1:  # counted, not named: a batch's summary keeps this message
         raise InputError(
             f"{folder}: {len(instances)} different dose reports (SOP Instance UIDs differ); a "
