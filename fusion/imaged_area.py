@@ -10,7 +10,8 @@ corners. The imaged area is found from the region plus the display pixels:
    connected piece, holes filled, is the content;
 3. its left and right edges, row by row over its upper half (nearest the apex, where
    screens rarely clip), are fitted with lines (least squares, points more than 2 px
-   off dropped, three rounds); lines that meet above the content at an
+   off dropped, three rounds); lines that meet above the content (or within 2 % of
+   its height below its top, where a label sits on the apex) at an
    opening angle of at least 10 degrees make a sector (apex, radius range, angles), cut
    to the content's convex hull (a screen may clip a sector's sides); otherwise the
    shape is the content's bounding rectangle, or the region itself when the content
@@ -30,6 +31,8 @@ __all__ = ["ImagedArea", "find_imaged_area", "region_area"]
 
 #: Opening angle (degrees) from which converging edges are taken as a sector.
 MIN_SECTOR_DEG = 10.0
+#: How far below the content's top (a fraction of its height) the edges may still meet.
+APEX_SLACK = 0.02
 #: Largest gap (px) between the content and a side of the region that still counts as
 #: the content filling the region.
 FILL_GAP_PX = 2
@@ -196,8 +199,10 @@ def _sector(piece: np.ndarray, left, right, aspect: float):
         return None
     apex_y = (al - ar) / (br - bl)
     apex_x = al + bl * apex_y
-    top = np.flatnonzero(piece.any(axis=1))[0]
-    if apex_y > top + 2:
+    rows = np.flatnonzero(piece.any(axis=1))
+    # A label drawn at the apex (a screen capture has no region to cut it off) lifts the
+    # content's top a few rows above where the edges meet.
+    if apex_y > rows[0] + max(2.0, APEX_SLACK * (rows[-1] - rows[0])):
         return None
     yy, xx = np.mgrid[0 : piece.shape[0], 0 : piece.shape[1]]
     radius = np.hypot((xx - apex_x) * aspect, yy - apex_y)

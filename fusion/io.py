@@ -670,6 +670,9 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
                     "none: no ultrasound region calibrated in cm "
                     "(PhysicalUnitsX/YDirection = 3) and no PixelSpacing"
                 )
+    if modality is Modality.US and area is None and decode:
+        area = _screen_area(pixels, spacing, notes)
+        mask, mask_source = area.mask, area.source
     if modality.is_xray:
         xray = _xray_geometry(ds, path, notes)
         mask, mask_source = _collimator_mask(ds, pixels.shape[1:3], notes)
@@ -784,6 +787,20 @@ def _imaged_area(pixels: np.ndarray, reg: UltrasoundRegion, index: int, decoded:
     spacing = (reg.delta_y_mm, reg.delta_x_mm) if reg.is_calibrated_2d else None
     area = imaged_area.find_imaged_area(pixels, box, spacing)
     return dataclasses.replace(area, source=f"{area.source}: {where}")
+
+
+def _screen_area(pixels: np.ndarray, spacing, notes: list[str]):
+    """The tissue on an ultrasound screen with no regions (a screen capture).
+
+    Without regions nothing says where the image lies among the screen's rulers, text and
+    menus; the imaged area is found in the whole frame, as inside a region, so that they
+    are not fused as tissue.
+    """
+    rows, cols = pixels.shape[1:3]
+    area = imaged_area.find_imaged_area(pixels, (0, 0, cols - 1, rows - 1), spacing)
+    notes.append(f"no ultrasound regions: the imaged area ({area.shape}) found in the pixels")
+    where = area.source.replace(" within the region", "")
+    return dataclasses.replace(area, source=f"{where}: whole frame, no ultrasound regions")
 
 
 #: Geometry attributes whose values scale millimetres, angles or frame positions. A
