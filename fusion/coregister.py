@@ -484,6 +484,7 @@ def _register_frames(fixed: Image, moving: Image, *, fixed_frame, moving_frame, 
         result = exc.result
     if on_beads is not None:
         result.quality = result.quality.replace(clicks_on_beads=on_beads)
+        _refuse_off_beads(result, on_beads, options)
     if auto:
         _with_beads(result, found, fixed.mask, iso_mm, options)
         _judged_few(result, found, fixed, moving, (f, m), options, progress)
@@ -620,6 +621,26 @@ def _judged_placements(exc, fixed: Image, moving: Image, frames, options, progre
 
 def _silhouette_on(options) -> bool:
     return (options or RegistrationOptions()).probe_silhouette == "auto"
+
+
+def _refuse_off_beads(result, on_beads: dict, options) -> None:
+    """Refuse clicks that sit off the beads under them all the same way.
+
+    :func:`registration.click_offset.off_beads`: the pairs agree with each other, so no
+    check inside ``register`` sees it. ``--accept-unverified`` writes the answer marked.
+    """
+    from hybridfuse.registration.guards import raise_if_refused
+
+    reason = (on_beads.get("off_beads") or {}).get("refuse")
+    if not reason or result.quality.verdict != "accepted":
+        return
+    opts = options or RegistrationOptions()
+    result.quality = result.quality.replace(
+        verdict="refused",
+        reasons=[*result.quality.reasons, f"unverified: {reason}"],
+        accepted_unverified=True if opts.guards.accept_unverified else None,
+    )
+    raise_if_refused(result, opts)
 
 
 def _refuse_unchecked_match(result, matched: int, options) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from .click_offset import off_beads
 from .errors import LandmarkInputError
 from .evidence import needle_zone
 from .features import detect_beads
@@ -62,7 +63,8 @@ def snap_to_beads(
     least as well on the beads as where placed (4 pairs or more; compared over the pairs
     that fit keeps, ``reject_px`` being the landmark rejection threshold): a detection
     pulled off its bead by an edge or a neighbour is not trusted over the hand. Returns
-    the landmarks (weights: :func:`_weights`) and the record of what moved.
+    the landmarks (weights: :func:`_weights`) and the record of what moved, with
+    ``off_beads`` (:func:`registration.click_offset.off_beads`) on the clicks as kept.
     """
     fixed_xy = np.asarray(landmarks.fixed_xy, float)
     needle = detect_needle(fixed, fixed_mask, spacing_mm, bright=False)
@@ -85,6 +87,9 @@ def snap_to_beads(
     record["moved"] = int(moved.sum())
     record["median_shift_px"] = round(float(np.median(shift_px[moved])), 3) if moved.any() else None
     record["click_sigma_px"] = None if hand_px is None or not moved.any() else round(hand_px, 3)
+    final_xy = np.where(moved[:, None], new_xy, fixed_xy)
+    to_mm = np.asarray(spacing_mm, float)[::-1]
+    record["off_beads"] = off_beads(landmarks.moving_xy, final_xy, beads.xy, to_mm, reject_px)
     if not moved.any():
         return landmarks, record
     given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))

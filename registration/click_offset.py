@@ -1,0 +1,112 @@
+"""Fluoroscopy clicks that sit off the beads under them, all the same way.
+
+Clicks read off a shifted or resized display (or a fluoroscopy other than the one
+clicked on) still agree with each other: every check that compares pairs passes, and the
+answer carries the offset. The beads under the clicks show it. Each click is paired with
+the bead it sits nearest (and which sits nearest it) within :data:`PAIR_MM`; the clicks'
+displacements onto their beads are fitted with a shift, a scale and a turn common to
+all, and that common part is tested against the clicks' scatter (docs/registration-
+method.md, *Clicks off the same way*).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import LandmarkInputError
+from .landmarks import fit_landmarks, residual_sigma
+from .verify_landmarks import FALSE_REFUSAL_RATE
+
+__all__ = ["off_beads"]
+
+#: Farthest a click's bead may lie from it (mm at the isocentre): beyond the snap's 2 mm,
+#: so that clicks a few millimetres off still find their bead, and under the spacing of
+#: beads placed to be told apart.
+PAIR_MM = 5.0
+#: Smallest common displacement (RMS at the clicks, mm at the isocentre) that refuses:
+#: half the 2 mm within which an answer counts as right, so that a harmless bias of the
+#: hand is not refused for being consistent.
+LIMIT_MM = 1.0
+#: Parameters of the common part: a shift (2), a scale and a turn.
+_COMMON_DOF = 4
+
+
+def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> dict | None:
+    """The clicks' common displacement onto their beads, and a reason to refuse, or None.
+
+    ``to_mm`` is (x, y) mm at the isocentre per fluoroscopy pixel. The common part's
+    significance is an F test against the displacements' own residual pooled with the
+    landmark fit's (an affine fit of all pairs, whose residuals a common offset leaves
+    unchanged). None with fewer than 3 clicks on beads.
+    """
+    fixed_xy = np.asarray(fixed_xy, float).reshape(-1, 2)
+    beads_xy = np.asarray(beads_xy, float).reshape(-1, 2)
+    to_mm = np.asarray(to_mm, float)
+    clicks, beads = _on_beads(fixed_xy, beads_xy, to_mm)
+    m = len(clicks)
+    if m < 3:
+        return None
+    common, resid = _common_part(fixed_xy[clicks], beads_xy[beads], to_mm)
+    sum2, dof = float(resid @ resid), 2 * m - _COMMON_DOF
+    sigma_px, lm_dof = _landmark_scatter(moving_xy, fixed_xy, reject_px)
+    if sigma_px is not None:
+        sum2 += lm_dof * (sigma_px * float(np.mean(to_mm))) ** 2
+        dof += lm_dof
+    f_stat = (float(common @ common) / _COMMON_DOF) / max(sum2 / dof, 1e-12)
+    p_value = float(_f_tail(f_stat, dof))
+    offset_mm = float(np.sqrt(common @ common / m))
+    record = {"clicks_on_beads": m, "offset_mm": round(offset_mm, 3), "p_value": p_value}
+    if offset_mm >= LIMIT_MM and p_value < FALSE_REFUSAL_RATE:
+        record["refuse"] = (
+            f"the fluoroscopy clicks sit {offset_mm:.1f} mm off the {m} beads under them, "
+            "all the same way (a shift, scale or turn common to them, which the pairs cannot "
+            "see): an answer from them carries it; were they read off a shifted or resized "
+            "display, or another image?"
+        )
+    return record
+
+
+def _on_beads(fixed_xy, beads_xy, to_mm) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (clicks, beads) that are each other's nearest within :data:`PAIR_MM`."""
+    if not len(beads_xy) or not len(fixed_xy):
+        return np.zeros(0, int), np.zeros(0, int)
+    d = np.linalg.norm((fixed_xy[:, None, :] - beads_xy[None]) * to_mm, axis=2)
+    bead_of = np.argmin(d, axis=1)
+    click_of = np.argmin(d, axis=0)
+    rows = np.arange(len(fixed_xy))
+    ok = (d[rows, bead_of] <= PAIR_MM) & (click_of[bead_of] == rows)
+    return rows[ok], bead_of[ok]
+
+
+def _common_part(clicks, beads, to_mm) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted, residual) displacements in mm: least squares shift, scale and turn."""
+    m = len(clicks)
+    rel = (clicks - clicks.mean(axis=0)) * to_mm
+    design = np.zeros((2 * m, _COMMON_DOF))
+    design[0::2, 0] = 1.0
+    design[1::2, 1] = 1.0
+    design[0::2, 2], design[0::2, 3] = rel[:, 0], -rel[:, 1]
+    design[1::2, 2], design[1::2, 3] = rel[:, 1], rel[:, 0]
+    shift = ((beads - clicks) * to_mm).ravel()
+    params, *_ = np.linalg.lstsq(design, shift, rcond=None)
+    fitted = design @ params
+    return fitted, shift - fitted
+
+
+def _landmark_scatter(moving_xy, fixed_xy, reject_px) -> tuple[float | None, int]:
+    """Click noise (px) and its dof from an affine fit of every pair; (None, 0) if none."""
+    if len(fixed_xy) < 4:
+        return None, 0
+    try:
+        fit = fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
+    except LandmarkInputError:
+        return None, 0
+    sigma, dof = residual_sigma(fit.residuals_px[fit.inliers], "affine")
+    return sigma, dof
+
+
+def _f_tail(f_stat: float, dof: int) -> float:
+    """P(F(4, dof) > f_stat)."""
+    from scipy.special import fdtrc
+
+    return fdtrc(_COMMON_DOF, dof, f_stat)

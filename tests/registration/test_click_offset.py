@@ -1,0 +1,85 @@
+"""Fluoroscopy clicks off the beads under them, all the same way (registration.click_offset).
+
+Clicks read off a shifted or resized display agree with each other, so no check of the
+pairs sees them; the beads under them do.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hybridfuse.registration.click_offset import off_beads
+from hybridfuse.registration.clicks import snap_to_beads
+from tests.registration.test_clicks import CENTRES, SPACING_MM, _clicks, _image, _tre_mm
+
+TO_MM = np.asarray(SPACING_MM)[::-1]
+
+
+def _offset(clicks):
+    return snap_to_beads(_clicks(CENTRES, clicks), _image(CENTRES), None, SPACING_MM, 2.0)[1][
+        "off_beads"
+    ]
+
+
+@pytest.mark.parametrize(
+    "how",
+    [lambda c: c + [9.0, -8.0], lambda c: c.mean(0) + 0.85 * (c - c.mean(0))],
+    ids=["shifted 12 px", "scaled 0.85"],
+)
+def test_clicks_all_off_the_same_way_refuse(how):
+    clicks = how(CENTRES + np.random.default_rng(3).normal(0, 0.5, CENTRES.shape))
+    record = _offset(clicks)
+    assert record["clicks_on_beads"] == 5
+    assert record["offset_mm"] > 2.0 and record["p_value"] < 1e-6
+    assert "off the 5 beads under them, all the same way" in record["refuse"]
+
+
+@pytest.mark.parametrize("noise_px", [0.5, 3.0])
+def test_right_clicks_precise_or_hurried_pass(noise_px):
+    for seed in range(5):
+        clicks = CENTRES + np.random.default_rng(seed).normal(0, noise_px, CENTRES.shape)
+        record = _offset(clicks)
+        assert record is not None and "refuse" not in record, (seed, record)
+
+
+def test_one_click_off_is_not_a_common_offset():
+    clicks = CENTRES + np.random.default_rng(3).normal(0, 0.5, CENTRES.shape)
+    clicks[2] += [12.0, 6.0]  # 3.4 mm: on no bead, nearest its own
+    record = off_beads(CENTRES * 0.5, clicks, CENTRES, TO_MM, 6.0)
+    assert record["clicks_on_beads"] == 5 and "refuse" not in record, record
+
+
+def test_fewer_than_three_clicks_on_beads_test_nothing():
+    clicks = CENTRES + [12.0, 0.0]
+    assert off_beads(CENTRES[:2] * 0.5, clicks[:2], CENTRES, TO_MM, 6.0) is None
+    far = clicks.copy()
+    far[2:] += 40.0  # 10 mm from every bead
+    assert off_beads(CENTRES * 0.5, far, CENTRES, TO_MM, 6.0) is None
+
+
+def test_a_family_case_clicked_off_a_shifted_display_is_refused(family_case_of):
+    """Landmarks alone (no metric): the pairs agree, the predicted TRE is small."""
+    from hybridfuse.fusion.coregister import read_landmarks_csv, register_images
+    from hybridfuse.fusion.io import read_image
+    from hybridfuse.registration.options import RegistrationOptions
+
+    case = family_case_of(61, 512)  # tuning seed: five beads
+    truth = json.loads((case / "truth.json").read_text())
+    pair = read_image(case / "fluoro.dcm"), read_image(case / "us.dcm")
+    opts = RegistrationOptions().with_values(metric=None, accept_unverified=True)
+    right = register_images(*pair, landmarks=read_landmarks_csv(case / "landmarks.csv"))
+    assert right.quality.verdict == "accepted", right.quality.reasons
+    assert "refuse" not in right.quality.clicks_on_beads["off_beads"]
+    shifted = read_landmarks_csv(case / "landmarks.csv")
+    shifted.fixed_xy[:, :] += [8.0, 6.0]
+    wrong = register_images(*pair, landmarks=shifted, options=opts)
+    tre = _tre_mm(wrong.transform.matrix, truth)
+    assert tre > 2.0  # what it would have accepted
+    assert wrong.quality.predicted_tre_mm < tre / 2  # the pairs alone cannot tell
+    assert wrong.quality.verdict == "refused"
+    (reason,) = wrong.quality.reasons  # nothing else refuses it
+    assert "under them, all the same way" in reason
+    assert wrong.quality.accepted_unverified
