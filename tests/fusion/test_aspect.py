@@ -177,3 +177,22 @@ def test_square_pixels_give_the_video_of_the_grid_byte_for_byte(fused, tmp_path)
     frames = list(pydicom.dcmread(out / "fused_sc.dcm").pixel_array)
     write_mp4(tmp_path / "grid.mp4", frames, SAMPLE_FPS)
     assert (out / "fused.mp4").read_bytes() == (tmp_path / "grid.mp4").read_bytes()
+
+
+def test_pixel_aspect_ratio_is_read_and_a_bad_one_is_noted(tmp_path):
+    import pydicom
+
+    from hybridfuse.testdata import sample_case
+
+    ds = pydicom.dcmread(sample_case() / "fluoro_run01_scout_lateral.dcm")
+    del ds.ImagerPixelSpacing
+    ds.PixelAspectRatio = [6, 5]
+    ds.save_as(tmp_path / "ratio.dcm")
+    image = read_image(tmp_path / "ratio.dcm", decode=False)
+    assert image.pixel_aspect_ratio == (6.0, 5.0)
+    assert pixel_aspect(image).display_shape == (614, 512)
+    ds.PixelAspectRatio = [0, 5]
+    ds.save_as(tmp_path / "bad.dcm")
+    image = read_image(tmp_path / "bad.dcm", decode=False)
+    assert image.pixel_aspect_ratio is None
+    assert any("PixelAspectRatio (0028,0034) present but" in n for n in image.notes)
