@@ -75,7 +75,7 @@ class DisplayAspect:
         """What ``fuse.json`` says of the display: the pixel shape and any resampling."""
         rows, cols = self.display_shape
         if not self.resampled:
-            note = "square pixels: pictures written pixel for pixel"
+            note = "square pixels (within half a pixel over the image): written pixel for pixel"
         else:
             note = (
                 f"pixels {max(self.row, self.col):.4g} times as {_longer(self)} as "
