@@ -249,6 +249,9 @@ class Image:
     spacing_source : str
         Where :attr:`pixel_spacing_mm` came from (DICOM attribute names and tags).
     spacing_plane : SpacingPlane
+    pixel_aspect_ratio : tuple of float or None
+        (0028,0034) *Pixel Aspect Ratio* (vertical, horizontal size of a pixel), as the
+        file states it; what shape a pixel has when the file gives no spacing.
     frame_times_s : ndarray, shape (frames,)
         Acquisition time of each frame in seconds after :attr:`acquisition_datetime`
         (the first frame is at 0 unless the file says otherwise).
@@ -289,6 +292,7 @@ class Image:
     pixel_spacing_mm: tuple[float, float] | None = None
     spacing_source: str = "none"
     spacing_plane: SpacingPlane = SpacingPlane.UNSPECIFIED
+    pixel_aspect_ratio: tuple[float, float] | None = None
     frame_times_s: np.ndarray | None = None
     frame_times_source: str = "single frame"
     acquisition_datetime: _dt.datetime | None = None
@@ -445,6 +449,9 @@ class Image:
             ),
             "spacing_source": self.spacing_source,
             "spacing_plane": self.spacing_plane.value,
+            "pixel_aspect_ratio": (
+                list(self.pixel_aspect_ratio) if self.pixel_aspect_ratio else None
+            ),
             "acquisition_datetime": (
                 self.acquisition_datetime.isoformat() if self.acquisition_datetime else None
             ),

@@ -3,7 +3,9 @@
 The script is admitted by its hash in the page's Content-Security-Policy (:data:`CSP`), so
 it must stay a constant: every datum reaches it through the JSON block, never as code.
 Pixel convention as everywhere: (x, y) = (column, row), 0-based, pixel centres at integers;
-an image pixel (x, y) is drawn centred at canvas ``origin + (x + 0.5) * scale``.
+an image pixel (x, y) is drawn centred at canvas ``origin + (x + 0.5) * scale``, the scale
+of each axis in proportion to the pixel's size along it (``fixedPixel``/``usPixel``), so
+pixels that are not square are drawn in their shape while every coordinate stays the grid's.
 """
 
 from __future__ import annotations
@@ -321,12 +323,14 @@ function panes() {
           { kind: "us", x: w, y: 0, w, h: ch, iw: uw, ih: uh },
           { kind: "fused", x: 2 * w, y: 0, w, h: ch, iw: W, ih: H }];
 }
-function view(p) {
-  const s = Math.min(p.w / p.iw, p.h / p.ih) * state.zoom;
-  return { s, ox: p.x + (p.w - p.iw * s) / 2 + state.panX,
-           oy: p.y + (p.h - p.ih * s) / 2 + state.panY };
+// A pane's scale: s per square pixel, sx and sy per image pixel along x and y.
+function view(p, zoom = state.zoom, panX = state.panX, panY = state.panY) {
+  const [ax, ay] = (p.kind === "us" ? DATA.usPixel : DATA.fixedPixel) || [1, 1];
+  const s = Math.min(p.w / (p.iw * ax), p.h / (p.ih * ay)) * zoom, sx = s * ax, sy = s * ay;
+  return { s, sx, sy, ox: p.x + (p.w - p.iw * sx) / 2 + panX,
+           oy: p.y + (p.h - p.ih * sy) / 2 + panY };
 }
-const toCanvas = (v, x, y) => [v.ox + (x + 0.5) * v.s, v.oy + (y + 0.5) * v.s];
+const toCanvas = (v, x, y) => [v.ox + (x + 0.5) * v.sx, v.oy + (y + 0.5) * v.sy];
 function paneAt(cx, cy) {
   return panes().find(p => cx >= p.x && cx < p.x + p.w && cy >= p.y && cy < p.y + p.h);
 }
@@ -334,7 +338,7 @@ function pointAt(cx, cy) {
   const p = paneAt(cx, cy); if (!p) return null;
   const v = view(p);
   return { kind: p.kind, plane: p.kind === "us" ? "us" : "fixed",
-           x: (cx - v.ox) / v.s - 0.5, y: (cy - v.oy) / v.s - 0.5 };
+           x: (cx - v.ox) / v.sx - 0.5, y: (cy - v.oy) / v.sy - 0.5 };
 }
 function usFrameCanvas(i) {  // the ultrasound frame in its own pixels, transparent off the mask
   const v = grey(DATA.usFrame[i]); if (!v) return null;
@@ -368,7 +372,7 @@ function drawPane(p, i) {
   ctx.save(); ctx.beginPath(); ctx.rect(p.x, p.y, p.w, p.h); ctx.clip();
   if (src) {
     ctx.imageSmoothingEnabled = false;
-    ctx.setTransform(v.s, 0, 0, v.s, v.ox, v.oy); ctx.drawImage(src, 0, 0);
+    ctx.setTransform(v.sx, 0, 0, v.sy, v.ox, v.oy); ctx.drawImage(src, 0, 0);
     ctx.setTransform(1, 0, 0, 1, 0, 0);
   }
   ctx.font = "13px sans-serif"; ctx.fillStyle = "#ff0";
@@ -446,7 +450,7 @@ function errorAt(q) {  // bilinear on the grid; null outside it
 function scaleBar(p, v) {
   const us = p.kind === "us", sp = us ? DATA.usSpacingMm : DATA.fixedSpacingMm;
   if (!sp) return;
-  const len = 10 / sp[1] * v.s, y = p.y + p.h - 16;
+  const len = 10 / sp[1] * v.sx, y = p.y + p.h - 16;
   if (!us) state.scaleBarPx = len;
   ctx.fillStyle = "#fff"; ctx.fillRect(p.x + 12, y, len, 4);
   ctx.font = "12px sans-serif";
@@ -513,10 +517,10 @@ function setMode(m) {
 }
 function zoomAt(cx, cy, z) {
   z = Math.min(40, Math.max(0.1, z));
-  const p = paneAt(cx, cy) || panes()[0], v = view(p);
-  const ix = (cx - v.ox) / v.s, iy = (cy - v.oy) / v.s, s2 = Math.min(p.w / p.iw, p.h / p.ih) * z;
-  state.panX = cx - ix * s2 - p.x - (p.w - p.iw * s2) / 2;
-  state.panY = cy - iy * s2 - p.y - (p.h - p.ih * s2) / 2;
+  const p = paneAt(cx, cy) || panes()[0], v = view(p), v2 = view(p, z, 0, 0);
+  const ix = (cx - v.ox) / v.sx, iy = (cy - v.oy) / v.sy;  // the image point kept under (cx, cy)
+  state.panX = cx - ix * v2.sx - v2.ox;
+  state.panY = cy - iy * v2.sy - v2.oy;
   state.zoom = z; draw();
 }
 function zoomBy(f) { const p = panes()[0]; zoomAt(p.x + p.w / 2, p.y + p.h / 2, state.zoom * f); }
@@ -737,7 +741,7 @@ for (const name of Object.keys(DATA.colormaps || {})) {
 ui("colormap").value = state.colormap;
 ui("frame").max = N - 1;
 ui("opacity").value = Math.round(state.opacity * 100);
-const notes = [DATA.note, DATA.usNote, `cine: ${state.timing}`, EM.text];
+const notes = [DATA.note, DATA.usNote, DATA.pixelNote, `cine: ${state.timing}`, EM.text];
 ui("note").textContent = notes.filter(Boolean).join(" · ");
 setMode(state.mode);
 showConfidence();

@@ -238,6 +238,7 @@ def write_fused_sc(
     description: str,
     key: bytes | None = None,
     uid_map: str | os.PathLike | None = None,
+    pixel_aspect_ratio: list[int] | None = None,
 ) -> Path:
     """Write the fused RGB frames as one multi-frame true-colour SC object.
 
@@ -252,6 +253,8 @@ def write_fused_sc(
     key : pseudonym key for de-identification; the user's key when None.
     uid_map : CSV to write (or extend) with the source->new UID map when de-identifying;
         none is written when None. Keep it private: it re-identifies the object.
+    pixel_aspect_ratio : (vertical, horizontal) of a pixel that is not square, declared
+        as PixelAspectRatio (0028,0034) so a viewer shows it unstretched; None: square.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
@@ -268,6 +271,8 @@ def write_fused_sc(
     if deid is not None:  # the content names the object: one UID per distinct fusion
         content = pixels.digest()
         content.update(f"{description}\0{frame_time_ms:.3f}\0{burned_in}".encode())
+        if pixel_aspect_ratio:  # the same pixels shown in another shape: another object
+            content.update(f"\0{pixel_aspect_ratio}".encode())
         fingerprint = (*source_uids, content.hexdigest())
     ds = derived_dataset(MF_TRUE_COLOR_SC, src, deid=deid, fingerprint=fingerprint)
     now = _dt.datetime.now()
@@ -306,6 +311,10 @@ def write_fused_sc(
     ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
+    if pixel_aspect_ratio:
+        # Type 1C (Image Pixel module, PS3.3 C.7.6.3): required when pixels are not
+        # square and no Pixel Spacing, Imager or Nominal Scanned Pixel Spacing is given.
+        ds.PixelAspectRatio = [int(v) for v in pixel_aspect_ratio]
     ds.NumberOfFrames = n
     if n > 1:
         # Type 1C: only a multi-frame (cine) object has a frame increment to point to.

@@ -43,6 +43,7 @@ from hybridfuse.registration import Transform
 from hybridfuse.registration.warp import warp_to_fixed
 
 from ._image import Image
+from .aspect import pixel_aspect
 from .blend import BlendMode, blend
 from .dicom_out import case_pseudonym, write_fused_sc
 from .errors import InputError
@@ -310,7 +311,8 @@ def _fuse_frames(fixed, moving, transform, pairs, tmp: Path, spool, viewer, opts
             )
             spool.append(rgb)
             # PNG encoding runs on the pool: zlib releases the GIL.
-            pending.append((None, pool.submit(write_png, tmp / f"fused_{k:03d}.png", rgb)))
+            shown = opts["aspect"].to_display(rgb)  # square pixels on screen
+            pending.append((None, pool.submit(write_png, tmp / f"fused_{k:03d}.png", shown)))
             if viewer.wants(k):
                 layers = (f.astype(np.uint8), m.astype(np.uint8), valid)
                 pending.append((k, pool.submit(viewer.encode, *layers)))
@@ -443,7 +445,14 @@ def fuse_images(
     )
     pairs, how = pair_frames(fixed, moving, fixed_idx, transform_frames)
     inputs = _input_records(fixed, moving, transform_source, include_phi, file_hashes)
-    opts = {"mode": mode, "opacity": opacity, "colormap": colormap, "order": order}
+    aspect = pixel_aspect(fixed)
+    opts = {
+        "mode": mode,
+        "opacity": opacity,
+        "colormap": colormap,
+        "order": order,
+        "aspect": aspect,
+    }
     t0 = time.perf_counter()
     from .pipeline import claim_out  # says so when a concurrent run took out_dir
 
@@ -499,6 +508,7 @@ def fuse_images(
                 "transform_plausibility": plausibility,
                 "viewer": viewer.summary(),
                 "video": {"format": video, "frames": video_note},
+                "display": aspect.record(),
                 "fuse_and_write_s": fuse_time,
                 "frames_per_second": len(pairs) / fuse_time if fuse_time > 0 else None,
                 "outputs": written,
@@ -526,17 +536,20 @@ def _write_products(
 ) -> tuple[list[str], str, str | None]:
     """Video, viewer.html and fused_sc.dcm from the spooled frames.
 
-    Returns the names written, the case label and what the video holds.
+    The video shows square pixels (:mod:`fusion.aspect`); the DICOM keeps the grid and
+    says its pixels' shape. Returns the names written, the case label and what the video
+    holds.
     """
+    aspect = pixel_aspect(fixed)  # checked by fuse_images before anything was written
     t_first = fixed.frame_times_s[pairs[0][0]]
     times = [float(fixed.frame_times_s[i] - t_first) for i, _, _ in pairs]
     fps = _frame_rate(times)
     written = [f"fused_{k:03d}.png" for k in range(len(pairs))]
     video_note = "every frame" if video != "none" else None
     if video == "mp4":
-        write_mp4(tmp / "fused.mp4", spool, fps)
+        write_mp4(tmp / "fused.mp4", aspect.frames(spool), fps)
     elif video == "gif":
-        step = write_gif(tmp / "fused.gif", spool, fps)
+        step = write_gif(tmp / "fused.gif", aspect.frames(spool), fps)
         if step > 1:
             kept = len(range(0, len(spool), step))
             video_note = f"{kept} of {len(spool)} frames, one in {step} (a GIF's bound)"
@@ -555,12 +568,12 @@ def _write_products(
     write_text(tmp / "viewer.html", html)
     written.append("viewer.html")
     if dicom:
-        _write_dicom(tmp, spool, fixed, moving, fps, include_phi, how, uid_map)
+        _write_dicom(tmp, spool, fixed, moving, fps, include_phi, how, uid_map, aspect)
         written.append("fused_sc.dcm")
     return written, label, video_note
 
 
-def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how, uid_map) -> None:
+def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how, uid_map, aspect) -> None:
     import pydicom
 
     headers = [
@@ -581,4 +594,5 @@ def _write_dicom(tmp, frames, fixed, moving, fps, include_phi, how, uid_map) -> 
         burned_in=False,
         description=f"Ultrasound registered onto fluoroscopy (homography), {how}",
         uid_map=uid_map,
+        pixel_aspect_ratio=aspect.dicom_ratio(),
     )

@@ -683,6 +683,7 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         if spacing is not None:
             notes.append(f"file spacing {spacing} mm ({spacing_source}) overridden by hand")
         spacing, spacing_source = spacing_mm, "given by hand"
+    aspect = _pixel_aspect_ratio(ds, notes)
 
     uids = {
         key: str(ds.get(attr))
@@ -701,6 +702,7 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         pixel_spacing_mm=spacing,
         spacing_source=spacing_source,
         spacing_plane=plane,
+        pixel_aspect_ratio=aspect,
         frame_times_s=frame_times,
         frame_times_source=times_source,
         acquisition_datetime=start,
@@ -1390,6 +1392,16 @@ def _spacing_pair(ds, keyword: str, tag: str, path: Path, bounds, what: str):
             f"{path}: {keyword} {tag} = {pair[0]:g}\\{pair[1]:g} mm is outside the "
             f"plausible {lo:g}..{hi:g} mm for {what}"
         )
+    return pair
+
+
+def _pixel_aspect_ratio(ds, notes: list[str]) -> tuple[float, float] | None:
+    """(0028,0034) Pixel Aspect Ratio as (vertical, horizontal); None, noted, when unusable."""
+    if "PixelAspectRatio" not in ds:
+        return None
+    pair = _pair(ds.get("PixelAspectRatio"))
+    if pair is None:
+        notes.append("PixelAspectRatio (0028,0034) present but not two positive numbers; ignored")
     return pair
 
 

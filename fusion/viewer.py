@@ -33,6 +33,7 @@ from hybridfuse._safeio import html_text, script_json, write_text
 from hybridfuse.registration.transforms import Transform
 
 from ._viewer_page import CSP, PAGE, SCRIPT
+from .aspect import pixel_aspect
 
 __all__ = [
     "MAX_BYTES",
@@ -215,6 +216,11 @@ def _spacing(v) -> list[float] | None:
     return [row, col] if row and col and row > 0 and col > 0 else None
 
 
+def _pixel_shape(v) -> list[float]:
+    """An (x, y) drawn pixel size as two positive finite numbers, else a square's [1, 1]."""
+    return _spacing(v) or [1.0, 1.0]
+
+
 def _matrix(m) -> list[list[float]] | None:
     """A finite, invertible 3x3 matrix as nested lists, else None (no linked cursor)."""
     try:
@@ -325,6 +331,8 @@ class ViewerContext:
     times_source : where the fluoroscopy frame times came from (DICOM attribute).
     model : the transform's model, for the predicted-error outline (:mod:`fusion.viewer_error`).
     order : ``fuse``'s interpolation (nearest, linear, cubic), which the page's warp repeats.
+    fixed_pixel, moving_pixel : (x, y) size each image's pixel is drawn at, relative to a
+        square (:meth:`fusion.aspect.DisplayAspect.viewer_scale`); pixel_note says why.
     """
 
     mode: str = "alpha"
@@ -340,6 +348,9 @@ class ViewerContext:
     times_source: str = ""
     model: str = "projective"
     order: str = "linear"
+    fixed_pixel: tuple[float, float] = (1.0, 1.0)
+    moving_pixel: tuple[float, float] = (1.0, 1.0)
+    pixel_note: str = ""
 
 
 def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transform_source=None):
@@ -350,6 +361,9 @@ def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transfor
     if quality is None and transform_source:
         quality = read_quality(transform_source)
     us_plane = getattr(moving.spacing_plane, "value", "") == "ultrasound-scan-plane"
+    fixed_aspect = opts.get("aspect") or pixel_aspect(fixed)
+    moving_aspect = pixel_aspect(moving, limit=None)  # only drawn: no resampling to bound
+    notes = (fixed_aspect.viewer_note("fluoroscopy"), moving_aspect.viewer_note("ultrasound"))
     return ViewerContext(
         mode=getattr(opts["mode"], "value", opts["mode"]),
         opacity=float(opts["opacity"]),
@@ -364,6 +378,9 @@ def viewer_context(fixed, moving, transform, pairs, opts, quality=None, transfor
         times_source=str(fixed.frame_times_source),
         model=getattr(transform.model, "value", str(transform.model)),
         order=str(opts.get("order", "linear")),
+        fixed_pixel=tuple(fixed_aspect.viewer_scale()),
+        moving_pixel=tuple(moving_aspect.viewer_scale()),
+        pixel_note=" · ".join(n for n in notes if n),
     )
 
 
@@ -465,6 +482,9 @@ def _context_data(ctx: ViewerContext, idx: list[int], us: tuple) -> dict:
         "order": ctx.order if ctx.order in ("nearest", "linear", "cubic") else "linear",
         "fixedSpacingMm": _spacing(ctx.fixed_spacing_mm),
         "usSpacingMm": _spacing(ctx.moving_spacing_mm),
+        "fixedPixel": _pixel_shape(ctx.fixed_pixel),
+        "usPixel": _pixel_shape(ctx.moving_pixel),
+        "pixelNote": str(ctx.pixel_note),
         "quality": _quality(ctx.quality),
         "timesSource": str(ctx.times_source),
     }

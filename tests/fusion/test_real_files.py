@@ -100,3 +100,19 @@ def test_info_reports_the_imaged_area(row):
     assert "Imaged area    sector, x " in text and " deg open)" in text
     header_only = CliRunner().invoke(cli, ["info", path]).output
     assert "the region's bounds only (--decode finds the tissue" in header_only
+
+
+def test_real_pixel_shapes_are_read():
+    """Issue16's ultrasound: 0.2857 x 0.2286 mm, PixelAspectRatio 536:670 (agreeing); the RF 1:1."""
+    from hybridfuse.fusion.aspect import pixel_aspect
+
+    us_file = REALDATA / "images" / "orthanc-tests__Issue16.dcm"
+    if not (us_file.is_file() and RF_FILE.is_file()):
+        pytest.skip("real vendor files are read from ../shared")
+    us = read_image(us_file, decode=False)
+    assert us.pixel_aspect_ratio == (536.0, 670.0)
+    aspect = pixel_aspect(us, limit=None)
+    assert aspect.viewer_scale() == pytest.approx([1.25, 1.0], rel=1e-6)
+    assert "disagrees" not in aspect.source
+    rf = read_image(RF_FILE, decode=False)
+    assert rf.pixel_aspect_ratio == (1.0, 1.0) and not pixel_aspect(rf).resampled

@@ -397,6 +397,95 @@ def test_distance_tool_reads_a_known_10_mm_in_its_plane(browser, fused, shots):
     browser.save_screenshot(str(shots / "measure.png"))
 
 
+# --- pixels that are not square ----------------------------------------------------------------
+
+#: The anisotropic case's ultrasound is given pixels 1.25 times as wide as tall (as one
+#: real scanner's, 0.2857 x 0.2286 mm), for the side-by-side ultrasound pane.
+US_ASPECT = 1.25
+
+
+@pytest.fixture(scope="module")
+def fused_aniso_viewer(anisotropic, tmp_path_factory):
+    """The anisotropic case's viewer, and its fluoroscopy as read."""
+    import dataclasses
+
+    from hybridfuse.fusion import read_image
+
+    a = anisotropic
+    fixed = read_image(a["fixed"])
+    moving = dataclasses.replace(a["moving"], pixel_spacing_mm=(0.15, 0.15 * US_ASPECT))
+    out = tmp_path_factory.mktemp("viewer-aniso") / "out"
+    fuse_images(fixed, moving, a["transform"], out, frames=[0], video="none", dicom=False,
+                transform_frames=(0, a["pair"]["us_frame"]), landmarks=a["landmarks"])  # fmt: skip
+    return out / "viewer.html", fixed
+
+
+def _canvas_grey(drv) -> np.ndarray:
+    from PIL import Image
+
+    url = _api(drv, "canvasPng()")
+    png = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+
+
+def test_pixels_that_are_not_square_are_drawn_in_their_shape(browser, fused_aniso_viewer, shots):
+    from scipy.ndimage import label
+
+    from .conftest import DISC
+
+    page, fixed = fused_aniso_viewer
+    _open(browser, page)
+    # The scene's disc is round on the canvas, as it was before the columns were coarsened.
+    x0 = (DISC[0] + 0.5) * 341 / 512 - 0.5
+    cx, cy = (int(round(v)) for v in _api(browser, "imageToCanvas(arguments[0], arguments[1])",
+                                           x0, DISC[1]))  # fmt: skip
+    parts, _ = label(_canvas_grey(browser) < 16)
+    ys, xs = np.nonzero(parts == parts[cy, cx])
+    assert np.sqrt(xs.var() / ys.var()) == pytest.approx(1.0, abs=0.02)
+    (p,) = _api(browser, "panes()")
+    sy, sx = fixed.xray.isocenter_spacing_mm
+    assert p["sx"] / p["sy"] == pytest.approx(sx / sy, rel=1e-9)  # canvas px per mm: one
+    assert _state(browser, "scaleBarPx") == pytest.approx(10 / sx * p["sx"], rel=1e-9)
+    assert "pixels 1.5 times as wide as tall" in browser.find_element("id", "note").text
+    browser.save_screenshot(str(shots / "anisotropic.png"))
+
+
+def test_clicks_and_distances_stay_in_the_grids_pixels(browser, fused_aniso_viewer, anisotropic):
+    page, fixed = fused_aniso_viewer
+    _open(browser, page)
+    for x, y in ((12.0, 40.0), (300.5, 211.25)):  # a click lands on the pixel drawn there
+        cx, cy = _api(browser, "imageToCanvas(arguments[0], arguments[1])", x, y)
+        got = _api(browser, "canvasToImage(arguments[0], arguments[1])", cx, cy)
+        assert (got["x"], got["y"]) == pytest.approx((x, y), abs=1e-9)
+    # Between two landmarks: the distance their square-pixel positions give, in mm.
+    tip, bead = (next(lm for lm in anisotropic["landmarks"] if lm["name"] == n)
+                 for n in ("needle_tip", "bead0"))  # fmt: skip
+    square = {lm["name"]: lm["fixed_xy"] for lm in anisotropic["pair"]["landmarks"]}
+    iso = 0.37 / fixed.xray.magnification
+    want = iso * np.hypot(*np.subtract(square["needle_tip"], square["bead0"]))
+    browser.execute_script("document.getElementById('measure').click()")
+    text = _measure(browser, 0, (tip["x"], tip["y"]), (bead["x"], bead["y"]))
+    assert float(re.search(r"([\d.]+) mm", text).group(1)) == pytest.approx(want, abs=0.05)
+    # Zooming about the pointer keeps the image point under it, both axes.
+    (q0,) = _api(browser, "panes()")
+    _pointer(browser, "wheel", 300, 250)
+    (q1,) = _api(browser, "panes()")
+    under = [((300 - q["ox"]) / q["sx"], (250 - q["oy"]) / q["sy"]) for q in (q0, q1)]
+    assert under[1] == pytest.approx(under[0], abs=1e-9)
+
+
+def test_the_ultrasound_pane_draws_its_own_pixel_shape(browser, fused_aniso_viewer):
+    page, _ = fused_aniso_viewer
+    _open(browser, page)
+    _set(browser, "mode", "side-by-side")
+    fluoro, us, _ = _api(browser, "panes()")
+    assert us["sx"] / us["sy"] == pytest.approx(US_ASPECT, rel=1e-9)
+    assert fluoro["sx"] / fluoro["sy"] == pytest.approx(512 / 341, rel=1e-3)
+    browser.execute_script("document.getElementById('measure').click()")
+    text = _measure(browser, 1, (300.0, 200.0), (300.0, 200.0 + 10 / 0.15))  # 10 mm down
+    assert float(re.search(r"([\d.]+) mm", text).group(1)) == pytest.approx(10.0, abs=0.1)
+
+
 # --- time -----------------------------------------------------------------------------------
 
 
