@@ -850,7 +850,7 @@ def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, 
     heads = dict(zip(spec.fluoro, fluoro, strict=True))
     for p in spec.ultrasound:
         if p not in paired:  # a clip no run is paired with: checked against the nearest run
-            head = _us_header(p, raise_error=True)
+            head = headers[p] or _us_header(p, raise_error=True)
             run = _nearest(head, heads)
             belonging.append(_belonging(config, records, heads[run], run, head, p))
     return fluoro, pairing, belonging
