@@ -67,7 +67,6 @@ def test_a_run_without_a_concurrent_clip_is_reported_not_fused(tmp_path):
     assert first["ultrasound"] is None and first["nearest_s"] == pytest.approx(217.5)  # to us_c
     transform = json.loads((tmp_path / "out/registration/transform.json").read_text())
     assert transform["moving"]["file"] == "us_c.dcm"
-    assert "fluoro_run01_scout_lateral.dcm: not registered" not in summary  # no such key
     index = (tmp_path / "out/index.html").read_text(encoding="utf-8")
     assert "No ultrasound file has a frame within 0.5 s of fluoro_run01_scout_lateral.dcm" in index
 
@@ -101,3 +100,24 @@ def test_a_batch_row_names_the_runs_without_a_clip():
     summary = {"ultrasound_pairing": [{"fluoroscopy": "run 1", "ultrasound": None}]}
     assert _row("c1", "ok", 1.0, summary)["message"] == "no ultrasound file within 0.5 s of: run 1"
     assert _row("c1", "ok", 1.0, {})["message"] == ""
+
+
+def test_files_without_acquisition_times_fall_back_to_the_first_such_file():
+    # Without times there is nothing to pair by: the first file without them, as before.
+    import datetime as dt
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from hybridfuse.fusion.us_pairing import pair_runs
+
+    def image(when, n=2):
+        return SimpleNamespace(acquisition_datetime=when, frame_times_s=np.arange(n), n_frames=n)
+
+    run = image(dt.datetime(2026, 1, 15, 10))
+    far = image(dt.datetime(2026, 1, 15, 11))  # timed, an hour away
+    heads = {"a.dcm": far, "b.dcm": image(None), "c.dcm": image(None)}
+    [pair] = pair_runs(list(heads), [run], heads)
+    assert pair.ultrasound == "b.dcm" and "no acquisition times" in pair.how
+    [pair] = pair_runs(["a.dcm", "z.dcm"], [run], {"a.dcm": far, "z.dcm": far})
+    assert pair.ultrasound is None and pair.nearest_s == pytest.approx(3599.0)
