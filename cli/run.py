@@ -92,6 +92,8 @@ def run(ctx, case, out_dir, config_path, overwrite, as_json, **opts):
 
 def _report(summary, out_dir, as_json):
     from hybridfuse._safeio import terminal_text
+    from hybridfuse.fusion.pipeline import unpaired_runs
+    from hybridfuse.fusion.us_pairing import PAIRING_LIMIT_S
 
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))
@@ -100,6 +102,12 @@ def _report(summary, out_dir, as_json):
     tre = reg.get("tre")
     click.echo(terminal_text(f"case {summary['case_id']} done: {out_dir}"))
     click.echo(f"  open first: {out_dir / 'index.html'} (links the viewer and the dose report)")
+    if reg.get("ultrasound"):  # several ultrasound files: the one registered
+        click.echo(terminal_text(f"  registered: {reg['fluoroscopy']} with {reg['ultrasound']}"))
+    for run in unpaired_runs(summary):
+        click.echo(
+            terminal_text(f"  {run}: no ultrasound file within {PAIRING_LIMIT_S:g} s; not fused")
+        )
     if tre:
         click.echo(f"  registration TRE vs truth: median {tre['median_mm']:.3f} mm")
     d = summary["dose"]

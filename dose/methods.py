@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hybridfuse._safeio import html_text
 
+from .clip_series import MAX_FRAME_GAP_S
 from .labels import number
 from .saved import (
     CLIP_GUIDED_FRACTION,
@@ -80,7 +81,18 @@ def assumption_rows(report: dict) -> list[tuple[str, str, str, str]]:
             "all of the above together",
         ),
     ]
+    if any("files" in iv for iv in cf.get("us_guided_intervals_s") or []):
+        rows.insert(-1, _FRAME_FILES_ROW)  # said only where frame files were joined
     return rows
+
+
+#: How single-frame files of one series become one clip (:mod:`.clip_series`).
+_FRAME_FILES_ROW = (
+    "Frame files joined into one clip",
+    f"single-frame files of one series at most {MAX_FRAME_GAP_S:g} s apart",
+    "B-mode imaging runs at 10-80 frames/s: a live loop leaves no 1 s without a frame",
+    "first frame to last (plus a stated frame time), shared out as a clip",
+)
 
 
 def _input_html(record: dict) -> str:

@@ -395,7 +395,7 @@ def build_dose_report(
             seed=seed,
         )
         saved["counterfactual"]["flags"][:0] = timing_flags
-        clips = [i.clip for i in intervals if i.clip is not None]
+        clips = [m for i in intervals for m in i.members]  # each file of a series too
         if clips:  # how the intervals' sources and flags name them
             saved["counterfactual"]["clips"] = clips
         flags.extend(saved["counterfactual"]["flags"])

@@ -88,6 +88,9 @@ class Interval:
     clip: dict | None = None
     #: The clip as given, for errors on the user's terminal only (never written).
     path: str | None = None
+    #: The input records of every file the interval comes from: the clip, or each
+    #: single-frame file of a series taken as one clip (:mod:`.clip_series`).
+    members: tuple[dict, ...] = ()
 
     def said(self) -> str:
         """The source as an error says it: naming the clip's path, not its label."""
@@ -152,18 +155,44 @@ def ultrasound_intervals_from_clips(
 
     Each runs from the first frame to the last, cut where the first fluoroscopy event
     after the clip's start begins (guidance is then handed back to fluoroscopy).
+    Single-frame files of one series taken in a row are one clip (:mod:`.clip_series`).
     Tolerance: one frame interval (at least 1 s). A clip from another patient, study or
     calendar day than the RDSR carries a note (:attr:`Interval.notes`). Sources and notes
     name a clip by its label (:mod:`.inputs`), by its file name only with ``include_phi``.
     """
-    from .image_tags import read_header
-    from .inputs import input_record, shown_name
+    from .clip_series import group_frame_files, series_span
 
     out = []
     fluoro_starts = sorted(
         _t(e, t0) for e in record.events if e.event_type == "fluoroscopy" and e.start is not None
     )
-    seen: dict[str, object] = {}
+    for group in group_frame_files(_read_clips(paths, t0, include_phi)):
+        first = group[0]
+        if len(group) == 1:
+            iv = _clip_interval(
+                first.ds, first.frames, first.path, first.offset_s, fluoro_starts, first.name
+            )
+        else:
+            begin, end, tolerance, how = series_span(group, fluoro_starts)
+            iv = Interval(
+                begin, end, tolerance, how + _CLIP_FRACTION_TEXT,
+                guided_fraction=CLIP_GUIDED_FRACTION,
+            )  # fmt: skip
+        # A series is named by its first file: one note for it, not one per frame.
+        notes = (_identity_notes(c.ds, first.name, record, c.start, t0) for c in group)
+        iv = replace(iv, notes=tuple(dict.fromkeys(n for ns in notes for n in ns)))
+        members = tuple(c.record for c in group)
+        out.append(replace(iv, clip=first.record, path=first.path, members=members))
+    return out
+
+
+def _read_clips(paths, t0: _dt.datetime, include_phi: bool) -> list:
+    """Each file's header and acquisition start; a file given twice, or unplaceable, refused."""
+    from .clip_series import ClipFile
+    from .image_tags import read_header
+    from .inputs import input_record, shown_name
+
+    clips, seen = [], {}
     for n, path in enumerate(paths, 1):
         real = os.path.realpath(path)
         if real in seen:
@@ -181,13 +210,11 @@ def ultrasound_intervals_from_clips(
         start, _ = dicom.acquisition_start(ds)
         if start is None:
             raise DoseInputError(f"{path}: no acquisition date/time; give --us-interval")
-        offset_s = (start - t0).total_seconds()
         clip = input_record(path, role="clip", position=n, include_phi=include_phi)
-        name = shown_name(clip)
-        iv = _clip_interval(ds, _frame_count(ds, path), path, offset_s, fluoro_starts, name)
-        notes = _identity_notes(ds, name, record, start, t0)
-        out.append(replace(iv, notes=notes, clip=clip, path=str(path)))
-    return out
+        frames = _frame_count(ds, path)
+        offset_s = (start - t0).total_seconds()
+        clips.append(ClipFile(str(path), ds, frames, start, offset_s, clip, shown_name(clip)))
+    return clips
 
 
 def _identity_notes(ds, name: str, record: DoseRecord, start, t0) -> tuple[str, ...]:
@@ -231,6 +258,13 @@ def _frame_count(ds, path) -> int:
     return int(n)
 
 
+_CLIP_FRACTION_TEXT = (
+    "; the needle advance is taken to fill 50-100 % of that span "
+    "(uniform; the clip also holds scanning before insertion and "
+    "after arrival). Give --us-interval for precision."
+)
+
+
 def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts, name: str) -> Interval:
     """One clip's interval: first frame to last, or to the first fluoroscopy in between.
 
@@ -262,9 +296,7 @@ def _clip_interval(ds, n: int, path, offset_s: float, fluoro_starts, name: str) 
         max(step, 1.0),
         f"{name}: first frame to last frame"
         + (f" (cut at the fluoroscopy event starting at {end:.1f} s)" if later else "")
-        + "; the needle advance is taken to fill 50-100 % of that span "
-        "(uniform; the clip also holds scanning before insertion and "
-        "after arrival). Give --us-interval for precision.",
+        + _CLIP_FRACTION_TEXT,
         guided_fraction=CLIP_GUIDED_FRACTION,
     )
 
@@ -470,6 +502,8 @@ def saved_counterfactual(
                 "guided_fraction": list(i.guided_fraction),
                 "guided_time_s": i.duration_s,
                 "source": i.source,
+                # a series of frame files: which (by label), as the source says
+                **({"files": [m["input"] for m in i.members]} if len(i.members) > 1 else {}),
             }
             for i in us_intervals
         ],

@@ -59,7 +59,9 @@ from .pipeline import (
     input_hash,
     is_output_folder,
     run_case,
+    unpaired_runs,
 )
+from .us_pairing import PAIRING_LIMIT_S
 
 __all__ = [
     "read_manifest",
@@ -234,6 +236,9 @@ def _up_to_date(spec: CaseSpec, out: Path, config: RunConfig) -> bool:
 def _row(spec_id: str, status: str, wall: float, summary: dict | None, message: str = "") -> dict:
     tre = ((summary or {}).get("registration") or {}).get("tre") or {}
     quality = ((summary or {}).get("registration") or {}).get("quality") or {}
+    unpaired = unpaired_runs(summary or {})  # labels (file names only with --include-phi)
+    if unpaired and not message:
+        message = f"no ultrasound file within {PAIRING_LIMIT_S:g} s of: {'; '.join(unpaired)}"
     return {
         "case_id": spec_id,
         "status": status,

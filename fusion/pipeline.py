@@ -40,6 +40,7 @@ from hybridfuse.registration import RegistrationError, RegistrationOptions
 from .errors import FusionError, InputError
 from .options import FusionOptions
 from .pair import PairOptions
+from .us_pairing import PAIRING_LIMIT_S, pair_runs
 
 __all__ = [
     "CaseSpec",
@@ -51,6 +52,7 @@ __all__ = [
     "input_hash",
     "is_output_folder",
     "run_case",
+    "unpaired_runs",
     "SUMMARY_SCHEMA",
 ]
 
@@ -566,15 +568,12 @@ def run_case(
     )
 
     from .coregister import (
-        check_landmarks_imaged,
-        read_landmarks_csv,
         read_truth_json,
-        register_images,
         transform_record,
         truth_tre,
         write_transform_json,
     )
-    from .fuse import fuse_images, pair_frames
+    from .fuse import fuse_images
 
     config = config or RunConfig()
     out_dir = Path(out_dir)
@@ -598,56 +597,17 @@ def run_case(
     with claim_out(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
         say("reading images")
-        fluoro, us, belonging = _read_pair(spec, config, records)
+        fluoro, pairing, belonging = _read_pair(spec, config, records)
         timings["io_s"] = time.perf_counter() - t
 
         say("registering")
         t = time.perf_counter()
-        reg, skipped, refused, without_landmarks = None, [], False, False
         # (file name for the terminal, the name recorded for summary.json) of each run.
         names = [(Path(p).name, recorded_name(records[p])) for p in spec.fluoro]
-        for fl, name in zip(fluoro, names, strict=True):
-            pairs, how = pair_frames(fl, us, list(range(fl.n_frames)))
-            close = [p for p in pairs if p[2] is None or abs(p[2]) <= PAIRING_LIMIT_S]
-            if not close:
-                skipped.append((name, f"no ultrasound frame within {PAIRING_LIMIT_S:g} s"))
-                continue
-            fi, uj, _ = close[0]
-            landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
-            if landmarks is not None:
-                check_landmarks_imaged(landmarks, fl, us)
-            try:
-                result = register_images(
-                    fl,
-                    us,
-                    fixed_frame=fi,
-                    moving_frame=uj,
-                    landmarks=landmarks,
-                    options=config.registration,
-                )
-            except RegistrationError as exc:
-                # Ill-posed geometry, or no automatic start without landmarks: try the next run.
-                skipped.append((name, str(exc)))
-                refused |= not isinstance(exc, ValueError)  # the work failed, not the input
-                without_landmarks |= landmarks is None
-                continue
-            reg = (fl, fi, uj, result, landmarks, name[1])
-            break
-        if reg is None:
-            hint = ""
-            if without_landmarks:
-                hint = (
-                    "; landmarks help: one CSV (name,moving_x,moving_y,fixed_x,fixed_y) in the "
-                    "case folder, or the manifest's landmarks column for batch"
-                )
-            error = FusionError if refused else InputError  # exit 1 as register, else 2
-            tried = "; ".join(f"{n[0]}: {why}" for n, why in skipped)  # names for the terminal
-            raise error(
-                f"case {spec.case_id}: no fluoroscopy run could be registered "
-                f"({tried or 'none overlaps the ultrasound'}){hint}"
-            )
-        fl, fi, uj, result, landmarks, fl_name = reg
-        pair_record = next(b for f, b in zip(fluoro, belonging, strict=True) if f is fl)
+        reg, skipped = _register_first_run(spec, config, fluoro, pairing, names)
+        fl, us, fi, uj, result, landmarks, fl_name = reg
+        run_index = next(i for i, f in enumerate(fluoro) if f is fl)
+        pair_record = belonging[run_index]  # the first records are the runs', in order
         tre = None
         if truth is not None:
             try:
@@ -771,6 +731,8 @@ def run_case(
             "belonging": belonging,
             "timings_s": timings,
         }
+        if len(spec.ultrasound) > 1:  # which clip each run got (one clip: that one)
+            _record_pairing(summary, spec, records, pairing, pairing[run_index].ultrasound)
         (tmp / "index.html").write_text(_index_html(summary), encoding="utf-8")
         summary["outputs"] = sorted(
             str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()
@@ -780,63 +742,154 @@ def run_case(
     return summary
 
 
-def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, object, list]:
-    """The fluoroscopy runs and the ultrasound (spacing given by hand applied), checked.
+def _record_pairing(summary: dict, spec: CaseSpec, records: dict, pairing, used: str) -> None:
+    """Add to ``summary`` each run's ultrasound file and the one registered with the run.
 
-    ``records`` (:func:`input_records`) give the labels the belonging records name them by.
-
-    Every run is checked against the ultrasound, not only the one registered: the dose
-    report counts them all, so a run of another patient would be counted as this one's.
+    Recorded for cases with several ultrasound files, by the labels ``inputs`` gives them.
     """
-    from .belonging import check_belonging
+    summary["registration"]["ultrasound"] = recorded_name(records[used])
+    summary["ultrasound_pairing"] = [
+        {
+            "fluoroscopy": recorded_name(records[path]),
+            **pair.to_dict(recorded_name(records[pair.ultrasound]) if pair.ultrasound else None),
+        }
+        for path, pair in zip(spec.fluoro, pairing, strict=True)
+    ]
+
+
+def _register_first_run(spec: CaseSpec, config: RunConfig, fluoro, pairing, names):
+    """The first run that registers with its own ultrasound file, and the runs passed over.
+
+    Returns ``(run, ultrasound, fixed frame, moving frame, result, landmarks, recorded
+    name)`` and ``[(names, why)]``; raises naming every run tried when none registers.
+    Each ultrasound file is read whole once, when a run is tried with it.
+    """
+    from .coregister import check_landmarks_imaged, read_landmarks_csv, register_images
+    from .fuse import pair_frames
     from .io import read_image
     from .pair import with_given_spacing
 
-    pair = config.pair
+    skipped, refused, without_landmarks, read = [], False, False, {}
+    for fl, name, pair in zip(fluoro, names, pairing, strict=True):
+        if pair.ultrasound is None:  # never fused to a clip acquired apart from it
+            skipped.append((name, f"no ultrasound file within {PAIRING_LIMIT_S:g} s of it"))
+            continue
+        if pair.ultrasound not in read:
+            image = read_image(pair.ultrasound)
+            read[pair.ultrasound] = with_given_spacing(
+                image, config.pair.moving_spacing_mm, fixed=False
+            )
+        us = read[pair.ultrasound]
+        pairs, _ = pair_frames(fl, us, list(range(fl.n_frames)))
+        close = [p for p in pairs if p[2] is None or abs(p[2]) <= PAIRING_LIMIT_S]
+        if not close:
+            skipped.append((name, f"no ultrasound frame within {PAIRING_LIMIT_S:g} s"))
+            continue
+        fi, uj, _ = close[0]
+        landmarks = _landmarks_for(spec, fl, fi, uj, read_landmarks_csv)
+        if landmarks is not None:
+            check_landmarks_imaged(landmarks, fl, us)
+        try:
+            result = register_images(
+                fl, us, fixed_frame=fi, moving_frame=uj, landmarks=landmarks,
+                options=config.registration,
+            )  # fmt: skip
+        except RegistrationError as exc:
+            # Ill-posed geometry, or no automatic start without landmarks: try the next run.
+            skipped.append((name, str(exc)))
+            refused |= not isinstance(exc, ValueError)  # the work failed, not the input
+            without_landmarks |= landmarks is None
+            continue
+        return (fl, us, fi, uj, result, landmarks, name[1]), skipped
+    raise _none_registered(spec, skipped, refused, without_landmarks)
+
+
+def _none_registered(spec: CaseSpec, skipped, refused: bool, without_landmarks: bool):
+    """The error of a case none of whose runs registered, naming each run and why."""
+    hint = ""
+    if without_landmarks:
+        hint = (
+            "; landmarks help: one CSV (name,moving_x,moving_y,fixed_x,fixed_y) in the "
+            "case folder, or the manifest's landmarks column for batch"
+        )
+    error = FusionError if refused else InputError  # exit 1 as register, else 2
+    tried = "; ".join(f"{n[0]}: {why}" for n, why in skipped)  # names for the terminal
+    return error(
+        f"case {spec.case_id}: no fluoroscopy run could be registered "
+        f"({tried or 'none overlaps the ultrasound'}){hint}"
+    )
+
+
+def _read_pair(spec: CaseSpec, config: RunConfig, records: dict) -> tuple[list, list, list]:
+    """The fluoroscopy runs, each run's ultrasound pairing, and the belonging checks.
+
+    ``records`` (:func:`input_records`) give the labels the belonging records name them by.
+
+    Every run is checked against its own ultrasound (or the one acquired nearest to it),
+    and every ultrasound file against a run: the dose report counts them all, so a file
+    of another patient would be counted as this one's. Ultrasound files are read here
+    as headers only; the one registered is read whole when it is needed.
+    """
+    from .io import read_image
+    from .pair import with_given_spacing
+
     fluoro = [
-        with_given_spacing(read_image(p), pair.fixed_spacing_mm, fixed=True).require_min_size()
+        with_given_spacing(
+            read_image(p), config.pair.fixed_spacing_mm, fixed=True
+        ).require_min_size()
         for p in spec.fluoro
     ]
-    us_path = _concurrent_ultrasound(spec.ultrasound, fluoro)
-    us = with_given_spacing(read_image(us_path), pair.moving_spacing_mm, fixed=False)
-    include_phi = config.fusion.include_phi
-    us_label = records[us_path]["input"]
-    belonging = [
-        check_belonging(
-            f, us, pair, include_phi=include_phi, labels=(records[p]["input"], us_label)
-        ).to_dict()
-        for f, p in zip(fluoro, spec.fluoro, strict=True)
-    ]
-    return fluoro, us, belonging
+    single = len(spec.ultrasound) == 1
+    headers = {p: _us_header(p, raise_error=single) for p in spec.ultrasound}
+    pairing = pair_runs(spec.ultrasound, fluoro, headers)
+    belonging = []
+    for fl, path, pair in zip(fluoro, spec.fluoro, pairing, strict=True):
+        us_path = pair.ultrasound or _nearest(fl, headers)  # a run without: the nearest
+        belonging.append(_belonging(config, records, fl, path, headers[us_path], us_path))
+    paired = {us.ultrasound for us in pairing}
+    heads = dict(zip(spec.fluoro, fluoro, strict=True))
+    for p in spec.ultrasound:
+        if p not in paired:  # a clip no run is paired with: checked against the nearest run
+            head = headers[p] or _us_header(p, raise_error=True)
+            run = _nearest(head, heads)
+            belonging.append(_belonging(config, records, heads[run], run, head, p))
+    return fluoro, pairing, belonging
 
 
-#: Most seconds between a fluoroscopy frame and the ultrasound frame registered to it.
-PAIRING_LIMIT_S = 0.5
-
-
-def _concurrent_ultrasound(paths, fluoro) -> str:
-    """The ultrasound file with a frame within 0.5 s of a fluoroscopy frame (first by name).
-
-    Scanners store each clip, or each frame, as its own file: the first file by name was
-    taken, and a case whose first clip preceded the fluoroscopy failed ("no ultrasound
-    frame within 0.5 s") while another file overlapped it. Headers only are read; without
-    such a file (or acquisition times) the first one is used, as before.
-    """
-    from .fuse import pair_frames
+def _us_header(path: str, *, raise_error: bool):
+    """An ultrasound file's header-only image; None when unreadable and not ``raise_error``."""
     from .io import read_image
 
-    if len(paths) == 1:
-        return paths[0]
-    for path in paths:
-        try:
-            head = read_image(path, decode=False)
-        except FusionError:
-            continue  # read (and reported) if it is the one used
-        for fl in fluoro:
-            pairs, _ = pair_frames(fl, head, list(range(fl.n_frames)))
-            if any(dt is not None and abs(dt) <= PAIRING_LIMIT_S for *_, dt in pairs):
-                return path
-    return paths[0]
+    try:
+        return read_image(path, decode=False)
+    except FusionError:
+        if raise_error:
+            raise
+        return None  # read, and refused naming it, where it is checked
+
+
+def _nearest(image, candidates: dict) -> str:
+    """The path in ``candidates`` (path -> image) acquired nearest ``image``.
+
+    The first one when acquisition times do not tell.
+    """
+    times = {
+        p: abs((c.acquisition_datetime - image.acquisition_datetime).total_seconds())
+        for p, c in candidates.items()
+        if c is not None and c.acquisition_datetime and image.acquisition_datetime
+    }
+    return min(times, key=times.get) if times else next(iter(candidates))
+
+
+def _belonging(config: RunConfig, records: dict, fl, fl_path: str, head, us_path: str) -> dict:
+    """The belonging record of a run (its image and path) against an ultrasound file."""
+    from .belonging import check_belonging
+
+    head = head or _us_header(us_path, raise_error=True)
+    labels = (records[fl_path]["input"], records[us_path]["input"])
+    return check_belonging(
+        fl, head, config.pair, include_phi=config.fusion.include_phi, labels=labels
+    ).to_dict()
 
 
 def _truth_text(truth: dict, key: str) -> str | None:
@@ -861,6 +914,23 @@ def _landmarks_for(spec, fl, fi, uj, reader):
     return reader(spec.landmarks) if spec.landmarks else None
 
 
+def unpaired_runs(summary: dict) -> list[str]:
+    """The runs of a case that no ultrasound file was acquired with (as recorded)."""
+    pairing = summary.get("ultrasound_pairing") or []
+    return [p["fluoroscopy"] for p in pairing if p.get("ultrasound") is None]
+
+
+def _unpaired_html(s: dict) -> str:
+    runs = unpaired_runs(s)
+    if not runs:
+        return ""
+    return (
+        f"\n<p>No ultrasound file has a frame within {PAIRING_LIMIT_S:g} s of "
+        f"{html_text(', '.join(runs))}: not registered or fused with a clip acquired "
+        "apart from it.</p>"
+    )
+
+
 def _index_html(s: dict) -> str:
     r = s["registration"]
     d = s["dose"]
@@ -879,6 +949,7 @@ def _index_html(s: dict) -> str:
     rows = "".join(
         f"<tr><td>{html_text(k)}</td><td>{v:.2f} s</td></tr>" for k, v in s["timings_s"].items()
     )
+    us = f"{html_text(r['ultrasound'])} " if r.get("ultrasound") else ""
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>hybridfuse case</title><style>body{{font-family:sans-serif;max-width:50em;margin:1em auto}}
 td{{padding:.1em .6em}}</style></head><body>
@@ -888,8 +959,8 @@ td{{padding:.1em .6em}}</style></head><body>
 <a href="registration/transform.json">the registration (transform.json)</a> ·
 <a href="summary.json">summary.json</a></p>
 <h2>Registration</h2><p>{html_text(r["fluoroscopy"])} frame {r["fixed_frame"]} ↔ ultrasound
-frame {r["moving_frame"]}; {html_text(str(r["model"]))} / {html_text(str(r["metric"]))};
-{html_text(tre_txt)}.</p>
+{us}frame {r["moving_frame"]}; {html_text(str(r["model"]))} / {html_text(str(r["metric"]))};
+{html_text(tre_txt)}.</p>{_unpaired_html(s)}
 <h2>Dose</h2><p>Delivered DAP {
         d["dap_total_gy_cm2"]
         if d["dap_total_gy_cm2"] is None

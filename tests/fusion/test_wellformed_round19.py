@@ -300,8 +300,8 @@ def test_run_takes_the_ultrasound_clip_acquired_with_the_fluoroscopy(tmp_path):
     spec = case_from_folder(case)
     assert len(spec.ultrasound) == 2
     records = input_records(spec, {p: sha256_file(p) for p in spec.files()}, include_phi=False)
-    _, us, _ = _read_pair(spec, RunConfig(), records)
-    assert us.source_path == str(case / "us_2.dcm")
+    _, pairing, _ = _read_pair(spec, RunConfig(), records)
+    assert [p.ultrasound for p in pairing] == [str(case / "us_2.dcm")]
 
 
 def test_case_folder_whose_c_arm_wrote_dx_images_finds_them(tmp_path):
