@@ -675,8 +675,9 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         mask, mask_source = area.mask, area.source
     if modality.is_xray:
         xray = _xray_geometry(ds, path, notes)
-        mask, mask_source = _collimator_mask(ds, pixels.shape[1:3], notes)
         spacing, spacing_source, plane = _xray_spacing(ds, path, xray, notes)
+        rows_per_col = _rows_per_column(spacing, ds)
+        mask, mask_source = _collimator_mask(ds, pixels.shape[1:3], notes, rows_per_col)
     elif modality is Modality.OT and spacing is None:
         spacing, spacing_source, plane = _pixel_spacing_tags(ds, path, modality)
     if spacing_mm is not None:
@@ -1685,8 +1686,24 @@ def _polygon_mask(vertices, shape) -> np.ndarray | None:
     return np.asarray(canvas, dtype=bool)
 
 
-def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
-    """Exposed field from shutter/collimator attributes (DICOM pixel positions are 1-based)."""
+def _rows_per_column(spacing, ds) -> float:
+    """Column spacing over row spacing: how many rows a column's width spans.
+
+    From the spacing, else Pixel Aspect Ratio (vertical, horizontal), else 1.
+    """
+    if spacing is not None:
+        return float(spacing[1]) / float(spacing[0])
+    pair = _pair(ds.get("PixelAspectRatio")) if "PixelAspectRatio" in ds else None
+    return float(pair[1]) / float(pair[0]) if pair is not None else 1.0
+
+
+def _collimator_mask(ds, shape, notes, rows_per_col: float = 1.0):
+    """Exposed field from shutter/collimator attributes (DICOM pixel positions are 1-based).
+
+    A circle's radius counts pixels along the row direction (PS3.3 C.7.6.11); on pixels
+    that are not square it spans ``radius * rows_per_col`` rows, a circle in millimetres.
+    Returns (mask or None, its source).
+    """
     rows, cols = shape
     # Open grids broadcast to the mask: full index grids would be 16 bytes per pixel.
     yy, xx = np.ogrid[0:rows, 0:cols]
@@ -1702,7 +1719,7 @@ def _collimator_mask(ds, shape, notes) -> tuple[np.ndarray | None, str]:
             radius = parse_number(ds.get(radius_kw))
             if len(center) == 2 and radius and _plausible_px(*center, radius) and radius > 0:
                 row_c, col_c = (v - 1.0 for v in center)
-                mask &= (xx - col_c) ** 2 + (yy - row_c) ** 2 <= radius**2
+                mask &= (xx - col_c) ** 2 + ((yy - row_c) / rows_per_col) ** 2 <= radius**2
                 sources.append(f"{center_kw}/{radius_kw}")
             else:
                 notes.append(f"{prefix}Shape CIRCULAR without usable centre/radius; ignored")
