@@ -672,7 +672,8 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
                 )
     if modality is Modality.US and area is None and decode:
         area = _screen_area(pixels, spacing, notes)
-        mask, mask_source = area.mask, area.source
+        if area is not None:
+            mask, mask_source = area.mask, area.source
     if modality.is_xray:
         xray = _xray_geometry(ds, path, notes)
         spacing, spacing_source, plane = _xray_spacing(ds, path, xray, notes)
@@ -792,15 +793,17 @@ def _imaged_area(pixels: np.ndarray, reg: UltrasoundRegion, index: int, decoded:
     return dataclasses.replace(area, source=f"{area.source}: {where}")
 
 
-def _screen_area(pixels: np.ndarray, spacing, notes: list[str]):
+def _screen_area(pixels: np.ndarray, spacing, notes: list[str]) -> imaged_area.ImagedArea | None:
     """The tissue on an ultrasound screen with no regions (a screen capture).
 
     Without regions nothing says where the image lies among the screen's rulers, text and
     menus; the imaged area is found in the whole frame, as inside a region, so that they
-    are not fused as tissue.
+    are not fused as tissue. None where no area is found (the whole frame is used).
     """
     rows, cols = pixels.shape[1:3]
     area = imaged_area.find_imaged_area(pixels, (0, 0, cols - 1, rows - 1), spacing)
+    if area.shape == "region" or not area.mask.any():  # nothing found: all of it, as before
+        return None
     notes.append(f"no ultrasound regions: the imaged area ({area.shape}) found in the pixels")
     where = area.source.replace(" within the region", "")
     return dataclasses.replace(area, source=f"{where}: whole frame, no ultrasound regions")
