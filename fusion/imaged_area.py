@@ -40,6 +40,10 @@ FILL_GAP_PX = 2
 MAX_GREY_CHROMA = 40
 #: Smallest content, as a fraction of the region, worth fitting a shape to.
 MIN_CONTENT_FRACTION = 0.05
+#: On a whole screen (no region), a second piece at least this fraction of the largest
+#: (and of :data:`MIN_CONTENT_FRACTION` of the screen) competes with it: a grey panel or
+#: another view may be the larger. The real ALOKA screen's grey bars are 0.11 of its image.
+RIVAL_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -129,15 +133,17 @@ def _content(frames: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
     return (2 * votes >= len(picks)) & inside & ~colour, colour
 
 
-def _largest_piece(candidates: np.ndarray) -> np.ndarray:
+def _largest_piece(candidates: np.ndarray) -> tuple[np.ndarray, int]:
+    """The largest connected piece (holes filled), and the size of the next largest."""
     from scipy import ndimage
 
     opened = ndimage.binary_opening(candidates, structure=np.ones((3, 3)), iterations=2)
     labels, n = ndimage.label(opened)
     if n == 0:
-        return opened
+        return opened, 0
     sizes = np.bincount(labels.ravel())[1:]
-    return ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    rival = int(np.sort(sizes)[-2]) if n > 1 else 0
+    return ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes))), rival
 
 
 def _fit_edge(ys: np.ndarray, xs: np.ndarray) -> tuple[float, float] | None:
@@ -231,20 +237,28 @@ def _rectangle(piece: np.ndarray, box, keep: np.ndarray) -> ImagedArea:
     )
 
 
-def find_imaged_area(frames: np.ndarray, box, spacing_mm=None) -> ImagedArea:
+def find_imaged_area(frames: np.ndarray, box, spacing_mm=None, *, screen=False) -> ImagedArea:
     """The imaged area inside ``box`` = (x0, y0, x1, y1) of display ``frames``.
 
     ``frames`` are 0-255 display pixels, (frames, rows, cols) or (frames, rows, cols, 3);
-    ``spacing_mm`` (row, col) makes a sector's arcs circles in millimetres.
+    ``spacing_mm`` (row, col) makes a sector's arcs circles in millimetres. ``screen``:
+    ``box`` is a whole screen, not a region; where a second piece (a grey panel, another
+    view) competes with the largest (:data:`RIVAL_FRACTION`), none is chosen and the box
+    is taken as it is.
     """
     from scipy import ndimage
 
     shape = frames.shape[1:3]
     region = _box_mask(shape, box)
     candidates, colour = _content(frames, box)
-    piece = _largest_piece(candidates)
+    piece, rival = _largest_piece(candidates)
     if piece.sum() < MIN_CONTENT_FRACTION * region.sum():
         return region_area(shape, box, "region bounds: too little image content to fit")
+    if screen and rival >= max(MIN_CONTENT_FRACTION * region.sum(), RIVAL_FRACTION * piece.sum()):
+        return region_area(
+            shape, box, "region bounds: separate areas look like an image (a panel, "
+            "another view), none chosen",
+        )  # fmt: skip
     left, right = _edges(piece)
     aspect = 1.0 if spacing_mm is None else float(spacing_mm[1]) / float(spacing_mm[0])
     found = _sector(piece, left, right, aspect) if left is not None and right is not None else None

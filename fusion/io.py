@@ -801,8 +801,9 @@ def _screen_area(pixels: np.ndarray, spacing, notes: list[str]) -> imaged_area.I
     are not fused as tissue. None where no area is found (the whole frame is used).
     """
     rows, cols = pixels.shape[1:3]
-    area = imaged_area.find_imaged_area(pixels, (0, 0, cols - 1, rows - 1), spacing)
+    area = imaged_area.find_imaged_area(pixels, (0, 0, cols - 1, rows - 1), spacing, screen=True)
     if area.shape == "region" or not area.mask.any():  # nothing found: all of it, as before
+        notes.append(f"no ultrasound regions, and no one imaged area in the pixels ({area.source})")
         return None
     notes.append(f"no ultrasound regions: the imaged area ({area.shape}) found in the pixels")
     where = area.source.replace(" within the region", "")

@@ -95,3 +95,25 @@ def test_real_single_view_captures_mask_as_with_regions(row, tmp_path):
     capture = read_image(_without_regions(src, tmp_path / "us.dcm"))
     assert capture.imaged_area.shape == with_regions.imaged_area.shape == "sector"
     assert _iou(capture.mask, with_regions.mask) >= 0.95
+
+
+# Review of session 20 (wt20-review).
+
+
+def test_a_grey_panel_larger_than_the_image_does_not_mask_the_tissue_away(rng):
+    """A screen with a uniform grey UI panel, apart from the image and larger than it:
+    the largest piece was the panel, so the mask held the panel and none of the tissue
+    (the old whole-screen mask at least held the tissue)."""
+    from hybridfuse.fusion.io import _screen_area
+
+    rows, cols = 300, 400
+    truth = _sector_truth((100.0, -20.0), 40.0, 200.0, -35.0, 35.0)[:rows, :cols]
+    frames = _screen(truth, rng)
+    frames[:, 20:290, 230:395] = 60  # the panel: 270 x 165 px, grey
+    assert (frames[0, 20:290, 230:395, 0] == 60).sum() > truth.sum()
+    notes = []
+    area = _screen_area(frames, (0.2, 0.2), notes)
+    if area is None:  # the whole screen, as before, and a note says why
+        assert "no one imaged area" in notes[0]
+    else:
+        assert (area.mask & truth).sum() >= 0.9 * truth.sum(), area.source
