@@ -83,3 +83,55 @@ def test_a_family_case_clicked_off_a_shifted_display_is_refused(family_case_of):
     (reason,) = wrong.quality.reasons  # nothing else refuses it
     assert "under them, all the same way" in reason
     assert wrong.quality.accepted_unverified
+
+
+def test_anatomical_clicks_beside_beads_in_any_direction_are_rarely_refused():
+    """Right pairs on anatomy 3-4.5 mm from each bead, every way: their displacements
+    share no common part. Pooled with the hand's noise alone they read as one (27 of 1000
+    such sets refused, the review's finding); the larger of the two scatters: 1 of 1000."""
+    refused = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        angle = rng.uniform(0, 2 * np.pi, len(CENTRES))
+        anatomy = CENTRES + np.c_[np.cos(angle), np.sin(angle)] * rng.uniform(12, 18, (5, 1))
+        clicks = anatomy + rng.normal(0, 0.5, anatomy.shape)
+        moving = anatomy * 0.5 + rng.normal(0, 0.5, anatomy.shape)
+        record = off_beads(moving, clicks, CENTRES, TO_MM, 6.0)
+        refused += bool(record and "refuse" in record)
+    assert refused <= 1
+
+
+# Review of session 20: limits found and left (docs/registration-method.md, *Clicks off
+# the beads under them*); strict, so that a fix shows.
+KNOWN_LIMIT = pytest.mark.xfail(strict=True, reason="known limit of the offset check")
+
+
+@KNOWN_LIMIT
+def test_a_display_shifted_more_than_the_pairing_radius_is_refused():
+    """A 6.4 mm shift pairs no click with its bead: the check says nothing (None), and
+    with ``--metric none`` such an answer is accepted although 2.2 and 4.4 mm are refused."""
+    clicks = CENTRES + [20.0, 16.0]  # 6.4 mm at 0.25 mm/px; beads are >= 15 mm apart
+    record = off_beads(CENTRES * 0.5, clicks, CENTRES, TO_MM, 6.0)
+    assert record is not None and "refuse" in record, record
+
+
+@KNOWN_LIMIT
+def test_a_display_resized_along_one_axis_is_refused():
+    """Columns shown at 0.85 (a 4:3 picture stretched to another shape): outer clicks
+    2.6 mm off their beads. The common part (shift, scale, turn) cannot take a one-axis
+    scale; the rest counts as scatter and the test passes it (p 0.23)."""
+    c = CENTRES + np.random.default_rng(0).normal(0, 0.5, CENTRES.shape)
+    clicks = np.c_[c[:, 0].mean() + 0.85 * (c[:, 0] - c[:, 0].mean()), c[:, 1]]
+    record = off_beads(CENTRES * 0.5, clicks, CENTRES, TO_MM, 6.0)
+    assert "refuse" in record, record
+
+
+@KNOWN_LIMIT
+def test_anatomical_clicks_beside_beads_all_one_way_are_not_refused():
+    """Right pairs on anatomy that lies 3 mm beside each bead (the ultrasound clicks on
+    the same anatomy): nothing is wrong, yet the fluoroscopy side alone reads as a shift
+    (the ultrasound side, whose echoes are found to 0.4 mm, could tell; not looked at)."""
+    anatomy = CENTRES + [12.0, 0.0]
+    clicks = anatomy + np.random.default_rng(0).normal(0, 0.5, CENTRES.shape)
+    record = off_beads(anatomy * 0.5, clicks, CENTRES, TO_MM, 6.0)
+    assert record is None or "refuse" not in record, record
