@@ -6,7 +6,7 @@ answer carries the offset. The beads under the clicks show it. Each click is pai
 the bead it sits nearest (and which sits nearest it) within :data:`PAIR_MM`; the clicks'
 displacements onto their beads are fitted with a shift, a scale and a turn common to
 all, and that common part is tested against the clicks' scatter (docs/registration-
-method.md, *Clicks off the same way*).
+method.md, *Clicks off the beads under them*).
 """
 
 from __future__ import annotations
