@@ -17,6 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -596,27 +597,7 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
     ds = _dcmread(path, defer_size=_DEFER_BYTES)
     _convert_elements(ds, path)
     sop = str(ds.get("SOPClassUID", ""))
-    if sop.startswith(_SR_PREFIX):
-        raise NotAnImageError(
-            f"{path}: {_uid_name(sop)} is a structured report, not an image "
-            "(for dose reports use 'hybridfuse dose report')"
-        )
-    if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) == (
-        _DICOMDIR_SOP_CLASS
-    ):
-        raise NotAnImageError(
-            f"{path}: a DICOMDIR (Media Storage Directory), the index of a file set, not an "
-            "image: name the files it lists (PT*/ST*/SE*/...), or give 'run' its folder"
-        )
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        raise NotAnImageError(
-            f"{path}: no Pixel Data (7FE0,0010) in this {_uid_name(sop) or 'DICOM'} object"
-        )
-    if sop and sop not in IMAGE_SOP_CLASSES:
-        raise UnsupportedSOPClassError(
-            f"{path}: SOP class {_uid_name(sop)} ({sop}) is not supported; expected "
-            "ultrasound, X-ray angiography/fluoroscopy, DX/CR or secondary capture"
-        )
+    _refuse_non_image(ds, path, sop)
     notes: list[str] = []
     if sop in _ENHANCED_XRAY_SOP_CLASSES:
         _lift_functional_groups(ds, notes)
@@ -642,52 +623,135 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         times_source += f"; start from {start_source}"
 
     regions = _us_regions(ds, notes)
-    region_index = None
-    area = None
-    mask = None
-    mask_source = "none"
-    xray = None
-    spacing = None
-    spacing_source = "none"
-    plane = SpacingPlane.UNSPECIFIED
-    if modality is Modality.US or regions:
-        region_index = _choose_region(regions, us_region, path, notes, layout)
-        if region_index is not None:
-            reg = regions[region_index]
-            area = _imaged_area(pixels, reg, region_index, decode)
-            mask, mask_source = area.mask, area.source
-            if reg.is_calibrated_2d:
-                spacing = (reg.delta_y_mm, reg.delta_x_mm)
-                spacing_source = (
-                    f"SequenceOfUltrasoundRegions[{region_index}] PhysicalDeltaY/X "
-                    "(0018,602E)/(0018,602C), cm converted to mm"
-                )
-                plane = SpacingPlane.ULTRASOUND
-        if spacing is None:
-            spacing, spacing_source, plane = _pixel_spacing_tags(ds, path, modality)
-            if spacing is None:
-                spacing_source = (
-                    "none: no ultrasound region calibrated in cm "
-                    "(PhysicalUnitsX/YDirection = 3) and no PixelSpacing"
-                )
-    if modality is Modality.US and area is None and decode:
-        area = _screen_area(pixels, spacing, notes)
-        if area is not None:
-            mask, mask_source = area.mask, area.source
-    if modality.is_xray:
-        xray = _xray_geometry(ds, path, notes)
-        spacing, spacing_source, plane = _xray_spacing(ds, path, xray, notes)
-        rows_per_col = _rows_per_column(spacing, ds)
-        mask, mask_source = _collimator_mask(ds, pixels.shape[1:3], notes, rows_per_col)
-    elif modality is Modality.OT and spacing is None:
-        spacing, spacing_source, plane = _pixel_spacing_tags(ds, path, modality)
+    geo = _geometry(ds, path, modality, (pixels, decode), layout, (regions, us_region), notes)
+    spacing, spacing_source = geo.spacing, geo.spacing_source
     if spacing_mm is not None:
         if spacing is not None:
             notes.append(f"file spacing {spacing} mm ({spacing_source}) overridden by hand")
         spacing, spacing_source = spacing_mm, "given by hand"
-    aspect = _pixel_aspect_ratio(ds, notes)
+    return Image(
+        array=pixels,
+        modality=modality,
+        pixel_spacing_mm=spacing,
+        spacing_source=spacing_source,
+        spacing_plane=geo.plane,
+        pixel_aspect_ratio=_pixel_aspect_ratio(ds, notes),
+        frame_times_s=frame_times,
+        frame_times_source=times_source,
+        acquisition_datetime=start,
+        mask=geo.mask,
+        mask_source=geo.mask_source,
+        us_regions=tuple(regions),
+        us_region_index=geo.region_index,
+        imaged_area=geo.area,
+        xray=geo.xray,
+        photometric=photometric,
+        inverted=inverted,
+        source_path=str(path),
+        uids=_uids(ds),
+        notes=tuple(notes),
+        pixels_decoded=decode,
+    )
 
-    uids = {
+
+def _refuse_non_image(ds, path: Path, sop: str) -> None:
+    """Raise for a structured report, a DICOMDIR, no pixels, or an unsupported SOP class."""
+    if sop.startswith(_SR_PREFIX):
+        raise NotAnImageError(
+            f"{path}: {_uid_name(sop)} is a structured report, not an image "
+            "(for dose reports use 'hybridfuse dose report')"
+        )
+    if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) == (
+        _DICOMDIR_SOP_CLASS
+    ):
+        raise NotAnImageError(
+            f"{path}: a DICOMDIR (Media Storage Directory), the index of a file set, not an "
+            "image: name the files it lists (PT*/ST*/SE*/...), or give 'run' its folder"
+        )
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise NotAnImageError(
+            f"{path}: no Pixel Data (7FE0,0010) in this {_uid_name(sop) or 'DICOM'} object"
+        )
+    if sop and sop not in IMAGE_SOP_CLASSES:
+        raise UnsupportedSOPClassError(
+            f"{path}: SOP class {_uid_name(sop)} ({sop}) is not supported; expected "
+            "ultrasound, X-ray angiography/fluoroscopy, DX/CR or secondary capture"
+        )
+
+
+class _Geometry(NamedTuple):
+    """What a file says of its pixels' size and of the part of them that is image."""
+
+    spacing: tuple[float, float] | None = None
+    spacing_source: str = "none"
+    plane: SpacingPlane = SpacingPlane.UNSPECIFIED
+    mask: np.ndarray | None = None
+    mask_source: str = "none"
+    area: imaged_area.ImagedArea | None = None
+    region_index: int | None = None
+    xray: XRayGeometry | None = None
+
+
+def _geometry(ds, path, modality, decoded, layout, chosen, notes) -> _Geometry:
+    """Spacing and mask: the ultrasound region's (or the screen's), or the X-ray unit's.
+
+    ``decoded`` = (pixels, whether they were decoded); ``chosen`` = (regions, us_region).
+    """
+    pixels, decode = decoded
+    regions, _ = chosen
+    geo = _Geometry()
+    if modality is Modality.US or regions:
+        geo = _region_geometry(ds, path, modality, decoded, layout, chosen, notes)
+    if modality is Modality.US and geo.area is None and decode:
+        area = _screen_area(pixels, geo.spacing, notes)
+        if area is not None:
+            geo = geo._replace(area=area, mask=area.mask, mask_source=area.source)
+    if modality.is_xray:
+        xray = _xray_geometry(ds, path, notes)
+        spacing, source, plane = _xray_spacing(ds, path, xray, notes)
+        mask, mask_source = _collimator_mask(
+            ds, pixels.shape[1:3], notes, _rows_per_column(spacing, ds)
+        )
+        geo = geo._replace(spacing=spacing, spacing_source=source, plane=plane, xray=xray)
+        geo = geo._replace(mask=mask, mask_source=mask_source)
+    elif modality is Modality.OT and geo.spacing is None:
+        spacing, source, plane = _pixel_spacing_tags(ds, path, modality)
+        geo = geo._replace(spacing=spacing, spacing_source=source, plane=plane)
+    return geo
+
+
+def _region_geometry(ds, path, modality, decoded, layout, chosen, notes) -> _Geometry:
+    """The chosen ultrasound region's imaged area and calibration, else PixelSpacing."""
+    (pixels, decode), (regions, us_region) = decoded, chosen
+    geo = _Geometry(region_index=_choose_region(regions, us_region, path, notes, layout))
+    if geo.region_index is not None:
+        reg = regions[geo.region_index]
+        area = _imaged_area(pixels, reg, geo.region_index, decode)
+        geo = geo._replace(area=area, mask=area.mask, mask_source=area.source)
+        if reg.is_calibrated_2d:
+            source = (
+                f"SequenceOfUltrasoundRegions[{geo.region_index}] PhysicalDeltaY/X "
+                "(0018,602E)/(0018,602C), cm converted to mm"
+            )
+            geo = geo._replace(
+                spacing=(reg.delta_y_mm, reg.delta_x_mm),
+                spacing_source=source,
+                plane=SpacingPlane.ULTRASOUND,
+            )
+    if geo.spacing is None:
+        spacing, source, plane = _pixel_spacing_tags(ds, path, modality)
+        if spacing is None:
+            source = (
+                "none: no ultrasound region calibrated in cm "
+                "(PhysicalUnitsX/YDirection = 3) and no PixelSpacing"
+            )
+        geo = geo._replace(spacing=spacing, spacing_source=source, plane=plane)
+    return geo
+
+
+def _uids(ds) -> dict[str, str]:
+    """The object's study, series, instance, class and frame-of-reference UIDs present."""
+    return {
         key: str(ds.get(attr))
         for key, attr in (
             ("study", "StudyInstanceUID"),
@@ -698,29 +762,6 @@ def _read_dicom(path: Path, spacing_mm, us_region, decode: bool = True) -> Image
         )
         if ds.get(attr)
     }
-    return Image(
-        array=pixels,
-        modality=modality,
-        pixel_spacing_mm=spacing,
-        spacing_source=spacing_source,
-        spacing_plane=plane,
-        pixel_aspect_ratio=aspect,
-        frame_times_s=frame_times,
-        frame_times_source=times_source,
-        acquisition_datetime=start,
-        mask=mask,
-        mask_source=mask_source,
-        us_regions=tuple(regions),
-        us_region_index=region_index,
-        imaged_area=area,
-        xray=xray,
-        photometric=photometric,
-        inverted=inverted,
-        source_path=str(path),
-        uids=uids,
-        notes=tuple(notes),
-        pixels_decoded=decode,
-    )
 
 
 _ENHANCED_XRAY_SOP_CLASSES = {
