@@ -258,7 +258,8 @@ class LandmarkOptions:
         2.0,
         "A clicked fluoroscopy point with exactly one detected bead within this distance "
         "(mm at the isocentre) moves to the bead's centre, which the image gives far more "
-        "precisely than a click; none: clicks are used as placed.",
+        "precisely than a click; clicks all off their beads the same way are refused. "
+        "none: clicks are used as placed, and beads are not looked at.",
         minimum=0.01,
         maximum=50.0,
     )
