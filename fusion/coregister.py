@@ -21,6 +21,7 @@ from hybridfuse.registration import (
     RegistrationOptions,
     RegistrationResult,
     Transform,
+    click_beside,
     register,
 )
 from hybridfuse.registration.clicks import snap_to_beads
@@ -484,7 +485,7 @@ def _register_frames(fixed: Image, moving: Image, *, fixed_frame, moving_frame, 
         result = exc.result
     if on_beads is not None:
         result.quality = result.quality.replace(clicks_on_beads=on_beads)
-        _refuse_off_beads(result, on_beads, options)
+        _refuse_off_beads(result, on_beads, landmarks.names, options)
     if auto:
         _with_beads(result, found, fixed.mask, iso_mm, options)
         _judged_few(result, found, fixed, moving, (f, m), options, progress)
@@ -623,21 +624,27 @@ def _silhouette_on(options) -> bool:
     return (options or RegistrationOptions()).probe_silhouette == "auto"
 
 
-def _refuse_off_beads(result, on_beads: dict, options) -> None:
-    """Refuse clicks that sit off the beads under them all the same way.
+def _refuse_off_beads(result, on_beads: dict, names, options) -> None:
+    """Refuse clicks off the beads under them all the same way, or one beside its bead.
 
-    :func:`registration.click_offset.off_beads`: the pairs agree with each other, so no
-    check inside ``register`` sees it. ``--accept-unverified`` writes the answer marked.
+    :func:`registration.click_offset.off_beads` and
+    :func:`registration.click_beside.beside_beads`: the pairs agree with each other, or
+    are too few to reject the one, so no check inside ``register`` sees it.
+    ``--accept-unverified`` writes the answer marked.
     """
     from hybridfuse.registration.guards import raise_if_refused
 
-    reason = (on_beads.get("off_beads") or {}).get("refuse")
-    if not reason or result.quality.verdict != "accepted":
+    reasons = [(on_beads.get("off_beads") or {}).get("refuse")]
+    reasons.append(
+        click_beside.refusal(on_beads.get("beside_bead"), names, result.quality.landmarks_rejected)
+    )
+    reasons = [f"unverified: {r}" for r in reasons if r]
+    if not reasons or result.quality.verdict != "accepted":
         return
     opts = options or RegistrationOptions()
     result.quality = result.quality.replace(
         verdict="refused",
-        reasons=[*result.quality.reasons, f"unverified: {reason}"],
+        reasons=[*result.quality.reasons, *reasons],
         accepted_unverified=True if opts.guards.accept_unverified else None,
     )
     raise_if_refused(result, opts)

@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from .click_beside import beside_beads
 from .click_offset import off_beads
 from .errors import LandmarkInputError
 from .evidence import needle_zone
@@ -90,11 +91,29 @@ def snap_to_beads(
     final_xy = np.where(moved[:, None], new_xy, fixed_xy)
     to_mm = np.asarray(spacing_mm, float)[::-1]
     record["off_beads"] = off_beads(landmarks.moving_xy, final_xy, beads.xy, to_mm, reject_px)
+    given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))
+    record["beside_bead"] = _beside(
+        landmarks.moving_xy,
+        final_xy,
+        weights if moved.any() else given,
+        given,
+        beads.xy,
+        to_mm,
+        reject_px,
+    )
     if not moved.any():
         return landmarks, record
-    given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))
     out = dataclasses.replace(landmarks, fixed_xy=new_xy, weights=weights, given_weights=given)
     return out, record
+
+
+def _beside(moving_xy, fixed_xy, weights, given, beads_xy, to_mm, reject_px) -> dict | None:
+    """:func:`registration.click_beside.beside_beads` over the pairs an affine fit keeps."""
+    kept = _agreeing(moving_xy, fixed_xy, reject_px)
+    if kept is None:
+        return None
+    w = given if weights is None else weights
+    return beside_beads(moving_xy, fixed_xy, w, given, kept, beads_xy, to_mm)
 
 
 def _targets(fixed_xy, beads_xy, to_mm, within_mm: float) -> np.ndarray:
