@@ -12,6 +12,8 @@ the case's own clicks (``landmarks.csv``, 0.5 px noise), by kind (``--kinds``):
 - ``all``: EVERY fluoroscopy click off the same way, which the pairs cannot see (they
   still agree with each other): shifted 5 and 10 px in a random direction, scaled by 0.95
   and 0.9 about their centroid (clicks read off a shifted or resized display).
+- ``axis``: every fluoroscopy click resized along one image axis only, 0.85 about their
+  centroid, x and y (a picture stretched to another shape on the display).
 - ``honest``: the clicks as they are (what the images say of right clicks).
 
 Each file runs through ``hybridfuse register --landmarks FILE --accept-unverified`` in a
@@ -23,7 +25,7 @@ Per kind it also prints how far the images alone moved the answers
 
 Run from the repository root:
     python -m benchmarks.misclick_files --set tuning --n 85 --cache DIR
-        [--kinds one,all,honest] [--extra "ARGS"] [--json OUT]
+        [--kinds one,all,axis,honest] [--extra "ARGS"] [--json OUT]
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ BLOB_MM = (3.0, 9.0)
 TIP_PX = (6.0, 20.0)
 SHIFT_PX = (5.0, 10.0)
 SCALE = (0.95, 0.9)
-KINDS = ("one", "all", "honest")
+AXIS_SCALE = 0.85
+KINDS = ("one", "all", "axis", "honest")
 
 
 def wrong_sets(case: Path, seed: int) -> tuple[list[str], list[tuple[str, int, np.ndarray]]]:
@@ -107,6 +110,19 @@ def systematic_sets(rows: list[list[str]], seed: int) -> list[tuple[str, list[li
     return sets
 
 
+def axis_sets(rows: list[list[str]]) -> list[tuple[str, list[list[str]]]]:
+    """Every fluoroscopy click resized along x, then along y, by :data:`AXIS_SCALE` (kind axis)."""
+    fixed = np.array([[float(r[3]), float(r[4])] for r in rows[1:]])
+    index = np.arange(1, len(rows))
+    sets = []
+    for axis, name in enumerate("xy"):
+        moved = fixed.copy()
+        centre = fixed[:, axis].mean()
+        moved[:, axis] = centre + AXIS_SCALE * (fixed[:, axis] - centre)
+        sets.append((f"{name} scaled {AXIS_SCALE:g}", with_fixed(rows, index, moved)))
+    return sets
+
+
 def run_set(case: Path, wrong: list[list[str]], extra: list[str]) -> dict:
     """One register process on the clicks ``wrong`` (CSV rows, header first)."""
     truth = json.loads((case / "truth.json").read_text())
@@ -160,6 +176,7 @@ def main() -> None:
         rows, ones = wrong_sets(folder, seed)
         sets = [("one", label, with_fixed(rows, i, xy)) for label, i, xy in ones]
         sets += [("all", label, wrong) for label, wrong in systematic_sets(rows, seed)]
+        sets += [("axis", label, wrong) for label, wrong in axis_sets(rows)]
         sets += [("honest", "as clicked", rows)]
         for kind, label, wrong in sets:
             if kind in kinds:

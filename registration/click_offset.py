@@ -4,9 +4,9 @@ Clicks read off a shifted or resized display (or a fluoroscopy other than the on
 clicked on) still agree with each other: every check that compares pairs passes, and the
 answer carries the offset. The beads under the clicks show it. Each click is paired with
 the bead it sits nearest (and which sits nearest it) within :data:`PAIR_MM`; the clicks'
-displacements onto their beads are fitted with a shift, a scale and a turn common to
-all, and that common part is tested against the clicks' scatter (docs/registration-
-method.md, *Clicks off the beads under them*).
+displacements onto their beads are fitted with a shift, a resize along each image axis
+and a turn common to all, and that common part is tested against the clicks' scatter
+(docs/registration-method.md, *Clicks off the beads under them*).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ PAIR_MM = 5.0
 #: half the 2 mm within which an answer counts as right, so that a harmless bias of the
 #: hand is not refused for being consistent.
 LIMIT_MM = 1.0
-#: Parameters of the common part: a shift (2), a scale and a turn.
-_COMMON_DOF = 4
+#: Parameters of the common part: a shift (2), a scale along each image axis (2: a display
+#: stretched to another shape resizes one axis only) and a turn.
+_COMMON_DOF = 5
 
 
 def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> dict | None:
@@ -55,7 +56,7 @@ def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> 
     if offset_mm >= LIMIT_MM and p_value < FALSE_REFUSAL_RATE:
         record["refuse"] = (
             f"the fluoroscopy clicks sit {offset_mm:.1f} mm off the {m} beads under them, "
-            "all the same way (a shift, scale or turn common to them, which the pairs cannot "
+            "all the same way (a shift, resize or turn common to them, which the pairs cannot "
             "see): an answer from them carries it. Were they read off a shifted or resized "
             "display, or another image? If they are on anatomy beside the beads, "
             "--snap-to-beads-mm none leaves beads out of it, or --accept-unverified keeps "
@@ -77,14 +78,14 @@ def _on_beads(fixed_xy, beads_xy, to_mm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _common_part(clicks, beads, to_mm) -> tuple[np.ndarray, np.ndarray]:
-    """(fitted, residual) displacements in mm: least squares shift, scale and turn."""
+    """(fitted, residual) displacements in mm: least squares shift, axis scales and turn."""
     m = len(clicks)
     rel = (clicks - clicks.mean(axis=0)) * to_mm
     design = np.zeros((2 * m, _COMMON_DOF))
     design[0::2, 0] = 1.0
     design[1::2, 1] = 1.0
-    design[0::2, 2], design[0::2, 3] = rel[:, 0], -rel[:, 1]
-    design[1::2, 2], design[1::2, 3] = rel[:, 1], rel[:, 0]
+    design[0::2, 2], design[1::2, 3] = rel[:, 0], rel[:, 1]
+    design[0::2, 4], design[1::2, 4] = -rel[:, 1], rel[:, 0]
     shift = ((beads - clicks) * to_mm).ravel()
     params, *_ = np.linalg.lstsq(design, shift, rcond=None)
     fitted = design @ params
@@ -120,7 +121,7 @@ def _landmark_scatter(moving_xy, fixed_xy, reject_px) -> tuple[float | None, int
 
 
 def _f_tail(f_stat: float, dof: int) -> float:
-    """P(F(4, dof) > f_stat)."""
+    """P(F(:data:`_COMMON_DOF`, dof) > f_stat)."""
     from scipy.special import fdtrc
 
     return fdtrc(_COMMON_DOF, dof, f_stat)

@@ -45,6 +45,19 @@ def test_right_clicks_precise_or_hurried_pass(noise_px):
         assert record is not None and "refuse" not in record, (seed, record)
 
 
+def test_right_clicks_of_a_hurried_hand_are_rarely_refused():
+    """3 px clicks on the beads, 1000 sets: 2 refused with a scale along each axis in the
+    common part (1 with one scale for both, 5 with a full affine one)."""
+    refused = 0
+    for seed in range(1000):
+        rng = np.random.default_rng(seed)
+        clicks = CENTRES + rng.normal(0, 3.0, CENTRES.shape)
+        moving = CENTRES * 0.5 + rng.normal(0, 0.25, CENTRES.shape)
+        record = off_beads(moving, clicks, CENTRES, TO_MM, 6.0)
+        refused += bool(record and "refuse" in record)
+    assert refused <= 3
+
+
 def test_one_click_off_is_not_a_common_offset():
     clicks = CENTRES + np.random.default_rng(3).normal(0, 0.5, CENTRES.shape)
     clicks[2] += [12.0, 6.0]  # 3.4 mm: on no bead, nearest its own
@@ -115,11 +128,10 @@ def test_a_display_shifted_more_than_the_pairing_radius_is_refused():
     assert record is not None and "refuse" in record, record
 
 
-@KNOWN_LIMIT
 def test_a_display_resized_along_one_axis_is_refused():
     """Columns shown at 0.85 (a 4:3 picture stretched to another shape): outer clicks
-    2.6 mm off their beads. The common part (shift, scale, turn) cannot take a one-axis
-    scale; the rest counts as scatter and the test passes it (p 0.23)."""
+    2.6 mm off their beads. With one scale for both axes the rest counted as scatter and
+    the test passed it (p 0.23, session 20's review); the common part scales each axis."""
     c = CENTRES + np.random.default_rng(0).normal(0, 0.5, CENTRES.shape)
     clicks = np.c_[c[:, 0].mean() + 0.85 * (c[:, 0] - c[:, 0].mean()), c[:, 1]]
     record = off_beads(CENTRES * 0.5, clicks, CENTRES, TO_MM, 6.0)

@@ -47,3 +47,20 @@ def test_the_files_off_the_same_way_move_every_click_alike(family_case_of):
             assert abs(np.linalg.norm(moved[0]) - float(label.split()[2])) < 0.02
         else:  # about the centroid, which stays
             assert np.abs(moved.mean(axis=0)).max() < 0.02 and np.abs(moved).max() > 1.0
+
+
+def test_the_files_resized_along_one_axis_leave_the_other_as_clicked(family_case_of):
+    from benchmarks.misclick_files import AXIS_SCALE, axis_sets
+
+    case = family_case_of(12, 512)
+    rows, _ = wrong_sets(case, 12)
+    placed = np.array([[float(r[3]), float(r[4])] for r in rows[1:]])
+    sets = axis_sets(rows)
+    assert [label for label, _ in sets] == [f"x scaled {AXIS_SCALE:g}", f"y scaled {AXIS_SCALE:g}"]
+    for axis, (_, wrong) in enumerate(sets):
+        moved = np.array([[float(r[3]), float(r[4])] for r in wrong[1:]])
+        np.testing.assert_allclose(moved[:, 1 - axis], placed[:, 1 - axis], atol=0.006)
+        rel = placed[:, axis] - placed[:, axis].mean()
+        np.testing.assert_allclose(
+            moved[:, axis] - placed[:, axis].mean(), AXIS_SCALE * rel, atol=0.006
+        )
