@@ -11,6 +11,8 @@ answers :data:`LIMIT_MM` or more apart, the pairs do not support the answer
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .landmarks import SIGMA_PRIOR_PX
@@ -62,12 +64,13 @@ def beside_beads(moving_xy, fixed_xy, weights, bead_weight, kept, beads_xy, to_m
         gain = (click2 + 2 * np.log(var_click))[:, None] - (bead2 + 2 * np.log(var_bead)[:, None])
     on_bead = np.min(_dist_mm(dst, beads, to_mm), axis=1) <= CLAIM_MM
     gain[~(bead2 <= PLAUSIBLE) | on_bead[:, None] | ~np.isfinite(gain)] = -np.inf
+    sums = _Sums.of(src, dst, w, kept)
     rivals = []
     for i in np.flatnonzero(np.max(gain, axis=1) > 0):
         for j in np.argsort(-gain[i]):
             if gain[i, j] <= 0:
                 break
-            apart = _answers_apart_mm(src, dst, w, w_bead, kept, i, beads[j], to_mm)
+            apart = sums.apart_mm(i, beads[j], w[i], w_bead[i], kept[i], to_mm)
             if apart >= LIMIT_MM:
                 rivals.append(_rival(i, beads[j], dst[i], gain[i, j], apart, to_mm))
                 break
@@ -152,19 +155,42 @@ def _held_out(src, dst, w, kept):
     return pred, var_unit, np.where(bad, np.inf, lev)
 
 
-def _answers_apart_mm(src, dst, w, w_bead, kept, i, bead, to_mm) -> float:
-    """RMS distance (mm) at the ultrasound clicks between the affine fits of two readings.
+class _Sums(NamedTuple):
+    """The kept pairs' weighted normal equations, for answers refitted in closed form."""
 
-    Both over the kept pairs and pair ``i``: where it was clicked, and on ``bead``.
-    """
-    use = kept.copy()
-    use[i] = True
-    design = np.c_[src, np.ones(len(src))][use]
-    alt, w_alt = dst.copy(), w.copy()
-    alt[i], w_alt[i] = bead, w_bead[i]
-    fits = []
-    for target, weight in ((dst[use], w[use]), (alt[use], w_alt[use])):
-        sw = np.sqrt(weight)[:, None]
-        fits.append(np.linalg.lstsq(design * sw, target * sw, rcond=None)[0])
-    diff = (design @ fits[1] - design @ fits[0]) * np.asarray(to_mm, float)
-    return float(np.sqrt(np.mean(np.sum(diff**2, axis=1))))
+    design: np.ndarray  # (n, 3): x, y, 1 of every pair's ultrasound click
+    dst: np.ndarray
+    inv: np.ndarray  # (XᵀWX)⁻¹ over the kept pairs
+    rhs: np.ndarray  # XᵀWF over the kept pairs, (3, 2)
+    gram: np.ndarray  # XᵀX over the kept pairs (the clicks the answers are compared at)
+    count: int
+
+    @classmethod
+    def of(cls, src, dst, w, kept) -> _Sums:
+        x = np.c_[src, np.ones(len(src))]
+        xk, wk = x[kept], w[kept]
+        inv = np.linalg.inv((xk * wk[:, None]).T @ xk)
+        return cls(x, dst, inv, (xk * wk[:, None]).T @ dst[kept], xk.T @ xk, int(kept.sum()))
+
+    def apart_mm(self, i: int, bead, w_click: float, w_bead: float, kept: bool, to_mm) -> float:
+        """RMS distance (mm) at the ultrasound clicks between two readings' affine answers.
+
+        Pair ``i`` where clicked and on ``bead``, both over the kept pairs and ``i``: each
+        a rank-one update of the kept pairs' fit, so that thousands of pairs cost no
+        refit each.
+        """
+        x, click = self.design[i], self.dst[i]
+        inv, rhs, gram, count = self.inv, self.rhs, self.gram, self.count
+        if not kept:  # add the pair, as clicked, to both readings' sums
+            inv = _rank_one(inv, x, w_click)
+            rhs, gram, count = rhs + w_click * np.outer(x, click), gram + np.outer(x, x), count + 1
+        alt_inv = _rank_one(inv, x, w_bead - w_click)
+        alt_rhs = rhs + np.outer(x, w_bead * np.asarray(bead) - w_click * click)
+        diff = (alt_inv @ alt_rhs - inv @ rhs) * np.asarray(to_mm, float)
+        return float(np.sqrt(max(np.trace(diff.T @ gram @ diff), 0.0) / count))
+
+
+def _rank_one(inv, x, weight: float):
+    """(A + weight x xᵀ)⁻¹ from A⁻¹ (Sherman-Morrison)."""
+    cx = inv @ x
+    return inv - weight * np.outer(cx, cx) / (1.0 + weight * (x @ cx))

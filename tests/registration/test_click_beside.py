@@ -134,3 +134,28 @@ def test_a_family_case_with_one_click_on_a_blob_beside_its_bead_is_refused(famil
     (reason,) = wrong.quality.reasons  # nothing else refuses it
     assert reason.startswith("unverified: the fluoroscopy click of bead1 lies 7.")
     assert wrong.quality.accepted_unverified
+
+
+def test_the_answers_apart_in_closed_form_equal_two_refits():
+    """The rank-one updates (thousands of pairs cost no refit each) against two fits."""
+    from hybridfuse.registration.click_beside import _Sums
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(5, 12))
+        src = rng.uniform(0, 300, (n, 2))
+        dst = 2 * src + rng.normal(0, 3, (n, 2))
+        w = rng.uniform(0.05, 1, n)
+        kept = np.arange(n) >= 1  # the first pair rejected by the fit
+        i, bead = int(rng.integers(n)), dst[0] + rng.normal(0, 20, 2)
+        use = kept.copy()
+        use[i] = True
+        design = np.c_[src, np.ones(n)][use]
+        fits = []
+        for target, weight in ((dst, w), (np.where(np.arange(n)[:, None] == i, bead, dst),
+                                          np.where(np.arange(n) == i, 1.0, w))):  # fmt: skip
+            sw = np.sqrt(weight[use])[:, None]
+            fits.append(np.linalg.lstsq(design * sw, target[use] * sw, rcond=None)[0])
+        expected = np.sqrt(np.mean(np.sum(((design @ (fits[1] - fits[0])) * TO_MM) ** 2, axis=1)))
+        got = _Sums.of(src, dst, w, kept).apart_mm(i, bead, w[i], 1.0, kept[i], TO_MM)
+        assert got == pytest.approx(expected, rel=1e-8)
