@@ -4,9 +4,9 @@ Clicks read off a shifted or resized display (or a fluoroscopy other than the on
 clicked on) still agree with each other: every check that compares pairs passes, and the
 answer carries the offset. The beads under the clicks show it. Each click is paired with
 the bead it sits nearest (and which sits nearest it) within :data:`PAIR_MM`; the clicks'
-displacements onto their beads are fitted with a shift, a resize along each image axis
-and a turn common to all, and that common part is tested against the clicks' scatter
-(docs/registration-method.md, *Clicks off the beads under them*).
+displacements onto their beads are fitted with a shift, a scale (one, or one along each
+image axis) and a turn common to all, and that common part is tested against the clicks'
+scatter (docs/registration-method.md, *Clicks off the beads under them*).
 """
 
 from __future__ import annotations
@@ -27,18 +27,21 @@ PAIR_MM = 5.0
 #: half the 2 mm within which an answer counts as right, so that a harmless bias of the
 #: hand is not refused for being consistent.
 LIMIT_MM = 1.0
-#: Parameters of the common part: a shift (2), a scale along each image axis (2: a display
-#: stretched to another shape resizes one axis only) and a turn.
-_COMMON_DOF = 5
+#: The common parts tested, by their columns: a shift, a scale and a turn (a display shifted
+#: or resized alike); and a shift, a scale along each image axis and a turn (a picture
+#: stretched to another shape resizes one axis only). Each is tested at half the rate: the
+#: first has the power for the common case, the second catches what the first passes.
+_COMMON_PARTS = {"shift, scale, turn": 4, "shift, axis scales, turn": 5}
 
 
 def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> dict | None:
     """The clicks' common displacement onto their beads, and a reason to refuse, or None.
 
-    ``to_mm`` is (x, y) mm at the isocentre per fluoroscopy pixel. The common part's
+    ``to_mm`` is (x, y) mm at the isocentre per fluoroscopy pixel. Each common part's
     significance is an F test against the displacements' own residual pooled with the
     landmark fit's (an affine fit of all pairs, whose residuals a common offset leaves
-    unchanged). None with fewer than 3 clicks on beads.
+    unchanged); the more significant is recorded, its p-value doubled for the two tests.
+    None with fewer than 3 clicks on beads.
     """
     fixed_xy = np.asarray(fixed_xy, float).reshape(-1, 2)
     beads_xy = np.asarray(beads_xy, float).reshape(-1, 2)
@@ -47,12 +50,18 @@ def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> 
     m = len(clicks)
     if m < 3:
         return None
-    common, resid = _common_part(fixed_xy[clicks], beads_xy[beads], to_mm)
-    var, dof = _scatter_variance(resid, 2 * m - _COMMON_DOF, moving_xy, fixed_xy, to_mm, reject_px)
-    f_stat = (float(common @ common) / _COMMON_DOF) / max(var, 1e-12)
-    p_value = float(_f_tail(f_stat, dof))
-    offset_mm = float(np.sqrt(common @ common / m))
-    record = {"clicks_on_beads": m, "offset_mm": round(offset_mm, 3), "p_value": p_value}
+    best = None
+    for name, n_par in _COMMON_PARTS.items():
+        common, resid = _common_part(fixed_xy[clicks], beads_xy[beads], to_mm, n_par)
+        var, dof = _scatter_variance(resid, 2 * m - n_par, moving_xy, fixed_xy, to_mm, reject_px)
+        f_stat = (float(common @ common) / n_par) / max(var, 1e-12)
+        p_value = min(1.0, len(_COMMON_PARTS) * float(_f_tail(f_stat, n_par, dof)))
+        offset_mm = float(np.sqrt(common @ common / m))
+        if best is None or p_value < best[2]:
+            best = (name, offset_mm, p_value)
+    name, offset_mm, p_value = best
+    record = {"clicks_on_beads": m, "common": name, "offset_mm": round(offset_mm, 3)}
+    record["p_value"] = p_value
     if offset_mm >= LIMIT_MM and p_value < FALSE_REFUSAL_RATE:
         record["refuse"] = (
             f"the fluoroscopy clicks sit {offset_mm:.1f} mm off the {m} beads under them, "
@@ -77,15 +86,18 @@ def _on_beads(fixed_xy, beads_xy, to_mm) -> tuple[np.ndarray, np.ndarray]:
     return rows[ok], bead_of[ok]
 
 
-def _common_part(clicks, beads, to_mm) -> tuple[np.ndarray, np.ndarray]:
-    """(fitted, residual) displacements in mm: least squares shift, axis scales and turn."""
+def _common_part(clicks, beads, to_mm, n_par: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted, residual) displacements in mm: least squares shift, scale(s) and turn.
+
+    ``n_par`` 4: one scale; 5: a scale along each image axis.
+    """
     m = len(clicks)
     rel = (clicks - clicks.mean(axis=0)) * to_mm
-    design = np.zeros((2 * m, _COMMON_DOF))
+    design = np.zeros((2 * m, n_par))
     design[0::2, 0] = 1.0
     design[1::2, 1] = 1.0
-    design[0::2, 2], design[1::2, 3] = rel[:, 0], rel[:, 1]
-    design[0::2, 4], design[1::2, 4] = -rel[:, 1], rel[:, 0]
+    design[0::2, 2], design[1::2, n_par - 2] = rel[:, 0], rel[:, 1]
+    design[0::2, n_par - 1], design[1::2, n_par - 1] = -rel[:, 1], rel[:, 0]
     shift = ((beads - clicks) * to_mm).ravel()
     params, *_ = np.linalg.lstsq(design, shift, rcond=None)
     fitted = design @ params
@@ -120,8 +132,8 @@ def _landmark_scatter(moving_xy, fixed_xy, reject_px) -> tuple[float | None, int
     return sigma, dof
 
 
-def _f_tail(f_stat: float, dof: int) -> float:
-    """P(F(:data:`_COMMON_DOF`, dof) > f_stat)."""
+def _f_tail(f_stat: float, n_par: int, dof: int) -> float:
+    """P(F(n_par, dof) > f_stat)."""
     from scipy.special import fdtrc
 
-    return fdtrc(_COMMON_DOF, dof, f_stat)
+    return fdtrc(n_par, dof, f_stat)

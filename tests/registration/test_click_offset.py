@@ -46,8 +46,8 @@ def test_right_clicks_precise_or_hurried_pass(noise_px):
 
 
 def test_right_clicks_of_a_hurried_hand_are_rarely_refused():
-    """3 px clicks on the beads, 1000 sets: 2 refused with a scale along each axis in the
-    common part (1 with one scale for both, 5 with a full affine one)."""
+    """3 px clicks on the beads, 1000 sets: 2 refused with both common parts tested at
+    half the rate each (1 with one scale alone, 5 with a full affine common part)."""
     refused = 0
     for seed in range(1000):
         rng = np.random.default_rng(seed)
@@ -131,7 +131,8 @@ def test_a_display_shifted_more_than_the_pairing_radius_is_refused():
 def test_a_display_resized_along_one_axis_is_refused():
     """Columns shown at 0.85 (a 4:3 picture stretched to another shape): outer clicks
     2.6 mm off their beads. With one scale for both axes the rest counted as scatter and
-    the test passed it (p 0.23, session 20's review); the common part scales each axis."""
+    the test passed it (p 0.23, session 20's review); a second common part scales each
+    axis."""
     c = CENTRES + np.random.default_rng(0).normal(0, 0.5, CENTRES.shape)
     clicks = np.c_[c[:, 0].mean() + 0.85 * (c[:, 0] - c[:, 0].mean()), c[:, 1]]
     record = off_beads(CENTRES * 0.5, clicks, CENTRES, TO_MM, 6.0)
