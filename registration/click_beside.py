@@ -4,9 +4,10 @@ A hand that lands a few millimetres off its bead (on a faint blob, a bone edge b
 it) leaves one wrong pair among four or five, which the fit absorbs: the held-out test
 has too few coordinates over to reject it. The bead it was meant for is still in the
 image, unclaimed. Each pair is put to the other pairs twice, once where it was clicked
-and once on such a bead; where the bead is the likelier reading and the two readings give
-answers :data:`LIMIT_MM` or more apart, the pairs do not support the answer
-(docs/registration-method.md, *A click beside its bead*).
+and once on such a bead; where the bead's reading is decisively the likelier
+(:data:`MIN_RATIO` per free bead) and the two readings give answers :data:`LIMIT_MM` or
+more apart, the pairs do not support the answer (docs/registration-method.md, *A click
+beside its bead*).
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ __all__ = ["beside_beads"]
 MIN_PAIRS = 5
 #: A bead within this of a click (mm at the isocentre) is that click's, not a rival.
 CLAIM_MM = 2.0
+#: Farthest a rival bead lies from the click (mm at the isocentre): a hand that misses its
+#: bead lands a few millimetres off (the tuning files' clicks on a blob beside their bead:
+#: 3-9 mm). Without it, where the others predict a pair loosely, beads 10-84 mm away were
+#: named (session 21 review).
+REACH_MM = 10.0
+#: Least likelihood ratio, bead reading over click reading, per free bead, that refuses.
+#: A miss is split over the free beads (each 1/n a priori), and taken as 1 click in 20
+#: that would be wrong 4 times as dearly as a refusal costs: refuse where the posterior
+#: odds of a miss on that bead exceed 1/4, a ratio of 19/4 n, about 5 n (docs,
+#: *A click beside its bead*).
+MIN_RATIO = 5.0
 #: Least RMS difference at the clicks (mm) between the two readings' answers that refuses:
 #: half the 2 mm within which an answer counts as right, as for clicks off their beads.
 LIMIT_MM = 1.0
@@ -48,7 +60,8 @@ def beside_beads(moving_xy, fixed_xy, weights, bead_weight, kept, beads_xy, to_m
     w = np.asarray(weights, float)
     w_bead = np.asarray(bead_weight, float)
     kept = np.asarray(kept, bool)
-    beads = _free_beads(dst, np.asarray(beads_xy, float).reshape(-1, 2), to_mm)
+    all_beads = np.asarray(beads_xy, float).reshape(-1, 2)
+    beads = _free_beads(dst, all_beads, to_mm)
     if len(src) < MIN_PAIRS or kept.sum() < MIN_PAIRS - 1 or not len(beads):
         return None
     held = _held_out(src, dst, w, kept)
@@ -62,13 +75,17 @@ def beside_beads(moving_xy, fixed_xy, weights, bead_weight, kept, beads_xy, to_m
         bead2 = np.sum((beads[None] - pred[:, None]) ** 2, axis=2) / var_bead[:, None]
         # Log-likelihood of each reading (2 coordinates, each at its own noise), doubled.
         gain = (click2 + 2 * np.log(var_click))[:, None] - (bead2 + 2 * np.log(var_bead)[:, None])
-    on_bead = np.min(_dist_mm(dst, beads, to_mm), axis=1) <= CLAIM_MM
-    gain[~(bead2 <= PLAUSIBLE) | on_bead[:, None] | ~np.isfinite(gain)] = -np.inf
+    # A click on a bead, claimed or not (left in place: moves declined, two beads near), is
+    # that bead's; a bead farther than REACH_MM is not the one it missed.
+    on_bead = np.min(_dist_mm(dst, all_beads, to_mm), axis=1) <= CLAIM_MM
+    far = _dist_mm(dst, beads, to_mm) > REACH_MM
+    gain[~(bead2 <= PLAUSIBLE) | far | on_bead[:, None] | ~np.isfinite(gain)] = -np.inf
+    least = 2 * np.log(MIN_RATIO * len(beads))
     sums = _Sums.of(src, dst, w, kept)
     rivals = []
-    for i in np.flatnonzero(np.max(gain, axis=1) > 0):
+    for i in np.flatnonzero(np.max(gain, axis=1) > least):
         for j in np.argsort(-gain[i]):
-            if gain[i, j] <= 0:
+            if gain[i, j] <= least:
                 break
             apart = sums.apart_mm(i, beads[j], w[i], w_bead[i], kept[i], to_mm)
             if apart >= LIMIT_MM:
@@ -100,12 +117,16 @@ def refusal(record: dict | None, names, rejected=()) -> str | None:
         label = labels[rival["pair"]]
         if label in set(rejected or ()):
             continue
+        ratio, (x, y) = rival["likelihood_ratio"], rival["bead_xy"]
+        # The ultrasound click tells a bead's pair from anatomy: "click it there" alone would
+        # move a right anatomical click onto a bead, a wrong pair (session 21 review).
         return (
             f"the fluoroscopy click of {label} lies {rival['click_to_bead_mm']:.1f} mm from "
-            "a bead no click is on, where the other pairs put its point "
-            f"({rival['likelihood_ratio']:.3g}× likelier than where it was clicked); on "
-            f"that bead the answer moves {rival['answers_apart_mm']:.1f} mm. Was it meant for "
-            "the bead? Click it there (or drop the pair), or --accept-unverified keeps the "
+            f"a bead no click is on, at ({x:.0f}, {y:.0f}) px, where the other pairs put its "
+            f"point ({f'{ratio:.3g}×' if ratio < 1000 else 'over 1000×'} likelier than where "
+            f"it was clicked); on that bead the answer moves {rival['answers_apart_mm']:.1f} "
+            f"mm. If the ultrasound click of {label} is on that bead's echo, click the bead "
+            "(or drop the pair); if the pair is on anatomy, --accept-unverified keeps the "
             "answer marked"
         )
     return None

@@ -40,7 +40,8 @@ def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> 
     ``to_mm`` is (x, y) mm at the isocentre per fluoroscopy pixel. Each common part's
     significance is an F test against the displacements' own residual pooled with the
     landmark fit's (an affine fit of all pairs, whose residuals a common offset leaves
-    unchanged); the more significant is recorded, its p-value doubled for the two tests.
+    unchanged); the more significant is recorded, its p-value multiplied by the parts
+    tested (two; one, one scale, with 3 clicks on beads).
     None with fewer than 3 clicks on beads.
     """
     fixed_xy = np.asarray(fixed_xy, float).reshape(-1, 2)
@@ -50,12 +51,15 @@ def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> 
     m = len(clicks)
     if m < 3:
         return None
+    # With 3 clicks on beads, 5 parameters leave one coordinate of scatter, near 0 by chance
+    # for 1 set of right anatomical clicks beside beads in 10 (session 21 review): one scale.
+    parts = {name: n for name, n in _COMMON_PARTS.items() if 2 * m - n >= 2}
     best = None
-    for name, n_par in _COMMON_PARTS.items():
+    for name, n_par in parts.items():
         common, resid = _common_part(fixed_xy[clicks], beads_xy[beads], to_mm, n_par)
         var, dof = _scatter_variance(resid, 2 * m - n_par, moving_xy, fixed_xy, to_mm, reject_px)
         f_stat = (float(common @ common) / n_par) / max(var, 1e-12)
-        p_value = min(1.0, len(_COMMON_PARTS) * float(_f_tail(f_stat, n_par, dof)))
+        p_value = min(1.0, len(parts) * float(_f_tail(f_stat, n_par, dof)))
         offset_mm = float(np.sqrt(common @ common / m))
         if best is None or p_value < best[2]:
             best = (name, offset_mm, p_value)

@@ -148,3 +148,21 @@ def test_anatomical_clicks_beside_beads_all_one_way_are_not_refused():
     clicks = anatomy + np.random.default_rng(0).normal(0, 0.5, CENTRES.shape)
     record = off_beads(anatomy * 0.5, clicks, CENTRES, TO_MM, 6.0)
     assert record is None or "refuse" not in record, record
+
+
+def test_anatomical_clicks_beside_three_beads_are_rarely_refused():
+    """Three right clicks on anatomy 2.5-4.5 mm from three beads, every way, and two pairs
+    away from beads. Five parameters of the common part leave 3 clicks one coordinate of
+    scatter, near 0 by chance in 1 set of 10: 21 of 400 refused (session 21 review). One
+    scale where 3 clicks are on beads: 1."""
+    refused = 0
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        angle = rng.uniform(0, 2 * np.pi, 3)
+        near = CENTRES[:3] + np.c_[np.cos(angle), np.sin(angle)] * rng.uniform(10, 18, (3, 1))
+        true = np.vstack([near, rng.uniform(30, 230, (2, 2))])
+        clicks = true + rng.normal(0, 0.5, true.shape)
+        moving = true * 0.5 + rng.normal(0, 0.25, true.shape)
+        record = off_beads(moving, clicks, CENTRES, TO_MM, 6.0)
+        refused += bool(record and "refuse" in record)
+    assert refused <= 1
