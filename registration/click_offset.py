@@ -34,14 +34,17 @@ LIMIT_MM = 1.0
 _COMMON_PARTS = {"shift, scale, turn": 4, "shift, axis scales, turn": 5}
 
 
-def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> dict | None:
+def off_beads(
+    moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None, *, fit=None
+) -> dict | None:
     """The clicks' common displacement onto their beads, and a reason to refuse, or None.
 
     ``to_mm`` is (x, y) mm at the isocentre per fluoroscopy pixel. Each common part's
     significance is an F test against the displacements' own residual pooled with the
     landmark fit's (an affine fit of all pairs, whose residuals a common offset leaves
     unchanged); the more significant is recorded, its p-value multiplied by the parts
-    tested (two; one, one scale, with 3 clicks on beads).
+    tested (two; one, one scale, with 3 clicks on beads). ``fit``: that affine fit where
+    the caller has it (:class:`registration.landmarks.LandmarkFit`), not made again.
     None with fewer than 3 clicks on beads.
     """
     fixed_xy = np.asarray(fixed_xy, float).reshape(-1, 2)
@@ -54,10 +57,11 @@ def off_beads(moving_xy, fixed_xy, beads_xy, to_mm, reject_px: float | None) -> 
     # With 3 clicks on beads, 5 parameters leave one coordinate of scatter, near 0 by chance
     # for 1 set of right anatomical clicks beside beads in 10 (session 21 review): one scale.
     parts = {name: n for name, n in _COMMON_PARTS.items() if 2 * m - n >= 2}
+    scatter = _landmark_scatter(moving_xy, fixed_xy, reject_px, fit)
     best = None
     for name, n_par in parts.items():
         common, resid = _common_part(fixed_xy[clicks], beads_xy[beads], to_mm, n_par)
-        var, dof = _scatter_variance(resid, 2 * m - n_par, moving_xy, fixed_xy, to_mm, reject_px)
+        var, dof = _scatter_variance(resid, 2 * m - n_par, scatter, to_mm)
         f_stat = (float(common @ common) / n_par) / max(var, 1e-12)
         p_value = min(1.0, len(parts) * float(_f_tail(f_stat, n_par, dof)))
         offset_mm = float(np.sqrt(common @ common / m))
@@ -108,30 +112,32 @@ def _common_part(clicks, beads, to_mm, n_par: int) -> tuple[np.ndarray, np.ndarr
     return fitted, shift - fitted
 
 
-def _scatter_variance(resid, dof: int, moving_xy, fixed_xy, to_mm, reject_px):
+def _scatter_variance(resid, dof: int, scatter, to_mm):
     """(variance per coordinate in mm², dof) the common part is tested against.
 
-    The displacements' own residual, pooled with the landmark fit's scatter; the own
+    The displacements' own residual, pooled with the landmark fit's ``scatter`` (click
+    noise in px and its dof, :func:`_landmark_scatter`); the own
     alone where it is the larger. Clicks on anatomy beside beads leave displacements
     that no common part explains, far beyond the hand's noise: pooled with that noise
     they read as significant (session 20 review: 1-3 % of such right sets refused).
     """
     own = float(resid @ resid) / dof
-    sigma_px, lm_dof = _landmark_scatter(moving_xy, fixed_xy, reject_px)
+    sigma_px, lm_dof = scatter
     if sigma_px is None:
         return own, dof
     pooled = (own * dof + lm_dof * (sigma_px * float(np.mean(to_mm))) ** 2) / (dof + lm_dof)
     return (own, dof) if own > pooled else (pooled, dof + lm_dof)
 
 
-def _landmark_scatter(moving_xy, fixed_xy, reject_px) -> tuple[float | None, int]:
+def _landmark_scatter(moving_xy, fixed_xy, reject_px, fit=None) -> tuple[float | None, int]:
     """Click noise (px) and its dof from an affine fit of every pair; (None, 0) if none."""
     if len(fixed_xy) < 4:
         return None, 0
-    try:
-        fit = fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
-    except LandmarkInputError:
-        return None, 0
+    if fit is None:
+        try:
+            fit = fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
+        except LandmarkInputError:
+            return None, 0
     sigma, dof = residual_sigma(fit.residuals_px[fit.inliers], "affine")
     return sigma, dof
 

@@ -90,30 +90,23 @@ def snap_to_beads(
     record["click_sigma_px"] = None if hand_px is None or not moved.any() else round(hand_px, 3)
     final_xy = np.where(moved[:, None], new_xy, fixed_xy)
     to_mm = np.asarray(spacing_mm, float)[::-1]
-    record["off_beads"] = off_beads(landmarks.moving_xy, final_xy, beads.xy, to_mm, reject_px)
-    given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))
-    record["beside_bead"] = _beside(
-        landmarks.moving_xy,
-        final_xy,
-        weights if moved.any() else given,
-        given,
-        beads.xy,
-        to_mm,
-        reject_px,
+    fit = _affine_fit(landmarks.moving_xy, final_xy, reject_px)  # one fit for both checks
+    record["off_beads"] = off_beads(
+        landmarks.moving_xy, final_xy, beads.xy, to_mm, reject_px, fit=fit
     )
+    given = landmarks.weights if landmarks.weights is not None else np.ones(len(fixed_xy))
+    if fit is not None:
+        w = weights if moved.any() and weights is not None else given
+        kept = np.asarray(fit.inliers, bool)
+        record["beside_bead"] = beside_beads(
+            landmarks.moving_xy, final_xy, w, given, kept, beads.xy, to_mm
+        )
+    else:  # 3 pairs or fewer (under beside_beads's least), or no consensus
+        record["beside_bead"] = None
     if not moved.any():
         return landmarks, record
     out = dataclasses.replace(landmarks, fixed_xy=new_xy, weights=weights, given_weights=given)
     return out, record
-
-
-def _beside(moving_xy, fixed_xy, weights, given, beads_xy, to_mm, reject_px) -> dict | None:
-    """:func:`registration.click_beside.beside_beads` over the pairs an affine fit keeps."""
-    kept = _agreeing(moving_xy, fixed_xy, reject_px)
-    if kept is None:
-        return None
-    w = given if weights is None else weights
-    return beside_beads(moving_xy, fixed_xy, w, given, kept, beads_xy, to_mm)
 
 
 def _targets(fixed_xy, beads_xy, to_mm, within_mm: float) -> np.ndarray:
@@ -157,11 +150,18 @@ def _agreeing(moving_xy, fixed_xy, reject_px: float | None) -> np.ndarray | None
     """
     if len(fixed_xy) <= MIN_POINTS[TransformModel.AFFINE]:
         return np.ones(len(fixed_xy), bool)
+    fit = _affine_fit(moving_xy, fixed_xy, reject_px)
+    return None if fit is None else np.asarray(fit.inliers, bool)
+
+
+def _affine_fit(moving_xy, fixed_xy, reject_px: float | None):
+    """The affine landmark fit with rejection, or None with 3 pairs or fewer or no consensus."""
+    if len(fixed_xy) <= MIN_POINTS[TransformModel.AFFINE]:
+        return None
     try:
-        fit = fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
+        return fit_landmarks(moving_xy, fixed_xy, "affine", reject_threshold_px=reject_px)
     except LandmarkInputError:  # no consensus, or points that fix no map
         return None
-    return np.asarray(fit.inliers, bool)
 
 
 def _scatter(moving_xy, fixed_xy) -> float | None:
